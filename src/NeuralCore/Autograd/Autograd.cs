@@ -1,0 +1,120 @@
+namespace NeuralCore.Autograd;
+
+/// <summary>
+/// Graph recording state (grad mode, tracing, the module stack) and the backward pass.
+/// </summary>
+public static class Autograd
+{
+    [ThreadStatic] private static int _noGradDepth;
+    [ThreadStatic] private static int _traceDepth;
+    [ThreadStatic] private static List<NN.Module>? _moduleStack;
+    private static long _sequence;
+
+    /// <summary>True unless inside a <see cref="NoGrad"/> scope.</summary>
+    public static bool IsGradEnabled => _noGradDepth == 0;
+
+    /// <summary>True inside a <see cref="Trace"/> scope: every op is recorded, even without gradients.</summary>
+    public static bool IsTracing => _traceDepth > 0;
+
+    /// <summary>Disables graph recording until disposed (inference, optimizer steps). Nested scopes are fine.</summary>
+    public static IDisposable NoGrad() { _noGradDepth++; return new Scope(() => _noGradDepth--); }
+
+    /// <summary>Records every op (also those on tensors without gradients) until disposed, so a forward pass can be traced by the pruner or an exporter.</summary>
+    public static IDisposable Trace() { _traceDepth++; return new Scope(() => _traceDepth--); }
+
+    internal static IDisposable EnterModule(NN.Module module)
+    {
+        (_moduleStack ??= []).Add(module);
+        return new Scope(() => _moduleStack!.RemoveAt(_moduleStack.Count - 1));
+    }
+
+    /// <summary>The innermost module currently running, if any.</summary>
+    public static NN.Module? CurrentModule => _moduleStack is { Count: > 0 } s ? s[^1] : null;
+
+    /// <summary>
+    /// Attaches a graph node to <paramref name="output"/> when grad mode is on and an input requires grad
+    /// (or when tracing). Returns <paramref name="output"/>.
+    /// </summary>
+    public static Tensor Record(Tensor output, OpKind kind, Tensor[] inputs, BackwardFunction? backward,
+        IReadOnlyDictionary<string, object>? attributes)
+    {
+        var needsGrad = false;
+        if (_noGradDepth == 0)
+            foreach (var t in inputs)
+                if (t.RequiresGrad) { needsGrad = true; break; }
+        if (!needsGrad && _traceDepth == 0) return output;
+        output.GradFn = new Node(kind, inputs, output, needsGrad ? backward : null, attributes, CurrentModule,
+            Interlocked.Increment(ref _sequence));
+        output.SetRequiresGradInternal(needsGrad);
+        return output;
+    }
+
+    /// <summary>
+    /// Back-propagates <paramref name="gradient"/> (ones for a scalar root when null) from <paramref name="root"/>,
+    /// accumulating into the <see cref="Tensor.Grad"/> of every leaf that requires grad.
+    /// </summary>
+    public static void Backward(Tensor root, Tensor? gradient = null, bool retainGraph = false)
+    {
+        if (!root.RequiresGrad)
+            throw new InvalidOperationException("Backward() was called on a tensor that does not require grad: no parameter or input with RequiresGrad = true reached it (or it was computed inside NoGrad()).");
+        if (gradient is null)
+        {
+            if (root.NumElements != 1)
+                throw new InvalidOperationException($"Backward() without a gradient needs a scalar; this tensor has shape {Tensor.FormatShape(root.Shape)}. Pass a gradient of the same shape.");
+            gradient = Tensor.Ones(root.ShapeArray(), root.Device);
+        }
+        else if (!gradient.Shape.SequenceEqual(root.Shape))
+            throw new ArgumentException($"The gradient's shape {Tensor.FormatShape(gradient.Shape)} differs from the tensor's {Tensor.FormatShape(root.Shape)}.", nameof(gradient));
+
+        using var _ = NoGrad();
+        if (root.GradFn is null) { Accumulate(root, gradient); return; }
+
+        // Nodes in reverse recording order: each node's output gradient is complete before it runs.
+        var order = new List<Node>();
+        var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance);
+        var stack = new Stack<Node>();
+        stack.Push(root.GradFn);
+        seen.Add(root.GradFn);
+        while (stack.Count > 0)
+        {
+            var node = stack.Pop();
+            order.Add(node);
+            foreach (var input in node.Inputs)
+                if (input.GradFn is { } f && input.RequiresGrad && seen.Add(f)) stack.Push(f);
+        }
+        order.Sort((a, b) => b.Sequence.CompareTo(a.Sequence));
+
+        var grads = new Dictionary<Node, Tensor>(ReferenceEqualityComparer.Instance) { [root.GradFn] = gradient };
+        foreach (var node in order)
+        {
+            if (!grads.Remove(node, out var gOut)) continue;
+            var gIn = node.RunBackward(gOut);
+            for (var i = 0; i < node.Inputs.Count; i++)
+            {
+                var input = node.Inputs[i];
+                var g = i < gIn.Length ? gIn[i] : null;
+                if (g is null || !input.RequiresGrad) continue;
+                if (!g.Shape.SequenceEqual(input.Shape))
+                    throw new InvalidOperationException($"Internal error: the backward of {node.Kind} produced a gradient of shape {Tensor.FormatShape(g.Shape)} for an input of shape {Tensor.FormatShape(input.Shape)}.");
+                if (input.GradFn is null) Accumulate(input, g);
+                else if (grads.TryGetValue(input.GradFn, out var acc)) grads[input.GradFn] = acc.Add(g);
+                else grads[input.GradFn] = g;
+            }
+            if (!retainGraph) node.Release();
+        }
+    }
+
+    private static void Accumulate(Tensor leaf, Tensor g)
+    {
+        // NOTE: a backward rule may hand the same tensor to several inputs (Add does), so a leaf's
+        // gradient is always its own copy before anything accumulates into it in place.
+        if (leaf.Grad is null) leaf.Grad = g.Clone();
+        else leaf.Grad.AddInPlace(g);
+    }
+
+    private sealed class Scope(Action onDispose) : IDisposable
+    {
+        private Action? _onDispose = onDispose;
+        public void Dispose() { _onDispose?.Invoke(); _onDispose = null; }
+    }
+}

@@ -1,0 +1,55 @@
+namespace NeuralCore.Autograd;
+
+/// <summary>Computes the gradients of an op's inputs from the gradient of its output (null where an input gets none).</summary>
+public delegate Tensor?[] BackwardFunction(Tensor gradOutput);
+
+/// <summary>
+/// One recorded op in the autograd graph: what it was, what went in and came out, which module ran it,
+/// and how to send the gradient back. Public so the pruner and exporters can trace a forward pass.
+/// </summary>
+public sealed class Node
+{
+    private BackwardFunction? _backward;
+
+    internal Node(OpKind kind, Tensor[] inputs, Tensor output, BackwardFunction? backward,
+        IReadOnlyDictionary<string, object>? attributes, NN.Module? module, long sequence)
+    {
+        Kind = kind;
+        Inputs = inputs;
+        Output = output;
+        _backward = backward;
+        Attributes = attributes ?? EmptyAttributes;
+        Module = module;
+        Sequence = sequence;
+    }
+
+    private static readonly IReadOnlyDictionary<string, object> EmptyAttributes = new Dictionary<string, object>();
+
+    /// <summary>The op.</summary>
+    public OpKind Kind { get; }
+
+    /// <summary>The input tensors, in the op's argument order.</summary>
+    public IReadOnlyList<Tensor> Inputs { get; }
+
+    /// <summary>The output tensor.</summary>
+    public Tensor Output { get; }
+
+    /// <summary>Op arguments that are not tensors (see each <see cref="OpKind"/> member).</summary>
+    public IReadOnlyDictionary<string, object> Attributes { get; }
+
+    /// <summary>The innermost module whose <see cref="NN.Module.Call"/> was running when the op was recorded.</summary>
+    public NN.Module? Module { get; }
+
+    /// <summary>A process-wide increasing number: recording order, a valid topological order of the graph.</summary>
+    public long Sequence { get; }
+
+    internal bool HasBackward => _backward is not null;
+
+    internal Tensor?[] RunBackward(Tensor gradOutput) =>
+        (_backward ?? throw new InvalidOperationException($"The graph behind this {Kind} op was already freed by an earlier Backward(); pass retainGraph: true to run backward twice."))(gradOutput);
+
+    internal void Release() => _backward = null;
+
+    /// <inheritdoc />
+    public override string ToString() => $"{Kind}{(Module is null ? "" : " in " + Module.GetType().Name)}";
+}

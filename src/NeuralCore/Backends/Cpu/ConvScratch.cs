@@ -1,0 +1,56 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// Grow-only scratch buffers of one thread for the convolution kernels (im2col columns, gathered
+/// output rows, per-thread weight-gradient partial sums). After the first call at a given size no
+/// further managed memory is allocated.
+/// </summary>
+/// <remarks>
+/// Buffers live on the pinned object heap, so raw pointers into them stay valid while the owning
+/// thread works and may be handed to the other parts of the same job. One instance per thread:
+/// the persistent CPU workers and every caller thread each keep their own, so concurrent callers
+/// never share a buffer.
+/// </remarks>
+internal sealed unsafe class ConvScratch
+{
+    /// <summary>The slots a convolution uses at the same time.</summary>
+    internal enum Slot
+    {
+        /// <summary>im2col columns [C/groups*R*S, columns].</summary>
+        Columns,
+        /// <summary>Gathered output or output-gradient rows [K/groups, columns].</summary>
+        Rows,
+        /// <summary>Per-part partial weight gradients (caller thread only).</summary>
+        Partials,
+    }
+
+    [ThreadStatic] private static ConvScratch? current;
+
+    private readonly float[][] buffers = [[], [], []];
+
+    /// <summary>This thread's scratch.</summary>
+    internal static ConvScratch Current => current ??= new ConvScratch();
+
+    /// <summary>A buffer of at least <paramref name="length"/> floats (contents undefined).</summary>
+    internal float* Get(Slot slot, long length)
+    {
+        ref float[] buffer = ref buffers[(int)slot];
+        if (buffer.Length < length)
+        {
+            if (length > Array.MaxLength)
+            {
+                throw new InvalidOperationException(
+                    $"A convolution needs a scratch buffer of {length} floats, more than one array can hold; reduce the batch size or the image size.");
+            }
+            // Grow by half again so a slowly growing shape does not reallocate on every call.
+            long grown = Math.Min(Array.MaxLength, Math.Max(length, buffer.Length + buffer.Length / 2));
+            buffer = GC.AllocateUninitializedArray<float>((int)grown, pinned: true);
+        }
+        // SAFETY: the array was allocated on the pinned object heap and is never moved; this
+        // scratch object (and so the array) stays reachable from the thread-static field.
+        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+    }
+}

@@ -1,0 +1,337 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace NeuralCore.Backends.Cpu;
+
+// Micro-kernels and packing. A packed A micro-panel holds, for each k, MR consecutive values of
+// a column of op(A) (rows past the edge are zero); a packed B micro-panel holds, for each k, NR
+// consecutive values of a row of op(B) (columns past the edge are zero). A micro-kernel computes
+// one MR x NR tile of C from one micro-panel of each.
+public static unsafe partial class Gemm
+{
+    private const int Mr512 = 8, Nr512 = 32;
+    private const int Mr256 = 6, Nr256 = 16;
+    private const int MrScalar = 4, NrScalar = 8;
+    private const int MaxTile = Mr512 * Nr512;
+
+    /// <summary>
+    /// Computes one tile of C from packed panels. Full tiles go straight to C; edge tiles
+    /// (rows &lt; MR or cols &lt; NR) are computed into <paramref name="tile"/> and merged, with the
+    /// same rounding as the full path so that the split between threads never changes a result.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MicroTile(KernelKind kind, int kc, float* a, float* b, float* c, int ldc, float alpha, float beta,
+        int rows, int cols, float* tile)
+    {
+        switch (kind)
+        {
+            case KernelKind.Vector512:
+                if (rows == Mr512 && cols == Nr512)
+                {
+                    Kernel512(kc, a, b, c, ldc, alpha, beta);
+                }
+                else
+                {
+                    Kernel512(kc, a, b, tile, Nr512, 1f, 0f);
+                    Merge(tile, Nr512, c, ldc, rows, cols, alpha, beta);
+                }
+                break;
+            case KernelKind.Vector256:
+                if (rows == Mr256 && cols == Nr256)
+                {
+                    Kernel256(kc, a, b, c, ldc, alpha, beta);
+                }
+                else
+                {
+                    Kernel256(kc, a, b, tile, Nr256, 1f, 0f);
+                    Merge(tile, Nr256, c, ldc, rows, cols, alpha, beta);
+                }
+                break;
+            default:
+                KernelScalar(kc, a, b, tile);
+                Merge(tile, NrScalar, c, ldc, rows, cols, alpha, beta);
+                break;
+        }
+    }
+
+    /// <summary>C = alpha * tile + beta * C over rows x cols, rounding as the vector kernels do.</summary>
+    private static void Merge(float* tile, int ldt, float* c, int ldc, int rows, int cols, float alpha, float beta)
+    {
+        for (int i = 0; i < rows; i++)
+        {
+            float* t = tile + i * ldt;
+            float* r = c + (long)i * ldc;
+            if (beta == 0f)
+            {
+                for (int j = 0; j < cols; j++) r[j] = t[j] * alpha;
+            }
+            else
+            {
+                for (int j = 0; j < cols; j++) r[j] = MathF.FusedMultiplyAdd(t[j], alpha, beta * r[j]);
+            }
+        }
+    }
+
+    /// <summary>4 x 8 tile in plain arithmetic, written to <paramref name="tile"/> (row stride 8).</summary>
+    private static void KernelScalar(int kc, float* a, float* b, float* tile)
+    {
+        for (int i = 0; i < MrScalar * NrScalar; i++) tile[i] = 0f;
+        for (int p = 0; p < kc; p++)
+        {
+            for (int i = 0; i < MrScalar; i++)
+            {
+                float ai = a[i];
+                float* t = tile + i * NrScalar;
+                for (int j = 0; j < NrScalar; j++) t[j] = MathF.FusedMultiplyAdd(ai, b[j], t[j]);
+            }
+            a += MrScalar;
+            b += NrScalar;
+        }
+    }
+
+    /// <summary>Packs rows [ic, ic + mc) x columns [pc, pc + kc) of op(A) into MR-row micro-panels.</summary>
+    private static void PackA(bool transA, float* a, int lda, int ic, int mc, int pc, int kc, float* dst, int mr)
+    {
+        for (int ir = 0; ir < mc; ir += mr)
+        {
+            int rows = Math.Min(mr, mc - ir);
+            if (!transA)
+            {
+                // A is m x k: each row of the panel is contiguous in k; write it with stride MR.
+                for (int r = 0; r < rows; r++)
+                {
+                    float* src = a + (long)(ic + ir + r) * lda + pc;
+                    float* d = dst + r;
+                    for (int p = 0; p < kc; p++) d[p * mr] = src[p];
+                }
+                for (int r = rows; r < mr; r++)
+                {
+                    float* d = dst + r;
+                    for (int p = 0; p < kc; p++) d[p * mr] = 0f;
+                }
+            }
+            else
+            {
+                // A is k x m: the MR values for one k are already contiguous.
+                for (int p = 0; p < kc; p++)
+                {
+                    float* src = a + (long)(pc + p) * lda + ic + ir;
+                    float* d = dst + p * mr;
+                    int r = 0;
+                    for (; r < rows; r++) d[r] = src[r];
+                    for (; r < mr; r++) d[r] = 0f;
+                }
+            }
+            dst += mr * kc;
+        }
+    }
+
+    /// <summary>Packs rows [pc, pc + kc) x columns [jc, jc + nc) of op(B) into NR-column micro-panels.</summary>
+    private static void PackB(bool transB, float* b, int ldb, int pc, int kc, int jc, int nc, float* dst, int nr)
+    {
+        int full = nc / nr * nr;
+        if (!transB)
+        {
+            // B is k x n. Walk each source row once, end to end, and scatter its NR-wide pieces to
+            // the panels: one long sequential read per row keeps the hardware prefetcher on it,
+            // where walking panel by panel would touch kc rows for every NR columns.
+            for (int p = 0; p < kc; p++)
+            {
+                float* src = b + (long)(pc + p) * ldb + jc;
+                float* d = dst + p * nr;
+                int jr = 0;
+                for (; jr < full; jr += nr) CopyRow(src + jr, d + (long)jr * kc, nr);
+                if (jr < nc)
+                {
+                    float* dt = d + (long)jr * kc;
+                    int j = 0;
+                    for (; j < nc - jr; j++) dt[j] = src[jr + j];
+                    for (; j < nr; j++) dt[j] = 0f;
+                }
+            }
+            return;
+        }
+        for (int jr = 0; jr < nc; jr += nr)
+        {
+            // B is n x k: each column of the panel is contiguous in k; write it with stride NR.
+            int cols = Math.Min(nr, nc - jr);
+            for (int j = 0; j < cols; j++)
+            {
+                float* src = b + (long)(jc + jr + j) * ldb + pc;
+                float* d = dst + j;
+                for (int p = 0; p < kc; p++) d[p * nr] = src[p];
+            }
+            for (int j = cols; j < nr; j++)
+            {
+                float* d = dst + j;
+                for (int p = 0; p < kc; p++) d[p * nr] = 0f;
+            }
+            dst += nr * kc;
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CopyRow(float* src, float* dst, int count)
+    {
+        int j = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; j + 16 <= count; j += 16) Vector512.Store(Vector512.Load(src + j), dst + j);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            for (; j + 8 <= count; j += 8) Vector256.Store(Vector256.Load(src + j), dst + j);
+        }
+        for (; j < count; j++) dst[j] = src[j];
+    }
+
+    /// <summary>8 x 32 tile, 16 zmm accumulators: per k, two loads of B and eight broadcasts of A feed 16 FMAs.</summary>
+    private static void Kernel512(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta)
+    {
+        Vector512<float> c00 = default, c01 = default;
+        Vector512<float> c10 = default, c11 = default;
+        Vector512<float> c20 = default, c21 = default;
+        Vector512<float> c30 = default, c31 = default;
+        Vector512<float> c40 = default, c41 = default;
+        Vector512<float> c50 = default, c51 = default;
+        Vector512<float> c60 = default, c61 = default;
+        Vector512<float> c70 = default, c71 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
+            Vector512<float> ai;
+            ai = Vector512.Create(a[0]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00); c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[1]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[2]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20); c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[3]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector512.Create(a[4]);
+            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40); c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector512.Create(a[5]);
+            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50); c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
+            ai = Vector512.Create(a[6]);
+            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60); c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
+            ai = Vector512.Create(a[7]);
+            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70); c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
+            a += 8;
+            b += 32;
+        }
+        var va = Vector512.Create(alpha);
+        if (beta == 0f)
+        {
+            float* r0 = c;
+            (c00 * va).Store(r0); (c01 * va).Store(r0 + 16);
+            float* r1 = c + ldc;
+            (c10 * va).Store(r1); (c11 * va).Store(r1 + 16);
+            float* r2 = c + 2 * ldc;
+            (c20 * va).Store(r2); (c21 * va).Store(r2 + 16);
+            float* r3 = c + 3 * ldc;
+            (c30 * va).Store(r3); (c31 * va).Store(r3 + 16);
+            float* r4 = c + 4 * ldc;
+            (c40 * va).Store(r4); (c41 * va).Store(r4 + 16);
+            float* r5 = c + 5 * ldc;
+            (c50 * va).Store(r5); (c51 * va).Store(r5 + 16);
+            float* r6 = c + 6 * ldc;
+            (c60 * va).Store(r6); (c61 * va).Store(r6 + 16);
+            float* r7 = c + 7 * ldc;
+            (c70 * va).Store(r7); (c71 * va).Store(r7 + 16);
+        }
+        else
+        {
+            var vb = Vector512.Create(beta);
+            float* r0 = c;
+            Vector512.FusedMultiplyAdd(c00, va, vb * Vector512.Load(r0)).Store(r0);
+            Vector512.FusedMultiplyAdd(c01, va, vb * Vector512.Load(r0 + 16)).Store(r0 + 16);
+            float* r1 = c + ldc;
+            Vector512.FusedMultiplyAdd(c10, va, vb * Vector512.Load(r1)).Store(r1);
+            Vector512.FusedMultiplyAdd(c11, va, vb * Vector512.Load(r1 + 16)).Store(r1 + 16);
+            float* r2 = c + 2 * ldc;
+            Vector512.FusedMultiplyAdd(c20, va, vb * Vector512.Load(r2)).Store(r2);
+            Vector512.FusedMultiplyAdd(c21, va, vb * Vector512.Load(r2 + 16)).Store(r2 + 16);
+            float* r3 = c + 3 * ldc;
+            Vector512.FusedMultiplyAdd(c30, va, vb * Vector512.Load(r3)).Store(r3);
+            Vector512.FusedMultiplyAdd(c31, va, vb * Vector512.Load(r3 + 16)).Store(r3 + 16);
+            float* r4 = c + 4 * ldc;
+            Vector512.FusedMultiplyAdd(c40, va, vb * Vector512.Load(r4)).Store(r4);
+            Vector512.FusedMultiplyAdd(c41, va, vb * Vector512.Load(r4 + 16)).Store(r4 + 16);
+            float* r5 = c + 5 * ldc;
+            Vector512.FusedMultiplyAdd(c50, va, vb * Vector512.Load(r5)).Store(r5);
+            Vector512.FusedMultiplyAdd(c51, va, vb * Vector512.Load(r5 + 16)).Store(r5 + 16);
+            float* r6 = c + 6 * ldc;
+            Vector512.FusedMultiplyAdd(c60, va, vb * Vector512.Load(r6)).Store(r6);
+            Vector512.FusedMultiplyAdd(c61, va, vb * Vector512.Load(r6 + 16)).Store(r6 + 16);
+            float* r7 = c + 7 * ldc;
+            Vector512.FusedMultiplyAdd(c70, va, vb * Vector512.Load(r7)).Store(r7);
+            Vector512.FusedMultiplyAdd(c71, va, vb * Vector512.Load(r7 + 16)).Store(r7 + 16);
+        }
+    }
+    /// <summary>6 x 16 tile, 12 ymm accumulators (of 16 registers): two loads of B and six broadcasts of A feed 12 FMAs.</summary>
+    private static void Kernel256(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta)
+    {
+        Vector256<float> c00 = default, c01 = default;
+        Vector256<float> c10 = default, c11 = default;
+        Vector256<float> c20 = default, c21 = default;
+        Vector256<float> c30 = default, c31 = default;
+        Vector256<float> c40 = default, c41 = default;
+        Vector256<float> c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector256<float> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 8);
+            Vector256<float> ai;
+            ai = Vector256.Create(a[0]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00); c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[1]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10); c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[2]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20); c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[3]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30); c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector256.Create(a[4]);
+            c40 = Vector256.FusedMultiplyAdd(ai, b0, c40); c41 = Vector256.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector256.Create(a[5]);
+            c50 = Vector256.FusedMultiplyAdd(ai, b0, c50); c51 = Vector256.FusedMultiplyAdd(ai, b1, c51);
+            a += 6;
+            b += 16;
+        }
+        var va = Vector256.Create(alpha);
+        if (beta == 0f)
+        {
+            float* r0 = c;
+            (c00 * va).Store(r0); (c01 * va).Store(r0 + 8);
+            float* r1 = c + ldc;
+            (c10 * va).Store(r1); (c11 * va).Store(r1 + 8);
+            float* r2 = c + 2 * ldc;
+            (c20 * va).Store(r2); (c21 * va).Store(r2 + 8);
+            float* r3 = c + 3 * ldc;
+            (c30 * va).Store(r3); (c31 * va).Store(r3 + 8);
+            float* r4 = c + 4 * ldc;
+            (c40 * va).Store(r4); (c41 * va).Store(r4 + 8);
+            float* r5 = c + 5 * ldc;
+            (c50 * va).Store(r5); (c51 * va).Store(r5 + 8);
+        }
+        else
+        {
+            var vb = Vector256.Create(beta);
+            float* r0 = c;
+            Vector256.FusedMultiplyAdd(c00, va, vb * Vector256.Load(r0)).Store(r0);
+            Vector256.FusedMultiplyAdd(c01, va, vb * Vector256.Load(r0 + 8)).Store(r0 + 8);
+            float* r1 = c + ldc;
+            Vector256.FusedMultiplyAdd(c10, va, vb * Vector256.Load(r1)).Store(r1);
+            Vector256.FusedMultiplyAdd(c11, va, vb * Vector256.Load(r1 + 8)).Store(r1 + 8);
+            float* r2 = c + 2 * ldc;
+            Vector256.FusedMultiplyAdd(c20, va, vb * Vector256.Load(r2)).Store(r2);
+            Vector256.FusedMultiplyAdd(c21, va, vb * Vector256.Load(r2 + 8)).Store(r2 + 8);
+            float* r3 = c + 3 * ldc;
+            Vector256.FusedMultiplyAdd(c30, va, vb * Vector256.Load(r3)).Store(r3);
+            Vector256.FusedMultiplyAdd(c31, va, vb * Vector256.Load(r3 + 8)).Store(r3 + 8);
+            float* r4 = c + 4 * ldc;
+            Vector256.FusedMultiplyAdd(c40, va, vb * Vector256.Load(r4)).Store(r4);
+            Vector256.FusedMultiplyAdd(c41, va, vb * Vector256.Load(r4 + 8)).Store(r4 + 8);
+            float* r5 = c + 5 * ldc;
+            Vector256.FusedMultiplyAdd(c50, va, vb * Vector256.Load(r5)).Store(r5);
+            Vector256.FusedMultiplyAdd(c51, va, vb * Vector256.Load(r5 + 8)).Store(r5 + 8);
+        }
+    }}

@@ -1,0 +1,56 @@
+namespace NeuralCore.Backends;
+
+/// <summary>
+/// Geometry of a 2-D convolution over NCHW input: x [N, C, H, W], weight [K, C/groups, R, S], y [N, K, P, Q].
+/// </summary>
+public readonly record struct Conv2dParams(
+    int N, int C, int H, int W, int K, int R, int S,
+    int StrideH, int StrideW, int PadH, int PadW, int DilationH, int DilationW, int Groups)
+{
+    /// <summary>Output height P.</summary>
+    public int P => (H + 2 * PadH - DilationH * (R - 1) - 1) / StrideH + 1;
+
+    /// <summary>Output width Q.</summary>
+    public int Q => (W + 2 * PadW - DilationW * (S - 1) - 1) / StrideW + 1;
+}
+
+/// <summary>
+/// Geometry of a 2-D pooling over NCHW input: x [N, C, H, W], y [N, C, P, Q].
+/// </summary>
+public readonly record struct Pool2dParams(
+    int N, int C, int H, int W, int KernelH, int KernelW, int StrideH, int StrideW, int PadH, int PadW, bool CeilMode = false)
+{
+    /// <summary>Output height P (PyTorch's rule, including ceil mode's "last window must start inside the input").</summary>
+    public int P => OutSize(H, KernelH, StrideH, PadH, CeilMode);
+
+    /// <summary>Output width Q.</summary>
+    public int Q => OutSize(W, KernelW, StrideW, PadW, CeilMode);
+
+    private static int OutSize(int size, int k, int s, int pad, bool ceil)
+    {
+        var num = size + 2 * pad - k;
+        var o = (ceil ? (num + s - 1) / s : num / s) + 1;
+        if (ceil && (o - 1) * s >= size + pad) o--;
+        return o;
+    }
+}
+
+/// <summary>Hyper-parameters of one Adam/AdamW update (PyTorch semantics).</summary>
+/// <param name="Lr">Learning rate.</param>
+/// <param name="Beta1">First-moment decay.</param>
+/// <param name="Beta2">Second-moment decay.</param>
+/// <param name="Eps">Denominator epsilon (added after the square root).</param>
+/// <param name="WeightDecay">L2 coefficient.</param>
+/// <param name="Decoupled">False: Adam adds weight_decay * p to the gradient. True: AdamW multiplies p by (1 - lr * weight_decay).</param>
+/// <param name="Step">The 1-based step number used for bias correction.</param>
+/// <param name="Amsgrad">Keep the running maximum of the second moment.</param>
+public readonly record struct AdamParams(float Lr, float Beta1, float Beta2, float Eps, float WeightDecay, bool Decoupled, int Step, bool Amsgrad);
+
+/// <summary>Hyper-parameters of one SGD update (PyTorch semantics).</summary>
+/// <param name="Lr">Learning rate.</param>
+/// <param name="Momentum">Momentum factor (0 disables the buffer).</param>
+/// <param name="Dampening">Dampening of the momentum.</param>
+/// <param name="WeightDecay">L2 coefficient added to the gradient.</param>
+/// <param name="Nesterov">Nesterov momentum.</param>
+/// <param name="FirstStep">True on the first step, when the momentum buffer is initialised with the gradient.</param>
+public readonly record struct SgdParams(float Lr, float Momentum, float Dampening, float WeightDecay, bool Nesterov, bool FirstStep);

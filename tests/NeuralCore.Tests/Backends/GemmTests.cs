@@ -1,0 +1,326 @@
+using NeuralCore.Backends.Cpu;
+
+namespace NeuralCore.Tests.Backends;
+
+/// <summary>Tests that change process-wide settings (thread count, kernel width) run alone.</summary>
+[CollectionDefinition(nameof(CpuSettingsCollection), DisableParallelization = true)]
+public sealed class CpuSettingsCollection;
+
+[Collection(nameof(CpuSettingsCollection))]
+public sealed class GemmTests
+{
+    // m, n, k: ones, primes, CP-ResNet widths (19, 38, 76), and sizes that cross the MR/NR tile
+    // edges and the KC (256), MC (240) and NC (512) cache blocks.
+    public static readonly TheoryData<int, int, int> Sizes = new()
+    {
+        { 1, 1, 1 },
+        { 1, 37, 5 },
+        { 19, 1, 7 },
+        { 1, 1, 300 },
+        { 2, 3, 1 },
+        { 19, 38, 76 },
+        { 38, 169, 9 },
+        { 76, 33, 38 },
+        { 7, 13, 300 },
+        { 33, 65, 257 },
+        { 17, 31, 513 },
+        { 241, 47, 13 },
+        { 9, 515, 11 },
+        { 64, 96, 64 },
+    };
+
+    public static IEnumerable<TheoryDataRow<bool, bool>> TransCombos() =>
+        [new(false, false), new(false, true), new(true, false), new(true, true)];
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void MatchesReferenceForEveryTransposeCombination(int m, int n, int k)
+    {
+        foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
+        {
+            CheckAgainstReference(ta, tb, m, n, k, alpha: 1f, beta: 0f, seed: m * 131 + n * 7 + k);
+        }
+    }
+
+    [Theory]
+    [InlineData(1f, 0f)]
+    [InlineData(1f, 1f)]
+    [InlineData(2.5f, -0.5f)]
+    [InlineData(-1f, 0.25f)]
+    [InlineData(0.5f, 0f)]
+    public void AppliesAlphaAndBeta(float alpha, float beta)
+    {
+        foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
+        {
+            CheckAgainstReference(ta, tb, 23, 71, 29, alpha, beta, seed: 5);
+            CheckAgainstReference(ta, tb, 40, 300, 270, alpha, beta, seed: 6);
+        }
+    }
+
+    [Fact]
+    public void BetaZeroIgnoresNaNInC()
+    {
+        // CheckAgainstReference fills C with NaN whenever beta is 0; a read of C would leak NaN.
+        CheckAgainstReference(false, false, 19, 45, 12, 1f, 0f, seed: 11);
+        CheckAgainstReference(true, true, 45, 19, 300, 1f, 0f, seed: 12);
+    }
+
+    [Theory]
+    [MemberData(nameof(TransCombos))]
+    public void HonoursLeadingDimensionsLargerThanRows(bool transA, bool transB)
+    {
+        CheckAgainstReference(transA, transB, 21, 37, 45, 1.5f, 0.5f, seed: 21, pad: 5);
+        CheckAgainstReference(transA, transB, 9, 130, 260, 1f, 0f, seed: 22, pad: 3);
+    }
+
+    [Fact]
+    public void FallbackKernelsMatchReference()
+    {
+        var saved = Gemm.Kind;
+        try
+        {
+            foreach (var kind in Enum.GetValues<Gemm.KernelKind>().Where(k => k <= Gemm.Best))
+            {
+                Gemm.Kind = kind;
+                foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
+                {
+                    CheckAgainstReference(ta, tb, 19, 38, 76, 1f, 0f, seed: 31);
+                    CheckAgainstReference(ta, tb, 13, 35, 270, 2f, 0.5f, seed: 32, pad: 2);
+                }
+            }
+        }
+        finally
+        {
+            Gemm.Kind = saved;
+        }
+    }
+
+    [Fact]
+    public void ZeroInnerDimensionScalesC()
+    {
+        float[] c = [1f, 2f, 3f, 4f];
+        Gemm.Sgemm(false, false, 2, 2, 0, 1f, ReadOnlySpan<float>.Empty, 1, ReadOnlySpan<float>.Empty, 2, 3f, c, 2);
+        Assert.Equal([3f, 6f, 9f, 12f], c);
+        c = [float.NaN, 2f, 3f, 4f];
+        Gemm.Sgemm(false, false, 2, 2, 0, 1f, ReadOnlySpan<float>.Empty, 1, ReadOnlySpan<float>.Empty, 2, 0f, c, 2);
+        Assert.Equal([0f, 0f, 0f, 0f], c);
+    }
+
+    [Fact]
+    public void AlphaZeroDoesNotReadAOrB()
+    {
+        float[] a = [float.NaN, float.NaN, float.NaN, float.NaN];
+        float[] c = [1f, 2f, 3f, 4f];
+        Gemm.Sgemm(false, false, 2, 2, 2, 0f, a, 2, a, 2, 2f, c, 2);
+        Assert.Equal([2f, 4f, 6f, 8f], c);
+    }
+
+    [Theory]
+    [InlineData(1, 2)]
+    [InlineData(2, 3)]
+    public void ResultsAreBitIdenticalAcrossRunsAndThreadCounts(int threadsA, int threadsB)
+    {
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (var (ta, tb, m, n, k) in new[] { (false, false, 64, 700, 200), (true, true, 300, 40, 300), (false, true, 19, 1100, 70) })
+            {
+                var rng = new Random(m + n + k);
+                float[] a = RandomArray(rng, m * k);
+                float[] b = RandomArray(rng, k * n);
+                int lda = ta ? m : k, ldb = tb ? k : n;
+                float[] Run(int threads)
+                {
+                    CpuThreading.Threads = threads;
+                    float[] c = new float[m * n];
+                    Gemm.Sgemm(ta, tb, m, n, k, 1f, a, lda, b, ldb, 0f, c, n);
+                    return c;
+                }
+                float[] first = Run(threadsA);
+                Assert.Equal(first, Run(threadsA));
+                Assert.Equal(first, Run(threadsB));
+                Assert.Equal(first, Run(threadsB));
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    [Theory]
+    [InlineData(5, 19, 38, 76, false, true)]
+    [InlineData(64, 6, 9, 4, true, false)]
+    [InlineData(3, 70, 300, 120, false, false)]
+    public void BatchedMatchesPerItemReference(int batch, int m, int n, int k, bool broadcastA, bool broadcastB)
+    {
+        var rng = new Random(batch * 1000 + m);
+        long strideA = broadcastA ? 0 : m * k;
+        long strideB = broadcastB ? 0 : k * n;
+        long strideC = m * n + 3;
+        float[] a = RandomArray(rng, broadcastA ? m * k : batch * m * k);
+        float[] b = RandomArray(rng, broadcastB ? k * n : batch * k * n);
+        float[] c = RandomArray(rng, (int)(batch * strideC));
+        float[] expected = (float[])c.Clone();
+        Gemm.SgemmBatched(false, true, m, n, k, 1.5f, a, k, strideA, b, k, strideB, 0.5f, c, n, strideC, batch);
+        for (int i = 0; i < batch; i++)
+        {
+            // Every item reads B as n x k (transB), so the reference gets the same layout.
+            Gemm.SgemmReference(false, true, m, n, k, 1.5f, a.AsSpan((int)(i * strideA)), k, b.AsSpan((int)(i * strideB)), k,
+                0.5f, expected.AsSpan((int)(i * strideC)), n);
+        }
+        for (int i = 0; i < c.Length; i++)
+        {
+            Assert.True(MathF.Abs(c[i] - expected[i]) <= 1e-5f * MathF.Sqrt(k) * (1 + MathF.Abs(expected[i])) * 4,
+                $"item {i / strideC}, element {i % strideC}: got {c[i]}, expected {expected[i]}");
+        }
+    }
+
+    [Fact]
+    public void RejectsStridesSmallerThanRows()
+    {
+        float[] buf = new float[64];
+        var e = Assert.Throws<ArgumentException>(() => Gemm.Sgemm(false, false, 4, 4, 4, 1f, buf, 3, buf, 4, 0f, buf, 4));
+        Assert.Contains("lda", e.Message);
+        e = Assert.Throws<ArgumentException>(() => Gemm.Sgemm(false, true, 4, 4, 4, 1f, buf, 4, buf, 3, 0f, buf, 4));
+        Assert.Contains("ldb", e.Message);
+    }
+
+    [Fact]
+    public void RejectsSpansTooShortForTheShape()
+    {
+        float[] small = new float[15];
+        float[] big = new float[16];
+        var e = Assert.Throws<ArgumentException>(() => Gemm.Sgemm(false, false, 4, 4, 4, 1f, small, 4, big, 4, 0f, big, 4));
+        Assert.Contains("A needs 16", e.Message);
+        e = Assert.Throws<ArgumentException>(() => Gemm.Sgemm(false, false, 4, 4, 4, 1f, big, 4, big, 4, 0f, small, 4));
+        Assert.Contains("C needs 16", e.Message);
+    }
+
+    /// <summary>
+    /// Runs the fast and the reference multiply on the same random inputs and compares them with a
+    /// tolerance of 1e-5 * sqrt(k) relative to the size of the terms (sum of |a| |b| and |beta c|),
+    /// and checks that the padding between rows of C is left alone.
+    /// </summary>
+    private static void CheckAgainstReference(bool transA, bool transB, int m, int n, int k, float alpha, float beta, int seed, int pad = 0)
+    {
+        var rng = new Random(seed);
+        int aRows = transA ? k : m, aCols = transA ? m : k;
+        int bRows = transB ? n : k, bCols = transB ? k : n;
+        int lda = aCols + pad, ldb = bCols + pad, ldc = n + pad;
+        float[] a = RandomArray(rng, Math.Max(1, aRows * lda));
+        float[] b = RandomArray(rng, Math.Max(1, bRows * ldb));
+        float[] c = beta == 0f ? Enumerable.Repeat(float.NaN, m * ldc).ToArray() : RandomArray(rng, m * ldc);
+        float[] expected = (float[])c.Clone();
+        float[] sentinel = (float[])c.Clone();
+
+        Gemm.Sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        Gemm.SgemmReference(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, expected, ldc);
+
+        // The size of the terms, for a tolerance that does not blow up where the sum cancels.
+        float[] scale = new float[m * ldc];
+        Gemm.SgemmReference(transA, transB, m, n, k, MathF.Abs(alpha), a.Select(MathF.Abs).ToArray(), lda,
+            b.Select(MathF.Abs).ToArray(), ldb, 0f, scale, ldc);
+        float tolerance = 1e-5f * MathF.Sqrt(Math.Max(k, 1));
+        for (int i = 0; i < m; i++)
+        {
+            for (int j = 0; j < ldc; j++)
+            {
+                int at = i * ldc + j;
+                if (j >= n)
+                {
+                    Assert.True(sentinel[at].Equals(c[at]), $"padding C[{i}, {j}] changed from {sentinel[at]} to {c[at]}");
+                    continue;
+                }
+                float size = scale[at] + (beta == 0f ? 0f : MathF.Abs(beta * sentinel[at])) + 1e-30f;
+                Assert.True(MathF.Abs(c[at] - expected[at]) <= tolerance * size,
+                    $"transA={transA} transB={transB} m={m} n={n} k={k} alpha={alpha} beta={beta}: C[{i}, {j}] = {c[at]}, expected {expected[at]}");
+            }
+        }
+    }
+
+    private static float[] RandomArray(Random rng, int length)
+    {
+        var x = new float[length];
+        for (int i = 0; i < length; i++) x[i] = (float)(rng.NextDouble() * 2 - 1);
+        return x;
+    }
+}
+
+public sealed class CpuThreadingTests
+{
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(101)]
+    public void ForRunsEveryIndexExactlyOnce(int count)
+    {
+        int[] hits = new int[count];
+        CpuThreading.For(count, i => Interlocked.Increment(ref hits[i]));
+        Assert.All(hits, h => Assert.Equal(1, h));
+    }
+
+    [Fact]
+    public void ForRethrowsTheBodyException()
+    {
+        var e = Assert.Throws<InvalidOperationException>(() =>
+            CpuThreading.For(8, i => { if (i == 7) throw new InvalidOperationException("index 7"); }));
+        Assert.Equal("index 7", e.Message);
+        // The pool still works afterwards.
+        int sum = 0;
+        CpuThreading.For(8, i => Interlocked.Add(ref sum, i));
+        Assert.Equal(28, sum);
+    }
+
+    [Fact]
+    public void NestedForRunsInline()
+    {
+        int[,] hits = new int[4, 5];
+        CpuThreading.For(4, i => CpuThreading.For(5, j => Interlocked.Increment(ref hits[i, j])));
+        Assert.All(hits.Cast<int>(), h => Assert.Equal(1, h));
+    }
+
+    [Fact]
+    public void RejectsNegativeCount()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => CpuThreading.For(-1, _ => { }));
+    }
+}
+
+[Collection(nameof(CpuSettingsCollection))]
+public sealed class CpuThreadingSettingsTests
+{
+    [Fact]
+    public void PartitionIsContiguousAndFollowsThreads()
+    {
+        int saved = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = 3;
+            int[] owner = new int[10];
+            CpuThreading.For(10, i => owner[i] = Environment.CurrentManagedThreadId);
+            // Three parts of 3, 3 and 4 indices ([i*10/3, (i+1)*10/3)), each on one thread.
+            Assert.Equal(3, owner.Distinct().Count());
+            Assert.Equal(owner[0], owner[2]);
+            Assert.Equal(owner[3], owner[5]);
+            Assert.Equal(owner[6], owner[9]);
+
+            CpuThreading.Threads = 1;
+            CpuThreading.For(10, i => owner[i] = Environment.CurrentManagedThreadId);
+            Assert.All(owner, o => Assert.Equal(Environment.CurrentManagedThreadId, o));
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    [Fact]
+    public void ThreadsRejectsZero()
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => CpuThreading.Threads = 0);
+        Assert.Contains("at least 1", e.Message);
+    }
+}
