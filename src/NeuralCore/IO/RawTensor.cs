@@ -23,7 +23,7 @@ public sealed class RawTensor
     public RawTensor(TensorElementType elementType, ReadOnlySpan<int> shape, byte[] data)
     {
         ArgumentNullException.ThrowIfNull(data);
-        _ = elementType.ElementSize();
+        int elementSize = elementType.ElementSize();
         long count = 1;
         foreach (int d in shape)
         {
@@ -33,14 +33,19 @@ public sealed class RawTensor
                     $"Shape [{string.Join(", ", shape.ToArray())}] has a negative dimension; every dimension must be zero or more.",
                     nameof(shape));
             }
-            count = d == 0 || count == 0 ? 0 : checked(count * d);
+            if (d != 0 && count > Array.MaxLength / d)
+            {
+                throw new ArgumentException(
+                    $"Shape [{string.Join(", ", shape.ToArray())}] has more elements than fit in one .NET array.", nameof(shape));
+            }
+            count *= d;
         }
-        long expectedBytes = count * elementType.ElementSize();
+        long expectedBytes = count * elementSize;
         if (data.LongLength != expectedBytes)
         {
             throw new ArgumentException(
                 $"A {elementType} array of shape [{string.Join(", ", shape.ToArray())}] needs {expectedBytes} bytes " +
-                $"({count} elements x {elementType.ElementSize()} bytes), but {data.LongLength} bytes were given.",
+                $"({count} elements x {elementSize} bytes), but {data.LongLength} bytes were given.",
                 nameof(data));
         }
         ElementType = elementType;

@@ -159,8 +159,11 @@ public abstract class Module
     /// Copies values from <paramref name="state"/> into this module's parameters and buffers. Strict (the default):
     /// every key must match and nothing may be missing; a shape mismatch names the key, the expected and the found shape.
     /// Values are converted to each tensor's dtype (so PyTorch's int64 <c>num_batches_tracked</c> loads as is).
+    /// With <paramref name="adoptShapes"/>, a tensor whose shape differs takes the source's shape and values instead
+    /// (layers derive their channel counts from their weights, so a pruned state dict loads into a model built
+    /// with the original widths).
     /// </summary>
-    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, bool strict = true)
+    public void LoadStateDict(IReadOnlyDictionary<string, Tensor> state, bool strict = true, bool adoptShapes = false)
     {
         var own = StateDict();
         var missing = own.Keys.Where(k => !state.ContainsKey(k)).ToList();
@@ -176,7 +179,14 @@ public abstract class Module
         {
             if (!state.TryGetValue(key, out var source)) continue;
             if (!source.Shape.SequenceEqual(target.Shape))
+            {
+                if (adoptShapes)
+                {
+                    target.SetData(source.AsType(target.DType).Detach().To(target.Device).Clone());
+                    continue;
+                }
                 throw new ArgumentException($"LoadStateDict: '{key}' has shape {Tensor.FormatShape(source.Shape)} in the state dict but {Tensor.FormatShape(target.Shape)} in the model.");
+            }
             target.Detach().CopyFrom(source.AsType(target.DType));
         }
     }

@@ -7,12 +7,13 @@ public partial class Tensor
     /// <summary>
     /// Matrix product with PyTorch's rules for 2-D and batched (3-D and higher) operands: the last two
     /// dimensions multiply, leading batch dimensions broadcast. 1-D operands are treated as a row
-    /// (left) or column (right) vector and that dimension is removed from the result.
+    /// (left) or column (right) vector and that dimension is removed from the result (two 1-D operands give a scalar).
     /// </summary>
     public Tensor MatMul(Tensor other)
     {
         if (DType != DType.Float32 || other.DType != DType.Float32) throw new InvalidOperationException("MatMul needs Float32 tensors.");
         if (Rank == 0 || other.Rank == 0) throw new ArgumentException("MatMul needs operands of rank 1 or more.");
+        if (Rank == 1 && other.Rank == 1) return Unsqueeze(0).MatMul(other.Unsqueeze(1)).Reshape();
         if (Rank == 1) return Unsqueeze(0).MatMul(other).Squeeze(-2);
         if (other.Rank == 1) return MatMul(other.Unsqueeze(1)).Squeeze(-1);
 

@@ -149,6 +149,7 @@ public partial class Tensor
     /// <summary>Splits along <paramref name="dim"/> into pieces of <paramref name="chunkSize"/> (the last may be smaller).</summary>
     public Tensor[] Split(int chunkSize, int dim = 0)
     {
+        if (chunkSize <= 0) throw new ArgumentOutOfRangeException(nameof(chunkSize), chunkSize, "Split chunk size must be positive.");
         var size = Size(dim);
         var sizes = new List<int>();
         for (var s = 0; s < size; s += chunkSize) sizes.Add(Math.Min(chunkSize, size - s));

@@ -52,6 +52,8 @@ public sealed class GemmTests
     {
         foreach (var (ta, tb) in new[] { (false, false), (false, true), (true, false), (true, true) })
         {
+            // Small enough for the direct (unpacked) path, then the blocked path across K blocks.
+            CheckAgainstReference(ta, tb, 11, 40, 20, alpha, beta, seed: 4);
             CheckAgainstReference(ta, tb, 23, 71, 29, alpha, beta, seed: 5);
             CheckAgainstReference(ta, tb, 40, 300, 270, alpha, beta, seed: 6);
         }

@@ -1,12 +1,90 @@
 namespace NeuralCore.Backends.Cpu;
 
-// Placeholder until the batch-norm kernels land (helper-4 replaces this whole file).
+// Batch norm: x, y, dy, dx [N, C, HW]; gamma, beta, saved and running statistics [C]; all contiguous.
+// The kernels are in BatchNormKernels.
 public sealed partial class CpuBackend
 {
     /// <inheritdoc />
-    public void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd, Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw) => throw new NotSupportedException("bn pending");
+    public unsafe void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd,
+        Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw)
+    {
+        CheckBatchNorm(n, c, hw);
+        if ((long)n * hw <= 1)
+            throw new ArgumentException($"BatchNorm in training mode needs more than one value per channel, got N={n} and HW={hw}.");
+        long size = (long)n * c * hw;
+        CheckLength(x, size, "BatchNorm input x [N, C, HW]");
+        CheckLength(y, size, "BatchNorm output y [N, C, HW]");
+        CheckLength(gamma, c, "BatchNorm weight (gamma) [C]");
+        CheckLength(beta, c, "BatchNorm bias (beta) [C]");
+        CheckLength(saveMean, c, "BatchNorm saved mean [C]");
+        CheckLength(saveInvStd, c, "BatchNorm saved inverse std [C]");
+        if (runningMean is not null) CheckLength(runningMean, c, "BatchNorm running mean [C]");
+        if (runningVar is not null) CheckLength(runningVar, c, "BatchNorm running variance [C]");
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
+        fixed (float* px = F(x), pg = F(gamma), pb = F(beta), py = F(y), pm = F(saveMean), ps = F(saveInvStd))
+        fixed (float* prm = runningMean is null ? null : F(runningMean), prv = runningVar is null ? null : F(runningVar))
+        {
+            BatchNormKernels.Training(px + x.StorageOffset, pg + gamma.StorageOffset, pb + beta.StorageOffset, py + y.StorageOffset,
+                pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset,
+                prm == null ? null : prm + runningMean!.StorageOffset, prv == null ? null : prv + runningVar!.StorageOffset,
+                momentum, eps, n, c, hw);
+        }
+    }
+
     /// <inheritdoc />
-    public void BatchNormInference(Tensor x, Tensor gamma, Tensor beta, Tensor runningMean, Tensor runningVar, Tensor y, float eps, int n, int c, int hw) => throw new NotSupportedException("bn pending");
+    public unsafe void BatchNormInference(Tensor x, Tensor gamma, Tensor beta, Tensor runningMean, Tensor runningVar, Tensor y,
+        float eps, int n, int c, int hw)
+    {
+        CheckBatchNorm(n, c, hw);
+        long size = (long)n * c * hw;
+        CheckLength(x, size, "BatchNorm input x [N, C, HW]");
+        CheckLength(y, size, "BatchNorm output y [N, C, HW]");
+        CheckLength(gamma, c, "BatchNorm weight (gamma) [C]");
+        CheckLength(beta, c, "BatchNorm bias (beta) [C]");
+        CheckLength(runningMean, c, "BatchNorm running mean [C]");
+        CheckLength(runningVar, c, "BatchNorm running variance [C]");
+        if (size == 0) return;
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
+        fixed (float* px = F(x), pg = F(gamma), pb = F(beta), prm = F(runningMean), prv = F(runningVar), py = F(y))
+        {
+            BatchNormKernels.Inference(px + x.StorageOffset, pg + gamma.StorageOffset, pb + beta.StorageOffset,
+                prm + runningMean.StorageOffset, prv + runningVar.StorageOffset, py + y.StorageOffset, eps, n, c, hw);
+        }
+    }
+
     /// <inheritdoc />
-    public void BatchNormBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor dx, Tensor dgamma, Tensor dbeta, int n, int c, int hw) => throw new NotSupportedException("bn pending");
+    public unsafe void BatchNormBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor dx,
+        Tensor dgamma, Tensor dbeta, int n, int c, int hw)
+    {
+        CheckBatchNorm(n, c, hw);
+        long size = (long)n * c * hw;
+        CheckLength(x, size, "BatchNorm input x [N, C, HW]");
+        CheckLength(dy, size, "BatchNorm output gradient dy [N, C, HW]");
+        CheckLength(dx, size, "BatchNorm input gradient dx [N, C, HW]");
+        CheckLength(gamma, c, "BatchNorm weight (gamma) [C]");
+        CheckLength(saveMean, c, "BatchNorm saved mean [C]");
+        CheckLength(saveInvStd, c, "BatchNorm saved inverse std [C]");
+        CheckLength(dgamma, c, "BatchNorm weight gradient [C]");
+        CheckLength(dbeta, c, "BatchNorm bias gradient [C]");
+        if ((long)n * hw == 0)
+        {
+            Span(dgamma).Clear();
+            Span(dbeta).Clear();
+            return;
+        }
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
+        fixed (float* px = F(x), pdy = F(dy), pg = F(gamma), pm = F(saveMean), ps = F(saveInvStd))
+        fixed (float* pdx = F(dx), pdg = F(dgamma), pdb = F(dbeta))
+        {
+            BatchNormKernels.Backward(px + x.StorageOffset, pdy + dy.StorageOffset, pg + gamma.StorageOffset,
+                pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset, pdx + dx.StorageOffset,
+                pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw);
+        }
+    }
+
+    private static void CheckBatchNorm(int n, int c, int hw)
+    {
+        if (n < 0 || c < 1 || hw < 0)
+            throw new ArgumentException($"BatchNorm needs N >= 0, C >= 1 and HW >= 0, got N={n}, C={c}, HW={hw}.");
+    }
 }

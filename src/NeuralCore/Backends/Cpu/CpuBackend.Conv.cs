@@ -1,12 +1,87 @@
 namespace NeuralCore.Backends.Cpu;
 
-// Placeholder until the convolution kernels land (helper-4 replaces this whole file).
+// Convolution: x [N, C, H, W], w [K, C/groups, R, S], bias [K], y [N, K, P, Q], all contiguous.
+// The kernels (im2col + GEMM, col2im) are in ConvKernels.
 public sealed partial class CpuBackend
 {
     /// <inheritdoc />
-    public void Conv2d(Tensor x, Tensor w, Tensor? bias, Tensor y, in Conv2dParams p) => throw new NotSupportedException("conv pending");
+    public unsafe void Conv2d(Tensor x, Tensor w, Tensor? bias, Tensor y, in Conv2dParams p)
+    {
+        CheckConv(p);
+        CheckLength(x, (long)p.N * p.C * p.H * p.W, "Conv2d input x [N, C, H, W]");
+        CheckLength(w, (long)p.K * (p.C / p.Groups) * p.R * p.S, "Conv2d weight [K, C/groups, R, S]");
+        CheckLength(y, (long)p.N * p.K * p.P * p.Q, "Conv2d output y [N, K, P, Q]");
+        if (bias is not null) CheckLength(bias, p.K, "Conv2d bias [K]");
+        if (y.NumElements == 0) return;
+        // SAFETY: every length was checked against the geometry above; the arrays stay pinned until
+        // the kernel returns, which happens only after every thread is done.
+        fixed (float* px = F(x), pw = F(w), py = F(y), pb = bias is null ? null : F(bias))
+        {
+            ConvKernels.Forward(px + x.StorageOffset, pw + w.StorageOffset, bias is null ? null : pb + bias.StorageOffset,
+                py + y.StorageOffset, p);
+        }
+    }
+
     /// <inheritdoc />
-    public void Conv2dBackwardData(Tensor dy, Tensor w, Tensor dx, in Conv2dParams p) => throw new NotSupportedException("conv pending");
+    public unsafe void Conv2dBackwardData(Tensor dy, Tensor w, Tensor dx, in Conv2dParams p)
+    {
+        CheckConv(p);
+        CheckLength(dy, (long)p.N * p.K * p.P * p.Q, "Conv2d output gradient dy [N, K, P, Q]");
+        CheckLength(w, (long)p.K * (p.C / p.Groups) * p.R * p.S, "Conv2d weight [K, C/groups, R, S]");
+        CheckLength(dx, (long)p.N * p.C * p.H * p.W, "Conv2d input gradient dx [N, C, H, W]");
+        if (dx.NumElements == 0) return;
+        if (dy.NumElements == 0 || w.NumElements == 0)
+        {
+            Span(dx).Clear();
+            return;
+        }
+        // SAFETY: lengths checked above; pinned for the duration of the call.
+        fixed (float* pdy = F(dy), pw = F(w), pdx = F(dx))
+        {
+            ConvKernels.BackwardData(pdy + dy.StorageOffset, pw + w.StorageOffset, pdx + dx.StorageOffset, p);
+        }
+    }
+
     /// <inheritdoc />
-    public void Conv2dBackwardWeight(Tensor dy, Tensor x, Tensor dw, in Conv2dParams p) => throw new NotSupportedException("conv pending");
+    public unsafe void Conv2dBackwardWeight(Tensor dy, Tensor x, Tensor dw, in Conv2dParams p)
+    {
+        CheckConv(p);
+        CheckLength(dy, (long)p.N * p.K * p.P * p.Q, "Conv2d output gradient dy [N, K, P, Q]");
+        CheckLength(x, (long)p.N * p.C * p.H * p.W, "Conv2d input x [N, C, H, W]");
+        CheckLength(dw, (long)p.K * (p.C / p.Groups) * p.R * p.S, "Conv2d weight gradient dw [K, C/groups, R, S]");
+        if (dw.NumElements == 0) return;
+        if (dy.NumElements == 0)
+        {
+            Span(dw).Clear();
+            return;
+        }
+        // SAFETY: lengths checked above; pinned for the duration of the call.
+        fixed (float* pdy = F(dy), px = F(x), pdw = F(dw))
+        {
+            ConvKernels.BackwardWeight(pdy + dy.StorageOffset, px + x.StorageOffset, pdw + dw.StorageOffset, p);
+        }
+    }
+
+    private static void CheckConv(in Conv2dParams p)
+    {
+        if (p.N < 0 || p.C < 1 || p.H < 1 || p.W < 1 || p.K < 1 || p.R < 1 || p.S < 1)
+            throw new ArgumentException($"Conv2d needs positive sizes (N may be 0), got {p}.");
+        if (p.StrideH < 1 || p.StrideW < 1 || p.DilationH < 1 || p.DilationW < 1 || p.PadH < 0 || p.PadW < 0)
+            throw new ArgumentException($"Conv2d needs strides and dilations of at least 1 and non-negative padding, got {p}.");
+        if (p.Groups < 1 || p.C % p.Groups != 0 || p.K % p.Groups != 0)
+            throw new ArgumentException($"Conv2d groups={p.Groups} must divide the input channels ({p.C}) and output channels ({p.K}).");
+        if (p.P < 1 || p.Q < 1)
+            throw new ArgumentException($"Conv2d input {p.H}x{p.W} is too small for kernel {p.R}x{p.S} with padding ({p.PadH}, {p.PadW}), dilation ({p.DilationH}, {p.DilationW}) and stride ({p.StrideH}, {p.StrideW}).");
+    }
+
+    /// <summary>Throws unless t is contiguous Float32 with exactly <paramref name="expected"/> elements.</summary>
+    private static void CheckLength(Tensor t, long expected, string what)
+    {
+        if (t.DType != DType.Float32)
+            throw new ArgumentException($"{what} must be Float32, got {t.DType}.");
+        if (t.NumElements != expected)
+            throw new ArgumentException($"{what} should have {expected} elements for this geometry, got shape {Tensor.FormatShape(t.Shape)}.");
+        if (!t.IsContiguous)
+            throw new ArgumentException($"{what} must be contiguous; call Contiguous() first.");
+    }
 }

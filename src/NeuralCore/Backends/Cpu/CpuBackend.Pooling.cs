@@ -1,10 +1,63 @@
 namespace NeuralCore.Backends.Cpu;
 
-// Placeholder until the pooling kernels land (helper-4 replaces this whole file).
+// Pooling: x [N, C, H, W] -> y [N, C, P, Q], Int32 indices [N, C, P, Q] for max pooling, all contiguous.
+// The per-plane kernels are in PoolKernels.
 public sealed partial class CpuBackend
 {
     /// <inheritdoc />
-    public void Pool2d(PoolKind kind, Tensor x, Tensor y, Tensor? indices, in Pool2dParams p) => throw new NotSupportedException("pool pending");
+    public unsafe void Pool2d(PoolKind kind, Tensor x, Tensor y, Tensor? indices, in Pool2dParams p)
+    {
+        CheckPool(p);
+        CheckLength(x, (long)p.N * p.C * p.H * p.W, $"{kind} pool input x [N, C, H, W]");
+        CheckLength(y, (long)p.N * p.C * p.P * p.Q, $"{kind} pool output y [N, C, P, Q]");
+        if (indices is not null) CheckIndices(indices, p);
+        if (y.NumElements == 0) return;
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
+        fixed (float* px = F(x), py = F(y))
+        fixed (int* pi = kind == PoolKind.Max && indices is not null ? I(indices) : null)
+        {
+            int* at = pi == null ? null : pi + indices!.StorageOffset;
+            PoolKernels.Forward(kind, px + x.StorageOffset, py + y.StorageOffset, at, p);
+        }
+    }
+
     /// <inheritdoc />
-    public void Pool2dBackward(PoolKind kind, Tensor dy, Tensor? indices, Tensor dx, in Pool2dParams p) => throw new NotSupportedException("pool pending");
+    public unsafe void Pool2dBackward(PoolKind kind, Tensor dy, Tensor? indices, Tensor dx, in Pool2dParams p)
+    {
+        CheckPool(p);
+        CheckLength(dy, (long)p.N * p.C * p.P * p.Q, $"{kind} pool output gradient dy [N, C, P, Q]");
+        CheckLength(dx, (long)p.N * p.C * p.H * p.W, $"{kind} pool input gradient dx [N, C, H, W]");
+        if (kind == PoolKind.Max)
+        {
+            if (indices is null)
+                throw new ArgumentException("Max pool backward needs the indices of the forward pass; pass the Int32 indices tensor that Pool2d filled.");
+            CheckIndices(indices, p);
+        }
+        if (dx.NumElements == 0) return;
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
+        fixed (float* pdy = F(dy), pdx = F(dx))
+        fixed (int* pi = kind == PoolKind.Max ? I(indices!) : null)
+        {
+            int* at = pi == null ? null : pi + indices!.StorageOffset;
+            PoolKernels.Backward(kind, pdy + dy.StorageOffset, at, pdx + dx.StorageOffset, p);
+        }
+    }
+
+    private static void CheckPool(in Pool2dParams p)
+    {
+        if (p.N < 0 || p.C < 0 || p.H < 1 || p.W < 1 || p.KernelH < 1 || p.KernelW < 1 || p.StrideH < 1 || p.StrideW < 1)
+            throw new ArgumentException($"Pooling needs a positive input size, kernel and stride, got {p}.");
+        if (p.PadH < 0 || p.PadW < 0 || 2 * p.PadH > p.KernelH || 2 * p.PadW > p.KernelW)
+            throw new ArgumentException($"Pooling padding ({p.PadH}, {p.PadW}) must be between 0 and half the kernel ({p.KernelH}, {p.KernelW}).");
+        if (p.P < 1 || p.Q < 1)
+            throw new ArgumentException($"Pooling input {p.H}x{p.W} is too small for kernel ({p.KernelH}, {p.KernelW}) with padding ({p.PadH}, {p.PadW}).");
+    }
+
+    private static void CheckIndices(Tensor indices, in Pool2dParams p)
+    {
+        if (indices.DType != DType.Int32)
+            throw new ArgumentException($"Max pool indices must be Int32, got {indices.DType}.");
+        if (indices.NumElements != (long)p.N * p.C * p.P * p.Q || !indices.IsContiguous)
+            throw new ArgumentException($"Max pool indices must be contiguous with the output's {p.N * p.C * p.P * p.Q} elements [N, C, P, Q], got shape {Tensor.FormatShape(indices.Shape)}.");
+    }
 }

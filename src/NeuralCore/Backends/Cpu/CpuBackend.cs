@@ -98,9 +98,10 @@ public sealed partial class CpuBackend : IBackend
 
     private static double GetElement(Array a, int i) => a switch
     {
-        float[] f => f[i],
-        long[] l => l[i],
-        int[] n => n[i],
+        // NOTE: the casts matter: without them the arms' common type is float, and Int64 values above 2^24 lose digits.
+        float[] f => (double)f[i],
+        long[] l => (double)l[i],
+        int[] n => (double)n[i],
         _ => throw new InvalidOperationException(),
     };
 
@@ -256,8 +257,8 @@ public sealed partial class CpuBackend : IBackend
     {
         var n = y.NumElements;
         if (n == 0) return;
-        var ys = F(y); var yo = y.StorageOffset;
         if (a.DType != DType.Float32) { BinaryGeneric(op, a, b, y); return; }
+        var ys = F(y); var yo = y.StorageOffset;
         var aa = F(a); var ba = F(b);
         if (a.IsContiguous && b.IsContiguous)
         {
@@ -329,12 +330,39 @@ public sealed partial class CpuBackend : IBackend
 
     private static void BinaryGeneric(BinaryOp op, Tensor a, Tensor b, Tensor y)
     {
-        var n = y.NumElements;
-        var ac = new float[n]; var bc = new float[n];
-        var fa = Tensor.Wrap(ac, y.ShapeArray()); var fb = Tensor.Wrap(bc, y.ShapeArray());
-        Instance.Copy(a, fa);
-        Instance.Copy(b, fb);
-        BinaryRange(op, ac, bc, Span(y));
+        // Integer operands (labels, arg indices): element by element in double, exact below 2^53, written back
+        // in y's dtype (so Div truncates, and Equal/Greater give 0 or 1).
+        var shape = y.Shape.ToArray();
+        var av = Gathered(a, shape); var bv = Gathered(b, shape);
+        var ya = ((CpuStorage)y.Storage).Array;
+        for (var i = 0; i < av.Length; i++)
+        {
+            double x = av[i], z = bv[i];
+            SetElement(ya, y.StorageOffset + i, op switch
+            {
+                BinaryOp.Add => x + z,
+                BinaryOp.Sub => x - z,
+                BinaryOp.Mul => x * z,
+                BinaryOp.Div => x / z,
+                BinaryOp.Maximum => Math.Max(x, z),
+                BinaryOp.Minimum => Math.Min(x, z),
+                BinaryOp.Equal => x == z ? 1 : 0,
+                BinaryOp.Greater => x > z ? 1 : 0,
+                _ => throw new ArgumentOutOfRangeException(nameof(op), op, null),
+            });
+        }
+    }
+
+    /// <summary>The elements of a strided tensor of any dtype as doubles in row-major order.</summary>
+    private static double[] Gathered(Tensor t, int[] shape)
+    {
+        var result = new double[t.NumElements];
+        var arr = ((CpuStorage)t.Storage).Array;
+        StridedPairs(shape, t.Strides.ToArray(), t.StorageOffset, Tensor.ContiguousStrides(shape), 0, (si, di, len, sStep, dStep) =>
+        {
+            for (var i = 0; i < len; i++) result[di + i * dStep] = GetElement(arr, si + i * sStep);
+        });
+        return result;
     }
 
     /// <inheritdoc />

@@ -26,9 +26,9 @@ public static unsafe partial class Gemm
 
     // Cache blocking. A KC x NC block of packed op(B) (512 KiB) stays in L2 while the MR x KC
     // micro-panel of packed op(A) in use stays in L1; MC and NC are multiples of every MR and NR.
-    private const int KC = 128;
+    private const int KC = 256;
     private const int MC = 240;
-    private const int NC = 2048;
+    private const int NC = 512;
 
     // Below this many multiply-adds per thread, waking a worker costs more than it saves.
     private const long MinMacsPerThread = 1L << 17;
@@ -83,6 +83,11 @@ public static unsafe partial class Gemm
         if (k == 0 || alpha == 0f)
         {
             ScaleC(m, n, beta, c, ldc);
+            return;
+        }
+        if (IsSmall(transB, m, n, k))
+        {
+            Small(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
             return;
         }
         Job job = MakeJob(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace NeuralCore.Backends.Cpu;
 
@@ -13,6 +14,7 @@ public static unsafe partial class Gemm
     private const int Mr256 = 6, Nr256 = 16;
     private const int MrScalar = 4, NrScalar = 8;
     private const int MaxTile = Mr512 * Nr512;
+    private const int PrefetchRows = 8;
 
     /// <summary>
     /// Computes one tile of C from packed panels. Full tiles go straight to C; edge tiles
@@ -97,12 +99,19 @@ public static unsafe partial class Gemm
             int rows = Math.Min(mr, mc - ir);
             if (!transA)
             {
-                // A is m x k: each row of the panel is contiguous in k; write it with stride MR.
+                // A is m x k: each row of the panel is contiguous in k; write it with stride MR,
+                // 8 x 8 blocks at a time where the panel is 8 rows tall.
+                int p0 = 0;
+                if (Avx.IsSupported && mr == 8 && rows == 8)
+                {
+                    float* src = a + (long)(ic + ir) * lda + pc;
+                    for (; p0 + 8 <= kc; p0 += 8) Transpose8x8(src + p0, lda, dst + p0 * 8, 8);
+                }
                 for (int r = 0; r < rows; r++)
                 {
                     float* src = a + (long)(ic + ir + r) * lda + pc;
                     float* d = dst + r;
-                    for (int p = 0; p < kc; p++) d[p * mr] = src[p];
+                    for (int p = p0; p < kc; p++) d[p * mr] = src[p];
                 }
                 for (int r = rows; r < mr; r++)
                 {
@@ -140,7 +149,11 @@ public static unsafe partial class Gemm
                 float* src = b + (long)(pc + p) * ldb + jc;
                 float* d = dst + p * nr;
                 int jr = 0;
-                for (; jr < full; jr += nr) CopyRow(src + jr, d + (long)jr * kc, nr);
+                for (; jr < full; jr += nr)
+                {
+                    if (Sse.IsSupported) Sse.Prefetch0(src + jr + PrefetchRows * (long)ldb);
+                    CopyRow(src + jr, d + (long)jr * kc, nr);
+                }
                 if (jr < nc)
                 {
                     float* dt = d + (long)jr * kc;
@@ -153,9 +166,25 @@ public static unsafe partial class Gemm
         }
         for (int jr = 0; jr < nc; jr += nr)
         {
-            // B is n x k: each column of the panel is contiguous in k; write it with stride NR.
+            // B is n x k: each column of the panel is contiguous in k; write it with stride NR,
+            // 8 x 8 blocks at a time for each group of 8 columns.
             int cols = Math.Min(nr, nc - jr);
-            for (int j = 0; j < cols; j++)
+            int j0 = 0;
+            if (Avx.IsSupported && nr % 8 == 0)
+            {
+                int kc8 = kc / 8 * 8;
+                for (; j0 + 8 <= cols; j0 += 8)
+                {
+                    float* src = b + (long)(jc + jr + j0) * ldb + pc;
+                    for (int p = 0; p < kc8; p += 8) Transpose8x8(src + p, ldb, dst + p * nr + j0, nr);
+                    for (int j = j0; j < j0 + 8; j++)
+                    {
+                        float* s = b + (long)(jc + jr + j) * ldb + pc;
+                        for (int p = kc8; p < kc; p++) dst[p * nr + j] = s[p];
+                    }
+                }
+            }
+            for (int j = j0; j < cols; j++)
             {
                 float* src = b + (long)(jc + jr + j) * ldb + pc;
                 float* d = dst + j;
@@ -168,6 +197,38 @@ public static unsafe partial class Gemm
             }
             dst += nr * kc;
         }
+    }
+
+    /// <summary>
+    /// Transposes the 8 x 8 block at <paramref name="src"/> (row stride <paramref name="lds"/>) into
+    /// <paramref name="dst"/> (row stride <paramref name="ldd"/>): row i of the output is column i of the input.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float* src, long lds, float* dst, int ldd)
+    {
+        Vector256<float> r0 = Avx.LoadVector256(src), r1 = Avx.LoadVector256(src + lds);
+        Vector256<float> r2 = Avx.LoadVector256(src + 2 * lds), r3 = Avx.LoadVector256(src + 3 * lds);
+        Vector256<float> r4 = Avx.LoadVector256(src + 4 * lds), r5 = Avx.LoadVector256(src + 5 * lds);
+        Vector256<float> r6 = Avx.LoadVector256(src + 6 * lds), r7 = Avx.LoadVector256(src + 7 * lds);
+        // Rows a..h. Interleave pairs within each 128-bit lane: t0 = a0 b0 a1 b1 | a4 b4 a5 b5.
+        Vector256<float> t0 = Avx.UnpackLow(r0, r1), t1 = Avx.UnpackHigh(r0, r1);
+        Vector256<float> t2 = Avx.UnpackLow(r2, r3), t3 = Avx.UnpackHigh(r2, r3);
+        Vector256<float> t4 = Avx.UnpackLow(r4, r5), t5 = Avx.UnpackHigh(r4, r5);
+        Vector256<float> t6 = Avx.UnpackLow(r6, r7), t7 = Avx.UnpackHigh(r6, r7);
+        // Quads: s0 = a0 b0 c0 d0 | a4 b4 c4 d4.
+        Vector256<float> s0 = Avx.Shuffle(t0, t2, 0x44), s1 = Avx.Shuffle(t0, t2, 0xEE);
+        Vector256<float> s2 = Avx.Shuffle(t1, t3, 0x44), s3 = Avx.Shuffle(t1, t3, 0xEE);
+        Vector256<float> s4 = Avx.Shuffle(t4, t6, 0x44), s5 = Avx.Shuffle(t4, t6, 0xEE);
+        Vector256<float> s6 = Avx.Shuffle(t5, t7, 0x44), s7 = Avx.Shuffle(t5, t7, 0xEE);
+        // Join the lanes of a..d with those of e..h.
+        Avx.Store(dst, Avx.Permute2x128(s0, s4, 0x20));
+        Avx.Store(dst + ldd, Avx.Permute2x128(s1, s5, 0x20));
+        Avx.Store(dst + 2 * ldd, Avx.Permute2x128(s2, s6, 0x20));
+        Avx.Store(dst + 3 * ldd, Avx.Permute2x128(s3, s7, 0x20));
+        Avx.Store(dst + 4 * ldd, Avx.Permute2x128(s0, s4, 0x31));
+        Avx.Store(dst + 5 * ldd, Avx.Permute2x128(s1, s5, 0x31));
+        Avx.Store(dst + 6 * ldd, Avx.Permute2x128(s2, s6, 0x31));
+        Avx.Store(dst + 7 * ldd, Avx.Permute2x128(s3, s7, 0x31));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

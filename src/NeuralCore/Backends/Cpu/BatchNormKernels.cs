@@ -1,0 +1,272 @@
+using System.Runtime.Intrinsics;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// Batch norm over x viewed as [N, C, HW]: per-channel statistics over the N*HW values of a channel.
+/// </summary>
+/// <remarks>
+/// Training and backward work one channel per step, channels split over <see cref="CpuThreading.Threads"/>;
+/// a channel's sums are accumulated in double (the values shifted by the channel's first element, which
+/// keeps the one-pass variance accurate when the mean is large) in a fixed order, so results do not
+/// depend on the thread count. Inference splits the N*C planes.
+/// </remarks>
+internal static unsafe class BatchNormKernels
+{
+    // Below this many elements per part, waking a worker costs more than it saves.
+    private const long MinElementsPerPart = 1 << 15;
+
+    private enum Pass
+    {
+        Training,
+        Inference,
+        Backward,
+    }
+
+    private struct Job
+    {
+        public Pass Pass;
+        public int N, C, HW;
+        public float Momentum, Eps;
+        public float* X, Y, Dy, Gamma, Beta, Mean, InvStd, RunningMean, RunningVar, DGamma, DBeta;
+        public int Parts;
+    }
+
+    /// <summary>
+    /// y = (x - mean) * invstd * gamma + beta with batch statistics; writes mean and invstd = 1/sqrt(var + eps)
+    /// (biased variance) and, when runningMean/runningVar are not null, blends the batch mean and unbiased variance into them.
+    /// </summary>
+    internal static void Training(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
+        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw)
+    {
+        var job = new Job
+        {
+            Pass = Pass.Training, N = n, C = c, HW = hw, Momentum = momentum, Eps = eps,
+            X = x, Gamma = gamma, Beta = beta, Y = y, Mean = mean, InvStd = invStd,
+            RunningMean = runningMean, RunningVar = runningVar,
+        };
+        Execute(ref job, c);
+    }
+
+    /// <summary>y = (x - runningMean) / sqrt(runningVar + eps) * gamma + beta.</summary>
+    internal static void Inference(float* x, float* gamma, float* beta, float* runningMean, float* runningVar, float* y,
+        float eps, int n, int c, int hw)
+    {
+        var job = new Job
+        {
+            Pass = Pass.Inference, N = n, C = c, HW = hw, Eps = eps,
+            X = x, Gamma = gamma, Beta = beta, Y = y, RunningMean = runningMean, RunningVar = runningVar,
+        };
+        Execute(ref job, n * c);
+    }
+
+    /// <summary>dx, dgamma and dbeta of training-mode batch norm from the saved mean and invstd.</summary>
+    internal static void Backward(float* x, float* dy, float* gamma, float* mean, float* invStd, float* dx,
+        float* dgamma, float* dbeta, int n, int c, int hw)
+    {
+        var job = new Job
+        {
+            Pass = Pass.Backward, N = n, C = c, HW = hw,
+            X = x, Dy = dy, Gamma = gamma, Mean = mean, InvStd = invStd, Y = dx, DGamma = dgamma, DBeta = dbeta,
+        };
+        Execute(ref job, c);
+    }
+
+    private static void Execute(ref Job job, int items)
+    {
+        long elements = (long)job.N * job.C * job.HW;
+        job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, Math.Max(items, 1)));
+        // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
+        fixed (Job* state = &job) CpuThreading.ForParts(job.Parts, &RunPart, state);
+    }
+
+    private static void RunPart(void* state, int part)
+    {
+        ref Job job = ref *(Job*)state;
+        int items = job.Pass == Pass.Inference ? job.N * job.C : job.C;
+        int first = (int)((long)part * items / job.Parts);
+        int end = (int)((long)(part + 1) * items / job.Parts);
+        for (int i = first; i < end; i++)
+        {
+            switch (job.Pass)
+            {
+                case Pass.Training: TrainingChannel(ref job, i); break;
+                case Pass.Inference: InferencePlane(ref job, i); break;
+                default: BackwardChannel(ref job, i); break;
+            }
+        }
+    }
+
+    private static void TrainingChannel(ref Job job, int c)
+    {
+        long planeStride = (long)job.C * job.HW;
+        float* first = job.X + (long)c * job.HW;
+        double shift = job.HW > 0 ? first[0] : 0;
+        double sum = 0, sumSquares = 0;
+        for (int n = 0; n < job.N; n++)
+        {
+            var (s, ss) = ShiftedSums(first + n * planeStride, job.HW, shift);
+            sum += s;
+            sumSquares += ss;
+        }
+        long count = (long)job.N * job.HW;
+        double centred = sum / count;
+        double variance = Math.Max(sumSquares / count - centred * centred, 0);
+        double mean = shift + centred;
+        double invStd = 1 / Math.Sqrt(variance + job.Eps);
+        job.Mean[c] = (float)mean;
+        job.InvStd[c] = (float)invStd;
+        if (job.RunningMean != null)
+        {
+            double m = job.Momentum;
+            job.RunningMean[c] = (float)((1 - m) * job.RunningMean[c] + m * mean);
+        }
+        if (job.RunningVar != null)
+        {
+            double m = job.Momentum;
+            double unbiased = variance * count / (count - 1);
+            job.RunningVar[c] = (float)((1 - m) * job.RunningVar[c] + m * unbiased);
+        }
+        float scale = (float)(job.Gamma[c] * invStd);
+        float offset = (float)(job.Beta[c] - mean * job.Gamma[c] * invStd);
+        for (int n = 0; n < job.N; n++)
+        {
+            long at = n * planeStride + (long)c * job.HW;
+            Affine(job.X + at, job.Y + at, job.HW, scale, offset);
+        }
+    }
+
+    private static void InferencePlane(ref Job job, int plane)
+    {
+        int c = plane % job.C;
+        double invStd = 1 / Math.Sqrt((double)job.RunningVar[c] + job.Eps);
+        float scale = (float)(job.Gamma[c] * invStd);
+        float offset = (float)(job.Beta[c] - job.RunningMean[c] * (job.Gamma[c] * invStd));
+        long at = (long)plane * job.HW;
+        Affine(job.X + at, job.Y + at, job.HW, scale, offset);
+    }
+
+    private static void BackwardChannel(ref Job job, int c)
+    {
+        long planeStride = (long)job.C * job.HW;
+        float mean = job.Mean[c];
+        double invStd = job.InvStd[c];
+        double sumDy = 0, sumDyCentred = 0;
+        for (int n = 0; n < job.N; n++)
+        {
+            long at = n * planeStride + (long)c * job.HW;
+            var (s, sc) = GradientSums(job.Dy + at, job.X + at, job.HW, mean);
+            sumDy += s;
+            sumDyCentred += sc;
+        }
+        long count = (long)job.N * job.HW;
+        // dbeta = sum(dy); dgamma = sum(dy * xhat) with xhat = (x - mean) * invstd;
+        // dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat)).
+        double dgamma = sumDyCentred * invStd;
+        job.DBeta[c] = (float)sumDy;
+        job.DGamma[c] = (float)dgamma;
+        double a = job.Gamma[c] * invStd;
+        float scaleDy = (float)a;
+        float scaleCentred = (float)(-a * invStd * dgamma / count);
+        float offset = (float)(-a * sumDy / count);
+        for (int n = 0; n < job.N; n++)
+        {
+            long at = n * planeStride + (long)c * job.HW;
+            InputGradient(job.Dy + at, job.X + at, job.Y + at, job.HW, mean, scaleDy, scaleCentred, offset);
+        }
+    }
+
+    /// <summary>Sum of (x - shift) and of (x - shift)^2 over n values, in double.</summary>
+    private static (double Sum, double SumSquares) ShiftedSums(float* x, int n, double shift)
+    {
+        int i = 0;
+        double sum = 0, sumSquares = 0;
+        if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
+        {
+            var k = Vector256.Create(shift);
+            Vector256<double> s0 = default, s1 = default, q0 = default, q1 = default;
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Load(x + i));
+                lo -= k;
+                hi -= k;
+                s0 += lo;
+                s1 += hi;
+                q0 += lo * lo;
+                q1 += hi * hi;
+            }
+            sum = Vector256.Sum(s0 + s1);
+            sumSquares = Vector256.Sum(q0 + q1);
+        }
+        for (; i < n; i++)
+        {
+            double d = x[i] - shift;
+            sum += d;
+            sumSquares += d * d;
+        }
+        return (sum, sumSquares);
+    }
+
+    /// <summary>Sum of dy and of dy * (x - mean) over n values, in double.</summary>
+    private static (double SumDy, double SumDyCentred) GradientSums(float* dy, float* x, int n, double mean)
+    {
+        int i = 0;
+        double sum = 0, sumCentred = 0;
+        if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
+        {
+            var m = Vector256.Create(mean);
+            Vector256<double> s0 = default, s1 = default, c0 = default, c1 = default;
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var (glo, ghi) = Vector256.Widen(Vector256.Load(dy + i));
+                var (xlo, xhi) = Vector256.Widen(Vector256.Load(x + i));
+                s0 += glo;
+                s1 += ghi;
+                c0 += glo * (xlo - m);
+                c1 += ghi * (xhi - m);
+            }
+            sum = Vector256.Sum(s0 + s1);
+            sumCentred = Vector256.Sum(c0 + c1);
+        }
+        for (; i < n; i++)
+        {
+            double g = dy[i];
+            sum += g;
+            sumCentred += g * (x[i] - mean);
+        }
+        return (sum, sumCentred);
+    }
+
+    /// <summary>y = x * scale + offset over n values.</summary>
+    private static void Affine(float* x, float* y, int n, float scale, float offset)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var s = Vector256.Create(scale);
+            var o = Vector256.Create(offset);
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), y + i);
+        }
+        for (; i < n; i++) y[i] = MathF.FusedMultiplyAdd(x[i], scale, offset);
+    }
+
+    /// <summary>dx = scaleDy * dy + scaleCentred * (x - mean) + offset over n values.</summary>
+    private static void InputGradient(float* dy, float* x, float* dx, int n, float mean, float scaleDy, float scaleCentred, float offset)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var m = Vector256.Create(mean);
+            var a = Vector256.Create(scaleDy);
+            var b = Vector256.Create(scaleCentred);
+            var o = Vector256.Create(offset);
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var centred = Vector256.Load(x + i) - m;
+                Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Load(dy + i), a, Vector256.FusedMultiplyAdd(centred, b, o)), dx + i);
+            }
+        }
+        for (; i < n; i++) dx[i] = MathF.FusedMultiplyAdd(dy[i], scaleDy, MathF.FusedMultiplyAdd(x[i] - mean, scaleCentred, offset));
+    }
+}

@@ -1,0 +1,385 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// Convolution by im2col + GEMM. Shapes: x [N, C, H, W], w [K, C/G, R, S], y [N, K, P, Q] with G groups;
+/// per group the GEMM operands are w_g [K/G, C/G*R*S], columns [C/G*R*S, nb*P*Q] and y_g [K/G, nb*P*Q],
+/// where nb samples are unrolled side by side so that small feature maps still give the GEMM wide
+/// matrices.
+/// </summary>
+/// <remarks>
+/// Work is split over <see cref="CpuThreading.Threads"/> by chunks of nb samples, each part running its
+/// chunks in order with single-threaded GEMMs (nested threading runs inline). When there is a single
+/// part, the GEMM itself is multithreaded. Forward and backward-data results do not depend on the
+/// thread count (each output element is one GEMM dot product plus, for backward data, a col2im sum
+/// in a fixed order); the weight gradient sums per-part partials in part order, so it is bit-identical
+/// run to run for a given thread count.
+/// </remarks>
+internal static unsafe class ConvKernels
+{
+    // Samples are unrolled side by side until the GEMM has this many columns...
+    private const int TargetColumns = 512;
+    // ...as long as one thread's columns and gathered rows stay within this many floats (1 MiB each).
+    private const long MaxScratchFloats = 1 << 18;
+    // Below this many multiply-adds per part, waking a worker costs more than it saves.
+    private const long MinMacsPerPart = 1 << 18;
+
+    private enum Pass
+    {
+        Forward,
+        BackwardData,
+        BackwardWeight,
+    }
+
+    /// <summary>One call's arguments and plan, shared by the parts working on it.</summary>
+    private struct Job
+    {
+        public Pass Pass;
+        public Conv2dParams P;
+        public float* X, W, Bias, Y;
+        public float* Partials;
+        public int Cg, Kg, HW, PQ, Crs;
+        public bool Direct;
+        public int Chunk, Chunks, Parts;
+    }
+
+    /// <summary>y = conv2d(x, w) + bias.</summary>
+    internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p)
+    {
+        Job job = Plan(Pass.Forward, p);
+        job.X = x; job.W = w; job.Bias = bias; job.Y = y;
+        Execute(ref job);
+    }
+
+    /// <summary>dx = conv2d input gradient of dy (dx overwritten).</summary>
+    internal static void BackwardData(float* dy, float* w, float* dx, in Conv2dParams p)
+    {
+        Job job = Plan(Pass.BackwardData, p);
+        job.X = dx; job.W = w; job.Y = dy;
+        Execute(ref job);
+    }
+
+    /// <summary>dw = conv2d weight gradient of dy for input x (dw overwritten).</summary>
+    internal static void BackwardWeight(float* dy, float* x, float* dw, in Conv2dParams p)
+    {
+        Job job = Plan(Pass.BackwardWeight, p);
+        job.X = x; job.W = dw; job.Y = dy;
+        long wLen = (long)p.K * job.Crs;
+        if (job.Parts > 1) job.Partials = ConvScratch.Current.Get(ConvScratch.Slot.Partials, (job.Parts - 1) * wLen);
+        Execute(ref job);
+        // Fixed-order reduction: dw = part 0 + part 1 + ... so the sum is the same on every run.
+        for (int part = 1; part < job.Parts; part++) Add(dw, job.Partials + (part - 1) * wLen, wLen);
+    }
+
+    private static Job Plan(Pass pass, in Conv2dParams p)
+    {
+        var job = new Job
+        {
+            Pass = pass,
+            P = p,
+            Cg = p.C / p.Groups,
+            Kg = p.K / p.Groups,
+            HW = p.H * p.W,
+            PQ = p.P * p.Q,
+        };
+        job.Crs = job.Cg * p.R * p.S;
+        // A 1x1, stride-1, unpadded convolution reads (or writes) the input planes as they are.
+        job.Direct = p.R == 1 && p.S == 1 && p.StrideH == 1 && p.StrideW == 1 && p.PadH == 0 && p.PadW == 0;
+
+        int threads = CpuThreading.Threads;
+        int chunk = 1;
+        if (job.PQ < TargetColumns)
+        {
+            long widest = Math.Max(1, (long)Math.Max(job.Crs, job.Kg) * job.PQ);
+            chunk = (TargetColumns + job.PQ - 1) / job.PQ;
+            chunk = (int)Math.Min(chunk, Math.Max(1, MaxScratchFloats / widest));
+            chunk = Math.Min(chunk, (p.N + threads - 1) / threads);
+            chunk = Math.Max(chunk, 1);
+        }
+        job.Chunk = chunk;
+        job.Chunks = (p.N + chunk - 1) / chunk;
+        long macs = (long)p.N * p.K * job.Crs * job.PQ;
+        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(threads, job.Chunks));
+        return job;
+    }
+
+    private static void Execute(ref Job job)
+    {
+        if (job.Parts == 1)
+        {
+            // On the calling thread, so that each GEMM may use every thread itself.
+            RunChunks(ref job, 0, job.Chunks, 0);
+            return;
+        }
+        // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
+        fixed (Job* state = &job) CpuThreading.ForParts(job.Parts, &RunPart, state);
+    }
+
+    private static void RunPart(void* state, int part)
+    {
+        ref Job job = ref *(Job*)state;
+        int first = (int)((long)part * job.Chunks / job.Parts);
+        int end = (int)((long)(part + 1) * job.Chunks / job.Parts);
+        RunChunks(ref job, first, end, part);
+    }
+
+    private static void RunChunks(ref Job job, int first, int end, int part)
+    {
+        if (first >= end) return;
+        ConvScratch scratch = ConvScratch.Current;
+        long columns = (long)job.Chunk * job.PQ;
+        // Each slot is fetched once at the largest size this call needs, so the pointers stay valid.
+        float* cols = scratch.Get(ConvScratch.Slot.Columns, job.Crs * columns);
+        float* rows = scratch.Get(ConvScratch.Slot.Rows, job.Kg * columns);
+        float* dw = part == 0 ? job.W : job.Partials + (part - 1) * (long)job.P.K * job.Crs;
+        for (int chunk = first; chunk < end; chunk++)
+        {
+            int n0 = chunk * job.Chunk;
+            int nb = Math.Min(job.Chunk, job.P.N - n0);
+            switch (job.Pass)
+            {
+                case Pass.Forward: ForwardChunk(ref job, n0, nb, cols, rows); break;
+                case Pass.BackwardData: BackwardDataChunk(ref job, n0, nb, cols, rows); break;
+                default: BackwardWeightChunk(ref job, n0, nb, cols, rows, dw, accumulate: chunk != first); break;
+            }
+        }
+    }
+
+    private static void ForwardChunk(ref Job job, int n0, int nb, float* cols, float* rows)
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        int ld = nb * job.PQ;
+        for (int g = 0; g < p.Groups; g++)
+        {
+            float* wg = job.W + (long)g * job.Kg * job.Crs;
+            float* b = cols;
+            int ldb = ld;
+            if (job.Direct && nb == 1) { b = job.X + ((long)n0 * p.C + g * job.Cg) * job.HW; ldb = job.HW; }
+            else Im2Col(ref job, n0, nb, g, cols);
+
+            if (nb == 1)
+            {
+                float* yg = job.Y + ((long)n0 * p.K + g * job.Kg) * job.PQ;
+                Gemm.Sgemm(false, false, job.Kg, job.PQ, job.Crs, 1f, wg, job.Crs, b, ldb, 0f, yg, job.PQ);
+            }
+            else
+            {
+                Gemm.Sgemm(false, false, job.Kg, ld, job.Crs, 1f, wg, job.Crs, b, ldb, 0f, rows, ld);
+                MoveRows(ref job, n0, nb, g, rows, toSamples: true);
+            }
+        }
+        if (job.Bias == null) return;
+        for (int i = 0; i < nb; i++)
+        {
+            float* yn = job.Y + (long)(n0 + i) * p.K * job.PQ;
+            for (int k = 0; k < p.K; k++) AddScalar(yn + (long)k * job.PQ, job.Bias[k], job.PQ);
+        }
+    }
+
+    private static void BackwardDataChunk(ref Job job, int n0, int nb, float* cols, float* rows)
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        int ld = nb * job.PQ;
+        bool direct = job.Direct && nb == 1;
+        float* dx = job.X + (long)n0 * p.C * job.HW;
+        // col2im accumulates, so the planes it writes start at zero.
+        if (!direct) new Span<float>(dx, nb * p.C * job.HW).Clear();
+        for (int g = 0; g < p.Groups; g++)
+        {
+            float* wg = job.W + (long)g * job.Kg * job.Crs;
+            float* b = rows;
+            int ldb = ld;
+            if (nb == 1) { b = job.Y + ((long)n0 * p.K + g * job.Kg) * job.PQ; ldb = job.PQ; }
+            else MoveRows(ref job, n0, nb, g, rows, toSamples: false);
+
+            if (direct)
+            {
+                // dx_g [C/G, HW] = w_g^T [C/G, K/G] * dy_g [K/G, PQ] (PQ == HW here).
+                Gemm.Sgemm(true, false, job.Crs, job.PQ, job.Kg, 1f, wg, job.Crs, b, ldb, 0f, dx + (long)g * job.Cg * job.HW, job.HW);
+            }
+            else
+            {
+                Gemm.Sgemm(true, false, job.Crs, ld, job.Kg, 1f, wg, job.Crs, b, ldb, 0f, cols, ld);
+                Col2Im(ref job, n0, nb, g, cols);
+            }
+        }
+    }
+
+    private static void BackwardWeightChunk(ref Job job, int n0, int nb, float* cols, float* rows, float* dw, bool accumulate)
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        int ld = nb * job.PQ;
+        float beta = accumulate ? 1f : 0f;
+        for (int g = 0; g < p.Groups; g++)
+        {
+            float* a = rows;
+            int lda = ld;
+            if (nb == 1) { a = job.Y + ((long)n0 * p.K + g * job.Kg) * job.PQ; lda = job.PQ; }
+            else MoveRows(ref job, n0, nb, g, rows, toSamples: false);
+
+            float* b = cols;
+            int ldb = ld;
+            if (job.Direct && nb == 1) { b = job.X + ((long)n0 * p.C + g * job.Cg) * job.HW; ldb = job.HW; }
+            else Im2Col(ref job, n0, nb, g, cols);
+
+            // dw_g [K/G, C/G*R*S] (+)= dy_g [K/G, nb*PQ] * columns^T [nb*PQ, C/G*R*S].
+            Gemm.Sgemm(false, true, job.Kg, job.Crs, ld, 1f, a, lda, b, ldb, beta, dw + (long)g * job.Kg * job.Crs, job.Crs);
+        }
+    }
+
+    /// <summary>
+    /// Copies the rows of group g between the unrolled layout [K/G, nb*PQ] and the samples
+    /// y[n0 + i, g*K/G + k, :] (toSamples: unrolled to samples; else samples to unrolled).
+    /// </summary>
+    private static void MoveRows(ref Job job, int n0, int nb, int g, float* rows, bool toSamples)
+    {
+        int pq = job.PQ;
+        int ld = nb * pq;
+        uint bytes = (uint)pq * sizeof(float);
+        for (int i = 0; i < nb; i++)
+        {
+            float* sample = job.Y + ((long)(n0 + i) * job.P.K + g * job.Kg) * pq;
+            for (int k = 0; k < job.Kg; k++)
+            {
+                float* unrolled = rows + (long)k * ld + i * pq;
+                float* plane = sample + (long)k * pq;
+                if (toSamples) Unsafe.CopyBlockUnaligned(plane, unrolled, bytes);
+                else Unsafe.CopyBlockUnaligned(unrolled, plane, bytes);
+            }
+        }
+    }
+
+    /// <summary>First and end output column q whose input column q*stride + offset lies inside [0, width).</summary>
+    private static (int Low, int High) ValidRange(int offset, int stride, int width, int outWidth)
+    {
+        int low = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+        int high = offset > width - 1 ? 0 : Math.Min(outWidth, (width - 1 - offset) / stride + 1);
+        low = Math.Min(low, outWidth);
+        return (low, Math.Max(low, high));
+    }
+
+    /// <summary>
+    /// Unrolls group g of samples [n0, n0 + nb) into columns [C/G*R*S, nb*PQ]: row (c, r, s), column
+    /// (i, p, q) holds x[n0 + i, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw], zero outside the input.
+    /// </summary>
+    private static void Im2Col(ref Job job, int n0, int nb, int g, float* cols)
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        int ld = nb * job.PQ;
+        int outH = p.P, outW = p.Q, sw = p.StrideW;
+        for (int c = 0; c < job.Cg; c++)
+        {
+            for (int r = 0; r < p.R; r++)
+            {
+                for (int s = 0; s < p.S; s++)
+                {
+                    float* row = cols + (long)((c * p.R + r) * p.S + s) * ld;
+                    int iw0 = s * p.DilationW - p.PadW;
+                    var (qLow, qHigh) = ValidRange(iw0, sw, p.W, outW);
+                    for (int i = 0; i < nb; i++)
+                    {
+                        float* plane = job.X + ((long)(n0 + i) * p.C + g * job.Cg + c) * job.HW;
+                        float* dst = row + (long)i * job.PQ;
+                        for (int oh = 0; oh < outH; oh++, dst += outW)
+                        {
+                            int ih = oh * p.StrideH - p.PadH + r * p.DilationH;
+                            if ((uint)ih >= (uint)p.H)
+                            {
+                                new Span<float>(dst, outW).Clear();
+                                continue;
+                            }
+                            float* src = plane + ih * p.W + iw0;
+                            for (int q = 0; q < qLow; q++) dst[q] = 0f;
+                            if (sw == 1)
+                            {
+                                Unsafe.CopyBlockUnaligned(dst + qLow, src + qLow, (uint)(qHigh - qLow) * sizeof(float));
+                            }
+                            else
+                            {
+                                for (int q = qLow; q < qHigh; q++) dst[q] = src[q * sw];
+                            }
+                            for (int q = qHigh; q < outW; q++) dst[q] = 0f;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>The adjoint of <see cref="Im2Col"/>: adds every column entry back onto the input position it came from.</summary>
+    private static void Col2Im(ref Job job, int n0, int nb, int g, float* cols)
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        int ld = nb * job.PQ;
+        int outH = p.P, outW = p.Q, sw = p.StrideW;
+        for (int c = 0; c < job.Cg; c++)
+        {
+            for (int r = 0; r < p.R; r++)
+            {
+                for (int s = 0; s < p.S; s++)
+                {
+                    float* row = cols + (long)((c * p.R + r) * p.S + s) * ld;
+                    int iw0 = s * p.DilationW - p.PadW;
+                    var (qLow, qHigh) = ValidRange(iw0, sw, p.W, outW);
+                    for (int i = 0; i < nb; i++)
+                    {
+                        float* plane = job.X + ((long)(n0 + i) * p.C + g * job.Cg + c) * job.HW;
+                        float* src = row + (long)i * job.PQ;
+                        for (int oh = 0; oh < outH; oh++, src += outW)
+                        {
+                            int ih = oh * p.StrideH - p.PadH + r * p.DilationH;
+                            if ((uint)ih >= (uint)p.H) continue;
+                            float* dst = plane + ih * p.W + iw0;
+                            if (sw == 1)
+                            {
+                                Add(dst + qLow, src + qLow, qHigh - qLow);
+                            }
+                            else
+                            {
+                                for (int q = qLow; q < qHigh; q++) dst[q * sw] += src[q];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>dst[i] += src[i] for i in [0, n).</summary>
+    internal static void Add(float* dst, float* src, long n)
+    {
+        long i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+                Vector512.Store(Vector512.Load(dst + i) + Vector512.Load(src + i), dst + i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                Vector256.Store(Vector256.Load(dst + i) + Vector256.Load(src + i), dst + i);
+        }
+        for (; i < n; i++) dst[i] += src[i];
+    }
+
+    /// <summary>dst[i] += value for i in [0, n).</summary>
+    private static void AddScalar(float* dst, float value, int n)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var v = Vector512.Create(value);
+            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+                Vector512.Store(Vector512.Load(dst + i) + v, dst + i);
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            var v = Vector256.Create(value);
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                Vector256.Store(Vector256.Load(dst + i) + v, dst + i);
+        }
+        for (; i < n; i++) dst[i] += value;
+    }
+}

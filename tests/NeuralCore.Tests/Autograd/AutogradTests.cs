@@ -1,0 +1,198 @@
+using NeuralCore.Autograd;
+using NeuralCore.Backends;
+using NeuralCore.NN;
+using AG = NeuralCore.Autograd.Autograd;
+
+namespace NeuralCore.Tests.Autograd;
+
+public class AutogradTests
+{
+    private static Tensor Leaf(params float[] values)
+    {
+        var t = Tensor.FromArray(values);
+        t.RequiresGrad = true;
+        return t;
+    }
+
+    [Fact]
+    public void Gradients_accumulate_across_backward_calls()
+    {
+        var x = Leaf(1f, 2f, 3f);
+        x.Square().Sum().Backward();
+        Assert.Equal([2f, 4f, 6f], x.Grad!.ToArray());
+        x.Mul(3f).Sum().Backward();
+        Assert.Equal([5f, 7f, 9f], x.Grad!.ToArray());
+        x.Grad = null;
+        x.Sum().Backward();
+        Assert.Equal([1f, 1f, 1f], x.Grad!.ToArray());
+    }
+
+    [Fact]
+    public void A_tensor_used_twice_gets_both_contributions()
+    {
+        // Diamond: y = exp(x); z = y * sin-free mix of y with itself; every path into x adds up.
+        var x = Leaf(0.5f, -1f);
+        var y = x.Exp();
+        var z = y.Mul(y).Add(y.Mul(2f)).Add(x);
+        z.Sum().Backward();
+        var expected = x.ToArray().Select(v => 2 * MathF.Exp(2 * v) + 2 * MathF.Exp(v) + 1).ToArray();
+        GradCheck.AssertClose(Array.ConvertAll(expected, v => (double)v), x.Grad!.ToArray(), 1e-5, 1e-5, "diamond");
+
+        var w = Leaf(3f);
+        w.Add(w).Sum().Backward();
+        Assert.Equal([2f], w.Grad!.ToArray());
+    }
+
+    [Fact]
+    public void RequiresGrad_propagates_and_Detach_cuts()
+    {
+        var x = Leaf(1f, 2f);
+        var c = Tensor.FromArray([3f, 4f]);
+        Assert.False(c.RequiresGrad);
+        var y = x.Mul(c);
+        Assert.True(y.RequiresGrad);
+        Assert.False(y.IsLeaf);
+        Assert.False(c.Mul(c).RequiresGrad);
+        Assert.Null(c.Mul(c).GradFn);
+
+        var d = y.Detach();
+        Assert.False(d.RequiresGrad);
+        Assert.True(d.IsLeaf);
+        Assert.Same(y.Storage, d.Storage);
+        y.Add(d).Sum().Backward();
+        Assert.Equal([3f, 4f], x.Grad!.ToArray());
+
+        Assert.Throws<InvalidOperationException>(() => y.RequiresGrad = false);
+        Assert.Throws<InvalidOperationException>(() => Tensor.FromArray(new long[] { 1 }).RequiresGrad = true);
+    }
+
+    [Fact]
+    public void NoGrad_records_nothing()
+    {
+        var x = Leaf(1f, 2f);
+        Tensor y;
+        using (AG.NoGrad())
+        {
+            Assert.False(AG.IsGradEnabled);
+            using (AG.NoGrad()) y = x.Exp();
+            Assert.False(AG.IsGradEnabled);
+            y = y.Mul(x);
+        }
+        Assert.True(AG.IsGradEnabled);
+        Assert.False(y.RequiresGrad);
+        Assert.Null(y.GradFn);
+        var e = Assert.Throws<InvalidOperationException>(() => y.Sum().Backward());
+        Assert.Contains("NoGrad", e.Message);
+    }
+
+    private sealed class Scale : Module
+    {
+        public override Tensor Forward(Tensor input) => input.Mul(2f).Relu();
+    }
+
+    [Fact]
+    public void Trace_records_ops_without_gradients_with_kind_inputs_attributes_and_module()
+    {
+        var x = Tensor.FromArray([1f, -2f, 3f, 4f, 5f, 6f], 2, 3);
+        var w = Tensor.Ones([3, 2]);
+        var module = new Scale();
+        Tensor y, z, s;
+        using (AG.Trace())
+        {
+            Assert.True(AG.IsTracing);
+            y = module.Call(x);
+            z = y.MatMul(w);
+            s = z.Sum([1], keepDim: true);
+        }
+        Assert.False(AG.IsTracing);
+        Assert.False(s.RequiresGrad);
+
+        var sum = s.GradFn!;
+        Assert.Equal(OpKind.Reduce, sum.Kind);
+        Assert.Same(z, sum.Inputs[0]);
+        Assert.Same(s, sum.Output);
+        Assert.Equal(ReduceOp.Sum, sum.Attributes["op"]);
+        Assert.Equal([1], (int[])sum.Attributes["dims"]);
+        Assert.Equal(true, sum.Attributes["keepdim"]);
+        Assert.Null(sum.Module);
+
+        var mm = z.GradFn!;
+        Assert.Equal(OpKind.MatMul, mm.Kind);
+        Assert.Same(y, mm.Inputs[0]);
+        Assert.Same(w, mm.Inputs[1]);
+
+        var relu = y.GradFn!;
+        Assert.Equal(OpKind.Unary, relu.Kind);
+        Assert.Equal(UnaryOp.Relu, relu.Attributes["op"]);
+        Assert.Same(module, relu.Module);
+        var affine = relu.Inputs[0].GradFn!;
+        Assert.Equal(UnaryOp.Affine, affine.Attributes["op"]);
+        Assert.Equal(2f, affine.Attributes["alpha"]);
+        Assert.Same(x, affine.Inputs[0]);
+        Assert.Same(module, affine.Module);
+        Assert.True(affine.Sequence < relu.Sequence && relu.Sequence < mm.Sequence && mm.Sequence < sum.Sequence);
+
+        // Outside the scope, nothing is recorded for tensors without gradients.
+        Assert.Null(module.Call(x).GradFn);
+    }
+
+    [Fact]
+    public void Backward_twice_needs_retainGraph()
+    {
+        var x = Leaf(1f, 2f);
+        var loss = x.Exp().Sum();
+        loss.Backward();
+        var e = Assert.Throws<InvalidOperationException>(() => loss.Backward());
+        Assert.Contains("retainGraph", e.Message);
+
+        var x2 = Leaf(1f, 2f);
+        var loss2 = x2.Square().Sum();
+        loss2.Backward(retainGraph: true);
+        loss2.Backward();
+        Assert.Equal([4f, 8f], x2.Grad!.ToArray());
+    }
+
+    [Fact]
+    public void Backward_arguments_are_checked()
+    {
+        var x = Leaf(1f, 2f);
+        var y = x.Mul(3f);
+        Assert.Contains("[2]", Assert.Throws<InvalidOperationException>(() => y.Backward()).Message);
+        Assert.Throws<ArgumentException>(() => y.Backward(Tensor.Ones([3])));
+        y.Backward(Tensor.FromArray([1f, -1f]));
+        Assert.Equal([3f, -3f], x.Grad!.ToArray());
+        Assert.Throws<InvalidOperationException>(() => Tensor.Ones([1]).Backward());
+
+        // A leaf as its own root.
+        var leaf = Leaf(5f);
+        leaf.Backward();
+        Assert.Equal([1f], leaf.Grad!.ToArray());
+    }
+
+    [Fact]
+    public void In_place_ops_on_graph_tensors_throw()
+    {
+        var x = Leaf(1f, 2f);
+        var y = x.Exp();
+        Assert.Contains("NoGrad", Assert.Throws<InvalidOperationException>(() => x.AddInPlace(Tensor.Ones([2]))).Message);
+        Assert.Throws<InvalidOperationException>(() => y.MulInPlace(2));
+        Assert.Throws<InvalidOperationException>(() => y.FillInPlace(0));
+        Assert.Throws<InvalidOperationException>(() => x.CopyFrom(Tensor.Ones([2])));
+        using (AG.NoGrad()) x.AddInPlace(Tensor.Ones([2]));
+        Assert.Equal([2f, 3f], x.ToArray());
+        x.Detach().ZeroInPlace();
+        Assert.Equal([0f, 0f], x.ToArray());
+    }
+
+    [Fact]
+    public void Gradients_through_a_small_network_match_finite_differences()
+    {
+        var (x, _) = Ops.Reference.RandomTensor([4, 3], 1);
+        var (w1, _) = Ops.Reference.RandomTensor([3, 5], 2);
+        var (b1, _) = Ops.Reference.RandomTensor([5], 3);
+        var (w2, _) = Ops.Reference.RandomTensor([5, 2], 4);
+        var targets = Tensor.FromArray(new long[] { 0, 1, 1, 0 });
+        GradCheck.Check(t => Functional.CrossEntropy(t[0].MatMul(t[1]).Add(t[2]).Tanh().MatMul(t[3]), targets),
+            [x, w1, b1, w2], what: "mlp");
+    }
+}

@@ -1,0 +1,162 @@
+using NeuralCore.Backends.Cpu;
+using NeuralCore.NN;
+
+namespace NeuralCore.Tests.Ops;
+
+/// <summary>
+/// The CPU batch-norm kernels against the plain-loop float64 reference: training forward (output, saved
+/// mean and inverse std, running statistics blended with the unbiased variance), inference, and the
+/// backward kernel against central finite differences of the training forward.
+/// </summary>
+public sealed class BatchNormTests
+{
+    private const float Eps = 1e-5f;
+    private const float Momentum = 0.1f;
+
+    public static readonly TheoryData<int, int, int> Shapes = new()
+    {
+        { 4, 3, 25 },
+        { 1, 5, 7 },
+        { 3, 19, 1 },
+        { 2, 2, 37 },
+        { 64, 2, 36 },
+        { 5, 38, 6 },
+    };
+
+    private sealed record Data(int N, int C, int HW, float[] X, float[] Gamma, float[] Beta, float[] RunningMean, float[] RunningVar)
+    {
+        public static Data For(int n, int c, int hw, double offset = 0, double scale = 1)
+        {
+            int seed = n * 1000 + c * 10 + hw;
+            return new Data(n, c, hw,
+                Reference.ToFloat(Reference.Random(n * c * hw, seed, scale).Select(v => v + offset).ToArray()),
+                Reference.ToFloat(Reference.Random(c, seed + 1).Select(v => 1 + 0.5 * v).ToArray()),
+                Reference.ToFloat(Reference.Random(c, seed + 2)),
+                Reference.ToFloat(Reference.Random(c, seed + 3)),
+                Reference.ToFloat(Reference.Random(c, seed + 4).Select(v => 1.5 + v).ToArray()));
+        }
+
+        public int[] Shape => [N, C, HW];
+    }
+
+    private static (float[] Y, float[] Mean, float[] InvStd, float[] RunningMean, float[] RunningVar) Training(Data d)
+    {
+        var y = Tensor.Full(d.Shape, float.NaN);
+        var mean = Tensor.Full([d.C], float.NaN);
+        var invStd = Tensor.Full([d.C], float.NaN);
+        var rm = Tensor.FromArray((float[])d.RunningMean.Clone(), d.C);
+        var rv = Tensor.FromArray((float[])d.RunningVar.Clone(), d.C);
+        CpuBackend.Instance.BatchNormTraining(Tensor.FromArray(d.X, d.Shape), Tensor.FromArray(d.Gamma, d.C), Tensor.FromArray(d.Beta, d.C),
+            y, mean, invStd, rm, rv, Momentum, Eps, d.N, d.C, d.HW);
+        return (y.ToArray(), mean.ToArray(), invStd.ToArray(), rm.ToArray(), rv.ToArray());
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void TrainingMatchesReference(int n, int c, int hw)
+    {
+        var d = Data.For(n, c, hw);
+        var (y, mean, variance) = Reference.BatchNormTraining(Reference.ToDouble(d.X), Reference.ToDouble(d.Gamma), Reference.ToDouble(d.Beta), n, c, hw, Eps);
+        var got = Training(d);
+        GradCheck.AssertClose(y, got.Y, 1e-5, 1e-4, "y");
+        GradCheck.AssertClose(mean, got.Mean, 1e-6, 1e-6, "saved mean");
+        GradCheck.AssertClose(variance.Select(v => 1 / Math.Sqrt(v + Eps)).ToArray(), got.InvStd, 1e-6, 1e-6, "saved invstd");
+        int m = n * hw;
+        var runningMean = Enumerable.Range(0, c).Select(i => (1 - Momentum) * (double)d.RunningMean[i] + Momentum * mean[i]).ToArray();
+        var runningVar = Enumerable.Range(0, c).Select(i => (1 - Momentum) * (double)d.RunningVar[i] + Momentum * variance[i] * m / (m - 1)).ToArray();
+        GradCheck.AssertClose(runningMean, got.RunningMean, 1e-6, 1e-6, "running mean");
+        GradCheck.AssertClose(runningVar, got.RunningVar, 1e-6, 1e-6, "running var (unbiased)");
+    }
+
+    [Fact]
+    public void TrainingWithoutRunningStatisticsOnlyNormalises()
+    {
+        var d = Data.For(3, 4, 10);
+        var y = Tensor.Zeros(d.Shape);
+        var mean = Tensor.Zeros([d.C]);
+        var invStd = Tensor.Zeros([d.C]);
+        CpuBackend.Instance.BatchNormTraining(Tensor.FromArray(d.X, d.Shape), Tensor.FromArray(d.Gamma, d.C), Tensor.FromArray(d.Beta, d.C),
+            y, mean, invStd, null, null, Momentum, Eps, d.N, d.C, d.HW);
+        Assert.Equal(Training(d).Y, y.ToArray());
+    }
+
+    [Fact]
+    public void LargeBatchWithLargeMeanKeepsStatisticsAccurate()
+    {
+        // 2^20 values per channel around 1000 with standard deviation ~0.58: a float32 one-pass
+        // sum of squares would lose the variance entirely.
+        var d = Data.For(64, 2, 1 << 14, offset: 1000);
+        var (_, mean, variance) = Reference.BatchNormTraining(Reference.ToDouble(d.X), Reference.ToDouble(d.Gamma), Reference.ToDouble(d.Beta), d.N, d.C, d.HW, Eps);
+        var got = Training(d);
+        GradCheck.AssertClose(mean, got.Mean, 0, 1e-7, "saved mean");
+        GradCheck.AssertClose(variance.Select(v => 1 / Math.Sqrt(v + Eps)).ToArray(), got.InvStd, 0, 1e-6, "saved invstd");
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void InferenceMatchesReference(int n, int c, int hw)
+    {
+        var d = Data.For(n, c, hw);
+        var expected = Reference.BatchNormInference(Reference.ToDouble(d.X), Reference.ToDouble(d.Gamma), Reference.ToDouble(d.Beta),
+            Reference.ToDouble(d.RunningMean), Reference.ToDouble(d.RunningVar), n, c, hw, Eps);
+        var y = Tensor.Full(d.Shape, float.NaN);
+        CpuBackend.Instance.BatchNormInference(Tensor.FromArray(d.X, d.Shape), Tensor.FromArray(d.Gamma, d.C), Tensor.FromArray(d.Beta, d.C),
+            Tensor.FromArray(d.RunningMean, d.C), Tensor.FromArray(d.RunningVar, d.C), y, Eps, n, c, hw);
+        GradCheck.AssertClose(expected, y.ToArray(), 1e-6, 1e-5, "y");
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void BackwardMatchesFiniteDifferences(int n, int c, int hw)
+    {
+        var d = Data.For(n, c, hw);
+        double[] x = Reference.ToDouble(d.X), gamma = Reference.ToDouble(d.Gamma), beta = Reference.ToDouble(d.Beta);
+        float[] gf = Reference.ToFloat(Reference.Random(n * c * hw, 77));
+        double[] g = Reference.ToDouble(gf);
+        var got = Training(d);
+
+        var dx = Tensor.Full(d.Shape, float.NaN);
+        var dgamma = Tensor.Full([c], float.NaN);
+        var dbeta = Tensor.Full([c], float.NaN);
+        CpuBackend.Instance.BatchNormBackward(Tensor.FromArray(d.X, d.Shape), Tensor.FromArray(gf, d.Shape), Tensor.FromArray(d.Gamma, c),
+            Tensor.FromArray(got.Mean, c), Tensor.FromArray(got.InvStd, c), dx, dgamma, dbeta, n, c, hw);
+
+        // L = sum(bn(x) * g) in float64; h small against the unit-scale inputs, large against round-off.
+        double Loss(double[] xs, double[] gs, double[] bs) => GradCheck.Dot(Reference.BatchNormTraining(xs, gs, bs, n, c, hw, Eps).Y, g);
+        int[]? at = GradCheck.Coordinates(x.Length, x.Length, samples: 256);
+        GradCheck.AssertClose(GradCheck.Numerical(xs => Loss(xs, gamma, beta), x, at: at), dx.ToArray(), 1e-4, 1e-3, "dx", at);
+        GradCheck.AssertClose(GradCheck.Numerical(gs => Loss(x, gs, beta), gamma), dgamma.ToArray(), 1e-4, 1e-4, "dgamma");
+        GradCheck.AssertClose(GradCheck.Numerical(bs => Loss(x, gamma, bs), beta), dbeta.ToArray(), 1e-4, 1e-4, "dbeta");
+    }
+
+    [Fact]
+    public void TrainingWithOneValuePerChannelIsRejected()
+    {
+        var d = Data.For(1, 3, 1);
+        var e = Assert.Throws<ArgumentException>(() => Training(d));
+        Assert.Contains("more than one value per channel", e.Message);
+    }
+
+    [Fact]
+    public void AutogradTrainingPathMatchesFiniteDifferences()
+    {
+        const int n = 3, c = 4, h = 2, w = 5;
+        var d = Data.For(n, c, h * w);
+        double[] g = Reference.ToDouble(Reference.ToFloat(Reference.Random(n * c * h * w, 99)));
+        var x = Tensor.FromArray(d.X, n, c, h, w);
+        var gamma = Tensor.FromArray(d.Gamma, c);
+        var beta = Tensor.FromArray(d.Beta, c);
+        x.RequiresGrad = gamma.RequiresGrad = beta.RequiresGrad = true;
+        var rm = Tensor.FromArray((float[])d.RunningMean.Clone(), c);
+        var rv = Tensor.FromArray((float[])d.RunningVar.Clone(), c);
+        var y = Functional.BatchNorm2d(x, rm, rv, gamma, beta, training: true, Momentum, Eps);
+        NeuralCore.Autograd.Autograd.Backward(y.Mul(Tensor.FromArray(Reference.ToFloat(g), n, c, h, w)).Sum());
+
+        double[] xd = Reference.ToDouble(d.X), gd = Reference.ToDouble(d.Gamma), bd = Reference.ToDouble(d.Beta);
+        double Loss(double[] xs, double[] gs, double[] bs) => GradCheck.Dot(Reference.BatchNormTraining(xs, gs, bs, n, c, h * w, Eps).Y, g);
+        GradCheck.AssertClose(Reference.BatchNormTraining(xd, gd, bd, n, c, h * w, Eps).Y, y.ToArray(), 1e-5, 1e-4, "y");
+        GradCheck.AssertClose(GradCheck.Numerical(xs => Loss(xs, gd, bd), xd), x.Grad!.ToArray(), 1e-4, 1e-3, "x.Grad");
+        GradCheck.AssertClose(GradCheck.Numerical(gs => Loss(xd, gs, bd), gd), gamma.Grad!.ToArray(), 1e-4, 1e-4, "gamma.Grad");
+        GradCheck.AssertClose(GradCheck.Numerical(bs => Loss(xd, gd, bs), bd), beta.Grad!.ToArray(), 1e-4, 1e-4, "beta.Grad");
+    }
+}

@@ -1,0 +1,215 @@
+using NeuralCore.Backends;
+using NeuralCore.Backends.Cpu;
+using NeuralCore.NN;
+using NeuralCore.Tests.Backends;
+
+namespace NeuralCore.Tests.Ops;
+
+/// <summary>
+/// The CPU convolution kernels against the plain-loop float64 reference (forward) and against central
+/// finite differences of that reference (backward data and weight), over strides, padding, dilation,
+/// groups, bias, non-square kernels, odd channel counts and batch sizes that exercise every path:
+/// im2col, direct 1x1, and several samples unrolled into one GEMM.
+/// </summary>
+public sealed class ConvTests
+{
+    private static readonly Dictionary<string, (Conv2dParams P, bool Bias)> Geometries = new()
+    {
+        // name: (N, C, H, W, K, R, S, strideH, strideW, padH, padW, dilationH, dilationW, groups)
+        ["3x3 pad1 bias batch1"] = (new(1, 3, 7, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1), true),
+        ["3x3 stride2 C19->K38"] = (new(2, 19, 7, 8, 38, 3, 3, 2, 2, 1, 1, 1, 1, 1), false),
+        ["5x5 stride2 pad2 groups2"] = (new(2, 4, 11, 10, 6, 5, 5, 2, 2, 2, 2, 1, 1, 2), true),
+        ["depthwise 3x3"] = (new(3, 6, 8, 9, 6, 3, 3, 1, 1, 1, 1, 1, 1, 6), true),
+        ["depthwise multiplier 2"] = (new(2, 3, 6, 7, 6, 3, 3, 1, 1, 1, 1, 1, 1, 3), false),
+        ["dilation2 pad2"] = (new(2, 3, 10, 12, 5, 3, 3, 1, 1, 2, 2, 2, 2, 1), false),
+        ["3x1 pad(1,0) bias"] = (new(3, 5, 9, 7, 7, 3, 1, 1, 1, 1, 0, 1, 1, 1), true),
+        ["1x1 direct C19->K38"] = (new(3, 19, 6, 5, 38, 1, 1, 1, 1, 0, 0, 1, 1, 1), false),
+        ["1x1 stride2 bias"] = (new(2, 8, 7, 7, 5, 1, 1, 2, 2, 0, 0, 1, 1, 1), true),
+        ["1x1 pad1"] = (new(1, 4, 5, 5, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false),
+        ["stem 5x5 stride2 pad1"] = (new(3, 1, 28, 28, 8, 5, 5, 2, 2, 1, 1, 1, 1, 1), false),
+        ["mixed stride(2,1) pad(2,0) dilation(1,2)"] = (new(2, 3, 9, 11, 4, 3, 3, 2, 1, 2, 0, 1, 2, 1), true),
+        ["unrolled samples 3x3 on 1x6"] = (new(16, 8, 1, 6, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1), false),
+        ["unrolled samples 1x1 on 1x6"] = (new(16, 12, 1, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1), true),
+        ["unrolled samples groups2 bias"] = (new(10, 4, 3, 4, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2), true),
+        ["stride3 kernel larger than stride"] = (new(2, 2, 13, 11, 3, 4, 2, 3, 3, 1, 0, 1, 1, 1), false),
+    };
+
+    public static TheoryData<string> Cases => new(Geometries.Keys);
+
+    /// <summary>Inputs rounded to float32 once, so the reference sees exactly what the kernel sees.</summary>
+    private sealed record Data(Conv2dParams P, float[] X, float[] W, float[]? B, float[] G)
+    {
+        public static Data For(string name)
+        {
+            var (p, bias) = Geometries[name];
+            int seed = name.Length * 7919;
+            return new Data(p,
+                Reference.ToFloat(Reference.Random(p.N * p.C * p.H * p.W, seed)),
+                Reference.ToFloat(Reference.Random(p.K * (p.C / p.Groups) * p.R * p.S, seed + 1)),
+                bias ? Reference.ToFloat(Reference.Random(p.K, seed + 2)) : null,
+                Reference.ToFloat(Reference.Random(p.N * p.K * p.P * p.Q, seed + 3)));
+        }
+
+        public int[] XShape => [P.N, P.C, P.H, P.W];
+        public int[] WShape => [P.K, P.C / P.Groups, P.R, P.S];
+        public int[] YShape => [P.N, P.K, P.P, P.Q];
+        public long ForwardMacs => (long)P.N * P.K * P.P * P.Q * (P.C / P.Groups) * P.R * P.S;
+    }
+
+    private static float[] Forward(Data d)
+    {
+        var y = Tensor.Zeros(d.YShape);
+        CpuBackend.Instance.Conv2d(Tensor.FromArray(d.X, d.XShape), Tensor.FromArray(d.W, d.WShape),
+            d.B is null ? null : Tensor.FromArray(d.B, d.P.K), y, d.P);
+        return y.ToArray();
+    }
+
+    private static float[] BackwardData(Data d)
+    {
+        var dx = Tensor.Full(d.XShape, float.NaN);
+        CpuBackend.Instance.Conv2dBackwardData(Tensor.FromArray(d.G, d.YShape), Tensor.FromArray(d.W, d.WShape), dx, d.P);
+        return dx.ToArray();
+    }
+
+    private static float[] BackwardWeight(Data d)
+    {
+        var dw = Tensor.Full(d.WShape, float.NaN);
+        CpuBackend.Instance.Conv2dBackwardWeight(Tensor.FromArray(d.G, d.YShape), Tensor.FromArray(d.X, d.XShape), dw, d.P);
+        return dw.ToArray();
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void ForwardMatchesReference(string name)
+    {
+        var d = Data.For(name);
+        var expected = Reference.Conv2d(Reference.ToDouble(d.X), Reference.ToDouble(d.W), d.B is null ? null : Reference.ToDouble(d.B), d.P);
+        // Float32 sums of at most C/G*R*S products of values in [-1, 1].
+        GradCheck.AssertClose(expected, Forward(d), atol: 1e-5 * (d.P.C / d.P.Groups) * d.P.R * d.P.S, rtol: 1e-5, $"{name} y");
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void BackwardDataMatchesFiniteDifferences(string name)
+    {
+        var d = Data.For(name);
+        double[] w = Reference.ToDouble(d.W), g = Reference.ToDouble(d.G);
+        double[]? b = d.B is null ? null : Reference.ToDouble(d.B);
+        double[] x = Reference.ToDouble(d.X);
+        int[]? at = GradCheck.Coordinates(x.Length, d.ForwardMacs);
+        // L(x) = sum(conv(x) * g), so dL/dy = g is what the kernel receives; L is linear, so h can be large.
+        var fd = GradCheck.Numerical(xs => GradCheck.Dot(Reference.Conv2d(xs, w, b, d.P), g), x, 1e-3, at);
+        GradCheck.AssertClose(fd, BackwardData(d), 2e-4, 1e-3, $"{name} dx", at);
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void BackwardWeightMatchesFiniteDifferences(string name)
+    {
+        var d = Data.For(name);
+        double[] x = Reference.ToDouble(d.X), g = Reference.ToDouble(d.G);
+        double[]? b = d.B is null ? null : Reference.ToDouble(d.B);
+        double[] w = Reference.ToDouble(d.W);
+        int[]? at = GradCheck.Coordinates(w.Length, d.ForwardMacs);
+        var fd = GradCheck.Numerical(ws => GradCheck.Dot(Reference.Conv2d(x, ws, b, d.P), g), w, 1e-3, at);
+        // The weight gradient sums N*P*Q products; allow for that many float32 roundings.
+        var actual = BackwardWeight(d);
+        double atol = 2e-5 * Math.Sqrt(d.P.N * d.P.P * d.P.Q) + 1e-4;
+        GradCheck.AssertClose(fd, actual, atol, 1e-3, $"{name} dw", at);
+    }
+
+    [Fact]
+    public void OutputsAreOverwrittenNotAccumulated()
+    {
+        var d = Data.For("unrolled samples groups2 bias");
+        var first = Forward(d);
+        var y = Tensor.Full(d.YShape, 1e6);
+        CpuBackend.Instance.Conv2d(Tensor.FromArray(d.X, d.XShape), Tensor.FromArray(d.W, d.WShape), Tensor.FromArray(d.B!, d.P.K), y, d.P);
+        Assert.Equal(first, y.ToArray());
+        // BackwardData/BackwardWeight start from NaN-filled outputs in the tests above, so stale values would show there.
+    }
+
+    [Fact]
+    public void RejectsMismatchedOutputShape()
+    {
+        var d = Data.For("3x3 pad1 bias batch1");
+        var wrong = Tensor.Zeros([d.P.N, d.P.K, d.P.P + 1, d.P.Q]);
+        var e = Assert.Throws<ArgumentException>(() =>
+            CpuBackend.Instance.Conv2d(Tensor.FromArray(d.X, d.XShape), Tensor.FromArray(d.W, d.WShape), null, wrong, d.P));
+        Assert.Contains("output y", e.Message);
+    }
+
+    [Fact]
+    public void AutogradPathMatchesReferenceGradients()
+    {
+        var d = Data.For("mixed stride(2,1) pad(2,0) dilation(1,2)");
+        var x = Tensor.FromArray(d.X, d.XShape);
+        var w = Tensor.FromArray(d.W, d.WShape);
+        var b = Tensor.FromArray(d.B!, d.P.K);
+        x.RequiresGrad = w.RequiresGrad = b.RequiresGrad = true;
+        var y = Functional.Conv2d(x, w, b, stride: (d.P.StrideH, d.P.StrideW), padding: (d.P.PadH, d.P.PadW),
+            dilation: (d.P.DilationH, d.P.DilationW), groups: d.P.Groups);
+        var loss = y.Mul(Tensor.FromArray(d.G, d.YShape)).Sum();
+        NeuralCore.Autograd.Autograd.Backward(loss);
+
+        double[] xd = Reference.ToDouble(d.X), wd = Reference.ToDouble(d.W), bd = Reference.ToDouble(d.B!), g = Reference.ToDouble(d.G);
+        GradCheck.AssertClose(Reference.Conv2d(xd, wd, bd, d.P), y.ToArray(), 1e-4, 1e-5, "y");
+        GradCheck.AssertClose(GradCheck.Numerical(xs => GradCheck.Dot(Reference.Conv2d(xs, wd, bd, d.P), g), xd, 1e-3), x.Grad!.ToArray(), 2e-4, 1e-3, "x.Grad");
+        GradCheck.AssertClose(GradCheck.Numerical(ws => GradCheck.Dot(Reference.Conv2d(xd, ws, bd, d.P), g), wd, 1e-3), w.Grad!.ToArray(), 2e-4, 1e-3, "w.Grad");
+        GradCheck.AssertClose(GradCheck.Numerical(bs => GradCheck.Dot(Reference.Conv2d(xd, wd, bs, d.P), g), bd, 1e-3), b.Grad!.ToArray(), 2e-4, 1e-3, "b.Grad");
+    }
+}
+
+/// <summary>Thread-count behaviour of the convolution kernels (changes the process-wide thread count, so runs alone).</summary>
+[Collection(nameof(CpuSettingsCollection))]
+public sealed class ConvThreadingTests
+{
+    [Theory]
+    [InlineData(16, 8, 1, 6, 12, 3, 1)]
+    [InlineData(7, 6, 9, 8, 6, 3, 2)]
+    [InlineData(9, 12, 3, 6, 10, 1, 1)]
+    public void ResultsAreBitIdenticalRunToRunAndCloseAcrossThreadCounts(int n, int c, int h, int w, int k, int kernel, int groups)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, kernel / 2, kernel / 2, 1, 1, groups);
+        float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 1));
+        float[] wt = Reference.ToFloat(Reference.Random(k * c / groups * kernel * kernel, 2));
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * p.P * p.Q, 3));
+        int[] xs = [n, c, h, w], ws = [k, c / groups, kernel, kernel], ys = [n, k, p.P, p.Q];
+
+        (float[] Y, float[] Dx, float[] Dw) Run(int threads)
+        {
+            CpuThreading.Threads = threads;
+            var y = Tensor.Zeros(ys);
+            var dx = Tensor.Zeros(xs);
+            var dw = Tensor.Zeros(ws);
+            var be = CpuBackend.Instance;
+            be.Conv2d(Tensor.FromArray(x, xs), Tensor.FromArray(wt, ws), null, y, p);
+            be.Conv2dBackwardData(Tensor.FromArray(dy, ys), Tensor.FromArray(wt, ws), dx, p);
+            be.Conv2dBackwardWeight(Tensor.FromArray(dy, ys), Tensor.FromArray(x, xs), dw, p);
+            return (y.ToArray(), dx.ToArray(), dw.ToArray());
+        }
+
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                var a = Run(threads);
+                var b = Run(threads);
+                Assert.Equal(a.Y, b.Y);
+                Assert.Equal(a.Dx, b.Dx);
+                Assert.Equal(a.Dw, b.Dw);
+            }
+            var one = Run(1);
+            var three = Run(3);
+            // The weight gradient sums per-thread partials, so only closeness holds across thread counts.
+            GradCheck.AssertClose(Reference.ToDouble(one.Y), three.Y, 1e-5, 1e-5, "y");
+            GradCheck.AssertClose(Reference.ToDouble(one.Dx), three.Dx, 1e-5, 1e-5, "dx");
+            GradCheck.AssertClose(Reference.ToDouble(one.Dw), three.Dw, 1e-4, 1e-5, "dw");
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+}

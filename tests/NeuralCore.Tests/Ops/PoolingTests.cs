@@ -1,0 +1,182 @@
+using NeuralCore.Backends;
+using NeuralCore.Backends.Cpu;
+using NeuralCore.NN;
+
+namespace NeuralCore.Tests.Ops;
+
+/// <summary>
+/// The CPU pooling kernels against the plain-loop float64 reference: max pooling (values and first-maximum
+/// indices, exactly), average pooling (count_include_pad, ceil mode clipped at the padded border), and both
+/// backward kernels against central finite differences of the reference.
+/// </summary>
+public sealed class PoolingTests
+{
+    private static readonly Dictionary<string, Pool2dParams> Geometries = new()
+    {
+        // name: (N, C, H, W, kernelH, kernelW, strideH, strideW, padH, padW, ceil)
+        ["2x2 stride2 odd input"] = new(2, 3, 13, 13, 2, 2, 2, 2, 0, 0),
+        ["(2,1) stride (2,1)"] = new(3, 5, 31, 24, 2, 1, 2, 1, 0, 0),
+        ["(2,1) stride (2,1) narrow"] = new(2, 4, 7, 6, 2, 1, 2, 1, 0, 0),
+        ["3x3 stride2 pad1"] = new(2, 3, 9, 10, 3, 3, 2, 2, 1, 1),
+        ["3x3 stride2 pad1 ceil"] = new(2, 3, 10, 9, 3, 3, 2, 2, 1, 1, true),
+        ["2x2 stride2 ceil odd"] = new(1, 2, 7, 9, 2, 2, 2, 2, 0, 0, true),
+        ["3x2 stride(1,2) pad(1,1)"] = new(2, 2, 6, 8, 3, 2, 1, 2, 1, 1),
+        ["3x3 stride1 pad1 wide rows"] = new(1, 2, 5, 37, 3, 3, 1, 1, 1, 1),
+        ["3x3 stride2 ceil no pad"] = new(1, 3, 8, 8, 3, 3, 2, 2, 0, 0, true),
+        ["4x4 stride3 pad2 ceil"] = new(1, 2, 11, 10, 4, 4, 3, 3, 2, 2, true),
+        ["global 6x7"] = new(2, 3, 6, 7, 6, 7, 6, 7, 0, 0),
+        ["many planes"] = new(8, 19, 12, 10, 2, 2, 2, 2, 0, 0),
+    };
+
+    public static TheoryData<string> Cases => new(Geometries.Keys);
+
+    private static int[] XShape(Pool2dParams p) => [p.N, p.C, p.H, p.W];
+    private static int[] YShape(Pool2dParams p) => [p.N, p.C, p.P, p.Q];
+
+    private static float[] Input(string name, Pool2dParams p) =>
+        Reference.ToFloat(Reference.Random(p.N * p.C * p.H * p.W, name.Length * 31));
+
+    private static (float[] Y, int[] Indices) Forward(PoolKind kind, float[] x, Pool2dParams p)
+    {
+        var y = Tensor.Full(YShape(p), float.NaN);
+        var indices = Tensor.Full(YShape(p), -7, dtype: DType.Int32);
+        CpuBackend.Instance.Pool2d(kind, Tensor.FromArray(x, XShape(p)), y, indices, p);
+        return (y.ToArray(), ((CpuStorage)indices.Storage).Ints);
+    }
+
+    private static float[] Backward(PoolKind kind, float[] dy, int[]? indices, Pool2dParams p)
+    {
+        var dx = Tensor.Full(XShape(p), float.NaN);
+        CpuBackend.Instance.Pool2dBackward(kind, Tensor.FromArray(dy, YShape(p)),
+            indices is null ? null : Tensor.FromArray(indices, YShape(p)), dx, p);
+        return dx.ToArray();
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void MaxForwardMatchesReferenceExactly(string name)
+    {
+        var p = Geometries[name];
+        float[] x = Input(name, p);
+        var (expected, expectedIndices) = Reference.Pool2d(PoolKind.Max, Reference.ToDouble(x), p);
+        var (y, indices) = Forward(PoolKind.Max, x, p);
+        Assert.Equal(Reference.ToFloat(expected), y);
+        Assert.Equal(expectedIndices, indices);
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void AverageForwardMatchesReference(string name)
+    {
+        var p = Geometries[name];
+        float[] x = Input(name, p);
+        var (expected, _) = Reference.Pool2d(PoolKind.Average, Reference.ToDouble(x), p);
+        GradCheck.AssertClose(expected, Forward(PoolKind.Average, x, p).Y, 1e-6, 1e-5, $"{name} y");
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void MaxBackwardMatchesFiniteDifferences(string name)
+    {
+        var p = Geometries[name];
+        float[] x = Input(name, p);
+        double[] g = Reference.Random(p.N * p.C * p.P * p.Q, 5);
+        float[] gf = Reference.ToFloat(g);
+        g = Reference.ToDouble(gf);
+        var (_, indices) = Forward(PoolKind.Max, x, p);
+        int[]? at = GradCheck.Coordinates(x.Length, x.Length, samples: 256);
+        // h is far below the gaps between the random inputs of a window, so the maximum never switches.
+        var fd = GradCheck.Numerical(xs => GradCheck.Dot(Reference.Pool2d(PoolKind.Max, xs, p).Y, g), Reference.ToDouble(x), 1e-9, at);
+        GradCheck.AssertClose(fd, Backward(PoolKind.Max, gf, indices, p), 1e-5, 1e-5, $"{name} dx", at);
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void AverageBackwardMatchesFiniteDifferences(string name)
+    {
+        var p = Geometries[name];
+        float[] x = Input(name, p);
+        double[] g = Reference.ToDouble(Reference.ToFloat(Reference.Random(p.N * p.C * p.P * p.Q, 6)));
+        int[]? at = GradCheck.Coordinates(x.Length, x.Length, samples: 256);
+        var fd = GradCheck.Numerical(xs => GradCheck.Dot(Reference.Pool2d(PoolKind.Average, xs, p).Y, g), Reference.ToDouble(x), 1e-3, at);
+        GradCheck.AssertClose(fd, Backward(PoolKind.Average, Reference.ToFloat(g), null, p), 1e-5, 1e-5, $"{name} dx", at);
+    }
+
+    [Fact]
+    public void MaxPicksTheFirstMaximumOfTiesAndPropagatesNaN()
+    {
+        // One plane 4x5, kernel 3x3, stride 1, padding 1: every window holds several equal maxima.
+        var p = new Pool2dParams(1, 1, 4, 5, 3, 3, 1, 1, 1, 1);
+        float[] x = new float[20];
+        Array.Fill(x, 2f);
+        x[7] = float.NaN;
+        var (expected, expectedIndices) = Reference.Pool2d(PoolKind.Max, Reference.ToDouble(Enumerable.Repeat(2f, 20).ToArray()), p);
+        var (y, indices) = Forward(PoolKind.Max, x, p);
+        for (int i = 0; i < y.Length; i++)
+        {
+            int oh = i / p.Q, ow = i % p.Q;
+            bool seesNaN = Math.Abs(oh - 1) <= 1 && Math.Abs(ow - 2) <= 1;
+            if (seesNaN)
+            {
+                Assert.True(float.IsNaN(y[i]), $"output {i} should be NaN");
+                Assert.Equal(7, indices[i]);
+            }
+            else
+            {
+                Assert.Equal((float)expected[i], y[i]);
+                Assert.Equal(expectedIndices[i], indices[i]);
+            }
+        }
+    }
+
+    [Fact]
+    public void AllNegativeInfinityWindowPointsAtItsFirstInputPosition()
+    {
+        var p = new Pool2dParams(1, 1, 3, 3, 2, 2, 2, 2, 1, 1);
+        float[] x = Enumerable.Repeat(float.NegativeInfinity, 9).ToArray();
+        var (y, indices) = Forward(PoolKind.Max, x, p);
+        Assert.All(y, v => Assert.Equal(float.NegativeInfinity, v));
+        // Windows start at (-1,-1), (-1,1), (1,-1), (1,1): first inside positions (0,0), (0,1), (1,0), (1,1).
+        Assert.Equal([0, 1, 3, 4], indices);
+    }
+
+    [Fact]
+    public void MaxBackwardWithoutIndicesIsRejected()
+    {
+        var p = Geometries["2x2 stride2 odd input"];
+        var e = Assert.Throws<ArgumentException>(() => Backward(PoolKind.Max, new float[p.N * p.C * p.P * p.Q], null, p));
+        Assert.Contains("indices", e.Message);
+    }
+
+    [Fact]
+    public void AutogradMaxPoolTwoByOneMatchesFiniteDifferences()
+    {
+        // CP-ResNet's stage-1 pool: kernel (2, 1), stride (2, 1).
+        var p = Geometries["(2,1) stride (2,1) narrow"];
+        float[] xf = Input("autograd", p);
+        double[] g = Reference.ToDouble(Reference.ToFloat(Reference.Random(p.N * p.C * p.P * p.Q, 9)));
+        var x = Tensor.FromArray(xf, XShape(p));
+        x.RequiresGrad = true;
+        var y = Functional.MaxPool2d(x, (2, 1), (2, 1));
+        Assert.Equal(YShape(p), y.ShapeArray());
+        NeuralCore.Autograd.Autograd.Backward(y.Mul(Tensor.FromArray(Reference.ToFloat(g), YShape(p))).Sum());
+        var fd = GradCheck.Numerical(xs => GradCheck.Dot(Reference.Pool2d(PoolKind.Max, xs, p).Y, g), Reference.ToDouble(xf), 1e-9);
+        GradCheck.AssertClose(fd, x.Grad!.ToArray(), 1e-5, 1e-5, "x.Grad");
+    }
+
+    [Fact]
+    public void AutogradAvgPoolCeilModeMatchesFiniteDifferences()
+    {
+        var p = Geometries["3x3 stride2 pad1 ceil"];
+        float[] xf = Input("autograd avg", p);
+        double[] g = Reference.ToDouble(Reference.ToFloat(Reference.Random(p.N * p.C * p.P * p.Q, 10)));
+        var x = Tensor.FromArray(xf, XShape(p));
+        x.RequiresGrad = true;
+        var y = Functional.AvgPool2d(x, (3, 3), (2, 2), (1, 1), ceilMode: true);
+        Assert.Equal(YShape(p), y.ShapeArray());
+        GradCheck.AssertClose(Reference.Pool2d(PoolKind.Average, Reference.ToDouble(xf), p).Y, y.ToArray(), 1e-6, 1e-5, "y");
+        NeuralCore.Autograd.Autograd.Backward(y.Mul(Tensor.FromArray(Reference.ToFloat(g), YShape(p))).Sum());
+        var fd = GradCheck.Numerical(xs => GradCheck.Dot(Reference.Pool2d(PoolKind.Average, xs, p).Y, g), Reference.ToDouble(xf), 1e-3);
+        GradCheck.AssertClose(fd, x.Grad!.ToArray(), 1e-5, 1e-5, "x.Grad");
+    }
+}
