@@ -76,22 +76,23 @@ public unsafe class GemmBenchmarks
         public GemmConfig()
         {
             AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(10).WithLaunchCount(1));
-            AddColumn(new GflopsColumn());
+            AddColumn(new GflopsColumn(best: false));
+            AddColumn(new GflopsColumn(best: true));
             AddColumn(StatisticColumn.Min);
         }
     }
 
-    /// <summary>2 m n k / mean time.</summary>
-    private sealed class GflopsColumn : IColumn
+    /// <summary>2 m n k / mean time, or / min time (the best iteration, less sensitive to other load).</summary>
+    private sealed class GflopsColumn(bool best) : IColumn
     {
-        public string Id => "GFLOPS";
-        public string ColumnName => "GFLOP/s";
+        public string Id => best ? "GFLOPS-best" : "GFLOPS";
+        public string ColumnName => best ? "Best GFLOP/s" : "GFLOP/s";
         public bool AlwaysShow => true;
         public ColumnCategory Category => ColumnCategory.Custom;
-        public int PriorityInCategory => 0;
+        public int PriorityInCategory => best ? 1 : 0;
         public bool IsNumeric => true;
         public UnitType UnitType => UnitType.Dimensionless;
-        public string Legend => "Billions of floating-point operations per second, 2 m n k / mean";
+        public string Legend => best ? "2 m n k / Min, in 1e9 per second" : "2 m n k / Mean, in 1e9 per second";
         public bool IsAvailable(Summary summary) => true;
         public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
         public string GetValue(Summary summary, BenchmarkCase benchmarkCase) => GetValue(summary, benchmarkCase, SummaryStyle.Default);
@@ -101,7 +102,8 @@ public unsafe class GemmBenchmarks
             var report = summary[benchmarkCase];
             if (report?.ResultStatistics is not { } stats) return "-";
             var s = GemmShape.Get((string)benchmarkCase.Parameters["Shape"]);
-            return (2.0 * s.M * s.N * s.K / stats.Mean).ToString("F1");
+            double ns = best ? stats.Min : stats.Mean;
+            return (2.0 * s.M * s.N * s.K / ns).ToString("F1");
         }
     }
 }
@@ -123,17 +125,17 @@ public sealed record GemmShape(string Name, bool TransA, bool TransB, int M, int
     /// </summary>
     public static readonly GemmShape[] All =
     [
-        new("square 512", false, false, 512, 512, 512),
-        new("mnist stem 1-32 5x5", false, false, 32, 256 * 13 * 13, 25),
-        new("mnist s1 32-32 3x3", false, false, 32, 256 * 6 * 6, 288),
-        new("mnist s3 64-128 1x1", false, false, 128, 256 * 6, 64),
-        new("mel stem 1-32 5x5", false, false, 32, 64 * 63 * 49, 25),
-        new("mel s1 32-32 3x3", false, false, 32, 64 * 31 * 24, 288),
-        new("mel s2 32-64 3x3", false, false, 64, 64 * 7 * 24, 288),
-        new("mel s3 128-128 1x1", false, false, 128, 64 * 7 * 24, 128),
-        new("mel s2 3x3 dX (W^T dY)", true, false, 288, 64 * 7 * 24, 64),
-        new("mel s2 3x3 dW (dY cols^T)", false, true, 64, 288, 64 * 7 * 24),
-        new("pruned mel s2 19-38 3x3", false, false, 38, 64 * 7 * 24, 171),
+        new("square-512", false, false, 512, 512, 512),
+        new("mnist-stem-5x5", false, false, 32, 256 * 13 * 13, 25),
+        new("mnist-s1-3x3", false, false, 32, 256 * 6 * 6, 288),
+        new("mnist-s3-1x1", false, false, 128, 256 * 6, 64),
+        new("mel-stem-5x5", false, false, 32, 64 * 63 * 49, 25),
+        new("mel-s1-3x3", false, false, 32, 64 * 31 * 24, 288),
+        new("mel-s2-3x3", false, false, 64, 64 * 7 * 24, 288),
+        new("mel-s3-1x1", false, false, 128, 64 * 7 * 24, 128),
+        new("mel-s2-3x3-dX", true, false, 288, 64 * 7 * 24, 64),
+        new("mel-s2-3x3-dW", false, true, 64, 288, 64 * 7 * 24),
+        new("pruned-mel-s2-3x3", false, false, 38, 64 * 7 * 24, 171),
     ];
 
     /// <summary>The shape called <paramref name="name"/>.</summary>

@@ -173,7 +173,8 @@ public sealed class CpResNet : Module
     public static CpResNet FromStateDict(IReadOnlyDictionary<string, Tensor> state, CpResNetConfig config, bool strict = true)
     {
         ArgumentNullException.ThrowIfNull(state);
-        var model = new CpResNet(config);
+        // A private generator: the initial values are overwritten, and the process-wide stream stays untouched.
+        var model = new CpResNet(config, new Generator(0));
         model.LoadStateDict(StripPrefix(state), strict, adoptShapes: true);
         return model;
     }

@@ -8,7 +8,7 @@ namespace NeuralCore.NN;
 /// <param name="Name">Dotted module name (the state-dict prefix), e.g. <c>stage1.block1.conv1</c>; empty for the model itself.</param>
 /// <param name="Type">The module's class name, e.g. <c>Conv2d</c>.</param>
 /// <param name="Depth">Nesting depth: 1 for the model's direct children, 0 for the model itself.</param>
-/// <param name="OutputShape">Shape of the module's output for a batch of one, or null when the forward pass never ran it.</param>
+/// <param name="OutputShape">Shape of the module's output for a batch of one, or null when it recorded no op (an identity such as an empty shortcut, or a module the forward pass never called).</param>
 /// <param name="Parameters">Elements of the module's own parameters (its children's are on their own lines).</param>
 /// <param name="Macs">Multiply-accumulates of the module's own parameters for one sample, counted as torchinfo does (see <see cref="ModelSummary"/>).</param>
 /// <param name="ConvMacs">The convolution MACs among <paramref name="Macs"/>: Cin/groups x Cout x kh x kw x Hout x Wout, without the bias.</param>
@@ -185,7 +185,7 @@ public sealed class ModelSummary
         static string Number(long v) => v == 0 ? "--" : v.ToString("N0", CultureInfo.InvariantCulture);
         var rows = Layers.Select(l => (
             Layer: new string(' ', 2 * Math.Max(l.Depth - 1, 0)) + (l.Name.Length == 0 ? "(model)" : l.Name) + " (" + l.Type + ")",
-            Shape: l.OutputShape is null ? "(not run)" : Tensor.FormatShape(l.OutputShape),
+            Shape: l.OutputShape is null ? "--" : Tensor.FormatShape(l.OutputShape),
             Params: Number(l.Parameters),
             Macs: Number(l.Macs))).ToList();
         string[] headers = ["Layer (type)", "Output shape", "Param #", "MACs"];

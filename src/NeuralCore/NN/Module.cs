@@ -82,14 +82,25 @@ public abstract class Module
                 yield return item;
     }
 
-    /// <summary>All parameters with dotted names (this module's first, then each child's).</summary>
+    /// <summary>
+    /// All parameters with dotted names (this module's first, then each child's). A parameter shared by several
+    /// modules is listed once, under its first name, as PyTorch's <c>named_parameters()</c> does, so optimizers and
+    /// parameter counts see it once.
+    /// </summary>
     public IEnumerable<(string Name, Parameter Parameter)> NamedParameters(string prefix = "", bool recurse = true)
+    {
+        var seen = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
+        foreach (var item in AllNamedParameters(prefix, recurse))
+            if (seen.Add(item.Parameter)) yield return item;
+    }
+
+    private IEnumerable<(string Name, Parameter Parameter)> AllNamedParameters(string prefix, bool recurse)
     {
         foreach (var (name, p) in _parameters)
             if (p is not null) yield return (Join(prefix, name), p);
         if (!recurse) yield break;
         foreach (var (name, child) in NamedChildren())
-            foreach (var item in child.NamedParameters(Join(prefix, name)))
+            foreach (var item in child.AllNamedParameters(Join(prefix, name), true))
                 yield return item;
     }
 

@@ -1,9 +1,12 @@
 using NeuralCore.Autograd;
 using NeuralCore.Backends;
 using NeuralCore.NN;
+using NeuralCore.Tests.Ops;
 using AG = NeuralCore.Autograd.Autograd;
 
-namespace NeuralCore.Tests.Autograd;
+// NOTE: namespace NeuralCore.Tests, not NeuralCore.Tests.Autograd: a namespace of that name would hide the
+// NeuralCore.Autograd namespace from every other test file that writes Autograd.Autograd.
+namespace NeuralCore.Tests;
 
 public class AutogradTests
 {
@@ -187,10 +190,10 @@ public class AutogradTests
     [Fact]
     public void Gradients_through_a_small_network_match_finite_differences()
     {
-        var (x, _) = Ops.Reference.RandomTensor([4, 3], 1);
-        var (w1, _) = Ops.Reference.RandomTensor([3, 5], 2);
-        var (b1, _) = Ops.Reference.RandomTensor([5], 3);
-        var (w2, _) = Ops.Reference.RandomTensor([5, 2], 4);
+        var (x, _) = Reference.RandomTensor([4, 3], 1);
+        var (w1, _) = Reference.RandomTensor([3, 5], 2);
+        var (b1, _) = Reference.RandomTensor([5], 3);
+        var (w2, _) = Reference.RandomTensor([5, 2], 4);
         var targets = Tensor.FromArray(new long[] { 0, 1, 1, 0 });
         GradCheck.Check(t => Functional.CrossEntropy(t[0].MatMul(t[1]).Add(t[2]).Tanh().MatMul(t[3]), targets),
             [x, w1, b1, w2], what: "mlp");

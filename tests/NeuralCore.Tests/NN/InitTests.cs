@@ -1,4 +1,5 @@
 using NeuralCore.NN;
+using static NeuralCore.Autograd.Autograd;
 
 namespace NeuralCore.Tests.NN;
 

@@ -1,4 +1,5 @@
 using NeuralCore.NN;
+using static NeuralCore.Autograd.Autograd;
 
 namespace NeuralCore.Tests.NN;
 
@@ -29,7 +30,7 @@ public class LayerTests
         // x [1, 1, 3, 3] = 1..9, w [1, 1, 2, 2] = [[1, 0], [0, -1]], bias 0.5, stride 1, no padding:
         // y[i, j] = x[i, j] - x[i+1, j+1] + 0.5 = -4 + 0.5 everywhere.
         var conv = new Conv2d(1, 1, 2, generator: new Generator(1));
-        using (Autograd.Autograd.NoGrad())
+        using (NoGrad())
         {
             conv.Weight.CopyFrom(Tensor.FromArray([1f, 0, 0, -1], 1, 1, 2, 2));
             conv.Bias!.CopyFrom(Tensor.FromArray([0.5f], 1));
@@ -88,7 +89,7 @@ public class LayerTests
     public void Conv2d_ChannelCountsFollowAWeightResizedInPlace()
     {
         var conv = new Conv2d(6, 8, 3, generator: new Generator(2));
-        using (Autograd.Autograd.NoGrad())
+        using (NoGrad())
             conv.Weight.SetData(conv.Weight.Detach().Narrow(0, 0, 5).Narrow(1, 0, 4).Contiguous());
         Assert.Equal(4, conv.InChannels);
         Assert.Equal(5, conv.OutChannels);
@@ -96,7 +97,7 @@ public class LayerTests
 
         // A depthwise convolution (groups == in_channels, multiplier 2) keeps one group per input channel.
         var depthwise = new Conv2d(4, 8, 3, groups: 4, bias: false, generator: new Generator(2));
-        using (Autograd.Autograd.NoGrad())
+        using (NoGrad())
             depthwise.Weight.SetData(depthwise.Weight.Detach().Narrow(0, 0, 6).Contiguous());
         Assert.Equal(3, depthwise.Groups);
         Assert.Equal(3, depthwise.InChannels);
@@ -115,7 +116,7 @@ public class LayerTests
     public void Linear_ForwardIsXWTransposedPlusBias()
     {
         var linear = new Linear(3, 2, generator: new Generator(1));
-        using (Autograd.Autograd.NoGrad())
+        using (NoGrad())
         {
             linear.Weight.CopyFrom(Tensor.FromArray([1f, 2, 3, -1, 0, 1], 2, 3));
             linear.Bias!.CopyFrom(Tensor.FromArray([0.5f, -0.5f], 2));
@@ -205,7 +206,7 @@ public class LayerTests
     public void BatchNorm2d_EvalUsesRunningStatisticsAndDoesNotCount()
     {
         var bn = new BatchNorm2d(2);
-        using (Autograd.Autograd.NoGrad())
+        using (NoGrad())
         {
             bn.RunningMean.CopyFrom(Tensor.FromArray([1f, -2f], 2));
             bn.RunningVar.CopyFrom(Tensor.FromArray([4f, 0.25f], 2));
@@ -357,5 +358,17 @@ public class LayerTests
         foreach (var (key, t) in a.StateDict())
             Assert.Equal(t.ToArray(), b.StateDict()[key].ToArray());
         Assert.Equal(1, ((BatchNorm2d)b[1]).NumBatchesTracked);
+    }
+
+    [Fact]
+    public void SharedModule_ParametersAreListedOnce()
+    {
+        // The same Linear used twice: PyTorch lists its parameters once, so optimizers accept the model.
+        var shared = new Linear(3, 3, generator: new Generator(1));
+        var model = new Sequential(shared, new ReLU(), shared);
+        Assert.Equal(["0.weight", "0.bias"], model.NamedParameters().Select(p => p.Name));
+        Assert.Equal(12, model.ParameterCount());
+        Assert.Equal(["0.weight", "0.bias", "2.weight", "2.bias"], model.StateDict().Keys);
+        _ = new NeuralCore.Optim.Adam(model.Parameters());
     }
 }

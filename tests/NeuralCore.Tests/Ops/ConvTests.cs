@@ -9,7 +9,8 @@ namespace NeuralCore.Tests.Ops;
 /// The CPU convolution kernels against the plain-loop float64 reference (forward) and against central
 /// finite differences of that reference (backward data and weight), over strides, padding, dilation,
 /// groups, bias, non-square kernels, odd channel counts and batch sizes that exercise every path:
-/// im2col, direct 1x1, and several samples unrolled into one GEMM.
+/// im2col, direct 1x1, several samples unrolled into one GEMM, and backward data both as a flipped-kernel
+/// convolution (stride 1) and through col2im (larger strides, or padding beyond the kernel's reach).
 /// </summary>
 public sealed class ConvTests
 {
@@ -31,6 +32,7 @@ public sealed class ConvTests
         ["unrolled samples 3x3 on 1x6"] = (new(16, 8, 1, 6, 12, 3, 3, 1, 1, 1, 1, 1, 1, 1), false),
         ["unrolled samples 1x1 on 1x6"] = (new(16, 12, 1, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1), true),
         ["unrolled samples groups2 bias"] = (new(10, 4, 3, 4, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2), true),
+        ["3x3 valid C5->K7"] = (new(2, 5, 6, 7, 7, 3, 3, 1, 1, 0, 0, 1, 1, 1), true),
         ["stride3 kernel larger than stride"] = (new(2, 2, 13, 11, 3, 4, 2, 3, 3, 1, 0, 1, 1, 1), false),
     };
 

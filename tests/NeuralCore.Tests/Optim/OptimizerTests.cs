@@ -1,5 +1,6 @@
 using NeuralCore.NN;
 using NeuralCore.Optim;
+using static NeuralCore.Autograd.Autograd;
 
 namespace NeuralCore.Tests.Optim;
 
@@ -183,7 +184,7 @@ public class OptimizerTests
         w.Grad = Tensor.FromArray([1f, 1, 1, 1, 1, 1], 3, 2);
         adam.Step();
         var keep = Tensor.FromArray([0L, 2L], 2);
-        using (Autograd.Autograd.NoGrad())
+        using (NoGrad())
         {
             w.SetData(w.Detach().IndexSelect(0, keep));
             foreach (var name in adam.State[w].Keys.ToList())
@@ -246,7 +247,7 @@ public class OptimizerTests
         Assert.DoesNotContain("state.0.max_exp_avg_sq", saved.Tensors.Keys);
 
         var resumed = Build();
-        using (Autograd.Autograd.NoGrad())
+        using (NoGrad())
             for (var i = 0; i < 2; i++) resumed[i].CopyFrom(original[i]);
         var opt2 = Make(resumed);
         opt2.ParamGroups[1].Lr = 123; // overwritten by the load

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace NeuralCore.Backends.Cpu;
 
@@ -7,7 +8,8 @@ namespace NeuralCore.Backends.Cpu;
 /// Convolution by im2col + GEMM. Shapes: x [N, C, H, W], w [K, C/G, R, S], y [N, K, P, Q] with G groups;
 /// per group the GEMM operands are w_g [K/G, C/G*R*S], columns [C/G*R*S, nb*P*Q] and y_g [K/G, nb*P*Q],
 /// where nb samples are unrolled side by side so that small feature maps still give the GEMM wide
-/// matrices.
+/// matrices. Backward data with stride 1 runs as the forward convolution of dy with the flipped kernel;
+/// with larger strides it is w_g^T * dy_g followed by col2im.
 /// </summary>
 /// <remarks>
 /// Work is split over <see cref="CpuThreading.Threads"/> by chunks of nb samples, each part running its
@@ -56,6 +58,17 @@ internal static unsafe class ConvKernels
     /// <summary>dx = conv2d input gradient of dy (dx overwritten).</summary>
     internal static void BackwardData(float* dy, float* w, float* dx, in Conv2dParams p)
     {
+        int padH = p.DilationH * (p.R - 1) - p.PadH, padW = p.DilationW * (p.S - 1) - p.PadW;
+        if (p.StrideH == 1 && p.StrideW == 1 && padH >= 0 && padW >= 0)
+        {
+            // With stride 1, dx is the forward convolution of dy, padded by dilation*(kernel-1) - pad, with
+            // the kernel flipped and its channel axes swapped. The GEMMs then sum over K/G*R*S instead of
+            // K/G, and each dx element is written once instead of scattered by col2im.
+            float* flipped = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)p.K * (p.C / p.Groups) * p.R * p.S);
+            FlipKernel(w, flipped, p);
+            Forward(dy, flipped, null, dx, new Conv2dParams(p.N, p.K, p.P, p.Q, p.C, p.R, p.S, 1, 1, padH, padW, p.DilationH, p.DilationW, p.Groups));
+            return;
+        }
         Job job = Plan(Pass.BackwardData, p);
         job.X = dx; job.W = w; job.Y = dy;
         Execute(ref job);
@@ -71,6 +84,20 @@ internal static unsafe class ConvKernels
         Execute(ref job);
         // Fixed-order reduction: dw = part 0 + part 1 + ... so the sum is the same on every run.
         for (int part = 1; part < job.Parts; part++) Add(dw, job.Partials + (part - 1) * wLen, wLen);
+    }
+
+    /// <summary>flipped [C, K/G, R, S] from w [K, C/G, R, S]: flipped[g*C/G + c, k, r, s] = w[g*K/G + k, c, R-1-r, S-1-s].</summary>
+    private static void FlipKernel(float* w, float* flipped, in Conv2dParams p)
+    {
+        int cg = p.C / p.Groups, kg = p.K / p.Groups, rs = p.R * p.S;
+        for (int g = 0; g < p.Groups; g++)
+        for (int k = 0; k < kg; k++)
+        for (int c = 0; c < cg; c++)
+        {
+            float* src = w + ((long)(g * kg + k) * cg + c) * rs;
+            float* dst = flipped + ((long)(g * cg + c) * kg + k) * rs;
+            for (int i = 0; i < rs; i++) dst[i] = src[rs - 1 - i];
+        }
     }
 
     private static Job Plan(Pass pass, in Conv2dParams p)
@@ -296,6 +323,10 @@ internal static unsafe class ConvKernels
                             {
                                 Unsafe.CopyBlockUnaligned(dst + qLow, src + qLow, (uint)(qHigh - qLow) * sizeof(float));
                             }
+                            else if (sw == 2)
+                            {
+                                GatherStride2(dst + qLow, src + 2 * qLow, qHigh - qLow);
+                            }
                             else
                             {
                                 for (int q = qLow; q < qHigh; q++) dst[q] = src[q * sw];
@@ -345,6 +376,24 @@ internal static unsafe class ConvKernels
                 }
             }
         }
+    }
+
+    /// <summary>dst[i] = src[2 i] for i in [0, n); reads nothing past src[2 (n - 1)].</summary>
+    internal static void GatherStride2(float* dst, float* src, int n)
+    {
+        int i = 0;
+        if (Avx512F.IsSupported)
+        {
+            var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            // i + 16 < n keeps the second load's last element, src[2 i + 31], before src[2 (n - 1)].
+            for (; i + Vector512<float>.Count < n; i += Vector512<float>.Count)
+            {
+                var lo = Vector512.Load(src + 2 * i);
+                var hi = Vector512.Load(src + 2 * i + Vector512<float>.Count);
+                Vector512.Store(Avx512F.PermuteVar16x32x2(lo, even, hi), dst + i);
+            }
+        }
+        for (; i < n; i++) dst[i] = src[2 * i];
     }
 
     /// <summary>dst[i] += src[i] for i in [0, n).</summary>

@@ -5,7 +5,7 @@ namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
 /// Grow-only scratch buffers of one thread for the convolution kernels (im2col columns, gathered
-/// output rows, per-thread weight-gradient partial sums). After the first call at a given size no
+/// output rows, per-thread weight-gradient partial sums, flipped kernels). After the first call at a given size no
 /// further managed memory is allocated.
 /// </summary>
 /// <remarks>
@@ -25,11 +25,13 @@ internal sealed unsafe class ConvScratch
         Rows,
         /// <summary>Per-part partial weight gradients (caller thread only).</summary>
         Partials,
+        /// <summary>The flipped kernel of a stride-1 backward-data pass (caller thread only).</summary>
+        Weights,
     }
 
     [ThreadStatic] private static ConvScratch? current;
 
-    private readonly float[][] buffers = [[], [], []];
+    private readonly float[][] buffers = [[], [], [], []];
 
     /// <summary>This thread's scratch.</summary>
     internal static ConvScratch Current => current ??= new ConvScratch();

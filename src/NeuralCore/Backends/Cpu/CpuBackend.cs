@@ -518,8 +518,10 @@ public sealed partial class CpuBackend : IBackend
                 for (var c = 0; c < cols; c++) sum += Math.Exp(xr[c] - max);
                 if (log)
                 {
-                    var lse = (float)(max + Math.Log(sum));
-                    for (var c = 0; c < cols; c++) yr[c] = xr[c] - lse;
+                    // (x - max) - log(sum) in double: rounding max + log(sum) to float first would cost
+                    // digits when the logits are large (at 1000 the float spacing is 6e-5).
+                    var logSum = Math.Log(sum);
+                    for (var c = 0; c < cols; c++) yr[c] = (float)((double)xr[c] - max - logSum);
                 }
                 else
                 {

@@ -1,0 +1,64 @@
+using NeuralCore.IO;
+using NeuralCore.Models;
+using NeuralCore.Training;
+
+namespace NeuralCore.Cli;
+
+/// <summary>A CP-ResNet built from options or loaded from a checkpoint, and where it came from.</summary>
+/// <param name="Model">The network.</param>
+/// <param name="Config">Its architecture.</param>
+/// <param name="Checkpoint">The file it was loaded from, or null for a freshly initialised one.</param>
+/// <param name="Kind">What the checkpoint was: "best checkpoint", "training checkpoint" or "plain state dict".</param>
+internal sealed record ModelSource(CpResNet Model, CpResNetConfig Config, string? Checkpoint, string Kind)
+{
+    /// <summary>A freshly initialised CP-ResNet with the given widths (default: the seed's small model).</summary>
+    public static ModelSource Build(string? channelWidth, ulong seed)
+    {
+        var config = Widths(channelWidth ?? CommonOptions.DefaultChannelWidth);
+        return new ModelSource(new CpResNet(config, new Generator(seed)), config, null, "initialised");
+    }
+
+    /// <summary>
+    /// Loads <paramref name="path"/>: the architecture comes from <paramref name="channelWidth"/> when given, else from
+    /// the file's metadata; a file without either gets a message that says which options to add.
+    /// </summary>
+    public static ModelSource Load(string path, string? channelWidth)
+    {
+        if (!File.Exists(path))
+            throw new CliException(
+                $"Checkpoint not found: {Path.GetFullPath(path)}. Pass an existing .safetensors file, e.g. runs/<experiment>/best.safetensors.");
+        var (tensors, metadata) = TensorIO.LoadSafeTensors(path);
+        string kind = TrainingCheckpoint.IsTrainingCheckpoint(metadata) ? "training checkpoint"
+            : CpResNetConfig.HasConfig(metadata) ? "checkpoint" : "plain state dict";
+        CpResNetConfig config;
+        if (channelWidth is not null) config = Widths(channelWidth);
+        else if (CpResNetConfig.HasConfig(metadata)) config = CpResNetConfig.FromMetadata(metadata);
+        else
+            throw new CliException(
+                $"{path} is a plain state dict: its metadata does not say which architecture it holds. " +
+                "Add --model cpresnet --channel-width \"C1 C2 C3\" with the widths it was trained with (\"24 48 72\" for the seed's small model).",
+                Program.UsageError);
+        try
+        {
+            return new ModelSource(CpResNet.FromStateDict(tensors, config), config, path, kind);
+        }
+        catch (Exception e) when (e is KeyNotFoundException or ArgumentException)
+        {
+            throw new CliException(
+                $"{path} does not fit a CP-ResNet with channel widths {string.Join(" ", config.ChannelWidths)}: {e.Message} " +
+                "Check --channel-width (the widths the weights were trained with), or that the file holds CP-ResNet weights.");
+        }
+    }
+
+    private static CpResNetConfig Widths(string text)
+    {
+        try
+        {
+            return CpResNetConfig.FromWidths(text);
+        }
+        catch (FormatException e)
+        {
+            throw new CliException($"--channel-width: {e.Message}", Program.UsageError);
+        }
+    }
+}

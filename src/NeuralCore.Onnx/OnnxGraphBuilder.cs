@@ -1,0 +1,148 @@
+using System.Runtime.InteropServices;
+using Google.Protobuf;
+using NeuralCore.Onnx.Proto;
+
+namespace NeuralCore.Onnx;
+
+/// <summary>ONNX element type codes (the ONNX <c>TensorProto.DataType</c> values NeuralCore writes).</summary>
+internal static class OnnxDataType
+{
+    public const int Float = 1;
+    public const int Int32 = 6;
+    public const int Int64 = 7;
+
+    /// <summary>Bytes per element of the types the checker knows; 0 for any other.</summary>
+    public static int ElementSize(int dataType) => dataType switch
+    {
+        Float or Int32 => 4,
+        Int64 => 8,
+        2 or 3 or 9 => 1,   // UINT8, INT8, BOOL
+        4 or 5 or 10 or 16 => 2,   // UINT16, INT16, FLOAT16, BFLOAT16
+        11 or 12 or 13 => 8,   // DOUBLE, UINT32 (4), UINT64: corrected below
+        _ => 0,
+    } is var size && dataType == 12 ? 4 : size;
+}
+
+/// <summary>
+/// Writes one ONNX graph: unique node and value names, initializers (state tensors and constants), nodes with
+/// attributes, and value_info shapes with an optional symbolic batch axis.
+/// </summary>
+internal sealed class OnnxGraphBuilder(string batchDimName, bool dynamicBatch)
+{
+    private readonly HashSet<string> _valueNames = [];
+    private readonly HashSet<string> _nodeNames = [];
+    private readonly Dictionary<(int Type, string Bits), string> _constants = [];
+
+    public GraphProto Graph { get; } = new();
+
+    /// <summary>Reserves <paramref name="name"/> as a value name; false when it is taken.</summary>
+    public bool TryReserveValue(string name) => _valueNames.Add(name);
+
+    /// <summary><paramref name="baseName"/> or the first free <c>baseName_k</c>.</summary>
+    private static string Unique(HashSet<string> taken, string baseName)
+    {
+        var name = baseName;
+        for (var k = 1; !taken.Add(name); k++) name = $"{baseName}_{k}";
+        return name;
+    }
+
+    public string UniqueValueName(string baseName) => Unique(_valueNames, baseName);
+
+    /// <summary>A float initializer with the given name (which must be free) from row-major values.</summary>
+    public string AddInitializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<float> values)
+    {
+        if (!_valueNames.Add(name)) throw new InvalidOperationException($"Internal error: the ONNX value name '{name}' is used twice.");
+        var t = new TensorProto { Name = name, DataType = OnnxDataType.Float };
+        foreach (var d in shape) t.Dims.Add(d);
+        // NOTE: raw_data is little-endian by the ONNX spec, which every platform .NET runs NeuralCore on is.
+        t.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
+        Graph.Initializer.Add(t);
+        return name;
+    }
+
+    private string AddInt64Initializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<long> values)
+    {
+        var t = new TensorProto { Name = name, DataType = OnnxDataType.Int64 };
+        foreach (var d in shape) t.Dims.Add(d);
+        t.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
+        Graph.Initializer.Add(t);
+        return name;
+    }
+
+    /// <summary>A scalar float constant (shared between nodes that use the same value).</summary>
+    public string FloatScalar(float value)
+    {
+        var key = (OnnxDataType.Float, BitConverter.SingleToInt32Bits(value).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        if (_constants.TryGetValue(key, out var name)) return name;
+        name = UniqueValueName("const_scalar");
+        AddInitializerUnchecked(name, [], [value]);
+        return _constants[key] = name;
+    }
+
+    /// <summary>A 1-D int64 constant (Reshape shapes, Slice bounds, reduction axes), shared by value.</summary>
+    public string Int64Vector(params long[] values)
+    {
+        var key = (OnnxDataType.Int64, string.Join(",", values));
+        if (_constants.TryGetValue(key, out var name)) return name;
+        name = UniqueValueName("const_ints");
+        AddInt64Initializer(name, [values.Length], values);
+        return _constants[key] = name;
+    }
+
+    private void AddInitializerUnchecked(string name, ReadOnlySpan<int> shape, ReadOnlySpan<float> values)
+    {
+        var t = new TensorProto { Name = name, DataType = OnnxDataType.Float };
+        foreach (var d in shape) t.Dims.Add(d);
+        t.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
+        Graph.Initializer.Add(t);
+    }
+
+    /// <summary>A 64-bit integer initializer with the given free name.</summary>
+    public string AddInitializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<long> values)
+    {
+        if (!_valueNames.Add(name)) throw new InvalidOperationException($"Internal error: the ONNX value name '{name}' is used twice.");
+        return AddInt64Initializer(name, shape, values);
+    }
+
+    /// <summary>
+    /// Appends a node named <c>{scope}/{opType}</c> (made unique) and returns its output value names: the given ones, or
+    /// fresh <c>{node}_output_k</c> names.
+    /// </summary>
+    public string[] AddNode(string opType, string scope, IEnumerable<string> inputs, int outputCount = 1, string[]? outputs = null,
+        params AttributeProto[] attributes)
+    {
+        var nodeName = Unique(_nodeNames, scope + "/" + opType);
+        var node = new NodeProto { Name = nodeName, OpType = opType };
+        node.Input.AddRange(inputs);
+        outputs ??= Enumerable.Range(0, outputCount).Select(k => UniqueValueName($"{nodeName}_output_{k}")).ToArray();
+        node.Output.AddRange(outputs);
+        node.Attribute.AddRange(attributes);
+        Graph.Node.Add(node);
+        return outputs;
+    }
+
+    public ValueInfoProto ValueInfo(string name, ReadOnlySpan<int> shape, int batchAxis, int elemType = OnnxDataType.Float)
+    {
+        var tensorShape = new TensorShapeProto();
+        for (var i = 0; i < shape.Length; i++)
+            tensorShape.Dim.Add(dynamicBatch && i == batchAxis
+                ? new TensorShapeProto.Types.Dimension { DimParam = batchDimName }
+                : new TensorShapeProto.Types.Dimension { DimValue = shape[i] });
+        return new ValueInfoProto
+        {
+            Name = name,
+            Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = elemType, Shape = tensorShape } },
+        };
+    }
+
+    public static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
+
+    public static AttributeProto Float(string name, float value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = value };
+
+    public static AttributeProto Ints(string name, params long[] values)
+    {
+        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints };
+        a.Ints.AddRange(values);
+        return a;
+    }
+}
