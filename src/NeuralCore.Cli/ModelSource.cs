@@ -14,7 +14,7 @@ internal sealed record ModelSource(CpResNet Model, CpResNetConfig Config, string
     /// <summary>A freshly initialised CP-ResNet with the given widths (default: the seed's small model).</summary>
     public static ModelSource Build(string? channelWidth, ulong seed)
     {
-        var config = Widths(channelWidth ?? CommonOptions.DefaultChannelWidth);
+        var config = ParseWidths(channelWidth ?? CommonOptions.DefaultChannelWidth);
         return new ModelSource(new CpResNet(config, new Generator(seed)), config, null, "initialised");
     }
 
@@ -31,7 +31,7 @@ internal sealed record ModelSource(CpResNet Model, CpResNetConfig Config, string
         string kind = TrainingCheckpoint.IsTrainingCheckpoint(metadata) ? "training checkpoint"
             : CpResNetConfig.HasConfig(metadata) ? "checkpoint" : "plain state dict";
         CpResNetConfig config;
-        if (channelWidth is not null) config = Widths(channelWidth);
+        if (channelWidth is not null) config = ParseWidths(channelWidth);
         else if (CpResNetConfig.HasConfig(metadata)) config = CpResNetConfig.FromMetadata(metadata);
         else
             throw new CliException(
@@ -50,7 +50,8 @@ internal sealed record ModelSource(CpResNet Model, CpResNetConfig Config, string
         }
     }
 
-    private static CpResNetConfig Widths(string text)
+    /// <summary>Parses --channel-width, turning a bad value into a usage error.</summary>
+    public static CpResNetConfig ParseWidths(string text)
     {
         try
         {

@@ -11,16 +11,15 @@ internal static class OnnxDataType
     public const int Int32 = 6;
     public const int Int64 = 7;
 
-    /// <summary>Bytes per element of the types the checker knows; 0 for any other.</summary>
+    /// <summary>Bytes per element of the dense types the checker knows; 0 for any other.</summary>
     public static int ElementSize(int dataType) => dataType switch
     {
-        Float or Int32 => 4,
-        Int64 => 8,
-        2 or 3 or 9 => 1,   // UINT8, INT8, BOOL
+        2 or 3 or 9 => 1,          // UINT8, INT8, BOOL
         4 or 5 or 10 or 16 => 2,   // UINT16, INT16, FLOAT16, BFLOAT16
-        11 or 12 or 13 => 8,   // DOUBLE, UINT32 (4), UINT64: corrected below
+        Float or Int32 or 12 => 4, // FLOAT, INT32, UINT32
+        Int64 or 11 or 13 => 8,    // INT64, DOUBLE, UINT64
         _ => 0,
-    } is var size && dataType == 12 ? 4 : size;
+    };
 }
 
 /// <summary>
@@ -51,20 +50,28 @@ internal sealed class OnnxGraphBuilder(string batchDimName, bool dynamicBatch)
     /// <summary>A float initializer with the given name (which must be free) from row-major values.</summary>
     public string AddInitializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<float> values)
     {
-        if (!_valueNames.Add(name)) throw new InvalidOperationException($"Internal error: the ONNX value name '{name}' is used twice.");
-        var t = new TensorProto { Name = name, DataType = OnnxDataType.Float };
-        foreach (var d in shape) t.Dims.Add(d);
-        // NOTE: raw_data is little-endian by the ONNX spec, which every platform .NET runs NeuralCore on is.
-        t.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
-        Graph.Initializer.Add(t);
-        return name;
+        Reserve(name);
+        return AddTensor(name, OnnxDataType.Float, shape, MemoryMarshal.AsBytes(values));
     }
 
-    private string AddInt64Initializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<long> values)
+    /// <summary>A 64-bit integer initializer with the given name (which must be free).</summary>
+    public string AddInitializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<long> values)
     {
-        var t = new TensorProto { Name = name, DataType = OnnxDataType.Int64 };
+        Reserve(name);
+        return AddTensor(name, OnnxDataType.Int64, shape, MemoryMarshal.AsBytes(values));
+    }
+
+    private void Reserve(string name)
+    {
+        if (!_valueNames.Add(name)) throw new InvalidOperationException($"Internal error: the ONNX value name '{name}' is used twice.");
+    }
+
+    private string AddTensor(string name, int dataType, ReadOnlySpan<int> shape, ReadOnlySpan<byte> data)
+    {
+        var t = new TensorProto { Name = name, DataType = dataType };
         foreach (var d in shape) t.Dims.Add(d);
-        t.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
+        // NOTE: raw_data is little-endian by the ONNX spec, as is every platform .NET runs NeuralCore on.
+        t.RawData = ByteString.CopyFrom(data);
         Graph.Initializer.Add(t);
         return name;
     }
@@ -75,7 +82,7 @@ internal sealed class OnnxGraphBuilder(string batchDimName, bool dynamicBatch)
         var key = (OnnxDataType.Float, BitConverter.SingleToInt32Bits(value).ToString(System.Globalization.CultureInfo.InvariantCulture));
         if (_constants.TryGetValue(key, out var name)) return name;
         name = UniqueValueName("const_scalar");
-        AddInitializerUnchecked(name, [], [value]);
+        AddTensor(name, OnnxDataType.Float, [], MemoryMarshal.AsBytes(new[] { value }.AsSpan()));
         return _constants[key] = name;
     }
 
@@ -85,23 +92,8 @@ internal sealed class OnnxGraphBuilder(string batchDimName, bool dynamicBatch)
         var key = (OnnxDataType.Int64, string.Join(",", values));
         if (_constants.TryGetValue(key, out var name)) return name;
         name = UniqueValueName("const_ints");
-        AddInt64Initializer(name, [values.Length], values);
+        AddTensor(name, OnnxDataType.Int64, [values.Length], MemoryMarshal.AsBytes(values.AsSpan()));
         return _constants[key] = name;
-    }
-
-    private void AddInitializerUnchecked(string name, ReadOnlySpan<int> shape, ReadOnlySpan<float> values)
-    {
-        var t = new TensorProto { Name = name, DataType = OnnxDataType.Float };
-        foreach (var d in shape) t.Dims.Add(d);
-        t.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values));
-        Graph.Initializer.Add(t);
-    }
-
-    /// <summary>A 64-bit integer initializer with the given free name.</summary>
-    public string AddInitializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<long> values)
-    {
-        if (!_valueNames.Add(name)) throw new InvalidOperationException($"Internal error: the ONNX value name '{name}' is used twice.");
-        return AddInt64Initializer(name, shape, values);
     }
 
     /// <summary>

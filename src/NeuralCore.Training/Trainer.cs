@@ -119,7 +119,9 @@ public sealed class Trainer
                 double lr = optimizer.ParamGroups[0].Lr;
                 var (trainLoss, trainAccuracy) = TrainEpoch(model, optimizer, train, epoch, cancellationToken);
                 scheduler.Step();
-                var (validationLoss, validationConfusion) = Evaluate(model, validation, epoch);
+                var (validationLossSum, validationConfusion) = Evaluator.Run(model, validation, Options.Device, (batch, batches, value) =>
+                    new NonFiniteLossException("validation", epoch, batch, batches, value, File.Exists(Files.Last) ? Files.Last : null, epoch - 1));
+                double validationLoss = validationLossSum / Math.Max(validationConfusion.Total, 1);
                 metrics = new EpochMetrics(epoch, trainLoss, trainAccuracy, validationLoss, validationConfusion.Accuracy, lr, clock.Elapsed.TotalSeconds);
                 history.Add(metrics);
                 Files.WriteMetrics(history);
@@ -258,44 +260,6 @@ public sealed class Trainer
     }
 
     /// <summary>
-    /// Loss (mean cross-entropy) and confusion matrix of <paramref name="model"/> on <paramref name="loader"/>, in eval
-    /// mode without gradients. <paramref name="epoch"/> is the epoch being validated, or null for a test.
-    /// </summary>
-    private (double Loss, ConfusionMatrix Confusion) Evaluate(Module model, DataLoader loader, int? epoch)
-    {
-        var confusion = new ConfusionMatrix(loader.Source.NumClasses);
-        double lossSum = 0;
-        bool wasTraining = model.Training;
-        model.Eval();
-        try
-        {
-            using var noGrad = Autograd.Autograd.NoGrad();
-            int batchIndex = 0;
-            foreach (var batch in loader)
-            {
-                batchIndex++;
-                var logits = model.Call(batch.Inputs.To(Options.Device));
-                double value = Functional.CrossEntropy(logits, batch.Targets.To(Options.Device), reduction: Reduction.Sum).Item();
-                if (!double.IsFinite(value))
-                {
-                    if (epoch is { } e)
-                        throw new NonFiniteLossException("validation", e, batchIndex, loader.BatchCount, value, File.Exists(Files.Last) ? Files.Last : null, e - 1);
-                    throw new TrainingException(
-                        $"The test loss is {value.ToString(CultureInfo.InvariantCulture)} at batch {batchIndex} of {loader.BatchCount}: the model's outputs are not finite. " +
-                        "Check the checkpoint (was it saved from a diverged run?) and the input data for NaN or infinite values.");
-                }
-                lossSum += value;
-                confusion.AddBatch(logits.ToArray(), batch.Targets.ToInt64Array());
-            }
-        }
-        finally
-        {
-            model.Train(wasTraining);
-        }
-        return (confusion.Total == 0 ? 0 : lossSum / confusion.Total, confusion);
-    }
-
-    /// <summary>
     /// Evaluates <paramref name="model"/> on <paramref name="loader"/> in eval mode without gradients: loss, accuracy,
     /// macro accuracy, per-class accuracy and the confusion matrix.
     /// </summary>
@@ -304,8 +268,7 @@ public sealed class Trainer
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(loader);
         model.To(Options.Device);
-        var (loss, confusion) = Evaluate(model, loader, null);
-        return TestReport.FromConfusion(confusion, loss * confusion.Total);
+        return Evaluator.Test(model, loader, Options.Device);
     }
 
     /// <summary>
