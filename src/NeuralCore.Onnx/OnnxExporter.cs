@@ -1,3 +1,4 @@
+using Module = NeuralCore.NN.Module;
 using System.Reflection;
 using Google.Protobuf;
 using NeuralCore.Autograd;

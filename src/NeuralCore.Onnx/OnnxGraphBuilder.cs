@@ -47,24 +47,13 @@ internal sealed class OnnxGraphBuilder(string batchDimName, bool dynamicBatch)
 
     public string UniqueValueName(string baseName) => Unique(_valueNames, baseName);
 
-    /// <summary>A float initializer with the given name (which must be free) from row-major values.</summary>
-    public string AddInitializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<float> values)
-    {
-        Reserve(name);
-        return AddTensor(name, OnnxDataType.Float, shape, MemoryMarshal.AsBytes(values));
-    }
+    /// <summary>A float initializer from row-major values; <paramref name="name"/> must already be reserved.</summary>
+    public string AddInitializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<float> values) =>
+        AddTensor(name, OnnxDataType.Float, shape, MemoryMarshal.AsBytes(values));
 
-    /// <summary>A 64-bit integer initializer with the given name (which must be free).</summary>
-    public string AddInitializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<long> values)
-    {
-        Reserve(name);
-        return AddTensor(name, OnnxDataType.Int64, shape, MemoryMarshal.AsBytes(values));
-    }
-
-    private void Reserve(string name)
-    {
-        if (!_valueNames.Add(name)) throw new InvalidOperationException($"Internal error: the ONNX value name '{name}' is used twice.");
-    }
+    /// <summary>A 64-bit integer initializer; <paramref name="name"/> must already be reserved.</summary>
+    public string AddInitializer(string name, ReadOnlySpan<int> shape, ReadOnlySpan<long> values) =>
+        AddTensor(name, OnnxDataType.Int64, shape, MemoryMarshal.AsBytes(values));
 
     private string AddTensor(string name, int dataType, ReadOnlySpan<int> shape, ReadOnlySpan<byte> data)
     {

@@ -85,7 +85,9 @@ public sealed class Trainer
         if (File.Exists(Files.Last))
         {
             var checkpoint = OpenForResume();
-            model.LoadStateDict(checkpoint.Model);
+            // The options check above proved the architecture is the same; adopting the file's shapes lets a pruned
+            // model's fine-tuning resume into a model built with the original widths.
+            model.LoadStateDict(checkpoint.Model, adoptShapes: true);
             optimizer.LoadStateDict(checkpoint.Optimizer);
             scheduler.LoadStateDict(checkpoint.Scheduler);
             Generator.Default.SetState(checkpoint.DefaultGenerator);
@@ -281,7 +283,7 @@ public sealed class Trainer
         ArgumentNullException.ThrowIfNull(model);
         if (!File.Exists(Files.Best))
             throw new TrainingException($"{Files.Best} does not exist: the run has not finished an epoch yet. Train first (neuralcore train ...).");
-        var metadata = model.Load(Files.Best);
+        var metadata = model.Load(Files.Best, adoptShapes: true);
         var report = Test(model, loader);
         var json = JsonSerializer.SerializeToNode(report)!.AsObject();
         json["checkpoint"] = Path.GetFullPath(Files.Best);

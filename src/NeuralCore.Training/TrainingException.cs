@@ -26,7 +26,8 @@ public sealed class NonFiniteLossException : TrainingException
     /// <param name="lastGoodCheckpoint">Where the last good checkpoint is, or null when no epoch had finished yet.</param>
     /// <param name="lastGoodEpoch">The epoch that checkpoint holds (0 when none).</param>
     public NonFiniteLossException(string phase, int epoch, int batch, int batches, double loss, string? lastGoodCheckpoint, int lastGoodEpoch)
-        : base($"The {phase} loss became {Describe(loss)} at epoch {epoch}, batch {batch} of {batches}; training stopped before that batch changed the weights. " +
+        : base($"The {phase} loss became {Describe(loss)} at epoch {epoch}, batch {batch} of {batches}; training stopped " +
+               (phase == "training" ? "before that batch changed the weights. " : "without saving this epoch's weights. ") +
                (lastGoodCheckpoint is null
                    ? "No epoch had finished, so there is no checkpoint. "
                    : $"The last good checkpoint (epoch {lastGoodEpoch}) is kept in {lastGoodCheckpoint}. ") +

@@ -50,9 +50,7 @@ internal static class InfoCommand
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"CP-ResNet, channel widths {string.Join(" ", source.Config.ChannelWidths)}{(source.Checkpoint is null ? "" : $" ({source.Kind} {source.Checkpoint})")}"));
             human.WriteLine($"input {Tensor.FormatShape(summary.InputShape)} -> output {Tensor.FormatShape(summary.OutputShape)}");
-            human.Write(summary.ToTable());
-            human.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"parameters: {summary.TotalParameters:N0}   MACs: {summary.TotalMacs:N0}   conv MACs: {summary.ConvMacs:N0}"));
+            human.WriteLine(summary.ToTable().TrimEnd());
             if (asJson) console.Out.WriteLine(ToJson(source, summary).ToJsonString(Json.Indented));
             return Program.Success;
         });

@@ -25,8 +25,6 @@ public enum OpKind
     Unary,
     /// <summary>Reduction. Attributes <c>op</c>: ReduceOp, <c>dims</c>: int[], <c>keepdim</c>.</summary>
     Reduce,
-    /// <summary>Variance over dims. Attributes <c>dims</c>, <c>keepdim</c>, <c>unbiased</c>.</summary>
-    Var,
     /// <summary>(Batched) matrix product.</summary>
     MatMul,
     /// <summary>2-D convolution; inputs x, weight[, bias]. Attributes <c>stride</c>, <c>padding</c>, <c>dilation</c> (int[2]), <c>groups</c>.</summary>

@@ -29,7 +29,7 @@ public interface IBackend
     /// <summary>Sets every element of <paramref name="dst"/> to <paramref name="value"/>.</summary>
     void Fill(Tensor dst, double value);
 
-    /// <summary>Copies <paramref name="src"/> (any strides, same shape) into contiguous <paramref name="dst"/>, converting the dtype if they differ.</summary>
+    /// <summary>Copies <paramref name="src"/> into <paramref name="dst"/> (same shape; both may have any strides, e.g. a Narrow view as destination), converting the dtype if they differ.</summary>
     void Copy(Tensor src, Tensor dst);
 
     /// <summary>Fills <paramref name="dst"/> with uniform samples in [low, high).</summary>

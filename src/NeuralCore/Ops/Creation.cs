@@ -41,17 +41,20 @@ public partial class Tensor
         return new Tensor(Dev(device).Backend.FromHost(data), [n]);
     }
 
-    /// <summary>A tensor holding a copy of <paramref name="data"/> with the given shape (a 1-D tensor when no shape is given).</summary>
-    public static Tensor FromArray(float[] data, params int[] shape) => FromHostArray(data, data.Length, VectorIfNone(shape, data.Length), null);
+    /// <summary>
+    /// A tensor holding a copy of <paramref name="data"/> with the given shape. With no (or an empty) shape, the result is
+    /// 1-D, except that a single value gives a rank-0 tensor, so a scalar read from a file keeps its empty shape.
+    /// </summary>
+    public static Tensor FromArray(float[] data, params int[] shape) => FromHostArray(data, data.Length, shape, null);
 
     /// <summary>An Int64 tensor holding a copy of <paramref name="data"/>.</summary>
-    public static Tensor FromArray(long[] data, params int[] shape) => FromHostArray(data, data.Length, VectorIfNone(shape, data.Length), null);
+    public static Tensor FromArray(long[] data, params int[] shape) => FromHostArray(data, data.Length, shape, null);
 
     /// <summary>An Int32 tensor holding a copy of <paramref name="data"/>.</summary>
-    public static Tensor FromArray(int[] data, params int[] shape) => FromHostArray(data, data.Length, VectorIfNone(shape, data.Length), null);
+    public static Tensor FromArray(int[] data, params int[] shape) => FromHostArray(data, data.Length, shape, null);
 
     /// <summary>A tensor on <paramref name="device"/> holding a copy of <paramref name="data"/>.</summary>
-    public static Tensor FromArray(float[] data, int[] shape, Device device) => FromHostArray(data, data.Length, VectorIfNone(shape, data.Length), device);
+    public static Tensor FromArray(float[] data, int[] shape, Device device) => FromHostArray(data, data.Length, shape, device);
 
     /// <summary>A CPU tensor that uses <paramref name="data"/> as its storage without copying (writes show through both ways).</summary>
     public static Tensor Wrap(float[] data, params int[] shape)
@@ -64,13 +67,11 @@ public partial class Tensor
     /// <summary>A scalar (rank-0) Float32 tensor.</summary>
     public static Tensor Scalar(float value, Device? device = null) => FromHostArray(new[] { value }, 1, [], device);
 
-    // NOTE: an empty shape means "1-D" for FromArray (as torch.tensor([v]) has shape [1]) but "rank 0" for Scalar.
-    private static int[] VectorIfNone(int[] shape, int length) => shape.Length == 0 ? [length] : shape;
-
     private static Tensor FromHostArray(Array data, int length, int[] shape, Device? device)
     {
-        CheckCount(length, shape);
-        return new Tensor(Dev(device).Backend.FromHost(data), (int[])shape.Clone());
+        var s = shape.Length == 0 && length != 1 ? [length] : shape;
+        CheckCount(length, s);
+        return new Tensor(Dev(device).Backend.FromHost(data), (int[])s.Clone());
     }
 
     private static void CheckCount(int length, int[] shape)

@@ -49,6 +49,7 @@ public partial class Tensor
         if (Rank == 0) return Reshape(1);
         var a = NormalizeDim(startDim, Rank);
         var b = NormalizeDim(endDim, Rank);
+        if (a > b) throw new ArgumentException($"Flatten({startDim}, {endDim}) on a tensor of rank {Rank}: the start dimension {a} comes after the end dimension {b}.");
         var s = new List<int>();
         for (var i = 0; i < a; i++) s.Add(shape[i]);
         var m = 1;
@@ -62,6 +63,8 @@ public partial class Tensor
     public Tensor Unsqueeze(int dim)
     {
         var d = dim < 0 ? dim + Rank + 1 : dim;
+        if (d < 0 || d > Rank)
+            throw new ArgumentOutOfRangeException(nameof(dim), dim, $"Unsqueeze of a tensor of rank {Rank} takes a dimension in {-Rank - 1}..{Rank}.");
         var s = shape.ToList();
         s.Insert(d, 1);
         return Reshape(s.ToArray());
@@ -205,12 +208,16 @@ public partial class Tensor
         return y;
     }
 
-    /// <summary>Selects the entries with the given Int64 indices along <paramref name="dim"/>.</summary>
+    /// <summary>
+    /// Selects the entries with the given Int64 indices (1-D, or rank 0 for one index, as PyTorch) along
+    /// <paramref name="dim"/>; that dimension's size becomes the number of indices.
+    /// </summary>
     public Tensor IndexSelect(int dim, Tensor indices)
     {
         var d = NormalizeDim(dim, Rank);
-        if (indices.DType != DType.Int64 || indices.Rank != 1)
+        if (indices.DType != DType.Int64 || indices.Rank > 1)
             throw new ArgumentException($"IndexSelect needs a 1-D Int64 index tensor; got {indices.DType} of shape {FormatShape(indices.Shape)}.");
+        // NOTE: FromArray of a single value gives a rank-0 tensor, so a lone index often arrives here as rank 0.
         var idx = indices.To(Device).Contiguous();
         var n = idx.NumElements;
         var size = shape[d];

@@ -140,6 +140,49 @@ public class AutogradTests
     }
 
     [Fact]
+    public void Trace_records_the_attributes_of_shape_and_loss_ops()
+    {
+        var x = Tensor.Ones([2, 6]);
+        var targets = Tensor.FromArray(new long[] { 0, 1 });
+        var idx = Tensor.FromArray(new long[] { 2, 0 });
+        Tensor reshaped, permuted, narrowed, selected, concat, expanded, binary, logp, loss, dropped;
+        using (AG.Trace())
+        {
+            reshaped = x.Reshape(2, 3, 2);
+            permuted = reshaped.Permute(0, 2, 1);
+            narrowed = permuted.Narrow(2, 1, 2);
+            selected = reshaped.IndexSelect(1, idx);
+            concat = Tensor.Concat([narrowed, selected.Permute(0, 2, 1)], 1);
+            expanded = Tensor.Ones([2, 1]).Expand(2, 3);
+            binary = expanded.Sub(x.Narrow(1, 0, 3));
+            logp = Functional.LogSoftmax(binary, 1);
+            loss = Functional.NllLoss(logp, targets, reduction: Reduction.None);
+            dropped = Functional.Dropout(loss, 0.5f, training: true, new Generator(1));
+        }
+        Assert.Equal(OpKind.Reshape, reshaped.GradFn!.Kind);
+        Assert.Equal([2, 3, 2], (int[])reshaped.GradFn.Attributes["shape"]);
+        Assert.Equal(OpKind.Permute, permuted.GradFn!.Kind);
+        Assert.Equal([0, 2, 1], (int[])permuted.GradFn.Attributes["dims"]);
+        Assert.Equal(OpKind.Narrow, narrowed.GradFn!.Kind);
+        Assert.Equal((2, 1, 2), ((int)narrowed.GradFn.Attributes["dim"], (int)narrowed.GradFn.Attributes["start"], (int)narrowed.GradFn.Attributes["length"]));
+        Assert.Equal(OpKind.IndexSelect, selected.GradFn!.Kind);
+        Assert.Same(idx, selected.GradFn.Inputs[1]);
+        Assert.Equal(1, selected.GradFn.Attributes["dim"]);
+        Assert.Equal(OpKind.Concat, concat.GradFn!.Kind);
+        Assert.Equal(2, concat.GradFn.Inputs.Count);
+        Assert.Equal([2, 2], (int[])concat.GradFn.Attributes["sizes"]);
+        Assert.Equal(OpKind.Expand, expanded.GradFn!.Kind);
+        Assert.Equal(OpKind.Binary, binary.GradFn!.Kind);
+        Assert.Equal(BinaryOp.Sub, binary.GradFn.Attributes["op"]);
+        Assert.Same(expanded, binary.GradFn.Inputs[0]);
+        Assert.Equal(OpKind.LogSoftmax, logp.GradFn!.Kind);
+        Assert.Equal(OpKind.NllLoss, loss.GradFn!.Kind);
+        Assert.Same(targets, loss.GradFn.Inputs[1]);
+        Assert.Equal(OpKind.Dropout, dropped.GradFn!.Kind);
+        Assert.Equal(0.5f, dropped.GradFn.Attributes["p"]);
+    }
+
+    [Fact]
     public void Backward_twice_needs_retainGraph()
     {
         var x = Leaf(1f, 2f);

@@ -39,8 +39,10 @@ public class CreationTests
         Assert.Equal([2, 3], t.ShapeArray());
         Assert.Equal([1f, 2f, 3f, 4f, 5f, 6f], t.ToArray());
         Assert.Equal([3], Tensor.FromArray([1f, 2f, 3f]).ShapeArray());
-        Assert.Equal([1], Tensor.FromArray([4f]).ShapeArray());
-        Assert.Equal([1], Tensor.FromArray(new long[] { 4 }).ShapeArray());
+        // A single value without a shape is a scalar (so a rank-0 tensor read from a file stays rank 0).
+        Assert.Equal([], Tensor.FromArray([4f]).ShapeArray());
+        Assert.Equal([], Tensor.FromArray(new long[] { 4 }, []).ShapeArray());
+        Assert.Equal([1], Tensor.FromArray([4f], 1).ShapeArray());
         Assert.Equal([0], Tensor.FromArray(Array.Empty<float>()).ShapeArray());
         var e = Assert.Throws<ArgumentException>(() => Tensor.FromArray([1f, 2f, 3f], 2, 2));
         Assert.Contains("3 values", e.Message);

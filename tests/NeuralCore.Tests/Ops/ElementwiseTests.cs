@@ -198,6 +198,29 @@ public class ElementwiseTests
     }
 
     [Fact]
+    public void Large_tensors_take_the_chunked_and_vectorised_paths()
+    {
+        // 301 x 307 = 92,407 elements: above the backend's parallel threshold (65,536), rows not a multiple of the vector width.
+        int[] shape = [301, 307];
+        var (x, xv) = Reference.RandomTensor(shape, 31, 4);
+        var (row, rv) = Reference.RandomTensor([307], 32, 0.5, 1);
+        var (col, cv) = Reference.RandomTensor([301, 1], 33);
+        GradCheck.AssertClose(xv.Select(v => Math.Max(v, 0)).ToArray(), x.Relu().ToArray(), 0, 0, "relu");
+        GradCheck.AssertClose(xv.Select(v => v * Math.Clamp(v + 3, 0, 6) / 6).ToArray(), x.Hardswish().ToArray(), 1e-6, 1e-6, "hardswish");
+        GradCheck.AssertClose(xv.Select(v => 0.5 * v - 1).ToArray(), x.Affine(0.5f, -1).ToArray(), 1e-6, 1e-6, "affine");
+        GradCheck.AssertClose(xv.Select(Math.Tanh).ToArray(), x.Tanh().ToArray(), 1e-6, 1e-6, "tanh");
+        GradCheck.AssertClose(Reference.Binary((a, b) => a / b, xv, shape, rv, [307]), x.Div(row).ToArray(), 1e-6, 1e-6, "x / row");
+        GradCheck.AssertClose(Reference.Binary((a, b) => a - b, xv, shape, cv, [301, 1]), x.Sub(col).ToArray(), 1e-6, 1e-6, "x - col");
+        GradCheck.AssertClose(Reference.Binary((a, b) => a * b, Reference.Permute(xv, shape, [1, 0]), [307, 301], cv, [301]),
+            x.T.Mul(col.Reshape(301)).ToArray(), 1e-6, 1e-6, "x.T * col");
+        GradCheck.AssertClose(Reference.Binary((a, b) => a + b, xv, shape, xv, shape), x.Add(x).ToArray(), 1e-6, 1e-6, "x + x");
+
+        x.RequiresGrad = true;
+        x.Sigmoid().Backward(Tensor.Ones(shape));
+        GradCheck.AssertClose(xv.Select(v => Math.Exp(-v) / ((1 + Math.Exp(-v)) * (1 + Math.Exp(-v)))).ToArray(), x.Grad!.ToArray(), 1e-6, 1e-5, "sigmoid'");
+    }
+
+    [Fact]
     public void Mixed_dtypes_and_integer_unary_ops_are_refused_with_a_fix()
     {
         var e = Assert.Throws<ArgumentException>(() => Tensor.Zeros([2]).Add(Tensor.Zeros([2], dtype: DType.Int64)));

@@ -66,6 +66,24 @@ public class MatMulTests
     }
 
     [Fact]
+    public void Large_transposed_and_batch_permuted_operands()
+    {
+        var (a, av) = Reference.RandomTensor([70, 45], 13);
+        var (b, bv) = Reference.RandomTensor([33, 70], 14);
+        var y = a.T.MatMul(b.T);
+        var expected = Reference.MatMul(Reference.Permute(av, [70, 45], [1, 0]), [45, 70], Reference.Permute(bv, [33, 70], [1, 0]), [70, 33], out _);
+        GradCheck.AssertClose(expected, y.ToArray(), 1e-4, 1e-5, "a.T @ b.T");
+        Assert.Equal(y.ToArray(), a.T.MatMul(b.T).ToArray()); // bit-identical run to run
+
+        // Batch dimension not outermost in memory: [3, 2, 4] viewed as [2, 3, 4].
+        var (c, cv) = Reference.RandomTensor([3, 2, 4], 15);
+        var (d, dv) = Reference.RandomTensor([2, 4, 5], 16);
+        GradCheck.AssertClose(Reference.MatMul(Reference.Permute(cv, [3, 2, 4], [1, 0, 2]), [2, 3, 4], dv, [2, 4, 5], out _),
+            c.Permute(1, 0, 2).MatMul(d).ToArray(), 1e-5, 1e-5, "batch-permuted");
+        GradCheck.Check(t => t[0].Permute(1, 0, 2).MatMul(t[1]), [c, d], what: "batch-permuted");
+    }
+
+    [Fact]
     public void One_dimensional_operands_follow_PyTorch()
     {
         var (v, vv) = Reference.RandomTensor([4], 9);

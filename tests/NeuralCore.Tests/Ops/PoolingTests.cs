@@ -26,6 +26,12 @@ public sealed class PoolingTests
         ["4x4 stride3 pad2 ceil"] = new(1, 2, 11, 10, 4, 4, 3, 3, 2, 2, true),
         ["global 6x7"] = new(2, 3, 6, 7, 6, 7, 6, 7, 0, 0),
         ["many planes"] = new(8, 19, 12, 10, 2, 2, 2, 2, 0, 0),
+        // Output rows of 16 or more take the row kernels (gathered for stride 2, scalar for stride 3);
+        // shorter ones a per-plane window table unless it would be too large.
+        ["2x2 stride2 wide rows"] = new(1, 2, 6, 70, 2, 2, 2, 2, 0, 0),
+        ["3x3 stride2 pad1 ceil wide rows"] = new(1, 2, 7, 67, 3, 3, 2, 2, 1, 1, true),
+        ["3x3 stride3 pad1 wide rows"] = new(1, 1, 4, 100, 3, 3, 3, 3, 1, 1),
+        ["20x20 stride2 table too large"] = new(1, 1, 40, 40, 20, 20, 2, 2, 0, 0),
     };
 
     public static TheoryData<string> Cases => new(Geometries.Keys);

@@ -108,6 +108,24 @@ public class ReductionsTests
         Assert.Throws<InvalidOperationException>(() => Tensor.Zeros([2, 0]).Max(1));
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Large_reductions_take_the_chunked_and_vectorised_paths(int dim)
+    {
+        int[] shape = [37, 1031, 5];
+        var (x, xv) = Reference.RandomTensor(shape, 6);
+        GradCheck.AssertClose(Reference.Reduce(xv, shape, [dim], v => v.Sum()), x.Sum(dim).ToArray(), 1e-4, 1e-5, "sum");
+        GradCheck.AssertClose(Reference.Reduce(xv, shape, [dim], v => v.Average()), x.Mean(dim).ToArray(), 1e-6, 1e-5, "mean");
+        GradCheck.AssertClose(Reference.Reduce(xv, shape, [dim], v => v.Max()), x.Max(dim).ToArray(), 0, 0, "max");
+        Assert.Equal(Reference.Reduce(xv, shape, [dim], v => v.IndexOf(v.Min())).Select(v => (long)v),
+            x.MaxMin(ReduceOp.Min, dim, false).Indices.ToInt64Array());
+        // Rows long enough for the vectorised row sum (inner size 1).
+        var flat = x.Reshape(37, -1);
+        GradCheck.AssertClose(Reference.Reduce(xv, [37, 5155], [1], v => v.Sum()), flat.Sum(1).ToArray(), 1e-3, 1e-5, "row sum");
+    }
+
     [Fact]
     public void Integer_tensors_cannot_be_summed_silently()
     {

@@ -94,7 +94,12 @@ public class ShapeTests
         leaf.RequiresGrad = true;
         leaf.IndexSelect(0, Tensor.FromArray(new long[] { 3, 1, 3, 3 })).Sum().Backward();
         Assert.Equal([0f, 0f, 1f, 1f, 0f, 0f, 3f, 3f], leaf.Grad!.ToArray());
-        Assert.Throws<ArgumentOutOfRangeException>(() => x.IndexSelect(0, Tensor.FromArray(new long[] { 3 })));
+        Assert.Throws<ArgumentOutOfRangeException>(() => x.IndexSelect(0, Tensor.FromArray(new long[] { 3 }, 1)));
+        // A rank-0 index selects one entry and keeps the dimension, as torch.index_select does.
+        var one = x.IndexSelect(2, Tensor.FromArray(new long[] { 1 }));
+        Assert.Equal([3, 4, 1], one.ShapeArray());
+        GradCheck.AssertClose(Reference.Narrow(xv, [3, 4, 2], 2, 1, 1), one.ToArray(), 0, 0, "rank-0 index");
+        Assert.Throws<ArgumentException>(() => x.IndexSelect(0, Tensor.Zeros([1, 1], dtype: DType.Int64)));
         Assert.Throws<ArgumentException>(() => x.IndexSelect(0, Tensor.FromArray(new[] { 0f })));
     }
 
@@ -152,6 +157,20 @@ public class ShapeTests
         Assert.Equal([1], Tensor.Scalar(2f).Flatten().ShapeArray());
         GradCheck.AssertClose(xv, x.Squeeze().Unsqueeze(0).Flatten().ToArray(), 0, 0, "values unchanged");
         GradCheck.Check(t => t[0].Squeeze().Unsqueeze(1).Flatten(0, 1).Square(), [x], what: "squeeze/unsqueeze/flatten");
+        Assert.Throws<ArgumentOutOfRangeException>(() => x.Unsqueeze(5));
+        Assert.Throws<ArgumentOutOfRangeException>(() => x.Unsqueeze(-6));
+        Assert.Throws<ArgumentException>(() => x.Flatten(2, 1));
+    }
+
+    [Fact]
+    public void Integer_tensors_keep_every_digit_through_views_and_concat()
+    {
+        long big = (1L << 40) + 3;
+        var a = Tensor.FromArray(new[] { big, -big, 1, 2, 3, 4 }, 2, 3);
+        Assert.Equal(new[] { big, 2, -big, 3, 1, 4 }, a.T.Contiguous().ToInt64Array());
+        Assert.Equal(new[] { big, -big, 1, big, -big, 1, 2, 3, 4, 2, 3, 4 }, Tensor.Concat([a, a], 1).ToInt64Array());
+        Assert.Equal(new[] { 2L, 3, 4, 2, 3, 4 }, a.Narrow(0, 1, 1).Expand(2, 3).Contiguous().ToInt64Array());
+        Assert.Equal(new[] { -big, big }, a.IndexSelect(1, Tensor.FromArray(new long[] { 1, 0 })).Narrow(0, 0, 1).ToInt64Array());
     }
 
     [Fact]

@@ -35,6 +35,22 @@ public class SoftmaxTests
     }
 
     [Fact]
+    public void Many_rows_take_the_chunked_path()
+    {
+        int[] shape = [5000, 20];
+        var (x, xv) = Reference.RandomTensor(shape, 3, 5);
+        var (g, gv) = Reference.RandomTensor(shape, 4);
+        GradCheck.AssertClose(Reference.Softmax(xv, shape, 1, log: false), Functional.Softmax(x).ToArray(), 1e-6, 1e-5, "softmax");
+        GradCheck.AssertClose(Reference.Softmax(xv, shape, 1, log: true), Functional.LogSoftmax(x).ToArray(), 1e-5, 1e-5, "log_softmax");
+        x.RequiresGrad = true;
+        Functional.Softmax(x).Backward(g);
+        // d softmax: s * (g - sum(g * s)) per row.
+        var s = Reference.Softmax(xv, shape, 1, log: false);
+        var dot = Reference.Reduce(s.Select((v, i) => v * gv[i]).ToArray(), shape, [1], v => v.Sum());
+        GradCheck.AssertClose(s.Select((v, i) => v * (gv[i] - dot[i / 20])).ToArray(), x.Grad!.ToArray(), 1e-6, 1e-5, "softmax'");
+    }
+
+    [Fact]
     public void Large_logits_stay_finite()
     {
         var x = Tensor.FromArray([1000f, 0f, -1000f, 1000f], 1, 4);

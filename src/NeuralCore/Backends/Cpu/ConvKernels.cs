@@ -27,6 +27,9 @@ internal static unsafe class ConvKernels
     private const long MaxScratchFloats = 1 << 18;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
+    // Spare floats after each im2col row and after the padded input plane: the unit-stride im2col
+    // copies whole vectors, running up to a vector past the end of each output row.
+    private const int Slack = 16;
 
     private enum Pass
     {
@@ -158,8 +161,9 @@ internal static unsafe class ConvKernels
         ConvScratch scratch = ConvScratch.Current;
         long columns = (long)job.Chunk * job.PQ;
         // Each slot is fetched once at the largest size this call needs, so the pointers stay valid.
-        float* cols = scratch.Get(ConvScratch.Slot.Columns, job.Crs * columns);
+        float* cols = scratch.Get(ConvScratch.Slot.Columns, job.Crs * (columns + Slack));
         float* rows = scratch.Get(ConvScratch.Slot.Rows, job.Kg * columns);
+        float* padded = scratch.Get(ConvScratch.Slot.Padded, (long)(job.P.H + 2 * job.P.PadH) * (job.P.W + 2 * job.P.PadW) + Slack);
         float* dw = part == 0 ? job.W : job.Partials + (part - 1) * (long)job.P.K * job.Crs;
         for (int chunk = first; chunk < end; chunk++)
         {
@@ -167,14 +171,14 @@ internal static unsafe class ConvKernels
             int nb = Math.Min(job.Chunk, job.P.N - n0);
             switch (job.Pass)
             {
-                case Pass.Forward: ForwardChunk(ref job, n0, nb, cols, rows); break;
+                case Pass.Forward: ForwardChunk(ref job, n0, nb, cols, rows, padded); break;
                 case Pass.BackwardData: BackwardDataChunk(ref job, n0, nb, cols, rows); break;
-                default: BackwardWeightChunk(ref job, n0, nb, cols, rows, dw, accumulate: chunk != first); break;
+                default: BackwardWeightChunk(ref job, n0, nb, cols, rows, padded, dw, accumulate: chunk != first); break;
             }
         }
     }
 
-    private static void ForwardChunk(ref Job job, int n0, int nb, float* cols, float* rows)
+    private static void ForwardChunk(ref Job job, int n0, int nb, float* cols, float* rows, float* padded)
     {
         ref readonly Conv2dParams p = ref job.P;
         int ld = nb * job.PQ;
@@ -182,9 +186,9 @@ internal static unsafe class ConvKernels
         {
             float* wg = job.W + (long)g * job.Kg * job.Crs;
             float* b = cols;
-            int ldb = ld;
+            int ldb = ld + Slack;
             if (job.Direct && nb == 1) { b = job.X + ((long)n0 * p.C + g * job.Cg) * job.HW; ldb = job.HW; }
-            else Im2Col(ref job, n0, nb, g, cols);
+            else Im2Col(ref job, n0, nb, g, cols, ldb, padded);
 
             if (nb == 1)
             {
@@ -234,7 +238,7 @@ internal static unsafe class ConvKernels
         }
     }
 
-    private static void BackwardWeightChunk(ref Job job, int n0, int nb, float* cols, float* rows, float* dw, bool accumulate)
+    private static void BackwardWeightChunk(ref Job job, int n0, int nb, float* cols, float* rows, float* padded, float* dw, bool accumulate)
     {
         ref readonly Conv2dParams p = ref job.P;
         int ld = nb * job.PQ;
@@ -247,9 +251,9 @@ internal static unsafe class ConvKernels
             else MoveRows(ref job, n0, nb, g, rows, toSamples: false);
 
             float* b = cols;
-            int ldb = ld;
+            int ldb = ld + Slack;
             if (job.Direct && nb == 1) { b = job.X + ((long)n0 * p.C + g * job.Cg) * job.HW; ldb = job.HW; }
-            else Im2Col(ref job, n0, nb, g, cols);
+            else Im2Col(ref job, n0, nb, g, cols, ldb, padded);
 
             // dw_g [K/G, C/G*R*S] (+)= dy_g [K/G, nb*PQ] * columns^T [nb*PQ, C/G*R*S].
             Gemm.Sgemm(false, true, job.Kg, job.Crs, ld, 1f, a, lda, b, ldb, beta, dw + (long)g * job.Kg * job.Crs, job.Crs);
@@ -264,7 +268,6 @@ internal static unsafe class ConvKernels
     {
         int pq = job.PQ;
         int ld = nb * pq;
-        uint bytes = (uint)pq * sizeof(float);
         for (int i = 0; i < nb; i++)
         {
             float* sample = job.Y + ((long)(n0 + i) * job.P.K + g * job.Kg) * pq;
@@ -272,14 +275,14 @@ internal static unsafe class ConvKernels
             {
                 float* unrolled = rows + (long)k * ld + i * pq;
                 float* plane = sample + (long)k * pq;
-                if (toSamples) Unsafe.CopyBlockUnaligned(plane, unrolled, bytes);
-                else Unsafe.CopyBlockUnaligned(unrolled, plane, bytes);
+                if (toSamples) Copy(plane, unrolled, pq);
+                else Copy(unrolled, plane, pq);
             }
         }
     }
 
     /// <summary>First and end output column q whose input column q*stride + offset lies inside [0, width).</summary>
-    private static (int Low, int High) ValidRange(int offset, int stride, int width, int outWidth)
+    internal static (int Low, int High) ValidRange(int offset, int stride, int width, int outWidth)
     {
         int low = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
         int high = offset > width - 1 ? 0 : Math.Min(outWidth, (width - 1 - offset) / stride + 1);
@@ -288,13 +291,58 @@ internal static unsafe class ConvKernels
     }
 
     /// <summary>
-    /// Unrolls group g of samples [n0, n0 + nb) into columns [C/G*R*S, nb*PQ]: row (c, r, s), column
-    /// (i, p, q) holds x[n0 + i, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw], zero outside the input.
+    /// Unrolls group g of samples [n0, n0 + nb) into columns [C/G*R*S, nb*PQ] with row stride ld
+    /// (at least nb*PQ + Slack): row (c, r, s), column (i, p, q) holds
+    /// x[n0 + i, g*C/G + c, p*sh - ph + r*dh, q*sw - pw + s*dw], zero outside the input.
     /// </summary>
-    private static void Im2Col(ref Job job, int n0, int nb, int g, float* cols)
+    private static void Im2Col(ref Job job, int n0, int nb, int g, float* cols, int ld, float* padded)
     {
         ref readonly Conv2dParams p = ref job.P;
-        int ld = nb * job.PQ;
+        if (job.Direct)
+        {
+            // 1x1, stride 1, no padding: each row is the input plane itself.
+            for (int c = 0; c < job.Cg; c++)
+            {
+                for (int i = 0; i < nb; i++)
+                    Copy(cols + (long)c * ld + i * job.PQ, job.X + ((long)(n0 + i) * p.C + g * job.Cg + c) * job.HW, job.PQ);
+            }
+            return;
+        }
+        if (p.StrideW != 1)
+        {
+            Im2ColStrided(ref job, n0, nb, g, cols, ld);
+            return;
+        }
+        // Unit stride along W: copy each input plane once into a zero-bordered [H + 2ph, W + 2pw] buffer,
+        // after which every output row of every (r, s) row is a plain copy with no bounds checks. The
+        // copies run whole vectors past the row's end; the overrun lands on positions written later
+        // (the next output row, the next sample's segment) or in the Slack at the end of the row.
+        int outH = p.P, outW = p.Q;
+        int wp = p.W + 2 * p.PadW, hp = p.H + 2 * p.PadH;
+        new Span<float>(padded, hp * wp).Clear();
+        for (int i = 0; i < nb; i++)
+        {
+            for (int c = 0; c < job.Cg; c++)
+            {
+                float* plane = job.X + ((long)(n0 + i) * p.C + g * job.Cg + c) * job.HW;
+                for (int ih = 0; ih < p.H; ih++) Copy(padded + (ih + p.PadH) * wp + p.PadW, plane + ih * p.W, p.W);
+                for (int r = 0; r < p.R; r++)
+                {
+                    for (int s = 0; s < p.S; s++)
+                    {
+                        float* dst = cols + (long)((c * p.R + r) * p.S + s) * ld + (long)i * job.PQ;
+                        float* src = padded + r * p.DilationH * wp + s * p.DilationW;
+                        for (int oh = 0; oh < outH; oh++) CopyWhole(dst + oh * outW, src + oh * p.StrideH * wp, outW);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary><see cref="Im2Col"/> for strides above 1 along W: bounds-checked gathers.</summary>
+    private static void Im2ColStrided(ref Job job, int n0, int nb, int g, float* cols, int ld)
+    {
+        ref readonly Conv2dParams p = ref job.P;
         int outH = p.P, outW = p.Q, sw = p.StrideW;
         for (int c = 0; c < job.Cg; c++)
         {
@@ -321,7 +369,7 @@ internal static unsafe class ConvKernels
                             for (int q = 0; q < qLow; q++) dst[q] = 0f;
                             if (sw == 1)
                             {
-                                Unsafe.CopyBlockUnaligned(dst + qLow, src + qLow, (uint)(qHigh - qLow) * sizeof(float));
+                                Copy(dst + qLow, src + qLow, qHigh - qLow);
                             }
                             else if (sw == 2)
                             {
@@ -376,6 +424,44 @@ internal static unsafe class ConvKernels
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// dst[i] = src[i] for i in [0, n), inline: the rows copied here are often a few floats long
+    /// (6-wide MNIST maps), where a call to memmove costs more than the copy.
+    /// </summary>
+    private static void Copy(float* dst, float* src, int n)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count) Vector512.Store(Vector512.Load(src + i), dst + i);
+        }
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count) Vector256.Store(Vector256.Load(src + i), dst + i);
+        }
+        for (; i < n; i++) dst[i] = src[i];
+    }
+
+    /// <summary>
+    /// dst[i] = src[i] for i in [0, n), in whole vectors: may read and write up to a vector (16 floats)
+    /// past n, so both buffers need that much slack.
+    /// </summary>
+    private static void CopyWhole(float* dst, float* src, int n)
+    {
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i < n; i += Vector512<float>.Count) Vector512.Store(Vector512.Load(src + i), dst + i);
+            return;
+        }
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i < n; i += Vector256<float>.Count) Vector256.Store(Vector256.Load(src + i), dst + i);
+            return;
+        }
+        for (; i < n; i++) dst[i] = src[i];
     }
 
     /// <summary>dst[i] = src[2 i] for i in [0, n); reads nothing past src[2 (n - 1)].</summary>

@@ -27,11 +27,13 @@ internal sealed unsafe class ConvScratch
         Partials,
         /// <summary>The flipped kernel of a stride-1 backward-data pass (caller thread only).</summary>
         Weights,
+        /// <summary>One zero-bordered input plane for the unit-stride im2col.</summary>
+        Padded,
     }
 
     [ThreadStatic] private static ConvScratch? current;
 
-    private readonly float[][] buffers = [[], [], [], []];
+    private readonly float[][] buffers = [[], [], [], [], []];
 
     /// <summary>This thread's scratch.</summary>
     internal static ConvScratch Current => current ??= new ConvScratch();

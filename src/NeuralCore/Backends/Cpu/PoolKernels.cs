@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace NeuralCore.Backends.Cpu;
@@ -12,18 +13,39 @@ namespace NeuralCore.Backends.Cpu;
 /// Planes are split over <see cref="CpuThreading.Threads"/>; every plane is computed the same way
 /// whatever the split, so results do not depend on the thread count. Within a plane the kernel walks
 /// one window offset (kernel row, kernel column) at a time across a whole output row, which makes the
-/// common stride-1-along-W case (CP-ResNet's (2, 1) pools) a vector operation.
+/// common stride-1-along-W case (CP-ResNet's (2, 1) pools) a vector operation; stride 2 along W (the
+/// 2x2 pools) first gathers every other input into a stack buffer. Planes with output rows too short
+/// for vectors (MNIST's 6-wide maps) instead gather each window offset of the whole plane through a
+/// precomputed index table and scan the plane as one vector.
 /// </remarks>
 internal static unsafe class PoolKernels
 {
     // Below this many input elements per part, waking a worker costs more than it saves.
     private const long MinElementsPerPart = 1 << 15;
 
+    // Forward pooling with output rows shorter than this (too short for the row kernel's vectors) scans
+    // whole planes through a window table of at most MaxNarrowTable entries instead.
+    private const int NarrowRow = 16;
+    private const int MaxNarrowTable = 4096;
+
+    // Output rows up to this long gather strided inputs into a stack buffer and take the vector path.
+    private const int MaxGatheredRow = 1024;
+
+    /// <summary>
+    /// <see cref="Pool2dParams"/> with the output size computed once: its P and Q are properties that
+    /// divide on every read, which costs more than the pooling itself for small planes.
+    /// </summary>
+    private readonly struct Geometry(in Pool2dParams p)
+    {
+        public readonly int N = p.N, C = p.C, H = p.H, W = p.W, P = p.P, Q = p.Q;
+        public readonly int KernelH = p.KernelH, KernelW = p.KernelW, StrideH = p.StrideH, StrideW = p.StrideW, PadH = p.PadH, PadW = p.PadW;
+    }
+
     private struct Job
     {
         public PoolKind Kind;
         public bool Backward;
-        public Pool2dParams P;
+        public Geometry P;
         public float* X, Y;
         public int* Indices;
         public int Planes, Parts;
@@ -32,20 +54,20 @@ internal static unsafe class PoolKernels
     /// <summary>y = pool(x); for max pooling, indices (or null) receives the flat h*W+w index of each maximum.</summary>
     internal static void Forward(PoolKind kind, float* x, float* y, int* indices, in Pool2dParams p)
     {
-        var job = new Job { Kind = kind, P = p, X = x, Y = y, Indices = indices };
+        var job = new Job { Kind = kind, P = new Geometry(p), X = x, Y = y, Indices = indices };
         Execute(ref job);
     }
 
     /// <summary>dx = gradient of the pooling for output gradient dy (dx overwritten); max pooling needs the forward indices.</summary>
     internal static void Backward(PoolKind kind, float* dy, int* indices, float* dx, in Pool2dParams p)
     {
-        var job = new Job { Kind = kind, Backward = true, P = p, X = dx, Y = dy, Indices = indices };
+        var job = new Job { Kind = kind, Backward = true, P = new Geometry(p), X = dx, Y = dy, Indices = indices };
         Execute(ref job);
     }
 
     private static void Execute(ref Job job)
     {
-        ref readonly Pool2dParams p = ref job.P;
+        ref readonly Geometry p = ref job.P;
         job.Planes = p.N * p.C;
         long elements = (long)job.Planes * p.H * p.W;
         job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, Math.Max(job.Planes, 1)));
@@ -56,10 +78,11 @@ internal static unsafe class PoolKernels
     private static void RunPart(void* state, int part)
     {
         ref Job job = ref *(Job*)state;
-        ref readonly Pool2dParams p = ref job.P;
+        ref readonly Geometry p = ref job.P;
         int first = (int)((long)part * job.Planes / job.Parts);
         int end = (int)((long)(part + 1) * job.Planes / job.Parts);
         long hw = (long)p.H * p.W, pq = (long)p.P * p.Q;
+        if (!job.Backward && p.Q < NarrowRow && RunNarrow(ref job, first, end)) return;
         for (int plane = first; plane < end; plane++)
         {
             float* x = job.X + plane * hw;
@@ -78,18 +101,48 @@ internal static unsafe class PoolKernels
         }
     }
 
-    /// <summary>First and end output column q whose input column q*stride + offset lies inside [0, width).</summary>
-    private static (int Low, int High) ValidRange(int offset, int stride, int width, int outWidth)
+    /// <summary>
+    /// Forward pooling of planes [first, end) whose output rows are too short for the row kernels, through
+    /// one window table shared by the planes; false (nothing done) when the table would be too large.
+    /// </summary>
+    private static bool RunNarrow(ref Job job, int first, int end)
     {
-        int low = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-        int high = offset > width - 1 ? 0 : Math.Min(outWidth, (width - 1 - offset) / stride + 1);
-        low = Math.Min(low, outWidth);
-        return (low, Math.Max(low, high));
+        ref readonly Geometry p = ref job.P;
+        long hw = (long)p.H * p.W, pq = (long)p.P * p.Q;
+        int padded = (int)((pq + Vector256<float>.Count - 1) / Vector256<float>.Count * Vector256<float>.Count);
+        long tableLength = (long)padded * p.KernelH * p.KernelW;
+        if (tableLength > MaxNarrowTable) return false;
+        int* table = stackalloc int[(int)tableLength];
+        int* firstAt = stackalloc int[padded];
+        // Max: best value and its index so far; average: running sum and divisor.
+        float* best = stackalloc float[padded];
+        int* at = stackalloc int[padded];
+        float* sum = stackalloc float[padded];
+        float* divisor = stackalloc float[padded];
+        float* values = stackalloc float[padded];
+        BuildWindowTable(p, padded, table, firstAt);
+        if (job.Kind == PoolKind.Average)
+        {
+            for (int o = 0; o < p.P * p.Q; o++)
+            {
+                int hs = o / p.Q * p.StrideH - p.PadH;
+                divisor[o] = Divisor(p, hs, Math.Min(hs + p.KernelH, p.H + p.PadH), o % p.Q);
+            }
+        }
+        for (int plane = first; plane < end; plane++)
+        {
+            float* x = job.X + plane * hw, y = job.Y + plane * pq;
+            if (job.Kind == PoolKind.Average) AveragePlaneNarrow(x, y, p, padded, table, divisor, sum, values);
+            else MaxPlaneNarrow(x, y, job.Indices == null ? null : job.Indices + plane * pq, p, padded, table, firstAt, best, at, values);
+        }
+        return true;
     }
 
-    private static void MaxPlane(float* x, float* y, int* indices, in Pool2dParams p)
+    private static void MaxPlane(float* x, float* y, int* indices, in Geometry p)
     {
         int outW = p.Q, sw = p.StrideW;
+        bool gather = sw == 2 && outW <= MaxGatheredRow;
+        float* gathered = stackalloc float[gather ? outW : 0];
         for (int oh = 0; oh < p.P; oh++)
         {
             int hs = oh * p.StrideH - p.PadH;
@@ -108,34 +161,118 @@ internal static unsafe class PoolKernels
                 for (int kw = 0; kw < p.KernelW; kw++)
                 {
                     int offset = kw - p.PadW;
-                    var (qLow, qHigh) = ValidRange(offset, sw, p.W, outW);
+                    var (qLow, qHigh) = ConvKernels.ValidRange(offset, sw, p.W, outW);
                     int rowBase = ih * p.W + offset;
                     if (sw == 1)
                     {
-                        MaxUnitStride(yr, ir, xr + offset, rowBase, qLow, qHigh);
-                        continue;
+                        MaxRow(yr, ir, xr + offset, rowBase, 1, qLow, qHigh);
                     }
-                    for (int q = qLow; q < qHigh; q++)
+                    else if (gather)
                     {
-                        float v = xr[q * sw + offset];
-                        if (v > yr[q] || float.IsNaN(v))
-                        {
-                            yr[q] = v;
-                            if (ir != null) ir[q] = rowBase + q * sw;
-                        }
+                        ConvKernels.GatherStride2(gathered + qLow, xr + offset + 2 * qLow, qHigh - qLow);
+                        MaxRow(yr, ir, gathered, rowBase, 2, qLow, qHigh);
+                    }
+                    else
+                    {
+                        for (int q = qLow; q < qHigh; q++) MaxStep(yr, ir, q, xr[q * sw + offset], rowBase + q * sw);
                     }
                 }
             }
         }
     }
 
-    /// <summary>For q in [low, high): if src[q] &gt; y[q] or is NaN, y[q] = src[q] and indices[q] = rowBase + q.</summary>
-    private static void MaxUnitStride(float* y, int* indices, float* src, int rowBase, int low, int high)
+    /// <summary>
+    /// The window table of a narrow plane (output rows too short for vectors): for window offset k
+    /// (kernel row-major) and output o, table[k * padded + o] is the flat input index or -1 when the
+    /// offset falls in the padding (or o is past the end); first[o] is the window's first input position.
+    /// </summary>
+    private static void BuildWindowTable(in Geometry p, int padded, int* table, int* first)
+    {
+        int pq = p.P * p.Q;
+        for (int o = 0; o < padded; o++)
+        {
+            int oh = o / p.Q, q = o % p.Q;
+            int hs = oh * p.StrideH - p.PadH, ws = q * p.StrideW - p.PadW;
+            first[o] = o < pq ? Math.Max(hs, 0) * p.W + Math.Max(ws, 0) : 0;
+            for (int kh = 0; kh < p.KernelH; kh++)
+            {
+                for (int kw = 0; kw < p.KernelW; kw++)
+                {
+                    int ih = hs + kh, iw = ws + kw;
+                    bool inside = o < pq && (uint)ih < (uint)p.H && (uint)iw < (uint)p.W;
+                    table[(kh * p.KernelW + kw) * padded + o] = inside ? ih * p.W + iw : -1;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Average pooling of a narrow plane through its window table (padding reads as 0); divisor[o] is
+    /// output o's count_include_pad divisor. sum and values are scratch of <paramref name="padded"/> elements.
+    /// </summary>
+    private static void AveragePlaneNarrow(float* x, float* y, in Geometry p, int padded, int* table, float* divisor,
+        float* sum, float* values)
+    {
+        new Span<float>(sum, padded).Clear();
+        int windows = p.KernelH * p.KernelW;
+        for (int k = 0; k < windows; k++)
+        {
+            int* t = table + k * padded;
+            for (int o = 0; o < padded; o++) values[o] = t[o] >= 0 ? x[t[o]] : 0f;
+            ConvKernels.Add(sum, values, padded);
+        }
+        int pq = p.P * p.Q;
+        for (int o = 0; o < pq; o++) y[o] = sum[o] / divisor[o];
+    }
+
+    /// <summary>
+    /// Max pooling of a narrow plane through its window table: one gather and one vector scan of the
+    /// whole plane per window offset. best, at and values are scratch of <paramref name="padded"/> elements.
+    /// </summary>
+    private static void MaxPlaneNarrow(float* x, float* y, int* indices, in Geometry p, int padded, int* table, int* first,
+        float* best, int* at, float* values)
+    {
+        for (int o = 0; o < padded; o++) best[o] = float.NegativeInfinity;
+        Unsafe.CopyBlockUnaligned(at, first, (uint)padded * sizeof(int));
+        int windows = p.KernelH * p.KernelW;
+        for (int k = 0; k < windows; k++)
+        {
+            int* t = table + k * padded;
+            for (int o = 0; o < padded; o++) values[o] = t[o] >= 0 ? x[t[o]] : float.NegativeInfinity;
+            int q = 0;
+            if (Vector256.IsHardwareAccelerated)
+            {
+                for (; q <= padded - Vector256<float>.Count; q += Vector256<float>.Count)
+                {
+                    var v = Vector256.Load(values + q);
+                    var m = Vector256.Load(best + q);
+                    var take = Vector256.GreaterThan(v, m) | ~Vector256.Equals(v, v);
+                    Vector256.Store(Vector256.ConditionalSelect(take, v, m), best + q);
+                    Vector256.Store(Vector256.ConditionalSelect(take.AsInt32(), Vector256.Load(t + q), Vector256.Load(at + q)), at + q);
+                }
+            }
+            for (; q < padded; q++)
+            {
+                float v = values[q];
+                if (v > best[q] || float.IsNaN(v))
+                {
+                    best[q] = v;
+                    at[q] = t[q];
+                }
+            }
+        }
+        int pq = p.P * p.Q;
+        Unsafe.CopyBlockUnaligned(y, best, (uint)pq * sizeof(float));
+        if (indices != null) Unsafe.CopyBlockUnaligned(indices, at, (uint)pq * sizeof(int));
+    }
+
+    /// <summary>For q in [low, high): if src[q] &gt; y[q] or is NaN, y[q] = src[q] and indices[q] = rowBase + q * step.</summary>
+    private static void MaxRow(float* y, int* indices, float* src, int rowBase, int step, int low, int high)
     {
         int q = low;
         if (Vector256.IsHardwareAccelerated)
         {
-            var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+            var lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * step;
             for (; q <= high - Vector256<float>.Count; q += Vector256<float>.Count)
             {
                 var v = Vector256.Load(src + q);
@@ -144,23 +281,24 @@ internal static unsafe class PoolKernels
                 Vector256.Store(Vector256.ConditionalSelect(take, v, m), y + q);
                 if (indices != null)
                 {
-                    var at = Vector256.Create(rowBase + q) + lane;
+                    var at = Vector256.Create(rowBase + q * step) + lanes;
                     Vector256.Store(Vector256.ConditionalSelect(take.AsInt32(), at, Vector256.Load(indices + q)), indices + q);
                 }
             }
         }
-        for (; q < high; q++)
-        {
-            float v = src[q];
-            if (v > y[q] || float.IsNaN(v))
-            {
-                y[q] = v;
-                if (indices != null) indices[q] = rowBase + q;
-            }
-        }
+        for (; q < high; q++) MaxStep(y, indices, q, src[q], rowBase + q * step);
     }
 
-    private static void MaxBackwardPlane(float* dy, int* indices, float* dx, in Pool2dParams p)
+    /// <summary>One scalar step of the scan, written without branches on the data (random inputs defeat prediction).</summary>
+    private static void MaxStep(float* y, int* indices, int q, float v, int at)
+    {
+        float m = y[q];
+        bool take = v > m || float.IsNaN(v);
+        y[q] = take ? v : m;
+        if (indices != null) indices[q] = take ? at : indices[q];
+    }
+
+    private static void MaxBackwardPlane(float* dy, int* indices, float* dx, in Geometry p)
     {
         int hw = p.H * p.W, pq = p.P * p.Q;
         new Span<float>(dx, hw).Clear();
@@ -176,9 +314,11 @@ internal static unsafe class PoolKernels
         }
     }
 
-    private static void AveragePlane(float* x, float* y, in Pool2dParams p)
+    private static void AveragePlane(float* x, float* y, in Geometry p)
     {
         int outW = p.Q, sw = p.StrideW;
+        bool gather = sw == 2 && outW <= MaxGatheredRow;
+        float* gathered = stackalloc float[gather ? outW : 0];
         for (int oh = 0; oh < p.P; oh++)
         {
             int hs = oh * p.StrideH - p.PadH;
@@ -192,13 +332,20 @@ internal static unsafe class PoolKernels
                 for (int kw = 0; kw < p.KernelW; kw++)
                 {
                     int offset = kw - p.PadW;
-                    var (qLow, qHigh) = ValidRange(offset, sw, p.W, outW);
+                    var (qLow, qHigh) = ConvKernels.ValidRange(offset, sw, p.W, outW);
                     if (sw == 1)
                     {
                         ConvKernels.Add(yr + qLow, xr + offset + qLow, qHigh - qLow);
-                        continue;
                     }
-                    for (int q = qLow; q < qHigh; q++) yr[q] += xr[q * sw + offset];
+                    else if (gather)
+                    {
+                        ConvKernels.GatherStride2(gathered + qLow, xr + offset + 2 * qLow, qHigh - qLow);
+                        ConvKernels.Add(yr + qLow, gathered + qLow, qHigh - qLow);
+                    }
+                    else
+                    {
+                        for (int q = qLow; q < qHigh; q++) yr[q] += xr[q * sw + offset];
+                    }
                 }
             }
             for (int q = 0; q < outW; q++) yr[q] /= Divisor(p, hs, he, q);
@@ -206,14 +353,14 @@ internal static unsafe class PoolKernels
     }
 
     /// <summary>The count_include_pad divisor: the window clipped to the padded input, padding included.</summary>
-    private static int Divisor(in Pool2dParams p, int hs, int he, int q)
+    private static int Divisor(in Geometry p, int hs, int he, int q)
     {
         int ws = q * p.StrideW - p.PadW;
         int we = Math.Min(ws + p.KernelW, p.W + p.PadW);
         return (he - hs) * (we - ws);
     }
 
-    private static void AverageBackwardPlane(float* dy, float* dx, in Pool2dParams p)
+    private static void AverageBackwardPlane(float* dy, float* dx, in Geometry p)
     {
         new Span<float>(dx, p.H * p.W).Clear();
         for (int oh = 0; oh < p.P; oh++)
