@@ -76,6 +76,7 @@ internal static class Program
         root.Add(TrainCommand.Create(console));
         root.Add(TestCommand.Create(console));
         root.Add(PredictCommand.Create(console));
+        root.Add(PruneCommand.Create(console));
         return root;
     }
 

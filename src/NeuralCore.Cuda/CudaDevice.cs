@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
-using System.Text;
 using NeuralCore.Cuda.Interop;
 
 namespace NeuralCore.Cuda;
@@ -45,7 +44,7 @@ internal sealed unsafe class CudaDevice
         foreach (var lib in new[] { NativeLibraries.Nvrtc, NativeLibraries.Cublas })
             if (!NativeLibraries.Load(lib).Found) throw new CudaUnavailableException(CudaDiagnostics.MissingSentence(lib));
 
-        CudaDriver.Check(CudaDriver.cuDeviceGet(out var device), "cuDeviceGet");
+        CudaDriver.Check(CudaDriver.cuDeviceGet(out var device, ordinal), "cuDeviceGet");
         Handle = device;
         var name = stackalloc byte[256];
         CudaDriver.Check(CudaDriver.cuDeviceGetName(name, 256, device), "cuDeviceGetName");
@@ -179,8 +178,14 @@ internal sealed unsafe class CudaDevice
     public void Launch(nint function, uint grid, uint block, ref KernelArgs args, string name)
     {
         MakeCurrent();
-        var result = CudaDriver.cuLaunchKernel(function, grid, 1, 1, block, 1, 1, 0, Stream, args.Pointers, null);
-        if (result != 0) CudaDriver.Check(result, $"cuLaunchKernel ({name})");
+        var pointers = stackalloc void*[args.Count];
+        // SAFETY: args is pinned for the launch; the driver copies the argument values before cuLaunchKernel returns.
+        fixed (KernelArgs* a = &args)
+        {
+            a->Addresses(pointers);
+            var result = CudaDriver.cuLaunchKernel(function, grid, 1, 1, block, 1, 1, 0, Stream, pointers, null);
+            if (result != 0) CudaDriver.Check(result, $"cuLaunchKernel ({name})");
+        }
     }
 
     /// <summary>Copies <paramref name="bytes"/> bytes from host memory to the device through the pinned staging buffer.</summary>
@@ -257,46 +262,40 @@ internal sealed unsafe class CudaDevice
     }
 
     /// <summary>A one-line description: name, compute capability, SMs.</summary>
-    public override string ToString()
-    {
-        var sb = new StringBuilder($"cuda:{Ordinal} {Name} (compute capability {ComputeCapability / 10}.{ComputeCapability % 10}, {MultiprocessorCount} SMs)");
-        return sb.ToString();
-    }
+    public override string ToString() =>
+        $"cuda:{Ordinal} {Name} (compute capability {ComputeCapability / 10}.{ComputeCapability % 10}, {MultiprocessorCount} SMs)";
 }
 
 /// <summary>
-/// Packs kernel arguments for <c>cuLaunchKernel</c> without allocating: each value is copied into a
-/// stack buffer (8-byte aligned) and its address recorded in the pointer array the driver reads.
+/// Kernel arguments for <c>cuLaunchKernel</c>, packed without allocating: each value is copied into an inline
+/// buffer at an 8-byte aligned offset; <see cref="CudaDevice.Launch"/> builds the pointer array the driver reads.
 /// </summary>
-internal unsafe ref struct KernelArgs
+internal unsafe struct KernelArgs
 {
-    private readonly byte* _values;
-    private readonly void** _pointers;
-    private readonly int _capacityBytes, _capacityArgs;
+    private const int Capacity = 512, MaxArgs = 32;
+    private fixed byte _values[Capacity];
+    private fixed int _offsets[MaxArgs];
     private int _used, _count;
 
-    /// <summary>Wraps caller-provided stack memory (the pointers must stay valid until the launch).</summary>
-    public KernelArgs(byte* values, int capacityBytes, void** pointers, int capacityArgs)
-    {
-        _values = values;
-        _pointers = pointers;
-        _capacityBytes = capacityBytes;
-        _capacityArgs = capacityArgs;
-    }
+    /// <summary>Number of arguments added.</summary>
+    public readonly int Count => _count;
 
-    /// <summary>The argument pointer array for the launch.</summary>
-    public readonly void** Pointers => _pointers;
-
-    /// <summary>Appends one argument by value.</summary>
+    /// <summary>Appends one argument by value (a device pointer is a ulong, a struct is copied whole).</summary>
     public void Add<T>(T value) where T : unmanaged
     {
-        var size = sizeof(T);
         var at = (_used + 7) & ~7;
-        if (at + size > _capacityBytes || _count >= _capacityArgs)
-            throw new InvalidOperationException($"Kernel argument buffer too small ({_capacityBytes} bytes, {_capacityArgs} arguments).");
-        // SAFETY: bounds checked above against the caller's buffer.
-        *(T*)(_values + at) = value;
-        _pointers[_count++] = _values + at;
-        _used = at + size;
+        if (at + sizeof(T) > Capacity || _count >= MaxArgs)
+            throw new InvalidOperationException($"Kernel arguments exceed {Capacity} bytes or {MaxArgs} values.");
+        // SAFETY: bounds checked above against the inline buffer.
+        fixed (byte* v = _values) *(T*)(v + at) = value;
+        _offsets[_count++] = at;
+        _used = at + sizeof(T);
+    }
+
+    /// <summary>Fills <paramref name="pointers"/> (Count entries) with the addresses of the values; valid while this struct is pinned.</summary>
+    public void Addresses(void** pointers)
+    {
+        fixed (byte* v = _values)
+            for (var i = 0; i < _count; i++) pointers[i] = v + _offsets[i];
     }
 }

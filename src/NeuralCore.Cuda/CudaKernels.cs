@@ -72,32 +72,32 @@ public static class CudaKernels
     /// <exception cref="CudaUnavailableException">NVRTC cannot be found.</exception>
     public static IReadOnlyList<KernelCompileResult> CompileAll(params int[] computeCapabilities)
     {
-        var supported = SupportedArchitectures();
-        var (major, minor) = Nvrtc.Version();
         var results = new List<KernelCompileResult>();
         foreach (var cc in computeCapabilities)
-        {
-            var arch = $"compute_{cc}";
             foreach (var file in Files)
-            {
-                if (!supported.Contains(cc))
-                {
-                    results.Add(new(file, arch, false, true,
-                        $"NVRTC {major}.{minor} does not support {arch} (it supports {string.Join(", ", supported.Select(a => $"compute_{a}"))})", []));
-                    continue;
-                }
-                try
-                {
-                    var output = Compile(file, arch);
-                    results.Add(new(file, arch, true, false, output.Log, PtxEntries(output.Image)));
-                }
-                catch (CudaException e)
-                {
-                    results.Add(new(file, arch, false, false, e.Message, []));
-                }
-            }
-        }
+                results.Add(CompileOne(file, cc));
         return results;
+    }
+
+    /// <summary>Compiles one kernel file for compute_<paramref name="cc"/>; skipped (with the reason) when this NVRTC does not know it.</summary>
+    /// <exception cref="CudaUnavailableException">NVRTC cannot be found.</exception>
+    public static KernelCompileResult CompileOne(string file, int cc)
+    {
+        var supported = SupportedArchitectures();
+        var (major, minor) = Nvrtc.Version();
+        var arch = $"compute_{cc}";
+        if (!supported.Contains(cc))
+            return new(file, arch, false, true,
+                $"NVRTC {major}.{minor} does not support {arch} (it supports {string.Join(", ", supported.Select(a => $"compute_{a}"))})", []);
+        try
+        {
+            var output = Compile(file, arch);
+            return new(file, arch, true, false, output.Log, PtxEntries(output.Image));
+        }
+        catch (CudaException e)
+        {
+            return new(file, arch, false, false, e.Message, []);
+        }
     }
 
     /// <summary>The NVRTC options every compilation uses (besides the architecture).</summary>
@@ -114,9 +114,10 @@ public static class CudaKernels
     /// <summary>
     /// The loadable image of <paramref name="file"/> for a device of compute capability <paramref name="cc"/> (80 for 8.0):
     /// CUBIN for sm_cc when NVRTC supports it, else PTX for the newest older virtual architecture it supports (the
-    /// driver JIT-compiles that for the device). Read from the disk cache when present, written there after compiling.
+    /// driver JIT-compiles that for the device). Read from the disk cache (<paramref name="cacheDirectory"/>, default
+    /// <see cref="CacheDirectory"/>) when present, written there after compiling.
     /// </summary>
-    internal static byte[] Image(string file, int cc)
+    internal static byte[] Image(string file, int cc, string? cacheDirectory = null)
     {
         var supported = SupportedArchitectures();
         string arch;
@@ -129,7 +130,7 @@ public static class CudaKernels
                     $"NVRTC {string.Join('.', NvrtcVersion())} cannot compile for this GPU (compute capability {cc / 10}.{cc % 10}); install a newer NVRTC (CUDA 12 or 13) and point NEURALCORE_CUDA_PATH at it.");
             arch = $"compute_{older}";
         }
-        var path = Path.Combine(CacheDirectory, CacheFileName(file, arch));
+        var path = Path.Combine(cacheDirectory ?? CacheDirectory, CacheFileName(file, arch));
         if (File.Exists(path))
         {
             try { return File.ReadAllBytes(path); }

@@ -83,7 +83,7 @@ internal sealed class GraphTranslator
 
         // An output that is an alias of another value (a copy) still needs a node that produces the output name.
         if (_values[_output] != _options.OutputName)
-            _b.AddNode("Identity", "", [_values[_output]], outputs: [_options.OutputName]);
+            _b.AddNode("Identity", "", [_values[_output]], _options.OutputName);
         _b.Graph.Output.Add(_b.ValueInfo(_options.OutputName, _output.Shape, Axis(_output)));
         return _b.Graph;
     }
@@ -185,18 +185,17 @@ internal sealed class GraphTranslator
     {
         produced ??= node.Output;
         var isOutput = ReferenceEquals(produced, _output);
-        var outputs = isOutput ? [_options.OutputName] : (string[]?)null;
-        var name = _b.AddNode(opType, Scope(node), inputs, outputs: outputs, attributes: attributes)[0];
+        var name = _b.AddNode(opType, Scope(node), inputs, isOutput ? _options.OutputName : null, attributes);
         _values[produced] = name;
         _batchAxis[produced] = batchAxis;
         if (!isOutput) _b.Graph.ValueInfo.Add(_b.ValueInfo(name, produced.Shape, batchAxis));
     }
 
-    /// <summary>Emits a helper node of a multi-node lowering and returns its output value.</summary>
-    private string EmitIntermediate(Node node, string opType, IEnumerable<string> inputs, int[] shape, int batchAxis, params AttributeProto[] attributes)
+    /// <summary>Emits a helper node of a multi-node lowering and returns its output value (with a value_info when the shape is given).</summary>
+    private string EmitIntermediate(Node node, string opType, IEnumerable<string> inputs, int[]? shape, int batchAxis, params AttributeProto[] attributes)
     {
-        var name = _b.AddNode(opType, Scope(node), inputs, attributes: attributes)[0];
-        _b.Graph.ValueInfo.Add(_b.ValueInfo(name, shape, batchAxis));
+        var name = _b.AddNode(opType, Scope(node), inputs, attributes: attributes);
+        if (shape is not null) _b.Graph.ValueInfo.Add(_b.ValueInfo(name, shape, batchAxis));
         return name;
     }
 
@@ -371,7 +370,34 @@ internal sealed class GraphTranslator
         };
         // NeuralCore's average pool counts the zero padding, as PyTorch's default does.
         if (node.Kind == OpKind.AvgPool2d) attributes.Add(Int("count_include_pad", 1));
-        Emit(node, node.Kind == OpKind.MaxPool2d ? "MaxPool" : "AveragePool", [Name(x)], Axis(x), attributes: attributes.ToArray());
+        var opType = node.Kind == OpKind.MaxPool2d ? "MaxPool" : "AveragePool";
+        if (!CeilModeSizeIsAmbiguous(node))
+        {
+            Emit(node, opType, [Name(x)], Axis(x), attributes: attributes.ToArray());
+            return;
+        }
+        // NOTE: in ceil mode PyTorch (and NeuralCore) drop a last window that would start in the end padding. ONNX
+        // Runtime computes the same windows, but the shape inference of opsets 17-21 predicts one more, and a
+        // value_info that contradicts it fails the load. So the pool output gets no declared shape, and a Slice to
+        // the true size (a no-op at run time) gives every later value a shape both agree on.
+        var pooled = EmitIntermediate(node, opType, [Name(x)], null, Axis(x), attributes.ToArray());
+        long h = node.Output.Size(2), w = node.Output.Size(3);
+        Emit(node, "Slice", [pooled, _b.Int64Vector(0, 0), _b.Int64Vector(h, w), _b.Int64Vector(2, 3)], Axis(x));
+    }
+
+    /// <summary>True when a ceil-mode pool's output is smaller than ceil((in + 2 pad - kernel) / stride) + 1.</summary>
+    private static bool CeilModeSizeIsAmbiguous(Node node)
+    {
+        if (node.Attributes["ceil_mode"] is not true) return false;
+        var kernel = IntsOf(node, "kernel");
+        var stride = IntsOf(node, "stride");
+        var padding = IntsOf(node, "padding");
+        for (var i = 0; i < 2; i++)
+        {
+            var span = node.Inputs[0].Size(2 + i) + 2 * padding[i] - kernel[i];
+            if ((span + stride[i] - 1) / stride[i] + 1 != node.Output.Size(2 + i)) return true;
+        }
+        return false;
     }
 
     private void AdaptivePool(Node node)

@@ -86,20 +86,19 @@ internal sealed class OnnxGraphBuilder(string batchDimName, bool dynamicBatch)
     }
 
     /// <summary>
-    /// Appends a node named <c>{scope}/{opType}</c> (made unique) and returns its output value names: the given ones, or
-    /// fresh <c>{node}_output_k</c> names.
+    /// Appends a node named <c>{scope}/{opType}</c> (made unique) with one output and returns the output's value name:
+    /// <paramref name="output"/> (already reserved) or a fresh <c>{node}_output_0</c>.
     /// </summary>
-    public string[] AddNode(string opType, string scope, IEnumerable<string> inputs, int outputCount = 1, string[]? outputs = null,
-        params AttributeProto[] attributes)
+    public string AddNode(string opType, string scope, IEnumerable<string> inputs, string? output = null, params AttributeProto[] attributes)
     {
         var nodeName = Unique(_nodeNames, scope + "/" + opType);
         var node = new NodeProto { Name = nodeName, OpType = opType };
         node.Input.AddRange(inputs);
-        outputs ??= Enumerable.Range(0, outputCount).Select(k => UniqueValueName($"{nodeName}_output_{k}")).ToArray();
-        node.Output.AddRange(outputs);
+        output ??= UniqueValueName($"{nodeName}_output_0");
+        node.Output.Add(output);
         node.Attribute.AddRange(attributes);
         Graph.Node.Add(node);
-        return outputs;
+        return output;
     }
 
     public ValueInfoProto ValueInfo(string name, ReadOnlySpan<int> shape, int batchAxis, int elemType = OnnxDataType.Float)

@@ -30,6 +30,15 @@ public sealed record PrunerOptions
 
     /// <summary>Modules whose output channels are kept (the model's output layer is always kept).</summary>
     public IReadOnlyList<string> IgnoredLayers { get; init; } = [];
+
+    /// <summary>
+    /// Initial group widths by group name, when the model given to the pruner has already been pruned by earlier
+    /// steps (resuming an interrupted iterative run); null takes the widths of the model as it is.
+    /// </summary>
+    public IReadOnlyDictionary<string, int>? InitialWidths { get; init; }
+
+    /// <summary>Steps already taken (resuming an interrupted iterative run; 0 for a fresh one).</summary>
+    public int StepsDone { get; init; }
 }
 
 /// <summary>
@@ -56,9 +65,15 @@ public sealed class Pruner
         _model = model;
         _exampleInput = exampleInput;
         Options = options;
+        if (options.StepsDone < 0 || options.StepsDone > options.IterativeSteps)
+            throw new ArgumentOutOfRangeException(nameof(options), options.StepsDone, $"StepsDone must lie in [0, {options.IterativeSteps}].");
         Graph = DependencyGraph.Build(model, exampleInput, options.IgnoredLayers);
-        _initialWidths = Graph.Groups.ToDictionary(g => g.Name, g => g.Width);
+        _initialWidths = Graph.Groups.ToDictionary(g => g.Name, g => options.InitialWidths?.GetValueOrDefault(g.Name, g.Width) ?? g.Width);
+        CurrentStep = options.StepsDone;
     }
+
+    /// <summary>The width of every group when the pruner started (what ratios are relative to).</summary>
+    public IReadOnlyDictionary<string, int> InitialWidths => _initialWidths;
 
     /// <summary>The settings.</summary>
     public PrunerOptions Options { get; }

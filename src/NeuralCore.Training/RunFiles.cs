@@ -1,3 +1,4 @@
+using NeuralCore.IO;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -33,35 +34,12 @@ public sealed record RunFiles(string Directory)
     {
         var text = new StringBuilder();
         foreach (var m in history) text.Append(JsonSerializer.Serialize(m)).Append('\n');
-        AtomicText.Write(Metrics, text.ToString());
+        AtomicFile.WriteText(Metrics, text.ToString());
     }
 
     /// <summary>Writes <c>config.json</c> atomically.</summary>
-    internal void WriteConfig(JsonObject config) => AtomicText.Write(Config, config.ToJsonString(Indented) + "\n");
+    internal void WriteConfig(JsonObject config) => AtomicFile.WriteText(Config, config.ToJsonString(Indented) + "\n");
 
     /// <summary>Writes <c>test.json</c> atomically.</summary>
-    internal void WriteTest(JsonObject report) => AtomicText.Write(Test, report.ToJsonString(Indented) + "\n");
-}
-
-/// <summary>Writes small text files through a temporary file and a rename, so readers see the old or the new file, never half of one.</summary>
-internal static class AtomicText
-{
-    public static void Write(string path, string text)
-    {
-        string full = Path.GetFullPath(path);
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (var stream = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                stream.Write(Encoding.UTF8.GetBytes(text));
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(temp, full, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
-    }
+    internal void WriteTest(JsonObject report) => AtomicFile.WriteText(Test, report.ToJsonString(Indented) + "\n");
 }

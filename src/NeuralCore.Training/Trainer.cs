@@ -24,7 +24,11 @@ namespace NeuralCore.Training;
 /// and scheduler state, the default generator) or derived from (seed, epoch) (the data order), the resumed run ends
 /// with the same weights as an uninterrupted one on the same thread count.
 /// </para>
-/// <para>Epochs are numbered from 1 in files and messages; the scheduler and the data loader see epoch - 1.</para>
+/// <para>
+/// A fresh run seeds <see cref="Generator.Default"/> with <see cref="TrainerOptions.Seed"/> (as Lightning's
+/// <c>seed_everything</c> does), so ops that are given no generator repeat too. Epochs are numbered from 1 in files
+/// and messages; the scheduler and the data loader see epoch - 1.
+/// </para>
 /// </remarks>
 public sealed class Trainer
 {
@@ -48,6 +52,12 @@ public sealed class Trainer
 
     /// <summary>Called after each file a finished epoch writes, with the file's path (tests use it to stop a run between two writes).</summary>
     internal Action<string>? AfterWrite { get; set; }
+
+    /// <summary>
+    /// Runs after every backward pass and before the optimizer step (sparse-training penalties add their
+    /// gradients here, e.g. <c>NeuralCore.Pruning.BnScaleRegularizer.Apply</c>).
+    /// </summary>
+    public Action? AfterBackward { get; set; }
 
     /// <summary>
     /// Trains <paramref name="model"/> for <see cref="TrainerOptions.Epochs"/> epochs, or, with
@@ -97,17 +107,24 @@ public sealed class Trainer
                 _reporter.Message($"note: the run used {checkpoint.Threads} CPU threads and this process uses {CpuThreading.Threads}; the result will be close to, but not bit-identical with, an uninterrupted run.");
             _reporter.Message($"Resuming '{Options.ExperimentName}' after epoch {startEpoch} of {Options.Epochs} (best so far: epoch {bestEpoch}, val_loss {bestLoss.ToString("F4", CultureInfo.InvariantCulture)}).");
         }
-        else if (Options.Resume)
+        else
         {
-            _reporter.Message($"No checkpoint in {Files.Directory} yet; starting '{Options.ExperimentName}' from epoch 1.");
+            // Ops given no generator (dropout, augmentations) draw from the default one: seeding it makes a fresh
+            // run repeatable, and the checkpoint carries its state across a resume.
+            Generator.Default.ManualSeed(Options.Seed);
+            if (Options.Resume)
+                _reporter.Message($"No checkpoint in {Files.Directory} yet; starting '{Options.ExperimentName}' from epoch 1.");
         }
         // NOTE: metrics.jsonl may hold lines of an epoch that finished after the checkpoint was written; the
         // checkpoint's history is the truth, so the file is cut back to it.
         Files.WriteMetrics(history);
         Files.WriteConfig(ConfigJson(train, validation));
 
-        _reporter.RunStarted(new RunStartInfo(Options.ExperimentName, Files.Directory, Options.Epochs, startEpoch + 1,
-            train.Source.Count, validation.Source.Count, train.BatchCount, model.ParameterCount()));
+        if (startEpoch >= Options.Epochs)
+            _reporter.Message($"'{Options.ExperimentName}' has already finished all {Options.Epochs} epochs; nothing to train.");
+        else
+            _reporter.RunStarted(new RunStartInfo(Options.ExperimentName, Files.Directory, Options.Epochs, startEpoch + 1,
+                train.Source.Count, validation.Source.Count, train.BatchCount, model.ParameterCount()));
 
         for (int epoch = startEpoch + 1; epoch <= Options.Epochs; epoch++)
         {
@@ -124,8 +141,8 @@ public sealed class Trainer
                 var (validationLossSum, validationConfusion) = Evaluator.Run(model, validation, Options.Device, (batch, batches, value) =>
                     new NonFiniteLossException("validation", epoch, batch, batches, value, File.Exists(Files.Last) ? Files.Last : null, epoch - 1));
                 double validationLoss = validationLossSum / Math.Max(validationConfusion.Total, 1);
-                metrics = new EpochMetrics(epoch, trainLoss, trainAccuracy, validationLoss, validationConfusion.Accuracy, lr, clock.Elapsed.TotalSeconds);
-                history.Add(metrics);
+                var finished = new EpochMetrics(epoch, trainLoss, trainAccuracy, validationLoss, validationConfusion.Accuracy, lr, clock.Elapsed.TotalSeconds);
+                history.Add(finished);
                 Files.WriteMetrics(history);
                 AfterWrite?.Invoke(Files.Metrics);
                 if (validationLoss < bestLoss)
@@ -154,6 +171,7 @@ public sealed class Trainer
                     Threads = CpuThreading.Threads,
                 }.Save(Files.Last);
                 AfterWrite?.Invoke(Files.Last);
+                metrics = finished;
             }
             finally
             {
@@ -239,6 +257,7 @@ public sealed class Trainer
                 throw new NonFiniteLossException("training", epoch, batchIndex, train.BatchCount, value,
                     File.Exists(Files.Last) ? Files.Last : null, epoch - 1);
             loss.Backward();
+            AfterBackward?.Invoke();
             optimizer.Step();
 
             lossSum += value * n;

@@ -48,7 +48,10 @@ public sealed record TrainerOptions
     /// <summary>The learning-rate factor at the end of the ramp-down and after it.</summary>
     public double LastLrFactor { get; init; } = 0.001;
 
-    /// <summary>Seed of the training data order (with the epoch); model initialisation uses it too when the caller builds the model from it.</summary>
+    /// <summary>
+    /// Seed of the training data order (with the epoch) and of <see cref="Generator.Default"/> at the start of a fresh
+    /// run; the command line also initialises the model from it.
+    /// </summary>
     public ulong Seed { get; init; } = 42;
 
     /// <summary>Threads for the CPU kernels (sets <c>CpuThreading.Threads</c> when the run starts); null keeps the current setting.</summary>

@@ -20,15 +20,21 @@ public abstract class Storage : IDisposable
 }
 
 /// <summary>Host storage backed by a managed array (float[], long[] or int[]).</summary>
+/// <remarks>
+/// Storage that an op allocates for its output inside a <see cref="TensorScope"/> is rented from a pool of arrays of
+/// the same length and goes back to the pool when the scope ends (unless the scope was told to keep it); after that
+/// its elements can no longer be read, and touching them throws instead of returning another step's values.
+/// </remarks>
 public sealed class CpuStorage : Storage
 {
-    private readonly Array _data;
+    private Array? _data;
+    private readonly DType _dtype;
 
     /// <summary>Wraps <paramref name="data"/> without copying.</summary>
     public CpuStorage(Array data)
     {
         _data = data;
-        DType = data switch
+        _dtype = data switch
         {
             float[] => DType.Float32,
             long[] => DType.Int64,
@@ -46,24 +52,51 @@ public sealed class CpuStorage : Storage
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     });
 
+    /// <summary>Storage of <paramref name="length"/> elements with undefined contents, rented from the pool and owned by the current <see cref="TensorScope"/>.</summary>
+    internal static CpuStorage Rent(TensorScope scope, DType dtype, int length)
+    {
+        var storage = new CpuStorage(Backends.Cpu.CpuBufferPool.Rent(dtype, length)) { Owner = scope };
+        scope.Track(storage);
+        return storage;
+    }
+
+    /// <summary>The scope whose end returns this storage's array to the pool; null for storage the GC owns.</summary>
+    internal TensorScope? Owner { get; set; }
+
+    /// <summary>True after <see cref="Release"/>: the array went back to the pool.</summary>
+    public bool IsReleased => _data is null;
+
+    /// <summary>Hands the array back to the pool; every later access throws.</summary>
+    internal void Release()
+    {
+        if (_data is null) return;
+        Backends.Cpu.CpuBufferPool.Return(_data);
+        _data = null;
+        Owner = null;
+    }
+
     /// <inheritdoc />
     public override Device Device => Device.Cpu;
 
     /// <inheritdoc />
-    public override DType DType { get; }
+    public override DType DType => _dtype;
 
     /// <inheritdoc />
-    public override int Length => _data.Length;
+    public override int Length => Data.Length;
 
     /// <summary>The underlying array.</summary>
-    public Array Array => _data;
+    public Array Array => Data;
 
     /// <summary>The float elements; throws if this is not Float32 storage.</summary>
-    public float[] Floats => _data as float[] ?? throw new InvalidOperationException($"Expected Float32 storage, found {DType}.");
+    public float[] Floats => Data as float[] ?? throw new InvalidOperationException($"Expected Float32 storage, found {DType}.");
 
     /// <summary>The int64 elements; throws if this is not Int64 storage.</summary>
-    public long[] Longs => _data as long[] ?? throw new InvalidOperationException($"Expected Int64 storage, found {DType}.");
+    public long[] Longs => Data as long[] ?? throw new InvalidOperationException($"Expected Int64 storage, found {DType}.");
 
     /// <summary>The int32 elements; throws if this is not Int32 storage.</summary>
-    public int[] Ints => _data as int[] ?? throw new InvalidOperationException($"Expected Int32 storage, found {DType}.");
+    public int[] Ints => Data as int[] ?? throw new InvalidOperationException($"Expected Int32 storage, found {DType}.");
+
+    private Array Data => _data ?? throw new ObjectDisposedException(nameof(CpuStorage),
+        "This tensor was computed inside a TensorScope that has ended, so its memory went back to the pool. " +
+        "Call scope.Keep(tensor) before the scope ends, or Clone() it outside the scope, to use it afterwards.");
 }

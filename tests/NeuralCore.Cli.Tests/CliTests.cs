@@ -36,6 +36,7 @@ public class InfoTests
     [InlineData("train")]
     [InlineData("test")]
     [InlineData("predict")]
+    [InlineData("prune")]
     public void EveryCommand_HasHelp(string command)
     {
         var (code, stdout, _) = Cli.Run(command, "--help");

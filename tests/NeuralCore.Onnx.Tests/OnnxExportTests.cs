@@ -177,6 +177,22 @@ public sealed class OnnxExportTests
         Assert.Contains(("AveragePool", 1L), ceilModes);
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    public void CeilModePools_WhoseLastWindowWouldStartInThePadding_MatchOnnxRuntime(int batch)
+    {
+        // H = 19, kernel 2, stride 2, padding 1: ceil((19 + 2 - 2) / 2) + 1 = 11 windows, but the 11th would start in
+        // the end padding, so PyTorch and NeuralCore keep 10; likewise W = 9 -> 5 (not 6) for the average pool.
+        var model = new Sequential(
+            new MaxPool2d((2, 1), (2, 1), (1, 0), ceilMode: true),
+            new AvgPool2d((3, 2), 2, 1, ceilMode: true),
+            new Conv2d(2, 3, 1, generator: new Generator(1)));
+        var proto = Parse(OnnxExporter.ExportToBytes(model, [2, 19, 9]));
+        Assert.Equal(2, proto.Graph.Node.Count(n => n.OpType == "Slice"));
+        AssertClose(ExportAndCompare(model, [2, 19, 9], batch));
+    }
+
     private sealed class ThresholdModel : Module
     {
         private readonly Conv2d _conv;

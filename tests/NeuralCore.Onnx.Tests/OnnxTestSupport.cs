@@ -114,7 +114,7 @@ internal static class OnnxTestSupport
     public static ModelProto Parse(byte[] bytes) => ModelProto.Parser.ParseFrom(bytes);
 
     /// <summary>
-    /// Gives every conv random weights (CP-ResNet zero-initialises its head and second convs) and every batch norm
+    /// Gives every conv and linear layer random He-scaled weights (CP-ResNet zero-initialises its head and second convs) and every batch norm
     /// random parameters and running statistics, so no layer is an identity. Follow with <see cref="Calibrate"/> for
     /// running statistics that fit the data.
     /// </summary>
@@ -129,6 +129,11 @@ internal static class OnnxTestSupport
                 var fanIn = conv.Weight.NumElements / conv.Weight.Size(0);
                 conv.Weight.CopyFrom(Tensor.Normal(conv.Weight.ShapeArray(), 0, (float)Math.Sqrt(2.0 / fanIn), g));
                 conv.Bias?.CopyFrom(Tensor.Uniform(conv.Bias.ShapeArray(), -0.2f, 0.2f, g));
+            }
+            else if (m is Linear linear)
+            {
+                linear.Weight.CopyFrom(Tensor.Normal(linear.Weight.ShapeArray(), 0, (float)Math.Sqrt(2.0 / linear.InFeatures), g));
+                linear.Bias?.CopyFrom(Tensor.Uniform(linear.Bias.ShapeArray(), -0.2f, 0.2f, g));
             }
             else if (m is BatchNorm2d bn)
             {

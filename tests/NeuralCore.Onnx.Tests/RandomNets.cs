@@ -45,7 +45,8 @@ internal sealed class RandomNet : Module
             });
         }
         Add(new Head(shape, rng.Next(3), rng.Next(2) == 0, g));
-        OnnxTestSupport.Calibrate(this, inputShape, (ulong)seed + 1000);
+        OnnxTestSupport.Randomize(this, (ulong)seed + 1000);
+        OnnxTestSupport.Calibrate(this, inputShape, (ulong)seed + 2000, passes: 4);
     }
 
     public override Tensor Forward(Tensor input)
@@ -65,7 +66,8 @@ internal sealed class ConvBlock : Module
     private ConvBlock(Conv2d conv, int activation)
     {
         _conv = RegisterModule("conv", conv);
-        _bn = RegisterModule("bn", new BatchNorm2d(conv.OutChannels));
+        // A cumulative average (momentum null): a few calibration passes give the data's statistics.
+        _bn = RegisterModule("bn", new BatchNorm2d(conv.OutChannels, momentum: null));
         _activation = activation;
     }
 
@@ -80,9 +82,7 @@ internal sealed class ConvBlock : Module
         var stride = Math.Min(h, w) >= 10 ? rng.Next(2) + 1 : 1;
         if (dilation * (k - 1) + 1 > Math.Min(h, w) + 2 * padding) { dilation = 1; padding = k / 2; }
         var conv = new Conv2d(c, cout, k, stride, (padding, rng.Next(2) == 0 ? padding : k / 2), dilation, groups, bias: rng.Next(2) == 0, generator: g);
-        var block = new ConvBlock(conv, rng.Next(6));
-        OnnxTestSupport.Randomize(block, (ulong)rng.Next());
-        return block;
+        return new ConvBlock(conv, rng.Next(6));
     }
 
     public override Tensor Forward(Tensor input)
@@ -100,9 +100,11 @@ internal sealed class ConvBlock : Module
     }
 }
 
-internal sealed class PoolBlock(Module pool) : Module
+internal sealed class PoolBlock : Module
 {
-    private readonly Module _pool = pool;
+    private readonly Module _pool;
+
+    private PoolBlock(Module pool) => _pool = RegisterModule("pool", pool);
 
     public static PoolBlock Random(Random rng, int h, int w, bool max)
     {

@@ -13,31 +13,15 @@ internal static class TrainCommand
 {
     public static Command Create(CliConsole console)
     {
+        var training = new TrainingOptionSet();
         var dataset = CommonOptions.Dataset();
         var mnist = CommonOptions.Mnist();
         var dataDir = CommonOptions.DataDir();
-        var validationCount = new Option<int>("--validation-count", "--validation_count")
-        {
-            Description = "With --data-dir: training images held out for validation (the seed's 10,000 of 60,000). The npm subset always splits 8,000 / 1,000 / 1,000.",
-            DefaultValueFactory = _ => 10_000,
-        };
-        var limitTrain = new Option<int?>("--limit-train", "--limit_train")
-        {
-            Description = "Train on only the first N training images (for quick runs); validation and test stay whole.",
-            HelpName = "N",
-        };
         var model = CommonOptions.Model();
         var width = CommonOptions.ChannelWidth(forCheckpoint: false);
         var baseChannels = new Option<int?>("--base-channels", "--base_channels")
         {
             Description = "Accepted for the seed's commands and ignored: the seed passed --base_channels=32 but --channel_width decides the widths.",
-        };
-        var batchSize = CommonOptions.BatchSize("Samples per training batch.");
-        var lr = new Option<double>("--lr") { Description = "Base learning rate of Adam.", DefaultValueFactory = _ => 1e-3 };
-        var weightDecay = new Option<double>("--weight-decay", "--weight_decay")
-        {
-            Description = "Adam's L2 weight decay (added to the gradient, as PyTorch's Adam does).",
-            DefaultValueFactory = _ => 3e-3,
         };
         var epochs = new Option<int>("--epochs", "--n-epochs", "--n_epochs") { Description = "Number of epochs.", DefaultValueFactory = _ => 50 };
         var experiment = new Option<string>("--experiment-name", "--experiment_name")
@@ -47,12 +31,6 @@ internal static class TrainCommand
             HelpName = "NAME",
         };
         var runsDir = new Option<string>("--runs-dir", "--runs_dir") { Description = "Folder of the run folders.", DefaultValueFactory = _ => "runs", HelpName = "DIR" };
-        var seed = new Option<ulong>("--seed") { Description = "Seed of the model's initialisation and the data order.", DefaultValueFactory = _ => 42 };
-        var threads = new Option<int?>("--threads")
-        {
-            Description = "CPU threads (default: $NEURALCORE_THREADS or all cores). A resumed run matches an uninterrupted one bit for bit only with the same count.",
-        };
-        var device = new Option<string>("--device") { Description = "Device: cpu.", DefaultValueFactory = _ => "cpu" };
         var resume = new Option<bool>("--resume")
         {
             Description = "Continue the run in <runs-dir>/<name>/ from its last finished epoch (after a crash, a kill or Ctrl+C). Use the same options.",
@@ -62,9 +40,9 @@ internal static class TrainCommand
             "Train a CP-ResNet on MNIST with the seed's recipe (Adam, lr 1e-3, weight decay 3e-3, batch 256, 50 epochs, exponential warm-up " +
             "and linear ramp-down of the learning rate), keep the best checkpoint by validation loss, and test it.")
         {
-            dataset, mnist, dataDir, validationCount, limitTrain, model, width, baseChannels, batchSize, lr, weightDecay, epochs,
-            experiment, runsDir, seed, threads, device, resume, json,
+            dataset, mnist, dataDir, model, width, baseChannels, epochs, experiment, runsDir, resume, json,
         };
+        foreach (var option in training.All) command.Add(option);
         command.SetAction(parse =>
         {
             CommonOptions.ReadDataset(parse, dataset, mnist);
@@ -75,42 +53,24 @@ internal static class TrainCommand
             if (parse.GetValue(baseChannels) is { } b)
                 human.WriteLine($"note: --base-channels {b} has no effect; the channel widths are {string.Join(" ", config.ChannelWidths)} (--channel-width).");
 
-            var options = new TrainerOptions
+            var options = training.Read(parse) with
             {
-                Epochs = Positive(parse.GetValue(epochs), "--epochs"),
-                BatchSize = Positive(parse.GetValue(batchSize), "--batch-size"),
-                LearningRate = parse.GetValue(lr),
-                WeightDecay = parse.GetValue(weightDecay),
-                Seed = parse.GetValue(seed),
-                Threads = parse.GetValue(threads) is { } t ? Positive(t, "--threads") : null,
-                Device = ParseDevice(parse.GetValue(device)!),
+                Epochs = parse.GetValue(epochs),
                 RunsDirectory = parse.GetValue(runsDir)!,
                 ExperimentName = parse.GetValue(experiment)!,
                 Resume = parse.GetValue(resume),
                 ModelMetadata = config.ToMetadata(),
             };
-            if (!(options.LearningRate > 0) || !double.IsFinite(options.LearningRate))
-                throw new CliException($"--lr must be a positive number; found {options.LearningRate.ToString(CultureInfo.InvariantCulture)}.", Program.UsageError);
-            if (!(options.WeightDecay >= 0) || !double.IsFinite(options.WeightDecay))
-                throw new CliException($"--weight-decay must be 0 or more; found {options.WeightDecay.ToString(CultureInfo.InvariantCulture)}.", Program.UsageError);
-            int? limit = parse.GetValue(limitTrain) is { } l ? Positive(l, "--limit-train") : null;
+            Validate(options);
+            int? limit = training.ReadLimit(parse);
 
-            var splits = DataSource.LoadMnist(parse.GetValue(dataDir), parse.GetValue(validationCount), human);
+            var splits = DataSource.LoadMnist(parse.GetValue(dataDir), parse.GetValue(training.ValidationCount), human);
             var trainSet = limit is { } n && n < splits.Train.Count ? splits.Train.Subset(Enumerable.Range(0, n).ToArray()) : splits.Train;
             options = options with
             {
                 DataDescription = string.Create(CultureInfo.InvariantCulture,
                     $"mnist: {splits.Source}; {trainSet.Count} train / {splits.Validation.Count} validation / {splits.Test.Count} test images (split seed {DataSource.SplitSeed})"),
             };
-            try
-            {
-                options.Validate();
-            }
-            catch (ArgumentException e)
-            {
-                throw new CliException(e.Message.Split(" (Parameter")[0], Program.UsageError);
-            }
-
             var train = new DataLoader(new ImageBatchSource(trainSet), options.BatchSize, shuffle: true, options.Seed);
             var validation = new DataLoader(new ImageBatchSource(splits.Validation), options.BatchSize, shuffle: false, 0);
             var test = new DataLoader(new ImageBatchSource(splits.Test), options.BatchSize, shuffle: false, 0);
@@ -155,28 +115,28 @@ internal static class TrainCommand
         return command;
     }
 
-    private static int Positive(int value, string option) =>
-        value >= 1 ? value : throw new CliException($"{option} must be at least 1; found {value}.", Program.UsageError);
-
-    private static Device ParseDevice(string text)
+    /// <summary>The trainer's checks, reported with the command line's option names.</summary>
+    private static void Validate(TrainerOptions options)
     {
-        Device device;
         try
         {
-            device = Device.Parse(text);
+            options.Validate();
         }
-        catch (FormatException e)
+        catch (ArgumentException e)
         {
-            throw new CliException($"--device: {e.Message}", Program.UsageError);
+            string option = e.ParamName switch
+            {
+                nameof(TrainerOptions.Epochs) => "--epochs",
+                nameof(TrainerOptions.BatchSize) => "--batch-size",
+                nameof(TrainerOptions.LearningRate) => "--lr",
+                nameof(TrainerOptions.WeightDecay) => "--weight-decay",
+                nameof(TrainerOptions.Threads) => "--threads",
+                nameof(TrainerOptions.RunsDirectory) => "--runs-dir",
+                nameof(TrainerOptions.ExperimentName) => "--experiment-name",
+                _ => $"Trainer option {e.ParamName}",
+            };
+            string message = e.Message.Split(" (Parameter")[0];
+            throw new CliException(option + message[message.IndexOf(" must be", StringComparison.Ordinal)..], Program.UsageError);
         }
-        try
-        {
-            _ = device.Backend;
-        }
-        catch (InvalidOperationException)
-        {
-            throw new CliException($"--device {text}: this build of neuralcore has no backend for {device} yet; use --device cpu.", Program.UsageError);
-        }
-        return device;
     }
 }

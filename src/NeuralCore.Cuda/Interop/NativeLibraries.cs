@@ -203,11 +203,17 @@ internal static class NativeLibraries
         if (spec == Cudnn) { Load(Cublas); Load(Nvrtc); }
         // The driver cap needs the driver loaded first; the driver itself is never capped.
         var driverMajor = spec.CappedByDriver ? DriverMajor : 0;
+        return Search(spec, SearchFolders(spec, Environment.GetEnvironmentVariable), driverMajor, trySystem: true);
+    }
+
+    /// <summary>Searches <paramref name="folders"/> in order (newest allowed major first within each), then the system loader when <paramref name="trySystem"/>.</summary>
+    internal static LibraryLoad Search(LibrarySpec spec, IEnumerable<(string Source, string Folder)> folders, int driverMajor, bool trySystem)
+    {
         var majors = AllowedMajors(spec, driverMajor);
         var tried = new List<string>();
         if (majors.Length < spec.Majors.Length)
             tried.Add($"skipped {string.Join(", ", spec.Majors.Except(majors).Select(m => m.File))}: newer than the driver's CUDA {driverMajor}");
-        foreach (var (source, folder) in SearchFolders(spec, Environment.GetEnvironmentVariable))
+        foreach (var (source, folder) in folders)
         {
             if (!Directory.Exists(folder)) continue;
             foreach (var (major, file) in majors)
@@ -218,20 +224,23 @@ internal static class NativeLibraries
                 if (load is not null) return load;
             }
         }
-        foreach (var (major, file) in majors)
+        if (trySystem)
         {
-            if (!NativeLibrary.TryLoad(file, out var handle))
+            foreach (var (major, file) in majors)
             {
-                tried.Add($"{file}: not found by the system loader");
-                continue;
+                if (!NativeLibrary.TryLoad(file, out var handle))
+                {
+                    tried.Add($"{file}: not found by the system loader");
+                    continue;
+                }
+                var path = LoadedFilePath(file) ?? file;
+                var load = new LibraryLoad { Spec = spec, Handle = handle, Path = path, Source = "system", Major = major };
+                load.Tried.AddRange(tried);
+                // The system loader resolves the dependencies itself; preload only those beside the loaded file.
+                var folder = System.IO.Path.GetDirectoryName(path);
+                if (folder is not null && Directory.Exists(folder)) PreloadDependencies(load, folder, required: false);
+                return load;
             }
-            var path = LoadedFilePath(file) ?? file;
-            var load = new LibraryLoad { Spec = spec, Handle = handle, Path = path, Source = "system", Major = major };
-            load.Tried.AddRange(tried);
-            // The system loader resolves the dependencies itself; preload only those beside the loaded file.
-            var folder = System.IO.Path.GetDirectoryName(path);
-            if (folder is not null && Directory.Exists(folder)) PreloadDependencies(load, folder, required: false);
-            return load;
         }
         var missing = new LibraryLoad { Spec = spec };
         missing.Tried.AddRange(tried);
@@ -267,7 +276,7 @@ internal static class NativeLibraries
             var isRequired = load.Spec.RequiredDependencies.Any(r => Matches(r, pattern));
             if (file is null || !NativeLibrary.TryLoad(file, out _))
             {
-                load.MissingDependencies.Add(pattern);
+                load.MissingDependencies.Add(file is null ? pattern : $"{pattern} (present but could not be loaded)");
                 if (required && isRequired) return false;
                 continue;
             }

@@ -73,12 +73,13 @@ internal static unsafe partial class Nvrtc
         var headerNames = headers.Keys.Select(strings.Add).ToArray();
         var opts = options.Select(strings.Add).ToArray();
         nint program;
-        fixed (byte** ph = headerTexts, pn = headerNames, po = opts)
+        fixed (nint* ph = headerTexts, pn = headerNames, po = opts)
         {
-            Check(nvrtcCreateProgram(out program, strings.Add(source), strings.Add(name), headers.Count, ph, pn), "nvrtcCreateProgram");
+            Check(nvrtcCreateProgram(out program, (byte*)strings.Add(source), (byte*)strings.Add(name), headers.Count, (byte**)ph, (byte**)pn),
+                "nvrtcCreateProgram");
             try
             {
-                var result = nvrtcCompileProgram(program, opts.Length, po);
+                var result = nvrtcCompileProgram(program, opts.Length, (byte**)po);
                 var log = ProgramLog(program);
                 if (result != 0) Check(result, "nvrtcCompileProgram", $"{name} did not compile ({string.Join(' ', options)}):\n{log}");
                 return new Output(cubin ? Cubin(program) : Ptx(program), log);
@@ -119,7 +120,7 @@ internal static unsafe partial class Nvrtc
     {
         private readonly List<nint> _blocks = [];
 
-        public byte* Add(string s)
+        public nint Add(string s)
         {
             var bytes = Encoding.UTF8.GetByteCount(s);
             var p = (byte*)NativeMemory.Alloc((nuint)bytes + 1);
@@ -127,7 +128,7 @@ internal static unsafe partial class Nvrtc
             // SAFETY: p holds bytes + 1 bytes; the terminator goes in the last one.
             Encoding.UTF8.GetBytes(s, new Span<byte>(p, bytes));
             p[bytes] = 0;
-            return p;
+            return (nint)p;
         }
 
         public void Dispose()

@@ -79,6 +79,23 @@ public static class SyntheticAsc
 
     private sealed record Location(string City, string Id, double ResonanceHz, double ResonanceDb, double Octaves, double Tilt);
 
+    private static readonly Lazy<float[][]> DeviceResponses = new(() => Devices.Select(d => Response(f =>
+    {
+        double h = Butterworth(f, d.HighPass, 2, true) * Butterworth(f, d.LowPass, 4, false);
+        foreach (var (hz, db, octaves) in d.Peaks)
+            h *= Peak(f, hz, db, octaves);
+        return h * Math.Pow(10, d.GainDb / 20);
+    })).ToArray());
+
+    // The magnitude response sampled at the FFT bins k * SampleRate / FftSize, k = 0 .. FftSize / 2.
+    private static float[] Response(Func<double, double> response)
+    {
+        var h = new float[FftSize / 2 + 1];
+        for (int k = 0; k < h.Length; k++)
+            h[k] = (float)response((double)k * SampleRate / FftSize);
+        return h;
+    }
+
     private sealed record ClipPlan(int Scene, Location Location, string Segment, int Subsegment, Device Device, bool Test,
         double Slope, double ToneHz, double AmRate, double LevelDb, ulong Seed)
     {
@@ -154,7 +171,7 @@ public static class SyntheticAsc
             for (int j = 0; j < LocationsPerScene; j++)
             {
                 locations[j] = new Location(Cities[(s + j) % Cities.Length], (1000 + 100 * s + j).ToString(CultureInfo.InvariantCulture),
-                    100 * Math.Pow(40, g.NextDouble()), (g.NextDouble() * 2 - 1) * 7, 0.4 + g.NextDouble(), (g.NextDouble() * 2 - 1) * 0.3);
+                    100 * Math.Pow(40, g.NextDouble()), (g.NextDouble() * 2 - 1) * 6, 0.4 + g.NextDouble(), (g.NextDouble() * 2 - 1) * 0.2);
             }
             int testClips = Math.Max(1, (int)Math.Round(0.3 * clipsPerClass));
             foreach (bool isTest in new[] { false, true })
@@ -166,7 +183,7 @@ public static class SyntheticAsc
                     var location = isTest ? locations[TrainLocationsPerScene + g.NextInt(LocationsPerScene - TrainLocationsPerScene)] : locations[g.NextInt(TrainLocationsPerScene)];
                     Device device = isTest ? Devices[g.NextInt(Devices.Length)] : g.NextDouble() < 0.5 ? Devices[0] : Devices[1 + g.NextInt(5)];
                     var scene = Scenes[s];
-                    double slope = scene.Slope + location.Tilt + (g.NextDouble() * 2 - 1) * 0.35;
+                    double slope = scene.Slope + location.Tilt + (g.NextDouble() * 2 - 1) * 0.25;
                     double toneHz = scene.ToneLo * Math.Pow(scene.ToneHi / scene.ToneLo, g.NextDouble());
                     double amRate = scene.AmRate * Math.Pow(2, g.NextDouble() * 2 - 1);
                     double level = -26 + (g.NextDouble() * 2 - 1) * 7;
@@ -192,17 +209,16 @@ public static class SyntheticAsc
         return Math.Pow(10, db / 20 * Math.Exp(-0.5 * d * d));
     }
 
-    // Filters x (zero-padded to the FFT size) by the real, zero-phase magnitude response H(f).
-    private static void Shape(float[] x, Fft fft, Func<double, double> response)
+    // Filters x (zero-padded to the FFT size) by the real, zero-phase magnitude response h (see Response).
+    private static void Shape(float[] x, Fft fft, float[] h)
     {
         var re = new float[FftSize / 2 + 1];
         var im = new float[FftSize / 2 + 1];
         fft.ForwardReal(x, re, im);
         for (int k = 0; k <= FftSize / 2; k++)
         {
-            float h = (float)response((double)k * SampleRate / FftSize);
-            re[k] *= h;
-            im[k] *= h;
+            re[k] *= h[k];
+            im[k] *= h[k];
         }
         fft.InverseReal(re, im, x);
     }
@@ -219,8 +235,8 @@ public static class SyntheticAsc
         for (int i = 0; i < FftSize; i++)
             buffer[i] = (float)g.NextNormal();
         double slope = plan.Slope;
-        Shape(buffer, fft, f => Math.Pow(Math.Max(f, 20) / 1000, -slope / 2) * Butterworth(f, scene.LowCut, 2, true) *
-            Butterworth(f, scene.HighCut, 2, false) * Peak(f, loc.ResonanceHz, loc.ResonanceDb, loc.Octaves));
+        Shape(buffer, fft, Response(f => Math.Pow(Math.Max(f, 20) / 1000, -slope / 2) * Butterworth(f, scene.LowCut, 2, true) *
+            Butterworth(f, scene.HighCut, 2, false) * Peak(f, loc.ResonanceHz, loc.ResonanceDb, loc.Octaves)));
         var mix = new double[n];
         double rms = Math.Sqrt(buffer.Take(n).Sum(v => (double)v * v) / n) + 1e-12;
         double amPhase = g.NextDouble() * 2 * Math.PI, depth = scene.AmDepth * (0.5 + g.NextDouble());
@@ -233,17 +249,18 @@ public static class SyntheticAsc
             double amp = Math.Pow(10, (scene.ToneDb + (g.NextDouble() * 2 - 1) * 6) / 20) * Math.Sqrt(2);
             double f0 = plan.ToneHz * (1 + (g.NextDouble() * 2 - 1) * 0.03);
             double vibrato = g.NextDouble() * 0.01, vibratoRate = 0.5 + 4 * g.NextDouble();
-            for (int h = 1; h <= scene.Harmonics; h++)
+            int harmonics = Math.Min(scene.Harmonics, (int)((SampleRate / 2.0 - 1) / f0));
+            var offsets = new double[harmonics];
+            for (int h = 0; h < harmonics; h++)
+                offsets[h] = g.NextDouble() * 2 * Math.PI;
+            double phase = 0;
+            for (int t = 0; t < n; t++)
             {
-                double phase = g.NextDouble() * 2 * Math.PI, a = amp / h;
-                if (f0 * h >= SampleRate / 2.0)
-                    break;
-                for (int t = 0; t < n; t++)
-                {
-                    double time = (double)t / SampleRate;
-                    phase += 2 * Math.PI * f0 * h * (1 + vibrato * Math.Sin(2 * Math.PI * vibratoRate * time)) / SampleRate;
-                    mix[t] += a * Math.Sin(phase);
-                }
+                phase += 2 * Math.PI * f0 * (1 + vibrato * Math.Sin(2 * Math.PI * vibratoRate * t / SampleRate)) / SampleRate;
+                double sum = 0;
+                for (int h = 0; h < harmonics; h++)
+                    sum += Math.Sin((h + 1) * phase + offsets[h]) / (h + 1);
+                mix[t] += amp * sum;
             }
         }
 
@@ -273,16 +290,9 @@ public static class SyntheticAsc
         Array.Clear(buffer);
         for (int t = 0; t < n; t++)
             buffer[t] = (float)(mix[t] * scale);
-        var device = plan.Device;
-        Shape(buffer, fft, f =>
-        {
-            double h = Butterworth(f, device.HighPass, 2, true) * Butterworth(f, device.LowPass, 4, false);
-            foreach (var (hz, db, octaves) in device.Peaks)
-                h *= Peak(f, hz, db, octaves);
-            return h * Math.Pow(10, device.GainDb / 20);
-        });
+        Shape(buffer, fft, DeviceResponses.Value[Array.IndexOf(Devices, plan.Device)]);
         var samples = new float[n];
-        double noise = Math.Pow(10, device.NoiseDb / 20);
+        double noise = Math.Pow(10, plan.Device.NoiseDb / 20);
         for (int t = 0; t < n; t++)
             samples[t] = (float)Math.Clamp(buffer[t] + noise * g.NextNormal(), -1.0, 1.0 - 1.0 / 8388608);
         return samples;

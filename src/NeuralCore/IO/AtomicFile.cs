@@ -1,7 +1,7 @@
 namespace NeuralCore.IO;
 
 /// <summary>Writes a file so that a crash or an exception never leaves a half-written file under its name.</summary>
-internal static class AtomicFile
+public static class AtomicFile
 {
     /// <summary>
     /// Runs <paramref name="write"/> on a temporary file in the destination folder, flushes it to disk,
@@ -31,6 +31,10 @@ internal static class AtomicFile
             throw;
         }
     }
+
+    /// <summary>Writes <paramref name="text"/> as UTF-8 (no byte-order mark) atomically.</summary>
+    public static void WriteText(string path, string text) =>
+        Write(path, stream => stream.Write(System.Text.Encoding.UTF8.GetBytes(text)));
 
     private static void TryDelete(string path)
     {

@@ -1,0 +1,71 @@
+using System.CommandLine;
+using NeuralCore.Training;
+
+namespace NeuralCore.Cli;
+
+/// <summary>The training options shared by the commands that train (train, prune's fine-tuning), with the seed's spellings.</summary>
+internal sealed class TrainingOptionSet
+{
+    public Option<int> BatchSize { get; } = CommonOptions.BatchSize("Samples per training batch.");
+    public Option<double> Lr { get; } = new("--lr") { Description = "Base learning rate of Adam.", DefaultValueFactory = _ => 1e-3 };
+    public Option<double> WeightDecay { get; } = new("--weight-decay", "--weight_decay")
+    {
+        Description = "Adam's L2 weight decay (added to the gradient, as PyTorch's Adam does).",
+        DefaultValueFactory = _ => 3e-3,
+    };
+    public Option<ulong> Seed { get; } = new("--seed") { Description = "Seed of the initialisation and the data order.", DefaultValueFactory = _ => 42 };
+    public Option<int?> Threads { get; } = new("--threads")
+    {
+        Description = "CPU threads (default: $NEURALCORE_THREADS or all cores). A resumed run matches an uninterrupted one bit for bit only with the same count.",
+    };
+    public Option<string> Device { get; } = new("--device") { Description = "Device: cpu.", DefaultValueFactory = _ => "cpu" };
+    public Option<int?> LimitTrain { get; } = new("--limit-train", "--limit_train")
+    {
+        Description = "Train on only the first N training images (for quick runs); validation and test stay whole.",
+        HelpName = "N",
+    };
+    public Option<int> ValidationCount { get; } = new("--validation-count", "--validation_count")
+    {
+        Description = "With --data-dir: training images held out for validation (the seed's 10,000 of 60,000). The npm subset always splits 8,000 / 1,000 / 1,000.",
+        DefaultValueFactory = _ => 10_000,
+    };
+
+    public IEnumerable<Option> All => [BatchSize, Lr, WeightDecay, Seed, Threads, Device, LimitTrain, ValidationCount];
+
+    /// <summary>Trainer options from the command line (epochs, folders and metadata are the caller's).</summary>
+    public TrainerOptions Read(ParseResult parse) => new()
+    {
+        BatchSize = parse.GetValue(BatchSize),
+        LearningRate = parse.GetValue(Lr),
+        WeightDecay = parse.GetValue(WeightDecay),
+        Seed = parse.GetValue(Seed),
+        Threads = parse.GetValue(Threads),
+        Device = ParseDevice(parse.GetValue(Device)!),
+    };
+
+    public int? ReadLimit(ParseResult parse) => parse.GetValue(LimitTrain) is { } l
+        ? l >= 1 ? l : throw new CliException($"--limit-train must be at least 1; found {l}.", Program.UsageError)
+        : null;
+
+    public static Device ParseDevice(string text)
+    {
+        Device device;
+        try
+        {
+            device = NeuralCore.Device.Parse(text);
+        }
+        catch (FormatException e)
+        {
+            throw new CliException($"--device: {e.Message}", Program.UsageError);
+        }
+        try
+        {
+            _ = device.Backend;
+        }
+        catch (InvalidOperationException)
+        {
+            throw new CliException($"--device {text}: this build of neuralcore has no backend for {device} yet; use --device cpu.", Program.UsageError);
+        }
+        return device;
+    }
+}

@@ -1,0 +1,38 @@
+namespace NeuralCore.Cuda;
+
+/// <summary>Settings of a <see cref="CudaBackend"/>.</summary>
+public sealed record CudaOptions
+{
+    /// <summary>Use cuDNN for convolution, batch norm and pooling when it is installed (default true); false forces NeuralCore's own kernels.</summary>
+    public bool UseCudnn { get; init; } = true;
+
+    /// <summary>
+    /// Let cuBLAS and cuDNN round FP32 inputs to TF32 on tensor cores (Ampere and newer): faster, about 3 decimal
+    /// digits per product. Default false: exact FP32, results comparable with the CPU backend.
+    /// </summary>
+    public bool AllowTf32 { get; init; }
+
+    /// <summary>Pick cuDNN convolution algorithms by timing them (cudnnFind*) instead of by heuristic (cudnnGet*_v7). Default false.</summary>
+    public bool CudnnBenchmark { get; init; }
+
+    /// <summary>The most scratch memory one convolution may use (cuDNN workspace or im2col buffer), in bytes. Default 512 MiB.</summary>
+    public long MaxWorkspaceBytes { get; init; } = 512L << 20;
+
+    /// <summary>
+    /// The defaults, overridden by environment variables: <c>NEURALCORE_CUDA_TF32=1</c> enables TF32,
+    /// <c>NEURALCORE_CUDNN=0</c> disables cuDNN, <c>NEURALCORE_CUDNN_BENCHMARK=1</c> times convolution algorithms.
+    /// </summary>
+    public static CudaOptions FromEnvironment() => new()
+    {
+        AllowTf32 = Flag("NEURALCORE_CUDA_TF32", false),
+        UseCudnn = Flag("NEURALCORE_CUDNN", true),
+        CudnnBenchmark = Flag("NEURALCORE_CUDNN_BENCHMARK", false),
+    };
+
+    private static bool Flag(string name, bool fallback) => Environment.GetEnvironmentVariable(name)?.Trim().ToLowerInvariant() switch
+    {
+        "1" or "true" or "yes" or "on" => true,
+        "0" or "false" or "no" or "off" => false,
+        _ => fallback,
+    };
+}
