@@ -33,7 +33,8 @@ switch ($Task) {
             $counters = ([xml](Get-Content $trx.FullName)).TestRun.ResultSummary.Counters
             $passed += [int]$counters.passed
             $failed += [int]$counters.failed + [int]$counters.error + [int]$counters.timeout + [int]$counters.aborted
-            $skipped += [int]$counters.notExecuted
+            # NOTE: xUnit v3 reports dynamically skipped tests as not executed without counting them in notExecuted.
+            $skipped += [int]$counters.total - [int]$counters.executed
         }
         Write-Output "$passed passed, $failed failed, $skipped skipped"
         if ($code -ne 0) { exit $code }
@@ -44,7 +45,7 @@ switch ($Task) {
     }
     'seed' {
         Invoke-Checked dotnet @('build', 'src/NeuralCore.Cli', '-c', 'Release', '--nologo', '-v', 'q')
-        $cli = Join-Path $PSScriptRoot 'src/NeuralCore.Cli/bin/Release/net10.0/neuralcore.dll'
+        $cli = Join-Path $PSScriptRoot 'src/NeuralCore.Cli/bin/Release/net10.0/NeuralCore.Cli.dll'
         Invoke-Checked dotnet (@($cli, 'reproduce', 'mnist') + $Rest)
     }
 }

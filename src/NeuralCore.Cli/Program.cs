@@ -76,7 +76,13 @@ internal static class Program
         root.Add(TrainCommand.Create(console));
         root.Add(TestCommand.Create(console));
         root.Add(PredictCommand.Create(console));
+        root.Add(ReproduceCommand.Create(console));
+        root.Add(ReportCommand.Create(console));
+        root.Add(BenchCommand.Create(console));
         root.Add(PruneCommand.Create(console));
+        root.Add(ExportOnnxCommand.Create(console));
+        root.Add(MelCommand.Create(console));
+        root.Add(MakeSyntheticAscCommand.Create(console));
         return root;
     }
 

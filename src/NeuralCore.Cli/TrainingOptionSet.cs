@@ -1,4 +1,5 @@
 using System.CommandLine;
+using NeuralCore.Cuda;
 using NeuralCore.Training;
 
 namespace NeuralCore.Cli;
@@ -18,7 +19,7 @@ internal sealed class TrainingOptionSet
     {
         Description = "CPU threads (default: $NEURALCORE_THREADS or all cores). A resumed run matches an uninterrupted one bit for bit only with the same count.",
     };
-    public Option<string> Device { get; } = new("--device") { Description = "Device: cpu.", DefaultValueFactory = _ => "cpu" };
+    public Option<string> Device { get; } = new("--device") { Description = "Device: cpu, cuda or cuda:N (an NVIDIA GPU; `neuralcore doctor` checks the setup).", DefaultValueFactory = _ => "cpu" };
     public Option<int?> LimitTrain { get; } = new("--limit-train", "--limit_train")
     {
         Description = "Train on only the first N training images (for quick runs); validation and test stay whole.",
@@ -47,6 +48,10 @@ internal sealed class TrainingOptionSet
         ? l >= 1 ? l : throw new CliException($"--limit-train must be at least 1; found {l}.", Program.UsageError)
         : null;
 
+    /// <summary>
+    /// Parses --device (cpu, cuda, cuda:N) and makes sure its backend works now, so that a missing GPU or driver
+    /// stops the command before any work with the backend's one-sentence reason (exit code 1), not a stack trace.
+    /// </summary>
     public static Device ParseDevice(string text)
     {
         Device device;
@@ -58,9 +63,14 @@ internal sealed class TrainingOptionSet
         {
             throw new CliException($"--device: {e.Message}", Program.UsageError);
         }
+        if (device.Type == DeviceType.Cuda) CudaBackend.Register();
         try
         {
             _ = device.Backend;
+        }
+        catch (CudaUnavailableException e)
+        {
+            throw new CliException(e.Message);
         }
         catch (InvalidOperationException)
         {

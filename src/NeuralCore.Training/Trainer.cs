@@ -60,6 +60,16 @@ public sealed class Trainer
     public Action? AfterBackward { get; set; }
 
     /// <summary>
+    /// The training loss of one batch, replacing the default cross-entropy on the logits: called in training mode with
+    /// the model and the batch (inputs and targets already on the device), it runs the forward pass and returns the
+    /// scalar loss to back-propagate and the logits [B, classes] the running training accuracy is counted from
+    /// (against the batch's targets). Used for losses that change the inputs too, such as mixup's mixed
+    /// cross-entropy. Random draws should come from <see cref="Generator.Default"/>, whose state the checkpoint
+    /// carries, so a resumed run repeats them. Null: <c>CrossEntropy(model(inputs), targets)</c>.
+    /// </summary>
+    public Func<Module, Batch, (Tensor Loss, Tensor Logits)>? LossFunction { get; set; }
+
+    /// <summary>
     /// Trains <paramref name="model"/> for <see cref="TrainerOptions.Epochs"/> epochs, or, with
     /// <see cref="TrainerOptions.Resume"/> and a <c>last.ckpt</c> in the run folder, continues after its epoch.
     /// </summary>
@@ -250,8 +260,16 @@ public sealed class Trainer
             var inputs = batch.Inputs.To(Options.Device);
             var targets = batch.Targets.To(Options.Device);
             optimizer.ZeroGrad();
-            var logits = model.Call(inputs);
-            var loss = Functional.CrossEntropy(logits, targets);
+            Tensor loss, logits;
+            if (LossFunction is null)
+            {
+                logits = model.Call(inputs);
+                loss = Functional.CrossEntropy(logits, targets);
+            }
+            else
+            {
+                (loss, logits) = LossFunction(model, batch with { Inputs = inputs, Targets = targets });
+            }
             double value = loss.Item();
             if (!double.IsFinite(value))
                 throw new NonFiniteLossException("training", epoch, batchIndex, train.BatchCount, value,

@@ -81,7 +81,18 @@ public partial class Tensor : IDisposable
     internal void SetRequiresGradInternal(bool value) => _requiresGrad = value;
 
     /// <summary>The accumulated gradient (for leaves that require grad), or null before the first backward pass.</summary>
-    public Tensor? Grad { get; set; }
+    /// <remarks>A gradient stored here outlives any <see cref="TensorScope"/> it was computed in.</remarks>
+    public Tensor? Grad
+    {
+        get => _grad;
+        set
+        {
+            if (value is not null) TensorScope.Escape(value.storage);
+            _grad = value;
+        }
+    }
+
+    private Tensor? _grad;
 
     /// <summary>The recorded op that produced this tensor, or null for a leaf.</summary>
     public Node? GradFn { get; internal set; }
@@ -190,6 +201,7 @@ public partial class Tensor : IDisposable
     /// <summary>Replaces this tensor's data, shape and strides with those of <paramref name="source"/>, keeping its identity (used by the pruner to resize parameters in place).</summary>
     public void SetData(Tensor source)
     {
+        TensorScope.Escape(source.storage);
         storage = source.storage;
         shape = (int[])source.shape.Clone();
         strides = (int[])source.strides.Clone();

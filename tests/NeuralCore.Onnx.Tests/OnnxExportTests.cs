@@ -242,6 +242,24 @@ public sealed class OnnxExportTests
         AssertClose(ExportAndCompare(new BatchMerging(), [4], 5, options));
     }
 
+    private sealed class CopyAtTheEnd : Module
+    {
+        private readonly Linear _linear = new(4, 3, generator: new Generator(5));
+
+        public CopyAtTheEnd() => RegisterModule("linear", _linear);
+
+        // The copy is no op in ONNX, so the output name must come from an Identity node.
+        public override Tensor Forward(Tensor input) => _linear.Call(input).Clone();
+    }
+
+    [Fact]
+    public void OutputThatIsACopy_IsProducedByAnIdentity()
+    {
+        var proto = Parse(OnnxExporter.ExportToBytes(new CopyAtTheEnd(), [4]));
+        Assert.Equal(["Gemm", "Identity"], proto.Graph.Node.Select(n => n.OpType));
+        AssertClose(ExportAndCompare(new CopyAtTheEnd(), [4], 7));
+    }
+
     [Fact]
     public void Export_WritesAFileThatPassesTheChecker()
     {

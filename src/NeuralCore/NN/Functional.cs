@@ -51,15 +51,15 @@ public static class Functional
         if (p.P <= 0 || p.Q <= 0)
             throw new ArgumentException($"Conv2d input {h}x{w} is too small for kernel {r}x{s} with padding ({ph}, {pw}), dilation ({dh}, {dw}) and stride ({sh}, {sw}).");
         var xc = x.Contiguous(); var wc = weight.Contiguous(); var bc = bias?.Contiguous();
-        var y = Tensor.Zeros([n, k, p.P, p.Q], x.Device);
+        var y = Tensor.Empty([n, k, p.P, p.Q], x.Device);
         x.Backend.Conv2d(xc, wc, bc, y, p);
         Tensor[] inputs = bias is null ? [x, weight] : [x, weight, bias];
         return Autograd.Autograd.Record(y, OpKind.Conv2d, inputs, g =>
         {
             var gc = g.Contiguous();
             Tensor? dx = null, dwt = null, db = null;
-            if (x.RequiresGrad) { dx = Tensor.ZerosLike(xc); xc.Backend.Conv2dBackwardData(gc, wc, dx, p); }
-            if (weight.RequiresGrad) { dwt = Tensor.ZerosLike(wc); xc.Backend.Conv2dBackwardWeight(gc, xc, dwt, p); }
+            if (x.RequiresGrad) { dx = Tensor.Empty(xc.ShapeArray(), xc.Device); xc.Backend.Conv2dBackwardData(gc, wc, dx, p); }
+            if (weight.RequiresGrad) { dwt = Tensor.Empty(wc.ShapeArray(), wc.Device); xc.Backend.Conv2dBackwardWeight(gc, xc, dwt, p); }
             if (bias is not null && bias.RequiresGrad) db = gc.Sum([0, 2, 3]);
             return bias is null ? [dx, dwt] : [dx, dwt, db];
         }, Attrs(("stride", new[] { sh, sw }), ("padding", new[] { ph, pw }), ("dilation", new[] { dh, dw }), ("groups", groups)));
@@ -76,12 +76,12 @@ public static class Functional
         var p = new Pool2dParams(x.Size(0), x.Size(1), x.Size(2), x.Size(3), kernel.H, kernel.W, sh, sw, ph, pw, ceilMode);
         if (p.P <= 0 || p.Q <= 0) throw new ArgumentException($"{op} input {p.H}x{p.W} is too small for kernel ({kernel.H}, {kernel.W}).");
         var xc = x.Contiguous();
-        var y = Tensor.Zeros([p.N, p.C, p.P, p.Q], x.Device);
-        var idx = kind == PoolKind.Max ? Tensor.Zeros([p.N, p.C, p.P, p.Q], x.Device, DType.Int32) : null;
+        var y = Tensor.Empty([p.N, p.C, p.P, p.Q], x.Device);
+        var idx = kind == PoolKind.Max ? Tensor.Empty([p.N, p.C, p.P, p.Q], x.Device, DType.Int32) : null;
         x.Backend.Pool2d(kind, xc, y, idx, p);
         return Autograd.Autograd.Record(y, kind == PoolKind.Max ? OpKind.MaxPool2d : OpKind.AvgPool2d, [x], g =>
         {
-            var dx = Tensor.ZerosLike(xc);
+            var dx = Tensor.Empty(xc.ShapeArray(), xc.Device);
             xc.Backend.Pool2dBackward(kind, g.Contiguous(), idx, dx, p);
             return [dx];
         }, Attrs(("kernel", new[] { kernel.H, kernel.W }), ("stride", new[] { sh, sw }), ("padding", new[] { ph, pw }), ("ceil_mode", ceilMode)));
@@ -108,11 +108,11 @@ public static class Functional
         if (h % outputSize.H != 0 || w % outputSize.W != 0) return AdaptiveAvgPool2dComposite(x, outputSize);
         var p = new Pool2dParams(n, c, h, w, h / outputSize.H, w / outputSize.W, h / outputSize.H, w / outputSize.W, 0, 0);
         var xc = x.Contiguous();
-        var y = Tensor.Zeros([n, c, outputSize.H, outputSize.W], x.Device);
+        var y = Tensor.Empty([n, c, outputSize.H, outputSize.W], x.Device);
         x.Backend.Pool2d(PoolKind.Average, xc, y, null, p);
         return Autograd.Autograd.Record(y, OpKind.AdaptiveAvgPool2d, [x], g =>
         {
-            var dx = Tensor.ZerosLike(xc);
+            var dx = Tensor.Empty(xc.ShapeArray(), xc.Device);
             xc.Backend.Pool2dBackward(PoolKind.Average, g.Contiguous(), null, dx, p);
             return [dx];
         }, Attrs(("output_size", new[] { outputSize.H, outputSize.W })));
@@ -152,19 +152,19 @@ public static class Functional
         if (training && n * hw <= 1)
             throw new ArgumentException($"BatchNorm in training mode needs more than one value per channel, got input {Tensor.FormatShape(x.Shape)}.");
         var xc = x.Contiguous(); var wc = weight.Contiguous(); var bc = bias.Contiguous();
-        var y = Tensor.Zeros(x.ShapeArray(), x.Device);
+        var y = Tensor.Empty(x.ShapeArray(), x.Device);
         var be = x.Backend;
         var attrs = Attrs(("training", training), ("eps", eps), ("momentum", momentum));
         if (runningMean is not null) attrs["running_mean"] = runningMean;
         if (runningVar is not null) attrs["running_var"] = runningVar;
         if (training)
         {
-            var mean = Tensor.Zeros([c], x.Device);
-            var invStd = Tensor.Zeros([c], x.Device);
+            var mean = Tensor.Empty([c], x.Device);
+            var invStd = Tensor.Empty([c], x.Device);
             be.BatchNormTraining(xc, wc, bc, y, mean, invStd, runningMean, runningVar, momentum, eps, n, c, hw);
             return Autograd.Autograd.Record(y, OpKind.BatchNorm2d, [x, weight, bias], g =>
             {
-                var dx = Tensor.ZerosLike(xc); var dg = Tensor.Zeros([c], x.Device); var db = Tensor.Zeros([c], x.Device);
+                var dx = Tensor.Empty(xc.ShapeArray(), xc.Device); var dg = Tensor.Empty([c], x.Device); var db = Tensor.Empty([c], x.Device);
                 be.BatchNormBackward(xc, g.Contiguous(), wc, mean, invStd, dx, dg, db, n, c, hw);
                 return [dx, dg.Reshape(weight.ShapeArray()), db.Reshape(bias.ShapeArray())];
             }, attrs);
@@ -196,11 +196,11 @@ public static class Functional
         var cols = x.Rank == 0 ? 1 : x.Size(-1);
         var rows = x.NumElements / Math.Max(cols, 1);
         var xc = x.Contiguous();
-        var y = Tensor.Zeros(x.ShapeArray(), x.Device);
+        var y = Tensor.Empty(x.ShapeArray(), x.Device);
         x.Backend.Softmax(xc, y, rows, cols, log);
         return Autograd.Autograd.Record(y, log ? OpKind.LogSoftmax : OpKind.Softmax, [x], g =>
         {
-            var dx = Tensor.ZerosLike(y);
+            var dx = Tensor.Empty(y.ShapeArray(), y.Device);
             y.Backend.SoftmaxBackward(y, g.Contiguous(), dx, rows, cols, log);
             return [dx];
         }, Attrs(("dim", -1)));
@@ -233,11 +233,11 @@ public static class Functional
         var lp = logProbs.Contiguous();
         var t = targets.Contiguous();
         var cw = classWeights?.Detach().Contiguous();
-        var losses = Tensor.Zeros([rows], logProbs.Device);
+        var losses = Tensor.Empty([rows], logProbs.Device);
         lp.Backend.NllLoss(lp, t, cw, labelSmoothing, losses, rows, cols);
         losses = Autograd.Autograd.Record(losses, OpKind.NllLoss, [logProbs, targets], g =>
         {
-            var d = Tensor.ZerosLike(lp);
+            var d = Tensor.Empty(lp.ShapeArray(), lp.Device);
             lp.Backend.NllLossBackward(t, cw, labelSmoothing, g.Contiguous(), d, rows, cols);
             return [d, null];
         }, Attrs(("label_smoothing", labelSmoothing)));

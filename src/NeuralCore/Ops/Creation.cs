@@ -13,6 +13,25 @@ public partial class Tensor
         return new Tensor(Dev(device).Backend.Allocate(dtype, Numel(shape)), (int[])shape.Clone());
     }
 
+    /// <summary>
+    /// An op's output whose every element the op writes: inside a <see cref="TensorScope"/> on the CPU, pooled memory
+    /// with undefined contents that the scope releases; elsewhere zeros.
+    /// </summary>
+    internal static Tensor Empty(int[] shape, Device device, DType dtype = DType.Float32)
+    {
+        if (device.Type == DeviceType.Cpu && TensorScope.Current is { } scope)
+            return new Tensor(CpuStorage.Rent(scope, dtype, Numel(shape)), (int[])shape.Clone());
+        return Zeros(shape, device, dtype);
+    }
+
+    /// <summary>An op's output that must start at zero (the op accumulates into it): pooled inside a <see cref="TensorScope"/>.</summary>
+    internal static Tensor ZerosOutput(int[] shape, Device device, DType dtype = DType.Float32)
+    {
+        var t = Empty(shape, device, dtype);
+        if (t.storage is CpuStorage { Owner: not null }) t.Backend.Fill(t, 0);
+        return t;
+    }
+
     /// <summary>A new tensor of zeros with the shape, device and dtype of <paramref name="like"/>.</summary>
     public static Tensor ZerosLike(Tensor like) => Zeros(like.ShapeArray(), like.Device, like.DType);
 

@@ -25,7 +25,7 @@ public partial class Tensor
         if (other.Device != Device) throw new ArgumentException($"Operands are on different devices ({Device} and {other.Device}); move one with To().");
         if (other.DType != DType) throw new ArgumentException($"Operands have different dtypes ({DType} and {other.DType}); convert one with AsType().");
         var outShape = BroadcastShapes(shape, other.shape);
-        var y = Zeros(outShape, Device, DType);
+        var y = Empty(outShape, Device, DType);
         Tensor a, b;
         using (Autograd.Autograd.NoGrad()) { a = Detach().Expand(outShape); b = other.Detach().Expand(outShape); }
         Backend.Binary(op, a, b, y);
@@ -73,11 +73,11 @@ public partial class Tensor
     {
         if (DType != DType.Float32) throw new InvalidOperationException($"{op} needs a Float32 tensor; this one is {DType}.");
         var x = Contiguous();
-        var y = Zeros(ShapeArray(), Device);
+        var y = Empty(ShapeArray(), Device);
         Backend.Unary(op, x, y, alpha, beta);
         return Autograd.Autograd.Record(y, OpKind.Unary, [this], g =>
         {
-            var dx = Zeros(x.ShapeArray(), x.Device);
+            var dx = Empty(x.ShapeArray(), x.Device);
             x.Backend.UnaryBackward(op, x, y, g.Contiguous(), dx, alpha, beta);
             return [dx];
         }, Attrs(("op", op), ("alpha", alpha), ("beta", beta)));

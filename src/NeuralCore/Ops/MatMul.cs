@@ -24,7 +24,7 @@ public partial class Tensor
         var (a, transA, strideA) = MatrixOperand(this, batchShape, m, k);
         var (b, transB, strideB) = MatrixOperand(other, batchShape, k, n);
         var outShape = batchShape.Append(m).Append(n).ToArray();
-        var y = Zeros(outShape, Device);
+        var y = Empty(outShape, Device);
         Backend.MatMul(a, transA, b, transB, y, batch, m, n, k, strideA, strideB, 0);
         var self = this;
         return Autograd.Autograd.Record(y, OpKind.MatMul, [this, other], g =>

@@ -27,7 +27,7 @@ public partial class Tensor
         var inner = Numel(shape.AsSpan(d + 1));
         var s = ShapeArray();
         s[d] = 1;
-        var y = Zeros(s, Device);
+        var y = Empty(s, Device);
         Backend.Reduce(op, x, y, indices, outer, shape[d], inner);
         return y;
     }
@@ -94,7 +94,7 @@ public partial class Tensor
         if (shape[d] == 0) throw new InvalidOperationException($"{op} over an empty dimension {d}.");
         var keptShape = ShapeArray();
         keptShape[d] = 1;
-        var idx = Zeros(keptShape, Device, DType.Int64);
+        var idx = Empty(keptShape, Device, DType.Int64);
         var y = Detach().ReduceOne(op, d, idx);
         var outShape = ReducedShape([d], keepDim);
         var values = new Tensor(y.storage, outShape, ContiguousStrides(outShape), 0);

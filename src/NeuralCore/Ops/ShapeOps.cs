@@ -122,7 +122,7 @@ public partial class Tensor
         var dev = Device;
         return Autograd.Autograd.Record(view, OpKind.Narrow, [this], g =>
         {
-            var dx = Zeros(inputShape, dev);
+            var dx = ZerosOutput(inputShape, dev);
             dx.Narrow(d, start, length).CopyFrom(g);
             return [dx];
         }, Attrs(("dim", d), ("start", start), ("length", length)));
@@ -194,7 +194,7 @@ public partial class Tensor
     /// <summary>A contiguous copy (recorded: gradients pass through).</summary>
     public Tensor Clone()
     {
-        var y = Zeros(ShapeArray(), Device, DType);
+        var y = Empty(ShapeArray(), Device, DType);
         Backend.Copy(this, y);
         return Autograd.Autograd.Record(y, OpKind.Copy, [this], g => [g], null);
     }
@@ -203,7 +203,7 @@ public partial class Tensor
     public Tensor AsType(DType dtype)
     {
         if (dtype == DType) return this;
-        var y = Zeros(ShapeArray(), Device, dtype);
+        var y = Empty(ShapeArray(), Device, dtype);
         Backend.Copy(this, y);
         return y;
     }
@@ -228,13 +228,13 @@ public partial class Tensor
         var s = ShapeArray();
         s[d] = n;
         var x = Contiguous();
-        var y = Zeros(s, Device, DType);
+        var y = Empty(s, Device, DType);
         Backend.IndexSelect(x, idx, y, outer, size, inner);
         var inputShape = ShapeArray();
         var dev = Device;
         return Autograd.Autograd.Record(y, OpKind.IndexSelect, [this, indices], g =>
         {
-            var dx = Zeros(inputShape, dev);
+            var dx = ZerosOutput(inputShape, dev);
             dx.Backend.IndexAdd(g.Contiguous(), idx, dx, outer, size, inner);
             return [dx, null];
         }, Attrs(("dim", d)));
@@ -255,7 +255,7 @@ public partial class Tensor
             if (t.Device != first.Device || t.DType != first.DType) throw new ArgumentException("Concat needs tensors of one device and dtype.");
             s[d] += t.shape[d];
         }
-        var y = Zeros(s, first.Device, first.DType);
+        var y = Empty(s, first.Device, first.DType);
         var sizes = tensors.Select(t => t.shape[d]).ToArray();
         var start = 0;
         foreach (var t in tensors)

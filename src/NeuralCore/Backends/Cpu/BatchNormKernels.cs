@@ -7,9 +7,9 @@ namespace NeuralCore.Backends.Cpu;
 /// </summary>
 /// <remarks>
 /// Training and backward work one channel per step, channels split over <see cref="CpuThreading.Threads"/>;
-/// a channel's sums are accumulated in double (the values shifted by the channel's first element, which
-/// keeps the one-pass variance accurate when the mean is large) in a fixed order, so results do not
-/// depend on the thread count. Inference splits the N*C planes.
+/// a channel's sums are accumulated in double across planes (float lanes within a plane; the values shifted by the
+/// channel's first element, which keeps the one-pass variance accurate when the mean is large) in a fixed order, so
+/// results do not depend on the thread count. Inference splits the N*C planes.
 /// </remarks>
 internal static unsafe class BatchNormKernels
 {
@@ -176,61 +176,87 @@ internal static unsafe class BatchNormKernels
         }
     }
 
-    /// <summary>Sum of (x - shift) and of (x - shift)^2 over n values, in double.</summary>
+    /// <summary>
+    /// Sum of (x - shift) and of (x - shift)^2 over the n values of one plane: float lanes within the plane (a plane
+    /// is at most a few thousand values, and shifted by the channel's first value), returned as double so that the
+    /// caller sums the planes of a channel in double.
+    /// </summary>
     private static (double Sum, double SumSquares) ShiftedSums(float* x, int n, double shift)
     {
         int i = 0;
-        double sum = 0, sumSquares = 0;
-        if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
+        float k = (float)shift;
+        float sum = 0, sumSquares = 0;
+        if (Vector512.IsHardwareAccelerated && n >= Vector512<float>.Count)
         {
-            var k = Vector256.Create(shift);
-            Vector256<double> s0 = default, s1 = default, q0 = default, q1 = default;
+            var kv = Vector512.Create(k);
+            Vector512<float> s0 = default, q0 = default;
+            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+            {
+                var d = Vector512.Load(x + i) - kv;
+                s0 += d;
+                q0 = Vector512.FusedMultiplyAdd(d, d, q0);
+            }
+            sum = Vector512.Sum(s0);
+            sumSquares = Vector512.Sum(q0);
+        }
+        else if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
+        {
+            var kv = Vector256.Create(k);
+            Vector256<float> s0 = default, q0 = default;
             for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
             {
-                var (lo, hi) = Vector256.Widen(Vector256.Load(x + i));
-                lo -= k;
-                hi -= k;
-                s0 += lo;
-                s1 += hi;
-                q0 += lo * lo;
-                q1 += hi * hi;
+                var d = Vector256.Load(x + i) - kv;
+                s0 += d;
+                q0 = Vector256.FusedMultiplyAdd(d, d, q0);
             }
-            sum = Vector256.Sum(s0 + s1);
-            sumSquares = Vector256.Sum(q0 + q1);
+            sum = Vector256.Sum(s0);
+            sumSquares = Vector256.Sum(q0);
         }
         for (; i < n; i++)
         {
-            double d = x[i] - shift;
+            float d = x[i] - k;
             sum += d;
             sumSquares += d * d;
         }
-        return (sum, sumSquares);
+        // The shift was rounded to float; report the sums relative to the double shift the caller uses.
+        double delta = k - shift;
+        return (sum + n * delta, sumSquares + 2 * delta * sum + n * delta * delta);
     }
 
-    /// <summary>Sum of dy and of dy * (x - mean) over n values, in double.</summary>
-    private static (double SumDy, double SumDyCentred) GradientSums(float* dy, float* x, int n, double mean)
+    /// <summary>Sum of dy and of dy * (x - mean) over the n values of one plane (float lanes, returned as double).</summary>
+    private static (double SumDy, double SumDyCentred) GradientSums(float* dy, float* x, int n, float mean)
     {
         int i = 0;
-        double sum = 0, sumCentred = 0;
-        if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
+        float sum = 0, sumCentred = 0;
+        if (Vector512.IsHardwareAccelerated && n >= Vector512<float>.Count)
+        {
+            var m = Vector512.Create(mean);
+            Vector512<float> s0 = default, c0 = default;
+            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+            {
+                var g = Vector512.Load(dy + i);
+                s0 += g;
+                c0 = Vector512.FusedMultiplyAdd(g, Vector512.Load(x + i) - m, c0);
+            }
+            sum = Vector512.Sum(s0);
+            sumCentred = Vector512.Sum(c0);
+        }
+        else if (Vector256.IsHardwareAccelerated && n >= Vector256<float>.Count)
         {
             var m = Vector256.Create(mean);
-            Vector256<double> s0 = default, s1 = default, c0 = default, c1 = default;
+            Vector256<float> s0 = default, c0 = default;
             for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
             {
-                var (glo, ghi) = Vector256.Widen(Vector256.Load(dy + i));
-                var (xlo, xhi) = Vector256.Widen(Vector256.Load(x + i));
-                s0 += glo;
-                s1 += ghi;
-                c0 += glo * (xlo - m);
-                c1 += ghi * (xhi - m);
+                var g = Vector256.Load(dy + i);
+                s0 += g;
+                c0 = Vector256.FusedMultiplyAdd(g, Vector256.Load(x + i) - m, c0);
             }
-            sum = Vector256.Sum(s0 + s1);
-            sumCentred = Vector256.Sum(c0 + c1);
+            sum = Vector256.Sum(s0);
+            sumCentred = Vector256.Sum(c0);
         }
         for (; i < n; i++)
         {
-            double g = dy[i];
+            float g = dy[i];
             sum += g;
             sumCentred += g * (x[i] - mean);
         }

@@ -222,11 +222,42 @@ public sealed partial class CpuBackend : IBackend
     {
         var xs = F(x); var ys = F(y); var dys = F(dy); var dxs = F(dx);
         int xo = x.StorageOffset, yo = y.StorageOffset, dyo = dy.StorageOffset, dxo = dx.StorageOffset;
-        Chunked(x.NumElements, (s, e) =>
+        Chunked(x.NumElements, (s, e) => UnaryBackwardRange(op, xs.AsSpan(xo + s, e - s), ys.AsSpan(yo + s, e - s),
+            dys.AsSpan(dyo + s, e - s), dxs.AsSpan(dxo + s, e - s), alpha, beta));
+    }
+
+    private static void UnaryBackwardRange(UnaryOp op, ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy,
+        Span<float> dx, float alpha, float beta)
+    {
+        var i = 0;
+        var vc = Vector<float>.Count;
+        switch (op)
         {
-            for (var i = s; i < e; i++)
-                dxs[dxo + i] = dys[dyo + i] * UnaryDerivative(op, xs[xo + i], ys[yo + i], alpha, beta);
-        });
+            case UnaryOp.Relu:
+                for (; i <= x.Length - vc; i += vc)
+                {
+                    var mask = Vector.GreaterThan(new Vector<float>(x[i..]), Vector<float>.Zero);
+                    Vector.ConditionalSelect(mask, new Vector<float>(dy[i..]), Vector<float>.Zero).CopyTo(dx[i..]);
+                }
+                break;
+            case UnaryOp.Hardswish:
+                var lo = new Vector<float>(-3f); var hi = new Vector<float>(3f);
+                var half = new Vector<float>(0.5f);
+                for (; i <= x.Length - vc; i += vc)
+                {
+                    var v = new Vector<float>(x[i..]);
+                    // 0 below -3, 1 above 3, x/3 + 1/2 between (as the scalar rule below).
+                    var slope = Vector.ConditionalSelect(Vector.GreaterThan(v, hi), Vector<float>.One, v / hi + half);
+                    slope = Vector.ConditionalSelect(Vector.LessThan(v, lo), Vector<float>.Zero, slope);
+                    (new Vector<float>(dy[i..]) * slope).CopyTo(dx[i..]);
+                }
+                break;
+            case UnaryOp.Affine:
+                var va = new Vector<float>(alpha);
+                for (; i <= x.Length - vc; i += vc) (new Vector<float>(dy[i..]) * va).CopyTo(dx[i..]);
+                break;
+        }
+        for (; i < x.Length; i++) dx[i] = dy[i] * UnaryDerivative(op, x[i], y[i], alpha, beta);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -1,0 +1,85 @@
+using BenchmarkDotNet.Attributes;
+using Microsoft.ML.OnnxRuntime;
+using NeuralCore.Backends.Cpu;
+using NeuralCore.Models;
+using NeuralCore.Onnx;
+
+namespace NeuralCore.Benchmarks;
+
+/// <summary>
+/// NeuralCore inference against ONNX Runtime on the same weights: each CP-ResNet (small, big, pruned) is exported with
+/// <see cref="OnnxExporter"/> and run by an ONNX Runtime session (all graph optimizations, 2 intra-op threads, no
+/// inter-op parallelism) beside NeuralCore's eval-mode forward on 2 threads, on MNIST and mel inputs at batch N and 1.
+/// </summary>
+[Config(typeof(ModelConfig))]
+[MemoryDiagnoser]
+public class OnnxRuntimeBenchmarks
+{
+    private CpResNet model = null!;
+    private Tensor x = null!;
+    private InferenceSession session = null!;
+    private OrtValue input = null!;
+    private RunOptions runOptions = null!;
+    private string[] inputNames = null!, outputNames = null!;
+
+    /// <summary>small, big or pruned.</summary>
+    [ParamsSource(nameof(Models))]
+    public string Model { get; set; } = "";
+
+    /// <summary>The input and batch, see <see cref="ModelInput.Infer"/>.</summary>
+    [ParamsSource(nameof(Inputs))]
+    public string Input { get; set; } = "";
+
+    /// <summary>Model names.</summary>
+    public static IEnumerable<string> Models => ModelInput.Widths.Keys;
+
+    /// <summary>Input names.</summary>
+    public static IEnumerable<string> Inputs => ModelInput.Infer.Select(i => i.Name);
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        CpuThreading.Threads = ModelInput.Threads;
+        var spec = ModelInput.Get(Input);
+        model = ModelInput.Build(Model);
+        model.Eval();
+        x = spec.Batch().X;
+        var bytes = OnnxExporter.ExportToBytes(model, spec.Shape);
+        model.Eval();
+        var options = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            IntraOpNumThreads = ModelInput.Threads,
+            InterOpNumThreads = 1,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+        };
+        session = new InferenceSession(bytes, options);
+        inputNames = [session.InputNames[0]];
+        outputNames = [session.OutputNames[0]];
+        input = OrtValue.CreateTensorValueFromMemory(x.ToArray(), [spec.BatchSize, .. spec.Shape.Select(d => (long)d)]);
+        runOptions = new RunOptions();
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        input.Dispose();
+        runOptions.Dispose();
+        session.Dispose();
+    }
+
+    [Benchmark(Baseline = true, Description = "ONNX Runtime")]
+    public float OnnxRuntime()
+    {
+        using var outputs = session.Run(runOptions, inputNames, [input], outputNames);
+        return outputs[0].GetTensorDataAsSpan<float>()[0];
+    }
+
+    [Benchmark(Description = "NeuralCore")]
+    public float NeuralCore()
+    {
+        using var scope = TensorScope.Enter();
+        using var noGrad = Autograd.Autograd.NoGrad();
+        return model.Call(x).AsSpan()[0];
+    }
+}

@@ -1,0 +1,202 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json.Nodes;
+using NeuralCore.Backends.Cpu;
+using NeuralCore.NN;
+using NeuralCore.Optim;
+
+namespace NeuralCore.Cli.Commands;
+
+/// <summary>
+/// <c>neuralcore bench</c>: times one training step (forward, cross-entropy, backward, Adam) or one inference pass of a
+/// CP-ResNet on random inputs of a fixed shape, and prints the median and spread per iteration and samples per second.
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create(CliConsole console)
+    {
+        var model = CommonOptions.Model();
+        var width = CommonOptions.ChannelWidth(forCheckpoint: true);
+        var checkpoint = CommonOptions.Checkpoint(required: false);
+        var inputShape = new Option<string>("--input-shape", "--input_shape")
+        {
+            Description = "Shape of one input sample without the batch dimension: channels,height,width (MNIST 1,28,28; mel 1,128,100).",
+            DefaultValueFactory = _ => "1,28,28",
+            HelpName = "C,H,W",
+        };
+        var batchSize = CommonOptions.BatchSize("Samples per iteration (default 256).");
+        var mode = new Option<string>("--mode")
+        {
+            Description = "What one iteration does: train (forward, cross-entropy loss, backward, Adam step) or infer (eval-mode forward without gradients).",
+            DefaultValueFactory = _ => "train",
+            HelpName = "train|infer",
+        };
+        var iterations = new Option<int>("--iterations")
+        {
+            Description = "Timed iterations (default 20).",
+            DefaultValueFactory = _ => 20,
+        };
+        var warmup = new Option<int>("--warmup")
+        {
+            Description = "Untimed iterations first (default 5): JIT, pooled buffers and caches warm up.",
+            DefaultValueFactory = _ => 5,
+        };
+        var threads = new Option<int?>("--threads")
+        {
+            Description = "CPU threads of the kernels (default: NEURALCORE_THREADS, else all cores).",
+        };
+        var device = new Option<string>("--device") { Description = "Device: cpu.", DefaultValueFactory = _ => "cpu" };
+        var json = CommonOptions.Json();
+        var command = new Command("bench",
+            "Time a CP-ResNet training step or inference pass on random inputs: median and spread per iteration, samples per second. " +
+            "Give the architecture (--model, --channel-width) or a --checkpoint (e.g. a pruned model).")
+        {
+            model, width, checkpoint, inputShape, batchSize, mode, iterations, warmup, threads, device, json,
+        };
+        command.SetAction(parse =>
+        {
+            var (_, widths) = CommonOptions.ReadModel(parse, model, width);
+            var shape = CommonOptions.ParseShape(parse.GetValue(inputShape)!, "--input-shape");
+            var what = parse.GetValue(mode)!.Trim().ToLowerInvariant();
+            if (what is not ("train" or "infer"))
+                throw new CliException($"--mode {what} is not known; use train or infer.", Program.UsageError);
+            int batch = parse.GetValue(batchSize), count = parse.GetValue(iterations), warm = parse.GetValue(warmup);
+            if (batch < 1) throw new CliException($"--batch-size must be at least 1; found {batch}.", Program.UsageError);
+            if (what == "train" && batch < 2) throw new CliException("--mode train needs --batch-size of at least 2 (batch norm needs two samples).", Program.UsageError);
+            if (count < 1) throw new CliException($"--iterations must be at least 1; found {count}.", Program.UsageError);
+            if (warm < 0) throw new CliException($"--warmup must be at least 0; found {warm}.", Program.UsageError);
+            if (parse.GetValue(threads) is { } t)
+            {
+                if (t < 1) throw new CliException($"--threads must be at least 1; found {t}.", Program.UsageError);
+                CpuThreading.Threads = t;
+            }
+            var dev = TrainingOptionSet.ParseDevice(parse.GetValue(device)!);
+            var path = parse.GetValue(checkpoint);
+            var source = path is null ? ModelSource.Build(widths, seed: 0) : ModelSource.Load(path, widths);
+            if (shape[0] != source.Config.InputChannels)
+                throw new CliException(
+                    $"--input-shape {string.Join(",", shape)} has {shape[0]} channels but the model takes {source.Config.InputChannels}; pass --input-shape {source.Config.InputChannels},{shape[1]},{shape[2]}.",
+                    Program.UsageError);
+
+            var result = Run(source, dev, shape, batch, what == "train", count, warm, console.Cancellation);
+            bool asJson = parse.GetValue(json);
+            var human = console.Human(asJson);
+            human.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"CP-ResNet {string.Join(" ", source.Config.ChannelWidths)}{(source.Checkpoint is null ? "" : $" ({source.Checkpoint})")}, " +
+                $"{what}, batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
+            human.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"median {result.Median:F3} ms  (min {result.Min:F3}, p25 {result.P25:F3}, p75 {result.P75:F3}, max {result.Max:F3})  " +
+                $"{result.SamplesPerSecond:F0} samples/s"));
+            human.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB"));
+            if (asJson)
+            {
+                var o = new JsonObject
+                {
+                    ["model"] = "cpresnet",
+                    ["channel_widths"] = Json.Array(source.Config.ChannelWidths),
+                    ["checkpoint"] = source.Checkpoint is null ? null : Path.GetFullPath(source.Checkpoint),
+                    ["mode"] = what,
+                    ["device"] = dev.ToString(),
+                    ["threads"] = CpuThreading.Threads,
+                    ["batch_size"] = batch,
+                    ["input_shape"] = Json.Array(shape),
+                    ["iterations"] = count,
+                    ["warmup"] = warm,
+                    ["median_ms"] = result.Median,
+                    ["min_ms"] = result.Min,
+                    ["p25_ms"] = result.P25,
+                    ["p75_ms"] = result.P75,
+                    ["max_ms"] = result.Max,
+                    ["samples_per_second"] = result.SamplesPerSecond,
+                    ["allocated_bytes_per_iteration"] = result.AllocatedBytesPerIteration,
+                    ["peak_working_set_bytes"] = result.PeakWorkingSet,
+                    ["pooled_bytes"] = result.PooledBytes,
+                    ["times_ms"] = new JsonArray(result.Times.Select(v => (JsonNode)v).ToArray()),
+                };
+                console.Out.WriteLine(o.ToJsonString(Json.Indented));
+            }
+            return Program.Success;
+        });
+        return command;
+    }
+
+    /// <summary>Times per iteration in milliseconds (in run order) and their summary.</summary>
+    private sealed record BenchResult(double[] Times, int Batch, long AllocatedBytesPerIteration, long PeakWorkingSet, long PooledBytes)
+    {
+        private double[] Sorted { get; } = Times.Order().ToArray();
+
+        public double Median => Quantile(0.5);
+
+        public double Min => Sorted[0];
+
+        public double Max => Sorted[^1];
+
+        public double P25 => Quantile(0.25);
+
+        public double P75 => Quantile(0.75);
+
+        public double SamplesPerSecond => Batch / (Median / 1000);
+
+        private double Quantile(double q)
+        {
+            double at = q * (Sorted.Length - 1);
+            int lo = (int)Math.Floor(at), hi = (int)Math.Ceiling(at);
+            return Sorted[lo] + (Sorted[hi] - Sorted[lo]) * (at - lo);
+        }
+    }
+
+    private static BenchResult Run(ModelSource source, Device device, int[] shape, int batch, bool train, int count, int warm, CancellationToken cancel)
+    {
+        var net = source.Model;
+        net.To(device);
+        var generator = new Generator(1);
+        var x = Tensor.Rand([batch, .. shape], generator, device);
+        var labels = new long[batch];
+        for (int i = 0; i < batch; i++) labels[i] = i % source.Config.NumClasses;
+        var y = Tensor.FromArray(labels, batch).To(device);
+        Optimizer? optimizer = null;
+        if (train)
+        {
+            net.Train();
+            optimizer = new Adam(net.Parameters(), lr: 1e-3, weightDecay: 3e-3);
+        }
+        else
+        {
+            net.Eval();
+        }
+
+        var times = new double[count];
+        long allocated = 0;
+        for (int it = -warm; it < count; it++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var clock = Stopwatch.StartNew();
+            using (TensorScope.Enter())
+            {
+                if (optimizer is not null)
+                {
+                    optimizer.ZeroGrad(setToNone: false);
+                    var loss = Functional.CrossEntropy(net.Call(x), y);
+                    loss.Backward();
+                    optimizer.Step();
+                    // Reading the loss waits for a device that runs asynchronously.
+                    _ = loss.Item();
+                }
+                else
+                {
+                    using var noGrad = Autograd.Autograd.NoGrad();
+                    _ = net.Call(x).ToArray();
+                }
+            }
+            clock.Stop();
+            if (it < 0) continue;
+            times[it] = clock.Elapsed.TotalMilliseconds;
+            allocated += GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        using var process = Process.GetCurrentProcess();
+        return new BenchResult(times, batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes);
+    }
+}
