@@ -297,6 +297,8 @@ public sealed class DependencyGraph
 
     private List<PruningGroup> BuildGroups()
     {
+        // Registration order of the parameters names each group after its first producer and orders the groups.
+        var order = Model.NamedParameters().Select((p, i) => (p.Name, i)).ToDictionary(p => p.Name, p => p.i);
         var bySet = new Dictionary<int, List<Space>>();
         foreach (var s in _spaces)
         {
@@ -330,18 +332,10 @@ public sealed class DependencyGraph
             var memberIndex = members.Select((m, i) => (m.Id, i)).ToDictionary(p => p.Id, p => p.i);
             var units = unitIndices.Select((u, id) => new PruningUnit(id,
                 u.ToDictionary(kv => memberIndex[kv.Key], kv => (IReadOnlyList<int>)kv.Value))).ToList();
-            var producerName = producers.Select(p => _sliceable[p.Tensor]).OrderBy(n => _sliceableOrder(n)).First();
+            var producerName = producers.Select(p => _sliceable[p.Tensor]).OrderBy(n => order.GetValueOrDefault(n, int.MaxValue)).First();
             groups.Add(new PruningGroup(ModuleName(producerName), memberList, units));
         }
-        var order = Model.NamedParameters().Select((p, i) => (p.Name, i)).ToDictionary(p => p.Name, p => p.i);
         return groups.OrderBy(g => g.Members.Where(m => m.IsParameter).Min(m => order.GetValueOrDefault(m.Name, int.MaxValue))).ToList();
-    }
-
-    private int _sliceableOrder(string name)
-    {
-        var i = 0;
-        foreach (var (n, _) in Model.NamedParameters()) { if (n == name) return i; i++; }
-        return int.MaxValue;
     }
 
     /// <summary>Weights (rank ≥ 2) and batch-norm scales count towards magnitude importance; biases and shifts do not (Torch-Pruning's default).</summary>

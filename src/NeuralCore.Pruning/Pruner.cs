@@ -251,7 +251,7 @@ public sealed class Pruner
         foreach (var ((tensor, dim), indices) in removed)
         {
             var keep = Enumerable.Range(0, tensor.Size(dim)).Where(i => !indices.Contains(i)).Select(i => (long)i).ToArray();
-            var keepIdx = Tensor.FromArray(keep).To(tensor.Device);
+            var keepIdx = Tensor.FromArray(keep, keep.Length).To(tensor.Device);
             var oldShape = tensor.ShapeArray();
             if (optimizer is not null && tensor is Parameter p && optimizer.State.TryGetValue(p, out var state))
                 foreach (var key in state.Keys.ToList())
