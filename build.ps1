@@ -4,8 +4,10 @@
 #   test    all test projects; prints one closing line "N passed, N failed, N skipped"
 #   bench   BenchmarkDotNet suites (pass a filter after --, e.g. build.ps1 bench -- --filter '*Gemm*')
 #   seed    the seed experiment on MNIST (train small, train big, prune + fine-tune, compare)
+#   publish self-contained single-file out/publish/neuralcore for linux-x64 (runs where no .NET is installed,
+#           e.g. a GPU machine: `out/publish/neuralcore selftest --device cuda`; see benchmarks/peers/README.md)
 param(
-    [Parameter(Position = 0)][ValidateSet('build', 'test', 'bench', 'seed')][string]$Task = 'build',
+    [Parameter(Position = 0)][ValidateSet('build', 'test', 'bench', 'seed', 'publish')][string]$Task = 'build',
     [Parameter(ValueFromRemainingArguments = $true)][string[]]$Rest = @()
 )
 $ErrorActionPreference = 'Stop'
@@ -47,5 +49,28 @@ switch ($Task) {
         Invoke-Checked dotnet @('build', 'src/NeuralCore.Cli', '-c', 'Release', '--nologo', '-v', 'q')
         $cli = Join-Path $PSScriptRoot 'src/NeuralCore.Cli/bin/Release/net10.0/NeuralCore.Cli.dll'
         Invoke-Checked dotnet (@($cli, 'reproduce', 'mnist') + $Rest)
+    }
+    'publish' {
+        $out = Join-Path $PSScriptRoot 'out/publish'
+        if (Test-Path $out) { Remove-Item -Recurse -Force $out }
+        # NOTE: TrimMode=partial trims only the framework (assemblies marked trimmable) and keeps NeuralCore's and
+        # its packages' assemblies whole, with reflection-based JSON on: the run files, reports and --json output
+        # serialize records by reflection, which full trimming would break. The kernels (kernels/*.cu) are
+        # embedded resources of NeuralCore.Cuda and stay inside the single file; native libraries of the packages
+        # (SkiaSharp for the charts) are bundled too and extracted on first run.
+        Invoke-Checked dotnet (@('publish', 'src/NeuralCore.Cli', '-c', 'Release', '-r', 'linux-x64', '--self-contained', '--nologo',
+                '-p:PublishSingleFile=true', '-p:PublishTrimmed=true', '-p:InvariantGlobalization=true',
+                '-p:TrimMode=partial', '-p:EnableTrimAnalyzer=false', '-p:SuppressTrimAnalysisWarnings=true',
+                '-p:JsonSerializerIsReflectionEnabledByDefault=true', '-p:IncludeNativeLibrariesForSelfExtract=true',
+                '-p:DebugType=none', '-o', $out) + $Rest)
+        # The project copies its app host to 'neuralcore'; keep that one name only, without the libraries' XML
+        # docs and symbols that publish puts beside it.
+        $appHost = Join-Path $out 'NeuralCore.Cli'
+        if (Test-Path $appHost) { Remove-Item -Force $appHost }
+        Get-ChildItem $out -File | Where-Object { $_.Extension -in '.xml', '.pdb' } | Remove-Item -Force
+        $exe = Join-Path $out 'neuralcore'
+        Invoke-Checked $exe @('--help') | Out-Null
+        $mib = [math]::Round((Get-Item $exe).Length / 1MB, 1)
+        Write-Output "out/publish/neuralcore: $mib MiB, self-contained linux-x64; try 'out/publish/neuralcore doctor'"
     }
 }

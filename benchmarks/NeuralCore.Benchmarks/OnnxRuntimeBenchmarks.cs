@@ -9,7 +9,8 @@ namespace NeuralCore.Benchmarks;
 /// <summary>
 /// NeuralCore inference against ONNX Runtime on the same weights: each CP-ResNet (small, big, pruned) is exported with
 /// <see cref="OnnxExporter"/> and run by an ONNX Runtime session (all graph optimizations, 2 intra-op threads, no
-/// inter-op parallelism) beside NeuralCore's eval-mode forward on 2 threads, on MNIST and mel inputs at batch N and 1.
+/// inter-op parallelism) beside NeuralCore's compiled <see cref="CpuInferencePlan"/> and its eager eval-mode forward,
+/// on 2 threads, on MNIST and mel inputs at batch N and 1.
 /// </summary>
 [Config(typeof(ModelConfig))]
 [MemoryDiagnoser]
@@ -20,6 +21,8 @@ public class OnnxRuntimeBenchmarks
     private InferenceSession session = null!;
     private OrtValue input = null!;
     private RunOptions runOptions = null!;
+    private CpuInferencePlan plan = null!;
+    private float[] logits = [];
     private string[] inputNames = null!, outputNames = null!;
 
     /// <summary>small, big or pruned.</summary>
@@ -58,6 +61,8 @@ public class OnnxRuntimeBenchmarks
         outputNames = [session.OutputNames[0]];
         input = OrtValue.CreateTensorValueFromMemory(x.ToArray(), [spec.BatchSize, .. spec.Shape.Select(d => (long)d)]);
         runOptions = new RunOptions();
+        plan = CpuInferencePlan.Compile(model, x.ShapeArray());
+        logits = new float[Tensor.Numel(plan.OutputShape)];
     }
 
     [GlobalCleanup]
@@ -75,8 +80,15 @@ public class OnnxRuntimeBenchmarks
         return outputs[0].GetTensorDataAsSpan<float>()[0];
     }
 
-    [Benchmark(Description = "NeuralCore")]
-    public float NeuralCore()
+    [Benchmark(Description = "NeuralCore plan")]
+    public float NeuralCorePlan()
+    {
+        plan.Run(x.AsSpan(), logits);
+        return logits[0];
+    }
+
+    [Benchmark(Description = "NeuralCore eager")]
+    public float NeuralCoreEager()
     {
         using var scope = TensorScope.Enter();
         using var noGrad = Autograd.Autograd.NoGrad();

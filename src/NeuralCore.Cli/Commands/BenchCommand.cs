@@ -46,13 +46,17 @@ internal static class BenchCommand
         {
             Description = "CPU threads of the kernels (default: NEURALCORE_THREADS, else all cores).",
         };
-        var device = new Option<string>("--device") { Description = "Device: cpu.", DefaultValueFactory = _ => "cpu" };
+        var eager = new Option<bool>("--eager")
+        {
+            Description = "With --mode infer: time the eager forward (op by op, as model.Call runs it) instead of the compiled CpuInferencePlan (batch norm folded, activations and residual additions fused).",
+        };
+        var device = new Option<string>("--device") { Description = TrainingOptionSet.DeviceHelp, DefaultValueFactory = _ => "cpu" };
         var json = CommonOptions.Json();
         var command = new Command("bench",
             "Time a CP-ResNet training step or inference pass on random inputs: median and spread per iteration, samples per second. " +
             "Give the architecture (--model, --channel-width) or a --checkpoint (e.g. a pruned model).")
         {
-            model, width, checkpoint, inputShape, batchSize, mode, iterations, warmup, threads, device, json,
+            model, width, checkpoint, inputShape, batchSize, mode, iterations, warmup, threads, eager, device, json,
         };
         command.SetAction(parse =>
         {
@@ -79,12 +83,16 @@ internal static class BenchCommand
                     $"--input-shape {string.Join(",", shape)} has {shape[0]} channels but the model takes {source.Config.InputChannels}; pass --input-shape {source.Config.InputChannels},{shape[1]},{shape[2]}.",
                     Program.UsageError);
 
-            var result = Run(source, dev, shape, batch, what == "train", count, warm, console.Cancellation);
+            bool useEager = parse.GetValue(eager);
+            if (what == "infer" && !useEager && dev != Device.Cpu)
+                throw new CliException($"The compiled inference plan runs on the CPU; add --eager to time inference on {dev}.", Program.UsageError);
+            var engine = what == "train" ? "eager" : useEager ? "eager" : "plan";
+            var result = Run(source, dev, shape, batch, what == "train", !useEager, count, warm, console.Cancellation);
             bool asJson = parse.GetValue(json);
             var human = console.Human(asJson);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"CP-ResNet {string.Join(" ", source.Config.ChannelWidths)}{(source.Checkpoint is null ? "" : $" ({source.Checkpoint})")}, " +
-                $"{what}, batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
+                $"{what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"median {result.Median:F3} ms  (min {result.Min:F3}, p25 {result.P25:F3}, p75 {result.P75:F3}, max {result.Max:F3})  " +
                 $"{result.SamplesPerSecond:F0} samples/s"));
@@ -98,6 +106,7 @@ internal static class BenchCommand
                     ["channel_widths"] = Json.Array(source.Config.ChannelWidths),
                     ["checkpoint"] = source.Checkpoint is null ? null : Path.GetFullPath(source.Checkpoint),
                     ["mode"] = what,
+                    ["engine"] = engine,
                     ["device"] = dev.ToString(),
                     ["threads"] = CpuThreading.Threads,
                     ["batch_size"] = batch,
@@ -147,7 +156,7 @@ internal static class BenchCommand
         }
     }
 
-    private static BenchResult Run(ModelSource source, Device device, int[] shape, int batch, bool train, int count, int warm, CancellationToken cancel)
+    private static BenchResult Run(ModelSource source, Device device, int[] shape, int batch, bool train, bool plan, int count, int warm, CancellationToken cancel)
     {
         var net = source.Model;
         net.To(device);
@@ -166,6 +175,8 @@ internal static class BenchCommand
         {
             net.Eval();
         }
+        var compiled = !train && plan ? CpuInferencePlan.Compile(net, [batch, .. shape]) : null;
+        var logits = new float[batch * source.Config.NumClasses];
 
         var times = new double[count];
         long allocated = 0;
@@ -184,6 +195,10 @@ internal static class BenchCommand
                     optimizer.Step();
                     // Reading the loss waits for a device that runs asynchronously.
                     _ = loss.Item();
+                }
+                else if (compiled is not null)
+                {
+                    compiled.Run(x.AsSpan(), logits);
                 }
                 else
                 {

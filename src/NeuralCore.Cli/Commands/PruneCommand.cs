@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using NeuralCore.Audio;
 using NeuralCore.Data;
 using NeuralCore.NN;
 using NeuralCore.Pruning;
@@ -41,7 +42,11 @@ internal static class PruneCommand
         };
         var targetParams = new Option<long?>("--target-params") { Description = "Prune to at most N parameters: finds the smallest ratio (to 1e-4) that fits.", HelpName = "N" };
         var targetMacs = new Option<long?>("--target-macs") { Description = "Prune to at most N conv and linear MACs per input: finds the smallest ratio that fits.", HelpName = "N" };
-        var inputShape = new Option<string>("--input-shape") { Description = "One input without the batch dimension, for tracing.", DefaultValueFactory = _ => "1,28,28" };
+        var inputShape = new Option<string>("--input-shape", "--input_shape")
+        {
+            Description = "One input without the batch dimension, for tracing and counting (default 1,28,28, or 1 s of an acoustic-scene checkpoint's front end, e.g. 1,128,100).",
+            DefaultValueFactory = _ => "1,28,28",
+        };
         var finetuneEpochs = new Option<int>("--finetune-epochs") { Description = "Fine-tuning epochs after every step (0: none).", DefaultValueFactory = _ => 0 };
         var sparseEpochs = new Option<int>("--sparse-epochs") { Description = "Sparse-training epochs before pruning (BN-scale: L1 on BN scales; otherwise group lasso)." };
         var sparseLambda = new Option<float>("--sparse-lambda") { Description = "Strength of the sparse-training penalty.", DefaultValueFactory = _ => 1e-4f };
@@ -60,15 +65,23 @@ internal static class PruneCommand
             checkpoint, model, width, ratio, importance, reduction, normalizer, global, steps, roundTo, maxRatio, ignore,
             targetParams, targetMacs, inputShape, finetuneEpochs, sparseEpochs, sparseLambda, listGroups, dataset, mnist, dataDir, output, resume, json,
         };
-        foreach (var option in training.All) command.Add(option);
+        var ascData = new AscDataOptionSet();
+        foreach (var option in training.All.Concat(ascData.ForTraining)) command.Add(option);
         command.SetAction(parse =>
         {
-            CommonOptions.ReadDataset(parse, dataset, mnist);
             var (_, widths) = CommonOptions.ReadModel(parse, model, width);
             bool asJson = parse.GetValue(json);
             var human = console.Human(asJson);
-            var shape = CommonOptions.ParseShape(parse.GetValue(inputShape)!, "--input-shape");
+            // An unusable --device fails here, before the checkpoint is loaded and pruned.
+            TrainingOptionSet.ParseDevice(parse.GetValue(training.Device)!);
             var source = ModelSource.Load(parse.GetValue(checkpoint)!, widths);
+            string data = CommonOptions.ReadDataset(parse, dataset, mnist, source.Dataset);
+            if (data == "mnist" && source.Dataset == "asc")
+                throw new CliException($"{source.Checkpoint} was trained on acoustic scenes (its metadata holds a mel front end); prune it with --dataset asc.", Program.UsageError);
+            var mel = data == "asc" ? TestCommand.FrontEndOf(source, human) : null;
+            var shape = parse.GetResult(inputShape) is { Implicit: true } && mel is not null
+                ? [1, mel.NMels, mel.FrameCount(mel.SampleRate)]
+                : CommonOptions.ParseShape(parse.GetValue(inputShape)!, "--input-shape");
             var prunerOptions = new PrunerOptions
             {
                 Ratio = InRange(parse.GetValue(ratio), 0, 1, "--ratio"),
@@ -115,7 +128,7 @@ internal static class PruneCommand
                 Finetune = finetune,
                 SparseEpochs = AtLeast(parse.GetValue(sparseEpochs), 0, "--sparse-epochs"),
                 SparseLambda = parse.GetValue(sparseLambda),
-                ModelMetadata = source.Config.ToMetadata(),
+                ModelMetadata = mel is null ? source.Config.ToMetadata() : AscData.ModelMetadata(source.Config.ToMetadata(), mel, source.Augment ?? new AugmentConfig()),
                 OutputDirectory = parse.GetValue(output)!,
                 Resume = parse.GetValue(resume),
             };
@@ -123,12 +136,45 @@ internal static class PruneCommand
                 throw new CliException("Give --target-params or --target-macs, not both.", Program.UsageError);
 
             var needsTraining = finetune.Epochs > 0 || options.SparseEpochs > 0 || prunerOptions.Importance.Criterion == ImportanceCriterion.Taylor;
-            var splits = DataSource.LoadMnist(parse.GetValue(dataDir), parse.GetValue(training.ValidationCount), human);
-            var trainSet = training.ReadLimit(parse) is { } n && n < splits.Train.Count ? splits.Train.Subset(Enumerable.Range(0, n).ToArray()) : splits.Train;
-            DataLoader? train = needsTraining ? new DataLoader(new ImageBatchSource(trainSet), finetune.BatchSize, shuffle: true, finetune.Seed) : null;
-            DataLoader? validation = needsTraining ? new DataLoader(new ImageBatchSource(splits.Validation), finetune.BatchSize, shuffle: false, 0) : null;
-            var test = new DataLoader(new ImageBatchSource(splits.Test), finetune.BatchSize, shuffle: false, 0);
+            DataLoader? train = null, validation = null;
+            DataLoader test;
             if (finetune.Threads is { } threads) NeuralCore.Backends.Cpu.CpuThreading.Threads = threads;
+            if (mel is not null)
+            {
+                if (parse.GetResult(training.ValidationCount) is { Implicit: false })
+                    throw new CliException("--validation-count applies to MNIST; for acoustic scenes use --validation-fraction (or --seed-validation).", Program.UsageError);
+                // Fine-tuning uses the augmentations the model was trained with (the seed's when the checkpoint does not say).
+                var augment = source.Augment ?? new AugmentConfig();
+                if (needsTraining && augment.MixupAlpha > 0)
+                    human.WriteLine("note: the model was trained with mixup; fine-tuning here runs without it (plain cross-entropy), with its other augmentations.");
+                var (mode, fraction) = ascData.ReadValidation(parse);
+                var asc = AscData.Load(parse.GetValue(dataDir), parse.GetValue(ascData.SkipMissing), mode, fraction, parse.GetValue(ascData.CacheDir), mel.SampleRate, human);
+                var frontEnd = new MelFrontEnd(mel, augment);
+                var testSource = asc.Source(asc.Split.Test, frontEnd, training: false, 0);
+                var sources = new List<AscBatchSource> { testSource };
+                if (needsTraining)
+                {
+                    var trainSource = asc.Source(asc.TrainClips(training.ReadLimit(parse)), frontEnd, training: true, finetune.Seed);
+                    var validationSource = asc.Source(asc.Split.Validation, frontEnd, training: false, 0);
+                    sources.AddRange([trainSource, validationSource]);
+                    train = new DataLoader(trainSource, finetune.BatchSize, shuffle: true, finetune.Seed);
+                    validation = new DataLoader(validationSource, finetune.BatchSize, shuffle: false, 0);
+                    options = options with { Finetune = finetune with { DataDescription = asc.Describe(trainSource.Count, mode, fraction) } };
+                }
+                asc.Preload(sources, human, console.Cancellation);
+                test = new DataLoader(testSource, finetune.BatchSize, shuffle: false, 0);
+            }
+            else
+            {
+                var ascOnly = ascData.ForTraining.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
+                if (ascOnly.Count > 0)
+                    throw new CliException($"{string.Join(", ", ascOnly)} apply to acoustic scenes only; add --dataset asc, or drop them.", Program.UsageError);
+                var splits = DataSource.LoadMnist(parse.GetValue(dataDir), parse.GetValue(training.ValidationCount), human);
+                var trainSet = training.ReadLimit(parse) is { } n && n < splits.Train.Count ? splits.Train.Subset(Enumerable.Range(0, n).ToArray()) : splits.Train;
+                train = needsTraining ? new DataLoader(new ImageBatchSource(trainSet), finetune.BatchSize, shuffle: true, finetune.Seed) : null;
+                validation = needsTraining ? new DataLoader(new ImageBatchSource(splits.Validation), finetune.BatchSize, shuffle: false, 0) : null;
+                test = new DataLoader(new ImageBatchSource(splits.Test), finetune.BatchSize, shuffle: false, 0);
+            }
 
             var before = ModelSummary.Summarize(source.Model, shape);
             var baseline = Evaluator.Test(source.Model, test);
@@ -150,6 +196,7 @@ internal static class PruneCommand
             foreach (var g in widthsAfter) human.WriteLine($"  {g.Name,-28} {g.InitialWidth,4} -> {g.WidthAfter,4}");
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"test accuracy {baseline.Accuracy:P2} -> {result.Test!.Accuracy:P2}, macro accuracy {baseline.MacroAccuracy:P2} -> {result.Test.MacroAccuracy:P2}"));
+            if (result.Test.PerDevice is not null) human.Write(TestReportText.DeviceTable(result.Test));
             human.WriteLine($"pruned model: {Path.GetFullPath(result.FinalCheckpoint)}");
             if (asJson)
             {

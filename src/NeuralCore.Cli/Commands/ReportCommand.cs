@@ -28,7 +28,7 @@ internal static class ReportCommand
             Description = "One input's shape, e.g. 1,28,28, for a pruning folder without fine-tuning runs (which do not record it).",
             HelpName = "C,H,W",
         };
-        var device = new Option<string>("--device") { Description = "Device for the speed measurement: cpu.", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = "Device for the speed measurement: cpu, cuda or cuda:N.", DefaultValueFactory = _ => "cpu" };
         var threads = new Option<int?>("--threads") { Description = "CPU threads for the speed measurement.", HelpName = "N" };
         var json = CommonOptions.Json();
         var command = new Command("report",
@@ -47,7 +47,7 @@ internal static class ReportCommand
             if (batch < 1) throw new CliException($"--throughput-batch must be at least 1; found {batch}.", Program.UsageError);
             if (parse.GetValue(threads) is { } t)
                 CpuThreading.Threads = t >= 1 ? t : throw new CliException($"--threads must be at least 1; found {t}.", Program.UsageError);
-            var target = ReproduceCommand.ParseDevice(parse.GetValue(device)!);
+            var target = TrainingOptionSet.ParseDevice(parse.GetValue(device)!);
             int[]? shape = parse.GetValue(inputShape) is { } s ? CommonOptions.ParseShape(s, "--input-shape") : null;
 
             ExperimentResults results;
@@ -98,13 +98,14 @@ internal static class ReportCommand
         var names = infos.Select(i => i.Model.Name).ToList();
         if (names.Distinct(StringComparer.Ordinal).Count() != names.Count)
             infos = infos.Select((info, k) => info with { Model = info.Model with { Name = $"{info.Model.Name}-{k + 1}" } }).ToList();
-        var models = infos.Select(info =>
+        var models = infos.Select(info => info.Model).ToList();
+        if (throughputBatch is { } n)
         {
-            if (throughputBatch is not { } n) return info.Model;
-            human.WriteLine($"measuring the speed of {info.Model.Name} ...");
-            info.Network.To(device);
-            return info.Model with { Throughput = ThroughputMeter.Measure(info.Network, info.Model.InputShape, n) };
-        }).ToList();
+            human.WriteLine($"measuring inference speed (batch 1 and batch {n}) ...");
+            foreach (var info in infos) info.Network.To(device);
+            var speeds = ThroughputMeter.MeasureAll(infos.Select(i => ((NN.Module)i.Network, i.Model.InputShape)).ToList(), n);
+            models = models.Select((m, i) => m with { Throughput = speeds[i] }).ToList();
+        }
         var (withRoles, claim) = ReportBuilder.AssignRolesAndJudge(models);
         var data = infos.Select(i => i.Data).Where(d => d is not null).Distinct().ToList();
         var notes = new List<string>();

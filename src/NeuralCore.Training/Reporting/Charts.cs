@@ -80,14 +80,18 @@ public static class Charts
     public static Chart LearningCurve(IReadOnlyList<ModelResult> models, bool loss)
     {
         string what = loss ? "loss" : "accuracy";
-        using var plot = NewPlot($"Learning curves: {what}", "epoch (fine-tuning epochs continue after pruning)", loss ? "cross-entropy" : "accuracy");
+        // The pruned model starts from the big model's training: its fine-tuning epochs continue the big model's axis.
+        int bigEpochs = models.FirstOrDefault(m => m.Role == "big")?.Stages.Sum(s => s.Epochs.Count) ?? 0;
+        using var plot = NewPlot($"Learning curves: {what}", bigEpochs > 0 ? "epoch (the pruned model's fine-tuning continues after the big model's training)" : "epoch",
+            loss ? "cross-entropy" : "accuracy");
         for (int i = 0; i < models.Count; i++)
         {
             var model = models[i];
             var epochs = model.Stages.SelectMany(s => s.Epochs).ToList();
             if (epochs.Count == 0) continue;
             var color = ColorOf(model, i);
-            var xs = Enumerable.Range(1, epochs.Count).Select(e => (double)e).ToArray();
+            int offset = model.Role == "pruned" ? bigEpochs : 0;
+            var xs = Enumerable.Range(offset + 1, epochs.Count).Select(e => (double)e).ToArray();
             var train = plot.Add.ScatterLine(xs, epochs.Select(e => loss ? e.TrainLoss : e.TrainAccuracy).ToArray(), color);
             train.LinePattern = LinePattern.Dashed;
             train.LineWidth = 1.5f;
@@ -97,14 +101,13 @@ public static class Charts
             validation.LegendText = $"{model.Name} validation";
             if (model.Stages.Count > 1 || model.Role == "pruned")
             {
-                int start = 0;
+                int start = offset;
                 foreach (var stage in model.Stages)
                 {
-                    var line = plot.Add.VerticalLine(start + 0.5, 1, color, LinePattern.Dotted);
+                    var line = plot.Add.VerticalLine(start + 0.5, 1.5f, color, LinePattern.Dotted);
                     line.LabelText = stage.Name;
                     line.LabelFontSize = 11;
-                    line.LabelRotation = -90;
-                    line.LabelAlignment = Alignment.UpperLeft;
+                    line.LabelOppositeAxis = true;
                     line.ExcludeFromLegend = true;
                     start += stage.Epochs.Count;
                 }
@@ -123,7 +126,7 @@ public static class Charts
         plot.ShowLegend(Edge.Right);
         return Save(plot, loss ? "learning-curves-loss.png" : "learning-curves-accuracy.png",
             $"Training and validation {what} per epoch",
-            "Dashed: training (measured while the weights changed); solid: validation after the epoch. Dotted vertical lines mark where a training stage starts (for the pruned model: the fine-tuning after each pruning step, numbered from 1 after the big model's training)." +
+            "Dashed: training (measured while the weights changed); solid: validation after the epoch. Dotted vertical lines mark where a training stage starts: for the pruned model, the fine-tuning after each pruning step, drawn after the big model's epochs because it starts from the big model's best checkpoint." +
             (loss ? " The vertical axis is cut at three times the median loss so that the later epochs are readable." : ""), 1100, 520);
     }
 
@@ -222,13 +225,14 @@ public static class Charts
             long total = test.ConfusionMatrix[r].Sum();
             for (int c = 0; c < n; c++) shares[r, c] = total == 0 ? 0 : (double)test.ConfusionMatrix[r][c] / total;
         }
-        var heatmap = plot.Add.Heatmap(shares);
-        heatmap.Colormap = new ScottPlot.Colormaps.Blues();
-        heatmap.ManualRange = new ScottPlot.Range(0, 1);
-        heatmap.Extent = new CoordinateRect(-0.5, n - 0.5, n - 0.5, -0.5);
+        var colormap = new ScottPlot.Colormaps.Blues().Reversed();
         for (int r = 0; r < n; r++)
             for (int c = 0; c < n; c++)
             {
+                // One rectangle per cell (row r drawn at y = r on an inverted axis, so row 0 is at the top).
+                var cell = plot.Add.Rectangle(c - 0.5, c + 0.5, r - 0.5, r + 0.5);
+                cell.FillColor = colormap.GetColor(shares[r, c]);
+                cell.LineWidth = 0;
                 long count = test.ConfusionMatrix[r][c];
                 if (count == 0) continue;
                 var text = plot.Add.Text(count.ToString(Ci), c, r);

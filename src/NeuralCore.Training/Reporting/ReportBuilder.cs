@@ -147,7 +147,7 @@ public static class ReportBuilder
                 string.Create(Ci, $"Criterion {p.Criterion} magnitude (sum of |w| over each channel's slices), group reduction {p.GroupReduction ?? "not recorded"}, normalizer {p.Normalizer ?? "not recorded"}, {p.Scope} pruning, final classifier left whole. Channel ratio {p.Ratio:0.####} reached in {p.IterativeSteps} step(s) (ratios {stepRatios}, always relative to the widths before pruning), each followed by {p.FinetuneEpochsPerStep} fine-tuning epoch(s)."),
                 string.Create(Ci, $"Parameters {p.ParametersBefore:N0} -> {p.ParametersAfter:N0} ({(double)p.ParametersAfter / Math.Max(p.ParametersBefore, 1):P1} kept); conv and linear MACs per sample {p.MacsBefore:N0} -> {p.MacsAfter:N0}."),
             };
-            if (p.SourceCheckpoint is not null) text.Add($"Pruned checkpoint: `{p.SourceCheckpoint}`.");
+            if (p.SourceCheckpoint is not null) text.Add($"The checkpoint that was pruned: `{p.SourceCheckpoint}`.");
             sections.Add(new Section("Pruning", text, null, []));
         }
 

@@ -8,53 +8,71 @@ namespace NeuralCore.Training.Reporting;
 /// <remarks>
 /// Each measurement is a forward pass in eval mode without gradients on a random input already on the model's
 /// device, followed by copying the logits back to the host (which also waits for an asynchronous device). A few
-/// untimed warm-up passes come first, so one-time costs (buffer pools, kernel compilation) are not counted. The
-/// median of several runs resists the odd slow run a busy machine produces.
+/// untimed warm-up passes come first, so one-time costs (buffer pools, kernel compilation) are not counted. Several
+/// models are measured in turns (run 1 of every model, then run 2, ...), so that a busy spell of the machine slows
+/// them all alike instead of whichever model happened to be measured then; the median of the runs resists the odd
+/// slow run.
 /// </remarks>
 public static class ThroughputMeter
 {
-    /// <summary>Measures <paramref name="model"/> on inputs of shape [batch, ...<paramref name="inputShape"/>].</summary>
+    /// <summary>Measures one model on inputs of shape [batch, ...<paramref name="inputShape"/>].</summary>
     /// <param name="model">The model; its training flag is restored afterwards.</param>
     /// <param name="inputShape">One sample's shape without the batch dimension, e.g. [1, 28, 28].</param>
     /// <param name="batchSize">The large batch size N.</param>
     /// <param name="runs1">Timed runs at batch size 1.</param>
     /// <param name="runsN">Timed runs at batch size N.</param>
     /// <param name="warmup">Untimed runs before each series.</param>
-    public static ThroughputResult Measure(Module model, int[] inputShape, int batchSize = 256, int runs1 = 30, int runsN = 5, int warmup = 3)
+    public static ThroughputResult Measure(Module model, int[] inputShape, int batchSize = 256, int runs1 = 30, int runsN = 5, int warmup = 3) =>
+        MeasureAll([(model, inputShape)], batchSize, runs1, runsN, warmup)[0];
+
+    /// <summary>Measures several models in turns (see the remarks); the results are in the order of <paramref name="models"/>.</summary>
+    /// <param name="models">Each model with the shape of one of its samples without the batch dimension.</param>
+    /// <param name="batchSize">The large batch size N.</param>
+    /// <param name="runs1">Timed runs per model at batch size 1.</param>
+    /// <param name="runsN">Timed runs per model at batch size N.</param>
+    /// <param name="warmup">Untimed runs per model before each series.</param>
+    public static IReadOnlyList<ThroughputResult> MeasureAll(IReadOnlyList<(Module Model, int[] InputShape)> models, int batchSize = 256, int runs1 = 30, int runsN = 5, int warmup = 3)
     {
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(inputShape);
+        ArgumentNullException.ThrowIfNull(models);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(runs1, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(runsN, 1);
-        var device = model.Parameters().Select(p => (Device?)p.Device).FirstOrDefault() ?? Device.Cpu;
-        bool wasTraining = model.Training;
-        model.Eval();
+        ArgumentOutOfRangeException.ThrowIfNegative(warmup);
+        var devices = models.Select(m => m.Model.Parameters().Select(p => (Device?)p.Device).FirstOrDefault() ?? Device.Cpu).ToArray();
+        var wasTraining = models.Select(m => m.Model.Training).ToArray();
+        foreach (var (model, _) in models) model.Eval();
         try
         {
             using var noGrad = Autograd.Autograd.NoGrad();
-            double one = MedianMilliseconds(model, inputShape, 1, runs1, warmup, device);
-            double many = MedianMilliseconds(model, inputShape, batchSize, runsN, warmup, device);
-            return new ThroughputResult(one, 1000 / one, batchSize, many, batchSize * 1000 / many, runs1, runsN, CpuThreading.Threads, device.ToString());
+            var one = MedianMilliseconds(models, devices, 1, runs1, warmup);
+            var many = MedianMilliseconds(models, devices, batchSize, runsN, warmup);
+            return models.Select((_, i) => new ThroughputResult(one[i], 1000 / one[i], batchSize, many[i], batchSize * 1000 / many[i],
+                runs1, runsN, CpuThreading.Threads, devices[i].ToString())).ToArray();
         }
         finally
         {
-            model.Train(wasTraining);
+            for (int i = 0; i < models.Count; i++) models[i].Model.Train(wasTraining[i]);
         }
     }
 
-    private static double MedianMilliseconds(Module model, int[] inputShape, int batch, int runs, int warmup, Device device)
+    private static double[] MedianMilliseconds(IReadOnlyList<(Module Model, int[] InputShape)> models, Device[] devices, int batch, int runs, int warmup)
     {
-        var input = Tensor.Randn([batch, .. inputShape], new Generator(1), device);
-        for (int i = 0; i < warmup; i++) _ = model.Call(input).ToArray();
-        var times = new double[runs];
-        for (int i = 0; i < runs; i++)
+        var inputs = models.Select((m, i) => Tensor.Randn([batch, .. m.InputShape], new Generator(1), devices[i])).ToArray();
+        for (int i = 0; i < models.Count; i++)
+            for (int w = 0; w < warmup; w++) _ = models[i].Model.Call(inputs[i]).ToArray();
+        var times = new double[models.Count][];
+        for (int i = 0; i < models.Count; i++) times[i] = new double[runs];
+        for (int r = 0; r < runs; r++)
+            for (int i = 0; i < models.Count; i++)
+            {
+                long start = Stopwatch.GetTimestamp();
+                _ = models[i].Model.Call(inputs[i]).ToArray();
+                times[i][r] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            }
+        return times.Select(t =>
         {
-            long start = Stopwatch.GetTimestamp();
-            _ = model.Call(input).ToArray();
-            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        }
-        Array.Sort(times);
-        return runs % 2 == 1 ? times[runs / 2] : (times[runs / 2 - 1] + times[runs / 2]) / 2;
+            Array.Sort(t);
+            return runs % 2 == 1 ? t[runs / 2] : (t[runs / 2 - 1] + t[runs / 2]) / 2;
+        }).ToArray();
     }
 }

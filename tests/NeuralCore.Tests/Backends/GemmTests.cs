@@ -27,6 +27,9 @@ public sealed class GemmTests
         { 241, 47, 13 },
         { 9, 515, 11 },
         { 64, 96, 64 },
+        // Fewer than 16 columns (one sample's 1 x 6 maps): the packed narrow path, 8- and 16-wide, with row tails.
+        { 67, 6, 577 },
+        { 21, 12, 40 },
     };
 
     public static IEnumerable<TheoryDataRow<bool, bool>> TransCombos() =>

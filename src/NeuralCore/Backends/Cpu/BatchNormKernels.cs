@@ -11,7 +11,7 @@ namespace NeuralCore.Backends.Cpu;
 /// channel's first element, which keeps the one-pass variance accurate when the mean is large) in a fixed order, so
 /// results do not depend on the thread count. Inference splits the N*C planes.
 /// </remarks>
-internal static unsafe class BatchNormKernels
+internal static unsafe partial class BatchNormKernels
 {
     // Below this many elements per part, waking a worker costs more than it saves.
     private const long MinElementsPerPart = 1 << 15;
@@ -39,6 +39,11 @@ internal static unsafe class BatchNormKernels
     internal static void Training(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
         float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw)
     {
+        if (hw < SmallPlane)
+        {
+            TrainingSmall(x, gamma, beta, y, mean, invStd, runningMean, runningVar, momentum, eps, n, c, hw);
+            return;
+        }
         var job = new Job
         {
             Pass = Pass.Training, N = n, C = c, HW = hw, Momentum = momentum, Eps = eps,
@@ -64,6 +69,11 @@ internal static unsafe class BatchNormKernels
     internal static void Backward(float* x, float* dy, float* gamma, float* mean, float* invStd, float* dx,
         float* dgamma, float* dbeta, int n, int c, int hw)
     {
+        if (hw < SmallPlane)
+        {
+            BackwardSmall(x, dy, gamma, mean, invStd, dx, dgamma, dbeta, n, c, hw);
+            return;
+        }
         var job = new Job
         {
             Pass = Pass.Backward, N = n, C = c, HW = hw,

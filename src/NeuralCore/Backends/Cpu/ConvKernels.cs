@@ -47,6 +47,11 @@ internal static unsafe class ConvKernels
         public int Cg, Kg, HW, PQ, Crs;
         public bool Direct;
         public int Chunk, Chunks, Parts;
+        // Forward epilogue (inference plans): y = act(y + residual) per chunk, while the chunk is in cache.
+        public float* Residual;
+        public bool HasActivation;
+        public UnaryOp Activation;
+        public float ActivationAlpha, ActivationBeta;
     }
 
     /// <summary>y = conv2d(x, w) + bias.</summary>
@@ -54,6 +59,23 @@ internal static unsafe class ConvKernels
     {
         Job job = Plan(Pass.Forward, p);
         job.X = x; job.W = w; job.Bias = bias; job.Y = y;
+        Execute(ref job);
+    }
+
+    /// <summary>
+    /// y = act(conv2d(x, w) + bias + residual), the epilogue applied chunk by chunk right after the chunk's GEMM
+    /// (residual [N, K, P, Q] or null; act skipped when <paramref name="hasActivation"/> is false).
+    /// </summary>
+    internal static void ForwardFused(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual,
+        bool hasActivation, UnaryOp activation, float alpha, float beta)
+    {
+        Job job = Plan(Pass.Forward, p);
+        job.X = x; job.W = w; job.Bias = bias; job.Y = y;
+        job.Residual = residual;
+        job.HasActivation = hasActivation;
+        job.Activation = activation;
+        job.ActivationAlpha = alpha;
+        job.ActivationBeta = beta;
         Execute(ref job);
     }
 
@@ -162,7 +184,7 @@ internal static unsafe class ConvKernels
         // Each slot is fetched once at the largest size this call needs, so the pointers stay valid.
         float* cols = scratch.Get(ConvScratch.Slot.Columns, job.Crs * (columns + Slack));
         float* rows = scratch.Get(ConvScratch.Slot.Rows, job.Kg * columns);
-        float* padded = scratch.Get(ConvScratch.Slot.Padded, (long)(job.P.H + 2 * job.P.PadH) * (job.P.W + 2 * job.P.PadW) + Slack);
+        float* padded = scratch.Get(ConvScratch.Slot.Padded, (long)(job.P.H + 2 * job.P.PadH) * (job.P.W + 2 * job.P.PadW) + 2 * Slack);
         float* dw = part == 0 ? job.W : job.Partials + (part - 1) * (long)job.P.K * job.Crs;
         for (int chunk = first; chunk < end; chunk++)
         {
@@ -200,11 +222,21 @@ internal static unsafe class ConvKernels
                 MoveRows(ref job, n0, nb, g, rows, toSamples: true);
             }
         }
-        if (job.Bias == null) return;
-        for (int i = 0; i < nb; i++)
+        if (job.Bias != null)
         {
-            float* yn = job.Y + (long)(n0 + i) * p.K * job.PQ;
-            for (int k = 0; k < p.K; k++) AddScalar(yn + (long)k * job.PQ, job.Bias[k], job.PQ);
+            for (int i = 0; i < nb; i++)
+            {
+                float* yn = job.Y + (long)(n0 + i) * p.K * job.PQ;
+                for (int k = 0; k < p.K; k++) AddScalar(yn + (long)k * job.PQ, job.Bias[k], job.PQ);
+            }
+        }
+        if (job.Residual == null && !job.HasActivation) return;
+        long start = (long)n0 * p.K * job.PQ, length = (long)nb * p.K * job.PQ;
+        if (job.Residual != null) Add(job.Y + start, job.Residual + start, length);
+        if (job.HasActivation)
+        {
+            var chunk = new Span<float>(job.Y + start, checked((int)length));
+            CpuBackend.UnaryRange(job.Activation, chunk, chunk, job.ActivationAlpha, job.ActivationBeta);
         }
     }
 
@@ -319,6 +351,20 @@ internal static unsafe class ConvKernels
         int outH = p.P, outW = p.Q;
         int wp = p.W + 2 * p.PadW, hp = p.H + 2 * p.PadH;
         new Span<float>(padded, hp * wp).Clear();
+        int pq = outH * outW;
+        int groups = (pq + 15) / 16;
+        // Small planes (MNIST's 6 x 6, 3 x 6, 1 x 6): each 16 outputs of an (r, s) row come from one 32-float window
+        // of the padded plane through a fixed permutation, instead of one vector copy per 6-wide output row.
+        if (Avx512F.IsSupported && outW < 16 && groups <= MaxPermuteGroups)
+        {
+            int* starts = stackalloc int[groups];
+            var indices = stackalloc Vector512<int>[groups];
+            if (PermuteTable(outW, pq, p.StrideH * wp, starts, indices))
+            {
+                Im2ColPermuted(ref job, n0, nb, g, cols, ld, padded, wp, starts, indices, groups);
+                return;
+            }
+        }
         for (int i = 0; i < nb; i++)
         {
             for (int c = 0; c < job.Cg; c++)
@@ -332,6 +378,70 @@ internal static unsafe class ConvKernels
                         float* dst = cols + (long)((c * p.R + r) * p.S + s) * ld + (long)i * job.PQ;
                         float* src = padded + r * p.DilationH * wp + s * p.DilationW;
                         for (int oh = 0; oh < outH; oh++) CopyWhole(dst + oh * outW, src + oh * p.StrideH * wp, outW);
+                    }
+                }
+            }
+        }
+    }
+
+    // At most this many 16-output groups per plane take the permuted im2col (planes up to 256 outputs).
+    private const int MaxPermuteGroups = 16;
+
+    /// <summary>
+    /// For each group of 16 outputs j = 16 g .. 16 g + 15 of a plane with rows of outW: the first output row it touches
+    /// and the offsets (relative to that row's window start, rowStride floats per output row) of its inputs. False when a
+    /// group spans more than one 32-float window.
+    /// </summary>
+    private static bool PermuteTable(int outW, int pq, int rowStride, int* starts, Vector512<int>* indices)
+    {
+        int* lanes = stackalloc int[16];
+        for (int g = 0, j0 = 0; j0 < pq; g++, j0 += 16)
+        {
+            int first = j0 / outW;
+            starts[g] = first;
+            for (int t = 0; t < 16; t++)
+            {
+                // Lanes past the plane's end repeat its last output; their values land in the slack and are overwritten.
+                int j = Math.Min(j0 + t, pq - 1);
+                int offset = (j / outW - first) * rowStride + j % outW;
+                if (offset >= 32) return false;
+                lanes[t] = offset;
+            }
+            indices[g] = Vector512.Load(lanes);
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// The unit-stride <see cref="Im2Col"/> for small planes: after copying a plane into the zero-bordered buffer, each
+    /// (r, s) row of each sample is written 16 outputs at a time from two loads and one two-source permutation.
+    /// Stores run up to 15 floats past the plane's outputs (into the next sample's segment, written later, or the
+    /// row's slack), and loads up to 32 floats past a window start (into the padded buffer's slack).
+    /// </summary>
+    private static void Im2ColPermuted(ref Job job, int n0, int nb, int g, float* cols, int ld, float* padded, int wp,
+        int* starts, Vector512<int>* indices, int groups)
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        int rowStride = p.StrideH * wp;
+        for (int i = 0; i < nb; i++)
+        {
+            for (int c = 0; c < job.Cg; c++)
+            {
+                float* plane = job.X + ((long)(n0 + i) * p.C + g * job.Cg + c) * job.HW;
+                for (int ih = 0; ih < p.H; ih++) Copy(padded + (ih + p.PadH) * wp + p.PadW, plane + ih * p.W, p.W);
+                for (int r = 0; r < p.R; r++)
+                {
+                    for (int s = 0; s < p.S; s++)
+                    {
+                        float* dst = cols + (long)((c * p.R + r) * p.S + s) * ld + (long)i * job.PQ;
+                        float* src = padded + r * p.DilationH * wp + s * p.DilationW;
+                        for (int q = 0; q < groups; q++)
+                        {
+                            float* window = src + starts[q] * rowStride;
+                            var lo = Vector512.Load(window);
+                            var hi = Vector512.Load(window + 16);
+                            Vector512.Store(Avx512F.PermuteVar16x32x2(lo, indices[q], hi), dst + q * 16);
+                        }
                     }
                 }
             }
@@ -426,21 +536,34 @@ internal static unsafe class ConvKernels
     }
 
     /// <summary>
-    /// dst[i] = src[i] for i in [0, n), inline: the rows copied here are often a few floats long
-    /// (6-wide MNIST maps), where a call to memmove costs more than the copy.
+    /// dst[i] = src[i] for i in [0, n) (buffers not overlapping), inline: the rows copied here are often a few floats
+    /// long (6-wide MNIST maps), where a call to memmove costs more than the copy. The last piece of a row is one vector
+    /// that overlaps the previous one, so no length runs a scalar loop above 4.
     /// </summary>
     private static void Copy(float* dst, float* src, int n)
     {
-        int i = 0;
-        if (Vector512.IsHardwareAccelerated)
+        if (n >= 16 && Vector512.IsHardwareAccelerated)
         {
-            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count) Vector512.Store(Vector512.Load(src + i), dst + i);
+            int i = 0;
+            for (; i <= n - 16; i += 16) Vector512.Store(Vector512.Load(src + i), dst + i);
+            if (i < n) Vector512.Store(Vector512.Load(src + n - 16), dst + n - 16);
+            return;
         }
-        if (Vector256.IsHardwareAccelerated)
+        if (n >= 8 && Vector256.IsHardwareAccelerated)
         {
-            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count) Vector256.Store(Vector256.Load(src + i), dst + i);
+            int i = 0;
+            for (; i <= n - 8; i += 8) Vector256.Store(Vector256.Load(src + i), dst + i);
+            if (i < n) Vector256.Store(Vector256.Load(src + n - 8), dst + n - 8);
+            return;
         }
-        for (; i < n; i++) dst[i] = src[i];
+        if (n >= 4 && Vector128.IsHardwareAccelerated)
+        {
+            int i = 0;
+            for (; i <= n - 4; i += 4) Vector128.Store(Vector128.Load(src + i), dst + i);
+            if (i < n) Vector128.Store(Vector128.Load(src + n - 4), dst + n - 4);
+            return;
+        }
+        for (int i = 0; i < n; i++) dst[i] = src[i];
     }
 
     /// <summary>

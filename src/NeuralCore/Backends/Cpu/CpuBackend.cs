@@ -167,7 +167,8 @@ public sealed partial class CpuBackend : IBackend
         Chunked(x.NumElements, (s, e) => UnaryRange(op, xs.AsSpan(xo + s, e - s), ys.AsSpan(yo + s, e - s), alpha, beta));
     }
 
-    private static void UnaryRange(UnaryOp op, ReadOnlySpan<float> x, Span<float> y, float alpha, float beta)
+    /// <summary>y = op(x) over one range (x and y may be the same memory).</summary>
+    internal static void UnaryRange(UnaryOp op, ReadOnlySpan<float> x, Span<float> y, float alpha, float beta)
     {
         var i = 0;
         var vc = Vector<float>.Count;

@@ -68,6 +68,16 @@ public static class CpuThreading
         Pool.Run(parts, parts, body, state, null);
     }
 
+    /// <summary>
+    /// While set on a thread, every call from that thread runs its parts inline, one after another (the partition, and
+    /// so the results, stay those of <see cref="Threads"/>): for passes too small to repay waking the workers.
+    /// </summary>
+    internal static bool Inline
+    {
+        get => Pool.InlineOnly;
+        set => Pool.InlineOnly = value;
+    }
+
     private static int InitialThreads()
     {
         string? env = Environment.GetEnvironmentVariable("NEURALCORE_THREADS");
@@ -92,10 +102,11 @@ public static class CpuThreading
         private static ExceptionDispatchInfo? jobError;
 
         [ThreadStatic] private static bool insideJob;
+        [ThreadStatic] internal static bool InlineOnly;
 
         public static void Run(int count, int parts, delegate*<void*, int, void> fn, void* state, Action<int>? action)
         {
-            if (parts <= 1 || insideJob || !Monitor.TryEnter(Gate))
+            if (parts <= 1 || insideJob || InlineOnly || !Monitor.TryEnter(Gate))
             {
                 RunInline(count, fn, state, action);
                 return;

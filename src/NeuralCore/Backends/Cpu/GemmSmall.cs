@@ -32,6 +32,11 @@ public static unsafe partial class Gemm
     {
         // Rows of op(A) when A is transposed, gathered contiguous at stride k.
         float* rows = stackalloc float[transA ? 4 * k : 1];
+        if (!transB && n < 16 && k <= NarrowMaxK && Vector256.IsHardwareAccelerated)
+        {
+            Narrow(transA, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, rows);
+            return;
+        }
         bool vector = !transB && Vector256.IsHardwareAccelerated;
         int n16 = vector ? n / 16 * 16 : 0;
         int i = 0;
@@ -49,6 +54,110 @@ public static unsafe partial class Gemm
             float* ai = RowsOfA(transA, a, lda, i, 1, k, rows, out _);
             SmallRow(ai, b, ldb, transB, 0, n, k, alpha, beta, c + (long)i * ldc);
         }
+    }
+
+    // B is copied into a zero-padded [k, 16] block on the stack (64 KiB at most).
+    private const int NarrowMaxK = 1024;
+
+    /// <summary>
+    /// C with fewer than 16 columns (1 x 6 feature maps of one sample): B [k, n] is copied into a zero-padded [k, w]
+    /// block (w = 8 or 16) so that every row of B is whole vectors, then blocks of rows of C accumulate w-wide.
+    /// </summary>
+    [SkipLocalsInit]
+    private static void Narrow(bool transA, int m, int n, int k, float alpha, float* a, int lda, float* b, int ldb,
+        float beta, float* c, int ldc, float* rows)
+    {
+        int width = n <= 8 ? 8 : 16;
+        float* packed = stackalloc float[k * width];
+        PackNarrow(b, ldb, n, k, width, packed);
+        float* result = stackalloc float[8 * 16];
+        int i = 0;
+        if (width == 8)
+        {
+            float* aRows = stackalloc float[transA ? 8 * k : 1];
+            for (; i + 8 <= m; i += 8)
+            {
+                float* a0 = RowsOfA(transA, a, lda, i, 8, k, aRows, out int stride);
+                Small8x8(k, a0, stride, packed, result);
+                for (int r = 0; r < 8; r++) StoreNarrow(c + (long)(i + r) * ldc, result + r * 8, n, alpha, beta);
+            }
+        }
+        else
+        {
+            for (; i + 4 <= m; i += 4)
+            {
+                float* a0 = RowsOfA(transA, a, lda, i, 4, k, rows, out int stride);
+                Small4x16(k, a0, stride, packed, 16, 1f, 0f, result, 16);
+                for (int r = 0; r < 4; r++) StoreNarrow(c + (long)(i + r) * ldc, result + r * 16, n, alpha, beta);
+            }
+        }
+        for (; i < m; i++)
+        {
+            float* ai = RowsOfA(transA, a, lda, i, 1, k, rows, out _);
+            Vector256<float> lo = default, hi = default;
+            for (int p = 0; p < k; p++)
+            {
+                var av = Vector256.Create(ai[p]);
+                lo = Vector256.FusedMultiplyAdd(av, Vector256.Load(packed + p * width), lo);
+                if (width == 16) hi = Vector256.FusedMultiplyAdd(av, Vector256.Load(packed + p * width + 8), hi);
+            }
+            lo.Store(result);
+            hi.Store(result + 8);
+            StoreNarrow(c + (long)i * ldc, result, n, alpha, beta);
+        }
+    }
+
+    /// <summary>packed [k, width] = B [k, n] (row stride ldb) with zero columns n..width-1.</summary>
+    private static void PackNarrow(float* b, int ldb, int n, int k, int width, float* packed)
+    {
+        // Whole-vector loads read past a row's n values into the next row; the last rows, where that would run past
+        // the end of B, are copied value by value.
+        long extent = (long)(k - 1) * ldb + n;
+        var lane = Vector256.Create(0f, 1, 2, 3, 4, 5, 6, 7);
+        var keepLo = Vector256.LessThan(lane, Vector256.Create((float)n));
+        var keepHi = Vector256.LessThan(lane + Vector256.Create(8f), Vector256.Create((float)n));
+        int p = 0;
+        for (; p < k && (long)p * ldb + width <= extent; p++)
+        {
+            float* src = b + (long)p * ldb;
+            float* dst = packed + p * width;
+            Vector256.ConditionalSelect(keepLo, Vector256.Load(src), Vector256<float>.Zero).Store(dst);
+            if (width == 16) Vector256.ConditionalSelect(keepHi, Vector256.Load(src + 8), Vector256<float>.Zero).Store(dst + 8);
+        }
+        for (; p < k; p++)
+        {
+            float* src = b + (long)p * ldb;
+            float* dst = packed + p * width;
+            int j = 0;
+            for (; j < n; j++) dst[j] = src[j];
+            for (; j < width; j++) dst[j] = 0f;
+        }
+    }
+
+    /// <summary>sums [8, 8] = 8 contiguous rows of op(A) (row stride lda) times packed B [k, 8].</summary>
+    private static void Small8x8(int k, float* a, int lda, float* b, float* sums)
+    {
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        float* a1 = a + lda, a2 = a + 2L * lda, a3 = a + 3L * lda, a4 = a + 4L * lda, a5 = a + 5L * lda, a6 = a + 6L * lda, a7 = a + 7L * lda;
+        for (int p = 0; p < k; p++)
+        {
+            var bp = Vector256.Load(b + p * 8);
+            c0 = Vector256.FusedMultiplyAdd(Vector256.Create(a[p]), bp, c0);
+            c1 = Vector256.FusedMultiplyAdd(Vector256.Create(a1[p]), bp, c1);
+            c2 = Vector256.FusedMultiplyAdd(Vector256.Create(a2[p]), bp, c2);
+            c3 = Vector256.FusedMultiplyAdd(Vector256.Create(a3[p]), bp, c3);
+            c4 = Vector256.FusedMultiplyAdd(Vector256.Create(a4[p]), bp, c4);
+            c5 = Vector256.FusedMultiplyAdd(Vector256.Create(a5[p]), bp, c5);
+            c6 = Vector256.FusedMultiplyAdd(Vector256.Create(a6[p]), bp, c6);
+            c7 = Vector256.FusedMultiplyAdd(Vector256.Create(a7[p]), bp, c7);
+        }
+        c0.Store(sums); c1.Store(sums + 8); c2.Store(sums + 16); c3.Store(sums + 24);
+        c4.Store(sums + 32); c5.Store(sums + 40); c6.Store(sums + 48); c7.Store(sums + 56);
+    }
+
+    private static void StoreNarrow(float* c, float* sums, int n, float alpha, float beta)
+    {
+        for (int j = 0; j < n; j++) c[j] = beta == 0f ? sums[j] * alpha : MathF.FusedMultiplyAdd(sums[j], alpha, beta * c[j]);
     }
 
     /// <summary>Rows [i, i + count) of op(A), each k contiguous values, <paramref name="stride"/> apart.</summary>

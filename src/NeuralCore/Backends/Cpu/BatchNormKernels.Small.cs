@@ -1,0 +1,261 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace NeuralCore.Backends.Cpu;
+
+// Batch norm over small planes (HW below SmallPlane: CP-ResNet's 6 x 6, 3 x 6 and 1 x 6 maps), sample-major.
+// A channel's plane is then a few values, so walking channel by channel spends its time on loop overhead; instead
+// every sample's [C * HW] block is one contiguous row, the per-position sums run down the samples 16 lanes at a time
+// (float over blocks of 16 samples, then double), and the per-channel results come from adding up each channel's HW
+// positions in double. Each position is summed in the same order whatever the thread count.
+internal static unsafe partial class BatchNormKernels
+{
+    // Planes with fewer values than this take the sample-major path.
+    private const int SmallPlane = 64;
+
+    // Samples summed in float before a partial sum moves to double.
+    private const int FloatBlock = 16;
+
+    private struct SmallJob
+    {
+        public int N, Width;
+        public bool Gradient;
+        public float* X, Dy, Y;
+        // Per position j in [0, C * HW): the channel's shift or mean, and the coefficients of the output pass.
+        public float* M, A, B, O;
+        public double* S1, S2;
+        public int Parts;
+    }
+
+    /// <summary>Grow-only per-thread scratch: expanded per-position coefficients (floats) and sums (doubles).</summary>
+    private sealed class SmallScratch
+    {
+        [ThreadStatic] private static SmallScratch? current;
+
+        private float[] _floats = [];
+        private double[] _doubles = [];
+
+        public static SmallScratch Current => current ??= new SmallScratch();
+
+        public float* Floats(int length)
+        {
+            if (_floats.Length < length) _floats = GC.AllocateUninitializedArray<float>(length, pinned: true);
+            // SAFETY: pinned-heap array kept alive by this thread-static scratch.
+            return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_floats));
+        }
+
+        public double* Doubles(int length)
+        {
+            if (_doubles.Length < length) _doubles = GC.AllocateUninitializedArray<double>(length, pinned: true);
+            // SAFETY: as above.
+            return (double*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_doubles));
+        }
+    }
+
+    private static void TrainingSmall(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
+        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw)
+    {
+        int width = c * hw;
+        var scratch = SmallScratch.Current;
+        float* f = scratch.Floats(3 * width);
+        double* d = scratch.Doubles(2 * width);
+        var job = new SmallJob { N = n, Width = width, X = x, Y = y, M = f, A = f + width, O = f + 2 * width, S1 = d, S2 = d + width };
+        // Shift each channel by its first value (of sample 0), which keeps the one-pass variance accurate.
+        for (int ch = 0; ch < c; ch++) new Span<float>(f + ch * hw, hw).Fill(x[ch * hw]);
+        Sums(ref job);
+        long count = (long)n * hw;
+        for (int ch = 0; ch < c; ch++)
+        {
+            double shift = x[ch * hw], sum = 0, sumSquares = 0;
+            for (int i = 0; i < hw; i++)
+            {
+                sum += job.S1[ch * hw + i];
+                sumSquares += job.S2[ch * hw + i];
+            }
+            double centred = sum / count;
+            double variance = Math.Max(sumSquares / count - centred * centred, 0);
+            double m = shift + centred;
+            double inv = 1 / Math.Sqrt(variance + eps);
+            mean[ch] = (float)m;
+            invStd[ch] = (float)inv;
+            if (runningMean != null) runningMean[ch] = (float)((1 - (double)momentum) * runningMean[ch] + momentum * m);
+            if (runningVar != null)
+                runningVar[ch] = (float)((1 - (double)momentum) * runningVar[ch] + momentum * (variance * count / (count - 1)));
+            float scale = (float)(gamma[ch] * inv);
+            float offset = (float)(beta[ch] - m * gamma[ch] * inv);
+            new Span<float>(job.A + ch * hw, hw).Fill(scale);
+            new Span<float>(job.O + ch * hw, hw).Fill(offset);
+        }
+        Apply(ref job);
+    }
+
+    private static void BackwardSmall(float* x, float* dy, float* gamma, float* mean, float* invStd, float* dx,
+        float* dgamma, float* dbeta, int n, int c, int hw)
+    {
+        int width = c * hw;
+        var scratch = SmallScratch.Current;
+        float* f = scratch.Floats(4 * width);
+        double* d = scratch.Doubles(2 * width);
+        var job = new SmallJob
+        {
+            N = n, Width = width, Gradient = true, X = x, Dy = dy, Y = dx,
+            M = f, A = f + width, B = f + 2 * width, O = f + 3 * width, S1 = d, S2 = d + width,
+        };
+        for (int ch = 0; ch < c; ch++) new Span<float>(job.M + ch * hw, hw).Fill(mean[ch]);
+        Sums(ref job);
+        long count = (long)n * hw;
+        for (int ch = 0; ch < c; ch++)
+        {
+            double sumDy = 0, sumDyCentred = 0;
+            for (int i = 0; i < hw; i++)
+            {
+                sumDy += job.S1[ch * hw + i];
+                sumDyCentred += job.S2[ch * hw + i];
+            }
+            // As BackwardChannel: dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat)).
+            double inv = invStd[ch];
+            double dg = sumDyCentred * inv;
+            dbeta[ch] = (float)sumDy;
+            dgamma[ch] = (float)dg;
+            double a = gamma[ch] * inv;
+            new Span<float>(job.A + ch * hw, hw).Fill((float)a);
+            new Span<float>(job.B + ch * hw, hw).Fill((float)(-a * inv * dg / count));
+            new Span<float>(job.O + ch * hw, hw).Fill((float)(-a * sumDy / count));
+        }
+        Apply(ref job);
+    }
+
+    /// <summary>S1[j], S2[j] over the samples: sum of (x - M) and (x - M)^2, or with Gradient sum of dy and dy * (x - M).</summary>
+    private static void Sums(ref SmallJob job)
+    {
+        int chunks = (job.Width + 15) / 16;
+        long elements = (long)job.N * job.Width;
+        job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, chunks));
+        // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
+        fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &SumsPart, state);
+    }
+
+    private static void SumsPart(void* state, int part)
+    {
+        ref SmallJob job = ref *(SmallJob*)state;
+        int chunks = (job.Width + 15) / 16;
+        int first = (int)((long)part * chunks / job.Parts), end = (int)((long)(part + 1) * chunks / job.Parts);
+        for (int chunk = first; chunk < end; chunk++)
+        {
+            int j0 = chunk * 16;
+            if (Vector512.IsHardwareAccelerated && j0 + 16 <= job.Width) SumsVector(ref job, j0);
+            else
+                for (int j = j0; j < Math.Min(j0 + 16, job.Width); j++) SumsScalar(ref job, j);
+        }
+    }
+
+    private static void SumsVector(ref SmallJob job, int j0)
+    {
+        var m = Vector512.Load(job.M + j0);
+        Vector512<double> s1Lo = default, s1Hi = default, s2Lo = default, s2Hi = default;
+        for (int n0 = 0; n0 < job.N; n0 += FloatBlock)
+        {
+            int n1 = Math.Min(n0 + FloatBlock, job.N);
+            Vector512<float> s1 = default, s2 = default;
+            for (int s = n0; s < n1; s++)
+            {
+                long at = (long)s * job.Width + j0;
+                var centred = Vector512.Load(job.X + at) - m;
+                if (job.Gradient)
+                {
+                    var g = Vector512.Load(job.Dy + at);
+                    s1 += g;
+                    s2 = Vector512.FusedMultiplyAdd(g, centred, s2);
+                }
+                else
+                {
+                    s1 += centred;
+                    s2 = Vector512.FusedMultiplyAdd(centred, centred, s2);
+                }
+            }
+            var (lo1, hi1) = Vector512.Widen(s1);
+            var (lo2, hi2) = Vector512.Widen(s2);
+            s1Lo += lo1; s1Hi += hi1; s2Lo += lo2; s2Hi += hi2;
+        }
+        s1Lo.Store(job.S1 + j0); s1Hi.Store(job.S1 + j0 + 8);
+        s2Lo.Store(job.S2 + j0); s2Hi.Store(job.S2 + j0 + 8);
+    }
+
+    /// <summary>One position of <see cref="SumsVector"/>, in the same order (float blocks of samples, then double).</summary>
+    private static void SumsScalar(ref SmallJob job, int j)
+    {
+        float m = job.M[j];
+        double s1d = 0, s2d = 0;
+        for (int n0 = 0; n0 < job.N; n0 += FloatBlock)
+        {
+            int n1 = Math.Min(n0 + FloatBlock, job.N);
+            float s1 = 0, s2 = 0;
+            for (int s = n0; s < n1; s++)
+            {
+                long at = (long)s * job.Width + j;
+                float centred = job.X[at] - m;
+                if (job.Gradient)
+                {
+                    float g = job.Dy[at];
+                    s1 += g;
+                    s2 = MathF.FusedMultiplyAdd(g, centred, s2);
+                }
+                else
+                {
+                    s1 += centred;
+                    s2 = MathF.FusedMultiplyAdd(centred, centred, s2);
+                }
+            }
+            s1d += s1;
+            s2d += s2;
+        }
+        job.S1[j] = s1d;
+        job.S2[j] = s2d;
+    }
+
+    /// <summary>Y = X * A + O per position, or with Gradient dx = dy * A + ((x - M) * B + O).</summary>
+    private static void Apply(ref SmallJob job)
+    {
+        long elements = (long)job.N * job.Width;
+        job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, job.N));
+        // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
+        fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &ApplyPart, state);
+    }
+
+    private static void ApplyPart(void* state, int part)
+    {
+        ref SmallJob job = ref *(SmallJob*)state;
+        int first = (int)((long)part * job.N / job.Parts), end = (int)((long)(part + 1) * job.N / job.Parts);
+        int width = job.Width;
+        for (int s = first; s < end; s++)
+        {
+            long row = (long)s * width;
+            float* x = job.X + row, y = job.Y + row;
+            int j = 0;
+            if (job.Gradient)
+            {
+                float* g = job.Dy + row;
+                if (Vector512.IsHardwareAccelerated)
+                {
+                    for (; j + 16 <= width; j += 16)
+                    {
+                        var inner = Vector512.FusedMultiplyAdd(Vector512.Load(x + j) - Vector512.Load(job.M + j), Vector512.Load(job.B + j), Vector512.Load(job.O + j));
+                        Vector512.FusedMultiplyAdd(Vector512.Load(g + j), Vector512.Load(job.A + j), inner).Store(y + j);
+                    }
+                }
+                for (; j < width; j++)
+                    y[j] = MathF.FusedMultiplyAdd(g[j], job.A[j], MathF.FusedMultiplyAdd(x[j] - job.M[j], job.B[j], job.O[j]));
+            }
+            else
+            {
+                if (Vector512.IsHardwareAccelerated)
+                {
+                    for (; j + 16 <= width; j += 16)
+                        Vector512.FusedMultiplyAdd(Vector512.Load(x + j), Vector512.Load(job.A + j), Vector512.Load(job.O + j)).Store(y + j);
+                }
+                for (; j < width; j++) y[j] = MathF.FusedMultiplyAdd(x[j], job.A[j], job.O[j]);
+            }
+        }
+    }
+}

@@ -1,0 +1,515 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using NeuralCore.Autograd;
+using NeuralCore.NN;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// A model's eval-mode forward pass compiled for the CPU at one input shape: the pass is traced once, batch norms that
+/// follow a convolution are folded into its weights and bias, activations and residual additions run in the
+/// convolution's epilogue while its output is still in cache, views cost nothing, and every intermediate lives in a
+/// buffer allocated at compile time. <see cref="Run(ReadOnlySpan{float}, Span{float})"/> then allocates nothing and
+/// skips the per-op bookkeeping of eager execution, which dominates at batch size 1.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Supported ops: Conv2d, BatchNorm2d in eval mode, the element-wise unary ops, addition of two tensors of one shape,
+/// max and average pooling, adaptive average pooling that tiles the input evenly, and reshapes (Flatten). Anything
+/// else makes <see cref="Compile"/> throw <see cref="NotSupportedException"/> naming the op; run such models eagerly.
+/// </para>
+/// <para>
+/// The plan copies the weights when it is compiled: recompile after training or pruning the model. Results match the
+/// eager eval-mode forward up to float rounding (folding a batch norm reorders a multiply). A plan runs one call at a
+/// time; use one plan per thread to run several.
+/// </para>
+/// </remarks>
+public sealed unsafe class CpuInferencePlan
+{
+    private readonly Step[] _steps;
+    private readonly float[][] _buffers;
+    // Per value: the buffer holding it (-1: the caller's input).
+    private readonly int[] _bufferOf;
+    private readonly int _outputValue;
+    private readonly object _gate = new();
+    private readonly long _macs;
+
+    // Below this many convolution multiply-adds per pass, the plan runs on the calling thread only.
+    private const long InlineMacs = 1L << 22;
+
+    private CpuInferencePlan(Step[] steps, float[][] buffers, int[] bufferOf, int outputValue, int[] inputShape, int[] outputShape, string[] description)
+    {
+        _steps = steps;
+        _buffers = buffers;
+        _bufferOf = bufferOf;
+        _outputValue = outputValue;
+        InputShape = inputShape;
+        OutputShape = outputShape;
+        Description = description;
+        _macs = steps.OfType<ConvStep>().Sum(s => (long)s.P.N * s.P.K * s.P.P * s.P.Q * (s.P.C / s.P.Groups) * s.P.R * s.P.S);
+    }
+
+    /// <summary>The input shape the plan was compiled for, batch included.</summary>
+    public int[] InputShape { get; }
+
+    /// <summary>The output shape.</summary>
+    public int[] OutputShape { get; }
+
+    /// <summary>One line per executed step, e.g. <c>conv 1-&gt;32 5x5/2 + bn + hardswish</c>.</summary>
+    public IReadOnlyList<string> Description { get; }
+
+    /// <summary>Bytes of the intermediate buffers (the plan's working memory besides the folded weights).</summary>
+    public long BufferBytes => _buffers.Sum(b => (long)b.Length * sizeof(float));
+
+    /// <summary>
+    /// Traces <paramref name="model"/> in eval mode on a zero input of <paramref name="inputShape"/> (batch included) and
+    /// compiles the pass. The model's training mode is restored afterwards.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The model uses an op the plan cannot run, or lives off the CPU.</exception>
+    public static CpuInferencePlan Compile(Module model, int[] inputShape)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(inputShape);
+        foreach (var p in model.Parameters())
+            if (p.Device != Device.Cpu)
+                throw new NotSupportedException($"CpuInferencePlan runs CPU models; parameter '{p.Name}' is on {p.Device}. Move the model with model.To(Device.Cpu) first.");
+        bool training = model.Training;
+        var input = Tensor.Zeros(inputShape);
+        Tensor output;
+        model.Eval();
+        try
+        {
+            using (Autograd.Autograd.NoGrad())
+            using (Autograd.Autograd.Trace())
+                output = model.Call(input);
+        }
+        finally
+        {
+            model.Train(training);
+        }
+        return new Compiler(input, output).Build();
+    }
+
+    /// <summary>Runs the pass on <paramref name="input"/> (row-major, <see cref="InputShape"/>) into <paramref name="output"/> (<see cref="OutputShape"/>).</summary>
+    /// <exception cref="ArgumentException">A span's length does not match the shapes.</exception>
+    public void Run(ReadOnlySpan<float> input, Span<float> output)
+    {
+        if (input.Length != Tensor.Numel(InputShape))
+            throw new ArgumentException($"The plan was compiled for input {Tensor.FormatShape(InputShape)} ({Tensor.Numel(InputShape)} values), got {input.Length}; compile another plan for this shape.", nameof(input));
+        if (output.Length != Tensor.Numel(OutputShape))
+            throw new ArgumentException($"The plan writes {Tensor.FormatShape(OutputShape)} ({Tensor.Numel(OutputShape)} values), but the output span holds {output.Length}.", nameof(output));
+        lock (_gate)
+        {
+            // SAFETY: the input is pinned for the call; every buffer is on the pinned object heap and sized at compile time
+            // for the value it holds; the steps stay inside the lengths their shapes give.
+            fixed (float* pin = input)
+            {
+                var values = stackalloc float*[_bufferOf.Length];
+                for (int v = 0; v < _bufferOf.Length; v++)
+                    values[v] = _bufferOf[v] < 0 ? pin : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_buffers[_bufferOf[v]]));
+                // A pass of a few million multiply-adds is over before a worker would wake up.
+                bool inline = CpuThreading.Inline;
+                CpuThreading.Inline = inline || _macs < InlineMacs;
+                try
+                {
+                    foreach (var step in _steps) step.Run(values);
+                }
+                finally
+                {
+                    CpuThreading.Inline = inline;
+                }
+                new ReadOnlySpan<float>(values[_outputValue], output.Length).CopyTo(output);
+            }
+        }
+    }
+
+    /// <summary>Runs the pass on a contiguous Float32 CPU tensor of <see cref="InputShape"/>; returns a new tensor.</summary>
+    public Tensor Run(Tensor input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        if (!input.Shape.SequenceEqual(InputShape))
+            throw new ArgumentException($"The plan was compiled for input {Tensor.FormatShape(InputShape)}, got {Tensor.FormatShape(input.Shape)}; compile another plan for this shape.", nameof(input));
+        var x = input.Contiguous();
+        var y = Tensor.Empty(OutputShape, Device.Cpu);
+        Run(x.AsSpan(), y.AsSpan());
+        return y;
+    }
+
+    // ---- steps ------------------------------------------------------------------------------------
+
+    private abstract class Step
+    {
+        public int In, Out;
+        public abstract void Run(float** values);
+    }
+
+    /// <summary>An activation applied in place after a step's main work.</summary>
+    private struct Activation
+    {
+        public bool Present;
+        public UnaryOp Op;
+        public float Alpha, Beta;
+
+        public readonly void Apply(float* y, long n)
+        {
+            if (!Present) return;
+            var span = new Span<float>(y, checked((int)n));
+            CpuThreadingHelpers.Unary(Op, span, Alpha, Beta);
+        }
+
+        public override readonly string ToString() => Present ? " + " + Op.ToString().ToLowerInvariant() : "";
+    }
+
+    private sealed class ConvStep : Step
+    {
+        public Conv2dParams P;
+        public float[] Weight = [];
+        public float[]? Bias;
+        public int Residual = -1;
+        public Activation Act;
+        public string Label = "";
+
+        public override void Run(float** values)
+        {
+            // SAFETY: the weight and bias arrays are pinned on the POH (allocated in the compiler).
+            float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
+            float* b = Bias is null ? null : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Bias));
+            ConvKernels.ForwardFused(values[In], w, b, values[Out], P, Residual < 0 ? null : values[Residual], Act.Present, Act.Op, Act.Alpha, Act.Beta);
+        }
+
+        public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act;
+    }
+
+    private sealed class ChannelAffineStep : Step
+    {
+        public float[] Scale = [], Shift = [];
+        public int N, C, HW;
+        public Activation Act;
+
+        public override void Run(float** values)
+        {
+            float* x = values[In], y = values[Out];
+            for (int n = 0; n < N; n++)
+            for (int c = 0; c < C; c++)
+            {
+                long at = ((long)n * C + c) * HW;
+                float s = Scale[c], t = Shift[c];
+                for (int i = 0; i < HW; i++) y[at + i] = MathF.FusedMultiplyAdd(x[at + i], s, t);
+            }
+            Act.Apply(y, (long)N * C * HW);
+        }
+
+        public override string ToString() => $"batch norm ({C} channels)" + Act;
+    }
+
+    private sealed class UnaryStep : Step
+    {
+        public long Length;
+        public Activation Act;
+
+        public override void Run(float** values)
+        {
+            if (In != Out) Buffer.MemoryCopy(values[In], values[Out], Length * sizeof(float), Length * sizeof(float));
+            Act.Apply(values[Out], Length);
+        }
+
+        public override string ToString() => "element-wise" + Act;
+    }
+
+    private sealed class AddStep : Step
+    {
+        public int Other;
+        public long Length;
+        public Activation Act;
+
+        public override void Run(float** values)
+        {
+            float* a = values[In], b = values[Other], y = values[Out];
+            if (y != a) Buffer.MemoryCopy(a, y, Length * sizeof(float), Length * sizeof(float));
+            ConvKernels.Add(y, b, Length);
+            Act.Apply(y, Length);
+        }
+
+        public override string ToString() => "add" + Act;
+    }
+
+    private sealed class PoolStep : Step
+    {
+        public PoolKind Kind;
+        public Pool2dParams P;
+
+        public override void Run(float** values) => PoolKernels.Forward(Kind, values[In], values[Out], null, P);
+
+        public override string ToString() => $"{(Kind == PoolKind.Max ? "max" : "average")} pool {P.KernelH}x{P.KernelW}/{P.StrideH}x{P.StrideW}";
+    }
+
+    /// <summary>Unary ops over a range, split over the CPU threads when large.</summary>
+    private static class CpuThreadingHelpers
+    {
+        private struct Job
+        {
+            public float* Y;
+            public int N, Parts;
+            public UnaryOp Op;
+            public float Alpha, Beta;
+        }
+
+        public static void Unary(UnaryOp op, Span<float> y, float alpha, float beta)
+        {
+            fixed (float* p = y)
+            {
+                var job = new Job { Y = p, N = y.Length, Op = op, Alpha = alpha, Beta = beta };
+                job.Parts = (int)Math.Clamp(y.Length / (1 << 15), 1, CpuThreading.Threads);
+                // SAFETY: job lives on this frame; ForParts returns after every part ran.
+                CpuThreading.ForParts(job.Parts, &Part, &job);
+            }
+        }
+
+        private static void Part(void* state, int part)
+        {
+            ref Job job = ref *(Job*)state;
+            int start = (int)((long)part * job.N / job.Parts), end = (int)((long)(part + 1) * job.N / job.Parts);
+            var span = new Span<float>(job.Y + start, end - start);
+            CpuBackend.UnaryRange(job.Op, span, span, job.Alpha, job.Beta);
+        }
+    }
+
+    // ---- compiler ---------------------------------------------------------------------------------
+
+    private sealed class Compiler(Tensor input, Tensor output)
+    {
+        // Value numbers of tensors; views and fused results share their source's number.
+        private readonly Dictionary<Tensor, int> _valueOf = new(ReferenceEqualityComparer.Instance);
+        // How many recorded ops (and the model's output) read each tensor.
+        private readonly Dictionary<Tensor, int> _uses = new(ReferenceEqualityComparer.Instance);
+        private readonly List<int[]> _shapes = [];
+        // Values that share memory (views) point to the same root value.
+        private readonly List<int> _root = [];
+        private readonly Dictionary<int, Step> _producer = [];
+        private readonly List<Step> _steps = [];
+
+        public CpuInferencePlan Build()
+        {
+            var nodes = Nodes();
+            foreach (var node in nodes)
+                foreach (var t in node.Inputs)
+                    _uses[t] = _uses.GetValueOrDefault(t) + 1;
+            _uses[output] = _uses.GetValueOrDefault(output) + 1;
+
+            NewValue(input, root: -1);
+            foreach (var node in nodes) Compile(node);
+            if (!_valueOf.TryGetValue(output, out int outValue))
+                throw new NotSupportedException("CpuInferencePlan: the model's output does not depend on its input.");
+
+            // One buffer per root value except the input, which the caller's memory holds.
+            var bufferOf = new int[_root.Count];
+            var buffers = new List<float[]>();
+            for (int v = 0; v < _root.Count; v++)
+            {
+                if (_root[v] != v) continue;
+                if (v == 0) { bufferOf[v] = -1; continue; }
+                bufferOf[v] = buffers.Count;
+                buffers.Add(GC.AllocateArray<float>(Math.Max(1, Tensor.Numel(_shapes[v])), pinned: true));
+            }
+            for (int v = 0; v < _root.Count; v++) bufferOf[v] = bufferOf[_root[v]];
+            var description = _steps.Select(s => s.ToString()!).ToArray();
+            return new CpuInferencePlan(_steps.ToArray(), buffers.ToArray(), bufferOf, outValue, input.ShapeArray(), output.ShapeArray(), description);
+        }
+
+        private List<Node> Nodes()
+        {
+            if (output.GradFn is null)
+                throw new NotSupportedException("CpuInferencePlan: tracing the model recorded no ops.");
+            var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance) { output.GradFn };
+            var stack = new Stack<Node>();
+            stack.Push(output.GradFn);
+            while (stack.Count > 0)
+                foreach (var t in stack.Pop().Inputs)
+                    if (t.GradFn is { } f && seen.Add(f)) stack.Push(f);
+            var list = seen.ToList();
+            list.Sort((a, b) => a.Sequence.CompareTo(b.Sequence));
+            return list;
+        }
+
+        private int NewValue(Tensor t, int root)
+        {
+            int v = _shapes.Count;
+            _shapes.Add(t.ShapeArray());
+            _root.Add(root < 0 ? v : _root[root]);
+            _valueOf[t] = v;
+            return v;
+        }
+
+        private int ValueOf(Node node, Tensor t) => _valueOf.TryGetValue(t, out int v)
+            ? v
+            : throw new NotSupportedException($"CpuInferencePlan: {node} reads a tensor that is neither the input nor computed from it (only weights may be constants).");
+
+        /// <summary>True when the producer of <paramref name="t"/> may be changed in place: nothing else reads it and it is not a view.</summary>
+        private bool Fusable(Tensor t, int value) => _uses.GetValueOrDefault(t) == 1 && _root[value] == value && !ReferenceEquals(t, output);
+
+        private void Compile(Node node)
+        {
+            switch (node.Kind)
+            {
+                case OpKind.Conv2d: CompileConv(node); break;
+                case OpKind.BatchNorm2d: CompileBatchNorm(node); break;
+                case OpKind.Unary: CompileUnary(node); break;
+                case OpKind.Binary: CompileAdd(node); break;
+                case OpKind.MaxPool2d or OpKind.AvgPool2d: CompilePool(node); break;
+                case OpKind.AdaptiveAvgPool2d: CompileAdaptive(node); break;
+                case OpKind.Reshape or OpKind.Copy: NewValue(node.Output, ValueOf(node, node.Inputs[0])); break;
+                default:
+                    throw new NotSupportedException($"CpuInferencePlan cannot run {node.Kind} ({node}); run this model eagerly (model.Call under NoGrad).");
+            }
+        }
+
+        private static float[] Constant(Node node, int index)
+        {
+            var t = node.Inputs[index];
+            if (t.GradFn is not null)
+                throw new NotSupportedException($"CpuInferencePlan: input {index} of {node} is computed, but only constant weights are supported there.");
+            var values = t.Contiguous().AsSpan();
+            var copy = GC.AllocateArray<float>(values.Length, pinned: true);
+            values.CopyTo(copy);
+            return copy;
+        }
+
+        private void Add(Step step, int inValue, Tensor result)
+        {
+            step.In = inValue;
+            step.Out = NewValue(result, root: -1);
+            _steps.Add(step);
+            _producer[step.Out] = step;
+        }
+
+        private void CompileConv(Node node)
+        {
+            int x = ValueOf(node, node.Inputs[0]);
+            var xs = _shapes[x];
+            var w = node.Inputs[1];
+            var stride = (int[])node.Attributes["stride"];
+            var padding = (int[])node.Attributes["padding"];
+            var dilation = (int[])node.Attributes["dilation"];
+            int groups = (int)node.Attributes["groups"];
+            var p = new Conv2dParams(xs[0], xs[1], xs[2], xs[3], w.Size(0), w.Size(2), w.Size(3),
+                stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], groups);
+            var step = new ConvStep
+            {
+                P = p,
+                Weight = Constant(node, 1),
+                Bias = node.Inputs.Count > 2 ? Constant(node, 2) : null,
+                Label = $"conv {p.C}->{p.K} {p.R}x{p.S}" + (p.StrideH * p.StrideW > 1 ? $"/{p.StrideH}" : ""),
+            };
+            Add(step, x, node.Output);
+        }
+
+        private void CompileBatchNorm(Node node)
+        {
+            if ((bool)node.Attributes["training"])
+                throw new NotSupportedException($"CpuInferencePlan: {node} ran in training mode.");
+            int x = ValueOf(node, node.Inputs[0]);
+            var xs = _shapes[x];
+            int c = xs[1];
+            var gamma = Constant(node, 1);
+            var beta = Constant(node, 2);
+            var mean = ((Tensor)node.Attributes["running_mean"]).ToArray();
+            var variance = ((Tensor)node.Attributes["running_var"]).ToArray();
+            float eps = (float)node.Attributes["eps"];
+            var scale = new float[c];
+            var shift = new float[c];
+            for (int i = 0; i < c; i++)
+            {
+                double s = gamma[i] / Math.Sqrt((double)variance[i] + eps);
+                scale[i] = (float)s;
+                shift[i] = (float)(beta[i] - mean[i] * s);
+            }
+            if (_producer.TryGetValue(x, out var producer) && producer is ConvStep conv && conv.Residual < 0 && !conv.Act.Present
+                && Fusable(node.Inputs[0], x))
+            {
+                // Fold: w'[k] = w[k] * scale[k], b'[k] = b[k] * scale[k] + shift[k].
+                int row = conv.Weight.Length / conv.P.K;
+                for (int k = 0; k < conv.P.K; k++)
+                    for (int i = 0; i < row; i++) conv.Weight[k * row + i] *= scale[k];
+                var bias = GC.AllocateArray<float>(conv.P.K, pinned: true);
+                for (int k = 0; k < conv.P.K; k++) bias[k] = (conv.Bias?[k] ?? 0) * scale[k] + shift[k];
+                conv.Bias = bias;
+                conv.Label += " + bn";
+                Alias(node.Output, x);
+                return;
+            }
+            int hw = xs.Length == 4 ? xs[2] * xs[3] : 1;
+            Add(new ChannelAffineStep { Scale = scale, Shift = shift, N = xs[0], C = c, HW = hw }, x, node.Output);
+        }
+
+        private void CompileUnary(Node node)
+        {
+            int x = ValueOf(node, node.Inputs[0]);
+            var act = new Activation
+            {
+                Present = true,
+                Op = (UnaryOp)node.Attributes["op"],
+                Alpha = (float)node.Attributes["alpha"],
+                Beta = (float)node.Attributes["beta"],
+            };
+            if (_producer.TryGetValue(x, out var producer) && Fusable(node.Inputs[0], x))
+            {
+                switch (producer)
+                {
+                    case ConvStep { Act.Present: false } conv: conv.Act = act; Alias(node.Output, x); return;
+                    case ChannelAffineStep { Act.Present: false } affine: affine.Act = act; Alias(node.Output, x); return;
+                    case AddStep { Act.Present: false } add: add.Act = act; Alias(node.Output, x); return;
+                }
+            }
+            Add(new UnaryStep { Length = Tensor.Numel(_shapes[x]), Act = act }, x, node.Output);
+        }
+
+        private void CompileAdd(Node node)
+        {
+            if ((BinaryOp)node.Attributes["op"] != BinaryOp.Add)
+                throw new NotSupportedException($"CpuInferencePlan runs only additions among the binary ops, not {node.Attributes["op"]} ({node}).");
+            int a = ValueOf(node, node.Inputs[0]), b = ValueOf(node, node.Inputs[1]);
+            if (!_shapes[a].SequenceEqual(_shapes[b]))
+                throw new NotSupportedException($"CpuInferencePlan adds tensors of one shape, not {Tensor.FormatShape(_shapes[a])} and {Tensor.FormatShape(_shapes[b])} ({node}).");
+            // Fuse into the producer of the operand computed last: the other one is ready when it runs.
+            int last = StepIndex(a) >= StepIndex(b) ? a : b, other = last == a ? b : a;
+            var lastTensor = last == a ? node.Inputs[0] : node.Inputs[1];
+            if (_producer.TryGetValue(last, out var producer) && producer is ConvStep { Residual: < 0, Act.Present: false } conv
+                && other != last && Fusable(lastTensor, last))
+            {
+                conv.Residual = other;
+                Alias(node.Output, last);
+                return;
+            }
+            Add(new AddStep { Other = b, Length = Tensor.Numel(_shapes[a]) }, a, node.Output);
+        }
+
+        private int StepIndex(int value) => _producer.TryGetValue(value, out var s) ? _steps.IndexOf(s) : -1;
+
+        private void CompilePool(Node node)
+        {
+            int x = ValueOf(node, node.Inputs[0]);
+            var xs = _shapes[x];
+            var k = (int[])node.Attributes["kernel"];
+            var s = (int[])node.Attributes["stride"];
+            var pad = (int[])node.Attributes["padding"];
+            var p = new Pool2dParams(xs[0], xs[1], xs[2], xs[3], k[0], k[1], s[0], s[1], pad[0], pad[1], (bool)node.Attributes["ceil_mode"]);
+            Add(new PoolStep { Kind = node.Kind == OpKind.MaxPool2d ? PoolKind.Max : PoolKind.Average, P = p }, x, node.Output);
+        }
+
+        private void CompileAdaptive(Node node)
+        {
+            int x = ValueOf(node, node.Inputs[0]);
+            var xs = _shapes[x];
+            var o = (int[])node.Attributes["output_size"];
+            int kh = xs[2] / o[0], kw = xs[3] / o[1];
+            var p = new Pool2dParams(xs[0], xs[1], xs[2], xs[3], kh, kw, kh, kw, 0, 0);
+            Add(new PoolStep { Kind = PoolKind.Average, P = p }, x, node.Output);
+        }
+
+        private void Alias(Tensor result, int value)
+        {
+            // The fused op writes into its producer's buffer: the result is the same value under a new tensor.
+            _valueOf[result] = value;
+        }
+    }
+}

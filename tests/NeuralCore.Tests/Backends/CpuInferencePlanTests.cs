@@ -1,0 +1,129 @@
+using NeuralCore.Backends.Cpu;
+using NeuralCore.NN;
+
+namespace NeuralCore.Tests.Backends;
+
+/// <summary>
+/// <see cref="CpuInferencePlan"/> against the eager eval-mode forward: batch norms folded into convolutions,
+/// activations and residual additions fused into their epilogues, unfused element-wise ops and pools, at batch sizes
+/// that run inline and threaded; unsupported ops and wrong shapes fail with a message.
+/// </summary>
+public sealed class CpuInferencePlanTests
+{
+    /// <summary>relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), with a 1x1 conv + BN shortcut when widths differ.</summary>
+    private sealed class Block : Module
+    {
+        private readonly Conv2d _conv1, _conv2;
+        private readonly BatchNorm2d _bn1, _bn2;
+        private readonly Conv2d? _shortcut;
+        private readonly BatchNorm2d? _shortcutBn;
+
+        public Block(int cin, int cout, Generator g)
+        {
+            _conv1 = RegisterModule("conv1", new Conv2d(cin, cout, 3, padding: 1, bias: false, generator: g));
+            _bn1 = RegisterModule("bn1", new BatchNorm2d(cout));
+            _conv2 = RegisterModule("conv2", new Conv2d(cout, cout, 3, padding: 1, bias: true, generator: g));
+            _bn2 = RegisterModule("bn2", new BatchNorm2d(cout));
+            if (cin != cout)
+            {
+                _shortcut = RegisterModule("sc", new Conv2d(cin, cout, 1, bias: false, generator: g));
+                _shortcutBn = RegisterModule("scbn", new BatchNorm2d(cout));
+            }
+        }
+
+        public override Tensor Forward(Tensor x)
+        {
+            var y = _bn1.Call(_conv1.Call(x)).Relu();
+            y = _bn2.Call(_conv2.Call(y));
+            var s = _shortcut is null ? x : _shortcutBn!.Call(_shortcut.Call(x));
+            return y.Add(s).Relu();
+        }
+    }
+
+    private static Module Net(Generator g)
+    {
+        var net = new Sequential(
+            new Conv2d(2, 5, 5, stride: 2, padding: 1, bias: false, generator: g),
+            new BatchNorm2d(5),
+            new Hardswish(),
+            new MaxPool2d(2, 2),
+            new Block(5, 5, g),
+            new Block(5, 7, g),
+            // A batch norm that follows no convolution, and an activation that follows a pool: both unfused.
+            new MaxPool2d((2, 1), (2, 1)),
+            new BatchNorm2d(7),
+            new ReLU(),
+            new Conv2d(7, 3, 1, bias: false, generator: g),
+            new AdaptiveAvgPool2d(1),
+            new Flatten());
+        using (Autograd.Autograd.NoGrad())
+        {
+            // Non-trivial statistics and affine parameters, so that folding has something to fold.
+            foreach (var (name, t) in net.NamedBuffers())
+            {
+                if (name.EndsWith("running_mean", StringComparison.Ordinal)) t.CopyFrom(Tensor.Randn(t.ShapeArray(), g).Mul(0.2f));
+                if (name.EndsWith("running_var", StringComparison.Ordinal)) t.CopyFrom(Tensor.Rand(t.ShapeArray(), g).Add(0.5f));
+            }
+            foreach (var (name, p) in net.NamedParameters())
+                if (p.Rank == 1) p.CopyFrom(Tensor.Randn(p.ShapeArray(), g).Mul(0.3f).Add(name.EndsWith("weight", StringComparison.Ordinal) ? 1f : 0f));
+        }
+        return net;
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(64)]
+    public void MatchesTheEagerForward(int batch)
+    {
+        var g = new Generator(11);
+        var net = Net(g);
+        var x = Tensor.Randn([batch, 2, 25, 21], g);
+        var plan = CpuInferencePlan.Compile(net, [batch, 2, 25, 21]);
+        Assert.True(net.Training, "Compile must restore the training mode.");
+        net.Eval();
+        float[] expected;
+        using (Autograd.Autograd.NoGrad()) expected = net.Call(x).ToArray();
+        var actual = plan.Run(x).ToArray();
+        Assert.Equal([batch, 3], plan.OutputShape);
+        Assert.Equal(expected.Length, actual.Length);
+        float scale = expected.Max(MathF.Abs);
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"output {i}: eager {expected[i]}, plan {actual[i]}");
+
+        // The stem folds its BN and activation; blocks fuse residual + ReLU; the lone BN stays a step of its own.
+        Assert.Contains("conv 2->5 5x5/2 + bn + hardswish", plan.Description);
+        Assert.Contains(plan.Description, d => d.EndsWith("+ bn + residual + relu", StringComparison.Ordinal));
+        Assert.Contains("batch norm (7 channels) + relu", plan.Description);
+    }
+
+    [Fact]
+    public void RunTwiceGivesTheSameResult()
+    {
+        var g = new Generator(5);
+        var net = Net(g);
+        net.Eval();
+        var x = Tensor.Randn([4, 2, 25, 21], g);
+        var plan = CpuInferencePlan.Compile(net, [4, 2, 25, 21]);
+        Assert.Equal(plan.Run(x).ToArray(), plan.Run(x).ToArray());
+        Assert.True(plan.BufferBytes > 0);
+    }
+
+    [Fact]
+    public void UnsupportedOpsAndWrongShapesFailWithAMessage()
+    {
+        var g = new Generator(3);
+        var softmax = new Sequential(new Conv2d(1, 2, 1, generator: g), new Flatten(), new LambdaSoftmax());
+        var e = Assert.Throws<NotSupportedException>(() => CpuInferencePlan.Compile(softmax, [2, 1, 3, 3]));
+        Assert.Contains("Softmax", e.Message);
+
+        var plan = CpuInferencePlan.Compile(new Sequential(new Conv2d(1, 2, 1, generator: g)), [2, 1, 3, 3]);
+        var bad = Assert.Throws<ArgumentException>(() => plan.Run(Tensor.Zeros([1, 1, 3, 3])));
+        Assert.Contains("compile another plan", bad.Message);
+    }
+
+    private sealed class LambdaSoftmax : Module
+    {
+        public override Tensor Forward(Tensor x) => Functional.Softmax(x);
+    }
+}
