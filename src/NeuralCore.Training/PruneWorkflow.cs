@@ -46,6 +46,9 @@ public sealed record PruneWorkflowOptions
 
     /// <summary>Continue an interrupted run in <see cref="OutputDirectory"/>, reusing finished steps.</summary>
     public bool Resume { get; init; }
+
+    /// <summary>The training loss of fine-tuning and sparse training (see <see cref="Trainer.LossFunction"/>); null: cross-entropy.</summary>
+    public Func<Module, Batch, (Tensor Loss, Tensor Logits)>? LossFunction { get; init; }
 }
 
 /// <summary>What a prune-and-fine-tune run did.</summary>
@@ -137,7 +140,7 @@ public sealed class PruneWorkflow(PruneWorkflowOptions options, IProgressReporte
                     ExperimentName = $"step-{step.Step}",
                     Resume = Options.Resume,
                     ModelMetadata = Options.ModelMetadata,
-                }, _reporter);
+                }, _reporter) { LossFunction = Options.LossFunction };
                 trainer.Fit(model, train!, validation!, cancellationToken);
                 // Continue from the best fine-tuned weights, as the seed did.
                 model.LoadStateDict(TensorIO.LoadSafeTensors(trainer.Files.Best).Tensors, adoptShapes: true);
@@ -195,7 +198,7 @@ public sealed class PruneWorkflow(PruneWorkflowOptions options, IProgressReporte
             ExperimentName = "sparse",
             Resume = Options.Resume,
             ModelMetadata = Options.ModelMetadata,
-        }, _reporter) { AfterBackward = regularizer.Apply };
+        }, _reporter) { AfterBackward = regularizer.Apply, LossFunction = Options.LossFunction };
         _reporter.Message($"sparse training for {Options.SparseEpochs} epochs with {regularizer.GetType().Name} (lambda {Options.SparseLambda})");
         trainer.Fit(model, train, validation, cancellationToken);
     }

@@ -160,7 +160,7 @@ public class ErrorTests
     [InlineData(new[] { "train", "--experiment-name", "x", "--batch-size", "many" }, 2, "many")]
     [InlineData(new[] { "train", "--experiment-name", "x", "--no-such-option" }, 2, "--no-such-option")]
     [InlineData(new[] { "train" }, 2, "--experiment-name")]
-    [InlineData(new[] { "train", "--experiment-name", "x", "--mnist", "0" }, 2, "ASC")]
+    [InlineData(new[] { "train", "--experiment-name", "x", "--mnist", "2" }, 2, "must be 1 (MNIST) or 0 (ASC)")]
     [InlineData(new[] { "train", "--experiment-name", "x", "--dataset", "mnist", "--mnist", "0" }, 2, "contradict")]
     [InlineData(new[] { "train", "--experiment-name", "x", "--channel-width", "24 48" }, 2, "has 2")]
     [InlineData(new[] { "train", "--experiment-name", "x", "--lr", "-1" }, 2, "--lr must be a positive number")]

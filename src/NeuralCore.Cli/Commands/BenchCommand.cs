@@ -39,7 +39,7 @@ internal static class BenchCommand
         };
         var warmup = new Option<int>("--warmup")
         {
-            Description = "Untimed iterations first (default 5): JIT, pooled buffers and caches warm up.",
+            Description = "Untimed iterations first (default 5; with N > 0 warming goes on until 0.5 s have passed, so the JIT finishes optimising short iterations): JIT, pooled buffers and caches warm up.",
             DefaultValueFactory = _ => 5,
         };
         var threads = new Option<int?>("--threads")
@@ -178,13 +178,30 @@ internal static class BenchCommand
         var compiled = !train && plan ? CpuInferencePlan.Compile(net, [batch, .. shape]) : null;
         var logits = new float[batch * source.Config.NumClasses];
 
+        // The JIT recompiles hot methods about 0.1 s after their first 30 calls; sub-millisecond iterations need more
+        // warm-up iterations than slow ones to be timed in their final code.
+        if (warm > 0)
+        {
+            var warming = Stopwatch.StartNew();
+            for (int done = 0; done < warm || warming.Elapsed.TotalSeconds < 0.5; done++) Iterate();
+        }
         var times = new double[count];
         long allocated = 0;
-        for (int it = -warm; it < count; it++)
+        for (int it = 0; it < count; it++)
         {
-            cancel.ThrowIfCancellationRequested();
             long before = GC.GetAllocatedBytesForCurrentThread();
             var clock = Stopwatch.StartNew();
+            Iterate();
+            clock.Stop();
+            times[it] = clock.Elapsed.TotalMilliseconds;
+            allocated += GC.GetAllocatedBytesForCurrentThread() - before;
+        }
+        using var process = Process.GetCurrentProcess();
+        return new BenchResult(times, batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes);
+
+        void Iterate()
+        {
+            cancel.ThrowIfCancellationRequested();
             using (TensorScope.Enter())
             {
                 if (optimizer is not null)
@@ -206,12 +223,6 @@ internal static class BenchCommand
                     _ = net.Call(x).ToArray();
                 }
             }
-            clock.Stop();
-            if (it < 0) continue;
-            times[it] = clock.Elapsed.TotalMilliseconds;
-            allocated += GC.GetAllocatedBytesForCurrentThread() - before;
         }
-        using var process = Process.GetCurrentProcess();
-        return new BenchResult(times, batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes);
     }
 }

@@ -145,8 +145,7 @@ internal static class PruneCommand
                     throw new CliException("--validation-count applies to MNIST; for acoustic scenes use --validation-fraction (or --seed-validation).", Program.UsageError);
                 // Fine-tuning uses the augmentations the model was trained with (the seed's when the checkpoint does not say).
                 var augment = source.Augment ?? new AugmentConfig();
-                if (needsTraining && augment.MixupAlpha > 0)
-                    human.WriteLine("note: the model was trained with mixup; fine-tuning here runs without it (plain cross-entropy), with its other augmentations.");
+                if (augment.MixupAlpha > 0) options = options with { LossFunction = AscData.MixupLoss(augment.MixupAlpha) };
                 var (mode, fraction) = ascData.ReadValidation(parse);
                 var asc = AscData.Load(parse.GetValue(dataDir), parse.GetValue(ascData.SkipMissing), mode, fraction, parse.GetValue(ascData.CacheDir), mel.SampleRate, human);
                 var frontEnd = new MelFrontEnd(mel, augment);
@@ -170,7 +169,7 @@ internal static class PruneCommand
                 if (ascOnly.Count > 0)
                     throw new CliException($"{string.Join(", ", ascOnly)} apply to acoustic scenes only; add --dataset asc, or drop them.", Program.UsageError);
                 var splits = DataSource.LoadMnist(parse.GetValue(dataDir), parse.GetValue(training.ValidationCount), human);
-                var trainSet = training.ReadLimit(parse) is { } n && n < splits.Train.Count ? splits.Train.Subset(Enumerable.Range(0, n).ToArray()) : splits.Train;
+                var trainSet = TrainingOptionSet.LimitImages(splits.Train, training.ReadLimit(parse), finetune.Seed);
                 train = needsTraining ? new DataLoader(new ImageBatchSource(trainSet), finetune.BatchSize, shuffle: true, finetune.Seed) : null;
                 validation = needsTraining ? new DataLoader(new ImageBatchSource(splits.Validation), finetune.BatchSize, shuffle: false, 0) : null;
                 test = new DataLoader(new ImageBatchSource(splits.Test), finetune.BatchSize, shuffle: false, 0);

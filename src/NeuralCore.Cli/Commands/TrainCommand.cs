@@ -113,7 +113,7 @@ internal static class TrainCommand
             else
             {
                 var splits = DataSource.LoadMnist(parse.GetValue(dataDir), parse.GetValue(training.ValidationCount), human);
-                var trainSet = limit is { } n && n < splits.Train.Count ? splits.Train.Subset(Enumerable.Range(0, n).ToArray()) : splits.Train;
+                var trainSet = TrainingOptionSet.LimitImages(splits.Train, limit, options.Seed);
                 options = options with
                 {
                     DataDescription = string.Create(CultureInfo.InvariantCulture,

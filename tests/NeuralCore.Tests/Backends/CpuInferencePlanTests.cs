@@ -113,9 +113,14 @@ public sealed class CpuInferencePlanTests
     public void UnsupportedOpsAndWrongShapesFailWithAMessage()
     {
         var g = new Generator(3);
-        var softmax = new Sequential(new Conv2d(1, 2, 1, generator: g), new Flatten(), new LambdaSoftmax());
+        var softmax = new Sequential(new Conv2d(1, 2, 1, generator: g), new AdaptiveAvgPool2d(1), new Flatten(), new LambdaSoftmax());
         var e = Assert.Throws<NotSupportedException>(() => CpuInferencePlan.Compile(softmax, [2, 1, 3, 3]));
         Assert.Contains("Softmax", e.Message);
+
+        // Flattening whole feature maps of several samples would reorder the channel-major memory.
+        var flatten = new Sequential(new Conv2d(1, 2, 1, generator: g), new Flatten());
+        var f = Assert.Throws<NotSupportedException>(() => CpuInferencePlan.Compile(flatten, [2, 1, 3, 3]));
+        Assert.Contains("channel-major", f.Message);
 
         var plan = CpuInferencePlan.Compile(new Sequential(new Conv2d(1, 2, 1, generator: g)), [2, 1, 3, 3]);
         var bad = Assert.Throws<ArgumentException>(() => plan.Run(Tensor.Zeros([1, 1, 3, 3])));

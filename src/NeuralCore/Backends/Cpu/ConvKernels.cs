@@ -47,8 +47,10 @@ internal static unsafe class ConvKernels
         public int Cg, Kg, HW, PQ, Crs;
         public bool Direct;
         public int Chunk, Chunks, Parts;
-        // Forward epilogue (inference plans): y = act(y + residual) per chunk, while the chunk is in cache.
+        // Channel-major forward epilogue (inference plans): y = act(y + residual) per chunk, while the chunk is in cache.
         public float* Residual;
+        // Inference plans keep activations channel-major: x [C, N, H, W], y [K, N, P, Q].
+        public bool ChannelMajor;
         public bool HasActivation;
         public UnaryOp Activation;
         public float ActivationAlpha, ActivationBeta;
@@ -63,20 +65,58 @@ internal static unsafe class ConvKernels
     }
 
     /// <summary>
-    /// y = act(conv2d(x, w) + bias + residual), the epilogue applied chunk by chunk right after the chunk's GEMM
-    /// (residual [N, K, P, Q] or null; act skipped when <paramref name="hasActivation"/> is false).
+    /// y = act(conv2d(x, w) + bias + residual) on channel-major tensors x [C, N, H, W], y and residual [K, N, P, Q]
+    /// (inference plans): the GEMM of a chunk of samples writes straight into y, whose rows are the output channels,
+    /// and the epilogue runs on the chunk while it is in cache; a 1x1 stride-1 convolution is a single GEMM over every
+    /// sample with no copy at all. The activation is skipped when <paramref name="hasActivation"/> is false.
     /// </summary>
-    internal static void ForwardFused(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual,
+    internal static void ForwardChannelMajor(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual,
         bool hasActivation, UnaryOp activation, float alpha, float beta)
     {
         Job job = Plan(Pass.Forward, p);
         job.X = x; job.W = w; job.Bias = bias; job.Y = y;
         job.Residual = residual;
+        job.ChannelMajor = true;
         job.HasActivation = hasActivation;
         job.Activation = activation;
         job.ActivationAlpha = alpha;
         job.ActivationBeta = beta;
-        Execute(ref job);
+        if (!job.Direct)
+        {
+            Execute(ref job);
+            return;
+        }
+        long columns = (long)p.N * job.PQ;
+        for (int g = 0; g < p.Groups; g++)
+        {
+            Gemm.Sgemm(false, false, job.Kg, (int)columns, job.Cg, 1f, w + (long)g * job.Kg * job.Crs, job.Crs,
+                x + g * job.Cg * columns, (int)columns, 0f, y + g * job.Kg * columns, (int)columns);
+        }
+        ChannelMajorEpilogue(ref job, 0, p.N);
+    }
+
+    /// <summary>Plane (sample n, input channel c) of x in the job's layout.</summary>
+    private static float* InputPlane(ref Job job, int n, int c) => job.ChannelMajor
+        ? job.X + ((long)c * job.P.N + n) * job.HW
+        : job.X + ((long)n * job.P.C + c) * job.HW;
+
+    /// <summary>Bias, residual and activation of samples [n0, n0 + nb) of a channel-major output, row by row.</summary>
+    private static void ChannelMajorEpilogue(ref Job job, int n0, int nb)
+    {
+        if (job.Bias == null && job.Residual == null && !job.HasActivation) return;
+        long ld = (long)job.P.N * job.PQ;
+        int length = nb * job.PQ;
+        for (int k = 0; k < job.P.K; k++)
+        {
+            long at = k * ld + (long)n0 * job.PQ;
+            if (job.Bias != null) AddScalar(job.Y + at, job.Bias[k], length);
+            if (job.Residual != null) Add(job.Y + at, job.Residual + at, length);
+            if (job.HasActivation)
+            {
+                var row = new Span<float>(job.Y + at, length);
+                CpuBackend.UnaryRange(job.Activation, row, row, job.ActivationAlpha, job.ActivationBeta);
+            }
+        }
     }
 
     /// <summary>dx = conv2d input gradient of dy (dx overwritten).</summary>
@@ -203,6 +243,18 @@ internal static unsafe class ConvKernels
     {
         ref readonly Conv2dParams p = ref job.P;
         int ld = nb * job.PQ;
+        if (job.ChannelMajor)
+        {
+            int ldc = p.N * job.PQ;
+            for (int g = 0; g < p.Groups; g++)
+            {
+                Im2Col(ref job, n0, nb, g, cols, ld + Slack, padded);
+                Gemm.Sgemm(false, false, job.Kg, ld, job.Crs, 1f, job.W + (long)g * job.Kg * job.Crs, job.Crs, cols, ld + Slack,
+                    0f, job.Y + (long)g * job.Kg * ldc + (long)n0 * job.PQ, ldc);
+            }
+            ChannelMajorEpilogue(ref job, n0, nb);
+            return;
+        }
         for (int g = 0; g < p.Groups; g++)
         {
             float* wg = job.W + (long)g * job.Kg * job.Crs;
@@ -222,21 +274,11 @@ internal static unsafe class ConvKernels
                 MoveRows(ref job, n0, nb, g, rows, toSamples: true);
             }
         }
-        if (job.Bias != null)
+        if (job.Bias == null) return;
+        for (int i = 0; i < nb; i++)
         {
-            for (int i = 0; i < nb; i++)
-            {
-                float* yn = job.Y + (long)(n0 + i) * p.K * job.PQ;
-                for (int k = 0; k < p.K; k++) AddScalar(yn + (long)k * job.PQ, job.Bias[k], job.PQ);
-            }
-        }
-        if (job.Residual == null && !job.HasActivation) return;
-        long start = (long)n0 * p.K * job.PQ, length = (long)nb * p.K * job.PQ;
-        if (job.Residual != null) Add(job.Y + start, job.Residual + start, length);
-        if (job.HasActivation)
-        {
-            var chunk = new Span<float>(job.Y + start, checked((int)length));
-            CpuBackend.UnaryRange(job.Activation, chunk, chunk, job.ActivationAlpha, job.ActivationBeta);
+            float* yn = job.Y + (long)(n0 + i) * p.K * job.PQ;
+            for (int k = 0; k < p.K; k++) AddScalar(yn + (long)k * job.PQ, job.Bias[k], job.PQ);
         }
     }
 
@@ -335,7 +377,7 @@ internal static unsafe class ConvKernels
             for (int c = 0; c < job.Cg; c++)
             {
                 for (int i = 0; i < nb; i++)
-                    Copy(cols + (long)c * ld + i * job.PQ, job.X + ((long)(n0 + i) * p.C + g * job.Cg + c) * job.HW, job.PQ);
+                    Copy(cols + (long)c * ld + i * job.PQ, InputPlane(ref job, n0 + i, g * job.Cg + c), job.PQ);
             }
             return;
         }
@@ -369,7 +411,7 @@ internal static unsafe class ConvKernels
         {
             for (int c = 0; c < job.Cg; c++)
             {
-                float* plane = job.X + ((long)(n0 + i) * p.C + g * job.Cg + c) * job.HW;
+                float* plane = InputPlane(ref job, n0 + i, g * job.Cg + c);
                 for (int ih = 0; ih < p.H; ih++) Copy(padded + (ih + p.PadH) * wp + p.PadW, plane + ih * p.W, p.W);
                 for (int r = 0; r < p.R; r++)
                 {
@@ -427,7 +469,7 @@ internal static unsafe class ConvKernels
         {
             for (int c = 0; c < job.Cg; c++)
             {
-                float* plane = job.X + ((long)(n0 + i) * p.C + g * job.Cg + c) * job.HW;
+                float* plane = InputPlane(ref job, n0 + i, g * job.Cg + c);
                 for (int ih = 0; ih < p.H; ih++) Copy(padded + (ih + p.PadH) * wp + p.PadW, plane + ih * p.W, p.W);
                 for (int r = 0; r < p.R; r++)
                 {
@@ -464,7 +506,7 @@ internal static unsafe class ConvKernels
                     var (qLow, qHigh) = ValidRange(iw0, sw, p.W, outW);
                     for (int i = 0; i < nb; i++)
                     {
-                        float* plane = job.X + ((long)(n0 + i) * p.C + g * job.Cg + c) * job.HW;
+                        float* plane = InputPlane(ref job, n0 + i, g * job.Cg + c);
                         float* dst = row + (long)i * job.PQ;
                         for (int oh = 0; oh < outH; oh++, dst += outW)
                         {

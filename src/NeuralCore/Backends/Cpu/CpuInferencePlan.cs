@@ -9,7 +9,8 @@ namespace NeuralCore.Backends.Cpu;
 /// A model's eval-mode forward pass compiled for the CPU at one input shape: the pass is traced once, batch norms that
 /// follow a convolution are folded into its weights and bias, activations and residual additions run in the
 /// convolution's epilogue while its output is still in cache, views cost nothing, and every intermediate lives in a
-/// buffer allocated at compile time. <see cref="Run(ReadOnlySpan{float}, Span{float})"/> then allocates nothing and
+/// buffer allocated at compile time. Intermediates are kept channel-major ([C, N, H, W]): a convolution's GEMM over a
+/// chunk of samples then writes its output rows in place, and a 1x1 convolution is one GEMM over the whole batch. <see cref="Run(ReadOnlySpan{float}, Span{float})"/> then allocates nothing and
 /// skips the per-op bookkeeping of eager execution, which dominates at batch size 1.
 /// </summary>
 /// <remarks>
@@ -28,6 +29,10 @@ public sealed unsafe class CpuInferencePlan
 {
     private readonly Step[] _steps;
     private readonly float[][] _buffers;
+    // The input's and output's [N, C, inner] sizes, for the moves between the caller's NCHW and the plan's CNHW.
+    private readonly (int N, int C, int Inner) _inputLayout, _outputLayout;
+    // The input's buffer when it must be transposed (more than one channel and sample); else the caller's memory is used.
+    private readonly float[]? _inputBuffer;
     // Per value: the buffer holding it (-1: the caller's input).
     private readonly int[] _bufferOf;
     private readonly int _outputValue;
@@ -43,10 +48,33 @@ public sealed unsafe class CpuInferencePlan
         _buffers = buffers;
         _bufferOf = bufferOf;
         _outputValue = outputValue;
+        _inputLayout = Layout(inputShape);
+        _outputLayout = Layout(outputShape);
+        if (_inputLayout.N > 1 && _inputLayout.C > 1) _inputBuffer = GC.AllocateArray<float>(Tensor.Numel(inputShape), pinned: true);
         InputShape = inputShape;
         OutputShape = outputShape;
         Description = description;
         _macs = steps.OfType<ConvStep>().Sum(s => (long)s.P.N * s.P.K * s.P.P * s.P.Q * (s.P.C / s.P.Groups) * s.P.R * s.P.S);
+    }
+
+    private static (int N, int C, int Inner) Layout(int[] shape) => shape.Length switch
+    {
+        0 => (1, 1, 1),
+        1 => (shape[0], 1, 1),
+        _ => (shape[0], shape[1], Tensor.Numel(shape.AsSpan(2))),
+    };
+
+    /// <summary>dst [C, N, inner] = src [N, C, inner] (or back with <paramref name="toSampleMajor"/>).</summary>
+    private static void Transpose(float* src, float* dst, (int N, int C, int Inner) l, bool toSampleMajor)
+    {
+        long bytes = (long)l.Inner * sizeof(float);
+        for (int n = 0; n < l.N; n++)
+            for (int c = 0; c < l.C; c++)
+            {
+                long sampleMajor = ((long)n * l.C + c) * l.Inner, channelMajor = ((long)c * l.N + n) * l.Inner;
+                if (toSampleMajor) Buffer.MemoryCopy(src + channelMajor, dst + sampleMajor, bytes, bytes);
+                else Buffer.MemoryCopy(src + sampleMajor, dst + channelMajor, bytes, bytes);
+            }
     }
 
     /// <summary>The input shape the plan was compiled for, batch included.</summary>
@@ -103,10 +131,18 @@ public sealed unsafe class CpuInferencePlan
             // SAFETY: the input is pinned for the call; every buffer is on the pinned object heap and sized at compile time
             // for the value it holds; the steps stay inside the lengths their shapes give.
             fixed (float* pin = input)
+            fixed (float* transposed = _inputBuffer)
+            fixed (float* outPin = output)
             {
+                float* first = pin;
+                if (_inputBuffer is not null)
+                {
+                    Transpose(pin, transposed, _inputLayout, toSampleMajor: false);
+                    first = transposed;
+                }
                 var values = stackalloc float*[_bufferOf.Length];
                 for (int v = 0; v < _bufferOf.Length; v++)
-                    values[v] = _bufferOf[v] < 0 ? pin : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_buffers[_bufferOf[v]]));
+                    values[v] = _bufferOf[v] < 0 ? first : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_buffers[_bufferOf[v]]));
                 // A pass of a few million multiply-adds is over before a worker would wake up.
                 bool inline = CpuThreading.Inline;
                 CpuThreading.Inline = inline || _macs < InlineMacs;
@@ -118,7 +154,7 @@ public sealed unsafe class CpuInferencePlan
                 {
                     CpuThreading.Inline = inline;
                 }
-                new ReadOnlySpan<float>(values[_outputValue], output.Length).CopyTo(output);
+                Transpose(values[_outputValue], outPin, _outputLayout, toSampleMajor: true);
             }
         }
     }
@@ -174,7 +210,7 @@ public sealed unsafe class CpuInferencePlan
             // SAFETY: the weight and bias arrays are pinned on the POH (allocated in the compiler).
             float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
             float* b = Bias is null ? null : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Bias));
-            ConvKernels.ForwardFused(values[In], w, b, values[Out], P, Residual < 0 ? null : values[Residual], Act.Present, Act.Op, Act.Alpha, Act.Beta);
+            ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, Residual < 0 ? null : values[Residual], Act.Present, Act.Op, Act.Alpha, Act.Beta);
         }
 
         public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act;
@@ -188,13 +224,13 @@ public sealed unsafe class CpuInferencePlan
 
         public override void Run(float** values)
         {
+            // Channel-major: channel c is one block of N * HW values.
             float* x = values[In], y = values[Out];
-            for (int n = 0; n < N; n++)
+            long block = (long)N * HW;
             for (int c = 0; c < C; c++)
             {
-                long at = ((long)n * C + c) * HW;
                 float s = Scale[c], t = Shift[c];
-                for (int i = 0; i < HW; i++) y[at + i] = MathF.FusedMultiplyAdd(x[at + i], s, t);
+                for (long i = c * block; i < (c + 1) * block; i++) y[i] = MathF.FusedMultiplyAdd(x[i], s, t);
             }
             Act.Apply(y, (long)N * C * HW);
         }
@@ -357,7 +393,7 @@ public sealed unsafe class CpuInferencePlan
                 case OpKind.Binary: CompileAdd(node); break;
                 case OpKind.MaxPool2d or OpKind.AvgPool2d: CompilePool(node); break;
                 case OpKind.AdaptiveAvgPool2d: CompileAdaptive(node); break;
-                case OpKind.Reshape or OpKind.Copy: NewValue(node.Output, ValueOf(node, node.Inputs[0])); break;
+                case OpKind.Reshape or OpKind.Copy: CompileView(node); break;
                 default:
                     throw new NotSupportedException($"CpuInferencePlan cannot run {node.Kind} ({node}); run this model eagerly (model.Call under NoGrad).");
             }
@@ -401,6 +437,21 @@ public sealed unsafe class CpuInferencePlan
                 Label = $"conv {p.C}->{p.K} {p.R}x{p.S}" + (p.StrideH * p.StrideW > 1 ? $"/{p.StrideH}" : ""),
             };
             Add(step, x, node.Output);
+        }
+
+        private void CompileView(Node node)
+        {
+            int x = ValueOf(node, node.Inputs[0]);
+            // A view keeps the channel-major memory valid when the batch stays and a sample is one value per channel
+            // ([N, C, 1, 1] <-> [N, C]), or the batch is one sample.
+            var from = Layout(_shapes[x]);
+            var to = Layout(node.Output.ShapeArray());
+            if (node.Kind == OpKind.Copy || (from.N == to.N && (to.N == 1 || (from.Inner == 1 && to.Inner == 1))))
+            {
+                NewValue(node.Output, x);
+                return;
+            }
+            throw new NotSupportedException($"CpuInferencePlan keeps activations channel-major and cannot reshape {Tensor.FormatShape(_shapes[x])} to {Tensor.FormatShape(node.Output.Shape)} ({node}); run this model eagerly.");
         }
 
         private void CompileBatchNorm(Node node)
