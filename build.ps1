@@ -32,7 +32,7 @@ switch ($Task) {
         $code = $LASTEXITCODE
         $passed = 0; $failed = 0; $skipped = 0
         foreach ($trx in Get-ChildItem -Path $results -Filter '*.trx' -ErrorAction SilentlyContinue) {
-            $counters = ([xml](Get-Content $trx.FullName)).TestRun.ResultSummary.Counters
+            $counters = ([xml](Get-Content -LiteralPath $trx.FullName)).TestRun.ResultSummary.Counters
             $passed += [int]$counters.passed
             $failed += [int]$counters.failed + [int]$counters.error + [int]$counters.timeout + [int]$counters.aborted
             # NOTE: xUnit v3 reports dynamically skipped tests as not executed without counting them in notExecuted.
