@@ -259,28 +259,33 @@ public sealed class Trainer
             int n = batch.Targets.Size(0);
             var inputs = batch.Inputs.To(Options.Device);
             var targets = batch.Targets.To(Options.Device);
-            optimizer.ZeroGrad();
-            Tensor loss, logits;
-            if (LossFunction is null)
+            // The step's temporaries (activations, intermediate gradients) come from a pool and go back to it when
+            // the scope ends, so steady-state training allocates no tensor memory.
+            using (TensorScope.Enter())
             {
-                logits = model.Call(inputs);
-                loss = Functional.CrossEntropy(logits, targets);
-            }
-            else
-            {
-                (loss, logits) = LossFunction(model, batch with { Inputs = inputs, Targets = targets });
-            }
-            double value = loss.Item();
-            if (!double.IsFinite(value))
-                throw new NonFiniteLossException("training", epoch, batchIndex, train.BatchCount, value,
-                    File.Exists(Files.Last) ? Files.Last : null, epoch - 1);
-            loss.Backward();
-            AfterBackward?.Invoke();
-            optimizer.Step();
+                optimizer.ZeroGrad(setToNone: false);
+                Tensor loss, logits;
+                if (LossFunction is null)
+                {
+                    logits = model.Call(inputs);
+                    loss = Functional.CrossEntropy(logits, targets);
+                }
+                else
+                {
+                    (loss, logits) = LossFunction(model, batch with { Inputs = inputs, Targets = targets });
+                }
+                double value = loss.Item();
+                if (!double.IsFinite(value))
+                    throw new NonFiniteLossException("training", epoch, batchIndex, train.BatchCount, value,
+                        File.Exists(Files.Last) ? Files.Last : null, epoch - 1);
+                loss.Backward();
+                AfterBackward?.Invoke();
+                optimizer.Step();
 
-            lossSum += value * n;
-            seen += n;
-            correct += CountCorrect(logits, batch.Targets, numClasses);
+                lossSum += value * n;
+                seen += n;
+                correct += CountCorrect(logits, batch.Targets, numClasses);
+            }
             double seconds = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
             _reporter.BatchCompleted(new BatchProgress(epoch, Options.Epochs, batchIndex, train.BatchCount, seen,
                 lossSum / seen, (double)correct / seen, seen / seconds));
