@@ -27,21 +27,8 @@ public static class CudaKernels
     /// <summary>The kernel source files, one per op family (elementwise.cu, reductions.cu, ...).</summary>
     public static IReadOnlyList<string> Files => Sources.Value.Keys.Where(k => k.EndsWith(".cu", StringComparison.Ordinal)).Order().ToList();
 
-    /// <summary>
-    /// Where compiled kernels are cached: <c>$NEURALCORE_DATA/kernels</c>, else <c>$XDG_CACHE_HOME/neuralcore/kernels</c>,
-    /// else <c>~/.cache/neuralcore/kernels</c> (the same root as NeuralCore's data cache).
-    /// </summary>
-    public static string CacheDirectory
-    {
-        get
-        {
-            var data = Environment.GetEnvironmentVariable("NEURALCORE_DATA");
-            if (!string.IsNullOrWhiteSpace(data)) return Path.Combine(Path.GetFullPath(data), "kernels");
-            var xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
-            if (!string.IsNullOrWhiteSpace(xdg)) return Path.Combine(Path.GetFullPath(xdg), "neuralcore", "kernels");
-            return Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "neuralcore", "kernels");
-        }
-    }
+    /// <summary>Where compiled kernels are cached: the <c>kernels</c> folder of NeuralCore's cache (<see cref="NeuralCore.IO.CacheFolder.Root"/>).</summary>
+    public static string CacheDirectory => Path.Combine(NeuralCore.IO.CacheFolder.Root, "kernels");
 
     /// <summary>The source text of one kernel file (or of the shared header common.cuh).</summary>
     /// <exception cref="ArgumentException">No such file is embedded.</exception>

@@ -9,29 +9,10 @@ namespace NeuralCore.Data;
 public static class DataCache
 {
     /// <summary>Environment variable that overrides <see cref="DefaultDirectory"/>.</summary>
-    public const string EnvironmentVariable = "NEURALCORE_DATA";
+    public const string EnvironmentVariable = NeuralCore.IO.CacheFolder.EnvironmentVariable;
 
-    /// <summary>
-    /// The root cache folder: <c>$NEURALCORE_DATA</c> when set; otherwise
-    /// <c>$XDG_CACHE_HOME/neuralcore</c> when <c>XDG_CACHE_HOME</c> is set; otherwise
-    /// <c>%LOCALAPPDATA%\neuralcore</c> on Windows and <c>~/.cache/neuralcore</c> elsewhere.
-    /// The folder is not created until something is written into it.
-    /// </summary>
-    public static string DefaultDirectory
-    {
-        get
-        {
-            string? overridden = Environment.GetEnvironmentVariable(EnvironmentVariable);
-            if (!string.IsNullOrWhiteSpace(overridden))
-                return Path.GetFullPath(overridden);
-            string? xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
-            if (!string.IsNullOrWhiteSpace(xdg))
-                return Path.Combine(Path.GetFullPath(xdg), "neuralcore");
-            if (OperatingSystem.IsWindows())
-                return Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.LocalApplicationData), "neuralcore");
-            return Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "neuralcore");
-        }
-    }
+    /// <summary>The root cache folder (see <see cref="NeuralCore.IO.CacheFolder.Root"/>).</summary>
+    public static string DefaultDirectory => NeuralCore.IO.CacheFolder.Root;
 
     /// <summary>
     /// Opens a temporary file beside <paramref name="path"/>; write into
