@@ -33,11 +33,10 @@ public static class Evaluator
         {
             ClassNames = dcase.ClassNames.ToArray(),
             LogLoss = dcase.LogLoss,
-            PerDevice = dcase.PerDevice.ToDictionary(p => p.Key, p => Subset(p.Value)),
-            PerDeviceGroup = dcase.PerDeviceGroup.ToDictionary(p => p.Key, p => Subset(p.Value)),
+            PerDevice = dcase.PerDevice.ToDictionary(p => p.Key, p => TestSubsetReport.From(p.Value)),
+            PerDeviceGroup = dcase.PerDeviceGroup.ToDictionary(p => p.Key, p => TestSubsetReport.From(p.Value)),
         };
 
-        static TestSubsetReport Subset(AscSubsetResult r) => new(r.Count, r.Accuracy, r.MacroAccuracy, r.LogLoss);
     }
 
     /// <summary>

@@ -60,4 +60,8 @@ public sealed record TestSubsetReport(
     [property: JsonPropertyName("count")] int Count,
     [property: JsonPropertyName("accuracy")] double Accuracy,
     [property: JsonPropertyName("macro_accuracy")] double MacroAccuracy,
-    [property: JsonPropertyName("log_loss")] double LogLoss);
+    [property: JsonPropertyName("log_loss")] double LogLoss)
+{
+    /// <summary>The figures of one DCASE subset (a device or a device group).</summary>
+    public static TestSubsetReport From(Data.AscSubsetResult r) => new(r.Count, r.Accuracy, r.MacroAccuracy, r.LogLoss);
+}

@@ -25,8 +25,8 @@ public sealed class ReportingTests
             ClassNames = ["a", "b"],
             PerClassAccuracy = [macro, macro],
             ConfusionMatrix = [[400, 100], [100, 400]],
-            PerDevice = devices ? new Dictionary<string, SubsetResult> { ["a"] = new(600, macro, macro, 0.4), ["s4"] = new(400, macro - 0.1, macro - 0.1, 0.9) } : null,
-            PerDeviceGroup = devices ? new Dictionary<string, SubsetResult> { ["real"] = new(600, macro, macro, 0.4), ["unseen"] = new(400, macro - 0.1, macro - 0.1, 0.9) } : null,
+            PerDevice = devices ? new Dictionary<string, TestSubsetReport> { ["a"] = new(600, macro, macro, 0.4), ["s4"] = new(400, macro - 0.1, macro - 0.1, 0.9) } : null,
+            PerDeviceGroup = devices ? new Dictionary<string, TestSubsetReport> { ["real"] = new(600, macro, macro, 0.4), ["unseen"] = new(400, macro - 0.1, macro - 0.1, 0.9) } : null,
         },
         Throughput = new ThroughputResult(0.5, 2000, 256, 40, 6400, 30, 5, 2, "cpu"),
     };

@@ -170,7 +170,7 @@ public static class Charts
             var bars = new List<Bar>();
             for (int k = 0; k < keys.Count; k++)
             {
-                SubsetResult? r = test.PerDevice!.TryGetValue(keys[k], out var d) ? d : test.PerDeviceGroup?.GetValueOrDefault(keys[k]);
+                TestSubsetReport? r = test.PerDevice!.TryGetValue(keys[k], out var d) ? d : test.PerDeviceGroup?.GetValueOrDefault(keys[k]);
                 if (r is null) continue;
                 bars.Add(new Bar { Position = k - 0.4 + width * (i + 0.5), Value = r.Accuracy, Size = width * 0.95, FillColor = ColorOf(models[i], i) });
             }

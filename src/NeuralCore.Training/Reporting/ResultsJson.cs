@@ -171,10 +171,10 @@ public sealed record ModelTestResult
     [JsonPropertyName("confusion_matrix")] public long[][] ConfusionMatrix { get; init; } = [];
 
     /// <summary>Results per recording device (acoustic scenes only).</summary>
-    [JsonPropertyName("per_device")] public IReadOnlyDictionary<string, SubsetResult>? PerDevice { get; init; }
+    [JsonPropertyName("per_device")] public IReadOnlyDictionary<string, TestSubsetReport>? PerDevice { get; init; }
 
     /// <summary>Results per device group: real, seen, unseen (acoustic scenes only).</summary>
-    [JsonPropertyName("per_device_group")] public IReadOnlyDictionary<string, SubsetResult>? PerDeviceGroup { get; init; }
+    [JsonPropertyName("per_device_group")] public IReadOnlyDictionary<string, TestSubsetReport>? PerDeviceGroup { get; init; }
 
     /// <summary>The test metrics of a <see cref="TestReport"/>, with class names 0 .. C-1 unless given.</summary>
     public static ModelTestResult FromTestReport(TestReport report, IReadOnlyList<string>? classNames = null)
@@ -197,7 +197,6 @@ public sealed record ModelTestResult
     public static ModelTestResult FromAscReport(Data.AscReport report)
     {
         ArgumentNullException.ThrowIfNull(report);
-        static SubsetResult Subset(Data.AscSubsetResult r) => new(r.Count, r.Accuracy, r.MacroAccuracy, r.LogLoss);
         return new ModelTestResult
         {
             Samples = report.Count,
@@ -207,23 +206,11 @@ public sealed record ModelTestResult
             ClassNames = report.ClassNames.ToArray(),
             PerClassAccuracy = report.ClassAccuracy.Select(a => double.IsNaN(a) ? (double?)null : a).ToArray(),
             ConfusionMatrix = report.Confusion.Select(row => row.Select(v => (long)v).ToArray()).ToArray(),
-            PerDevice = report.PerDevice.ToDictionary(p => p.Key, p => Subset(p.Value)),
-            PerDeviceGroup = report.PerDeviceGroup.ToDictionary(p => p.Key, p => Subset(p.Value)),
+            PerDevice = report.PerDevice.ToDictionary(p => p.Key, p => TestSubsetReport.From(p.Value)),
+            PerDeviceGroup = report.PerDeviceGroup.ToDictionary(p => p.Key, p => TestSubsetReport.From(p.Value)),
         };
     }
 }
-
-/// <summary>Accuracy figures of a subset of the test samples (one device or a device group).</summary>
-/// <param name="Count">Samples in the subset.</param>
-/// <param name="Accuracy">Share classified correctly.</param>
-/// <param name="MacroAccuracy">Mean of the per-class accuracies over the classes present.</param>
-/// <param name="LogLoss">Mean cross-entropy.</param>
-public sealed record SubsetResult(
-    [property: JsonPropertyName("count")] int Count,
-    [property: JsonPropertyName("accuracy")] double Accuracy,
-    [property: JsonPropertyName("macro_accuracy")] double MacroAccuracy,
-    [property: JsonPropertyName("log_loss")] double LogLoss);
-
 /// <summary>Measured inference speed of a model (forward pass in eval mode without gradients).</summary>
 /// <param name="Batch1Milliseconds">Median milliseconds of one forward pass of a single sample (the latency).</param>
 /// <param name="Batch1SamplesPerSecond">Samples per second at batch size 1.</param>
