@@ -28,7 +28,7 @@ public sealed partial class CudaBackend
     /// <inheritdoc />
     public void Conv2d(Tensor x, Tensor w, Tensor? bias, Tensor y, in Conv2dParams p)
     {
-        CheckConv(p);
+        p.Validate();
         if (y.NumElements == 0) return;
         if (UsesCudnn) CudnnConvForward(Ptr(x), Ptr(w), Ptr(y), p);
         else GemmConvForward(Ptr(x), Ptr(w), Ptr(y), p);
@@ -43,7 +43,7 @@ public sealed partial class CudaBackend
     /// <inheritdoc />
     public void Conv2dBackwardData(Tensor dy, Tensor w, Tensor dx, in Conv2dParams p)
     {
-        CheckConv(p);
+        p.Validate();
         if (dx.NumElements == 0) return;
         if (UsesCudnn) CudnnConvBackwardData(Ptr(dy), Ptr(w), Ptr(dx), p);
         else GemmConvBackwardData(Ptr(dy), Ptr(w), Ptr(dx), p);
@@ -52,7 +52,7 @@ public sealed partial class CudaBackend
     /// <inheritdoc />
     public void Conv2dBackwardWeight(Tensor dy, Tensor x, Tensor dw, in Conv2dParams p)
     {
-        CheckConv(p);
+        p.Validate();
         if (dw.NumElements == 0) return;
         if (p.N == 0)
         {
@@ -61,15 +61,6 @@ public sealed partial class CudaBackend
         }
         if (UsesCudnn) CudnnConvBackwardWeight(Ptr(dy), Ptr(x), Ptr(dw), p);
         else GemmConvBackwardWeight(Ptr(dy), Ptr(x), Ptr(dw), p);
-    }
-
-    private static void CheckConv(in Conv2dParams p)
-    {
-        if (p.N < 0 || p.C < 1 || p.H < 1 || p.W < 1 || p.K < 1 || p.R < 1 || p.S < 1 || p.StrideH < 1 || p.StrideW < 1
-            || p.DilationH < 1 || p.DilationW < 1 || p.PadH < 0 || p.PadW < 0 || p.Groups < 1 || p.C % p.Groups != 0 || p.K % p.Groups != 0)
-            throw new ArgumentException($"Conv2d geometry is invalid: {p}. Sizes, strides and dilations must be positive, padding non-negative, and groups must divide C and K.");
-        if (p.P < 1 || p.Q < 1)
-            throw new ArgumentException($"Conv2d input {p.H}x{p.W} is too small for kernel {p.R}x{p.S} with padding ({p.PadH}, {p.PadW}), dilation ({p.DilationH}, {p.DilationW}) and stride ({p.StrideH}, {p.StrideW}).");
     }
 
     // ---- im2col + GEMM ------------------------------------------------------------------------

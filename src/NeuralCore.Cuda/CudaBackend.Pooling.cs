@@ -28,7 +28,7 @@ public sealed partial class CudaBackend
     /// <inheritdoc />
     public unsafe void Pool2d(PoolKind kind, Tensor x, Tensor y, Tensor? indices, in Pool2dParams p)
     {
-        CheckPool(p);
+        p.Validate();
         if (y.NumElements == 0) return;
         if (UsesCudnn && !p.CeilMode && (kind == PoolKind.Average || indices is null))
         {
@@ -48,7 +48,7 @@ public sealed partial class CudaBackend
     /// <inheritdoc />
     public void Pool2dBackward(PoolKind kind, Tensor dy, Tensor? indices, Tensor dx, in Pool2dParams p)
     {
-        CheckPool(p);
+        p.Validate();
         if (kind == PoolKind.Max && indices is null)
             throw new ArgumentException("Max pool backward needs the indices of the forward pass; pass the Int32 indices tensor that Pool2d filled.");
         if (dx.NumElements == 0) return;
@@ -71,15 +71,5 @@ public sealed partial class CudaBackend
         Cudnn.Check(Cudnn.cudnnCreateTensorDescriptor(out var y), "cudnnCreateTensorDescriptor");
         Cudnn.Check(Cudnn.cudnnSetTensor4dDescriptor(y, Cudnn.TensorNchw, Cudnn.DataFloat, p.N, p.C, p.P, p.Q), "cudnnSetTensor4dDescriptor");
         return _poolDescriptors.GetOrAdd((kind, p), (pool, x, y));
-    }
-
-    private static void CheckPool(in Pool2dParams p)
-    {
-        if (p.N < 0 || p.C < 0 || p.H < 1 || p.W < 1 || p.KernelH < 1 || p.KernelW < 1 || p.StrideH < 1 || p.StrideW < 1)
-            throw new ArgumentException($"Pooling needs a positive input size, kernel and stride, got {p}.");
-        if (p.PadH < 0 || p.PadW < 0 || 2 * p.PadH > p.KernelH || 2 * p.PadW > p.KernelW)
-            throw new ArgumentException($"Pooling padding ({p.PadH}, {p.PadW}) must be between 0 and half the kernel ({p.KernelH}, {p.KernelW}).");
-        if (p.P < 1 || p.Q < 1)
-            throw new ArgumentException($"Pooling input {p.H}x{p.W} is too small for kernel ({p.KernelH}, {p.KernelW}) with padding ({p.PadH}, {p.PadW}).");
     }
 }

@@ -66,14 +66,7 @@ internal static class ReportCommand
             human.Write(ReportBuilder.TextTable(results));
             if (results.Claim is { } claim) human.WriteLine(claim.Sentence);
             human.WriteLine($"report: {files.Html} (also report.md, results.json, charts/)");
-            if (asJson)
-            {
-                var node = JsonNode.Parse(results.ToJson())!.AsObject();
-                node["report_html"] = files.Html;
-                node["report_md"] = files.Markdown;
-                node["results_json"] = files.Results;
-                console.Out.WriteLine(node.ToJsonString(Json.Indented));
-            }
+            if (asJson) WriteJson(console, results, files);
             return Program.Success;
         });
         return command;
@@ -123,5 +116,15 @@ internal static class ReportCommand
             Claim = claim,
             Notes = notes,
         };
+    }
+
+    /// <summary>The results as one JSON object on stdout, with the paths of the report files.</summary>
+    internal static void WriteJson(CliConsole console, ExperimentResults results, ReportFiles files)
+    {
+        var node = JsonNode.Parse(results.ToJson())!.AsObject();
+        node["report_html"] = files.Html;
+        node["report_md"] = files.Markdown;
+        node["results_json"] = files.Results;
+        console.Out.WriteLine(node.ToJsonString(Json.Indented));
     }
 }

@@ -249,14 +249,7 @@ internal static class ReproduceCommand
             _human.WriteLine();
             if (claim is not null) _human.WriteLine(claim.Sentence);
             _human.WriteLine($"report: {files.Html} (also report.md, results.json, charts/); total time {ReportBuilder.Duration(clock.Elapsed.TotalSeconds)}");
-            if (asJson)
-            {
-                var node = JsonNode.Parse(results.ToJson())!.AsObject();
-                node["report_html"] = files.Html;
-                node["report_md"] = files.Markdown;
-                node["results_json"] = files.Results;
-                console.Out.WriteLine(node.ToJsonString(Json.Indented));
-            }
+            if (asJson) ReportCommand.WriteJson(console, results, files);
             return Program.Success;
         }
 

@@ -12,6 +12,19 @@ public readonly record struct Conv2dParams(
 
     /// <summary>Output width Q.</summary>
     public int Q => (W + 2 * PadW - DilationW * (S - 1) - 1) / StrideW + 1;
+
+    /// <summary>Throws an <see cref="ArgumentException"/> naming the problem unless the geometry is valid (every backend checks it).</summary>
+    public void Validate()
+    {
+        if (N < 0 || C < 1 || H < 1 || W < 1 || K < 1 || R < 1 || S < 1)
+            throw new ArgumentException($"Conv2d needs positive sizes (N may be 0), got {this}.");
+        if (StrideH < 1 || StrideW < 1 || DilationH < 1 || DilationW < 1 || PadH < 0 || PadW < 0)
+            throw new ArgumentException($"Conv2d needs strides and dilations of at least 1 and non-negative padding, got {this}.");
+        if (Groups < 1 || C % Groups != 0 || K % Groups != 0)
+            throw new ArgumentException($"Conv2d groups={Groups} must divide the input channels ({C}) and output channels ({K}).");
+        if (P < 1 || Q < 1)
+            throw new ArgumentException($"Conv2d input {H}x{W} is too small for kernel {R}x{S} with padding ({PadH}, {PadW}), dilation ({DilationH}, {DilationW}) and stride ({StrideH}, {StrideW}).");
+    }
 }
 
 /// <summary>
@@ -25,6 +38,17 @@ public readonly record struct Pool2dParams(
 
     /// <summary>Output width Q.</summary>
     public int Q => OutSize(W, KernelW, StrideW, PadW, CeilMode);
+
+    /// <summary>Throws an <see cref="ArgumentException"/> naming the problem unless the geometry is valid (every backend checks it).</summary>
+    public void Validate()
+    {
+        if (N < 0 || C < 0 || H < 1 || W < 1 || KernelH < 1 || KernelW < 1 || StrideH < 1 || StrideW < 1)
+            throw new ArgumentException($"Pooling needs a positive input size, kernel and stride, got {this}.");
+        if (PadH < 0 || PadW < 0 || 2 * PadH > KernelH || 2 * PadW > KernelW)
+            throw new ArgumentException($"Pooling padding ({PadH}, {PadW}) must be between 0 and half the kernel ({KernelH}, {KernelW}).");
+        if (P < 1 || Q < 1)
+            throw new ArgumentException($"Pooling input {H}x{W} is too small for kernel ({KernelH}, {KernelW}) with padding ({PadH}, {PadW}).");
+    }
 
     private static int OutSize(int size, int k, int s, int pad, bool ceil)
     {

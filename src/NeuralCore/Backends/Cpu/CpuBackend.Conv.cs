@@ -7,7 +7,7 @@ public sealed partial class CpuBackend
     /// <inheritdoc />
     public unsafe void Conv2d(Tensor x, Tensor w, Tensor? bias, Tensor y, in Conv2dParams p)
     {
-        CheckConv(p);
+        p.Validate();
         CheckLength(x, (long)p.N * p.C * p.H * p.W, "Conv2d input x [N, C, H, W]");
         CheckLength(w, (long)p.K * (p.C / p.Groups) * p.R * p.S, "Conv2d weight [K, C/groups, R, S]");
         CheckLength(y, (long)p.N * p.K * p.P * p.Q, "Conv2d output y [N, K, P, Q]");
@@ -25,7 +25,7 @@ public sealed partial class CpuBackend
     /// <inheritdoc />
     public unsafe void Conv2dBackwardData(Tensor dy, Tensor w, Tensor dx, in Conv2dParams p)
     {
-        CheckConv(p);
+        p.Validate();
         CheckLength(dy, (long)p.N * p.K * p.P * p.Q, "Conv2d output gradient dy [N, K, P, Q]");
         CheckLength(w, (long)p.K * (p.C / p.Groups) * p.R * p.S, "Conv2d weight [K, C/groups, R, S]");
         CheckLength(dx, (long)p.N * p.C * p.H * p.W, "Conv2d input gradient dx [N, C, H, W]");
@@ -45,7 +45,7 @@ public sealed partial class CpuBackend
     /// <inheritdoc />
     public unsafe void Conv2dBackwardWeight(Tensor dy, Tensor x, Tensor dw, in Conv2dParams p)
     {
-        CheckConv(p);
+        p.Validate();
         CheckLength(dy, (long)p.N * p.K * p.P * p.Q, "Conv2d output gradient dy [N, K, P, Q]");
         CheckLength(x, (long)p.N * p.C * p.H * p.W, "Conv2d input x [N, C, H, W]");
         CheckLength(dw, (long)p.K * (p.C / p.Groups) * p.R * p.S, "Conv2d weight gradient dw [K, C/groups, R, S]");
@@ -60,18 +60,6 @@ public sealed partial class CpuBackend
         {
             ConvKernels.BackwardWeight(pdy + dy.StorageOffset, px + x.StorageOffset, pdw + dw.StorageOffset, p);
         }
-    }
-
-    private static void CheckConv(in Conv2dParams p)
-    {
-        if (p.N < 0 || p.C < 1 || p.H < 1 || p.W < 1 || p.K < 1 || p.R < 1 || p.S < 1)
-            throw new ArgumentException($"Conv2d needs positive sizes (N may be 0), got {p}.");
-        if (p.StrideH < 1 || p.StrideW < 1 || p.DilationH < 1 || p.DilationW < 1 || p.PadH < 0 || p.PadW < 0)
-            throw new ArgumentException($"Conv2d needs strides and dilations of at least 1 and non-negative padding, got {p}.");
-        if (p.Groups < 1 || p.C % p.Groups != 0 || p.K % p.Groups != 0)
-            throw new ArgumentException($"Conv2d groups={p.Groups} must divide the input channels ({p.C}) and output channels ({p.K}).");
-        if (p.P < 1 || p.Q < 1)
-            throw new ArgumentException($"Conv2d input {p.H}x{p.W} is too small for kernel {p.R}x{p.S} with padding ({p.PadH}, {p.PadW}), dilation ({p.DilationH}, {p.DilationW}) and stride ({p.StrideH}, {p.StrideW}).");
     }
 
     /// <summary>Throws unless t is contiguous Float32 with exactly <paramref name="expected"/> elements.</summary>

@@ -7,7 +7,7 @@ public sealed partial class CpuBackend
     /// <inheritdoc />
     public unsafe void Pool2d(PoolKind kind, Tensor x, Tensor y, Tensor? indices, in Pool2dParams p)
     {
-        CheckPool(p);
+        p.Validate();
         CheckLength(x, (long)p.N * p.C * p.H * p.W, $"{kind} pool input x [N, C, H, W]");
         CheckLength(y, (long)p.N * p.C * p.P * p.Q, $"{kind} pool output y [N, C, P, Q]");
         if (indices is not null) CheckIndices(indices, p);
@@ -24,7 +24,7 @@ public sealed partial class CpuBackend
     /// <inheritdoc />
     public unsafe void Pool2dBackward(PoolKind kind, Tensor dy, Tensor? indices, Tensor dx, in Pool2dParams p)
     {
-        CheckPool(p);
+        p.Validate();
         CheckLength(dy, (long)p.N * p.C * p.P * p.Q, $"{kind} pool output gradient dy [N, C, P, Q]");
         CheckLength(dx, (long)p.N * p.C * p.H * p.W, $"{kind} pool input gradient dx [N, C, H, W]");
         if (kind == PoolKind.Max)
@@ -41,16 +41,6 @@ public sealed partial class CpuBackend
             int* at = pi == null ? null : pi + indices!.StorageOffset;
             PoolKernels.Backward(kind, pdy + dy.StorageOffset, at, pdx + dx.StorageOffset, p);
         }
-    }
-
-    private static void CheckPool(in Pool2dParams p)
-    {
-        if (p.N < 0 || p.C < 0 || p.H < 1 || p.W < 1 || p.KernelH < 1 || p.KernelW < 1 || p.StrideH < 1 || p.StrideW < 1)
-            throw new ArgumentException($"Pooling needs a positive input size, kernel and stride, got {p}.");
-        if (p.PadH < 0 || p.PadW < 0 || 2 * p.PadH > p.KernelH || 2 * p.PadW > p.KernelW)
-            throw new ArgumentException($"Pooling padding ({p.PadH}, {p.PadW}) must be between 0 and half the kernel ({p.KernelH}, {p.KernelW}).");
-        if (p.P < 1 || p.Q < 1)
-            throw new ArgumentException($"Pooling input {p.H}x{p.W} is too small for kernel ({p.KernelH}, {p.KernelW}) with padding ({p.PadH}, {p.PadW}).");
     }
 
     private static void CheckIndices(Tensor indices, in Pool2dParams p)
