@@ -2,7 +2,7 @@ using System.Text.Json.Nodes;
 
 namespace NeuralCore.Cli.Tests;
 
-/// <summary><c>neuralcore bench</c>: the JSON it reports for both modes and engines, and its usage errors.</summary>
+/// <summary><c>neuralcore bench</c>: the JSON it reports for both modes and engines, the per-step profile, and its usage errors.</summary>
 public sealed class BenchCommandTests
 {
     [Theory]
@@ -24,6 +24,21 @@ public sealed class BenchCommandTests
         Assert.Contains("samples/s", stderr);
     }
 
+    [Fact]
+    public void ProfileTimesEveryStepOfThePlan()
+    {
+        var (code, stdout, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--batch-size", "3", "--mode", "infer",
+            "--iterations", "3", "--warmup", "0", "--profile", "--json");
+        Assert.True(code == 0, stderr);
+        var steps = JsonNode.Parse(stdout)!["profile"]!.AsArray();
+        // Stem, pools, 6 blocks' convolutions, head, global pool: every step of the plan is listed once, in order.
+        Assert.True(steps.Count >= 15, $"{steps.Count} steps");
+        Assert.StartsWith("conv 1->4 5x5/2 + bn + hardswish", (string?)steps[0]!["step"]);
+        Assert.All(steps, s => Assert.True((double)s!["mean_ms"]! >= 0));
+        Assert.True(steps.Sum(s => (double)s!["mean_ms"]!) > 0);
+        Assert.Contains("per step (mean ms, share of the pass):", stderr);
+    }
+
     [Theory]
     [InlineData("--mode", "fit")]
     [InlineData("--iterations", "0")]
@@ -33,5 +48,13 @@ public sealed class BenchCommandTests
         var (code, _, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--batch-size", "2", option, value);
         Assert.Equal(2, code);
         Assert.StartsWith("error:", stderr);
+    }
+
+    [Fact]
+    public void ProfileNeedsTheCompiledPlan()
+    {
+        var (code, _, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--batch-size", "2", "--mode", "train", "--profile");
+        Assert.Equal(2, code);
+        Assert.Contains("--profile", stderr);
     }
 }

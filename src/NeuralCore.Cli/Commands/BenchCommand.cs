@@ -39,7 +39,7 @@ internal static class BenchCommand
         };
         var warmup = new Option<int>("--warmup")
         {
-            Description = "Untimed iterations first (default 5; with N > 0 warming goes on until 0.5 s have passed, so the JIT finishes optimising short iterations): JIT, pooled buffers and caches warm up.",
+            Description = "Untimed iterations first (default 5; with N > 0 warming goes on until 3 s have passed, so the JIT has recompiled every hot method in its optimised tier): JIT, pooled buffers and caches warm up.",
             DefaultValueFactory = _ => 5,
         };
         var threads = new Option<int?>("--threads")
@@ -50,13 +50,17 @@ internal static class BenchCommand
         {
             Description = "With --mode infer: time the eager forward (op by op, as model.Call runs it) instead of the compiled CpuInferencePlan (batch norm folded, activations and residual additions fused).",
         };
+        var profile = new Option<bool>("--profile")
+        {
+            Description = "With --mode infer (compiled plan): also time each step of the plan over the iterations and print where the pass spends its time, layer by layer.",
+        };
         var device = new Option<string>("--device") { Description = TrainingOptionSet.DeviceHelp, DefaultValueFactory = _ => "cpu" };
         var json = CommonOptions.Json();
         var command = new Command("bench",
             "Time a CP-ResNet training step or inference pass on random inputs: median and spread per iteration, samples per second. " +
             "Give the architecture (--model, --channel-width) or a --checkpoint (e.g. a pruned model).")
         {
-            model, width, checkpoint, inputShape, batchSize, mode, iterations, warmup, threads, eager, device, json,
+            model, width, checkpoint, inputShape, batchSize, mode, iterations, warmup, threads, eager, profile, device, json,
         };
         command.SetAction(parse =>
         {
@@ -87,7 +91,10 @@ internal static class BenchCommand
             if (what == "infer" && !useEager && dev != Device.Cpu)
                 throw new CliException($"The compiled inference plan runs on the CPU; add --eager to time inference on {dev}.", Program.UsageError);
             var engine = what == "train" ? "eager" : useEager ? "eager" : "plan";
-            var result = Run(source, dev, shape, batch, what == "train", !useEager, count, warm, console.Cancellation);
+            bool withProfile = parse.GetValue(profile);
+            if (withProfile && engine != "plan")
+                throw new CliException("--profile times the steps of the compiled inference plan; use it with --mode infer and without --eager.", Program.UsageError);
+            var result = Run(source, dev, shape, batch, what == "train", !useEager, count, warm, withProfile, console.Cancellation);
             bool asJson = parse.GetValue(json);
             var human = console.Human(asJson);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -98,6 +105,13 @@ internal static class BenchCommand
                 $"{result.SamplesPerSecond:F0} samples/s"));
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB"));
+            if (result.Profile is { } steps)
+            {
+                double total = steps.Sum(s => s.Milliseconds);
+                human.WriteLine("per step (mean ms, share of the pass):");
+                foreach (var (step, ms) in steps)
+                    human.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {ms,9:F4} {100 * ms / total,5:F1} %  {step}"));
+            }
             if (asJson)
             {
                 var o = new JsonObject
@@ -124,6 +138,8 @@ internal static class BenchCommand
                     ["pooled_bytes"] = result.PooledBytes,
                     ["times_ms"] = new JsonArray(result.Times.Select(v => (JsonNode)v).ToArray()),
                 };
+                if (result.Profile is { } profiled)
+                    o["profile"] = new JsonArray(profiled.Select(s => (JsonNode)new JsonObject { ["step"] = s.Step, ["mean_ms"] = s.Milliseconds }).ToArray());
                 console.Out.WriteLine(o.ToJsonString(Json.Indented));
             }
             return Program.Success;
@@ -132,7 +148,8 @@ internal static class BenchCommand
     }
 
     /// <summary>Times per iteration in milliseconds (in run order) and their summary.</summary>
-    private sealed record BenchResult(double[] Times, int Batch, long AllocatedBytesPerIteration, long PeakWorkingSet, long PooledBytes)
+    private sealed record BenchResult(double[] Times, int Batch, long AllocatedBytesPerIteration, long PeakWorkingSet, long PooledBytes,
+        IReadOnlyList<(string Step, double Milliseconds)>? Profile)
     {
         private double[] Sorted { get; } = Times.Order().ToArray();
 
@@ -156,7 +173,7 @@ internal static class BenchCommand
         }
     }
 
-    private static BenchResult Run(ModelSource source, Device device, int[] shape, int batch, bool train, bool plan, int count, int warm, CancellationToken cancel)
+    private static BenchResult Run(ModelSource source, Device device, int[] shape, int batch, bool train, bool plan, int count, int warm, bool profile, CancellationToken cancel)
     {
         var net = source.Model;
         net.To(device);
@@ -178,12 +195,13 @@ internal static class BenchCommand
         var compiled = !train && plan ? CpuInferencePlan.Compile(net, [batch, .. shape]) : null;
         var logits = new float[batch * source.Config.NumClasses];
 
-        // The JIT recompiles hot methods about 0.1 s after their first 30 calls; sub-millisecond iterations need more
-        // warm-up iterations than slow ones to be timed in their final code.
+        // The JIT recompiles a hot method in its optimised tier only after 30 calls and a 0.1 s pause in which no new
+        // method was compiled; a training step keeps compiling new methods for its first second or so, and until then
+        // iterations run up to 2x slower. Warming for 3 s lets every hot method reach its final code before timing.
         if (warm > 0)
         {
             var warming = Stopwatch.StartNew();
-            for (int done = 0; done < warm || warming.Elapsed.TotalSeconds < 0.5; done++) Iterate();
+            for (int done = 0; done < warm || warming.Elapsed.TotalSeconds < 3; done++) Iterate();
         }
         var times = new double[count];
         long allocated = 0;
@@ -197,7 +215,9 @@ internal static class BenchCommand
             allocated += GC.GetAllocatedBytesForCurrentThread() - before;
         }
         using var process = Process.GetCurrentProcess();
-        return new BenchResult(times, batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes);
+        // Timing each step adds a clock read per step, so the profile is taken in its own runs after the timed ones.
+        var steps = profile && compiled is not null ? compiled.Profile(x.AsSpan(), count) : null;
+        return new BenchResult(times, batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, steps);
 
         void Iterate()
         {

@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics.X86;
 using NeuralCore.Backends.Cpu;
 using NeuralCore.NN;
 
@@ -8,6 +9,7 @@ namespace NeuralCore.Tests.Backends;
 /// activations and residual additions fused into their epilogues, unfused element-wise ops and pools, at batch sizes
 /// that run inline and threaded; unsupported ops and wrong shapes fail with a message.
 /// </summary>
+[Collection(nameof(CpuSettingsCollection))]
 public sealed class CpuInferencePlanTests
 {
     /// <summary>relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), with a 1x1 conv + BN shortcut when widths differ.</summary>
@@ -56,17 +58,8 @@ public sealed class CpuInferencePlanTests
             new Conv2d(7, 3, 1, bias: false, generator: g),
             new AdaptiveAvgPool2d(1),
             new Flatten());
-        using (Autograd.Autograd.NoGrad())
-        {
-            // Non-trivial statistics and affine parameters, so that folding has something to fold.
-            foreach (var (name, t) in net.NamedBuffers())
-            {
-                if (name.EndsWith("running_mean", StringComparison.Ordinal)) t.CopyFrom(Tensor.Randn(t.ShapeArray(), g).Mul(0.2f));
-                if (name.EndsWith("running_var", StringComparison.Ordinal)) t.CopyFrom(Tensor.Rand(t.ShapeArray(), g).Add(0.5f));
-            }
-            foreach (var (name, p) in net.NamedParameters())
-                if (p.Rank == 1) p.CopyFrom(Tensor.Randn(p.ShapeArray(), g).Mul(0.3f).Add(name.EndsWith("weight", StringComparison.Ordinal) ? 1f : 0f));
-        }
+        // Non-trivial statistics and affine parameters, so that folding has something to fold.
+        RandomizeStatistics(net, g);
         return net;
     }
 
@@ -93,8 +86,74 @@ public sealed class CpuInferencePlanTests
 
         // The stem folds its BN and activation; blocks fuse residual + ReLU; the lone BN stays a step of its own.
         Assert.Contains("conv 2->5 5x5/2 + bn + hardswish", plan.Description);
-        Assert.Contains(plan.Description, d => d.EndsWith("+ bn + residual + relu", StringComparison.Ordinal));
+        Assert.Contains(plan.Description, d => d.Contains("+ bn + residual + relu", StringComparison.Ordinal));
         Assert.Contains("batch norm (7 channels) + relu", plan.Description);
+    }
+
+    /// <summary>
+    /// Stride-1 convolutions with "same" padding run as an implicit GEMM (AVX-512): odd channel counts (partial
+    /// micro-panels of rows and columns), dilation, groups, taps that never reach the input (a 3x3 kernel on a plane
+    /// one row high keeps 3 of 9), 1x1 kernels, and a residual block after them; the same plans compiled for the
+    /// AVX2 kernels take the im2col path. Both must match the eager forward.
+    /// </summary>
+    [Theory]
+    [InlineData(19, 38, 3, 1, 1, 6, 6, 7, 9)]
+    [InlineData(32, 64, 3, 1, 1, 1, 6, 5, 3)]
+    [InlineData(8, 16, 3, 2, 2, 9, 11, 3, 9)]
+    [InlineData(5, 12, 5, 1, 1, 13, 13, 2, 25)]
+    [InlineData(16, 9, 1, 1, 1, 7, 24, 2, 1)]
+    [InlineData(4, 8, 3, 1, 4, 31, 24, 1, 9)]
+    [InlineData(3, 5, 3, 3, 1, 2, 2, 3, 1)]
+    public void SameConvolutionsRunAsImplicitGemm(int cin, int cout, int k, int dilation, int groups, int h, int w, int batch, int liveTaps)
+    {
+        var g = new Generator(17);
+        var net = new Sequential(
+            new Conv2d(cin, cout, k, padding: dilation * (k - 1) / 2, dilation: dilation, groups: groups, bias: true, generator: g),
+            new BatchNorm2d(cout),
+            new ReLU(),
+            new Block(cout, cout, g));
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, cin, h, w], g);
+        net.Eval();
+        float[] expected;
+        using (Autograd.Autograd.NoGrad()) expected = net.Call(x).ToArray();
+
+        var saved = Gemm.Kind;
+        try
+        {
+            foreach (var kind in new[] { Gemm.Best, Gemm.KernelKind.Vector256 }.Distinct().Where(kk => kk <= Gemm.Best))
+            {
+                Gemm.Kind = kind;
+                var plan = CpuInferencePlan.Compile(net, [batch, cin, h, w]);
+                var actual = plan.Run(x).ToArray();
+                float scale = expected.Max(MathF.Abs);
+                for (int i = 0; i < expected.Length; i++)
+                    Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"{kind}, output {i}: eager {expected[i]}, plan {actual[i]}");
+                bool implicitGemm = kind == Gemm.KernelKind.Vector512;
+                string first = plan.Description[0];
+                Assert.Equal(implicitGemm, first.Contains("implicit GEMM", StringComparison.Ordinal));
+                if (implicitGemm && liveTaps < k * k) Assert.Contains($"{liveTaps} of {k * k} taps", first);
+            }
+        }
+        finally
+        {
+            Gemm.Kind = saved;
+        }
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: only the im2col path of the plan was checked, not the implicit GEMM.");
+    }
+
+    private static void RandomizeStatistics(Module net, Generator g)
+    {
+        using (Autograd.Autograd.NoGrad())
+        {
+            foreach (var (name, t) in net.NamedBuffers())
+            {
+                if (name.EndsWith("running_mean", StringComparison.Ordinal)) t.CopyFrom(Tensor.Randn(t.ShapeArray(), g).Mul(0.2f));
+                if (name.EndsWith("running_var", StringComparison.Ordinal)) t.CopyFrom(Tensor.Rand(t.ShapeArray(), g).Add(0.5f));
+            }
+            foreach (var (name, p) in net.NamedParameters())
+                if (p.Rank == 1) p.CopyFrom(Tensor.Randn(p.ShapeArray(), g).Mul(0.3f).Add(name.EndsWith("weight", StringComparison.Ordinal) ? 1f : 0f));
+        }
     }
 
     [Fact]
@@ -107,6 +166,22 @@ public sealed class CpuInferencePlanTests
         var plan = CpuInferencePlan.Compile(net, [4, 2, 25, 21]);
         Assert.Equal(plan.Run(x).ToArray(), plan.Run(x).ToArray());
         Assert.True(plan.BufferBytes > 0);
+    }
+
+    [Fact]
+    public void ProfileTimesEachStepAndLeavesTheResultAlone()
+    {
+        var g = new Generator(6);
+        var net = Net(g);
+        net.Eval();
+        var x = Tensor.Randn([3, 2, 25, 21], g);
+        var plan = CpuInferencePlan.Compile(net, [3, 2, 25, 21]);
+        var profile = plan.Profile(x.AsSpan(), iterations: 2);
+        Assert.Equal(plan.Description, profile.Select(p => p.Step));
+        Assert.All(profile, p => Assert.True(p.Milliseconds >= 0, $"{p.Step}: {p.Milliseconds} ms"));
+        Assert.True(profile.Sum(p => p.Milliseconds) > 0);
+        Assert.Equal(net.Call(x).ToArray(), plan.Run(x).ToArray(), (a, b) => MathF.Abs(a - b) <= 1e-4f);
+        Assert.Throws<ArgumentOutOfRangeException>(() => plan.Profile(x.AsSpan(), 0));
     }
 
     [Fact]

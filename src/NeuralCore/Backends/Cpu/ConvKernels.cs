@@ -101,20 +101,27 @@ internal static unsafe class ConvKernels
         : job.X + ((long)n * job.P.C + c) * job.HW;
 
     /// <summary>Bias, residual and activation of samples [n0, n0 + nb) of a channel-major output, row by row.</summary>
-    private static void ChannelMajorEpilogue(ref Job job, int n0, int nb)
+    private static void ChannelMajorEpilogue(ref Job job, int n0, int nb) =>
+        Epilogue(job.Y, (long)job.P.N * job.PQ, job.P.K, (long)n0 * job.PQ, nb * job.PQ, job.Bias, job.Residual,
+            job.HasActivation, job.Activation, job.ActivationAlpha, job.ActivationBeta);
+
+    /// <summary>
+    /// y[k, at..at+length) = act(y + bias[k] + residual[k, at..at+length)) for each of the <paramref name="rows"/> rows of
+    /// a row-major y with row stride <paramref name="ld"/> (bias, residual or activation skipped when absent).
+    /// </summary>
+    internal static void Epilogue(float* y, long ld, int rows, long at, int length, float* bias, float* residual,
+        bool hasActivation, UnaryOp activation, float alpha, float beta)
     {
-        if (job.Bias == null && job.Residual == null && !job.HasActivation) return;
-        long ld = (long)job.P.N * job.PQ;
-        int length = nb * job.PQ;
-        for (int k = 0; k < job.P.K; k++)
+        if (bias == null && residual == null && !hasActivation) return;
+        for (int k = 0; k < rows; k++)
         {
-            long at = k * ld + (long)n0 * job.PQ;
-            if (job.Bias != null) AddScalar(job.Y + at, job.Bias[k], length);
-            if (job.Residual != null) Add(job.Y + at, job.Residual + at, length);
-            if (job.HasActivation)
+            long start = k * ld + at;
+            if (bias != null) AddScalar(y + start, bias[k], length);
+            if (residual != null) Add(y + start, residual + start, length);
+            if (hasActivation)
             {
-                var row = new Span<float>(job.Y + at, length);
-                CpuBackend.UnaryRange(job.Activation, row, row, job.ActivationAlpha, job.ActivationBeta);
+                var row = new Span<float>(y + start, length);
+                CpuBackend.UnaryRange(activation, row, row, alpha, beta);
             }
         }
     }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using NeuralCore.Autograd;
@@ -120,7 +121,23 @@ public sealed unsafe class CpuInferencePlan
 
     /// <summary>Runs the pass on <paramref name="input"/> (row-major, <see cref="InputShape"/>) into <paramref name="output"/> (<see cref="OutputShape"/>).</summary>
     /// <exception cref="ArgumentException">A span's length does not match the shapes.</exception>
-    public void Run(ReadOnlySpan<float> input, Span<float> output)
+    public void Run(ReadOnlySpan<float> input, Span<float> output) => Run(input, output, []);
+
+    /// <summary>
+    /// Runs the pass <paramref name="iterations"/> times on <paramref name="input"/> and returns each step's mean time in
+    /// milliseconds, in the order of <see cref="Description"/>: where a pass spends its time, layer by layer.
+    /// </summary>
+    /// <exception cref="ArgumentException">The input's length does not match <see cref="InputShape"/>, or <paramref name="iterations"/> is below 1.</exception>
+    public IReadOnlyList<(string Step, double Milliseconds)> Profile(ReadOnlySpan<float> input, int iterations)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(iterations, 1);
+        var output = new float[Tensor.Numel(OutputShape)];
+        var totals = new double[_steps.Length];
+        for (int i = 0; i < iterations; i++) Run(input, output, totals);
+        return totals.Select((t, i) => (Description[i], t / iterations)).ToArray();
+    }
+
+    private void Run(ReadOnlySpan<float> input, Span<float> output, Span<double> stepTimes)
     {
         if (input.Length != Tensor.Numel(InputShape))
             throw new ArgumentException($"The plan was compiled for input {Tensor.FormatShape(InputShape)} ({Tensor.Numel(InputShape)} values), got {input.Length}; compile another plan for this shape.", nameof(input));
@@ -148,7 +165,19 @@ public sealed unsafe class CpuInferencePlan
                 CpuThreading.Inline = inline || _macs < InlineMacs;
                 try
                 {
-                    foreach (var step in _steps) step.Run(values);
+                    if (stepTimes.IsEmpty)
+                    {
+                        foreach (var step in _steps) step.Run(values);
+                    }
+                    else
+                    {
+                        for (int i = 0; i < _steps.Length; i++)
+                        {
+                            long start = Stopwatch.GetTimestamp();
+                            _steps[i].Run(values);
+                            stepTimes[i] += Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                        }
+                    }
                 }
                 finally
                 {
@@ -204,16 +233,36 @@ public sealed unsafe class CpuInferencePlan
         public int Residual = -1;
         public Activation Act;
         public string Label = "";
+        // The weights packed for the implicit-GEMM path, when it runs this convolution (set once the weights are final).
+        public ImplicitGemmConv.Weights? Implicit;
+
+        /// <summary>Chooses the kernel once batch norms have been folded into the weights.</summary>
+        public void Prepare()
+        {
+            if (!ImplicitGemmConv.Supports(P)) return;
+            Implicit = ImplicitGemmConv.Prepare(Weight, P);
+        }
 
         public override void Run(float** values)
         {
             // SAFETY: the weight and bias arrays are pinned on the POH (allocated in the compiler).
-            float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
             float* b = Bias is null ? null : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Bias));
-            ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, Residual < 0 ? null : values[Residual], Act.Present, Act.Op, Act.Alpha, Act.Beta);
+            float* residual = Residual < 0 ? null : values[Residual];
+            if (Implicit is not null)
+            {
+                ImplicitGemmConv.Forward(values[In], Implicit, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);
+                return;
+            }
+            float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
+            ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);
         }
 
-        public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act;
+        public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + Implicit switch
+        {
+            null => "",
+            { Taps: var taps } when taps < P.R * P.S => $" (implicit GEMM, {taps} of {P.R * P.S} taps)",
+            _ => " (implicit GEMM)",
+        };
     }
 
     private sealed class ChannelAffineStep : Step
@@ -348,6 +397,7 @@ public sealed unsafe class CpuInferencePlan
                 buffers.Add(GC.AllocateArray<float>(Math.Max(1, Tensor.Numel(_shapes[v])), pinned: true));
             }
             for (int v = 0; v < _root.Count; v++) bufferOf[v] = bufferOf[_root[v]];
+            foreach (var conv in _steps.OfType<ConvStep>()) conv.Prepare();
             var description = _steps.Select(s => s.ToString()!).ToArray();
             return new CpuInferencePlan(_steps.ToArray(), buffers.ToArray(), bufferOf, outValue, input.ShapeArray(), output.ShapeArray(), description);
         }

@@ -1,0 +1,29 @@
+namespace NeuralCore.Backends.Cpu;
+
+// Entry points for kernels that build the packed B micro-panels themselves (the implicit-GEMM convolution gathers its
+// input straight into them instead of writing im2col columns for the driver to pack again).
+public static unsafe partial class Gemm
+{
+    /// <summary>Columns of one packed B micro-panel of the AVX-512 kernel: panel row p holds 32 consecutive floats.</summary>
+    internal const int PanelColumns = Nr512;
+
+    /// <summary>Floats <see cref="PackRows"/> writes for an m x k matrix (m rounded up to whole micro-panels).</summary>
+    internal static long PackedRowsLength(int m, int k) => (long)((m + Mr512 - 1) / Mr512) * Mr512 * k;
+
+    /// <summary>Packs the row-major m x k matrix <paramref name="a"/> into the AVX-512 kernel's A micro-panels.</summary>
+    internal static void PackRows(float* a, int lda, int m, int k, float* dst) => PackA(false, a, lda, 0, m, 0, k, dst, Mr512);
+
+    /// <summary>
+    /// C[0..m, 0..cols) = A B for A packed by <see cref="PackRows"/> and one B micro-panel (k rows of
+    /// <see cref="PanelColumns"/> floats; columns past <paramref name="cols"/> are ignored). Needs AVX-512
+    /// (<see cref="KernelKind.Vector512"/>); <paramref name="tile"/> holds 8 x 32 floats for the edge tiles.
+    /// </summary>
+    internal static void MultiplyPanel(int m, int k, float* packedA, float* panel, float* c, int ldc, int cols, float* tile)
+    {
+        for (int i = 0; i < m; i += Mr512)
+        {
+            MicroTile(KernelKind.Vector512, k, packedA + (long)i * k, panel, c + (long)i * ldc, ldc, 1f, 0f,
+                Math.Min(Mr512, m - i), cols, tile);
+        }
+    }
+}
