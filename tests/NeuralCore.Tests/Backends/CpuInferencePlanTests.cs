@@ -142,6 +142,51 @@ public sealed class CpuInferencePlanTests
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: only the im2col path of the plan was checked, not the implicit GEMM.");
     }
 
+    /// <summary>
+    /// A strided stem (5x5 stride 2, 16 channels) whose batch norm, activation and max pool run inside its implicit
+    /// GEMM, and residual blocks whose addition, ReLU and pool do too, on MNIST-like and mel-like planes, with a padded
+    /// ceil-mode pool (windows reaching into the padding on both sides) and NaN inputs that must come out as NaN.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 28, 28, false)]
+    [InlineData(5, 28, 28, false)]
+    [InlineData(2, 64, 50, false)]
+    [InlineData(3, 27, 23, true)]
+    public void PoolsRunInsideTheConvolutionBeforeThem(int batch, int h, int w, bool withNaN)
+    {
+        var g = new Generator(23);
+        var net = new Sequential(
+            new Conv2d(1, 16, 5, stride: 2, padding: 1, bias: false, generator: g),
+            new BatchNorm2d(16),
+            new Hardswish(),
+            new MaxPool2d(2, 2),
+            new Block(16, 16, g),
+            new MaxPool2d((2, 1), (2, 1)),
+            new Block(16, 24, g),
+            new MaxPool2d(3, 2, 1, ceilMode: true),
+            new AdaptiveAvgPool2d(1));
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, 1, h, w], g);
+        if (withNaN) x.AsSpan()[h * w + 7] = float.NaN;
+        net.Eval();
+        float[] expected;
+        using (Autograd.Autograd.NoGrad()) expected = net.Call(x).ToArray();
+        var plan = CpuInferencePlan.Compile(net, [batch, 1, h, w]);
+        var actual = plan.Run(x).ToArray();
+        float scale = expected.Where(float.IsFinite).Max(MathF.Abs);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            if (float.IsNaN(expected[i])) Assert.True(float.IsNaN(actual[i]), $"output {i}: eager NaN, plan {actual[i]}");
+            else Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"output {i}: eager {expected[i]}, plan {actual[i]}");
+        }
+        if (withNaN) Assert.Contains(expected, float.IsNaN);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pools ran as steps of their own, not inside the convolutions.");
+        Assert.Equal("conv 1->16 5x5/2 + bn + hardswish + max pool 2x2/2x2 (implicit GEMM)", plan.Description[0]);
+        Assert.Contains("conv 16->16 3x3 + bn + residual + relu + max pool 2x1/2x1 (implicit GEMM)", plan.Description);
+        Assert.Contains("conv 16->24 1x1 + bn + residual + relu + max pool 3x3/2x2 (implicit GEMM)", plan.Description);
+        Assert.DoesNotContain(plan.Description, d => d.StartsWith("max pool", StringComparison.Ordinal));
+    }
+
     private static void RandomizeStatistics(Module net, Generator g)
     {
         using (Autograd.Autograd.NoGrad())

@@ -73,6 +73,41 @@ public sealed class PoolingTests
         Assert.Equal(expectedIndices, indices);
     }
 
+    /// <summary>Without indices (inference) max pooling takes the separable kernel where it applies: the same values.</summary>
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void MaxForwardWithoutIndicesMatchesReferenceExactly(string name)
+    {
+        var p = Geometries[name];
+        float[] x = Input(name, p);
+        var (expected, _) = Reference.Pool2d(PoolKind.Max, Reference.ToDouble(x), p);
+        var y = Tensor.Full(YShape(p), float.NaN);
+        CpuBackend.Instance.Pool2d(PoolKind.Max, Tensor.FromArray(x, XShape(p)), y, null, p);
+        Assert.Equal(Reference.ToFloat(expected), y.ToArray());
+    }
+
+    [Fact]
+    public void MaxWithoutIndicesPropagatesNaNFromAnyWindowPosition()
+    {
+        // 2x2 stride 2 and (2, 1) on a 6-wide and a 40-wide plane (register and row-buffer paths): a NaN at each
+        // position of a window must reach that window's output, whichever row and column of the window it sits in.
+        foreach (var p in new Pool2dParams[] { new(1, 1, 4, 6, 2, 2, 2, 2, 0, 0), new(1, 1, 4, 40, 2, 1, 2, 1, 0, 0), new(1, 1, 4, 40, 2, 2, 2, 2, 0, 0) })
+        {
+            for (int at = 0; at < p.H * p.W; at++)
+            {
+                var x = new float[p.H * p.W];
+                for (int i = 0; i < x.Length; i++) x[i] = i % 7 - 3;
+                x[at] = float.NaN;
+                var y = Tensor.Full(YShape(p), 0f);
+                CpuBackend.Instance.Pool2d(PoolKind.Max, Tensor.FromArray(x, XShape(p)), y, null, p);
+                // The indexed kernel propagates NaN as PyTorch does (MaxPicksTheFirstMaximumOfTiesAndPropagatesNaN).
+                var (expected, _) = Forward(PoolKind.Max, x, p);
+                Assert.Contains(expected, float.IsNaN);
+                Assert.Equal(expected, y.ToArray());
+            }
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void AverageForwardMatchesReference(string name)

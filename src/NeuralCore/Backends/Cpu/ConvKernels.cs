@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -101,29 +102,64 @@ internal static unsafe class ConvKernels
         : job.X + ((long)n * job.P.C + c) * job.HW;
 
     /// <summary>Bias, residual and activation of samples [n0, n0 + nb) of a channel-major output, row by row.</summary>
-    private static void ChannelMajorEpilogue(ref Job job, int n0, int nb) =>
-        Epilogue(job.Y, (long)job.P.N * job.PQ, job.P.K, (long)n0 * job.PQ, nb * job.PQ, job.Bias, job.Residual,
+    private static void ChannelMajorEpilogue(ref Job job, int n0, int nb)
+    {
+        long ld = (long)job.P.N * job.PQ, at = (long)n0 * job.PQ;
+        Epilogue(job.Y, ld, at, job.P.K, nb * job.PQ, job.Bias, job.Residual, ld, at,
             job.HasActivation, job.Activation, job.ActivationAlpha, job.ActivationBeta);
+    }
 
     /// <summary>
-    /// y[k, at..at+length) = act(y + bias[k] + residual[k, at..at+length)) for each of the <paramref name="rows"/> rows of
-    /// a row-major y with row stride <paramref name="ld"/> (bias, residual or activation skipped when absent).
+    /// y[k, at..at+length) = act(y + bias[k] + residual[k, residualAt..]) for each of the <paramref name="rows"/> rows of
+    /// a row-major y with row stride <paramref name="ld"/> (residual rows: stride <paramref name="residualLd"/>); bias,
+    /// residual or activation are skipped when absent. ReLU and Hardswish run in the same pass as the additions.
     /// </summary>
-    internal static void Epilogue(float* y, long ld, int rows, long at, int length, float* bias, float* residual,
-        bool hasActivation, UnaryOp activation, float alpha, float beta)
+    internal static void Epilogue(float* y, long ld, long at, int rows, int length, float* bias, float* residual, long residualLd,
+        long residualAt, bool hasActivation, UnaryOp activation, float alpha, float beta)
     {
         if (bias == null && residual == null && !hasActivation) return;
+        bool fused = Avx512F.IsSupported && (!hasActivation || activation is UnaryOp.Relu or UnaryOp.Hardswish);
         for (int k = 0; k < rows; k++)
         {
-            long start = k * ld + at;
-            if (bias != null) AddScalar(y + start, bias[k], length);
-            if (residual != null) Add(y + start, residual + start, length);
+            float* row = y + k * ld + at;
+            float* res = residual == null ? null : residual + k * residualLd + residualAt;
+            if (fused)
+            {
+                EpilogueRow(row, length, bias == null ? 0f : bias[k], bias != null, res, hasActivation ? activation : null);
+                continue;
+            }
+            if (bias != null) AddScalar(row, bias[k], length);
+            if (res != null) Add(row, res, length);
             if (hasActivation)
             {
-                var row = new Span<float>(y + start, length);
-                CpuBackend.UnaryRange(activation, row, row, alpha, beta);
+                var span = new Span<float>(row, length);
+                CpuBackend.UnaryRange(activation, span, span, alpha, beta);
             }
         }
+    }
+
+    /// <summary>One pass of y = act(y + bias + residual) over a row, for ReLU, Hardswish or no activation (AVX-512).</summary>
+    private static void EpilogueRow(float* y, int length, float bias, bool hasBias, float* residual, UnaryOp? activation)
+    {
+        int kind = activation switch { UnaryOp.Relu => 1, UnaryOp.Hardswish => 2, _ => 0 };
+        int i = 0;
+        for (; i + 16 <= length; i += 16)
+            Vector512.Store(EpilogueVector(Vector512.Load(y + i), bias, hasBias, residual == null ? default : Vector512.Load(residual + i), residual != null, kind), y + i);
+        if (i == length) return;
+        var mask = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(length - i)).AsSingle();
+        var r = residual == null ? default : Avx512F.MaskLoad(residual + i, mask, Vector512<float>.Zero);
+        Avx512F.MaskStore(y + i, mask, EpilogueVector(Avx512F.MaskLoad(y + i, mask, Vector512<float>.Zero), bias, hasBias, r, residual != null, kind));
+    }
+
+    /// <summary>act(v + bias + r), with the same expressions as <see cref="CpuBackend.UnaryRange"/> (kind 1: ReLU, 2: Hardswish).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> EpilogueVector(Vector512<float> v, float bias, bool hasBias, Vector512<float> r, bool hasResidual, int kind)
+    {
+        if (hasBias) v += Vector512.Create(bias);
+        if (hasResidual) v += r;
+        if (kind == 1) return Vector512.Max(v, Vector512<float>.Zero);
+        if (kind == 2) return v * Vector512.Min(Vector512.Max(v + Vector512.Create(3f), Vector512<float>.Zero), Vector512.Create(6f)) * Vector512.Create(1f / 6f);
+        return v;
     }
 
     /// <summary>dx = conv2d input gradient of dy (dx overwritten).</summary>

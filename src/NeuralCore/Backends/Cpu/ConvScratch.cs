@@ -29,11 +29,13 @@ internal sealed unsafe class ConvScratch
         Weights,
         /// <summary>One zero-bordered input plane for the unit-stride im2col.</summary>
         Padded,
+        /// <summary>A block of convolution output rows that is pooled before it leaves the cache (implicit GEMM with a fused pool).</summary>
+        Block,
     }
 
     [ThreadStatic] private static ConvScratch? current;
 
-    private readonly float[][] buffers = [[], [], [], [], []];
+    private readonly float[][] buffers = [[], [], [], [], [], []];
 
     /// <summary>This thread's scratch.</summary>
     internal static ConvScratch Current => current ??= new ConvScratch();

@@ -34,9 +34,10 @@ public sealed unsafe class CpuInferencePlan
     private readonly (int N, int C, int Inner) _inputLayout, _outputLayout;
     // The input's buffer when it must be transposed (more than one channel and sample); else the caller's memory is used.
     private readonly float[]? _inputBuffer;
-    // Per value: the buffer holding it (-1: the caller's input).
+    // Per value: the buffer holding it (-1: the caller's input; Unused: no step reads or writes it).
     private readonly int[] _bufferOf;
     private readonly int _outputValue;
+    private const int Unused = -2;
     private readonly object _gate = new();
     private readonly long _macs;
 
@@ -159,7 +160,12 @@ public sealed unsafe class CpuInferencePlan
                 }
                 var values = stackalloc float*[_bufferOf.Length];
                 for (int v = 0; v < _bufferOf.Length; v++)
-                    values[v] = _bufferOf[v] < 0 ? first : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_buffers[_bufferOf[v]]));
+                    values[v] = _bufferOf[v] switch
+                    {
+                        Unused => null,
+                        < 0 => first,
+                        var b => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_buffers[b])),
+                    };
                 // A pass of a few million multiply-adds is over before a worker would wake up.
                 bool inline = CpuThreading.Inline;
                 CpuThreading.Inline = inline || _macs < InlineMacs;
@@ -235,11 +241,18 @@ public sealed unsafe class CpuInferencePlan
         public string Label = "";
         // The weights packed for the implicit-GEMM path, when it runs this convolution (set once the weights are final).
         public ImplicitGemmConv.Weights? Implicit;
+        // A pooling fused into the implicit GEMM's epilogue: Out is then the pooled value.
+        public ImplicitGemmConv.FusedPool? Pool;
+        public string PoolLabel = "";
 
         /// <summary>Chooses the kernel once batch norms have been folded into the weights.</summary>
         public void Prepare()
         {
-            if (!ImplicitGemmConv.Supports(P)) return;
+            if (!ImplicitGemmConv.Supports(P))
+            {
+                if (Pool is not null) throw new InvalidOperationException("CpuInferencePlan: the GEMM kernels changed while the plan was compiled; compile it again.");
+                return;
+            }
             Implicit = ImplicitGemmConv.Prepare(Weight, P);
         }
 
@@ -250,14 +263,14 @@ public sealed unsafe class CpuInferencePlan
             float* residual = Residual < 0 ? null : values[Residual];
             if (Implicit is not null)
             {
-                ImplicitGemmConv.Forward(values[In], Implicit, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);
+                ImplicitGemmConv.Forward(values[In], Implicit, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta, Pool);
                 return;
             }
             float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
             ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);
         }
 
-        public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + Implicit switch
+        public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + PoolLabel + Implicit switch
         {
             null => "",
             { Taps: var taps } when taps < P.R * P.S => $" (implicit GEMM, {taps} of {P.R * P.S} taps)",
@@ -323,9 +336,27 @@ public sealed unsafe class CpuInferencePlan
         public PoolKind Kind;
         public Pool2dParams P;
 
-        public override void Run(float** values) => PoolKernels.Forward(Kind, values[In], values[Out], null, P);
+        public override void Run(float** values)
+        {
+            if (Kind == PoolKind.Average && P.KernelH == P.H && P.KernelW == P.W && P.PadH == 0 && P.PadW == 0)
+            {
+                // Global average (the head's adaptive pool): one mean per plane, summed in row-major order as the pool kernels do.
+                float* x = values[In], y = values[Out];
+                int plane = P.H * P.W;
+                for (long i = 0; i < (long)P.N * P.C; i++, x += plane)
+                {
+                    float sum = 0;
+                    for (int j = 0; j < plane; j++) sum += x[j];
+                    y[i] = sum / plane;
+                }
+                return;
+            }
+            PoolKernels.Forward(Kind, values[In], values[Out], null, P);
+        }
 
-        public override string ToString() => $"{(Kind == PoolKind.Max ? "max" : "average")} pool {P.KernelH}x{P.KernelW}/{P.StrideH}x{P.StrideW}";
+        public override string ToString() => Label(Kind, P);
+
+        public static string Label(PoolKind kind, in Pool2dParams p) => $"{(kind == PoolKind.Max ? "max" : "average")} pool {p.KernelH}x{p.KernelW}/{p.StrideH}x{p.StrideW}";
     }
 
     /// <summary>Unary ops over a range, split over the CPU threads when large.</summary>
@@ -386,13 +417,23 @@ public sealed unsafe class CpuInferencePlan
             if (!_valueOf.TryGetValue(output, out int outValue))
                 throw new NotSupportedException("CpuInferencePlan: the model's output does not depend on its input.");
 
-            // One buffer per root value except the input, which the caller's memory holds.
+            // One buffer per root value that a step reads or writes, except the input, which the caller's memory holds;
+            // values that fusion left behind (a pooled convolution's unpooled output) get none.
+            var used = new HashSet<int> { 0, _root[outValue] };
+            foreach (var step in _steps)
+            {
+                used.Add(_root[step.In]);
+                used.Add(_root[step.Out]);
+                if (step is ConvStep { Residual: >= 0 } withResidual) used.Add(_root[withResidual.Residual]);
+                if (step is AddStep add) used.Add(_root[add.Other]);
+            }
             var bufferOf = new int[_root.Count];
             var buffers = new List<float[]>();
             for (int v = 0; v < _root.Count; v++)
             {
                 if (_root[v] != v) continue;
                 if (v == 0) { bufferOf[v] = -1; continue; }
+                if (!used.Contains(v)) { bufferOf[v] = Unused; continue; }
                 bufferOf[v] = buffers.Count;
                 buffers.Add(GC.AllocateArray<float>(Math.Max(1, Tensor.Numel(_shapes[v])), pinned: true));
             }
@@ -594,7 +635,19 @@ public sealed unsafe class CpuInferencePlan
             var s = (int[])node.Attributes["stride"];
             var pad = (int[])node.Attributes["padding"];
             var p = new Pool2dParams(xs[0], xs[1], xs[2], xs[3], k[0], k[1], s[0], s[1], pad[0], pad[1], (bool)node.Attributes["ceil_mode"]);
-            Add(new PoolStep { Kind = node.Kind == OpKind.MaxPool2d ? PoolKind.Max : PoolKind.Average, P = p }, x, node.Output);
+            var kind = node.Kind == OpKind.MaxPool2d ? PoolKind.Max : PoolKind.Average;
+            if (kind == PoolKind.Max && PoolKernels.SeparableMax(p) && _producer.TryGetValue(x, out var producer)
+                && producer is ConvStep { Pool: null } conv && ImplicitGemmConv.Supports(conv.P) && Fusable(node.Inputs[0], x))
+            {
+                // Pool each block of the convolution's output while it is in cache; the unpooled output gets no buffer.
+                conv.Pool = new ImplicitGemmConv.FusedPool(p);
+                conv.PoolLabel = " + " + PoolStep.Label(kind, p);
+                _producer.Remove(x);
+                conv.Out = NewValue(node.Output, root: -1);
+                _producer[conv.Out] = conv;
+                return;
+            }
+            Add(new PoolStep { Kind = kind, P = p }, x, node.Output);
         }
 
         private void CompileAdaptive(Node node)

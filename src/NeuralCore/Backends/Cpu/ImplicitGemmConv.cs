@@ -56,11 +56,21 @@ internal static unsafe class ImplicitGemmConv
         internal int Taps { get; }
     }
 
-    /// <summary>True when this path runs the convolution: AVX-512, stride 1, output the size of the input, not a plain 1x1.</summary>
+    /// <summary>
+    /// True when this path runs the convolution on this machine (AVX-512): every stride-1 convolution whose output is
+    /// the size of its input, and convolutions of stride 1 or 2 along the width (strided stems) with at least
+    /// <see cref="MinRunOutputs"/> output channels per group and output rows at least <see cref="MinRunLength"/> wide,
+    /// where the runs a panel is filled from are long enough next to the multiply-adds they feed.
+    /// </summary>
     internal static bool Supports(in Conv2dParams p) =>
         Gemm.Kind == Gemm.KernelKind.Vector512 && Avx512F.IsSupported
-        && p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W
-        ;
+        && (IsSame(p) || (p.StrideW <= 2 && p.K / p.Groups >= MinRunOutputs && p.Q >= MinRunLength));
+
+    /// <summary>Stride 1 and the output the size of the input: a tap reads the input at the output's index plus a constant.</summary>
+    private static bool IsSame(in Conv2dParams p) => p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W;
+
+    private const int MinRunOutputs = 16;
+    private const int MinRunLength = 8;
 
     /// <summary>Packs <paramref name="w"/> [K, C/G, R, S] for <see cref="Forward"/>; call again when the weights change.</summary>
     internal static Weights Prepare(ReadOnlySpan<float> w, in Conv2dParams p)
@@ -73,8 +83,7 @@ internal static unsafe class ImplicitGemmConv
             for (int s = 0; s < p.S; s++)
             {
                 int dh = r * p.DilationH - p.PadH, dw = s * p.DilationW - p.PadW;
-                // With stride 1 the tap reads rows dh .. dh + P - 1: it matters if that range meets [0, H).
-                if (dh + p.P - 1 < 0 || dh >= p.H || dw + p.Q - 1 < 0 || dw >= p.W) continue;
+                if (!Reaches(dh, p.StrideH, p.P, p.H) || !Reaches(dw, p.StrideW, p.Q, p.W)) continue;
                 offH.Add(dh);
                 offW.Add(dw);
                 kept.Add(r * p.S + s);
@@ -95,12 +104,27 @@ internal static unsafe class ImplicitGemmConv
         return new Weights(packed, Pinned(offH), Pinned(offW), kc, taps);
     }
 
+    /// <summary>True when some output index o in [0, outputs) reads input index o * stride + offset inside [0, size).</summary>
+    private static bool Reaches(int offset, int stride, int outputs, int size)
+    {
+        for (int o = 0; o < outputs; o++)
+            if ((uint)(o * stride + offset) < (uint)size) return true;
+        return false;
+    }
+
     private static int[] Pinned(List<int> values)
     {
         var array = GC.AllocateArray<int>(values.Count, pinned: true);
         values.CopyTo(array);
         return array;
     }
+
+    /// <summary>
+    /// A max pooling applied to the convolution's output inside the kernel: each block of whole output planes is pooled
+    /// while in cache, and the unpooled output never reaches memory. <see cref="Params"/> describes the pooling of the
+    /// full output ([N, K, P, Q] in); it must satisfy <see cref="PoolKernels.SeparableMax"/>.
+    /// </summary>
+    internal readonly record struct FusedPool(Pool2dParams Params);
 
     /// <summary>One call's arguments, shared by the parts working on it.</summary>
     private struct Job
@@ -109,34 +133,52 @@ internal static unsafe class ImplicitGemmConv
         public float* X, W, Bias, Y, Residual;
         public int* OffH, OffW;
         public int Cg, Kg, Kc, Taps, BlockColumns, Blocks, Parts;
-        public long PerGroup, Columns, Plane;
+        public long PerGroup, Columns, InPlane, OutPlane;
+        public bool Same;
+        // A fused pooling: blocks are whole planes of SamplesPerBlock samples; y is the pooled output [K, N, Po, Qo].
+        public bool Pooled;
+        public FusedPool Pool;
+        public int SamplesPerBlock;
         public bool HasActivation;
         public UnaryOp Activation;
         public float Alpha, Beta;
     }
 
     /// <summary>
-    /// y = act(conv2d(x, w) + bias + residual) for channel-major x [C, N, H, W] and y, residual [K, N, H, W], with the
-    /// weights from <see cref="Prepare"/>. Bias and residual may be null; the activation is skipped when
-    /// <paramref name="hasActivation"/> is false.
+    /// y = act(conv2d(x, w) + bias + residual) for channel-major x [C, N, H, W] and y, residual [K, N, P, Q], with the
+    /// weights from <see cref="Prepare"/>, then <paramref name="pool"/> when given (y is then the pooled output
+    /// [K, N, Po, Qo]; bias, residual and activation apply before pooling). Bias and residual may be null; the
+    /// activation is skipped when <paramref name="hasActivation"/> is false.
     /// </summary>
     internal static void Forward(float* x, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual,
-        bool hasActivation, UnaryOp activation, float alpha, float beta)
+        bool hasActivation, UnaryOp activation, float alpha, float beta, FusedPool? pool = null)
     {
         var job = new Job
         {
             P = p,
             X = x, Bias = bias, Y = y, Residual = residual,
             Cg = p.C / p.Groups, Kg = p.K / p.Groups, Kc = weights.RowsPerGroup, Taps = weights.Taps,
-            Plane = (long)p.H * p.W,
+            InPlane = (long)p.H * p.W,
+            OutPlane = (long)p.P * p.Q,
+            Same = IsSame(p),
             HasActivation = hasActivation, Activation = activation, Alpha = alpha, Beta = beta,
         };
-        job.Columns = p.N * job.Plane;
+        job.Columns = p.N * job.OutPlane;
         job.PerGroup = Gemm.PackedRowsLength(job.Kg, job.Kc);
         int threads = CpuThreading.Threads;
         // Blocks small enough that every thread gets a few, whole panels, at most 256 columns.
         long perThread = (job.Columns + 2L * threads - 1) / (2L * threads);
         job.BlockColumns = (int)Math.Clamp((perThread + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
+        if (pool is { } fused)
+        {
+            // Blocks of whole planes, about 512 columns or one plane, and at least two per thread when the batch allows.
+            job.Pooled = true;
+            job.Pool = fused;
+            int samples = (int)Math.Max(1, 2 * MaxBlockColumns / job.OutPlane);
+            samples = Math.Min(samples, (p.N + 2 * threads - 1) / (2 * threads));
+            job.SamplesPerBlock = Math.Max(1, samples);
+            job.BlockColumns = (int)(job.SamplesPerBlock * job.OutPlane);
+        }
         job.Blocks = (int)((job.Columns + job.BlockColumns - 1) / job.BlockColumns);
         long macs = (long)p.K * job.Kc * job.Columns;
         job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(threads, job.Blocks));
@@ -161,6 +203,8 @@ internal static unsafe class ImplicitGemmConv
         ConvScratch scratch = ConvScratch.Current;
         float* panel = scratch.Get(ConvScratch.Slot.Columns, (long)Math.Max(1, job.Kc) * Lanes);
         float* tile = scratch.Get(ConvScratch.Slot.Rows, 8 * Lanes);
+        // With a fused pool the block's output rows go to scratch ([K, block columns]) and only the pooled planes to y.
+        float* unpooled = job.Pooled ? scratch.Get(ConvScratch.Slot.Block, (long)job.P.K * job.BlockColumns) : null;
         int* coords = stackalloc int[2 * Lanes];
         for (int block = first; block < end; block++)
         {
@@ -170,29 +214,49 @@ internal static unsafe class ImplicitGemmConv
             {
                 long j0 = c0 + j;
                 int width = Math.Min(Lanes, cols - j);
-                Coordinates(ref job, j0, width, coords);
+                if (job.Same) Coordinates(ref job, j0, width, coords);
+                // Output rows: y itself (row stride: all columns), or the block's scratch (row stride: the block's columns).
+                long ld = job.Pooled ? cols : job.Columns;
+                float* yj = job.Pooled ? unpooled + j : job.Y + j0;
                 for (int g = 0; g < job.P.Groups; g++)
                 {
-                    float* yg = job.Y + (long)g * job.Kg * job.Columns + j0;
+                    float* yg = yj + (long)g * job.Kg * ld;
                     if (job.Kc == 0)
                     {
-                        for (int k = 0; k < job.Kg; k++) new Span<float>(yg + k * job.Columns, width).Clear();
+                        for (int k = 0; k < job.Kg; k++) new Span<float>(yg + k * ld, width).Clear();
                         continue;
                     }
-                    FillPanel(ref job, g, j0, coords, panel);
-                    Gemm.MultiplyPanel(job.Kg, job.Kc, job.W + g * job.PerGroup, panel, yg, (int)job.Columns, width, tile);
+                    if (job.Same) FillPanel(ref job, g, j0, coords, panel);
+                    else FillRuns(ref job, job.X + (long)g * job.Cg * job.P.N * job.InPlane, j0, width, panel);
+                    Gemm.MultiplyPanel(job.Kg, job.Kc, job.W + g * job.PerGroup, panel, yg, (int)ld, width, tile);
                 }
             }
-            ConvKernels.Epilogue(job.Y, job.Columns, job.P.K, c0, cols, job.Bias, job.Residual, job.HasActivation,
-                job.Activation, job.Alpha, job.Beta);
+            if (!job.Pooled)
+            {
+                ConvKernels.Epilogue(job.Y, job.Columns, c0, job.P.K, cols, job.Bias, job.Residual, job.Columns, c0,
+                    job.HasActivation, job.Activation, job.Alpha, job.Beta);
+                continue;
+            }
+            ConvKernels.Epilogue(unpooled, cols, 0, job.P.K, cols, job.Bias, job.Residual, job.Columns, c0,
+                job.HasActivation, job.Activation, job.Alpha, job.Beta);
+            PoolBlock(ref job, unpooled, (int)(c0 / job.OutPlane), (int)(cols / job.OutPlane));
         }
+    }
+
+    /// <summary>Pools the planes of samples [n0, n0 + nb) of every output channel from the block's scratch into y.</summary>
+    private static void PoolBlock(ref Job job, float* unpooled, int n0, int nb)
+    {
+        Pool2dParams pp = job.Pool.Params;
+        long pooledPlane = (long)pp.P * pp.Q;
+        for (int k = 0; k < job.P.K; k++)
+            PoolKernels.MaxPlanes(unpooled + (long)k * nb * job.OutPlane, job.Y + ((long)k * job.P.N + n0) * pooledPlane, nb, pp);
     }
 
     /// <summary>Row and column within its plane of each of the panel's output columns; lanes past the end get a row no tap reaches.</summary>
     private static void Coordinates(ref Job job, long j0, int width, int* coords)
     {
-        int q = job.P.W;
-        long inPlane = j0 % job.Plane;
+        int q = job.P.Q;
+        long inPlane = j0 % job.OutPlane;
         int row = (int)(inPlane / q), col = (int)(inPlane % q);
         for (int lane = 0; lane < Lanes; lane++)
         {
@@ -201,7 +265,7 @@ internal static unsafe class ImplicitGemmConv
             if (++col == q)
             {
                 col = 0;
-                if (++row == job.P.H) row = 0;
+                if (++row == job.P.P) row = 0;
             }
         }
     }
@@ -215,9 +279,9 @@ internal static unsafe class ImplicitGemmConv
         var colsHi = Vector512.Load(coords + Lanes + 16);
         var height = Vector512.Create((uint)job.P.H);
         var width = Vector512.Create((uint)job.P.W);
-        long channel = job.P.N * job.Plane;
-        float* xg = job.X + (long)g * job.Cg * channel + j0;
+        long channel = job.P.N * job.InPlane;
         int stride = job.Taps * Lanes;
+        float* xg = job.X + (long)g * job.Cg * channel + j0;
         for (int t = 0; t < job.Taps; t++)
         {
             int dh = job.OffH[t], dw = job.OffW[t];
@@ -235,6 +299,85 @@ internal static unsafe class ImplicitGemmConv
                 Vector512.Store(Avx512F.MaskLoad(src + 16, maskHi, Vector512<float>.Zero), dst + 16);
                 src += channel;
                 dst += stride;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The panel for a strided geometry: the panel's columns fall into runs along output rows, and along a run a tap
+    /// reads every input column (stride 1) or every other one (stride 2, compacted by one permute), so each
+    /// (channel, tap) row of a run is a masked load or two and a masked store at the run's lanes.
+    /// </summary>
+    private static void FillRuns(ref Job job, float* xg, long j0, int width, float* panel)
+    {
+        int q = job.P.Q;
+        long channel = job.P.N * job.InPlane;
+        long sample = j0 / job.OutPlane, inPlane = j0 % job.OutPlane;
+        int row = (int)(inPlane / q), col = (int)(inPlane % q);
+        for (int lane = 0; lane < width;)
+        {
+            int length = Math.Min(q - col, width - lane);
+            FillRun(ref job, xg + sample * job.InPlane, channel, row * job.P.StrideH, col * job.P.StrideW, lane, length, panel);
+            lane += length;
+            col = 0;
+            if (++row == job.P.P)
+            {
+                row = 0;
+                sample++;
+            }
+        }
+    }
+
+    private static void FillRun(ref Job job, float* xs, long channel, int ih0, int iw0, int lane, int length, float* panel)
+    {
+        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        var sixteen = Vector512.Create(16);
+        var storeLo = Vector512.LessThan(iota, Vector512.Create(length)).AsSingle();
+        var storeHi = Vector512.LessThan(iota + sixteen, Vector512.Create(length)).AsSingle();
+        var width = Vector512.Create((uint)job.P.W);
+        int stride = job.Taps * Lanes;
+        bool halfWidth = job.P.StrideW == 2;
+        for (int t = 0; t < job.Taps; t++)
+        {
+            float* dst = panel + t * Lanes + lane;
+            int ih = ih0 + job.OffH[t];
+            if ((uint)ih >= (uint)job.P.H)
+            {
+                // The tap is above or below the plane for this whole run.
+                for (int c = 0; c < job.Cg; c++, dst += stride)
+                {
+                    Avx512F.MaskStore(dst, storeLo, Vector512<float>.Zero);
+                    if (length > 16) Avx512F.MaskStore(dst + 16, storeHi, Vector512<float>.Zero);
+                }
+                continue;
+            }
+            int iw = iw0 + job.OffW[t];
+            float* src = xs + (long)ih * job.P.W + iw;
+            // Source lane i reads input column iw + i; lanes off the plane are masked (neither read nor faulted on).
+            var column = iota + Vector512.Create(iw);
+            var m0 = Vector512.LessThan(column.AsUInt32(), width).AsSingle();
+            var m1 = Vector512.LessThan((column + sixteen).AsUInt32(), width).AsSingle();
+            if (!halfWidth)
+            {
+                for (int c = 0; c < job.Cg; c++, src += channel, dst += stride)
+                {
+                    Avx512F.MaskStore(dst, storeLo, Avx512F.MaskLoad(src, m0 & storeLo, Vector512<float>.Zero));
+                    if (length > 16) Avx512F.MaskStore(dst + 16, storeHi, Avx512F.MaskLoad(src + 16, m1 & storeHi, Vector512<float>.Zero));
+                }
+                continue;
+            }
+            var m2 = Vector512.LessThan((column + sixteen + sixteen).AsUInt32(), width).AsSingle();
+            var m3 = Vector512.LessThan((column + sixteen + sixteen + sixteen).AsUInt32(), width).AsSingle();
+            for (int c = 0; c < job.Cg; c++, src += channel, dst += stride)
+            {
+                var lo = Avx512F.PermuteVar16x32x2(Avx512F.MaskLoad(src, m0, Vector512<float>.Zero), even, Avx512F.MaskLoad(src + 16, m1, Vector512<float>.Zero));
+                Avx512F.MaskStore(dst, storeLo, lo);
+                if (length > 16)
+                {
+                    var hi = Avx512F.PermuteVar16x32x2(Avx512F.MaskLoad(src + 32, m2, Vector512<float>.Zero), even, Avx512F.MaskLoad(src + 48, m3, Vector512<float>.Zero));
+                    Avx512F.MaskStore(dst + 16, storeHi, hi);
+                }
             }
         }
     }

@@ -16,9 +16,10 @@ namespace NeuralCore.Backends.Cpu;
 /// common stride-1-along-W case (CP-ResNet's (2, 1) pools) a vector operation; stride 2 along W (the
 /// 2x2 pools) first gathers every other input into a stack buffer. Planes with output rows too short
 /// for vectors (MNIST's 6-wide maps) instead gather each window offset of the whole plane through a
-/// precomputed index table and scan the plane as one vector.
+/// precomputed index table and scan the plane as one vector. Max pooling without indices (inference) takes a
+/// separable kernel instead (<see cref="MaxPlanes"/>), vectorised along rows of any width.
 /// </remarks>
-internal static unsafe class PoolKernels
+internal static unsafe partial class PoolKernels
 {
     // Below this many input elements per part, waking a worker costs more than it saves.
     private const long MinElementsPerPart = 1 << 15;
@@ -49,12 +50,15 @@ internal static unsafe class PoolKernels
         public float* X, Y;
         public int* Indices;
         public int Planes, Parts;
+        // Max pooling without indices on a geometry the separable kernel runs.
+        public Pool2dParams Params;
+        public bool Separable;
     }
 
     /// <summary>y = pool(x); for max pooling, indices (or null) receives the flat h*W+w index of each maximum.</summary>
     internal static void Forward(PoolKind kind, float* x, float* y, int* indices, in Pool2dParams p)
     {
-        var job = new Job { Kind = kind, P = new Geometry(p), X = x, Y = y, Indices = indices };
+        var job = new Job { Kind = kind, P = new Geometry(p), X = x, Y = y, Indices = indices, Params = p, Separable = SeparableMax(p) };
         Execute(ref job);
     }
 
@@ -82,6 +86,11 @@ internal static unsafe class PoolKernels
         int first = (int)((long)part * job.Planes / job.Parts);
         int end = (int)((long)(part + 1) * job.Planes / job.Parts);
         long hw = (long)p.H * p.W, pq = (long)p.P * p.Q;
+        if (!job.Backward && job.Kind == PoolKind.Max && job.Indices == null && job.Separable)
+        {
+            MaxPlanes(job.X + first * hw, job.Y + first * pq, end - first, job.Params);
+            return;
+        }
         if (!job.Backward && p.Q < NarrowRow && RunNarrow(ref job, first, end)) return;
         for (int plane = first; plane < end; plane++)
         {

@@ -1,0 +1,102 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace NeuralCore.Backends.Cpu;
+
+// Max pooling without indices (inference): separable, vectorised along the rows whatever the plane's width.
+internal static unsafe partial class PoolKernels
+{
+    // Input rows up to this wide (and strides along W of 1 or 2) take the separable kernel.
+    private const int MaxSeparableRow = 4096;
+    // The row buffer's margins hold -inf, so window columns in the padding read -inf without bounds checks.
+    private const int Margin = 32;
+
+    /// <summary>True when <see cref="MaxPlanes"/> runs this geometry (AVX-512, stride 1 or 2 along W).</summary>
+    internal static bool SeparableMax(in Pool2dParams p) =>
+        Avx512F.IsSupported && p.StrideW <= 2 && p.W <= MaxSeparableRow && p.PadW < Margin && p.KernelW <= Margin;
+
+    /// <summary>
+    /// y = max pool of <paramref name="planes"/> consecutive planes of x, on the calling thread, without indices: per
+    /// output row, the kernel's input rows are reduced element-wise into a row buffer, then the kernel's columns are
+    /// reduced along it, 16 outputs at a time (stride 2 compacted by a permute). Same values as the indexed kernels,
+    /// NaN included (IEEE maximum).
+    /// </summary>
+    internal static void MaxPlanes(float* x, float* y, int planes, in Pool2dParams p)
+    {
+        int h = p.H, w = p.W, outH = p.P, outW = p.Q;
+        int sw = p.StrideW;
+        int vectors = (w + 15) / 16;
+        // Row buffer: Margin of -inf, the reduced row (rounded up to whole vectors), and enough -inf after it for the
+        // last output vector's reads (16 outputs * stride 2 + kernel width).
+        float* row = stackalloc float[Margin + vectors * 16 + 2 * Margin + 32];
+        var negative = Vector512.Create(float.NegativeInfinity);
+        for (int i = 0; i < Margin; i++) row[i] = float.NegativeInfinity;
+        for (int i = Margin + w; i < Margin + vectors * 16 + 2 * Margin + 32; i++) row[i] = float.NegativeInfinity;
+        var tail = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(w - (vectors - 1) * 16)).AsSingle();
+        var outTail = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(outW - (outW - 1) / 16 * 16)).AsSingle();
+        var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        var lanes = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        long plane = (long)h * w, outPlane = (long)outH * outW;
+        for (int n = 0; n < planes; n++)
+        {
+            float* xp = x + n * plane, yp = y + n * outPlane;
+            for (int oh = 0; oh < outH; oh++)
+            {
+                int hs = oh * p.StrideH - p.PadH;
+                int h0 = Math.Max(hs, 0), h1 = Math.Min(hs + p.KernelH, h);
+                // Vertical: element-wise maximum of the window's rows (at least one lies inside the input).
+                for (int v = 0; v < vectors; v++)
+                {
+                    bool last = v == vectors - 1;
+                    var m = negative;
+                    var nan = Vector512<float>.Zero;
+                    for (int ih = h0; ih < h1; ih++)
+                    {
+                        float* src = xp + (long)ih * w + v * 16;
+                        var values = last ? Avx512F.MaskLoad(src, tail, negative) : Vector512.Load(src);
+                        // vmaxps drops a NaN in its first operand; remember NaNs and put them back after the scan.
+                        m = Avx512F.Max(m, values);
+                        nan |= ~Vector512.Equals(values, values);
+                    }
+                    Vector512.Store(Vector512.ConditionalSelect(nan, Vector512.Create(float.NaN), m), row + Margin + v * 16);
+                }
+                // Horizontal: output q takes columns q * sw - padW + j for j in [0, kernelW).
+                float* yr = yp + (long)oh * outW;
+                if (vectors == 1 && outW <= 16)
+                {
+                    // The row fits one register: permute its columns into place instead of a store and reload.
+                    var reduced = Vector512.Load(row + Margin);
+                    var m = negative;
+                    var nan = Vector512<float>.Zero;
+                    for (int j = 0; j < p.KernelW; j++)
+                    {
+                        var index = lanes * sw + Vector512.Create(j - p.PadW);
+                        var inside = Vector512.LessThan(index.AsUInt32(), Vector512.Create(16u)).AsSingle();
+                        var values = Vector512.ConditionalSelect(inside, Avx512F.PermuteVar16x32(reduced, index), negative);
+                        m = Avx512F.Max(m, values);
+                        nan |= ~Vector512.Equals(values, values);
+                    }
+                    Avx512F.MaskStore(yr, outTail, Vector512.ConditionalSelect(nan, Vector512.Create(float.NaN), m));
+                    continue;
+                }
+                for (int q = 0; q < outW; q += 16)
+                {
+                    var m = negative;
+                    var nan = Vector512<float>.Zero;
+                    float* start = row + Margin + q * sw - p.PadW;
+                    for (int j = 0; j < p.KernelW; j++)
+                    {
+                        var values = sw == 1
+                            ? Vector512.Load(start + j)
+                            : Avx512F.PermuteVar16x32x2(Vector512.Load(start + j), even, Vector512.Load(start + j + 16));
+                        m = Avx512F.Max(m, values);
+                        nan |= ~Vector512.Equals(values, values);
+                    }
+                    m = Vector512.ConditionalSelect(nan, Vector512.Create(float.NaN), m);
+                    if (q + 16 <= outW) Vector512.Store(m, yr + q);
+                    else Avx512F.MaskStore(yr + q, outTail, m);
+                }
+            }
+        }
+    }
+}
