@@ -135,10 +135,11 @@ internal static unsafe class ImplicitGemmConv
         public int Cg, Kg, Kc, Taps, BlockColumns, Blocks, Parts;
         public long PerGroup, Columns, InPlane, OutPlane;
         public bool Same;
-        // A fused pooling: blocks are whole planes of SamplesPerBlock samples; y is the pooled output [K, N, Po, Qo].
+        // A fused pooling (y is the pooled output [K, N, Po, Qo]): a block is either SamplesPerBlock whole planes
+        // (Bands == 1) or, when pooling windows do not overlap vertically, one band of BandRows pooled rows of one plane.
         public bool Pooled;
         public FusedPool Pool;
-        public int SamplesPerBlock;
+        public int SamplesPerBlock, Bands, BandRows;
         public bool HasActivation;
         public UnaryOp Activation;
         public float Alpha, Beta;
@@ -169,17 +170,8 @@ internal static unsafe class ImplicitGemmConv
         // Blocks small enough that every thread gets a few, whole panels, at most 256 columns.
         long perThread = (job.Columns + 2L * threads - 1) / (2L * threads);
         job.BlockColumns = (int)Math.Clamp((perThread + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
-        if (pool is { } fused)
-        {
-            // Blocks of whole planes, about 512 columns or one plane, and at least two per thread when the batch allows.
-            job.Pooled = true;
-            job.Pool = fused;
-            int samples = (int)Math.Max(1, 2 * MaxBlockColumns / job.OutPlane);
-            samples = Math.Min(samples, (p.N + 2 * threads - 1) / (2 * threads));
-            job.SamplesPerBlock = Math.Max(1, samples);
-            job.BlockColumns = (int)(job.SamplesPerBlock * job.OutPlane);
-        }
         job.Blocks = (int)((job.Columns + job.BlockColumns - 1) / job.BlockColumns);
+        if (pool is { } fused) PlanPooledBlocks(ref job, fused, threads);
         long macs = (long)p.K * job.Kc * job.Columns;
         job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(threads, job.Blocks));
         // SAFETY: the weight arrays are pinned (allocated on the POH in Prepare) and outlive the call; job lives on this
@@ -189,6 +181,72 @@ internal static unsafe class ImplicitGemmConv
         job.OffW = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(weights.TapOffsetW));
         if (job.Parts == 1) RunBlocks(ref job, 0, job.Blocks);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+    }
+
+    /// <summary>
+    /// Blocks for a fused pool: about 512 columns of whole planes, with at least two blocks per thread where the batch
+    /// allows; planes too large for that are cut into bands of pooled rows when the pooling windows do not overlap
+    /// vertically (kernel height at most the stride, no vertical padding, floor mode), so batch 1 still uses every thread.
+    /// </summary>
+    private static void PlanPooledBlocks(ref Job job, FusedPool fused, int threads)
+    {
+        job.Pooled = true;
+        job.Pool = fused;
+        Pool2dParams pp = fused.Params;
+        int target = 2 * MaxBlockColumns;
+        int samples = (int)Math.Max(1, target / job.OutPlane);
+        samples = Math.Max(1, Math.Min(samples, (job.P.N + 2 * threads - 1) / (2 * threads)));
+        bool bandable = pp.KernelH <= pp.StrideH && pp.PadH == 0 && !pp.CeilMode;
+        if (samples == 1 && bandable)
+        {
+            int pooledRows = pp.P;
+            int rows = Math.Max(1, target / (pp.StrideH * job.P.Q));
+            int bandsWanted = (2 * threads + job.P.N - 1) / job.P.N;
+            rows = Math.Max(1, Math.Min(rows, (pooledRows + bandsWanted - 1) / bandsWanted));
+            job.SamplesPerBlock = 1;
+            job.BandRows = rows;
+            job.Bands = (pooledRows + rows - 1) / rows;
+            job.Blocks = job.P.N * job.Bands;
+            job.BlockColumns = Math.Min(rows * pp.StrideH, job.P.P) * job.P.Q;
+            return;
+        }
+        job.SamplesPerBlock = samples;
+        job.Bands = 1;
+        job.BandRows = pp.P;
+        job.Blocks = (job.P.N + samples - 1) / samples;
+        job.BlockColumns = (int)(samples * job.OutPlane);
+    }
+
+    /// <summary>Where block <paramref name="block"/> lies: its output columns and, for a fused pool, its samples and pooled rows.</summary>
+    private static void BlockRange(ref Job job, int block, out long c0, out int cols, out int n0, out int nb, out int pooledRow0, out int convRows)
+    {
+        n0 = nb = pooledRow0 = convRows = 0;
+        if (!job.Pooled)
+        {
+            c0 = (long)block * job.BlockColumns;
+            cols = (int)Math.Min(job.BlockColumns, job.Columns - c0);
+            return;
+        }
+        if (job.Bands == 1)
+        {
+            n0 = block * job.SamplesPerBlock;
+            nb = Math.Min(job.SamplesPerBlock, job.P.N - n0);
+            c0 = n0 * job.OutPlane;
+            cols = (int)(nb * job.OutPlane);
+            convRows = job.P.P;
+            return;
+        }
+        // One band of one plane: pooled rows [pooledRow0, end) read convolution rows [pooledRow0 * strideH, end * strideH),
+        // clipped to the plane; rows no window reads are never computed.
+        n0 = block / job.Bands;
+        nb = 1;
+        int band = block % job.Bands, stride = job.Pool.Params.StrideH;
+        pooledRow0 = band * job.BandRows;
+        int pooledEnd = Math.Min(pooledRow0 + job.BandRows, job.Pool.Params.P);
+        int r0 = pooledRow0 * stride, r1 = Math.Min(pooledEnd * stride, job.P.P);
+        convRows = r1 - r0;
+        c0 = n0 * job.OutPlane + (long)r0 * job.P.Q;
+        cols = convRows * job.P.Q;
     }
 
     private static void RunPart(void* state, int part)
@@ -208,8 +266,7 @@ internal static unsafe class ImplicitGemmConv
         int* coords = stackalloc int[2 * Lanes];
         for (int block = first; block < end; block++)
         {
-            long c0 = (long)block * job.BlockColumns;
-            int cols = (int)Math.Min(job.BlockColumns, job.Columns - c0);
+            BlockRange(ref job, block, out long c0, out int cols, out int n0, out int nb, out int pooledRow0, out int convRows);
             for (int j = 0; j < cols; j += Lanes)
             {
                 long j0 = c0 + j;
@@ -239,17 +296,25 @@ internal static unsafe class ImplicitGemmConv
             }
             ConvKernels.Epilogue(unpooled, cols, 0, job.P.K, cols, job.Bias, job.Residual, job.Columns, c0,
                 job.HasActivation, job.Activation, job.Alpha, job.Beta);
-            PoolBlock(ref job, unpooled, (int)(c0 / job.OutPlane), (int)(cols / job.OutPlane));
+            PoolBlock(ref job, unpooled, n0, nb, pooledRow0, convRows);
         }
     }
 
-    /// <summary>Pools the planes of samples [n0, n0 + nb) of every output channel from the block's scratch into y.</summary>
-    private static void PoolBlock(ref Job job, float* unpooled, int n0, int nb)
+    /// <summary>
+    /// Pools the block's scratch (nb planes of <paramref name="convRows"/> rows each, per output channel) into y, from
+    /// pooled row <paramref name="pooledRow0"/> of samples [n0, n0 + nb).
+    /// </summary>
+    private static void PoolBlock(ref Job job, float* unpooled, int n0, int nb, int pooledRow0, int convRows)
     {
-        Pool2dParams pp = job.Pool.Params;
-        long pooledPlane = (long)pp.P * pp.Q;
+        Pool2dParams full = job.Pool.Params;
+        long pooledPlane = (long)full.P * full.Q;
+        Pool2dParams part = convRows == full.H ? full : full with { H = convRows };
+        long planeIn = (long)convRows * job.P.Q;
         for (int k = 0; k < job.P.K; k++)
-            PoolKernels.MaxPlanes(unpooled + (long)k * nb * job.OutPlane, job.Y + ((long)k * job.P.N + n0) * pooledPlane, nb, pp);
+        {
+            PoolKernels.MaxPlanes(unpooled + k * nb * planeIn,
+                job.Y + ((long)k * job.P.N + n0) * pooledPlane + (long)pooledRow0 * full.Q, nb, part);
+        }
     }
 
     /// <summary>Row and column within its plane of each of the panel's output columns; lanes past the end get a row no tap reaches.</summary>
