@@ -25,15 +25,18 @@ internal static unsafe class ImplicitGemmConv
     private const int Lanes = Gemm.PanelColumns;
     // Columns per block: the epilogue runs on a block's output rows while they are in cache.
     private const int MaxBlockColumns = 8 * Lanes;
+    // Panels at most this wide multiply through the GEMM's narrow kernels instead of the 32-wide one.
+    private const int NarrowPanel = 16;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
 
     /// <summary>Weights packed for the kernel, with the taps that never read the input dropped.</summary>
     internal sealed class Weights
     {
-        internal Weights(float[] packed, int[] tapOffsetH, int[] tapOffsetW, int rowsPerGroup, int taps)
+        internal Weights(float[] packed, float[] rows, int[] tapOffsetH, int[] tapOffsetW, int rowsPerGroup, int taps)
         {
             Packed = packed;
+            Rows = rows;
             TapOffsetH = tapOffsetH;
             TapOffsetW = tapOffsetW;
             RowsPerGroup = rowsPerGroup;
@@ -42,6 +45,9 @@ internal static unsafe class ImplicitGemmConv
 
         /// <summary>Per group, the [K/G, C/G * taps] weights in the GEMM's micro-panel order (pinned).</summary>
         internal float[] Packed { get; }
+
+        /// <summary>The same weights row-major, per group (pinned): panels of few columns take the narrow GEMM.</summary>
+        internal float[] Rows { get; }
 
         /// <summary>Per kept tap (r, s): r * dilationH - padH and s * dilationW - padW, the offset it reads at (pinned).</summary>
         internal int[] TapOffsetH { get; }
@@ -91,17 +97,18 @@ internal static unsafe class ImplicitGemmConv
         int taps = kept.Count, kc = cg * taps;
         long perGroup = Gemm.PackedRowsLength(kg, kc);
         var packed = GC.AllocateArray<float>((int)Math.Max(1, perGroup * p.Groups), pinned: true);
-        var rows = new float[Math.Max(1, kg * kc)];
+        var rows = GC.AllocateArray<float>(Math.Max(1, p.Groups * kg * kc), pinned: true);
         for (int g = 0; g < p.Groups; g++)
         {
+            int group = g * kg * kc;
             for (int k = 0; k < kg; k++)
                 for (int c = 0; c < cg; c++)
                     for (int t = 0; t < taps; t++)
-                        rows[(k * cg + c) * taps + t] = w[((g * kg + k) * cg + c) * rs + kept[t]];
+                        rows[group + (k * cg + c) * taps + t] = w[((g * kg + k) * cg + c) * rs + kept[t]];
             fixed (float* src = rows, dst = packed)
-                Gemm.PackRows(src, kc, kg, kc, dst + g * perGroup);
+                Gemm.PackRows(src + group, kc, kg, kc, dst + g * perGroup);
         }
-        return new Weights(packed, Pinned(offH), Pinned(offW), kc, taps);
+        return new Weights(packed, rows, Pinned(offH), Pinned(offW), kc, taps);
     }
 
     /// <summary>True when some output index o in [0, outputs) reads input index o * stride + offset inside [0, size).</summary>
@@ -130,9 +137,11 @@ internal static unsafe class ImplicitGemmConv
     private struct Job
     {
         public Conv2dParams P;
-        public float* X, W, Bias, Y, Residual;
+        public float* X, W, Rows, Bias, Y, Residual;
         public int* OffH, OffW;
         public int Cg, Kg, Kc, Taps, BlockColumns, Blocks, Parts;
+        // Above 0: the parts split the output channels in runs of this many rows (one group) instead of the blocks.
+        public int RowsPerPart;
         public long PerGroup, Columns, InPlane, OutPlane;
         public bool Same;
         // A fused pooling (y is the pooled output [K, N, Po, Qo]): a block is either SamplesPerBlock whole planes
@@ -173,13 +182,25 @@ internal static unsafe class ImplicitGemmConv
         job.Blocks = (int)((job.Columns + job.BlockColumns - 1) / job.BlockColumns);
         if (pool is { } fused) PlanPooledBlocks(ref job, fused, threads);
         long macs = (long)p.K * job.Kc * job.Columns;
-        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(threads, job.Blocks));
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, threads);
+        if (parts > 1 && job.Blocks < 2 * parts && p.Groups == 1 && p.K >= 16 * parts)
+        {
+            // Too few blocks to share evenly (a single sample's small maps): the parts split the output channels
+            // instead, in whole micro-panels of 8 rows, each filling the same panels for its own rows.
+            job.RowsPerPart = (p.K / 8 + parts - 1) / parts * 8;
+            job.Parts = (p.K + job.RowsPerPart - 1) / job.RowsPerPart;
+        }
+        else
+        {
+            job.Parts = Math.Min(parts, job.Blocks);
+        }
         // SAFETY: the weight arrays are pinned (allocated on the POH in Prepare) and outlive the call; job lives on this
         // frame and ForParts returns only after every part is done.
         job.W = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(weights.Packed));
+        job.Rows = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(weights.Rows));
         job.OffH = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(weights.TapOffsetH));
         job.OffW = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(weights.TapOffsetW));
-        if (job.Parts == 1) RunBlocks(ref job, 0, job.Blocks);
+        if (job.Parts == 1) RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
     }
 
@@ -252,12 +273,20 @@ internal static unsafe class ImplicitGemmConv
     private static void RunPart(void* state, int part)
     {
         ref Job job = ref *(Job*)state;
-        RunBlocks(ref job, (int)((long)part * job.Blocks / job.Parts), (int)((long)(part + 1) * job.Blocks / job.Parts));
+        if (job.RowsPerPart > 0)
+        {
+            int k0 = part * job.RowsPerPart;
+            RunBlocks(ref job, 0, job.Blocks, k0, Math.Min(job.Kg, k0 + job.RowsPerPart));
+            return;
+        }
+        RunBlocks(ref job, (int)((long)part * job.Blocks / job.Parts), (int)((long)(part + 1) * job.Blocks / job.Parts), 0, job.Kg);
     }
 
-    private static void RunBlocks(ref Job job, int first, int end)
+    /// <summary>Blocks [first, end), output channels [k0, k1) of each group.</summary>
+    private static void RunBlocks(ref Job job, int first, int end, int k0, int k1)
     {
-        if (first >= end) return;
+        if (first >= end || k0 >= k1) return;
+        int rows = k1 - k0;
         ConvScratch scratch = ConvScratch.Current;
         float* panel = scratch.Get(ConvScratch.Slot.Columns, (long)Math.Max(1, job.Kc) * Lanes);
         float* tile = scratch.Get(ConvScratch.Slot.Rows, 8 * Lanes);
@@ -280,37 +309,50 @@ internal static unsafe class ImplicitGemmConv
                     float* yg = yj + (long)g * job.Kg * ld;
                     if (job.Kc == 0)
                     {
-                        for (int k = 0; k < job.Kg; k++) new Span<float>(yg + k * ld, width).Clear();
+                        for (int k = k0; k < k1; k++) new Span<float>(yg + k * ld, width).Clear();
                         continue;
                     }
                     if (job.Same) FillPanel(ref job, g, j0, coords, panel);
                     else FillRuns(ref job, job.X + (long)g * job.Cg * job.P.N * job.InPlane, j0, width, panel);
-                    Gemm.MultiplyPanel(job.Kg, job.Kc, job.W + g * job.PerGroup, panel, yg, (int)ld, width, tile);
+                    if (width > NarrowPanel)
+                    {
+                        Gemm.MultiplyPanel(rows, job.Kc, job.W + g * job.PerGroup + (long)k0 * job.Kc, panel, yg + k0 * ld, (int)ld, width, tile);
+                    }
+                    else
+                    {
+                        // A few columns (a sample's 1 x 6 map): the 32-wide micro-kernel would mostly multiply padding.
+                        Gemm.Sgemm(false, false, rows, width, job.Kc, 1f, job.Rows + ((long)g * job.Kg + k0) * job.Kc, job.Kc,
+                            panel, Lanes, 0f, yg + k0 * ld, (int)ld);
+                    }
                 }
             }
+            // With the rows split between parts (one group), each part finishes its own rows; otherwise all of them.
+            int first0 = job.RowsPerPart > 0 ? k0 : 0, count = job.RowsPerPart > 0 ? rows : job.P.K;
+            float* bias = job.Bias == null ? null : job.Bias + first0;
+            float* residual = job.Residual == null ? null : job.Residual + first0 * job.Columns;
             if (!job.Pooled)
             {
-                ConvKernels.Epilogue(job.Y, job.Columns, c0, job.P.K, cols, job.Bias, job.Residual, job.Columns, c0,
+                ConvKernels.Epilogue(job.Y + first0 * job.Columns, job.Columns, c0, count, cols, bias, residual, job.Columns, c0,
                     job.HasActivation, job.Activation, job.Alpha, job.Beta);
                 continue;
             }
-            ConvKernels.Epilogue(unpooled, cols, 0, job.P.K, cols, job.Bias, job.Residual, job.Columns, c0,
+            ConvKernels.Epilogue(unpooled + (long)first0 * cols, cols, 0, count, cols, bias, residual, job.Columns, c0,
                 job.HasActivation, job.Activation, job.Alpha, job.Beta);
-            PoolBlock(ref job, unpooled, n0, nb, pooledRow0, convRows);
+            PoolBlock(ref job, unpooled, n0, nb, pooledRow0, convRows, first0, first0 + count);
         }
     }
 
     /// <summary>
     /// Pools the block's scratch (nb planes of <paramref name="convRows"/> rows each, per output channel) into y, from
-    /// pooled row <paramref name="pooledRow0"/> of samples [n0, n0 + nb).
+    /// pooled row <paramref name="pooledRow0"/> of samples [n0, n0 + nb), for output channels [k0, k1).
     /// </summary>
-    private static void PoolBlock(ref Job job, float* unpooled, int n0, int nb, int pooledRow0, int convRows)
+    private static void PoolBlock(ref Job job, float* unpooled, int n0, int nb, int pooledRow0, int convRows, int k0, int k1)
     {
         Pool2dParams full = job.Pool.Params;
         long pooledPlane = (long)full.P * full.Q;
         Pool2dParams part = convRows == full.H ? full : full with { H = convRows };
         long planeIn = (long)convRows * job.P.Q;
-        for (int k = 0; k < job.P.K; k++)
+        for (int k = k0; k < k1; k++)
         {
             PoolKernels.MaxPlanes(unpooled + k * nb * planeIn,
                 job.Y + ((long)k * job.P.N + n0) * pooledPlane + (long)pooledRow0 * full.Q, nb, part);

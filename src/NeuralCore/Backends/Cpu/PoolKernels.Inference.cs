@@ -49,16 +49,12 @@ internal static unsafe partial class PoolKernels
                 {
                     bool last = v == vectors - 1;
                     var m = negative;
-                    var nan = Vector512<float>.Zero;
                     for (int ih = h0; ih < h1; ih++)
                     {
                         float* src = xp + (long)ih * w + v * 16;
-                        var values = last ? Avx512F.MaskLoad(src, tail, negative) : Vector512.Load(src);
-                        // vmaxps drops a NaN in its first operand; remember NaNs and put them back after the scan.
-                        m = Avx512F.Max(m, values);
-                        nan |= ~Vector512.Equals(values, values);
+                        m = Vector512.Max(m, last ? Avx512F.MaskLoad(src, tail, negative) : Vector512.Load(src));
                     }
-                    Vector512.Store(Vector512.ConditionalSelect(nan, Vector512.Create(float.NaN), m), row + Margin + v * 16);
+                    Vector512.Store(m, row + Margin + v * 16);
                 }
                 // Horizontal: output q takes columns q * sw - padW + j for j in [0, kernelW).
                 float* yr = yp + (long)oh * outW;
@@ -67,32 +63,27 @@ internal static unsafe partial class PoolKernels
                     // The row fits one register: permute its columns into place instead of a store and reload.
                     var reduced = Vector512.Load(row + Margin);
                     var m = negative;
-                    var nan = Vector512<float>.Zero;
                     for (int j = 0; j < p.KernelW; j++)
                     {
                         var index = lanes * sw + Vector512.Create(j - p.PadW);
                         var inside = Vector512.LessThan(index.AsUInt32(), Vector512.Create(16u)).AsSingle();
-                        var values = Vector512.ConditionalSelect(inside, Avx512F.PermuteVar16x32(reduced, index), negative);
-                        m = Avx512F.Max(m, values);
-                        nan |= ~Vector512.Equals(values, values);
+                        m = Vector512.Max(m, Vector512.ConditionalSelect(inside, Avx512F.PermuteVar16x32(reduced, index), negative));
                     }
-                    Avx512F.MaskStore(yr, outTail, Vector512.ConditionalSelect(nan, Vector512.Create(float.NaN), m));
+                    Avx512F.MaskStore(yr, outTail, m);
                     continue;
                 }
                 for (int q = 0; q < outW; q += 16)
                 {
                     var m = negative;
-                    var nan = Vector512<float>.Zero;
                     float* start = row + Margin + q * sw - p.PadW;
                     for (int j = 0; j < p.KernelW; j++)
                     {
                         var values = sw == 1
                             ? Vector512.Load(start + j)
                             : Avx512F.PermuteVar16x32x2(Vector512.Load(start + j), even, Vector512.Load(start + j + 16));
-                        m = Avx512F.Max(m, values);
-                        nan |= ~Vector512.Equals(values, values);
+                        // IEEE maximum: a NaN in either operand propagates.
+                        m = Vector512.Max(m, values);
                     }
-                    m = Vector512.ConditionalSelect(nan, Vector512.Create(float.NaN), m);
                     if (q + 16 <= outW) Vector512.Store(m, yr + q);
                     else Avx512F.MaskStore(yr + q, outTail, m);
                 }
