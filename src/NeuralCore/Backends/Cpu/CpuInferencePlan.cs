@@ -253,7 +253,7 @@ public sealed unsafe class CpuInferencePlan
                 if (Pool is not null) throw new InvalidOperationException("CpuInferencePlan: the GEMM kernels changed while the plan was compiled; compile it again.");
                 return;
             }
-            Implicit = ImplicitGemmConv.Prepare(Weight, P);
+            Implicit = new ImplicitGemmConv.Weights(Weight, P);
         }
 
         public override void Run(float** values)
@@ -263,7 +263,7 @@ public sealed unsafe class CpuInferencePlan
             float* residual = Residual < 0 ? null : values[Residual];
             if (Implicit is not null)
             {
-                ImplicitGemmConv.Forward(values[In], Implicit, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta, Pool);
+                ImplicitGemmConv.Forward(values[In], Implicit.View(), b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta, Pool);
                 return;
             }
             float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));

@@ -30,36 +30,62 @@ internal static unsafe class ImplicitGemmConv
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
 
-    /// <summary>Weights packed for the kernel, with the taps that never read the input dropped.</summary>
-    internal sealed class Weights
+    /// <summary>Weights packed for the kernel, with the taps that never read the input dropped (pointers into pinned memory).</summary>
+    internal readonly struct Packing(float* packed, float* rows, int* tapOffsetH, int* tapOffsetW, int rowsPerGroup, int taps)
     {
-        internal Weights(float[] packed, float[] rows, int[] tapOffsetH, int[] tapOffsetW, int rowsPerGroup, int taps)
-        {
-            Packed = packed;
-            Rows = rows;
-            TapOffsetH = tapOffsetH;
-            TapOffsetW = tapOffsetW;
-            RowsPerGroup = rowsPerGroup;
-            Taps = taps;
-        }
+        /// <summary>Per group, the [K/G, C/G * taps] weights in the GEMM's micro-panel order.</summary>
+        internal readonly float* Packed = packed;
 
-        /// <summary>Per group, the [K/G, C/G * taps] weights in the GEMM's micro-panel order (pinned).</summary>
-        internal float[] Packed { get; }
+        /// <summary>The same weights row-major, per group: panels of few columns take the narrow GEMM.</summary>
+        internal readonly float* Rows = rows;
 
-        /// <summary>The same weights row-major, per group (pinned): panels of few columns take the narrow GEMM.</summary>
-        internal float[] Rows { get; }
-
-        /// <summary>Per kept tap (r, s): r * dilationH - padH and s * dilationW - padW, the offset it reads at (pinned).</summary>
-        internal int[] TapOffsetH { get; }
+        /// <summary>Per kept tap (r, s): r * dilationH - padH and s * dilationW - padW, the offset it reads at.</summary>
+        internal readonly int* TapOffsetH = tapOffsetH;
 
         /// <inheritdoc cref="TapOffsetH"/>
-        internal int[] TapOffsetW { get; }
+        internal readonly int* TapOffsetW = tapOffsetW;
+
+        /// <summary>The GEMM's inner dimension: C/G input channels times the kept taps.</summary>
+        internal readonly int RowsPerGroup = rowsPerGroup;
+
+        /// <summary>Kept taps out of R * S.</summary>
+        internal readonly int Taps = taps;
+    }
+
+    /// <summary>Packed weights that live as long as an inference plan: the arrays behind a <see cref="Packing"/>.</summary>
+    internal sealed class Weights
+    {
+        private readonly float[] _packed, _rows;
+        private readonly int[] _offH, _offW;
+
+        internal Weights(ReadOnlySpan<float> w, in Conv2dParams p)
+        {
+            _offH = GC.AllocateArray<int>(p.R * p.S, pinned: true);
+            _offW = GC.AllocateArray<int>(p.R * p.S, pinned: true);
+            var kept = new int[p.R * p.S];
+            fixed (int* oh = _offH, ow = _offW, k = kept)
+                Taps = LiveTaps(p, oh, ow, k);
+            RowsPerGroup = p.C / p.Groups * Taps;
+            _packed = GC.AllocateArray<float>((int)Math.Max(1, PackedLength(p, Taps)), pinned: true);
+            _rows = GC.AllocateArray<float>((int)Math.Max(1, RowsLength(p, Taps)), pinned: true);
+            fixed (float* src = w, rows = _rows, packed = _packed)
+            fixed (int* k = kept)
+                Pack(src, p, Taps, k, rows, packed);
+        }
+
+        /// <summary>Kept taps out of R * S.</summary>
+        internal int Taps { get; }
 
         /// <summary>The GEMM's inner dimension: C/G input channels times the kept taps.</summary>
         internal int RowsPerGroup { get; }
 
-        /// <summary>Kept taps out of R * S.</summary>
-        internal int Taps { get; }
+        /// <summary>Pointers to the packed weights (the arrays are pinned).</summary>
+        internal Packing View() => new(
+            (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed)),
+            (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_rows)),
+            (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_offH)),
+            (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_offW)),
+            RowsPerGroup, Taps);
     }
 
     /// <summary>
@@ -78,37 +104,43 @@ internal static unsafe class ImplicitGemmConv
     private const int MinRunOutputs = 16;
     private const int MinRunLength = 8;
 
-    /// <summary>Packs <paramref name="w"/> [K, C/G, R, S] for <see cref="Forward"/>; call again when the weights change.</summary>
-    internal static Weights Prepare(ReadOnlySpan<float> w, in Conv2dParams p)
+    /// <summary>
+    /// The taps (r, s) that some output position reads inside the input: their offsets (r * dilationH - padH,
+    /// s * dilationW - padW) and indices r * S + s, each array holding R * S entries; returns how many.
+    /// </summary>
+    private static int LiveTaps(in Conv2dParams p, int* offH, int* offW, int* kept)
     {
-        int cg = p.C / p.Groups, kg = p.K / p.Groups, rs = p.R * p.S;
-        var offH = new List<int>();
-        var offW = new List<int>();
-        var kept = new List<int>();
+        int taps = 0;
         for (int r = 0; r < p.R; r++)
             for (int s = 0; s < p.S; s++)
             {
                 int dh = r * p.DilationH - p.PadH, dw = s * p.DilationW - p.PadW;
                 if (!Reaches(dh, p.StrideH, p.P, p.H) || !Reaches(dw, p.StrideW, p.Q, p.W)) continue;
-                offH.Add(dh);
-                offW.Add(dw);
-                kept.Add(r * p.S + s);
+                offH[taps] = dh;
+                offW[taps] = dw;
+                kept[taps++] = r * p.S + s;
             }
-        int taps = kept.Count, kc = cg * taps;
+        return taps;
+    }
+
+    private static long PackedLength(in Conv2dParams p, int taps) => Gemm.PackedRowsLength(p.K / p.Groups, p.C / p.Groups * taps) * p.Groups;
+
+    private static long RowsLength(in Conv2dParams p, int taps) => (long)p.K * (p.C / p.Groups) * taps;
+
+    /// <summary>rows = w [K, C/G, R, S] restricted to the kept taps, row-major per group; packed = the same in micro-panels.</summary>
+    private static void Pack(float* w, in Conv2dParams p, int taps, int* kept, float* rows, float* packed)
+    {
+        int cg = p.C / p.Groups, kg = p.K / p.Groups, rs = p.R * p.S, kc = cg * taps;
         long perGroup = Gemm.PackedRowsLength(kg, kc);
-        var packed = GC.AllocateArray<float>((int)Math.Max(1, perGroup * p.Groups), pinned: true);
-        var rows = GC.AllocateArray<float>(Math.Max(1, p.Groups * kg * kc), pinned: true);
         for (int g = 0; g < p.Groups; g++)
         {
-            int group = g * kg * kc;
+            long group = (long)g * kg * kc;
             for (int k = 0; k < kg; k++)
                 for (int c = 0; c < cg; c++)
                     for (int t = 0; t < taps; t++)
-                        rows[group + (k * cg + c) * taps + t] = w[((g * kg + k) * cg + c) * rs + kept[t]];
-            fixed (float* src = rows, dst = packed)
-                Gemm.PackRows(src + group, kc, kg, kc, dst + g * perGroup);
+                        rows[group + (k * cg + c) * taps + t] = w[((long)(g * kg + k) * cg + c) * rs + kept[t]];
+            if (kc > 0) Gemm.PackRows(rows + group, kc, kg, kc, packed + g * perGroup);
         }
-        return new Weights(packed, rows, Pinned(offH), Pinned(offW), kc, taps);
     }
 
     /// <summary>True when some output index o in [0, outputs) reads input index o * stride + offset inside [0, size).</summary>
@@ -117,13 +149,6 @@ internal static unsafe class ImplicitGemmConv
         for (int o = 0; o < outputs; o++)
             if ((uint)(o * stride + offset) < (uint)size) return true;
         return false;
-    }
-
-    private static int[] Pinned(List<int> values)
-    {
-        var array = GC.AllocateArray<int>(values.Count, pinned: true);
-        values.CopyTo(array);
-        return array;
     }
 
     /// <summary>
@@ -156,11 +181,11 @@ internal static unsafe class ImplicitGemmConv
 
     /// <summary>
     /// y = act(conv2d(x, w) + bias + residual) for channel-major x [C, N, H, W] and y, residual [K, N, P, Q], with the
-    /// weights from <see cref="Prepare"/>, then <paramref name="pool"/> when given (y is then the pooled output
+    /// weights packed by <see cref="Weights"/>, then <paramref name="pool"/> when given (y is then the pooled output
     /// [K, N, Po, Qo]; bias, residual and activation apply before pooling). Bias and residual may be null; the
     /// activation is skipped when <paramref name="hasActivation"/> is false.
     /// </summary>
-    internal static void Forward(float* x, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual,
+    internal static void Forward(float* x, in Packing weights, float* bias, float* y, in Conv2dParams p, float* residual,
         bool hasActivation, UnaryOp activation, float alpha, float beta, FusedPool? pool = null)
     {
         var job = new Job
@@ -194,12 +219,12 @@ internal static unsafe class ImplicitGemmConv
         {
             job.Parts = Math.Min(parts, job.Blocks);
         }
-        // SAFETY: the weight arrays are pinned (allocated on the POH in Prepare) and outlive the call; job lives on this
-        // frame and ForParts returns only after every part is done.
-        job.W = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(weights.Packed));
-        job.Rows = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(weights.Rows));
-        job.OffH = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(weights.TapOffsetH));
-        job.OffW = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(weights.TapOffsetW));
+        // SAFETY: the packed weights stay pinned for the call; job lives on this frame and ForParts returns only after
+        // every part is done.
+        job.W = weights.Packed;
+        job.Rows = weights.Rows;
+        job.OffH = weights.TapOffsetH;
+        job.OffW = weights.TapOffsetW;
         if (job.Parts == 1) RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
     }
