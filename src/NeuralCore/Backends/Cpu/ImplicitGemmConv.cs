@@ -377,11 +377,9 @@ internal static unsafe class ImplicitGemmConv
         long pooledPlane = (long)full.P * full.Q;
         Pool2dParams part = convRows == full.H ? full : full with { H = convRows };
         long planeIn = (long)convRows * job.P.Q;
-        for (int k = k0; k < k1; k++)
-        {
-            PoolKernels.MaxPlanes(unpooled + k * nb * planeIn,
-                job.Y + ((long)k * job.P.N + n0) * pooledPlane + (long)pooledRow0 * full.Q, nb, part);
-        }
+        // Channel k's nb planes go to y[k, n0 .. n0 + nb): runs of nb planes, N pooled planes apart.
+        PoolKernels.MaxPlanes(unpooled + k0 * nb * planeIn, job.Y + ((long)k0 * job.P.N + n0) * pooledPlane + (long)pooledRow0 * full.Q,
+            (k1 - k0) * nb, part, nb, job.P.N * pooledPlane);
     }
 
     /// <summary>Row and column within its plane of each of the panel's output columns; lanes past the end get a row no tap reaches.</summary>

@@ -11,7 +11,7 @@ internal static unsafe partial class PoolKernels
     // The row buffer's margins hold -inf, so window columns in the padding read -inf without bounds checks.
     private const int Margin = 32;
 
-    /// <summary>True when <see cref="MaxPlanes"/> runs this geometry (AVX-512, stride 1 or 2 along W).</summary>
+    /// <summary>True when <see cref="MaxPlanes(float*, float*, int, in Pool2dParams)"/> runs this geometry (AVX-512, stride 1 or 2 along W).</summary>
     internal static bool SeparableMax(in Pool2dParams p) =>
         Avx512F.IsSupported && p.StrideW <= 2 && p.W <= MaxSeparableRow && p.PadW < Margin && p.KernelW <= Margin;
 
@@ -21,7 +21,14 @@ internal static unsafe partial class PoolKernels
     /// reduced along it, 16 outputs at a time (stride 2 compacted by a permute). Same values as the indexed kernels,
     /// NaN included (IEEE maximum).
     /// </summary>
-    internal static void MaxPlanes(float* x, float* y, int planes, in Pool2dParams p)
+    internal static void MaxPlanes(float* x, float* y, int planes, in Pool2dParams p) => MaxPlanes(x, y, planes, p, planes, 0);
+
+    /// <summary>
+    /// As <see cref="MaxPlanes(float*, float*, int, in Pool2dParams)"/>, with the output planes in runs of
+    /// <paramref name="run"/> consecutive planes, each run <paramref name="runStride"/> floats after the previous one
+    /// (a channel-major block's planes go to their channels' places in one call).
+    /// </summary>
+    internal static void MaxPlanes(float* x, float* y, int planes, in Pool2dParams p, int run, long runStride)
     {
         int h = p.H, w = p.W, outH = p.P, outW = p.Q;
         int sw = p.StrideW;
@@ -30,8 +37,8 @@ internal static unsafe partial class PoolKernels
         // last output vector's reads (16 outputs * stride 2 + kernel width).
         float* row = stackalloc float[Margin + vectors * 16 + 2 * Margin + 32];
         var negative = Vector512.Create(float.NegativeInfinity);
-        for (int i = 0; i < Margin; i++) row[i] = float.NegativeInfinity;
-        for (int i = Margin + w; i < Margin + vectors * 16 + 2 * Margin + 32; i++) row[i] = float.NegativeInfinity;
+        int rowLength = Margin + vectors * 16 + 2 * Margin + 32;
+        for (int i = 0; i < rowLength; i += 16) Vector512.Store(negative, row + i);
         var tail = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(w - (vectors - 1) * 16)).AsSingle();
         var outTail = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(outW - (outW - 1) / 16 * 16)).AsSingle();
         var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -39,7 +46,7 @@ internal static unsafe partial class PoolKernels
         long plane = (long)h * w, outPlane = (long)outH * outW;
         for (int n = 0; n < planes; n++)
         {
-            float* xp = x + n * plane, yp = y + n * outPlane;
+            float* xp = x + n * plane, yp = y + n / run * runStride + n % run * outPlane;
             for (int oh = 0; oh < outH; oh++)
             {
                 int hs = oh * p.StrideH - p.PadH;

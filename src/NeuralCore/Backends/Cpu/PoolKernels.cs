@@ -17,7 +17,7 @@ namespace NeuralCore.Backends.Cpu;
 /// 2x2 pools) first gathers every other input into a stack buffer. Planes with output rows too short
 /// for vectors (MNIST's 6-wide maps) instead gather each window offset of the whole plane through a
 /// precomputed index table and scan the plane as one vector. Max pooling without indices (inference) takes a
-/// separable kernel instead (<see cref="MaxPlanes"/>), vectorised along rows of any width.
+/// separable kernel instead (<see cref="MaxPlanes(float*, float*, int, in Pool2dParams)"/>), vectorised along rows of any width.
 /// </remarks>
 internal static unsafe partial class PoolKernels
 {
