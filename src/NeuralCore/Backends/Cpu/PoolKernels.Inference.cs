@@ -30,6 +30,11 @@ internal static unsafe partial class PoolKernels
     /// </summary>
     internal static void MaxPlanes(float* x, float* y, int planes, in Pool2dParams p, int run, long runStride)
     {
+        if (p.W <= 16 && p.Q <= 16)
+        {
+            MaxPlanesNarrow(x, y, planes, p, run, runStride);
+            return;
+        }
         int h = p.H, w = p.W, outH = p.P, outW = p.Q;
         int sw = p.StrideW;
         int vectors = (w + 15) / 16;
@@ -42,7 +47,6 @@ internal static unsafe partial class PoolKernels
         var tail = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(w - (vectors - 1) * 16)).AsSingle();
         var outTail = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(outW - (outW - 1) / 16 * 16)).AsSingle();
         var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        var lanes = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         long plane = (long)h * w, outPlane = (long)outH * outW;
         for (int n = 0; n < planes; n++)
         {
@@ -65,20 +69,6 @@ internal static unsafe partial class PoolKernels
                 }
                 // Horizontal: output q takes columns q * sw - padW + j for j in [0, kernelW).
                 float* yr = yp + (long)oh * outW;
-                if (vectors == 1 && outW <= 16)
-                {
-                    // The row fits one register: permute its columns into place instead of a store and reload.
-                    var reduced = Vector512.Load(row + Margin);
-                    var m = negative;
-                    for (int j = 0; j < p.KernelW; j++)
-                    {
-                        var index = lanes * sw + Vector512.Create(j - p.PadW);
-                        var inside = Vector512.LessThan(index.AsUInt32(), Vector512.Create(16u)).AsSingle();
-                        m = Vector512.Max(m, Vector512.ConditionalSelect(inside, Avx512F.PermuteVar16x32(reduced, index), negative));
-                    }
-                    Avx512F.MaskStore(yr, outTail, m);
-                    continue;
-                }
                 for (int q = 0; q < outW; q += 16)
                 {
                     var m = negative;
@@ -94,6 +84,47 @@ internal static unsafe partial class PoolKernels
                     if (q + 16 <= outW) Vector512.Store(m, yr + q);
                     else Avx512F.MaskStore(yr + q, outTail, m);
                 }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Planes whose input and output rows fit one vector (MNIST's 13- and 6-wide maps): each output row is the
+    /// element-wise maximum of the window's rows, then one permute per window column moves the columns into place.
+    /// </summary>
+    private static void MaxPlanesNarrow(float* x, float* y, int planes, in Pool2dParams p, int run, long runStride)
+    {
+        int h = p.H, w = p.W, outH = p.P, outW = p.Q, kw = p.KernelW;
+        var negative = Vector512.Create(float.NegativeInfinity);
+        var lanes = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var tail = Vector512.LessThan(lanes, Vector512.Create(w)).AsSingle();
+        var outTail = Vector512.LessThan(lanes, Vector512.Create(outW)).AsSingle();
+        // Per window column j: the input column each output lane reads, and whether it lies inside the row.
+        var index = stackalloc Vector512<int>[kw];
+        var inside = stackalloc Vector512<float>[kw];
+        for (int j = 0; j < kw; j++)
+        {
+            index[j] = lanes * p.StrideW + Vector512.Create(j - p.PadW);
+            inside[j] = Vector512.LessThan(index[j].AsUInt32(), Vector512.Create((uint)w)).AsSingle();
+        }
+        bool identity = kw == 1 && p.StrideW == 1 && p.PadW == 0;
+        long plane = (long)h * w, outPlane = (long)outH * outW;
+        for (int n = 0; n < planes; n++)
+        {
+            float* xp = x + n * plane, yp = y + n / run * runStride + n % run * outPlane;
+            for (int oh = 0; oh < outH; oh++)
+            {
+                int hs = oh * p.StrideH - p.PadH;
+                int h0 = Math.Max(hs, 0), h1 = Math.Min(hs + p.KernelH, h);
+                var m = negative;
+                for (int ih = h0; ih < h1; ih++) m = Vector512.Max(m, Avx512F.MaskLoad(xp + (long)ih * w, tail, negative));
+                if (!identity)
+                {
+                    var r = negative;
+                    for (int j = 0; j < kw; j++) r = Vector512.Max(r, Vector512.ConditionalSelect(inside[j], Avx512F.PermuteVar16x32(m, index[j]), negative));
+                    m = r;
+                }
+                Avx512F.MaskStore(yp + (long)oh * outW, outTail, m);
             }
         }
     }
