@@ -94,8 +94,9 @@ public sealed class CpuInferencePlanTests
     /// Stride-1 convolutions with "same" padding run as an implicit GEMM (AVX-512): odd channel counts (partial
     /// micro-panels of rows and columns), dilation, groups, taps that never reach the input (a 3x3 kernel on a plane
     /// one row high keeps 3 of 9), 1x1 kernels, and a residual block after them; the same plans compiled for the
-    /// AVX2 kernels take the im2col path. Both must match the eager forward. Also: panels of few columns (narrow GEMM)
-    /// and convolutions with too few panels to share, whose output channels are split between the threads.
+    /// AVX2 kernels take the im2col path. Both must match the eager forward. Also: panels of at most 16 columns
+    /// (multiplied as Y^T = X^T W^T) and convolutions with too few panels to share, whose output channels are split
+    /// between the threads.
     /// </summary>
     [Theory]
     [InlineData(19, 38, 3, 1, 1, 6, 6, 7, 9)]
@@ -105,8 +106,10 @@ public sealed class CpuInferencePlanTests
     [InlineData(16, 9, 1, 1, 1, 7, 24, 2, 1)]
     [InlineData(4, 8, 3, 1, 4, 31, 24, 1, 9)]
     [InlineData(3, 5, 3, 3, 1, 2, 2, 3, 1)]
-    // 12 output columns: narrower than half a panel, multiplied by the narrow GEMM.
+    // 12 output columns: at most 16, multiplied the other way round (Y^T = X^T W^T).
     [InlineData(32, 64, 3, 1, 1, 1, 6, 2, 3)]
+    // 16 columns and 64 output channels, split between the threads in runs of 32, each multiplied the other way round.
+    [InlineData(64, 64, 3, 1, 1, 4, 4, 1, 9)]
     // 60 columns, two panels: the threads split the 64 output channels instead of the panels.
     [InlineData(32, 64, 3, 1, 1, 6, 10, 1, 9)]
     public void SameConvolutionsRunAsImplicitGemm(int cin, int cout, int k, int dilation, int groups, int h, int w, int batch, int liveTaps)

@@ -13,6 +13,18 @@ public static unsafe partial class Gemm
     /// <summary>Packs the row-major m x k matrix <paramref name="a"/> into the AVX-512 kernel's A micro-panels.</summary>
     internal static void PackRows(float* a, int lda, int m, int k, float* dst) => PackA(false, a, lda, 0, m, 0, k, dst, Mr512);
 
+    /// <summary>Rows of one packed A micro-panel of the AVX-512 kernel.</summary>
+    internal const int PanelRows = Mr512;
+
+    /// <summary>Floats <see cref="PackColumnsOfTranspose"/> writes for the n x k matrix b (n rounded up to whole panels).</summary>
+    internal static long PackedColumnsLength(int n, int k) => (long)((n + Nr512 - 1) / Nr512) * Nr512 * k;
+
+    /// <summary>Packs op(B) = b^T, for the row-major n x k matrix b, into the AVX-512 kernel's 32-column B micro-panels.</summary>
+    internal static void PackColumnsOfTranspose(float* b, int ldb, int n, int k, float* dst) => PackB(true, b, ldb, 0, k, 0, n, dst, Nr512);
+
+    /// <summary>tile[8, 32] = A B for one packed A micro-panel (k x 8) and one packed B micro-panel (k x 32). Needs AVX-512.</summary>
+    internal static void MultiplyTile(int k, float* a, float* b, float* tile) => Kernel512(k, a, b, tile, Nr512, 1f, 0f);
+
     /// <summary>
     /// C[0..m, 0..cols) = A B for A packed by <see cref="PackRows"/> and one B micro-panel (k rows of
     /// <see cref="PanelColumns"/> floats; columns past <paramref name="cols"/> are ignored). Needs AVX-512

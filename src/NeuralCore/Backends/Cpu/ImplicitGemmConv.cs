@@ -6,38 +6,41 @@ using System.Runtime.Intrinsics.X86;
 namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
-/// Stride-1 "same" convolution (output the size of the input, e.g. 3x3 with padding 1) as an implicit GEMM on
-/// channel-major tensors x [C, N, H, W] and y [K, N, H, W] (inference plans). The output columns (sample, row, column)
-/// of the whole batch are one run, and with stride 1 and same padding the input value a tap reads for output column j
-/// is the one at j plus a fixed offset, or zero where the tap falls off the plane. So each 32-column B micro-panel of
-/// the GEMM is filled with two masked loads per (input channel, tap) straight from x, with no im2col buffer and no
-/// second packing pass, and is multiplied by the pre-packed weights while it is in L1. The bias, residual and
-/// activation run on each block of 256 columns while it is still in cache.
+/// Convolution as an implicit GEMM on channel-major tensors x [C, N, H, W] and y [K, N, P, Q] (inference plans): the
+/// output columns (sample, row, column) of the whole batch form one GEMM Y[K, N*P*Q] = W[K, C*R*S] * X', and each
+/// 32-column B micro-panel of X' is filled straight from x, with no im2col buffer and no second packing pass, then
+/// multiplied by the weights packed once (<see cref="Weights"/>) while it is in L1. With stride 1 and "same" padding
+/// (3x3 with padding 1, 1x1) the value a tap reads for output column j is the one at j plus a fixed offset, or zero
+/// where the tap falls off the plane, so a panel row is two masked loads; strided geometries (the stem) fill each row
+/// from the runs of columns along output rows. Bias, residual and ReLU/Hardswish run in one pass over each block of
+/// output columns while it is in cache, and a following max pool can run there too (<see cref="FusedPool"/>).
 /// </summary>
 /// <remarks>
-/// Taps that no output position can reach (the outer rows of a 3x3 kernel on a plane one row high) are dropped from the
-/// weights and the panels when the weights are prepared, so they cost nothing. Each output value is one dot product
-/// in a fixed order, so results do not depend on the thread count. Needs AVX-512 (the 8 x 32 GEMM micro-kernel);
-/// <see cref="Supports"/> says when this path applies.
+/// Taps that no output position can reach (the outer rows of a 3x3 kernel on a plane one row high) are dropped from
+/// the weights and the panels, so they cost nothing. Threads share the blocks of columns, or, when there are too few
+/// (a single sample's small maps), the output channels. Each output value is one dot product in a fixed order, so
+/// results do not depend on the thread count. Needs AVX-512 (the 8 x 32 GEMM micro-kernel); <see cref="Supports"/>
+/// says when this path applies.
 /// </remarks>
 internal static unsafe class ImplicitGemmConv
 {
     private const int Lanes = Gemm.PanelColumns;
     // Columns per block: the epilogue runs on a block's output rows while they are in cache.
     private const int MaxBlockColumns = 8 * Lanes;
-    // Panels at most this wide multiply through the GEMM's narrow kernels instead of the 32-wide one.
-    private const int NarrowPanel = 16;
+    // Panels at most this wide multiply the other way round (Y^T = X^T W^T): their columns become the micro-kernel's
+    // rows and 32 output channels its columns, instead of a 32-column panel that is mostly padding.
+    private const int NarrowPanel = 2 * Gemm.PanelRows;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
 
     /// <summary>Weights packed for the kernel, with the taps that never read the input dropped (pointers into pinned memory).</summary>
-    internal readonly struct Packing(float* packed, float* rows, int* tapOffsetH, int* tapOffsetW, int rowsPerGroup, int taps)
+    internal readonly struct Packing(float* packed, float* transposed, int* tapOffsetH, int* tapOffsetW, int rowsPerGroup, int taps)
     {
-        /// <summary>Per group, the [K/G, C/G * taps] weights in the GEMM's micro-panel order.</summary>
+        /// <summary>Per group, the [K/G, C/G * taps] weights in the GEMM's A micro-panel order.</summary>
         internal readonly float* Packed = packed;
 
-        /// <summary>The same weights row-major, per group: panels of few columns take the narrow GEMM.</summary>
-        internal readonly float* Rows = rows;
+        /// <summary>Per group, their transpose in B micro-panels of 32 output channels: panels of few columns multiply as Y^T = X^T W^T.</summary>
+        internal readonly float* Transposed = transposed;
 
         /// <summary>Per kept tap (r, s): r * dilationH - padH and s * dilationW - padW, the offset it reads at.</summary>
         internal readonly int* TapOffsetH = tapOffsetH;
@@ -55,7 +58,7 @@ internal static unsafe class ImplicitGemmConv
     /// <summary>Packed weights that live as long as an inference plan: the arrays behind a <see cref="Packing"/>.</summary>
     internal sealed class Weights
     {
-        private readonly float[] _packed, _rows;
+        private readonly float[] _packed, _transposed;
         private readonly int[] _offH, _offW;
 
         internal Weights(ReadOnlySpan<float> w, in Conv2dParams p)
@@ -67,10 +70,11 @@ internal static unsafe class ImplicitGemmConv
                 Taps = LiveTaps(p, oh, ow, k);
             RowsPerGroup = p.C / p.Groups * Taps;
             _packed = GC.AllocateArray<float>((int)Math.Max(1, PackedLength(p, Taps)), pinned: true);
-            _rows = GC.AllocateArray<float>((int)Math.Max(1, RowsLength(p, Taps)), pinned: true);
-            fixed (float* src = w, rows = _rows, packed = _packed)
+            _transposed = GC.AllocateArray<float>((int)Math.Max(1, TransposedLength(p, Taps)), pinned: true);
+            var rows = new float[Math.Max(1, (long)p.K * RowsPerGroup)];
+            fixed (float* src = w, r = rows, packed = _packed, transposed = _transposed)
             fixed (int* k = kept)
-                Pack(src, p, Taps, k, rows, packed);
+                Pack(src, p, Taps, k, r, packed, transposed);
         }
 
         /// <summary>Kept taps out of R * S.</summary>
@@ -82,7 +86,7 @@ internal static unsafe class ImplicitGemmConv
         /// <summary>Pointers to the packed weights (the arrays are pinned).</summary>
         internal Packing View() => new(
             (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed)),
-            (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_rows)),
+            (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_transposed)),
             (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_offH)),
             (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_offW)),
             RowsPerGroup, Taps);
@@ -125,13 +129,16 @@ internal static unsafe class ImplicitGemmConv
 
     private static long PackedLength(in Conv2dParams p, int taps) => Gemm.PackedRowsLength(p.K / p.Groups, p.C / p.Groups * taps) * p.Groups;
 
-    private static long RowsLength(in Conv2dParams p, int taps) => (long)p.K * (p.C / p.Groups) * taps;
+    private static long TransposedLength(in Conv2dParams p, int taps) => Gemm.PackedColumnsLength(p.K / p.Groups, p.C / p.Groups * taps) * p.Groups;
 
-    /// <summary>rows = w [K, C/G, R, S] restricted to the kept taps, row-major per group; packed = the same in micro-panels.</summary>
-    private static void Pack(float* w, in Conv2dParams p, int taps, int* kept, float* rows, float* packed)
+    /// <summary>
+    /// rows = w [K, C/G, R, S] restricted to the kept taps, row-major per group (scratch); packed = the same in A
+    /// micro-panels, transposed = its transpose in B micro-panels.
+    /// </summary>
+    private static void Pack(float* w, in Conv2dParams p, int taps, int* kept, float* rows, float* packed, float* transposed)
     {
         int cg = p.C / p.Groups, kg = p.K / p.Groups, rs = p.R * p.S, kc = cg * taps;
-        long perGroup = Gemm.PackedRowsLength(kg, kc);
+        long perGroup = Gemm.PackedRowsLength(kg, kc), perGroupTransposed = Gemm.PackedColumnsLength(kg, kc);
         for (int g = 0; g < p.Groups; g++)
         {
             long group = (long)g * kg * kc;
@@ -139,7 +146,9 @@ internal static unsafe class ImplicitGemmConv
                 for (int c = 0; c < cg; c++)
                     for (int t = 0; t < taps; t++)
                         rows[group + (k * cg + c) * taps + t] = w[((long)(g * kg + k) * cg + c) * rs + kept[t]];
-            if (kc > 0) Gemm.PackRows(rows + group, kc, kg, kc, packed + g * perGroup);
+            if (kc == 0) continue;
+            Gemm.PackRows(rows + group, kc, kg, kc, packed + g * perGroup);
+            Gemm.PackColumnsOfTranspose(rows + group, kc, kg, kc, transposed + g * perGroupTransposed);
         }
     }
 
@@ -162,12 +171,12 @@ internal static unsafe class ImplicitGemmConv
     private struct Job
     {
         public Conv2dParams P;
-        public float* X, W, Rows, Bias, Y, Residual;
+        public float* X, W, Transposed, Bias, Y, Residual;
         public int* OffH, OffW;
         public int Cg, Kg, Kc, Taps, BlockColumns, Blocks, Parts;
         // Above 0: the parts split the output channels in runs of this many rows (one group) instead of the blocks.
         public int RowsPerPart;
-        public long PerGroup, Columns, InPlane, OutPlane;
+        public long PerGroup, PerGroupTransposed, Columns, InPlane, OutPlane;
         public bool Same;
         // A fused pooling (y is the pooled output [K, N, Po, Qo]): a block is either SamplesPerBlock whole planes
         // (Bands == 1) or, when pooling windows do not overlap vertically, one band of BandRows pooled rows of one plane.
@@ -200,6 +209,7 @@ internal static unsafe class ImplicitGemmConv
         };
         job.Columns = p.N * job.OutPlane;
         job.PerGroup = Gemm.PackedRowsLength(job.Kg, job.Kc);
+        job.PerGroupTransposed = Gemm.PackedColumnsLength(job.Kg, job.Kc);
         int threads = CpuThreading.Threads;
         // Blocks small enough that every thread gets a few, whole panels, at most 256 columns.
         long perThread = (job.Columns + 2L * threads - 1) / (2L * threads);
@@ -208,11 +218,11 @@ internal static unsafe class ImplicitGemmConv
         if (pool is { } fused) PlanPooledBlocks(ref job, fused, threads);
         long macs = (long)p.K * job.Kc * job.Columns;
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, threads);
-        if (parts > 1 && job.Blocks < 2 * parts && p.Groups == 1 && p.K >= 16 * parts)
+        if (parts > 1 && job.Blocks < 2 * parts && p.Groups == 1 && p.K >= Lanes * parts)
         {
             // Too few blocks to share evenly (a single sample's small maps): the parts split the output channels
-            // instead, in whole micro-panels of 8 rows, each filling the same panels for its own rows.
-            job.RowsPerPart = (p.K / 8 + parts - 1) / parts * 8;
+            // instead, in runs of 32 rows (whole micro-panels either way round), each filling the same panels for its rows.
+            job.RowsPerPart = (p.K / Lanes + parts - 1) / parts * Lanes;
             job.Parts = (p.K + job.RowsPerPart - 1) / job.RowsPerPart;
         }
         else
@@ -222,7 +232,7 @@ internal static unsafe class ImplicitGemmConv
         // SAFETY: the packed weights stay pinned for the call; job lives on this frame and ForParts returns only after
         // every part is done.
         job.W = weights.Packed;
-        job.Rows = weights.Rows;
+        job.Transposed = weights.Transposed;
         job.OffH = weights.TapOffsetH;
         job.OffW = weights.TapOffsetW;
         if (job.Parts == 1) RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
@@ -313,7 +323,8 @@ internal static unsafe class ImplicitGemmConv
         if (first >= end || k0 >= k1) return;
         int rows = k1 - k0;
         ConvScratch scratch = ConvScratch.Current;
-        float* panel = scratch.Get(ConvScratch.Slot.Columns, (long)Math.Max(1, job.Kc) * Lanes);
+        // The panel, then room for its first 16 lanes repacked as two A micro-panels (MultiplyTransposed).
+        float* panel = scratch.Get(ConvScratch.Slot.Columns, (long)Math.Max(1, job.Kc) * (Lanes + 2 * Gemm.PanelRows));
         float* tile = scratch.Get(ConvScratch.Slot.Rows, 8 * Lanes);
         // With a fused pool the block's output rows go to scratch ([K, block columns]) and only the pooled planes to y.
         float* unpooled = job.Pooled ? scratch.Get(ConvScratch.Slot.Block, (long)job.P.K * job.BlockColumns) : null;
@@ -340,15 +351,9 @@ internal static unsafe class ImplicitGemmConv
                     if (job.Same) FillPanel(ref job, g, j0, coords, panel);
                     else FillRuns(ref job, job.X + (long)g * job.Cg * job.P.N * job.InPlane, j0, width, panel);
                     if (width > NarrowPanel)
-                    {
                         Gemm.MultiplyPanel(rows, job.Kc, job.W + g * job.PerGroup + (long)k0 * job.Kc, panel, yg + k0 * ld, (int)ld, width, tile);
-                    }
                     else
-                    {
-                        // A few columns (a sample's 1 x 6 map): the 32-wide micro-kernel would mostly multiply padding.
-                        Gemm.Sgemm(false, false, rows, width, job.Kc, 1f, job.Rows + ((long)g * job.Kg + k0) * job.Kc, job.Kc,
-                            panel, Lanes, 0f, yg + k0 * ld, (int)ld);
-                    }
+                        MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile);
                 }
             }
             // With the rows split between parts (one group), each part finishes its own rows; otherwise all of them.
@@ -364,6 +369,40 @@ internal static unsafe class ImplicitGemmConv
             ConvKernels.Epilogue(unpooled + (long)first0 * cols, cols, 0, count, cols, bias, residual, job.Columns, c0,
                 job.HasActivation, job.Activation, job.Alpha, job.Beta);
             PoolBlock(ref job, unpooled, n0, nb, pooledRow0, convRows, first0, first0 + count);
+        }
+    }
+
+    /// <summary>
+    /// Output columns [0, width) of a panel (width at most 16) for output channels [k0, k1) of group g, as
+    /// Y^T = X^T W^T: the panel's first 8 or 16 lanes, repacked as A micro-panels, times the transposed weights, 32
+    /// output channels at a time; each 8 x 32 result is written back transposed. The sums are the same dot products in
+    /// the same order as the other orientation.
+    /// </summary>
+    private static void MultiplyTransposed(ref Job job, int g, int k0, int k1, float* panel, int width, float* yg, long ld, float* tile)
+    {
+        int groups = (width + Gemm.PanelRows - 1) / Gemm.PanelRows;
+        float* a = panel + (long)job.Kc * Lanes;
+        // A micro-panel r holds, for each GEMM row p, the panel's lanes 8r .. 8r + 7.
+        for (int r = 0; r < groups; r++)
+        {
+            float* dst = a + (long)r * job.Kc * Gemm.PanelRows;
+            for (int p = 0; p < job.Kc; p++)
+                Vector256.Store(Vector256.Load(panel + (long)p * Lanes + r * Gemm.PanelRows), dst + p * Gemm.PanelRows);
+        }
+        float* weights = job.Transposed + g * job.PerGroupTransposed;
+        for (int kb = k0; kb < k1; kb += Lanes)
+        {
+            int channels = Math.Min(Lanes, k1 - kb);
+            for (int r = 0; r < groups; r++)
+            {
+                Gemm.MultiplyTile(job.Kc, a + (long)r * job.Kc * Gemm.PanelRows, weights + (long)kb * job.Kc, tile);
+                int columns = Math.Min(Gemm.PanelRows, width - r * Gemm.PanelRows);
+                for (int c = 0; c < channels; c++)
+                {
+                    float* yrow = yg + (kb + c) * ld + r * Gemm.PanelRows;
+                    for (int j = 0; j < columns; j++) yrow[j] = tile[j * Lanes + c];
+                }
+            }
         }
     }
 
