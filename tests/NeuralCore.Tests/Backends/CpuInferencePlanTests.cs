@@ -108,8 +108,10 @@ public sealed class CpuInferencePlanTests
     [InlineData(3, 5, 3, 3, 1, 2, 2, 3, 1)]
     // 12 output columns: at most 16, multiplied the other way round (Y^T = X^T W^T).
     [InlineData(32, 64, 3, 1, 1, 1, 6, 2, 3)]
-    // 16 columns and 64 output channels, split between the threads in runs of 32, each multiplied the other way round.
+    // 16 columns and 64 or 76 output channels, split between the threads in runs of 32 or 40 (the second starting
+    // inside a panel of the transposed weights), each multiplied the other way round.
     [InlineData(64, 64, 3, 1, 1, 4, 4, 1, 9)]
+    [InlineData(64, 76, 3, 1, 1, 4, 4, 1, 9)]
     // 60 columns, two panels: the threads split the 64 output channels instead of the panels.
     [InlineData(32, 64, 3, 1, 1, 6, 10, 1, 9)]
     public void SameConvolutionsRunAsImplicitGemm(int cin, int cout, int k, int dilation, int groups, int h, int w, int batch, int liveTaps)

@@ -218,11 +218,11 @@ internal static unsafe class ImplicitGemmConv
         if (pool is { } fused) PlanPooledBlocks(ref job, fused, threads);
         long macs = (long)p.K * job.Kc * job.Columns;
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, threads);
-        if (parts > 1 && job.Blocks < 2 * parts && p.Groups == 1 && p.K >= Lanes * parts)
+        if (parts > 1 && job.Blocks < 2 * parts && p.Groups == 1 && p.K >= 16 * parts)
         {
             // Too few blocks to share evenly (a single sample's small maps): the parts split the output channels
-            // instead, in runs of 32 rows (whole micro-panels either way round), each filling the same panels for its rows.
-            job.RowsPerPart = (p.K / Lanes + parts - 1) / parts * Lanes;
+            // instead, in whole micro-panels of 8 rows, each filling the same panels for its own rows.
+            job.RowsPerPart = ((p.K + 7) / 8 + parts - 1) / parts * 8;
             job.Parts = (p.K + job.RowsPerPart - 1) / job.RowsPerPart;
         }
         else
@@ -389,18 +389,19 @@ internal static unsafe class ImplicitGemmConv
             for (int p = 0; p < job.Kc; p++)
                 Vector256.Store(Vector256.Load(panel + (long)p * Lanes + r * Gemm.PanelRows), dst + p * Gemm.PanelRows);
         }
+        // The transposed weights come in panels of 32 output channels; a part's rows [k0, k1) may start inside one.
         float* weights = job.Transposed + g * job.PerGroupTransposed;
-        for (int kb = k0; kb < k1; kb += Lanes)
+        for (int kb = k0 / Lanes * Lanes; kb < k1; kb += Lanes)
         {
-            int channels = Math.Min(Lanes, k1 - kb);
+            int first = Math.Max(k0, kb), end = Math.Min(k1, kb + Lanes);
             for (int r = 0; r < groups; r++)
             {
                 Gemm.MultiplyTile(job.Kc, a + (long)r * job.Kc * Gemm.PanelRows, weights + (long)kb * job.Kc, tile);
                 int columns = Math.Min(Gemm.PanelRows, width - r * Gemm.PanelRows);
-                for (int c = 0; c < channels; c++)
+                for (int k = first; k < end; k++)
                 {
-                    float* yrow = yg + (kb + c) * ld + r * Gemm.PanelRows;
-                    for (int j = 0; j < columns; j++) yrow[j] = tile[j * Lanes + c];
+                    float* yrow = yg + k * ld + r * Gemm.PanelRows;
+                    for (int j = 0; j < columns; j++) yrow[j] = tile[j * Lanes + k - kb];
                 }
             }
         }
