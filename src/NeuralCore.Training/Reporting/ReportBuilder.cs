@@ -136,7 +136,7 @@ public static class ReportBuilder
         var comparison = new List<string> { "Parameters count learnable weights (batch-norm running statistics do not count); MACs are multiply-accumulates per sample, all layers counted as torchinfo does. Training time is the sum of the epochs' wall-clock time, validation included (for the pruned model: its fine-tuning only)." };
         if (results.Models.FirstOrDefault(m => m.Throughput is not null)?.Throughput is { } tp)
             comparison.Add(string.Create(Ci,
-                $"Latency and throughput: median of {tp.Runs1} forward passes at batch size 1 and {tp.RunsN} at batch size {tp.BatchSize}, eval mode, no gradients, on {tp.Device} with {tp.Threads} CPU threads, after warm-up."));
+                $"Latency and throughput: median of {tp.Runs1} forward passes at batch size 1 and {tp.RunsN} at batch size {tp.BatchSize}, eval mode, no gradients, on {tp.Device} with {tp.Threads} CPU threads, after warm-up, {(tp.Engine == "plan" ? "through the compiled CPU inference plan (batch norm folded, activations and pools fused)" : "op by op (eager)")}."));
         sections.Add(new Section("Comparison", comparison, ComparisonTable(results), Found("macro-accuracy.png")));
 
         if (results.Pruning is { } p)

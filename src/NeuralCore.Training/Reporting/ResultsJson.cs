@@ -221,6 +221,7 @@ public sealed record ModelTestResult
 /// <param name="RunsN">Timed runs at batch size N (after warm-up).</param>
 /// <param name="Threads">CPU threads used.</param>
 /// <param name="Device">The device.</param>
+/// <param name="Engine">What ran the pass: <c>plan</c> (the compiled <c>CpuInferencePlan</c>) or <c>eager</c> (op by op; GPUs, and models the plan cannot compile).</param>
 public sealed record ThroughputResult(
     [property: JsonPropertyName("batch1_ms")] double Batch1Milliseconds,
     [property: JsonPropertyName("batch1_samples_per_second")] double Batch1SamplesPerSecond,
@@ -230,7 +231,8 @@ public sealed record ThroughputResult(
     [property: JsonPropertyName("runs_batch1")] int Runs1,
     [property: JsonPropertyName("runs_batchN")] int RunsN,
     [property: JsonPropertyName("threads")] int Threads,
-    [property: JsonPropertyName("device")] string Device);
+    [property: JsonPropertyName("device")] string Device,
+    [property: JsonPropertyName("engine")] string Engine = "eager");
 
 /// <summary>How the pruned model was made.</summary>
 public sealed record PruningSettings
