@@ -197,6 +197,43 @@ public sealed class CpuInferencePlanTests
         Assert.DoesNotContain(plan.Description, d => d.StartsWith("max pool", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// What follows a fused pool stays a step of its own: Hardswish does not commute with a maximum (it is not
+    /// monotonic), nor does a batch norm with a negative scale, nor a residual addition.
+    /// </summary>
+    [Fact]
+    public void OpsAfterAFusedPoolAreNotMovedBeforeIt()
+    {
+        var g = new Generator(29);
+        var net = new Sequential(
+            new Conv2d(1, 16, 3, padding: 1, bias: true, generator: g),
+            new MaxPool2d(2, 2),
+            new Hardswish(),
+            new BatchNorm2d(16),
+            new Conv2d(16, 16, 3, padding: 1, bias: false, generator: g),
+            new MaxPool2d(2, 2),
+            new BatchNorm2d(16));
+        RandomizeStatistics(net, g);
+        using (Autograd.Autograd.NoGrad())
+        {
+            // Negative scales and inputs around Hardswish's minimum (-1.5), where pooling first and activating first differ.
+            foreach (var bn in net.NamedModules().Select(m => m.Module).OfType<BatchNorm2d>()) bn.Weight.CopyFrom(Tensor.Randn(bn.Weight.ShapeArray(), g).Sub(1f));
+        }
+        var x = Tensor.Randn([4, 1, 16, 20], g).Mul(3f);
+        net.Eval();
+        float[] expected;
+        using (Autograd.Autograd.NoGrad()) expected = net.Call(x).ToArray();
+        var plan = CpuInferencePlan.Compile(net, [4, 1, 16, 20]);
+        var actual = plan.Run(x).ToArray();
+        float scale = expected.Max(MathF.Abs);
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"output {i}: eager {expected[i]}, plan {actual[i]}");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: no pool was fused.");
+        Assert.Equal("conv 1->16 3x3 + max pool 2x2/2x2 (implicit GEMM)", plan.Description[0]);
+        Assert.Contains(plan.Description, d => d.StartsWith("element-wise + hardswish", StringComparison.Ordinal));
+        Assert.Equal(2, plan.Description.Count(d => d.StartsWith("batch norm", StringComparison.Ordinal)));
+    }
+
     private static void RandomizeStatistics(Module net, Generator g)
     {
         using (Autograd.Autograd.NoGrad())

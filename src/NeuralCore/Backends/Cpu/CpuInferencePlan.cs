@@ -8,9 +8,10 @@ namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
 /// A model's eval-mode forward pass compiled for the CPU at one input shape: the pass is traced once, batch norms that
-/// follow a convolution are folded into its weights and bias, activations and residual additions run in the
-/// convolution's epilogue while its output is still in cache, views cost nothing, and every intermediate lives in a
-/// buffer allocated at compile time. Intermediates are kept channel-major ([C, N, H, W]): a convolution's GEMM over a
+/// follow a convolution are folded into its weights and bias, activations, residual additions and a following max
+/// pool run in the convolution's epilogue while its output is still in cache (on AVX-512 the convolutions are implicit
+/// GEMMs, see <see cref="ImplicitGemmConv"/>), views cost nothing, and every intermediate lives in a buffer allocated
+/// at compile time. Intermediates are kept channel-major ([C, N, H, W]): a convolution's GEMM over a
 /// chunk of samples then writes its output rows in place, and a 1x1 convolution is one GEMM over the whole batch. <see cref="Run(ReadOnlySpan{float}, Span{float})"/> then allocates nothing and
 /// skips the per-op bookkeeping of eager execution, which dominates at batch size 1.
 /// </summary>
@@ -565,7 +566,9 @@ public sealed unsafe class CpuInferencePlan
                 scale[i] = (float)s;
                 shift[i] = (float)(beta[i] - mean[i] * s);
             }
-            if (_producer.TryGetValue(x, out var producer) && producer is ConvStep conv && conv.Residual < 0 && !conv.Act.Present
+            // Not after a fused pool: the pool runs last in the convolution's epilogue, and a negative scale does not
+            // commute with a maximum.
+            if (_producer.TryGetValue(x, out var producer) && producer is ConvStep { Pool: null } conv && conv.Residual < 0 && !conv.Act.Present
                 && Fusable(node.Inputs[0], x))
             {
                 // Fold: w'[k] = w[k] * scale[k], b'[k] = b[k] * scale[k] + shift[k].
@@ -597,7 +600,8 @@ public sealed unsafe class CpuInferencePlan
             {
                 switch (producer)
                 {
-                    case ConvStep { Act.Present: false } conv: conv.Act = act; Alias(node.Output, x); return;
+                    // A convolution with a fused pool applies its activation before pooling: not the same for every activation.
+                    case ConvStep { Act.Present: false, Pool: null } conv: conv.Act = act; Alias(node.Output, x); return;
                     case ChannelAffineStep { Act.Present: false } affine: affine.Act = act; Alias(node.Output, x); return;
                     case AddStep { Act.Present: false } add: add.Act = act; Alias(node.Output, x); return;
                 }
@@ -615,7 +619,7 @@ public sealed unsafe class CpuInferencePlan
             // Fuse into the producer of the operand computed last: the other one is ready when it runs.
             int last = StepIndex(a) >= StepIndex(b) ? a : b, other = last == a ? b : a;
             var lastTensor = last == a ? node.Inputs[0] : node.Inputs[1];
-            if (_producer.TryGetValue(last, out var producer) && producer is ConvStep { Residual: < 0, Act.Present: false } conv
+            if (_producer.TryGetValue(last, out var producer) && producer is ConvStep { Residual: < 0, Act.Present: false, Pool: null } conv
                 && other != last && Fusable(lastTensor, last))
             {
                 conv.Residual = other;
