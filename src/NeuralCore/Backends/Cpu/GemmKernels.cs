@@ -34,7 +34,9 @@ public static unsafe partial class Gemm
                 }
                 else
                 {
-                    Kernel512(kc, a, b, tile, Nr512, 1f, 0f);
+                    // A tile of at most 4 rows (19 = 8 + 8 + 3 output channels) skips the micro-panel's zero rows.
+                    if (rows <= Mr512 / 2) Kernel512Half(kc, a, b, tile);
+                    else Kernel512(kc, a, b, tile, Nr512, 1f, 0f);
                     Merge(tile, Nr512, c, ldc, rows, cols, alpha, beta);
                 }
                 break;
@@ -247,6 +249,35 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>8 x 32 tile, 16 zmm accumulators: per k, two loads of B and eight broadcasts of A feed 16 FMAs.</summary>
+    /// <summary>
+    /// The first 4 rows of <see cref="Kernel512"/>'s tile (same operands, same order of operations, so the same
+    /// rounding), written to <paramref name="tile"/> with row stride 32: for edge tiles of at most 4 rows.
+    /// </summary>
+    private static void Kernel512Half(int kc, float* a, float* b, float* tile)
+    {
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default;
+        Vector512<float> c20 = default, c21 = default, c30 = default, c31 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
+            Vector512<float> ai;
+            ai = Vector512.Create(a[0]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00); c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[1]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[2]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20); c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[3]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            a += Mr512;
+            b += Nr512;
+        }
+        c00.Store(tile); c01.Store(tile + 16);
+        c10.Store(tile + 32); c11.Store(tile + 48);
+        c20.Store(tile + 64); c21.Store(tile + 80);
+        c30.Store(tile + 96); c31.Store(tile + 112);
+    }
+
     private static void Kernel512(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta)
     {
         Vector512<float> c00 = default, c01 = default;
