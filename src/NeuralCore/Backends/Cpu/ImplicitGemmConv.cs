@@ -210,14 +210,14 @@ internal static unsafe class ImplicitGemmConv
         job.Columns = p.N * job.OutPlane;
         job.PerGroup = Gemm.PackedRowsLength(job.Kg, job.Kc);
         job.PerGroupTransposed = Gemm.PackedColumnsLength(job.Kg, job.Kc);
-        int threads = CpuThreading.Threads;
-        // Blocks small enough that every thread gets a few, whole panels, at most 256 columns.
-        long perThread = (job.Columns + 2L * threads - 1) / (2L * threads);
+        // Threads worth waking for this much work; blocks small enough that each of them gets a few, whole panels, at
+        // most 256 columns.
+        long macs = (long)p.K * job.Kc * job.Columns;
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
+        long perThread = (job.Columns + 2L * parts - 1) / (2L * parts);
         job.BlockColumns = (int)Math.Clamp((perThread + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
         job.Blocks = (int)((job.Columns + job.BlockColumns - 1) / job.BlockColumns);
-        if (pool is { } fused) PlanPooledBlocks(ref job, fused, threads);
-        long macs = (long)p.K * job.Kc * job.Columns;
-        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, threads);
+        if (pool is { } fused) PlanPooledBlocks(ref job, fused, parts);
         if (parts > 1 && job.Blocks < 2 * parts && p.Groups == 1 && p.K >= 16 * parts)
         {
             // Too few blocks to share evenly (a single sample's small maps): the parts split the output channels
@@ -240,24 +240,24 @@ internal static unsafe class ImplicitGemmConv
     }
 
     /// <summary>
-    /// Blocks for a fused pool: about 512 columns of whole planes, with at least two blocks per thread where the batch
-    /// allows; planes too large for that are cut into bands of pooled rows when the pooling windows do not overlap
+    /// Blocks for a fused pool: about 512 columns of whole planes, with at least two blocks per part (thread) where the
+    /// batch allows; planes too large for that are cut into bands of pooled rows when the pooling windows do not overlap
     /// vertically (kernel height at most the stride, no vertical padding, floor mode), so batch 1 still uses every thread.
     /// </summary>
-    private static void PlanPooledBlocks(ref Job job, FusedPool fused, int threads)
+    private static void PlanPooledBlocks(ref Job job, FusedPool fused, int parts)
     {
         job.Pooled = true;
         job.Pool = fused;
         Pool2dParams pp = fused.Params;
         int target = 2 * MaxBlockColumns;
         int samples = (int)Math.Max(1, target / job.OutPlane);
-        samples = Math.Max(1, Math.Min(samples, (job.P.N + 2 * threads - 1) / (2 * threads)));
+        samples = Math.Max(1, Math.Min(samples, (job.P.N + 2 * parts - 1) / (2 * parts)));
         bool bandable = pp.KernelH <= pp.StrideH && pp.PadH == 0 && !pp.CeilMode;
         if (samples == 1 && bandable)
         {
             int pooledRows = pp.P;
             int rows = Math.Max(1, target / (pp.StrideH * job.P.Q));
-            int bandsWanted = (2 * threads + job.P.N - 1) / job.P.N;
+            int bandsWanted = (2 * parts + job.P.N - 1) / job.P.N;
             rows = Math.Max(1, Math.Min(rows, (pooledRows + bandsWanted - 1) / bandsWanted));
             job.SamplesPerBlock = 1;
             job.BandRows = rows;
