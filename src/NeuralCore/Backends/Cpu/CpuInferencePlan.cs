@@ -337,23 +337,7 @@ public sealed unsafe class CpuInferencePlan
         public PoolKind Kind;
         public Pool2dParams P;
 
-        public override void Run(float** values)
-        {
-            if (Kind == PoolKind.Average && P.KernelH == P.H && P.KernelW == P.W && P.PadH == 0 && P.PadW == 0)
-            {
-                // Global average (the head's adaptive pool): one mean per plane, summed in row-major order as the pool kernels do.
-                float* x = values[In], y = values[Out];
-                int plane = P.H * P.W;
-                for (long i = 0; i < (long)P.N * P.C; i++, x += plane)
-                {
-                    float sum = 0;
-                    for (int j = 0; j < plane; j++) sum += x[j];
-                    y[i] = sum / plane;
-                }
-                return;
-            }
-            PoolKernels.Forward(Kind, values[In], values[Out], null, P);
-        }
+        public override void Run(float** values) => PoolKernels.Forward(Kind, values[In], values[Out], null, P);
 
         public override string ToString() => Label(Kind, P);
 

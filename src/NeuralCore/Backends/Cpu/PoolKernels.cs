@@ -91,6 +91,18 @@ internal static unsafe partial class PoolKernels
             MaxPlanes(job.X + first * hw, job.Y + first * pq, end - first, job.Params);
             return;
         }
+        if (!job.Backward && job.Kind == PoolKind.Average && p.KernelH == p.H && p.KernelW == p.W && p.PadH == 0 && p.PadW == 0)
+        {
+            // Global average (CP-ResNet's head): one mean per plane, summed in row-major order as the window kernels do.
+            for (int plane = first; plane < end; plane++)
+            {
+                float* x = job.X + plane * hw;
+                float sum = 0;
+                for (long i = 0; i < hw; i++) sum += x[i];
+                job.Y[plane] = sum / hw;
+            }
+            return;
+        }
         if (!job.Backward && p.Q < NarrowRow && RunNarrow(ref job, first, end)) return;
         for (int plane = first; plane < end; plane++)
         {
