@@ -19,9 +19,9 @@ internal sealed unsafe class ConvScratch
     /// <summary>The slots a convolution uses at the same time.</summary>
     internal enum Slot
     {
-        /// <summary>im2col columns [C/groups*R*S, columns].</summary>
+        /// <summary>im2col columns [C/groups*R*S, columns]; in the implicit GEMM, one B micro-panel and its repacked lanes.</summary>
         Columns,
-        /// <summary>Gathered output or output-gradient rows [K/groups, columns].</summary>
+        /// <summary>Gathered output or output-gradient rows [K/groups, columns]; in the implicit GEMM, the 8 x 32 edge tile.</summary>
         Rows,
         /// <summary>Per-part partial weight gradients (caller thread only).</summary>
         Partials,
