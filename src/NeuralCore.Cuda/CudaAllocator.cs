@@ -31,6 +31,9 @@ internal sealed class CudaAllocator
     /// <summary>The largest <see cref="InUseBytes"/> seen.</summary>
     public long PeakBytes { get { lock (_gate) return _peakBytes; } }
 
+    /// <summary>Starts a new peak from the bytes in use now.</summary>
+    public void ResetPeak() { lock (_gate) _peakBytes = _inUseBytes; }
+
     /// <summary>The size class a request of <paramref name="bytes"/> is served from.</summary>
     public static long RoundSize(long bytes)
     {

@@ -122,21 +122,27 @@ public sealed partial class CudaBackend
     private void GemmConvBackwardWeight(ulong dy, ulong x, ulong dw, in Conv2dParams p)
     {
         int cg = p.C / p.Groups, kg = p.K / p.Groups, crs = cg * p.R * p.S, pq = p.P * p.Q;
-        var chunk = ChunkImages(p);
+        // Each image of a chunk gets its own weight gradient from one batched GEMM; a second GEMM, with a row of ones,
+        // sums them into dw. (One GEMM per image costs a launch, and often a split-K reduction, per image.)
+        var perImage = ((long)crs * pq + (long)kg * crs) * sizeof(float);
+        var chunk = (int)Math.Clamp(Options.MaxWorkspaceBytes / Math.Max(perImage, 1), 1, Math.Max(p.N, 1));
         using var col = _dev.Allocator.Allocate((long)chunk * crs * pq * sizeof(float));
+        using var perImageGrad = _dev.Allocator.Allocate((long)chunk * kg * crs * sizeof(float));
+        using var ones = _dev.Allocator.Allocate((long)chunk * sizeof(float));
+        _dev.MakeCurrent();
+        CudaDriver.Check(CudaDriver.cuMemsetD32Async(ones.Pointer, BitConverter.SingleToUInt32Bits(1f), (nuint)chunk, _dev.Stream), "cuMemsetD32Async");
         for (var n0 = 0; n0 < p.N; n0 += chunk)
         {
             var nb = Math.Min(chunk, p.N - n0);
             for (var grp = 0; grp < p.Groups; grp++)
             {
                 Im2col(x + Bytes(((long)n0 * p.C + (long)grp * cg) * p.H * p.W), col.Pointer, nb, p);
-                // dw_grp [kg, crs] (+)= dy[n, grp] [kg, pq] x col[n]^T [pq, crs], accumulated over the images.
-                for (var i = 0; i < nb; i++)
-                {
-                    var beta = n0 + i == 0 ? 0f : 1f;
-                    Gemm(false, true, kg, crs, pq, dy + Bytes(((long)(n0 + i) * p.K + (long)grp * kg) * pq), pq, 0,
-                        col.Pointer + Bytes((long)i * crs * pq), pq, 0, beta, dw + Bytes((long)grp * kg * crs), crs, 0, 1);
-                }
+                // g[n] [kg, crs] = dy[n, grp] [kg, pq] x col[n]^T [pq, crs], for each image n of the chunk.
+                Gemm(false, true, kg, crs, pq, dy + Bytes(((long)n0 * p.K + (long)grp * kg) * pq), pq, (long)p.K * pq,
+                    col.Pointer, pq, (long)crs * pq, 0f, perImageGrad.Pointer, crs, (long)kg * crs, nb);
+                // dw_grp as a row [1, kg*crs] (+)= ones [1, nb] x g [nb, kg*crs]
+                Gemm(false, false, 1, kg * crs, nb, ones.Pointer, nb, 0, perImageGrad.Pointer, kg * crs, 0,
+                    n0 == 0 ? 0f : 1f, dw + Bytes((long)grp * kg * crs), kg * crs, 0, 1);
             }
         }
     }
@@ -145,12 +151,15 @@ public sealed partial class CudaBackend
 
     // ---- cuDNN --------------------------------------------------------------------------------
 
-    /// <summary>cuDNN descriptors and chosen algorithms for one convolution geometry.</summary>
+    /// <summary>cuDNN descriptors and, per direction, the chosen algorithm with its workspace size, for one convolution geometry.</summary>
     private sealed class ConvPlan
     {
         public nint X, W, Y, Conv;
-        public int? Forward, BackwardData, BackwardFilter;
+        public Algorithm? Forward, BackwardData, BackwardFilter;
     }
+
+    /// <summary>A cuDNN algorithm and the workspace bytes it needs for the plan's geometry (asked once, not per call).</summary>
+    private readonly record struct Algorithm(int Id, nuint WorkspaceBytes);
 
     private ConvPlan Plan(in Conv2dParams p)
     {
@@ -183,22 +192,22 @@ public sealed partial class CudaBackend
         for (var i = 0; i < returned; i++)
             if (results[i].Status == 0 && (long)results[i].Memory <= Options.MaxWorkspaceBytes) return results[i].Algo;
         throw new CudaException("cuDNN", call, 0, "NO_ALGORITHM",
-            $"no convolution algorithm works within the {Options.MaxWorkspaceBytes >> 20} MiB workspace limit; raise CudaOptions.MaxWorkspaceBytes or run without cuDNN (NEURALCORE_CUDNN=0)");
+            $"no convolution algorithm works within the {Options.MaxWorkspaceBytes >> 20} MiB workspace limit; raise CudaOptions.MaxWorkspaceBytes or run without cuDNN (the default; unset NEURALCORE_CUDNN)");
     }
 
     private unsafe void CudnnConvForward(ulong x, ulong w, ulong y, in Conv2dParams p)
     {
         var plan = Plan(p);
         var h = _dev.CudnnHandle;
-        plan.Forward ??= ChooseAlgorithm((int req, out int ret, Cudnn.AlgoPerf* r) => Options.CudnnBenchmark
+        plan.Forward ??= Choose(ChooseAlgorithm((int req, out int ret, Cudnn.AlgoPerf* r) => Options.CudnnBenchmark
             ? Cudnn.cudnnFindConvolutionForwardAlgorithm(h, plan.X, plan.W, plan.Conv, plan.Y, req, out ret, r)
-            : Cudnn.cudnnGetConvolutionForwardAlgorithm_v7(h, plan.X, plan.W, plan.Conv, plan.Y, req, out ret, r), "cudnnGetConvolutionForwardAlgorithm");
-        var algo = plan.Forward.Value;
-        Cudnn.Check(Cudnn.cudnnGetConvolutionForwardWorkspaceSize(h, plan.X, plan.W, plan.Conv, plan.Y, algo, out var bytes), "cudnnGetConvolutionForwardWorkspaceSize");
+            : Cudnn.cudnnGetConvolutionForwardAlgorithm_v7(h, plan.X, plan.W, plan.Conv, plan.Y, req, out ret, r), "cudnnGetConvolutionForwardAlgorithm"),
+            algo => (Cudnn.cudnnGetConvolutionForwardWorkspaceSize(h, plan.X, plan.W, plan.Conv, plan.Y, algo, out var bytes), bytes), "cudnnGetConvolutionForwardWorkspaceSize");
+        var (id, bytes) = plan.Forward.Value;
         using var ws = bytes == 0 ? null : _dev.Allocator.Allocate((long)bytes);
         float alpha = 1, beta = 0;
         _dev.MakeCurrent();
-        Cudnn.Check(Cudnn.cudnnConvolutionForward(h, &alpha, plan.X, x, plan.W, w, plan.Conv, algo, ws?.Pointer ?? 0, bytes, &beta, plan.Y, y),
+        Cudnn.Check(Cudnn.cudnnConvolutionForward(h, &alpha, plan.X, x, plan.W, w, plan.Conv, id, ws?.Pointer ?? 0, bytes, &beta, plan.Y, y),
             "cudnnConvolutionForward");
     }
 
@@ -206,15 +215,15 @@ public sealed partial class CudaBackend
     {
         var plan = Plan(p);
         var h = _dev.CudnnHandle;
-        plan.BackwardData ??= ChooseAlgorithm((int req, out int ret, Cudnn.AlgoPerf* r) => Options.CudnnBenchmark
+        plan.BackwardData ??= Choose(ChooseAlgorithm((int req, out int ret, Cudnn.AlgoPerf* r) => Options.CudnnBenchmark
             ? Cudnn.cudnnFindConvolutionBackwardDataAlgorithm(h, plan.W, plan.Y, plan.Conv, plan.X, req, out ret, r)
-            : Cudnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, plan.W, plan.Y, plan.Conv, plan.X, req, out ret, r), "cudnnGetConvolutionBackwardDataAlgorithm");
-        var algo = plan.BackwardData.Value;
-        Cudnn.Check(Cudnn.cudnnGetConvolutionBackwardDataWorkspaceSize(h, plan.W, plan.Y, plan.Conv, plan.X, algo, out var bytes), "cudnnGetConvolutionBackwardDataWorkspaceSize");
+            : Cudnn.cudnnGetConvolutionBackwardDataAlgorithm_v7(h, plan.W, plan.Y, plan.Conv, plan.X, req, out ret, r), "cudnnGetConvolutionBackwardDataAlgorithm"),
+            algo => (Cudnn.cudnnGetConvolutionBackwardDataWorkspaceSize(h, plan.W, plan.Y, plan.Conv, plan.X, algo, out var bytes), bytes), "cudnnGetConvolutionBackwardDataWorkspaceSize");
+        var (id, bytes) = plan.BackwardData.Value;
         using var ws = bytes == 0 ? null : _dev.Allocator.Allocate((long)bytes);
         float alpha = 1, beta = 0;
         _dev.MakeCurrent();
-        Cudnn.Check(Cudnn.cudnnConvolutionBackwardData(h, &alpha, plan.W, w, plan.Y, dy, plan.Conv, algo, ws?.Pointer ?? 0, bytes, &beta, plan.X, dx),
+        Cudnn.Check(Cudnn.cudnnConvolutionBackwardData(h, &alpha, plan.W, w, plan.Y, dy, plan.Conv, id, ws?.Pointer ?? 0, bytes, &beta, plan.X, dx),
             "cudnnConvolutionBackwardData");
     }
 
@@ -222,15 +231,23 @@ public sealed partial class CudaBackend
     {
         var plan = Plan(p);
         var h = _dev.CudnnHandle;
-        plan.BackwardFilter ??= ChooseAlgorithm((int req, out int ret, Cudnn.AlgoPerf* r) => Options.CudnnBenchmark
+        plan.BackwardFilter ??= Choose(ChooseAlgorithm((int req, out int ret, Cudnn.AlgoPerf* r) => Options.CudnnBenchmark
             ? Cudnn.cudnnFindConvolutionBackwardFilterAlgorithm(h, plan.X, plan.Y, plan.Conv, plan.W, req, out ret, r)
-            : Cudnn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, plan.X, plan.Y, plan.Conv, plan.W, req, out ret, r), "cudnnGetConvolutionBackwardFilterAlgorithm");
-        var algo = plan.BackwardFilter.Value;
-        Cudnn.Check(Cudnn.cudnnGetConvolutionBackwardFilterWorkspaceSize(h, plan.X, plan.Y, plan.Conv, plan.W, algo, out var bytes), "cudnnGetConvolutionBackwardFilterWorkspaceSize");
+            : Cudnn.cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, plan.X, plan.Y, plan.Conv, plan.W, req, out ret, r), "cudnnGetConvolutionBackwardFilterAlgorithm"),
+            algo => (Cudnn.cudnnGetConvolutionBackwardFilterWorkspaceSize(h, plan.X, plan.Y, plan.Conv, plan.W, algo, out var bytes), bytes), "cudnnGetConvolutionBackwardFilterWorkspaceSize");
+        var (id, bytes) = plan.BackwardFilter.Value;
         using var ws = bytes == 0 ? null : _dev.Allocator.Allocate((long)bytes);
         float alpha = 1, beta = 0;
         _dev.MakeCurrent();
-        Cudnn.Check(Cudnn.cudnnConvolutionBackwardFilter(h, &alpha, plan.X, x, plan.Y, dy, plan.Conv, algo, ws?.Pointer ?? 0, bytes, &beta, plan.W, dw),
+        Cudnn.Check(Cudnn.cudnnConvolutionBackwardFilter(h, &alpha, plan.X, x, plan.Y, dy, plan.Conv, id, ws?.Pointer ?? 0, bytes, &beta, plan.W, dw),
             "cudnnConvolutionBackwardFilter");
+    }
+
+    /// <summary>The algorithm <paramref name="id"/> with its workspace size, asked of cuDNN once per plan and direction.</summary>
+    private static Algorithm Choose(int id, Func<int, (int Status, nuint Bytes)> workspace, string call)
+    {
+        var (status, bytes) = workspace(id);
+        Cudnn.Check(status, call);
+        return new Algorithm(id, bytes);
     }
 }

@@ -64,8 +64,11 @@ public sealed partial class CudaBackend : IBackend
     /// <summary>Bytes of GPU memory cached for reuse by the allocator.</summary>
     public long MemoryCached => _dev.Allocator.CachedBytes;
 
-    /// <summary>The peak of <see cref="MemoryInUse"/>.</summary>
+    /// <summary>The peak of <see cref="MemoryInUse"/> since the device was first used or <see cref="ResetPeakMemoryInUse"/>.</summary>
     public long PeakMemoryInUse => _dev.Allocator.PeakBytes;
+
+    /// <summary>Starts a new <see cref="PeakMemoryInUse"/> from the memory in use now (PyTorch's <c>reset_peak_memory_stats</c>).</summary>
+    public void ResetPeakMemoryInUse() => _dev.Allocator.ResetPeak();
 
     /// <summary>Waits until the GPU has finished everything enqueued so far (call before timing).</summary>
     public void Synchronize() => _dev.Synchronize();
@@ -113,6 +116,22 @@ public sealed partial class CudaBackend : IBackend
         _dev.Memset(storage.DevicePointer, (long)length * dtype.ElementSize());
         return storage;
     }
+
+    /// <inheritdoc />
+    public Storage AllocateUninitialized(DType dtype, int length)
+    {
+        var storage = NewStorage(dtype, length);
+        // Every 4 bytes a float NaN: a kernel that leaves part of its output unwritten shows up in a comparison.
+        if (PoisonUninitialized && length > 0)
+            CudaDriver.Check(CudaDriver.cuMemsetD32Async(storage.DevicePointer, 0x7FC00000u, (nuint)((long)length * dtype.ElementSize() / 4), _dev.Stream), "cuMemsetD32Async");
+        return storage;
+    }
+
+    /// <summary>
+    /// When true, <see cref="AllocateUninitialized"/> fills new storage with NaN instead of leaving the cache's old
+    /// contents, so the self-test catches a kernel that relies on zeroed output memory. Off outside the self-test.
+    /// </summary>
+    internal static bool PoisonUninitialized { get; set; }
 
     private CudaStorage NewStorage(DType dtype, int length)
     {

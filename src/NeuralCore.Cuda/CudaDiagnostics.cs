@@ -85,7 +85,7 @@ public static class CudaDiagnostics
             {
                 var device = CudaDevice.Get(i);
                 CudaDriver.Check(CudaDriver.cuDeviceTotalMem(out var total, device.Handle), "cuDeviceTotalMem");
-                sb.AppendLine($"GPU {device}, {(long)total >> 20} MiB, cuDNN {(device.HasCudnn ? "in use" : "absent: convolution, batch norm and pooling use NeuralCore's kernels")}");
+                sb.AppendLine($"GPU {device}, {(long)total >> 20} MiB, cuDNN {(device.HasCudnn ? "installed (used with NEURALCORE_CUDNN=1)" : "absent")}");
             }
             catch (Exception e) when (e is CudaException or CudaUnavailableException)
             {

@@ -3,8 +3,13 @@ namespace NeuralCore.Cuda;
 /// <summary>Settings of a <see cref="CudaBackend"/>.</summary>
 public sealed record CudaOptions
 {
-    /// <summary>Use cuDNN for convolution, batch norm and pooling when it is installed (default true); false forces NeuralCore's own kernels.</summary>
-    public bool UseCudnn { get; init; } = true;
+    /// <summary>
+    /// Use cuDNN for convolution, batch norm and pooling when it is installed. Default false: NeuralCore's own kernels
+    /// (im2col + cuBLAS), which ran CP-ResNet 1.2-4x faster than cuDNN 9.19 on an H200, training and inference,
+    /// because each call of cuDNN's convolution API costs about 70 microseconds of host time (docs/benchmarks.md).
+    /// Large convolutions, whose GPU time outweighs that, can be faster with cuDNN.
+    /// </summary>
+    public bool UseCudnn { get; init; }
 
     /// <summary>
     /// Let cuBLAS and cuDNN round FP32 inputs to TF32 on tensor cores (Ampere and newer): faster, about 3 decimal
@@ -20,12 +25,12 @@ public sealed record CudaOptions
 
     /// <summary>
     /// The defaults, overridden by environment variables: <c>NEURALCORE_CUDA_TF32=1</c> enables TF32,
-    /// <c>NEURALCORE_CUDNN=0</c> disables cuDNN, <c>NEURALCORE_CUDNN_BENCHMARK=1</c> times convolution algorithms.
+    /// <c>NEURALCORE_CUDNN=1</c> uses cuDNN, <c>NEURALCORE_CUDNN_BENCHMARK=1</c> times convolution algorithms.
     /// </summary>
     public static CudaOptions FromEnvironment() => new()
     {
         AllowTf32 = Flag("NEURALCORE_CUDA_TF32", false),
-        UseCudnn = Flag("NEURALCORE_CUDNN", true),
+        UseCudnn = Flag("NEURALCORE_CUDNN", false),
         CudnnBenchmark = Flag("NEURALCORE_CUDNN_BENCHMARK", false),
     };
 

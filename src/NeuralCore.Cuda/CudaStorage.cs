@@ -36,7 +36,8 @@ public sealed class CudaStorage : Storage
             if (_buffer is null) return 0;
             if (_buffer.IsClosed)
                 throw new ObjectDisposedException(nameof(CudaStorage),
-                    $"This {DType} CUDA storage of {Length} elements was disposed; a tensor (or a view sharing its storage) was used after Dispose().");
+                    $"This {DType} CUDA storage of {Length} elements was disposed: a tensor (or a view sharing its storage) was used after Dispose(), " +
+                    "or after the TensorScope it was computed in ended (call scope.Keep(tensor) before the scope ends to use it afterwards).");
             return _buffer.Pointer;
         }
     }

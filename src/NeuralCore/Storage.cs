@@ -17,6 +17,22 @@ public abstract class Storage : IDisposable
 
     /// <summary>Releases native memory (device buffers); a no-op for managed host memory.</summary>
     public virtual void Dispose() => GC.SuppressFinalize(this);
+
+    /// <summary>Counts the writes through the tensor API's in-place methods (<c>FillInPlace</c>, <c>CopyFrom</c>, ...), for caches of a storage's contents.</summary>
+    internal int Version { get; set; }
+
+    /// <summary>The <see cref="TensorScope"/> whose end releases this storage; null for storage the GC (or its user) owns.</summary>
+    internal TensorScope? Owner { get; set; }
+
+    /// <summary>
+    /// Gives the memory back when the owning scope ends: device memory returns to its backend's cache at once (the
+    /// default, <see cref="Dispose"/>); every later access throws.
+    /// </summary>
+    internal virtual void Release()
+    {
+        Owner = null;
+        Dispose();
+    }
 }
 
 /// <summary>Host storage backed by a managed array (float[], long[] or int[]).</summary>
@@ -52,22 +68,14 @@ public sealed class CpuStorage : Storage
         _ => throw new ArgumentOutOfRangeException(nameof(dtype)),
     });
 
-    /// <summary>Storage of <paramref name="length"/> elements with undefined contents, rented from the pool and owned by the current <see cref="TensorScope"/>.</summary>
-    internal static CpuStorage Rent(TensorScope scope, DType dtype, int length)
-    {
-        var storage = new CpuStorage(Backends.Cpu.CpuBufferPool.Rent(dtype, length)) { Owner = scope };
-        scope.Track(storage);
-        return storage;
-    }
-
-    /// <summary>The scope whose end returns this storage's array to the pool; null for storage the GC owns.</summary>
-    internal TensorScope? Owner { get; set; }
+    /// <summary>Storage of <paramref name="length"/> elements with undefined contents, rented from the pool (for a <see cref="TensorScope"/> to own).</summary>
+    internal static CpuStorage Rent(DType dtype, int length) => new(Backends.Cpu.CpuBufferPool.Rent(dtype, length));
 
     /// <summary>True after <see cref="Release"/>: the array went back to the pool.</summary>
     public bool IsReleased => _data is null;
 
     /// <summary>Hands the array back to the pool; every later access throws.</summary>
-    internal void Release()
+    internal override void Release()
     {
         if (_data is null) return;
         Backends.Cpu.CpuBufferPool.Return(_data);

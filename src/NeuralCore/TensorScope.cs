@@ -1,14 +1,16 @@
 namespace NeuralCore;
 
 /// <summary>
-/// Releases the temporaries of a step: while a scope is active on a thread, the CPU memory that ops allocate for
-/// their outputs (activations, gradients of intermediates, saved values of the backward pass) comes from a pool, and
-/// goes back to it when the scope is disposed. A training or inference step with fixed shapes run inside a scope then
-/// allocates no arrays after its first run, and the GC has nothing large to collect.
+/// Releases the temporaries of a step: while a scope is active on a thread, the memory that ops allocate for their
+/// outputs (activations, gradients of intermediates, saved values of the backward pass) belongs to the scope and is
+/// given back when the scope is disposed: CPU arrays to a pool, GPU memory to the device's caching allocator. A training
+/// or inference step with fixed shapes run inside a scope then allocates no arrays (and no device memory) after its
+/// first run, and the GC has nothing large to collect. Without a scope, GPU temporaries go back only when the GC
+/// finalizes them, which it does not know to hurry: device memory then grows with every step.
 /// </summary>
 /// <remarks>
 /// <para>
-/// Only op outputs are pooled. Tensors made by <see cref="Tensor.Zeros"/>, <see cref="Tensor.FromArray(float[], int[])"/>
+/// Only op outputs are owned by the scope. Tensors made by <see cref="Tensor.Zeros"/>, <see cref="Tensor.FromArray(float[], int[])"/>
 /// and the other creation functions, parameters, buffers and optimizer state belong to the GC as always; so does a
 /// gradient once it is stored in a leaf's <see cref="Tensor.Grad"/>. Anything else computed inside the scope that must
 /// outlive it needs <see cref="Keep"/>; reading it after the scope ended throws <see cref="ObjectDisposedException"/>
@@ -35,7 +37,7 @@ public sealed class TensorScope : IDisposable
 
     private readonly TensorScope? _outer;
     private readonly Thread _thread;
-    private List<CpuStorage>? _owned = [];
+    private List<Storage>? _owned = [];
 
     private TensorScope(TensorScope? outer)
     {
@@ -62,7 +64,7 @@ public sealed class TensorScope : IDisposable
     public Tensor Keep(Tensor tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);
-        if (tensor.Storage is CpuStorage s && ReferenceEquals(s.Owner, this))
+        if (tensor.Storage is { } s && ReferenceEquals(s.Owner, this))
         {
             s.Owner = _outer;
             _outer?.Track(s);
@@ -70,13 +72,17 @@ public sealed class TensorScope : IDisposable
         return tensor;
     }
 
-    internal void Track(CpuStorage storage) =>
+    /// <summary>Makes this scope the owner of <paramref name="storage"/>: its end releases it.</summary>
+    internal void Track(Storage storage)
+    {
         (_owned ?? throw new ObjectDisposedException(nameof(TensorScope), "This TensorScope was already disposed.")).Add(storage);
+        storage.Owner = this;
+    }
 
     /// <summary>Moves a storage out of every scope, for memory that something long-lived now holds (a leaf's gradient).</summary>
     internal static void Escape(Storage storage)
     {
-        if (storage is CpuStorage { Owner: not null } s) s.Owner = null;
+        storage.Owner = null;
     }
 
     /// <summary>Returns the memory of every op output made in this scope (and not kept) to the pool.</summary>

@@ -10,7 +10,7 @@ public class ModelOnGpuTests : GpuTest
 {
     private static CpResNet Model() => new(CpResNetConfig.FromWidths("8 16 32"), new Generator(3));
 
-    /// <summary>One CP-ResNet training step (forward, cross-entropy, backward, Adam) gives the CPU's loss and parameters.</summary>
+    /// <summary>Three CP-ResNet training steps (forward, cross-entropy, backward, SGD with momentum) give the CPU's losses and parameters.</summary>
     [Fact]
     public void CpResNetTrainingStepMatchesTheCpu()
     {
@@ -21,8 +21,10 @@ public class ModelOnGpuTests : GpuTest
         var gpuModel = Model();
         gpuModel.To(Device.Cuda(0));
         var losses = new List<(float Cpu, float Gpu)>();
-        var cpuOpt = new Adam(cpuModel.Parameters(), lr: 1e-3);
-        var gpuOpt = new Adam(gpuModel.Parameters(), lr: 1e-3);
+        // SGD, not Adam: Adam's normalised step turns rounding-level differences in tiny gradients into full-size
+        // updates, so two correct backends part ways (see ModelChecks.Training); Adam has its own conformance tests.
+        var cpuOpt = new SGD(cpuModel.Parameters(), lr: 0.05, momentum: 0.9);
+        var gpuOpt = new SGD(gpuModel.Parameters(), lr: 0.05, momentum: 0.9);
         for (var step = 0; step < 3; step++)
         {
             var cl = Functional.CrossEntropy(cpuModel.Forward(x), labels);
@@ -32,13 +34,13 @@ public class ModelOnGpuTests : GpuTest
             cl.Backward(); gl.Backward();
             cpuOpt.Step(); gpuOpt.Step();
         }
-        foreach (var (c, g) in losses) Assert.Equal(c, g, 1e-3f);
+        foreach (var (c, g) in losses) Assert.True(Math.Abs(c - g) <= 1e-4f + 1e-4f * Math.Abs(c), $"losses CPU {c}, CUDA {g}");
         Assert.True(losses[^1].Gpu < losses[0].Gpu, $"loss did not go down on the GPU: {string.Join(", ", losses.Select(l => l.Gpu))}");
         var cpuState = cpuModel.StateDict();
         foreach (var (name, t) in gpuModel.StateDict())
         {
             Assert.Equal(Device.Cuda(0), t.Device);
-            if (t.DType == DType.Float32) Close(cpuState[name], t, 1e-3f, 1e-3f, name);
+            if (t.DType == DType.Float32) Close(cpuState[name], t, 1e-4f, 1e-3f, name);
         }
     }
 
@@ -67,9 +69,54 @@ public class ModelOnGpuTests : GpuTest
     }
 }
 
-/// <summary>The caching allocator and host transfers.</summary>
+/// <summary>Tests that read the device's memory counters run alone: other tests allocating at the same time would move them.</summary>
+[CollectionDefinition(nameof(MemoryCounters), DisableParallelization = true)]
+public sealed class MemoryCounters;
+
+/// <summary>The caching allocator, scopes and host transfers.</summary>
+[Collection(nameof(MemoryCounters))]
 public class MemoryTests : GpuTest
 {
+    /// <summary>
+    /// A training step inside a <see cref="TensorScope"/> gives every GPU temporary back to the cache when the scope
+    /// ends, so the memory in use returns to its level before the step; a tensor the scope kept stays readable, one it
+    /// released throws.
+    /// </summary>
+    [Fact]
+    public void ScopeReturnsGpuTemporariesToTheCache()
+    {
+        var gpu = Cuda();
+        var model = new CpResNet(CpResNetConfig.FromWidths("8 16 32"), new Generator(3));
+        model.To(Device.Cuda(0));
+        var x = OnGpu(Rand([16, 1, 28, 28], 5, 0, 1));
+        var y = OnGpu(Tensor.FromArray(Enumerable.Range(0, 16).Select(i => (long)(i % 10)).ToArray(), 16));
+        var optimizer = new SGD(model.Parameters(), lr: 0.01, momentum: 0.9);
+        void Step()
+        {
+            optimizer.ZeroGrad(setToNone: false);
+            Functional.CrossEntropy(model.Call(x), y).Backward();
+            optimizer.Step();
+        }
+        using (TensorScope.Enter()) Step(); // creates the gradients and the momentum buffers, which outlive scopes
+        gpu.Synchronize();
+        var before = gpu.MemoryInUse;
+        Tensor released, kept;
+        using (var scope = TensorScope.Enter())
+        {
+            Step();
+            Assert.True(gpu.MemoryInUse > before, "the step's temporaries were not on the GPU");
+            released = model.Call(x);
+            kept = scope.Keep(model.Call(x));
+        }
+        var e = Assert.Throws<ObjectDisposedException>(() => released.ToArray());
+        Assert.Contains("TensorScope", e.Message);
+        Assert.Equal(16 * 10, kept.ToArray().Length);
+        var withKept = gpu.MemoryInUse;
+        kept.Dispose();
+        Assert.Equal(before, gpu.MemoryInUse);
+        Assert.True(withKept > before);
+    }
+
     [Fact]
     public void DisposedBlocksAreReusedWithoutNewDeviceMemory()
     {

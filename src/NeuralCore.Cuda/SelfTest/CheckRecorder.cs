@@ -18,6 +18,9 @@ internal sealed class CheckRecorder(TextWriter? progress)
         string? failure;
         try
         {
+            // Inside a scope, op outputs take memory with undefined contents (NaN while the self-test poisons it), as
+            // in a training step: a kernel must write every element of its output.
+            using var scope = TensorScope.Enter();
             body(comparison);
             failure = comparison.Failure;
         }

@@ -15,22 +15,30 @@ internal sealed class ModelChecks(CheckRecorder recorder, Device gpu)
         Tensor.FromArray(Enumerable.Range(0, batch).Select(i => (long)(i * 7 % classes)).ToArray(), batch).To(device);
 
     /// <summary>
-    /// The same model (same seed) trained for <paramref name="steps"/> Adam steps on one fixed random batch on the
-    /// CPU and on the GPU: the losses must agree within rtol 1e-3, the GPU's loss must go down, and the parameters and
-    /// running statistics must agree within 1e-3 per step (Adam's normalised update can flip the sign of a step
-    /// whose gradient is tiny, so the bound grows with the steps).
+    /// The same model (same seed) trained for <paramref name="steps"/> SGD steps (momentum 0.9, weight decay) on one
+    /// fixed random batch on the CPU and on the GPU: the losses, the parameters and the running statistics must agree,
+    /// and the GPU's loss must go down.
     /// </summary>
+    /// <remarks>
+    /// SGD rather than Adam: Adam divides each gradient by its own magnitude, so a parameter whose gradient is at the
+    /// level of rounding noise takes a full-size step in a direction the noise picks, and two correct backends part
+    /// ways. On the CPU alone, perturbing every gradient by a relative 1e-7 moves the fifth Adam loss of this check by
+    /// 2e-3, while the SGD losses stay equal to six digits. Adam's update itself is checked op by op (group optimizer).
+    /// </remarks>
     public void Training(SelfTestModel model, int steps, int batch, string mode)
     {
-        var paramTol = new Tol(1e-3f * steps, 1e-3f);
-        recorder.Run("training", $"{model.Name} {steps} Adam steps, batch {batch} x {string.Join('x', model.SampleShape)} {mode}",
-            $"losses atol 1e-4 + rtol 1e-3; parameters {paramTol}", cmp =>
+        var lossTol = new Tol(1e-4f, 1e-4f);
+        // A relative 1e-6 perturbation of every gradient moves the most sensitive weights of this run (stage2.block1.conv1)
+        // by 7e-5 on the CPU alone; an H200 differed from the CPU by at most 2.4e-4 there, with and without cuDNN.
+        var paramTol = new Tol(1e-3f, 1e-3f);
+        recorder.Run("training", $"{model.Name} {steps} SGD steps, batch {batch} x {string.Join('x', model.SampleShape)} {mode}",
+            $"losses {lossTol}; parameters {paramTol}", cmp =>
             {
                 var x = Batch(model.SampleShape, batch, 7, Device.Cpu);
                 var y = Labels(batch, model.Classes, Device.Cpu);
                 var (cpuModel, cpuLosses) = Train(model, x, y, steps, Device.Cpu);
                 var (gpuModel, gpuLosses) = Train(model, x.To(gpu), y.To(gpu), steps, gpu);
-                cmp.Close("losses", Tensor.FromArray(cpuLosses, steps), Tensor.FromArray(gpuLosses, steps), 1e-4f, 1e-3f);
+                cmp.Close("losses", Tensor.FromArray(cpuLosses, steps), Tensor.FromArray(gpuLosses, steps), lossTol.Atol, lossTol.Rtol);
                 if (!(gpuLosses[^1] < gpuLosses[0]))
                     cmp.Fail($"the GPU loss did not go down: {Format(gpuLosses)}");
                 var cpuState = cpuModel.StateDict();
@@ -48,10 +56,11 @@ internal sealed class ModelChecks(CheckRecorder recorder, Device gpu)
         var model = spec.Create(new Generator(3));
         model.To(device);
         model.Train();
-        var optimizer = new Adam(model.Parameters(), lr: 1e-3, weightDecay: 3e-3);
+        var optimizer = new SGD(model.Parameters(), lr: 0.05, momentum: 0.9, weightDecay: 3e-3);
         var losses = new float[steps];
         for (var step = 0; step < steps; step++)
         {
+            using var scope = TensorScope.Enter();
             optimizer.ZeroGrad();
             var loss = Functional.CrossEntropy(model.Call(x), y);
             loss.Backward();
@@ -103,22 +112,29 @@ internal sealed class ModelChecks(CheckRecorder recorder, Device gpu)
     public static SelfTestTiming Benchmark(SelfTestBenchmark bench, CudaBackend backend, int iterations, int warmup)
     {
         var device = backend.Device;
+        // The earlier workloads' models go first, so the peak below counts this workload alone.
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        backend.Synchronize();
+        var baseline = backend.MemoryInUse;
+        backend.ResetPeakMemoryInUse();
         var model = bench.Model.Create(new Generator(1));
         model.To(device);
         var x = Batch(bench.SampleShape, bench.BatchSize, 2, device);
         var y = Labels(bench.BatchSize, bench.Model.Classes, device);
         var optimizer = new Adam(model.Parameters(), lr: 1e-3, weightDecay: 3e-3);
-        long peak = 0;
         model.Train();
         var train = Time(iterations, warmup, backend, () =>
         {
             optimizer.ZeroGrad(setToNone: false);
             var loss = Functional.CrossEntropy(model.Call(x), y);
             loss.Backward();
-            // Live memory right after the backward pass: activations, gradients, parameters and optimizer state.
-            peak = Math.Max(peak, backend.MemoryInUse);
             optimizer.Step();
         });
+        // The most GPU memory live at once in a training step: parameters, gradients, optimizer state, the batch,
+        // and the activations the backward pass keeps (as PyTorch's max_memory_allocated counts it).
+        var peak = backend.PeakMemoryInUse - baseline;
         model.Eval();
         var inference = Time(iterations, warmup, backend, () =>
         {

@@ -19,7 +19,7 @@ public sealed record SelfTestCheck(string Group, string Name, bool Passed, doubl
 /// <param name="InferenceMs">Median milliseconds of a forward pass in eval mode without autograd.</param>
 /// <param name="TrainSamplesPerSecond">Batch size / median training step.</param>
 /// <param name="InferenceSamplesPerSecond">Batch size / median inference pass.</param>
-/// <param name="PeakMemoryBytes">The allocator's peak of live GPU memory during the workload.</param>
+/// <param name="PeakMemoryBytes">The most GPU memory live at once during the workload's training steps (parameters, gradients, optimizer state, batch, activations).</param>
 public sealed record SelfTestTiming(string Model, string Input, int BatchSize, bool Cudnn, double TrainStepMs, double InferenceMs,
     double TrainSamplesPerSecond, double InferenceSamplesPerSecond, long PeakMemoryBytes);
 

@@ -63,7 +63,7 @@ public static class Autograd
         {
             if (root.NumElements != 1)
                 throw new InvalidOperationException($"Backward() without a gradient needs a scalar; this tensor has shape {Tensor.FormatShape(root.Shape)}. Pass a gradient of the same shape.");
-            gradient = Tensor.Ones(root.ShapeArray(), root.Device);
+            gradient = Tensor.FullOutput(root.ShapeArray(), 1, root.Device);
         }
         else if (!gradient.Shape.SequenceEqual(root.Shape))
             throw new ArgumentException($"The gradient's shape {Tensor.FormatShape(gradient.Shape)} differs from the tensor's {Tensor.FormatShape(root.Shape)}.", nameof(gradient));

@@ -20,6 +20,12 @@ public interface IBackend
     /// <summary>Allocates zeroed storage of <paramref name="length"/> elements.</summary>
     Storage Allocate(DType dtype, int length);
 
+    /// <summary>
+    /// Storage of <paramref name="length"/> elements whose contents are undefined, for an op output that writes every
+    /// element (a <see cref="TensorScope"/> owns it); by default zeroed like <see cref="Allocate"/>.
+    /// </summary>
+    Storage AllocateUninitialized(DType dtype, int length) => Allocate(dtype, length);
+
     /// <summary>Copies a host array (float[], long[] or int[]) into new storage.</summary>
     Storage FromHost(Array data);
 

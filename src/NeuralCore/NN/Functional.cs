@@ -248,7 +248,7 @@ public static class Functional
             case Reduction.Sum: return losses.Sum();
             default:
                 if (cw is null && sampleWeights is null) return losses.Mean();
-                var wt = cw is null ? Tensor.Ones([rows], logProbs.Device) : cw.IndexSelect(0, t);
+                var wt = cw is null ? Tensor.FullOutput([rows], 1, logProbs.Device) : cw.IndexSelect(0, t);
                 if (sampleWeights is not null) wt = wt.Mul(sampleWeights.Detach());
                 return losses.Sum().Div(wt.Sum());
         }

@@ -14,21 +14,33 @@ public partial class Tensor
     }
 
     /// <summary>
-    /// An op's output whose every element the op writes: inside a <see cref="TensorScope"/> on the CPU, pooled memory
-    /// with undefined contents that the scope releases; elsewhere zeros.
+    /// An op's output whose every element the op writes: inside a <see cref="TensorScope"/>, memory with undefined
+    /// contents that the scope releases (pooled arrays on the CPU, the backend's cache on a GPU); elsewhere zeros.
     /// </summary>
     internal static Tensor Empty(int[] shape, Device device, DType dtype = DType.Float32)
     {
-        if (device.Type == DeviceType.Cpu && TensorScope.Current is { } scope)
-            return new Tensor(CpuStorage.Rent(scope, dtype, Numel(shape)), (int[])shape.Clone());
-        return Zeros(shape, device, dtype);
+        if (TensorScope.Current is not { } scope) return Zeros(shape, device, dtype);
+        var length = Numel(shape);
+        var storage = device.Type == DeviceType.Cpu
+            ? CpuStorage.Rent(dtype, length)
+            : device.Backend.AllocateUninitialized(dtype, length);
+        scope.Track(storage);
+        return new Tensor(storage, (int[])shape.Clone());
     }
 
     /// <summary>An op's output that must start at zero (the op accumulates into it): pooled inside a <see cref="TensorScope"/>.</summary>
     internal static Tensor ZerosOutput(int[] shape, Device device, DType dtype = DType.Float32)
     {
         var t = Empty(shape, device, dtype);
-        if (t.storage is CpuStorage { Owner: not null }) t.Backend.Fill(t, 0);
+        if (t.storage.Owner is not null) t.Backend.Fill(t, 0);
+        return t;
+    }
+
+    /// <summary>An op's temporary filled with <paramref name="value"/>: owned by the current <see cref="TensorScope"/>, if any.</summary>
+    internal static Tensor FullOutput(int[] shape, double value, Device device)
+    {
+        var t = Empty(shape, device);
+        t.Backend.Fill(t, value);
         return t;
     }
 
@@ -134,6 +146,7 @@ public partial class Tensor
     {
         if (Autograd.Autograd.IsGradEnabled && (RequiresGrad || GradFn is not null))
             throw new InvalidOperationException($"{op} would modify a tensor that is part of the autograd graph. Run it inside Autograd.NoGrad() or on a detached tensor.");
+        storage.Version++;
     }
 
     /// <summary>Sets every element to <paramref name="value"/> in place.</summary>

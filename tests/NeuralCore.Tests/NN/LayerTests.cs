@@ -235,6 +235,35 @@ public class LayerTests
         Assert.Equal("1, eps=1e-05, momentum=None, affine=True, track_running_stats=True", bn.ExtraRepr());
     }
 
+    /// <summary>
+    /// The layer keeps its own copy of the counter (a GPU read would wait for the device each step); a counter loaded
+    /// from a state dict or written in place by other code is what the next step counts from.
+    /// </summary>
+    [Fact]
+    public void BatchNorm2d_CountsOnFromALoadedOrOverwrittenCounter()
+    {
+        var bn = new BatchNorm2d(1, momentum: null);
+        var x = Tensor.FromArray([1f, 3f], 2, 1, 1, 1);
+        bn.Call(x);
+        Assert.Equal(1, bn.NumBatchesTracked);
+        var state = bn.StateDict().ToDictionary(kv => kv.Key, kv => kv.Value.Clone());
+        state["num_batches_tracked"] = Tensor.FromArray([7L]).Reshape();
+        bn.LoadStateDict(state);
+        Assert.Equal(7, bn.NumBatchesTracked);
+        bn.Call(x);
+        Assert.Equal(8, bn.NumBatchesTracked);
+        Assert.Equal([8L], bn.StateDict()["num_batches_tracked"].ToInt64Array());
+        using (NoGrad()) bn.StateDict()["num_batches_tracked"].FillInPlace(3);
+        Assert.Equal(3, bn.NumBatchesTracked);
+        // Momentum 1/4 now: the running mean moves a quarter of the way to the batch mean 2.
+        var before = bn.RunningMean.ToArray()[0];
+        bn.Call(x);
+        Assert.Equal(4, bn.NumBatchesTracked);
+        Assert.Equal(before + (2 - before) / 4, bn.RunningMean.ToArray()[0], 5);
+        bn.ResetRunningStats();
+        Assert.Equal(0, bn.NumBatchesTracked);
+    }
+
     [Fact]
     public void Activations_MatchTheirFormulas()
     {

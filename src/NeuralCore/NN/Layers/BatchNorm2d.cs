@@ -20,6 +20,13 @@ public sealed class BatchNorm2d : Module
     private readonly Tensor _runningVar;
     private readonly Tensor _numBatchesTracked;
 
+    // NOTE: the counter's value as this layer last wrote it, with the storage and write version it wrote. Reading the
+    // buffer from a GPU waits for the device, once per layer and step; it is read only after someone else wrote or
+    // replaced the buffer (a loaded state dict, a move to another device, CopyFrom).
+    private long _trackedValue;
+    private Storage? _trackedStorage;
+    private int _trackedVersion;
+
     /// <summary>Creates the layer with weight 1, bias 0, running mean 0 and running variance 1.</summary>
     /// <param name="numFeatures">Channels C.</param>
     /// <param name="eps">Added to the variance before the square root.</param>
@@ -51,7 +58,18 @@ public sealed class BatchNorm2d : Module
     public Tensor RunningVar => _runningVar;
 
     /// <summary>Number of training batches seen (buffer <c>num_batches_tracked</c>, an Int64 scalar).</summary>
-    public long NumBatchesTracked => _numBatchesTracked.ToInt64Array()[0];
+    public long NumBatchesTracked =>
+        ReferenceEquals(_trackedStorage, _numBatchesTracked.Storage) && _trackedVersion == _trackedStorage.Version
+            ? _trackedValue
+            : _numBatchesTracked.ToInt64Array()[0];
+
+    private void SetTracked(long value)
+    {
+        using (Autograd.Autograd.NoGrad()) _numBatchesTracked.FillInPlace(value);
+        _trackedValue = value;
+        _trackedStorage = _numBatchesTracked.Storage;
+        _trackedVersion = _trackedStorage.Version;
+    }
 
     /// <summary>Added to the variance before the square root.</summary>
     public double Eps { get; }
@@ -68,7 +86,7 @@ public sealed class BatchNorm2d : Module
         using var _ = Autograd.Autograd.NoGrad();
         _runningMean.FillInPlace(0);
         _runningVar.FillInPlace(1);
-        _numBatchesTracked.FillInPlace(0);
+        SetTracked(0);
     }
 
     /// <inheritdoc />
@@ -81,9 +99,9 @@ public sealed class BatchNorm2d : Module
         var momentum = Momentum ?? 0;
         if (Training)
         {
-            // NOTE: Int64 element-wise ops are not part of the backends, so the counter goes through the host.
+            // NOTE: Int64 element-wise ops are not part of the backends, so the counter is counted on the host.
             var tracked = NumBatchesTracked + 1;
-            using (Autograd.Autograd.NoGrad()) _numBatchesTracked.FillInPlace(tracked);
+            SetTracked(tracked);
             if (Momentum is null) momentum = 1.0 / tracked;
         }
         return Functional.BatchNorm2d(input, _runningMean, _runningVar, Weight, Bias, Training, (float)momentum, (float)Eps);
