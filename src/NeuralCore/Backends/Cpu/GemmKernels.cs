@@ -248,7 +248,6 @@ public static unsafe partial class Gemm
         for (; j < count; j++) dst[j] = src[j];
     }
 
-    /// <summary>8 x 32 tile, 16 zmm accumulators: per k, two loads of B and eight broadcasts of A feed 16 FMAs.</summary>
     /// <summary>
     /// The first 4 rows of <see cref="Kernel512"/>'s tile (same operands, same order of operations, so the same
     /// rounding), written to <paramref name="tile"/> with row stride 32: for edge tiles of at most 4 rows.
@@ -278,6 +277,34 @@ public static unsafe partial class Gemm
         c30.Store(tile + 96); c31.Store(tile + 112);
     }
 
+    /// <summary>
+    /// The first 16 columns of <see cref="Kernel512"/>'s tile (same operands, same order of operations, so the same
+    /// rounding), written to <paramref name="tile"/> with row stride 32: half the multiplications when a B panel's
+    /// last 16 columns are padding.
+    /// </summary>
+    private static void Kernel512Narrow(int kc, float* a, float* b, float* tile)
+    {
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        Vector512<float> c4 = default, c5 = default, c6 = default, c7 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b);
+            c0 = Vector512.FusedMultiplyAdd(Vector512.Create(a[0]), b0, c0);
+            c1 = Vector512.FusedMultiplyAdd(Vector512.Create(a[1]), b0, c1);
+            c2 = Vector512.FusedMultiplyAdd(Vector512.Create(a[2]), b0, c2);
+            c3 = Vector512.FusedMultiplyAdd(Vector512.Create(a[3]), b0, c3);
+            c4 = Vector512.FusedMultiplyAdd(Vector512.Create(a[4]), b0, c4);
+            c5 = Vector512.FusedMultiplyAdd(Vector512.Create(a[5]), b0, c5);
+            c6 = Vector512.FusedMultiplyAdd(Vector512.Create(a[6]), b0, c6);
+            c7 = Vector512.FusedMultiplyAdd(Vector512.Create(a[7]), b0, c7);
+            a += Mr512;
+            b += Nr512;
+        }
+        c0.Store(tile); c1.Store(tile + 32); c2.Store(tile + 64); c3.Store(tile + 96);
+        c4.Store(tile + 128); c5.Store(tile + 160); c6.Store(tile + 192); c7.Store(tile + 224);
+    }
+
+    /// <summary>8 x 32 tile, 16 zmm accumulators: per k, two loads of B and eight broadcasts of A feed 16 FMAs.</summary>
     private static void Kernel512(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta)
     {
         Vector512<float> c00 = default, c01 = default;

@@ -25,6 +25,9 @@ public static unsafe partial class Gemm
     /// <summary>tile[8, 32] = A B for one packed A micro-panel (k x 8) and one packed B micro-panel (k x 32). Needs AVX-512.</summary>
     internal static void MultiplyTile(int k, float* a, float* b, float* tile) => Kernel512(k, a, b, tile, Nr512, 1f, 0f);
 
+    /// <summary>The first 16 columns of <see cref="MultiplyTile"/>'s tile (row stride still 32), when the rest would be padding. Needs AVX-512.</summary>
+    internal static void MultiplyTileNarrow(int k, float* a, float* b, float* tile) => Kernel512Narrow(k, a, b, tile);
+
     /// <summary>
     /// C[0..m, 0..cols) = A B for A packed by <see cref="PackRows"/> and one B micro-panel (k rows of
     /// <see cref="PanelColumns"/> floats; columns past <paramref name="cols"/> are ignored). Needs AVX-512
