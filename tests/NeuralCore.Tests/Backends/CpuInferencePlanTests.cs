@@ -155,6 +155,42 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
+    /// Panels of at most 16 columns write bias, residual and activation as their transposed tiles go back (no
+    /// epilogue pass): Hardswish and ReLU, with and without a residual, with and without a max pool after, and with
+    /// 38 output channels (the second panel of transposed weights partly used), against the eager forward.
+    /// </summary>
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(false, true)]
+    [InlineData(true, true)]
+    public void NarrowPanelsApplyTheEpilogueAsTheyWriteBack(bool hardswish, bool pool)
+    {
+        var g = new Generator(29);
+        var layers = new List<Module>
+        {
+            new Conv2d(19, 38, 3, padding: 1, bias: true, generator: g),
+            new BatchNorm2d(38),
+            hardswish ? new Hardswish() : new ReLU(),
+            new Block(38, 38, g),
+        };
+        if (pool) layers.Add(new MaxPool2d((2, 1), (2, 1)));
+        var net = new Sequential([.. layers]);
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([1, 19, 2, 6], g);
+        net.Eval();
+        float[] expected;
+        using (Autograd.Autograd.NoGrad()) expected = net.Call(x).ToArray();
+        var plan = CpuInferencePlan.Compile(net, [1, 19, 2, 6]);
+        var actual = plan.Run(x).ToArray();
+        float scale = expected.Max(MathF.Abs);
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"output {i}: eager {expected[i]}, plan {actual[i]}");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the implicit GEMM's narrow panels.");
+        Assert.Contains("implicit GEMM", plan.Description[0]);
+    }
+
+    /// <summary>
     /// A strided stem (5x5 stride 2, 16 channels) whose batch norm, activation and max pool run inside its implicit
     /// GEMM, and residual blocks whose addition, ReLU and pool do too, on MNIST-like and mel-like planes, with a padded
     /// ceil-mode pool (windows reaching into the padding on both sides) and NaN inputs that must come out as NaN.

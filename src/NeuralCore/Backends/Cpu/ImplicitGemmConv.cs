@@ -332,6 +332,9 @@ internal static unsafe class ImplicitGemmConv
         for (int block = first; block < end; block++)
         {
             BlockRange(ref job, block, out long c0, out int cols, out int n0, out int nb, out int pooledRow0, out int convRows);
+            // A block of one narrow panel gets bias, residual and activation as its transposed tiles are written back,
+            // instead of a second pass over rows a few columns long.
+            bool fusedEpilogue = job.Kc > 0 && cols <= NarrowPanel && EpilogueKind(ref job) >= 0;
             for (int j = 0; j < cols; j += Lanes)
             {
                 long j0 = c0 + j;
@@ -353,13 +356,18 @@ internal static unsafe class ImplicitGemmConv
                     if (width > NarrowPanel)
                         Gemm.MultiplyPanel(rows, job.Kc, job.W + g * job.PerGroup + (long)k0 * job.Kc, panel, yg + k0 * ld, (int)ld, width, tile);
                     else
-                        MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile);
+                        MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile, fusedEpilogue ? j0 : -1);
                 }
             }
             // With the rows split between parts (one group), each part finishes its own rows; otherwise all of them.
             int first0 = job.RowsPerPart > 0 ? k0 : 0, count = job.RowsPerPart > 0 ? rows : job.P.K;
             float* bias = job.Bias == null ? null : job.Bias + first0;
             float* residual = job.Residual == null ? null : job.Residual + first0 * job.Columns;
+            if (fusedEpilogue)
+            {
+                if (job.Pooled) PoolBlock(ref job, unpooled, n0, nb, pooledRow0, convRows, first0, first0 + count);
+                continue;
+            }
             if (!job.Pooled)
             {
                 ConvKernels.Epilogue(job.Y + first0 * job.Columns, job.Columns, c0, count, cols, bias, residual, job.Columns, c0,
@@ -378,8 +386,15 @@ internal static unsafe class ImplicitGemmConv
     /// output channels at a time; each 8 x 32 result is written back transposed. The sums are the same dot products in
     /// the same order as the other orientation.
     /// </summary>
-    private static void MultiplyTransposed(ref Job job, int g, int k0, int k1, float* panel, int width, float* yg, long ld, float* tile)
+    /// <remarks>
+    /// With <paramref name="epilogueColumn"/> at least 0 (the global column of the panel's first column), each value
+    /// is written as act(value + bias + residual), the same operations in the same order as
+    /// <see cref="ConvKernels.Epilogue"/>, so the caller skips that pass.
+    /// </remarks>
+    private static void MultiplyTransposed(ref Job job, int g, int k0, int k1, float* panel, int width, float* yg, long ld, float* tile,
+        long epilogueColumn)
     {
+        int kind = epilogueColumn >= 0 ? EpilogueKind(ref job) : -1;
         int groups = (width + Gemm.PanelRows - 1) / Gemm.PanelRows;
         float* a = panel + (long)job.Kc * Lanes;
         // A micro-panel r holds, for each GEMM row p, the panel's lanes 8r .. 8r + 7.
@@ -405,11 +420,39 @@ internal static unsafe class ImplicitGemmConv
                 for (int k = first; k < end; k++)
                 {
                     float* yrow = yg + k * ld + r * Gemm.PanelRows;
-                    for (int j = 0; j < columns; j++) yrow[j] = tile[j * Lanes + k - kb];
+                    float* trow = tile + k - kb;
+                    if (kind < 0)
+                    {
+                        for (int j = 0; j < columns; j++) yrow[j] = trow[j * Lanes];
+                        continue;
+                    }
+                    long channel = (long)g * job.Kg + k;
+                    float bias = job.Bias == null ? 0f : job.Bias[channel];
+                    float* res = job.Residual == null ? null : job.Residual + channel * job.Columns + epilogueColumn + r * Gemm.PanelRows;
+                    for (int j = 0; j < columns; j++)
+                    {
+                        float v = trow[j * Lanes];
+                        if (job.Bias != null) v += bias;
+                        if (res != null) v += res[j];
+                        yrow[j] = kind switch
+                        {
+                            1 => MathF.Max(v, 0f),
+                            2 => v * MathF.Min(MathF.Max(v + 3f, 0f), 6f) * (1f / 6f),
+                            _ => v,
+                        };
+                    }
                 }
             }
         }
     }
+
+    /// <summary>The epilogue's activation as MultiplyTransposed applies it: 0 none, 1 ReLU, 2 Hardswish; -1 for one it leaves to <see cref="ConvKernels.Epilogue"/>.</summary>
+    private static int EpilogueKind(ref Job job) => !job.HasActivation ? 0 : job.Activation switch
+    {
+        UnaryOp.Relu => 1,
+        UnaryOp.Hardswish => 2,
+        _ => -1,
+    };
 
     /// <summary>
     /// Pools the block's scratch (nb planes of <paramref name="convRows"/> rows each, per output channel) into y, from
