@@ -429,21 +429,53 @@ internal static unsafe class ImplicitGemmConv
                     long channel = (long)g * job.Kg + k;
                     float bias = job.Bias == null ? 0f : job.Bias[channel];
                     float* res = job.Residual == null ? null : job.Residual + channel * job.Columns + epilogueColumn + r * Gemm.PanelRows;
-                    for (int j = 0; j < columns; j++)
+                    switch (kind)
                     {
-                        float v = trow[j * Lanes];
-                        if (job.Bias != null) v += bias;
-                        if (res != null) v += res[j];
-                        yrow[j] = kind switch
-                        {
-                            1 => MathF.Max(v, 0f),
-                            2 => v * MathF.Min(MathF.Max(v + 3f, 0f), 6f) * (1f / 6f),
-                            _ => v,
-                        };
+                        case 1: WriteBack<Relu>(yrow, trow, columns, job.Bias != null, bias, res); break;
+                        case 2: WriteBack<Hardswish>(yrow, trow, columns, job.Bias != null, bias, res); break;
+                        default: WriteBack<Identity>(yrow, trow, columns, job.Bias != null, bias, res); break;
                     }
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// yrow[j] = act(trow[32 j] + bias + res[j]) for j in [0, columns): one column of a transposed tile written back
+    /// with the epilogue, in <see cref="ConvKernels.Epilogue"/>'s order (bias, then residual, then activation).
+    /// </summary>
+    private static void WriteBack<TActivation>(float* yrow, float* trow, int columns, bool hasBias, float bias, float* res)
+        where TActivation : struct, IScalarActivation
+    {
+        if (res == null && !hasBias)
+            for (int j = 0; j < columns; j++) yrow[j] = TActivation.Apply(trow[j * Lanes]);
+        else if (res == null)
+            for (int j = 0; j < columns; j++) yrow[j] = TActivation.Apply(trow[j * Lanes] + bias);
+        else if (!hasBias)
+            for (int j = 0; j < columns; j++) yrow[j] = TActivation.Apply(trow[j * Lanes] + res[j]);
+        else
+            for (int j = 0; j < columns; j++) yrow[j] = TActivation.Apply(trow[j * Lanes] + bias + res[j]);
+    }
+
+    /// <summary>An activation applied one float at a time, with the expressions of <see cref="ConvKernels.Epilogue"/>'s vectors.</summary>
+    private interface IScalarActivation
+    {
+        static abstract float Apply(float v);
+    }
+
+    private readonly struct Identity : IScalarActivation
+    {
+        public static float Apply(float v) => v;
+    }
+
+    private readonly struct Relu : IScalarActivation
+    {
+        public static float Apply(float v) => MathF.Max(v, 0f);
+    }
+
+    private readonly struct Hardswish : IScalarActivation
+    {
+        public static float Apply(float v) => v * MathF.Min(MathF.Max(v + 3f, 0f), 6f) * (1f / 6f);
     }
 
     /// <summary>The epilogue's activation as MultiplyTransposed applies it: 0 none, 1 ReLU, 2 Hardswish; -1 for one it leaves to <see cref="ConvKernels.Epilogue"/>.</summary>
