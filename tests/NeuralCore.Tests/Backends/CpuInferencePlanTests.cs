@@ -80,9 +80,7 @@ public sealed class CpuInferencePlanTests
         var actual = plan.Run(x).ToArray();
         Assert.Equal([batch, 3], plan.OutputShape);
         Assert.Equal(expected.Length, actual.Length);
-        float scale = expected.Max(MathF.Abs);
-        for (int i = 0; i < expected.Length; i++)
-            Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"output {i}: eager {expected[i]}, plan {actual[i]}");
+        AssertMatchesEager(expected, actual);
 
         // The stem folds its BN and activation; blocks fuse residual + ReLU; the lone BN stays a step of its own.
         Assert.Contains("conv 2->5 5x5/2 + bn + hardswish", plan.Description);
@@ -138,9 +136,7 @@ public sealed class CpuInferencePlanTests
                 Gemm.Kind = kind;
                 var plan = CpuInferencePlan.Compile(net, [batch, cin, h, w]);
                 var actual = plan.Run(x).ToArray();
-                float scale = expected.Max(MathF.Abs);
-                for (int i = 0; i < expected.Length; i++)
-                    Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"{kind}, output {i}: eager {expected[i]}, plan {actual[i]}");
+                AssertMatchesEager(expected, actual, $"{kind}, ");
                 bool implicitGemm = kind == Gemm.KernelKind.Vector512;
                 string first = plan.Description[0];
                 Assert.Equal(implicitGemm, first.Contains("implicit GEMM", StringComparison.Ordinal));
@@ -183,9 +179,7 @@ public sealed class CpuInferencePlanTests
         using (Autograd.Autograd.NoGrad()) expected = net.Call(x).ToArray();
         var plan = CpuInferencePlan.Compile(net, [1, 19, 2, 6]);
         var actual = plan.Run(x).ToArray();
-        float scale = expected.Max(MathF.Abs);
-        for (int i = 0; i < expected.Length; i++)
-            Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"output {i}: eager {expected[i]}, plan {actual[i]}");
+        AssertMatchesEager(expected, actual);
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the implicit GEMM's narrow panels.");
         Assert.Contains("implicit GEMM", plan.Description[0]);
     }
@@ -263,13 +257,20 @@ public sealed class CpuInferencePlanTests
         using (Autograd.Autograd.NoGrad()) expected = net.Call(x).ToArray();
         var plan = CpuInferencePlan.Compile(net, [4, 1, 16, 20]);
         var actual = plan.Run(x).ToArray();
-        float scale = expected.Max(MathF.Abs);
-        for (int i = 0; i < expected.Length; i++)
-            Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"output {i}: eager {expected[i]}, plan {actual[i]}");
+        AssertMatchesEager(expected, actual);
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: no pool was fused.");
         Assert.Equal("conv 1->16 3x3 + max pool 2x2/2x2 (implicit GEMM)", plan.Description[0]);
         Assert.Contains(plan.Description, d => d.StartsWith("element-wise + hardswish", StringComparison.Ordinal));
         Assert.Equal(2, plan.Description.Count(d => d.StartsWith("batch norm", StringComparison.Ordinal)));
+    }
+
+    /// <summary>Every output within 1e-4 of the largest eager output (plus 1e-5) of the eager forward's.</summary>
+    private static void AssertMatchesEager(float[] expected, float[] actual, string what = "")
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        float scale = expected.Max(MathF.Abs);
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f * scale + 1e-5f, $"{what}output {i}: eager {expected[i]}, plan {actual[i]}");
     }
 
     private static void RandomizeStatistics(Module net, Generator g)
