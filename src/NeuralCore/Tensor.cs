@@ -172,7 +172,7 @@ public partial class Tensor : IDisposable
         var data = Array.CreateInstance(host.GetType().GetElementType()!, src.NumElements);
         Array.Copy(host, src.storage is CpuStorage ? src.offset : 0, data, 0, src.NumElements);
         var result = new Tensor(device.Backend.FromHost(data), ShapeArray());
-        return Autograd.Autograd.Record(result, OpKind.ToDevice, [this], g => [g.To(Device)], null);
+        return Autograd.Autograd.Record(result, OpKind.ToDevice, [this], g => [g.To(Device)]);
     }
 
     private static Array HostCopy(Tensor t)

@@ -36,7 +36,19 @@ public static class Autograd
     /// (or when tracing). Returns <paramref name="output"/>.
     /// </summary>
     public static Tensor Record(Tensor output, OpKind kind, Tensor[] inputs, BackwardFunction? backward,
-        IReadOnlyDictionary<string, object>? attributes)
+        IReadOnlyDictionary<string, object>? attributes) =>
+        Record(output, kind, inputs, backward, attributes, null);
+
+    /// <summary>
+    /// <see cref="Record(Tensor, OpKind, Tensor[], BackwardFunction?, IReadOnlyDictionary{string, object}?)"/> with the
+    /// attributes built by <paramref name="attributes"/> when a reader (a tracer) first asks for them.
+    /// </summary>
+    internal static Tensor Record(Tensor output, OpKind kind, Tensor[] inputs, BackwardFunction? backward,
+        Func<IReadOnlyDictionary<string, object>>? attributes = null) =>
+        Record(output, kind, inputs, backward, null, attributes);
+
+    private static Tensor Record(Tensor output, OpKind kind, Tensor[] inputs, BackwardFunction? backward,
+        IReadOnlyDictionary<string, object>? attributes, Func<IReadOnlyDictionary<string, object>>? attributeFactory)
     {
         // NOTE: ops without a backward rule (comparisons) are constants to autograd, as in PyTorch: their
         // output must not claim RequiresGrad, or a later Backward() would reach a node it cannot run.
@@ -45,7 +57,7 @@ public static class Autograd
             foreach (var t in inputs)
                 if (t.RequiresGrad) { needsGrad = true; break; }
         if (!needsGrad && _traceDepth == 0) return output;
-        output.GradFn = new Node(kind, inputs, output, needsGrad ? backward : null, attributes, CurrentModule,
+        output.GradFn = new Node(kind, inputs, output, needsGrad ? backward : null, attributes, attributeFactory, CurrentModule,
             Interlocked.Increment(ref _sequence));
         output.SetRequiresGradInternal(needsGrad);
         return output;
@@ -68,15 +80,30 @@ public static class Autograd
         else if (!gradient.Shape.SequenceEqual(root.Shape))
             throw new ArgumentException($"The gradient's shape {Tensor.FormatShape(gradient.Shape)} differs from the tensor's {Tensor.FormatShape(root.Shape)}.", nameof(gradient));
 
-        using var _ = NoGrad();
-        if (root.GradFn is null) { Accumulate(root, gradient); return; }
+        _noGradDepth++;
+        // The traversal's collections are kept per thread and reused (cleared after each pass), so a training step's
+        // backward does not allocate them anew; a backward started inside another (a hook) gets its own.
+        var state = _backwardState ?? new BackwardState();
+        _backwardState = null;
+        try
+        {
+            if (root.GradFn is null) { Accumulate(root, gradient); return; }
+            Run(root, gradient, retainGraph, state);
+        }
+        finally
+        {
+            state.Clear();
+            _backwardState = state;
+            _noGradDepth--;
+        }
+    }
 
+    private static void Run(Tensor root, Tensor gradient, bool retainGraph, BackwardState state)
+    {
         // Nodes in reverse recording order: each node's output gradient is complete before it runs.
-        var order = new List<Node>();
-        var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance);
-        var stack = new Stack<Node>();
-        stack.Push(root.GradFn);
-        seen.Add(root.GradFn);
+        var (order, seen, stack, grads) = (state.Order, state.Seen, state.Stack, state.Grads);
+        stack.Push(root.GradFn!);
+        seen.Add(root.GradFn!);
         while (stack.Count > 0)
         {
             var node = stack.Pop();
@@ -84,9 +111,9 @@ public static class Autograd
             foreach (var input in node.Inputs)
                 if (input.GradFn is { } f && input.RequiresGrad && seen.Add(f)) stack.Push(f);
         }
-        order.Sort((a, b) => b.Sequence.CompareTo(a.Sequence));
+        order.Sort(static (a, b) => b.Sequence.CompareTo(a.Sequence));
 
-        var grads = new Dictionary<Node, Tensor>(ReferenceEqualityComparer.Instance) { [root.GradFn] = gradient };
+        grads[root.GradFn!] = gradient;
         foreach (var node in order)
         {
             if (!grads.Remove(node, out var gOut)) continue;
@@ -103,6 +130,26 @@ public static class Autograd
                 else grads[input.GradFn] = g;
             }
             if (!retainGraph) node.Release();
+        }
+    }
+
+    [ThreadStatic] private static BackwardState? _backwardState;
+
+    /// <summary>The collections of one backward pass, reused by the next on the same thread.</summary>
+    private sealed class BackwardState
+    {
+        public readonly List<Node> Order = [];
+        public readonly HashSet<Node> Seen = new(ReferenceEqualityComparer.Instance);
+        public readonly Stack<Node> Stack = new();
+        public readonly Dictionary<Node, Tensor> Grads = new(ReferenceEqualityComparer.Instance);
+
+        /// <summary>Drops every reference (nodes and gradients must not outlive the pass), keeping the capacity.</summary>
+        public void Clear()
+        {
+            Order.Clear();
+            Seen.Clear();
+            Stack.Clear();
+            Grads.Clear();
         }
     }
 

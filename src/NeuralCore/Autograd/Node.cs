@@ -11,14 +11,19 @@ public sealed class Node
 {
     private BackwardFunction? _backward;
 
+    private IReadOnlyDictionary<string, object>? _attributes;
+    private Func<IReadOnlyDictionary<string, object>>? _attributeFactory;
+
     internal Node(OpKind kind, Tensor[] inputs, Tensor output, BackwardFunction? backward,
-        IReadOnlyDictionary<string, object>? attributes, NN.Module? module, long sequence)
+        IReadOnlyDictionary<string, object>? attributes, Func<IReadOnlyDictionary<string, object>>? attributeFactory,
+        NN.Module? module, long sequence)
     {
         Kind = kind;
         Inputs = inputs;
         Output = output;
         _backward = backward;
-        Attributes = attributes ?? EmptyAttributes;
+        _attributes = attributes;
+        _attributeFactory = attributeFactory;
         Module = module;
         Sequence = sequence;
     }
@@ -35,7 +40,22 @@ public sealed class Node
     public Tensor Output { get; }
 
     /// <summary>Op arguments that are not tensors (see each <see cref="OpKind"/> member).</summary>
-    public IReadOnlyDictionary<string, object> Attributes { get; }
+    /// <remarks>
+    /// The built-in ops build this dictionary on first access (only tracers read it), so that a training step does not
+    /// allocate one per op.
+    /// </remarks>
+    public IReadOnlyDictionary<string, object> Attributes
+    {
+        get
+        {
+            if (_attributes is null)
+            {
+                _attributes = _attributeFactory?.Invoke() ?? EmptyAttributes;
+                _attributeFactory = null;
+            }
+            return _attributes;
+        }
+    }
 
     /// <summary>The innermost module whose <see cref="NN.Module.Call"/> was running when the op was recorded.</summary>
     public NN.Module? Module { get; }

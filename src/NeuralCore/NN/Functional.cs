@@ -62,7 +62,7 @@ public static class Functional
             if (weight.RequiresGrad) { dwt = Tensor.Empty(wc.ShapeArray(), wc.Device); xc.Backend.Conv2dBackwardWeight(gc, xc, dwt, p); }
             if (bias is not null && bias.RequiresGrad) db = gc.Sum([0, 2, 3]);
             return bias is null ? [dx, dwt] : [dx, dwt, db];
-        }, Attrs(("stride", new[] { sh, sw }), ("padding", new[] { ph, pw }), ("dilation", new[] { dh, dw }), ("groups", groups)));
+        }, () => Attrs(("stride", new[] { sh, sw }), ("padding", new[] { ph, pw }), ("dilation", new[] { dh, dw }), ("groups", groups)));
     }
 
     private static Tensor Pool(PoolKind kind, Tensor x, (int H, int W) kernel, (int H, int W)? stride, (int H, int W)? padding, bool ceilMode)
@@ -84,7 +84,7 @@ public static class Functional
             var dx = Tensor.Empty(xc.ShapeArray(), xc.Device);
             xc.Backend.Pool2dBackward(kind, g.Contiguous(), idx, dx, p);
             return [dx];
-        }, Attrs(("kernel", new[] { kernel.H, kernel.W }), ("stride", new[] { sh, sw }), ("padding", new[] { ph, pw }), ("ceil_mode", ceilMode)));
+        }, () => Attrs(("kernel", new[] { kernel.H, kernel.W }), ("stride", new[] { sh, sw }), ("padding", new[] { ph, pw }), ("ceil_mode", ceilMode)));
     }
 
     /// <summary>2-D max pooling (stride defaults to the kernel; padding counts as -inf).</summary>
@@ -115,7 +115,7 @@ public static class Functional
             var dx = Tensor.Empty(xc.ShapeArray(), xc.Device);
             xc.Backend.Pool2dBackward(PoolKind.Average, g.Contiguous(), null, dx, p);
             return [dx];
-        }, Attrs(("output_size", new[] { outputSize.H, outputSize.W })));
+        }, () => Attrs(("output_size", new[] { outputSize.H, outputSize.W })));
     }
 
     private static Tensor AdaptiveAvgPool2dComposite(Tensor x, (int H, int W) outputSize)
@@ -154,9 +154,13 @@ public static class Functional
         var xc = x.Contiguous(); var wc = weight.Contiguous(); var bc = bias.Contiguous();
         var y = Tensor.Empty(x.ShapeArray(), x.Device);
         var be = x.Backend;
-        var attrs = Attrs(("training", training), ("eps", eps), ("momentum", momentum));
-        if (runningMean is not null) attrs["running_mean"] = runningMean;
-        if (runningVar is not null) attrs["running_var"] = runningVar;
+        Dictionary<string, object> attrs()
+        {
+            var a = Attrs(("training", training), ("eps", eps), ("momentum", momentum));
+            if (runningMean is not null) a["running_mean"] = runningMean;
+            if (runningVar is not null) a["running_var"] = runningVar;
+            return a;
+        }
         if (training)
         {
             var mean = Tensor.Empty([c], x.Device);
@@ -203,7 +207,7 @@ public static class Functional
             var dx = Tensor.Empty(y.ShapeArray(), y.Device);
             y.Backend.SoftmaxBackward(y, g.Contiguous(), dx, rows, cols, log);
             return [dx];
-        }, Attrs(("dim", -1)));
+        }, () => Attrs(("dim", -1)));
     }
 
     /// <summary>Softmax along <paramref name="dim"/>.</summary>
@@ -240,7 +244,7 @@ public static class Functional
             var d = Tensor.Empty(lp.ShapeArray(), lp.Device);
             lp.Backend.NllLossBackward(t, cw, labelSmoothing, g.Contiguous(), d, rows, cols);
             return [d, null];
-        }, Attrs(("label_smoothing", labelSmoothing)));
+        }, () => Attrs(("label_smoothing", labelSmoothing)));
         if (sampleWeights is not null) losses = losses.Mul(sampleWeights.Detach());
         switch (reduction)
         {
@@ -288,6 +292,6 @@ public static class Functional
         using (Autograd.Autograd.NoGrad())
             scaled = mask.Sub(p).Sign().Relu().Mul(1f / (1 - p));
         var y = x.Detach().Mul(scaled);
-        return Autograd.Autograd.Record(y, OpKind.Dropout, [x], g => [g.Mul(scaled)], Attrs(("p", p)));
+        return Autograd.Autograd.Record(y, OpKind.Dropout, [x], g => [g.Mul(scaled)], () => Attrs(("p", p)));
     }
 }

@@ -49,7 +49,7 @@ public partial class Tensor
             },
             _ => null,
         };
-        return Autograd.Autograd.Record(y, OpKind.Binary, [this, other], backward, Attrs(("op", op)));
+        return Autograd.Autograd.Record(y, OpKind.Binary, [this, other], backward, () => Attrs(("op", op)));
     }
 
     /// <summary>Element-wise sum with broadcasting.</summary>
@@ -80,7 +80,7 @@ public partial class Tensor
             var dx = Empty(x.ShapeArray(), x.Device);
             x.Backend.UnaryBackward(op, x, y, g.Contiguous(), dx, alpha, beta);
             return [dx];
-        }, Attrs(("op", op), ("alpha", alpha), ("beta", beta)));
+        }, () => Attrs(("op", op), ("alpha", alpha), ("beta", beta)));
     }
 
     /// <summary>x + value.</summary>

@@ -31,7 +31,7 @@ public partial class Tensor
         [
             g.MatMul(other.Detach().Transpose(-1, -2)).SumTo(self.ShapeArray()),
             self.Detach().Transpose(-1, -2).MatMul(g).SumTo(other.ShapeArray()),
-        ], null);
+        ]);
     }
 
     /// <summary>

@@ -49,7 +49,7 @@ public partial class Tensor
         {
             var gx = g.Reshape(keptShape).Expand(inputShape);
             return [op == ReduceOp.Mean ? gx.Mul(1f / count) : gx.Clone()];
-        }, Attrs(("op", op), ("dims", ds), ("keepdim", keepDim)));
+        }, () => Attrs(("op", op), ("dims", ds), ("keepdim", keepDim)));
     }
 
     /// <summary>Sum over <paramref name="dims"/> (all dimensions when null).</summary>
@@ -109,7 +109,7 @@ public partial class Tensor
             var pos = Arange(0, inputShape[d], 1, dev).Reshape(posShape);
             var mask = pos.Expand(inputShape).Equal(idx.AsType(DType.Float32).Expand(inputShape));
             return [mask.Mul(g.Reshape(keptShape))];
-        }, Attrs(("op", op), ("dims", new[] { d }), ("keepdim", keepDim)));
+        }, () => Attrs(("op", op), ("dims", new[] { d }), ("keepdim", keepDim)));
         return (values, indices);
     }
 }

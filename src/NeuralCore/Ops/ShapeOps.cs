@@ -16,7 +16,7 @@ public partial class Tensor
         var src = Contiguous();
         var view = new Tensor(src.storage, s, ContiguousStrides(s), src.offset);
         var inputShape = ShapeArray();
-        return Autograd.Autograd.Record(view, OpKind.Reshape, [src], g => [g.Reshape(inputShape)], Attrs(("shape", s)));
+        return Autograd.Autograd.Record(view, OpKind.Reshape, [src], g => [g.Reshape(inputShape)], () => Attrs(("shape", s)));
     }
 
     /// <summary>Like <see cref="Reshape"/> but never copies: throws when the tensor is not contiguous.</summary>
@@ -93,7 +93,7 @@ public partial class Tensor
         var view = new Tensor(storage, d.Select(i => shape[i]).ToArray(), d.Select(i => strides[i]).ToArray(), offset);
         var inverse = new int[Rank];
         for (var i = 0; i < Rank; i++) inverse[d[i]] = i;
-        return Autograd.Autograd.Record(view, OpKind.Permute, [this], g => [g.Permute(inverse)], Attrs(("dims", d)));
+        return Autograd.Autograd.Record(view, OpKind.Permute, [this], g => [g.Permute(inverse)], () => Attrs(("dims", d)));
     }
 
     /// <summary>A view with dimensions <paramref name="dim0"/> and <paramref name="dim1"/> swapped.</summary>
@@ -125,7 +125,7 @@ public partial class Tensor
             var dx = ZerosOutput(inputShape, dev);
             dx.Narrow(d, start, length).CopyFrom(g);
             return [dx];
-        }, Attrs(("dim", d), ("start", start), ("length", length)));
+        }, () => Attrs(("dim", d), ("start", start), ("length", length)));
     }
 
     /// <summary>Python-style slice along a dimension: elements start..end (exclusive; negatives count from the end).</summary>
@@ -176,7 +176,7 @@ public partial class Tensor
         if (newShape.SequenceEqual(shape)) return this;
         var view = new Tensor(storage, (int[])newShape.Clone(), st, offset);
         var inputShape = ShapeArray();
-        return Autograd.Autograd.Record(view, OpKind.Expand, [this], g => [g.SumTo(inputShape)], Attrs(("shape", newShape)));
+        return Autograd.Autograd.Record(view, OpKind.Expand, [this], g => [g.SumTo(inputShape)], () => Attrs(("shape", newShape)));
     }
 
     /// <summary>Sums a broadcast gradient back down to <paramref name="target"/> (the inverse of <see cref="Expand"/>).</summary>
@@ -196,7 +196,7 @@ public partial class Tensor
     {
         var y = Empty(ShapeArray(), Device, DType);
         Backend.Copy(this, y);
-        return Autograd.Autograd.Record(y, OpKind.Copy, [this], g => [g], null);
+        return Autograd.Autograd.Record(y, OpKind.Copy, [this], g => [g]);
     }
 
     /// <summary>A copy converted to <paramref name="dtype"/> (this tensor when it already has it). Integer results are outside autograd.</summary>
@@ -237,7 +237,7 @@ public partial class Tensor
             var dx = ZerosOutput(inputShape, dev);
             dx.Backend.IndexAdd(g.Contiguous(), idx, dx, outer, size, inner);
             return [dx, null];
-        }, Attrs(("dim", d)));
+        }, () => Attrs(("dim", d)));
     }
 
     /// <summary>Concatenates tensors along <paramref name="dim"/> (all other sizes must agree).</summary>
@@ -263,6 +263,6 @@ public partial class Tensor
             using (Autograd.Autograd.NoGrad()) y.Detach().Narrow(d, start, t.shape[d]).CopyFrom(t);
             start += t.shape[d];
         }
-        return Autograd.Autograd.Record(y, OpKind.Concat, tensors.ToArray(), g => g.Split(sizes, d), Attrs(("dim", d), ("sizes", sizes)));
+        return Autograd.Autograd.Record(y, OpKind.Concat, tensors.ToArray(), g => g.Split(sizes, d), () => Attrs(("dim", d), ("sizes", sizes)));
     }
 }

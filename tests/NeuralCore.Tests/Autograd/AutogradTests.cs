@@ -241,4 +241,28 @@ public class AutogradTests
         GradCheck.Check(t => Functional.CrossEntropy(t[0].MatMul(t[1]).Add(t[2]).Tanh().MatMul(t[3]), targets),
             [x, w1, b1, w2], what: "mlp");
     }
+
+    /// <summary>
+    /// Built-in ops build a node's attributes only when someone reads them (a training step allocates no dictionary
+    /// per op); read later, outside any trace, they hold the values the op was called with.
+    /// </summary>
+    [Fact]
+    public void AttributesOfAGradientGraphAreBuiltWhenRead()
+    {
+        var x = Tensor.Randn([2, 3, 4, 4], new Generator(5));
+        x.RequiresGrad = true;
+        var bn = new BatchNorm2d(3, eps: 1e-3);
+        var y = bn.Call(x).Mul(3f);
+        var affine = y.GradFn!;
+        var norm = affine.Inputs[0].GradFn!;
+        Assert.Equal(OpKind.BatchNorm2d, norm.Kind);
+        Assert.Equal(true, norm.Attributes["training"]);
+        Assert.Equal(1e-3f, norm.Attributes["eps"]);
+        Assert.Same(bn.RunningMean, norm.Attributes["running_mean"]);
+        Assert.Same(norm.Attributes, norm.Attributes);
+        Assert.Equal(UnaryOp.Affine, affine.Attributes["op"]);
+        Assert.Equal(3f, affine.Attributes["alpha"]);
+        y.Sum().Backward();
+        Assert.Equal(0f, affine.Attributes["beta"]);
+    }
 }
