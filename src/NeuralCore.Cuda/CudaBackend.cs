@@ -26,7 +26,7 @@ public sealed partial class CudaBackend : IBackend
         Options = options ?? new CudaOptions();
     }
 
-    /// <summary>Registers the CUDA backend so that <c>Device.Cuda(i)</c> resolves to it (options default to <see cref="CudaOptions.FromEnvironment"/>).</summary>
+    /// <summary>Registers the CUDA backend so that <c>Device.Cuda(i)</c> resolves to it (options default to <see cref="CudaOptions.FromEnvironment()"/>).</summary>
     public static void Register(CudaOptions? options = null) =>
         BackendRegistry.Register(DeviceType.Cuda, ordinal => new CudaBackend(ordinal, options ?? CudaOptions.FromEnvironment()));
 

@@ -27,14 +27,17 @@ public sealed record CudaOptions
     /// The defaults, overridden by environment variables: <c>NEURALCORE_CUDA_TF32=1</c> enables TF32,
     /// <c>NEURALCORE_CUDNN=1</c> uses cuDNN, <c>NEURALCORE_CUDNN_BENCHMARK=1</c> times convolution algorithms.
     /// </summary>
-    public static CudaOptions FromEnvironment() => new()
+    public static CudaOptions FromEnvironment() => FromEnvironment(Environment.GetEnvironmentVariable);
+
+    /// <summary><see cref="FromEnvironment()"/> reading the variables through <paramref name="env"/>.</summary>
+    internal static CudaOptions FromEnvironment(Func<string, string?> env) => new()
     {
-        AllowTf32 = Flag("NEURALCORE_CUDA_TF32", false),
-        UseCudnn = Flag("NEURALCORE_CUDNN", false),
-        CudnnBenchmark = Flag("NEURALCORE_CUDNN_BENCHMARK", false),
+        AllowTf32 = Flag(env("NEURALCORE_CUDA_TF32"), false),
+        UseCudnn = Flag(env("NEURALCORE_CUDNN"), false),
+        CudnnBenchmark = Flag(env("NEURALCORE_CUDNN_BENCHMARK"), false),
     };
 
-    private static bool Flag(string name, bool fallback) => Environment.GetEnvironmentVariable(name)?.Trim().ToLowerInvariant() switch
+    private static bool Flag(string? value, bool fallback) => value?.Trim().ToLowerInvariant() switch
     {
         "1" or "true" or "yes" or "on" => true,
         "0" or "false" or "no" or "off" => false,

@@ -7,6 +7,29 @@ public class LibraryResolverTests
 {
     private static Func<string, string?> Env(Dictionary<string, string> values) => name => values.GetValueOrDefault(name);
 
+    /// <summary>
+    /// NeuralCore's own kernels are the default (cuDNN ran CP-ResNet slower on an H200, see docs/cuda.md);
+    /// NEURALCORE_CUDNN=1 turns cuDNN on; the flags accept 1/0, true/false, yes/no, on/off, and ignore anything else.
+    /// </summary>
+    [Fact]
+    public void CudnnIsOptInThroughTheEnvironment()
+    {
+        var defaults = CudaOptions.FromEnvironment(Env([]));
+        Assert.False(defaults.UseCudnn);
+        Assert.False(defaults.AllowTf32);
+        Assert.False(defaults.CudnnBenchmark);
+        Assert.Equal(new CudaOptions(), defaults);
+        foreach (var on in new[] { "1", "true", " Yes ", "ON" })
+            Assert.True(CudaOptions.FromEnvironment(Env(new() { ["NEURALCORE_CUDNN"] = on })).UseCudnn, on);
+        foreach (var off in new[] { "0", "false", "no", "off", "maybe", "" })
+            Assert.False(CudaOptions.FromEnvironment(Env(new() { ["NEURALCORE_CUDNN"] = off })).UseCudnn, off);
+        var all = CudaOptions.FromEnvironment(Env(new()
+        {
+            ["NEURALCORE_CUDNN"] = "1", ["NEURALCORE_CUDA_TF32"] = "1", ["NEURALCORE_CUDNN_BENCHMARK"] = "true",
+        }));
+        Assert.True(all.UseCudnn && all.AllowTf32 && all.CudnnBenchmark);
+    }
+
     [Fact]
     public void TheEnvironmentVariableComesFirstThenTheAppFolderThenWheelsThenCudaHome()
     {

@@ -13,7 +13,7 @@ public sealed record SelfTestOptions
     public int Ordinal { get; init; }
 
     /// <summary>
-    /// Backend settings for the training run and the benchmarks (default: <see cref="CudaOptions.FromEnvironment"/>).
+    /// Backend settings for the training run and the benchmarks (default: <see cref="CudaOptions.FromEnvironment()"/>).
     /// The op conformance suite always runs with TF32 off, once with cuDNN and once without (when cuDNN is installed).
     /// </summary>
     public CudaOptions? Backend { get; init; }
