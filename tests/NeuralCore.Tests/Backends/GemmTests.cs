@@ -63,6 +63,23 @@ public sealed class GemmTests
     }
 
     [Fact]
+    public void DotProductPathMatchesReferenceForEveryTileShape()
+    {
+        // A * B^T with few rows or columns and a long k (a convolution's weight gradient, the stem's 25 taps): tiles of
+        // 1-4 rows by 1-6 columns, k with and without a tail after its 16-wide steps, C^T computed when C is wide.
+        int seed = 100;
+        foreach (int m in new[] { 1, 2, 3, 4, 5, 19, 32 })
+        foreach (int n in new[] { 1, 2, 3, 4, 5, 6, 7, 13, 25, 30 })
+        foreach (int k in new[] { 256, 271 })
+            CheckAgainstReference(false, true, m, n, k, 1f, 0f, seed++);
+        CheckAgainstReference(false, true, 32, 25, 3087, 1f, 0f, seed++);
+        CheckAgainstReference(false, true, 10, 128, 504, 1f, 0f, seed++);
+        CheckAgainstReference(false, true, 97, 3, 300, 1f, 0f, seed++);
+        CheckAgainstReference(false, true, 19, 25, 600, -0.5f, 2f, seed++, pad: 3);
+        CheckAgainstReference(false, true, 10, 77, 300, 1.5f, 0.25f, seed++, pad: 2);
+    }
+
+    [Fact]
     public void BetaZeroIgnoresNaNInC()
     {
         // CheckAgainstReference fills C with NaN whenever beta is 0; a read of C would leak NaN.

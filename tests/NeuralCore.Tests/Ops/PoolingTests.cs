@@ -29,6 +29,8 @@ public sealed class PoolingTests
         // Output rows of 16 or more take the row kernels (gathered for stride 2, scalar for stride 3);
         // shorter ones a per-plane window table unless it would be too large.
         ["2x2 stride2 wide rows"] = new(1, 2, 6, 70, 2, 2, 2, 2, 0, 0),
+        // CP-ResNet's stem pool on a mel input (63 x 49 -> 31 x 24): a 16-output block and a masked 8-output tail.
+        ["2x2 stride2 stem"] = new(2, 3, 63, 49, 2, 2, 2, 2, 0, 0),
         ["3x3 stride2 pad1 ceil wide rows"] = new(1, 2, 7, 67, 3, 3, 2, 2, 1, 1, true),
         ["3x3 stride3 pad1 wide rows"] = new(1, 1, 4, 100, 3, 3, 3, 3, 1, 1),
         ["20x20 stride2 table too large"] = new(1, 1, 40, 40, 20, 20, 2, 2, 0, 0),
@@ -169,6 +171,40 @@ public sealed class PoolingTests
             {
                 Assert.Equal((float)expected[i], y[i]);
                 Assert.Equal(expectedIndices[i], indices[i]);
+            }
+        }
+    }
+
+    [Fact]
+    public void TwoByTwoKernelKeepsTheScanOrderForTiesNaNAndInfinity()
+    {
+        // 2x2 stride 2 on rows of 37 outputs (the vectorised kernel, 16 at a time plus a tail; row 4 and column 74 are
+        // in no window): for every window position, a NaN there wins, and on ties the first position in row-major order.
+        var p = new Pool2dParams(1, 1, 5, 75, 2, 2, 2, 2, 0, 0);
+        for (int offset = 0; offset < 4; offset++)
+        {
+            float[] x = new float[p.H * p.W];
+            for (int i = 0; i < x.Length; i++) x[i] = (i / p.W + i) % 3 == 0 ? float.NegativeInfinity : 1f;
+            int dh = offset / 2, dw = offset % 2;
+            for (int oh = 0; oh < p.P; oh++)
+                for (int q = 0; q < p.Q; q += 5) x[(2 * oh + dh) * p.W + 2 * q + dw] = float.NaN;
+            var (y, indices) = Forward(PoolKind.Max, x, p);
+            for (int oh = 0; oh < p.P; oh++)
+            {
+                for (int q = 0; q < p.Q; q++)
+                {
+                    // PyTorch's rule, spelled out: scan the window row-major, take a value if it is greater or NaN.
+                    float best = float.NegativeInfinity;
+                    int at = 2 * oh * p.W + 2 * q;
+                    for (int k = 0; k < 4; k++)
+                    {
+                        int pos = (2 * oh + k / 2) * p.W + 2 * q + k % 2;
+                        if (x[pos] > best || float.IsNaN(x[pos])) { best = x[pos]; at = pos; }
+                    }
+                    int o = oh * p.Q + q;
+                    Assert.True(best.Equals(y[o]), $"offset {offset}, output ({oh}, {q}): {y[o]}, expected {best}");
+                    Assert.Equal(at, indices[o]);
+                }
             }
         }
     }

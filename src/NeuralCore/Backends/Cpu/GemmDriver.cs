@@ -85,6 +85,11 @@ public static unsafe partial class Gemm
             ScaleC(m, n, beta, c, ldc);
             return;
         }
+        if (IsDot(transA, transB, m, n, k))
+        {
+            ByDotProducts(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+            return;
+        }
         if (IsSmall(transB, m, n, k))
         {
             Small(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

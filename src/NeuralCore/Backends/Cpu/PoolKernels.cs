@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace NeuralCore.Backends.Cpu;
 
@@ -112,6 +113,7 @@ internal static unsafe partial class PoolKernels
             if (job.Kind == PoolKind.Max)
             {
                 if (job.Backward) MaxBackwardPlane(y, indices, x, p);
+                else if (IsWhole2x2(p)) MaxPlane2x2(x, y, indices, p);
                 else MaxPlane(x, y, indices, p);
             }
             else
@@ -157,6 +159,56 @@ internal static unsafe partial class PoolKernels
             else MaxPlaneNarrow(x, y, job.Indices == null ? null : job.Indices + plane * pq, p, padded, table, firstAt, best, at, values);
         }
         return true;
+    }
+
+    /// <summary>A 2 x 2 window, stride 2, no padding, and every window inside the input (the stem's pool).</summary>
+    private static bool IsWhole2x2(in Geometry p) =>
+        Avx512F.IsSupported && p.KernelH == 2 && p.KernelW == 2 && p.StrideH == 2 && p.StrideW == 2 && p.PadH == 0 && p.PadW == 0
+        && 2 * p.P <= p.H && 2 * p.Q <= p.W;
+
+    /// <summary>
+    /// <see cref="MaxPlane"/> for <see cref="IsWhole2x2"/> geometries: 16 outputs at a time from two 32-float loads per
+    /// input row, split into even and odd columns by permutes, then the window's four values compared in PyTorch's
+    /// scan order (a later value wins only when greater, or NaN), with the flat index of the winner.
+    /// </summary>
+    private static void MaxPlane2x2(float* x, float* y, int* indices, in Geometry p)
+    {
+        var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        var odd = even + Vector512<int>.One;
+        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        int outW = p.Q, w = p.W;
+        for (int oh = 0; oh < p.P; oh++)
+        {
+            float* r0 = x + 2 * oh * w, r1 = r0 + w;
+            int rowBase = 2 * oh * w;
+            for (int q = 0; q < outW; q += 16)
+            {
+                int count = Math.Min(16, outW - q);
+                // Masked loads: the 2 * count inputs of the block, never past them.
+                var inLo = Vector512.LessThan(lane, Vector512.Create(2 * count)).AsSingle();
+                var inHi = Vector512.LessThan(lane + Vector512.Create(16), Vector512.Create(2 * count)).AsSingle();
+                var a = Avx512F.MaskLoad(r0 + 2 * q, inLo, Vector512<float>.Zero);
+                var b = Avx512F.MaskLoad(r0 + 2 * q + 16, inHi, Vector512<float>.Zero);
+                var c = Avx512F.MaskLoad(r1 + 2 * q, inLo, Vector512<float>.Zero);
+                var d = Avx512F.MaskLoad(r1 + 2 * q + 16, inHi, Vector512<float>.Zero);
+                var at = Vector512.Create(rowBase + 2 * q) + lane * 2;
+                var best = Avx512F.PermuteVar16x32x2(a, even, b);
+                var index = at;
+                Take(ref best, ref index, Avx512F.PermuteVar16x32x2(a, odd, b), at + Vector512<int>.One);
+                Take(ref best, ref index, Avx512F.PermuteVar16x32x2(c, even, d), at + Vector512.Create(w));
+                Take(ref best, ref index, Avx512F.PermuteVar16x32x2(c, odd, d), at + Vector512.Create(w + 1));
+                var outMask = Vector512.LessThan(lane, Vector512.Create(count));
+                Avx512F.MaskStore(y + oh * outW + q, outMask.AsSingle(), best);
+                if (indices != null) Avx512F.MaskStore(indices + oh * outW + q, outMask, index);
+            }
+        }
+
+        static void Take(ref Vector512<float> best, ref Vector512<int> index, Vector512<float> v, Vector512<int> at)
+        {
+            var take = Vector512.GreaterThan(v, best) | ~Vector512.Equals(v, v);
+            best = Vector512.ConditionalSelect(take, v, best);
+            index = Vector512.ConditionalSelect(take.AsInt32(), at, index);
+        }
     }
 
     private static void MaxPlane(float* x, float* y, int* indices, in Geometry p)
