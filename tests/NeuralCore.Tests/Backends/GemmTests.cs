@@ -137,6 +137,22 @@ public sealed class GemmTests
         Assert.Equal([2f, 4f, 6f, 8f], c);
     }
 
+    [Fact]
+    public void ReadingBInPlaceGivesTheBitsOfPackingIt()
+    {
+        // Up to 128 rows of C, whole 32-column panels of an untransposed B are read where they lie; above, packed. The
+        // first 123 rows of a 136-row product (packed) must equal the 123-row product (in place) bit for bit, across
+        // two K blocks and a last, partial (packed) panel of 4 columns.
+        int n = 100, k = 300, ldb = n + 5;
+        var rng = new Random(17);
+        float[] a = RandomArray(rng, 136 * k);
+        float[] b = RandomArray(rng, k * ldb);
+        float[] packed = new float[136 * n], inPlace = new float[123 * n];
+        Gemm.Sgemm(false, false, 136, n, k, 1f, a, k, b, ldb, 0f, packed, n);
+        Gemm.Sgemm(false, false, 123, n, k, 1f, a, k, b, ldb, 0f, inPlace, n);
+        Assert.Equal(packed.AsSpan(0, 123 * n).ToArray(), inPlace);
+    }
+
     [Theory]
     [InlineData(1, 2)]
     [InlineData(2, 3)]

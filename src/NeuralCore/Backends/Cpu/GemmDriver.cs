@@ -29,6 +29,8 @@ public static unsafe partial class Gemm
     private const int KC = 256;
     private const int MC = 240;
     private const int NC = 512;
+    // Up to this many rows of C, full panels of an untransposed B are not packed (see Blocked).
+    private const int InPlaceBMaxRows = 128;
 
     // Below this many multiply-adds per thread, waking a worker costs more than it saves.
     private const long MinMacsPerThread = 1L << 17;
@@ -205,15 +207,21 @@ public static unsafe partial class Gemm
         float* packB = scratch.B;
         float* tile = scratch.Tile;
         int mr = job.Mr, nr = job.Nr;
+        // With few rows of C, packing B costs about as much as multiplying it by 8 rows of A (each packed element is
+        // used by only m / 8 tiles), so whole 32-column panels of an untransposed B are read where they lie, rows ldb
+        // apart; the same kernel runs either way, so results do not change. Only a last, partial panel is packed.
+        bool inPlace = !job.TransB && job.Kind == KernelKind.Vector512 && i1 - i0 <= InPlaceBMaxRows;
         for (int jc = j0; jc < j1; jc += NC)
         {
             int nc = Math.Min(NC, j1 - jc);
+            int inPlaceCols = inPlace ? nc / nr * nr : 0;
             for (int pc = 0; pc < job.K; pc += KC)
             {
                 int kc = Math.Min(KC, job.K - pc);
                 // Later K blocks add to what the first one wrote.
                 float beta = pc == 0 ? job.Beta : 1f;
-                PackB(job.TransB, job.B, job.Ldb, pc, kc, jc, nc, packB, nr);
+                if (inPlaceCols < nc) PackB(job.TransB, job.B, job.Ldb, pc, kc, jc + inPlaceCols, nc - inPlaceCols, packB, nr);
+                float* bInPlace = job.B + (long)pc * job.Ldb + jc;
                 for (int ic = i0; ic < i1; ic += MC)
                 {
                     int mc = Math.Min(MC, i1 - ic);
@@ -226,7 +234,10 @@ public static unsafe partial class Gemm
                         for (int jr = 0; jr < nc; jr += nr)
                         {
                             int cols = Math.Min(nr, nc - jr);
-                            MicroTile(job.Kind, kc, ap, packB + (long)jr * kc, cRow + jr, job.Ldc, job.Alpha, beta, rows, cols, tile);
+                            if (jr < inPlaceCols)
+                                MicroTile(job.Kind, kc, ap, bInPlace + jr, cRow + jr, job.Ldc, job.Alpha, beta, rows, cols, tile, job.Ldb);
+                            else
+                                MicroTile(job.Kind, kc, ap, packB + (long)(jr - inPlaceCols) * kc, cRow + jr, job.Ldc, job.Alpha, beta, rows, cols, tile);
                         }
                     }
                 }

@@ -23,20 +23,22 @@ public static unsafe partial class Gemm
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void MicroTile(KernelKind kind, int kc, float* a, float* b, float* c, int ldc, float alpha, float beta,
-        int rows, int cols, float* tile)
+        int rows, int cols, float* tile, int ldb = 0)
     {
         switch (kind)
         {
             case KernelKind.Vector512:
+                // B is a packed micro-panel (row stride 32), or op(B) read where it lies (ldb: its row stride).
+                if (ldb == 0) ldb = Nr512;
                 if (rows == Mr512 && cols == Nr512)
                 {
-                    Kernel512(kc, a, b, c, ldc, alpha, beta);
+                    Kernel512(kc, a, b, ldb, c, ldc, alpha, beta);
                 }
                 else
                 {
                     // A tile of at most 4 rows (19 = 8 + 8 + 3 output channels) skips the micro-panel's zero rows.
-                    if (rows <= Mr512 / 2) Kernel512Half(kc, a, b, tile);
-                    else Kernel512(kc, a, b, tile, Nr512, 1f, 0f);
+                    if (rows <= Mr512 / 2) Kernel512Half(kc, a, b, ldb, tile);
+                    else Kernel512(kc, a, b, ldb, tile, Nr512, 1f, 0f);
                     Merge(tile, Nr512, c, ldc, rows, cols, alpha, beta);
                 }
                 break;
@@ -252,7 +254,7 @@ public static unsafe partial class Gemm
     /// The first 4 rows of <see cref="Kernel512"/>'s tile (same operands, same order of operations, so the same
     /// rounding), written to <paramref name="tile"/> with row stride 32: for edge tiles of at most 4 rows.
     /// </summary>
-    private static void Kernel512Half(int kc, float* a, float* b, float* tile)
+    private static void Kernel512Half(int kc, float* a, float* b, int ldb, float* tile)
     {
         Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default;
         Vector512<float> c20 = default, c21 = default, c30 = default, c31 = default;
@@ -269,7 +271,7 @@ public static unsafe partial class Gemm
             ai = Vector512.Create(a[3]);
             c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
             a += Mr512;
-            b += Nr512;
+            b += ldb;
         }
         c00.Store(tile); c01.Store(tile + 16);
         c10.Store(tile + 32); c11.Store(tile + 48);
@@ -304,8 +306,11 @@ public static unsafe partial class Gemm
         c4.Store(tile + 128); c5.Store(tile + 160); c6.Store(tile + 192); c7.Store(tile + 224);
     }
 
-    /// <summary>8 x 32 tile, 16 zmm accumulators: per k, two loads of B and eight broadcasts of A feed 16 FMAs.</summary>
-    private static void Kernel512(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta)
+    /// <summary>
+    /// 8 x 32 tile, 16 zmm accumulators: per k, two loads of B and eight broadcasts of A feed 16 FMAs. B's rows are
+    /// <paramref name="ldb"/> floats apart: 32 in a packed micro-panel, the matrix's row stride when read in place.
+    /// </summary>
+    private static void Kernel512(int kc, float* a, float* b, int ldb, float* c, int ldc, float alpha, float beta)
     {
         Vector512<float> c00 = default, c01 = default;
         Vector512<float> c10 = default, c11 = default;
@@ -336,7 +341,7 @@ public static unsafe partial class Gemm
             ai = Vector512.Create(a[7]);
             c70 = Vector512.FusedMultiplyAdd(ai, b0, c70); c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
             a += 8;
-            b += 32;
+            b += ldb;
         }
         var va = Vector512.Create(alpha);
         if (beta == 0f)

@@ -23,7 +23,7 @@ public static unsafe partial class Gemm
     internal static void PackColumnsOfTranspose(float* b, int ldb, int n, int k, float* dst) => PackB(true, b, ldb, 0, k, 0, n, dst, Nr512);
 
     /// <summary>tile[8, 32] = A B for one packed A micro-panel (k x 8) and one packed B micro-panel (k x 32). Needs AVX-512.</summary>
-    internal static void MultiplyTile(int k, float* a, float* b, float* tile) => Kernel512(k, a, b, tile, Nr512, 1f, 0f);
+    internal static void MultiplyTile(int k, float* a, float* b, float* tile) => Kernel512(k, a, b, Nr512, tile, Nr512, 1f, 0f);
 
     /// <summary>The first 16 columns of <see cref="MultiplyTile"/>'s tile (row stride still 32), when the rest would be padding. Needs AVX-512.</summary>
     internal static void MultiplyTileNarrow(int k, float* a, float* b, float* tile) => Kernel512Narrow(k, a, b, tile);
