@@ -36,8 +36,10 @@ public static unsafe partial class Gemm
                 }
                 else
                 {
-                    // A tile of at most 4 rows (19 = 8 + 8 + 3 output channels) skips the micro-panel's zero rows.
+                    // A tile of at most 4 rows (19 = 8 + 8 + 3 output channels) skips the micro-panel's zero rows, one of
+                    // at most 16 columns (the last panel of 168 = 5 x 32 + 8 columns) its zero columns.
                     if (rows <= Mr512 / 2) Kernel512Half(kc, a, b, ldb, tile);
+                    else if (cols <= Nr512 / 2) Kernel512Narrow(kc, a, b, ldb, tile);
                     else Kernel512(kc, a, b, ldb, tile, Nr512, 1f, 0f);
                     Merge(tile, Nr512, c, ldc, rows, cols, alpha, beta);
                 }
@@ -284,7 +286,7 @@ public static unsafe partial class Gemm
     /// rounding), written to <paramref name="tile"/> with row stride 32: half the multiplications when a B panel's
     /// last 16 columns are padding.
     /// </summary>
-    private static void Kernel512Narrow(int kc, float* a, float* b, float* tile)
+    private static void Kernel512Narrow(int kc, float* a, float* b, int ldb, float* tile)
     {
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default;
         Vector512<float> c4 = default, c5 = default, c6 = default, c7 = default;
@@ -300,7 +302,7 @@ public static unsafe partial class Gemm
             c6 = Vector512.FusedMultiplyAdd(Vector512.Create(a[6]), b0, c6);
             c7 = Vector512.FusedMultiplyAdd(Vector512.Create(a[7]), b0, c7);
             a += Mr512;
-            b += Nr512;
+            b += ldb;
         }
         c0.Store(tile); c1.Store(tile + 32); c2.Store(tile + 64); c3.Store(tile + 96);
         c4.Store(tile + 128); c5.Store(tile + 160); c6.Store(tile + 192); c7.Store(tile + 224);

@@ -26,7 +26,7 @@ public static unsafe partial class Gemm
     internal static void MultiplyTile(int k, float* a, float* b, float* tile) => Kernel512(k, a, b, Nr512, tile, Nr512, 1f, 0f);
 
     /// <summary>The first 16 columns of <see cref="MultiplyTile"/>'s tile (row stride still 32), when the rest would be padding. Needs AVX-512.</summary>
-    internal static void MultiplyTileNarrow(int k, float* a, float* b, float* tile) => Kernel512Narrow(k, a, b, tile);
+    internal static void MultiplyTileNarrow(int k, float* a, float* b, float* tile) => Kernel512Narrow(k, a, b, Nr512, tile);
 
     /// <summary>
     /// C[0..m, 0..cols) = A B for A packed by <see cref="PackRows"/> and one B micro-panel (k rows of
