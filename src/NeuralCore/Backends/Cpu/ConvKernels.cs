@@ -655,6 +655,7 @@ internal static unsafe class ConvKernels
     /// dst[i] = src[i] for i in [0, n), in whole vectors: may read and write up to a vector (16 floats)
     /// past n, so both buffers need that much slack.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void CopyWhole(float* dst, float* src, int n)
     {
         int i = 0;
