@@ -27,6 +27,8 @@ internal static unsafe class ConvKernels
     private const long MaxScratchFloats = 1 << 18;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
+    // A 1x1 weight gradient multiplies sample by sample from planes of at least this many values.
+    private const int MinDirectWeightPlane = 32;
     // Spare floats after each im2col row and after the padded input plane: the unit-stride im2col
     // copies whole vectors, running up to a vector past the end of each output row.
     private const int Slack = 16;
@@ -232,6 +234,9 @@ internal static unsafe class ConvKernels
             chunk = Math.Min(chunk, (p.N + threads - 1) / threads);
             chunk = Math.Max(chunk, 1);
         }
+        // A 1x1 weight gradient reads each sample's planes where they lie (no gathered copies of dy and x) unless
+        // they are too small for the GEMM (MNIST's 1 x 6 maps).
+        if (pass == Pass.BackwardWeight && job.Direct && job.PQ >= MinDirectWeightPlane) chunk = 1;
         job.Chunk = chunk;
         job.Chunks = (p.N + chunk - 1) / chunk;
         long macs = (long)p.N * p.K * job.Crs * job.PQ;

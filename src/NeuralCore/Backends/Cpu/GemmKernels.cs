@@ -170,6 +170,10 @@ public static unsafe partial class Gemm
             }
             return;
         }
+        // A last group of fewer than 8 columns is copied into 8 zero-padded rows first (for kc up to this), so that it
+        // takes the 8 x 8 transposes too instead of kc strided stores per column.
+        const int MaxGroupCopy = 512;
+        float* group = stackalloc float[Avx.IsSupported && nr % 8 == 0 && kc <= MaxGroupCopy ? 8 * kc : 0];
         for (int jr = 0; jr < nc; jr += nr)
         {
             // B is n x k: each column of the panel is contiguous in k; write it with stride NR,
@@ -179,15 +183,37 @@ public static unsafe partial class Gemm
             if (Avx.IsSupported && nr % 8 == 0)
             {
                 int kc8 = kc / 8 * 8;
-                for (; j0 + 8 <= cols; j0 += 8)
+                for (; j0 < cols; j0 += 8)
                 {
+                    int width = Math.Min(8, cols - j0);
                     float* src = b + (long)(jc + jr + j0) * ldb + pc;
-                    for (int p = 0; p < kc8; p += 8) Transpose8x8(src + p, ldb, dst + p * nr + j0, nr);
-                    for (int j = j0; j < j0 + 8; j++)
+                    long lds = ldb;
+                    if (width < 8)
                     {
-                        float* s = b + (long)(jc + jr + j) * ldb + pc;
-                        for (int p = kc8; p < kc; p++) dst[p * nr + j] = s[p];
+                        if (kc > MaxGroupCopy) break;
+                        for (int j = 0; j < 8; j++)
+                        {
+                            var row = new Span<float>(group + j * kc, kc);
+                            if (j < width) new ReadOnlySpan<float>(src + j * lds, kc).CopyTo(row);
+                            else row.Clear();
+                        }
+                        src = group;
+                        lds = kc;
                     }
+                    for (int p = 0; p < kc8; p += 8) Transpose8x8(src + p, lds, dst + p * nr + j0, nr);
+                    for (int j = 0; j < 8; j++)
+                    {
+                        float* sj = src + j * lds;
+                        for (int p = kc8; p < kc; p++) dst[p * nr + j0 + j] = sj[p];
+                    }
+                }
+                if (j0 >= cols)
+                {
+                    // The panel's columns past the last group of 8 are zero, 8 at a time.
+                    for (int p = 0; p < kc && j0 < nr; p++)
+                        for (int j = j0; j < nr; j += 8) Avx.Store(dst + p * nr + j, Vector256<float>.Zero);
+                    dst += nr * kc;
+                    continue;
                 }
             }
             for (int j = j0; j < cols; j++)
