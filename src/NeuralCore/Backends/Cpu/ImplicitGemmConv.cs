@@ -31,7 +31,7 @@ internal static unsafe class ImplicitGemmConv
     // rows and 32 output channels its columns, instead of a 32-column panel that is mostly padding.
     private const int NarrowPanel = 2 * Gemm.PanelRows;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
-    private const long MinMacsPerPart = 1 << 18;
+    private const long MinMacsPerPart = 1 << 16;
 
     /// <summary>Weights packed for the kernel, with the taps that never read the input dropped (pointers into pinned memory).</summary>
     internal readonly struct Packing(float* packed, float* transposed, int* tapOffsetH, int* tapOffsetW, int rowsPerGroup, int taps)
