@@ -25,6 +25,8 @@ public sealed class ConvTests
         ["dilation2 pad2"] = (new(2, 3, 10, 12, 5, 3, 3, 1, 1, 2, 2, 2, 2, 1), false),
         ["3x1 pad(1,0) bias"] = (new(3, 5, 9, 7, 7, 3, 1, 1, 1, 1, 0, 1, 1, 1), true),
         ["1x1 direct C19->K38"] = (new(3, 19, 6, 5, 38, 1, 1, 1, 1, 0, 0, 1, 1, 1), false),
+        // Planes of 32 values or more: the 1x1 weight gradient multiplies sample by sample from the planes.
+        ["1x1 direct on 6 x 7, C5->K9"] = (new(3, 5, 6, 7, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1), true),
         ["1x1 stride2 bias"] = (new(2, 8, 7, 7, 5, 1, 1, 2, 2, 0, 0, 1, 1, 1), true),
         ["1x1 pad1"] = (new(1, 4, 5, 5, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false),
         ["stem 5x5 stride2 pad1"] = (new(3, 1, 28, 28, 8, 5, 5, 2, 2, 1, 1, 1, 1, 1), false),

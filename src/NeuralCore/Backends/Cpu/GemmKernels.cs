@@ -142,6 +142,7 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>Packs rows [pc, pc + kc) x columns [jc, jc + nc) of op(B) into NR-column micro-panels.</summary>
+    [SkipLocalsInit]
     private static void PackB(bool transB, float* b, int ldb, int pc, int kc, int jc, int nc, float* dst, int nr)
     {
         int full = nc / nr * nr;
