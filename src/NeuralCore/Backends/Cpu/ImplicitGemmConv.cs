@@ -30,8 +30,12 @@ internal static unsafe class ImplicitGemmConv
     // Panels at most this wide multiply the other way round (Y^T = X^T W^T): their columns become the micro-kernel's
     // rows and 32 output channels its columns, instead of a 32-column panel that is mostly padding.
     private const int NarrowPanel = 2 * Gemm.PanelRows;
-    // Below this many multiply-adds per part, waking a worker costs more than it saves.
-    private const long MinMacsPerPart = 1 << 16;
+    // Below this many multiply-adds per part, waking a worker costs more than it saves: half as many where the
+    // output has enough columns (a batch-1 mel map) for the parts to share panels or channels evenly; MNIST's one-sample
+    // maps (6 to 144 columns) keep the higher bar, where a second thread made batch 1 slower.
+    private const long MinMacsPerPart = 1 << 18;
+    private const long MinMacsPerPartWide = 1 << 17;
+    private const int WideColumns = 160;
 
     /// <summary>Weights packed for the kernel, with the taps that never read the input dropped (pointers into pinned memory).</summary>
     internal readonly struct Packing(float* packed, float* transposed, int* tapOffsetH, int* tapOffsetW, int rowsPerGroup, int taps)
@@ -213,7 +217,7 @@ internal static unsafe class ImplicitGemmConv
         // Threads worth waking for this much work; blocks small enough that each of them gets a few, whole panels, at
         // most 256 columns.
         long macs = (long)p.K * job.Kc * job.Columns;
-        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
+        int parts = (int)Math.Clamp(macs / (job.Columns >= WideColumns ? MinMacsPerPartWide : MinMacsPerPart), 1, CpuThreading.Threads);
         long perThread = (job.Columns + 2L * parts - 1) / (2L * parts);
         job.BlockColumns = (int)Math.Clamp((perThread + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
         job.Blocks = (int)((job.Columns + job.BlockColumns - 1) / job.BlockColumns);
