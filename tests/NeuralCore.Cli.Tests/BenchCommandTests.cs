@@ -2,7 +2,7 @@ using System.Text.Json.Nodes;
 
 namespace NeuralCore.Cli.Tests;
 
-/// <summary><c>neuralcore bench</c>: the JSON it reports for both modes and engines, the per-step profile, and its usage errors.</summary>
+/// <summary><c>neuralcore bench</c>: the JSON it reports for both modes and engines, the per-step and per-op profiles, and its usage errors.</summary>
 public sealed class BenchCommandTests
 {
     [Theory]
@@ -51,9 +51,24 @@ public sealed class BenchCommandTests
     }
 
     [Fact]
-    public void ProfileNeedsTheCompiledPlan()
+    public void ProfileOfATrainingStepListsEachLayersForwardAndBackward()
     {
-        var (code, _, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--batch-size", "2", "--mode", "train", "--profile");
+        var (code, stdout, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--batch-size", "3", "--mode", "train",
+            "--iterations", "2", "--warmup", "0", "--profile", "--json");
+        Assert.True(code == 0, stderr);
+        var ops = JsonNode.Parse(stdout)!["profile"]!.AsArray().Select(s => (string)s!["step"]!).ToList();
+        // Every layer by its module name, in both passes: the stem's convolution, a block's second batch norm.
+        Assert.Contains("forward Conv2d in_c.0 [3, 4, 13, 13]", ops);
+        Assert.Contains("backward Conv2d in_c.0 [3, 4, 13, 13]", ops);
+        Assert.Contains(ops, o => o.StartsWith("backward BatchNorm2d stage3.block2.bn2 ", StringComparison.Ordinal));
+        Assert.Equal(ops.Count, ops.Distinct().Count());
+        Assert.Contains("per op (mean ms per step, share of the profiled ops):", stderr);
+    }
+
+    [Fact]
+    public void ProfileOfInferenceNeedsTheCompiledPlan()
+    {
+        var (code, _, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--batch-size", "2", "--mode", "infer", "--eager", "--profile");
         Assert.Equal(2, code);
         Assert.Contains("--profile", stderr);
     }

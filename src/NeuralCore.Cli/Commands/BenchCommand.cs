@@ -52,7 +52,7 @@ internal static class BenchCommand
         };
         var profile = new Option<bool>("--profile")
         {
-            Description = "With --mode infer (compiled plan): also time each step of the plan over the iterations and print where the pass spends its time, layer by layer.",
+            Description = "Also print where an iteration spends its time, layer by layer, from runs after the timed ones: with --mode infer, each step of the compiled plan; with --mode train, each op's forward and backward (time since the op before it; the optimizer step is not counted).",
         };
         var device = new Option<string>("--device") { Description = TrainingOptionSet.DeviceHelp, DefaultValueFactory = _ => "cpu" };
         var json = CommonOptions.Json();
@@ -92,8 +92,8 @@ internal static class BenchCommand
                 throw new CliException($"The compiled inference plan runs on the CPU; add --eager to time inference on {dev}.", Program.UsageError);
             var engine = what == "train" ? "eager" : useEager ? "eager" : "plan";
             bool withProfile = parse.GetValue(profile);
-            if (withProfile && engine != "plan")
-                throw new CliException("--profile times the steps of the compiled inference plan; use it with --mode infer and without --eager.", Program.UsageError);
+            if (withProfile && what == "infer" && engine != "plan")
+                throw new CliException("--profile with --mode infer times the steps of the compiled inference plan; leave out --eager (or profile --mode train).", Program.UsageError);
             var result = Run(source, dev, shape, batch, what == "train", !useEager, count, warm, withProfile, console.Cancellation);
             bool asJson = parse.GetValue(json);
             var human = console.Human(asJson);
@@ -108,7 +108,7 @@ internal static class BenchCommand
             if (result.Profile is { } steps)
             {
                 double total = steps.Sum(s => s.Milliseconds);
-                human.WriteLine("per step (mean ms, share of the pass):");
+                human.WriteLine(what == "train" ? "per op (mean ms per step, share of the profiled ops):" : "per step (mean ms, share of the pass):");
                 foreach (var (step, ms) in steps)
                     human.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {ms,9:F4} {100 * ms / total,5:F1} %  {step}"));
             }
@@ -217,9 +217,17 @@ internal static class BenchCommand
         using var process = Process.GetCurrentProcess();
         // Timing each step adds a clock read per step, so the profile is taken in its own runs after the timed ones.
         var steps = profile && compiled is not null ? compiled.Profile(x.AsSpan(), count) : null;
+        if (profile && optimizer is not null)
+        {
+            var names = new Dictionary<NN.Module, string>(ReferenceEqualityComparer.Instance);
+            foreach (var (name, module) in net.NamedModules()) names.TryAdd(module, name == "" ? "model" : name);
+            using var profiler = Autograd.OpProfiler.Start();
+            for (int it = 0; it < count; it++) Iterate(profiler);
+            steps = profiler.Totals(names).Select(t => (t.Op, t.Milliseconds / count)).ToList();
+        }
         return new BenchResult(times, batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, steps);
 
-        void Iterate()
+        void Iterate(Autograd.OpProfiler? profiler = null)
         {
             cancel.ThrowIfCancellationRequested();
             using (TensorScope.Enter())
@@ -227,6 +235,7 @@ internal static class BenchCommand
                 if (optimizer is not null)
                 {
                     optimizer.ZeroGrad(setToNone: false);
+                    profiler?.Mark();
                     var loss = Functional.CrossEntropy(net.Call(x), y);
                     loss.Backward();
                     optimizer.Step();

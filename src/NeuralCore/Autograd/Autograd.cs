@@ -59,6 +59,7 @@ public static class Autograd
         if (!needsGrad && _traceDepth == 0) return output;
         output.GradFn = new Node(kind, inputs, output, needsGrad ? backward : null, attributes, attributeFactory, CurrentModule,
             Interlocked.Increment(ref _sequence));
+        OpProfiler.Current?.Charge(false, output.GradFn);
         output.SetRequiresGradInternal(needsGrad);
         return output;
     }
@@ -114,9 +115,11 @@ public static class Autograd
         order.Sort(static (a, b) => b.Sequence.CompareTo(a.Sequence));
 
         grads[root.GradFn!] = gradient;
+        var profiler = OpProfiler.Current;
         foreach (var node in order)
         {
             if (!grads.Remove(node, out var gOut)) continue;
+            profiler?.Mark();
             var gIn = node.RunBackward(gOut);
             for (var i = 0; i < node.Inputs.Count; i++)
             {
@@ -129,6 +132,7 @@ public static class Autograd
                 else if (grads.TryGetValue(input.GradFn, out var acc)) grads[input.GradFn] = acc.Add(g);
                 else grads[input.GradFn] = g;
             }
+            profiler?.Charge(true, node);
             if (!retainGraph) node.Release();
         }
     }
