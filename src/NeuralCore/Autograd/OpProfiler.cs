@@ -9,7 +9,8 @@ namespace NeuralCore.Autograd;
 /// charged the time since the previous recorded op or <see cref="Mark"/> (its kernel plus the glue before it, and any
 /// unrecorded op in between), and each node of a backward pass the time its backward function and the accumulation of
 /// its gradients take. Ops are told apart by pass, kind, module and output shape, so the layers of a model each get a
-/// line. A clock read per op; meant for measuring, not for production runs.
+/// line. On a device that runs asynchronously (CUDA) the times are those of launching the work, not of the work. A clock
+/// read per op; meant for measuring, not for production runs.
 /// </summary>
 public sealed class OpProfiler : IDisposable
 {
