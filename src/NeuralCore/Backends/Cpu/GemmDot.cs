@@ -3,11 +3,11 @@ using System.Runtime.Intrinsics;
 
 namespace NeuralCore.Backends.Cpu;
 
-// The dot-product path for C = A * B^T with few rows and columns and a long k: a convolution's weight gradient
-// dw [K, C*R*S] = dy [K, PQ] * columns^T when C*R*S is small (the stem: one input channel, 25 taps).
+// The dot-product path for C = A * B^T with few rows or few columns and a long k: a convolution's weight gradient
+// dw [K, C*R*S] = dy [K, PQ] * columns^T when C*R*S is small (the stem: one input channel, 25 taps) or K is.
 public static unsafe partial class Gemm
 {
-    // C at most this many columns, and k at least this long: below, the packed path's tiles are fuller.
+    // C with at most this many rows or columns, and k at least this long: otherwise the packed path's tiles are fuller.
     private const int DotMaxN = 30;
     private const int DotMinK = 256;
     // A tile is DotRows rows of A against up to DotCols rows of B: 24 vector accumulators, one register per A row.
