@@ -237,7 +237,7 @@ public static unsafe partial class Gemm
                             if (jr < inPlaceCols)
                                 MicroTile(job.Kind, kc, ap, bInPlace + jr, cRow + jr, job.Ldc, job.Alpha, beta, rows, cols, tile, job.Ldb);
                             else
-                                MicroTile(job.Kind, kc, ap, packB + (long)(jr - inPlaceCols) * kc, cRow + jr, job.Ldc, job.Alpha, beta, rows, cols, tile);
+                                MicroTile(job.Kind, kc, ap, packB + (long)(jr - inPlaceCols) * kc, cRow + jr, job.Ldc, job.Alpha, beta, rows, cols, tile, nr);
                         }
                     }
                 }

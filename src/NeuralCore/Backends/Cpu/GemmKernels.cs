@@ -23,13 +23,12 @@ public static unsafe partial class Gemm
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void MicroTile(KernelKind kind, int kc, float* a, float* b, float* c, int ldc, float alpha, float beta,
-        int rows, int cols, float* tile, int ldb = 0)
+        int rows, int cols, float* tile, int ldb)
     {
         switch (kind)
         {
             case KernelKind.Vector512:
-                // B is a packed micro-panel (row stride 32), or op(B) read where it lies (ldb: its row stride).
-                if (ldb == 0) ldb = Nr512;
+                // B is a packed micro-panel (ldb = NR), or op(B) read where it lies (ldb: its row stride).
                 if (rows == Mr512 && cols == Nr512)
                 {
                     Kernel512(kc, a, b, ldb, c, ldc, alpha, beta);

@@ -38,7 +38,7 @@ public static unsafe partial class Gemm
         for (int i = 0; i < m; i += Mr512)
         {
             MicroTile(KernelKind.Vector512, k, packedA + (long)i * k, panel, c + (long)i * ldc, ldc, 1f, 0f,
-                Math.Min(Mr512, m - i), cols, tile);
+                Math.Min(Mr512, m - i), cols, tile, Nr512);
         }
     }
 }
