@@ -13,7 +13,8 @@ namespace NeuralCore.Benchmarks;
 /// 3e-3) on 2 threads, for the small (24/48/72), big (32/64/128) and pruned (19/38/76, the big model pruned at 0.40)
 /// widths side by side, on MNIST 28 x 28 at batch 256 and on the 128 x 100 mel input at batch 64. Each step runs in
 /// a <see cref="TensorScope"/>, as a training loop should: the memory diagnoser then shows what a step allocates
-/// after warm-up (graph bookkeeping only, no tensor memory).
+/// after warm-up (graph bookkeeping only, no tensor memory). Beside it, the same step compiled as a
+/// <see cref="CpuTrainingPlan"/> (what the trainer runs: the same kernels and bits, no per-op bookkeeping).
 /// </summary>
 [Config(typeof(ModelConfig))]
 [MemoryDiagnoser]
@@ -22,6 +23,7 @@ public class ModelTrainBenchmarks
     private CpResNet model = null!;
     private Optimizer optimizer = null!;
     private Tensor x = null!, y = null!;
+    private CpuTrainingPlan plan = null!;
 
     /// <summary>small, big or pruned.</summary>
     [ParamsSource(nameof(Models))]
@@ -46,6 +48,16 @@ public class ModelTrainBenchmarks
         model.Train();
         optimizer = new Adam(model.Parameters(), lr: 1e-3, weightDecay: 3e-3);
         (x, y) = input.Batch();
+        plan = CpuTrainingPlan.Compile(model, x.ShapeArray());
+    }
+
+    [Benchmark(Description = "train step, plan")]
+    public float TrainStepPlan()
+    {
+        optimizer.ZeroGrad(setToNone: false);
+        float loss = plan.Step(x, y);
+        optimizer.Step();
+        return loss;
     }
 
     [Benchmark(Description = "train step")]

@@ -100,6 +100,7 @@ public sealed class Trainer
             Schedules.ExpWarmupLinearDown(Options.WarmupEpochs, Options.RampdownLength, Options.RampdownStart, Options.LastLrFactor));
 
         var history = new List<EpochMetrics>();
+        var steps = new StepPlan();
         int startEpoch = 0, bestEpoch = 0;
         double bestLoss = double.PositiveInfinity;
         if (File.Exists(Files.Last))
@@ -146,7 +147,7 @@ public sealed class Trainer
             {
                 var clock = Stopwatch.StartNew();
                 double lr = optimizer.ParamGroups[0].Lr;
-                var (trainLoss, trainAccuracy) = TrainEpoch(model, optimizer, train, epoch, cancellationToken);
+                var (trainLoss, trainAccuracy) = TrainEpoch(model, optimizer, train, epoch, steps, cancellationToken);
                 scheduler.Step();
                 var (validationLossSum, validationConfusion) = Evaluator.Run(model, validation, Options.Device, (batch, batches, value) =>
                     new NonFiniteLossException("validation", epoch, batch, batches, value, File.Exists(Files.Last) ? Files.Last : null, epoch - 1));
@@ -243,7 +244,34 @@ public sealed class Trainer
         return config;
     }
 
-    private (double Loss, double Accuracy) TrainEpoch(Module model, Optimizer optimizer, DataLoader train, int epoch, CancellationToken cancellationToken)
+    /// <summary>A compiled step for the first batch's shape, when <see cref="TrainerOptions.CompileTrainingStep"/> allows one.</summary>
+    private sealed class StepPlan
+    {
+        public bool Tried;
+        public CpuTrainingPlan? Plan;
+    }
+
+    private CpuTrainingPlan? PlanFor(Module model, Tensor inputs, StepPlan state)
+    {
+        if (!state.Tried)
+        {
+            state.Tried = true;
+            if (Options.CompileTrainingStep && LossFunction is null && Options.Device == Device.Cpu)
+            {
+                try
+                {
+                    state.Plan = CpuTrainingPlan.Compile(model, inputs.ShapeArray());
+                }
+                catch (NotSupportedException e)
+                {
+                    _reporter.Message($"note: training eagerly, the compiled training step does not support this model ({e.Message})");
+                }
+            }
+        }
+        return state.Plan is { } plan && inputs.Shape.SequenceEqual(plan.InputShape) && inputs.IsContiguous ? plan : null;
+    }
+
+    private (double Loss, double Accuracy) TrainEpoch(Module model, Optimizer optimizer, DataLoader train, int epoch, StepPlan steps, CancellationToken cancellationToken)
     {
         model.Train();
         train.Epoch = epoch - 1;
@@ -264,8 +292,15 @@ public sealed class Trainer
             using (TensorScope.Enter())
             {
                 optimizer.ZeroGrad(setToNone: false);
-                Tensor loss, logits;
-                if (LossFunction is null)
+                Tensor? loss = null, logits;
+                double value = 0;
+                if (PlanFor(model, inputs, steps) is { } plan)
+                {
+                    // Forward, loss and backward in one call: a non-finite loss stops the run below, before the optimizer step.
+                    value = plan.Step(inputs, targets);
+                    logits = plan.Logits;
+                }
+                else if (LossFunction is null)
                 {
                     logits = model.Call(inputs);
                     loss = Functional.CrossEntropy(logits, targets);
@@ -274,11 +309,11 @@ public sealed class Trainer
                 {
                     (loss, logits) = LossFunction(model, batch with { Inputs = inputs, Targets = targets });
                 }
-                double value = loss.Item();
+                if (loss is not null) value = loss.Item();
                 if (!double.IsFinite(value))
                     throw new NonFiniteLossException("training", epoch, batchIndex, train.BatchCount, value,
                         File.Exists(Files.Last) ? Files.Last : null, epoch - 1);
-                loss.Backward();
+                loss?.Backward();
                 AfterBackward?.Invoke();
                 optimizer.Step();
 

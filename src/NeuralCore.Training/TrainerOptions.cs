@@ -60,6 +60,14 @@ public sealed record TrainerOptions
     /// <summary>The device the model and the batches live on.</summary>
     public Device Device { get; init; } = Device.Cpu;
 
+    /// <summary>
+    /// Run each training step as a <c>CpuTrainingPlan</c> (compiled once per run for the loader's batch shape) when the
+    /// device is the CPU, the loss is the default cross-entropy and the model's ops are supported: the same kernels and
+    /// result bits as eager autograd, with no per-op bookkeeping and no allocation per step. Batches of another shape
+    /// (a smaller last batch), custom losses and other devices train eagerly. Off: every step runs eagerly.
+    /// </summary>
+    public bool CompileTrainingStep { get; init; } = true;
+
     /// <summary>The folder that holds one run folder per experiment.</summary>
     public string RunsDirectory { get; init; } = "runs";
 
@@ -139,6 +147,7 @@ public sealed record TrainerOptions
         json["rampdown_start"] = RampdownStart;
         json["last_lr_factor"] = LastLrFactor;
         json["threads"] = Threads;
+        json["compile_training_step"] = CompileTrainingStep;
         json["runs_dir"] = RunsDirectory;
         json["experiment_name"] = ExperimentName;
         json["resume"] = Resume;

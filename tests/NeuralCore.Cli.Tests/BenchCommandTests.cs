@@ -7,6 +7,7 @@ public sealed class BenchCommandTests
 {
     [Theory]
     [InlineData("train", false)]
+    [InlineData("train", true)]
     [InlineData("infer", false)]
     [InlineData("infer", true)]
     public void ReportsMedianAndSpreadAsJson(string mode, bool eager)
@@ -16,7 +17,9 @@ public sealed class BenchCommandTests
         Assert.True(code == 0, stderr);
         var json = JsonNode.Parse(stdout)!;
         Assert.Equal(mode, (string?)json["mode"]);
-        Assert.Equal(mode == "infer" && !eager ? "plan" : "eager", (string?)json["engine"]);
+        Assert.Equal(eager ? "eager" : "plan", (string?)json["engine"]);
+        // The compiled passes allocate nothing; what is left is the timing loop's own scope object.
+        if (!eager) Assert.True((long)json["allocated_bytes_per_iteration"]! < 1024, $"{json["allocated_bytes_per_iteration"]} bytes per iteration");
         double median = (double)json["median_ms"]!, min = (double)json["min_ms"]!, max = (double)json["max_ms"]!;
         Assert.True(min > 0 && min <= median && median <= max, $"min {min}, median {median}, max {max}");
         Assert.Equal(3, json["times_ms"]!.AsArray().Count);
@@ -51,10 +54,23 @@ public sealed class BenchCommandTests
     }
 
     [Fact]
-    public void ProfileOfATrainingStepListsEachLayersForwardAndBackward()
+    public void ProfileOfACompiledTrainingStepListsEachStepForwardAndBackward()
     {
         var (code, stdout, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--batch-size", "3", "--mode", "train",
             "--iterations", "2", "--warmup", "0", "--profile", "--json");
+        Assert.True(code == 0, stderr);
+        var steps = JsonNode.Parse(stdout)!["profile"]!.AsArray().Select(s => (string)s!["step"]!).ToList();
+        Assert.Equal("conv 1->4 5x5/2 on 28x28", steps[0]);
+        Assert.Contains("cross-entropy over 10 classes", steps);
+        Assert.Equal("cross-entropy over 10 classes, backward", steps[steps.IndexOf("cross-entropy over 10 classes") + 1]);
+        Assert.Equal("conv 1->4 5x5/2 on 28x28, backward", steps[^1]);
+    }
+
+    [Fact]
+    public void ProfileOfAnEagerTrainingStepListsEachLayersForwardAndBackward()
+    {
+        var (code, stdout, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--batch-size", "3", "--mode", "train",
+            "--iterations", "2", "--warmup", "0", "--profile", "--eager", "--json");
         Assert.True(code == 0, stderr);
         var ops = JsonNode.Parse(stdout)!["profile"]!.AsArray().Select(s => (string)s!["step"]!).ToList();
         // Every layer by its module name, in both passes: the stem's convolution, a block's second batch norm.

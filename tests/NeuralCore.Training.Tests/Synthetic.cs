@@ -42,6 +42,20 @@ internal static class Synthetic
             new Linear(4 * 4 * 4, Classes, generator: g));
     }
 
+    /// <summary>An all-convolutional net the compiled training step supports: [N, 1, 8, 8] -> [N, 4].</summary>
+    public static Module ConvNet(ulong seed)
+    {
+        var g = new Generator(seed);
+        return new Sequential(
+            new Conv2d(1, 6, 3, padding: 1, bias: false, generator: g),
+            new BatchNorm2d(6),
+            new ReLU(),
+            new MaxPool2d(2),
+            new Conv2d(6, Classes, 1, generator: g),
+            new AdaptiveAvgPool2d(1),
+            new Flatten());
+    }
+
     public static (DataLoader Train, DataLoader Validation, DataLoader Test) Loaders(int batchSize = 16, ulong seed = 7)
     {
         var train = new DataLoader(new ImageBatchSource(Images(96, 1)), batchSize, shuffle: true, seed);

@@ -52,6 +52,49 @@ public class TrainerTests
         Assert.Empty(Directory.GetFiles(files.Directory, "*.tmp"));
     }
 
+    /// <summary>
+    /// The compiled training step (the default for a supported model on the CPU) trains bit for bit like eager autograd,
+    /// including a smaller last batch, which runs eagerly; an unsupported model says so and trains eagerly.
+    /// </summary>
+    [Fact]
+    public void CompiledTrainingStep_GivesTheWeightsOfEagerTraining()
+    {
+        (Module Model, string Metrics, List<string> Messages) Run(string runs, bool compile, Func<ulong, Module> net)
+        {
+            var (train, validation, _) = Synthetic.Loaders(batchSize: 20);
+            var model = net(1);
+            var messages = new Messages();
+            var options = Synthetic.Options(runs, epochs: 3) with { BatchSize = 20, CompileTrainingStep = compile };
+            new Trainer(options, messages).Fit(model, train, validation, TestContext.Current.CancellationToken);
+            return (model, Path.Combine(runs, "tiny", "metrics.jsonl"), messages.Lines);
+        }
+
+        using (var eagerDir = new TempDir())
+        using (var compiledDir = new TempDir())
+        {
+            var eager = Run(eagerDir.Path, compile: false, Synthetic.ConvNet);
+            var compiled = Run(compiledDir.Path, compile: true, Synthetic.ConvNet);
+            AssertBitIdentical(eager.Model, compiled.Model);
+            AssertSameMetrics(eager.Metrics, compiled.Metrics);
+            Assert.DoesNotContain(compiled.Messages, m => m.Contains("training eagerly"));
+        }
+        using (var linearDir = new TempDir())
+        {
+            var linear = Run(linearDir.Path, compile: true, Synthetic.Net);
+            Assert.Contains(linear.Messages, m => m.Contains("training eagerly") && m.Contains("train this model eagerly"));
+        }
+    }
+
+    private sealed class Messages : IProgressReporter
+    {
+        public List<string> Lines { get; } = [];
+        public void RunStarted(RunStartInfo info) { }
+        public void EpochStarted(int e, int epochs, int batches) { }
+        public void BatchCompleted(BatchProgress progress) { }
+        public void EpochEnded(EpochMetrics? metrics, bool isBest) { }
+        public void Message(string text) => Lines.Add(text);
+    }
+
     [Fact]
     public void Resume_AfterCancellationMidEpoch_EndsWithBitIdenticalWeights()
     {
@@ -143,7 +186,8 @@ public class TrainerTests
         var (train, validation, _) = Synthetic.Loaders();
         // 96 samples / 16 = 6 batches per epoch: the 9th training forward is epoch 2, batch 3.
         var model = new PoisonAfter(Synthetic.Net(1), trainingCalls: 8);
-        var trainer = new Trainer(Synthetic.Options(dir.Path, epochs: 3));
+        // A model whose ops change from call to call must train eagerly: a compiled step replays the traced ones.
+        var trainer = new Trainer(Synthetic.Options(dir.Path, epochs: 3) with { CompileTrainingStep = false });
 
         var error = Assert.Throws<NonFiniteLossException>(() => trainer.Fit(model, train, validation, TestContext.Current.CancellationToken));
 

@@ -48,11 +48,11 @@ internal static class BenchCommand
         };
         var eager = new Option<bool>("--eager")
         {
-            Description = "With --mode infer: time the eager forward (op by op, as model.Call runs it) instead of the compiled CpuInferencePlan (batch norm folded, activations and residual additions fused).",
+            Description = "Time the eager pass (op by op, as model.Call and Backward() run it) instead of the compiled one: CpuInferencePlan for --mode infer (batch norm folded, activations and residual additions fused), CpuTrainingPlan for --mode train on the CPU (the same kernels and bits, no per-op bookkeeping).",
         };
         var profile = new Option<bool>("--profile")
         {
-            Description = "Also print where an iteration spends its time, layer by layer, from runs after the timed ones: with --mode infer, each step of the compiled plan; with --mode train, each op's forward and backward (time since the op before it; the optimizer step is not counted).",
+            Description = "Also print where an iteration spends its time, layer by layer, from runs after the timed ones: each step of the compiled plan (with --mode train, each op's forward and then its backward), or with --eager --mode train each op's forward and backward as autograd records and runs them (time since the op before it). The optimizer step is not counted.",
         };
         var device = new Option<string>("--device") { Description = TrainingOptionSet.DeviceHelp, DefaultValueFactory = _ => "cpu" };
         var json = CommonOptions.Json();
@@ -90,11 +90,12 @@ internal static class BenchCommand
             bool useEager = parse.GetValue(eager);
             if (what == "infer" && !useEager && dev != Device.Cpu)
                 throw new CliException($"The compiled inference plan runs on the CPU; add --eager to time inference on {dev}.", Program.UsageError);
-            var engine = what == "train" ? "eager" : useEager ? "eager" : "plan";
+            // The compiled training step runs on the CPU; on another device training is timed eagerly.
+            var engine = useEager || (what == "train" && dev != Device.Cpu) ? "eager" : "plan";
             bool withProfile = parse.GetValue(profile);
             if (withProfile && what == "infer" && engine != "plan")
                 throw new CliException("--profile with --mode infer times the steps of the compiled inference plan; leave out --eager (or profile --mode train).", Program.UsageError);
-            var result = Run(source, dev, shape, batch, what == "train", !useEager, count, warm, withProfile, console.Cancellation);
+            var result = Run(source, dev, shape, batch, what == "train", engine == "plan", count, warm, withProfile, console.Cancellation);
             bool asJson = parse.GetValue(json);
             var human = console.Human(asJson);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -193,6 +194,7 @@ internal static class BenchCommand
             net.Eval();
         }
         var compiled = !train && plan ? CpuInferencePlan.Compile(net, [batch, .. shape]) : null;
+        var trainingPlan = train && plan ? CpuTrainingPlan.Compile(net, [batch, .. shape]) : null;
         var logits = new float[batch * source.Config.NumClasses];
 
         // The JIT recompiles a hot method in its optimised tier only after 30 calls and a 0.1 s pause in which no new
@@ -216,8 +218,8 @@ internal static class BenchCommand
         }
         using var process = Process.GetCurrentProcess();
         // Timing each step adds a clock read per step, so the profile is taken in its own runs after the timed ones.
-        var steps = profile && compiled is not null ? compiled.Profile(x.AsSpan(), count) : null;
-        if (profile && optimizer is not null)
+        var steps = !profile ? null : compiled?.Profile(x.AsSpan(), count) ?? trainingPlan?.Profile(x, y, count);
+        if (profile && optimizer is not null && trainingPlan is null)
         {
             var names = new Dictionary<NN.Module, string>(ReferenceEqualityComparer.Instance);
             foreach (var (name, module) in net.NamedModules()) names.TryAdd(module, name == "" ? "model" : name);
@@ -232,7 +234,13 @@ internal static class BenchCommand
             cancel.ThrowIfCancellationRequested();
             using (TensorScope.Enter())
             {
-                if (optimizer is not null)
+                if (trainingPlan is not null)
+                {
+                    optimizer!.ZeroGrad(setToNone: false);
+                    trainingPlan.Step(x, y);
+                    optimizer.Step();
+                }
+                else if (optimizer is not null)
                 {
                     optimizer.ZeroGrad(setToNone: false);
                     profiler?.Mark();

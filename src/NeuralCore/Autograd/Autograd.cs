@@ -17,7 +17,22 @@ public static class Autograd
     public static bool IsTracing => _traceDepth > 0;
 
     /// <summary>Disables graph recording until disposed (inference, optimizer steps). Nested scopes are fine.</summary>
-    public static IDisposable NoGrad() { _noGradDepth++; return new Scope(() => _noGradDepth--); }
+    /// <remarks>A struct, so that entering it allocates nothing (optimizers and batch-norm counters enter one per step).</remarks>
+    public static NoGradScope NoGrad() { _noGradDepth++; return new NoGradScope(_noGradDepth); }
+
+    /// <summary>The scope <see cref="NoGrad"/> returns: disposing it turns recording back on (once; a second dispose does nothing).</summary>
+    public readonly struct NoGradScope : IDisposable
+    {
+        private readonly int _depth;
+
+        internal NoGradScope(int depth) => _depth = depth;
+
+        /// <summary>Leaves the scope.</summary>
+        public void Dispose()
+        {
+            if (_depth > 0 && _noGradDepth == _depth) _noGradDepth--;
+        }
+    }
 
     /// <summary>Records every op (also those on tensors without gradients) until disposed, so a forward pass can be traced by the pruner or an exporter.</summary>
     public static IDisposable Trace() { _traceDepth++; return new Scope(() => _traceDepth--); }

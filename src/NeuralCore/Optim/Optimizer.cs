@@ -65,11 +65,14 @@ public abstract class Optimizer
     public void ZeroGrad(bool setToNone = true)
     {
         using var _ = Autograd.Autograd.NoGrad();
-        foreach (var p in Parameters())
-        {
-            if (setToNone) p.Grad = null;
-            else p.Grad?.ZeroInPlace();
-        }
+        // NOTE: indexed loops, not foreach over the interfaces: a training step should allocate nothing here.
+        foreach (var group in _groups)
+            for (int i = 0; i < group.Parameters.Count; i++)
+            {
+                var p = group.Parameters[i];
+                if (setToNone) p.Grad = null;
+                else p.Grad?.ZeroInPlace();
+            }
     }
 
     /// <summary>Updates every parameter that has a gradient, once.</summary>
@@ -77,16 +80,18 @@ public abstract class Optimizer
     {
         using var _ = Autograd.Autograd.NoGrad();
         foreach (var group in _groups)
-            foreach (var p in group.Parameters)
+            for (int i = 0; i < group.Parameters.Count; i++)
             {
+                var p = group.Parameters[i];
                 if (p.Grad is null) continue;
                 if (!p.Grad.Shape.SequenceEqual(p.Shape))
                     throw new InvalidOperationException($"Parameter '{p.Name ?? "(unnamed)"}' has shape {Tensor.FormatShape(p.Shape)} but its gradient has {Tensor.FormatShape(p.Grad.Shape)}; after resizing a parameter, clear its gradient.");
                 if (!_state.TryGetValue(p, out var state)) _state[p] = state = new Dictionary<string, Tensor>();
                 var step = _steps.GetValueOrDefault(p) + 1;
                 _steps[p] = step;
-                var grad = p.Grad.Detach().Contiguous();
-                if (p.IsContiguous) Update(p.Detach(), grad, group, state, step);
+                // Recording is off, so the parameter and its gradient are passed as they are (no detached views to allocate).
+                var grad = p.Grad.Contiguous();
+                if (p.IsContiguous) Update(p, grad, group, state, step);
                 else
                 {
                     var data = p.Detach().Contiguous();

@@ -8,8 +8,8 @@ public sealed partial class CpuBackend
     public unsafe void Pool2d(PoolKind kind, Tensor x, Tensor y, Tensor? indices, in Pool2dParams p)
     {
         p.Validate();
-        CheckLength(x, (long)p.N * p.C * p.H * p.W, $"{kind} pool input x [N, C, H, W]");
-        CheckLength(y, (long)p.N * p.C * p.P * p.Q, $"{kind} pool output y [N, C, P, Q]");
+        CheckLength(x, (long)p.N * p.C * p.H * p.W, kind == PoolKind.Max ? "Max pool input x [N, C, H, W]" : "Average pool input x [N, C, H, W]");
+        CheckLength(y, (long)p.N * p.C * p.P * p.Q, kind == PoolKind.Max ? "Max pool output y [N, C, P, Q]" : "Average pool output y [N, C, P, Q]");
         if (indices is not null) CheckIndices(indices, p);
         if (y.NumElements == 0) return;
         // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
@@ -25,8 +25,8 @@ public sealed partial class CpuBackend
     public unsafe void Pool2dBackward(PoolKind kind, Tensor dy, Tensor? indices, Tensor dx, in Pool2dParams p)
     {
         p.Validate();
-        CheckLength(dy, (long)p.N * p.C * p.P * p.Q, $"{kind} pool output gradient dy [N, C, P, Q]");
-        CheckLength(dx, (long)p.N * p.C * p.H * p.W, $"{kind} pool input gradient dx [N, C, H, W]");
+        CheckLength(dy, (long)p.N * p.C * p.P * p.Q, kind == PoolKind.Max ? "Max pool output gradient dy [N, C, P, Q]" : "Average pool output gradient dy [N, C, P, Q]");
+        CheckLength(dx, (long)p.N * p.C * p.H * p.W, kind == PoolKind.Max ? "Max pool input gradient dx [N, C, H, W]" : "Average pool input gradient dx [N, C, H, W]");
         if (kind == PoolKind.Max)
         {
             if (indices is null)

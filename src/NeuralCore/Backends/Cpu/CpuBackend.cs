@@ -28,17 +28,45 @@ public sealed partial class CpuBackend : IBackend
     internal static Span<float> Span(Tensor t) => F(t).AsSpan(t.StorageOffset, t.NumElements);
 
     /// <summary>Runs body(start, end) over [0, n) in equal chunks, on one thread when n is small.</summary>
-    internal static void Chunked(int n, Action<int, int> body, int threshold = ParallelThreshold)
+    internal static void Chunked(int n, Action<int, int> body, int threshold = ParallelThreshold) =>
+        Chunked(n, new ActionRange(body), threshold);
+
+    /// <summary>Work over one range of indices, carried in a struct so that <see cref="Chunked{TWork}"/> allocates nothing.</summary>
+    internal interface IRangeWork
+    {
+        void Run(int start, int end);
+    }
+
+    private readonly struct ActionRange(Action<int, int> body) : IRangeWork
+    {
+        public void Run(int start, int end) => body(start, end);
+    }
+
+    /// <summary>
+    /// Runs work.Run(start, end) over [0, n) in equal chunks, one per thread (on the calling thread when n is below
+    /// <paramref name="threshold"/>), without allocating: the kernels a compiled training step calls go through here.
+    /// </summary>
+    internal static unsafe void Chunked<TWork>(int n, TWork work, int threshold = ParallelThreshold) where TWork : struct, IRangeWork
     {
         var threads = CpuThreading.Threads;
-        if (n < threshold || threads == 1) { body(0, n); return; }
-        var chunk = (n + threads - 1) / threads;
-        CpuThreading.For(threads, t =>
-        {
-            var s = t * chunk;
-            var e = Math.Min(n, s + chunk);
-            if (s < e) body(s, e);
-        });
+        if (n < threshold || threads == 1) { work.Run(0, n); return; }
+        var job = new ChunkJob<TWork> { Work = work, N = n, Chunk = (n + threads - 1) / threads };
+        // SAFETY: the job lives in this frame, which ForParts outlasts (it returns when every part is done); the GC
+        // still sees the references in it, and stack memory does not move.
+        CpuThreading.ForParts(threads, &RunChunk<TWork>, Unsafe.AsPointer(ref job));
+    }
+
+    private struct ChunkJob<TWork> where TWork : struct, IRangeWork
+    {
+        public TWork Work;
+        public int N, Chunk;
+    }
+
+    private static unsafe void RunChunk<TWork>(void* state, int part) where TWork : struct, IRangeWork
+    {
+        ref var job = ref Unsafe.AsRef<ChunkJob<TWork>>(state);
+        int start = part * job.Chunk, end = Math.Min(job.N, start + job.Chunk);
+        if (start < end) job.Work.Run(start, end);
     }
 
     // ---- memory -------------------------------------------------------------------------------
@@ -162,9 +190,12 @@ public sealed partial class CpuBackend : IBackend
     /// <inheritdoc />
     public void Unary(UnaryOp op, Tensor x, Tensor y, float alpha, float beta)
     {
-        var xs = F(x); var ys = F(y);
-        int xo = x.StorageOffset, yo = y.StorageOffset;
-        Chunked(x.NumElements, (s, e) => UnaryRange(op, xs.AsSpan(xo + s, e - s), ys.AsSpan(yo + s, e - s), alpha, beta));
+        Chunked(x.NumElements, new UnaryWork(op, F(x), x.StorageOffset, F(y), y.StorageOffset, alpha, beta));
+    }
+
+    private readonly struct UnaryWork(UnaryOp op, float[] x, int xo, float[] y, int yo, float alpha, float beta) : IRangeWork
+    {
+        public void Run(int s, int e) => UnaryRange(op, x.AsSpan(xo + s, e - s), y.AsSpan(yo + s, e - s), alpha, beta);
     }
 
     /// <summary>y = op(x) over one range (x and y may be the same memory).</summary>
@@ -221,10 +252,15 @@ public sealed partial class CpuBackend : IBackend
     /// <inheritdoc />
     public void UnaryBackward(UnaryOp op, Tensor x, Tensor y, Tensor dy, Tensor dx, float alpha, float beta)
     {
-        var xs = F(x); var ys = F(y); var dys = F(dy); var dxs = F(dx);
-        int xo = x.StorageOffset, yo = y.StorageOffset, dyo = dy.StorageOffset, dxo = dx.StorageOffset;
-        Chunked(x.NumElements, (s, e) => UnaryBackwardRange(op, xs.AsSpan(xo + s, e - s), ys.AsSpan(yo + s, e - s),
-            dys.AsSpan(dyo + s, e - s), dxs.AsSpan(dxo + s, e - s), alpha, beta));
+        Chunked(x.NumElements, new UnaryBackwardWork(op, F(x), x.StorageOffset, F(y), y.StorageOffset, F(dy), dy.StorageOffset,
+            F(dx), dx.StorageOffset, alpha, beta));
+    }
+
+    private readonly struct UnaryBackwardWork(UnaryOp op, float[] x, int xo, float[] y, int yo, float[] dy, int dyo,
+        float[] dx, int dxo, float alpha, float beta) : IRangeWork
+    {
+        public void Run(int s, int e) => UnaryBackwardRange(op, x.AsSpan(xo + s, e - s), y.AsSpan(yo + s, e - s),
+            dy.AsSpan(dyo + s, e - s), dx.AsSpan(dxo + s, e - s), alpha, beta);
     }
 
     private static void UnaryBackwardRange(UnaryOp op, ReadOnlySpan<float> x, ReadOnlySpan<float> y, ReadOnlySpan<float> dy,
@@ -290,14 +326,24 @@ public sealed partial class CpuBackend : IBackend
         var n = y.NumElements;
         if (n == 0) return;
         if (a.DType != DType.Float32) { BinaryGeneric(op, a, b, y); return; }
-        var ys = F(y); var yo = y.StorageOffset;
-        var aa = F(a); var ba = F(b);
         if (a.IsContiguous && b.IsContiguous)
         {
-            int ao = a.StorageOffset, bo = b.StorageOffset;
-            Chunked(n, (s, e) => BinaryRange(op, aa.AsSpan(ao + s, e - s), ba.AsSpan(bo + s, e - s), ys.AsSpan(yo + s, e - s)));
+            Chunked(n, new BinaryWork(op, F(a), a.StorageOffset, F(b), b.StorageOffset, F(y), y.StorageOffset));
             return;
         }
+        BinaryStrided(op, a, b, y);
+    }
+
+    private readonly struct BinaryWork(BinaryOp op, float[] a, int ao, float[] b, int bo, float[] y, int yo) : IRangeWork
+    {
+        public void Run(int s, int e) => BinaryRange(op, a.AsSpan(ao + s, e - s), b.AsSpan(bo + s, e - s), y.AsSpan(yo + s, e - s));
+    }
+
+    private static void BinaryStrided(BinaryOp op, Tensor a, Tensor b, Tensor y)
+    {
+        var n = y.NumElements;
+        var ys = F(y); var yo = y.StorageOffset;
+        var aa = F(a); var ba = F(b);
         // Broadcast or strided: walk rows of the last dimension; a scalar operand (stride 0) in the row is common (bias, BN).
         var shape = y.Shape.ToArray();
         var ast = a.Strides.ToArray(); var bst = b.Strides.ToArray();
@@ -400,15 +446,18 @@ public sealed partial class CpuBackend : IBackend
     /// <inheritdoc />
     public void AddScaled(Tensor y, Tensor x, float alpha)
     {
-        var ys = F(y); var xs = F(x);
-        int yo = y.StorageOffset, xo = x.StorageOffset;
-        Chunked(y.NumElements, (s, e) =>
+        Chunked(y.NumElements, new AddScaledWork(F(y), y.StorageOffset, F(x), x.StorageOffset, alpha));
+    }
+
+    private readonly struct AddScaledWork(float[] y, int yo, float[] x, int xo, float alpha) : IRangeWork
+    {
+        public void Run(int s, int e)
         {
-            var yv = ys.AsSpan(yo + s, e - s); var xv = xs.AsSpan(xo + s, e - s);
+            var yv = y.AsSpan(yo + s, e - s); var xv = x.AsSpan(xo + s, e - s);
             var i = 0; var vc = Vector<float>.Count; var va = new Vector<float>(alpha);
             for (; i <= yv.Length - vc; i += vc) (new Vector<float>(yv[i..]) + va * new Vector<float>(xv[i..])).CopyTo(yv[i..]);
             for (; i < yv.Length; i++) yv[i] += alpha * xv[i];
-        });
+        }
     }
 
     // ---- reductions ---------------------------------------------------------------------------
@@ -420,45 +469,49 @@ public sealed partial class CpuBackend : IBackend
         var xo = x.StorageOffset; var yo = y.StorageOffset;
         long[]? idx = indices is null ? null : L(indices);
         var io = indices?.StorageOffset ?? 0;
-        Chunked(outer * inner, (s, e) =>
-        {
-            if (inner == 1)
-            {
-                for (var o = s; o < e; o++)
+        Chunked(outer * inner, new ReduceWork(op, xs, xo, ys, yo, idx, io, reduce, inner), threshold: Math.Max(1, ParallelThreshold / Math.Max(reduce, 1)));
+    }
+
+    private readonly struct ReduceWork(ReduceOp op, float[] xs, int xo, float[] ys, int yo, long[]? idx, int io, int reduce, int inner) : IRangeWork
+    {
+        public void Run(int s, int e)
+        {                if (inner == 1)
                 {
-                    var row = xs.AsSpan(xo + o * reduce, reduce);
+                    for (var o = s; o < e; o++)
+                    {
+                        var row = xs.AsSpan(xo + o * reduce, reduce);
+                        if (op is ReduceOp.Sum or ReduceOp.Mean)
+                        {
+                            var sum = SumRow(row);
+                            ys[yo + o] = op == ReduceOp.Mean ? sum / reduce : sum;
+                        }
+                        else
+                        {
+                            var (v, at) = ArgExtreme(row, 1, op == ReduceOp.Max);
+                            ys[yo + o] = v;
+                            if (idx is not null) idx[io + o] = at;
+                        }
+                    }
+                    return;
+                }
+                for (var t = s; t < e; t++)
+                {
+                    int o = t / inner, i = t % inner;
+                    var start = xo + o * reduce * inner + i;
                     if (op is ReduceOp.Sum or ReduceOp.Mean)
                     {
-                        var sum = SumRow(row);
-                        ys[yo + o] = op == ReduceOp.Mean ? sum / reduce : sum;
+                        var sum = 0f;
+                        for (var r = 0; r < reduce; r++) sum += xs[start + r * inner];
+                        ys[yo + t] = op == ReduceOp.Mean ? sum / reduce : sum;
                     }
                     else
                     {
-                        var (v, at) = ArgExtreme(row, 1, op == ReduceOp.Max);
-                        ys[yo + o] = v;
-                        if (idx is not null) idx[io + o] = at;
+                        var (v, at) = ArgExtreme(xs.AsSpan(start), inner, op == ReduceOp.Max, reduce);
+                        ys[yo + t] = v;
+                        if (idx is not null) idx[io + t] = at;
                     }
                 }
-                return;
-            }
-            for (var t = s; t < e; t++)
-            {
-                int o = t / inner, i = t % inner;
-                var start = xo + o * reduce * inner + i;
-                if (op is ReduceOp.Sum or ReduceOp.Mean)
-                {
-                    var sum = 0f;
-                    for (var r = 0; r < reduce; r++) sum += xs[start + r * inner];
-                    ys[yo + t] = op == ReduceOp.Mean ? sum / reduce : sum;
-                }
-                else
-                {
-                    var (v, at) = ArgExtreme(xs.AsSpan(start), inner, op == ReduceOp.Max, reduce);
-                    ys[yo + t] = v;
-                    if (idx is not null) idx[io + t] = at;
-                }
-            }
-        }, threshold: Math.Max(1, ParallelThreshold / Math.Max(reduce, 1)));
+        }
     }
 
     private static float SumRow(ReadOnlySpan<float> row)
@@ -538,30 +591,34 @@ public sealed partial class CpuBackend : IBackend
     {
         var xs = F(x); var ys = F(y);
         int xo = x.StorageOffset, yo = y.StorageOffset;
-        Chunked(rows, (s, e) =>
-        {
-            for (var r = s; r < e; r++)
-            {
-                var xr = xs.AsSpan(xo + r * cols, cols);
-                var yr = ys.AsSpan(yo + r * cols, cols);
-                var max = float.NegativeInfinity;
-                foreach (var v in xr) if (v > max) max = v;
-                double sum = 0;
-                for (var c = 0; c < cols; c++) sum += Math.Exp(xr[c] - max);
-                if (log)
+        Chunked(rows, new SoftmaxWork(xs, xo, ys, yo, cols, log), threshold: Math.Max(1, ParallelThreshold / Math.Max(cols, 1)));
+    }
+
+    private readonly struct SoftmaxWork(float[] xs, int xo, float[] ys, int yo, int cols, bool log) : IRangeWork
+    {
+        public void Run(int s, int e)
+        {                for (var r = s; r < e; r++)
                 {
-                    // (x - max) - log(sum) in double: rounding max + log(sum) to float first would cost
-                    // digits when the logits are large (at 1000 the float spacing is 6e-5).
-                    var logSum = Math.Log(sum);
-                    for (var c = 0; c < cols; c++) yr[c] = (float)((double)xr[c] - max - logSum);
+                    var xr = xs.AsSpan(xo + r * cols, cols);
+                    var yr = ys.AsSpan(yo + r * cols, cols);
+                    var max = float.NegativeInfinity;
+                    foreach (var v in xr) if (v > max) max = v;
+                    double sum = 0;
+                    for (var c = 0; c < cols; c++) sum += Math.Exp(xr[c] - max);
+                    if (log)
+                    {
+                        // (x - max) - log(sum) in double: rounding max + log(sum) to float first would cost
+                        // digits when the logits are large (at 1000 the float spacing is 6e-5).
+                        var logSum = Math.Log(sum);
+                        for (var c = 0; c < cols; c++) yr[c] = (float)((double)xr[c] - max - logSum);
+                    }
+                    else
+                    {
+                        var inv = 1.0 / sum;
+                        for (var c = 0; c < cols; c++) yr[c] = (float)(Math.Exp(xr[c] - max) * inv);
+                    }
                 }
-                else
-                {
-                    var inv = 1.0 / sum;
-                    for (var c = 0; c < cols; c++) yr[c] = (float)(Math.Exp(xr[c] - max) * inv);
-                }
-            }
-        }, threshold: Math.Max(1, ParallelThreshold / Math.Max(cols, 1)));
+        }
     }
 
     /// <inheritdoc />
@@ -569,28 +626,32 @@ public sealed partial class CpuBackend : IBackend
     {
         var ys = F(y); var gs = F(dy); var ds = F(dx);
         int yo = y.StorageOffset, go = dy.StorageOffset, dO = dx.StorageOffset;
-        Chunked(rows, (s, e) =>
-        {
-            for (var r = s; r < e; r++)
-            {
-                var yr = ys.AsSpan(yo + r * cols, cols);
-                var gr = gs.AsSpan(go + r * cols, cols);
-                var dr = ds.AsSpan(dO + r * cols, cols);
-                double acc = 0;
-                if (log)
+        Chunked(rows, new SoftmaxBackwardWork(ys, yo, gs, go, ds, dO, cols, log), threshold: Math.Max(1, ParallelThreshold / Math.Max(cols, 1)));
+    }
+
+    private readonly struct SoftmaxBackwardWork(float[] ys, int yo, float[] gs, int go, float[] ds, int dO, int cols, bool log) : IRangeWork
+    {
+        public void Run(int s, int e)
+        {                for (var r = s; r < e; r++)
                 {
-                    // d/dx log_softmax: g - softmax * sum(g)
-                    for (var c = 0; c < cols; c++) acc += gr[c];
-                    for (var c = 0; c < cols; c++) dr[c] = (float)(gr[c] - Math.Exp(yr[c]) * acc);
+                    var yr = ys.AsSpan(yo + r * cols, cols);
+                    var gr = gs.AsSpan(go + r * cols, cols);
+                    var dr = ds.AsSpan(dO + r * cols, cols);
+                    double acc = 0;
+                    if (log)
+                    {
+                        // d/dx log_softmax: g - softmax * sum(g)
+                        for (var c = 0; c < cols; c++) acc += gr[c];
+                        for (var c = 0; c < cols; c++) dr[c] = (float)(gr[c] - Math.Exp(yr[c]) * acc);
+                    }
+                    else
+                    {
+                        // d/dx softmax: y * (g - sum(g * y))
+                        for (var c = 0; c < cols; c++) acc += gr[c] * yr[c];
+                        for (var c = 0; c < cols; c++) dr[c] = (float)(yr[c] * (gr[c] - acc));
+                    }
                 }
-                else
-                {
-                    // d/dx softmax: y * (g - sum(g * y))
-                    for (var c = 0; c < cols; c++) acc += gr[c] * yr[c];
-                    for (var c = 0; c < cols; c++) dr[c] = (float)(yr[c] * (gr[c] - acc));
-                }
-            }
-        }, threshold: Math.Max(1, ParallelThreshold / Math.Max(cols, 1)));
+        }
     }
 
     /// <inheritdoc />

@@ -96,15 +96,21 @@ public sealed class BatchNorm2d : Module
             throw new ArgumentException($"BatchNorm2d expects an input [N, C, H, W], got shape {Tensor.FormatShape(input.Shape)}.", nameof(input));
         if (input.Size(1) != NumFeatures)
             throw new ArgumentException($"BatchNorm2d({NumFeatures}) got an input with {input.Size(1)} channels (shape {Tensor.FormatShape(input.Shape)}).", nameof(input));
-        var momentum = Momentum ?? 0;
-        if (Training)
-        {
-            // NOTE: Int64 element-wise ops are not part of the backends, so the counter is counted on the host.
-            var tracked = NumBatchesTracked + 1;
-            SetTracked(tracked);
-            if (Momentum is null) momentum = 1.0 / tracked;
-        }
-        return Functional.BatchNorm2d(input, _runningMean, _runningVar, Weight, Bias, Training, (float)momentum, (float)Eps);
+        var momentum = Training ? CountTrainingBatch() : (float)(Momentum ?? 0);
+        return Functional.BatchNorm2d(input, _runningMean, _runningVar, Weight, Bias, Training, momentum, (float)Eps);
+    }
+
+    /// <summary>
+    /// Counts one training batch in <c>num_batches_tracked</c> and returns the momentum for its running statistics
+    /// (<see cref="Momentum"/>, or 1 / count for a cumulative average). Called by the forward pass in training mode and
+    /// by a compiled training step.
+    /// </summary>
+    internal float CountTrainingBatch()
+    {
+        // NOTE: Int64 element-wise ops are not part of the backends, so the counter is counted on the host.
+        var tracked = NumBatchesTracked + 1;
+        SetTracked(tracked);
+        return (float)(Momentum ?? 1.0 / tracked);
     }
 
     /// <summary>PyTorch's form, e.g. <c>32, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True</c>.</summary>

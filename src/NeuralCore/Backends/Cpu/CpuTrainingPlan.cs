@@ -1,0 +1,652 @@
+using System.Diagnostics;
+using NeuralCore.Autograd;
+using NeuralCore.NN;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// A model's training step compiled for the CPU at one batch shape: the forward pass in training mode, the mean
+/// cross-entropy against class targets, and the backward pass, which accumulates into every parameter's
+/// <see cref="Tensor.Grad"/>. It gives the bits of <c>Functional.CrossEntropy(model.Call(x), y).Backward()</c>: the graph
+/// is traced once, and <see cref="Step"/> calls the same backend kernels in the same order, with every activation,
+/// saved value and gradient in a buffer allocated at compile time. What it leaves out is eager execution's
+/// bookkeeping (a tensor, node, closure and shape arrays per op), so a step allocates no managed memory after the
+/// first, and the garbage collector has nothing to do during training.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Supported ops: Conv2d, BatchNorm2d in training mode (running statistics and <c>num_batches_tracked</c> are updated
+/// as eagerly), the element-wise unary ops, addition of two tensors of one shape, max and average pooling, adaptive
+/// average pooling that tiles the input evenly, reshapes (Flatten) and contiguous copies. Anything else makes
+/// <see cref="Compile"/> throw <see cref="NotSupportedException"/> naming the op; train such models eagerly.
+/// </para>
+/// <para>
+/// The plan reads the parameters where they lie, so optimizer steps need no recompiling; changing a parameter's shape
+/// (pruning) does, and <see cref="Step"/> throws if it sees one. The input gets no gradient. Tracing runs one forward
+/// pass on a zero batch, whose effect on the batch-norm statistics <see cref="Compile"/> undoes. A plan runs one step
+/// at a time.
+/// </para>
+/// <code>
+/// var plan = CpuTrainingPlan.Compile(model, [256, 1, 28, 28]);
+/// optimizer.ZeroGrad(setToNone: false);
+/// float loss = plan.Step(x, y);   // forward, loss, backward: x [256, 1, 28, 28], y Int64 [256]
+/// optimizer.Step();
+/// </code>
+/// </remarks>
+public sealed class CpuTrainingPlan
+{
+    private readonly Stage[] _steps;
+    // The input and targets: tensors whose storage each Step points at the caller's memory, and the views of the input.
+    private readonly Tensor _input, _targets;
+    private readonly Tensor[] _inputViews;
+    private readonly (Tensor Tensor, int[] Shape)[] _leaves;
+    private readonly Tensor _loss;
+
+    private CpuTrainingPlan(Stage[] steps, Tensor input, Tensor[] inputViews, Tensor targets, Tensor logits, Tensor loss,
+        (Tensor, int[])[] leaves, long bufferBytes)
+    {
+        _steps = steps;
+        _input = input;
+        _inputViews = inputViews;
+        _targets = targets;
+        _loss = loss;
+        _leaves = leaves;
+        Logits = logits;
+        BufferBytes = bufferBytes;
+        InputShape = input.ShapeArray();
+        Description = steps.Select(s => s.Label).ToArray();
+    }
+
+    /// <summary>The input shape the plan was compiled for, batch included.</summary>
+    public int[] InputShape { get; }
+
+    /// <summary>The logits [N, classes] of the last <see cref="Step"/> (the plan's memory: the next step overwrites them).</summary>
+    public Tensor Logits { get; }
+
+    /// <summary>One line per step, e.g. <c>conv 1-&gt;32 5x5/2</c>.</summary>
+    public IReadOnlyList<string> Description { get; }
+
+    /// <summary>Bytes of the plan's buffers: activations, saved values and gradients.</summary>
+    public long BufferBytes { get; }
+
+    /// <summary>
+    /// Traces <paramref name="model"/> in training mode on a zero batch of <paramref name="inputShape"/> (batch included)
+    /// and compiles the training step. The model's mode, its buffers (batch-norm statistics) and the state of
+    /// <see cref="Generator.Default"/> are restored afterwards, so compiling leaves no trace in a training run.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The model uses an op the plan cannot run, does not output logits [N, classes], or lives off the CPU.</exception>
+    public static CpuTrainingPlan Compile(Module model, int[] inputShape)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(inputShape);
+        foreach (var p in model.Parameters())
+            if (p.Device != Device.Cpu)
+                throw new NotSupportedException($"CpuTrainingPlan runs CPU models; parameter '{p.Name}' is on {p.Device}. Move the model with model.To(Device.Cpu) first.");
+        bool training = model.Training;
+        var buffers = model.Buffers().ToArray();
+        var saved = buffers.Select(b => b.Detach().Clone()).ToArray();
+        // A layer that draws random numbers in training (dropout) must not shift the default stream by being traced.
+        var random = Generator.Default.GetState();
+        model.Train();
+        try
+        {
+            var input = Tensor.Zeros(inputShape);
+            Tensor output;
+            using (Autograd.Autograd.Trace())
+                output = model.Call(input);
+            return new Compiler(input, output).Build();
+        }
+        finally
+        {
+            Generator.Default.SetState(random);
+            model.Train(training);
+            using (Autograd.Autograd.NoGrad())
+                for (int i = 0; i < buffers.Length; i++) buffers[i].CopyFrom(saved[i]);
+        }
+    }
+
+    /// <summary>
+    /// Runs one training step on <paramref name="inputs"/> (<see cref="InputShape"/>, contiguous) and Int64 class
+    /// <paramref name="targets"/> [N]: forward, mean cross-entropy, backward. Gradients are added to the parameters'
+    /// <see cref="Tensor.Grad"/> (call the optimizer's ZeroGrad first, as eagerly). Returns the loss.
+    /// </summary>
+    /// <exception cref="ArgumentException">The input or targets do not match the compiled shapes, or are not contiguous CPU tensors.</exception>
+    /// <exception cref="InvalidOperationException">A parameter changed shape since the plan was compiled (recompile it).</exception>
+    public float Step(Tensor inputs, Tensor targets) => Run(inputs, targets, null);
+
+    private float Run(Tensor inputs, Tensor targets, Action? afterEach)
+    {
+        ArgumentNullException.ThrowIfNull(inputs);
+        ArgumentNullException.ThrowIfNull(targets);
+        Bind(_input, inputs, DType.Float32, "inputs");
+        Bind(_targets, targets, DType.Int64, "targets");
+        foreach (var view in _inputViews)
+        {
+            view.storage = inputs.storage;
+            view.offset = inputs.offset;
+        }
+        foreach (var (tensor, shape) in _leaves)
+            if (!tensor.Shape.SequenceEqual(shape))
+                throw new InvalidOperationException($"Parameter '{tensor.Name}' changed shape from {Tensor.FormatShape(shape)} to {Tensor.FormatShape(tensor.Shape)} since the training plan was compiled; compile a new plan.");
+        try
+        {
+            foreach (var step in _steps)
+            {
+                step.Forward();
+                afterEach?.Invoke();
+            }
+            for (int i = _steps.Length - 1; i >= 0; i--)
+                if (_steps[i].HasBackward)
+                {
+                    _steps[i].Backward();
+                    afterEach?.Invoke();
+                }
+        }
+        finally
+        {
+            // NOTE: the windows must not keep the caller's memory alive (a batch is often large).
+            _input.storage = _targets.storage = Placeholder;
+            foreach (var view in _inputViews) view.storage = Placeholder;
+        }
+        return ((CpuStorage)_loss.storage).Floats[0];
+    }
+
+    /// <summary>
+    /// Runs <paramref name="iterations"/> steps and returns the mean time of each op's forward (in running order) and
+    /// then of each backward (in its running order), in milliseconds: where a training step spends its time.
+    /// Gradients accumulate as with <see cref="Step"/>.
+    /// </summary>
+    public IReadOnlyList<(string Step, double Milliseconds)> Profile(Tensor inputs, Tensor targets, int iterations)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(iterations, 1);
+        var backward = _steps.Reverse().Where(s => s.HasBackward).ToArray();
+        var ticks = new long[_steps.Length + backward.Length];
+        for (int it = 0; it < iterations; it++)
+        {
+            long last = Stopwatch.GetTimestamp(), now;
+            int at = 0;
+            Run(inputs, targets, () => { now = Stopwatch.GetTimestamp(); ticks[at++] += now - last; last = now; });
+        }
+        double scale = 1000.0 / Stopwatch.Frequency / iterations;
+        return _steps.Select(s => s.Label).Concat(backward.Select(s => s.Label + ", backward"))
+            .Select((label, i) => (label, ticks[i] * scale)).ToArray();
+    }
+
+    private static readonly CpuStorage Placeholder = new(Array.Empty<float>());
+
+    private static void Bind(Tensor window, Tensor caller, DType dtype, string name)
+    {
+        if (caller.Device != Device.Cpu || caller.DType != dtype || !caller.IsContiguous || !caller.Shape.SequenceEqual(window.Shape))
+            throw new ArgumentException($"The training plan expects {name} as a contiguous {dtype} CPU tensor of shape {Tensor.FormatShape(window.Shape)}; got {caller.DType} {Tensor.FormatShape(caller.Shape)} on {caller.Device}{(caller.IsContiguous ? "" : ", non-contiguous")}.", name);
+        window.storage = caller.storage;
+        window.offset = caller.offset;
+    }
+
+    private static IBackend Cpu => Device.Cpu.Backend;
+
+    /// <summary>
+    /// Where a backward kernel writes the gradient of one input, and what follows: nothing when that is the input's
+    /// gradient (its only use), a sum with the earlier uses' gradient, or an addition to a parameter's
+    /// <see cref="Tensor.Grad"/>. The order of the sums is eager autograd's.
+    /// </summary>
+    private sealed class GradSink
+    {
+        /// <summary>Where the kernel writes (for an op that passes the gradient through: the output's gradient).</summary>
+        public required Tensor Target;
+        /// <summary>Sum = First + Target, when set.</summary>
+        public Tensor? First, Sum;
+        /// <summary>Leaf.Grad += Target, when set.</summary>
+        public Tensor? Leaf;
+
+        public void Finish()
+        {
+            if (Sum is not null) Cpu.Binary(BinaryOp.Add, First!, Target, Sum);
+            else if (Leaf is not null)
+            {
+                if (Leaf.Grad is null) Leaf.Grad = Target.Detach().Clone();
+                else Leaf.Grad.AddInPlace(Target);
+            }
+        }
+    }
+
+    /// <summary>An op's operand: a value the plan computes, or a leaf (a parameter, or a constant tensor).</summary>
+    private readonly record struct Operand(int Value, Tensor? Leaf);
+
+    private abstract class Stage
+    {
+        public required string Label;
+        public Operand[] Operands = [];
+        public int Out;
+        /// <summary>The gradient of the output; the kernels' targets per operand (null: no gradient wanted).</summary>
+        public Tensor Dy = null!;
+        public GradSink?[] Sinks = [];
+        public bool HasBackward;
+
+        /// <summary>True when the inputs' gradients are the output's gradient (addition, views, copies).</summary>
+        public virtual bool PassesThrough => false;
+
+        public abstract void Forward();
+
+        public virtual void Backward()
+        {
+            foreach (var sink in Sinks) sink?.Finish();
+        }
+
+        public override string ToString() => Label;
+    }
+
+    private sealed class ConvStep : Stage
+    {
+        public required Tensor X, W, Y;
+        public Tensor? B;
+        public Conv2dParams P;
+        // Bias gradient: sums over Q, then P, then N (eager's order of Sum([0, 2, 3])).
+        public Tensor? SumQ, SumPQ;
+
+        public override void Forward() => Cpu.Conv2d(X, W, B, Y, P);
+
+        public override void Backward()
+        {
+            if (Sinks[0] is { } dx) { Cpu.Conv2dBackwardData(Dy, W, dx.Target, P); dx.Finish(); }
+            if (Sinks[1] is { } dw) { Cpu.Conv2dBackwardWeight(Dy, X, dw.Target, P); dw.Finish(); }
+            if (Sinks.Length > 2 && Sinks[2] is { } db)
+            {
+                Cpu.Reduce(ReduceOp.Sum, Dy, SumQ!, null, P.N * P.K * P.P, P.Q, 1);
+                Cpu.Reduce(ReduceOp.Sum, SumQ!, SumPQ!, null, P.N * P.K, P.P, 1);
+                Cpu.Reduce(ReduceOp.Sum, SumPQ!, db.Target, null, 1, P.N, P.K);
+                db.Finish();
+            }
+        }
+    }
+
+    private sealed class BatchNormStep : Stage
+    {
+        public required Tensor X, Gamma, Beta, Y, Mean, InvStd, Dx, Dgamma, Dbeta;
+        public Tensor? RunningMean, RunningVar;
+        public BatchNorm2d? Module;
+        public float Momentum, Eps;
+        public int N, C, HW;
+
+        public override void Forward()
+        {
+            float momentum = Module?.CountTrainingBatch() ?? Momentum;
+            Cpu.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW);
+        }
+
+        public override void Backward()
+        {
+            Cpu.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW);
+            base.Backward();
+        }
+    }
+
+    private sealed class UnaryStep : Stage
+    {
+        public required Tensor X, Y;
+        public UnaryOp Op;
+        public float Alpha, Beta;
+
+        public override void Forward() => Cpu.Unary(Op, X, Y, Alpha, Beta);
+
+        public override void Backward()
+        {
+            if (Sinks[0] is not { } dx) return;
+            Cpu.UnaryBackward(Op, X, Y, Dy, dx.Target, Alpha, Beta);
+            dx.Finish();
+        }
+    }
+
+    private sealed class AddStep : Stage
+    {
+        public required Tensor A, B, Y;
+        public override bool PassesThrough => true;
+        public override void Forward() => Cpu.Binary(BinaryOp.Add, A, B, Y);
+    }
+
+    private sealed class ViewStep : Stage
+    {
+        // A copy's source and destination; null for a view, which costs nothing.
+        public Tensor? X, Y;
+        public override bool PassesThrough => true;
+        public override void Forward()
+        {
+            if (X is not null) Cpu.Copy(X, Y!);
+        }
+    }
+
+    private sealed class PoolStep : Stage
+    {
+        public required Tensor X, Y;
+        public Tensor? Indices;
+        public PoolKind Kind;
+        public Pool2dParams P;
+
+        public override void Forward() => Cpu.Pool2d(Kind, X, Y, Indices, P);
+
+        public override void Backward()
+        {
+            if (Sinks[0] is not { } dx) return;
+            Cpu.Pool2dBackward(Kind, Dy, Indices, dx.Target, P);
+            dx.Finish();
+        }
+    }
+
+    /// <summary>Log-softmax over the classes, negative log-likelihood, mean over the batch: eager's CrossEntropy.</summary>
+    private sealed class CrossEntropyStep : Stage
+    {
+        public required Tensor Logits, LogProbs, Targets, Losses, Loss, DLosses, DLogProbs;
+        public int Rows, Cols;
+
+        public override void Forward()
+        {
+            Cpu.Softmax(Logits, LogProbs, Rows, Cols, log: true);
+            Cpu.NllLoss(LogProbs, Targets, null, 0, Losses, Rows, Cols);
+            Cpu.Reduce(ReduceOp.Mean, Losses, Loss, null, 1, Rows, 1);
+        }
+
+        public override void Backward()
+        {
+            // The mean's gradient: 1 (the root) times 1/N, which eager computes as an affine map of ones.
+            Cpu.Fill(DLosses, 1f / Rows);
+            Cpu.NllLossBackward(Targets, null, 0, DLosses, DLogProbs, Rows, Cols);
+            if (Sinks[0] is not { } dx) return;
+            Cpu.SoftmaxBackward(LogProbs, DLogProbs, dx.Target, Rows, Cols, log: true);
+            dx.Finish();
+        }
+    }
+
+    private sealed class Compiler(Tensor input, Tensor output)
+    {
+        private sealed class Value
+        {
+            public required Tensor Data;
+            public bool NeedsGrad, OnInput, Reached;
+            public int Uses, UsesWired;
+            public Tensor? Grad, FirstRef, Temp;
+        }
+
+        private readonly Dictionary<Tensor, int> _valueOf = new(ReferenceEqualityComparer.Instance);
+        private readonly List<Value> _values = [];
+        private readonly List<Stage> _steps = [];
+        private readonly Dictionary<Tensor, int[]> _leaves = new(ReferenceEqualityComparer.Instance);
+        private long _bytes;
+
+        public CpuTrainingPlan Build()
+        {
+            if (output.Rank != 2 || output.Size(0) != input.Size(0))
+                throw new NotSupportedException($"CpuTrainingPlan trains classifiers: the model must output logits [N, classes] for an input of batch N; it gave {Tensor.FormatShape(output.Shape)} for {Tensor.FormatShape(input.Shape)}.");
+            var window = new Tensor(Placeholder, input.ShapeArray());
+            _values.Add(new Value { Data = window, OnInput = true });
+            _valueOf[input] = 0;
+            foreach (var node in Nodes()) Compile(node);
+            if (!_valueOf.TryGetValue(output, out int logits))
+                throw new NotSupportedException("CpuTrainingPlan: the model's output does not depend on its input.");
+
+            int rows = output.Size(0), cols = output.Size(1);
+            var targets = new Tensor(Placeholder, [rows]);
+            var loss = Buffer([1]);
+            _steps.Add(new CrossEntropyStep
+            {
+                Label = $"cross-entropy over {cols} classes",
+                Operands = [new Operand(logits, null)],
+                Out = NewValue(loss, needsGrad: true),
+                Logits = _values[logits].Data, LogProbs = Buffer([rows, cols]), Targets = targets, Losses = Buffer([rows]),
+                Loss = loss, DLosses = Buffer([rows]), DLogProbs = Buffer([rows, cols]), Rows = rows, Cols = cols,
+            });
+            WireBackward();
+            var inputViews = _values.Skip(1).Where(v => v.OnInput).Select(v => v.Data).ToArray();
+            return new CpuTrainingPlan(_steps.ToArray(), window, inputViews, targets, _values[logits].Data, loss,
+                _leaves.Select(l => (l.Key, l.Value)).ToArray(), _bytes);
+        }
+
+        private List<Node> Nodes()
+        {
+            if (output.GradFn is null)
+                throw new NotSupportedException("CpuTrainingPlan: tracing the model recorded no ops.");
+            var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance) { output.GradFn };
+            var stack = new Stack<Node>();
+            stack.Push(output.GradFn);
+            while (stack.Count > 0)
+                foreach (var t in stack.Pop().Inputs)
+                    if (t.GradFn is { } f && seen.Add(f)) stack.Push(f);
+            var list = seen.ToList();
+            list.Sort((a, b) => a.Sequence.CompareTo(b.Sequence));
+            return list;
+        }
+
+        private Tensor Buffer(int[] shape, DType dtype = DType.Float32)
+        {
+            var n = Math.Max(1, Tensor.Numel(shape));
+            _bytes += (long)n * (dtype == DType.Float32 ? sizeof(float) : sizeof(int));
+            return new Tensor(CpuStorage.Allocate(dtype, n), shape);
+        }
+
+        private int NewValue(Tensor data, bool needsGrad, bool onInput = false)
+        {
+            _values.Add(new Value { Data = data, NeedsGrad = needsGrad, OnInput = onInput });
+            return _values.Count - 1;
+        }
+
+        /// <summary>The operand for input <paramref name="index"/> of <paramref name="node"/>, and whether it wants a gradient.</summary>
+        private Operand OperandOf(Node node, int index)
+        {
+            var t = node.Inputs[index];
+            if (_valueOf.TryGetValue(t, out int v)) return new Operand(v, null);
+            if (t.GradFn is not null)
+                throw new NotSupportedException($"CpuTrainingPlan: {node} reads a tensor computed by an op outside the traced graph.");
+            if (t.Device != Device.Cpu || !t.IsContiguous)
+                throw new NotSupportedException($"CpuTrainingPlan: {node} reads a weight that is not a contiguous CPU tensor.");
+            _leaves[t] = t.ShapeArray();
+            return new Operand(-1, t);
+        }
+
+        private Tensor DataOf(Operand o) => o.Leaf ?? _values[o.Value].Data;
+
+        private bool Wants(Operand o) => o.Leaf?.RequiresGrad ?? _values[o.Value].NeedsGrad;
+
+        /// <summary>Adds <paramref name="step"/>, whose output (the traced op's <paramref name="node"/>) lives in <paramref name="data"/>.</summary>
+        private void Add(Stage step, Node node, Tensor data, bool onInput = false)
+        {
+            step.Out = NewValue(data, step.Operands.Any(Wants), onInput);
+            _valueOf[node.Output] = step.Out;
+            _steps.Add(step);
+        }
+
+        private void Compile(Node node)
+        {
+            switch (node.Kind)
+            {
+                case OpKind.Conv2d: CompileConv(node); break;
+                case OpKind.BatchNorm2d: CompileBatchNorm(node); break;
+                case OpKind.Unary: CompileUnary(node); break;
+                case OpKind.Binary: CompileAdd(node); break;
+                case OpKind.MaxPool2d or OpKind.AvgPool2d: CompilePool(node); break;
+                case OpKind.AdaptiveAvgPool2d: CompileAdaptive(node); break;
+                case OpKind.Reshape or OpKind.Copy: CompileView(node); break;
+                default:
+                    throw new NotSupportedException($"CpuTrainingPlan cannot run {node.Kind} ({node}); train this model eagerly.");
+            }
+        }
+
+        private void CompileConv(Node node)
+        {
+            var ops = Enumerable.Range(0, node.Inputs.Count).Select(i => OperandOf(node, i)).ToArray();
+            var x = DataOf(ops[0]);
+            var w = DataOf(ops[1]);
+            var a = node.Attributes;
+            int[] stride = (int[])a["stride"], pad = (int[])a["padding"], dil = (int[])a["dilation"];
+            var p = new Conv2dParams(x.Size(0), x.Size(1), x.Size(2), x.Size(3), w.Size(0), w.Size(2), w.Size(3),
+                stride[0], stride[1], pad[0], pad[1], dil[0], dil[1], (int)a["groups"]);
+            var y = Buffer(node.Output.ShapeArray());
+            var step = new ConvStep
+            {
+                Label = $"conv {p.C}->{p.K} {p.R}x{p.S}/{p.StrideH} on {p.H}x{p.W}",
+                Operands = ops, X = x, W = w, B = ops.Length > 2 ? DataOf(ops[2]) : null, Y = y, P = p,
+            };
+            if (ops.Length > 2)
+            {
+                step.SumQ = Buffer([p.N, p.K, p.P, 1]);
+                step.SumPQ = Buffer([p.N, p.K, 1, 1]);
+            }
+            Add(step, node, y);
+        }
+
+        private void CompileBatchNorm(Node node)
+        {
+            var a = node.Attributes;
+            if (!(bool)a["training"])
+                throw new NotSupportedException($"CpuTrainingPlan runs batch norm in training mode only ({node} ran in eval mode).");
+            var ops = Enumerable.Range(0, 3).Select(i => OperandOf(node, i)).ToArray();
+            var x = DataOf(ops[0]);
+            int n = x.Size(0), c = x.Size(1), hw = x.NumElements / Math.Max(n * c, 1);
+            var runningMean = a.TryGetValue("running_mean", out var rm) ? (Tensor)rm : null;
+            var runningVar = a.TryGetValue("running_var", out var rv) ? (Tensor)rv : null;
+            // The layer counts its batches (and, without a momentum, averages with 1 / count): the step asks it each time.
+            var module = node.Module is BatchNorm2d bn && ReferenceEquals(bn.RunningMean, runningMean) ? bn : null;
+            var y = Buffer(x.ShapeArray());
+            Add(new BatchNormStep
+            {
+                Label = $"batch norm {c} on {(x.Rank == 4 ? $"{x.Size(2)}x{x.Size(3)}" : "vectors")}",
+                Operands = ops, X = x, Gamma = DataOf(ops[1]), Beta = DataOf(ops[2]), Y = y,
+                Mean = Buffer([c]), InvStd = Buffer([c]), Dx = null!, Dgamma = null!, Dbeta = null!,
+                RunningMean = runningMean, RunningVar = runningVar, Module = module,
+                Momentum = (float)a["momentum"], Eps = (float)a["eps"], N = n, C = c, HW = hw,
+            }, node, y);
+        }
+
+        private void CompileUnary(Node node)
+        {
+            var ops = new[] { OperandOf(node, 0) };
+            var x = DataOf(ops[0]);
+            var a = node.Attributes;
+            var op = (UnaryOp)a["op"];
+            var y = Buffer(x.ShapeArray());
+            Add(new UnaryStep { Label = op.ToString().ToLowerInvariant(), Operands = ops, X = x, Y = y, Op = op, Alpha = (float)a["alpha"], Beta = (float)a["beta"] }, node, y);
+        }
+
+        private void CompileAdd(Node node)
+        {
+            var op = (BinaryOp)node.Attributes["op"];
+            if (op != BinaryOp.Add)
+                throw new NotSupportedException($"CpuTrainingPlan runs only additions among the binary ops, not {op} ({node}); train this model eagerly.");
+            var ops = new[] { OperandOf(node, 0), OperandOf(node, 1) };
+            var (a, b) = (DataOf(ops[0]), DataOf(ops[1]));
+            if (!a.Shape.SequenceEqual(b.Shape))
+                throw new NotSupportedException($"CpuTrainingPlan adds tensors of one shape, not {Tensor.FormatShape(a.Shape)} and {Tensor.FormatShape(b.Shape)} ({node}).");
+            var y = Buffer(a.ShapeArray());
+            Add(new AddStep { Label = "add", Operands = ops, A = a, B = b, Y = y }, node, y);
+        }
+
+        private void CompileView(Node node)
+        {
+            var ops = new[] { OperandOf(node, 0) };
+            if (ops[0].Leaf is not null)
+                throw new NotSupportedException($"CpuTrainingPlan: {node} reshapes a weight; only computed values may be reshaped.");
+            var source = _values[ops[0].Value];
+            var shape = node.Output.ShapeArray();
+            if (node.Kind == OpKind.Copy)
+            {
+                var copy = Buffer(shape);
+                Add(new ViewStep { Label = "copy", Operands = ops, X = source.Data, Y = copy }, node, copy);
+                return;
+            }
+            var view = new Tensor(source.Data.storage, shape, Tensor.ContiguousStrides(shape), source.Data.offset);
+            Add(new ViewStep { Label = $"reshape to {Tensor.FormatShape(shape)}", Operands = ops }, node, view, source.OnInput);
+        }
+
+        private void CompilePool(Node node)
+        {
+            var ops = new[] { OperandOf(node, 0) };
+            var x = DataOf(ops[0]);
+            var a = node.Attributes;
+            int[] k = (int[])a["kernel"], s = (int[])a["stride"], pad = (int[])a["padding"];
+            var p = new Pool2dParams(x.Size(0), x.Size(1), x.Size(2), x.Size(3), k[0], k[1], s[0], s[1], pad[0], pad[1], (bool)a["ceil_mode"]);
+            var kind = node.Kind == OpKind.MaxPool2d ? PoolKind.Max : PoolKind.Average;
+            var y = Buffer(node.Output.ShapeArray());
+            Add(new PoolStep
+            {
+                Label = $"{(kind == PoolKind.Max ? "max" : "average")} pool {k[0]}x{k[1]}/{s[0]}x{s[1]} on {p.H}x{p.W}",
+                Operands = ops, X = x, Y = y, Kind = kind, P = p,
+                Indices = kind == PoolKind.Max ? Buffer(node.Output.ShapeArray(), DType.Int32) : null,
+            }, node, y);
+        }
+
+        private void CompileAdaptive(Node node)
+        {
+            var ops = new[] { OperandOf(node, 0) };
+            var x = DataOf(ops[0]);
+            var o = (int[])node.Attributes["output_size"];
+            int kh = x.Size(2) / o[0], kw = x.Size(3) / o[1];
+            var p = new Pool2dParams(x.Size(0), x.Size(1), x.Size(2), x.Size(3), kh, kw, kh, kw, 0, 0);
+            var y = Buffer(node.Output.ShapeArray());
+            Add(new PoolStep { Label = $"adaptive average pool to {o[0]}x{o[1]}", Operands = ops, X = x, Y = y, Kind = PoolKind.Average, P = p }, node, y);
+        }
+
+        /// <summary>
+        /// Decides, from the loss back, which steps run backward and where each gradient goes. A value used once takes
+        /// its gradient where its user's backward writes it (for an addition or a view, the user's own output
+        /// gradient, with no copy); a value used several times gets its own buffer, and each later use's gradient is
+        /// added to the earlier ones in eager autograd's order (the reverse of recording, operands in order).
+        /// </summary>
+        private void WireBackward()
+        {
+            // Pass 1: which steps the loss's gradient reaches, and how many of those use each value.
+            _values[_steps[^1].Out].Reached = true;
+            for (int i = _steps.Count - 1; i >= 0; i--)
+            {
+                var step = _steps[i];
+                step.HasBackward = _values[step.Out].Reached;
+                if (!step.HasBackward) continue;
+                foreach (var o in step.Operands)
+                    if (o.Leaf is null && _values[o.Value].NeedsGrad)
+                    {
+                        _values[o.Value].Reached = true;
+                        _values[o.Value].Uses++;
+                    }
+            }
+            // Pass 2: the gradient targets, in backward order.
+            for (int i = _steps.Count - 1; i >= 0; i--)
+            {
+                var step = _steps[i];
+                if (!step.HasBackward) continue;
+                if (step is not CrossEntropyStep) step.Dy = _values[step.Out].Grad!;
+                step.Sinks = step.Operands.Select(o => Sink(step, o)).ToArray();
+                if (step is BatchNormStep bn)
+                {
+                    // The kernel computes all three gradients; unwanted ones go to scratch buffers.
+                    bn.Dx = step.Sinks[0]?.Target ?? Buffer(bn.X.ShapeArray());
+                    bn.Dgamma = step.Sinks[1]?.Target ?? Buffer([bn.C]);
+                    bn.Dbeta = step.Sinks[2]?.Target ?? Buffer([bn.C]);
+                }
+            }
+        }
+
+        private GradSink? Sink(Stage step, Operand o)
+        {
+            var data = DataOf(o);
+            var shape = data.ShapeArray();
+            // An op that passes the gradient through hands on its output's gradient, viewed in the operand's shape.
+            Tensor? passed = step.PassesThrough ? new Tensor(step.Dy.storage, shape, Tensor.ContiguousStrides(shape), step.Dy.offset) : null;
+            if (o.Leaf is { } leaf)
+                return leaf.RequiresGrad ? new GradSink { Target = passed ?? Buffer(shape), Leaf = leaf } : null;
+            var v = _values[o.Value];
+            if (!v.NeedsGrad) return null;
+            int use = v.UsesWired++;
+            if (v.Uses == 1)
+            {
+                v.Grad = passed ?? Buffer(shape);
+                return new GradSink { Target = v.Grad };
+            }
+            if (use == 0)
+            {
+                v.Grad = Buffer(shape);
+                if (passed is null) return new GradSink { Target = v.Grad };
+                // The first gradient is read where it lies when the second is added to it.
+                v.FirstRef = passed;
+                return null;
+            }
+            var first = use == 1 && v.FirstRef is not null ? v.FirstRef : v.Grad!;
+            return new GradSink { Target = passed ?? (v.Temp ??= Buffer(shape)), First = first, Sum = v.Grad };
+        }
+    }
+}

@@ -1,0 +1,203 @@
+using NeuralCore.Backends.Cpu;
+using NeuralCore.NN;
+using NeuralCore.Optim;
+
+namespace NeuralCore.Tests.Backends;
+
+/// <summary>
+/// <see cref="CpuTrainingPlan"/> against eager training: the same loss, logits, parameter gradients, batch-norm
+/// statistics and counters, bit for bit, over several optimizer steps, for values used once, twice by one op and
+/// three times; no allocation per step; unsupported models, wrong inputs and resized parameters fail with a message.
+/// </summary>
+[Collection(nameof(CpuSettingsCollection))]
+public sealed class CpuTrainingPlanTests
+{
+    /// <summary>relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), with a 1x1 conv + BN shortcut when widths differ.</summary>
+    private sealed class Block : Module
+    {
+        private readonly Conv2d _conv1, _conv2;
+        private readonly BatchNorm2d _bn1, _bn2;
+        private readonly Conv2d? _shortcut;
+        private readonly BatchNorm2d? _shortcutBn;
+
+        public Block(int cin, int cout, Generator g)
+        {
+            _conv1 = RegisterModule("conv1", new Conv2d(cin, cout, 3, padding: 1, bias: false, generator: g));
+            _bn1 = RegisterModule("bn1", new BatchNorm2d(cout));
+            _conv2 = RegisterModule("conv2", new Conv2d(cout, cout, 3, padding: 1, bias: true, generator: g));
+            _bn2 = RegisterModule("bn2", new BatchNorm2d(cout, momentum: null));
+            if (cin != cout)
+            {
+                _shortcut = RegisterModule("sc", new Conv2d(cin, cout, 1, bias: false, generator: g));
+                _shortcutBn = RegisterModule("scbn", new BatchNorm2d(cout));
+            }
+        }
+
+        public override Tensor Forward(Tensor x)
+        {
+            var y = _bn1.Call(_conv1.Call(x)).Relu();
+            y = _bn2.Call(_conv2.Call(y));
+            var s = _shortcut is null ? x : _shortcutBn!.Call(_shortcut.Call(x));
+            return y.Add(s).Relu();
+        }
+    }
+
+    /// <summary>One value read three times: twice by one addition and once by a convolution, in either order.</summary>
+    private sealed class ThreeUses(int channels, bool convFirst, Generator g) : Module
+    {
+        private readonly Conv2d _conv = new(channels, channels, 3, padding: 1, bias: false, generator: g);
+
+        public override Tensor Forward(Tensor x)
+        {
+            var a = x.Hardswish();
+            Tensor doubled, convolved;
+            if (convFirst) { convolved = _conv.Call(a); doubled = a.Add(a); }
+            else { doubled = a.Add(a); convolved = _conv.Call(a); }
+            return doubled.Add(convolved);
+        }
+    }
+
+    private static Module Net(Generator g, bool convFirst) => new Sequential(
+        new Conv2d(2, 6, 5, stride: 2, padding: 1, bias: true, generator: g),
+        new BatchNorm2d(6),
+        new Hardswish(),
+        new MaxPool2d(2, 2),
+        new Block(6, 6, g),
+        new ThreeUses(6, convFirst, g),
+        new Block(6, 7, g),
+        new MaxPool2d((2, 1), (2, 1)),
+        new BatchNorm2d(7),
+        new ReLU(),
+        new Conv2d(7, 4, 1, bias: false, generator: g),
+        new AvgPool2d(2, 1),
+        new AdaptiveAvgPool2d(1),
+        new Flatten());
+
+    private static void AssertSameBits(float[] expected, float[] actual, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+            if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
+                Assert.Fail($"{what}[{i}]: eager {expected[i]:R}, plan {actual[i]:R}");
+    }
+
+    /// <summary>Trains two copies of one model for three Adam steps, eagerly and with the plan, comparing everything after each.</summary>
+    internal static void AssertPlanTrainsLikeEager(Func<Module> build, int[] inputShape, int classes, int seed)
+    {
+        var eager = build();
+        var planned = build();
+        var eagerOpt = new Adam(eager.Parameters(), lr: 1e-2, weightDecay: 3e-3);
+        var planOpt = new Adam(planned.Parameters(), lr: 1e-2, weightDecay: 3e-3);
+        eager.Train();
+        planned.Eval();
+        var plan = CpuTrainingPlan.Compile(planned, inputShape);
+        Assert.False(planned.Training, "Compile must restore the training mode.");
+        planned.Train();
+        var g = new Generator((ulong)seed);
+        for (int step = 0; step < 3; step++)
+        {
+            var x = Tensor.Randn(inputShape, g);
+            var labels = new long[inputShape[0]];
+            for (int i = 0; i < labels.Length; i++) labels[i] = (i * 7 + step) % classes;
+            var y = Tensor.FromArray(labels, labels.Length);
+
+            float expectedLoss;
+            float[] expectedLogits;
+            using (TensorScope.Enter())
+            {
+                eagerOpt.ZeroGrad(setToNone: false);
+                var logits = eager.Call(x);
+                var loss = Functional.CrossEntropy(logits, y);
+                loss.Backward();
+                expectedLoss = loss.Item();
+                expectedLogits = logits.Detach().ToArray();
+            }
+            planOpt.ZeroGrad(setToNone: false);
+            float actualLoss = plan.Step(x, y);
+
+            AssertSameBits([expectedLoss], [actualLoss], $"step {step} loss");
+            AssertSameBits(expectedLogits, plan.Logits.ToArray(), $"step {step} logits");
+            var eagerParams = eager.NamedParameters().ToArray();
+            var planParams = planned.NamedParameters().ToArray();
+            for (int i = 0; i < eagerParams.Length; i++)
+            {
+                Assert.NotNull(planParams[i].Parameter.Grad);
+                AssertSameBits(eagerParams[i].Parameter.Grad!.ToArray(), planParams[i].Parameter.Grad!.ToArray(), $"step {step} grad of {eagerParams[i].Name}");
+            }
+            var eagerBuffers = eager.NamedBuffers().ToArray();
+            var planBuffers = planned.NamedBuffers().ToArray();
+            for (int i = 0; i < eagerBuffers.Length; i++)
+                if (eagerBuffers[i].Buffer.DType == DType.Int64)
+                    Assert.Equal(eagerBuffers[i].Buffer.ToInt64Array(), planBuffers[i].Buffer.ToInt64Array());
+                else
+                    AssertSameBits(eagerBuffers[i].Buffer.ToArray(), planBuffers[i].Buffer.ToArray(), $"step {step} {eagerBuffers[i].Name}");
+            eagerOpt.Step();
+            planOpt.Step();
+        }
+    }
+
+    [Theory]
+    [InlineData(4, 25, 21, false)]
+    [InlineData(4, 25, 21, true)]
+    [InlineData(33, 18, 14, false)]
+    public void TrainsBitForBitLikeEagerAutograd(int batch, int h, int w, bool convFirst) =>
+        AssertPlanTrainsLikeEager(() => Net(new Generator(3), convFirst), [batch, 2, h, w], classes: 4, seed: 8);
+
+    [Fact]
+    public void CompilingLeavesTheBatchNormStatisticsAlone()
+    {
+        var net = Net(new Generator(1), false);
+        var before = net.NamedBuffers().Select(b => b.Buffer.DType == DType.Int64 ? b.Buffer.ToInt64Array().Select(v => (float)v).ToArray() : b.Buffer.ToArray()).ToArray();
+        CpuTrainingPlan.Compile(net, [2, 2, 25, 21]);
+        var after = net.NamedBuffers().Select(b => b.Buffer.DType == DType.Int64 ? b.Buffer.ToInt64Array().Select(v => (float)v).ToArray() : b.Buffer.ToArray()).ToArray();
+        Assert.Equal(before, after);
+        Assert.All(net.NamedModules().Select(m => m.Module).OfType<BatchNorm2d>(), bn => Assert.Equal(0, bn.NumBatchesTracked));
+    }
+
+    [Fact]
+    public void AStepWithAdamAllocatesNothingAfterTheFirst()
+    {
+        var net = Net(new Generator(2), false);
+        var optimizer = new Adam(net.Parameters(), lr: 1e-3, weightDecay: 3e-3);
+        var plan = CpuTrainingPlan.Compile(net, [8, 2, 25, 21]);
+        var x = Tensor.Randn([8, 2, 25, 21], new Generator(4));
+        var y = Tensor.FromArray(new long[] { 0, 1, 2, 3, 0, 1, 2, 3 }, 8);
+        for (int i = 0; i < 3; i++)
+        {
+            optimizer.ZeroGrad(setToNone: false);
+            plan.Step(x, y);
+            optimizer.Step();
+        }
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        optimizer.ZeroGrad(setToNone: false);
+        plan.Step(x, y);
+        optimizer.Step();
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated == 0, $"A training step allocated {allocated} bytes after warm-up.");
+    }
+
+    [Fact]
+    public void UnsupportedOpsWrongInputsAndResizedParametersFailWithAMessage()
+    {
+        var mlp = new Sequential(new Flatten(), new Linear(12, 3, generator: new Generator(1)));
+        var e = Assert.Throws<NotSupportedException>(() => CpuTrainingPlan.Compile(mlp, [2, 1, 3, 4]));
+        Assert.Contains("train this model eagerly", e.Message);
+        var dropout = new Sequential(new Conv2d(1, 3, 1, generator: new Generator(1)), new Dropout(0.5), new AdaptiveAvgPool2d(1), new Flatten());
+        var random = Generator.Default.GetState();
+        Assert.Contains("Dropout", Assert.Throws<NotSupportedException>(() => CpuTrainingPlan.Compile(dropout, [2, 1, 4, 4])).Message);
+        Assert.Equal(random, Generator.Default.GetState());
+        var noFlatten = new Sequential(new Conv2d(1, 3, 1, generator: new Generator(1)));
+        Assert.Contains("logits [N, classes]", Assert.Throws<NotSupportedException>(() => CpuTrainingPlan.Compile(noFlatten, [2, 1, 4, 4])).Message);
+
+        var conv = new Conv2d(1, 3, 1, generator: new Generator(1));
+        var net = new Sequential(conv, new AdaptiveAvgPool2d(1), new Flatten());
+        var plan = CpuTrainingPlan.Compile(net, [2, 1, 4, 4]);
+        var y = Tensor.FromArray(new long[] { 0, 2 }, 2);
+        Assert.Contains("[2, 1, 4, 4]", Assert.Throws<ArgumentException>(() => plan.Step(Tensor.Zeros([3, 1, 4, 4]), y)).Message);
+        Assert.Contains("Int64", Assert.Throws<ArgumentException>(() => plan.Step(Tensor.Zeros([2, 1, 4, 4]), Tensor.Zeros([2]))).Message);
+        Assert.Contains("non-contiguous", Assert.Throws<ArgumentException>(() => plan.Step(Tensor.Zeros([2, 1, 4, 4]).Transpose(2, 3), y)).Message);
+        Assert.True(float.IsFinite(plan.Step(Tensor.Zeros([2, 1, 4, 4]), y)));
+        conv.Weight.SetData(Tensor.Zeros([2, 1, 1, 1]));
+        Assert.Contains("compile a new plan", Assert.Throws<InvalidOperationException>(() => plan.Step(Tensor.Zeros([2, 1, 4, 4]), y)).Message);
+    }
+}
