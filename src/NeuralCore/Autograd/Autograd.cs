@@ -79,6 +79,21 @@ public static class Autograd
         return output;
     }
 
+    /// <summary>Every recorded node that <paramref name="output"/> depends on, its own included, in recording order (empty for a leaf).</summary>
+    internal static List<Node> NodesBehind(Tensor output)
+    {
+        if (output.GradFn is null) return [];
+        var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance) { output.GradFn };
+        var stack = new Stack<Node>();
+        stack.Push(output.GradFn);
+        while (stack.Count > 0)
+            foreach (var t in stack.Pop().Inputs)
+                if (t.GradFn is { } f && seen.Add(f)) stack.Push(f);
+        var list = seen.ToList();
+        list.Sort((a, b) => a.Sequence.CompareTo(b.Sequence));
+        return list;
+    }
+
     /// <summary>
     /// Back-propagates <paramref name="gradient"/> (ones for a scalar root when null) from <paramref name="root"/>,
     /// accumulating into the <see cref="Tensor.Grad"/> of every leaf that requires grad.

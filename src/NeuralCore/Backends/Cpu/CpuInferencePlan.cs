@@ -428,20 +428,9 @@ public sealed unsafe class CpuInferencePlan
             return new CpuInferencePlan(_steps.ToArray(), buffers.ToArray(), bufferOf, outValue, input.ShapeArray(), output.ShapeArray(), description);
         }
 
-        private List<Node> Nodes()
-        {
-            if (output.GradFn is null)
-                throw new NotSupportedException("CpuInferencePlan: tracing the model recorded no ops.");
-            var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance) { output.GradFn };
-            var stack = new Stack<Node>();
-            stack.Push(output.GradFn);
-            while (stack.Count > 0)
-                foreach (var t in stack.Pop().Inputs)
-                    if (t.GradFn is { } f && seen.Add(f)) stack.Push(f);
-            var list = seen.ToList();
-            list.Sort((a, b) => a.Sequence.CompareTo(b.Sequence));
-            return list;
-        }
+        private List<Node> Nodes() => output.GradFn is null
+            ? throw new NotSupportedException("CpuInferencePlan: tracing the model recorded no ops.")
+            : Autograd.Autograd.NodesBehind(output);
 
         private int NewValue(Tensor t, int root)
         {

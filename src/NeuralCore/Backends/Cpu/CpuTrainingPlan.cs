@@ -399,20 +399,9 @@ public sealed class CpuTrainingPlan
                 _leaves.Select(l => (l.Key, l.Value)).ToArray(), _bytes);
         }
 
-        private List<Node> Nodes()
-        {
-            if (output.GradFn is null)
-                throw new NotSupportedException("CpuTrainingPlan: tracing the model recorded no ops.");
-            var seen = new HashSet<Node>(ReferenceEqualityComparer.Instance) { output.GradFn };
-            var stack = new Stack<Node>();
-            stack.Push(output.GradFn);
-            while (stack.Count > 0)
-                foreach (var t in stack.Pop().Inputs)
-                    if (t.GradFn is { } f && seen.Add(f)) stack.Push(f);
-            var list = seen.ToList();
-            list.Sort((a, b) => a.Sequence.CompareTo(b.Sequence));
-            return list;
-        }
+        private List<Node> Nodes() => output.GradFn is null
+            ? throw new NotSupportedException("CpuTrainingPlan: tracing the model recorded no ops.")
+            : Autograd.Autograd.NodesBehind(output);
 
         private Tensor Buffer(int[] shape, DType dtype = DType.Float32)
         {
