@@ -12,36 +12,6 @@ namespace NeuralCore.Tests.Backends;
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class CpuInferencePlanTests
 {
-    /// <summary>relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), with a 1x1 conv + BN shortcut when widths differ.</summary>
-    private sealed class Block : Module
-    {
-        private readonly Conv2d _conv1, _conv2;
-        private readonly BatchNorm2d _bn1, _bn2;
-        private readonly Conv2d? _shortcut;
-        private readonly BatchNorm2d? _shortcutBn;
-
-        public Block(int cin, int cout, Generator g)
-        {
-            _conv1 = RegisterModule("conv1", new Conv2d(cin, cout, 3, padding: 1, bias: false, generator: g));
-            _bn1 = RegisterModule("bn1", new BatchNorm2d(cout));
-            _conv2 = RegisterModule("conv2", new Conv2d(cout, cout, 3, padding: 1, bias: true, generator: g));
-            _bn2 = RegisterModule("bn2", new BatchNorm2d(cout));
-            if (cin != cout)
-            {
-                _shortcut = RegisterModule("sc", new Conv2d(cin, cout, 1, bias: false, generator: g));
-                _shortcutBn = RegisterModule("scbn", new BatchNorm2d(cout));
-            }
-        }
-
-        public override Tensor Forward(Tensor x)
-        {
-            var y = _bn1.Call(_conv1.Call(x)).Relu();
-            y = _bn2.Call(_conv2.Call(y));
-            var s = _shortcut is null ? x : _shortcutBn!.Call(_shortcut.Call(x));
-            return y.Add(s).Relu();
-        }
-    }
-
     private static Module Net(Generator g)
     {
         var net = new Sequential(
@@ -49,8 +19,8 @@ public sealed class CpuInferencePlanTests
             new BatchNorm2d(5),
             new Hardswish(),
             new MaxPool2d(2, 2),
-            new Block(5, 5, g),
-            new Block(5, 7, g),
+            new ResidualBlock(5, 5, g),
+            new ResidualBlock(5, 7, g),
             // A batch norm that follows no convolution, and an activation that follows a pool: both unfused.
             new MaxPool2d((2, 1), (2, 1)),
             new BatchNorm2d(7),
@@ -121,7 +91,7 @@ public sealed class CpuInferencePlanTests
             new Conv2d(cin, cout, k, padding: dilation * (k - 1) / 2, dilation: dilation, groups: groups, bias: true, generator: g),
             new BatchNorm2d(cout),
             new ReLU(),
-            new Block(cout, cout, g));
+            new ResidualBlock(cout, cout, g));
         RandomizeStatistics(net, g);
         var x = Tensor.Randn([batch, cin, h, w], g);
         net.Eval();
@@ -168,7 +138,7 @@ public sealed class CpuInferencePlanTests
             new Conv2d(19, 38, 3, padding: 1, bias: true, generator: g),
             new BatchNorm2d(38),
             hardswish ? new Hardswish() : new ReLU(),
-            new Block(38, 38, g),
+            new ResidualBlock(38, 38, g),
         };
         if (pool) layers.Add(new MaxPool2d((2, 1), (2, 1)));
         var net = new Sequential([.. layers]);
@@ -196,9 +166,9 @@ public sealed class CpuInferencePlanTests
             new BatchNorm2d(16),
             new Hardswish(),
             new MaxPool2d(2, 2),
-            new Block(16, 16, g),
+            new ResidualBlock(16, 16, g),
             new MaxPool2d((2, 1), (2, 1)),
-            new Block(16, 24, g),
+            new ResidualBlock(16, 24, g),
             new MaxPool2d(3, 2, 1, ceilMode: true),
             new AdaptiveAvgPool2d(1));
         RandomizeStatistics(net, g);

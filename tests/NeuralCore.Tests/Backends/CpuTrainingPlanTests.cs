@@ -12,36 +12,6 @@ namespace NeuralCore.Tests.Backends;
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class CpuTrainingPlanTests
 {
-    /// <summary>relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), with a 1x1 conv + BN shortcut when widths differ.</summary>
-    private sealed class Block : Module
-    {
-        private readonly Conv2d _conv1, _conv2;
-        private readonly BatchNorm2d _bn1, _bn2;
-        private readonly Conv2d? _shortcut;
-        private readonly BatchNorm2d? _shortcutBn;
-
-        public Block(int cin, int cout, Generator g)
-        {
-            _conv1 = RegisterModule("conv1", new Conv2d(cin, cout, 3, padding: 1, bias: false, generator: g));
-            _bn1 = RegisterModule("bn1", new BatchNorm2d(cout));
-            _conv2 = RegisterModule("conv2", new Conv2d(cout, cout, 3, padding: 1, bias: true, generator: g));
-            _bn2 = RegisterModule("bn2", new BatchNorm2d(cout, momentum: null));
-            if (cin != cout)
-            {
-                _shortcut = RegisterModule("sc", new Conv2d(cin, cout, 1, bias: false, generator: g));
-                _shortcutBn = RegisterModule("scbn", new BatchNorm2d(cout));
-            }
-        }
-
-        public override Tensor Forward(Tensor x)
-        {
-            var y = _bn1.Call(_conv1.Call(x)).Relu();
-            y = _bn2.Call(_conv2.Call(y));
-            var s = _shortcut is null ? x : _shortcutBn!.Call(_shortcut.Call(x));
-            return y.Add(s).Relu();
-        }
-    }
-
     /// <summary>One value read three times: twice by one addition and once by a convolution, in either order.</summary>
     private sealed class ThreeUses(int channels, bool convFirst, Generator g) : Module
     {
@@ -62,9 +32,9 @@ public sealed class CpuTrainingPlanTests
         new BatchNorm2d(6),
         new Hardswish(),
         new MaxPool2d(2, 2),
-        new Block(6, 6, g),
+        new ResidualBlock(6, 6, g, bn2Momentum: null),
         new ThreeUses(6, convFirst, g),
-        new Block(6, 7, g),
+        new ResidualBlock(6, 7, g, bn2Momentum: null),
         new MaxPool2d((2, 1), (2, 1)),
         new BatchNorm2d(7),
         new ReLU(),

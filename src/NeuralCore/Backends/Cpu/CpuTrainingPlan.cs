@@ -231,8 +231,6 @@ public sealed class CpuTrainingPlan
         {
             foreach (var sink in Sinks) sink?.Finish();
         }
-
-        public override string ToString() => Label;
     }
 
     private sealed class ConvStep : Stage
