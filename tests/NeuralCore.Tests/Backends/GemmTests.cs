@@ -65,8 +65,8 @@ public sealed class GemmTests
     [Fact]
     public void DotProductPathMatchesReferenceForEveryTileShape()
     {
-        // A * B^T with few rows or columns and a long k (a convolution's weight gradient, the stem's 25 taps): tiles of
-        // 1-4 rows by 1-6 columns, k with and without a tail after its 16-wide steps, C^T computed when C is wide.
+        // A * B^T with few columns and a long k (a convolution's weight gradient, the stem's 25 taps): tiles of 1-4 rows
+        // by 1-6 columns, k with and without a tail after its 16-wide steps; few rows and many columns go the packed way.
         int seed = 100;
         foreach (int m in new[] { 1, 2, 3, 4, 5, 19, 32 })
         foreach (int n in new[] { 1, 2, 3, 4, 5, 6, 7, 13, 25, 30 })

@@ -36,6 +36,10 @@ public sealed class ConvTests
         ["unrolled samples 1x1 on 1x6"] = (new(16, 12, 1, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1), true),
         ["unrolled samples groups2 bias"] = (new(10, 4, 3, 4, 6, 3, 3, 1, 1, 1, 1, 1, 1, 2), true),
         ["3x3 valid C5->K7"] = (new(2, 5, 6, 7, 7, 3, 3, 1, 1, 0, 0, 1, 1, 1), true),
+        // Taps that only ever meet the zero border: rows and columns of the kernel are cut off before the GEMMs.
+        ["dead taps on both axes 5x5 pad2 on 1x2"] = (new(3, 4, 1, 2, 5, 5, 5, 1, 1, 2, 2, 1, 1, 1), true),
+        ["dead taps stride2 groups2 on 1x9"] = (new(2, 4, 1, 9, 6, 3, 3, 2, 2, 1, 1, 1, 1, 2), true),
+        ["dead taps dilation2 pad2 on 2x7"] = (new(2, 3, 2, 7, 4, 3, 3, 1, 1, 2, 2, 2, 2, 1), false),
         ["stride3 kernel larger than stride"] = (new(2, 2, 13, 11, 3, 4, 2, 3, 3, 1, 0, 1, 1, 1), false),
     };
 
@@ -121,6 +125,26 @@ public sealed class ConvTests
         var actual = BackwardWeight(d);
         double atol = 2e-5 * Math.Sqrt(d.P.N * d.P.P * d.P.Q) + 1e-4;
         GradCheck.AssertClose(fd, actual, atol, 1e-3, $"{name} dw", at);
+    }
+
+    [Fact]
+    public void TapsThatOnlyMeetTheBorderGetZeroGradientAndChangeNothing()
+    {
+        // 3x3 with padding 1 on maps one row high (MNIST's stage 2): the top and bottom rows of taps read only padding.
+        var d = Data.For("unrolled samples 3x3 on 1x6");
+        var dw = BackwardWeight(d);
+        var changed = (float[])d.W.Clone();
+        for (int i = 0; i < dw.Length; i++)
+        {
+            int r = i / d.P.S % d.P.R;
+            if (r == 1) continue;
+            Assert.Equal(0f, dw[i]);
+            changed[i] = 1000f + i;
+        }
+        Assert.Contains(dw, v => v != 0f);
+        var other = d with { W = changed };
+        Assert.Equal(Forward(d), Forward(other));
+        Assert.Equal(BackwardData(d), BackwardData(other));
     }
 
     /// <summary>The backward tests start from NaN-filled gradients, so stale values would show there; this covers the forward.</summary>

@@ -62,6 +62,13 @@ internal static unsafe class ConvKernels
     /// <summary>y = conv2d(x, w) + bias.</summary>
     internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p)
     {
+        if (CutDeadTaps(p, out var cut, out int r0, out int s0))
+        {
+            float* live = ConvScratch.Current.Get(ConvScratch.Slot.LiveTaps, (long)p.K * (p.C / p.Groups) * cut.R * cut.S);
+            CopyWindow(w, p, live, cut, r0, s0, toWindow: true);
+            Forward(x, live, bias, y, cut);
+            return;
+        }
         Job job = Plan(Pass.Forward, p);
         job.X = x; job.W = w; job.Bias = bias; job.Y = y;
         Execute(ref job);
@@ -167,6 +174,13 @@ internal static unsafe class ConvKernels
     /// <summary>dx = conv2d input gradient of dy (dx overwritten).</summary>
     internal static void BackwardData(float* dy, float* w, float* dx, in Conv2dParams p)
     {
+        if (CutDeadTaps(p, out var cut, out int r0, out int s0))
+        {
+            float* live = ConvScratch.Current.Get(ConvScratch.Slot.LiveTaps, (long)p.K * (p.C / p.Groups) * cut.R * cut.S);
+            CopyWindow(w, p, live, cut, r0, s0, toWindow: true);
+            BackwardData(dy, live, dx, cut);
+            return;
+        }
         int padH = p.DilationH * (p.R - 1) - p.PadH, padW = p.DilationW * (p.S - 1) - p.PadW;
         if (p.StrideH == 1 && p.StrideW == 1 && padH >= 0 && padW >= 0)
         {
@@ -186,6 +200,15 @@ internal static unsafe class ConvKernels
     /// <summary>dw = conv2d weight gradient of dy for input x (dw overwritten).</summary>
     internal static void BackwardWeight(float* dy, float* x, float* dw, in Conv2dParams p)
     {
+        if (CutDeadTaps(p, out var cut, out int r0, out int s0))
+        {
+            // A dead tap's gradient sums products with the zero border only: it is zero.
+            float* live = ConvScratch.Current.Get(ConvScratch.Slot.LiveTaps, (long)p.K * (p.C / p.Groups) * cut.R * cut.S);
+            BackwardWeight(dy, x, live, cut);
+            new Span<float>(dw, checked((int)((long)p.K * (p.C / p.Groups) * p.R * p.S))).Clear();
+            CopyWindow(dw, p, live, cut, r0, s0, toWindow: false);
+            return;
+        }
         Job job = Plan(Pass.BackwardWeight, p);
         job.X = x; job.W = dw; job.Y = dy;
         long wLen = (long)p.K * job.Crs;
@@ -193,6 +216,55 @@ internal static unsafe class ConvKernels
         Execute(ref job);
         // Fixed-order reduction: dw = part 0 + part 1 + ... so the sum is the same on every run.
         for (int part = 1; part < job.Parts; part++) Add(dw, job.Partials + (part - 1) * wLen, wLen);
+    }
+
+    /// <summary>
+    /// The same convolution with its kernel cut to the taps that some output reads inside the input, when rows or
+    /// columns of taps at the kernel's edges only ever meet the zero border (a 3x3 kernel with padding 1 on maps one
+    /// row high: the top and bottom rows of taps). Those taps add exact zeros to every output, so cutting them changes
+    /// no result and saves their share of the work (two thirds on MNIST's 1 x 6 maps). False when no tap is dead, or
+    /// when the cut kernel would need a padding that the geometry cannot express (<paramref name="cut"/> has the same
+    /// output size, with the padding reduced by the taps cut before the window: r0 and s0).
+    /// </summary>
+    private static bool CutDeadTaps(in Conv2dParams p, out Conv2dParams cut, out int r0, out int s0)
+    {
+        (r0, int r1) = LiveTaps(p.R, p.DilationH, p.PadH, p.StrideH, p.H, p.P);
+        (s0, int s1) = LiveTaps(p.S, p.DilationW, p.PadW, p.StrideW, p.W, p.Q);
+        cut = p with { R = r1 - r0, S = s1 - s0, PadH = p.PadH - r0 * p.DilationH, PadW = p.PadW - s0 * p.DilationW };
+        return (cut.R < p.R || cut.S < p.S) && cut.R > 0 && cut.S > 0 && cut.PadH >= 0 && cut.PadW >= 0
+            && cut.P == p.P && cut.Q == p.Q;
+    }
+
+    /// <summary>The first and end tap along one axis that some output reads inside the input (taps past them never do).</summary>
+    private static (int First, int End) LiveTaps(int taps, int dilation, int pad, int stride, int size, int outputs)
+    {
+        int first = 0, end = taps;
+        while (first < end && IsDead(first)) first++;
+        while (end > first && IsDead(end - 1)) end--;
+        return (first, end);
+
+        bool IsDead(int tap)
+        {
+            var (low, high) = ValidRange(tap * dilation - pad, stride, size, outputs);
+            return low >= high;
+        }
+    }
+
+    /// <summary>
+    /// Copies between a kernel w [K, C/G, R, S] of <paramref name="p"/> and its window [K, C/G, cut.R, cut.S] starting
+    /// at tap (r0, s0): into the window when <paramref name="toWindow"/>, else from the window into w.
+    /// </summary>
+    private static void CopyWindow(float* w, in Conv2dParams p, float* window, in Conv2dParams cut, int r0, int s0, bool toWindow)
+    {
+        long kernels = (long)p.K * (p.C / p.Groups);
+        for (long i = 0; i < kernels; i++)
+        for (int r = 0; r < cut.R; r++)
+        {
+            float* full = w + (i * p.R + r0 + r) * p.S + s0;
+            float* part = window + (i * cut.R + r) * cut.S;
+            if (toWindow) Copy(part, full, cut.S);
+            else Copy(full, part, cut.S);
+        }
     }
 
     /// <summary>flipped [C, K/G, R, S] from w [K, C/G, R, S]: flipped[g*C/G + c, k, r, s] = w[g*K/G + k, c, R-1-r, S-1-s].</summary>

@@ -5,7 +5,7 @@ namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
 /// Grow-only scratch buffers of one thread for the convolution kernels (im2col columns, gathered
-/// output rows, per-thread weight-gradient partial sums, flipped kernels). After the first call at a given size no
+/// output rows, per-thread weight-gradient partial sums, flipped kernels, kernels cut to their live taps). After the first call at a given size no
 /// further managed memory is allocated.
 /// </summary>
 /// <remarks>
@@ -31,11 +31,13 @@ internal sealed unsafe class ConvScratch
         Padded,
         /// <summary>A block of convolution output rows that is pooled before it leaves the cache (implicit GEMM with a fused pool).</summary>
         Block,
+        /// <summary>A kernel cut to its live taps, or its weight gradient (caller thread only).</summary>
+        LiveTaps,
     }
 
     [ThreadStatic] private static ConvScratch? current;
 
-    private readonly float[][] buffers = [[], [], [], [], [], []];
+    private readonly float[][] buffers = [[], [], [], [], [], [], []];
 
     /// <summary>This thread's scratch.</summary>
     internal static ConvScratch Current => current ??= new ConvScratch();
