@@ -27,6 +27,18 @@ public sealed class CpuTrainingPlanTests
         }
     }
 
+    /// <summary>A batch norm read by a ReLU and by an addition: the plan must not fuse the ReLU into it.</summary>
+    private sealed class ReluAndSkip(int channels) : Module
+    {
+        private readonly BatchNorm2d _bn = new(channels);
+
+        public override Tensor Forward(Tensor x)
+        {
+            var y = _bn.Call(x);
+            return y.Relu().Add(y);
+        }
+    }
+
     private static Module Net(Generator g, bool convFirst) => new Sequential(
         new Conv2d(2, 6, 5, stride: 2, padding: 1, bias: true, generator: g),
         new BatchNorm2d(6),
@@ -34,6 +46,7 @@ public sealed class CpuTrainingPlanTests
         new MaxPool2d(2, 2),
         new ResidualBlock(6, 6, g, bn2Momentum: null),
         new ThreeUses(6, convFirst, g),
+        new ReluAndSkip(6),
         new ResidualBlock(6, 7, g, bn2Momentum: null),
         new MaxPool2d((2, 1), (2, 1)),
         new BatchNorm2d(7),
@@ -110,8 +123,26 @@ public sealed class CpuTrainingPlanTests
     [InlineData(4, 25, 21, false)]
     [InlineData(4, 25, 21, true)]
     [InlineData(33, 18, 14, false)]
+    [InlineData(3, 40, 38, false)]
     public void TrainsBitForBitLikeEagerAutograd(int batch, int h, int w, bool convFirst) =>
         AssertPlanTrainsLikeEager(() => Net(new Generator(3), convFirst), [batch, 2, h, w], classes: 4, seed: 8);
+
+    [Fact]
+    public void AReluThatAloneReadsABatchNormRunsInItsPasses()
+    {
+        // 40 x 38 -> 9 x 9 maps after the stem's pool: the per-channel kernels (planes of 64 values or more); the last
+        // batch norm's 4 x 9 maps take the sample-major ones. Both are compared bit for bit with eager above.
+        var plan = CpuTrainingPlan.Compile(Net(new Generator(3), convFirst: false), [3, 2, 40, 38]);
+        var steps = plan.Description.ToList();
+        Assert.Contains("batch norm 6 on 9x9 + relu", steps);
+        Assert.Contains("batch norm 7 on 9x9 + relu", steps);
+        Assert.Contains("batch norm 7 on 4x9 + relu", steps);
+        // ReluAndSkip's batch norm is also read by the addition, so its ReLU stays a step of its own, as do the ReLUs
+        // after the residual additions.
+        Assert.Contains(("batch norm 6 on 9x9", "relu"), steps.Zip(steps.Skip(1)));
+        Assert.Equal(3, steps.Count(s => s == "relu"));
+        Assert.Equal(3, plan.Description.Count(d => d == "relu"));
+    }
 
     [Fact]
     public void CompilingLeavesTheBatchNormStatisticsAlone()

@@ -20,8 +20,9 @@ internal static unsafe partial class BatchNormKernels
     private struct SmallJob
     {
         public int N, Width;
-        public bool Gradient;
-        public float* X, Dy, Y;
+        public bool Gradient, Relu;
+        // Backward of a fused ReLU: dy counts where this output is positive.
+        public float* X, Dy, Y, ReluOutput;
         // Per position j in [0, C * HW): the channel's shift or mean, and the coefficients of the output pass.
         public float* M, A, B, O;
         public double* S1, S2;
@@ -54,13 +55,13 @@ internal static unsafe partial class BatchNormKernels
     }
 
     private static void TrainingSmall(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
-        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw)
+        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu)
     {
         int width = c * hw;
         var scratch = SmallScratch.Current;
         float* f = scratch.Floats(3 * width);
         double* d = scratch.Doubles(2 * width);
-        var job = new SmallJob { N = n, Width = width, X = x, Y = y, M = f, A = f + width, O = f + 2 * width, S1 = d, S2 = d + width };
+        var job = new SmallJob { N = n, Width = width, X = x, Y = y, M = f, A = f + width, O = f + 2 * width, S1 = d, S2 = d + width, Relu = relu };
         // Shift each channel by its first value (of sample 0), which keeps the one-pass variance accurate.
         for (int ch = 0; ch < c; ch++) new Span<float>(f + ch * hw, hw).Fill(x[ch * hw]);
         Sums(ref job);
@@ -91,7 +92,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     private static void BackwardSmall(float* x, float* dy, float* gamma, float* mean, float* invStd, float* dx,
-        float* dgamma, float* dbeta, int n, int c, int hw)
+        float* dgamma, float* dbeta, int n, int c, int hw, float* reluOutput)
     {
         int width = c * hw;
         var scratch = SmallScratch.Current;
@@ -99,7 +100,7 @@ internal static unsafe partial class BatchNormKernels
         double* d = scratch.Doubles(2 * width);
         var job = new SmallJob
         {
-            N = n, Width = width, Gradient = true, X = x, Dy = dy, Y = dx,
+            N = n, Width = width, Gradient = true, X = x, Dy = dy, Y = dx, ReluOutput = reluOutput,
             M = f, A = f + width, B = f + 2 * width, O = f + 3 * width, S1 = d, S2 = d + width,
         };
         for (int ch = 0; ch < c; ch++) new Span<float>(job.M + ch * hw, hw).Fill(mean[ch]);
@@ -165,6 +166,8 @@ internal static unsafe partial class BatchNormKernels
                 if (job.Gradient)
                 {
                     var g = Vector512.Load(job.Dy + at);
+                    if (job.ReluOutput != null)
+                        g = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Load(job.ReluOutput + at), Vector512<float>.Zero), g, Vector512<float>.Zero);
                     s1 += g;
                     s2 = Vector512.FusedMultiplyAdd(g, centred, s2);
                 }
@@ -197,7 +200,7 @@ internal static unsafe partial class BatchNormKernels
                 float centred = job.X[at] - m;
                 if (job.Gradient)
                 {
-                    float g = job.Dy[at];
+                    float g = job.ReluOutput == null || job.ReluOutput[at] > 0 ? job.Dy[at] : 0;
                     s1 += g;
                     s2 = MathF.FusedMultiplyAdd(g, centred, s2);
                 }
@@ -236,25 +239,43 @@ internal static unsafe partial class BatchNormKernels
             if (job.Gradient)
             {
                 float* g = job.Dy + row;
+                float* relu = job.ReluOutput == null ? null : job.ReluOutput + row;
                 if (Vector512.IsHardwareAccelerated)
                 {
                     for (; j + 16 <= width; j += 16)
                     {
                         var inner = Vector512.FusedMultiplyAdd(Vector512.Load(x + j) - Vector512.Load(job.M + j), Vector512.Load(job.B + j), Vector512.Load(job.O + j));
-                        Vector512.FusedMultiplyAdd(Vector512.Load(g + j), Vector512.Load(job.A + j), inner).Store(y + j);
+                        var gj = Vector512.Load(g + j);
+                        if (relu != null) gj = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Load(relu + j), Vector512<float>.Zero), gj, Vector512<float>.Zero);
+                        Vector512.FusedMultiplyAdd(gj, Vector512.Load(job.A + j), inner).Store(y + j);
                     }
                 }
                 for (; j < width; j++)
-                    y[j] = MathF.FusedMultiplyAdd(g[j], job.A[j], MathF.FusedMultiplyAdd(x[j] - job.M[j], job.B[j], job.O[j]));
+                {
+                    float gj = relu == null || relu[j] > 0 ? g[j] : 0;
+                    y[j] = MathF.FusedMultiplyAdd(gj, job.A[j], MathF.FusedMultiplyAdd(x[j] - job.M[j], job.B[j], job.O[j]));
+                }
             }
             else
             {
                 if (Vector512.IsHardwareAccelerated)
                 {
-                    for (; j + 16 <= width; j += 16)
-                        Vector512.FusedMultiplyAdd(Vector512.Load(x + j), Vector512.Load(job.A + j), Vector512.Load(job.O + j)).Store(y + j);
+                    if (job.Relu)
+                    {
+                        for (; j + 16 <= width; j += 16)
+                            Vector512.Max(Vector512.FusedMultiplyAdd(Vector512.Load(x + j), Vector512.Load(job.A + j), Vector512.Load(job.O + j)), Vector512<float>.Zero).Store(y + j);
+                    }
+                    else
+                    {
+                        for (; j + 16 <= width; j += 16)
+                            Vector512.FusedMultiplyAdd(Vector512.Load(x + j), Vector512.Load(job.A + j), Vector512.Load(job.O + j)).Store(y + j);
+                    }
                 }
-                for (; j < width; j++) y[j] = MathF.FusedMultiplyAdd(x[j], job.A[j], job.O[j]);
+                for (; j < width; j++)
+                {
+                    float v = MathF.FusedMultiplyAdd(x[j], job.A[j], job.O[j]);
+                    y[j] = job.Relu ? Relu(v) : v;
+                }
             }
         }
     }

@@ -10,6 +10,11 @@ namespace NeuralCore.Backends.Cpu;
 /// a channel's sums are accumulated in double across planes (float lanes within a plane; the values shifted by the
 /// channel's first element, which keeps the one-pass variance accurate when the mean is large) in a fixed order, so
 /// results do not depend on the thread count. Inference splits the N*C planes.
+/// <para>
+/// Training and backward can carry a ReLU after the batch norm (compiled training steps fuse the pair): training then
+/// writes relu(y) in the same pass, and backward reads dy where that output is positive and zero elsewhere, as the
+/// ReLU's own backward would hand it on; the batch norm's output itself is never stored.
+/// </para>
 /// </remarks>
 internal static unsafe partial class BatchNormKernels
 {
@@ -29,26 +34,30 @@ internal static unsafe partial class BatchNormKernels
         public int N, C, HW;
         public float Momentum, Eps;
         public float* X, Y, Dy, Gamma, Beta, Mean, InvStd, RunningMean, RunningVar, DGamma, DBeta;
+        // Training: y = relu(batch norm); backward: dy counts only where this (the fused ReLU's output) is positive.
+        public bool Relu;
+        public float* ReluOutput;
         public int Parts;
     }
 
     /// <summary>
     /// y = (x - mean) * invstd * gamma + beta with batch statistics; writes mean and invstd = 1/sqrt(var + eps)
     /// (biased variance) and, when runningMean/runningVar are not null, blends the batch mean and unbiased variance into them.
+    /// With <paramref name="relu"/>, y = relu(...) in the same pass.
     /// </summary>
     internal static void Training(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
-        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw)
+        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu = false)
     {
         if (hw < SmallPlane)
         {
-            TrainingSmall(x, gamma, beta, y, mean, invStd, runningMean, runningVar, momentum, eps, n, c, hw);
+            TrainingSmall(x, gamma, beta, y, mean, invStd, runningMean, runningVar, momentum, eps, n, c, hw, relu);
             return;
         }
         var job = new Job
         {
             Pass = Pass.Training, N = n, C = c, HW = hw, Momentum = momentum, Eps = eps,
             X = x, Gamma = gamma, Beta = beta, Y = y, Mean = mean, InvStd = invStd,
-            RunningMean = runningMean, RunningVar = runningVar,
+            RunningMean = runningMean, RunningVar = runningVar, Relu = relu,
         };
         Execute(ref job, c);
     }
@@ -65,19 +74,23 @@ internal static unsafe partial class BatchNormKernels
         Execute(ref job, n * c);
     }
 
-    /// <summary>dx, dgamma and dbeta of training-mode batch norm from the saved mean and invstd.</summary>
+    /// <summary>
+    /// dx, dgamma and dbeta of training-mode batch norm from the saved mean and invstd. With a
+    /// <paramref name="reluOutput"/> (the output of a fused ReLU), dy counts only where that output is positive.
+    /// </summary>
     internal static void Backward(float* x, float* dy, float* gamma, float* mean, float* invStd, float* dx,
-        float* dgamma, float* dbeta, int n, int c, int hw)
+        float* dgamma, float* dbeta, int n, int c, int hw, float* reluOutput = null)
     {
         if (hw < SmallPlane)
         {
-            BackwardSmall(x, dy, gamma, mean, invStd, dx, dgamma, dbeta, n, c, hw);
+            BackwardSmall(x, dy, gamma, mean, invStd, dx, dgamma, dbeta, n, c, hw, reluOutput);
             return;
         }
         var job = new Job
         {
             Pass = Pass.Backward, N = n, C = c, HW = hw,
             X = x, Dy = dy, Gamma = gamma, Mean = mean, InvStd = invStd, Y = dx, DGamma = dgamma, DBeta = dbeta,
+            ReluOutput = reluOutput,
         };
         Execute(ref job, c);
     }
@@ -142,7 +155,7 @@ internal static unsafe partial class BatchNormKernels
         for (int n = 0; n < job.N; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
-            Affine(job.X + at, job.Y + at, job.HW, scale, offset);
+            Affine(job.X + at, job.Y + at, job.HW, scale, offset, job.Relu);
         }
     }
 
@@ -153,7 +166,7 @@ internal static unsafe partial class BatchNormKernels
         float scale = (float)(job.Gamma[c] * invStd);
         float offset = (float)(job.Beta[c] - job.RunningMean[c] * (job.Gamma[c] * invStd));
         long at = (long)plane * job.HW;
-        Affine(job.X + at, job.Y + at, job.HW, scale, offset);
+        Affine(job.X + at, job.Y + at, job.HW, scale, offset, relu: false);
     }
 
     private static void BackwardChannel(ref Job job, int c)
@@ -165,7 +178,7 @@ internal static unsafe partial class BatchNormKernels
         for (int n = 0; n < job.N; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
-            var (s, sc) = GradientSums(job.Dy + at, job.X + at, job.HW, mean);
+            var (s, sc) = GradientSums(job.Dy + at, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at);
             sumDy += s;
             sumDyCentred += sc;
         }
@@ -182,7 +195,8 @@ internal static unsafe partial class BatchNormKernels
         for (int n = 0; n < job.N; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
-            InputGradient(job.Dy + at, job.X + at, job.Y + at, job.HW, mean, scaleDy, scaleCentred, offset);
+            InputGradient(job.Dy + at, job.X + at, job.Y + at, job.HW, mean, scaleDy, scaleCentred, offset,
+                job.ReluOutput == null ? null : job.ReluOutput + at);
         }
     }
 
@@ -233,8 +247,11 @@ internal static unsafe partial class BatchNormKernels
         return (sum + n * delta, sumSquares + 2 * delta * sum + n * delta * delta);
     }
 
-    /// <summary>Sum of dy and of dy * (x - mean) over the n values of one plane (float lanes, returned as double).</summary>
-    private static (double SumDy, double SumDyCentred) GradientSums(float* dy, float* x, int n, float mean)
+    /// <summary>
+    /// Sum of dy and of dy * (x - mean) over the n values of one plane (float lanes, returned as double); with
+    /// <paramref name="relu"/>, dy where relu is positive and 0 elsewhere.
+    /// </summary>
+    private static (double SumDy, double SumDyCentred) GradientSums(float* dy, float* x, int n, float mean, float* relu)
     {
         int i = 0;
         float sum = 0, sumCentred = 0;
@@ -245,6 +262,7 @@ internal static unsafe partial class BatchNormKernels
             for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
             {
                 var g = Vector512.Load(dy + i);
+                if (relu != null) g = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Load(relu + i), Vector512<float>.Zero), g, Vector512<float>.Zero);
                 s0 += g;
                 c0 = Vector512.FusedMultiplyAdd(g, Vector512.Load(x + i) - m, c0);
             }
@@ -258,6 +276,7 @@ internal static unsafe partial class BatchNormKernels
             for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
             {
                 var g = Vector256.Load(dy + i);
+                if (relu != null) g = Vector256.ConditionalSelect(Vector256.GreaterThan(Vector256.Load(relu + i), Vector256<float>.Zero), g, Vector256<float>.Zero);
                 s0 += g;
                 c0 = Vector256.FusedMultiplyAdd(g, Vector256.Load(x + i) - m, c0);
             }
@@ -266,29 +285,45 @@ internal static unsafe partial class BatchNormKernels
         }
         for (; i < n; i++)
         {
-            float g = dy[i];
+            float g = relu == null || relu[i] > 0 ? dy[i] : 0;
             sum += g;
             sumCentred += g * (x[i] - mean);
         }
         return (sum, sumCentred);
     }
 
-    /// <summary>y = x * scale + offset over n values.</summary>
-    private static void Affine(float* x, float* y, int n, float scale, float offset)
+    /// <summary>y = x * scale + offset over n values; with <paramref name="relu"/>, ReLU's max(y, 0) as the ReLU op computes it.</summary>
+    private static void Affine(float* x, float* y, int n, float scale, float offset, bool relu)
     {
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
             var s = Vector256.Create(scale);
             var o = Vector256.Create(offset);
-            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-                Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), y + i);
+            if (relu)
+            {
+                for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                    Vector256.Store(Vector256.Max(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), Vector256<float>.Zero), y + i);
+            }
+            else
+            {
+                for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                    Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), y + i);
+            }
         }
-        for (; i < n; i++) y[i] = MathF.FusedMultiplyAdd(x[i], scale, offset);
+        for (; i < n; i++)
+        {
+            float v = MathF.FusedMultiplyAdd(x[i], scale, offset);
+            y[i] = relu ? Relu(v) : v;
+        }
     }
 
-    /// <summary>dx = scaleDy * dy + scaleCentred * (x - mean) + offset over n values.</summary>
-    private static void InputGradient(float* dy, float* x, float* dx, int n, float mean, float scaleDy, float scaleCentred, float offset)
+    /// <summary>The ReLU op's scalar rule.</summary>
+    private static float Relu(float v) => v > 0 ? v : 0;
+
+    /// <summary>dx = scaleDy * dy + scaleCentred * (x - mean) + offset over n values (dy masked by <paramref name="relu"/> as in <see cref="GradientSums"/>).</summary>
+    private static void InputGradient(float* dy, float* x, float* dx, int n, float mean, float scaleDy, float scaleCentred, float offset,
+        float* relu)
     {
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
@@ -300,9 +335,15 @@ internal static unsafe partial class BatchNormKernels
             for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
             {
                 var centred = Vector256.Load(x + i) - m;
-                Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Load(dy + i), a, Vector256.FusedMultiplyAdd(centred, b, o)), dx + i);
+                var g = Vector256.Load(dy + i);
+                if (relu != null) g = Vector256.ConditionalSelect(Vector256.GreaterThan(Vector256.Load(relu + i), Vector256<float>.Zero), g, Vector256<float>.Zero);
+                Vector256.Store(Vector256.FusedMultiplyAdd(g, a, Vector256.FusedMultiplyAdd(centred, b, o)), dx + i);
             }
         }
-        for (; i < n; i++) dx[i] = MathF.FusedMultiplyAdd(dy[i], scaleDy, MathF.FusedMultiplyAdd(x[i] - mean, scaleCentred, offset));
+        for (; i < n; i++)
+        {
+            float g = relu == null || relu[i] > 0 ? dy[i] : 0;
+            dx[i] = MathF.FusedMultiplyAdd(g, scaleDy, MathF.FusedMultiplyAdd(x[i] - mean, scaleCentred, offset));
+        }
     }
 }

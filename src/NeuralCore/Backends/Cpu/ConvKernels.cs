@@ -704,6 +704,13 @@ internal static unsafe class ConvKernels
     /// </summary>
     private static void Copy(float* dst, float* src, int n)
     {
+        if (n < 16 && Avx512F.IsSupported)
+        {
+            // Short rows (MNIST's 1 x 6 planes gathered into GEMM columns and back): one masked load and store.
+            var mask = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(n)).AsSingle();
+            Avx512F.MaskStore(dst, mask, Avx512F.MaskLoad(src, mask, Vector512<float>.Zero));
+            return;
+        }
         if (n >= 16 && Vector512.IsHardwareAccelerated)
         {
             int i = 0;

@@ -5,8 +5,17 @@ namespace NeuralCore.Backends.Cpu;
 public sealed partial class CpuBackend
 {
     /// <inheritdoc />
-    public unsafe void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd,
-        Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw)
+    public void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd,
+        Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw) =>
+        BatchNormTraining(x, gamma, beta, y, saveMean, saveInvStd, runningMean, runningVar, momentum, eps, n, c, hw, relu: false);
+
+    /// <summary>
+    /// <see cref="BatchNormTraining(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor?, Tensor?, float, float, int, int, int)"/>,
+    /// followed with <paramref name="relu"/> by a ReLU in the same pass (y = relu(batch norm), the batch norm's output
+    /// itself not stored): what a compiled training step runs for a batch norm read only by a ReLU.
+    /// </summary>
+    internal unsafe void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd,
+        Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw, bool relu)
     {
         CheckBatchNorm(n, c, hw);
         if ((long)n * hw <= 1)
@@ -27,7 +36,7 @@ public sealed partial class CpuBackend
             BatchNormKernels.Training(px + x.StorageOffset, pg + gamma.StorageOffset, pb + beta.StorageOffset, py + y.StorageOffset,
                 pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset,
                 prm == null ? null : prm + runningMean!.StorageOffset, prv == null ? null : prv + runningVar!.StorageOffset,
-                momentum, eps, n, c, hw);
+                momentum, eps, n, c, hw, relu);
         }
     }
 
@@ -53,8 +62,17 @@ public sealed partial class CpuBackend
     }
 
     /// <inheritdoc />
-    public unsafe void BatchNormBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor dx,
-        Tensor dgamma, Tensor dbeta, int n, int c, int hw)
+    public void BatchNormBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor dx,
+        Tensor dgamma, Tensor dbeta, int n, int c, int hw) =>
+        BatchNormBackward(x, dy, gamma, saveMean, saveInvStd, dx, dgamma, dbeta, n, c, hw, reluOutput: null);
+
+    /// <summary>
+    /// <see cref="BatchNormBackward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int)"/> of a
+    /// batch norm fused with a ReLU when <paramref name="reluOutput"/> (the pair's output) is given: dy is the gradient
+    /// of the ReLU's output and counts only where that output is positive, as the ReLU's backward would hand it on.
+    /// </summary>
+    internal unsafe void BatchNormBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor dx,
+        Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput)
     {
         CheckBatchNorm(n, c, hw);
         long size = (long)n * c * hw;
@@ -66,6 +84,7 @@ public sealed partial class CpuBackend
         CheckLength(saveInvStd, c, "BatchNorm saved inverse std [C]");
         CheckLength(dgamma, c, "BatchNorm weight gradient [C]");
         CheckLength(dbeta, c, "BatchNorm bias gradient [C]");
+        if (reluOutput is not null) CheckLength(reluOutput, size, "BatchNorm fused ReLU output [N, C, HW]");
         if ((long)n * hw == 0)
         {
             Span(dgamma).Clear();
@@ -74,11 +93,11 @@ public sealed partial class CpuBackend
         }
         // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
         fixed (float* px = F(x), pdy = F(dy), pg = F(gamma), pm = F(saveMean), ps = F(saveInvStd))
-        fixed (float* pdx = F(dx), pdg = F(dgamma), pdb = F(dbeta))
+        fixed (float* pdx = F(dx), pdg = F(dgamma), pdb = F(dbeta), pr = reluOutput is null ? null : F(reluOutput))
         {
             BatchNormKernels.Backward(px + x.StorageOffset, pdy + dy.StorageOffset, pg + gamma.StorageOffset,
                 pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset, pdx + dx.StorageOffset,
-                pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw);
+                pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw, pr == null ? null : pr + reluOutput!.StorageOffset);
         }
     }
 

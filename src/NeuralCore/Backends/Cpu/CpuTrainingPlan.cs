@@ -257,6 +257,7 @@ public sealed class CpuTrainingPlan
         }
     }
 
+    /// <summary>A training-mode batch norm, with the ReLU that alone reads it when <see cref="Relu"/> (Y is then the ReLU's output).</summary>
     private sealed class BatchNormStep : Stage
     {
         public required Tensor X, Gamma, Beta, Y, Mean, InvStd, Dx, Dgamma, Dbeta;
@@ -264,16 +265,17 @@ public sealed class CpuTrainingPlan
         public BatchNorm2d? Module;
         public float Momentum, Eps;
         public int N, C, HW;
+        public bool Relu;
 
         public override void Forward()
         {
             float momentum = Module?.CountTrainingBatch() ?? Momentum;
-            Cpu.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW);
+            CpuBackend.Instance.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW, Relu);
         }
 
         public override void Backward()
         {
-            Cpu.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW);
+            CpuBackend.Instance.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW, Relu ? Y : null);
             base.Backward();
         }
     }
@@ -367,6 +369,9 @@ public sealed class CpuTrainingPlan
         private readonly List<Value> _values = [];
         private readonly List<Stage> _steps = [];
         private readonly Dictionary<Tensor, int[]> _leaves = new(ReferenceEqualityComparer.Instance);
+        // How many traced ops read each tensor, and the batch-norm step that computes a value.
+        private readonly Dictionary<Tensor, int> _readers = new(ReferenceEqualityComparer.Instance);
+        private readonly Dictionary<int, BatchNormStep> _batchNormOf = [];
         private long _bytes;
 
         public CpuTrainingPlan Build()
@@ -376,7 +381,11 @@ public sealed class CpuTrainingPlan
             var window = new Tensor(Placeholder, input.ShapeArray());
             _values.Add(new Value { Data = window, OnInput = true });
             _valueOf[input] = 0;
-            foreach (var node in Nodes()) Compile(node);
+            var nodes = Nodes();
+            foreach (var node in nodes)
+                foreach (var t in node.Inputs)
+                    _readers[t] = _readers.GetValueOrDefault(t) + 1;
+            foreach (var node in nodes) Compile(node);
             if (!_valueOf.TryGetValue(output, out int logits))
                 throw new NotSupportedException("CpuTrainingPlan: the model's output does not depend on its input.");
 
@@ -491,14 +500,16 @@ public sealed class CpuTrainingPlan
             // The layer counts its batches (and, without a momentum, averages with 1 / count): the step asks it each time.
             var module = node.Module is BatchNorm2d bn && ReferenceEquals(bn.RunningMean, runningMean) ? bn : null;
             var y = Buffer(x.ShapeArray());
-            Add(new BatchNormStep
+            var step = new BatchNormStep
             {
                 Label = $"batch norm {c} on {(x.Rank == 4 ? $"{x.Size(2)}x{x.Size(3)}" : "vectors")}",
                 Operands = ops, X = x, Gamma = DataOf(ops[1]), Beta = DataOf(ops[2]), Y = y,
                 Mean = Buffer([c]), InvStd = Buffer([c]), Dx = null!, Dgamma = null!, Dbeta = null!,
                 RunningMean = runningMean, RunningVar = runningVar, Module = module,
                 Momentum = (float)a["momentum"], Eps = (float)a["eps"], N = n, C = c, HW = hw,
-            }, node, y);
+            };
+            Add(step, node, y);
+            _batchNormOf[step.Out] = step;
         }
 
         private void CompileUnary(Node node)
@@ -507,6 +518,16 @@ public sealed class CpuTrainingPlan
             var x = DataOf(ops[0]);
             var a = node.Attributes;
             var op = (UnaryOp)a["op"];
+            // A ReLU that alone reads a batch norm's output runs in the batch norm's passes (one pass over the activation
+            // forward and one backward instead of two each, and the batch norm's output is never stored); same results.
+            if (op == UnaryOp.Relu && ops[0].Leaf is null && _batchNormOf.TryGetValue(ops[0].Value, out var bn) && !bn.Relu
+                && _readers[node.Inputs[0]] == 1 && !ReferenceEquals(node.Inputs[0], output))
+            {
+                bn.Relu = true;
+                bn.Label += " + relu";
+                _valueOf[node.Output] = bn.Out;
+                return;
+            }
             var y = Buffer(x.ShapeArray());
             Add(new UnaryStep { Label = op.ToString().ToLowerInvariant(), Operands = ops, X = x, Y = y, Op = op, Alpha = (float)a["alpha"], Beta = (float)a["beta"] }, node, y);
         }
