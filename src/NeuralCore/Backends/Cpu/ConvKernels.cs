@@ -309,10 +309,19 @@ internal static unsafe class ConvKernels
         // A 1x1 weight gradient reads each sample's planes where they lie (no gathered copies of dy and x) unless
         // they are too small for the GEMM (MNIST's 1 x 6 maps).
         if (pass == Pass.BackwardWeight && job.Direct && job.PQ >= MinDirectWeightPlane) chunk = 1;
-        job.Chunk = chunk;
-        job.Chunks = (p.N + chunk - 1) / chunk;
+        int chunks = (p.N + chunk - 1) / chunk;
         long macs = (long)p.N * p.K * job.Crs * job.PQ;
-        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(threads, job.Chunks));
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(threads, chunks));
+        if (parts > 1 && chunks % parts != 0)
+        {
+            // As many chunks for every part (256 samples of 1 x 6 maps: 4 chunks of 64, not 86 + 86 + 84 shared 1 : 2).
+            chunks = (chunks + parts - 1) / parts * parts;
+            chunk = (p.N + chunks - 1) / chunks;
+            chunks = (p.N + chunk - 1) / chunk;
+        }
+        job.Chunk = chunk;
+        job.Chunks = chunks;
+        job.Parts = Math.Min(parts, chunks);
         return job;
     }
 
