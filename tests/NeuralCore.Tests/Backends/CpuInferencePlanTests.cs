@@ -149,9 +149,9 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
-    /// A strided stem (5x5 stride 2, 16 channels) whose batch norm, activation and max pool run inside its implicit
-    /// GEMM, and residual blocks whose addition, ReLU and pool do too, on MNIST-like and mel-like planes, with a padded
-    /// ceil-mode pool (windows reaching into the padding on both sides) and NaN inputs that must come out as NaN.
+    /// A strided stem (5x5 stride 2, 16 channels) whose batch norm, activation and max pool run inside its direct kernel,
+    /// and residual blocks whose addition, ReLU and pool run inside their implicit GEMMs, on MNIST-like and mel-like planes,
+    /// with a padded ceil-mode pool (windows reaching into the padding on both sides) and NaN inputs that must come out as NaN.
     /// </summary>
     [Theory]
     [InlineData(1, 28, 28, false)]
@@ -177,10 +177,43 @@ public sealed class CpuInferencePlanTests
         var (plan, expected) = CompileAndCompare(net, x);
         if (withNaN) Assert.Contains(expected, float.IsNaN);
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pools ran as steps of their own, not inside the convolutions.");
-        Assert.Equal("conv 1->16 5x5/2 + bn + hardswish + max pool 2x2/2x2 (implicit GEMM)", plan.Description[0]);
+        Assert.Equal("conv 1->16 5x5/2 + bn + hardswish + max pool 2x2/2x2 (direct)", plan.Description[0]);
         Assert.Contains("conv 16->16 3x3 + bn + residual + relu + max pool 2x1/2x1 (implicit GEMM)", plan.Description);
         Assert.Contains("conv 16->24 1x1 + bn + residual + relu + max pool 3x3/2x2 (implicit GEMM)", plan.Description);
         Assert.DoesNotContain(plan.Description, d => d.StartsWith("max pool", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// Stems with one input channel and stride 2 run <c>DirectStemConv</c>: channel counts that are not a multiple of its
+    /// groups of 8, rows of one vector or several (MNIST's 12 computed columns, a mel row of 48 or 49), odd heights and
+    /// widths that the pool's floor mode cuts, other kernels and paddings, with or without bias, batch norm, activation
+    /// and pool; the pool must be 2x2 / 2, any other stays a step of its own.
+    /// </summary>
+    [Theory]
+    [InlineData(19, 5, 1, true, "hardswish", "2x2", 2, 28, 28)]
+    [InlineData(32, 5, 1, false, "hardswish", "2x2", 1, 128, 100)]
+    [InlineData(24, 5, 1, false, "relu", "none", 2, 28, 28)]
+    [InlineData(8, 3, 0, true, "none", "2x2", 3, 31, 41)]
+    [InlineData(3, 3, 2, false, "relu", "none", 2, 9, 70)]
+    [InlineData(13, 5, 2, true, "none", "3x3", 2, 33, 35)]
+    public void StemsWithOneInputChannelRunDirectly(int channels, int kernel, int padding, bool bias, string activation, string pool,
+        int batch, int h, int w)
+    {
+        var g = new Generator(31);
+        var layers = new List<Module> { new Conv2d(1, channels, kernel, stride: 2, padding: padding, bias: bias, generator: g) };
+        if (!bias) layers.Add(new BatchNorm2d(channels));
+        if (activation == "hardswish") layers.Add(new Hardswish());
+        if (activation == "relu") layers.Add(new ReLU());
+        if (pool == "2x2") layers.Add(new MaxPool2d(2, 2));
+        if (pool == "3x3") layers.Add(new MaxPool2d(3, 2));
+        var net = new Sequential([.. layers]);
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, 1, h, w], g);
+        var (plan, _) = CompileAndCompare(net, x);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the stem ran the im2col path.");
+        Assert.EndsWith("(direct)", plan.Description[0]);
+        Assert.Equal(pool == "2x2", plan.Description[0].Contains("max pool 2x2/2x2", StringComparison.Ordinal));
+        Assert.Equal(pool == "3x3" ? 2 : 1, plan.Description.Count);
     }
 
     /// <summary>

@@ -162,7 +162,7 @@ internal static unsafe class ConvKernels
 
     /// <summary>act(v + bias + r), with the same expressions as <see cref="CpuBackend.UnaryRange"/> (kind 1: ReLU, 2: Hardswish).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> EpilogueVector(Vector512<float> v, float bias, bool hasBias, Vector512<float> r, bool hasResidual, int kind)
+    internal static Vector512<float> EpilogueVector(Vector512<float> v, float bias, bool hasBias, Vector512<float> r, bool hasResidual, int kind)
     {
         if (hasBias) v += Vector512.Create(bias);
         if (hasResidual) v += r;

@@ -242,13 +242,24 @@ public sealed unsafe class CpuInferencePlan
         public string Label = "";
         // The weights packed for the implicit-GEMM path, when it runs this convolution (set once the weights are final).
         public ImplicitGemmConv.Weights? Implicit;
+        // A stem (one input channel, stride 2) run by DirectStemConv, its pool and activation in registers.
+        public bool Direct;
         // A pooling fused into the implicit GEMM's epilogue: Out is then the pooled value.
         public ImplicitGemmConv.FusedPool? Pool;
         public string PoolLabel = "";
 
+        /// <summary>True when <see cref="DirectStemConv"/> can run this convolution, followed by <paramref name="pool"/> if given.</summary>
+        public bool CanRunDirectly(Pool2dParams? pool) =>
+            Residual < 0 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && DirectStemConv.Supports(P, pool);
+
         /// <summary>Chooses the kernel once batch norms have been folded into the weights.</summary>
         public void Prepare()
         {
+            if (CanRunDirectly(Pool?.Params))
+            {
+                Direct = true;
+                return;
+            }
             if (!ImplicitGemmConv.Supports(P))
             {
                 if (Pool is not null) throw new InvalidOperationException("CpuInferencePlan: the GEMM kernels changed while the plan was compiled; compile it again.");
@@ -268,11 +279,17 @@ public sealed unsafe class CpuInferencePlan
                 return;
             }
             float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
+            if (Direct)
+            {
+                DirectStemConv.Forward(values[In], w, b, values[Out], P, Act.Present, Act.Op, Pool?.Params);
+                return;
+            }
             ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);
         }
 
         public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + PoolLabel + Implicit switch
         {
+            null when Direct => " (direct)",
             null => "",
             { Taps: var taps } when taps < P.R * P.S => $" (implicit GEMM, {taps} of {P.R * P.S} taps)",
             _ => " (implicit GEMM)",
@@ -614,7 +631,8 @@ public sealed unsafe class CpuInferencePlan
             var p = new Pool2dParams(xs[0], xs[1], xs[2], xs[3], k[0], k[1], s[0], s[1], pad[0], pad[1], (bool)node.Attributes["ceil_mode"]);
             var kind = node.Kind == OpKind.MaxPool2d ? PoolKind.Max : PoolKind.Average;
             if (kind == PoolKind.Max && PoolKernels.SeparableMax(p) && _producer.TryGetValue(x, out var producer)
-                && producer is ConvStep { Pool: null } conv && ImplicitGemmConv.Supports(conv.P) && Fusable(node.Inputs[0], x))
+                && producer is ConvStep { Pool: null } conv && (ImplicitGemmConv.Supports(conv.P) || conv.CanRunDirectly(p))
+                && Fusable(node.Inputs[0], x))
             {
                 // Pool each block of the convolution's output while it is in cache; the unpooled output gets no buffer.
                 conv.Pool = new ImplicitGemmConv.FusedPool(p);

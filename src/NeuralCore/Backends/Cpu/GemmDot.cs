@@ -75,13 +75,16 @@ public static unsafe partial class Gemm
         }
     }
 
-    private interface IConstant { static abstract int Value { get; } }
-    private struct N1 : IConstant { public static int Value => 1; }
-    private struct N2 : IConstant { public static int Value => 2; }
-    private struct N3 : IConstant { public static int Value => 3; }
-    private struct N4 : IConstant { public static int Value => 4; }
-    private struct N5 : IConstant { public static int Value => 5; }
-    private struct N6 : IConstant { public static int Value => 6; }
+    /// <summary>A count known to the JIT: kernels specialised per tile shape take these as type arguments.</summary>
+    internal interface IConstant { static abstract int Value { get; } }
+    internal struct N1 : IConstant { public static int Value => 1; }
+    internal struct N2 : IConstant { public static int Value => 2; }
+    internal struct N3 : IConstant { public static int Value => 3; }
+    internal struct N4 : IConstant { public static int Value => 4; }
+    internal struct N5 : IConstant { public static int Value => 5; }
+    internal struct N6 : IConstant { public static int Value => 6; }
+    internal struct N7 : IConstant { public static int Value => 7; }
+    internal struct N8 : IConstant { public static int Value => 8; }
 
     /// <summary>sums[r * 6 + q] = dot(A row r, B row q) for r &lt; TRows, q &lt; TCols.</summary>
     [SkipLocalsInit]

@@ -1,0 +1,278 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// A stem convolution (one input channel, stride 2, CP-ResNet's 5x5 on the image or spectrogram) computed directly for
+/// inference plans, with bias, ReLU or Hardswish and an optional 2x2 / 2 max pool applied while the values are still in
+/// registers. Each input row is split once into its even and odd columns (zero border included), so the 16 inputs a
+/// tap needs for 16 neighbouring outputs are one contiguous load; every such load feeds 8 output channels (weights
+/// broadcast), and a pooled row pair keeps 16 accumulators. The implicit GEMM spends as long filling its 25-row panels
+/// from stride-2 runs as multiplying them, and writes the unpooled output before pooling it; this kernel does neither.
+/// </summary>
+/// <remarks>
+/// Shapes are channel-major as in the inference plan: x [1, N, H, W], y [K, N, P, Q] (or the pooled [K, N, P/2, Q/2]).
+/// Each output is the sum over the taps in (r, s) order, then bias, then the activation (<see cref="ConvKernels.Epilogue"/>'s
+/// expressions), then the pool's maximum: the implicit GEMM's values. Work is split over samples and groups of 8
+/// output channels, so results do not depend on the thread count.
+/// </remarks>
+internal static unsafe class DirectStemConv
+{
+    private const int Lanes = 16;
+    private const int Group = 8;
+    // Below this many multiply-adds per part, waking a worker costs more than it saves.
+    private const long MinMacsPerPart = 1 << 18;
+
+    /// <summary>True for one input channel, stride 2 and no dilation, with no pool or a 2x2 / 2 max pool without padding (AVX-512 only).</summary>
+    internal static bool Supports(in Conv2dParams p, Pool2dParams? pool) =>
+        Avx512F.IsSupported && p.C == 1 && p.Groups == 1 && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1
+        && (pool is not { } q || (q.KernelH == 2 && q.KernelW == 2 && q.StrideH == 2 && q.StrideW == 2 && q.PadH == 0 && q.PadW == 0
+            && !q.CeilMode && q.H == p.P && q.W == p.Q && q.P >= 1 && q.Q >= 1));
+
+    private struct Job
+    {
+        public Conv2dParams P;
+        public float* X, Y;
+        // Weights per group of 8 output channels, [groups][taps][8], and biases [groups][8], zero for absent channels.
+        public float* W, Bias;
+        public bool Pooled, HasBias;
+        public int Kind;
+        // Convolution rows and columns computed (a pool's floor mode drops the last odd one), outputs per row stored.
+        public int Rows, Columns, OutRows, OutColumns, Vectors, HalfRow, Groups, Parts, Items;
+    }
+
+    /// <summary>
+    /// y = pool(act(conv2d(x, w) + bias)) with <paramref name="pool"/> the 2x2 / 2 max pool (or none); bias may be null;
+    /// <paramref name="activation"/> is ReLU, Hardswish or none (<paramref name="hasActivation"/> false).
+    /// </summary>
+    internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p, bool hasActivation, UnaryOp activation,
+        Pool2dParams? pool)
+    {
+        var job = new Job
+        {
+            P = p, X = x, Y = y, Pooled = pool is not null, HasBias = bias != null,
+            Kind = !hasActivation ? 0 : activation switch
+            {
+                UnaryOp.Relu => 1,
+                UnaryOp.Hardswish => 2,
+                _ => throw new ArgumentException($"DirectStemConv applies ReLU or Hardswish, not {activation}.", nameof(activation)),
+            },
+        };
+        job.OutRows = pool?.P ?? p.P;
+        job.OutColumns = pool?.Q ?? p.Q;
+        job.Rows = job.Pooled ? 2 * job.OutRows : p.P;
+        job.Columns = job.Pooled ? 2 * job.OutColumns : p.Q;
+        job.Vectors = (job.Columns + Lanes - 1) / Lanes;
+        // Even and odd halves of a padded row, each long enough for the last vector's reads at the largest tap offset.
+        job.HalfRow = (job.Vectors * Lanes + p.S / 2 + Lanes - 1) / Lanes * Lanes;
+        job.Groups = (p.K + Group - 1) / Group;
+        job.Items = p.N * job.Groups;
+        int taps = p.R * p.S;
+        job.W = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)job.Groups * (taps + 1) * Group);
+        job.Bias = job.W + (long)job.Groups * taps * Group;
+        for (int k = 0; k < job.Groups * Group; k++)
+        {
+            float* dst = job.W + (long)(k / Group) * taps * Group + k % Group;
+            for (int t = 0; t < taps; t++) dst[t * Group] = k < p.K ? w[(long)k * taps + t] : 0f;
+            job.Bias[k] = k < p.K && bias != null ? bias[k] : 0f;
+        }
+        long macs = (long)p.N * p.K * job.Rows * job.Columns * taps;
+        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, job.Items));
+        if (job.Parts == 1) RunItems(ref job, 0, job.Items);
+        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+    }
+
+    private static void RunPart(void* state, int part)
+    {
+        ref Job job = ref *(Job*)state;
+        RunItems(ref job, (int)((long)part * job.Items / job.Parts), (int)((long)(part + 1) * job.Items / job.Parts));
+    }
+
+    /// <summary>Items [first, end): sample item / groups, output channels 8 (item % groups) onwards.</summary>
+    private static void RunItems(ref Job job, int first, int end)
+    {
+        if (first >= end) return;
+        ref readonly Conv2dParams p = ref job.P;
+        int paddedRows = 2 * (job.Rows - 1) + p.R;
+        float* split = ConvScratch.Current.Get(ConvScratch.Slot.Columns, (long)paddedRows * 2 * job.HalfRow);
+        int current = -1;
+        for (int item = first; item < end; item++)
+        {
+            int n = item / job.Groups, group = item % job.Groups;
+            if (n != current)
+            {
+                SplitRows(ref job, job.X + (long)n * p.H * p.W, split, paddedRows);
+                current = n;
+            }
+            // One specialisation per channel count, so that a last group of fewer than 8 channels (19 = 8 + 8 + 3) does
+            // no multiply-adds for the channels it lacks.
+            switch (Math.Min(Group, p.K - group * Group))
+            {
+                case 1: Rows<Gemm.N1>(ref job, split, n, group); break;
+                case 2: Rows<Gemm.N2>(ref job, split, n, group); break;
+                case 3: Rows<Gemm.N3>(ref job, split, n, group); break;
+                case 4: Rows<Gemm.N4>(ref job, split, n, group); break;
+                case 5: Rows<Gemm.N5>(ref job, split, n, group); break;
+                case 6: Rows<Gemm.N6>(ref job, split, n, group); break;
+                case 7: Rows<Gemm.N7>(ref job, split, n, group); break;
+                default: Rows<Gemm.N8>(ref job, split, n, group); break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// For each padded row i (input row i - padH, zero outside the input): its even padded columns, then its odd ones, each
+    /// <see cref="Job.HalfRow"/> long. Padded column 2j + e is input column 2j + e - padW. A row is copied into a
+    /// zero-bordered line, whose 32-float windows two permutes split into 16 even and 16 odd columns.
+    /// </summary>
+    private static void SplitRows(ref Job job, float* plane, float* split, int paddedRows)
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        int line = 2 * job.HalfRow;
+        float* padded = ConvScratch.Current.Get(ConvScratch.Slot.Rows, line);
+        int copied = Math.Clamp(line - p.PadW, 0, p.W);
+        var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        var odds = Vector512.Create(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for (int i = 0; i < paddedRows; i++)
+        {
+            float* even = split + (long)i * line, odd = even + job.HalfRow;
+            int ih = i - p.PadH;
+            if ((uint)ih >= (uint)p.H)
+            {
+                new Span<float>(even, line).Clear();
+                continue;
+            }
+            new Span<float>(padded, line).Clear();
+            new ReadOnlySpan<float>(plane + (long)ih * p.W, copied).CopyTo(new Span<float>(padded + p.PadW, copied));
+            for (int j = 0; j < job.HalfRow; j += Lanes)
+            {
+                var lo = Vector512.Load(padded + 2 * j);
+                var hi = Vector512.Load(padded + 2 * j + Lanes);
+                Vector512.Store(Avx512F.PermuteVar16x32x2(lo, evens, hi), even + j);
+                Vector512.Store(Avx512F.PermuteVar16x32x2(lo, odds, hi), odd + j);
+            }
+        }
+    }
+
+    /// <summary>The 16 inputs of tap (r, s) for output columns [q0, q0 + 16) of output row pr: one load from the split rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> TapInputs(ref Job job, float* split, int pr, int r, int s, int q0) =>
+        Vector512.Load(split + (long)(2 * pr + r) * 2 * job.HalfRow + ((s & 1) == 0 ? 0 : job.HalfRow) + s / 2 + q0);
+
+    private static void Rows<TChannels>(ref Job job, float* split, int n, int group) where TChannels : struct, Gemm.IConstant
+    {
+        if (job.Pooled) PooledRows<TChannels>(ref job, split, n, group);
+        else PlainRows<TChannels>(ref job, split, n, group);
+    }
+
+    /// <summary>Pooled output rows of one sample for the first TChannels output channels of <paramref name="group"/>.</summary>
+    private static void PooledRows<TChannels>(ref Job job, float* split, int n, int group) where TChannels : struct, Gemm.IConstant
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        int taps = p.R * p.S, k0 = group * Group, channels = TChannels.Value;
+        long plane = (long)job.OutRows * job.OutColumns;
+        float* y = job.Y + (long)k0 * p.N * plane + n * plane;
+        float* bias = job.Bias + k0;
+        for (int t = 0; t < job.OutRows; t++)
+        {
+            for (int v = 0; v < job.Vectors; v++)
+            {
+                int q0 = v * Lanes;
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
+                float* w = job.W + (long)group * taps * Group;
+                for (int r = 0; r < p.R; r++)
+                {
+                    for (int s = 0; s < p.S; s++, w += Group)
+                    {
+                        // Rows 2t and 2t + 1 of the convolution, which the pool's window pairs.
+                        var x0 = TapInputs(ref job, split, 2 * t, r, s, q0);
+                        var x1 = TapInputs(ref job, split, 2 * t + 1, r, s, q0);
+                        var c = Vector512.Create(w[0]); a0 = Vector512.FusedMultiplyAdd(c, x0, a0); b0 = Vector512.FusedMultiplyAdd(c, x1, b0);
+                        if (channels > 1) { c = Vector512.Create(w[1]); a1 = Vector512.FusedMultiplyAdd(c, x0, a1); b1 = Vector512.FusedMultiplyAdd(c, x1, b1); }
+                        if (channels > 2) { c = Vector512.Create(w[2]); a2 = Vector512.FusedMultiplyAdd(c, x0, a2); b2 = Vector512.FusedMultiplyAdd(c, x1, b2); }
+                        if (channels > 3) { c = Vector512.Create(w[3]); a3 = Vector512.FusedMultiplyAdd(c, x0, a3); b3 = Vector512.FusedMultiplyAdd(c, x1, b3); }
+                        if (channels > 4) { c = Vector512.Create(w[4]); a4 = Vector512.FusedMultiplyAdd(c, x0, a4); b4 = Vector512.FusedMultiplyAdd(c, x1, b4); }
+                        if (channels > 5) { c = Vector512.Create(w[5]); a5 = Vector512.FusedMultiplyAdd(c, x0, a5); b5 = Vector512.FusedMultiplyAdd(c, x1, b5); }
+                        if (channels > 6) { c = Vector512.Create(w[6]); a6 = Vector512.FusedMultiplyAdd(c, x0, a6); b6 = Vector512.FusedMultiplyAdd(c, x1, b6); }
+                        if (channels > 7) { c = Vector512.Create(w[7]); a7 = Vector512.FusedMultiplyAdd(c, x0, a7); b7 = Vector512.FusedMultiplyAdd(c, x1, b7); }
+                    }
+                }
+                int pooled = Math.Min(Lanes / 2, job.OutColumns - v * (Lanes / 2));
+                float* yv = y + (long)t * job.OutColumns + v * (Lanes / 2);
+                long stride = p.N * plane;
+                StorePooled(ref job, a0, b0, bias[0], yv, pooled);
+                if (channels > 1) StorePooled(ref job, a1, b1, bias[1], yv + stride, pooled);
+                if (channels > 2) StorePooled(ref job, a2, b2, bias[2], yv + 2 * stride, pooled);
+                if (channels > 3) StorePooled(ref job, a3, b3, bias[3], yv + 3 * stride, pooled);
+                if (channels > 4) StorePooled(ref job, a4, b4, bias[4], yv + 4 * stride, pooled);
+                if (channels > 5) StorePooled(ref job, a5, b5, bias[5], yv + 5 * stride, pooled);
+                if (channels > 6) StorePooled(ref job, a6, b6, bias[6], yv + 6 * stride, pooled);
+                if (channels > 7) StorePooled(ref job, a7, b7, bias[7], yv + 7 * stride, pooled);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Pooled columns [0, count) of one channel from two convolution rows of 16 columns: bias and activation on each, the
+    /// maximum of the rows, then of each column pair.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StorePooled(ref Job job, Vector512<float> upper, Vector512<float> lower, float bias, float* y, int count)
+    {
+        var rows = Vector512.Max(ConvKernels.EpilogueVector(upper, bias, job.HasBias, default, false, job.Kind),
+            ConvKernels.EpilogueVector(lower, bias, job.HasBias, default, false, job.Kind));
+        var pairs = Vector512.Max(Avx512F.PermuteVar16x32(rows, Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14)),
+            Avx512F.PermuteVar16x32(rows, Vector512.Create(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15)));
+        Avx512F.MaskStore(y, Mask(count), pairs);
+    }
+
+    /// <summary>Output rows of one sample (no pool) for the first TChannels output channels of <paramref name="group"/>.</summary>
+    private static void PlainRows<TChannels>(ref Job job, float* split, int n, int group) where TChannels : struct, Gemm.IConstant
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        int taps = p.R * p.S, k0 = group * Group, channels = TChannels.Value;
+        long plane = (long)p.P * p.Q, stride = p.N * plane;
+        float* y = job.Y + (long)k0 * stride + n * plane;
+        float* bias = job.Bias + k0;
+        var lanes = stackalloc Vector512<float>[Group];
+        for (int pr = 0; pr < p.P; pr++)
+        {
+            for (int v = 0; v < job.Vectors; v++)
+            {
+                int q0 = v * Lanes;
+                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+                float* w = job.W + (long)group * taps * Group;
+                for (int r = 0; r < p.R; r++)
+                {
+                    for (int s = 0; s < p.S; s++, w += Group)
+                    {
+                        var x0 = TapInputs(ref job, split, pr, r, s, q0);
+                        a0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[0]), x0, a0);
+                        if (channels > 1) a1 = Vector512.FusedMultiplyAdd(Vector512.Create(w[1]), x0, a1);
+                        if (channels > 2) a2 = Vector512.FusedMultiplyAdd(Vector512.Create(w[2]), x0, a2);
+                        if (channels > 3) a3 = Vector512.FusedMultiplyAdd(Vector512.Create(w[3]), x0, a3);
+                        if (channels > 4) a4 = Vector512.FusedMultiplyAdd(Vector512.Create(w[4]), x0, a4);
+                        if (channels > 5) a5 = Vector512.FusedMultiplyAdd(Vector512.Create(w[5]), x0, a5);
+                        if (channels > 6) a6 = Vector512.FusedMultiplyAdd(Vector512.Create(w[6]), x0, a6);
+                        if (channels > 7) a7 = Vector512.FusedMultiplyAdd(Vector512.Create(w[7]), x0, a7);
+                    }
+                }
+                lanes[0] = a0; lanes[1] = a1; lanes[2] = a2; lanes[3] = a3; lanes[4] = a4; lanes[5] = a5; lanes[6] = a6; lanes[7] = a7;
+                var mask = Mask(p.Q - q0);
+                for (int g = 0; g < channels; g++)
+                {
+                    var value = ConvKernels.EpilogueVector(lanes[g], bias[g], job.HasBias, default, false, job.Kind);
+                    Avx512F.MaskStore(y + g * stride + (long)pr * p.Q + q0, mask, value);
+                }
+            }
+        }
+    }
+
+    /// <summary>The first <paramref name="count"/> lanes (all 16 from 16 on).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Mask(int count) =>
+        Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(count)).AsSingle();
+}
