@@ -62,6 +62,14 @@ internal static unsafe class ConvKernels
     /// <summary>y = conv2d(x, w) + bias.</summary>
     internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p)
     {
+        if (p.Q <= DirectStemConv.Lanes && DirectStemConv.Supports(p, null))
+        {
+            // A one-channel strided stem with output rows of one vector (MNIST's 13): im2col's stride-2 gathers of such
+            // short rows cost as much as the 25-row GEMM. Wider rows (mel's 49) keep im2col, whose GEMM then wastes
+            // no lanes on a row's last partial vector.
+            DirectStemConv.Forward(x, w, bias, y, p, channelMajor: false, hasActivation: false, default, null);
+            return;
+        }
         if (CutDeadTaps(p, out var cut, out int r0, out int s0))
         {
             float* live = ConvScratch.Current.Get(ConvScratch.Slot.LiveTaps, (long)p.K * (p.C / p.Groups) * cut.R * cut.S);

@@ -5,8 +5,8 @@ namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
 /// Grow-only scratch buffers of one thread for the convolution kernels (im2col columns, gathered
-/// output rows, per-thread weight-gradient partial sums, flipped kernels, kernels cut to their live taps). After the first call at a given size no
-/// further managed memory is allocated.
+/// output rows, per-thread weight-gradient partial sums, flipped kernels, kernels cut to their live
+/// taps). After the first call at a given size no further managed memory is allocated.
 /// </summary>
 /// <remarks>
 /// Buffers live on the pinned object heap, so raw pointers into them stay valid while the owning

@@ -10,7 +10,8 @@ namespace NeuralCore.Backends.Cpu;
 /// A model's eval-mode forward pass compiled for the CPU at one input shape: the pass is traced once, batch norms that
 /// follow a convolution are folded into its weights and bias, activations, residual additions and a following max
 /// pool run in the convolution's epilogue while its output is still in cache (on AVX-512 the convolutions are implicit
-/// GEMMs, see <see cref="ImplicitGemmConv"/>), views cost nothing, and every intermediate lives in a buffer allocated
+/// GEMMs, see <see cref="ImplicitGemmConv"/>, and a one-channel strided stem a direct kernel, see
+/// <see cref="DirectStemConv"/>), views cost nothing, and every intermediate lives in a buffer allocated
 /// at compile time. Intermediates are kept channel-major ([C, N, H, W]): a convolution's GEMM over a
 /// chunk of samples then writes its output rows in place, and a 1x1 convolution is one GEMM over the whole batch. <see cref="Run(ReadOnlySpan{float}, Span{float})"/> then allocates nothing and
 /// skips the per-op bookkeeping of eager execution, which dominates at batch size 1.
@@ -281,7 +282,7 @@ public sealed unsafe class CpuInferencePlan
             float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
             if (Direct)
             {
-                DirectStemConv.Forward(values[In], w, b, values[Out], P, Act.Present, Act.Op, Pool?.Params);
+                DirectStemConv.Forward(values[In], w, b, values[Out], P, channelMajor: true, Act.Present, Act.Op, Pool?.Params);
                 return;
             }
             ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);

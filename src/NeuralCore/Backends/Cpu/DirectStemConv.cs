@@ -5,29 +5,36 @@ using System.Runtime.Intrinsics.X86;
 namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
-/// A stem convolution (one input channel, stride 2, CP-ResNet's 5x5 on the image or spectrogram) computed directly for
-/// inference plans, with bias, ReLU or Hardswish and an optional 2x2 / 2 max pool applied while the values are still in
-/// registers. Each input row is split once into its even and odd columns (zero border included), so the 16 inputs a
+/// A stem convolution (one input channel, stride 2, CP-ResNet's 5x5 on the image or spectrogram) computed directly, with
+/// bias, ReLU or Hardswish and an optional 2x2 / 2 max pool applied while the values are still in registers (inference
+/// plans), or plain (the training path's forward). Each input row is split once into its even and odd columns (zero border included), so the 16 inputs a
 /// tap needs for 16 neighbouring outputs are one contiguous load; every such load feeds 8 output channels (weights
 /// broadcast), and a pooled row pair keeps 16 accumulators. The implicit GEMM spends as long filling its 25-row panels
 /// from stride-2 runs as multiplying them, and writes the unpooled output before pooling it; this kernel does neither.
 /// </summary>
 /// <remarks>
-/// Shapes are channel-major as in the inference plan: x [1, N, H, W], y [K, N, P, Q] (or the pooled [K, N, P/2, Q/2]).
+/// Shapes: x [N, 1, H, W] (the same floats as channel-major [1, N, H, W]); y channel-major [K, N, P, Q] as in the
+/// inference plan, or sample-major [N, K, P, Q] as everywhere else (pooled: P/2, Q/2).
 /// Each output is the sum over the taps in (r, s) order, then bias, then the activation (<see cref="ConvKernels.Epilogue"/>'s
 /// expressions), then the pool's maximum: the implicit GEMM's values. Work is split over samples and groups of 8
 /// output channels, so results do not depend on the thread count.
 /// </remarks>
 internal static unsafe class DirectStemConv
 {
-    private const int Lanes = 16;
+    /// <summary>Output columns per vector.</summary>
+    internal const int Lanes = 16;
     private const int Group = 8;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
+    // Kernels of at most this many taps (their offsets live on the stack; a stem is 5x5 or 7x7).
+    private const int MaxTaps = 64;
 
-    /// <summary>True for one input channel, stride 2 and no dilation, with no pool or a 2x2 / 2 max pool without padding (AVX-512 only).</summary>
+    /// <summary>
+    /// True for one input channel, stride 2 and no dilation, with no pool or a 2x2 / 2 max pool without padding, where
+    /// the 512-bit GEMM kernels run (tests narrow the kernel width to check the other paths).
+    /// </summary>
     internal static bool Supports(in Conv2dParams p, Pool2dParams? pool) =>
-        Avx512F.IsSupported && p.C == 1 && p.Groups == 1 && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1
+        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.C == 1 && p.Groups == 1 && p.R * p.S <= MaxTaps && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1
         && (pool is not { } q || (q.KernelH == 2 && q.KernelW == 2 && q.StrideH == 2 && q.StrideW == 2 && q.PadH == 0 && q.PadW == 0
             && !q.CeilMode && q.H == p.P && q.W == p.Q && q.P >= 1 && q.Q >= 1));
 
@@ -39,16 +46,21 @@ internal static unsafe class DirectStemConv
         public float* W, Bias;
         public bool Pooled, HasBias;
         public int Kind;
+        // Output floats between channels and between samples: channel-major or sample-major.
+        public long ChannelStride, SampleStride;
+        // Per tap (r, s): where its inputs start in the split rows, relative to an output row pair's first padded row.
+        public int* TapOffsets;
         // Convolution rows and columns computed (a pool's floor mode drops the last odd one), outputs per row stored.
         public int Rows, Columns, OutRows, OutColumns, Vectors, HalfRow, Groups, Parts, Items;
     }
 
     /// <summary>
     /// y = pool(act(conv2d(x, w) + bias)) with <paramref name="pool"/> the 2x2 / 2 max pool (or none); bias may be null;
-    /// <paramref name="activation"/> is ReLU, Hardswish or none (<paramref name="hasActivation"/> false).
+    /// <paramref name="activation"/> is ReLU, Hardswish or none (<paramref name="hasActivation"/> false); y channel-major
+    /// or sample-major.
     /// </summary>
-    internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p, bool hasActivation, UnaryOp activation,
-        Pool2dParams? pool)
+    internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p, bool channelMajor, bool hasActivation,
+        UnaryOp activation, Pool2dParams? pool)
     {
         var job = new Job
         {
@@ -62,6 +74,9 @@ internal static unsafe class DirectStemConv
         };
         job.OutRows = pool?.P ?? p.P;
         job.OutColumns = pool?.Q ?? p.Q;
+        long plane = (long)job.OutRows * job.OutColumns;
+        job.ChannelStride = channelMajor ? p.N * plane : plane;
+        job.SampleStride = channelMajor ? plane : p.K * plane;
         job.Rows = job.Pooled ? 2 * job.OutRows : p.P;
         job.Columns = job.Pooled ? 2 * job.OutColumns : p.Q;
         job.Vectors = (job.Columns + Lanes - 1) / Lanes;
@@ -78,6 +93,11 @@ internal static unsafe class DirectStemConv
             for (int t = 0; t < taps; t++) dst[t * Group] = k < p.K ? w[(long)k * taps + t] : 0f;
             job.Bias[k] = k < p.K && bias != null ? bias[k] : 0f;
         }
+        int* offsets = stackalloc int[taps];
+        for (int r = 0; r < p.R; r++)
+            for (int c = 0; c < p.S; c++)
+                offsets[r * p.S + c] = r * 2 * job.HalfRow + ((c & 1) == 0 ? 0 : job.HalfRow) + c / 2;
+        job.TapOffsets = offsets;
         long macs = (long)p.N * p.K * job.Rows * job.Columns * taps;
         job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, job.Items));
         if (job.Parts == 1) RunItems(ref job, 0, job.Items);
@@ -95,7 +115,8 @@ internal static unsafe class DirectStemConv
     {
         if (first >= end) return;
         ref readonly Conv2dParams p = ref job.P;
-        int paddedRows = 2 * (job.Rows - 1) + p.R;
+        // Rows come in pairs: an odd last row reads one more pair of padded rows (zero), whose output is not stored.
+        int paddedRows = 2 * ((job.Rows + 1) / 2 * 2 - 1) + p.R;
         float* split = ConvScratch.Current.Get(ConvScratch.Slot.Columns, (long)paddedRows * 2 * job.HalfRow);
         int current = -1;
         for (int item = first; item < end; item++)
@@ -106,19 +127,8 @@ internal static unsafe class DirectStemConv
                 SplitRows(ref job, job.X + (long)n * p.H * p.W, split, paddedRows);
                 current = n;
             }
-            // One specialisation per channel count, so that a last group of fewer than 8 channels (19 = 8 + 8 + 3) does
-            // no multiply-adds for the channels it lacks.
-            switch (Math.Min(Group, p.K - group * Group))
-            {
-                case 1: Rows<Gemm.N1>(ref job, split, n, group); break;
-                case 2: Rows<Gemm.N2>(ref job, split, n, group); break;
-                case 3: Rows<Gemm.N3>(ref job, split, n, group); break;
-                case 4: Rows<Gemm.N4>(ref job, split, n, group); break;
-                case 5: Rows<Gemm.N5>(ref job, split, n, group); break;
-                case 6: Rows<Gemm.N6>(ref job, split, n, group); break;
-                case 7: Rows<Gemm.N7>(ref job, split, n, group); break;
-                default: Rows<Gemm.N8>(ref job, split, n, group); break;
-            }
+            if (job.Pooled) RowPairs<WithPool>(ref job, split, n, group);
+            else RowPairs<WithoutPool>(ref job, split, n, group);
         }
     }
 
@@ -156,119 +166,111 @@ internal static unsafe class DirectStemConv
         }
     }
 
-    /// <summary>The 16 inputs of tap (r, s) for output columns [q0, q0 + 16) of output row pr: one load from the split rows.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> TapInputs(ref Job job, float* split, int pr, int r, int s, int q0) =>
-        Vector512.Load(split + (long)(2 * pr + r) * 2 * job.HalfRow + ((s & 1) == 0 ? 0 : job.HalfRow) + s / 2 + q0);
-
-    private static void Rows<TChannels>(ref Job job, float* split, int n, int group) where TChannels : struct, Gemm.IConstant
+    /// <summary>
+    /// Pairs of output rows of one sample for the first TChannels output channels of <paramref name="group"/>: per 16
+    /// columns, 16 accumulators (8 channels, 2 rows), each tap one load per row and 16 multiply-adds; then the pooled
+    /// row, or the two rows (the second only if it exists).
+    /// </summary>
+    private static void RowPairs<TPool>(ref Job job, float* split, int n, int group) where TPool : struct, IPooling
     {
-        if (job.Pooled) PooledRows<TChannels>(ref job, split, n, group);
-        else PlainRows<TChannels>(ref job, split, n, group);
+        // One specialisation per channel count, so that a last group of fewer than 8 channels (19 = 8 + 8 + 3) does
+        // no multiply-adds for the channels it lacks, and per pooling, so that each holds one kind of store.
+        switch (Math.Min(Group, job.P.K - group * Group))
+        {
+            case 1: RowPairs<TPool, Gemm.N1>(ref job, split, n, group); break;
+            case 2: RowPairs<TPool, Gemm.N2>(ref job, split, n, group); break;
+            case 3: RowPairs<TPool, Gemm.N3>(ref job, split, n, group); break;
+            case 4: RowPairs<TPool, Gemm.N4>(ref job, split, n, group); break;
+            case 5: RowPairs<TPool, Gemm.N5>(ref job, split, n, group); break;
+            case 6: RowPairs<TPool, Gemm.N6>(ref job, split, n, group); break;
+            case 7: RowPairs<TPool, Gemm.N7>(ref job, split, n, group); break;
+            default: RowPairs<TPool, Gemm.N8>(ref job, split, n, group); break;
+        }
     }
 
-    /// <summary>Pooled output rows of one sample for the first TChannels output channels of <paramref name="group"/>.</summary>
-    private static void PooledRows<TChannels>(ref Job job, float* split, int n, int group) where TChannels : struct, Gemm.IConstant
+    /// <summary>Whether the rows are pooled as they are stored, known to the JIT.</summary>
+    private interface IPooling { static abstract bool Pooled { get; } }
+    private struct WithPool : IPooling { public static bool Pooled => true; }
+    private struct WithoutPool : IPooling { public static bool Pooled => false; }
+
+    private static void RowPairs<TPool, TChannels>(ref Job job, float* split, int n, int group)
+        where TPool : struct, IPooling where TChannels : struct, Gemm.IConstant
     {
         ref readonly Conv2dParams p = ref job.P;
         int taps = p.R * p.S, k0 = group * Group, channels = TChannels.Value;
-        long plane = (long)job.OutRows * job.OutColumns;
-        float* y = job.Y + (long)k0 * p.N * plane + n * plane;
+        long stride = job.ChannelStride, line = 2L * job.HalfRow;
+        float* y = job.Y + k0 * stride + n * job.SampleStride;
         float* bias = job.Bias + k0;
-        for (int t = 0; t < job.OutRows; t++)
+        int* offsets = job.TapOffsets;
+        for (int pair = 0; pair < (job.Rows + 1) / 2; pair++)
         {
             for (int v = 0; v < job.Vectors; v++)
             {
                 int q0 = v * Lanes;
+                // Output rows 2 pair and 2 pair + 1 read padded rows two apart (stride 2).
+                float* upper = split + 4 * pair * line + q0, lower = upper + 2 * line;
                 Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
                 Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
                 float* w = job.W + (long)group * taps * Group;
-                for (int r = 0; r < p.R; r++)
+                for (int t = 0; t < taps; t++, w += Group)
                 {
-                    for (int s = 0; s < p.S; s++, w += Group)
-                    {
-                        // Rows 2t and 2t + 1 of the convolution, which the pool's window pairs.
-                        var x0 = TapInputs(ref job, split, 2 * t, r, s, q0);
-                        var x1 = TapInputs(ref job, split, 2 * t + 1, r, s, q0);
-                        var c = Vector512.Create(w[0]); a0 = Vector512.FusedMultiplyAdd(c, x0, a0); b0 = Vector512.FusedMultiplyAdd(c, x1, b0);
-                        if (channels > 1) { c = Vector512.Create(w[1]); a1 = Vector512.FusedMultiplyAdd(c, x0, a1); b1 = Vector512.FusedMultiplyAdd(c, x1, b1); }
-                        if (channels > 2) { c = Vector512.Create(w[2]); a2 = Vector512.FusedMultiplyAdd(c, x0, a2); b2 = Vector512.FusedMultiplyAdd(c, x1, b2); }
-                        if (channels > 3) { c = Vector512.Create(w[3]); a3 = Vector512.FusedMultiplyAdd(c, x0, a3); b3 = Vector512.FusedMultiplyAdd(c, x1, b3); }
-                        if (channels > 4) { c = Vector512.Create(w[4]); a4 = Vector512.FusedMultiplyAdd(c, x0, a4); b4 = Vector512.FusedMultiplyAdd(c, x1, b4); }
-                        if (channels > 5) { c = Vector512.Create(w[5]); a5 = Vector512.FusedMultiplyAdd(c, x0, a5); b5 = Vector512.FusedMultiplyAdd(c, x1, b5); }
-                        if (channels > 6) { c = Vector512.Create(w[6]); a6 = Vector512.FusedMultiplyAdd(c, x0, a6); b6 = Vector512.FusedMultiplyAdd(c, x1, b6); }
-                        if (channels > 7) { c = Vector512.Create(w[7]); a7 = Vector512.FusedMultiplyAdd(c, x0, a7); b7 = Vector512.FusedMultiplyAdd(c, x1, b7); }
-                    }
+                    var x0 = Vector512.Load(upper + offsets[t]);
+                    var x1 = Vector512.Load(lower + offsets[t]);
+                    var c = Vector512.Create(w[0]); a0 = Vector512.FusedMultiplyAdd(c, x0, a0); b0 = Vector512.FusedMultiplyAdd(c, x1, b0);
+                    if (channels > 1) { c = Vector512.Create(w[1]); a1 = Vector512.FusedMultiplyAdd(c, x0, a1); b1 = Vector512.FusedMultiplyAdd(c, x1, b1); }
+                    if (channels > 2) { c = Vector512.Create(w[2]); a2 = Vector512.FusedMultiplyAdd(c, x0, a2); b2 = Vector512.FusedMultiplyAdd(c, x1, b2); }
+                    if (channels > 3) { c = Vector512.Create(w[3]); a3 = Vector512.FusedMultiplyAdd(c, x0, a3); b3 = Vector512.FusedMultiplyAdd(c, x1, b3); }
+                    if (channels > 4) { c = Vector512.Create(w[4]); a4 = Vector512.FusedMultiplyAdd(c, x0, a4); b4 = Vector512.FusedMultiplyAdd(c, x1, b4); }
+                    if (channels > 5) { c = Vector512.Create(w[5]); a5 = Vector512.FusedMultiplyAdd(c, x0, a5); b5 = Vector512.FusedMultiplyAdd(c, x1, b5); }
+                    if (channels > 6) { c = Vector512.Create(w[6]); a6 = Vector512.FusedMultiplyAdd(c, x0, a6); b6 = Vector512.FusedMultiplyAdd(c, x1, b6); }
+                    if (channels > 7) { c = Vector512.Create(w[7]); a7 = Vector512.FusedMultiplyAdd(c, x0, a7); b7 = Vector512.FusedMultiplyAdd(c, x1, b7); }
                 }
-                int pooled = Math.Min(Lanes / 2, job.OutColumns - v * (Lanes / 2));
-                float* yv = y + (long)t * job.OutColumns + v * (Lanes / 2);
-                long stride = p.N * plane;
-                StorePooled(ref job, a0, b0, bias[0], yv, pooled);
-                if (channels > 1) StorePooled(ref job, a1, b1, bias[1], yv + stride, pooled);
-                if (channels > 2) StorePooled(ref job, a2, b2, bias[2], yv + 2 * stride, pooled);
-                if (channels > 3) StorePooled(ref job, a3, b3, bias[3], yv + 3 * stride, pooled);
-                if (channels > 4) StorePooled(ref job, a4, b4, bias[4], yv + 4 * stride, pooled);
-                if (channels > 5) StorePooled(ref job, a5, b5, bias[5], yv + 5 * stride, pooled);
-                if (channels > 6) StorePooled(ref job, a6, b6, bias[6], yv + 6 * stride, pooled);
-                if (channels > 7) StorePooled(ref job, a7, b7, bias[7], yv + 7 * stride, pooled);
+                float* yv;
+                int count;
+                if (TPool.Pooled)
+                {
+                    yv = y + (long)pair * job.OutColumns + v * (Lanes / 2);
+                    count = Math.Min(Lanes / 2, job.OutColumns - v * (Lanes / 2));
+                }
+                else
+                {
+                    yv = y + (long)2 * pair * p.Q + q0;
+                    count = Math.Min(Lanes, p.Q - q0);
+                }
+                Store<TPool>(ref job, a0, b0, bias[0], yv, count, 2 * pair);
+                if (channels > 1) Store<TPool>(ref job, a1, b1, bias[1], yv + stride, count, 2 * pair);
+                if (channels > 2) Store<TPool>(ref job, a2, b2, bias[2], yv + 2 * stride, count, 2 * pair);
+                if (channels > 3) Store<TPool>(ref job, a3, b3, bias[3], yv + 3 * stride, count, 2 * pair);
+                if (channels > 4) Store<TPool>(ref job, a4, b4, bias[4], yv + 4 * stride, count, 2 * pair);
+                if (channels > 5) Store<TPool>(ref job, a5, b5, bias[5], yv + 5 * stride, count, 2 * pair);
+                if (channels > 6) Store<TPool>(ref job, a6, b6, bias[6], yv + 6 * stride, count, 2 * pair);
+                if (channels > 7) Store<TPool>(ref job, a7, b7, bias[7], yv + 7 * stride, count, 2 * pair);
             }
         }
     }
 
     /// <summary>
-    /// Pooled columns [0, count) of one channel from two convolution rows of 16 columns: bias and activation on each, the
-    /// maximum of the rows, then of each column pair.
+    /// One channel's 16 columns of output rows <paramref name="row"/> and row + 1: bias and activation on each, then
+    /// with a pool the maximum of the rows and of each column pair (<paramref name="count"/> pooled columns), else both
+    /// rows (<paramref name="count"/> columns each; the second only if the output has it).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StorePooled(ref Job job, Vector512<float> upper, Vector512<float> lower, float bias, float* y, int count)
+    private static void Store<TPool>(ref Job job, Vector512<float> upper, Vector512<float> lower, float bias, float* y, int count, int row)
+        where TPool : struct, IPooling
     {
-        var rows = Vector512.Max(ConvKernels.EpilogueVector(upper, bias, job.HasBias, default, false, job.Kind),
-            ConvKernels.EpilogueVector(lower, bias, job.HasBias, default, false, job.Kind));
+        upper = ConvKernels.EpilogueVector(upper, bias, job.HasBias, default, false, job.Kind);
+        lower = ConvKernels.EpilogueVector(lower, bias, job.HasBias, default, false, job.Kind);
+        var mask = Mask(count);
+        if (!TPool.Pooled)
+        {
+            Avx512F.MaskStore(y, mask, upper);
+            if (row + 1 < job.P.P) Avx512F.MaskStore(y + job.P.Q, mask, lower);
+            return;
+        }
+        var rows = Vector512.Max(upper, lower);
         var pairs = Vector512.Max(Avx512F.PermuteVar16x32(rows, Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14)),
             Avx512F.PermuteVar16x32(rows, Vector512.Create(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15)));
-        Avx512F.MaskStore(y, Mask(count), pairs);
-    }
-
-    /// <summary>Output rows of one sample (no pool) for the first TChannels output channels of <paramref name="group"/>.</summary>
-    private static void PlainRows<TChannels>(ref Job job, float* split, int n, int group) where TChannels : struct, Gemm.IConstant
-    {
-        ref readonly Conv2dParams p = ref job.P;
-        int taps = p.R * p.S, k0 = group * Group, channels = TChannels.Value;
-        long plane = (long)p.P * p.Q, stride = p.N * plane;
-        float* y = job.Y + (long)k0 * stride + n * plane;
-        float* bias = job.Bias + k0;
-        var lanes = stackalloc Vector512<float>[Group];
-        for (int pr = 0; pr < p.P; pr++)
-        {
-            for (int v = 0; v < job.Vectors; v++)
-            {
-                int q0 = v * Lanes;
-                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-                float* w = job.W + (long)group * taps * Group;
-                for (int r = 0; r < p.R; r++)
-                {
-                    for (int s = 0; s < p.S; s++, w += Group)
-                    {
-                        var x0 = TapInputs(ref job, split, pr, r, s, q0);
-                        a0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[0]), x0, a0);
-                        if (channels > 1) a1 = Vector512.FusedMultiplyAdd(Vector512.Create(w[1]), x0, a1);
-                        if (channels > 2) a2 = Vector512.FusedMultiplyAdd(Vector512.Create(w[2]), x0, a2);
-                        if (channels > 3) a3 = Vector512.FusedMultiplyAdd(Vector512.Create(w[3]), x0, a3);
-                        if (channels > 4) a4 = Vector512.FusedMultiplyAdd(Vector512.Create(w[4]), x0, a4);
-                        if (channels > 5) a5 = Vector512.FusedMultiplyAdd(Vector512.Create(w[5]), x0, a5);
-                        if (channels > 6) a6 = Vector512.FusedMultiplyAdd(Vector512.Create(w[6]), x0, a6);
-                        if (channels > 7) a7 = Vector512.FusedMultiplyAdd(Vector512.Create(w[7]), x0, a7);
-                    }
-                }
-                lanes[0] = a0; lanes[1] = a1; lanes[2] = a2; lanes[3] = a3; lanes[4] = a4; lanes[5] = a5; lanes[6] = a6; lanes[7] = a7;
-                var mask = Mask(p.Q - q0);
-                for (int g = 0; g < channels; g++)
-                {
-                    var value = ConvKernels.EpilogueVector(lanes[g], bias[g], job.HasBias, default, false, job.Kind);
-                    Avx512F.MaskStore(y + g * stride + (long)pr * p.Q + q0, mask, value);
-                }
-            }
-        }
+        Avx512F.MaskStore(y, mask, pairs);
     }
 
     /// <summary>The first <paramref name="count"/> lanes (all 16 from 16 on).</summary>
