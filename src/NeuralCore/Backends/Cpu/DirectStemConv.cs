@@ -7,17 +7,18 @@ namespace NeuralCore.Backends.Cpu;
 /// <summary>
 /// A stem convolution (one input channel, stride 2, CP-ResNet's 5x5 on the image or spectrogram) computed directly, with
 /// bias, ReLU or Hardswish and an optional 2x2 / 2 max pool applied while the values are still in registers (inference
-/// plans), or plain (the training path's forward). Each input row is split once into its even and odd columns (zero border included), so the 16 inputs a
-/// tap needs for 16 neighbouring outputs are one contiguous load; every such load feeds 8 output channels (weights
-/// broadcast), and a pooled row pair keeps 16 accumulators. The implicit GEMM spends as long filling its 25-row panels
-/// from stride-2 runs as multiplying them, and writes the unpooled output before pooling it; this kernel does neither.
+/// plans), or plain (the training path's forward). Each input row is split once into its even and odd columns (zero
+/// border included), so the 16 inputs a tap needs for 16 neighbouring outputs are one contiguous load; every such load
+/// feeds 8 output channels (weights broadcast), and a pair of output rows keeps 16 accumulators. The implicit GEMM
+/// spends as long filling its 25-row panels from stride-2 runs as multiplying them, and writes the unpooled output
+/// before pooling it; this kernel does neither.
 /// </summary>
 /// <remarks>
 /// Shapes: x [N, 1, H, W] (the same floats as channel-major [1, N, H, W]); y channel-major [K, N, P, Q] as in the
 /// inference plan, or sample-major [N, K, P, Q] as everywhere else (pooled: P/2, Q/2).
-/// Each output is the sum over the taps in (r, s) order, then bias, then the activation (<see cref="ConvKernels.Epilogue"/>'s
-/// expressions), then the pool's maximum: the implicit GEMM's values. Work is split over samples and groups of 8
-/// output channels, so results do not depend on the thread count.
+/// Each output is the sum over the taps in (r, s) order, the order of the GEMM paths, then bias, then the activation
+/// (<see cref="ConvKernels.Epilogue"/>'s expressions), then the pool's maximum. Work is split over samples and groups of
+/// 8 output channels, so results do not depend on the thread count.
 /// </remarks>
 internal static unsafe class DirectStemConv
 {
@@ -34,7 +35,8 @@ internal static unsafe class DirectStemConv
     /// the 512-bit GEMM kernels run (tests narrow the kernel width to check the other paths).
     /// </summary>
     internal static bool Supports(in Conv2dParams p, Pool2dParams? pool) =>
-        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.C == 1 && p.Groups == 1 && p.R * p.S <= MaxTaps && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1
+        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.C == 1 && p.Groups == 1 && p.R * p.S <= MaxTaps
+        && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1
         && (pool is not { } q || (q.KernelH == 2 && q.KernelW == 2 && q.StrideH == 2 && q.StrideW == 2 && q.PadH == 0 && q.PadW == 0
             && !q.CeilMode && q.H == p.P && q.W == p.Q && q.P >= 1 && q.Q >= 1));
 
@@ -115,7 +117,7 @@ internal static unsafe class DirectStemConv
     {
         if (first >= end) return;
         ref readonly Conv2dParams p = ref job.P;
-        // Rows come in pairs: an odd last row reads one more pair of padded rows (zero), whose output is not stored.
+        // Rows come in pairs: after an odd last row, its partner reads two more padded rows and is not stored.
         int paddedRows = 2 * ((job.Rows + 1) / 2 * 2 - 1) + p.R;
         float* split = ConvScratch.Current.Get(ConvScratch.Slot.Columns, (long)paddedRows * 2 * job.HalfRow);
         int current = -1;
