@@ -339,6 +339,36 @@ public sealed partial class CpuBackend : IBackend
         public void Run(int s, int e) => BinaryRange(op, a.AsSpan(ao + s, e - s), b.AsSpan(bo + s, e - s), y.AsSpan(yo + s, e - s));
     }
 
+    /// <summary>
+    /// y = relu(a + b) for contiguous Float32 tensors of one shape, in one pass: what <see cref="Binary"/>'s addition and
+    /// <see cref="Unary"/>'s ReLU give one after the other, bit for bit (the same ranges, vectors and scalar tails), for a
+    /// compiled training step whose sum is read only by the ReLU.
+    /// </summary>
+    internal void AddRelu(Tensor a, Tensor b, Tensor y)
+    {
+        if (!a.IsContiguous || !b.IsContiguous || !y.IsContiguous || a.NumElements != y.NumElements || b.NumElements != y.NumElements)
+            throw new ArgumentException($"AddRelu takes contiguous tensors of one size, got {Tensor.FormatShape(a.Shape)}, {Tensor.FormatShape(b.Shape)} and {Tensor.FormatShape(y.Shape)}.");
+        if (y.NumElements == 0) return;
+        Chunked(y.NumElements, new AddReluWork(F(a), a.StorageOffset, F(b), b.StorageOffset, F(y), y.StorageOffset));
+    }
+
+    private readonly struct AddReluWork(float[] a, int ao, float[] b, int bo, float[] y, int yo) : IRangeWork
+    {
+        public void Run(int s, int e)
+        {
+            ReadOnlySpan<float> x = a.AsSpan(ao + s, e - s), z = b.AsSpan(bo + s, e - s);
+            Span<float> o = y.AsSpan(yo + s, e - s);
+            var i = 0;
+            var vc = Vector<float>.Count;
+            for (; i <= o.Length - vc; i += vc) Vector.Max(new Vector<float>(x[i..]) + new Vector<float>(z[i..]), Vector<float>.Zero).CopyTo(o[i..]);
+            for (; i < o.Length; i++)
+            {
+                float v = x[i] + z[i];
+                o[i] = v > 0 ? v : 0;
+            }
+        }
+    }
+
     private static void BinaryStrided(BinaryOp op, Tensor a, Tensor b, Tensor y)
     {
         var n = y.NumElements;

@@ -225,6 +225,9 @@ public sealed class CpuTrainingPlan
         /// <summary>True when the inputs' gradients are the output's gradient (addition, views, copies).</summary>
         public virtual bool PassesThrough => false;
 
+        /// <summary>What a step that passes its gradient through hands on: the output's gradient, unless the step changes it first.</summary>
+        public virtual Tensor PassedGradient => Dy;
+
         public abstract void Forward();
 
         public virtual void Backward()
@@ -296,11 +299,30 @@ public sealed class CpuTrainingPlan
         }
     }
 
+    /// <summary>
+    /// An addition of two tensors of one shape, with the ReLU that alone reads it when <see cref="Relu"/> (Y is then the
+    /// ReLU's output, and both operands get the ReLU's input gradient, <see cref="Masked"/>).
+    /// </summary>
     private sealed class AddStep : Stage
     {
         public required Tensor A, B, Y;
+        public bool Relu;
+        public Tensor? Masked;
         public override bool PassesThrough => true;
-        public override void Forward() => Cpu.Binary(BinaryOp.Add, A, B, Y);
+        public override Tensor PassedGradient => Relu ? Masked! : Dy;
+
+        public override void Forward()
+        {
+            if (Relu) CpuBackend.Instance.AddRelu(A, B, Y);
+            else Cpu.Binary(BinaryOp.Add, A, B, Y);
+        }
+
+        public override void Backward()
+        {
+            // The ReLU's backward, its mask read from its output (positive exactly where its input is).
+            if (Relu) Cpu.UnaryBackward(UnaryOp.Relu, Y, Y, Dy, Masked!, 0f, 0f);
+            base.Backward();
+        }
     }
 
     private sealed class ViewStep : Stage
@@ -369,9 +391,10 @@ public sealed class CpuTrainingPlan
         private readonly List<Value> _values = [];
         private readonly List<Stage> _steps = [];
         private readonly Dictionary<Tensor, int[]> _leaves = new(ReferenceEqualityComparer.Instance);
-        // How many traced ops read each tensor, and the batch-norm step that computes a value.
+        // How many traced ops read each tensor, and the batch-norm or addition step that computes a value.
         private readonly Dictionary<Tensor, int> _readers = new(ReferenceEqualityComparer.Instance);
         private readonly Dictionary<int, BatchNormStep> _batchNormOf = [];
+        private readonly Dictionary<int, AddStep> _addOf = [];
         private long _bytes;
 
         public CpuTrainingPlan Build()
@@ -520,12 +543,22 @@ public sealed class CpuTrainingPlan
             var op = (UnaryOp)a["op"];
             // A ReLU that alone reads a batch norm's output runs in the batch norm's passes (one pass over the activation
             // forward and one backward instead of two each, and the batch norm's output is never stored); same results.
-            if (op == UnaryOp.Relu && ops[0].Leaf is null && _batchNormOf.TryGetValue(ops[0].Value, out var bn) && !bn.Relu
-                && _readers[node.Inputs[0]] == 1 && !ReferenceEquals(node.Inputs[0], output))
+            bool alone = op == UnaryOp.Relu && ops[0].Leaf is null && _readers[node.Inputs[0]] == 1 && !ReferenceEquals(node.Inputs[0], output);
+            if (alone && _batchNormOf.TryGetValue(ops[0].Value, out var bn) && !bn.Relu)
             {
                 bn.Relu = true;
                 bn.Label += " + relu";
                 _valueOf[node.Output] = bn.Out;
+                return;
+            }
+            // Likewise a ReLU that alone reads a residual addition: one pass forward; backward, its mask is read from its
+            // output and both operands get the masked gradient.
+            if (alone && _addOf.TryGetValue(ops[0].Value, out var sum) && !sum.Relu)
+            {
+                sum.Relu = true;
+                sum.Label += " + relu";
+                sum.Masked = Buffer(sum.Y.ShapeArray());
+                _valueOf[node.Output] = sum.Out;
                 return;
             }
             var y = Buffer(x.ShapeArray());
@@ -542,7 +575,9 @@ public sealed class CpuTrainingPlan
             if (!a.Shape.SequenceEqual(b.Shape))
                 throw new NotSupportedException($"CpuTrainingPlan adds tensors of one shape, not {Tensor.FormatShape(a.Shape)} and {Tensor.FormatShape(b.Shape)} ({node}).");
             var y = Buffer(a.ShapeArray());
-            Add(new AddStep { Label = "add", Operands = ops, A = a, B = b, Y = y }, node, y);
+            var step = new AddStep { Label = "add", Operands = ops, A = a, B = b, Y = y };
+            Add(step, node, y);
+            _addOf[step.Out] = step;
         }
 
         private void CompileView(Node node)
@@ -634,7 +669,9 @@ public sealed class CpuTrainingPlan
             var data = DataOf(o);
             var shape = data.ShapeArray();
             // An op that passes the gradient through hands on its output's gradient, viewed in the operand's shape.
-            Tensor? passed = step.PassesThrough ? new Tensor(step.Dy.storage, shape, Tensor.ContiguousStrides(shape), step.Dy.offset) : null;
+            Tensor? passed = step.PassesThrough
+                ? new Tensor(step.PassedGradient.storage, shape, Tensor.ContiguousStrides(shape), step.PassedGradient.offset)
+                : null;
             if (o.Leaf is { } leaf)
                 return leaf.RequiresGrad ? new GradSink { Target = passed ?? Buffer(shape), Leaf = leaf } : null;
             var v = _values[o.Value];
