@@ -18,7 +18,8 @@ namespace NeuralCore.Backends.Cpu;
 /// Supported ops: Conv2d, BatchNorm2d in training mode (running statistics and <c>num_batches_tracked</c> are updated
 /// as eagerly), the element-wise unary ops, addition of two tensors of one shape, max and average pooling, adaptive
 /// average pooling that tiles the input evenly, reshapes (Flatten) and contiguous copies. Anything else makes
-/// <see cref="Compile"/> throw <see cref="NotSupportedException"/> naming the op; train such models eagerly.
+/// <see cref="Compile"/> throw <see cref="NotSupportedException"/> naming the op; train such models eagerly. A ReLU that
+/// alone reads a batch norm or an addition runs inside that op's passes, with the same bits.
 /// </para>
 /// <para>
 /// The plan reads the parameters where they lie, so optimizer steps need no recompiling; changing a parameter's shape
