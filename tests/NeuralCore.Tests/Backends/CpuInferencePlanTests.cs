@@ -185,7 +185,7 @@ public sealed class CpuInferencePlanTests
 
     /// <summary>
     /// Stems with one input channel and stride 2 run <c>DirectStemConv</c>: channel counts that are not a multiple of its
-    /// groups of 8, rows of one vector or several (MNIST's 12 computed columns, a mel row of 48 or 49), odd heights and
+    /// groups of 8, rows of one vector or several (MNIST's 12 computed columns, a pooled mel row of 48, an unpooled row of 36), odd heights and
     /// widths that the pool's floor mode cuts, other kernels and paddings, with or without bias, batch norm, activation
     /// and pool; the pool must be 2x2 / 2, any other stays a step of its own.
     /// </summary>
