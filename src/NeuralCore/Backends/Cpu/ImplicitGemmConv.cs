@@ -533,25 +533,31 @@ internal static unsafe class ImplicitGemmConv
         var height = Vector512.Create((uint)job.P.H);
         var width = Vector512.Create((uint)job.P.W);
         long channel = job.P.N * job.InPlane;
-        int stride = job.Taps * Lanes;
+        int taps = job.Taps;
         float* xg = job.X + (long)g * job.Cg * channel + j0;
-        for (int t = 0; t < job.Taps; t++)
+        // Each tap's lane masks and read offset, then channel by channel all taps: the taps of one channel read the same
+        // few cache lines of x, and the panel is written front to back.
+        var masks = stackalloc Vector512<float>[2 * taps];
+        var offsets = stackalloc long[taps];
+        for (int t = 0; t < taps; t++)
         {
             int dh = job.OffH[t], dw = job.OffW[t];
             var dhv = Vector512.Create(dh);
             var dwv = Vector512.Create(dw);
             // Lane valid when the tap's input row and column lie inside the plane (unsigned compare catches negatives).
-            var maskLo = (Vector512.LessThan((rowsLo + dhv).AsUInt32(), height) & Vector512.LessThan((colsLo + dwv).AsUInt32(), width)).AsSingle();
-            var maskHi = (Vector512.LessThan((rowsHi + dhv).AsUInt32(), height) & Vector512.LessThan((colsHi + dwv).AsUInt32(), width)).AsSingle();
-            float* src = xg + (long)dh * job.P.W + dw;
-            float* dst = panel + t * Lanes;
-            for (int c = 0; c < job.Cg; c++)
+            masks[2 * t] = (Vector512.LessThan((rowsLo + dhv).AsUInt32(), height) & Vector512.LessThan((colsLo + dwv).AsUInt32(), width)).AsSingle();
+            masks[2 * t + 1] = (Vector512.LessThan((rowsHi + dhv).AsUInt32(), height) & Vector512.LessThan((colsHi + dwv).AsUInt32(), width)).AsSingle();
+            offsets[t] = (long)dh * job.P.W + dw;
+        }
+        float* dst = panel;
+        for (int c = 0; c < job.Cg; c++, xg += channel)
+        {
+            for (int t = 0; t < taps; t++, dst += Lanes)
             {
                 // Masked-off lanes are neither read nor faulted on, so the loads may straddle the ends of x.
-                Vector512.Store(Avx512F.MaskLoad(src, maskLo, Vector512<float>.Zero), dst);
-                Vector512.Store(Avx512F.MaskLoad(src + 16, maskHi, Vector512<float>.Zero), dst + 16);
-                src += channel;
-                dst += stride;
+                float* src = xg + offsets[t];
+                Vector512.Store(Avx512F.MaskLoad(src, masks[2 * t], Vector512<float>.Zero), dst);
+                Vector512.Store(Avx512F.MaskLoad(src + 16, masks[2 * t + 1], Vector512<float>.Zero), dst + 16);
             }
         }
     }
