@@ -77,9 +77,92 @@ internal static unsafe class ConvKernels
             Forward(x, live, bias, y, cut);
             return;
         }
+        if (ImplicitGemmConv.SupportsSampleMajor(p))
+        {
+            ForwardImplicit(x, w, bias, y, p);
+            return;
+        }
         Job job = Plan(Pass.Forward, p);
         job.X = x; job.W = w; job.Bias = bias; job.Y = y;
         Execute(ref job);
+    }
+
+    /// <summary>
+    /// A stride-1 "same" convolution of sample-major tensors through the inference plans' implicit GEMM, chunk by chunk
+    /// of samples: each chunk's input copied channel-major ([C, nb, H, W], one pass over it instead of im2col's R*S
+    /// copies and the GEMM's packing of them), multiplied, and its channel-major output copied back sample-major with
+    /// the bias added, while the chunk is in cache. The weights are packed once per call.
+    /// </summary>
+    private static void ForwardImplicit(float* x, float* w, float* bias, float* y, in Conv2dParams p)
+    {
+        var job = new ImplicitJob
+        {
+            X = x, Bias = bias, Y = y, P = p,
+            InPlane = (long)p.H * p.W,
+            OutPlane = (long)p.P * p.Q,
+            Packing = ImplicitGemmConv.PackInto(w, p, ConvScratch.Current),
+        };
+        int threads = CpuThreading.Threads;
+        long perSample = p.C * job.InPlane + p.K * job.OutPlane;
+        int chunk = (int)Math.Clamp(MaxImplicitChunkFloats / perSample, 1, Math.Max(1, (p.N + threads - 1) / threads));
+        int chunks = (p.N + chunk - 1) / chunk;
+        long macs = (long)p.N * p.K * (p.C / p.Groups) * p.R * p.S * job.OutPlane;
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(threads, chunks));
+        if (parts > 1 && chunks % parts != 0)
+        {
+            // As many chunks for every part.
+            chunks = (chunks + parts - 1) / parts * parts;
+            chunk = (p.N + chunks - 1) / chunks;
+            chunks = (p.N + chunk - 1) / chunk;
+        }
+        job.Chunk = chunk;
+        job.Chunks = chunks;
+        job.Parts = Math.Min(parts, chunks);
+        // SAFETY: job (and the packed weights in this thread's scratch) outlive ForParts, which returns when every part is done.
+        if (job.Parts == 1) ImplicitPart(&job, 0);
+        else CpuThreading.ForParts(job.Parts, &ImplicitPart, &job);
+    }
+
+    // A chunk's channel-major input and output together stay within this many floats (1 MiB, the L2 of a core here).
+    private const long MaxImplicitChunkFloats = 1 << 18;
+
+    private struct ImplicitJob
+    {
+        public float* X, Bias, Y;
+        public Conv2dParams P;
+        public ImplicitGemmConv.Packing Packing;
+        public long InPlane, OutPlane;
+        public int Chunk, Chunks, Parts;
+    }
+
+    private static void ImplicitPart(void* state, int part)
+    {
+        ref ImplicitJob job = ref *(ImplicitJob*)state;
+        ref readonly Conv2dParams p = ref job.P;
+        int first = (int)((long)part * job.Chunks / job.Parts), end = (int)((long)(part + 1) * job.Chunks / job.Parts);
+        ConvScratch scratch = ConvScratch.Current;
+        for (int chunk = first; chunk < end; chunk++)
+        {
+            int n0 = chunk * job.Chunk, nb = Math.Min(job.Chunk, p.N - n0);
+            if (nb <= 0) break;
+            float* xcm = scratch.Get(ConvScratch.Slot.ChannelMajor, nb * (p.C * job.InPlane + p.K * job.OutPlane));
+            float* ycm = xcm + nb * p.C * job.InPlane;
+            int inLength = (int)job.InPlane, outLength = (int)job.OutPlane;
+            for (int c = 0; c < p.C; c++)
+                for (int i = 0; i < nb; i++)
+                    Copy(xcm + ((long)c * nb + i) * job.InPlane, job.X + ((long)(n0 + i) * p.C + c) * job.InPlane, inLength);
+            // Inside a part the call runs its own parts inline; the results do not depend on how they are split.
+            ImplicitGemmConv.Forward(xcm, job.Packing, null, ycm, p with { N = nb }, null, hasActivation: false, default, 0f, 0f);
+            for (int k = 0; k < p.K; k++)
+            {
+                for (int i = 0; i < nb; i++)
+                {
+                    float* dst = job.Y + ((long)(n0 + i) * p.K + k) * job.OutPlane;
+                    Copy(dst, ycm + ((long)k * nb + i) * job.OutPlane, outLength);
+                    if (job.Bias != null) AddScalar(dst, job.Bias[k], outLength);
+                }
+            }
+        }
     }
 
     /// <summary>

@@ -33,11 +33,15 @@ internal sealed unsafe class ConvScratch
         Block,
         /// <summary>A kernel cut to its live taps, or its weight gradient (caller thread only).</summary>
         LiveTaps,
+        /// <summary>Weights packed for one implicit-GEMM call of a training pass (caller thread only).</summary>
+        PackedWeights,
+        /// <summary>Channel-major copies of a sample-major input and output (caller thread only).</summary>
+        ChannelMajor,
     }
 
     [ThreadStatic] private static ConvScratch? current;
 
-    private readonly float[][] buffers = [[], [], [], [], [], [], []];
+    private readonly float[][] buffers = [[], [], [], [], [], [], [], [], []];
 
     /// <summary>This thread's scratch.</summary>
     internal static ConvScratch Current => current ??= new ConvScratch();

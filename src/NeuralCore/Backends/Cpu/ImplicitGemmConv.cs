@@ -97,6 +97,41 @@ internal static unsafe class ImplicitGemmConv
     }
 
     /// <summary>
+    /// Packs <paramref name="w"/> [K, C/G, R, S] for one call into <paramref name="scratch"/>'s
+    /// <see cref="ConvScratch.Slot.PackedWeights"/> (the training passes, whose weights change every step); the packing
+    /// is valid until that slot is next used.
+    /// </summary>
+    internal static Packing PackInto(float* w, in Conv2dParams p, ConvScratch scratch)
+    {
+        int rs = p.R * p.S;
+        // Tap tables first (ints in float-sized slots), then the live weights row-major, the A panels and the B panels.
+        int taps = 0;
+        int* probe = stackalloc int[3 * rs];
+        taps = LiveTaps(p, probe, probe + rs, probe + 2 * rs);
+        int rowsPerGroup = p.C / p.Groups * taps;
+        long rowsLength = Math.Max(1, (long)p.K * rowsPerGroup), packedLength = PackedLength(p, taps);
+        float* buffer = scratch.Get(ConvScratch.Slot.PackedWeights, 3L * rs + rowsLength + packedLength + TransposedLength(p, taps));
+        int* offH = (int*)buffer, offW = offH + rs, kept = offW + rs;
+        new Span<int>(offH, 3 * rs).Clear();
+        for (int i = 0; i < taps; i++)
+        {
+            offH[i] = probe[i];
+            offW[i] = probe[rs + i];
+            kept[i] = probe[2 * rs + i];
+        }
+        float* rows = buffer + 3L * rs, packed = rows + rowsLength, transposed = packed + packedLength;
+        Pack(w, p, taps, kept, rows, packed, transposed);
+        return new Packing(packed, transposed, offH, offW, rowsPerGroup, taps);
+    }
+
+    /// <summary>
+    /// True when <see cref="Forward"/> may run a sample-major convolution of the training passes through channel-major
+    /// copies (<see cref="ConvKernels.Forward"/>): stride 1 with the output the size of the input, and a kernel wider than
+    /// one tap (a plain 1x1 reads its planes where they lie already).
+    /// </summary>
+    internal static bool SupportsSampleMajor(in Conv2dParams p) => Supports(p) && IsSame(p) && p.R * p.S > 1;
+
+    /// <summary>
     /// True when this path runs the convolution on this machine (AVX-512): every stride-1 convolution whose output is
     /// the size of its input, and convolutions of stride 1 or 2 along the width (strided stems) with at least
     /// <see cref="MinRunOutputs"/> output channels per group and output rows at least <see cref="MinRunLength"/> wide,
