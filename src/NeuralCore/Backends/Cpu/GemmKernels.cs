@@ -420,6 +420,62 @@ public static unsafe partial class Gemm
             Vector512.FusedMultiplyAdd(c71, va, vb * Vector512.Load(r7 + 16)).Store(r7 + 16);
         }
     }
+    /// <summary>
+    /// A full 8 x 32 tile of C = A B (the same sums as <see cref="Kernel512"/> with alpha 1 and beta 0), stored as
+    /// act(value + bias[i] + residual[i, j]) row by row: a convolution's epilogue applied while the tile is in registers
+    /// (<see cref="MultiplyTileWithEpilogue"/>).
+    /// </summary>
+    private static void Kernel512Epilogue(int kc, float* a, float* b, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
+    {
+        Vector512<float> c00 = default, c01 = default;
+        Vector512<float> c10 = default, c11 = default;
+        Vector512<float> c20 = default, c21 = default;
+        Vector512<float> c30 = default, c31 = default;
+        Vector512<float> c40 = default, c41 = default;
+        Vector512<float> c50 = default, c51 = default;
+        Vector512<float> c60 = default, c61 = default;
+        Vector512<float> c70 = default, c71 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
+            Vector512<float> ai;
+            ai = Vector512.Create(a[0]);
+            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00); c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector512.Create(a[1]);
+            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector512.Create(a[2]);
+            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20); c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector512.Create(a[3]);
+            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            ai = Vector512.Create(a[4]);
+            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40); c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
+            ai = Vector512.Create(a[5]);
+            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50); c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
+            ai = Vector512.Create(a[6]);
+            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60); c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
+            ai = Vector512.Create(a[7]);
+            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70); c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
+            a += 8;
+            b += Nr512;
+        }
+        EpilogueRow(c00, c01, c, bias, residual, 0, kind);
+        EpilogueRow(c10, c11, c + ldc, bias, residual == null ? null : residual + ldr, 1, kind);
+        EpilogueRow(c20, c21, c + 2 * ldc, bias, residual == null ? null : residual + 2 * ldr, 2, kind);
+        EpilogueRow(c30, c31, c + 3 * ldc, bias, residual == null ? null : residual + 3 * ldr, 3, kind);
+        EpilogueRow(c40, c41, c + 4 * ldc, bias, residual == null ? null : residual + 4 * ldr, 4, kind);
+        EpilogueRow(c50, c51, c + 5 * ldc, bias, residual == null ? null : residual + 5 * ldr, 5, kind);
+        EpilogueRow(c60, c61, c + 6 * ldc, bias, residual == null ? null : residual + 6 * ldr, 6, kind);
+        EpilogueRow(c70, c71, c + 7 * ldc, bias, residual == null ? null : residual + 7 * ldr, 7, kind);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void EpilogueRow(Vector512<float> lo, Vector512<float> hi, float* c, float* bias, float* residual, int row, int kind)
+    {
+        float value = bias == null ? 0f : bias[row];
+        ConvKernels.EpilogueVector(lo, value, bias != null, residual == null ? default : Vector512.Load(residual), residual != null, kind).Store(c);
+        ConvKernels.EpilogueVector(hi, value, bias != null, residual == null ? default : Vector512.Load(residual + 16), residual != null, kind).Store(c + 16);
+    }
+
     /// <summary>6 x 16 tile, 12 ymm accumulators (of 16 registers): two loads of B and six broadcasts of A feed 12 FMAs.</summary>
     private static void Kernel256(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta)
     {

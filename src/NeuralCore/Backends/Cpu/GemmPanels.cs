@@ -29,6 +29,14 @@ public static unsafe partial class Gemm
     internal static void MultiplyTileNarrow(int k, float* a, float* b, float* tile) => Kernel512Narrow(k, a, b, Nr512, tile);
 
     /// <summary>
+    /// One full 8 x 32 tile of C = A B (one packed A micro-panel, one B micro-panel of k rows), each value stored as
+    /// act(value + bias[i] + residual[i * ldr + j]) in <see cref="ConvKernels.EpilogueVector"/>'s order (kind 0: no
+    /// activation, 1: ReLU, 2: Hardswish); bias and residual may be null. Needs AVX-512.
+    /// </summary>
+    internal static void MultiplyTileWithEpilogue(int k, float* a, float* b, float* c, int ldc, float* bias, float* residual, long ldr, int kind) =>
+        Kernel512Epilogue(k, a, b, c, ldc, bias, residual, ldr, kind);
+
+    /// <summary>
     /// C[0..m, 0..cols) = A B for A packed by <see cref="PackRows"/> and one B micro-panel (k rows of
     /// <see cref="PanelColumns"/> floats; columns past <paramref name="cols"/> are ignored). Needs AVX-512
     /// (<see cref="KernelKind.Vector512"/>); <paramref name="tile"/> holds 8 x 32 floats for the edge tiles.

@@ -371,9 +371,10 @@ internal static unsafe class ImplicitGemmConv
         for (int block = first; block < end; block++)
         {
             BlockRange(ref job, block, out long c0, out int cols, out int n0, out int nb, out int pooledRow0, out int convRows);
-            // A block of one narrow panel gets bias, residual and activation as its transposed tiles are written back,
-            // instead of a second pass over rows a few columns long.
-            bool fusedEpilogue = job.Kc > 0 && cols <= NarrowPanel && EpilogueKind(ref job) >= 0;
+            // Bias, residual and activation are applied as each tile is stored (from registers, or as a narrow panel's
+            // transposed tiles are written back) instead of in a second pass over the block.
+            int kind = job.Kc > 0 ? EpilogueKind(ref job) : -1;
+            bool fusedEpilogue = kind >= 0;
             for (int j = 0; j < cols; j += Lanes)
             {
                 long j0 = c0 + j;
@@ -392,7 +393,9 @@ internal static unsafe class ImplicitGemmConv
                     }
                     if (job.Same) FillPanel(ref job, g, j0, coords, panel);
                     else FillRuns(ref job, job.X + (long)g * job.Cg * job.P.N * job.InPlane, j0, width, panel);
-                    if (width > NarrowPanel)
+                    if (width > NarrowPanel && fusedEpilogue)
+                        MultiplyPanel(ref job, g, k0, k1, panel, yg, ld, width, tile, j0, kind);
+                    else if (width > NarrowPanel)
                         Gemm.MultiplyPanel(rows, job.Kc, job.W + g * job.PerGroup + (long)k0 * job.Kc, panel, yg + k0 * ld, (int)ld, width, tile);
                     else
                         MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile, fusedEpilogue ? j0 : -1);
@@ -416,6 +419,33 @@ internal static unsafe class ImplicitGemmConv
             ConvKernels.Epilogue(unpooled + (long)first0 * cols, cols, 0, count, cols, bias, residual, job.Columns, c0,
                 job.HasActivation, job.Activation, job.Alpha, job.Beta);
             PoolBlock(ref job, unpooled, n0, nb, pooledRow0, convRows, first0, first0 + count);
+        }
+    }
+
+    /// <summary>
+    /// Output channels [k0, k1) of group g for one panel of <paramref name="width"/> columns, each 8 x 32 tile stored
+    /// with the epilogue applied from registers (<see cref="Gemm.MultiplyTileWithEpilogue"/>); edge tiles are stored plain
+    /// and then given the epilogue (<see cref="ConvKernels.Epilogue"/>, the same operations). <paramref name="column"/>
+    /// is the panel's first global column (where its residual values are).
+    /// </summary>
+    private static void MultiplyPanel(ref Job job, int g, int k0, int k1, float* panel, float* yg, long ld, int width, float* tile,
+        long column, int kind)
+    {
+        float* a = job.W + g * job.PerGroup + (long)k0 * job.Kc;
+        for (int k = k0; k < k1; k += Gemm.PanelRows, a += (long)Gemm.PanelRows * job.Kc)
+        {
+            int rows = Math.Min(Gemm.PanelRows, k1 - k);
+            long channel = (long)g * job.Kg + k;
+            float* bias = job.Bias == null ? null : job.Bias + channel;
+            float* residual = job.Residual == null ? null : job.Residual + channel * job.Columns + column;
+            float* y = yg + k * ld;
+            if (rows == Gemm.PanelRows && width == Lanes)
+            {
+                Gemm.MultiplyTileWithEpilogue(job.Kc, a, panel, y, (int)ld, bias, residual, job.Columns, kind);
+                continue;
+            }
+            Gemm.MultiplyPanel(rows, job.Kc, a, panel, y, (int)ld, width, tile);
+            ConvKernels.Epilogue(y, ld, 0, rows, width, bias, residual, job.Columns, 0, job.HasActivation, job.Activation, job.Alpha, job.Beta);
         }
     }
 
