@@ -54,6 +54,9 @@ internal static unsafe class DirectStemConv
         public int* TapOffsets;
         // Convolution rows and columns computed (a pool's floor mode drops the last odd one), outputs per row stored.
         public int Rows, Columns, OutRows, OutColumns, Vectors, HalfRow, Groups, Parts, Items;
+        // Each sample's row pairs come in this many bands of PairsPerBand (more than one when there are too few samples to
+        // share: batch 1).
+        public int Bands, PairsPerBand;
     }
 
     /// <summary>
@@ -85,7 +88,6 @@ internal static unsafe class DirectStemConv
         // Even and odd halves of a padded row, each long enough for the last vector's reads at the largest tap offset.
         job.HalfRow = (job.Vectors * Lanes + p.S / 2 + Lanes - 1) / Lanes * Lanes;
         job.Groups = (p.K + Group - 1) / Group;
-        job.Items = p.N * job.Groups;
         int taps = p.R * p.S;
         job.W = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)job.Groups * (taps + 1) * Group);
         job.Bias = job.W + (long)job.Groups * taps * Group;
@@ -101,7 +103,15 @@ internal static unsafe class DirectStemConv
                 offsets[r * p.S + c] = r * 2 * job.HalfRow + ((c & 1) == 0 ? 0 : job.HalfRow) + c / 2;
         job.TapOffsets = offsets;
         long macs = (long)p.N * p.K * job.Rows * job.Columns * taps;
-        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, job.Items));
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
+        // Fewer samples than two per part: each sample's rows are cut into bands, so that every part gets whole bands
+        // with all their channel groups (a last group of 3 channels is cheaper than one of 8, so groups alone balance badly).
+        int pairs = (job.Rows + 1) / 2;
+        job.Bands = p.N >= 2 * parts ? 1 : Math.Min(pairs, (2 * parts + p.N - 1) / p.N);
+        job.PairsPerBand = (pairs + job.Bands - 1) / job.Bands;
+        job.Bands = (pairs + job.PairsPerBand - 1) / job.PairsPerBand;
+        job.Items = p.N * job.Bands * job.Groups;
+        job.Parts = Math.Min(parts, job.Items);
         if (job.Parts == 1) RunItems(ref job, 0, job.Items);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
     }
@@ -112,34 +122,41 @@ internal static unsafe class DirectStemConv
         RunItems(ref job, (int)((long)part * job.Items / job.Parts), (int)((long)(part + 1) * job.Items / job.Parts));
     }
 
-    /// <summary>Items [first, end): sample item / groups, output channels 8 (item % groups) onwards.</summary>
+    /// <summary>
+    /// Items [first, end): item / groups is a band of a sample (sample band / bands, row pairs PairsPerBand * (band % bands)
+    /// onwards), item % groups its group of 8 output channels.
+    /// </summary>
     private static void RunItems(ref Job job, int first, int end)
     {
         if (first >= end) return;
         ref readonly Conv2dParams p = ref job.P;
         // Rows come in pairs: after an odd last row, its partner reads two more padded rows and is not stored.
-        int paddedRows = 2 * ((job.Rows + 1) / 2 * 2 - 1) + p.R;
+        int pairs = (job.Rows + 1) / 2;
+        int paddedRows = 2 * (pairs * 2 - 1) + p.R;
         float* split = ConvScratch.Current.Get(ConvScratch.Slot.Columns, (long)paddedRows * 2 * job.HalfRow);
         int current = -1;
         for (int item = first; item < end; item++)
         {
-            int n = item / job.Groups, group = item % job.Groups;
-            if (n != current)
+            int band = item / job.Groups, group = item % job.Groups;
+            int n = band / job.Bands;
+            int pair0 = band % job.Bands * job.PairsPerBand, pair1 = Math.Min(pairs, pair0 + job.PairsPerBand);
+            if (band != current)
             {
-                SplitRows(ref job, job.X + (long)n * p.H * p.W, split, paddedRows);
-                current = n;
+                // Row pair i reads padded rows 4 i .. 4 i + 2 + R - 1.
+                SplitRows(ref job, job.X + (long)n * p.H * p.W, split, 4 * pair0, 4 * (pair1 - 1) + 2 + p.R);
+                current = band;
             }
-            if (job.Pooled) RowPairs<WithPool>(ref job, split, n, group);
-            else RowPairs<WithoutPool>(ref job, split, n, group);
+            if (job.Pooled) RowPairs<WithPool>(ref job, split, n, group, pair0, pair1);
+            else RowPairs<WithoutPool>(ref job, split, n, group, pair0, pair1);
         }
     }
 
     /// <summary>
-    /// For each padded row i (input row i - padH, zero outside the input): its even padded columns, then its odd ones, each
+    /// For each padded row i in [<paramref name="row0"/>, <paramref name="row1"/>) (input row i - padH, zero outside the input): its even padded columns, then its odd ones, each
     /// <see cref="Job.HalfRow"/> long. Padded column 2j + e is input column 2j + e - padW. A row is copied into a
     /// zero-bordered line, whose 32-float windows two permutes split into 16 even and 16 odd columns.
     /// </summary>
-    private static void SplitRows(ref Job job, float* plane, float* split, int paddedRows)
+    private static void SplitRows(ref Job job, float* plane, float* split, int row0, int row1)
     {
         ref readonly Conv2dParams p = ref job.P;
         int line = 2 * job.HalfRow;
@@ -147,7 +164,7 @@ internal static unsafe class DirectStemConv
         int copied = Math.Clamp(line - p.PadW, 0, p.W);
         var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         var odds = Vector512.Create(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-        for (int i = 0; i < paddedRows; i++)
+        for (int i = row0; i < row1; i++)
         {
             float* even = split + (long)i * line, odd = even + job.HalfRow;
             int ih = i - p.PadH;
@@ -169,24 +186,24 @@ internal static unsafe class DirectStemConv
     }
 
     /// <summary>
-    /// Pairs of output rows of one sample for the first TChannels output channels of <paramref name="group"/>: per 16
+    /// Row pairs [pair0, pair1) of one sample for the first TChannels output channels of <paramref name="group"/>: per 16
     /// columns, 16 accumulators (8 channels, 2 rows), each tap one load per row and 16 multiply-adds; then the pooled
     /// row, or the two rows (the second only if it exists).
     /// </summary>
-    private static void RowPairs<TPool>(ref Job job, float* split, int n, int group) where TPool : struct, IPooling
+    private static void RowPairs<TPool>(ref Job job, float* split, int n, int group, int pair0, int pair1) where TPool : struct, IPooling
     {
         // One specialisation per channel count, so that a last group of fewer than 8 channels (19 = 8 + 8 + 3) does
         // no multiply-adds for the channels it lacks, and per pooling, so that each holds one kind of store.
         switch (Math.Min(Group, job.P.K - group * Group))
         {
-            case 1: RowPairs<TPool, Gemm.N1>(ref job, split, n, group); break;
-            case 2: RowPairs<TPool, Gemm.N2>(ref job, split, n, group); break;
-            case 3: RowPairs<TPool, Gemm.N3>(ref job, split, n, group); break;
-            case 4: RowPairs<TPool, Gemm.N4>(ref job, split, n, group); break;
-            case 5: RowPairs<TPool, Gemm.N5>(ref job, split, n, group); break;
-            case 6: RowPairs<TPool, Gemm.N6>(ref job, split, n, group); break;
-            case 7: RowPairs<TPool, Gemm.N7>(ref job, split, n, group); break;
-            default: RowPairs<TPool, Gemm.N8>(ref job, split, n, group); break;
+            case 1: RowPairs<TPool, Gemm.N1>(ref job, split, n, group, pair0, pair1); break;
+            case 2: RowPairs<TPool, Gemm.N2>(ref job, split, n, group, pair0, pair1); break;
+            case 3: RowPairs<TPool, Gemm.N3>(ref job, split, n, group, pair0, pair1); break;
+            case 4: RowPairs<TPool, Gemm.N4>(ref job, split, n, group, pair0, pair1); break;
+            case 5: RowPairs<TPool, Gemm.N5>(ref job, split, n, group, pair0, pair1); break;
+            case 6: RowPairs<TPool, Gemm.N6>(ref job, split, n, group, pair0, pair1); break;
+            case 7: RowPairs<TPool, Gemm.N7>(ref job, split, n, group, pair0, pair1); break;
+            default: RowPairs<TPool, Gemm.N8>(ref job, split, n, group, pair0, pair1); break;
         }
     }
 
@@ -195,7 +212,7 @@ internal static unsafe class DirectStemConv
     private struct WithPool : IPooling { public static bool Pooled => true; }
     private struct WithoutPool : IPooling { public static bool Pooled => false; }
 
-    private static void RowPairs<TPool, TChannels>(ref Job job, float* split, int n, int group)
+    private static void RowPairs<TPool, TChannels>(ref Job job, float* split, int n, int group, int pair0, int pair1)
         where TPool : struct, IPooling where TChannels : struct, Gemm.IConstant
     {
         ref readonly Conv2dParams p = ref job.P;
@@ -204,7 +221,7 @@ internal static unsafe class DirectStemConv
         float* y = job.Y + k0 * stride + n * job.SampleStride;
         float* bias = job.Bias + k0;
         int* offsets = job.TapOffsets;
-        for (int pair = 0; pair < (job.Rows + 1) / 2; pair++)
+        for (int pair = pair0; pair < pair1; pair++)
         {
             for (int v = 0; v < job.Vectors; v++)
             {
