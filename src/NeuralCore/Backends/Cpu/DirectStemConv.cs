@@ -107,7 +107,7 @@ internal static unsafe class DirectStemConv
         // Fewer samples than two per part: each sample's rows are cut into bands, so that every part gets whole bands
         // with all their channel groups (a last group of 3 channels is cheaper than one of 8, so groups alone balance badly).
         int pairs = (job.Rows + 1) / 2;
-        job.Bands = p.N >= 2 * parts ? 1 : Math.Min(pairs, (2 * parts + p.N - 1) / p.N);
+        job.Bands = parts == 1 || p.N >= 2 * parts ? 1 : Math.Min(pairs, (2 * parts + p.N - 1) / p.N);
         job.PairsPerBand = (pairs + job.Bands - 1) / job.Bands;
         job.Bands = (pairs + job.PairsPerBand - 1) / job.PairsPerBand;
         job.Items = p.N * job.Bands * job.Groups;

@@ -589,6 +589,7 @@ internal static unsafe class ImplicitGemmConv
     }
 
     /// <summary>The B micro-panel of group <paramref name="g"/> for columns j0 .. j0 + 31: row c * taps + t holds tap t of input channel c.</summary>
+    [SkipLocalsInit]
     private static void FillPanel(ref Job job, int g, long j0, int* coords, float* panel)
     {
         var rowsLo = Vector512.Load(coords);
