@@ -76,8 +76,11 @@ public sealed class CpuInferencePlanTests
     [InlineData(3, 5, 3, 3, 1, 2, 2, 3, 1)]
     // 12 output columns: at most 16, multiplied the other way round (Y^T = X^T W^T).
     [InlineData(32, 64, 3, 1, 1, 1, 6, 2, 3)]
-    // 6 columns and 38 output channels: the second panel of transposed weights holds 6, multiplied 16 lanes wide.
+    // 6 columns and 38 output channels: the second panel of transposed weights holds 6, multiplied 8 lanes wide;
+    // 19 and 56 = 32 + 24 channels: a panel's last 19 or 24 multiplied as 16 + 8 lanes.
     [InlineData(19, 38, 3, 1, 1, 1, 6, 1, 3)]
+    [InlineData(19, 19, 3, 1, 1, 1, 6, 1, 3)]
+    [InlineData(8, 56, 1, 1, 1, 2, 5, 1, 1)]
     // 16 columns and 64 or 76 output channels, split between the threads in runs of 32 or 40 (the second starting
     // inside a panel of the transposed weights), each multiplied the other way round.
     [InlineData(64, 64, 3, 1, 1, 4, 4, 1, 9)]

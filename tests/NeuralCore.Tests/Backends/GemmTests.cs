@@ -153,6 +153,35 @@ public sealed class GemmTests
         Assert.Equal(packed.AsSpan(0, 123 * n).ToArray(), inPlace);
     }
 
+    [Fact]
+    public unsafe void PartialTilesGiveTheBitsOfTheFullTile()
+    {
+        // The implicit GEMM's transposed panels compute only the lanes they need: the first 16 (MultiplyTileNarrow) or
+        // 8 columns at 0, 8, 16 or 24 (MultiplyTileEighth), with the full 8 x 32 tile's order of operations.
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the 8 x 32 tile kernels do not run here.");
+        const int k = 37;
+        var rng = new Random(31);
+        float[] a = RandomArray(rng, 8 * k), b = RandomArray(rng, 32 * k);
+        float[] full = new float[256], part = new float[256];
+        fixed (float* pa = a, pb = b, pf = full, pp = part)
+        {
+            Gemm.MultiplyTile(k, pa, pb, pf);
+            Gemm.MultiplyTileNarrow(k, pa, pb, pp);
+            for (int i = 0; i < 8; i++) Assert.Equal(full.AsSpan(32 * i, 16).ToArray(), part.AsSpan(32 * i, 16).ToArray());
+            foreach (int column in new[] { 0, 8, 16, 24 })
+            {
+                Array.Fill(part, float.NaN);
+                Gemm.MultiplyTileEighth(k, pa, pb, pp, column);
+                for (int i = 0; i < 8; i++)
+                {
+                    Assert.Equal(full.AsSpan(32 * i + column, 8).ToArray(), part.AsSpan(32 * i + column, 8).ToArray());
+                    // The rest of the tile is left alone.
+                    Assert.All(part.AsSpan(32 * i, column).ToArray(), v => Assert.True(float.IsNaN(v)));
+                }
+            }
+        }
+    }
+
     [Theory]
     [InlineData(1, 2)]
     [InlineData(2, 3)]

@@ -29,6 +29,13 @@ public static unsafe partial class Gemm
     internal static void MultiplyTileNarrow(int k, float* a, float* b, float* tile) => Kernel512Narrow(k, a, b, Nr512, tile);
 
     /// <summary>
+    /// Columns <paramref name="column"/> .. + 7 of <see cref="MultiplyTile"/>'s tile (column 0, 8, 16 or 24), the rest
+    /// of the tile untouched, when the others would be padding or are not needed. Needs AVX-512.
+    /// </summary>
+    internal static void MultiplyTileEighth(int k, float* a, float* b, float* tile, int column) =>
+        Kernel512Eighth(k, a, b + column, Nr512, tile + column);
+
+    /// <summary>
     /// One full 8 x 32 tile of C = A B (one packed A micro-panel, one B micro-panel of k rows), each value stored as
     /// act(value + bias[i] + residual[i * ldr + j]) in <see cref="ConvKernels.EpilogueVector"/>'s order (kind 0: no
     /// activation, 1: ReLU, 2: Hardswish); bias and residual may be null. Needs AVX-512.

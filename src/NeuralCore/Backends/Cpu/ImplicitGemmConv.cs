@@ -478,13 +478,25 @@ internal static unsafe class ImplicitGemmConv
         for (int kb = k0 / Lanes * Lanes; kb < k1; kb += Lanes)
         {
             int first = Math.Max(k0, kb), end = Math.Min(k1, kb + Lanes);
-            // Channels needed only from the panel's first 16 lanes (38 = 32 + 6, 76 = 64 + 12): half the work.
-            bool narrow = end - kb <= Lanes / 2;
+            // Lanes of the tile that are needed: with at most 24 of the panel's 32 channels left (19, 38 = 32 + 6,
+            // 76 = 64 + 12) only the first 8 or 16, or 16 + 8, are computed.
+            int needed = end - kb;
             for (int r = 0; r < groups; r++)
             {
                 float* ar = a + (long)r * job.Kc * Gemm.PanelRows, br = weights + (long)kb * job.Kc;
-                if (narrow) Gemm.MultiplyTileNarrow(job.Kc, ar, br, tile);
-                else Gemm.MultiplyTile(job.Kc, ar, br, tile);
+                if (needed > 3 * Lanes / 4)
+                {
+                    Gemm.MultiplyTile(job.Kc, ar, br, tile);
+                }
+                else if (needed <= Lanes / 4)
+                {
+                    Gemm.MultiplyTileEighth(job.Kc, ar, br, tile, 0);
+                }
+                else
+                {
+                    Gemm.MultiplyTileNarrow(job.Kc, ar, br, tile);
+                    if (needed > Lanes / 2) Gemm.MultiplyTileEighth(job.Kc, ar, br, tile, Lanes / 2);
+                }
                 int columns = Math.Min(Gemm.PanelRows, width - r * Gemm.PanelRows);
                 for (int k = first; k < end; k++)
                 {
