@@ -243,8 +243,9 @@ public sealed unsafe class CpuInferencePlan
         public string Label = "";
         // The weights packed for the implicit-GEMM path, when it runs this convolution (set once the weights are final).
         public ImplicitGemmConv.Weights? Implicit;
-        // A stem (one input channel, stride 2) run by DirectStemConv, its pool and activation in registers.
-        public bool Direct;
+        // A stem (one input channel, stride 2) run by DirectStemConv, its pool and activation in registers, with its
+        // weights packed once.
+        public DirectStemConv.Weights? Direct;
         // A pooling fused into the implicit GEMM's epilogue: Out is then the pooled value.
         public ImplicitGemmConv.FusedPool? Pool;
         public string PoolLabel = "";
@@ -258,7 +259,7 @@ public sealed unsafe class CpuInferencePlan
         {
             if (CanRunDirectly(Pool?.Params))
             {
-                Direct = true;
+                Direct = new DirectStemConv.Weights(Weight, Bias, P);
                 return;
             }
             if (!ImplicitGemmConv.Supports(P))
@@ -280,9 +281,9 @@ public sealed unsafe class CpuInferencePlan
                 return;
             }
             float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
-            if (Direct)
+            if (Direct is not null)
             {
-                DirectStemConv.Forward(values[In], w, b, values[Out], P, channelMajor: true, Act.Present, Act.Op, Pool?.Params);
+                DirectStemConv.Forward(values[In], w, b, values[Out], P, channelMajor: true, Act.Present, Act.Op, Pool?.Params, Direct.Pointer);
                 return;
             }
             ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);
@@ -290,7 +291,7 @@ public sealed unsafe class CpuInferencePlan
 
         public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + PoolLabel + Implicit switch
         {
-            null when Direct => " (direct)",
+            null when Direct is not null => " (direct)",
             null => "",
             { Taps: var taps } when taps < P.R * P.S => $" (implicit GEMM, {taps} of {P.R * P.S} taps)",
             _ => " (implicit GEMM)",

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -64,8 +65,12 @@ internal static unsafe class DirectStemConv
     /// <paramref name="activation"/> is ReLU, Hardswish or none (<paramref name="hasActivation"/> false); y channel-major
     /// or sample-major.
     /// </summary>
+    /// <remarks>
+    /// <paramref name="packed"/>, when given, holds w and bias already packed by <see cref="Weights"/> (an inference plan
+    /// packs once at compile time); otherwise they are packed into this thread's scratch for the call.
+    /// </remarks>
     internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p, bool channelMajor, bool hasActivation,
-        UnaryOp activation, Pool2dParams? pool)
+        UnaryOp activation, Pool2dParams? pool, float* packed = null)
     {
         var job = new Job
         {
@@ -89,14 +94,13 @@ internal static unsafe class DirectStemConv
         job.HalfRow = (job.Vectors * Lanes + p.S / 2 + Lanes - 1) / Lanes * Lanes;
         job.Groups = (p.K + Group - 1) / Group;
         int taps = p.R * p.S;
-        job.W = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)job.Groups * (taps + 1) * Group);
-        job.Bias = job.W + (long)job.Groups * taps * Group;
-        for (int k = 0; k < job.Groups * Group; k++)
+        if (packed == null)
         {
-            float* dst = job.W + (long)(k / Group) * taps * Group + k % Group;
-            for (int t = 0; t < taps; t++) dst[t * Group] = k < p.K ? w[(long)k * taps + t] : 0f;
-            job.Bias[k] = k < p.K && bias != null ? bias[k] : 0f;
+            packed = ConvScratch.Current.Get(ConvScratch.Slot.Weights, PackedLength(p));
+            Pack(w, bias, p, packed);
         }
+        job.W = packed;
+        job.Bias = packed + (long)job.Groups * taps * Group;
         int* offsets = stackalloc int[taps];
         for (int r = 0; r < p.R; r++)
             for (int c = 0; c < p.S; c++)
@@ -114,6 +118,37 @@ internal static unsafe class DirectStemConv
         job.Parts = Math.Min(parts, job.Items);
         if (job.Parts == 1) RunItems(ref job, 0, job.Items);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+    }
+
+    /// <summary>Weights and bias packed once for <see cref="Forward"/> (inference plans), in pinned memory.</summary>
+    internal sealed class Weights
+    {
+        private readonly float[] _packed;
+
+        internal Weights(ReadOnlySpan<float> w, ReadOnlySpan<float> bias, in Conv2dParams p)
+        {
+            _packed = GC.AllocateArray<float>((int)PackedLength(p), pinned: true);
+            fixed (float* src = w, b = bias, dst = _packed)
+                Pack(src, bias.IsEmpty ? null : b, p, dst);
+        }
+
+        /// <summary>The packed floats (the array is pinned).</summary>
+        internal float* Pointer => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
+    }
+
+    private static long PackedLength(in Conv2dParams p) => (long)((p.K + Group - 1) / Group) * (p.R * p.S + 1) * Group;
+
+    /// <summary>Per group of 8 output channels the weights [taps][8], then the biases [groups][8]; zero for absent channels.</summary>
+    private static void Pack(float* w, float* bias, in Conv2dParams p, float* packed)
+    {
+        int taps = p.R * p.S, groups = (p.K + Group - 1) / Group;
+        float* packedBias = packed + (long)groups * taps * Group;
+        for (int k = 0; k < groups * Group; k++)
+        {
+            float* dst = packed + (long)(k / Group) * taps * Group + k % Group;
+            for (int t = 0; t < taps; t++) dst[t * Group] = k < p.K ? w[(long)k * taps + t] : 0f;
+            packedBias[k] = k < p.K && bias != null ? bias[k] : 0f;
+        }
     }
 
     private static void RunPart(void* state, int part)
