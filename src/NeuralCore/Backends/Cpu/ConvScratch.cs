@@ -35,7 +35,7 @@ internal sealed unsafe class ConvScratch
         LiveTaps,
         /// <summary>Weights packed for one implicit-GEMM call of a training pass (caller thread only).</summary>
         PackedWeights,
-        /// <summary>Channel-major copies of a sample-major input and output (caller thread only).</summary>
+        /// <summary>Channel-major copies of a chunk of a sample-major input and of its output (the training passes' implicit GEMM).</summary>
         ChannelMajor,
     }
 

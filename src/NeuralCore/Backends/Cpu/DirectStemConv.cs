@@ -187,9 +187,10 @@ internal static unsafe class DirectStemConv
     }
 
     /// <summary>
-    /// For each padded row i in [<paramref name="row0"/>, <paramref name="row1"/>) (input row i - padH, zero outside the input): its even padded columns, then its odd ones, each
-    /// <see cref="Job.HalfRow"/> long. Padded column 2j + e is input column 2j + e - padW. A row is copied into a
-    /// zero-bordered line, whose 32-float windows two permutes split into 16 even and 16 odd columns.
+    /// For each padded row i in [<paramref name="row0"/>, <paramref name="row1"/>) (input row i - padH, zero outside the
+    /// input): its even padded columns, then its odd ones, each <see cref="Job.HalfRow"/> long. Padded column 2j + e is
+    /// input column 2j + e - padW. A row is copied into a zero-bordered line, whose 32-float windows two permutes split
+    /// into 16 even and 16 odd columns.
     /// </summary>
     private static void SplitRows(ref Job job, float* plane, float* split, int row0, int row1)
     {

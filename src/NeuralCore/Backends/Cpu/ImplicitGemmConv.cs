@@ -105,9 +105,8 @@ internal static unsafe class ImplicitGemmConv
     {
         int rs = p.R * p.S;
         // Tap tables first (ints in float-sized slots), then the live weights row-major, the A panels and the B panels.
-        int taps = 0;
         int* probe = stackalloc int[3 * rs];
-        taps = LiveTaps(p, probe, probe + rs, probe + 2 * rs);
+        int taps = LiveTaps(p, probe, probe + rs, probe + 2 * rs);
         int rowsPerGroup = p.C / p.Groups * taps;
         long rowsLength = Math.Max(1, (long)p.K * rowsPerGroup), packedLength = PackedLength(p, taps);
         float* buffer = scratch.Get(ConvScratch.Slot.PackedWeights, 3L * rs + rowsLength + packedLength + TransposedLength(p, taps));
