@@ -105,19 +105,8 @@ internal static unsafe class ConvKernels
         int threads = CpuThreading.Threads;
         long perSample = p.C * job.InPlane + p.K * job.OutPlane;
         int chunk = (int)Math.Clamp(MaxImplicitChunkFloats / perSample, 1, Math.Max(1, (p.N + threads - 1) / threads));
-        int chunks = (p.N + chunk - 1) / chunk;
         long macs = (long)p.N * p.K * (p.C / p.Groups) * p.R * p.S * job.OutPlane;
-        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(threads, chunks));
-        if (parts > 1 && chunks % parts != 0)
-        {
-            // As many chunks for every part.
-            chunks = (chunks + parts - 1) / parts * parts;
-            chunk = (p.N + chunks - 1) / chunks;
-            chunks = (p.N + chunk - 1) / chunk;
-        }
-        job.Chunk = chunk;
-        job.Chunks = chunks;
-        job.Parts = Math.Min(parts, chunks);
+        (job.Chunk, job.Chunks, job.Parts) = ShareChunks(p.N, chunk, macs);
         // SAFETY: job (and the packed weights in this thread's scratch) outlive ForParts, which returns when every part is done.
         if (job.Parts == 1) ImplicitPart(&job, 0);
         else CpuThreading.ForParts(job.Parts, &ImplicitPart, &job);
@@ -400,20 +389,27 @@ internal static unsafe class ConvKernels
         // A 1x1 weight gradient reads each sample's planes where they lie (no gathered copies of dy and x) unless
         // they are too small for the GEMM (MNIST's 1 x 6 maps).
         if (pass == Pass.BackwardWeight && job.Direct && job.PQ >= MinDirectWeightPlane) chunk = 1;
-        int chunks = (p.N + chunk - 1) / chunk;
         long macs = (long)p.N * p.K * job.Crs * job.PQ;
-        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(threads, chunks));
+        (job.Chunk, job.Chunks, job.Parts) = ShareChunks(p.N, chunk, macs);
+        return job;
+    }
+
+    /// <summary>
+    /// Chunks of about <paramref name="chunk"/> of the n samples, and the parts (threads) worth waking for this many
+    /// multiply-adds, with as many chunks for every part (256 samples of 1 x 6 maps: 4 chunks of 64, not 86 + 86 + 84
+    /// shared 1 : 2).
+    /// </summary>
+    private static (int Chunk, int Chunks, int Parts) ShareChunks(int n, int chunk, long macs)
+    {
+        int chunks = (n + chunk - 1) / chunk;
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, chunks));
         if (parts > 1 && chunks % parts != 0)
         {
-            // As many chunks for every part (256 samples of 1 x 6 maps: 4 chunks of 64, not 86 + 86 + 84 shared 1 : 2).
             chunks = (chunks + parts - 1) / parts * parts;
-            chunk = (p.N + chunks - 1) / chunks;
-            chunks = (p.N + chunk - 1) / chunk;
+            chunk = (n + chunks - 1) / chunks;
+            chunks = (n + chunk - 1) / chunk;
         }
-        job.Chunk = chunk;
-        job.Chunks = chunks;
-        job.Parts = Math.Min(parts, chunks);
-        return job;
+        return (chunk, chunks, Math.Min(parts, chunks));
     }
 
     private static void Execute(ref Job job)
