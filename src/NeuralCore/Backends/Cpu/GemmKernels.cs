@@ -364,8 +364,27 @@ public static unsafe partial class Gemm
     /// <summary>
     /// 8 x 32 tile, 16 zmm accumulators: per k, two loads of B and eight broadcasts of A feed 16 FMAs. B's rows are
     /// <paramref name="ldb"/> floats apart: 32 in a packed micro-panel, the matrix's row stride when read in place.
+    /// C = alpha * AB + beta * C.
     /// </summary>
     private static void Kernel512(int kc, float* a, float* b, int ldb, float* c, int ldc, float alpha, float beta)
+    {
+        if (beta == 0f)
+        {
+            var store = new ScaledStore(c, ldc, alpha);
+            Kernel512(kc, a, b, ldb, ref store);
+        }
+        else
+        {
+            var store = new ScaledAddStore(c, ldc, alpha, beta);
+            Kernel512(kc, a, b, ldb, ref store);
+        }
+    }
+
+    /// <summary>
+    /// The 8 x 32 tile's sums (the same for every store), handed row by row to <paramref name="store"/>: the JIT
+    /// compiles one copy per store type, with the store inlined and the accumulators in registers.
+    /// </summary>
+    private static void Kernel512<TStore>(int kc, float* a, float* b, int ldb, ref TStore store) where TStore : struct, ITileStore
     {
         Vector512<float> c00 = default, c01 = default;
         Vector512<float> c10 = default, c11 = default;
@@ -398,109 +417,65 @@ public static unsafe partial class Gemm
             a += 8;
             b += ldb;
         }
-        var va = Vector512.Create(alpha);
-        if (beta == 0f)
-        {
-            float* r0 = c;
-            (c00 * va).Store(r0); (c01 * va).Store(r0 + 16);
-            float* r1 = c + ldc;
-            (c10 * va).Store(r1); (c11 * va).Store(r1 + 16);
-            float* r2 = c + 2 * ldc;
-            (c20 * va).Store(r2); (c21 * va).Store(r2 + 16);
-            float* r3 = c + 3 * ldc;
-            (c30 * va).Store(r3); (c31 * va).Store(r3 + 16);
-            float* r4 = c + 4 * ldc;
-            (c40 * va).Store(r4); (c41 * va).Store(r4 + 16);
-            float* r5 = c + 5 * ldc;
-            (c50 * va).Store(r5); (c51 * va).Store(r5 + 16);
-            float* r6 = c + 6 * ldc;
-            (c60 * va).Store(r6); (c61 * va).Store(r6 + 16);
-            float* r7 = c + 7 * ldc;
-            (c70 * va).Store(r7); (c71 * va).Store(r7 + 16);
-        }
-        else
-        {
-            var vb = Vector512.Create(beta);
-            float* r0 = c;
-            Vector512.FusedMultiplyAdd(c00, va, vb * Vector512.Load(r0)).Store(r0);
-            Vector512.FusedMultiplyAdd(c01, va, vb * Vector512.Load(r0 + 16)).Store(r0 + 16);
-            float* r1 = c + ldc;
-            Vector512.FusedMultiplyAdd(c10, va, vb * Vector512.Load(r1)).Store(r1);
-            Vector512.FusedMultiplyAdd(c11, va, vb * Vector512.Load(r1 + 16)).Store(r1 + 16);
-            float* r2 = c + 2 * ldc;
-            Vector512.FusedMultiplyAdd(c20, va, vb * Vector512.Load(r2)).Store(r2);
-            Vector512.FusedMultiplyAdd(c21, va, vb * Vector512.Load(r2 + 16)).Store(r2 + 16);
-            float* r3 = c + 3 * ldc;
-            Vector512.FusedMultiplyAdd(c30, va, vb * Vector512.Load(r3)).Store(r3);
-            Vector512.FusedMultiplyAdd(c31, va, vb * Vector512.Load(r3 + 16)).Store(r3 + 16);
-            float* r4 = c + 4 * ldc;
-            Vector512.FusedMultiplyAdd(c40, va, vb * Vector512.Load(r4)).Store(r4);
-            Vector512.FusedMultiplyAdd(c41, va, vb * Vector512.Load(r4 + 16)).Store(r4 + 16);
-            float* r5 = c + 5 * ldc;
-            Vector512.FusedMultiplyAdd(c50, va, vb * Vector512.Load(r5)).Store(r5);
-            Vector512.FusedMultiplyAdd(c51, va, vb * Vector512.Load(r5 + 16)).Store(r5 + 16);
-            float* r6 = c + 6 * ldc;
-            Vector512.FusedMultiplyAdd(c60, va, vb * Vector512.Load(r6)).Store(r6);
-            Vector512.FusedMultiplyAdd(c61, va, vb * Vector512.Load(r6 + 16)).Store(r6 + 16);
-            float* r7 = c + 7 * ldc;
-            Vector512.FusedMultiplyAdd(c70, va, vb * Vector512.Load(r7)).Store(r7);
-            Vector512.FusedMultiplyAdd(c71, va, vb * Vector512.Load(r7 + 16)).Store(r7 + 16);
-        }
-    }
-    /// <summary>
-    /// A full 8 x 32 tile of C = A B (the same sums as <see cref="Kernel512"/> with alpha 1 and beta 0), stored as
-    /// act(value + bias[i] + residual[i, j]) row by row: a convolution's epilogue applied while the tile is in registers
-    /// (<see cref="MultiplyTileWithEpilogue"/>).
-    /// </summary>
-    private static void Kernel512Epilogue(int kc, float* a, float* b, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
-    {
-        Vector512<float> c00 = default, c01 = default;
-        Vector512<float> c10 = default, c11 = default;
-        Vector512<float> c20 = default, c21 = default;
-        Vector512<float> c30 = default, c31 = default;
-        Vector512<float> c40 = default, c41 = default;
-        Vector512<float> c50 = default, c51 = default;
-        Vector512<float> c60 = default, c61 = default;
-        Vector512<float> c70 = default, c71 = default;
-        for (int p = 0; p < kc; p++)
-        {
-            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
-            Vector512<float> ai;
-            ai = Vector512.Create(a[0]);
-            c00 = Vector512.FusedMultiplyAdd(ai, b0, c00); c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
-            ai = Vector512.Create(a[1]);
-            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
-            ai = Vector512.Create(a[2]);
-            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20); c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
-            ai = Vector512.Create(a[3]);
-            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
-            ai = Vector512.Create(a[4]);
-            c40 = Vector512.FusedMultiplyAdd(ai, b0, c40); c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
-            ai = Vector512.Create(a[5]);
-            c50 = Vector512.FusedMultiplyAdd(ai, b0, c50); c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
-            ai = Vector512.Create(a[6]);
-            c60 = Vector512.FusedMultiplyAdd(ai, b0, c60); c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
-            ai = Vector512.Create(a[7]);
-            c70 = Vector512.FusedMultiplyAdd(ai, b0, c70); c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
-            a += 8;
-            b += Nr512;
-        }
-        EpilogueRow(c00, c01, c, bias, residual, 0, kind);
-        EpilogueRow(c10, c11, c + ldc, bias, residual == null ? null : residual + ldr, 1, kind);
-        EpilogueRow(c20, c21, c + 2 * ldc, bias, residual == null ? null : residual + 2 * ldr, 2, kind);
-        EpilogueRow(c30, c31, c + 3 * ldc, bias, residual == null ? null : residual + 3 * ldr, 3, kind);
-        EpilogueRow(c40, c41, c + 4 * ldc, bias, residual == null ? null : residual + 4 * ldr, 4, kind);
-        EpilogueRow(c50, c51, c + 5 * ldc, bias, residual == null ? null : residual + 5 * ldr, 5, kind);
-        EpilogueRow(c60, c61, c + 6 * ldc, bias, residual == null ? null : residual + 6 * ldr, 6, kind);
-        EpilogueRow(c70, c71, c + 7 * ldc, bias, residual == null ? null : residual + 7 * ldr, 7, kind);
+        store.Row(0, c00, c01);
+        store.Row(1, c10, c11);
+        store.Row(2, c20, c21);
+        store.Row(3, c30, c31);
+        store.Row(4, c40, c41);
+        store.Row(5, c50, c51);
+        store.Row(6, c60, c61);
+        store.Row(7, c70, c71);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void EpilogueRow(Vector512<float> lo, Vector512<float> hi, float* c, float* bias, float* residual, int row, int kind)
+    /// <summary>Where and how an 8 x 32 tile's rows go once summed (columns 0-15 in lo, 16-31 in hi).</summary>
+    private interface ITileStore
     {
-        float value = bias == null ? 0f : bias[row];
-        ConvKernels.EpilogueVector(lo, value, bias != null, residual == null ? default : Vector512.Load(residual), residual != null, kind).Store(c);
-        ConvKernels.EpilogueVector(hi, value, bias != null, residual == null ? default : Vector512.Load(residual + 16), residual != null, kind).Store(c + 16);
+        void Row(int i, Vector512<float> lo, Vector512<float> hi);
+    }
+
+    /// <summary>C = alpha * AB.</summary>
+    private readonly struct ScaledStore(float* c, int ldc, float alpha) : ITileStore
+    {
+        private readonly Vector512<float> _alpha = Vector512.Create(alpha);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(int i, Vector512<float> lo, Vector512<float> hi)
+        {
+            float* r = c + (long)i * ldc;
+            (lo * _alpha).Store(r);
+            (hi * _alpha).Store(r + 16);
+        }
+    }
+
+    /// <summary>C = alpha * AB + beta * C.</summary>
+    private readonly struct ScaledAddStore(float* c, int ldc, float alpha, float beta) : ITileStore
+    {
+        private readonly Vector512<float> _alpha = Vector512.Create(alpha), _beta = Vector512.Create(beta);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(int i, Vector512<float> lo, Vector512<float> hi)
+        {
+            float* r = c + (long)i * ldc;
+            Vector512.FusedMultiplyAdd(lo, _alpha, _beta * Vector512.Load(r)).Store(r);
+            Vector512.FusedMultiplyAdd(hi, _alpha, _beta * Vector512.Load(r + 16)).Store(r + 16);
+        }
+    }
+
+    /// <summary>
+    /// C = act(AB + bias[i] + residual[i, j]): a convolution's epilogue applied while the tile is in registers, in
+    /// <see cref="ConvKernels.EpilogueVector"/>'s order (kind 0: no activation, 1: ReLU, 2: Hardswish).
+    /// </summary>
+    private readonly struct EpilogueStore(float* c, int ldc, float* bias, float* residual, long ldr, int kind) : ITileStore
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(int i, Vector512<float> lo, Vector512<float> hi)
+        {
+            float* r = c + (long)i * ldc;
+            float value = bias == null ? 0f : bias[i];
+            float* res = residual == null ? null : residual + i * ldr;
+            ConvKernels.EpilogueVector(lo, value, bias != null, res == null ? default : Vector512.Load(res), res != null, kind).Store(r);
+            ConvKernels.EpilogueVector(hi, value, bias != null, res == null ? default : Vector512.Load(res + 16), res != null, kind).Store(r + 16);
+        }
     }
 
     /// <summary>6 x 16 tile, 12 ymm accumulators (of 16 registers): two loads of B and six broadcasts of A feed 12 FMAs.</summary>

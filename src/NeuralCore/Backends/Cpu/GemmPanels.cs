@@ -40,8 +40,11 @@ public static unsafe partial class Gemm
     /// act(value + bias[i] + residual[i * ldr + j]) in <see cref="ConvKernels.EpilogueVector"/>'s order (kind 0: no
     /// activation, 1: ReLU, 2: Hardswish); bias and residual may be null. Needs AVX-512.
     /// </summary>
-    internal static void MultiplyTileWithEpilogue(int k, float* a, float* b, float* c, int ldc, float* bias, float* residual, long ldr, int kind) =>
-        Kernel512Epilogue(k, a, b, c, ldc, bias, residual, ldr, kind);
+    internal static void MultiplyTileWithEpilogue(int k, float* a, float* b, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
+    {
+        var store = new EpilogueStore(c, ldc, bias, residual, ldr, kind);
+        Kernel512(k, a, b, Nr512, ref store);
+    }
 
     /// <summary>
     /// C[0..m, 0..cols) = A B for A packed by <see cref="PackRows"/> and one B micro-panel (k rows of
