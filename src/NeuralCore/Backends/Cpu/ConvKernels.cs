@@ -137,21 +137,11 @@ internal static unsafe class ConvKernels
             if (nb <= 0) break;
             float* xcm = scratch.Get(ConvScratch.Slot.ChannelMajor, nb * (p.C * job.InPlane + p.K * job.OutPlane));
             float* ycm = xcm + nb * p.C * job.InPlane;
-            int inLength = (int)job.InPlane, outLength = (int)job.OutPlane;
-            for (int c = 0; c < p.C; c++)
-                for (int i = 0; i < nb; i++)
-                    Copy(xcm + ((long)c * nb + i) * job.InPlane, job.X + ((long)(n0 + i) * p.C + c) * job.InPlane, inLength);
+            MoveChunk(job.X + (long)n0 * p.C * job.InPlane, p.C * job.InPlane, p.C, (int)job.InPlane, nb, xcm, toSamples: false);
             // Inside a part the call runs its own parts inline; the results do not depend on how they are split.
             ImplicitGemmConv.Forward(xcm, job.Packing, null, ycm, p with { N = nb }, null, hasActivation: false, default, 0f, 0f);
-            for (int k = 0; k < p.K; k++)
-            {
-                for (int i = 0; i < nb; i++)
-                {
-                    float* dst = job.Y + ((long)(n0 + i) * p.K + k) * job.OutPlane;
-                    Copy(dst, ycm + ((long)k * nb + i) * job.OutPlane, outLength);
-                    if (job.Bias != null) AddScalar(dst, job.Bias[k], outLength);
-                }
-            }
+            MoveChunk(job.Y + (long)n0 * p.K * job.OutPlane, p.K * job.OutPlane, p.K, (int)job.OutPlane, nb, ycm, toSamples: true);
+            AddBias(job.Y, job.Bias, n0, nb, p.K, (int)job.OutPlane);
         }
     }
 
@@ -491,11 +481,17 @@ internal static unsafe class ConvKernels
                 MoveRows(ref job, n0, nb, g, rows, toSamples: true);
             }
         }
-        if (job.Bias == null) return;
+        AddBias(job.Y, job.Bias, n0, nb, p.K, job.PQ);
+    }
+
+    /// <summary>y[n, k, :] += bias[k] for samples [n0, n0 + nb) of a sample-major y [N, K, plane]; nothing without a bias.</summary>
+    private static void AddBias(float* y, float* bias, int n0, int nb, int k, int plane)
+    {
+        if (bias == null) return;
         for (int i = 0; i < nb; i++)
         {
-            float* yn = job.Y + (long)(n0 + i) * p.K * job.PQ;
-            for (int k = 0; k < p.K; k++) AddScalar(yn + (long)k * job.PQ, job.Bias[k], job.PQ);
+            float* yn = y + (long)(n0 + i) * k * plane;
+            for (int c = 0; c < k; c++) AddScalar(yn + (long)c * plane, bias[c], plane);
         }
     }
 
@@ -554,19 +550,26 @@ internal static unsafe class ConvKernels
     /// Copies the rows of group g between the unrolled layout [K/G, nb*PQ] and the samples
     /// y[n0 + i, g*K/G + k, :] (toSamples: unrolled to samples; else samples to unrolled).
     /// </summary>
-    private static void MoveRows(ref Job job, int n0, int nb, int g, float* rows, bool toSamples)
+    private static void MoveRows(ref Job job, int n0, int nb, int g, float* rows, bool toSamples) =>
+        MoveChunk(job.Y + ((long)n0 * job.P.K + g * job.Kg) * job.PQ, (long)job.P.K * job.PQ, job.Kg, job.PQ, nb, rows, toSamples);
+
+    /// <summary>
+    /// Copies <paramref name="channels"/> planes of nb samples between a sample-major tensor (sample i's first plane at
+    /// samples + i * sampleStride, its planes contiguous) and a chunk [channels, nb * plane] (channel c's planes of the
+    /// nb samples side by side): into the tensor when <paramref name="toSamples"/>, else into the chunk.
+    /// </summary>
+    private static void MoveChunk(float* samples, long sampleStride, int channels, int plane, int nb, float* chunk, bool toSamples)
     {
-        int pq = job.PQ;
-        int ld = nb * pq;
+        long ld = (long)nb * plane;
         for (int i = 0; i < nb; i++)
         {
-            float* sample = job.Y + ((long)(n0 + i) * job.P.K + g * job.Kg) * pq;
-            for (int k = 0; k < job.Kg; k++)
+            float* sample = samples + i * sampleStride;
+            for (int c = 0; c < channels; c++)
             {
-                float* unrolled = rows + (long)k * ld + i * pq;
-                float* plane = sample + (long)k * pq;
-                if (toSamples) Copy(plane, unrolled, pq);
-                else Copy(unrolled, plane, pq);
+                float* unrolled = chunk + c * ld + (long)i * plane;
+                float* planeStart = sample + (long)c * plane;
+                if (toSamples) Copy(planeStart, unrolled, plane);
+                else Copy(unrolled, planeStart, plane);
             }
         }
     }

@@ -129,7 +129,7 @@ internal static unsafe class DirectStemConv
         {
             _packed = GC.AllocateArray<float>((int)PackedLength(p), pinned: true);
             fixed (float* src = w, b = bias, dst = _packed)
-                Pack(src, bias.IsEmpty ? null : b, p, dst);
+                Pack(src, b, p, dst);
         }
 
         /// <summary>The packed floats (the array is pinned).</summary>
