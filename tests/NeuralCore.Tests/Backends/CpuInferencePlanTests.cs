@@ -105,20 +105,26 @@ public sealed class CpuInferencePlanTests
         try
         {
             foreach (var kind in new[] { Gemm.Best, Gemm.KernelKind.Vector256 }.Distinct().Where(kk => kk <= Gemm.Best))
-            {
-                Gemm.Kind = kind;
-                var plan = CpuInferencePlan.Compile(net, [batch, cin, h, w]);
-                var actual = plan.Run(x).ToArray();
-                AssertMatchesEager(expected, actual, $"{kind}, ");
-                bool implicitGemm = kind == Gemm.KernelKind.Vector512;
-                string first = plan.Description[0];
-                Assert.Equal(implicitGemm, first.Contains("implicit GEMM", StringComparison.Ordinal));
-                if (implicitGemm && liveTaps < k * k) Assert.Contains($"{liveTaps} of {k * k} taps", first);
-            }
+                foreach (bool narrowMaps in new[] { true, false })
+                {
+                    Gemm.Kind = kind;
+                    NarrowMapConv.Enabled = narrowMaps;
+                    var plan = CpuInferencePlan.Compile(net, [batch, cin, h, w]);
+                    var actual = plan.Run(x).ToArray();
+                    AssertMatchesEager(expected, actual, $"{kind}, narrow maps {narrowMaps}, ");
+                    // At most 16 output positions (and one group): the narrow-map kernel, position-major, when it is on.
+                    bool narrow = kind == Gemm.KernelKind.Vector512 && narrowMaps && batch * h * w <= 16 && groups == 1;
+                    bool implicitGemm = kind == Gemm.KernelKind.Vector512 && !narrow;
+                    string first = plan.Description[0];
+                    Assert.Equal(implicitGemm, first.Contains("implicit GEMM", StringComparison.Ordinal));
+                    Assert.Equal(narrow, first.Contains("narrow map", StringComparison.Ordinal));
+                    if ((implicitGemm || narrow) && liveTaps < k * k) Assert.Contains($"{liveTaps} of {k * k} taps", first);
+                }
         }
         finally
         {
             Gemm.Kind = saved;
+            NarrowMapConv.Enabled = true;
         }
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: only the im2col path of the plan was checked, not the implicit GEMM.");
     }
@@ -146,9 +152,75 @@ public sealed class CpuInferencePlanTests
         if (pool) layers.Add(new MaxPool2d((2, 1), (2, 1)));
         var net = new Sequential([.. layers]);
         RandomizeStatistics(net, g);
-        var (plan, _) = CompileAndCompare(net, Tensor.Randn([1, 19, 2, 6], g));
+        // Without a pool these maps (12 positions) would go to the narrow-map kernel.
+        NarrowMapConv.Enabled = false;
+        CpuInferencePlan plan;
+        try
+        {
+            (plan, _) = CompileAndCompare(net, Tensor.Randn([1, 19, 2, 6], g));
+        }
+        finally
+        {
+            NarrowMapConv.Enabled = true;
+        }
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the implicit GEMM's narrow panels.");
         Assert.Contains("implicit GEMM", plan.Description[0]);
+    }
+
+    /// <summary>
+    /// Maps of at most 16 positions run position-major (<see cref="NarrowMapConv"/>): a stack of residual blocks
+    /// (identity and 1x1 shortcuts, so residuals written by the same kernel), 38 and 76 channels (lanes computed as 32 + 8
+    /// and 64 + 16), two samples of 2 x 4 (taps that would cross from one sample into the other read zeros), a single
+    /// position, and an unfused batch norm after them, which needs its input back channel-major.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 1, 6, 19, 38, false)]
+    [InlineData(1, 1, 6, 32, 64, true)]
+    [InlineData(2, 2, 4, 5, 21, true)]
+    [InlineData(1, 4, 4, 7, 12, false)]
+    [InlineData(1, 1, 1, 3, 9, false)]
+    public void NarrowMapsRunPositionMajor(int batch, int h, int w, int cin, int channels, bool hardswish)
+    {
+        var g = new Generator(31);
+        var net = new Sequential(
+            new Conv2d(cin, channels, 3, padding: 1, bias: true, generator: g),
+            new BatchNorm2d(channels),
+            hardswish ? new Hardswish() : new ReLU(),
+            new ResidualBlock(channels, channels, g),
+            new ResidualBlock(channels, 2 * channels, g),
+            new BatchNorm2d(2 * channels),
+            new Conv2d(2 * channels, 10, 1, bias: false, generator: g),
+            new AdaptiveAvgPool2d(1),
+            new Flatten());
+        RandomizeStatistics(net, g);
+        var (plan, _) = CompileAndCompare(net, Tensor.Randn([batch, cin, h, w], g));
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the narrow-map kernel.");
+        Assert.Equal(7, plan.Description.Count(d => d.Contains("(narrow map", StringComparison.Ordinal)));
+        // The unfused batch norm and the average pool read channel-major: one move back before each.
+        Assert.Equal(2, plan.Description.Count(d => d.StartsWith("to channel-major", StringComparison.Ordinal)));
+    }
+
+    /// <summary>
+    /// A narrow map's residual written channel-major (by a convolution with a fused pool, which the narrow-map kernel
+    /// does not run) is moved to position-major for the block that adds it; a convolution whose output is viewed under
+    /// another shape (Flatten at batch 1) keeps the channel-major implicit GEMM, so the view reads what it expects.
+    /// </summary>
+    [Fact]
+    public void NarrowMapsMoveBetweenLayoutsWhereNeeded()
+    {
+        var g = new Generator(37);
+        var net = new Sequential(
+            new Conv2d(8, 8, 3, padding: 1, bias: true, generator: g),
+            new MaxPool2d((2, 1), (2, 1)),
+            new ResidualBlock(8, 8, g),
+            new Conv2d(8, 4, 1, bias: true, generator: g),
+            new Flatten());
+        RandomizeStatistics(net, g);
+        var (plan, _) = CompileAndCompare(net, Tensor.Randn([1, 8, 2, 6], g));
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the narrow-map kernel.");
+        Assert.Contains("to position-major (8 channels x 6 positions)", plan.Description);
+        Assert.Contains("conv 8->8 3x3 + bn + residual + relu (narrow map, 3 of 9 taps)", plan.Description);
+        Assert.Equal("conv 8->4 1x1 (implicit GEMM)", plan.Description[^1]);
     }
 
     /// <summary>

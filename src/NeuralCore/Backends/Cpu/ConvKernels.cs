@@ -233,12 +233,28 @@ internal static unsafe class ConvKernels
 
     /// <summary>act(v + bias + r), with the same expressions as <see cref="CpuBackend.UnaryRange"/> (kind 1: ReLU, 2: Hardswish).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector512<float> EpilogueVector(Vector512<float> v, float bias, bool hasBias, Vector512<float> r, bool hasResidual, int kind)
+    internal static Vector512<float> EpilogueVector(Vector512<float> v, float bias, bool hasBias, Vector512<float> r, bool hasResidual, int kind) =>
+        EpilogueVector(v, Vector512.Create(bias), hasBias, r, hasResidual, kind);
+
+    /// <summary>act(v + bias + r) with a bias per lane (output channels in the lanes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> EpilogueVector(Vector512<float> v, Vector512<float> bias, bool hasBias, Vector512<float> r, bool hasResidual, int kind)
     {
-        if (hasBias) v += Vector512.Create(bias);
+        if (hasBias) v += bias;
         if (hasResidual) v += r;
         if (kind == 1) return Vector512.Max(v, Vector512<float>.Zero);
         if (kind == 2) return v * Vector512.Min(Vector512.Max(v + Vector512.Create(3f), Vector512<float>.Zero), Vector512.Create(6f)) * Vector512.Create(1f / 6f);
+        return v;
+    }
+
+    /// <inheritdoc cref="EpilogueVector(Vector512{float}, Vector512{float}, bool, Vector512{float}, bool, int)"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> EpilogueVector(Vector256<float> v, Vector256<float> bias, bool hasBias, Vector256<float> r, bool hasResidual, int kind)
+    {
+        if (hasBias) v += bias;
+        if (hasResidual) v += r;
+        if (kind == 1) return Vector256.Max(v, Vector256<float>.Zero);
+        if (kind == 2) return v * Vector256.Min(Vector256.Max(v + Vector256.Create(3f), Vector256<float>.Zero), Vector256.Create(6f)) * Vector256.Create(1f / 6f);
         return v;
     }
 

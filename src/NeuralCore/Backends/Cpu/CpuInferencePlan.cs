@@ -246,6 +246,10 @@ public sealed unsafe class CpuInferencePlan
         // A stem (one input channel, stride 2) run by DirectStemConv, its pool and activation in registers, with its
         // weights packed once.
         public DirectStemConv.Weights? Direct;
+        // A map of at most 16 positions run by NarrowMapConv: Out (and Residual) are then position-major ([positions, K]),
+        // and In is position-major when InputPositionMajor.
+        public NarrowMapConv.Weights? Narrow;
+        public bool InputPositionMajor;
         // A pooling fused into the implicit GEMM's epilogue: Out is then the pooled value.
         public ImplicitGemmConv.FusedPool? Pool;
         public string PoolLabel = "";
@@ -254,12 +258,20 @@ public sealed unsafe class CpuInferencePlan
         public bool CanRunDirectly(Pool2dParams? pool) =>
             Residual < 0 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && DirectStemConv.Supports(P, pool);
 
-        /// <summary>Chooses the kernel once batch norms have been folded into the weights.</summary>
-        public void Prepare()
+        /// <summary>True when <see cref="NarrowMapConv"/> can run this convolution (its output then position-major).</summary>
+        public bool CanRunNarrow() => Pool is null && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && NarrowMapConv.Supports(P);
+
+        /// <summary>Chooses the kernel once batch norms have been folded into the weights (<paramref name="narrow"/>: <see cref="NarrowMapConv"/>, if it can).</summary>
+        public void Prepare(bool narrow)
         {
             if (CanRunDirectly(Pool?.Params))
             {
                 Direct = new DirectStemConv.Weights(Weight, Bias, P);
+                return;
+            }
+            if (narrow && CanRunNarrow())
+            {
+                Narrow = new NarrowMapConv.Weights(Weight, P);
                 return;
             }
             if (!ImplicitGemmConv.Supports(P))
@@ -275,6 +287,12 @@ public sealed unsafe class CpuInferencePlan
             // SAFETY: the weight and bias arrays are pinned on the POH (allocated in the compiler).
             float* b = Bias is null ? null : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Bias));
             float* residual = Residual < 0 ? null : values[Residual];
+            if (Narrow is not null)
+            {
+                int kind = !Act.Present ? 0 : Act.Op == UnaryOp.Relu ? 1 : 2;
+                NarrowMapConv.Forward(values[In], InputPositionMajor, Narrow, b, values[Out], P, residual, kind);
+                return;
+            }
             if (Implicit is not null)
             {
                 ImplicitGemmConv.Forward(values[In], Implicit.View(), b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta, Pool);
@@ -291,11 +309,35 @@ public sealed unsafe class CpuInferencePlan
 
         public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + PoolLabel + Implicit switch
         {
+            null when Narrow is not null => Narrow.Taps < P.R * P.S ? $" (narrow map, {Narrow.Taps} of {P.R * P.S} taps)" : " (narrow map)",
             null when Direct is not null => " (direct)",
             null => "",
             { Taps: var taps } when taps < P.R * P.S => $" (implicit GEMM, {taps} of {P.R * P.S} taps)",
             _ => " (implicit GEMM)",
         };
+    }
+
+    /// <summary>
+    /// Moves a value between the channel-major layout ([C, positions]) and the position-major one ([positions, C]) that
+    /// <see cref="NarrowMapConv"/> reads and writes: before a step that reads channel-major, or for a residual.
+    /// </summary>
+    private sealed class LayoutStep : Step
+    {
+        public int Positions, Channels;
+        public bool ToPositionMajor;
+
+        public override void Run(float** values)
+        {
+            float* x = values[In], y = values[Out];
+            for (int c = 0; c < Channels; c++)
+                for (int j = 0; j < Positions; j++)
+                {
+                    if (ToPositionMajor) y[(long)j * Channels + c] = x[(long)c * Positions + j];
+                    else y[(long)c * Positions + j] = x[(long)j * Channels + c];
+                }
+        }
+
+        public override string ToString() => $"{(ToPositionMajor ? "to position-major" : "to channel-major")} ({Channels} channels x {Positions} positions)";
     }
 
     private sealed class ChannelAffineStep : Step
@@ -406,7 +448,7 @@ public sealed unsafe class CpuInferencePlan
         // Values that share memory (views) point to the same root value.
         private readonly List<int> _root = [];
         private readonly Dictionary<int, Step> _producer = [];
-        private readonly List<Step> _steps = [];
+        private List<Step> _steps = [];
 
         public CpuInferencePlan Build()
         {
@@ -420,6 +462,8 @@ public sealed unsafe class CpuInferencePlan
             foreach (var node in nodes) Compile(node);
             if (!_valueOf.TryGetValue(output, out int outValue))
                 throw new NotSupportedException("CpuInferencePlan: the model's output does not depend on its input.");
+            foreach (var conv in _steps.OfType<ConvStep>()) conv.Prepare(narrow: NarrowMapConv.Enabled && !HasViews(conv.Out));
+            outValue = AssignLayouts(outValue);
 
             // One buffer per root value that a step reads or writes, except the input, which the caller's memory holds;
             // values that fusion left behind (a pooled convolution's unpooled output) get none.
@@ -442,9 +486,52 @@ public sealed unsafe class CpuInferencePlan
                 buffers.Add(GC.AllocateArray<float>(Math.Max(1, Tensor.Numel(_shapes[v])), pinned: true));
             }
             for (int v = 0; v < _root.Count; v++) bufferOf[v] = bufferOf[_root[v]];
-            foreach (var conv in _steps.OfType<ConvStep>()) conv.Prepare();
             var description = _steps.Select(s => s.ToString()!).ToArray();
             return new CpuInferencePlan(_steps.ToArray(), buffers.ToArray(), bufferOf, outValue, input.ShapeArray(), output.ShapeArray(), description);
+        }
+
+        /// <summary>True when another value is a view of <paramref name="value"/>'s memory.</summary>
+        private bool HasViews(int value) => Enumerable.Range(0, _root.Count).Any(v => v != value && _root[v] == _root[value]);
+
+        /// <summary>
+        /// Narrow convolutions write position-major values (which have no views); every other step, and the plan's output,
+        /// reads channel-major, and a narrow convolution's residual must be position-major: a <see cref="LayoutStep"/> is
+        /// inserted wherever a reader needs the other layout (once per value). Returns the output's value.
+        /// </summary>
+        private int AssignLayouts(int outValue)
+        {
+            var positionMajor = new HashSet<int>();
+            var converted = new Dictionary<(int, bool), int>();
+            var steps = new List<Step>();
+            int Convert(int value, bool toPositionMajor)
+            {
+                if (converted.TryGetValue((value, toPositionMajor), out int done)) return done;
+                var (n, c, inner) = Layout(_shapes[value]);
+                var step = new LayoutStep { In = value, Positions = n * inner, Channels = c, ToPositionMajor = toPositionMajor };
+                step.Out = NewValue(_shapes[value]);
+                steps.Add(step);
+                if (toPositionMajor) positionMajor.Add(step.Out);
+                return converted[(value, toPositionMajor)] = step.Out;
+            }
+            int ChannelMajor(int value) => positionMajor.Contains(value) ? Convert(value, toPositionMajor: false) : value;
+            foreach (var step in _steps)
+            {
+                if (step is ConvStep { Narrow: not null } narrow)
+                {
+                    narrow.InputPositionMajor = positionMajor.Contains(narrow.In);
+                    if (narrow.Residual >= 0 && !positionMajor.Contains(narrow.Residual)) narrow.Residual = Convert(narrow.Residual, toPositionMajor: true);
+                    positionMajor.Add(narrow.Out);
+                }
+                else
+                {
+                    step.In = ChannelMajor(step.In);
+                    if (step is ConvStep { Residual: >= 0 } conv) conv.Residual = ChannelMajor(conv.Residual);
+                    if (step is AddStep add) add.Other = ChannelMajor(add.Other);
+                }
+                steps.Add(step);
+            }
+            _steps = steps;
+            return ChannelMajor(outValue);
         }
 
         private List<Node> Nodes() => output.GradFn is null
@@ -453,10 +540,17 @@ public sealed unsafe class CpuInferencePlan
 
         private int NewValue(Tensor t, int root)
         {
-            int v = _shapes.Count;
-            _shapes.Add(t.ShapeArray());
-            _root.Add(root < 0 ? v : _root[root]);
+            int v = NewValue(t.ShapeArray(), root);
             _valueOf[t] = v;
+            return v;
+        }
+
+        /// <summary>A value of <paramref name="shape"/> that no traced tensor names (a layout step's output), or a view of <paramref name="root"/>.</summary>
+        private int NewValue(int[] shape, int root = -1)
+        {
+            int v = _shapes.Count;
+            _shapes.Add(shape);
+            _root.Add(root < 0 ? v : _root[root]);
             return v;
         }
 

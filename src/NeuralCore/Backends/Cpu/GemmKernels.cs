@@ -463,7 +463,7 @@ public static unsafe partial class Gemm
 
     /// <summary>
     /// C = act(AB + bias[i] + residual[i, j]): a convolution's epilogue applied while the tile is in registers, in
-    /// <see cref="ConvKernels.EpilogueVector"/>'s order (kind 0: no activation, 1: ReLU, 2: Hardswish).
+    /// <see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>'s order (kind 0: no activation, 1: ReLU, 2: Hardswish).
     /// </summary>
     private readonly struct EpilogueStore(float* c, int ldc, float* bias, float* residual, long ldr, int kind) : ITileStore
     {

@@ -37,7 +37,7 @@ public static unsafe partial class Gemm
 
     /// <summary>
     /// One full 8 x 32 tile of C = A B (one packed A micro-panel, one B micro-panel of k rows), each value stored as
-    /// act(value + bias[i] + residual[i * ldr + j]) in <see cref="ConvKernels.EpilogueVector"/>'s order (kind 0: no
+    /// act(value + bias[i] + residual[i * ldr + j]) in <see cref="ConvKernels.EpilogueVector(System.Runtime.Intrinsics.Vector512{float}, float, bool, System.Runtime.Intrinsics.Vector512{float}, bool, int)"/>'s order (kind 0: no
     /// activation, 1: ReLU, 2: Hardswish); bias and residual may be null. Needs AVX-512.
     /// </summary>
     internal static void MultiplyTileWithEpilogue(int k, float* a, float* b, float* c, int ldc, float* bias, float* residual, long ldr, int kind)

@@ -34,7 +34,7 @@ internal static unsafe class ImplicitGemmConv
     // output has enough columns (a batch-1 mel map) for the parts to share panels or channels evenly; MNIST's one-sample
     // maps (6 to 144 columns) keep the higher bar, where a second thread made batch 1 slower.
     private const long MinMacsPerPart = 1 << 18;
-    private const long MinMacsPerPartWide = 1 << 17;
+    private const long MinMacsPerPartWide = 3 << 15;
     private const int WideColumns = 160;
 
     /// <summary>Weights packed for the kernel, with the taps that never read the input dropped (pointers into pinned memory).</summary>

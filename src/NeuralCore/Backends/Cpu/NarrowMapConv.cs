@@ -1,0 +1,272 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// A stride-1 "same" convolution over a map of at most 16 output positions (one sample's 1 x 6 maps at batch 1), written
+/// position-major (y [positions, K], each position's channels contiguous) as Y^T = X^T W^T: the positions are the
+/// micro-kernel's rows, read in place from x, and the output channels its 32 lanes, so the result leaves the registers
+/// with bias, residual and activation applied in whole vectors. The implicit GEMM, channel-major, fills a 32-lane panel
+/// for these few columns, repacks it and writes the transposed tile back one float at a time, which at batch 1 cost as
+/// long as the multiplications.
+/// </summary>
+/// <remarks>
+/// x may be channel-major ([C, positions], the implicit GEMM's layout) or position-major (this kernel's output); the
+/// residual, when given, is position-major. Taps that no position reaches are dropped; a tap that falls off the map for
+/// some position reads zeros there. Each output is one dot product, taps outer and input channels inner, so results do
+/// not depend on the thread count (the kernel runs on the calling thread: its work is a few microseconds).
+/// </remarks>
+internal static unsafe class NarrowMapConv
+{
+    /// <summary>The most output positions (batch times map size) this path takes: two groups of 8 kernel rows.</summary>
+    internal const int MaxPositions = 16;
+    private const int Rows = Gemm.PanelRows;
+    private const int Lanes = Gemm.PanelColumns;
+
+    /// <summary>Whether inference plans use this path (tests turn it off to reach the implicit GEMM's narrow panels).</summary>
+    internal static bool Enabled { get; set; } = true;
+
+    /// <summary>True for a stride-1 convolution whose output is the size of its input and has at most <see cref="MaxPositions"/> positions, where the 512-bit kernels run.</summary>
+    internal static bool Supports(in Conv2dParams p) =>
+        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.Groups == 1
+        && p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W && (long)p.N * p.P * p.Q <= MaxPositions;
+
+    /// <summary>The weights packed once for <see cref="Forward"/>, with each tap's source positions and a block of zeros.</summary>
+    internal sealed class Weights
+    {
+        private readonly float[] _packed, _zeros;
+        private readonly int[] _sources;
+
+        internal Weights(ReadOnlySpan<float> w, in Conv2dParams p)
+        {
+            int positions = p.N * p.P * p.Q, rs = p.R * p.S;
+            // Per kept tap (r, s), the input position each output position reads, or -1 where it falls off the map.
+            var sources = new List<int>();
+            var kept = new List<int>();
+            for (int r = 0; r < p.R; r++)
+                for (int s = 0; s < p.S; s++)
+                {
+                    int dh = r * p.DilationH - p.PadH, dw = s * p.DilationW - p.PadW;
+                    var tap = new int[positions];
+                    bool live = false;
+                    for (int j = 0; j < positions; j++)
+                    {
+                        int n = j / (p.P * p.Q), i = j / p.Q % p.P + dh, c = j % p.Q + dw;
+                        bool inside = (uint)i < (uint)p.H && (uint)c < (uint)p.W;
+                        tap[j] = inside ? (n * p.H + i) * p.W + c : -1;
+                        live |= inside;
+                    }
+                    if (!live) continue;
+                    kept.Add(r * p.S + s);
+                    sources.AddRange(tap);
+                }
+            Taps = kept.Count;
+            _sources = GC.AllocateArray<int>(Math.Max(1, sources.Count), pinned: true);
+            sources.CopyTo(_sources);
+            _zeros = GC.AllocateArray<float>(Math.Max(1, p.C * positions), pinned: true);
+            // The live weights as [K, taps * C], taps outer, then transposed into B micro-panels of 32 output channels.
+            int depth = Taps * p.C;
+            var rows = new float[Math.Max(1, p.K * depth)];
+            for (int k = 0; k < p.K; k++)
+                for (int t = 0; t < Taps; t++)
+                    for (int c = 0; c < p.C; c++)
+                        rows[k * depth + t * p.C + c] = w[(k * p.C + c) * rs + kept[t]];
+            _packed = GC.AllocateArray<float>((int)Math.Max(1, Gemm.PackedColumnsLength(p.K, depth)), pinned: true);
+            if (depth > 0)
+                fixed (float* src = rows, dst = _packed)
+                    Gemm.PackColumnsOfTranspose(src, depth, p.K, depth, dst);
+        }
+
+        /// <summary>Kept taps out of R * S.</summary>
+        internal int Taps { get; }
+
+        internal float* Packed => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
+
+        internal int* Sources => (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_sources));
+
+        internal float* Zeros => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_zeros));
+    }
+
+    private struct Job
+    {
+        public float* Bias, Y, Residual;
+        public int C, K, Taps;
+        // Floats between one input channel and the next at the same position (1 position-major, positions channel-major).
+        public long Depth;
+        public int Kind;
+    }
+
+    /// <summary>
+    /// y [positions, K] = act(conv2d(x, w) + bias + residual), position-major; x channel-major [C, positions] or, with
+    /// <paramref name="xPositionMajor"/>, position-major [positions, C]; residual (position-major) and bias may be null;
+    /// <paramref name="kind"/>: 0 no activation, 1 ReLU, 2 Hardswish.
+    /// </summary>
+    [SkipLocalsInit]
+    internal static void Forward(float* x, bool xPositionMajor, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind)
+    {
+        int positions = p.N * p.P * p.Q;
+        var job = new Job
+        {
+            Bias = bias, Y = y, Residual = residual, C = p.C, K = p.K, Taps = weights.Taps,
+            Depth = xPositionMajor ? 1 : positions, Kind = kind,
+        };
+        long rowStride = xPositionMajor ? p.C : 1;
+        int* sources = weights.Sources;
+        float* zeros = weights.Zeros, packed = weights.Packed;
+        long panel = (long)Lanes * job.Taps * p.C;
+        // Per tap, where each of the group's rows reads its channels (the zeros where the tap falls off the map).
+        float** rows = stackalloc float*[Math.Max(1, job.Taps) * Rows];
+        for (int r0 = 0; r0 < positions; r0 += Rows)
+        {
+            int n = Math.Min(Rows, positions - r0);
+            for (int t = 0; t < job.Taps; t++)
+                for (int r = 0; r < Rows; r++)
+                {
+                    int source = r < n ? sources[t * positions + r0 + r] : -1;
+                    rows[t * Rows + r] = source >= 0 ? x + source * rowStride : zeros;
+                }
+            for (int kb = 0; kb < p.K; kb += Lanes)
+            {
+                int count = Math.Min(Lanes, p.K - kb);
+                float* b = packed + kb / Lanes * panel;
+                switch (n)
+                {
+                    case 1: Width<Gemm.N1>(ref job, rows, b, r0, kb, count); break;
+                    case 2: Width<Gemm.N2>(ref job, rows, b, r0, kb, count); break;
+                    case 3: Width<Gemm.N3>(ref job, rows, b, r0, kb, count); break;
+                    case 4: Width<Gemm.N4>(ref job, rows, b, r0, kb, count); break;
+                    case 5: Width<Gemm.N5>(ref job, rows, b, r0, kb, count); break;
+                    case 6: Width<Gemm.N6>(ref job, rows, b, r0, kb, count); break;
+                    case 7: Width<Gemm.N7>(ref job, rows, b, r0, kb, count); break;
+                    default: Width<Gemm.N8>(ref job, rows, b, r0, kb, count); break;
+                }
+            }
+        }
+    }
+
+    private struct W8 : Gemm.IConstant { public static int Value => 8; }
+    private struct W16 : Gemm.IConstant { public static int Value => 16; }
+    private struct W24 : Gemm.IConstant { public static int Value => 24; }
+    private struct W32 : Gemm.IConstant { public static int Value => 32; }
+
+    /// <summary>The tile for the lanes the panel still needs, in 8s: 8 and 24 take a 256-bit vector, at twice the rate of a 512-bit one.</summary>
+    private static void Width<TRows>(ref Job job, float** rows, float* b, int r0, int kb, int count) where TRows : struct, Gemm.IConstant
+    {
+        if (count > 24) Tile<TRows, W32>(ref job, rows, b, r0, kb, count);
+        else if (count > 16) Tile<TRows, W24>(ref job, rows, b, r0, kb, count);
+        else if (count > 8) Tile<TRows, W16>(ref job, rows, b, r0, kb, count);
+        else Tile<TRows, W8>(ref job, rows, b, r0, kb, count);
+    }
+
+    /// <summary>
+    /// Rows [r0, r0 + TRows) by output channels [kb, kb + count) (computed in TWidth lanes): per tap, per input channel,
+    /// one broadcast per row and one B row of TWidth lanes; then act(sum + bias + residual) stored in whole vectors.
+    /// </summary>
+    private static void Tile<TRows, TWidth>(ref Job job, float** rows, float* b, int r0, int kb, int count)
+        where TRows : struct, Gemm.IConstant where TWidth : struct, Gemm.IConstant
+    {
+        int n = TRows.Value, width = TWidth.Value;
+        // Lanes 0-15 and 16-31 in 512-bit vectors, the last 8 of 8 or 24 in a 256-bit one.
+        bool lo = width >= 16, hi = width == 32, half = width % 16 == 8;
+        int halfAt = width >= 16 ? 16 : 0;
+        Vector512<float> l0 = default, l1 = default, l2 = default, l3 = default, l4 = default, l5 = default, l6 = default, l7 = default;
+        Vector512<float> h0 = default, h1 = default, h2 = default, h3 = default, h4 = default, h5 = default, h6 = default, h7 = default;
+        Vector256<float> e0 = default, e1 = default, e2 = default, e3 = default, e4 = default, e5 = default, e6 = default, e7 = default;
+        long depth = job.Depth;
+        int channels = job.C;
+        for (int t = 0; t < job.Taps; t++)
+        {
+            float** tap = rows + t * Rows;
+            float* a0 = tap[0], a1 = tap[1], a2 = tap[2], a3 = tap[3], a4 = tap[4], a5 = tap[5], a6 = tap[6], a7 = tap[7];
+            long o = 0;
+            for (int c = 0; c < channels; c++, o += depth, b += Lanes)
+            {
+                var bl = lo ? Vector512.Load(b) : default;
+                var bh = hi ? Vector512.Load(b + 16) : default;
+                var be = half ? Vector256.Load(b + halfAt) : default;
+                Row(a0[o], bl, bh, be, ref l0, ref h0, ref e0, lo, hi, half);
+                if (n > 1) Row(a1[o], bl, bh, be, ref l1, ref h1, ref e1, lo, hi, half);
+                if (n > 2) Row(a2[o], bl, bh, be, ref l2, ref h2, ref e2, lo, hi, half);
+                if (n > 3) Row(a3[o], bl, bh, be, ref l3, ref h3, ref e3, lo, hi, half);
+                if (n > 4) Row(a4[o], bl, bh, be, ref l4, ref h4, ref e4, lo, hi, half);
+                if (n > 5) Row(a5[o], bl, bh, be, ref l5, ref h5, ref e5, lo, hi, half);
+                if (n > 6) Row(a6[o], bl, bh, be, ref l6, ref h6, ref e6, lo, hi, half);
+                if (n > 7) Row(a7[o], bl, bh, be, ref l7, ref h7, ref e7, lo, hi, half);
+            }
+        }
+        var store = new Store(ref job, kb, count, halfAt);
+        store.Row(ref job, r0, l0, h0, e0, lo, hi, half);
+        if (n > 1) store.Row(ref job, r0 + 1, l1, h1, e1, lo, hi, half);
+        if (n > 2) store.Row(ref job, r0 + 2, l2, h2, e2, lo, hi, half);
+        if (n > 3) store.Row(ref job, r0 + 3, l3, h3, e3, lo, hi, half);
+        if (n > 4) store.Row(ref job, r0 + 4, l4, h4, e4, lo, hi, half);
+        if (n > 5) store.Row(ref job, r0 + 5, l5, h5, e5, lo, hi, half);
+        if (n > 6) store.Row(ref job, r0 + 6, l6, h6, e6, lo, hi, half);
+        if (n > 7) store.Row(ref job, r0 + 7, l7, h7, e7, lo, hi, half);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Row(float a, Vector512<float> bl, Vector512<float> bh, Vector256<float> be,
+        ref Vector512<float> l, ref Vector512<float> h, ref Vector256<float> e, bool lo, bool hi, bool half)
+    {
+        if (lo || hi)
+        {
+            var v = Vector512.Create(a);
+            if (lo) l = Vector512.FusedMultiplyAdd(v, bl, l);
+            if (hi) h = Vector512.FusedMultiplyAdd(v, bh, h);
+        }
+        if (half) e = Vector256.FusedMultiplyAdd(Vector256.Create(a), be, e);
+    }
+
+    /// <summary>Stores a tile's rows with the epilogue: the bias vectors and the lane masks of the last, partial vectors.</summary>
+    private readonly struct Store
+    {
+        private readonly Vector512<float> _biasLo, _biasHi, _maskLo, _maskHi;
+        private readonly Vector256<float> _biasHalf, _maskHalf;
+        private readonly int _kb, _halfAt;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public Store(ref Job job, int kb, int count, int halfAt)
+        {
+            var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            _maskLo = Vector512.LessThan(iota, Vector512.Create(count)).AsSingle();
+            _maskHi = Vector512.LessThan(iota, Vector512.Create(count - 16)).AsSingle();
+            _maskHalf = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(count - halfAt)).AsSingle();
+            _kb = kb;
+            _halfAt = halfAt;
+            if (job.Bias != null)
+            {
+                float* bias = job.Bias + kb;
+                _biasLo = Avx512F.MaskLoad(bias, _maskLo, Vector512<float>.Zero);
+                _biasHi = Avx512F.MaskLoad(bias + 16, _maskHi, Vector512<float>.Zero);
+                _biasHalf = Avx.MaskLoad(bias + halfAt, _maskHalf);
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(ref Job job, int position, Vector512<float> l, Vector512<float> h, Vector256<float> e, bool lo, bool hi, bool half)
+        {
+            long at = (long)position * job.K + _kb;
+            float* y = job.Y + at, res = job.Residual == null ? null : job.Residual + at;
+            bool hasBias = job.Bias != null;
+            if (lo)
+            {
+                var r = res == null ? default : Avx512F.MaskLoad(res, _maskLo, Vector512<float>.Zero);
+                Avx512F.MaskStore(y, _maskLo, ConvKernels.EpilogueVector(l, _biasLo, hasBias, r, res != null, job.Kind));
+            }
+            if (hi)
+            {
+                var r = res == null ? default : Avx512F.MaskLoad(res + 16, _maskHi, Vector512<float>.Zero);
+                Avx512F.MaskStore(y + 16, _maskHi, ConvKernels.EpilogueVector(h, _biasHi, hasBias, r, res != null, job.Kind));
+            }
+            if (half)
+            {
+                var r = res == null ? default : Avx.MaskLoad(res + _halfAt, _maskHalf);
+                Avx.MaskStore(y + _halfAt, _maskHalf, ConvKernels.EpilogueVector(e, _biasHalf, hasBias, r, res != null, job.Kind));
+            }
+        }
+    }
+}
