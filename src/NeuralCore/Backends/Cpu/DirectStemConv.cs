@@ -58,6 +58,10 @@ internal static unsafe class DirectStemConv
         // Each sample's row pairs come in this many bands of PairsPerBand (more than one when there are too few samples to
         // share: batch 1).
         public int Bands, PairsPerBand;
+        // Samples in the lanes instead (batches of 16 or more whose rows would leave lanes idle): an item is a chunk of 16
+        // samples and a group, the chunk's input held pixel-major ([PaddedRows, PaddedColumns, 16], zero border).
+        public bool SampleLanes;
+        public int Chunks, PaddedRows, PaddedColumns;
     }
 
     /// <summary>
@@ -108,6 +112,21 @@ internal static unsafe class DirectStemConv
         job.TapOffsets = offsets;
         long macs = (long)p.N * p.K * job.Rows * job.Columns * taps;
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
+        if (p.N >= Lanes && job.Columns % Lanes != 0)
+        {
+            // Output rows that leave lanes idle (MNIST's 12 or 13 columns in 16 lanes), and samples enough to fill them.
+            job.SampleLanes = true;
+            job.Chunks = (p.N + Lanes - 1) / Lanes;
+            job.PaddedRows = 2 * (job.Rows - 1) + p.R;
+            // Two columns more than the last output reads: an odd last output of an unpooled row has a partner computed and dropped.
+            job.PaddedColumns = 2 * job.Columns + p.S;
+            for (int t = 0; t < taps; t++) offsets[t] = t / p.S * job.PaddedColumns + t % p.S;
+            job.Items = job.Chunks * job.Groups;
+            job.Parts = Math.Min(parts, job.Items);
+            if (job.Parts == 1) RunChunks(ref job, 0, job.Items);
+            else CpuThreading.ForParts(job.Parts, &RunChunkPart, &job);
+            return;
+        }
         // Fewer samples than two per part: each sample's rows are cut into bands, so that every part gets whole bands
         // with all their channel groups (a last group of 3 channels is cheaper than one of 8, so groups alone balance badly).
         int pairs = (job.Rows + 1) / 2;
@@ -184,6 +203,174 @@ internal static unsafe class DirectStemConv
             if (job.Pooled) RowPairs<WithPool>(ref job, split, n, group, pair0, pair1);
             else RowPairs<WithoutPool>(ref job, split, n, group, pair0, pair1);
         }
+    }
+
+    private static void RunChunkPart(void* state, int part)
+    {
+        ref Job job = ref *(Job*)state;
+        RunChunks(ref job, (int)((long)part * job.Items / job.Parts), (int)((long)(part + 1) * job.Items / job.Parts));
+    }
+
+    /// <summary>
+    /// Items [first, end) with samples in the lanes: item / groups is a chunk of 16 samples, item % groups its group of 8
+    /// output channels. Each output position of the chunk is 16 sums at once (one per sample), so no lane is idle
+    /// whatever the width of the rows; the chunk's input is transposed pixel-major once, and each group's outputs go
+    /// through a staging block ([channels, positions, 16]) back to the output layout.
+    /// </summary>
+    private static void RunChunks(ref Job job, int first, int end)
+    {
+        if (first >= end) return;
+        ConvScratch scratch = ConvScratch.Current;
+        int plane = job.OutRows * job.OutColumns;
+        float* pixels = scratch.Get(ConvScratch.Slot.Columns, (long)job.PaddedRows * job.PaddedColumns * Lanes);
+        float* stage = scratch.Get(ConvScratch.Slot.Rows, (long)Group * plane * Lanes);
+        int current = -1;
+        for (int item = first; item < end; item++)
+        {
+            int chunk = item / job.Groups, group = item % job.Groups;
+            int n0 = chunk * Lanes, samples = Math.Min(Lanes, job.P.N - n0);
+            if (chunk != current)
+            {
+                TransposeChunk(ref job, n0, samples, pixels);
+                current = chunk;
+            }
+            int channels = Math.Min(Group, job.P.K - group * Group);
+            switch (channels)
+            {
+                case 1: ChunkOutputs<Gemm.N1>(ref job, pixels, group, stage); break;
+                case 2: ChunkOutputs<Gemm.N2>(ref job, pixels, group, stage); break;
+                case 3: ChunkOutputs<Gemm.N3>(ref job, pixels, group, stage); break;
+                case 4: ChunkOutputs<Gemm.N4>(ref job, pixels, group, stage); break;
+                case 5: ChunkOutputs<Gemm.N5>(ref job, pixels, group, stage); break;
+                case 6: ChunkOutputs<Gemm.N6>(ref job, pixels, group, stage); break;
+                case 7: ChunkOutputs<Gemm.N7>(ref job, pixels, group, stage); break;
+                default: ChunkOutputs<Gemm.N8>(ref job, pixels, group, stage); break;
+            }
+            // stage [k, position, lane] -> y: each sample's plane of each channel is contiguous in either layout.
+            float* y = job.Y + (long)group * Group * job.ChannelStride + n0 * job.SampleStride;
+            for (int k = 0; k < channels; k++)
+                Transpose(stage + (long)k * plane * Lanes, Lanes, y + k * job.ChannelStride, job.SampleStride, plane, samples);
+        }
+    }
+
+    /// <summary>
+    /// dst[j * ldd + i] = src[i * lds + j] for i &lt; <paramref name="rows"/>, j &lt; <paramref name="columns"/>: 8 x 8
+    /// blocks through registers, the edges one float at a time.
+    /// </summary>
+    private static void Transpose(float* src, long lds, float* dst, long ldd, int rows, int columns)
+    {
+        int rows8 = rows & ~7, columns8 = columns & ~7;
+        for (int j = 0; j < columns8; j += 8)
+        {
+            for (int i = 0; i < rows8; i += 8) Gemm.Transpose8x8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+            for (int jj = j; jj < j + 8; jj++)
+                for (int i = rows8; i < rows; i++) dst[jj * ldd + i] = src[i * lds + jj];
+        }
+        for (int j = columns8; j < columns; j++)
+            for (int i = 0; i < rows; i++) dst[j * ldd + i] = src[i * lds + j];
+    }
+
+    /// <summary>
+    /// pixels [PaddedRows, PaddedColumns, 16] = samples [n0, n0 + samples) of x, padded row i and column j holding input
+    /// row i - padH and column j - padW of each sample in its lane, zero outside the input and in unused lanes.
+    /// </summary>
+    private static void TransposeChunk(ref Job job, int n0, int samples, float* pixels)
+    {
+        ref readonly Conv2dParams p = ref job.P;
+        new Span<float>(pixels, job.PaddedRows * job.PaddedColumns * Lanes).Clear();
+        int rows = Math.Min(p.H, job.PaddedRows - p.PadH), columns = Math.Min(p.W, job.PaddedColumns - p.PadW);
+        // Per input row, the samples' rows [samples, columns] transposed into [columns, lanes].
+        for (int ih = 0; ih < rows; ih++)
+            Transpose(job.X + (long)n0 * p.H * p.W + (long)ih * p.W, (long)p.H * p.W,
+                pixels + ((long)(ih + p.PadH) * job.PaddedColumns + p.PadW) * Lanes, Lanes, samples, columns);
+    }
+
+    /// <summary>
+    /// The chunk's outputs for the first TChannels channels of <paramref name="group"/> into stage [k, position, lane]:
+    /// two convolution outputs at a time (16 accumulators), each tap one load per output and one broadcast weight per
+    /// channel; bias and activation on the sums, then, pooled, the maximum over the 2x2 window in the order of
+    /// <see cref="Store{TPool}"/> (the two rows of each column, then the two columns).
+    /// </summary>
+    private static void ChunkOutputs<TChannels>(ref Job job, float* pixels, int group, float* stage) where TChannels : struct, Gemm.IConstant
+    {
+        int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.OutRows * job.OutColumns;
+        float* w = job.W + (long)group * taps * Group;
+        float* bias = job.Bias + group * Group;
+        int* offsets = job.TapOffsets;
+        long columns = job.PaddedColumns;
+        var o = stackalloc Vector512<float>[2 * Group];
+        var window = stackalloc Vector512<float>[Group];
+        for (int row = 0; row < job.OutRows; row++)
+        {
+            float* stageRow = stage + (long)row * job.OutColumns * Lanes;
+            long planeFloats = (long)plane * Lanes;
+            if (job.Pooled)
+            {
+                for (int column = 0; column < job.OutColumns; column++)
+                {
+                    // Column 2c of convolution rows 2r and 2r + 1, then column 2c + 1: the window's maximum, rows first.
+                    float* upper = pixels + (4L * row * columns + 4 * column) * Lanes, lower = upper + 2 * columns * Lanes;
+                    Pair<TChannels>(ref job, upper, lower, w, bias, o);
+                    for (int k = 0; k < channels; k++) window[k] = Vector512.Max(o[k], o[Group + k]);
+                    Pair<TChannels>(ref job, upper + 2 * Lanes, lower + 2 * Lanes, w, bias, o);
+                    for (int k = 0; k < channels; k++)
+                        Vector512.Store(Vector512.Max(window[k], Vector512.Max(o[k], o[Group + k])), stageRow + k * planeFloats + column * Lanes);
+                }
+                continue;
+            }
+            // Unpooled: outputs in pairs along the row (the second of a last odd one is computed and dropped).
+            for (int column = 0; column < job.OutColumns; column += 2)
+            {
+                float* left = pixels + (2L * row * columns + 2 * column) * Lanes;
+                Pair<TChannels>(ref job, left, left + 2 * Lanes, w, bias, o);
+                for (int k = 0; k < channels; k++) Vector512.Store(o[k], stageRow + k * planeFloats + column * Lanes);
+                if (column + 1 == job.OutColumns) break;
+                for (int k = 0; k < channels; k++) Vector512.Store(o[Group + k], stageRow + k * planeFloats + (column + 1) * Lanes);
+            }
+        }
+    }
+
+    /// <summary>
+    /// o[k] and o[8 + k] = act(bias[k] + sum over taps of w[t, k] * x) for the two outputs whose first inputs are at
+    /// <paramref name="first"/> and <paramref name="second"/> (16 samples each), for the first TChannels channels.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Pair<TChannels>(ref Job job, float* first, float* second, float* w, float* bias, Vector512<float>* o)
+        where TChannels : struct, Gemm.IConstant
+    {
+        int channels = TChannels.Value, taps = job.P.R * job.P.S;
+        int* offsets = job.TapOffsets;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
+        for (int t = 0; t < taps; t++, w += Group)
+        {
+            long at = (long)offsets[t] * Lanes;
+            var x0 = Vector512.Load(first + at);
+            var x1 = Vector512.Load(second + at);
+            var c = Vector512.Create(w[0]); a0 = Vector512.FusedMultiplyAdd(c, x0, a0); b0 = Vector512.FusedMultiplyAdd(c, x1, b0);
+            if (channels > 1) { c = Vector512.Create(w[1]); a1 = Vector512.FusedMultiplyAdd(c, x0, a1); b1 = Vector512.FusedMultiplyAdd(c, x1, b1); }
+            if (channels > 2) { c = Vector512.Create(w[2]); a2 = Vector512.FusedMultiplyAdd(c, x0, a2); b2 = Vector512.FusedMultiplyAdd(c, x1, b2); }
+            if (channels > 3) { c = Vector512.Create(w[3]); a3 = Vector512.FusedMultiplyAdd(c, x0, a3); b3 = Vector512.FusedMultiplyAdd(c, x1, b3); }
+            if (channels > 4) { c = Vector512.Create(w[4]); a4 = Vector512.FusedMultiplyAdd(c, x0, a4); b4 = Vector512.FusedMultiplyAdd(c, x1, b4); }
+            if (channels > 5) { c = Vector512.Create(w[5]); a5 = Vector512.FusedMultiplyAdd(c, x0, a5); b5 = Vector512.FusedMultiplyAdd(c, x1, b5); }
+            if (channels > 6) { c = Vector512.Create(w[6]); a6 = Vector512.FusedMultiplyAdd(c, x0, a6); b6 = Vector512.FusedMultiplyAdd(c, x1, b6); }
+            if (channels > 7) { c = Vector512.Create(w[7]); a7 = Vector512.FusedMultiplyAdd(c, x0, a7); b7 = Vector512.FusedMultiplyAdd(c, x1, b7); }
+        }
+        Finish(ref job, a0, b0, bias[0], o, 0);
+        if (channels > 1) Finish(ref job, a1, b1, bias[1], o, 1);
+        if (channels > 2) Finish(ref job, a2, b2, bias[2], o, 2);
+        if (channels > 3) Finish(ref job, a3, b3, bias[3], o, 3);
+        if (channels > 4) Finish(ref job, a4, b4, bias[4], o, 4);
+        if (channels > 5) Finish(ref job, a5, b5, bias[5], o, 5);
+        if (channels > 6) Finish(ref job, a6, b6, bias[6], o, 6);
+        if (channels > 7) Finish(ref job, a7, b7, bias[7], o, 7);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Finish(ref Job job, Vector512<float> a, Vector512<float> b, float bias, Vector512<float>* o, int k)
+    {
+        o[k] = ConvKernels.EpilogueVector(a, bias, job.HasBias, default, false, job.Kind);
+        o[Group + k] = ConvKernels.EpilogueVector(b, bias, job.HasBias, default, false, job.Kind);
     }
 
     /// <summary>

@@ -236,7 +236,7 @@ public static unsafe partial class Gemm
     /// <paramref name="dst"/> (row stride <paramref name="ldd"/>): row i of the output is column i of the input.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8x8(float* src, long lds, float* dst, int ldd)
+    internal static void Transpose8x8(float* src, long lds, float* dst, long ldd)
     {
         Vector256<float> r0 = Avx.LoadVector256(src), r1 = Avx.LoadVector256(src + lds);
         Vector256<float> r2 = Avx.LoadVector256(src + 2 * lds), r3 = Avx.LoadVector256(src + 3 * lds);
