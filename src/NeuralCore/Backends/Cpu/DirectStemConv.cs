@@ -58,7 +58,7 @@ internal static unsafe class DirectStemConv
         // Each sample's row pairs come in this many bands of PairsPerBand (more than one when there are too few samples to
         // share: batch 1).
         public int Bands, PairsPerBand;
-        // Samples in the lanes instead (batches of 16 or more whose rows would leave lanes idle): an item is a chunk of 16
+        // Samples in the lanes instead (pooled, batches of 16 or more whose rows would leave lanes idle): an item is a chunk of 16
         // samples and a group, the chunk's input held pixel-major ([PaddedRows, PaddedColumns, 16], zero border).
         public bool SampleLanes;
         public int Chunks, PaddedRows, PaddedColumns;
@@ -112,14 +112,15 @@ internal static unsafe class DirectStemConv
         job.TapOffsets = offsets;
         long macs = (long)p.N * p.K * job.Rows * job.Columns * taps;
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
-        if (p.N >= Lanes && job.Columns % Lanes != 0)
+        if (job.Pooled && p.N >= Lanes && job.Columns % Lanes != 0)
         {
-            // Output rows that leave lanes idle (MNIST's 12 or 13 columns in 16 lanes), and samples enough to fill them.
+            // Pooled rows that leave lanes idle (MNIST's 12 columns in 16 lanes), and samples enough to fill them. (Unpooled,
+            // the training forward's, a row pair keeps as many lanes busy as an output pair of 16 samples, and the
+            // transposes in and out made it slower.)
             job.SampleLanes = true;
             job.Chunks = (p.N + Lanes - 1) / Lanes;
             job.PaddedRows = 2 * (job.Rows - 1) + p.R;
-            // Two columns more than the last output reads: an odd last output of an unpooled row has a partner computed and dropped.
-            job.PaddedColumns = 2 * job.Columns + p.S;
+            job.PaddedColumns = 2 * (job.Columns - 1) + p.S;
             for (int t = 0; t < taps; t++) offsets[t] = t / p.S * job.PaddedColumns + t % p.S;
             job.Items = job.Chunks * job.Groups;
             job.Parts = Math.Min(parts, job.Items);
@@ -286,9 +287,9 @@ internal static unsafe class DirectStemConv
     }
 
     /// <summary>
-    /// The chunk's outputs for the first TChannels channels of <paramref name="group"/> into stage [k, position, lane]:
-    /// two convolution outputs at a time (16 accumulators), each tap one load per output and one broadcast weight per
-    /// channel; bias and activation on the sums, then, pooled, the maximum over the 2x2 window in the order of
+    /// The chunk's pooled outputs for the first TChannels channels of <paramref name="group"/> into stage [k, position,
+    /// lane]: two convolution outputs at a time (16 accumulators), each tap one load per output and one broadcast weight
+    /// per channel; bias and activation on the sums, then the maximum over the 2x2 window in the order of
     /// <see cref="Store{TPool}"/> (the two rows of each column, then the two columns).
     /// </summary>
     private static void ChunkOutputs<TChannels>(ref Job job, float* pixels, int group, float* stage) where TChannels : struct, Gemm.IConstant
@@ -296,7 +297,6 @@ internal static unsafe class DirectStemConv
         int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.OutRows * job.OutColumns;
         float* w = job.W + (long)group * taps * Group;
         float* bias = job.Bias + group * Group;
-        int* offsets = job.TapOffsets;
         long columns = job.PaddedColumns;
         var o = stackalloc Vector512<float>[2 * Group];
         var window = stackalloc Vector512<float>[Group];
@@ -304,28 +304,15 @@ internal static unsafe class DirectStemConv
         {
             float* stageRow = stage + (long)row * job.OutColumns * Lanes;
             long planeFloats = (long)plane * Lanes;
-            if (job.Pooled)
+            for (int column = 0; column < job.OutColumns; column++)
             {
-                for (int column = 0; column < job.OutColumns; column++)
-                {
-                    // Column 2c of convolution rows 2r and 2r + 1, then column 2c + 1: the window's maximum, rows first.
-                    float* upper = pixels + (4L * row * columns + 4 * column) * Lanes, lower = upper + 2 * columns * Lanes;
-                    Pair<TChannels>(ref job, upper, lower, w, bias, o);
-                    for (int k = 0; k < channels; k++) window[k] = Vector512.Max(o[k], o[Group + k]);
-                    Pair<TChannels>(ref job, upper + 2 * Lanes, lower + 2 * Lanes, w, bias, o);
-                    for (int k = 0; k < channels; k++)
-                        Vector512.Store(Vector512.Max(window[k], Vector512.Max(o[k], o[Group + k])), stageRow + k * planeFloats + column * Lanes);
-                }
-                continue;
-            }
-            // Unpooled: outputs in pairs along the row (the second of a last odd one is computed and dropped).
-            for (int column = 0; column < job.OutColumns; column += 2)
-            {
-                float* left = pixels + (2L * row * columns + 2 * column) * Lanes;
-                Pair<TChannels>(ref job, left, left + 2 * Lanes, w, bias, o);
-                for (int k = 0; k < channels; k++) Vector512.Store(o[k], stageRow + k * planeFloats + column * Lanes);
-                if (column + 1 == job.OutColumns) break;
-                for (int k = 0; k < channels; k++) Vector512.Store(o[Group + k], stageRow + k * planeFloats + (column + 1) * Lanes);
+                // Column 2c of convolution rows 2r and 2r + 1, then column 2c + 1: the window's maximum, rows first.
+                float* upper = pixels + (4L * row * columns + 4 * column) * Lanes, lower = upper + 2 * columns * Lanes;
+                Pair<TChannels>(ref job, upper, lower, w, bias, o);
+                for (int k = 0; k < channels; k++) window[k] = Vector512.Max(o[k], o[Group + k]);
+                Pair<TChannels>(ref job, upper + 2 * Lanes, lower + 2 * Lanes, w, bias, o);
+                for (int k = 0; k < channels; k++)
+                    Vector512.Store(Vector512.Max(window[k], Vector512.Max(o[k], o[Group + k])), stageRow + k * planeFloats + column * Lanes);
             }
         }
     }
