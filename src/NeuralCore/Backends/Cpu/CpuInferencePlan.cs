@@ -328,13 +328,8 @@ public sealed unsafe class CpuInferencePlan
 
         public override void Run(float** values)
         {
-            float* x = values[In], y = values[Out];
-            for (int c = 0; c < Channels; c++)
-                for (int j = 0; j < Positions; j++)
-                {
-                    if (ToPositionMajor) y[(long)j * Channels + c] = x[(long)c * Positions + j];
-                    else y[(long)c * Positions + j] = x[(long)j * Channels + c];
-                }
+            if (ToPositionMajor) Gemm.Transpose(values[In], Positions, values[Out], Channels, Channels, Positions);
+            else Gemm.Transpose(values[In], Channels, values[Out], Positions, Positions, Channels);
         }
 
         public override string ToString() => $"{(ToPositionMajor ? "to position-major" : "to channel-major")} ({Channels} channels x {Positions} positions)";

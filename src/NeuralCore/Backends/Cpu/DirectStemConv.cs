@@ -250,25 +250,8 @@ internal static unsafe class DirectStemConv
             // stage [k, position, lane] -> y: each sample's plane of each channel is contiguous in either layout.
             float* y = job.Y + (long)group * Group * job.ChannelStride + n0 * job.SampleStride;
             for (int k = 0; k < channels; k++)
-                Transpose(stage + (long)k * plane * Lanes, Lanes, y + k * job.ChannelStride, job.SampleStride, plane, samples);
+                Gemm.Transpose(stage + (long)k * plane * Lanes, Lanes, y + k * job.ChannelStride, job.SampleStride, plane, samples);
         }
-    }
-
-    /// <summary>
-    /// dst[j * ldd + i] = src[i * lds + j] for i &lt; <paramref name="rows"/>, j &lt; <paramref name="columns"/>: 8 x 8
-    /// blocks through registers, the edges one float at a time.
-    /// </summary>
-    private static void Transpose(float* src, long lds, float* dst, long ldd, int rows, int columns)
-    {
-        int rows8 = rows & ~7, columns8 = columns & ~7;
-        for (int j = 0; j < columns8; j += 8)
-        {
-            for (int i = 0; i < rows8; i += 8) Gemm.Transpose8x8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
-            for (int jj = j; jj < j + 8; jj++)
-                for (int i = rows8; i < rows; i++) dst[jj * ldd + i] = src[i * lds + jj];
-        }
-        for (int j = columns8; j < columns; j++)
-            for (int i = 0; i < rows; i++) dst[j * ldd + i] = src[i * lds + j];
     }
 
     /// <summary>
@@ -282,7 +265,7 @@ internal static unsafe class DirectStemConv
         int rows = Math.Min(p.H, job.PaddedRows - p.PadH), columns = Math.Min(p.W, job.PaddedColumns - p.PadW);
         // Per input row, the samples' rows [samples, columns] transposed into [columns, lanes].
         for (int ih = 0; ih < rows; ih++)
-            Transpose(job.X + (long)n0 * p.H * p.W + (long)ih * p.W, (long)p.H * p.W,
+            Gemm.Transpose(job.X + (long)n0 * p.H * p.W + (long)ih * p.W, (long)p.H * p.W,
                 pixels + ((long)(ih + p.PadH) * job.PaddedColumns + p.PadW) * Lanes, Lanes, samples, columns);
     }
 

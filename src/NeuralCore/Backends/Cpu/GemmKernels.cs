@@ -232,6 +232,23 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>
+    /// dst[j * ldd + i] = src[i * lds + j] for i &lt; <paramref name="rows"/>, j &lt; <paramref name="columns"/>: 8 x 8
+    /// blocks through registers, the edges one float at a time.
+    /// </summary>
+    internal static void Transpose(float* src, long lds, float* dst, long ldd, int rows, int columns)
+    {
+        int rows8 = rows & ~7, columns8 = columns & ~7;
+        for (int j = 0; j < columns8; j += 8)
+        {
+            for (int i = 0; i < rows8; i += 8) Transpose8x8(src + i * lds + j, lds, dst + j * ldd + i, ldd);
+            for (int jj = j; jj < j + 8; jj++)
+                for (int i = rows8; i < rows; i++) dst[jj * ldd + i] = src[i * lds + jj];
+        }
+        for (int j = columns8; j < columns; j++)
+            for (int i = 0; i < rows; i++) dst[j * ldd + i] = src[i * lds + j];
+    }
+
+    /// <summary>
     /// Transposes the 8 x 8 block at <paramref name="src"/> (row stride <paramref name="lds"/>) into
     /// <paramref name="dst"/> (row stride <paramref name="ldd"/>): row i of the output is column i of the input.
     /// </summary>
