@@ -201,43 +201,6 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
-    /// 1x1 convolutions take the narrow-map kernel up to 256 positions (a batch-1 mel map of 7 x 24, split between the
-    /// threads by groups of 8 positions), 3x3 ones only up to 16: the 3x3 convolutions read the first 1x1's output back
-    /// channel-major, and the residual block's 1x1 shortcut, which adds their output, reads it position-major.
-    /// </summary>
-    [Fact]
-    public void NarrowMapsOfOneByOneConvolutionsReachFurther()
-    {
-        var g = new Generator(41);
-        var net = new Sequential(
-            new Conv2d(12, 38, 1, bias: true, generator: g),
-            new BatchNorm2d(38),
-            new ReLU(),
-            new ResidualBlock(38, 76, g),
-            new Conv2d(76, 76, 1, bias: false, generator: g),
-            new BatchNorm2d(76),
-            new Hardswish(),
-            new Conv2d(76, 10, 1, bias: true, generator: g),
-            new AdaptiveAvgPool2d(1));
-        RandomizeStatistics(net, g);
-        var (plan, _) = CompileAndCompare(net, Tensor.Randn([1, 12, 7, 24], g));
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the narrow-map kernel.");
-        Assert.Equal(
-        [
-            "conv 12->38 1x1 + bn + relu (narrow map)",
-            "to channel-major (38 channels x 168 positions)",
-            "conv 38->76 3x3 + bn + relu (implicit GEMM)",
-            "conv 76->76 3x3 + bn (implicit GEMM)",
-            "to position-major (76 channels x 168 positions)",
-            "conv 38->76 1x1 + bn + residual + relu (narrow map)",
-            "conv 76->76 1x1 + bn + hardswish (narrow map)",
-            "conv 76->10 1x1 (narrow map)",
-            "to channel-major (10 channels x 168 positions)",
-            "average pool 7x24/7x24",
-        ], plan.Description);
-    }
-
-    /// <summary>
     /// A narrow map's residual written channel-major (by a convolution with a fused pool, which the narrow-map kernel
     /// does not run) is moved to position-major for the block that adds it; a convolution whose output is viewed under
     /// another shape (Flatten at batch 1) keeps the channel-major implicit GEMM, so the view reads what it expects.

@@ -23,27 +23,16 @@ internal static unsafe class NarrowMapConv
 {
     /// <summary>The most output positions (batch times map size) this path takes: two groups of 8 kernel rows.</summary>
     internal const int MaxPositions = 16;
-
-    /// <summary>
-    /// The most positions for a 1x1 convolution (a batch-1 mel map of 7 x 24 has 168): there the channel-major implicit
-    /// GEMM's panel fill and threading by output channels cost more than reading the rows in place. 3x3 kernels on such
-    /// maps stay with the implicit GEMM, whose panels amortise the taps' row switches better.
-    /// </summary>
-    internal const int MaxPositionsOneByOne = 256;
     private const int Rows = Gemm.PanelRows;
     private const int Lanes = Gemm.PanelColumns;
 
     /// <summary>Whether inference plans use this path (tests turn it off to reach the implicit GEMM's narrow panels).</summary>
     internal static bool Enabled { get; set; } = true;
 
-    /// <summary>
-    /// True for a stride-1 convolution whose output is the size of its input and has at most <see cref="MaxPositions"/>
-    /// positions (<see cref="MaxPositionsOneByOne"/> for a 1x1 kernel), where the 512-bit kernels run.
-    /// </summary>
+    /// <summary>True for a stride-1 convolution whose output is the size of its input and has at most <see cref="MaxPositions"/> positions, where the 512-bit kernels run.</summary>
     internal static bool Supports(in Conv2dParams p) =>
         Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.Groups == 1
-        && p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W
-        && (long)p.N * p.P * p.Q <= (p.R * p.S == 1 ? MaxPositionsOneByOne : MaxPositions);
+        && p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W && (long)p.N * p.P * p.Q <= MaxPositions;
 
     /// <summary>The weights packed once for <see cref="Forward"/>, with each tap's source positions and a block of zeros.</summary>
     internal sealed class Weights
@@ -103,67 +92,46 @@ internal static unsafe class NarrowMapConv
 
     private struct Job
     {
-        public float* X, Bias, Y, Residual, Zeros, Packed;
-        public int* Sources;
-        public int C, K, Taps, Positions, Groups, Parts;
-        // Floats between one input channel and the next at the same position (1 position-major, positions channel-major),
-        // and between one position and the next (C position-major, 1 channel-major).
-        public long Depth, RowStride;
+        public float* Bias, Y, Residual;
+        public int C, K, Taps;
+        // Floats between one input channel and the next at the same position (1 position-major, positions channel-major).
+        public long Depth;
         public int Kind;
     }
-
-    // Below this many multiply-adds per part, waking a worker costs more than it saves.
-    private const long MinMacsPerPart = 1 << 16;
 
     /// <summary>
     /// y [positions, K] = act(conv2d(x, w) + bias + residual), position-major; x channel-major [C, positions] or, with
     /// <paramref name="xPositionMajor"/>, position-major [positions, C]; residual (position-major) and bias may be null;
     /// <paramref name="kind"/>: 0 no activation, 1 ReLU, 2 Hardswish.
     /// </summary>
+    [SkipLocalsInit]
     internal static void Forward(float* x, bool xPositionMajor, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind)
     {
         int positions = p.N * p.P * p.Q;
         var job = new Job
         {
-            X = x, Bias = bias, Y = y, Residual = residual, Zeros = weights.Zeros, Packed = weights.Packed, Sources = weights.Sources,
-            C = p.C, K = p.K, Taps = weights.Taps, Positions = positions, Groups = (positions + Rows - 1) / Rows,
-            Depth = xPositionMajor ? 1 : positions, RowStride = xPositionMajor ? p.C : 1, Kind = kind,
+            Bias = bias, Y = y, Residual = residual, C = p.C, K = p.K, Taps = weights.Taps,
+            Depth = xPositionMajor ? 1 : positions, Kind = kind,
         };
-        long macs = (long)positions * p.K * job.Taps * p.C;
-        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, job.Groups));
-        // SAFETY: job lives on this frame and ForParts returns only after every part is done.
-        if (job.Parts == 1) RunGroups(ref job, 0, job.Groups);
-        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
-    }
-
-    private static void RunPart(void* state, int part)
-    {
-        // A copy of its own: the caller's stack, where the shared one lives, is written while the parts run.
-        Job job = *(Job*)state;
-        RunGroups(ref job, (int)((long)part * job.Groups / job.Parts), (int)((long)(part + 1) * job.Groups / job.Parts));
-    }
-
-    /// <summary>Groups [first, end) of 8 positions, all output channels.</summary>
-    [SkipLocalsInit]
-    private static void RunGroups(ref Job job, int first, int end)
-    {
-        long panel = (long)Lanes * job.Taps * job.C;
-        int positions = job.Positions;
+        long rowStride = xPositionMajor ? p.C : 1;
+        int* sources = weights.Sources;
+        float* zeros = weights.Zeros, packed = weights.Packed;
+        long panel = (long)Lanes * job.Taps * p.C;
         // Per tap, where each of the group's rows reads its channels (the zeros where the tap falls off the map).
         float** rows = stackalloc float*[Math.Max(1, job.Taps) * Rows];
-        for (int group = first; group < end; group++)
+        for (int r0 = 0; r0 < positions; r0 += Rows)
         {
-            int r0 = group * Rows, n = Math.Min(Rows, positions - r0);
+            int n = Math.Min(Rows, positions - r0);
             for (int t = 0; t < job.Taps; t++)
                 for (int r = 0; r < Rows; r++)
                 {
-                    int source = r < n ? job.Sources[t * positions + r0 + r] : -1;
-                    rows[t * Rows + r] = source >= 0 ? job.X + source * job.RowStride : job.Zeros;
+                    int source = r < n ? sources[t * positions + r0 + r] : -1;
+                    rows[t * Rows + r] = source >= 0 ? x + source * rowStride : zeros;
                 }
-            for (int kb = 0; kb < job.K; kb += Lanes)
+            for (int kb = 0; kb < p.K; kb += Lanes)
             {
-                int count = Math.Min(Lanes, job.K - kb);
-                float* b = job.Packed + kb / Lanes * panel;
+                int count = Math.Min(Lanes, p.K - kb);
+                float* b = packed + kb / Lanes * panel;
                 switch (n)
                 {
                     case 1: Width<Gemm.N1>(ref job, rows, b, r0, kb, count); break;
