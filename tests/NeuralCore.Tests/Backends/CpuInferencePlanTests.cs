@@ -112,8 +112,8 @@ public sealed class CpuInferencePlanTests
                     var plan = CpuInferencePlan.Compile(net, [batch, cin, h, w]);
                     var actual = plan.Run(x).ToArray();
                     AssertMatchesEager(expected, actual, $"{kind}, narrow maps {narrowMaps}, ");
-                    // At most 16 output positions (and one group): the narrow-map kernel, position-major, when it is on.
-                    bool narrow = kind == Gemm.KernelKind.Vector512 && narrowMaps && batch * h * w <= 16 && groups == 1;
+                    // At most 24 output positions (and one group): the narrow-map kernel, position-major, when it is on.
+                    bool narrow = kind == Gemm.KernelKind.Vector512 && narrowMaps && batch * h * w <= NarrowMapConv.MaxPositions && groups == 1;
                     bool implicitGemm = kind == Gemm.KernelKind.Vector512 && !narrow;
                     string first = plan.Description[0];
                     Assert.Equal(implicitGemm, first.Contains("implicit GEMM", StringComparison.Ordinal));
@@ -168,10 +168,10 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
-    /// Maps of at most 16 positions run position-major (<see cref="NarrowMapConv"/>): a stack of residual blocks
+    /// Maps of at most 24 positions run position-major (<see cref="NarrowMapConv"/>): a stack of residual blocks
     /// (identity and 1x1 shortcuts, so residuals written by the same kernel), 38 and 76 channels (lanes computed as 32 + 8
     /// and 64 + 16), two samples of 2 x 4 (taps that would cross from one sample into the other read zeros), a single
-    /// position, and an unfused batch norm after them, which needs its input back channel-major.
+    /// position, 18 and 24 positions, and an unfused batch norm after them, which needs its input back channel-major.
     /// </summary>
     [Theory]
     [InlineData(1, 1, 6, 19, 38, false)]
@@ -179,6 +179,9 @@ public sealed class CpuInferencePlanTests
     [InlineData(2, 2, 4, 5, 21, true)]
     [InlineData(1, 4, 4, 7, 12, false)]
     [InlineData(1, 1, 1, 3, 9, false)]
+    // MNIST's 3 x 6 maps at batch 1 (18 positions: groups of 8, 8 and 2 rows), and 24 positions (three full groups).
+    [InlineData(1, 3, 6, 19, 19, true)]
+    [InlineData(1, 4, 6, 32, 32, false)]
     public void NarrowMapsRunPositionMajor(int batch, int h, int w, int cin, int channels, bool hardswish)
     {
         var g = new Generator(31);

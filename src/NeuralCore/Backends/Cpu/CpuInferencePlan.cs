@@ -246,7 +246,7 @@ public sealed unsafe class CpuInferencePlan
         // A stem (one input channel, stride 2) run by DirectStemConv, its pool and activation in registers, with its
         // weights packed once.
         public DirectStemConv.Weights? Direct;
-        // A map of at most 16 positions run by NarrowMapConv: Out (and Residual) are then position-major ([positions, K]),
+        // A map of at most 24 positions run by NarrowMapConv: Out (and Residual) are then position-major ([positions, K]),
         // and In is position-major when InputPositionMajor.
         public NarrowMapConv.Weights? Narrow;
         public bool InputPositionMajor;

@@ -6,7 +6,7 @@ using System.Runtime.Intrinsics.X86;
 namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
-/// A stride-1 "same" convolution over a map of at most 16 output positions (one sample's 1 x 6 maps at batch 1), written
+/// A stride-1 "same" convolution over a map of at most 24 output positions (one sample's 3 x 6 and 1 x 6 maps at batch 1), written
 /// position-major (y [positions, K], each position's channels contiguous) as Y^T = X^T W^T: the positions are the
 /// micro-kernel's rows, read in place from x, and the output channels its 32 lanes, so the result leaves the registers
 /// with bias, residual and activation applied in whole vectors. The implicit GEMM, channel-major, fills a 32-lane panel
@@ -21,8 +21,11 @@ namespace NeuralCore.Backends.Cpu;
 /// </remarks>
 internal static unsafe class NarrowMapConv
 {
-    /// <summary>The most output positions (batch times map size) this path takes: two groups of 8 kernel rows.</summary>
-    internal const int MaxPositions = 16;
+    /// <summary>
+    /// The most output positions (batch times map size) this path takes: three groups of 8 kernel rows. On 36 (a 6 x 6
+    /// map) the implicit GEMM's full 32-column panel was faster.
+    /// </summary>
+    internal const int MaxPositions = 24;
     private const int Rows = Gemm.PanelRows;
     private const int Lanes = Gemm.PanelColumns;
 
