@@ -226,6 +226,36 @@ public sealed class CpuInferencePlanTests
         Assert.Equal("conv 8->4 1x1 (implicit GEMM)", plan.Description[^1]);
     }
 
+    /// <summary>A narrow map read by two element-wise steps is moved back to channel-major once, and both read that copy.</summary>
+    [Fact]
+    public void APositionMajorValueIsMovedBackOnceForAllItsReaders()
+    {
+        var g = new Generator(43);
+        var net = new TwoReaders(g);
+        var (plan, _) = CompileAndCompare(net, Tensor.Randn([1, 8, 1, 6], g));
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the narrow-map kernel.");
+        Assert.Equal(
+        [
+            "conv 8->8 1x1 + relu (narrow map)",
+            "to channel-major (8 channels x 6 positions)",
+            "element-wise + hardswish",
+            "element-wise + sigmoid",
+            "add",
+        ], plan.Description);
+    }
+
+    /// <summary>A convolution's ReLU output read by two activations that are added.</summary>
+    private sealed class TwoReaders(Generator g) : Module
+    {
+        private readonly Conv2d _conv = new(8, 8, 1, bias: true, generator: g);
+
+        public override Tensor Forward(Tensor x)
+        {
+            var h = _conv.Call(x).Relu();
+            return h.Hardswish().Add(h.Sigmoid());
+        }
+    }
+
     /// <summary>
     /// A strided stem (5x5 stride 2, 16 channels) whose batch norm, activation and max pool run inside its direct kernel,
     /// and residual blocks whose addition, ReLU and pool run inside their implicit GEMMs, on MNIST-like and mel-like planes,
