@@ -58,9 +58,8 @@ internal static unsafe class DirectStemConv
         // Each sample's row pairs come in this many bands of PairsPerBand (more than one when there are too few samples to
         // share: batch 1).
         public int Bands, PairsPerBand;
-        // Samples in the lanes instead (pooled, batches of 16 or more whose rows would leave lanes idle): an item is a chunk of 16
-        // samples and a group, the chunk's input held pixel-major ([PaddedRows, PaddedColumns, 16], zero border).
-        public bool SampleLanes;
+        // Samples in the lanes instead (pooled, batches of 16 or more whose rows would leave lanes idle): an item is a chunk
+        // of 16 samples and a group, the chunk's input held pixel-major ([PaddedRows, PaddedColumns, 16], zero border).
         public int Chunks, PaddedRows, PaddedColumns;
     }
 
@@ -117,7 +116,6 @@ internal static unsafe class DirectStemConv
             // Pooled rows that leave lanes idle (MNIST's 12 columns in 16 lanes), and samples enough to fill them. (Unpooled,
             // the training forward's, a row pair keeps as many lanes busy as an output pair of 16 samples, and the
             // transposes in and out made it slower.)
-            job.SampleLanes = true;
             job.Chunks = (p.N + Lanes - 1) / Lanes;
             job.PaddedRows = 2 * (job.Rows - 1) + p.R;
             job.PaddedColumns = 2 * (job.Columns - 1) + p.S;

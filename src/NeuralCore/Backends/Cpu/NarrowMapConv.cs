@@ -86,10 +86,13 @@ internal static unsafe class NarrowMapConv
         /// <summary>Kept taps out of R * S.</summary>
         internal int Taps { get; }
 
+        /// <summary>The live weights transposed into B micro-panels of 32 output channels, taps outer (the arrays here are pinned).</summary>
         internal float* Packed => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
 
+        /// <summary>Per kept tap, the input position each output position reads, or -1.</summary>
         internal int* Sources => (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_sources));
 
+        /// <summary>C x positions zeros, read by the rows whose tap falls off the map.</summary>
         internal float* Zeros => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_zeros));
     }
 
