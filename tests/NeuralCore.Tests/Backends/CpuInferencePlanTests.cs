@@ -179,7 +179,7 @@ public sealed class CpuInferencePlanTests
     [InlineData(2, 2, 4, 5, 21, true)]
     [InlineData(1, 4, 4, 7, 12, false)]
     [InlineData(1, 1, 1, 3, 9, false)]
-    // MNIST's 3 x 6 maps at batch 1 (18 positions: groups of 8, 8 and 2 rows), and 24 positions (three full groups).
+    // MNIST's 3 x 6 maps at batch 1 (18 positions: three groups of 6 rows), and 24 positions (three groups of 8).
     [InlineData(1, 3, 6, 19, 19, true)]
     [InlineData(1, 4, 6, 32, 32, false)]
     public void NarrowMapsRunPositionMajor(int batch, int h, int w, int cin, int channels, bool hardswish)

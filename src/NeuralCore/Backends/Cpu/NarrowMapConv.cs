@@ -125,9 +125,12 @@ internal static unsafe class NarrowMapConv
         long panel = (long)Lanes * job.Taps * p.C;
         // Per tap, where each of the group's rows reads its channels (the zeros where the tap falls off the map).
         float** rows = stackalloc float*[Math.Max(1, job.Taps) * Rows];
-        for (int r0 = 0; r0 < positions; r0 += Rows)
+        // Groups of at most 8 positions, as even as they come (18 = 6 + 6 + 6 rather than 8 + 8 + 2: a 2-row tile loads as
+        // much per multiply-add as it computes).
+        int groups = (positions + Rows - 1) / Rows;
+        for (int g = 0; g < groups; g++)
         {
-            int n = Math.Min(Rows, positions - r0);
+            int r0 = g * positions / groups, n = (g + 1) * positions / groups - r0;
             for (int t = 0; t < job.Taps; t++)
                 for (int r = 0; r < Rows; r++)
                 {
