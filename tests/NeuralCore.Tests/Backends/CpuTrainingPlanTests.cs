@@ -145,6 +145,21 @@ public sealed class CpuTrainingPlanTests
     }
 
     [Fact]
+    public void AHardswishThatAloneReadsABatchNormOverLargePlanesRunsInItsPasses()
+    {
+        // The stem's 19 x 18 maps (planes of 64 values or more): the batch norm's passes apply the Hardswish and its
+        // backward recomputes the Hardswish's input. The 8 x 6 maps of an 18 x 14 input keep a step of their own. Both
+        // are compared bit for bit with eager in TrainsBitForBitLikeEagerAutograd.
+        // (ThreeUses' Hardswish reads an addition: a step of its own in both.)
+        var large = CpuTrainingPlan.Compile(Net(new Generator(3), convFirst: false), [3, 2, 40, 38]).Description;
+        Assert.Contains("batch norm 6 on 19x18 + hardswish", large);
+        Assert.Equal(1, large.Count(s => s == "hardswish"));
+        var small = CpuTrainingPlan.Compile(Net(new Generator(3), convFirst: false), [3, 2, 18, 14]).Description.ToList();
+        Assert.Contains(("batch norm 6 on 8x6", "hardswish"), small.Zip(small.Skip(1)));
+        Assert.Equal(2, small.Count(s => s == "hardswish"));
+    }
+
+    [Fact]
     public void CompilingLeavesTheBatchNormStatisticsAlone()
     {
         var net = Net(new Generator(1), false);

@@ -12,7 +12,7 @@ namespace NeuralCore.Backends.Cpu;
 internal static unsafe partial class BatchNormKernels
 {
     // Planes with fewer values than this take the sample-major path.
-    private const int SmallPlane = 64;
+    internal const int SmallPlane = 64;
 
     // Samples summed in float before a partial sum moves to double.
     private const int FloatBlock = 16;

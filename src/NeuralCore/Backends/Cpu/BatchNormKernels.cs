@@ -13,7 +13,10 @@ namespace NeuralCore.Backends.Cpu;
 /// <para>
 /// Training and backward can carry a ReLU after the batch norm (compiled training steps fuse the pair): training then
 /// writes relu(y) in the same pass, and backward reads dy where that output is positive and zero elsewhere, as the
-/// ReLU's own backward would hand it on; the batch norm's output itself is never stored.
+/// ReLU's own backward would hand it on; the batch norm's output itself is never stored. Likewise a Hardswish (planes of
+/// <see cref="SmallPlane"/> values or more): training writes hardswish(y) and saves each channel's scale and offset,
+/// and backward recomputes y = x * scale + offset (the same bits) to take dy times the Hardswish's slope there, with
+/// the Hardswish op's expressions, in its first pass, which leaves that gradient in dx for the second.
 /// </para>
 /// </remarks>
 internal static unsafe partial class BatchNormKernels
@@ -37,19 +40,24 @@ internal static unsafe partial class BatchNormKernels
         // Training: y = relu(batch norm); backward: dy counts only where this (the fused ReLU's output) is positive.
         public bool Relu;
         public float* ReluOutput;
+        // A fused Hardswish: per channel the affine's scale, then its offset ([2C]; written by training, read by backward).
+        public float* HardswishScaleOffset;
         public int Parts;
     }
 
     /// <summary>
     /// y = (x - mean) * invstd * gamma + beta with batch statistics; writes mean and invstd = 1/sqrt(var + eps)
     /// (biased variance) and, when runningMean/runningVar are not null, blends the batch mean and unbiased variance into them.
-    /// With <paramref name="relu"/>, y = relu(...) in the same pass.
+    /// With <paramref name="relu"/>, y = relu(...) in the same pass; with <paramref name="hardswishScaleOffset"/> ([2C],
+    /// planes of at least <see cref="SmallPlane"/> values), y = hardswish(...), the channels' scales and offsets saved there.
     /// </summary>
     internal static void Training(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
-        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu = false)
+        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu = false,
+        float* hardswishScaleOffset = null)
     {
         if (hw < SmallPlane)
         {
+            if (hardswishScaleOffset != null) throw new ArgumentException($"A fused Hardswish needs planes of {SmallPlane} values or more, got {hw}.", nameof(hw));
             TrainingSmall(x, gamma, beta, y, mean, invStd, runningMean, runningVar, momentum, eps, n, c, hw, relu);
             return;
         }
@@ -57,7 +65,7 @@ internal static unsafe partial class BatchNormKernels
         {
             Pass = Pass.Training, N = n, C = c, HW = hw, Momentum = momentum, Eps = eps,
             X = x, Gamma = gamma, Beta = beta, Y = y, Mean = mean, InvStd = invStd,
-            RunningMean = runningMean, RunningVar = runningVar, Relu = relu,
+            RunningMean = runningMean, RunningVar = runningVar, Relu = relu, HardswishScaleOffset = hardswishScaleOffset,
         };
         Execute(ref job, c);
     }
@@ -76,13 +84,16 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// dx, dgamma and dbeta of training-mode batch norm from the saved mean and invstd. With a
-    /// <paramref name="reluOutput"/> (the output of a fused ReLU), dy counts only where that output is positive.
+    /// <paramref name="reluOutput"/> (the output of a fused ReLU), dy counts only where that output is positive; with
+    /// <paramref name="hardswishScaleOffset"/> (what training saved for a fused Hardswish), dy is the Hardswish's output
+    /// gradient and counts times its slope.
     /// </summary>
     internal static void Backward(float* x, float* dy, float* gamma, float* mean, float* invStd, float* dx,
-        float* dgamma, float* dbeta, int n, int c, int hw, float* reluOutput = null)
+        float* dgamma, float* dbeta, int n, int c, int hw, float* reluOutput = null, float* hardswishScaleOffset = null)
     {
         if (hw < SmallPlane)
         {
+            if (hardswishScaleOffset != null) throw new ArgumentException($"A fused Hardswish needs planes of {SmallPlane} values or more, got {hw}.", nameof(hw));
             BackwardSmall(x, dy, gamma, mean, invStd, dx, dgamma, dbeta, n, c, hw, reluOutput);
             return;
         }
@@ -90,7 +101,7 @@ internal static unsafe partial class BatchNormKernels
         {
             Pass = Pass.Backward, N = n, C = c, HW = hw,
             X = x, Dy = dy, Gamma = gamma, Mean = mean, InvStd = invStd, Y = dx, DGamma = dgamma, DBeta = dbeta,
-            ReluOutput = reluOutput,
+            ReluOutput = reluOutput, HardswishScaleOffset = hardswishScaleOffset,
         };
         Execute(ref job, c);
     }
@@ -152,10 +163,17 @@ internal static unsafe partial class BatchNormKernels
         }
         float scale = (float)(job.Gamma[c] * invStd);
         float offset = (float)(job.Beta[c] - mean * job.Gamma[c] * invStd);
+        bool hardswish = job.HardswishScaleOffset != null;
+        if (hardswish)
+        {
+            job.HardswishScaleOffset[c] = scale;
+            job.HardswishScaleOffset[job.C + c] = offset;
+        }
+        var activation = job.Relu ? Activation.Relu : hardswish ? Activation.Hardswish : Activation.None;
         for (int n = 0; n < job.N; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
-            Affine(job.X + at, job.Y + at, job.HW, scale, offset, job.Relu);
+            Affine(job.X + at, job.Y + at, job.HW, scale, offset, activation);
         }
     }
 
@@ -166,7 +184,7 @@ internal static unsafe partial class BatchNormKernels
         float scale = (float)(job.Gamma[c] * invStd);
         float offset = (float)(job.Beta[c] - job.RunningMean[c] * (job.Gamma[c] * invStd));
         long at = (long)plane * job.HW;
-        Affine(job.X + at, job.Y + at, job.HW, scale, offset, relu: false);
+        Affine(job.X + at, job.Y + at, job.HW, scale, offset, Activation.None);
     }
 
     private static void BackwardChannel(ref Job job, int c)
@@ -174,11 +192,14 @@ internal static unsafe partial class BatchNormKernels
         long planeStride = (long)job.C * job.HW;
         float mean = job.Mean[c];
         double invStd = job.InvStd[c];
+        // A fused Hardswish: its input, x * scale + offset, as training computed it.
+        var hardswish = job.HardswishScaleOffset == null ? default : new HardswishInput(job.HardswishScaleOffset[c], job.HardswishScaleOffset[job.C + c]);
         double sumDy = 0, sumDyCentred = 0;
         for (int n = 0; n < job.N; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
-            var (s, sc) = GradientSums(job.Dy + at, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at);
+            // With a Hardswish, its input gradient goes to dx, which the second pass reads and overwrites.
+            var (s, sc) = GradientSums(job.Dy + at, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at, hardswish, job.Y + at);
             sumDy += s;
             sumDyCentred += sc;
         }
@@ -195,7 +216,7 @@ internal static unsafe partial class BatchNormKernels
         for (int n = 0; n < job.N; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
-            InputGradient(job.Dy + at, job.X + at, job.Y + at, job.HW, mean, scaleDy, scaleCentred, offset,
+            InputGradient(hardswish.Present ? job.Y + at : job.Dy + at, job.X + at, job.Y + at, job.HW, mean, scaleDy, scaleCentred, offset,
                 job.ReluOutput == null ? null : job.ReluOutput + at);
         }
     }
@@ -249,9 +270,11 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// Sum of dy and of dy * (x - mean) over the n values of one plane (float lanes, returned as double); with
-    /// <paramref name="relu"/>, dy where relu is positive and 0 elsewhere.
+    /// <paramref name="relu"/>, dy where relu is positive and 0 elsewhere; with <paramref name="hardswish"/>, dy times
+    /// the Hardswish's slope at x * scale + offset, which is also stored to <paramref name="hardswishGradient"/>.
     /// </summary>
-    private static (double SumDy, double SumDyCentred) GradientSums(float* dy, float* x, int n, float mean, float* relu)
+    private static (double SumDy, double SumDyCentred) GradientSums(float* dy, float* x, int n, float mean, float* relu, HardswishInput hardswish,
+        float* hardswishGradient)
     {
         int i = 0;
         float sum = 0, sumCentred = 0;
@@ -262,9 +285,15 @@ internal static unsafe partial class BatchNormKernels
             for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
             {
                 var g = Vector512.Load(dy + i);
+                var xv = Vector512.Load(x + i);
                 if (relu != null) g = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Load(relu + i), Vector512<float>.Zero), g, Vector512<float>.Zero);
+                if (hardswish.Present)
+                {
+                    g *= hardswish.Slope(xv);
+                    Vector512.Store(g, hardswishGradient + i);
+                }
                 s0 += g;
-                c0 = Vector512.FusedMultiplyAdd(g, Vector512.Load(x + i) - m, c0);
+                c0 = Vector512.FusedMultiplyAdd(g, xv - m, c0);
             }
             sum = Vector512.Sum(s0);
             sumCentred = Vector512.Sum(c0);
@@ -276,9 +305,15 @@ internal static unsafe partial class BatchNormKernels
             for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
             {
                 var g = Vector256.Load(dy + i);
+                var xv = Vector256.Load(x + i);
                 if (relu != null) g = Vector256.ConditionalSelect(Vector256.GreaterThan(Vector256.Load(relu + i), Vector256<float>.Zero), g, Vector256<float>.Zero);
+                if (hardswish.Present)
+                {
+                    g *= hardswish.Slope(xv);
+                    Vector256.Store(g, hardswishGradient + i);
+                }
                 s0 += g;
-                c0 = Vector256.FusedMultiplyAdd(g, Vector256.Load(x + i) - m, c0);
+                c0 = Vector256.FusedMultiplyAdd(g, xv - m, c0);
             }
             sum = Vector256.Sum(s0);
             sumCentred = Vector256.Sum(c0);
@@ -286,42 +321,101 @@ internal static unsafe partial class BatchNormKernels
         for (; i < n; i++)
         {
             float g = relu == null || relu[i] > 0 ? dy[i] : 0;
+            if (hardswish.Present) hardswishGradient[i] = g *= hardswish.Slope(x[i]);
             sum += g;
             sumCentred += g * (x[i] - mean);
         }
         return (sum, sumCentred);
     }
 
-    /// <summary>y = x * scale + offset over n values; with <paramref name="relu"/>, ReLU's max(y, 0) as the ReLU op computes it.</summary>
-    private static void Affine(float* x, float* y, int n, float scale, float offset, bool relu)
+    /// <summary>What the batch norm's output pass applies after the affine.</summary>
+    private enum Activation
+    {
+        None,
+        Relu,
+        Hardswish,
+    }
+
+    /// <summary>
+    /// y = x * scale + offset over n values, then ReLU's max(y, 0) or Hardswish's y * min(max(y + 3, 0), 6) / 6 as the
+    /// element-wise ops compute them.
+    /// </summary>
+    private static void Affine(float* x, float* y, int n, float scale, float offset, Activation activation)
     {
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
             var s = Vector256.Create(scale);
             var o = Vector256.Create(offset);
-            if (relu)
+            switch (activation)
             {
-                for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-                    Vector256.Store(Vector256.Max(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), Vector256<float>.Zero), y + i);
-            }
-            else
-            {
-                for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-                    Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), y + i);
+                case Activation.Relu:
+                    for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                        Vector256.Store(Vector256.Max(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), Vector256<float>.Zero), y + i);
+                    break;
+                case Activation.Hardswish:
+                    var three = Vector256.Create(3f);
+                    var six = Vector256.Create(6f);
+                    var sixth = Vector256.Create(1f / 6f);
+                    for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                    {
+                        var v = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o);
+                        Vector256.Store(v * Vector256.Min(Vector256.Max(v + three, Vector256<float>.Zero), six) * sixth, y + i);
+                    }
+                    break;
+                default:
+                    for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                        Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), y + i);
+                    break;
             }
         }
         for (; i < n; i++)
         {
             float v = MathF.FusedMultiplyAdd(x[i], scale, offset);
-            y[i] = relu ? Relu(v) : v;
+            y[i] = activation switch
+            {
+                Activation.Relu => Relu(v),
+                Activation.Hardswish => v * Math.Clamp(v + 3f, 0f, 6f) * (1f / 6f),
+                _ => v,
+            };
         }
     }
 
     /// <summary>The ReLU op's scalar rule.</summary>
     private static float Relu(float v) => v > 0 ? v : 0;
 
-    /// <summary>dx = scaleDy * dy + scaleCentred * (x - mean) + offset over n values (dy masked by <paramref name="relu"/> as in <see cref="GradientSums"/>).</summary>
+    /// <summary>
+    /// A fused Hardswish's input, x * scale + offset (the bits training wrote), and its slope there with the Hardswish
+    /// op's backward expressions: 0 below -3, 1 above 3, v / 3 + 1/2 between.
+    /// </summary>
+    private readonly struct HardswishInput(float scale, float offset)
+    {
+        public bool Present { get; } = true;
+
+        public Vector512<float> Slope(Vector512<float> x)
+        {
+            var v = Vector512.FusedMultiplyAdd(x, Vector512.Create(scale), Vector512.Create(offset));
+            var three = Vector512.Create(3f);
+            var slope = Vector512.ConditionalSelect(Vector512.GreaterThan(v, three), Vector512<float>.One, v / three + Vector512.Create(0.5f));
+            return Vector512.ConditionalSelect(Vector512.LessThan(v, Vector512.Create(-3f)), Vector512<float>.Zero, slope);
+        }
+
+        public Vector256<float> Slope(Vector256<float> x)
+        {
+            var v = Vector256.FusedMultiplyAdd(x, Vector256.Create(scale), Vector256.Create(offset));
+            var three = Vector256.Create(3f);
+            var slope = Vector256.ConditionalSelect(Vector256.GreaterThan(v, three), Vector256<float>.One, v / three + Vector256.Create(0.5f));
+            return Vector256.ConditionalSelect(Vector256.LessThan(v, Vector256.Create(-3f)), Vector256<float>.Zero, slope);
+        }
+
+        public float Slope(float x)
+        {
+            float v = MathF.FusedMultiplyAdd(x, scale, offset);
+            return v < -3 ? 0 : v <= 3 ? v / 3 + 0.5f : 1;
+        }
+    }
+
+    /// <summary>dx = scaleDy * dy + scaleCentred * (x - mean) + offset over n values (dy masked by <paramref name="relu"/> as in <see cref="GradientSums"/>; dy may be dx itself).</summary>
     private static void InputGradient(float* dy, float* x, float* dx, int n, float mean, float scaleDy, float scaleCentred, float offset,
         float* relu)
     {

@@ -12,10 +12,13 @@ public sealed partial class CpuBackend
     /// <summary>
     /// <see cref="BatchNormTraining(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor?, Tensor?, float, float, int, int, int)"/>,
     /// followed with <paramref name="relu"/> by a ReLU in the same pass (y = relu(batch norm), the batch norm's output
-    /// itself not stored): what a compiled training step runs for a batch norm read only by a ReLU.
+    /// itself not stored): what a compiled training step runs for a batch norm read only by a ReLU. With
+    /// <paramref name="hardswishScaleOffset"/> ([2C]; planes of 64 values or more), by a Hardswish instead, each channel's
+    /// scale and offset saved there for the backward.
     /// </summary>
     internal unsafe void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd,
-        Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw, bool relu)
+        Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw, bool relu,
+        Tensor? hardswishScaleOffset = null)
     {
         CheckBatchNorm(n, c, hw);
         if ((long)n * hw <= 1)
@@ -29,14 +32,16 @@ public sealed partial class CpuBackend
         CheckLength(saveInvStd, c, "BatchNorm saved inverse std [C]");
         if (runningMean is not null) CheckLength(runningMean, c, "BatchNorm running mean [C]");
         if (runningVar is not null) CheckLength(runningVar, c, "BatchNorm running variance [C]");
+        if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
         // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
         fixed (float* px = F(x), pg = F(gamma), pb = F(beta), py = F(y), pm = F(saveMean), ps = F(saveInvStd))
         fixed (float* prm = runningMean is null ? null : F(runningMean), prv = runningVar is null ? null : F(runningVar))
+        fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
         {
             BatchNormKernels.Training(px + x.StorageOffset, pg + gamma.StorageOffset, pb + beta.StorageOffset, py + y.StorageOffset,
                 pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset,
                 prm == null ? null : prm + runningMean!.StorageOffset, prv == null ? null : prv + runningVar!.StorageOffset,
-                momentum, eps, n, c, hw, relu);
+                momentum, eps, n, c, hw, relu, ph == null ? null : ph + hardswishScaleOffset!.StorageOffset);
         }
     }
 
@@ -69,10 +74,12 @@ public sealed partial class CpuBackend
     /// <summary>
     /// <see cref="BatchNormBackward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int)"/> of a
     /// batch norm fused with a ReLU when <paramref name="reluOutput"/> (the pair's output) is given: dy is the gradient
-    /// of the ReLU's output and counts only where that output is positive, as the ReLU's backward would hand it on.
+    /// of the ReLU's output and counts only where that output is positive, as the ReLU's backward would hand it on; of a
+    /// batch norm fused with a Hardswish when <paramref name="hardswishScaleOffset"/> (what training saved) is given: dy is
+    /// the gradient of the Hardswish's output and counts times its slope, as the Hardswish's backward would hand it on.
     /// </summary>
     internal unsafe void BatchNormBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor dx,
-        Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput)
+        Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset = null)
     {
         CheckBatchNorm(n, c, hw);
         long size = (long)n * c * hw;
@@ -85,6 +92,7 @@ public sealed partial class CpuBackend
         CheckLength(dgamma, c, "BatchNorm weight gradient [C]");
         CheckLength(dbeta, c, "BatchNorm bias gradient [C]");
         if (reluOutput is not null) CheckLength(reluOutput, size, "BatchNorm fused ReLU output [N, C, HW]");
+        if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
         if ((long)n * hw == 0)
         {
             Span(dgamma).Clear();
@@ -94,10 +102,12 @@ public sealed partial class CpuBackend
         // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
         fixed (float* px = F(x), pdy = F(dy), pg = F(gamma), pm = F(saveMean), ps = F(saveInvStd))
         fixed (float* pdx = F(dx), pdg = F(dgamma), pdb = F(dbeta), pr = reluOutput is null ? null : F(reluOutput))
+        fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
         {
             BatchNormKernels.Backward(px + x.StorageOffset, pdy + dy.StorageOffset, pg + gamma.StorageOffset,
                 pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset, pdx + dx.StorageOffset,
-                pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw, pr == null ? null : pr + reluOutput!.StorageOffset);
+                pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw, pr == null ? null : pr + reluOutput!.StorageOffset,
+                ph == null ? null : ph + hardswishScaleOffset!.StorageOffset);
         }
     }
 

@@ -19,7 +19,8 @@ namespace NeuralCore.Backends.Cpu;
 /// as eagerly), the element-wise unary ops, addition of two tensors of one shape, max and average pooling, adaptive
 /// average pooling that tiles the input evenly, reshapes (Flatten) and contiguous copies. Anything else makes
 /// <see cref="Compile"/> throw <see cref="NotSupportedException"/> naming the op; train such models eagerly. A ReLU that
-/// alone reads a batch norm or an addition runs inside that op's passes, with the same bits.
+/// alone reads a batch norm or an addition, or a Hardswish that alone reads a batch norm over planes of 64 values or more,
+/// runs inside that op's passes, with the same bits.
 /// </para>
 /// <para>
 /// The plan reads the parameters where they lie, so optimizer steps need no recompiling; changing a parameter's shape
@@ -261,7 +262,10 @@ public sealed class CpuTrainingPlan
         }
     }
 
-    /// <summary>A training-mode batch norm, with the ReLU that alone reads it when <see cref="Relu"/> (Y is then the ReLU's output).</summary>
+    /// <summary>
+    /// A training-mode batch norm, with the ReLU that alone reads it when <see cref="Relu"/>, or the Hardswish when
+    /// <see cref="HardswishScaleOffset"/> is set (Y is then the activation's output).
+    /// </summary>
     private sealed class BatchNormStep : Stage
     {
         public required Tensor X, Gamma, Beta, Y, Mean, InvStd, Dx, Dgamma, Dbeta;
@@ -270,16 +274,19 @@ public sealed class CpuTrainingPlan
         public float Momentum, Eps;
         public int N, C, HW;
         public bool Relu;
+        // A fused Hardswish: each channel's scale and offset ([2C]), saved forward and read backward.
+        public Tensor? HardswishScaleOffset;
 
         public override void Forward()
         {
             float momentum = Module?.CountTrainingBatch() ?? Momentum;
-            CpuBackend.Instance.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW, Relu);
+            CpuBackend.Instance.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW, Relu,
+                HardswishScaleOffset);
         }
 
         public override void Backward()
         {
-            CpuBackend.Instance.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW, Relu ? Y : null);
+            CpuBackend.Instance.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW, Relu ? Y : null, HardswishScaleOffset);
             base.Backward();
         }
     }
@@ -542,19 +549,24 @@ public sealed class CpuTrainingPlan
             var x = DataOf(ops[0]);
             var a = node.Attributes;
             var op = (UnaryOp)a["op"];
-            // A ReLU that alone reads a batch norm's output runs in the batch norm's passes (one pass over the activation
-            // forward and one backward instead of two each, and the batch norm's output is never stored); same results.
-            bool alone = op == UnaryOp.Relu && ops[0].Leaf is null && _readers[node.Inputs[0]] == 1 && !ReferenceEquals(node.Inputs[0], output);
-            if (alone && _batchNormOf.TryGetValue(ops[0].Value, out var bn) && !bn.Relu)
+            // A ReLU or Hardswish that alone reads a batch norm's output runs in the batch norm's passes (one pass over the
+            // activation forward and one backward instead of two each, and the batch norm's output is never stored); same
+            // results. The Hardswish's backward recomputes its input, which the batch-norm kernel for planes of 64 values
+            // or more can do.
+            bool alone = op is UnaryOp.Relu or UnaryOp.Hardswish && ops[0].Leaf is null && _readers[node.Inputs[0]] == 1
+                && !ReferenceEquals(node.Inputs[0], output);
+            if (alone && _batchNormOf.TryGetValue(ops[0].Value, out var bn) && !bn.Relu && bn.HardswishScaleOffset is null
+                && (op == UnaryOp.Relu || bn.HW >= BatchNormKernels.SmallPlane))
             {
-                bn.Relu = true;
-                bn.Label += " + relu";
+                if (op == UnaryOp.Relu) bn.Relu = true;
+                else bn.HardswishScaleOffset = Buffer([2 * bn.C]);
+                bn.Label += op == UnaryOp.Relu ? " + relu" : " + hardswish";
                 _valueOf[node.Output] = bn.Out;
                 return;
             }
             // Likewise a ReLU that alone reads a residual addition: one pass forward; backward, its mask is read from its
             // output and both operands get the masked gradient.
-            if (alone && _addOf.TryGetValue(ops[0].Value, out var sum) && !sum.Relu)
+            if (alone && op == UnaryOp.Relu && _addOf.TryGetValue(ops[0].Value, out var sum) && !sum.Relu)
             {
                 sum.Relu = true;
                 sum.Label += " + relu";
