@@ -244,6 +244,17 @@ public sealed class CpuInferencePlanTests
         ], plan.Description);
     }
 
+    /// <summary>A plan whose output a narrow map writes hands it back channel-major (NCHW), as eager does.</summary>
+    [Fact]
+    public void APositionMajorOutputIsMovedBackBeforeItLeavesThePlan()
+    {
+        var g = new Generator(47);
+        var net = new Sequential(new Conv2d(4, 5, 1, bias: true, generator: g));
+        var (plan, _) = CompileAndCompare(net, Tensor.Randn([2, 4, 1, 6], g));
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the narrow-map kernel.");
+        Assert.Equal(["conv 4->5 1x1 (narrow map)", "to channel-major (5 channels x 12 positions)"], plan.Description);
+    }
+
     /// <summary>A convolution's ReLU output read by two activations that are added.</summary>
     private sealed class TwoReaders(Generator g) : Module
     {
