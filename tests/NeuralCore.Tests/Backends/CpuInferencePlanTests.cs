@@ -130,6 +130,53 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
+    /// 3x3 "same" convolutions over rows of at least 8 tiles run by Winograd's F(2x2, 3x3) (<see cref="WinogradConv"/>):
+    /// maps of odd height and width (tiles partly off the map), tile rows longer than one run (20 tiles: 16 + 4), a map
+    /// two rows high, 13 and 38 output channels (partial micro-panels), blocks that end inside a tile row, several blocks
+    /// per thread, residual blocks after them (a residual added as the outputs are stored), ReLU, Hardswish and no
+    /// activation. Each must match eager, as must the same plan compiled with the path off (the implicit GEMM); on one
+    /// thread the results must be the same bits as on two.
+    /// </summary>
+    [Theory]
+    [InlineData(19, 38, 31, 24, 1, "relu")]
+    [InlineData(7, 13, 9, 17, 6, "hardswish")]
+    [InlineData(32, 64, 7, 40, 2, "none")]
+    [InlineData(8, 8, 64, 50, 3, "relu")]
+    [InlineData(3, 5, 2, 16, 16, "relu")]
+    public void ThreeByThreeConvolutionsRunAsWinograd(int cin, int cout, int h, int w, int batch, string activation)
+    {
+        var g = new Generator(41);
+        Module act = activation switch { "relu" => new ReLU(), "hardswish" => new Hardswish(), _ => new Identity() };
+        var net = new Sequential(
+            new Conv2d(cin, cout, 3, padding: 1, bias: true, generator: g),
+            new BatchNorm2d(cout),
+            act,
+            new ResidualBlock(cout, cout, g));
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, cin, h, w], g);
+        var (plan, _) = CompileAndCompare(net, x);
+        int savedThreads = CpuThreading.Threads;
+        float[] oneThread;
+        try
+        {
+            CpuThreading.Threads = 1;
+            oneThread = plan.Run(x).ToArray();
+            WinogradConv.Enabled = false;
+            var (direct, _) = CompileAndCompare(net, x);
+            if (Avx512F.IsSupported) Assert.DoesNotContain(direct.Description, d => d.Contains("Winograd", StringComparison.Ordinal));
+        }
+        finally
+        {
+            CpuThreading.Threads = savedThreads;
+            WinogradConv.Enabled = true;
+        }
+        Assert.Equal(plan.Run(x).ToArray(), oneThread);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        // The first convolution and the residual block's two 3x3 convolutions.
+        Assert.Equal(3, plan.Description.Count(d => d.Contains("3x3", StringComparison.Ordinal) && d.EndsWith("(Winograd F(2x2, 3x3))", StringComparison.Ordinal)));
+    }
+
+    /// <summary>
     /// Panels of at most 16 columns write bias, residual and activation as their transposed tiles go back (no
     /// epilogue pass): Hardswish and ReLU, with and without a residual, with and without a max pool after, and with
     /// 38 output channels (the second panel of transposed weights partly used), against the eager forward.

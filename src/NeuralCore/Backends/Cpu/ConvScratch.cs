@@ -19,7 +19,7 @@ internal sealed unsafe class ConvScratch
     /// <summary>The slots a convolution uses at the same time.</summary>
     internal enum Slot
     {
-        /// <summary>im2col columns [C/groups*R*S, columns]; in the implicit GEMM, one B micro-panel and its repacked lanes.</summary>
+        /// <summary>im2col columns [C/groups*R*S, columns]; in the implicit GEMM, one B micro-panel and its repacked lanes; in the Winograd path, a block's transformed input.</summary>
         Columns,
         /// <summary>Gathered output or output-gradient rows [K/groups, columns]; in the implicit GEMM, the 8 x 32 edge tile.</summary>
         Rows,
@@ -29,7 +29,7 @@ internal sealed unsafe class ConvScratch
         Weights,
         /// <summary>One zero-bordered input plane for the unit-stride im2col.</summary>
         Padded,
-        /// <summary>A block of convolution output rows that is pooled before it leaves the cache (implicit GEMM with a fused pool).</summary>
+        /// <summary>A block of convolution output rows that is pooled before it leaves the cache (implicit GEMM with a fused pool); in the Winograd path, a block's products.</summary>
         Block,
         /// <summary>A kernel cut to its live taps, or its weight gradient (caller thread only).</summary>
         LiveTaps,

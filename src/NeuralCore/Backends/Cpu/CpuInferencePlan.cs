@@ -250,6 +250,8 @@ public sealed unsafe class CpuInferencePlan
         // and In is position-major when InputPositionMajor.
         public NarrowMapConv.Weights? Narrow;
         public bool InputPositionMajor;
+        // A 3x3 "same" convolution run by WinogradConv (channel-major like the implicit GEMM), its weights transformed once.
+        public WinogradConv.Weights? Winograd;
         // A pooling fused into the implicit GEMM's epilogue: Out is then the pooled value.
         public ImplicitGemmConv.FusedPool? Pool;
         public string PoolLabel = "";
@@ -260,6 +262,10 @@ public sealed unsafe class CpuInferencePlan
 
         /// <summary>True when <see cref="NarrowMapConv"/> can run this convolution (its output then position-major).</summary>
         public bool CanRunNarrow() => Pool is null && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && NarrowMapConv.Supports(P);
+
+        /// <summary>True when <see cref="WinogradConv"/> can run this convolution (no fused pool).</summary>
+        public bool CanRunWinograd() =>
+            Pool is null && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && WinogradConv.Enabled && WinogradConv.Supports(P);
 
         /// <summary>Chooses the kernel once batch norms have been folded into the weights (<paramref name="narrow"/>: <see cref="NarrowMapConv"/>, if it can).</summary>
         public void Prepare(bool narrow)
@@ -272,6 +278,11 @@ public sealed unsafe class CpuInferencePlan
             if (narrow && CanRunNarrow())
             {
                 Narrow = new NarrowMapConv.Weights(Weight, P);
+                return;
+            }
+            if (CanRunWinograd())
+            {
+                Winograd = new WinogradConv.Weights(Weight, P);
                 return;
             }
             if (!ImplicitGemmConv.Supports(P))
@@ -287,10 +298,15 @@ public sealed unsafe class CpuInferencePlan
             // SAFETY: the weight and bias arrays are pinned on the POH (allocated in the compiler).
             float* b = Bias is null ? null : (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Bias));
             float* residual = Residual < 0 ? null : values[Residual];
+            int kind = !Act.Present ? 0 : Act.Op == UnaryOp.Relu ? 1 : 2;
             if (Narrow is not null)
             {
-                int kind = !Act.Present ? 0 : Act.Op == UnaryOp.Relu ? 1 : 2;
                 NarrowMapConv.Forward(values[In], InputPositionMajor, Narrow, b, values[Out], P, residual, kind);
+                return;
+            }
+            if (Winograd is not null)
+            {
+                WinogradConv.Forward(values[In], Winograd, b, values[Out], P, residual, kind);
                 return;
             }
             if (Implicit is not null)
@@ -311,6 +327,7 @@ public sealed unsafe class CpuInferencePlan
         {
             null when Narrow is not null => Narrow.Taps < P.R * P.S ? $" (narrow map, {Narrow.Taps} of {P.R * P.S} taps)" : " (narrow map)",
             null when Direct is not null => " (direct)",
+            null when Winograd is not null => " (Winograd F(2x2, 3x3))",
             null => "",
             { Taps: var taps } when taps < P.R * P.S => $" (implicit GEMM, {taps} of {P.R * P.S} taps)",
             _ => " (implicit GEMM)",

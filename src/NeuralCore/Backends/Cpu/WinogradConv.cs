@@ -1,0 +1,332 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// A 3x3 stride-1 "same" convolution (padding 1) on channel-major tensors x [C, N, H, W] and y [K, N, H, W] by Winograd's
+/// minimal filtering F(2x2, 3x3) (Lavin and Gray, 2015): each 2 x 2 block of outputs (a tile) comes from a 4 x 4 patch
+/// of the input, and the 9 x 4 = 36 multiply-adds per tile, input channel and output channel become 16. The weights are
+/// transformed once (U = G g G^T, 16 matrices [K, C], packed as the GEMM's A micro-panels); per block of tiles the input
+/// patches are transformed (V = B^T d B, 16 matrices [C, tiles] whose columns are the tiles), multiplied as 16 GEMMs
+/// M = U V by the 8 x 32 micro-kernel, and transformed back (Y = A^T M A) with bias, residual and activation applied as
+/// the outputs are stored.
+/// </summary>
+/// <remarks>
+/// The transforms run with the tiles in the vector lanes, along runs of up to 16 tiles of one tile row: an input row's
+/// odd and even columns are split by two-source permutes, so each transformed value of a run is one vector operation,
+/// and each output row is two interleaving permutes. The transforms add and subtract (F(2x2, 3x3) has no division
+/// besides the weights' halves), so results differ from the direct sum by a few units in the last place of the larger
+/// terms, not in kind; the plan's conformance tests compare against eager with a tolerance. Threads share the blocks;
+/// each output is computed by one thread in a fixed order, so results do not depend on the thread count. Needs AVX-512.
+/// </remarks>
+internal static unsafe class WinogradConv
+{
+    private const int Lanes = Gemm.PanelColumns;
+    private const int Rows = Gemm.PanelRows;
+    // Transformed values per tile (4 x 4), each a GEMM of its own.
+    private const int Points = 16;
+    // Tiles per run: one vector's lanes.
+    private const int RunTiles = 16;
+    // A block's transformed input and product should stay in L2 (1 MiB per core here) with room for the weights.
+    private const int BlockBytes = 384 * 1024;
+    // At least this many tiles (two full panels), or the 16 GEMMs' panels are mostly padding.
+    private const long MinTiles = 2 * Lanes;
+    // Tile rows at least this long (maps 15 columns wide or more): a run fills half a vector or more. MNIST's 6-column
+    // maps (3 tiles a row) ran 1.7x slower than the implicit GEMM, most of it transforms on mostly idle lanes.
+    private const int MinTilesWide = 8;
+    private const long MinMacsPerPart = 1 << 18;
+
+    /// <summary>Whether inference plans use this path (tests turn it off to compare it with the implicit GEMM).</summary>
+    internal static bool Enabled { get; set; } = true;
+
+    /// <summary>
+    /// True for a 3x3 convolution of stride 1, dilation 1 and padding 1 (output the size of the input), one group, on maps
+    /// at least 2 rows high and <see cref="MinTilesWide"/> tiles (15 columns) wide with at least <see cref="MinTiles"/>
+    /// tiles in the batch, where the 512-bit kernels run.
+    /// </summary>
+    internal static bool Supports(in Conv2dParams p) =>
+        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.Groups == 1
+        && p.R == 3 && p.S == 3 && p.StrideH == 1 && p.StrideW == 1 && p.DilationH == 1 && p.DilationW == 1
+        && p.PadH == 1 && p.PadW == 1 && p.P == p.H && p.Q == p.W && p.H >= 2 && (p.W + 1) / 2 >= MinTilesWide
+        && (long)p.N * ((p.H + 1) / 2) * ((p.W + 1) / 2) >= MinTiles;
+
+    /// <summary>The transformed weights, packed once: per point (a, b) of the 4 x 4 tile, U[a, b] as a [K, C] GEMM operand.</summary>
+    internal sealed class Weights
+    {
+        private readonly float[] _packed;
+
+        internal Weights(ReadOnlySpan<float> w, in Conv2dParams p)
+        {
+            int k = p.K, c = p.C;
+            PerPoint = Gemm.PackedRowsLength(k, c);
+            _packed = GC.AllocateArray<float>((int)(Points * PerPoint), pinned: true);
+            var u = new float[(long)Points * k * c];
+            Span<double> gg = stackalloc double[12];
+            for (int o = 0; o < k; o++)
+                for (int i = 0; i < c; i++)
+                {
+                    ReadOnlySpan<float> g = w.Slice((o * c + i) * 9, 9);
+                    // G g (4 x 3), with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]; then (G g) G^T, in double.
+                    for (int s = 0; s < 3; s++)
+                    {
+                        double g0 = g[s], g1 = g[3 + s], g2 = g[6 + s];
+                        gg[s] = g0;
+                        gg[3 + s] = 0.5 * (g0 + g1 + g2);
+                        gg[6 + s] = 0.5 * (g0 - g1 + g2);
+                        gg[9 + s] = g2;
+                    }
+                    for (int a = 0; a < 4; a++)
+                    {
+                        double h0 = gg[3 * a], h1 = gg[3 * a + 1], h2 = gg[3 * a + 2];
+                        Span<double> row = [h0, 0.5 * (h0 + h1 + h2), 0.5 * (h0 - h1 + h2), h2];
+                        for (int b = 0; b < 4; b++) u[((long)(4 * a + b) * k + o) * c + i] = (float)row[b];
+                    }
+                }
+            fixed (float* src = u, dst = _packed)
+                for (int point = 0; point < Points; point++)
+                    Gemm.PackRows(src + (long)point * k * c, c, k, c, dst + point * PerPoint);
+        }
+
+        /// <summary>Floats per point in <see cref="Packed"/>.</summary>
+        internal long PerPoint { get; }
+
+        /// <summary>The packed matrices, point after point (the array is pinned).</summary>
+        internal float* Packed => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
+    }
+
+    /// <summary>One call's arguments; each part works on its own copy (the caller's frame is written while parts read).</summary>
+    private struct Job
+    {
+        public float* X, U, Bias, Y, Residual;
+        public int C, K, KPadded, H, W, TilesH, TilesW, Kind;
+        public long PerPoint, Plane, Channel, Tiles;
+        public int BlockTiles, Blocks, Parts;
+        // Floats per row of V and M: a block's tiles and one run more, so a run's 16 lanes stay inside the row and are
+        // stored whole (lanes past the run hold values the next run overwrites, or padding).
+        public int Ld;
+        // Floats from one point's matrix to the next in V and M: a whole number of rows plus one cache line, so the 16
+        // points' rows a transform touches together do not all fall in the same L1 set.
+        public long VStride, MStride;
+    }
+
+    /// <summary>
+    /// y = act(conv2d(x, w) + bias + residual) for channel-major x [C, N, H, W] and y, residual [K, N, H, W]; bias and
+    /// residual may be null; <paramref name="kind"/>: 0 no activation, 1 ReLU, 2 Hardswish.
+    /// </summary>
+    internal static void Forward(float* x, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind)
+    {
+        var job = new Job
+        {
+            X = x, U = weights.Packed, Bias = bias, Y = y, Residual = residual,
+            C = p.C, K = p.K, KPadded = (p.K + Rows - 1) / Rows * Rows, H = p.H, W = p.W,
+            TilesH = (p.H + 1) / 2, TilesW = (p.W + 1) / 2, Kind = kind,
+            PerPoint = weights.PerPoint, Plane = (long)p.H * p.W,
+        };
+        job.Channel = p.N * job.Plane;
+        job.Tiles = (long)p.N * job.TilesH * job.TilesW;
+        long macs = job.Tiles * Points * p.K * p.C;
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
+        // Blocks of whole panels that fit BlockBytes, as many per part as the tiles need and evenly sized.
+        int maxBlock = Math.Max(Lanes, BlockBytes / (sizeof(float) * Points * (p.C + job.KPadded)) / Lanes * Lanes);
+        long blocks = parts * Math.Max(1, (job.Tiles + (long)parts * maxBlock - 1) / ((long)parts * maxBlock));
+        job.BlockTiles = (int)((job.Tiles + blocks - 1) / blocks + Lanes - 1) / Lanes * Lanes;
+        job.Blocks = (int)((job.Tiles + job.BlockTiles - 1) / job.BlockTiles);
+        job.Parts = Math.Min(parts, job.Blocks);
+        job.Ld = job.BlockTiles + RunTiles;
+        job.VStride = (long)p.C * job.Ld + 16;
+        job.MStride = (long)job.KPadded * job.Ld + 16;
+        if (job.Parts == 1) RunBlocks(in job, 0, job.Blocks);
+        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+    }
+
+    private static void RunPart(void* state, int part)
+    {
+        Job job = *(Job*)state;
+        RunBlocks(in job, (int)((long)part * job.Blocks / job.Parts), (int)((long)(part + 1) * job.Blocks / job.Parts));
+    }
+
+    /// <summary>Blocks [first, end): transform the block's input, multiply point by point, transform back.</summary>
+    private static void RunBlocks(in Job job, int first, int end)
+    {
+        ConvScratch scratch = ConvScratch.Current;
+        int ld = job.Ld;
+        // V [point, C, ld] and M [point, KPadded, ld].
+        float* v = scratch.Get(ConvScratch.Slot.Columns, Points * job.VStride);
+        float* m = scratch.Get(ConvScratch.Slot.Block, Points * job.MStride);
+        for (int block = first; block < end; block++)
+        {
+            long t0 = (long)block * job.BlockTiles;
+            int count = (int)Math.Min(job.BlockTiles, job.Tiles - t0);
+            int width = (count + Lanes - 1) / Lanes * Lanes;
+            // The last panel's unused lanes multiply as zeros (never stored; scratch may hold anything, denormals included).
+            if (count < width)
+                for (int point = 0; point < Points; point++)
+                    for (int c = 0; c < job.C; c++) new Span<float>(v + point * job.VStride + (long)c * ld + count, width - count).Clear();
+            TransformInput(in job, t0, count, v, ld);
+            for (int point = 0; point < Points; point++)
+            {
+                float* u = job.U + point * job.PerPoint, vp = v + point * job.VStride, mp = m + point * job.MStride;
+                for (int j = 0; j < width; j += Lanes)
+                    for (int k = 0; k < job.KPadded; k += Rows)
+                        Gemm.MultiplyTileStrided(job.C, u + (long)k * job.C, vp + j, ld, mp + (long)k * ld + j, ld);
+            }
+            TransformOutput(in job, t0, count, m, ld);
+        }
+    }
+
+    /// <summary>Where tile t lies: its sample, tile row and tile column.</summary>
+    private static void Locate(in Job job, long t, out long n, out int th, out int tw)
+    {
+        long perSample = (long)job.TilesH * job.TilesW;
+        n = t / perSample;
+        int rest = (int)(t % perSample);
+        th = rest / job.TilesW;
+        tw = rest % job.TilesW;
+    }
+
+    /// <summary>V[a, b][c, lane] = (B^T d B)[a, b] for each of the block's tiles (lane = tile - t0) and input channel c.</summary>
+    [SkipLocalsInit]
+    private static void TransformInput(in Job job, long t0, int count, float* v, int ld)
+    {
+        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        var odd = even + Vector512<int>.One;
+        var sixteen = Vector512.Create(16);
+        var width = Vector512.Create((uint)job.W);
+        long pointStride = job.VStride;
+        for (int lane = 0; lane < count;)
+        {
+            Locate(in job, t0 + lane, out long n, out int th, out int tw);
+            int length = Math.Min(Math.Min(job.TilesW - tw, RunTiles), count - lane);
+            // The run's patches span input columns 2 tw - 1 .. 2 (tw + length): two windows of 32, the second two columns
+            // on; columns off the map read as zeros (masked loads neither read nor fault there).
+            var column = iota + Vector512.Create(2 * tw - 1);
+            var a0 = Vector512.LessThan(column.AsUInt32(), width).AsSingle();
+            var a1 = Vector512.LessThan((column + sixteen).AsUInt32(), width).AsSingle();
+            var b0 = Vector512.LessThan((column + Vector512.Create(2)).AsUInt32(), width).AsSingle();
+            var b1 = Vector512.LessThan((column + Vector512.Create(18)).AsUInt32(), width).AsSingle();
+            int row0 = 2 * th - 1;
+            // Rows 2 th - 1 and, at the bottom of a map of odd height, 2 th + 1 and 2 th + 2 may be off the map (zeros).
+            bool has0 = row0 >= 0, has2 = row0 + 2 < job.H, has3 = row0 + 3 < job.H;
+            float* src = job.X + n * job.Plane + (long)row0 * job.W + 2 * tw - 1;
+            float* dst = v + lane;
+            for (int c = 0; c < job.C; c++, src += job.Channel, dst += ld)
+            {
+                // Row i of the patch, transformed along the row: d B.
+                Vector512<float> r00 = default, r01 = default, r02 = default, r03 = default;
+                Vector512<float> r20 = default, r21 = default, r22 = default, r23 = default;
+                Vector512<float> r30 = default, r31 = default, r32 = default, r33 = default;
+                if (has0) RowTransform(src, a0, a1, b0, b1, even, odd, out r00, out r01, out r02, out r03);
+                RowTransform(src + job.W, a0, a1, b0, b1, even, odd, out var r10, out var r11, out var r12, out var r13);
+                if (has2) RowTransform(src + 2 * job.W, a0, a1, b0, b1, even, odd, out r20, out r21, out r22, out r23);
+                if (has3) RowTransform(src + 3 * job.W, a0, a1, b0, b1, even, odd, out r30, out r31, out r32, out r33);
+                // Then along the columns: B^T (d B); point (a, b) goes to V's rows a * 4 + b.
+                float* o = dst;
+                Vector512.Store(r00 - r20, o); o += pointStride;
+                Vector512.Store(r01 - r21, o); o += pointStride;
+                Vector512.Store(r02 - r22, o); o += pointStride;
+                Vector512.Store(r03 - r23, o); o += pointStride;
+                Vector512.Store(r10 + r20, o); o += pointStride;
+                Vector512.Store(r11 + r21, o); o += pointStride;
+                Vector512.Store(r12 + r22, o); o += pointStride;
+                Vector512.Store(r13 + r23, o); o += pointStride;
+                Vector512.Store(r20 - r10, o); o += pointStride;
+                Vector512.Store(r21 - r11, o); o += pointStride;
+                Vector512.Store(r22 - r12, o); o += pointStride;
+                Vector512.Store(r23 - r13, o); o += pointStride;
+                Vector512.Store(r10 - r30, o); o += pointStride;
+                Vector512.Store(r11 - r31, o); o += pointStride;
+                Vector512.Store(r12 - r32, o); o += pointStride;
+                Vector512.Store(r13 - r33, o);
+            }
+            lane += length;
+        }
+    }
+
+    /// <summary>
+    /// One input row of a run's patches times B: with d_j the value at column 2 tw - 1 + j of lane tw's patch,
+    /// (d0 - d2, d1 + d2, d2 - d1, d1 - d3) for every lane. <paramref name="src"/> points at column 2 tw - 1 of the run's first tile.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowTransform(float* src, Vector512<float> a0, Vector512<float> a1, Vector512<float> b0, Vector512<float> b1,
+        Vector512<int> even, Vector512<int> odd, out Vector512<float> r0, out Vector512<float> r1, out Vector512<float> r2, out Vector512<float> r3)
+    {
+        var lo = Avx512F.MaskLoad(src, a0, Vector512<float>.Zero);
+        var hi = Avx512F.MaskLoad(src + 16, a1, Vector512<float>.Zero);
+        var d0 = Avx512F.PermuteVar16x32x2(lo, even, hi);
+        var d1 = Avx512F.PermuteVar16x32x2(lo, odd, hi);
+        lo = Avx512F.MaskLoad(src + 2, b0, Vector512<float>.Zero);
+        hi = Avx512F.MaskLoad(src + 18, b1, Vector512<float>.Zero);
+        var d2 = Avx512F.PermuteVar16x32x2(lo, even, hi);
+        var d3 = Avx512F.PermuteVar16x32x2(lo, odd, hi);
+        r0 = d0 - d2;
+        r1 = d1 + d2;
+        r2 = d2 - d1;
+        r3 = d1 - d3;
+    }
+
+    /// <summary>y = act(A^T M A + bias + residual) for each of the block's tiles, written as two output rows of 2 x length columns per run.</summary>
+    private static void TransformOutput(in Job job, long t0, int count, float* m, int ld)
+    {
+        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var interleaveLo = Vector512.Create(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        var interleaveHi = Vector512.Create(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        long pointStride = job.MStride;
+        bool hasBias = job.Bias != null, hasResidual = job.Residual != null;
+        for (int lane = 0; lane < count;)
+        {
+            Locate(in job, t0 + lane, out long n, out int th, out int tw);
+            int length = Math.Min(Math.Min(job.TilesW - tw, RunTiles), count - lane);
+            int columns = Math.Min(2 * length, job.W - 2 * tw);
+            var lo = Vector512.LessThan(iota, Vector512.Create(columns)).AsSingle();
+            var hi = Vector512.LessThan(iota + Vector512.Create(16), Vector512.Create(columns)).AsSingle();
+            bool second = 2 * th + 1 < job.H;
+            long at = n * job.Plane + (long)2 * th * job.W + 2 * tw;
+            for (int k = 0; k < job.K; k++)
+            {
+                float* s = m + (long)k * ld + lane;
+                // A^T M: rows 0 and 1 of the 2 x 4 intermediate, point by point along the tile's columns.
+                Vector512<float> m0, m1, m2, m3;
+                m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
+                Vector512<float> t00 = m0 + m1 + m2, t10 = m1 - m2 - m3;
+                s += pointStride;
+                m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
+                Vector512<float> t01 = m0 + m1 + m2, t11 = m1 - m2 - m3;
+                s += pointStride;
+                m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
+                Vector512<float> t02 = m0 + m1 + m2, t12 = m1 - m2 - m3;
+                s += pointStride;
+                m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
+                Vector512<float> t03 = m0 + m1 + m2, t13 = m1 - m2 - m3;
+                // (A^T M) A: the tile's outputs (0, 0), (0, 1), (1, 0), (1, 1), one lane per tile.
+                var y00 = t00 + t01 + t02;
+                var y01 = t01 - t02 - t03;
+                var y10 = t10 + t11 + t12;
+                var y11 = t11 - t12 - t13;
+                float bias = hasBias ? job.Bias[k] : 0f;
+                long offset = k * job.Channel + at;
+                StoreRow(job.Y + offset, hasResidual ? job.Residual + offset : null, y00, y01, interleaveLo, interleaveHi, lo, hi, bias, hasBias, job.Kind);
+                if (second)
+                    StoreRow(job.Y + offset + job.W, hasResidual ? job.Residual + offset + job.W : null, y10, y11, interleaveLo, interleaveHi, lo, hi, bias, hasBias, job.Kind);
+            }
+            lane += length;
+        }
+    }
+
+    /// <summary>One output row of a run: the tiles' left and right outputs interleaved, with the epilogue, stored in the masked columns.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow(float* y, float* residual, Vector512<float> left, Vector512<float> right, Vector512<int> interleaveLo,
+        Vector512<int> interleaveHi, Vector512<float> lo, Vector512<float> hi, float bias, bool hasBias, int kind)
+    {
+        bool hasResidual = residual != null;
+        var first = Avx512F.PermuteVar16x32x2(left, interleaveLo, right);
+        var r = hasResidual ? Avx512F.MaskLoad(residual, lo, Vector512<float>.Zero) : default;
+        Avx512F.MaskStore(y, lo, ConvKernels.EpilogueVector(first, bias, hasBias, r, hasResidual, kind));
+        var secondHalf = Avx512F.PermuteVar16x32x2(left, interleaveHi, right);
+        r = hasResidual ? Avx512F.MaskLoad(residual + 16, hi, Vector512<float>.Zero) : default;
+        Avx512F.MaskStore(y + 16, hi, ConvKernels.EpilogueVector(secondHalf, bias, hasBias, r, hasResidual, kind));
+    }
+}
