@@ -177,6 +177,87 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
+    /// A 2 x 1 max pool of stride 2 x 1 after a Winograd convolution (and its residual and ReLU) is applied as the tiles'
+    /// two output rows are stored: maps of even and odd height (the last row dropped), two tile rows per sample, against
+    /// eager and on one thread as on two; a 2 x 2 pool is left to the implicit GEMM.
+    /// </summary>
+    [Theory]
+    [InlineData(31, 24, 2, 1)]
+    [InlineData(8, 17, 9, 1)]
+    [InlineData(4, 40, 3, 2)]
+    public void ATwoByOnePoolIsAppliedAsWinogradStoresItsRows(int h, int w, int batch, int poolWidth)
+    {
+        var g = new Generator(47);
+        var net = new Sequential(
+            new Conv2d(6, 12, 1, bias: true, generator: g),
+            new PooledResidual(12, g, poolWidth));
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, 6, h, w], g);
+        var (plan, _) = CompileAndCompare(net, x);
+        int savedThreads = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = 1;
+            Assert.Equal(plan.Run(x).ToArray(), CompileAndCompare(net, x).Plan.Run(x).ToArray());
+        }
+        finally
+        {
+            CpuThreading.Threads = savedThreads;
+        }
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        string pooled = Assert.Single(plan.Description, d => d.Contains("max pool", StringComparison.Ordinal));
+        Assert.Equal(poolWidth == 1, pooled.EndsWith("(Winograd F(2x2, 3x3))", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// A NaN input comes out NaN wherever eager's does. Winograd also spreads it to the rest of each 2 x 2 tile whose
+    /// 4 x 4 patch holds it (the transforms mix the whole patch), so those outputs may be NaN too; every other output
+    /// matches eager.
+    /// </summary>
+    [Fact]
+    public void ANaNInputSpreadsNoFurtherThanTheWinogradTilesThatReadIt()
+    {
+        var g = new Generator(53);
+        var net = new Sequential(new Conv2d(4, 8, 3, padding: 1, bias: true, generator: g), new ReLU());
+        const int h = 9, w = 20, row = 4, column = 7;
+        var x = Tensor.Randn([2, 4, h, w], g);
+        x.AsSpan()[(1 * 4 + 2) * h * w + row * w + column] = float.NaN;
+        net.Eval();
+        float[] expected;
+        using (Autograd.Autograd.NoGrad()) expected = net.Call(x).ToArray();
+        var plan = CpuInferencePlan.Compile(net, x.ShapeArray());
+        var actual = plan.Run(x).ToArray();
+        for (int i = 0; i < expected.Length; i++)
+        {
+            int n = i / (8 * h * w), oh = i / w % h, ow = i % w;
+            // Output (oh, ow) is in the tile (oh / 2, ow / 2), whose patch spans rows and columns 2 t - 1 .. 2 t + 2.
+            bool patchReads = n == 1 && Math.Abs(oh / 2 * 2 + 0.5 - row) <= 1.5 && Math.Abs(ow / 2 * 2 + 0.5 - column) <= 1.5;
+            if (float.IsNaN(expected[i])) Assert.True(float.IsNaN(actual[i]), $"output {i}: eager NaN, plan {actual[i]}");
+            else if (!(patchReads && float.IsNaN(actual[i]))) Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f, $"output {i}: eager {expected[i]}, plan {actual[i]}");
+        }
+        Assert.Contains(expected, float.IsNaN);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        Assert.EndsWith("(Winograd F(2x2, 3x3))", plan.Description[0]);
+    }
+
+    /// <summary>conv 3x3 + batch norm, plus the input, ReLU, then a max pool of 2 x <c>poolWidth</c>: CP-ResNet's pooled block end.</summary>
+    private sealed class PooledResidual : Module
+    {
+        private readonly Conv2d _conv;
+        private readonly BatchNorm2d _bn;
+        private readonly MaxPool2d _pool;
+
+        public PooledResidual(int channels, Generator g, int poolWidth)
+        {
+            _conv = RegisterModule("conv", new Conv2d(channels, channels, 3, padding: 1, bias: false, generator: g));
+            _bn = RegisterModule("bn", new BatchNorm2d(channels));
+            _pool = RegisterModule("pool", new MaxPool2d((2, poolWidth), (2, poolWidth)));
+        }
+
+        public override Tensor Forward(Tensor x) => _pool.Call(_bn.Call(_conv.Call(x)).Add(x).Relu());
+    }
+
+    /// <summary>
     /// Panels of at most 16 columns write bias, residual and activation as their transposed tiles go back (no
     /// epilogue pass): Hardswish and ReLU, with and without a residual, with and without a max pool after, and with
     /// 38 output channels (the second panel of transposed weights partly used), against the eager forward.

@@ -263,9 +263,9 @@ public sealed unsafe class CpuInferencePlan
         /// <summary>True when <see cref="NarrowMapConv"/> can run this convolution (its output then position-major).</summary>
         public bool CanRunNarrow() => Pool is null && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && NarrowMapConv.Supports(P);
 
-        /// <summary>True when <see cref="WinogradConv"/> can run this convolution (no fused pool).</summary>
+        /// <summary>True when <see cref="WinogradConv"/> can run this convolution, and its fused pool if any.</summary>
         public bool CanRunWinograd() =>
-            Pool is null && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && WinogradConv.Enabled && WinogradConv.Supports(P);
+            (Pool is null || WinogradConv.SupportsPool(Pool.Value.Params)) && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && WinogradConv.Enabled && WinogradConv.Supports(P);
 
         /// <summary>Chooses the kernel once batch norms have been folded into the weights (<paramref name="narrow"/>: <see cref="NarrowMapConv"/>, if it can).</summary>
         public void Prepare(bool narrow)
@@ -306,7 +306,7 @@ public sealed unsafe class CpuInferencePlan
             }
             if (Winograd is not null)
             {
-                WinogradConv.Forward(values[In], Winograd, b, values[Out], P, residual, kind);
+                WinogradConv.Forward(values[In], Winograd, b, values[Out], P, residual, kind, pooled: Pool is not null);
                 return;
             }
             if (Implicit is not null)

@@ -53,6 +53,13 @@ internal static unsafe class WinogradConv
         && p.PadH == 1 && p.PadW == 1 && p.P == p.H && p.Q == p.W && p.H >= 2 && (p.W + 1) / 2 >= MinTilesWide
         && (long)p.N * ((p.H + 1) / 2) * ((p.W + 1) / 2) >= MinTiles;
 
+    /// <summary>
+    /// True for a max pooling this path can apply as it stores (a fused pool): 2 x 1 windows of stride 2 x 1 without
+    /// padding (CP-ResNet's), which take the maximum of each tile's two output rows.
+    /// </summary>
+    internal static bool SupportsPool(in Pool2dParams p) =>
+        p.KernelH == 2 && p.StrideH == 2 && p.KernelW == 1 && p.StrideW == 1 && p.PadH == 0 && p.PadW == 0 && !p.CeilMode;
+
     /// <summary>The transformed weights, packed once: per point (a, b) of the 4 x 4 tile, U[a, b] as a [K, C] GEMM operand.</summary>
     internal sealed class Weights
     {
@@ -102,7 +109,9 @@ internal static unsafe class WinogradConv
     {
         public float* X, U, Bias, Y, Residual;
         public int C, K, KPadded, H, W, TilesH, TilesW, Kind;
-        public long PerPoint, Plane, Channel, Tiles;
+        // A fused 2 x 1 max pool (SupportsPool): y is [K, N, H / 2, W], one row per tile row.
+        public bool Pooled;
+        public long PerPoint, Plane, Channel, Tiles, PooledChannel;
         public int BlockTiles, Blocks, Parts;
         // Floats per row of V and M: a block's tiles and one run more, so a run's 16 lanes stay inside the row and are
         // stored whole (lanes past the run hold values the next run overwrites, or padding).
@@ -114,18 +123,21 @@ internal static unsafe class WinogradConv
 
     /// <summary>
     /// y = act(conv2d(x, w) + bias + residual) for channel-major x [C, N, H, W] and y, residual [K, N, H, W]; bias and
-    /// residual may be null; <paramref name="kind"/>: 0 no activation, 1 ReLU, 2 Hardswish.
+    /// residual may be null; <paramref name="kind"/>: 0 no activation, 1 ReLU, 2 Hardswish. With
+    /// <paramref name="pooled"/>, a 2 x 1 max pool of stride 2 x 1 follows (<see cref="SupportsPool"/>) and y is the
+    /// pooled [K, N, H / 2, W] (a last odd row is dropped, as the pool's floor mode does).
     /// </summary>
-    internal static void Forward(float* x, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind)
+    internal static void Forward(float* x, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind, bool pooled = false)
     {
         var job = new Job
         {
             X = x, U = weights.Packed, Bias = bias, Y = y, Residual = residual,
             C = p.C, K = p.K, KPadded = (p.K + Rows - 1) / Rows * Rows, H = p.H, W = p.W,
             TilesH = (p.H + 1) / 2, TilesW = (p.W + 1) / 2, Kind = kind,
-            PerPoint = weights.PerPoint, Plane = (long)p.H * p.W,
+            PerPoint = weights.PerPoint, Plane = (long)p.H * p.W, Pooled = pooled,
         };
         job.Channel = p.N * job.Plane;
+        job.PooledChannel = (long)p.N * (p.H / 2) * p.W;
         job.Tiles = (long)p.N * job.TilesH * job.TilesW;
         long macs = job.Tiles * Points * p.K * p.C;
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
@@ -284,7 +296,15 @@ internal static unsafe class WinogradConv
             var lo = Vector512.LessThan(iota, Vector512.Create(columns)).AsSingle();
             var hi = Vector512.LessThan(iota + Vector512.Create(16), Vector512.Create(columns)).AsSingle();
             bool second = 2 * th + 1 < job.H;
+            if (job.Pooled && !second)
+            {
+                // The pool's floor mode drops a last odd row: nothing of this run is kept.
+                lane += length;
+                continue;
+            }
             long at = n * job.Plane + (long)2 * th * job.W + 2 * tw;
+            // Pooled, tile row th is output row th of a plane H / 2 rows high.
+            long pooledAt = (n * (job.H / 2) + th) * job.W + 2 * tw;
             for (int k = 0; k < job.K; k++)
             {
                 float* s = m + (long)k * ld + lane;
@@ -308,6 +328,18 @@ internal static unsafe class WinogradConv
                 var y11 = t11 - t12 - t13;
                 float bias = hasBias ? job.Bias[k] : 0f;
                 long offset = k * job.Channel + at;
+                if (job.Pooled)
+                {
+                    float* res = hasResidual ? job.Residual + offset : null;
+                    var top = Row(res, y00, y01, interleaveLo, lo, bias, hasBias, job.Kind, 0);
+                    var bottom = Row(res == null ? null : res + job.W, y10, y11, interleaveLo, lo, bias, hasBias, job.Kind, 0);
+                    float* o = job.Y + k * job.PooledChannel + pooledAt;
+                    Avx512F.MaskStore(o, lo, Vector512.Max(top, bottom));
+                    top = Row(res, y00, y01, interleaveHi, hi, bias, hasBias, job.Kind, 16);
+                    bottom = Row(res == null ? null : res + job.W, y10, y11, interleaveHi, hi, bias, hasBias, job.Kind, 16);
+                    Avx512F.MaskStore(o + 16, hi, Vector512.Max(top, bottom));
+                    continue;
+                }
                 StoreRow(job.Y + offset, hasResidual ? job.Residual + offset : null, y00, y01, interleaveLo, interleaveHi, lo, hi, bias, hasBias, job.Kind);
                 if (second)
                     StoreRow(job.Y + offset + job.W, hasResidual ? job.Residual + offset + job.W : null, y10, y11, interleaveLo, interleaveHi, lo, hi, bias, hasBias, job.Kind);
@@ -321,12 +353,21 @@ internal static unsafe class WinogradConv
     private static void StoreRow(float* y, float* residual, Vector512<float> left, Vector512<float> right, Vector512<int> interleaveLo,
         Vector512<int> interleaveHi, Vector512<float> lo, Vector512<float> hi, float bias, bool hasBias, int kind)
     {
+        Avx512F.MaskStore(y, lo, Row(residual, left, right, interleaveLo, lo, bias, hasBias, kind, 0));
+        Avx512F.MaskStore(y + 16, hi, Row(residual, left, right, interleaveHi, hi, bias, hasBias, kind, 16));
+    }
+
+    /// <summary>
+    /// Columns <paramref name="first"/> .. + 15 of a run's output row (interleaving the tiles' left and right outputs
+    /// by <paramref name="interleave"/>) with bias, residual (read in the columns of <paramref name="mask"/>) and activation.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Row(float* residual, Vector512<float> left, Vector512<float> right, Vector512<int> interleave,
+        Vector512<float> mask, float bias, bool hasBias, int kind, int first)
+    {
         bool hasResidual = residual != null;
-        var first = Avx512F.PermuteVar16x32x2(left, interleaveLo, right);
-        var r = hasResidual ? Avx512F.MaskLoad(residual, lo, Vector512<float>.Zero) : default;
-        Avx512F.MaskStore(y, lo, ConvKernels.EpilogueVector(first, bias, hasBias, r, hasResidual, kind));
-        var secondHalf = Avx512F.PermuteVar16x32x2(left, interleaveHi, right);
-        r = hasResidual ? Avx512F.MaskLoad(residual + 16, hi, Vector512<float>.Zero) : default;
-        Avx512F.MaskStore(y + 16, hi, ConvKernels.EpilogueVector(secondHalf, bias, hasBias, r, hasResidual, kind));
+        var values = Avx512F.PermuteVar16x32x2(left, interleave, right);
+        var r = hasResidual ? Avx512F.MaskLoad(residual + first, mask, Vector512<float>.Zero) : default;
+        return ConvKernels.EpilogueVector(values, bias, hasBias, r, hasResidual, kind);
     }
 }
