@@ -38,6 +38,8 @@ internal static unsafe class WinogradConv
     // maps (3 tiles a row) ran 1.7x slower than the implicit GEMM, most of it transforms on mostly idle lanes.
     private const int MinTilesWide = 8;
     private const long MinMacsPerPart = 1 << 18;
+    // Floats of one point's 8 x 32 product tile.
+    private const int ProductTile = Rows * Lanes;
 
     /// <summary>Whether inference plans use this path (tests turn it off to compare it with the implicit GEMM).</summary>
     internal static bool Enabled { get; set; } = true;
@@ -113,12 +115,12 @@ internal static unsafe class WinogradConv
         public bool Pooled;
         public long PerPoint, Plane, Channel, Tiles, PooledChannel;
         public int BlockTiles, Blocks, Parts;
-        // Floats per row of V and M: a block's tiles and one run more, so a run's 16 lanes stay inside the row and are
+        // Floats per row of V: a block's tiles and one run more, so a run's 16 lanes stay inside the row and are
         // stored whole (lanes past the run hold values the next run overwrites, or padding).
         public int Ld;
-        // Floats from one point's matrix to the next in V and M: a whole number of rows plus one cache line, so the 16
-        // points' rows a transform touches together do not all fall in the same L1 set.
-        public long VStride, MStride;
+        // Floats from one point's matrix to the next in V: a whole number of rows plus one cache line, so the 16 points'
+        // rows a transform touches together do not all fall in the same L1 set.
+        public long VStride;
     }
 
     /// <summary>
@@ -149,7 +151,6 @@ internal static unsafe class WinogradConv
         job.Parts = Math.Min(parts, job.Blocks);
         job.Ld = job.BlockTiles + RunTiles;
         job.VStride = (long)p.C * job.Ld + 16;
-        job.MStride = (long)job.KPadded * job.Ld + 16;
         if (job.Parts == 1) RunBlocks(in job, 0, job.Blocks);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
     }
@@ -165,9 +166,9 @@ internal static unsafe class WinogradConv
     {
         ConvScratch scratch = ConvScratch.Current;
         int ld = job.Ld;
-        // V [point, C, ld] and M [point, KPadded, ld].
+        // V [point, C, ld]; M [point, 8, 32] (one micro-tile per point), with a vector of slack for unaligned loads.
         float* v = scratch.Get(ConvScratch.Slot.Columns, Points * job.VStride);
-        float* m = scratch.Get(ConvScratch.Slot.Block, Points * job.MStride);
+        float* m = scratch.Get(ConvScratch.Slot.Block, Points * ProductTile + RunTiles);
         for (int block = first; block < end; block++)
         {
             long t0 = (long)block * job.BlockTiles;
@@ -178,14 +179,16 @@ internal static unsafe class WinogradConv
                 for (int point = 0; point < Points; point++)
                     for (int c = 0; c < job.C; c++) new Span<float>(v + point * job.VStride + (long)c * ld + count, width - count).Clear();
             TransformInput(in job, t0, count, v, ld);
-            for (int point = 0; point < Points; point++)
-            {
-                float* u = job.U + point * job.PerPoint, vp = v + point * job.VStride, mp = m + point * job.MStride;
-                for (int j = 0; j < width; j += Lanes)
-                    for (int k = 0; k < job.KPadded; k += Rows)
-                        Gemm.MultiplyTileStrided(job.C, u + (long)k * job.C, vp + j, ld, mp + (long)k * ld + j, ld);
-            }
-            TransformOutput(in job, t0, count, m, ld);
+            // Per panel of 32 tiles and 8 output channels, the 16 points' products (16 KiB, in L1) and at once their
+            // output transform: from a whole block's products in L2 the output transform ran at about half the rate.
+            for (int j = 0; j < width; j += Lanes)
+                for (int k = 0; k < job.KPadded; k += Rows)
+                {
+                    for (int point = 0; point < Points; point++)
+                        Gemm.MultiplyTileStrided(job.C, job.U + point * job.PerPoint + (long)k * job.C, v + point * job.VStride + j, ld,
+                            m + point * ProductTile, Lanes);
+                    TransformOutput(in job, t0 + j, Math.Min(Lanes, count - j), k, Math.Min(k + Rows, job.K), m);
+                }
         }
     }
 
@@ -280,13 +283,16 @@ internal static unsafe class WinogradConv
         r3 = d1 - d3;
     }
 
-    /// <summary>y = act(A^T M A + bias + residual) for each of the block's tiles, written as two output rows of 2 x length columns per run.</summary>
-    private static void TransformOutput(in Job job, long t0, int count, float* m, int ld)
+    /// <summary>
+    /// y = act(A^T M A + bias + residual) for output channels [k0, k1) of tiles [t0, t0 + count) (one panel), from the
+    /// products m [point, k - k0, tile - t0]; each run written as two output rows of 2 x length columns.
+    /// </summary>
+    private static void TransformOutput(in Job job, long t0, int count, int k0, int k1, float* m)
     {
         var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         var interleaveLo = Vector512.Create(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         var interleaveHi = Vector512.Create(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        long pointStride = job.MStride;
+        const long pointStride = ProductTile;
         bool hasBias = job.Bias != null, hasResidual = job.Residual != null;
         for (int lane = 0; lane < count;)
         {
@@ -305,9 +311,9 @@ internal static unsafe class WinogradConv
             long at = n * job.Plane + (long)2 * th * job.W + 2 * tw;
             // Pooled, tile row th is output row th of a plane H / 2 rows high.
             long pooledAt = (n * (job.H / 2) + th) * job.W + 2 * tw;
-            for (int k = 0; k < job.K; k++)
+            for (int k = k0; k < k1; k++)
             {
-                float* s = m + (long)k * ld + lane;
+                float* s = m + (k - k0) * Lanes + lane;
                 // A^T M: rows 0 and 1 of the 2 x 4 intermediate, point by point along the tile's columns.
                 Vector512<float> m0, m1, m2, m3;
                 m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
