@@ -28,6 +28,9 @@ public static unsafe partial class Gemm
     /// <summary>c[8, 32] = A B for one packed A micro-panel (k x 8) and a B micro-panel of k rows <paramref name="ldb"/> floats apart, stored <paramref name="ldc"/> floats per row. Needs AVX-512.</summary>
     internal static void MultiplyTileStrided(int k, float* a, float* b, int ldb, float* c, int ldc) => Kernel512(k, a, b, ldb, c, ldc, 1f, 0f);
 
+    /// <summary>The first 4 rows of <see cref="MultiplyTileStrided"/>'s tile, written to <paramref name="tile"/> with row stride 32, when the others would be padding. Needs AVX-512.</summary>
+    internal static void MultiplyTileHalf(int k, float* a, float* b, int ldb, float* tile) => Kernel512Half(k, a, b, ldb, tile);
+
     /// <summary>The first 16 columns of <see cref="MultiplyTile"/>'s tile (row stride still 32), when the rest would be padding. Needs AVX-512.</summary>
     internal static void MultiplyTileNarrow(int k, float* a, float* b, float* tile) => Kernel512Narrow(k, a, b, Nr512, tile);
 

@@ -184,9 +184,14 @@ internal static unsafe class WinogradConv
             for (int j = 0; j < width; j += Lanes)
                 for (int k = 0; k < job.KPadded; k += Rows)
                 {
+                    // A last micro-panel of at most 4 output channels (19 = 8 + 8 + 3) skips its zero rows.
+                    bool half = job.K - k <= Rows / 2;
                     for (int point = 0; point < Points; point++)
-                        Gemm.MultiplyTileStrided(job.C, job.U + point * job.PerPoint + (long)k * job.C, v + point * job.VStride + j, ld,
-                            m + point * ProductTile, Lanes);
+                    {
+                        float* a = job.U + point * job.PerPoint + (long)k * job.C, b = v + point * job.VStride + j, c = m + point * ProductTile;
+                        if (half) Gemm.MultiplyTileHalf(job.C, a, b, ld, c);
+                        else Gemm.MultiplyTileStrided(job.C, a, b, ld, c, Lanes);
+                    }
                     TransformOutput(in job, t0 + j, Math.Min(Lanes, count - j), k, Math.Min(k + Rows, job.K), m);
                 }
         }
