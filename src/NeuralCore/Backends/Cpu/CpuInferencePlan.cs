@@ -265,7 +265,7 @@ public sealed unsafe class CpuInferencePlan
 
         /// <summary>True when <see cref="WinogradConv"/> can run this convolution, and its fused pool if any.</summary>
         public bool CanRunWinograd() =>
-            (Pool is null || WinogradConv.SupportsPool(Pool.Value.Params)) && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && WinogradConv.Enabled && WinogradConv.Supports(P);
+            (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && WinogradConv.Enabled && WinogradConv.Supports(P, Pool?.Params);
 
         /// <summary>Chooses the kernel once batch norms have been folded into the weights (<paramref name="narrow"/>: <see cref="NarrowMapConv"/>, if it can).</summary>
         public void Prepare(bool narrow)

@@ -32,8 +32,12 @@ internal static unsafe class WinogradConv
     private const int RunTiles = 16;
     // A block's transformed input and product should stay in L2 (1 MiB per core here) with room for the weights.
     private const int BlockBytes = 384 * 1024;
-    // At least this many tiles (two full panels), or the 16 GEMMs' panels are mostly padding.
-    private const long MinTiles = 2 * Lanes;
+    // At least this many tiles (four panels): below, the implicit GEMM was as fast or faster (one 15 x 24 mel map, 96
+    // tiles: pruned 0.027 against 0.021 ms, big 0.046 against 0.045 ms), the blocks shared by two threads being half
+    // padding. With a fused pool, whose implicit GEMM writes a block to scratch and pools it, two panels are enough (the
+    // same map: 0.023 against 0.028 ms, 0.044 against 0.059 ms).
+    private const long MinTiles = 4 * Lanes;
+    private const long MinTilesPooled = 2 * Lanes;
     // Tile rows at least this long (maps 15 columns wide or more): a run fills half a vector or more. MNIST's 6-column
     // maps (3 tiles a row) ran 1.7x slower than the implicit GEMM, most of it transforms on mostly idle lanes.
     private const int MinTilesWide = 8;
@@ -45,22 +49,18 @@ internal static unsafe class WinogradConv
     internal static bool Enabled { get; set; } = true;
 
     /// <summary>
-    /// True for a 3x3 convolution of stride 1, dilation 1 and padding 1 (output the size of the input), one group, on maps
-    /// at least 2 rows high and <see cref="MinTilesWide"/> tiles (15 columns) wide with at least <see cref="MinTiles"/>
-    /// tiles in the batch, where the 512-bit kernels run.
+    /// True when this path runs the convolution, followed by <paramref name="pool"/> if given, on this machine
+    /// (AVX-512): a 3x3 convolution of stride 1, dilation 1 and padding 1 (output the size of the input), one group, on
+    /// maps at least 2 rows high and <see cref="MinTilesWide"/> tiles (15 columns) wide, with at least
+    /// <see cref="MinTiles"/> tiles in the batch (<see cref="MinTilesPooled"/> with a pool); the pool must be a 2 x 1 max
+    /// pool of stride 2 x 1 without padding (CP-ResNet's), which takes the maximum of each tile's two output rows.
     /// </summary>
-    internal static bool Supports(in Conv2dParams p) =>
+    internal static bool Supports(in Conv2dParams p, Pool2dParams? pool) =>
         Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.Groups == 1
         && p.R == 3 && p.S == 3 && p.StrideH == 1 && p.StrideW == 1 && p.DilationH == 1 && p.DilationW == 1
         && p.PadH == 1 && p.PadW == 1 && p.P == p.H && p.Q == p.W && p.H >= 2 && (p.W + 1) / 2 >= MinTilesWide
-        && (long)p.N * ((p.H + 1) / 2) * ((p.W + 1) / 2) >= MinTiles;
-
-    /// <summary>
-    /// True for a max pooling this path can apply as it stores (a fused pool): 2 x 1 windows of stride 2 x 1 without
-    /// padding (CP-ResNet's), which take the maximum of each tile's two output rows.
-    /// </summary>
-    internal static bool SupportsPool(in Pool2dParams p) =>
-        p.KernelH == 2 && p.StrideH == 2 && p.KernelW == 1 && p.StrideW == 1 && p.PadH == 0 && p.PadW == 0 && !p.CeilMode;
+        && (long)p.N * ((p.H + 1) / 2) * ((p.W + 1) / 2) >= (pool is null ? MinTiles : MinTilesPooled)
+        && (pool is not { } q || (q.KernelH == 2 && q.StrideH == 2 && q.KernelW == 1 && q.StrideW == 1 && q.PadH == 0 && q.PadW == 0 && !q.CeilMode));
 
     /// <summary>The transformed weights, packed once: per point (a, b) of the 4 x 4 tile, U[a, b] as a [K, C] GEMM operand.</summary>
     internal sealed class Weights
@@ -111,7 +111,7 @@ internal static unsafe class WinogradConv
     {
         public float* X, U, Bias, Y, Residual;
         public int C, K, KPadded, H, W, TilesH, TilesW, Kind;
-        // A fused 2 x 1 max pool (SupportsPool): y is [K, N, H / 2, W], one row per tile row.
+        // A fused 2 x 1 max pool (see Supports): y is [K, N, H / 2, W], one row per tile row.
         public bool Pooled;
         public long PerPoint, Plane, Channel, Tiles, PooledChannel;
         public int BlockTiles, Blocks, Parts;
@@ -126,7 +126,7 @@ internal static unsafe class WinogradConv
     /// <summary>
     /// y = act(conv2d(x, w) + bias + residual) for channel-major x [C, N, H, W] and y, residual [K, N, H, W]; bias and
     /// residual may be null; <paramref name="kind"/>: 0 no activation, 1 ReLU, 2 Hardswish. With
-    /// <paramref name="pooled"/>, a 2 x 1 max pool of stride 2 x 1 follows (<see cref="SupportsPool"/>) and y is the
+    /// <paramref name="pooled"/>, a 2 x 1 max pool of stride 2 x 1 follows (see <see cref="Supports"/>) and y is the
     /// pooled [K, N, H / 2, W] (a last odd row is dropped, as the pool's floor mode does).
     /// </summary>
     internal static void Forward(float* x, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind, bool pooled = false)
