@@ -351,6 +351,18 @@ internal static unsafe class WinogradConv
                 var y11 = t11 - t12 - t13;
                 float bias = hasBias ? job.Bias[k] : 0f;
                 long offset = k * job.Channel + at;
+                // The next tile row's output and residual lines of this channel (rows of channels a plane of the batch
+                // apart: too many streams for the hardware prefetcher); about 1 % of a mel b64 pass.
+                if (!job.Pooled)
+                {
+                    Sse.Prefetch0(job.Y + offset + 2 * job.W);
+                    Sse.Prefetch0(job.Y + offset + 3 * job.W);
+                }
+                if (hasResidual)
+                {
+                    Sse.Prefetch0(job.Residual + offset + 2 * job.W);
+                    Sse.Prefetch0(job.Residual + offset + 3 * job.W);
+                }
                 if (job.Pooled)
                 {
                     float* res = hasResidual ? job.Residual + offset : null;
