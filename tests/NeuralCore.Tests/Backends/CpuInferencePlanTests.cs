@@ -145,6 +145,14 @@ public sealed class CpuInferencePlanTests
     [InlineData(8, 8, 64, 50, 3, "relu", true)]
     [InlineData(3, 5, 2, 16, 16, "relu", true)]
     [InlineData(16, 16, 15, 24, 1, "relu", false)]
+    // Narrow maps (fewer than 8 tiles a row) with 32 samples or more in the lanes: MNIST's 6 x 6 and 3 x 6 maps, groups
+    // of 32 + 8 and 32 + 1 samples (lanes past the batch), odd height and width, a single tile per plane; 31 samples stay
+    // with the implicit GEMM.
+    [InlineData(19, 38, 6, 6, 40, "relu", true)]
+    [InlineData(8, 12, 5, 7, 33, "hardswish", true)]
+    [InlineData(16, 16, 3, 6, 64, "none", true)]
+    [InlineData(4, 5, 2, 2, 160, "relu", true)]
+    [InlineData(16, 16, 6, 6, 31, "relu", false)]
     public void ThreeByThreeConvolutionsRunAsWinograd(int cin, int cout, int h, int w, int batch, string activation, bool winograd)
     {
         var g = new Generator(41);
@@ -188,6 +196,9 @@ public sealed class CpuInferencePlanTests
     [InlineData(31, 24, 2, 1)]
     [InlineData(8, 17, 9, 1)]
     [InlineData(4, 40, 3, 2)]
+    // Samples in the lanes (narrow maps, 32 samples or more): MNIST's 3 x 6 map, and an odd height, 32 + 16 samples.
+    [InlineData(3, 6, 256, 1)]
+    [InlineData(5, 6, 48, 1)]
     public void ATwoByOnePoolIsAppliedAsWinogradStoresItsRows(int h, int w, int batch, int poolWidth)
     {
         var g = new Generator(47);

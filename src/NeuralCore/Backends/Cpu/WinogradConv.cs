@@ -38,9 +38,12 @@ internal static unsafe class WinogradConv
     // same map: 0.023 against 0.028 ms, 0.044 against 0.059 ms).
     private const long MinTiles = 4 * Lanes;
     private const long MinTilesPooled = 2 * Lanes;
-    // Tile rows at least this long (maps 15 columns wide or more): a run fills half a vector or more. MNIST's 6-column
-    // maps (3 tiles a row) ran 1.7x slower than the implicit GEMM, most of it transforms on mostly idle lanes.
+    // Tile rows at least this long (maps 15 columns wide or more) put the tiles of a run in the lanes: a run fills half a
+    // vector or more. MNIST's 6-column maps (3 tiles a row) ran 1.7x slower than the implicit GEMM that way, most of it
+    // transforms on mostly idle lanes; narrower maps put SampleGroup samples in the lanes instead, each sample's planes
+    // transposed into a staging block first.
     private const int MinTilesWide = 8;
+    private const int SampleGroup = Lanes;
     private const long MinMacsPerPart = 1 << 18;
     // Floats of one point's 8 x 32 product tile.
     private const int ProductTile = Rows * Lanes;
@@ -51,14 +54,16 @@ internal static unsafe class WinogradConv
     /// <summary>
     /// True when this path runs the convolution, followed by <paramref name="pool"/> if given, on this machine
     /// (AVX-512): a 3x3 convolution of stride 1, dilation 1 and padding 1 (output the size of the input), one group, on
-    /// maps at least 2 rows high and <see cref="MinTilesWide"/> tiles (15 columns) wide, with at least
+    /// maps at least 2 x 2 and either <see cref="MinTilesWide"/> tiles (15 columns) wide or in batches of at least
+    /// <see cref="SampleGroup"/> samples (then with the samples in the lanes), with at least
     /// <see cref="MinTiles"/> tiles in the batch (<see cref="MinTilesPooled"/> with a pool); the pool must be a 2 x 1 max
     /// pool of stride 2 x 1 without padding (CP-ResNet's), which takes the maximum of each tile's two output rows.
     /// </summary>
     internal static bool Supports(in Conv2dParams p, Pool2dParams? pool) =>
         Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.Groups == 1
         && p.R == 3 && p.S == 3 && p.StrideH == 1 && p.StrideW == 1 && p.DilationH == 1 && p.DilationW == 1
-        && p.PadH == 1 && p.PadW == 1 && p.P == p.H && p.Q == p.W && p.H >= 2 && (p.W + 1) / 2 >= MinTilesWide
+        && p.PadH == 1 && p.PadW == 1 && p.P == p.H && p.Q == p.W && p.H >= 2 && p.W >= 2
+        && ((p.W + 1) / 2 >= MinTilesWide || p.N >= SampleGroup)
         && (long)p.N * ((p.H + 1) / 2) * ((p.W + 1) / 2) >= (pool is null ? MinTiles : MinTilesPooled)
         && (pool is not { } q || (q.KernelH == 2 && q.StrideH == 2 && q.KernelW == 1 && q.StrideW == 1 && q.PadH == 0 && q.PadW == 0 && !q.CeilMode));
 
@@ -113,6 +118,10 @@ internal static unsafe class WinogradConv
         public int C, K, KPadded, H, W, TilesH, TilesW, Kind;
         // A fused 2 x 1 max pool (see Supports): y is [K, N, H / 2, W], one row per tile row.
         public bool Pooled;
+        // Narrow maps: a block is SampleGroup samples, a panel one tile position of theirs (the samples in the lanes).
+        public bool SampleLanes;
+        public int N, TilesPerPlane;
+        public UnaryOp Activation;
         public long PerPoint, Plane, Channel, Tiles, PooledChannel;
         public int BlockTiles, Blocks, Parts;
         // Floats per row of V: a block's tiles and one run more, so a run's 16 lanes stay inside the row and are
@@ -138,6 +147,10 @@ internal static unsafe class WinogradConv
             TilesH = (p.H + 1) / 2, TilesW = (p.W + 1) / 2, Kind = kind,
             PerPoint = weights.PerPoint, Plane = (long)p.H * p.W, Pooled = pooled,
         };
+        job.N = p.N;
+        job.TilesPerPlane = job.TilesH * job.TilesW;
+        job.SampleLanes = job.TilesW < MinTilesWide;
+        job.Activation = kind == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
         job.Channel = p.N * job.Plane;
         job.PooledChannel = (long)p.N * (p.H / 2) * p.W;
         job.Tiles = (long)p.N * job.TilesH * job.TilesW;
@@ -148,8 +161,14 @@ internal static unsafe class WinogradConv
         long blocks = parts * Math.Max(1, (job.Tiles + (long)parts * maxBlock - 1) / ((long)parts * maxBlock));
         job.BlockTiles = (int)((job.Tiles + blocks - 1) / blocks + Lanes - 1) / Lanes * Lanes;
         job.Blocks = (int)((job.Tiles + job.BlockTiles - 1) / job.BlockTiles);
-        job.Parts = Math.Min(parts, job.Blocks);
         job.Ld = job.BlockTiles + RunTiles;
+        if (job.SampleLanes)
+        {
+            job.BlockTiles = job.TilesPerPlane * SampleGroup;
+            job.Blocks = (p.N + SampleGroup - 1) / SampleGroup;
+            job.Ld = job.BlockTiles;
+        }
+        job.Parts = Math.Min(parts, job.Blocks);
         job.VStride = (long)p.C * job.Ld + 16;
         if (job.Parts == 1) RunBlocks(in job, 0, job.Blocks);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
@@ -169,6 +188,11 @@ internal static unsafe class WinogradConv
         // V [point, C, ld]; M [point, 8, 32] (one micro-tile per point), with a vector of slack for unaligned loads.
         float* v = scratch.Get(ConvScratch.Slot.Columns, Points * job.VStride);
         float* m = scratch.Get(ConvScratch.Slot.Block, Points * ProductTile + RunTiles);
+        if (job.SampleLanes)
+        {
+            RunSampleBlocks(in job, first, end, v, m, scratch);
+            return;
+        }
         for (int block = first; block < end; block++)
         {
             long t0 = (long)block * job.BlockTiles;
@@ -188,6 +212,113 @@ internal static unsafe class WinogradConv
                     TransformOutput(in job, t0 + j, Math.Min(Lanes, count - j), k, Math.Min(k + Rows, job.K), m);
                 }
         }
+    }
+
+    /// <summary>
+    /// Blocks [first, end) of narrow maps, SampleGroup samples each: per input channel the samples' planes are transposed
+    /// into a staging block [position, sample] and every tile position's patch is transformed for all of them at once
+    /// (panel t of V is tile t of the plane); per 8 output channels the products of each panel are transformed back into
+    /// a staging block [channel, position, sample], which is transposed into y's planes and given bias, residual and
+    /// activation there (and pooled, with a fused pool).
+    /// </summary>
+    [SkipLocalsInit]
+    private static void RunSampleBlocks(in Job job, int first, int end, float* v, float* m, ConvScratch scratch)
+    {
+        int plane = (int)job.Plane, tiles = job.TilesPerPlane;
+        // Input staging [plane, 32] and a 32-float block of zeros after it (the patches' positions off the map); output
+        // staging [8, plane, 32]; with a pool, one channel's unpooled planes [32, plane].
+        float* staging = scratch.Get(ConvScratch.Slot.Padded, (long)(plane + 1) * Lanes);
+        float* outputs = scratch.Get(ConvScratch.Slot.Rows, (long)Rows * plane * Lanes);
+        float* unpooled = job.Pooled ? scratch.Get(ConvScratch.Slot.ChannelMajor, (long)SampleGroup * plane) : null;
+        float* zeros = staging + (long)plane * Lanes;
+        new Span<float>(zeros, Lanes).Clear();
+        // Per tile and patch entry (i, j), where it reads in the staging block: its position's row, or the zeros.
+        int* sources = stackalloc int[tiles * Points];
+        for (int t = 0; t < tiles; t++)
+            for (int i = 0; i < 4; i++)
+                for (int j = 0; j < 4; j++)
+                {
+                    int r = 2 * (t / job.TilesW) - 1 + i, c = 2 * (t % job.TilesW) - 1 + j;
+                    sources[t * Points + i * 4 + j] = ((uint)r < (uint)job.H && (uint)c < (uint)job.W ? r * job.W + c : plane) * Lanes;
+                }
+        bool hasActivation = job.Kind != 0;
+        var pool = new Pool2dParams(1, 1, job.H, job.W, 2, 1, 2, 1, 0, 0);
+        long pooledPlane = (long)(job.H / 2) * job.W;
+        for (int block = first; block < end; block++)
+        {
+            int n0 = block * SampleGroup, samples = Math.Min(SampleGroup, job.N - n0);
+            // Lanes past the batch's last sample transform zeros, not what the block last held (never stored, but stale
+            // values may be denormals, which are slow).
+            if (samples < SampleGroup) new Span<float>(staging, plane * Lanes).Clear();
+            for (int c = 0; c < job.C; c++)
+            {
+                Gemm.Transpose(job.X + c * job.Channel + (long)n0 * plane, plane, staging, Lanes, samples, plane);
+                float* dst = v + (long)c * job.Ld;
+                for (int t = 0; t < tiles; t++, dst += Lanes)
+                {
+                    TransformPatch(staging, sources + t * Points, dst, job.VStride);
+                    TransformPatch(staging + 16, sources + t * Points, dst + 16, job.VStride);
+                }
+            }
+            for (int k = 0; k < job.KPadded; k += Rows)
+            {
+                int k1 = Math.Min(k + Rows, job.K);
+                for (int t = 0; t < tiles; t++)
+                {
+                    MultiplyPoints(in job, v + t * Lanes, k, m);
+                    int th = t / job.TilesW, tw = t % job.TilesW;
+                    for (int kk = k; kk < k1; kk++)
+                        for (int half = 0; half < Lanes; half += 16)
+                        {
+                            OutputTile(m + (kk - k) * Lanes + half, ProductTile, out var y00, out var y01, out var y10, out var y11);
+                            // The tile's outputs that lie on the map, at their positions in the staging block.
+                            float* o = outputs + (long)(kk - k) * plane * Lanes + half;
+                            int at = (2 * th * job.W + 2 * tw) * Lanes;
+                            bool right = 2 * tw + 1 < job.W, below = 2 * th + 1 < job.H;
+                            Vector512.Store(y00, o + at);
+                            if (right) Vector512.Store(y01, o + at + Lanes);
+                            if (below) Vector512.Store(y10, o + at + job.W * Lanes);
+                            if (right && below) Vector512.Store(y11, o + at + (job.W + 1) * Lanes);
+                        }
+                }
+                for (int kk = k; kk < k1; kk++)
+                {
+                    float* bias = job.Bias == null ? null : job.Bias + kk;
+                    float* residual = job.Residual == null ? null : job.Residual + kk * job.Channel;
+                    float* o = outputs + (long)(kk - k) * plane * Lanes;
+                    if (!job.Pooled)
+                    {
+                        float* y = job.Y + kk * job.Channel;
+                        Gemm.Transpose(o, Lanes, y + (long)n0 * plane, plane, plane, samples);
+                        ConvKernels.Epilogue(y, 0, (long)n0 * plane, 1, samples * plane, bias, residual, 0, (long)n0 * plane,
+                            hasActivation, job.Activation, 0f, 0f);
+                        continue;
+                    }
+                    Gemm.Transpose(o, Lanes, unpooled, plane, plane, samples);
+                    ConvKernels.Epilogue(unpooled, 0, 0, 1, samples * plane, bias, residual, 0, (long)n0 * plane,
+                        hasActivation, job.Activation, 0f, 0f);
+                    PoolKernels.MaxPlanes(unpooled, job.Y + kk * job.PooledChannel + n0 * pooledPlane, samples, pool);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// V for 16 lanes of a staging block [position, 32]: patch entry (i, j) read at <paramref name="staging"/> +
+    /// sources[i * 4 + j], point (a, b) stored at <paramref name="dst"/> + (a * 4 + b) * <paramref name="pointStride"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransformPatch(float* staging, int* sources, float* dst, long pointStride)
+    {
+        RowOfB(Vector512.Load(staging + sources[0]), Vector512.Load(staging + sources[1]), Vector512.Load(staging + sources[2]),
+            Vector512.Load(staging + sources[3]), out var r00, out var r01, out var r02, out var r03);
+        RowOfB(Vector512.Load(staging + sources[4]), Vector512.Load(staging + sources[5]), Vector512.Load(staging + sources[6]),
+            Vector512.Load(staging + sources[7]), out var r10, out var r11, out var r12, out var r13);
+        RowOfB(Vector512.Load(staging + sources[8]), Vector512.Load(staging + sources[9]), Vector512.Load(staging + sources[10]),
+            Vector512.Load(staging + sources[11]), out var r20, out var r21, out var r22, out var r23);
+        RowOfB(Vector512.Load(staging + sources[12]), Vector512.Load(staging + sources[13]), Vector512.Load(staging + sources[14]),
+            Vector512.Load(staging + sources[15]), out var r30, out var r31, out var r32, out var r33);
+        StoreColumns(dst, pointStride, r00, r01, r02, r03, r10, r11, r12, r13, r20, r21, r22, r23, r30, r31, r32, r33);
     }
 
     /// <summary>
@@ -255,24 +386,7 @@ internal static unsafe class WinogradConv
                 RowTransform(src + job.W, a0, a1, b0, b1, even, odd, out var r10, out var r11, out var r12, out var r13);
                 if (has2) RowTransform(src + 2 * job.W, a0, a1, b0, b1, even, odd, out r20, out r21, out r22, out r23);
                 if (has3) RowTransform(src + 3 * job.W, a0, a1, b0, b1, even, odd, out r30, out r31, out r32, out r33);
-                // Then along the columns: B^T (d B); point (a, b) goes to V's rows a * 4 + b.
-                float* o = dst;
-                Vector512.Store(r00 - r20, o); o += pointStride;
-                Vector512.Store(r01 - r21, o); o += pointStride;
-                Vector512.Store(r02 - r22, o); o += pointStride;
-                Vector512.Store(r03 - r23, o); o += pointStride;
-                Vector512.Store(r10 + r20, o); o += pointStride;
-                Vector512.Store(r11 + r21, o); o += pointStride;
-                Vector512.Store(r12 + r22, o); o += pointStride;
-                Vector512.Store(r13 + r23, o); o += pointStride;
-                Vector512.Store(r20 - r10, o); o += pointStride;
-                Vector512.Store(r21 - r11, o); o += pointStride;
-                Vector512.Store(r22 - r12, o); o += pointStride;
-                Vector512.Store(r23 - r13, o); o += pointStride;
-                Vector512.Store(r10 - r30, o); o += pointStride;
-                Vector512.Store(r11 - r31, o); o += pointStride;
-                Vector512.Store(r12 - r32, o); o += pointStride;
-                Vector512.Store(r13 - r33, o);
+                StoreColumns(dst, pointStride, r00, r01, r02, r03, r10, r11, r12, r13, r20, r21, r22, r23, r30, r31, r32, r33);
             }
             lane += length;
         }
@@ -294,10 +408,47 @@ internal static unsafe class WinogradConv
         hi = Avx512F.MaskLoad(src + 18, b1, Vector512<float>.Zero);
         var d2 = Avx512F.PermuteVar16x32x2(lo, even, hi);
         var d3 = Avx512F.PermuteVar16x32x2(lo, odd, hi);
+        RowOfB(d0, d1, d2, d3, out r0, out r1, out r2, out r3);
+    }
+
+    /// <summary>One row of a patch times B: (d0 - d2, d1 + d2, d2 - d1, d1 - d3), lane by lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowOfB(Vector512<float> d0, Vector512<float> d1, Vector512<float> d2, Vector512<float> d3,
+        out Vector512<float> r0, out Vector512<float> r1, out Vector512<float> r2, out Vector512<float> r3)
+    {
         r0 = d0 - d2;
         r1 = d1 + d2;
         r2 = d2 - d1;
         r3 = d1 - d3;
+    }
+
+    /// <summary>
+    /// B^T (d B) from the rows r_i = (d B)_i of a patch: point (a, b) is stored at <paramref name="o"/> + (a * 4 + b) *
+    /// <paramref name="pointStride"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreColumns(float* o, long pointStride,
+        Vector512<float> r00, Vector512<float> r01, Vector512<float> r02, Vector512<float> r03,
+        Vector512<float> r10, Vector512<float> r11, Vector512<float> r12, Vector512<float> r13,
+        Vector512<float> r20, Vector512<float> r21, Vector512<float> r22, Vector512<float> r23,
+        Vector512<float> r30, Vector512<float> r31, Vector512<float> r32, Vector512<float> r33)
+    {
+        Vector512.Store(r00 - r20, o); o += pointStride;
+        Vector512.Store(r01 - r21, o); o += pointStride;
+        Vector512.Store(r02 - r22, o); o += pointStride;
+        Vector512.Store(r03 - r23, o); o += pointStride;
+        Vector512.Store(r10 + r20, o); o += pointStride;
+        Vector512.Store(r11 + r21, o); o += pointStride;
+        Vector512.Store(r12 + r22, o); o += pointStride;
+        Vector512.Store(r13 + r23, o); o += pointStride;
+        Vector512.Store(r20 - r10, o); o += pointStride;
+        Vector512.Store(r21 - r11, o); o += pointStride;
+        Vector512.Store(r22 - r12, o); o += pointStride;
+        Vector512.Store(r23 - r13, o); o += pointStride;
+        Vector512.Store(r10 - r30, o); o += pointStride;
+        Vector512.Store(r11 - r31, o); o += pointStride;
+        Vector512.Store(r12 - r32, o); o += pointStride;
+        Vector512.Store(r13 - r33, o);
     }
 
     /// <summary>
@@ -330,25 +481,7 @@ internal static unsafe class WinogradConv
             long pooledAt = (n * (job.H / 2) + th) * job.W + 2 * tw;
             for (int k = k0; k < k1; k++)
             {
-                float* s = m + (k - k0) * Lanes + lane;
-                // A^T M: rows 0 and 1 of the 2 x 4 intermediate, point by point along the tile's columns.
-                Vector512<float> m0, m1, m2, m3;
-                m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
-                Vector512<float> t00 = m0 + m1 + m2, t10 = m1 - m2 - m3;
-                s += pointStride;
-                m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
-                Vector512<float> t01 = m0 + m1 + m2, t11 = m1 - m2 - m3;
-                s += pointStride;
-                m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
-                Vector512<float> t02 = m0 + m1 + m2, t12 = m1 - m2 - m3;
-                s += pointStride;
-                m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
-                Vector512<float> t03 = m0 + m1 + m2, t13 = m1 - m2 - m3;
-                // (A^T M) A: the tile's outputs (0, 0), (0, 1), (1, 0), (1, 1), one lane per tile.
-                var y00 = t00 + t01 + t02;
-                var y01 = t01 - t02 - t03;
-                var y10 = t10 + t11 + t12;
-                var y11 = t11 - t12 - t13;
+                OutputTile(m + (k - k0) * Lanes + lane, pointStride, out var y00, out var y01, out var y10, out var y11);
                 float bias = hasBias ? job.Bias[k] : 0f;
                 long offset = k * job.Channel + at;
                 // The next tile row's output and residual lines of this channel (rows of channels a plane of the batch
@@ -381,6 +514,31 @@ internal static unsafe class WinogradConv
             }
             lane += length;
         }
+    }
+
+    /// <summary>A^T M A for the 16 lanes at <paramref name="s"/> (point (a, b) at s + (a * 4 + b) * <paramref name="pointStride"/>): a tile's four outputs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void OutputTile(float* s, long pointStride, out Vector512<float> y00, out Vector512<float> y01, out Vector512<float> y10,
+        out Vector512<float> y11)
+    {
+        // A^T M: rows 0 and 1 of the 2 x 4 intermediate, point by point along the tile's columns.
+        Vector512<float> m0, m1, m2, m3;
+        m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
+        Vector512<float> t00 = m0 + m1 + m2, t10 = m1 - m2 - m3;
+        s += pointStride;
+        m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
+        Vector512<float> t01 = m0 + m1 + m2, t11 = m1 - m2 - m3;
+        s += pointStride;
+        m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
+        Vector512<float> t02 = m0 + m1 + m2, t12 = m1 - m2 - m3;
+        s += pointStride;
+        m0 = Vector512.Load(s); m1 = Vector512.Load(s + 4 * pointStride); m2 = Vector512.Load(s + 8 * pointStride); m3 = Vector512.Load(s + 12 * pointStride);
+        Vector512<float> t03 = m0 + m1 + m2, t13 = m1 - m2 - m3;
+        // (A^T M) A: the tile's outputs (0, 0), (0, 1), (1, 0), (1, 1), one lane per tile.
+        y00 = t00 + t01 + t02;
+        y01 = t01 - t02 - t03;
+        y10 = t10 + t11 + t12;
+        y11 = t11 - t12 - t13;
     }
 
     /// <summary>One output row of a run: the tiles' left and right outputs interleaved, with the epilogue, stored in the masked columns.</summary>
