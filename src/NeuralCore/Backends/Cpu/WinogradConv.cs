@@ -15,9 +15,11 @@ namespace NeuralCore.Backends.Cpu;
 /// the outputs are stored.
 /// </summary>
 /// <remarks>
-/// The transforms run with the tiles in the vector lanes, along runs of up to 16 tiles of one tile row: an input row's
-/// odd and even columns are split by two-source permutes, so each transformed value of a run is one vector operation,
-/// and each output row is two interleaving permutes. The transforms add and subtract (F(2x2, 3x3) has no division
+/// On maps 15 columns wide or more the transforms run with the tiles in the vector lanes, along runs of up to 16 tiles
+/// of one tile row: an input row's odd and even columns are split by two-source permutes, so each transformed value of
+/// a run is one vector operation, and each output row is two interleaving permutes. On narrower maps (MNIST's 6 x 6 and
+/// 3 x 6) at batch 32 or more the samples are the lanes: 32 samples' planes are transposed into a staging block, so a
+/// patch entry of one tile position is one load for all of them. The transforms add and subtract (F(2x2, 3x3) has no division
 /// besides the weights' halves), so results differ from the direct sum by a few units in the last place of the larger
 /// terms, not in kind; the plan's conformance tests compare against eager with a tolerance. Threads share the blocks;
 /// each output is computed by one thread in a fixed order, so results do not depend on the thread count. Needs AVX-512.
@@ -30,7 +32,8 @@ internal static unsafe class WinogradConv
     private const int Points = 16;
     // Tiles per run: one vector's lanes.
     private const int RunTiles = 16;
-    // A block's transformed input and product should stay in L2 (1 MiB per core here) with room for the weights.
+    // Blocks of at most BlockBytes / (16 x 4 x (C + K)) tiles: the transformed input (16 points x C floats a tile) stays
+    // in L2 (1 MiB per core here) with room for the weights and the output rows being written.
     private const int BlockBytes = 384 * 1024;
     // At least this many tiles (four panels): below, the implicit GEMM was as fast or faster (one 15 x 24 mel map, 96
     // tiles: pruned 0.027 against 0.021 ms, big 0.046 against 0.045 ms), the blocks shared by two threads being half
@@ -150,6 +153,7 @@ internal static unsafe class WinogradConv
         job.N = p.N;
         job.TilesPerPlane = job.TilesH * job.TilesW;
         job.SampleLanes = job.TilesW < MinTilesWide;
+        // The samples path runs its epilogue through ConvKernels.Epilogue, which takes the op (unused when Kind is 0).
         job.Activation = kind == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
         job.Channel = p.N * job.Plane;
         job.PooledChannel = (long)p.N * (p.H / 2) * p.W;
