@@ -390,24 +390,8 @@ internal static unsafe class WinogradConv
                 RowTransform(src + job.W, a0, a1, b0, b1, even, odd, out var r10, out var r11, out var r12, out var r13);
                 if (has2) RowTransform(src + 2 * job.W, a0, a1, b0, b1, even, odd, out r20, out r21, out r22, out r23);
                 if (has3) RowTransform(src + 3 * job.W, a0, a1, b0, b1, even, odd, out r30, out r31, out r32, out r33);
-                // Then along the columns: B^T (d B); point (a, b) goes to V's rows a * 4 + b.
-                float* o = dst;
-                Vector512.Store(r00 - r20, o); o += pointStride;
-                Vector512.Store(r01 - r21, o); o += pointStride;
-                Vector512.Store(r02 - r22, o); o += pointStride;
-                Vector512.Store(r03 - r23, o); o += pointStride;
-                Vector512.Store(r10 + r20, o); o += pointStride;
-                Vector512.Store(r11 + r21, o); o += pointStride;
-                Vector512.Store(r12 + r22, o); o += pointStride;
-                Vector512.Store(r13 + r23, o); o += pointStride;
-                Vector512.Store(r20 - r10, o); o += pointStride;
-                Vector512.Store(r21 - r11, o); o += pointStride;
-                Vector512.Store(r22 - r12, o); o += pointStride;
-                Vector512.Store(r23 - r13, o); o += pointStride;
-                Vector512.Store(r10 - r30, o); o += pointStride;
-                Vector512.Store(r11 - r31, o); o += pointStride;
-                Vector512.Store(r12 - r32, o); o += pointStride;
-                Vector512.Store(r13 - r33, o);
+                // Then along the columns: B^T (d B).
+                StoreColumns(dst, pointStride, r00, r01, r02, r03, r10, r11, r12, r13, r20, r21, r22, r23, r30, r31, r32, r33);
             }
             lane += length;
         }
