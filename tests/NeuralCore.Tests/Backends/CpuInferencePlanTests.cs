@@ -153,6 +153,8 @@ public sealed class CpuInferencePlanTests
     [InlineData(16, 16, 3, 6, 64, "none", true)]
     [InlineData(4, 5, 2, 2, 160, "relu", true)]
     [InlineData(16, 16, 6, 6, 31, "relu", false)]
+    // A tall narrow map: 32 samples' 100 x 3 tiles would be 4.7 MiB of transformed input, more than a block may hold.
+    [InlineData(8, 8, 200, 6, 32, "relu", false)]
     public void ThreeByThreeConvolutionsRunAsWinograd(int cin, int cout, int h, int w, int batch, string activation, bool winograd)
     {
         var g = new Generator(41);

@@ -19,23 +19,23 @@ internal sealed unsafe class ConvScratch
     /// <summary>The slots a convolution uses at the same time.</summary>
     internal enum Slot
     {
-        /// <summary>im2col columns [C/groups*R*S, columns]; in the implicit GEMM, one B micro-panel and its repacked lanes; in the Winograd path, a block's transformed input.</summary>
+        /// <summary>im2col columns [C/groups*R*S, columns]; in the implicit GEMM, one B micro-panel and its repacked lanes; in the Winograd path, a block's transformed input (16 points x C rows).</summary>
         Columns,
-        /// <summary>Gathered output or output-gradient rows [K/groups, columns]; in the implicit GEMM, the 8 x 32 edge tile.</summary>
+        /// <summary>Gathered output or output-gradient rows [K/groups, columns]; in the implicit GEMM, the 8 x 32 edge tile; in the Winograd path with samples in the lanes, the outputs of 8 channels [channel, position, sample].</summary>
         Rows,
         /// <summary>Per-part partial weight gradients (caller thread only).</summary>
         Partials,
         /// <summary>The flipped kernel of a stride-1 backward-data pass (caller thread only).</summary>
         Weights,
-        /// <summary>One zero-bordered input plane for the unit-stride im2col.</summary>
+        /// <summary>One zero-bordered input plane for the unit-stride im2col; in the Winograd path with samples in the lanes, one channel's planes [position, sample].</summary>
         Padded,
-        /// <summary>A block of convolution output rows that is pooled before it leaves the cache (implicit GEMM with a fused pool); in the Winograd path, a block's products.</summary>
+        /// <summary>A block of convolution output rows that is pooled before it leaves the cache (implicit GEMM with a fused pool); in the Winograd path, the 16 points' 8 x 32 products.</summary>
         Block,
         /// <summary>A kernel cut to its live taps, or its weight gradient (caller thread only).</summary>
         LiveTaps,
         /// <summary>Weights packed for one implicit-GEMM call of a training pass (caller thread only).</summary>
         PackedWeights,
-        /// <summary>Channel-major copies of a chunk of a sample-major input and of its output (the training passes' implicit GEMM).</summary>
+        /// <summary>Channel-major copies of a chunk of a sample-major input and of its output (the training passes' implicit GEMM); in the Winograd path with samples in the lanes and a fused pool, one channel's unpooled planes.</summary>
         ChannelMajor,
     }
 

@@ -47,6 +47,9 @@ internal static unsafe class WinogradConv
     // transposed into a staging block first.
     private const int MinTilesWide = 8;
     private const int SampleGroup = Lanes;
+    // With the samples in the lanes a block holds every tile of 32 samples' planes: at most this much transformed input
+    // (MNIST's 6 x 6 maps of 32 channels: 576 KiB), or it would not stay in L2 (taller narrow maps keep the implicit GEMM).
+    private const long MaxSampleBlockBytes = 1 << 20;
     private const long MinMacsPerPart = 1 << 18;
     // Floats of one point's 8 x 32 product tile.
     private const int ProductTile = Rows * Lanes;
@@ -58,7 +61,8 @@ internal static unsafe class WinogradConv
     /// True when this path runs the convolution, followed by <paramref name="pool"/> if given, on this machine
     /// (AVX-512): a 3x3 convolution of stride 1, dilation 1 and padding 1 (output the size of the input), one group, on
     /// maps at least 2 x 2 and either <see cref="MinTilesWide"/> tiles (15 columns) wide or in batches of at least
-    /// <see cref="SampleGroup"/> samples (then with the samples in the lanes), with at least
+    /// <see cref="SampleGroup"/> samples (then with the samples in the lanes, for planes small enough that a block's
+    /// transformed input stays within <see cref="MaxSampleBlockBytes"/>), with at least
     /// <see cref="MinTiles"/> tiles in the batch (<see cref="MinTilesPooled"/> with a pool); the pool must be a 2 x 1 max
     /// pool of stride 2 x 1 without padding (CP-ResNet's), which takes the maximum of each tile's two output rows.
     /// </summary>
@@ -66,9 +70,12 @@ internal static unsafe class WinogradConv
         Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.Groups == 1
         && p.R == 3 && p.S == 3 && p.StrideH == 1 && p.StrideW == 1 && p.DilationH == 1 && p.DilationW == 1
         && p.PadH == 1 && p.PadW == 1 && p.P == p.H && p.Q == p.W && p.H >= 2 && p.W >= 2
-        && ((p.W + 1) / 2 >= MinTilesWide || p.N >= SampleGroup)
+        && ((p.W + 1) / 2 >= MinTilesWide || (p.N >= SampleGroup && SampleBlockBytes(p) <= MaxSampleBlockBytes))
         && (long)p.N * ((p.H + 1) / 2) * ((p.W + 1) / 2) >= (pool is null ? MinTiles : MinTilesPooled)
         && (pool is not { } q || (q.KernelH == 2 && q.StrideH == 2 && q.KernelW == 1 && q.StrideW == 1 && q.PadH == 0 && q.PadW == 0 && !q.CeilMode));
+
+    /// <summary>Bytes of transformed input in a block of <see cref="SampleGroup"/> samples (every tile of their planes).</summary>
+    private static long SampleBlockBytes(in Conv2dParams p) => (long)Points * p.C * ((p.H + 1) / 2) * ((p.W + 1) / 2) * SampleGroup * sizeof(float);
 
     /// <summary>The transformed weights, packed once: per point (a, b) of the 4 x 4 tile, U[a, b] as a [K, C] GEMM operand.</summary>
     internal sealed class Weights
