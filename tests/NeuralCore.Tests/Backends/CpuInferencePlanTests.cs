@@ -130,8 +130,8 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
-    /// 3x3 "same" convolutions over rows of at least 8 tiles run by Winograd's F(2x2, 3x3) (<see cref="WinogradConv"/>):
-    /// maps of odd height and width (tiles partly off the map), tile rows longer than one run (20 tiles: 16 + 4), a map
+    /// 3x3 "same" convolutions with enough tiles run by Winograd's F(2x2, 3x3) (<see cref="WinogradConv"/>), the tiles in
+    /// the lanes on rows of at least 8 tiles: maps of odd height and width (tiles partly off the map), tile rows longer than one run (20 tiles: 16 + 4), a map
     /// two rows high, 12 output channels (8 + 4: a last micro-panel of 4 rows) and 38 (a last one of 6), blocks that end
     /// inside a tile row, several blocks per thread, residual blocks after them (a residual added as the outputs are
     /// stored), ReLU, Hardswish and no activation. Each must match eager, as must the same plan compiled with the path

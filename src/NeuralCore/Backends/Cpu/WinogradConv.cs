@@ -209,7 +209,8 @@ internal static unsafe class WinogradConv
             long t0 = (long)block * job.BlockTiles;
             int count = (int)Math.Min(job.BlockTiles, job.Tiles - t0);
             int width = (count + Lanes - 1) / Lanes * Lanes;
-            // The last panel's unused lanes multiply as zeros (never stored; scratch may hold anything, denormals included).
+            // The last panel's unused lanes are never stored, but scratch may hold anything, denormals included: they are
+            // cleared, and the last run's whole-vector stores leave only transforms of the map's own values in them.
             if (count < width)
                 for (int point = 0; point < Points; point++)
                     for (int c = 0; c < job.C; c++) new Span<float>(v + point * job.VStride + (long)c * ld + count, width - count).Clear();
