@@ -250,3 +250,115 @@ public sealed class ConvThreadingTests
         }
     }
 }
+
+/// <summary>
+/// <see cref="DirectWeightGradient"/> (stride-1 "same" weight gradients as direct dot products) against a float64 sum of
+/// products and against the GEMM path, with channel counts that leave its 4 x 5 channel blocks partly filled, planes whose
+/// border masks repeat only after many vectors, chunks that end inside a vector, and non-finite values. Turns the path off
+/// process-wide for the GEMM comparison, so runs alone.
+/// </summary>
+[Collection(nameof(CpuSettingsCollection))]
+public sealed class DirectWeightGradientTests
+{
+    /// <summary>dw[k, c, r, s] = sum over n, p, q of dy[n, k, p, q] * x[n, c, p + r - padH, q + s - padW] (in the input).</summary>
+    private static double[] Expected(float[] dy, float[] x, in Conv2dParams p)
+    {
+        var dw = new double[p.K * p.C * p.R * p.S];
+        for (int k = 0; k < p.K; k++)
+        for (int c = 0; c < p.C; c++)
+        for (int r = 0; r < p.R; r++)
+        for (int s = 0; s < p.S; s++)
+        {
+            double sum = 0;
+            for (int n = 0; n < p.N; n++)
+            for (int i = 0; i < p.H; i++)
+            for (int j = 0; j < p.W; j++)
+            {
+                int ih = i + r - p.PadH, iw = j + s - p.PadW;
+                if ((uint)ih < (uint)p.H && (uint)iw < (uint)p.W)
+                    sum += (double)dy[((n * p.K + k) * p.H + i) * p.W + j] * x[((n * p.C + c) * p.H + ih) * p.W + iw];
+            }
+            dw[((k * p.C + c) * p.R + r) * p.S + s] = sum;
+        }
+        return dw;
+    }
+
+    private static unsafe float[] Direct(float[] dy, float[] x, in Conv2dParams p)
+    {
+        var dw = new float[p.K * p.C * p.R * p.S];
+        Array.Fill(dw, float.NaN);
+        fixed (float* pdy = dy, px = x, pdw = dw) DirectWeightGradient.Run(pdy, px, pdw, p);
+        return dw;
+    }
+
+    private static float[] GemmPath(float[] dy, float[] x, Conv2dParams p)
+    {
+        var dw = Tensor.Full([p.K, p.C, p.R, p.S], float.NaN);
+        DirectWeightGradient.Enabled = false;
+        try
+        {
+            CpuBackend.Instance.Conv2dBackwardWeight(Tensor.FromArray(dy, p.N, p.K, p.H, p.W), Tensor.FromArray(x, p.N, p.C, p.H, p.W), dw, p);
+        }
+        finally
+        {
+            DirectWeightGradient.Enabled = true;
+        }
+        return dw.ToArray();
+    }
+
+    [Theory]
+    // N, C, H, W, K, R, S, padH, padW
+    [InlineData(3, 19, 6, 6, 19, 3, 3, 1, 1)]  // the pruned MNIST stage: blocks of 5 + 5 + 5 + 4 and 4 + 4 + 4 + 4 + 3 channels
+    [InlineData(2, 7, 5, 7, 3, 3, 3, 1, 1)]    // a 35-value plane: its masks repeat after 35 vectors; 70 positions end inside one
+    [InlineData(5, 6, 1, 6, 9, 1, 3, 0, 1)]    // a 3x3 cut to its middle row on maps one row high
+    [InlineData(2, 3, 9, 10, 5, 5, 5, 2, 2)]   // a 5x5 reaching two rows and columns out
+    [InlineData(4, 2, 4, 4, 1, 3, 1, 1, 0)]    // one output channel, a 3x1 kernel
+    [InlineData(40, 4, 31, 24, 6, 3, 3, 1, 1)] // several chunks of samples shared by the threads
+    [InlineData(4, 12, 1, 6, 38, 1, 1, 0, 0)]  // a 1x1 on 1 x 6 maps
+    public void MatchesTheSumOfProductsAndTheGemmPath(int n, int c, int h, int w, int k, int r, int s, int padH, int padW)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, padH, padW, 1, 1, 1);
+        Assert.True(DirectWeightGradient.CanRun(p));
+        float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 11));
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * h * w, 12));
+        var direct = Direct(dy, x, p);
+        double atol = 1e-5 * Math.Sqrt(n * h * w) + 1e-5;
+        GradCheck.AssertClose(Expected(dy, x, p), direct, atol, 1e-5, "direct dw");
+        GradCheck.AssertClose(Reference.ToDouble(GemmPath(dy, x, p)), direct, atol, 1e-5, "direct dw against the GEMM path");
+    }
+
+    [Fact]
+    public void NonFiniteValuesReachTheSameWeightsAsInTheGemmPath()
+    {
+        // A NaN input value reaches every weight whose tap reads it; an infinite gradient at the map's corner meets the
+        // zero border in the taps that read off the map, and infinity times zero is NaN there, as im2col's zeros give.
+        var p = new Conv2dParams(3, 7, 5, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        float[] x = Reference.ToFloat(Reference.Random(p.N * p.C * p.H * p.W, 21));
+        float[] dy = Reference.ToFloat(Reference.Random(p.N * p.K * p.H * p.W, 22));
+        x[((1 * p.C + 4) * p.H + 2) * p.W + 3] = float.NaN;
+        dy[((2 * p.K + 1) * p.H + 0) * p.W + 0] = float.PositiveInfinity;
+        var direct = Direct(dy, x, p);
+        var gemm = GemmPath(dy, x, p);
+        Assert.Equal(gemm.Select(float.IsNaN), direct.Select(float.IsNaN));
+        Assert.Contains(direct, float.IsNaN);
+        Assert.Contains(direct, float.IsFinite);
+    }
+
+    [Theory]
+    // The shapes CP-ResNet's layers give (pruned and unpruned, MNIST and mel), and which path each takes.
+    [InlineData(256, 19, 6, 6, 19, 3, 3, 1, true)]
+    [InlineData(256, 32, 3, 6, 32, 3, 3, 1, true)]
+    [InlineData(256, 32, 1, 6, 64, 1, 3, 1, true)]     // a 3x3 cut to 1x3 on 1 x 6: the GEMM path would gather
+    [InlineData(64, 32, 7, 24, 64, 3, 3, 1, false)]    // 64 output channels: the GEMM
+    [InlineData(256, 38, 1, 6, 38, 1, 1, 0, true)]
+    [InlineData(256, 128, 1, 6, 10, 1, 1, 0, true)]
+    [InlineData(64, 38, 7, 24, 38, 1, 1, 0, true)]     // 38 input channels leave the GEMM's panels part empty
+    [InlineData(64, 32, 31, 24, 32, 1, 1, 0, false)]   // 32 fill them, and the planes are read in place
+    [InlineData(256, 64, 1, 6, 64, 1, 1, 0, false)]
+    [InlineData(64, 76, 7, 24, 76, 1, 1, 0, false)]
+    public void RunsWhereItWasMeasuredFaster(int n, int c, int h, int w, int k, int r, int s, int pad, bool expected)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r == 1 ? 0 : pad, s == 1 ? 0 : pad, 1, 1, 1);
+        Assert.Equal(expected, DirectWeightGradient.Supports(p));
+    }
+}

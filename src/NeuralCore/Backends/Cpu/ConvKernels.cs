@@ -28,7 +28,7 @@ internal static unsafe class ConvKernels
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
     // A 1x1 weight gradient multiplies sample by sample from planes of at least this many values.
-    private const int MinDirectWeightPlane = 32;
+    internal const int MinDirectWeightPlane = 32;
     // Spare floats after each im2col row and after the padded input plane: the unit-stride im2col
     // copies whole vectors, running up to a vector past the end of each output row.
     private const int Slack = 16;
@@ -296,6 +296,11 @@ internal static unsafe class ConvKernels
             CopyWindow(dw, p, live, cut, r0, s0, toWindow: false);
             return;
         }
+        if (DirectWeightGradient.Supports(p))
+        {
+            DirectWeightGradient.Run(dy, x, dw, p);
+            return;
+        }
         Job job = Plan(Pass.BackwardWeight, p);
         job.X = x; job.W = dw; job.Y = dy;
         long wLen = (long)p.K * job.Crs;
@@ -406,7 +411,7 @@ internal static unsafe class ConvKernels
     /// multiply-adds, with as many chunks for every part (256 samples of 1 x 6 maps: 4 chunks of 64, not 86 + 86 + 84
     /// shared 1 : 2).
     /// </summary>
-    private static (int Chunk, int Chunks, int Parts) ShareChunks(int n, int chunk, long macs)
+    internal static (int Chunk, int Chunks, int Parts) ShareChunks(int n, int chunk, long macs)
     {
         int chunks = (n + chunk - 1) / chunk;
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, chunks));
@@ -574,7 +579,7 @@ internal static unsafe class ConvKernels
     /// samples + i * sampleStride, its planes contiguous) and a chunk [channels, nb * plane] (channel c's planes of the
     /// nb samples side by side): into the tensor when <paramref name="toSamples"/>, else into the chunk.
     /// </summary>
-    private static void MoveChunk(float* samples, long sampleStride, int channels, int plane, int nb, float* chunk, bool toSamples)
+    internal static void MoveChunk(float* samples, long sampleStride, int channels, int plane, int nb, float* chunk, bool toSamples)
     {
         long ld = (long)nb * plane;
         for (int i = 0; i < nb; i++)
