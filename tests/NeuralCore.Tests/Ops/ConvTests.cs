@@ -252,15 +252,18 @@ public sealed class ConvThreadingTests
 }
 
 /// <summary>
-/// <see cref="DirectWeightGradient"/> (stride-1 "same" weight gradients as direct dot products) against a float64 sum of
-/// products and against the GEMM path, with channel counts that leave its 4 x 5 channel blocks partly filled, planes whose
+/// <see cref="DirectWeightGradient"/> (stride-1 "same" and stem weight gradients as direct dot products) against a float64
+/// sum of products and against the GEMM path, with channel counts that leave its 4 x 5 blocks partly filled, planes whose
 /// border masks repeat only after many vectors, chunks that end inside a vector, and non-finite values. Turns the path off
 /// process-wide for the GEMM comparison, so runs alone.
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class DirectWeightGradientTests
 {
-    /// <summary>dw[k, c, r, s] = sum over n, p, q of dy[n, k, p, q] * x[n, c, p + r - padH, q + s - padW] (in the input).</summary>
+    /// <summary>
+    /// dw[k, c, r, s] = sum over n, p, q of dy[n, k, p, q] * x[n, c, p * stride + r - padH, q * stride + s - padW], over the
+    /// inputs inside the map.
+    /// </summary>
     private static double[] Expected(float[] dy, float[] x, in Conv2dParams p)
     {
         var dw = new double[p.K * p.C * p.R * p.S];
@@ -271,12 +274,12 @@ public sealed class DirectWeightGradientTests
         {
             double sum = 0;
             for (int n = 0; n < p.N; n++)
-            for (int i = 0; i < p.H; i++)
-            for (int j = 0; j < p.W; j++)
+            for (int i = 0; i < p.P; i++)
+            for (int j = 0; j < p.Q; j++)
             {
-                int ih = i + r - p.PadH, iw = j + s - p.PadW;
+                int ih = i * p.StrideH + r - p.PadH, iw = j * p.StrideW + s - p.PadW;
                 if ((uint)ih < (uint)p.H && (uint)iw < (uint)p.W)
-                    sum += (double)dy[((n * p.K + k) * p.H + i) * p.W + j] * x[((n * p.C + c) * p.H + ih) * p.W + iw];
+                    sum += (double)dy[((n * p.K + k) * p.P + i) * p.Q + j] * x[((n * p.C + c) * p.H + ih) * p.W + iw];
             }
             dw[((k * p.C + c) * p.R + r) * p.S + s] = sum;
         }
@@ -287,7 +290,11 @@ public sealed class DirectWeightGradientTests
     {
         var dw = new float[p.K * p.C * p.R * p.S];
         Array.Fill(dw, float.NaN);
-        fixed (float* pdy = dy, px = x, pdw = dw) DirectWeightGradient.Run(pdy, px, pdw, p);
+        fixed (float* pdy = dy, px = x, pdw = dw)
+        {
+            if (p.StrideH == 1) DirectWeightGradient.Run(pdy, px, pdw, p);
+            else DirectWeightGradient.RunStem(pdy, px, pdw, p);
+        }
         return dw;
     }
 
@@ -297,7 +304,7 @@ public sealed class DirectWeightGradientTests
         DirectWeightGradient.Enabled = false;
         try
         {
-            CpuBackend.Instance.Conv2dBackwardWeight(Tensor.FromArray(dy, p.N, p.K, p.H, p.W), Tensor.FromArray(x, p.N, p.C, p.H, p.W), dw, p);
+            CpuBackend.Instance.Conv2dBackwardWeight(Tensor.FromArray(dy, p.N, p.K, p.P, p.Q), Tensor.FromArray(x, p.N, p.C, p.H, p.W), dw, p);
         }
         finally
         {
@@ -327,16 +334,43 @@ public sealed class DirectWeightGradientTests
         GradCheck.AssertClose(Reference.ToDouble(GemmPath(dy, x, p)), direct, atol, 1e-5, "direct dw against the GEMM path");
     }
 
-    [Fact]
-    public void NonFiniteValuesReachTheSameWeightsAsInTheGemmPath()
+    [Theory]
+    // N, H, W, K, R, S, padH, padW: a stem (one input channel, stride 2)
+    [InlineData(3, 28, 28, 19, 5, 5, 1, 1)]    // MNIST's, in a chunk of three samples: 19 = 4 + 4 + 4 + 4 + 3, 25 taps = 5 x 5
+    [InlineData(1, 30, 22, 8, 5, 5, 1, 1)]     // one sample: dy read where it lies
+    [InlineData(2, 27, 23, 5, 5, 5, 2, 2)]     // odd sizes, padding 2
+    [InlineData(2, 9, 70, 3, 3, 3, 0, 0)]      // no padding, wide rows (five vectors of 16)
+    [InlineData(3, 10, 13, 9, 4, 2, 2, 1)]     // an even kernel, padding past its reach
+    public void StemsMatchTheSumOfProductsAndTheGemmPath(int n, int h, int w, int k, int r, int s, int padH, int padW)
     {
-        // A NaN input value reaches every weight whose tap reads it; an infinite gradient at the map's corner meets the
-        // zero border in the taps that read off the map, and infinity times zero is NaN there, as im2col's zeros give.
-        var p = new Conv2dParams(3, 7, 5, 6, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        var p = new Conv2dParams(n, 1, h, w, k, r, s, 2, 2, padH, padW, 1, 1, 1);
+        Assert.True(DirectWeightGradient.CanRunStem(p));
+        float[] x = Reference.ToFloat(Reference.Random(n * h * w, 13));
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * p.P * p.Q, 14));
+        var direct = Direct(dy, x, p);
+        double atol = 1e-5 * Math.Sqrt(n * p.P * p.Q) + 1e-5;
+        GradCheck.AssertClose(Expected(dy, x, p), direct, atol, 1e-5, "stem dw");
+        GradCheck.AssertClose(Reference.ToDouble(GemmPath(dy, x, p)), direct, atol, 1e-5, "stem dw against the GEMM path");
+    }
+
+    [Theory]
+    [InlineData(3, 7, 5, 6, 6, 1)]  // a 3x3, padding 1: chunks of several samples
+    [InlineData(3, 1, 13, 12, 6, 2)] // a 5x5 stem (stride 2, padding 1), three samples in a chunk
+    [InlineData(1, 1, 13, 12, 6, 2)] // the same stem on one sample (dy read where it lies)
+    public void NonFiniteValuesReachTheSameWeightsAsInTheGemmPath(int n, int c, int h, int w, int k, int stride)
+    {
+        // A NaN input value reaches every weight whose tap reads it; an infinite gradient at the map's edge meets the zero
+        // border in the taps that read off the map, and infinity times zero is NaN there, as im2col's zeros give.
+        int kernel = stride == 1 ? 3 : 5;
+        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, stride, stride, 1, 1, 1, 1, 1);
         float[] x = Reference.ToFloat(Reference.Random(p.N * p.C * p.H * p.W, 21));
-        float[] dy = Reference.ToFloat(Reference.Random(p.N * p.K * p.H * p.W, 22));
-        x[((1 * p.C + 4) * p.H + 2) * p.W + 3] = float.NaN;
-        dy[((2 * p.K + 1) * p.H + 0) * p.W + 0] = float.PositiveInfinity;
+        float[] dy = Reference.ToFloat(Reference.Random(p.N * p.K * p.P * p.Q, 22));
+        // In the second sample, in the same chunk as the first: where the first sample's positions past its last output
+        // row would meet them if those were not masked (its first input rows) or were not zeroed in dy's rows (a stem's
+        // chunk of samples is spread out in place, which leaves the second sample's last outputs behind the first).
+        int second = Math.Min(1, n - 1);
+        x[((second * p.C + c - 1) * p.H + 1) * p.W + 3] = float.NaN;
+        dy[((second * p.K + 1) * p.P + p.P - 1) * p.Q + 0] = float.PositiveInfinity;
         var direct = Direct(dy, x, p);
         var gemm = GemmPath(dy, x, p);
         Assert.Equal(gemm.Select(float.IsNaN), direct.Select(float.IsNaN));

@@ -301,6 +301,11 @@ internal static unsafe class ConvKernels
             DirectWeightGradient.Run(dy, x, dw, p);
             return;
         }
+        if (DirectWeightGradient.SupportsStem(p))
+        {
+            DirectWeightGradient.RunStem(dy, x, dw, p);
+            return;
+        }
         Job job = Plan(Pass.BackwardWeight, p);
         job.X = x; job.W = dw; job.Y = dy;
         long wLen = (long)p.K * job.Crs;
