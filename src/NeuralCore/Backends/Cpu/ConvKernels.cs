@@ -29,6 +29,8 @@ internal static unsafe class ConvKernels
     private const long MinMacsPerPart = 1 << 18;
     // A 1x1 weight gradient multiplies sample by sample from planes of at least this many values.
     internal const int MinDirectWeightPlane = 32;
+    // Planes below this many values are copied inline (CopySmall) between the samples and a chunk's rows.
+    private const int SmallPlane = 64;
     // Spare floats after each im2col row and after the padded input plane: the unit-stride im2col
     // copies whole vectors, running up to a vector past the end of each output row.
     private const int Slack = 16;
@@ -177,6 +179,7 @@ internal static unsafe class ConvKernels
     }
 
     /// <summary>Plane (sample n, input channel c) of x in the job's layout.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float* InputPlane(ref Job job, int n, int c) => job.ChannelMajor
         ? job.X + ((long)c * job.P.N + n) * job.HW
         : job.X + ((long)n * job.P.C + c) * job.HW;
@@ -587,6 +590,21 @@ internal static unsafe class ConvKernels
     internal static void MoveChunk(float* samples, long sampleStride, int channels, int plane, int nb, float* chunk, bool toSamples)
     {
         long ld = (long)nb * plane;
+        if (plane < SmallPlane && Avx512F.IsSupported)
+        {
+            // Small planes (MNIST's 1 x 6, 3 x 6, 6 x 6): copied inline, whole vectors and one masked tail, the mask made
+            // once; a call per plane cost about as much as the copy.
+            var tail = FirstLanes(plane % 16);
+            for (int i = 0; i < nb; i++)
+            {
+                float* sample = samples + i * sampleStride, unrolled = chunk + (long)i * plane;
+                if (toSamples)
+                    for (int c = 0; c < channels; c++) CopySmall(sample + (long)c * plane, unrolled + c * ld, plane, tail);
+                else
+                    for (int c = 0; c < channels; c++) CopySmall(unrolled + c * ld, sample + (long)c * plane, plane, tail);
+            }
+            return;
+        }
         for (int i = 0; i < nb; i++)
         {
             float* sample = samples + i * sampleStride;
@@ -620,10 +638,22 @@ internal static unsafe class ConvKernels
         if (job.Direct)
         {
             // 1x1, stride 1, no padding: each row is the input plane itself.
+            int plane = job.PQ;
+            if (plane < SmallPlane && Avx512F.IsSupported)
+            {
+                // As in MoveChunk: small planes copied inline.
+                var tail = FirstLanes(plane % 16);
+                for (int c = 0; c < job.Cg; c++)
+                {
+                    float* row = cols + (long)c * ld;
+                    for (int i = 0; i < nb; i++) CopySmall(row + i * plane, InputPlane(ref job, n0 + i, g * job.Cg + c), plane, tail);
+                }
+                return;
+            }
             for (int c = 0; c < job.Cg; c++)
             {
                 for (int i = 0; i < nb; i++)
-                    Copy(cols + (long)c * ld + i * job.PQ, InputPlane(ref job, n0 + i, g * job.Cg + c), job.PQ);
+                    Copy(cols + (long)c * ld + i * plane, InputPlane(ref job, n0 + i, g * job.Cg + c), plane);
             }
             return;
         }
@@ -860,6 +890,23 @@ internal static unsafe class ConvKernels
         }
         for (int i = 0; i < n; i++) dst[i] = src[i];
     }
+
+    /// <summary>
+    /// dst[i] = src[i] for i in [0, n) (a small plane), touching nothing else: whole vectors, then the lanes of
+    /// <paramref name="tail"/> (the first n mod 16).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CopySmall(float* dst, float* src, int n, Vector512<float> tail)
+    {
+        int i = 0;
+        for (; i + 16 <= n; i += 16) Vector512.Store(Vector512.Load(src + i), dst + i);
+        if (i < n) Avx512F.MaskStore(dst + i, tail, Avx512F.MaskLoad(src + i, tail, Vector512<float>.Zero));
+    }
+
+    /// <summary>The first <paramref name="count"/> lanes (all 16 from 16 on).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> FirstLanes(int count) =>
+        Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(count)).AsSingle();
 
     /// <summary>
     /// dst[i] = src[i] for i in [0, n), in whole vectors: may read and write up to a vector (16 floats)
