@@ -145,18 +145,40 @@ public sealed class CpuTrainingPlanTests
     }
 
     [Fact]
-    public void AHardswishThatAloneReadsABatchNormOverLargePlanesRunsInItsPasses()
+    public void AHardswishThatAloneReadsABatchNormOverLargePlanesRunsInItsPassesWithTheMaxPoolAfterIt()
     {
         // The stem's 19 x 18 maps (planes of 64 values or more): the batch norm's passes apply the Hardswish and its
-        // backward recomputes the Hardswish's input. The 8 x 6 maps of an 18 x 14 input keep a step of their own. Both
-        // are compared bit for bit with eager in TrainsBitForBitLikeEagerAutograd.
+        // backward recomputes the Hardswish's input; the 2x2 max pool that alone reads the Hardswish runs there too (each
+        // plane pooled in L1; its last, odd row in no window). The 8 x 6 maps of an 18 x 14 input keep a step of their
+        // own for each. All are compared bit for bit with eager in TrainsBitForBitLikeEagerAutograd (25 x 21 inputs give
+        // 12 x 10 planes, fused; 40 x 38 the odd 19 x 18).
         // (ThreeUses' Hardswish reads an addition: a step of its own in both.)
         var large = CpuTrainingPlan.Compile(Net(new Generator(3), convFirst: false), [3, 2, 40, 38]).Description;
-        Assert.Contains("batch norm 6 on 19x18 + hardswish", large);
+        Assert.Contains("batch norm 6 on 19x18 + hardswish + max pool 2x2/2x2", large);
         Assert.Equal(1, large.Count(s => s == "hardswish"));
+        Assert.DoesNotContain(large, s => s.StartsWith("max pool 2x2/2x2"));
         var small = CpuTrainingPlan.Compile(Net(new Generator(3), convFirst: false), [3, 2, 18, 14]).Description.ToList();
         Assert.Contains(("batch norm 6 on 8x6", "hardswish"), small.Zip(small.Skip(1)));
+        Assert.Contains(("hardswish", "max pool 2x2/2x2 on 8x6"), small.Zip(small.Skip(1)));
         Assert.Equal(2, small.Count(s => s == "hardswish"));
+    }
+
+    [Fact]
+    public void AFusedMaxPoolNeedsAFusedHardswishAndWholeWindows()
+    {
+        int n = 2, c = 3, h = 6, w = 6;
+        var x = Tensor.Randn([n, c, h, w], new Generator(5));
+        Tensor Vec(float v) => Tensor.Full([c], v);
+        var pooled = Tensor.Zeros([n, c, 3, 3]);
+        var indices = new Tensor(CpuStorage.Allocate(DType.Int32, n * c * 9), [n, c, 3, 3]);
+        var pool = new NeuralCore.Backends.Pool2dParams(n, c, h, w, 2, 2, 2, 2, 0, 0);
+        var e = Assert.Throws<ArgumentException>(() => CpuBackend.Instance.BatchNormTraining(x, Vec(1), Vec(0), pooled, Vec(0), Vec(0),
+            null, null, 0.1f, 1e-5f, n, c, h * w, relu: false, hardswishScaleOffset: null, pool, indices));
+        Assert.Contains("fused Hardswish", e.Message);
+        var padded = pool with { PadH = 1, PadW = 1 };
+        e = Assert.Throws<ArgumentException>(() => CpuBackend.Instance.BatchNormTraining(x, Vec(1), Vec(0), pooled, Vec(0), Vec(0),
+            null, null, 0.1f, 1e-5f, n, c, h * w, relu: false, hardswishScaleOffset: Tensor.Zeros([2 * c]), padded, indices));
+        Assert.Contains("2x2 windows of stride 2", e.Message);
     }
 
     [Fact]

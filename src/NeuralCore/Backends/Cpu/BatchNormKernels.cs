@@ -16,7 +16,8 @@ namespace NeuralCore.Backends.Cpu;
 /// ReLU's own backward would hand it on; the batch norm's output itself is never stored. Likewise a Hardswish (planes of
 /// <see cref="SmallPlane"/> values or more): training writes hardswish(y) and saves each channel's scale and offset,
 /// and backward recomputes y = x * scale + offset (the same bits) to take dy times the Hardswish's slope there, with
-/// the Hardswish op's expressions, in its first pass, which leaves that gradient in dx for the second.
+/// the Hardswish op's expressions, in its first pass, which leaves that gradient in dx for the second. A 2x2 / 2 max
+/// pool after the Hardswish can run in the same passes too (<see cref="FusedPool"/>).
 /// </para>
 /// </remarks>
 internal static unsafe partial class BatchNormKernels
@@ -42,6 +43,11 @@ internal static unsafe partial class BatchNormKernels
         public float* ReluOutput;
         // A fused Hardswish: per channel the affine's scale, then its offset ([2C]; written by training, read by backward).
         public float* HardswishScaleOffset;
+        // A fused 2x2 / 2 max pool after the Hardswish: planes W wide, pooled to PoolH x PoolW; Y (training) and Dy
+        // (backward) are then the pool's output and output gradient, PoolIndices the flat index of each maximum.
+        public bool Pooled;
+        public int W, PoolH, PoolW;
+        public int* PoolIndices;
         public int Parts;
     }
 
@@ -53,7 +59,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     internal static void Training(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
         float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu = false,
-        float* hardswishScaleOffset = null)
+        float* hardswishScaleOffset = null, FusedPool pool = default)
     {
         if (hw < SmallPlane)
         {
@@ -67,7 +73,33 @@ internal static unsafe partial class BatchNormKernels
             X = x, Gamma = gamma, Beta = beta, Y = y, Mean = mean, InvStd = invStd,
             RunningMean = runningMean, RunningVar = runningVar, Relu = relu, HardswishScaleOffset = hardswishScaleOffset,
         };
+        SetPool(ref job, pool);
         Execute(ref job, c);
+    }
+
+    /// <summary>
+    /// A 2x2 / 2 max pool (every window inside the plane; <see cref="PoolKernels.IsWhole2x2(in Pool2dParams)"/>) that a
+    /// compiled training step runs inside a batch norm + Hardswish: training pools each plane while it is in L1, so the
+    /// Hardswish's output is never stored, and backward rebuilds each plane's input gradient from the pool's output
+    /// gradient and indices, as the pool's backward would write it.
+    /// </summary>
+    internal readonly struct FusedPool(int w, int pooledH, int pooledW, int* indices)
+    {
+        public readonly int W = w, PooledH = pooledH, PooledW = pooledW;
+        public readonly int* Indices = indices;
+        public bool Present => Indices != null;
+    }
+
+    private static void SetPool(ref Job job, in FusedPool pool)
+    {
+        if (!pool.Present) return;
+        if (job.HardswishScaleOffset == null || job.HW % pool.W != 0 || 2 * pool.PooledH > job.HW / pool.W || 2 * pool.PooledW > pool.W)
+            throw new ArgumentException("A fused max pool needs a fused Hardswish and 2x2 windows inside the plane.", nameof(pool));
+        job.Pooled = true;
+        job.W = pool.W;
+        job.PoolH = pool.PooledH;
+        job.PoolW = pool.PooledW;
+        job.PoolIndices = pool.Indices;
     }
 
     /// <summary>y = (x - runningMean) / sqrt(runningVar + eps) * gamma + beta.</summary>
@@ -89,7 +121,8 @@ internal static unsafe partial class BatchNormKernels
     /// gradient and counts times its slope.
     /// </summary>
     internal static void Backward(float* x, float* dy, float* gamma, float* mean, float* invStd, float* dx,
-        float* dgamma, float* dbeta, int n, int c, int hw, float* reluOutput = null, float* hardswishScaleOffset = null)
+        float* dgamma, float* dbeta, int n, int c, int hw, float* reluOutput = null, float* hardswishScaleOffset = null,
+        FusedPool pool = default)
     {
         if (hw < SmallPlane)
         {
@@ -103,6 +136,7 @@ internal static unsafe partial class BatchNormKernels
             X = x, Dy = dy, Gamma = gamma, Mean = mean, InvStd = invStd, Y = dx, DGamma = dgamma, DBeta = dbeta,
             ReluOutput = reluOutput, HardswishScaleOffset = hardswishScaleOffset,
         };
+        SetPool(ref job, pool);
         Execute(ref job, c);
     }
 
@@ -170,6 +204,20 @@ internal static unsafe partial class BatchNormKernels
             job.HardswishScaleOffset[job.C + c] = offset;
         }
         var activation = job.Relu ? Activation.Relu : hardswish ? Activation.Hardswish : Activation.None;
+        if (job.Pooled)
+        {
+            // Each plane's Hardswish output in L1, then its pool (the same values and indices as the two ops apart).
+            float* plane = SmallScratch.Current.Floats(job.HW);
+            int w = job.W, outH = job.PoolH, outW = job.PoolW;
+            long pooled = (long)outH * outW;
+            for (int n = 0; n < job.N; n++)
+            {
+                Affine(job.X + n * planeStride + (long)c * job.HW, plane, job.HW, scale, offset, activation);
+                long at = ((long)n * job.C + c) * pooled;
+                PoolKernels.MaxPlane2x2(plane, job.Y + at, job.PoolIndices + at, w, outH, outW);
+            }
+            return;
+        }
         for (int n = 0; n < job.N; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
@@ -195,11 +243,21 @@ internal static unsafe partial class BatchNormKernels
         // A fused Hardswish: its input, x * scale + offset, as training computed it.
         var hardswish = job.HardswishScaleOffset == null ? default : new HardswishInput(job.HardswishScaleOffset[c], job.HardswishScaleOffset[job.C + c]);
         double sumDy = 0, sumDyCentred = 0;
+        // A fused pool: each plane's output gradient rebuilt in L1 from the pool's, as the pool's backward writes it.
+        float* plane = job.Pooled ? SmallScratch.Current.Floats(job.HW) : null;
+        long pooled = (long)job.PoolH * job.PoolW;
         for (int n = 0; n < job.N; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
+            float* dy = job.Dy + at;
+            if (job.Pooled)
+            {
+                long from = ((long)n * job.C + c) * pooled;
+                PoolKernels.MaxBackwardPlane(job.Dy + from, job.PoolIndices + from, plane, job.HW, (int)pooled);
+                dy = plane;
+            }
             // With a Hardswish, its input gradient goes to dx, which the second pass reads and overwrites.
-            var (s, sc) = GradientSums(job.Dy + at, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at, hardswish, job.Y + at);
+            var (s, sc) = GradientSums(dy, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at, hardswish, job.Y + at);
             sumDy += s;
             sumDyCentred += sc;
         }

@@ -14,18 +14,21 @@ public sealed partial class CpuBackend
     /// followed with <paramref name="relu"/> by a ReLU in the same pass (y = relu(batch norm), the batch norm's output
     /// itself not stored): what a compiled training step runs for a batch norm read only by a ReLU. With
     /// <paramref name="hardswishScaleOffset"/> ([2C]; planes of 64 values or more), by a Hardswish instead, each channel's
-    /// scale and offset saved there for the backward.
+    /// scale and offset saved there for the backward. With a <paramref name="pool"/> as well (a 2x2 / 2 max pool whose
+    /// windows lie inside the planes), y [N, C, P, Q] is that pool's output of the Hardswish's, and
+    /// <paramref name="poolIndices"/> (Int32, the shape of y) the flat index of each maximum.
     /// </summary>
     internal unsafe void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd,
         Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw, bool relu,
-        Tensor? hardswishScaleOffset = null)
+        Tensor? hardswishScaleOffset = null, Pool2dParams? pool = null, Tensor? poolIndices = null)
     {
         CheckBatchNorm(n, c, hw);
         if ((long)n * hw <= 1)
             throw new ArgumentException($"BatchNorm in training mode needs more than one value per channel, got N={n} and HW={hw}.");
         long size = (long)n * c * hw;
         CheckLength(x, size, "BatchNorm input x [N, C, HW]");
-        CheckLength(y, size, "BatchNorm output y [N, C, HW]");
+        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw);
+        CheckLength(y, pool is { } q ? (long)n * c * q.P * q.Q : size, pool is null ? "BatchNorm output y [N, C, HW]" : "BatchNorm + max pool output y [N, C, P, Q]");
         CheckLength(gamma, c, "BatchNorm weight (gamma) [C]");
         CheckLength(beta, c, "BatchNorm bias (beta) [C]");
         CheckLength(saveMean, c, "BatchNorm saved mean [C]");
@@ -37,13 +40,35 @@ public sealed partial class CpuBackend
         fixed (float* px = F(x), pg = F(gamma), pb = F(beta), py = F(y), pm = F(saveMean), ps = F(saveInvStd))
         fixed (float* prm = runningMean is null ? null : F(runningMean), prv = runningVar is null ? null : F(runningVar))
         fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
+        fixed (int* pi = poolIndices is null ? null : I(poolIndices))
         {
             BatchNormKernels.Training(px + x.StorageOffset, pg + gamma.StorageOffset, pb + beta.StorageOffset, py + y.StorageOffset,
                 pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset,
                 prm == null ? null : prm + runningMean!.StorageOffset, prv == null ? null : prv + runningVar!.StorageOffset,
-                momentum, eps, n, c, hw, relu, ph == null ? null : ph + hardswishScaleOffset!.StorageOffset);
+                momentum, eps, n, c, hw, relu, ph == null ? null : ph + hardswishScaleOffset!.StorageOffset,
+                FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset));
         }
     }
+
+    /// <summary>Checks a pool fused into a batch norm + Hardswish: its geometry, and indices the size of its output.</summary>
+    private static void CheckFusedPool(Pool2dParams? pool, Tensor? indices, Tensor? hardswishScaleOffset, int n, int c, int hw)
+    {
+        if (pool is not { } p)
+        {
+            if (indices is not null) throw new ArgumentException("BatchNorm was given max-pool indices without a pool.", nameof(indices));
+            return;
+        }
+        if (hardswishScaleOffset is null || indices is null || p.N != n || p.C != c || (long)p.H * p.W != hw || !PoolKernels.IsWhole2x2(p))
+        {
+            throw new ArgumentException(
+                $"A max pool fused into a batch norm needs a fused Hardswish, its indices, and 2x2 windows of stride 2 inside the batch norm's [N={n}, C={c}, HW={hw}] planes; got {p}.", nameof(pool));
+        }
+        if (indices.DType != DType.Int32 || indices.Device != Device.Cpu || !indices.IsContiguous || indices.NumElements != (long)n * c * p.P * p.Q)
+            throw new ArgumentException($"The fused max pool's indices must be a contiguous Int32 CPU tensor of {(long)n * c * p.P * p.Q} elements.", nameof(indices));
+    }
+
+    private static unsafe BatchNormKernels.FusedPool FusedPool(Pool2dParams? pool, int* indices) =>
+        pool is { } p ? new BatchNormKernels.FusedPool(p.W, p.P, p.Q, indices) : default;
 
     /// <inheritdoc />
     public unsafe void BatchNormInference(Tensor x, Tensor gamma, Tensor beta, Tensor runningMean, Tensor runningVar, Tensor y,
@@ -76,15 +101,19 @@ public sealed partial class CpuBackend
     /// batch norm fused with a ReLU when <paramref name="reluOutput"/> (the pair's output) is given: dy is the gradient
     /// of the ReLU's output and counts only where that output is positive, as the ReLU's backward would hand it on; of a
     /// batch norm fused with a Hardswish when <paramref name="hardswishScaleOffset"/> (what training saved) is given: dy is
-    /// the gradient of the Hardswish's output and counts times its slope, as the Hardswish's backward would hand it on.
+    /// the gradient of the Hardswish's output and counts times its slope, as the Hardswish's backward would hand it on;
+    /// with a fused <paramref name="pool"/> as well, dy [N, C, P, Q] is the gradient of the pool's output, routed to each
+    /// window's maximum through <paramref name="poolIndices"/> as the pool's backward would.
     /// </summary>
     internal unsafe void BatchNormBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor dx,
-        Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset = null)
+        Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset = null,
+        Pool2dParams? pool = null, Tensor? poolIndices = null)
     {
         CheckBatchNorm(n, c, hw);
         long size = (long)n * c * hw;
         CheckLength(x, size, "BatchNorm input x [N, C, HW]");
-        CheckLength(dy, size, "BatchNorm output gradient dy [N, C, HW]");
+        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw);
+        CheckLength(dy, pool is { } q ? (long)n * c * q.P * q.Q : size, pool is null ? "BatchNorm output gradient dy [N, C, HW]" : "BatchNorm + max pool output gradient dy [N, C, P, Q]");
         CheckLength(dx, size, "BatchNorm input gradient dx [N, C, HW]");
         CheckLength(gamma, c, "BatchNorm weight (gamma) [C]");
         CheckLength(saveMean, c, "BatchNorm saved mean [C]");
@@ -103,11 +132,12 @@ public sealed partial class CpuBackend
         fixed (float* px = F(x), pdy = F(dy), pg = F(gamma), pm = F(saveMean), ps = F(saveInvStd))
         fixed (float* pdx = F(dx), pdg = F(dgamma), pdb = F(dbeta), pr = reluOutput is null ? null : F(reluOutput))
         fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
+        fixed (int* pi = poolIndices is null ? null : I(poolIndices))
         {
             BatchNormKernels.Backward(px + x.StorageOffset, pdy + dy.StorageOffset, pg + gamma.StorageOffset,
                 pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset, pdx + dx.StorageOffset,
                 pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw, pr == null ? null : pr + reluOutput!.StorageOffset,
-                ph == null ? null : ph + hardswishScaleOffset!.StorageOffset);
+                ph == null ? null : ph + hardswishScaleOffset!.StorageOffset, FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset));
         }
     }
 

@@ -20,7 +20,7 @@ namespace NeuralCore.Backends.Cpu;
 /// average pooling that tiles the input evenly, reshapes (Flatten) and contiguous copies. Anything else makes
 /// <see cref="Compile"/> throw <see cref="NotSupportedException"/> naming the op; train such models eagerly. A ReLU that
 /// alone reads a batch norm or an addition, or a Hardswish that alone reads a batch norm over planes of 64 values or more,
-/// runs inside that op's passes, with the same bits.
+/// runs inside that op's passes, with the same bits, and so does a 2x2 / 2 max pool that alone reads such a Hardswish.
 /// </para>
 /// <para>
 /// The plan reads the parameters where they lie, so optimizer steps need no recompiling; changing a parameter's shape
@@ -276,17 +276,21 @@ public sealed class CpuTrainingPlan
         public bool Relu;
         // A fused Hardswish: each channel's scale and offset ([2C]), saved forward and read backward.
         public Tensor? HardswishScaleOffset;
+        // A 2x2 / 2 max pool that alone reads the Hardswish, fused too: Y is then its output, PoolIndices its argmax.
+        public Pool2dParams? Pool;
+        public Tensor? PoolIndices;
 
         public override void Forward()
         {
             float momentum = Module?.CountTrainingBatch() ?? Momentum;
             CpuBackend.Instance.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW, Relu,
-                HardswishScaleOffset);
+                HardswishScaleOffset, Pool, PoolIndices);
         }
 
         public override void Backward()
         {
-            CpuBackend.Instance.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW, Relu ? Y : null, HardswishScaleOffset);
+            CpuBackend.Instance.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW, Relu ? Y : null, HardswishScaleOffset,
+                Pool, PoolIndices);
             base.Backward();
         }
     }
@@ -447,6 +451,9 @@ public sealed class CpuTrainingPlan
             _bytes += (long)n * (dtype == DType.Float32 ? sizeof(float) : sizeof(int));
             return new Tensor(CpuStorage.Allocate(dtype, n), shape);
         }
+
+        /// <summary>Stops counting a buffer that a fusion made unnecessary (it is left to the garbage collector).</summary>
+        private void Release(Tensor buffer) => _bytes -= (long)Math.Max(1, buffer.NumElements) * sizeof(float);
 
         private int NewValue(Tensor data, bool needsGrad, bool onInput = false)
         {
@@ -618,6 +625,22 @@ public sealed class CpuTrainingPlan
             int[] k = (int[])a["kernel"], s = (int[])a["stride"], pad = (int[])a["padding"];
             var p = new Pool2dParams(x.Size(0), x.Size(1), x.Size(2), x.Size(3), k[0], k[1], s[0], s[1], pad[0], pad[1], (bool)a["ceil_mode"]);
             var kind = node.Kind == OpKind.MaxPool2d ? PoolKind.Max : PoolKind.Average;
+            // A 2x2 / 2 max pool that alone reads a batch norm + Hardswish (the stem's) runs in the batch norm's passes:
+            // each plane pooled in L1 as the Hardswish writes it, and backward its gradient rebuilt there from the
+            // pool's; the Hardswish's output is never stored. Same results.
+            if (kind == PoolKind.Max && ops[0].Leaf is null && _readers[node.Inputs[0]] == 1 && !ReferenceEquals(node.Inputs[0], output)
+                && _batchNormOf.TryGetValue(ops[0].Value, out var bn) && bn.HardswishScaleOffset is not null && bn.Pool is null
+                && PoolKernels.IsWhole2x2(p))
+            {
+                var pooled = Buffer(node.Output.ShapeArray());
+                Release(bn.Y);
+                bn.Y = _values[bn.Out].Data = pooled;
+                bn.Pool = p;
+                bn.PoolIndices = Buffer(node.Output.ShapeArray(), DType.Int32);
+                bn.Label += $" + max pool {k[0]}x{k[1]}/{s[0]}x{s[1]}";
+                _valueOf[node.Output] = bn.Out;
+                return;
+            }
             var y = Buffer(node.Output.ShapeArray());
             Add(new PoolStep
             {

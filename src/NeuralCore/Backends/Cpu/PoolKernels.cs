@@ -166,18 +166,24 @@ internal static unsafe partial class PoolKernels
         Avx512F.IsSupported && p.KernelH == 2 && p.KernelW == 2 && p.StrideH == 2 && p.StrideW == 2 && p.PadH == 0 && p.PadW == 0
         && 2 * p.P <= p.H && 2 * p.Q <= p.W;
 
+    /// <inheritdoc cref="IsWhole2x2(in Geometry)"/>
+    internal static bool IsWhole2x2(in Pool2dParams p) => !p.CeilMode && IsWhole2x2(new Geometry(p));
+
+    private static void MaxPlane2x2(float* x, float* y, int* indices, in Geometry p) => MaxPlane2x2(x, y, indices, p.W, p.P, p.Q);
+
     /// <summary>
-    /// <see cref="MaxPlane"/> for <see cref="IsWhole2x2"/> geometries: 16 outputs at a time from two 32-float loads per
-    /// input row, split into even and odd columns by permutes, then the window's four values compared in PyTorch's
-    /// scan order (a later value wins only when greater, or NaN), with the flat index of the winner.
+    /// <see cref="MaxPlane"/> for <see cref="IsWhole2x2(in Geometry)"/> geometries (input rows <paramref name="w"/> wide,
+    /// output <paramref name="outH"/> x <paramref name="outW"/>): 16 outputs at a time from two 32-float loads per input row,
+    /// split into even and odd columns by permutes, then the window's four values compared in PyTorch's scan order (a later
+    /// value wins only when greater, or NaN), with the flat index of the winner. Also the pool of a batch norm that a
+    /// compiled training step runs fused with it, plane by plane.
     /// </summary>
-    private static void MaxPlane2x2(float* x, float* y, int* indices, in Geometry p)
+    internal static void MaxPlane2x2(float* x, float* y, int* indices, int w, int outH, int outW)
     {
         var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         var odd = even + Vector512<int>.One;
         var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        int outW = p.Q, w = p.W;
-        for (int oh = 0; oh < p.P; oh++)
+        for (int oh = 0; oh < outH; oh++)
         {
             float* r0 = x + 2 * oh * w, r1 = r0 + w;
             int rowBase = 2 * oh * w;
@@ -371,9 +377,11 @@ internal static unsafe partial class PoolKernels
         if (indices != null) indices[q] = take ? at : indices[q];
     }
 
-    private static void MaxBackwardPlane(float* dy, int* indices, float* dx, in Geometry p)
+    private static void MaxBackwardPlane(float* dy, int* indices, float* dx, in Geometry p) => MaxBackwardPlane(dy, indices, dx, p.H * p.W, p.P * p.Q);
+
+    /// <summary>dx [hw] = the max pool's input gradient of one plane: zero, plus each output's dy at its maximum's index.</summary>
+    internal static void MaxBackwardPlane(float* dy, int* indices, float* dx, int hw, int pq)
     {
-        int hw = p.H * p.W, pq = p.P * p.Q;
         new Span<float>(dx, hw).Clear();
         for (int i = 0; i < pq; i++)
         {
@@ -381,7 +389,7 @@ internal static unsafe partial class PoolKernels
             if ((uint)at >= (uint)hw)
             {
                 throw new ArgumentException(
-                    $"MaxPool2d backward found index {at} outside the {p.H}x{p.W} input plane; pass the indices written by the forward pass with the same geometry.");
+                    $"MaxPool2d backward found index {at} outside the input plane of {hw} values; pass the indices written by the forward pass with the same geometry.");
             }
             dx[at] += dy[i];
         }
