@@ -253,7 +253,7 @@ internal static unsafe partial class BatchNormKernels
             if (job.Pooled)
             {
                 long from = ((long)n * job.C + c) * pooled;
-                PoolKernels.MaxBackwardPlaneDisjoint(job.Dy + from, job.PoolIndices + from, plane, job.HW, (int)pooled);
+                PoolKernels.MaxBackwardPlane(job.Dy + from, job.PoolIndices + from, plane, job.HW, (int)pooled, disjoint: true);
                 dy = plane;
             }
             // With a Hardswish, its input gradient goes to dx, which the second pass reads and overwrites.

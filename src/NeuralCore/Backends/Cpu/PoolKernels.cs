@@ -380,11 +380,12 @@ internal static unsafe partial class PoolKernels
     private static void MaxBackwardPlane(float* dy, int* indices, float* dx, in Geometry p) => MaxBackwardPlane(dy, indices, dx, p.H * p.W, p.P * p.Q);
 
     /// <summary>
-    /// dx [hw] = the max pool's input gradient of a plane whose windows do not overlap (each input in at most one, as in
-    /// <see cref="IsWhole2x2(in Pool2dParams)"/>): zero, and 0 + dy at each maximum's index, the bits that
-    /// <see cref="MaxBackwardPlane(float*, int*, float*, int, int)"/>'s sums give there, without reading dx back.
+    /// dx [hw] = the max pool's input gradient of one plane: zero, plus each output's dy at its maximum's index. With
+    /// <paramref name="disjoint"/> (windows that do not overlap, each input in at most one, as in
+    /// <see cref="IsWhole2x2(in Pool2dParams)"/>) each maximum's gradient is written as 0 + dy, the bits the sum gives
+    /// there, without reading dx back.
     /// </summary>
-    internal static void MaxBackwardPlaneDisjoint(float* dy, int* indices, float* dx, int hw, int pq)
+    internal static void MaxBackwardPlane(float* dy, int* indices, float* dx, int hw, int pq, bool disjoint = false)
     {
         new Span<float>(dx, hw).Clear();
         for (int i = 0; i < pq; i++)
@@ -395,23 +396,8 @@ internal static unsafe partial class PoolKernels
                 throw new ArgumentException(
                     $"MaxPool2d backward found index {at} outside the input plane of {hw} values; pass the indices written by the forward pass with the same geometry.");
             }
-            dx[at] = 0f + dy[i];
-        }
-    }
-
-    /// <summary>dx [hw] = the max pool's input gradient of one plane: zero, plus each output's dy at its maximum's index.</summary>
-    internal static void MaxBackwardPlane(float* dy, int* indices, float* dx, int hw, int pq)
-    {
-        new Span<float>(dx, hw).Clear();
-        for (int i = 0; i < pq; i++)
-        {
-            int at = indices[i];
-            if ((uint)at >= (uint)hw)
-            {
-                throw new ArgumentException(
-                    $"MaxPool2d backward found index {at} outside the input plane of {hw} values; pass the indices written by the forward pass with the same geometry.");
-            }
-            dx[at] += dy[i];
+            if (disjoint) dx[at] = 0f + dy[i];
+            else dx[at] += dy[i];
         }
     }
 
