@@ -7,10 +7,11 @@ namespace NeuralCore.Backends.Cpu;
 /// <summary>
 /// The weight gradient of a stride-1 "same" convolution (output planes the size of the input's: CP-ResNet's 3x3 with
 /// padding 1, its 1x1, and the 1x3 left of a 3x3 on maps one row high), and of a one-channel stride-2 stem
-/// (<see cref="RunStem"/>), as direct dot products, with no im2col and no GEMM packing. A chunk of samples' dy and x are copied channel-major ([K, nb*HW] and [C, nb*HW]); then in the flat
-/// position j of those rows, tap (r, s) pairs dy[k, j] with x[c, j + (r - padH) * W + (s - padW)], zero where that
-/// input lies outside the sample's plane. Vectors of 16 positions feed 4 output channels x 5 input channels of one tap,
-/// 20 accumulators, each x load (masked at the borders) shared by 4 multiply-adds and each dy load by 5.
+/// (<see cref="RunStem"/>), as direct dot products, with no im2col and no GEMM packing. A chunk of samples' dy and x
+/// are copied channel-major ([K, nb*HW] and [C, nb*HW]); then in the flat position j of those rows, tap (r, s) pairs
+/// dy[k, j] with x[c, j + (r - padH) * W + (s - padW)], zero where that input lies outside the sample's plane. Vectors
+/// of 16 positions feed 4 output channels x 5 input channels of one tap, 20 accumulators, each x load (masked at the
+/// borders) shared by 4 multiply-adds and each dy load by 5.
 /// </summary>
 /// <remarks>
 /// Why: the GEMM path writes R*S shifted copies of x (im2col), then transposes them into its B panels, and does both
@@ -27,8 +28,8 @@ namespace NeuralCore.Backends.Cpu;
 internal static unsafe class DirectWeightGradient
 {
     private const int Lanes = 16;
-    // Output channels and input channels (a stem's: taps) per block of accumulators (4 x 5 = 20 of the 32 vector registers, with 4 dy vectors,
-    // the x vector, the mask and its lane bits).
+    // Output channels and input channels (a stem's: taps) per block of accumulators (4 x 5 = 20 of the 32 vector
+    // registers, with 4 dy vectors, the x vector, the mask and its lane bits).
     private const int KBlock = 4;
     private const int XBlock = 5;
     // A chunk's channel-major dy and x together stay within this many floats (512 KiB, half a core's L2).
