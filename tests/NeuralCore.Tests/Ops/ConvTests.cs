@@ -379,6 +379,45 @@ public sealed class DirectWeightGradientTests
     }
 
     [Theory]
+    [InlineData(3, 28, 28, 19, 5, 5, 1, 1, true)]   // MNIST's stem: 13 x 13 outputs, 19 = 8 + 8 + 3 channels
+    [InlineData(2, 40, 30, 32, 5, 5, 1, 1, false)]  // rows of 14 outputs, 2 x 14 x 19 = 266 positions in vectors of 16
+    [InlineData(1, 27, 23, 5, 5, 5, 2, 2, true)]    // odd sizes, padding 2
+    [InlineData(2, 9, 70, 3, 3, 3, 0, 0, false)]    // no padding, wide rows
+    [InlineData(3, 10, 13, 9, 4, 2, 2, 1, true)]    // an even kernel, padding past its reach
+    public void StemForwardOverColumnPlanesMatchesIm2col(int n, int h, int w, int k, int r, int s, int padH, int padW, bool bias)
+    {
+        var p = new Conv2dParams(n, 1, h, w, k, r, s, 2, 2, padH, padW, 1, 1, 1);
+        Assert.True(StemColumns.CanRun(p));
+        var x = Tensor.FromArray(Reference.ToFloat(Reference.Random(n * h * w, 31)), n, 1, h, w);
+        var wt = Tensor.FromArray(Reference.ToFloat(Reference.Random(k * r * s, 32)), k, 1, r, s);
+        var b = bias ? Tensor.FromArray(Reference.ToFloat(Reference.Random(k, 33)), k) : null;
+        float[] Run(bool columns)
+        {
+            var y = Tensor.Full([n, k, p.P, p.Q], float.NaN);
+            StemColumns.Enabled = columns;
+            try
+            {
+                CpuBackend.Instance.Conv2d(x, wt, b, y, p);
+            }
+            finally
+            {
+                StemColumns.Enabled = true;
+            }
+            return y.ToArray();
+        }
+        var viaColumns = Run(true);
+        var viaIm2col = Run(false);
+        Assert.All(viaColumns, v => Assert.False(float.IsNaN(v)));
+        // Both sum a 5x5 kernel's 25 taps in (r, s) order, one multiply-add each, then add the bias. Other kernels may take
+        // the GEMM's small-problem paths, or lose taps that only meet the border (an exact zero), which sum in another
+        // order; there the results agree to rounding.
+        if (r == 5 && s == 5)
+            Assert.Equal(viaIm2col.Select(BitConverter.SingleToInt32Bits), viaColumns.Select(BitConverter.SingleToInt32Bits));
+        else
+            GradCheck.AssertClose(Reference.ToDouble(viaIm2col), viaColumns, 1e-5, 1e-5, "stem forward");
+    }
+
+    [Theory]
     // The shapes CP-ResNet's layers give (pruned and unpruned, MNIST and mel), and which path each takes.
     [InlineData(256, 19, 6, 6, 19, 3, 3, 1, true)]
     [InlineData(256, 32, 3, 6, 32, 3, 3, 1, true)]

@@ -64,12 +64,12 @@ internal static unsafe class ConvKernels
     /// <summary>y = conv2d(x, w) + bias.</summary>
     internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p)
     {
-        if (p.Q <= DirectStemConv.Lanes && DirectStemConv.Supports(p, null))
+        if (StemColumns.Enabled && StemColumns.CanRun(p))
         {
-            // A one-channel strided stem with output rows of one vector (MNIST's 13): im2col's stride-2 gathers of such
-            // short rows cost as much as the 25-row GEMM. Wider rows (mel's 49) keep im2col, whose GEMM then wastes
-            // no lanes on a row's last partial vector.
-            DirectStemConv.Forward(x, w, bias, y, p, channelMajor: false, hasActivation: false, default, null);
+            // A one-channel stride-2 stem: over the input's column planes every tap reads at a fixed offset from the
+            // output's position, so vectors run over whole output planes (no lanes idle at the end of MNIST's 13-wide or
+            // mel's 49-wide rows, no im2col).
+            StemColumns.Forward(x, w, bias, y, p);
             return;
         }
         if (CutDeadTaps(p, out var cut, out int r0, out int s0))

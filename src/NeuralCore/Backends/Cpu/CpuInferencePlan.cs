@@ -317,7 +317,7 @@ public sealed unsafe class CpuInferencePlan
             float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
             if (Direct is not null)
             {
-                DirectStemConv.Forward(values[In], w, b, values[Out], P, channelMajor: true, Act.Present, Act.Op, Pool?.Params, Direct.Pointer);
+                DirectStemConv.Forward(values[In], values[Out], P, b != null, Act.Present, Act.Op, Pool?.Params, Direct.Pointer);
                 return;
             }
             ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);

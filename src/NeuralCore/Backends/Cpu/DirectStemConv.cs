@@ -8,7 +8,7 @@ namespace NeuralCore.Backends.Cpu;
 /// <summary>
 /// A stem convolution (one input channel, stride 2, CP-ResNet's 5x5 on the image or spectrogram) computed directly, with
 /// bias, ReLU or Hardswish and an optional 2x2 / 2 max pool applied while the values are still in registers (inference
-/// plans), or plain (the training path's forward). Each input row is split once into its even and odd columns (zero
+/// plans; the training forward runs <see cref="StemColumns"/>, which needs no pooled rows). Each input row is split once into its even and odd columns (zero
 /// border included), so the 16 inputs a tap needs for 16 neighbouring outputs are one contiguous load; every such load
 /// feeds 8 output channels (weights broadcast), and a pair of output rows keeps 16 accumulators. The implicit GEMM
 /// spends as long filling its 25-row panels from stride-2 runs as multiplying them, and writes the unpooled output
@@ -16,7 +16,7 @@ namespace NeuralCore.Backends.Cpu;
 /// </summary>
 /// <remarks>
 /// Shapes: x [N, 1, H, W] (the same floats as channel-major [1, N, H, W]); y channel-major [K, N, P, Q] as in the
-/// inference plan, or sample-major [N, K, P, Q] as everywhere else (pooled: P/2, Q/2).
+/// inference plan (pooled: P/2, Q/2).
 /// Each output is the sum over the taps in (r, s) order, the order of the GEMM paths, then bias, then the activation
 /// (<see cref="ConvKernels.Epilogue"/>'s expressions), then the pool's maximum. Work is split over samples and groups of
 /// 8 output channels, so results do not depend on the thread count.
@@ -49,7 +49,7 @@ internal static unsafe class DirectStemConv
         public float* W, Bias;
         public bool Pooled, HasBias;
         public int Kind;
-        // Output floats between channels and between samples: channel-major or sample-major.
+        // Output floats between channels and between samples (channel-major).
         public long ChannelStride, SampleStride;
         // Per tap (r, s): where its inputs start in the split rows, relative to an output row pair's first padded row.
         public int* TapOffsets;
@@ -65,19 +65,15 @@ internal static unsafe class DirectStemConv
 
     /// <summary>
     /// y = pool(act(conv2d(x, w) + bias)) with <paramref name="pool"/> the 2x2 / 2 max pool (or none); bias may be null;
-    /// <paramref name="activation"/> is ReLU, Hardswish or none (<paramref name="hasActivation"/> false); y channel-major
-    /// or sample-major.
+    /// <paramref name="activation"/> is ReLU, Hardswish or none (<paramref name="hasActivation"/> false); y channel-major.
+    /// <paramref name="packed"/> holds the weights and bias packed by <see cref="Weights"/> (once, when the plan compiles).
     /// </summary>
-    /// <remarks>
-    /// <paramref name="packed"/>, when given, holds w and bias already packed by <see cref="Weights"/> (an inference plan
-    /// packs once at compile time); otherwise they are packed into this thread's scratch for the call.
-    /// </remarks>
-    internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p, bool channelMajor, bool hasActivation,
-        UnaryOp activation, Pool2dParams? pool, float* packed = null)
+    internal static void Forward(float* x, float* y, in Conv2dParams p, bool hasBias, bool hasActivation, UnaryOp activation,
+        Pool2dParams? pool, float* packed)
     {
         var job = new Job
         {
-            P = p, X = x, Y = y, Pooled = pool is not null, HasBias = bias != null,
+            P = p, X = x, Y = y, Pooled = pool is not null, HasBias = hasBias,
             Kind = !hasActivation ? 0 : activation switch
             {
                 UnaryOp.Relu => 1,
@@ -88,8 +84,8 @@ internal static unsafe class DirectStemConv
         job.OutRows = pool?.P ?? p.P;
         job.OutColumns = pool?.Q ?? p.Q;
         long plane = (long)job.OutRows * job.OutColumns;
-        job.ChannelStride = channelMajor ? p.N * plane : plane;
-        job.SampleStride = channelMajor ? plane : p.K * plane;
+        job.ChannelStride = p.N * plane;
+        job.SampleStride = plane;
         job.Rows = job.Pooled ? 2 * job.OutRows : p.P;
         job.Columns = job.Pooled ? 2 * job.OutColumns : p.Q;
         job.Vectors = (job.Columns + Lanes - 1) / Lanes;
@@ -97,11 +93,6 @@ internal static unsafe class DirectStemConv
         job.HalfRow = (job.Vectors * Lanes + p.S / 2 + Lanes - 1) / Lanes * Lanes;
         job.Groups = (p.K + Group - 1) / Group;
         int taps = p.R * p.S;
-        if (packed == null)
-        {
-            packed = ConvScratch.Current.Get(ConvScratch.Slot.Weights, PackedLength(p));
-            Pack(w, bias, p, packed);
-        }
         job.W = packed;
         job.Bias = packed + (long)job.Groups * taps * Group;
         int* offsets = stackalloc int[taps];
@@ -113,9 +104,7 @@ internal static unsafe class DirectStemConv
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
         if (job.Pooled && p.N >= Lanes && job.Columns % Lanes != 0)
         {
-            // Pooled rows that leave lanes idle (MNIST's 12 columns in 16 lanes), and samples enough to fill them. (Unpooled,
-            // the training forward's, a row pair keeps as many lanes busy as an output pair of 16 samples, and the
-            // transposes in and out made it slower.)
+            // Pooled rows that leave lanes idle (MNIST's 12 columns in 16 lanes), and samples enough to fill them.
             job.Chunks = (p.N + Lanes - 1) / Lanes;
             job.PaddedRows = 2 * (job.Rows - 1) + p.R;
             job.PaddedColumns = 2 * (job.Columns - 1) + p.S;
@@ -154,10 +143,10 @@ internal static unsafe class DirectStemConv
         internal float* Pointer => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
     }
 
-    private static long PackedLength(in Conv2dParams p) => (long)((p.K + Group - 1) / Group) * (p.R * p.S + 1) * Group;
+    internal static long PackedLength(in Conv2dParams p) => (long)((p.K + Group - 1) / Group) * (p.R * p.S + 1) * Group;
 
     /// <summary>Per group of 8 output channels the weights [taps][8], then the biases [groups][8]; zero for absent channels.</summary>
-    private static void Pack(float* w, float* bias, in Conv2dParams p, float* packed)
+    internal static void Pack(float* w, float* bias, in Conv2dParams p, float* packed)
     {
         int taps = p.R * p.S, groups = (p.K + Group - 1) / Group;
         float* packedBias = packed + (long)groups * taps * Group;

@@ -122,23 +122,13 @@ internal static unsafe class DirectWeightGradient
 
     /// <summary>True where <see cref="RunStem"/> can run: one input channel, one group, stride 2, no dilation, AVX-512.</summary>
     internal static bool CanRunStem(in Conv2dParams p) =>
-        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.C == 1 && p.Groups == 1
-        && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1 && p.R * p.S <= MaxTaps
-        && Phases(StemRows(p).Px * p.Q) <= MaxMaskEntries;
-
-    /// <summary>A stem's input planes: Px rows per sample, and u0 = floor(-padH / 2), the smallest row offset of its taps.</summary>
-    private static (int Px, int U0) StemRows(in Conv2dParams p)
-    {
-        int u0 = -p.PadH >> 1, u1 = (p.R - 1 - p.PadH) >> 1;
-        return (p.P + u1 - u0, u0);
-    }
+        StemColumns.CanRun(p) && Phases(StemColumns.Rows(p).Px * p.Q) <= MaxMaskEntries;
 
     /// <summary>
     /// dw [K, 1, R, S] = the weight gradient of a stem (<see cref="CanRunStem"/>) for dy [N, K, P, Q] and x [N, 1, H, W]
-    /// (dw overwritten). Per chunk of samples, 2 * S planes of x with rows of Q: plane (a, s) holds
-    /// X[i, q] = x[2 (i + u0) + a, 2 q + s - padW] (zero off the input) for i in [0, Px). Output (p, q) of tap (r, s) reads
-    /// plane ((r - padH) mod 2, s) at row p + u - u0, u = floor((r - padH) / 2): at a fixed offset from dy's position in
-    /// rows of Q, so the dot products run over dy's own rows (in place for a chunk of one sample).
+    /// (dw overwritten). Per chunk of samples, x split into <see cref="StemColumns"/>' 2 * S planes with rows of Q, in
+    /// which each tap reads at a fixed offset from dy's position, so the dot products run over dy's own rows (in place
+    /// for a chunk of one sample).
     /// </summary>
     /// <remarks>
     /// Measured against the GEMM path (im2col of x, dy read in place; two threads): MNIST b256 1->32 0.65 against 0.91 ms,
@@ -149,24 +139,18 @@ internal static unsafe class DirectWeightGradient
     internal static void RunStem(float* dy, float* x, float* dw, in Conv2dParams p)
     {
         int taps = p.R * p.S;
-        var (px, u0) = StemRows(p);
+        var (px, u0) = StemColumns.Rows(p);
         int grid = px * p.Q, phases = Phases(grid);
         int* offsets = stackalloc int[2 * taps];
         ushort* masks = stackalloc ushort[phases];
-        for (int t = 0; t < taps; t++)
-        {
-            int dr = t / p.S - p.PadH;
-            offsets[taps + t] = (dr & 1) * p.S + t % p.S;
-            offsets[t] = ((dr >> 1) - u0) * p.Q;
-        }
+        StemColumns.Taps(p, u0, offsets);
         // A chunk of several samples gives each Px rows, the last Px - P of dy zero; x is masked there all the same, so
         // that a non-finite input meets no gradient that im2col would not pair it with.
         FillMasks(masks, phases, p.Q, px, 0, 0, p.P, p.Q);
         var job = new Job
         {
             P = p, Dy = dy, X = x, Dw = dw, Grid = grid, Taps = taps, Phases = phases,
-            Offsets = offsets, TapPlane = offsets + taps, Masks = masks, Px = px, U0 = u0,
-            Slack = ((px - p.P) * p.Q + 2 * Lanes - 1) / Lanes * Lanes,
+            Offsets = offsets, TapPlane = offsets + taps, Masks = masks, Px = px, U0 = u0, Slack = StemColumns.Slack(p, px),
         };
         Execute(ref job, p.K + 2 * p.S, &RunStemPart);
     }
@@ -283,7 +267,7 @@ internal static unsafe class DirectWeightGradient
             int ld = nb * job.Grid;
             long planeStride = ld + job.Slack;
             float* planes = ConvScratch.Current.Get(ConvScratch.Slot.ChannelMajor, 2L * p.S * planeStride + (nb == 1 ? 0 : (long)p.K * ld + Lanes));
-            SplitColumns(ref job, n0, nb, planes, planeStride);
+            StemColumns.Split(job.X, n0, nb, p, job.Px, job.U0, planes, planeStride);
             var b = new Pairing { DwK = job.Taps, DwX = 1 };
             if (nb == 1)
             {
@@ -325,51 +309,6 @@ internal static unsafe class DirectWeightGradient
 
     /// <summary>Where tap t's inputs for the chunk's positions start: its plane, at its row offset.</summary>
     private static float* TapRow(ref Job job, float* planes, long planeStride, int t) => planes + job.TapPlane[t] * planeStride + job.Offsets[t];
-
-    /// <summary>
-    /// The chunk's 2 * S planes [(a, s)][sample][Px, Q]: X[i, q] = x[2 (i + u0) + a, 2 q + s - padW], zero off the input.
-    /// Each input row is copied once into a zero-bordered line, whose 32-float windows from s on a permute takes the even
-    /// floats of.
-    /// </summary>
-    private static void SplitColumns(ref Job job, int n0, int nb, float* planes, long planeStride)
-    {
-        // Locals, not the job's fields: read through a reference after each store, they made such copies 4x slower.
-        int h = job.P.H, w = job.P.W, q = job.P.Q, kernelS = job.P.S, padW = job.P.PadW, px = job.Px, u0 = job.U0, grid = job.Grid;
-        int vectors = (q + Lanes - 1) / Lanes, lineLength = 2 * vectors * Lanes + kernelS + Lanes;
-        float* line = ConvScratch.Current.Get(ConvScratch.Slot.Rows, lineLength);
-        // line[m] holds input column m - padW.
-        int copied = Math.Clamp(lineLength - padW, 0, w);
-        var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        for (int i = 0; i < nb; i++)
-        {
-            float* sample = job.X + (long)(n0 + i) * h * w;
-            for (int a = 0; a < 2; a++)
-            {
-                float* rowStart = planes + (long)a * kernelS * planeStride + (long)i * grid;
-                for (int row = 0; row < px; row++, rowStart += q)
-                {
-                    int ih = 2 * (row + u0) + a;
-                    if ((uint)ih >= (uint)h)
-                    {
-                        for (int s = 0; s < kernelS; s++) new Span<float>(rowStart + s * planeStride, q).Clear();
-                        continue;
-                    }
-                    new Span<float>(line, lineLength).Clear();
-                    new ReadOnlySpan<float>(sample + (long)ih * w, copied).CopyTo(new Span<float>(line + padW, copied));
-                    // Whole vectors: a row's last one runs into the next row, written after it, or the plane's slack.
-                    for (int s = 0; s < kernelS; s++)
-                    {
-                        float* dst = rowStart + s * planeStride;
-                        for (int v = 0; v < vectors; v++)
-                        {
-                            float* at = line + 2 * v * Lanes + s;
-                            Vector512.Store(Avx512F.PermuteVar16x32x2(Vector512.Load(at), evens, Vector512.Load(at + Lanes)), dst + v * Lanes);
-                        }
-                    }
-                }
-            }
-        }
-    }
 
     /// <summary>
     /// Rows [channels][nb * plane] of a chunk spread in place to [channels][nb * grid]: each sample's plane at i * grid,

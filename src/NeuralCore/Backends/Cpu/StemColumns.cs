@@ -1,0 +1,234 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// A stem (one input channel, stride 2, no dilation: CP-ResNet's 5x5) over its input split into 2 * S column planes, in
+/// which every tap reads at a fixed offset from the output's own flat position, as in a stride-1 convolution. Plane
+/// (a, s) holds X[i, q] = x[2 (i + u0) + a, 2 q + s - padW] (zero off the input) for i in [0, Px) and q in [0, Q), with
+/// u0 = floor(-padH / 2): output (p, q) of tap (r, s) is plane ((r - padH) mod 2, s) at row p + u - u0, u =
+/// floor((r - padH) / 2), so at flat offset (u - u0) * Q from p * Q + q. The training forward
+/// (<see cref="Forward"/>) runs its vectors over a plane's P * Q outputs whatever their rows' width, and the weight
+/// gradient (<see cref="DirectWeightGradient.RunStem"/>) its dot products.
+/// </summary>
+internal static unsafe class StemColumns
+{
+    private const int Lanes = 16;
+    private const int Group = 8;
+    // Below this many multiply-adds per part, waking a worker costs more than it saves.
+    private const long MinMacsPerPart = 1 << 18;
+    // Kernels of at most this many taps (their offsets live on the stack).
+    private const int MaxTaps = 64;
+
+    /// <summary>Whether the training forward uses <see cref="Forward"/> (tests turn it off to compare it with the other paths).</summary>
+    internal static bool Enabled { get; set; } = true;
+
+    /// <summary>True for one input channel, one group, stride 2 and no dilation, where the 512-bit kernels run.</summary>
+    internal static bool CanRun(in Conv2dParams p) =>
+        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.C == 1 && p.Groups == 1
+        && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1 && p.R * p.S <= MaxTaps;
+
+    /// <summary>The planes' rows per sample, Px, and u0 = floor(-padH / 2), the smallest row offset of the taps.</summary>
+    internal static (int Px, int U0) Rows(in Conv2dParams p)
+    {
+        int u0 = -p.PadH >> 1, u1 = (p.R - 1 - p.PadH) >> 1;
+        return (p.P + u1 - u0, u0);
+    }
+
+    /// <summary>Floats after each plane that whole-vector reads and writes past its end may touch: its spare rows and two vectors.</summary>
+    internal static int Slack(in Conv2dParams p, int px) => ((px - p.P) * p.Q + 3 * Lanes - 1) / Lanes * Lanes;
+
+    /// <summary>Per tap t: the plane it reads (a * S + s) at taps[t + R * S], and its flat offset there at taps[t].</summary>
+    internal static void Taps(in Conv2dParams p, int u0, int* taps)
+    {
+        int count = p.R * p.S;
+        for (int t = 0; t < count; t++)
+        {
+            int dr = t / p.S - p.PadH;
+            taps[count + t] = (dr & 1) * p.S + t % p.S;
+            taps[t] = ((dr >> 1) - u0) * p.Q;
+        }
+    }
+
+    /// <summary>
+    /// The 2 * S planes [(a, s)][sample][Px, Q] of samples [n0, n0 + nb) of x [N, 1, H, W], planes
+    /// <paramref name="planeStride"/> floats apart (each sample's Px * Q floats, then at least <see cref="Slack"/>). Each
+    /// input row is copied once into a zero-bordered line, whose 32-float windows from s on a permute takes the even floats
+    /// of; whole vectors are stored, a row's last one running into the next row (written after it) or the slack.
+    /// </summary>
+    internal static void Split(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride)
+    {
+        // Locals, not fields read through a reference: after each store the JIT reloads those, which made such copies
+        // 4x slower.
+        int h = p.H, w = p.W, q = p.Q, kernelS = p.S, padW = p.PadW, grid = px * q;
+        int vectors = (q + Lanes - 1) / Lanes, lineLength = 2 * vectors * Lanes + kernelS + Lanes;
+        float* line = ConvScratch.Current.Get(ConvScratch.Slot.Rows, lineLength);
+        // line[m] holds input column m - padW.
+        int copied = Math.Clamp(lineLength - padW, 0, w);
+        var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        for (int i = 0; i < nb; i++)
+        {
+            float* sample = x + (long)(n0 + i) * h * w;
+            for (int a = 0; a < 2; a++)
+            {
+                float* rowStart = planes + (long)a * kernelS * planeStride + (long)i * grid;
+                for (int row = 0; row < px; row++, rowStart += q)
+                {
+                    int ih = 2 * (row + u0) + a;
+                    if ((uint)ih >= (uint)h)
+                    {
+                        for (int s = 0; s < kernelS; s++) new Span<float>(rowStart + s * planeStride, q).Clear();
+                        continue;
+                    }
+                    new Span<float>(line, lineLength).Clear();
+                    new ReadOnlySpan<float>(sample + (long)ih * w, copied).CopyTo(new Span<float>(line + padW, copied));
+                    for (int s = 0; s < kernelS; s++)
+                    {
+                        float* dst = rowStart + s * planeStride;
+                        for (int v = 0; v < vectors; v++)
+                        {
+                            float* at = line + 2 * v * Lanes + s;
+                            Vector512.Store(Avx512F.PermuteVar16x32x2(Vector512.Load(at), evens, Vector512.Load(at + Lanes)), dst + v * Lanes);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private struct Job
+    {
+        public Conv2dParams P;
+        public float* X, W, Bias, Y;
+        public int Px, U0, Groups, Items, Parts;
+        public long PlaneStride;
+        // Per tap: flat offset in its plane, then the plane (Taps).
+        public int* Taps;
+    }
+
+    /// <summary>
+    /// y [N, K, P, Q] = conv2d(x [N, 1, H, W], w) + bias (sample-major; bias may be null): per sample its planes, then per
+    /// group of 8 output channels two vectors of 16 outputs at a time, each tap one load per vector and one broadcast
+    /// weight per channel (16 accumulators). Each output is the sum over the taps in (r, s) order, then the bias: for a
+    /// 5x5 stem the bits of the im2col GEMM and of <see cref="DirectStemConv"/>.
+    /// </summary>
+    internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p)
+    {
+        var (px, u0) = Rows(p);
+        int taps = p.R * p.S;
+        int* tapTable = stackalloc int[2 * taps];
+        Taps(p, u0, tapTable);
+        var job = new Job
+        {
+            P = p, X = x, Y = y, Px = px, U0 = u0, Taps = tapTable,
+            Groups = (p.K + Group - 1) / Group, PlaneStride = (long)px * p.Q + Slack(p, px),
+        };
+        float* packed = ConvScratch.Current.Get(ConvScratch.Slot.Weights, DirectStemConv.PackedLength(p));
+        DirectStemConv.Pack(w, bias, p, packed);
+        job.W = packed;
+        job.Bias = bias == null ? null : packed + (long)job.Groups * taps * Group;
+        job.Items = p.N * job.Groups;
+        long macs = (long)p.N * p.K * p.P * p.Q * taps;
+        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, Math.Max(job.Items, 1)));
+        // SAFETY: job and the tap table on this stack frame outlive ForParts, which returns when every part is done.
+        if (job.Parts == 1) RunPart(&job, 0);
+        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+    }
+
+    private static void RunPart(void* state, int part)
+    {
+        ref Job job = ref *(Job*)state;
+        ref readonly Conv2dParams p = ref job.P;
+        int first = (int)((long)part * job.Items / job.Parts), end = (int)((long)(part + 1) * job.Items / job.Parts);
+        if (first >= end) return;
+        float* planes = ConvScratch.Current.Get(ConvScratch.Slot.Columns, 2L * p.S * job.PlaneStride);
+        int current = -1;
+        for (int item = first; item < end; item++)
+        {
+            int n = item / job.Groups, group = item % job.Groups;
+            if (n != current)
+            {
+                Split(job.X, n, 1, p, job.Px, job.U0, planes, job.PlaneStride);
+                current = n;
+            }
+            // One specialisation per channel count, so that a last group of fewer than 8 (19 = 8 + 8 + 3) does no
+            // multiply-adds for the channels it lacks.
+            switch (Math.Min(Group, p.K - group * Group))
+            {
+                case 1: Outputs<Gemm.N1>(ref job, planes, n, group); break;
+                case 2: Outputs<Gemm.N2>(ref job, planes, n, group); break;
+                case 3: Outputs<Gemm.N3>(ref job, planes, n, group); break;
+                case 4: Outputs<Gemm.N4>(ref job, planes, n, group); break;
+                case 5: Outputs<Gemm.N5>(ref job, planes, n, group); break;
+                case 6: Outputs<Gemm.N6>(ref job, planes, n, group); break;
+                case 7: Outputs<Gemm.N7>(ref job, planes, n, group); break;
+                default: Outputs<Gemm.N8>(ref job, planes, n, group); break;
+            }
+        }
+    }
+
+    /// <summary>Sample n's outputs of the first TChannels channels of <paramref name="group"/>, 32 positions at a time.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Outputs<TChannels>(ref Job job, float* planes, int n, int group) where TChannels : struct, Gemm.IConstant
+    {
+        int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.P.P * job.P.Q;
+        long planeStride = job.PlaneStride, stride = plane;
+        int* offsets = job.Taps;
+        float* y = job.Y + ((long)n * job.P.K + group * Group) * plane;
+        float* weights = job.W + (long)group * taps * Group;
+        float* bias = job.Bias == null ? null : job.Bias + group * Group;
+        for (int j = 0; j < plane; j += 2 * Lanes)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
+            float* w = weights;
+            for (int t = 0; t < taps; t++, w += Group)
+            {
+                float* at = planes + offsets[taps + t] * planeStride + offsets[t] + j;
+                var x0 = Vector512.Load(at);
+                var x1 = Vector512.Load(at + Lanes);
+                var c = Vector512.Create(w[0]); a0 = Vector512.FusedMultiplyAdd(c, x0, a0); b0 = Vector512.FusedMultiplyAdd(c, x1, b0);
+                if (channels > 1) { c = Vector512.Create(w[1]); a1 = Vector512.FusedMultiplyAdd(c, x0, a1); b1 = Vector512.FusedMultiplyAdd(c, x1, b1); }
+                if (channels > 2) { c = Vector512.Create(w[2]); a2 = Vector512.FusedMultiplyAdd(c, x0, a2); b2 = Vector512.FusedMultiplyAdd(c, x1, b2); }
+                if (channels > 3) { c = Vector512.Create(w[3]); a3 = Vector512.FusedMultiplyAdd(c, x0, a3); b3 = Vector512.FusedMultiplyAdd(c, x1, b3); }
+                if (channels > 4) { c = Vector512.Create(w[4]); a4 = Vector512.FusedMultiplyAdd(c, x0, a4); b4 = Vector512.FusedMultiplyAdd(c, x1, b4); }
+                if (channels > 5) { c = Vector512.Create(w[5]); a5 = Vector512.FusedMultiplyAdd(c, x0, a5); b5 = Vector512.FusedMultiplyAdd(c, x1, b5); }
+                if (channels > 6) { c = Vector512.Create(w[6]); a6 = Vector512.FusedMultiplyAdd(c, x0, a6); b6 = Vector512.FusedMultiplyAdd(c, x1, b6); }
+                if (channels > 7) { c = Vector512.Create(w[7]); a7 = Vector512.FusedMultiplyAdd(c, x0, a7); b7 = Vector512.FusedMultiplyAdd(c, x1, b7); }
+            }
+            // Outputs past the plane (the last pair of vectors) are not stored.
+            int count = plane - j;
+            Store(y + j, a0, b0, bias, 0, count);
+            if (channels > 1) Store(y + stride + j, a1, b1, bias, 1, count);
+            if (channels > 2) Store(y + 2 * stride + j, a2, b2, bias, 2, count);
+            if (channels > 3) Store(y + 3 * stride + j, a3, b3, bias, 3, count);
+            if (channels > 4) Store(y + 4 * stride + j, a4, b4, bias, 4, count);
+            if (channels > 5) Store(y + 5 * stride + j, a5, b5, bias, 5, count);
+            if (channels > 6) Store(y + 6 * stride + j, a6, b6, bias, 6, count);
+            if (channels > 7) Store(y + 7 * stride + j, a7, b7, bias, 7, count);
+        }
+    }
+
+    /// <summary>y[0, 32) = (a, b) + bias[k], only the first <paramref name="count"/> of them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(float* y, Vector512<float> a, Vector512<float> b, float* bias, int k, int count)
+    {
+        if (bias != null)
+        {
+            var add = Vector512.Create(bias[k]);
+            a += add;
+            b += add;
+        }
+        if (count >= 2 * Lanes)
+        {
+            Vector512.Store(a, y);
+            Vector512.Store(b, y + Lanes);
+            return;
+        }
+        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        Avx512F.MaskStore(y, Vector512.LessThan(lane, Vector512.Create(count)).AsSingle(), a);
+        Avx512F.MaskStore(y + Lanes, Vector512.LessThan(lane, Vector512.Create(count - Lanes)).AsSingle(), b);
+    }
+}
