@@ -10,10 +10,9 @@ namespace NeuralCore.Backends.Cpu;
 /// bias, ReLU or Hardswish and an optional 2x2 / 2 max pool applied while the values are still in registers (inference
 /// plans; the training forward, unpooled and sample-major, runs <see cref="StemColumns"/>). Each input row is split once
 /// into its even and odd columns (zero border included), so the 16 inputs a tap needs for 16 neighbouring outputs are one
-/// contiguous load; every such load
-/// feeds 8 output channels (weights broadcast), and a pair of output rows keeps 16 accumulators. The implicit GEMM
-/// spends as long filling its 25-row panels from stride-2 runs as multiplying them, and writes the unpooled output
-/// before pooling it; this kernel does neither.
+/// contiguous load; every such load feeds 8 output channels (weights broadcast), and a pair of output rows keeps 16
+/// accumulators. The implicit GEMM spends as long filling its 25-row panels from stride-2 runs as multiplying them, and
+/// writes the unpooled output before pooling it; this kernel does neither.
 /// </summary>
 /// <remarks>
 /// Shapes: x [N, 1, H, W] (the same floats as channel-major [1, N, H, W]); y channel-major [K, N, P, Q] as in the
