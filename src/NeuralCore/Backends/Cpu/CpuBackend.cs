@@ -16,8 +16,11 @@ public sealed partial class CpuBackend : IBackend
     /// <summary>The single CPU backend.</summary>
     public static CpuBackend Instance { get; } = new();
 
-    /// <summary>Element count below which element-wise work runs on the calling thread.</summary>
-    private const int ParallelThreshold = 1 << 16;
+    /// <summary>
+    /// Element count below which element-wise work runs on the calling thread. At 64 K the pruned model's additions over
+    /// 38 channels of 1 x 6 maps at batch 256 (58 K values) ran on one thread (`--profile`: 31-36 µs; 17-19 µs on two).
+    /// </summary>
+    private const int ParallelThreshold = 1 << 15;
 
     /// <inheritdoc />
     public Device Device => Device.Cpu;
