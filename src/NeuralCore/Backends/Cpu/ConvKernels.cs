@@ -229,7 +229,7 @@ internal static unsafe class ConvKernels
         for (; i + 16 <= length; i += 16)
             Vector512.Store(EpilogueVector(Vector512.Load(y + i), bias, hasBias, residual == null ? default : Vector512.Load(residual + i), residual != null, kind), y + i);
         if (i == length) return;
-        var mask = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(length - i)).AsSingle();
+        var mask = FirstLanes(length - i);
         var r = residual == null ? default : Avx512F.MaskLoad(residual + i, mask, Vector512<float>.Zero);
         Avx512F.MaskStore(y + i, mask, EpilogueVector(Avx512F.MaskLoad(y + i, mask, Vector512<float>.Zero), bias, hasBias, r, residual != null, kind));
     }
@@ -863,7 +863,7 @@ internal static unsafe class ConvKernels
         if (n < 16 && Avx512F.IsSupported)
         {
             // Short rows (MNIST's 1 x 6 planes gathered into GEMM columns and back): one masked load and store.
-            var mask = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(n)).AsSingle();
+            var mask = FirstLanes(n);
             Avx512F.MaskStore(dst, mask, Avx512F.MaskLoad(src, mask, Vector512<float>.Zero));
             return;
         }
@@ -903,9 +903,9 @@ internal static unsafe class ConvKernels
         if (i < n) Avx512F.MaskStore(dst + i, tail, Avx512F.MaskLoad(src + i, tail, Vector512<float>.Zero));
     }
 
-    /// <summary>The first <paramref name="count"/> lanes (all 16 from 16 on).</summary>
+    /// <summary>The first <paramref name="count"/> lanes (none for 0 or less, all 16 from 16 on).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> FirstLanes(int count) =>
+    internal static Vector512<float> FirstLanes(int count) =>
         Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(count)).AsSingle();
 
     /// <summary>

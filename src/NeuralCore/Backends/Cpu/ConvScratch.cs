@@ -19,13 +19,13 @@ internal sealed unsafe class ConvScratch
     /// <summary>The slots a convolution uses at the same time.</summary>
     internal enum Slot
     {
-        /// <summary>im2col columns [C/groups*R*S, columns]; in the implicit GEMM, one B micro-panel and its repacked lanes; in the Winograd path, a block's transformed input (16 points x C rows).</summary>
+        /// <summary>im2col columns [C/groups*R*S, columns]; in the implicit GEMM, one B micro-panel and its repacked lanes; in the Winograd path, a block's transformed input (16 points x C rows); a training stem's column planes (<see cref="StemColumns"/>).</summary>
         Columns,
-        /// <summary>Gathered output or output-gradient rows [K/groups, columns]; in the implicit GEMM, the 8 x 32 edge tile; in the Winograd path with samples in the lanes, the outputs of 8 channels [channel, position, sample].</summary>
+        /// <summary>Gathered output or output-gradient rows [K/groups, columns]; in the implicit GEMM, the 8 x 32 edge tile; in the Winograd path with samples in the lanes, the outputs of 8 channels [channel, position, sample]; a stem's zero-bordered input row while it is split into column planes.</summary>
         Rows,
         /// <summary>Per-part partial weight gradients (caller thread only).</summary>
         Partials,
-        /// <summary>The flipped kernel of a stride-1 backward-data pass (caller thread only).</summary>
+        /// <summary>The flipped kernel of a stride-1 backward-data pass, or a training stem's packed weights (caller thread only).</summary>
         Weights,
         /// <summary>One zero-bordered input plane for the unit-stride im2col; in the Winograd path with samples in the lanes, one channel's planes [position, sample].</summary>
         Padded,
@@ -35,7 +35,7 @@ internal sealed unsafe class ConvScratch
         LiveTaps,
         /// <summary>Weights packed for one implicit-GEMM call of a training pass (caller thread only).</summary>
         PackedWeights,
-        /// <summary>Channel-major copies of a chunk of a sample-major input and of its output (the training passes' implicit GEMM); in the Winograd path with samples in the lanes and a fused pool, one channel's unpooled planes.</summary>
+        /// <summary>Channel-major copies of a chunk of a sample-major input and of its output (the training passes' implicit GEMM); in the Winograd path with samples in the lanes and a fused pool, one channel's unpooled planes; a chunk's channel-major dy and x, or a stem's column planes and dy, for the direct weight gradients.</summary>
         ChannelMajor,
     }
 

@@ -28,16 +28,14 @@ internal static unsafe class DirectStemConv
     private const int Group = 8;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
-    // Kernels of at most this many taps (their offsets live on the stack; a stem is 5x5 or 7x7).
-    private const int MaxTaps = 64;
 
     /// <summary>
-    /// True for one input channel, stride 2 and no dilation, with no pool or a 2x2 / 2 max pool without padding, where
-    /// the 512-bit GEMM kernels run (tests narrow the kernel width to check the other paths).
+    /// True for a stem <see cref="StemColumns.CanRun"/> takes (one input channel, stride 2, no dilation, at most 64 taps,
+    /// the 512-bit kernels; tests narrow the kernel width to check the other paths), with no pool or a 2x2 / 2 max pool
+    /// without padding.
     /// </summary>
     internal static bool Supports(in Conv2dParams p, Pool2dParams? pool) =>
-        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.C == 1 && p.Groups == 1 && p.R * p.S <= MaxTaps
-        && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1
+        StemColumns.CanRun(p)
         && (pool is not { } q || (q.KernelH == 2 && q.KernelW == 2 && q.StrideH == 2 && q.StrideW == 2 && q.PadH == 0 && q.PadW == 0
             && !q.CeilMode && q.H == p.P && q.W == p.Q && q.P >= 1 && q.Q >= 1));
 
@@ -459,7 +457,7 @@ internal static unsafe class DirectStemConv
     {
         upper = ConvKernels.EpilogueVector(upper, bias, job.HasBias, default, false, job.Kind);
         lower = ConvKernels.EpilogueVector(lower, bias, job.HasBias, default, false, job.Kind);
-        var mask = Mask(count);
+        var mask = ConvKernels.FirstLanes(count);
         if (!TPool.Pooled)
         {
             Avx512F.MaskStore(y, mask, upper);
@@ -472,8 +470,4 @@ internal static unsafe class DirectStemConv
         Avx512F.MaskStore(y, mask, pairs);
     }
 
-    /// <summary>The first <paramref name="count"/> lanes (all 16 from 16 on).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Mask(int count) =>
-        Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(count)).AsSingle();
 }

@@ -326,11 +326,6 @@ internal static unsafe class DirectWeightGradient
             }
     }
 
-    /// <summary>The first <paramref name="count"/> lanes (none for 0 or less, all 16 from 16 on).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> FirstLanes(int count) =>
-        Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(count)).AsSingle();
-
     private static void Block(in Pairing b, int kCount, int xCount)
     {
         switch (kCount * 8 + xCount)
@@ -393,7 +388,7 @@ internal static unsafe class DirectWeightGradient
                 // The last vector ends past the rows (which may be the end of dy's memory): masked loads, which touch
                 // nothing past it.
                 bits &= (1 << (length - j)) - 1;
-                var live = FirstLanes(length - j);
+                var live = ConvKernels.FirstLanes(length - j);
                 d0 = Avx512F.MaskLoad(dy + j, live, Vector512<float>.Zero);
                 if (kCount > 1) d1 = Avx512F.MaskLoad(dy + ld + j, live, Vector512<float>.Zero);
                 if (kCount > 2) d2 = Avx512F.MaskLoad(dy + 2 * ld + j, live, Vector512<float>.Zero);

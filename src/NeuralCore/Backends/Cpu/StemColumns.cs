@@ -19,7 +19,7 @@ internal static unsafe class StemColumns
     private const int Group = 8;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
-    // Kernels of at most this many taps (their offsets live on the stack).
+    // Kernels of at most this many taps (their offsets live on the stack; a stem is 5x5 or 7x7).
     private const int MaxTaps = 64;
 
     /// <summary>Whether the training forward uses <see cref="Forward"/> (tests turn it off to compare it with the other paths).</summary>
@@ -227,8 +227,7 @@ internal static unsafe class StemColumns
             Vector512.Store(b, y + Lanes);
             return;
         }
-        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        Avx512F.MaskStore(y, Vector512.LessThan(lane, Vector512.Create(count)).AsSingle(), a);
-        Avx512F.MaskStore(y + Lanes, Vector512.LessThan(lane, Vector512.Create(count - Lanes)).AsSingle(), b);
+        Avx512F.MaskStore(y, ConvKernels.FirstLanes(count), a);
+        Avx512F.MaskStore(y + Lanes, ConvKernels.FirstLanes(count - Lanes), b);
     }
 }
