@@ -22,8 +22,11 @@ namespace NeuralCore.Backends.Cpu;
 internal static unsafe class NarrowMapConv
 {
     /// <summary>
-    /// The most output positions (batch times map size) this path takes: three groups of 8 kernel rows. On 36 (a 6 x 6
-    /// map) the implicit GEMM's full 32-column panel was faster.
+    /// The most output positions (batch times map size) this path takes: three groups of 8 kernel rows. On 36 and 48
+    /// positions this kernel is faster than the implicit GEMM in a harness (one thread, µs: 3x3 32->32 on 6 x 6 6.2-7.3 against 8.0-8.3,
+    /// 19->19 3.6 against 3.6-3.7; 1x1 76->76 on 8 x 1 x 6 5.9 against 6.6), but a plan that took it there ran no faster:
+    /// MNIST batch 8 switched layouts between its 1 x 6 steps (a move to channel-major of 128 x 48 values took 10 µs)
+    /// and its pruned 76->76 steps ran 8.9 against 6.6 µs; at batch 1 only the 32-channel 6 x 6 step gained.
     /// </summary>
     internal const int MaxPositions = 24;
     private const int Rows = Gemm.PanelRows;
@@ -196,14 +199,14 @@ internal static unsafe class NarrowMapConv
                 var bl = lo ? Vector512.Load(b) : default;
                 var bh = hi ? Vector512.Load(b + 16) : default;
                 var be = half ? Vector256.Load(b + halfAt) : default;
-                Row(a0[o], bl, bh, be, ref l0, ref h0, ref e0, lo, hi, half);
-                if (n > 1) Row(a1[o], bl, bh, be, ref l1, ref h1, ref e1, lo, hi, half);
-                if (n > 2) Row(a2[o], bl, bh, be, ref l2, ref h2, ref e2, lo, hi, half);
-                if (n > 3) Row(a3[o], bl, bh, be, ref l3, ref h3, ref e3, lo, hi, half);
-                if (n > 4) Row(a4[o], bl, bh, be, ref l4, ref h4, ref e4, lo, hi, half);
-                if (n > 5) Row(a5[o], bl, bh, be, ref l5, ref h5, ref e5, lo, hi, half);
-                if (n > 6) Row(a6[o], bl, bh, be, ref l6, ref h6, ref e6, lo, hi, half);
-                if (n > 7) Row(a7[o], bl, bh, be, ref l7, ref h7, ref e7, lo, hi, half);
+                Row(a0 + o, bl, bh, be, ref l0, ref h0, ref e0, lo, hi, half);
+                if (n > 1) Row(a1 + o, bl, bh, be, ref l1, ref h1, ref e1, lo, hi, half);
+                if (n > 2) Row(a2 + o, bl, bh, be, ref l2, ref h2, ref e2, lo, hi, half);
+                if (n > 3) Row(a3 + o, bl, bh, be, ref l3, ref h3, ref e3, lo, hi, half);
+                if (n > 4) Row(a4 + o, bl, bh, be, ref l4, ref h4, ref e4, lo, hi, half);
+                if (n > 5) Row(a5 + o, bl, bh, be, ref l5, ref h5, ref e5, lo, hi, half);
+                if (n > 6) Row(a6 + o, bl, bh, be, ref l6, ref h6, ref e6, lo, hi, half);
+                if (n > 7) Row(a7 + o, bl, bh, be, ref l7, ref h7, ref e7, lo, hi, half);
             }
         }
         var store = new Store(ref job, kb, count, halfAt);
@@ -218,16 +221,20 @@ internal static unsafe class NarrowMapConv
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Row(float a, Vector512<float> bl, Vector512<float> bh, Vector256<float> be,
+    private static void Row(float* a, Vector512<float> bl, Vector512<float> bh, Vector256<float> be,
         ref Vector512<float> l, ref Vector512<float> h, ref Vector256<float> e, bool lo, bool hi, bool half)
     {
+        // One broadcast per row, straight from memory, whose lower half serves the 256-bit lanes: a float passed by
+        // value was loaded, then broadcast from its register, once per vector width, which cost the 24-lane tiles
+        // 15 % (3x3 19->19 on 3 x 6: 2.1 -> 1.8 µs).
         if (lo || hi)
         {
-            var v = Vector512.Create(a);
+            var v = Vector512.Create(*a);
             if (lo) l = Vector512.FusedMultiplyAdd(v, bl, l);
             if (hi) h = Vector512.FusedMultiplyAdd(v, bh, h);
+            if (half) e = Vector256.FusedMultiplyAdd(v.GetLower(), be, e);
         }
-        if (half) e = Vector256.FusedMultiplyAdd(Vector256.Create(a), be, e);
+        else if (half) e = Vector256.FusedMultiplyAdd(Avx.BroadcastScalarToVector256(a), be, e);
     }
 
     /// <summary>Stores a tile's rows with the epilogue: the bias vectors and the lane masks of the last, partial vectors.</summary>
