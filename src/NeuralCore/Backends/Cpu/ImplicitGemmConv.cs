@@ -30,10 +30,11 @@ internal static unsafe class ImplicitGemmConv
     // Panels at most this wide multiply the other way round (Y^T = X^T W^T): their columns become the micro-kernel's
     // rows and 32 output channels its columns, instead of a 32-column panel that is mostly padding.
     private const int NarrowPanel = 2 * Gemm.PanelRows;
-    // Below this many multiply-adds per part, waking a worker costs more than it saves: 48 K where the output has enough
-    // columns (a batch-1 mel map) for the parts to share panels or channels evenly, so that the pruned model's 1x1 steps
-    // there (19->38 on 7 x 24: 121 K; 38->38: 243 K) use both threads (its mel b1 pass 0.176 -> 0.172 ms); MNIST's
-    // one-sample maps (6 to 144 columns) keep the higher bar, where a second thread made batch 1 slower.
+    // Below this many multiply-adds per part, waking a worker costs more than it saves: 48 K where the output has
+    // enough columns (a batch-1 mel map) for the parts to share panels or channels evenly, so that the pruned model's
+    // 1x1 steps there (19->38 on 7 x 24: 121 K; 38->38: 243 K) use both threads (its mel b1 pass 0.177-0.179 ->
+    // 0.174-0.177 ms); MNIST's one-sample maps (6 to 144 columns) keep the higher bar, where a second thread made
+    // batch 1 slower.
     private const long MinMacsPerPart = 1 << 18;
     private const long MinMacsPerPartWide = 3 << 14;
     private const int WideColumns = 160;

@@ -23,10 +23,11 @@ internal static unsafe class NarrowMapConv
 {
     /// <summary>
     /// The most output positions (batch times map size) this path takes: three groups of 8 kernel rows. On 36 and 48
-    /// positions this kernel is faster than the implicit GEMM in a harness (one thread, µs: 3x3 32->32 on 6 x 6 6.2-7.3 against 8.0-8.3,
-    /// 19->19 3.6 against 3.6-3.7; 1x1 76->76 on 8 x 1 x 6 5.9 against 6.6), but a plan that took it there ran no faster:
-    /// MNIST batch 8 switched layouts between its 1 x 6 steps (a move to channel-major of 128 x 48 values took 10 µs)
-    /// and its pruned 76->76 steps ran 8.9 against 6.6 µs; at batch 1 only the 32-channel 6 x 6 step gained.
+    /// positions this kernel is faster than the implicit GEMM in a harness (one thread, µs: 3x3 32->32 on 6 x 6 6.2-7.3
+    /// against 8.0-8.3, 19->19 3.6 against 3.6-3.7; 1x1 76->76 on 8 x 1 x 6 5.9 against 6.6), but plans that took it
+    /// there ran no faster: MNIST batch 8 switched layouts between its 1 x 6 steps (moving 128 x 48 values to
+    /// channel-major took 10 µs) and its pruned 76->76 steps took 8.9 against 6.6 µs; at batch 1 only the 32-channel
+    /// 6 x 6 step gained.
     /// </summary>
     internal const int MaxPositions = 24;
     private const int Rows = Gemm.PanelRows;
