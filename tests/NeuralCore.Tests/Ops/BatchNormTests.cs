@@ -160,3 +160,71 @@ public sealed class BatchNormTests
         GradCheck.AssertClose(GradCheck.Numerical(bs => Loss(xd, gd, bs), bd), beta.Grad!.ToArray(), 1e-4, 1e-4, "beta.Grad");
     }
 }
+
+/// <summary>
+/// Thread-count behaviour of the batch-norm kernels over planes of 64 values or more (changes the process-wide thread
+/// count, so runs alone): channels that do not split evenly over the threads run partly in segments of samples, and
+/// every output keeps the bits of one thread.
+/// </summary>
+[Collection(nameof(NeuralCore.Tests.Backends.CpuSettingsCollection))]
+public sealed class BatchNormThreadingTests
+{
+    // (n, c, h, w): 19 channels of 13 x 13 (the pruned stem's) and 7 of 16 x 16, enough values for two and three parts.
+    [Theory]
+    [InlineData(16, 19, 13, 13, false)]
+    [InlineData(16, 19, 13, 13, true)]
+    [InlineData(40, 7, 16, 16, false)]
+    [InlineData(40, 7, 16, 16, true)]
+    public void OddChannelCountsGiveTheBitsOfOneThread(int n, int c, int h, int w, bool fused)
+    {
+        int hw = h * w, pooledH = h / 2, pooledW = w / 2;
+        float[] x = Reference.ToFloat(Reference.Random(n * c * hw, 11, 2.0).Select(v => v + 0.5).ToArray());
+        float[] gamma = Reference.ToFloat(Reference.Random(c, 12).Select(v => 1 + 0.5 * v).ToArray());
+        float[] beta = Reference.ToFloat(Reference.Random(c, 13));
+        int outLength = fused ? n * c * pooledH * pooledW : n * c * hw;
+        float[] dy = Reference.ToFloat(Reference.Random(outLength, 14));
+
+        float[][] Run(int threads)
+        {
+            CpuThreading.Threads = threads;
+            var be = CpuBackend.Instance;
+            int[] outShape = fused ? [n, c, pooledH, pooledW] : [n, c, h, w];
+            var y = Tensor.Full(outShape, float.NaN);
+            var mean = Tensor.Zeros([c]);
+            var invStd = Tensor.Zeros([c]);
+            var rm = Tensor.Zeros([c]);
+            var rv = Tensor.Ones([c]);
+            var scaleOffset = fused ? Tensor.Zeros([2 * c]) : null;
+            var indices = fused ? Tensor.Full(outShape, -1, dtype: DType.Int32) : null;
+            NeuralCore.Backends.Pool2dParams? pool = fused ? new NeuralCore.Backends.Pool2dParams(n, c, h, w, 2, 2, 2, 2, 0, 0) : null;
+            var xt = Tensor.FromArray(x, n, c, h, w);
+            var g = Tensor.FromArray(gamma, c);
+            be.BatchNormTraining(xt, g, Tensor.FromArray(beta, c), y, mean, invStd, rm, rv, 0.1f, 1e-5f, n, c, hw,
+                relu: !fused, scaleOffset, pool, indices);
+            var dx = Tensor.Full([n, c, h, w], float.NaN);
+            var dgamma = Tensor.Zeros([c]);
+            var dbeta = Tensor.Zeros([c]);
+            be.BatchNormBackward(xt, Tensor.FromArray(dy, outShape), g, mean, invStd, dx, dgamma, dbeta, n, c, hw,
+                fused ? null : y, scaleOffset, pool, indices);
+            float[][] results = [y.ToArray(), mean.ToArray(), invStd.ToArray(), rm.ToArray(), rv.ToArray(), dx.ToArray(), dgamma.ToArray(), dbeta.ToArray()];
+            if (fused) results = [.. results, scaleOffset!.ToArray(), ((CpuStorage)indices!.Storage).Ints.Select(i => (float)i).ToArray()];
+            return results;
+        }
+
+        int saved = CpuThreading.Threads;
+        try
+        {
+            var one = Run(1);
+            Assert.All(one[5], v => Assert.True(float.IsFinite(v)));
+            foreach (int threads in new[] { 2, 3 })
+            {
+                var many = Run(threads);
+                for (int i = 0; i < one.Length; i++) Assert.Equal(one[i], many[i]);
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+}

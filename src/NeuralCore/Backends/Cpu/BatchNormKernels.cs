@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace NeuralCore.Backends.Cpu;
@@ -51,6 +52,10 @@ internal static unsafe partial class BatchNormKernels
         public int W, PoolH, PoolW;
         public int* PoolIndices;
         public int Parts;
+        // Above 1: the channels left over from an even split cut into this many segments of samples, run in two phases
+        // (ExecuteSegmented), with each plane's two sums kept in PlaneSums ([C mod Segments, N, 2]) between them.
+        public int Segments, Phase;
+        public double* PlaneSums;
     }
 
     /// <summary>
@@ -145,14 +150,49 @@ internal static unsafe partial class BatchNormKernels
     private static void Execute(ref Job job, int items)
     {
         long elements = (long)job.N * job.C * job.HW;
-        job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, Math.Max(items, 1)));
+        int parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, CpuThreading.Threads);
+        if (job.Pass != Pass.Inference && parts > 1 && job.C % parts != 0 && job.N >= parts)
+        {
+            ExecuteSegmented(ref job, parts);
+            return;
+        }
+        job.Parts = Math.Min(parts, Math.Max(items, 1));
         // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
         fixed (Job* state = &job) CpuThreading.ForParts(job.Parts, &RunPart, state);
+    }
+
+    /// <summary>
+    /// Channels that do not split evenly over the parts (the pruned model's 19 over two threads ran as 10 + 9): each
+    /// part runs C / parts whole channels, and the channels left over are cut into one segment of samples per part, in
+    /// two phases: each segment's sums, one per plane, then, once every part is done with those, each segment's output
+    /// pass. The second phase adds a channel's per-plane sums in plane order, as <see cref="TrainingChannel"/> and
+    /// <see cref="BackwardChannel"/> do in one go, so the results are the same bits. Whole channels keep their two passes
+    /// back to back, the second reading the planes while they are in cache (cutting every channel into segments, with
+    /// all the sums first, had made the stem's 19-channel backward slower, not faster).
+    /// </summary>
+    private static void ExecuteSegmented(ref Job job, int parts)
+    {
+        job.Parts = parts;
+        job.Segments = parts;
+        job.PlaneSums = SmallScratch.Current.Doubles(2 * (job.C % parts) * job.N);
+        // SAFETY: as in Execute; the plane sums live in this thread's scratch until both phases are done.
+        fixed (Job* state = &job)
+        {
+            job.Phase = 0;
+            CpuThreading.ForParts(parts, &RunPart, state);
+            job.Phase = 1;
+            CpuThreading.ForParts(parts, &RunPart, state);
+        }
     }
 
     private static void RunPart(void* state, int part)
     {
         ref Job job = ref *(Job*)state;
+        if (job.Segments > 1)
+        {
+            RunSegmentedPart(ref job, part);
+            return;
+        }
         int items = job.Pass == Pass.Inference ? job.N * job.C : job.C;
         int first = (int)((long)part * items / job.Parts);
         int end = (int)((long)(part + 1) * items / job.Parts);
@@ -167,43 +207,111 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
-    private static void TrainingChannel(ref Job job, int c)
+    /// <summary>
+    /// Phase 0: whole channels [part * q, (part + 1) * q) with q = C / parts, then the sums of segment `part` of each
+    /// channel left over (last, so that phase 1 finds its planes in cache); phase 1: those segments' output passes.
+    /// </summary>
+    private static void RunSegmentedPart(ref Job job, int part)
     {
-        long planeStride = (long)job.C * job.HW;
-        float* first = job.X + (long)c * job.HW;
-        double shift = job.HW > 0 ? first[0] : 0;
-        double sum = 0, sumSquares = 0;
+        int q = job.C / job.Parts;
+        if (job.Phase == 0)
+        {
+            for (int c = part * q; c < (part + 1) * q; c++)
+            {
+                if (job.Pass == Pass.Training) TrainingChannel(ref job, c);
+                else BackwardChannel(ref job, c);
+            }
+        }
+        for (int c = q * job.Parts; c < job.C; c++) RunSegment(ref job, c, part);
+    }
+
+    /// <summary>Segment s of channel c, in the job's phase: its planes' sums (phase 0), or its output pass (phase 1).</summary>
+    private static void RunSegment(ref Job job, int c, int segment)
+    {
+        int n0 = (int)((long)segment * job.N / job.Segments), n1 = (int)((long)(segment + 1) * job.N / job.Segments);
+        double* sums = job.PlaneSums + 2L * (c - job.C / job.Segments * job.Segments) * job.N;
+        if (job.Phase == 0)
+        {
+            if (job.Pass == Pass.Training) ChannelStatisticsSums(ref job, c, n0, n1, sums);
+            else ChannelGradientSums(ref job, c, n0, n1, sums);
+            return;
+        }
+        double sum = 0, second = 0;
         for (int n = 0; n < job.N; n++)
         {
-            var (s, ss) = ShiftedSums(first + n * planeStride, job.HW, shift);
+            sum += sums[2 * n];
+            second += sums[2 * n + 1];
+        }
+        // Every segment works out the channel's coefficients (the same bits); the first one stores what is saved.
+        if (job.Pass == Pass.Training) TrainingOutput(ref job, c, sum, second, n0, n1, save: segment == 0);
+        else BackwardOutput(ref job, c, sum, second, n0, n1, save: segment == 0);
+    }
+
+    private static void TrainingChannel(ref Job job, int c)
+    {
+        var (sum, sumSquares) = ChannelStatisticsSums(ref job, c, 0, job.N, null);
+        TrainingOutput(ref job, c, sum, sumSquares, 0, job.N, save: true);
+    }
+
+    /// <summary>
+    /// Planes [n0, n1) of channel c: the sums of their values shifted by the channel's first value and of their squares,
+    /// added up in plane order in double; each plane's two sums also go to <paramref name="perPlane"/>[2n, 2n + 1] when given.
+    /// </summary>
+    private static (double Sum, double SumSquares) ChannelStatisticsSums(ref Job job, int c, int n0, int n1, double* perPlane)
+    {
+        float* first = job.X + (long)c * job.HW;
+        long planeStride = (long)job.C * job.HW;
+        double sum = 0, sumSquares = 0;
+        for (int n = n0; n < n1; n++)
+        {
+            var (s, ss) = ShiftedSums(first + n * planeStride, job.HW, first[0]);
             sum += s;
             sumSquares += ss;
+            if (perPlane != null)
+            {
+                perPlane[2 * n] = s;
+                perPlane[2 * n + 1] = ss;
+            }
         }
+        return (sum, sumSquares);
+    }
+
+    /// <summary>
+    /// Channel c's statistics from its shifted sums (stored, with the running statistics, when <paramref name="save"/>),
+    /// then the output of planes [n0, n1).
+    /// </summary>
+    private static void TrainingOutput(ref Job job, int c, double sum, double sumSquares, int n0, int n1, bool save)
+    {
+        long planeStride = (long)job.C * job.HW;
+        double shift = job.X[(long)c * job.HW];
         long count = (long)job.N * job.HW;
         double centred = sum / count;
         double variance = Math.Max(sumSquares / count - centred * centred, 0);
         double mean = shift + centred;
         double invStd = 1 / Math.Sqrt(variance + job.Eps);
-        job.Mean[c] = (float)mean;
-        job.InvStd[c] = (float)invStd;
-        if (job.RunningMean != null)
-        {
-            double m = job.Momentum;
-            job.RunningMean[c] = (float)((1 - m) * job.RunningMean[c] + m * mean);
-        }
-        if (job.RunningVar != null)
-        {
-            double m = job.Momentum;
-            double unbiased = variance * count / (count - 1);
-            job.RunningVar[c] = (float)((1 - m) * job.RunningVar[c] + m * unbiased);
-        }
         float scale = (float)(job.Gamma[c] * invStd);
         float offset = (float)(job.Beta[c] - mean * job.Gamma[c] * invStd);
         bool hardswish = job.HardswishScaleOffset != null;
-        if (hardswish)
+        if (save)
         {
-            job.HardswishScaleOffset[c] = scale;
-            job.HardswishScaleOffset[job.C + c] = offset;
+            job.Mean[c] = (float)mean;
+            job.InvStd[c] = (float)invStd;
+            if (job.RunningMean != null)
+            {
+                double m = job.Momentum;
+                job.RunningMean[c] = (float)((1 - m) * job.RunningMean[c] + m * mean);
+            }
+            if (job.RunningVar != null)
+            {
+                double m = job.Momentum;
+                double unbiased = variance * count / (count - 1);
+                job.RunningVar[c] = (float)((1 - m) * job.RunningVar[c] + m * unbiased);
+            }
+            if (hardswish)
+            {
+                job.HardswishScaleOffset[c] = scale;
+                job.HardswishScaleOffset[job.C + c] = offset;
+            }
         }
         var activation = job.Relu ? Activation.Relu : hardswish ? Activation.Hardswish : Activation.None;
         if (job.Pooled)
@@ -212,7 +320,7 @@ internal static unsafe partial class BatchNormKernels
             float* plane = SmallScratch.Current.Floats(job.HW);
             int w = job.W, outH = job.PoolH, outW = job.PoolW;
             long pooled = (long)outH * outW;
-            for (int n = 0; n < job.N; n++)
+            for (int n = n0; n < n1; n++)
             {
                 Affine(job.X + n * planeStride + (long)c * job.HW, plane, job.HW, scale, offset, activation);
                 long at = ((long)n * job.C + c) * pooled;
@@ -220,7 +328,7 @@ internal static unsafe partial class BatchNormKernels
             }
             return;
         }
-        for (int n = 0; n < job.N; n++)
+        for (int n = n0; n < n1; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
             Affine(job.X + at, job.Y + at, job.HW, scale, offset, activation);
@@ -239,16 +347,25 @@ internal static unsafe partial class BatchNormKernels
 
     private static void BackwardChannel(ref Job job, int c)
     {
+        var (sumDy, sumDyCentred) = ChannelGradientSums(ref job, c, 0, job.N, null);
+        BackwardOutput(ref job, c, sumDy, sumDyCentred, 0, job.N, save: true);
+    }
+
+    /// <summary>
+    /// Planes [n0, n1) of channel c: the sums of dy (as the fused ops hand it on) and of dy * (x - mean), added up in plane
+    /// order in double; each plane's two sums also go to <paramref name="perPlane"/>[2n, 2n + 1] when given.
+    /// </summary>
+    private static (double SumDy, double SumDyCentred) ChannelGradientSums(ref Job job, int c, int n0, int n1, double* perPlane)
+    {
         long planeStride = (long)job.C * job.HW;
         float mean = job.Mean[c];
-        double invStd = job.InvStd[c];
         // A fused Hardswish: its input, x * scale + offset, as training computed it.
         var hardswish = job.HardswishScaleOffset == null ? default : new HardswishInput(job.HardswishScaleOffset[c], job.HardswishScaleOffset[job.C + c]);
-        double sumDy = 0, sumDyCentred = 0;
         // A fused pool: each plane's output gradient rebuilt in L1 from the pool's, as the pool's backward writes it.
         float* plane = job.Pooled ? SmallScratch.Current.Floats(job.HW) : null;
         long pooled = (long)job.PoolH * job.PoolW;
-        for (int n = 0; n < job.N; n++)
+        double sumDy = 0, sumDyCentred = 0;
+        for (int n = n0; n < n1; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
             float* dy = job.Dy + at;
@@ -258,25 +375,43 @@ internal static unsafe partial class BatchNormKernels
                 PoolKernels.MaxBackwardPlane(job.Dy + from, job.PoolIndices + from, plane, job.HW, (int)pooled, disjoint: true);
                 dy = plane;
             }
-            // With a Hardswish, its input gradient goes to dx, which the second pass reads and overwrites.
+            // With a Hardswish, its input gradient goes to dx, which the output pass reads and overwrites.
             var (s, sc) = GradientSums(dy, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at, hardswish, job.Y + at);
             sumDy += s;
             sumDyCentred += sc;
+            if (perPlane != null)
+            {
+                perPlane[2 * n] = s;
+                perPlane[2 * n + 1] = sc;
+            }
         }
+        return (sumDy, sumDyCentred);
+    }
+
+    /// <summary>Channel c's parameter gradients from its sums (stored when <paramref name="save"/>), then dx of planes [n0, n1).</summary>
+    private static void BackwardOutput(ref Job job, int c, double sumDy, double sumDyCentred, int n0, int n1, bool save)
+    {
+        long planeStride = (long)job.C * job.HW;
+        float mean = job.Mean[c];
+        double invStd = job.InvStd[c];
         long count = (long)job.N * job.HW;
         // dbeta = sum(dy); dgamma = sum(dy * xhat) with xhat = (x - mean) * invstd;
         // dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat)).
         double dgamma = sumDyCentred * invStd;
-        job.DBeta[c] = (float)sumDy;
-        job.DGamma[c] = (float)dgamma;
+        if (save)
+        {
+            job.DBeta[c] = (float)sumDy;
+            job.DGamma[c] = (float)dgamma;
+        }
         double a = job.Gamma[c] * invStd;
         float scaleDy = (float)a;
         float scaleCentred = (float)(-a * invStd * dgamma / count);
         float offset = (float)(-a * sumDy / count);
-        for (int n = 0; n < job.N; n++)
+        bool hardswish = job.HardswishScaleOffset != null;
+        for (int n = n0; n < n1; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
-            InputGradient(hardswish.Present ? job.Y + at : job.Dy + at, job.X + at, job.Y + at, job.HW, mean, scaleDy, scaleCentred, offset,
+            InputGradient(hardswish ? job.Y + at : job.Dy + at, job.X + at, job.Y + at, job.HW, mean, scaleDy, scaleCentred, offset,
                 job.ReluOutput == null ? null : job.ReluOutput + at);
         }
     }
@@ -333,6 +468,9 @@ internal static unsafe partial class BatchNormKernels
     /// <paramref name="relu"/>, dy where relu is positive and 0 elsewhere; with <paramref name="hardswish"/>, dy times
     /// the Hardswish's slope at x * scale + offset, which is also stored to <paramref name="hardswishGradient"/>.
     /// </summary>
+    // Out of line: inlined into ChannelGradientSums, the big mel b64 step's backward batch norms took 35.2 ms against
+    // 27.8 ms on one thread (`--profile`).
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static (double SumDy, double SumDyCentred) GradientSums(float* dy, float* x, int n, float mean, float* relu, HardswishInput hardswish,
         float* hardswishGradient)
     {
