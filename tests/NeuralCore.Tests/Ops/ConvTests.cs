@@ -27,6 +27,8 @@ public sealed class ConvTests
         ["1x1 direct C19->K38"] = (new(3, 19, 6, 5, 38, 1, 1, 1, 1, 0, 0, 1, 1, 1), false),
         // Planes of 32 values or more: the 1x1 weight gradient multiplies sample by sample from the planes.
         ["1x1 direct on 6 x 7, C5->K9"] = (new(3, 5, 6, 7, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1), true),
+        // Backward data transposes each group's 20 x 18 weights in tiles of 16 (a partial tile on both axes).
+        ["1x1 groups2 C36->K40"] = (new(2, 36, 3, 5, 40, 1, 1, 1, 1, 0, 0, 1, 1, 2), false),
         ["1x1 stride2 bias"] = (new(2, 8, 7, 7, 5, 1, 1, 2, 2, 0, 0, 1, 1, 1), true),
         ["1x1 pad1"] = (new(1, 4, 5, 5, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1), false),
         ["stem 5x5 stride2 pad1"] = (new(3, 1, 28, 28, 8, 5, 5, 2, 2, 1, 1, 1, 1, 1), false),
@@ -433,5 +435,57 @@ public sealed class DirectWeightGradientTests
     {
         var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r == 1 ? 0 : pad, s == 1 ? 0 : pad, 1, 1, 1);
         Assert.Equal(expected, DirectWeightGradient.Supports(p));
+    }
+}
+
+/// <summary>
+/// <see cref="ConvKernels.MoveChunk"/>, which every sample-major convolution uses to gather a chunk of samples' planes
+/// channel-major and scatter results back: each value lands where it belongs and nothing around the planes moved is
+/// touched, for planes of 6 values (groups of 8 samples through permutations, whole 8-float stores that spill onto the
+/// next plane before it is written) and other small and large planes, samples with more planes than the channels moved.
+/// </summary>
+public sealed class MoveChunkTests
+{
+    [Theory]
+    [InlineData(6, 19, 19, 16)]  // two groups of 8 samples, the last group's last plane the tensor's last
+    [InlineData(6, 38, 38, 13)]  // a group of 8 and 5 samples copied plane by plane
+    [InlineData(6, 10, 24, 8)]   // 10 of a sample's 24 channels (a group of a grouped convolution)
+    [InlineData(6, 1, 1, 24)]    // one channel: every plane is its sample's last
+    [InlineData(6, 5, 5, 7)]     // fewer than 8 samples
+    [InlineData(18, 7, 9, 11)]   // 3 x 6 planes: a vector and a masked tail
+    [InlineData(36, 3, 3, 9)]
+    [InlineData(70, 4, 6, 5)]    // planes of 64 values or more
+    public unsafe void MovesEveryValueAndTouchesNothingElse(int plane, int channels, int perSample, int nb)
+    {
+        const float Guard = -1e30f;
+        long sampleStride = (long)perSample * plane;
+        // The tensor starts and ends exactly at the samples (an overread past its end would fault only by chance, but a
+        // write there would show in the guard cells, which the copies into the tensor must leave alone).
+        var tensor = new float[nb * sampleStride + 32];
+        var chunk = new float[channels * nb * plane + 32];
+        var rng = new Random(plane * 100 + channels);
+        for (int i = 0; i < nb * sampleStride; i++) tensor[i] = rng.Next(1, 1 << 20);
+        Array.Fill(tensor, Guard, (int)(nb * sampleStride), 32);
+        Array.Fill(chunk, Guard);
+        fixed (float* t = tensor, c = chunk) ConvKernels.MoveChunk(t, sampleStride, channels, plane, nb, c, toSamples: false);
+        for (int ch = 0; ch < channels; ch++)
+            for (int n = 0; n < nb; n++)
+                for (int j = 0; j < plane; j++)
+                    Assert.Equal(tensor[n * sampleStride + ch * plane + j], chunk[(ch * nb + n) * plane + j]);
+        Assert.All(chunk[(channels * nb * plane)..], v => Assert.Equal(Guard, v));
+
+        // Back into a tensor of guards: the moved planes filled, every other value (the sample's other channels) left as it was.
+        var back = new float[tensor.Length];
+        Array.Fill(back, Guard);
+        for (int i = 0; i < chunk.Length - 32; i++) chunk[i] += 0.5f;
+        fixed (float* t = back, c = chunk) ConvKernels.MoveChunk(t, sampleStride, channels, plane, nb, c, toSamples: true);
+        for (int n = 0; n < nb; n++)
+            for (int q = 0; q < sampleStride; q++)
+            {
+                int ch = (int)(q / plane), j = (int)(q % plane);
+                float expected = ch < channels ? chunk[(ch * nb + n) * plane + j] : Guard;
+                Assert.Equal(expected, back[n * sampleStride + q]);
+            }
+        Assert.All(back[(int)(nb * sampleStride)..], v => Assert.Equal(Guard, v));
     }
 }

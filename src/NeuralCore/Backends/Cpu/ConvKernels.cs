@@ -371,6 +371,24 @@ internal static unsafe class ConvKernels
     private static void FlipKernel(float* w, float* flipped, in Conv2dParams p)
     {
         int cg = p.C / p.Groups, kg = p.K / p.Groups, rs = p.R * p.S;
+        if (rs == 1)
+        {
+            // A 1x1 kernel: each group's [K/G, C/G] block transposed, in tiles that stay in L1 both ways (the loop below
+            // took 30 µs on 128 x 128 weights, on one thread while the others waited).
+            const int Tile = 16;
+            for (int g = 0; g < p.Groups; g++)
+            {
+                float* src = w + (long)g * kg * cg, dst = flipped + (long)g * cg * kg;
+                for (int k0 = 0; k0 < kg; k0 += Tile)
+                for (int c0 = 0; c0 < cg; c0 += Tile)
+                {
+                    int k1 = Math.Min(k0 + Tile, kg), c1 = Math.Min(c0 + Tile, cg);
+                    for (int k = k0; k < k1; k++)
+                        for (int c = c0; c < c1; c++) dst[(long)c * kg + k] = src[(long)k * cg + c];
+                }
+            }
+            return;
+        }
         for (int g = 0; g < p.Groups; g++)
         for (int k = 0; k < kg; k++)
         for (int c = 0; c < cg; c++)
@@ -587,13 +605,24 @@ internal static unsafe class ConvKernels
     /// samples + i * sampleStride, its planes contiguous) and a chunk [channels, nb * plane] (channel c's planes of the
     /// nb samples side by side): into the tensor when <paramref name="toSamples"/>, else into the chunk.
     /// </summary>
-    internal static void MoveChunk(float* samples, long sampleStride, int channels, int plane, int nb, float* chunk, bool toSamples)
+    internal static void MoveChunk(float* samples, long sampleStride, int channels, int plane, int nb, float* chunk, bool toSamples) =>
+        MoveChunk(samples, sampleStride, channels, plane, nb, chunk, (long)nb * plane, toSamples);
+
+    /// <summary><see cref="MoveChunk(float*, long, int, int, int, float*, bool)"/> with the chunk's rows <paramref name="ld"/> floats apart.</summary>
+    private static void MoveChunk(float* samples, long sampleStride, int channels, int plane, int nb, float* chunk, long ld, bool toSamples)
     {
-        long ld = (long)nb * plane;
         if (plane < SmallPlane && Avx512F.IsSupported)
         {
-            // Small planes (MNIST's 1 x 6, 3 x 6, 6 x 6): copied inline, whole vectors and one masked tail, the mask made
-            // once; a call per plane cost about as much as the copy.
+            // Small planes (MNIST's 1 x 6, 3 x 6, 6 x 6): copied inline; a call per plane cost about as much as the copy.
+            if (plane == 6 && Avx512F.VL.IsSupported)
+            {
+                int whole = nb / 8 * 8;
+                if (toSamples) SixesToSamples(samples, sampleStride, channels, whole, chunk, ld);
+                else SixesToChunk(samples, sampleStride, channels, whole, chunk, ld);
+                samples += whole * sampleStride;
+                chunk += whole * plane;
+                nb -= whole;
+            }
             var tail = FirstLanes(plane % 16);
             for (int i = 0; i < nb; i++)
             {
@@ -618,6 +647,90 @@ internal static unsafe class ConvKernels
         }
     }
 
+    /// <summary>
+    /// <see cref="MoveChunk(float*, long, int, int, int, float*, long, bool)"/> into the chunk for planes of 6 values and
+    /// a multiple of 8 samples: each channel's 8 planes (8-float loads) become 48 contiguous floats through three
+    /// two-source permutations and three whole stores, instead of 8 masked copies (2.1x faster in a harness: 0.60-0.69
+    /// against 1.15-1.45 ns a plane). A load reads 2 floats past its plane, which belong to the tensor except after the
+    /// last sample's last plane: that one is masked.
+    /// </summary>
+    private static void SixesToChunk(float* samples, long sampleStride, int channels, int nb, float* chunk, long ld)
+    {
+        var first = Vector512.Create(0, 1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19);
+        var second = Vector512.Create(4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 24, 25);
+        var third = Vector512.Create(10, 11, 12, 13, 16, 17, 18, 19, 20, 21, 24, 25, 26, 27, 28, 29);
+        var six = SixLanes();
+        for (int i = 0; i < nb; i += 8)
+        {
+            float* group = samples + i * sampleStride, row = chunk + (long)i * 6;
+            int unmasked = i + 8 == nb ? channels - 1 : channels;
+            for (int c = 0; c < channels; c++)
+            {
+                float* p = group + c * 6;
+                // Samples 2j and 2j + 1 in the halves of one vector, their planes in lanes 0-5 and 8-13.
+                var a = Vector512.Create(Vector256.Load(p), Vector256.Load(p + sampleStride));
+                var b = Vector512.Create(Vector256.Load(p + 2 * sampleStride), Vector256.Load(p + 3 * sampleStride));
+                var e = Vector512.Create(Vector256.Load(p + 4 * sampleStride), Vector256.Load(p + 5 * sampleStride));
+                var last = c < unmasked ? Vector256.Load(p + 7 * sampleStride) : Avx.MaskLoad(p + 7 * sampleStride, six);
+                var d = Vector512.Create(Vector256.Load(p + 6 * sampleStride), last);
+                float* o = row + c * ld;
+                Vector512.Store(Avx512F.PermuteVar16x32x2(a, first, b), o);
+                Vector512.Store(Avx512F.PermuteVar16x32x2(b, second, e), o + 16);
+                Vector512.Store(Avx512F.PermuteVar16x32x2(e, third, d), o + 32);
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="MoveChunk(float*, long, int, int, int, float*, long, bool)"/> into the tensor for planes of 6 values and
+    /// a multiple of 8 samples: each channel's 48 floats (three loads) give the 8 planes through permutations, stored as
+    /// 8-float vectors whose last 2 lanes land on the sample's next plane, which the next channel then overwrites; the
+    /// last channel's stores are masked (1.34 -> 0.62 ns a plane in a harness).
+    /// </summary>
+    private static void SixesToSamples(float* samples, long sampleStride, int channels, int nb, float* chunk, long ld)
+    {
+        var one = Vector512.Create(6, 7, 8, 9, 10, 11, 12, 13, 0, 0, 0, 0, 0, 0, 0, 0);
+        var two = Vector512.Create(12, 13, 14, 15, 16, 17, 18, 19, 0, 0, 0, 0, 0, 0, 0, 0);
+        var three = Vector512.Create(2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 0, 0, 0);
+        var four = Vector512.Create(8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0);
+        var five = Vector512.Create(14, 15, 16, 17, 18, 19, 20, 21, 0, 0, 0, 0, 0, 0, 0, 0);
+        var sixth = Vector512.Create(4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0);
+        var seven = Vector512.Create(10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        var six = SixLanes();
+        for (int i = 0; i < nb; i += 8)
+        {
+            float* group = samples + i * sampleStride, row = chunk + (long)i * 6;
+            for (int c = 0; c < channels; c++)
+            {
+                float* q = row + c * ld;
+                var a = Vector512.Load(q);
+                var b = Vector512.Load(q + 16);
+                var e = Vector512.Load(q + 32);
+                float* p = group + c * 6;
+                bool masked = c == channels - 1;
+                Put(p, a.GetLower(), masked, six);
+                Put(p + sampleStride, Avx512F.PermuteVar16x32(a, one).GetLower(), masked, six);
+                Put(p + 2 * sampleStride, Avx512F.PermuteVar16x32x2(a, two, b).GetLower(), masked, six);
+                Put(p + 3 * sampleStride, Avx512F.PermuteVar16x32(b, three).GetLower(), masked, six);
+                Put(p + 4 * sampleStride, Avx512F.PermuteVar16x32(b, four).GetLower(), masked, six);
+                Put(p + 5 * sampleStride, Avx512F.PermuteVar16x32x2(b, five, e).GetLower(), masked, six);
+                Put(p + 6 * sampleStride, Avx512F.PermuteVar16x32(e, sixth).GetLower(), masked, six);
+                Put(p + 7 * sampleStride, Avx512F.PermuteVar16x32(e, seven).GetLower(), masked, six);
+            }
+        }
+    }
+
+    /// <summary>A plane of 6 values from lanes 0-5: a whole 8-float store, or only those lanes when <paramref name="masked"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Put(float* p, Vector256<float> v, bool masked, Vector256<float> six)
+    {
+        if (masked) Avx512F.VL.MaskStore(p, six, v);
+        else Vector256.Store(v, p);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> SixLanes() => Vector256.Create(-1, -1, -1, -1, -1, -1, 0, 0).AsSingle();
+
     /// <summary>First and end output column q whose input column q*stride + offset lies inside [0, width).</summary>
     internal static (int Low, int High) ValidRange(int offset, int stride, int width, int outWidth)
     {
@@ -639,6 +752,11 @@ internal static unsafe class ConvKernels
         {
             // 1x1, stride 1, no padding: each row is the input plane itself.
             int plane = job.PQ;
+            if (!job.ChannelMajor)
+            {
+                MoveChunk(job.X + ((long)n0 * p.C + g * job.Cg) * job.HW, (long)p.C * job.HW, job.Cg, plane, nb, cols, ld, toSamples: false);
+                return;
+            }
             if (plane < SmallPlane && Avx512F.IsSupported)
             {
                 // As in MoveChunk: small planes copied inline.
