@@ -64,6 +64,23 @@ public static unsafe partial class Gemm
     /// <summary>C = alpha * tile + beta * C over rows x cols, rounding as the vector kernels do.</summary>
     private static void Merge(float* tile, int ldt, float* c, int ldc, int rows, int cols, float alpha, float beta)
     {
+        if (ldt == Nr512 && Avx512F.IsSupported)
+        {
+            // The 512-bit kernels' partial tiles (the pruned model's 38 = 32 + 6 and 76 = 72 + 4 output channels, the
+            // last columns of a chunk) in masked vectors: element by element this took 10-20 % of a 38 x 384 x 38 GEMM.
+            var low = ConvKernels.FirstLanes(cols);
+            var high = ConvKernels.FirstLanes(cols - 16);
+            var a = Vector512.Create(alpha);
+            var b = Vector512.Create(beta);
+            for (int i = 0; i < rows; i++)
+            {
+                float* t = tile + i * ldt;
+                float* r = c + (long)i * ldc;
+                MergeVector(t, r, low, a, b, beta);
+                if (cols > 16) MergeVector(t + 16, r + 16, high, a, b, beta);
+            }
+            return;
+        }
         for (int i = 0; i < rows; i++)
         {
             float* t = tile + i * ldt;
@@ -77,6 +94,15 @@ public static unsafe partial class Gemm
                 for (int j = 0; j < cols; j++) r[j] = MathF.FusedMultiplyAdd(t[j], alpha, beta * r[j]);
             }
         }
+    }
+
+    /// <summary>r = t * alpha (beta 0, C not read) or t * alpha + beta * r in one rounding, over the lanes of <paramref name="mask"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MergeVector(float* t, float* r, Vector512<float> mask, Vector512<float> alpha, Vector512<float> beta, float betaValue)
+    {
+        var v = Vector512.Load(t);
+        var merged = betaValue == 0f ? v * alpha : Vector512.FusedMultiplyAdd(v, alpha, beta * Avx512F.MaskLoad(r, mask, Vector512<float>.Zero));
+        Avx512F.MaskStore(r, mask, merged);
     }
 
     /// <summary>4 x 8 tile in plain arithmetic, written to <paramref name="tile"/> (row stride 8).</summary>
