@@ -261,19 +261,20 @@ internal static unsafe partial class BatchNormKernels
     {
         float* first = job.X + (long)c * job.HW;
         long planeStride = (long)job.C * job.HW;
-        double sum = 0, sumSquares = 0;
-        for (int n = n0; n < n1; n++)
-        {
-            var (s, ss) = ShiftedSums(first + n * planeStride, job.HW, first[0]);
-            sum += s;
-            sumSquares += ss;
-            if (perPlane != null)
-            {
-                perPlane[2 * n] = s;
-                perPlane[2 * n + 1] = ss;
-            }
-        }
-        return (sum, sumSquares);
+        (double, double) sums = default;
+        for (int n = n0; n < n1; n++) Add(ref sums, ShiftedSums(first + n * planeStride, job.HW, first[0]), perPlane, n);
+        return sums;
+    }
+
+    /// <summary>Adds plane n's two sums to a channel's (planes in order, in double), and keeps them in <paramref name="perPlane"/>[2n, 2n + 1] when given.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Add(ref (double First, double Second) sums, (double First, double Second) plane, double* perPlane, int n)
+    {
+        sums.First += plane.First;
+        sums.Second += plane.Second;
+        if (perPlane == null) return;
+        perPlane[2 * n] = plane.First;
+        perPlane[2 * n + 1] = plane.Second;
     }
 
     /// <summary>
@@ -364,7 +365,7 @@ internal static unsafe partial class BatchNormKernels
         // A fused pool: each plane's output gradient rebuilt in L1 from the pool's, as the pool's backward writes it.
         float* plane = job.Pooled ? SmallScratch.Current.Floats(job.HW) : null;
         long pooled = (long)job.PoolH * job.PoolW;
-        double sumDy = 0, sumDyCentred = 0;
+        (double, double) sums = default;
         for (int n = n0; n < n1; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
@@ -376,16 +377,9 @@ internal static unsafe partial class BatchNormKernels
                 dy = plane;
             }
             // With a Hardswish, its input gradient goes to dx, which the output pass reads and overwrites.
-            var (s, sc) = GradientSums(dy, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at, hardswish, job.Y + at);
-            sumDy += s;
-            sumDyCentred += sc;
-            if (perPlane != null)
-            {
-                perPlane[2 * n] = s;
-                perPlane[2 * n + 1] = sc;
-            }
+            Add(ref sums, GradientSums(dy, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at, hardswish, job.Y + at), perPlane, n);
         }
-        return (sumDy, sumDyCentred);
+        return sums;
     }
 
     /// <summary>Channel c's parameter gradients from its sums (stored when <paramref name="save"/>), then dx of planes [n0, n1).</summary>
