@@ -459,8 +459,8 @@ public sealed class MoveChunkTests
     {
         const float Guard = -1e30f;
         long sampleStride = (long)perSample * plane;
-        // The tensor starts and ends exactly at the samples (an overread past its end would fault only by chance, but a
-        // write there would show in the guard cells, which the copies into the tensor must leave alone).
+        // Guard cells follow the samples: a write past the last plane would show there. (A read past it cannot be seen
+        // from here; the kernel masks the load of the chunk's last plane for that.)
         var tensor = new float[nb * sampleStride + 32];
         var chunk = new float[channels * nb * plane + 32];
         var rng = new Random(plane * 100 + channels);
