@@ -690,13 +690,11 @@ internal static unsafe class ConvKernels
     /// </summary>
     private static void SixesToSamples(float* samples, long sampleStride, int channels, int nb, float* chunk, long ld)
     {
-        var one = Vector512.Create(6, 7, 8, 9, 10, 11, 12, 13, 0, 0, 0, 0, 0, 0, 0, 0);
-        var two = Vector512.Create(12, 13, 14, 15, 16, 17, 18, 19, 0, 0, 0, 0, 0, 0, 0, 0);
-        var three = Vector512.Create(2, 3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 0, 0, 0, 0, 0);
-        var four = Vector512.Create(8, 9, 10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0);
-        var five = Vector512.Create(14, 15, 16, 17, 18, 19, 20, 21, 0, 0, 0, 0, 0, 0, 0, 0);
-        var sixth = Vector512.Create(4, 5, 6, 7, 8, 9, 10, 11, 0, 0, 0, 0, 0, 0, 0, 0);
-        var seven = Vector512.Create(10, 11, 12, 13, 14, 15, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+        // Plane j of the 8 starts at float 6j of the three vectors: lanes 6j mod 16 on of vector 6j / 16 (and the next).
+        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        Vector512<int> one = iota + Vector512.Create(6), two = iota + Vector512.Create(12), three = iota + Vector512.Create(2);
+        Vector512<int> four = iota + Vector512.Create(8), five = iota + Vector512.Create(14), sixth = iota + Vector512.Create(4);
+        Vector512<int> seven = iota + Vector512.Create(10);
         var six = SixLanes();
         for (int i = 0; i < nb; i += 8)
         {
