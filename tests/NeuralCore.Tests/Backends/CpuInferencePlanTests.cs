@@ -463,6 +463,8 @@ public sealed class CpuInferencePlanTests
     [InlineData(8, 3, 0, true, "none", "2x2", 3, 31, 41)]
     [InlineData(3, 3, 2, false, "relu", "none", 2, 9, 70)]
     [InlineData(13, 5, 2, true, "none", "3x3", 2, 33, 35)]
+    // Input rows of whole vectors (64 columns: the last one copied into the zero-bordered line is a full vector).
+    [InlineData(11, 5, 2, true, "relu", "none", 2, 20, 64)]
     // Batch 1 with enough work for two threads: each sample's row pairs are cut into bands (31 pairs: 8 + 8 + 8 + 7;
     // 25 pairs of an odd 49 rows: 7 + 7 + 7 + 4).
     [InlineData(19, 5, 1, true, "hardswish", "2x2", 1, 128, 100)]

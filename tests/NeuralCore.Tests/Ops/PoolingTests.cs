@@ -17,6 +17,10 @@ public sealed class PoolingTests
         ["2x2 stride2 odd input"] = new(2, 3, 13, 13, 2, 2, 2, 2, 0, 0),
         ["(2,1) stride (2,1)"] = new(3, 5, 31, 24, 2, 1, 2, 1, 0, 0),
         ["(2,1) stride (2,1) narrow"] = new(2, 4, 7, 6, 2, 1, 2, 1, 0, 0),
+        // Windows one column wide on rows wider than a vector pool rows in place: whole vectors only, an odd height (the
+        // last row dropped), and a window clipped by the vertical padding.
+        ["(2,1) stride (2,1) whole vectors"] = new(1, 2, 5, 32, 2, 1, 2, 1, 0, 0),
+        ["(3,1) stride (2,1) pad (1,0)"] = new(2, 3, 7, 20, 3, 1, 2, 1, 1, 0),
         ["3x3 stride2 pad1"] = new(2, 3, 9, 10, 3, 3, 2, 2, 1, 1),
         ["3x3 stride2 pad1 ceil"] = new(2, 3, 10, 9, 3, 3, 2, 2, 1, 1, true),
         ["2x2 stride2 ceil odd"] = new(1, 2, 7, 9, 2, 2, 2, 2, 0, 0, true),
@@ -91,7 +95,7 @@ public sealed class PoolingTests
     [Fact]
     public void MaxWithoutIndicesPropagatesNaNFromAnyWindowPosition()
     {
-        // 2x2 stride 2 and (2, 1) on a 6-wide and a 40-wide plane (register and row-buffer paths): a NaN at each
+        // 2x2 stride 2 and (2, 1) on a 6-wide and a 40-wide plane (register, row and row-buffer paths): a NaN at each
         // position of a window must reach that window's output, whichever row and column of the window it sits in.
         foreach (var p in new Pool2dParams[] { new(1, 1, 4, 6, 2, 2, 2, 2, 0, 0), new(1, 1, 4, 40, 2, 1, 2, 1, 0, 0), new(1, 1, 4, 40, 2, 2, 2, 2, 0, 0) })
         {

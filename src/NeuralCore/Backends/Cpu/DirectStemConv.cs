@@ -340,6 +340,10 @@ internal static unsafe class DirectStemConv
         int line = 2 * job.HalfRow;
         float* padded = ConvScratch.Current.Get(ConvScratch.Slot.Rows, line);
         int copied = Math.Clamp(line - p.PadW, 0, p.W);
+        // Every row fills the same span [padW, padW + copied) of the line, so the zeros around it are written once.
+        new Span<float>(padded, line).Clear();
+        float* inside = padded + p.PadW;
+        var lastCopied = ConvKernels.FirstLanes(copied - (copied - 1) / Lanes * Lanes);
         var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         var odds = Vector512.Create(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         for (int i = row0; i < row1; i++)
@@ -351,8 +355,10 @@ internal static unsafe class DirectStemConv
                 new Span<float>(even, line).Clear();
                 continue;
             }
-            new Span<float>(padded, line).Clear();
-            new ReadOnlySpan<float>(plane + (long)ih * p.W, copied).CopyTo(new Span<float>(padded + p.PadW, copied));
+            float* source = plane + (long)ih * p.W;
+            int m = 0;
+            for (; m + Lanes < copied; m += Lanes) Vector512.Store(Vector512.Load(source + m), inside + m);
+            Avx512F.MaskStore(inside + m, lastCopied, Avx512F.MaskLoad(source + m, lastCopied, Vector512<float>.Zero));
             for (int j = 0; j < job.HalfRow; j += Lanes)
             {
                 var lo = Vector512.Load(padded + 2 * j);
