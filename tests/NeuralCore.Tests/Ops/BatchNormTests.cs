@@ -129,6 +129,47 @@ public sealed class BatchNormTests
         GradCheck.AssertClose(GradCheck.Numerical(bs => Loss(x, gamma, bs), beta), dbeta.ToArray(), 1e-4, 1e-4, "dbeta");
     }
 
+    /// <summary>
+    /// A fused ReLU gives ReLU of the plain output, and its backward the plain backward of dy zeroed where that output
+    /// is not positive, bit for bit: planes under 64 values (the sample-major kernels) whose C * HW is not a multiple of
+    /// 16, so the last positions of each sample run masked (38 x 6 = 228, 19 x 6, 7 x 6), and one that is (32 x 6).
+    /// </summary>
+    [Theory]
+    [InlineData(5, 38, 6)]
+    [InlineData(3, 19, 6)]
+    [InlineData(40, 7, 6)]
+    [InlineData(4, 32, 6)]
+    public void FusedReluMatchesReluOfThePlainKernels(int n, int c, int hw)
+    {
+        var d = Data.For(n, c, hw);
+        var be = CpuBackend.Instance;
+        float[] dy = Reference.ToFloat(Reference.Random(n * c * hw, 78));
+        (float[] Y, float[] Dx, float[] Dgamma, float[] Dbeta) Run(bool relu, float[] gradient, Tensor? reluOutput)
+        {
+            var x = Tensor.FromArray(d.X, d.Shape);
+            var gamma = Tensor.FromArray(d.Gamma, c);
+            var y = Tensor.Full(d.Shape, float.NaN);
+            var mean = Tensor.Full([c], float.NaN);
+            var invStd = Tensor.Full([c], float.NaN);
+            be.BatchNormTraining(x, gamma, Tensor.FromArray(d.Beta, c), y, mean, invStd, null, null, Momentum, Eps, n, c, hw, relu);
+            var dx = Tensor.Full(d.Shape, float.NaN);
+            var dgamma = Tensor.Full([c], float.NaN);
+            var dbeta = Tensor.Full([c], float.NaN);
+            be.BatchNormBackward(x, Tensor.FromArray(gradient, d.Shape), gamma, mean, invStd, dx, dgamma, dbeta, n, c, hw,
+                relu ? y : reluOutput);
+            return (y.ToArray(), dx.ToArray(), dgamma.ToArray(), dbeta.ToArray());
+        }
+
+        var plain = Run(false, dy, null);
+        var fused = Run(true, dy, null);
+        Assert.Contains(plain.Y, v => v < 0);
+        Assert.Equal(plain.Y.Select(v => v > 0 ? v : 0f).ToArray(), fused.Y);
+        var masked = Run(false, dy.Select((g, i) => fused.Y[i] > 0 ? g : 0f).ToArray(), null);
+        Assert.Equal(masked.Dx, fused.Dx);
+        Assert.Equal(masked.Dgamma, fused.Dgamma);
+        Assert.Equal(masked.Dbeta, fused.Dbeta);
+    }
+
     [Fact]
     public void TrainingWithOneValuePerChannelIsRejected()
     {
