@@ -87,9 +87,10 @@ public sealed class CpuInferencePlanTests
     [InlineData(64, 76, 3, 1, 1, 4, 4, 1, 9)]
     // 60 columns, two panels: the threads split the 64 output channels instead of the panels.
     [InlineData(32, 64, 3, 1, 1, 6, 10, 1, 9)]
-    // 168 columns (a batch-1 mel map of 7 x 24) and 38 output channels, 5 micro-panels that two threads cannot share
-    // evenly: blocks of one panel each, the last of 8 columns, shared 3 + 3.
+    // 168 columns (a batch-1 mel map of 7 x 24): blocks of one panel each, the last of 8 columns, shared 3 + 3, with
+    // 38 output channels and with 76 (whose micro-panels would split evenly, 5 + 5, but the panels go first).
     [InlineData(19, 38, 3, 1, 1, 7, 24, 1, 9)]
+    [InlineData(76, 76, 1, 1, 1, 7, 24, 1, 1)]
     public void SameConvolutionsRunAsImplicitGemm(int cin, int cout, int k, int dilation, int groups, int h, int w, int batch, int liveTaps)
     {
         var g = new Generator(17);
