@@ -232,6 +232,12 @@ internal static class BenchCommand
         void Iterate(Autograd.OpProfiler? profiler = null)
         {
             cancel.ThrowIfCancellationRequested();
+            if (compiled is not null)
+            {
+                // The plan's buffers are its own: a pass creates no tensors, so it runs outside a scope.
+                compiled.Run(x.AsSpan(), logits);
+                return;
+            }
             using (TensorScope.Enter())
             {
                 if (trainingPlan is not null)
@@ -249,10 +255,6 @@ internal static class BenchCommand
                     optimizer.Step();
                     // Reading the loss waits for a device that runs asynchronously.
                     _ = loss.Item();
-                }
-                else if (compiled is not null)
-                {
-                    compiled.Run(x.AsSpan(), logits);
                 }
                 else
                 {
