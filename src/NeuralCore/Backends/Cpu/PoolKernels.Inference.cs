@@ -58,8 +58,7 @@ internal static unsafe partial class PoolKernels
             float* xp = x + n * plane, yp = y + n / run * runStride + n % run * outPlane;
             for (int oh = 0; oh < outH; oh++)
             {
-                int hs = oh * p.StrideH - p.PadH;
-                int h0 = Math.Max(hs, 0), h1 = Math.Min(hs + p.KernelH, h);
+                var (h0, h1) = WindowRows(oh, p);
                 // Vertical: element-wise maximum of the window's rows (at least one lies inside the input).
                 for (int v = 0; v < vectors; v++)
                 {
@@ -93,6 +92,13 @@ internal static unsafe partial class PoolKernels
         }
     }
 
+    /// <summary>The input rows [h0, h1) that output row <paramref name="oh"/>'s windows cover, clipped to the input.</summary>
+    private static (int H0, int H1) WindowRows(int oh, in Pool2dParams p)
+    {
+        int hs = oh * p.StrideH - p.PadH;
+        return (Math.Max(hs, 0), Math.Min(hs + p.KernelH, p.H));
+    }
+
     /// <summary>
     /// Windows one column wide (CP-ResNet's 2 x 1 pools on rows wider than a vector): each output row is the element-wise
     /// maximum of the window's input rows, read and stored in place; the general kernel's pass along a row buffer would
@@ -102,15 +108,14 @@ internal static unsafe partial class PoolKernels
     {
         int h = p.H, w = p.W, outH = p.P, full = w / 16 * 16;
         var negative = Vector512.Create(float.NegativeInfinity);
-        var tail = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(w - full)).AsSingle();
+        var tail = ConvKernels.FirstLanes(w - full);
         long plane = (long)h * w, outPlane = (long)outH * w;
         for (int n = 0; n < planes; n++)
         {
             float* xp = x + n * plane, yp = y + n / run * runStride + n % run * outPlane;
             for (int oh = 0; oh < outH; oh++)
             {
-                int hs = oh * p.StrideH - p.PadH;
-                int h0 = Math.Max(hs, 0), h1 = Math.Min(hs + p.KernelH, h);
+                var (h0, h1) = WindowRows(oh, p);
                 float* yr = yp + (long)oh * w;
                 for (int c = 0; c < full; c += 16)
                 {
@@ -153,8 +158,7 @@ internal static unsafe partial class PoolKernels
             float* xp = x + n * plane, yp = y + n / run * runStride + n % run * outPlane;
             for (int oh = 0; oh < outH; oh++)
             {
-                int hs = oh * p.StrideH - p.PadH;
-                int h0 = Math.Max(hs, 0), h1 = Math.Min(hs + p.KernelH, h);
+                var (h0, h1) = WindowRows(oh, p);
                 var m = negative;
                 for (int ih = h0; ih < h1; ih++) m = Vector512.Max(m, Avx512F.MaskLoad(xp + (long)ih * w, tail, negative));
                 if (!identity)
