@@ -159,7 +159,7 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     private static void SumsVector(ref SmallJob job, int j0, int count)
     {
-        var mask = Vector512.LessThan(Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), Vector512.Create(count)).AsSingle();
+        var mask = ConvKernels.FirstLanes(count);
         var m = Avx512F.MaskLoad(job.M + j0, mask, Vector512<float>.Zero);
         Vector512<double> s1Lo = default, s1Hi = default, s2Lo = default, s2Hi = default;
         for (int n0 = 0; n0 < job.N; n0 += FloatBlock)
