@@ -102,7 +102,7 @@ internal static unsafe partial class PoolKernels
     /// <summary>
     /// Windows one column wide (CP-ResNet's 2 x 1 pools on rows wider than a vector): each output row is the element-wise
     /// maximum of the window's input rows, read and stored in place; the general kernel's pass along a row buffer would
-    /// only copy it (3x slower on 32 planes of 30 x 24).
+    /// only copy it (2.6x slower on 32 planes of 30 x 24: 5.9 against 2.3 µs).
     /// </summary>
     private static void MaxPlanesRows(float* x, float* y, int planes, in Pool2dParams p, int run, long runStride)
     {
