@@ -260,6 +260,51 @@ public sealed class CpuInferencePlanTests
         Assert.EndsWith("(Winograd F(2x2, 3x3))", plan.Description[0]);
     }
 
+    /// <summary>
+    /// The implicit GEMM's steps fill each full panel while multiplying its first tile of output channels
+    /// (<see cref="ImplicitGemmConv.FillsWhileMultiplying"/>): the same bits as the panel filled on its own, with the
+    /// epilogue stored from registers (bias, residual, ReLU) or after a first tile of fewer than 8 channels (5, 7), later
+    /// tiles of 5 and 3 (13 = 8 + 5, 19 = 8 + 8 + 3), a fused 2 x 1 pool, and one sample's map whose output channels two
+    /// threads share; Winograd off, so every 3x3 step is an implicit GEMM.
+    /// </summary>
+    [Theory]
+    [InlineData(3, 8, 2, 6, 6, false)]
+    [InlineData(3, 5, 4, 6, 6, false)]
+    [InlineData(2, 7, 1, 15, 24, true)]
+    [InlineData(4, 13, 2, 7, 24, true)]
+    [InlineData(5, 19, 1, 31, 24, true)]
+    [InlineData(6, 40, 1, 15, 24, false)]
+    public void FillingThePanelWhileMultiplyingKeepsThePlansBits(int cin, int cout, int batch, int h, int w, bool pool)
+    {
+        var g = new Generator(53);
+        var layers = new List<Module>
+        {
+            new Conv2d(cin, cout, 3, padding: 1, bias: true, generator: g),
+            new BatchNorm2d(cout),
+            new ReLU(),
+            new ResidualBlock(cout, cout, g),
+        };
+        if (pool) layers.Add(new MaxPool2d((2, 1), (2, 1)));
+        var net = new Sequential([.. layers]);
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, cin, h, w], g);
+        WinogradConv.Enabled = false;
+        try
+        {
+            var (plan, _) = CompileAndCompare(net, x);
+            var filling = plan.Run(x).ToArray();
+            ImplicitGemmConv.FillsWhileMultiplying = false;
+            Assert.Equal(CompileAndCompare(net, x).Plan.Run(x).ToArray(), filling);
+            if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the implicit GEMM.");
+            Assert.Contains(plan.Description, d => d.Contains("3x3", StringComparison.Ordinal) && d.EndsWith("(implicit GEMM)", StringComparison.Ordinal));
+        }
+        finally
+        {
+            WinogradConv.Enabled = true;
+            ImplicitGemmConv.FillsWhileMultiplying = true;
+        }
+    }
+
     /// <summary>conv 3x3 + batch norm, plus the input, ReLU, then a max pool of 2 x <c>poolWidth</c>: CP-ResNet's pooled block end.</summary>
     private sealed class PooledResidual : Module
     {

@@ -436,7 +436,68 @@ public sealed class DirectWeightGradientTests
         var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r == 1 ? 0 : pad, s == 1 ? 0 : pad, 1, 1, 1);
         Assert.Equal(expected, DirectWeightGradient.Supports(p));
     }
+    /// <summary>
+    /// The implicit GEMM fills a full panel of a "same" convolution while multiplying its first tile of output channels
+    /// (<see cref="ImplicitGemmConv.FillsWhileMultiplying"/>): forward and backward data give the bits of the panel filled
+    /// on its own, for a first tile that is the only one (8 channels), one of 3 rows (19 = 8 + 8 + 3), of 5 to 7 rows
+    /// (13 = 8 + 5), and whole tiles (32); 1x1 and 3x3, panels at the ends of the input (whose rows are read with masked
+    /// loads) and inside it (read whole, then masked), and an infinite input at the end of a row, which the next row's
+    /// outputs must not meet through their left taps.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 3, 6, 6, 8, 3)]
+    [InlineData(16, 19, 6, 6, 19, 3)]
+    [InlineData(8, 19, 3, 6, 19, 3)]
+    [InlineData(3, 5, 7, 24, 13, 3)]
+    [InlineData(6, 32, 6, 6, 32, 3)]
+    [InlineData(2, 12, 15, 24, 32, 1)]
+    public unsafe void FillingThePanelWhileMultiplyingKeepsTheBits(int n, int c, int h, int w, int k, int kernel)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, kernel / 2, kernel / 2, 1, 1, 1);
+        if (!ImplicitGemmConv.Supports(p)) Assert.Skip("This CPU has no AVX-512: the implicit GEMM does not run.");
+        var g = new Generator(97);
+        var values = Tensor.Randn([n, c, h, w], g).ToArray();
+        // Sample 1, channel 1, row 1, last column.
+        values[(c + 1) * h * w + w + w - 1] = float.PositiveInfinity;
+        var x = Tensor.FromArray(values, n, c, h, w);
+        var weight = Tensor.Randn([k, c, kernel, kernel], g);
+        var dy = Tensor.Randn([n, k, h, w], g);
+        var (y, dx) = Run();
+        ImplicitGemmConv.FillsWhileMultiplying = false;
+        try
+        {
+            var (yPanel, dxPanel) = Run();
+            Assert.Equal(yPanel, y);
+            Assert.Equal(dxPanel, dx);
+        }
+        finally
+        {
+            ImplicitGemmConv.FillsWhileMultiplying = true;
+        }
+        Assert.Contains(y, float.IsInfinity);
+        Assert.Equal(kernel == 1 ? k : k * 3 * 2, y.Count(float.IsInfinity));
+
+        (float[] Y, float[] Dx) Run()
+        {
+            var yOut = Tensor.Zeros([n, k, h, w]);
+            var dxOut = Tensor.Zeros([n, c, h, w]);
+            if (kernel == 1)
+            {
+                // A plain 1x1 reads its planes in place in the training passes: run it channel-major, as the plans do.
+                fixed (float* px = x.AsSpan(), pw = weight.AsSpan(), py = yOut.AsSpan())
+                {
+                    var packing = ImplicitGemmConv.PackInto(pw, p, ConvScratch.Current);
+                    ImplicitGemmConv.Forward(px, packing, null, py, p, null, hasActivation: false, default, 0f, 0f);
+                }
+                return (yOut.ToArray(), dxOut.ToArray());
+            }
+            CpuBackend.Instance.Conv2d(x, weight, null, yOut, p);
+            CpuBackend.Instance.Conv2dBackwardData(dy, weight, dxOut, p);
+            return (yOut.ToArray(), dxOut.ToArray());
+        }
+    }
 }
+
 
 /// <summary>
 /// <see cref="ConvKernels.MoveChunk"/>, which every sample-major convolution uses to gather a chunk of samples' planes
