@@ -361,6 +361,36 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
+    /// The narrow-map kernel keeps the table of where each row reads (built for the input it last saw): a plan whose first
+    /// step reads the caller's memory gives each of several inputs, in arrays at different addresses, the eager result,
+    /// and the same input again the same bits.
+    /// </summary>
+    [Fact]
+    public void NarrowMapsReadEachNewInputWhereItLies()
+    {
+        var g = new Generator(61);
+        var net = new Sequential(new Conv2d(8, 12, 3, padding: 1, bias: true, generator: g), new BatchNorm2d(12), new ReLU());
+        RandomizeStatistics(net, g);
+        net.Eval();
+        var plan = CpuInferencePlan.Compile(net, [1, 8, 3, 6]);
+        if (Avx512F.IsSupported) Assert.Contains("narrow map", plan.Description[0]);
+        var first = plan.Run(Tensor.Randn([1, 8, 3, 6], g)).ToArray();
+        for (int i = 0; i < 3; i++)
+        {
+            var x = Tensor.Randn([1, 8, 3, 6], g);
+            float[] expected;
+            using (Autograd.Autograd.NoGrad()) expected = net.Call(x).ToArray();
+            AssertMatchesEager(expected, plan.Run(x).ToArray());
+            var copy = new float[8 * 18 + 5];
+            x.AsSpan().CopyTo(copy.AsSpan(5));
+            var output = new float[12 * 18];
+            plan.Run(copy.AsSpan(5), output);
+            Assert.Equal(plan.Run(x).ToArray(), output);
+        }
+        Assert.NotEqual(first, plan.Run(Tensor.Randn([1, 8, 3, 6], g)).ToArray());
+    }
+
+    /// <summary>
     /// Maps of at most 24 positions run position-major (<see cref="NarrowMapConv"/>): a stack of residual blocks
     /// (identity and 1x1 shortcuts, so residuals written by the same kernel), 38 and 76 channels (lanes computed as 32 + 8
     /// and 64 + 16), two samples of 2 x 4 (taps that would cross from one sample into the other read zeros), a single

@@ -429,6 +429,13 @@ internal static unsafe class ImplicitGemmConv
                         else Gemm.MultiplyPanel(k1 - kFirst, job.Kc, job.W + g * job.PerGroup + (long)kFirst * job.Kc, panel, yg + kFirst * ld, (int)ld, width, tile);
                         continue;
                     }
+                    if (job.Same && width <= NarrowPanel)
+                    {
+                        // A narrow panel's lanes go straight into the A micro-panels that MultiplyTransposed multiplies.
+                        FillNarrowPanel(ref job, g, j0, width, coords, panel + (long)job.Kc * Lanes);
+                        MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile, fusedEpilogue ? j0 : -1, filled: true);
+                        continue;
+                    }
                     if (job.Same) FillPanel(ref job, g, j0, coords, panel);
                     else FillRuns(ref job, job.X + (long)g * job.Cg * job.P.N * job.InPlane, j0, width, panel);
                     if (width > NarrowPanel && fusedEpilogue)
@@ -436,7 +443,7 @@ internal static unsafe class ImplicitGemmConv
                     else if (width > NarrowPanel)
                         Gemm.MultiplyPanel(rows, job.Kc, job.W + g * job.PerGroup + (long)k0 * job.Kc, panel, yg + k0 * ld, (int)ld, width, tile);
                     else
-                        MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile, fusedEpilogue ? j0 : -1);
+                        MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile, fusedEpilogue ? j0 : -1, filled: false);
                 }
             }
             // With the rows split between parts (one group), each part finishes its own rows; otherwise all of them.
@@ -558,7 +565,8 @@ internal static unsafe class ImplicitGemmConv
 
     /// <summary>
     /// Output columns [0, width) of a panel (width at most 16) for output channels [k0, k1) of group g, as
-    /// Y^T = X^T W^T: the panel's first 8 or 16 lanes, repacked as A micro-panels, times the transposed weights, 32
+    /// Y^T = X^T W^T: the panel's first 8 or 16 lanes, repacked as A micro-panels (unless <paramref name="filled"/>:
+    /// <see cref="FillNarrowPanel"/> wrote them there), times the transposed weights, 32
     /// output channels at a time; each 8 x 32 result is written back transposed. The sums are the same dot products in
     /// the same order as the other orientation.
     /// </summary>
@@ -568,13 +576,13 @@ internal static unsafe class ImplicitGemmConv
     /// <see cref="ConvKernels.Epilogue"/>, so the caller skips that pass.
     /// </remarks>
     private static void MultiplyTransposed(ref Job job, int g, int k0, int k1, float* panel, int width, float* yg, long ld, float* tile,
-        long epilogueColumn)
+        long epilogueColumn, bool filled)
     {
         int kind = epilogueColumn >= 0 ? EpilogueKind(ref job) : -1;
         int groups = (width + Gemm.PanelRows - 1) / Gemm.PanelRows;
         float* a = panel + (long)job.Kc * Lanes;
-        // A micro-panel r holds, for each GEMM row p, the panel's lanes 8r .. 8r + 7.
-        for (int r = 0; r < groups; r++)
+        // A micro-panel r holds, for each GEMM row p, the panel's lanes 8r .. 8r + 7 (already there when filled).
+        for (int r = 0; r < groups && !filled; r++)
         {
             float* dst = a + (long)r * job.Kc * Gemm.PanelRows;
             for (int p = 0; p < job.Kc; p++)
@@ -759,6 +767,35 @@ internal static unsafe class ImplicitGemmConv
                 float* src = xg + offsets[t];
                 Vector512.Store(Avx512F.MaskLoad(src, masks[2 * t], Vector512<float>.Zero), dst);
                 Vector512.Store(Avx512F.MaskLoad(src + 16, masks[2 * t + 1], Vector512<float>.Zero), dst + 16);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The first 8 or 16 lanes of a "same" geometry's panel of <paramref name="width"/> columns (at most 16) written as
+    /// <see cref="MultiplyTransposed"/>'s A micro-panels: micro-panel r (lanes 8r .. 8r + 7) at <paramref name="a"/> +
+    /// r * Kc * 8, row c * taps + t of it 8 floats. One masked load per row instead of filling 32 lanes and repacking
+    /// them (the 4 columns past a 6 x 6 map's first panel at batch 1).
+    /// </summary>
+    [SkipLocalsInit]
+    private static void FillNarrowPanel(ref Job job, int g, long j0, int width, int* coords, float* a)
+    {
+        long channel = job.P.N * job.InPlane;
+        int taps = job.Taps;
+        float* xg = job.X + (long)g * job.Cg * channel + j0;
+        var masks = stackalloc Vector512<float>[2 * taps];
+        var offsets = stackalloc long[taps];
+        TapMasks(ref job, coords, masks, offsets);
+        float* second = width > Gemm.PanelRows ? a + (long)job.Kc * Gemm.PanelRows : null;
+        long row = 0;
+        for (int c = 0; c < job.Cg; c++, xg += channel)
+        {
+            for (int t = 0; t < taps; t++, row += Gemm.PanelRows)
+            {
+                // Masked-off lanes are neither read nor faulted on (the lanes past the width are off in every mask).
+                var v = Avx512F.MaskLoad(xg + offsets[t], masks[2 * t], Vector512<float>.Zero);
+                Vector256.Store(v.GetLower(), a + row);
+                if (second != null) Vector256.Store(v.GetUpper(), second + row);
             }
         }
     }
