@@ -183,7 +183,8 @@ public sealed unsafe class CpuInferencePlan
                         {
                             long start = Stopwatch.GetTimestamp();
                             _steps[i].Run(values);
-                            stepTimes[i] += Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                            // Raw timestamps, not a TimeSpan, whose 100 ns ticks truncated each step (sums read low).
+                            stepTimes[i] += (Stopwatch.GetTimestamp() - start) * 1000.0 / Stopwatch.Frequency;
                         }
                     }
                 }
