@@ -486,15 +486,7 @@ internal static unsafe class ImplicitGemmConv
             float* bias = job.Bias == null ? null : job.Bias + channel;
             float* residual = job.Residual == null ? null : job.Residual + channel * job.Columns + column;
             float* y = yg + k * ld;
-            // The next panel's output and residual lines of these rows (rows a plane of the batch apart, like the input's).
-            for (int i = 0; i < rows && job.Prefetch; i++)
-            {
-                Sse.Prefetch0(y + i * ld + Lanes);
-                Sse.Prefetch0(y + i * ld + Lanes + 16);
-                if (residual == null) continue;
-                Sse.Prefetch0(residual + i * job.Columns + Lanes);
-                Sse.Prefetch0(residual + i * job.Columns + Lanes + 16);
-            }
+            PrefetchNextPanel(ref job, y, ld, residual, rows);
             if (rows == Gemm.PanelRows && width == Lanes)
             {
                 Gemm.MultiplyTileWithEpilogue(job.Kc, a, panel, y, (int)ld, bias, residual, job.Columns, kind);
@@ -502,6 +494,21 @@ internal static unsafe class ImplicitGemmConv
             }
             Gemm.MultiplyPanel(rows, job.Kc, a, panel, y, (int)ld, width, tile);
             ConvKernels.Epilogue(y, ld, 0, rows, width, bias, residual, job.Columns, 0, job.HasActivation, job.Activation, job.Alpha, job.Beta);
+        }
+    }
+
+    /// <summary>The next panel's output and residual lines of a tile's rows (rows a plane of the batch apart, like the input's).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchNextPanel(ref Job job, float* y, long ld, float* residual, int rows)
+    {
+        if (!job.Prefetch) return;
+        for (int i = 0; i < rows; i++)
+        {
+            Sse.Prefetch0(y + i * ld + Lanes);
+            Sse.Prefetch0(y + i * ld + Lanes + 16);
+            if (residual == null) continue;
+            Sse.Prefetch0(residual + i * job.Columns + Lanes);
+            Sse.Prefetch0(residual + i * job.Columns + Lanes + 16);
         }
     }
 
@@ -546,14 +553,7 @@ internal static unsafe class ImplicitGemmConv
         float* bias = job.Bias == null || kind < 0 ? null : job.Bias + channelIndex;
         float* residual = job.Residual == null || kind < 0 ? null : job.Residual + channelIndex * job.Columns + j0;
         float* y = yg + k0 * ld;
-        for (int i = 0; i < rows && job.Prefetch; i++)
-        {
-            Sse.Prefetch0(y + i * ld + Lanes);
-            Sse.Prefetch0(y + i * ld + Lanes + 16);
-            if (residual == null) continue;
-            Sse.Prefetch0(residual + i * job.Columns + Lanes);
-            Sse.Prefetch0(residual + i * job.Columns + Lanes + 16);
-        }
+        PrefetchNextPanel(ref job, y, ld, residual, rows);
         if (rows == Gemm.PanelRows)
         {
             Gemm.MultiplyTileFilling(job.Cg, job.Taps, a, xg, channel, offsets, masks, readWhole, panel, y, (int)ld, bias, residual,
