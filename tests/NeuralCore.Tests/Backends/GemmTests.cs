@@ -27,6 +27,9 @@ public sealed class GemmTests
         { 241, 47, 13 },
         { 9, 515, 11 },
         { 64, 96, 64 },
+        // Edge tiles of 5 and 7 rows with more than 16 columns: only the rows they have are computed.
+        { 5, 40, 9 },
+        { 15, 70, 20 },
         // Fewer than 16 columns (one sample's 1 x 6 maps): the packed narrow path, 8- and 16-wide, with row tails.
         { 67, 6, 577 },
         { 21, 12, 40 },

@@ -35,9 +35,10 @@ public static unsafe partial class Gemm
                 }
                 else
                 {
-                    // A tile of at most 4 rows (19 = 8 + 8 + 3 output channels) skips the micro-panel's zero rows, one of
-                    // at most 16 columns (the last panel of 168 = 5 x 32 + 8 columns) its zero columns.
-                    if (rows <= Mr512 / 2) Kernel512Half(kc, a, b, ldb, tile);
+                    // An edge tile computes only the rows it has (19 = 8 + 8 + 3 output channels, 38 = 32 + 6) and skips
+                    // the micro-panel's zero rows; one of at most 16 columns (the last panel of 168 = 5 x 32 + 8 columns)
+                    // and more than 4 rows skips its zero columns instead.
+                    if (rows <= Mr512 / 2 || (rows < Mr512 && cols > Nr512 / 2)) Kernel512FirstRows(rows, kc, a, b, ldb, tile);
                     else if (cols <= Nr512 / 2) Kernel512Narrow(kc, a, b, ldb, tile);
                     else Kernel512(kc, a, b, ldb, tile, Nr512, 1f, 0f);
                     Merge(tile, Nr512, c, ldc, rows, cols, alpha, beta);
@@ -322,32 +323,56 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>
-    /// The first 4 rows of <see cref="Kernel512"/>'s tile (same operands, same order of operations, so the same
-    /// rounding), written to <paramref name="tile"/> with row stride 32: for edge tiles of at most 4 rows.
+    /// The first <paramref name="rows"/> rows (1 to 7) of <see cref="Kernel512"/>'s tile, written to
+    /// <paramref name="tile"/> with row stride 32: for edge tiles, whose other rows would multiply the micro-panel's
+    /// zero padding.
     /// </summary>
-    private static void Kernel512Half(int kc, float* a, float* b, int ldb, float* tile)
+    private static void Kernel512FirstRows(int rows, int kc, float* a, float* b, int ldb, float* tile)
     {
-        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default;
-        Vector512<float> c20 = default, c21 = default, c30 = default, c31 = default;
+        switch (rows)
+        {
+            case 1: Kernel512Rows<N1>(kc, a, b, ldb, tile); break;
+            case 2: Kernel512Rows<N2>(kc, a, b, ldb, tile); break;
+            case 3: Kernel512Rows<N3>(kc, a, b, ldb, tile); break;
+            case 4: Kernel512Rows<N4>(kc, a, b, ldb, tile); break;
+            case 5: Kernel512Rows<N5>(kc, a, b, ldb, tile); break;
+            case 6: Kernel512Rows<N6>(kc, a, b, ldb, tile); break;
+            default: Kernel512Rows<N7>(kc, a, b, ldb, tile); break;
+        }
+    }
+
+    /// <summary>
+    /// The first TRows rows of <see cref="Kernel512"/>'s tile: the same operands and order of operations for each row,
+    /// so the same rounding (each row's sums do not depend on the others), without the rows the tile lacks.
+    /// </summary>
+    private static void Kernel512Rows<TRows>(int kc, float* a, float* b, int ldb, float* tile) where TRows : struct, IConstant
+    {
+        int rows = TRows.Value;
+        Vector512<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default;
+        Vector512<float> c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        Vector512<float> c60 = default, c61 = default;
         for (int p = 0; p < kc; p++)
         {
             Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
             Vector512<float> ai;
             ai = Vector512.Create(a[0]);
             c00 = Vector512.FusedMultiplyAdd(ai, b0, c00); c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
-            ai = Vector512.Create(a[1]);
-            c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
-            ai = Vector512.Create(a[2]);
-            c20 = Vector512.FusedMultiplyAdd(ai, b0, c20); c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
-            ai = Vector512.Create(a[3]);
-            c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
+            if (rows > 1) { ai = Vector512.Create(a[1]); c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11); }
+            if (rows > 2) { ai = Vector512.Create(a[2]); c20 = Vector512.FusedMultiplyAdd(ai, b0, c20); c21 = Vector512.FusedMultiplyAdd(ai, b1, c21); }
+            if (rows > 3) { ai = Vector512.Create(a[3]); c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31); }
+            if (rows > 4) { ai = Vector512.Create(a[4]); c40 = Vector512.FusedMultiplyAdd(ai, b0, c40); c41 = Vector512.FusedMultiplyAdd(ai, b1, c41); }
+            if (rows > 5) { ai = Vector512.Create(a[5]); c50 = Vector512.FusedMultiplyAdd(ai, b0, c50); c51 = Vector512.FusedMultiplyAdd(ai, b1, c51); }
+            if (rows > 6) { ai = Vector512.Create(a[6]); c60 = Vector512.FusedMultiplyAdd(ai, b0, c60); c61 = Vector512.FusedMultiplyAdd(ai, b1, c61); }
             a += Mr512;
             b += ldb;
         }
         c00.Store(tile); c01.Store(tile + 16);
-        c10.Store(tile + 32); c11.Store(tile + 48);
-        c20.Store(tile + 64); c21.Store(tile + 80);
-        c30.Store(tile + 96); c31.Store(tile + 112);
+        if (rows > 1) { c10.Store(tile + 32); c11.Store(tile + 48); }
+        if (rows > 2) { c20.Store(tile + 64); c21.Store(tile + 80); }
+        if (rows > 3) { c30.Store(tile + 96); c31.Store(tile + 112); }
+        if (rows > 4) { c40.Store(tile + 128); c41.Store(tile + 144); }
+        if (rows > 5) { c50.Store(tile + 160); c51.Store(tile + 176); }
+        if (rows > 6) { c60.Store(tile + 192); c61.Store(tile + 208); }
     }
 
     /// <summary>

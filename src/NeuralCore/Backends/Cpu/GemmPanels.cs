@@ -32,8 +32,8 @@ public static unsafe partial class Gemm
     /// <summary>c[8, 32] = A B for one packed A micro-panel (k x 8) and a B micro-panel of k rows <paramref name="ldb"/> floats apart, stored <paramref name="ldc"/> floats per row. Needs AVX-512.</summary>
     internal static void MultiplyTileStrided(int k, float* a, float* b, int ldb, float* c, int ldc) => Kernel512(k, a, b, ldb, c, ldc, 1f, 0f);
 
-    /// <summary>The first 4 rows of <see cref="MultiplyTileStrided"/>'s tile, written to <paramref name="tile"/> with row stride 32, when the others would be padding. Needs AVX-512.</summary>
-    internal static void MultiplyTileHalf(int k, float* a, float* b, int ldb, float* tile) => Kernel512Half(k, a, b, ldb, tile);
+    /// <summary>The first <paramref name="rows"/> rows (1 to 7) of <see cref="MultiplyTileStrided"/>'s tile, written to <paramref name="tile"/> with row stride 32, when the others would be padding. Needs AVX-512.</summary>
+    internal static void MultiplyTileRows(int rows, int k, float* a, float* b, int ldb, float* tile) => Kernel512FirstRows(rows, k, a, b, ldb, tile);
 
     /// <summary>The first 16 columns of <see cref="MultiplyTile"/>'s tile (row stride still 32), when the rest would be padding. Needs AVX-512.</summary>
     internal static void MultiplyTileNarrow(int k, float* a, float* b, float* tile) => Kernel512Narrow(k, a, b, Nr512, tile);
@@ -87,18 +87,18 @@ public static unsafe partial class Gemm
         if (kind < 0)
         {
             var plain = new ScaledStore(c, ldc, 1f);
-            if (readWhole) Kernel512Filling<ScaledStore, AllRows, WholeLoads>(channels, taps, a, rows, ref plain);
-            else Kernel512Filling<ScaledStore, AllRows, MaskedLoads>(channels, taps, a, rows, ref plain);
+            if (readWhole) Kernel512Filling<ScaledStore, N8, WholeLoads>(channels, taps, a, rows, ref plain);
+            else Kernel512Filling<ScaledStore, N8, MaskedLoads>(channels, taps, a, rows, ref plain);
             return;
         }
         var store = new EpilogueStore(c, ldc, bias, residual, ldr, kind);
-        if (readWhole) Kernel512Filling<EpilogueStore, AllRows, WholeLoads>(channels, taps, a, rows, ref store);
-        else Kernel512Filling<EpilogueStore, AllRows, MaskedLoads>(channels, taps, a, rows, ref store);
+        if (readWhole) Kernel512Filling<EpilogueStore, N8, WholeLoads>(channels, taps, a, rows, ref store);
+        else Kernel512Filling<EpilogueStore, N8, MaskedLoads>(channels, taps, a, rows, ref store);
     }
 
     /// <summary>
     /// The first <paramref name="rows"/> rows (fewer than 8) of <see cref="MultiplyTileFilling"/>'s tile, stored plain as
-    /// <see cref="MultiplyPanel"/> stores an edge tile (a micro-panel of at most 4 rows skips its zero rows);
+    /// <see cref="MultiplyPanel"/> stores an edge tile (without the micro-panel's zero rows);
     /// <paramref name="tile"/> holds 8 x 32 floats.
     /// </summary>
     internal static void MultiplyTileFillingRows(int rows, int channels, int taps, float* a, float* x, long channelStride, long* offsets,
@@ -106,12 +106,24 @@ public static unsafe partial class Gemm
     {
         var source = new MaskedRows(x, channelStride, offsets, masks, panel);
         var store = new ScaledStore(tile, Nr512, 1f);
-        bool half = rows <= Mr512 / 2;
-        if (half && readWhole) Kernel512Filling<ScaledStore, FirstFourRows, WholeLoads>(channels, taps, a, source, ref store);
-        else if (half) Kernel512Filling<ScaledStore, FirstFourRows, MaskedLoads>(channels, taps, a, source, ref store);
-        else if (readWhole) Kernel512Filling<ScaledStore, AllRows, WholeLoads>(channels, taps, a, source, ref store);
-        else Kernel512Filling<ScaledStore, AllRows, MaskedLoads>(channels, taps, a, source, ref store);
+        switch (rows)
+        {
+            case 1: FillingRows<N1>(channels, taps, a, source, readWhole, ref store); break;
+            case 2: FillingRows<N2>(channels, taps, a, source, readWhole, ref store); break;
+            case 3: FillingRows<N3>(channels, taps, a, source, readWhole, ref store); break;
+            case 4: FillingRows<N4>(channels, taps, a, source, readWhole, ref store); break;
+            case 5: FillingRows<N5>(channels, taps, a, source, readWhole, ref store); break;
+            case 6: FillingRows<N6>(channels, taps, a, source, readWhole, ref store); break;
+            default: FillingRows<N7>(channels, taps, a, source, readWhole, ref store); break;
+        }
         Merge(tile, Nr512, c, ldc, rows, Nr512, 1f, 0f);
+    }
+
+    private static void FillingRows<TRows>(int channels, int taps, float* a, MaskedRows source, bool readWhole, ref ScaledStore store)
+        where TRows : struct, IConstant
+    {
+        if (readWhole) Kernel512Filling<ScaledStore, TRows, WholeLoads>(channels, taps, a, source, ref store);
+        else Kernel512Filling<ScaledStore, TRows, MaskedLoads>(channels, taps, a, source, ref store);
     }
 
     /// <summary>Where <see cref="Kernel512Filling"/> reads its B rows and writes the panel.</summary>
@@ -122,11 +134,6 @@ public static unsafe partial class Gemm
         public readonly long* Offsets = offsets;
         public readonly Vector512<float>* Masks = masks;
     }
-
-    /// <summary>Whether a tile has 8 rows or only its first 4 are computed.</summary>
-    private interface ITileRows { static abstract bool All { get; } }
-    private struct AllRows : ITileRows { public static bool All => true; }
-    private struct FirstFourRows : ITileRows { public static bool All => false; }
 
     /// <summary>How a B row's 16 lanes are read under their mask: both ways give +0 in the masked-off lanes.</summary>
     private interface IMaskedLoad { static abstract Vector512<float> Load(float* source, Vector512<float> mask); }
@@ -149,9 +156,10 @@ public static unsafe partial class Gemm
         public static Vector512<float> Load(float* source, Vector512<float> mask) => Vector512.Load(source) & mask;
     }
 
-    private static void Kernel512Filling<TStore, TRows, TLoad>(int channels, int taps, float* a, MaskedRows rows, ref TStore store)
-        where TStore : struct, ITileStore where TRows : struct, ITileRows where TLoad : struct, IMaskedLoad
+    private static void Kernel512Filling<TStore, TRows, TLoad>(int channels, int taps, float* a, MaskedRows source, ref TStore store)
+        where TStore : struct, ITileStore where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
     {
+        int rows = TRows.Value;
         Vector512<float> c00 = default, c01 = default;
         Vector512<float> c10 = default, c11 = default;
         Vector512<float> c20 = default, c21 = default;
@@ -160,10 +168,10 @@ public static unsafe partial class Gemm
         Vector512<float> c50 = default, c51 = default;
         Vector512<float> c60 = default, c61 = default;
         Vector512<float> c70 = default, c71 = default;
-        float* x = rows.X, panel = rows.Panel;
-        long* offsets = rows.Offsets;
-        Vector512<float>* masks = rows.Masks;
-        for (int ch = 0; ch < channels; ch++, x += rows.ChannelStride)
+        float* x = source.X, panel = source.Panel;
+        long* offsets = source.Offsets;
+        Vector512<float>* masks = source.Masks;
+        for (int ch = 0; ch < channels; ch++, x += source.ChannelStride)
         {
             for (int t = 0; t < taps; t++, a += Mr512, panel += Nr512)
             {
@@ -175,31 +183,22 @@ public static unsafe partial class Gemm
                 Vector512<float> ai;
                 ai = Vector512.Create(a[0]);
                 c00 = Vector512.FusedMultiplyAdd(ai, b0, c00); c01 = Vector512.FusedMultiplyAdd(ai, b1, c01);
-                ai = Vector512.Create(a[1]);
-                c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11);
-                ai = Vector512.Create(a[2]);
-                c20 = Vector512.FusedMultiplyAdd(ai, b0, c20); c21 = Vector512.FusedMultiplyAdd(ai, b1, c21);
-                ai = Vector512.Create(a[3]);
-                c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31);
-                if (!TRows.All) continue;
-                ai = Vector512.Create(a[4]);
-                c40 = Vector512.FusedMultiplyAdd(ai, b0, c40); c41 = Vector512.FusedMultiplyAdd(ai, b1, c41);
-                ai = Vector512.Create(a[5]);
-                c50 = Vector512.FusedMultiplyAdd(ai, b0, c50); c51 = Vector512.FusedMultiplyAdd(ai, b1, c51);
-                ai = Vector512.Create(a[6]);
-                c60 = Vector512.FusedMultiplyAdd(ai, b0, c60); c61 = Vector512.FusedMultiplyAdd(ai, b1, c61);
-                ai = Vector512.Create(a[7]);
-                c70 = Vector512.FusedMultiplyAdd(ai, b0, c70); c71 = Vector512.FusedMultiplyAdd(ai, b1, c71);
+                if (rows > 1) { ai = Vector512.Create(a[1]); c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11); }
+                if (rows > 2) { ai = Vector512.Create(a[2]); c20 = Vector512.FusedMultiplyAdd(ai, b0, c20); c21 = Vector512.FusedMultiplyAdd(ai, b1, c21); }
+                if (rows > 3) { ai = Vector512.Create(a[3]); c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31); }
+                if (rows > 4) { ai = Vector512.Create(a[4]); c40 = Vector512.FusedMultiplyAdd(ai, b0, c40); c41 = Vector512.FusedMultiplyAdd(ai, b1, c41); }
+                if (rows > 5) { ai = Vector512.Create(a[5]); c50 = Vector512.FusedMultiplyAdd(ai, b0, c50); c51 = Vector512.FusedMultiplyAdd(ai, b1, c51); }
+                if (rows > 6) { ai = Vector512.Create(a[6]); c60 = Vector512.FusedMultiplyAdd(ai, b0, c60); c61 = Vector512.FusedMultiplyAdd(ai, b1, c61); }
+                if (rows > 7) { ai = Vector512.Create(a[7]); c70 = Vector512.FusedMultiplyAdd(ai, b0, c70); c71 = Vector512.FusedMultiplyAdd(ai, b1, c71); }
             }
         }
         store.Row(0, c00, c01);
-        store.Row(1, c10, c11);
-        store.Row(2, c20, c21);
-        store.Row(3, c30, c31);
-        if (!TRows.All) return;
-        store.Row(4, c40, c41);
-        store.Row(5, c50, c51);
-        store.Row(6, c60, c61);
-        store.Row(7, c70, c71);
+        if (rows > 1) store.Row(1, c10, c11);
+        if (rows > 2) store.Row(2, c20, c21);
+        if (rows > 3) store.Row(3, c30, c31);
+        if (rows > 4) store.Row(4, c40, c41);
+        if (rows > 5) store.Row(5, c50, c51);
+        if (rows > 6) store.Row(6, c60, c61);
+        if (rows > 7) store.Row(7, c70, c71);
     }
 }

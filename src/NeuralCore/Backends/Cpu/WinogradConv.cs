@@ -341,11 +341,11 @@ internal static unsafe class WinogradConv
     private static void MultiplyPoints(in Job job, float* v, int k, float* m)
     {
         float* a = job.U + (long)k * job.C;
-        // A last micro-panel of at most 4 output channels (19 = 8 + 8 + 3) skips its zero rows.
-        if (job.K - k <= Rows / 2)
+        // A last micro-panel of fewer than 8 output channels (19 = 8 + 8 + 3, 38 = 32 + 6) skips its zero rows.
+        if (job.K - k < Rows)
         {
             for (int point = 0; point < Points; point++, a += job.PerPoint, v += job.VStride, m += ProductTile)
-                Gemm.MultiplyTileHalf(job.C, a, v, job.Ld, m);
+                Gemm.MultiplyTileRows(job.K - k, job.C, a, v, job.Ld, m);
             return;
         }
         for (int point = 0; point < Points; point++, a += job.PerPoint, v += job.VStride, m += ProductTile)
