@@ -83,17 +83,17 @@ public static unsafe partial class Gemm
     internal static void MultiplyTileFilling(int channels, int taps, float* a, float* x, long channelStride, long* offsets,
         Vector512<float>* masks, bool readWhole, float* panel, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
     {
-        var rows = new MaskedRows(x, channelStride, offsets, masks, panel);
+        var source = new MaskedRows(x, channelStride, offsets, masks, panel);
         if (kind < 0)
         {
             var plain = new ScaledStore(c, ldc, 1f);
-            if (readWhole) Kernel512Filling<ScaledStore, N8, WholeLoads>(channels, taps, a, rows, ref plain);
-            else Kernel512Filling<ScaledStore, N8, MaskedLoads>(channels, taps, a, rows, ref plain);
+            if (readWhole) Kernel512Filling<ScaledStore, N8, WholeLoads>(channels, taps, a, source, ref plain);
+            else Kernel512Filling<ScaledStore, N8, MaskedLoads>(channels, taps, a, source, ref plain);
             return;
         }
         var store = new EpilogueStore(c, ldc, bias, residual, ldr, kind);
-        if (readWhole) Kernel512Filling<EpilogueStore, N8, WholeLoads>(channels, taps, a, rows, ref store);
-        else Kernel512Filling<EpilogueStore, N8, MaskedLoads>(channels, taps, a, rows, ref store);
+        if (readWhole) Kernel512Filling<EpilogueStore, N8, WholeLoads>(channels, taps, a, source, ref store);
+        else Kernel512Filling<EpilogueStore, N8, MaskedLoads>(channels, taps, a, source, ref store);
     }
 
     /// <summary>

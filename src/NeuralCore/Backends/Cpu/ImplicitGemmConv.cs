@@ -25,12 +25,6 @@ namespace NeuralCore.Backends.Cpu;
 internal static unsafe class ImplicitGemmConv
 {
     private const int Lanes = Gemm.PanelColumns;
-
-    /// <summary>
-    /// Whether a full panel of a "same" geometry is filled while its first tile is multiplied (see
-    /// <see cref="MultiplyFirstTile"/>); tests turn it off to compare with the panel filled on its own.
-    /// </summary>
-    internal static bool FillsWhileMultiplying { get; set; } = true;
     // Columns per block: the epilogue runs on a block's output rows while they are in cache.
     private const int MaxBlockColumns = 8 * Lanes;
     // Panels at most this wide multiply the other way round (Y^T = X^T W^T): their columns become the micro-kernel's
@@ -50,6 +44,12 @@ internal static unsafe class ImplicitGemmConv
     private const long PrefetchColumns = 4096;
     // Plane positions below this are found by float division in Coordinates (exactly: see there).
     private const long MaxVectorPosition = 1 << 16;
+
+    /// <summary>
+    /// Whether a full panel of a "same" geometry is filled while its first tile is multiplied (see
+    /// <see cref="MultiplyFirstTile"/>); tests turn it off to compare with the panel filled on its own.
+    /// </summary>
+    internal static bool FillsWhileMultiplying { get; set; } = true;
 
     /// <summary>Weights packed for the kernel, with the taps that never read the input dropped (pointers into pinned memory).</summary>
     internal readonly struct Packing(float* packed, float* transposed, int* tapOffsetH, int* tapOffsetW, int rowsPerGroup, int taps)
