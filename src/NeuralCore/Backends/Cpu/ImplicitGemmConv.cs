@@ -386,6 +386,7 @@ internal static unsafe class ImplicitGemmConv
     }
 
     /// <summary>Blocks [first, end), output channels [k0, k1) of each group.</summary>
+    [SkipLocalsInit]
     private static void RunBlocks(ref Job job, int first, int end, int k0, int k1)
     {
         if (first >= end || k0 >= k1) return;
@@ -397,6 +398,9 @@ internal static unsafe class ImplicitGemmConv
         // With a fused pool the block's output rows go to scratch ([K, block columns]) and only the pooled planes to y.
         float* unpooled = job.Pooled ? scratch.Get(ConvScratch.Slot.Block, (long)job.P.K * job.BlockColumns) : null;
         int* coords = stackalloc int[2 * Lanes];
+        // Per panel of a "same" geometry, each kept tap's lane masks and read offset (TapMasks), shared by its groups.
+        var masks = stackalloc Vector512<float>[job.Same ? 2 * job.Taps : 0];
+        var offsets = stackalloc long[job.Same ? job.Taps : 0];
         for (int block = first; block < end; block++)
         {
             BlockRange(ref job, block, out long c0, out int cols, out int n0, out int nb, out int pooledRow0, out int convRows);
@@ -408,7 +412,11 @@ internal static unsafe class ImplicitGemmConv
             {
                 long j0 = c0 + j;
                 int width = Math.Min(Lanes, cols - j);
-                if (job.Same) Coordinates(ref job, j0, width, coords);
+                if (job.Same)
+                {
+                    Coordinates(ref job, j0, width, coords);
+                    TapMasks(ref job, coords, masks, offsets);
+                }
                 // Output rows: y itself (row stride: all columns), or the block's scratch (row stride: the block's columns).
                 long ld = job.Pooled ? cols : job.Columns;
                 float* yj = job.Pooled ? unpooled + j : job.Y + j0;
@@ -425,7 +433,7 @@ internal static unsafe class ImplicitGemmConv
                         // The first tile of output channels reads the input itself and fills the panel as it goes; the
                         // other tiles multiply that panel.
                         int kFirst = Math.Min(k1, k0 + Gemm.PanelRows);
-                        MultiplyFirstTile(ref job, g, k0, kFirst, j0, coords, panel, yg, ld, tile, fusedEpilogue ? kind : -1);
+                        MultiplyFirstTile(ref job, g, k0, kFirst, j0, masks, offsets, panel, yg, ld, tile, fusedEpilogue ? kind : -1);
                         if (kFirst == k1) continue;
                         if (fusedEpilogue) MultiplyPanel(ref job, g, kFirst, k1, panel, yg, ld, width, tile, j0, kind);
                         else Gemm.MultiplyPanel(k1 - kFirst, job.Kc, job.W + g * job.PerGroup + (long)kFirst * job.Kc, panel, yg + kFirst * ld, (int)ld, width, tile);
@@ -434,11 +442,11 @@ internal static unsafe class ImplicitGemmConv
                     if (job.Same && width <= NarrowPanel)
                     {
                         // A narrow panel's lanes go straight into the A micro-panels that MultiplyTransposed multiplies.
-                        FillNarrowPanel(ref job, g, j0, width, coords, panel + (long)job.Kc * Lanes);
+                        FillNarrowPanel(ref job, GroupInput(ref job, g, j0), width, masks, offsets, panel + (long)job.Kc * Lanes);
                         MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile, fusedEpilogue ? j0 : -1, filled: true);
                         continue;
                     }
-                    if (job.Same) FillPanel(ref job, g, j0, coords, panel);
+                    if (job.Same) FillPanel(ref job, GroupInput(ref job, g, j0), masks, offsets, panel);
                     else FillRuns(ref job, job.X + (long)g * job.Cg * job.P.N * job.InPlane, j0, width, panel);
                     if (width > NarrowPanel && fusedEpilogue)
                         MultiplyPanel(ref job, g, k0, k1, panel, yg, ld, width, tile, j0, kind);
@@ -520,15 +528,11 @@ internal static unsafe class ImplicitGemmConv
     /// 431 -> 380 µs). The same sums, stored as <see cref="MultiplyPanel"/> (<paramref name="kind"/> at least 0) or
     /// <see cref="Gemm.MultiplyPanel"/> store them.
     /// </summary>
-    [SkipLocalsInit]
-    private static void MultiplyFirstTile(ref Job job, int g, int k0, int k1, long j0, int* coords, float* panel, float* yg, long ld,
-        float* tile, int kind)
+    private static void MultiplyFirstTile(ref Job job, int g, int k0, int k1, long j0, Vector512<float>* masks, long* offsets,
+        float* panel, float* yg, long ld, float* tile, int kind)
     {
         long channel = job.P.N * job.InPlane;
-        float* xg = job.X + (long)g * job.Cg * channel + j0;
-        var masks = stackalloc Vector512<float>[2 * job.Taps];
-        var offsets = stackalloc long[job.Taps];
-        TapMasks(ref job, coords, masks, offsets);
+        float* xg = GroupInput(ref job, g, j0);
         long lowest = long.MaxValue, highest = long.MinValue;
         for (int t = 0; t < job.Taps; t++)
         {
@@ -760,18 +764,22 @@ internal static unsafe class ImplicitGemmConv
         }
     }
 
-    /// <summary>The B micro-panel of group <paramref name="g"/> for columns j0 .. j0 + 31: row c * taps + t holds tap t of input channel c.</summary>
-    [SkipLocalsInit]
-    private static void FillPanel(ref Job job, int g, long j0, int* coords, float* panel)
+    /// <summary>
+    /// Where group <paramref name="g"/>'s input channel 0 holds output column <paramref name="j0"/>'s own position (its
+    /// channels lie a plane of the batch apart).
+    /// </summary>
+    private static float* GroupInput(ref Job job, int g, long j0) => job.X + (long)g * job.Cg * job.P.N * job.InPlane + j0;
+
+    /// <summary>
+    /// The B micro-panel of a group whose input starts at <paramref name="xg"/> (<see cref="GroupInput"/>) for the panel's
+    /// 32 columns, with the taps' <see cref="TapMasks"/>: row c * taps + t holds tap t of input channel c.
+    /// </summary>
+    private static void FillPanel(ref Job job, float* xg, Vector512<float>* masks, long* offsets, float* panel)
     {
         long channel = job.P.N * job.InPlane;
         int taps = job.Taps;
-        float* xg = job.X + (long)g * job.Cg * channel + j0;
-        // Each tap's lane masks and read offset, then channel by channel all taps: the taps of one channel read the same
-        // few cache lines of x, and the panel is written front to back.
-        var masks = stackalloc Vector512<float>[2 * taps];
-        var offsets = stackalloc long[taps];
-        TapMasks(ref job, coords, masks, offsets);
+        // Channel by channel all taps: the taps of one channel read the same few cache lines of x, and the panel is
+        // written front to back.
         float* dst = panel;
         for (int c = 0; c < job.Cg; c++, xg += channel)
         {
@@ -798,15 +806,10 @@ internal static unsafe class ImplicitGemmConv
     /// r * Kc * 8, row c * taps + t of it 8 floats. One masked load per row instead of filling 32 lanes and repacking
     /// them (the 4 columns past a 6 x 6 map's first panel at batch 1).
     /// </summary>
-    [SkipLocalsInit]
-    private static void FillNarrowPanel(ref Job job, int g, long j0, int width, int* coords, float* a)
+    private static void FillNarrowPanel(ref Job job, float* xg, int width, Vector512<float>* masks, long* offsets, float* a)
     {
         long channel = job.P.N * job.InPlane;
         int taps = job.Taps;
-        float* xg = job.X + (long)g * job.Cg * channel + j0;
-        var masks = stackalloc Vector512<float>[2 * taps];
-        var offsets = stackalloc long[taps];
-        TapMasks(ref job, coords, masks, offsets);
         float* second = width > Gemm.PanelRows ? a + (long)job.Kc * Gemm.PanelRows : null;
         long row = 0;
         for (int c = 0; c < job.Cg; c++, xg += channel)
