@@ -368,8 +368,8 @@ public sealed class DirectWeightGradientTests
         float[] x = Reference.ToFloat(Reference.Random(p.N * p.C * p.H * p.W, 21));
         float[] dy = Reference.ToFloat(Reference.Random(p.N * p.K * p.P * p.Q, 22));
         // In the second sample, in the same chunk as the first: where the first sample's positions past its last output
-        // row would meet them if those were not masked (its first input rows) or were not zeroed in dy's rows (a stem's
-        // chunk of samples is spread out in place, which leaves the second sample's last outputs behind the first).
+        // row would meet them if those were not masked (its first input rows), or where a stem's run over a sample's
+        // outputs would reach if it went on past them.
         int second = Math.Min(1, n - 1);
         x[((second * p.C + c - 1) * p.H + 1) * p.W + 3] = float.NaN;
         dy[((second * p.K + 1) * p.P + p.P - 1) * p.Q + 0] = float.PositiveInfinity;

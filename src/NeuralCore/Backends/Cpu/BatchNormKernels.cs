@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace NeuralCore.Backends.Cpu;
 
@@ -262,8 +263,27 @@ internal static unsafe partial class BatchNormKernels
         float* first = job.X + (long)c * job.HW;
         long planeStride = (long)job.C * job.HW;
         (double, double) sums = default;
-        for (int n = n0; n < n1; n++) Add(ref sums, ShiftedSums(first + n * planeStride, job.HW, first[0]), perPlane, n);
+        for (int n = n0; n < n1; n++)
+        {
+            if (n + PlanesAhead < n1) PrefetchPlane(first + (n + PlanesAhead) * planeStride, job.HW);
+            Add(ref sums, ShiftedSums(first + n * planeStride, job.HW, first[0]), perPlane, n);
+        }
         return sums;
+    }
+
+    // How many planes ahead the sums passes ask for a channel's planes: they lie C planes apart, too far for the
+    // hardware's prefetcher to follow runs of a few hundred bytes (MNIST's 13 x 13).
+    private const int PlanesAhead = 4;
+    // Planes longer than this (mel's 63 x 49: 12 KB) are runs the hardware follows; asking 4 of them ahead would fill L1.
+    private const int MaxPrefetchPlane = 1024;
+
+    /// <summary>Asks for the cache lines of one plane of <paramref name="hw"/> values, if it is short (<see cref="MaxPrefetchPlane"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchPlane(float* plane, int hw)
+    {
+        if (!Sse.IsSupported || hw > MaxPrefetchPlane) return;
+        for (int i = 0; i < hw; i += 16) Sse.Prefetch0(plane + i);
+        Sse.Prefetch0(plane + hw - 1);
     }
 
     /// <summary>Adds plane n's two sums to a channel's (planes in order, in double), and keeps them in <paramref name="perPlane"/>[2n, 2n + 1] when given.</summary>
@@ -369,6 +389,19 @@ internal static unsafe partial class BatchNormKernels
         for (int n = n0; n < n1; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
+            if (n + PlanesAhead < n1)
+            {
+                long ahead = at + PlanesAhead * planeStride;
+                PrefetchPlane(job.X + ahead, job.HW);
+                if (job.ReluOutput != null) PrefetchPlane(job.ReluOutput + ahead, job.HW);
+                if (!job.Pooled) PrefetchPlane(job.Dy + ahead, job.HW);
+                else
+                {
+                    long from = ((long)(n + PlanesAhead) * job.C + c) * pooled;
+                    PrefetchPlane(job.Dy + from, (int)pooled);
+                    PrefetchPlane((float*)(job.PoolIndices + from), (int)pooled);
+                }
+            }
             float* dy = job.Dy + at;
             if (job.Pooled)
             {

@@ -77,7 +77,7 @@ internal static unsafe class DirectWeightGradient
         public int Grid;
         // Per tap: the flat offset it reads x at (a stem's: inside its phase plane, which TapPlane names).
         public int* Offsets, TapPlane;
-        // Per tap (a stem's: one table for all), the masks [phase] of the positions j inside the plane (bit l: lane l).
+        // Per tap of a stride-1 kernel, the masks [phase] of the positions j inside the plane (bit l: lane l).
         public ushort* Masks;
         // A stem's input planes: rows per sample, and the smallest row offset of the taps (u0 below).
         public int Px, U0;
@@ -85,7 +85,10 @@ internal static unsafe class DirectWeightGradient
         public int Slack;
     }
 
-    /// <summary>One block of accumulators: TK rows of dy against TC x rows, each x row already offset to its tap.</summary>
+    /// <summary>
+    /// One block of accumulators: TK rows of dy against TC x rows, each x row already offset to its tap, over Samples runs
+    /// of Length positions (the rows of the next run DySample and XSample floats on).
+    /// </summary>
     private struct Pairing
     {
         public float* Dy, X0, X1, X2, X3, X4, Dw;
@@ -93,6 +96,8 @@ internal static unsafe class DirectWeightGradient
         public long DyStride, DwK, DwX;
         public ushort* Masks;
         public int Phases, Length;
+        public int Samples;
+        public long DySample, XSample;
     }
 
     /// <summary>dw [K, C, R, S] = the weight gradient of dy [N, K, H, W] for x [N, C, H, W] (sample-major; dw overwritten).</summary>
@@ -121,36 +126,32 @@ internal static unsafe class DirectWeightGradient
     internal static bool SupportsStem(in Conv2dParams p) => Enabled && CanRunStem(p);
 
     /// <summary>True where <see cref="RunStem"/> can run: one input channel, one group, stride 2, no dilation, AVX-512.</summary>
-    internal static bool CanRunStem(in Conv2dParams p) =>
-        StemColumns.CanRun(p) && Phases(StemColumns.Rows(p).Px * p.Q) <= MaxMaskEntries;
+    internal static bool CanRunStem(in Conv2dParams p) => StemColumns.CanRun(p);
 
     /// <summary>
     /// dw [K, 1, R, S] = the weight gradient of a stem (<see cref="CanRunStem"/>) for dy [N, K, P, Q] and x [N, 1, H, W]
     /// (dw overwritten). Per chunk of samples, x split into <see cref="StemColumns"/>' 2 * S planes with rows of Q, in
-    /// which each tap reads at a fixed offset from dy's position, so the dot products run over dy's own rows (in place
-    /// for a chunk of one sample).
+    /// which each tap reads at a fixed offset from dy's position, so the dot products run over dy's own rows, read where
+    /// they lie: one run of P * Q positions per sample, the accumulators going on from sample to sample, and only each
+    /// run's last vector masked.
     /// </summary>
     /// <remarks>
     /// Measured against the GEMM path (im2col of x, dy read in place; two threads): MNIST b256 1->32 0.65 against 0.91 ms,
-    /// 1->19 0.44 against 0.68 ms; mel b64 1->32 2.62 against 2.76 ms, 1->19 1.42 against 1.63 ms. A first version that
-    /// put dy on the planes' grid too (a copy of dy per chunk, rows padded to the planes' width) lost on mel, whose dy of
-    /// 25 MB does not stay in cache; here a chunk of one sample (mel's) reads dy where it lies.
+    /// 1->19 0.44 against 0.68 ms; mel b64 1->32 2.62 against 2.76 ms, 1->19 1.42 against 1.63 ms. A chunk of several
+    /// samples had been copied onto the planes' grid (rows padded to Px, so one run covered the chunk) with the border
+    /// masks applied to every vector: one thread, MNIST b256 1->19 829 -> 545 µs and 1->32 1300 -> 853 µs without that
+    /// copy and those masks, mel's chunks of one sample 663 -> 561 and 1040 -> 880 µs without the masks.
     /// </remarks>
     internal static void RunStem(float* dy, float* x, float* dw, in Conv2dParams p)
     {
         int taps = p.R * p.S;
         var (px, u0) = StemColumns.Rows(p);
-        int grid = px * p.Q, phases = Phases(grid);
         int* offsets = stackalloc int[2 * taps];
-        ushort* masks = stackalloc ushort[phases];
         StemColumns.Taps(p, u0, offsets);
-        // A chunk of several samples gives each Px rows, the last Px - P of dy zero; x is masked there all the same, so
-        // that a non-finite input meets no gradient that im2col would not pair it with.
-        FillMasks(masks, phases, p.Q, px, 0, 0, p.P, p.Q);
         var job = new Job
         {
-            P = p, Dy = dy, X = x, Dw = dw, Grid = grid, Taps = taps, Phases = phases,
-            Offsets = offsets, TapPlane = offsets + taps, Masks = masks, Px = px, U0 = u0, Slack = StemColumns.Slack(p, px),
+            P = p, Dy = dy, X = x, Dw = dw, Grid = px * p.Q, Taps = taps,
+            Offsets = offsets, TapPlane = offsets + taps, Px = px, U0 = u0, Slack = StemColumns.Slack(p, px),
         };
         Execute(ref job, p.K + 2 * p.S, &RunStemPart);
     }
@@ -229,7 +230,7 @@ internal static unsafe class DirectWeightGradient
             float* xcm = buffer + job.Slack, dycm = xcm + (long)p.C * ld + job.Slack;
             ConvKernels.MoveChunk(job.X + (long)n0 * p.C * job.Grid, (long)p.C * job.Grid, p.C, job.Grid, nb, xcm, toSamples: false);
             ConvKernels.MoveChunk(job.Dy + (long)n0 * p.K * job.Grid, (long)p.K * job.Grid, p.K, job.Grid, nb, dycm, toSamples: false);
-            var b = new Pairing { DyStride = ld, DwK = (long)p.C * job.Taps, DwX = job.Taps, Phases = job.Phases, Length = ld };
+            var b = new Pairing { DyStride = ld, DwK = (long)p.C * job.Taps, DwX = job.Taps, Phases = job.Phases, Length = ld, Samples = 1 };
             // Blocks as even as the channel counts allow (19 = 5 + 5 + 5 + 4 input channels, 4 + 4 + 4 + 4 + 3 output).
             for (int cb = 0; cb < cBlocks; cb++)
             {
@@ -244,7 +245,7 @@ internal static unsafe class DirectWeightGradient
                         b.X0 = x0; b.X1 = x0 + ld; b.X2 = x0 + 2L * ld; b.X3 = x0 + 3L * ld; b.X4 = x0 + 4L * ld;
                         b.Masks = job.Masks + t * job.Phases;
                         b.Dw = dw + ((long)k0 * p.C + c0) * job.Taps + t;
-                        Block(b, k1 - k0, c1 - c0);
+                        Block<WithBorder>(b, k1 - k0, c1 - c0);
                     }
                 }
             }
@@ -257,37 +258,18 @@ internal static unsafe class DirectWeightGradient
         ref readonly Conv2dParams p = ref job.P;
         float* dw = PartChunks(ref job, part, out int first, out int end);
         int kBlocks = (p.K + KBlock - 1) / KBlock, tBlocks = (job.Taps + XBlock - 1) / XBlock;
-        ushort allInside = ushort.MaxValue;
+        int plane = p.P * p.Q;
         for (int chunk = first; chunk < end; chunk++)
         {
             int n0 = chunk * job.Chunk, nb = Math.Min(job.Chunk, p.N - n0);
             if (nb <= 0) break;
-            // [2 S x (plane of x, slack)][K rows of dy][a vector]: a plane's slack takes its last row's whole vectors and
-            // the reads past it of lanes that are masked or pair with dy's zeros.
-            int ld = nb * job.Grid;
-            long planeStride = ld + job.Slack;
-            float* planes = ConvScratch.Current.Get(ConvScratch.Slot.ChannelMajor, 2L * p.S * planeStride + (nb == 1 ? 0 : (long)p.K * ld + Lanes));
+            // [2 S x (plane of x, slack)]: a plane's slack takes its last row's whole vectors.
+            long planeStride = (long)nb * job.Grid + job.Slack;
+            float* planes = ConvScratch.Current.Get(ConvScratch.Slot.ChannelMajor, 2L * p.S * planeStride);
             StemColumns.Split(job.X, n0, nb, p, job.Px, job.U0, planes, planeStride);
-            var b = new Pairing { DwK = job.Taps, DwX = 1 };
-            if (nb == 1)
-            {
-                // One sample: dy's planes as they lie, P * Q positions each, all inside.
-                b.Dy = job.Dy + (long)n0 * p.K * p.P * p.Q;
-                b.DyStride = (long)p.P * p.Q;
-                b.Length = p.P * p.Q;
-                b.Masks = &allInside;
-                b.Phases = 1;
-            }
-            else
-            {
-                b.Dy = planes + 2L * p.S * planeStride;
-                ConvKernels.MoveChunk(job.Dy + (long)n0 * p.K * p.P * p.Q, (long)p.K * p.P * p.Q, p.K, p.P * p.Q, nb, b.Dy, toSamples: false);
-                SpreadSamples(b.Dy, p.K, nb, p.P * p.Q, job.Grid);
-                b.DyStride = b.Length = ld;
-                b.Masks = job.Masks;
-                b.Phases = job.Phases;
-            }
-            float* dy = b.Dy;
+            // dy read where it lies, a run of P * Q positions per sample, each sample's x its Px * Q floats on.
+            var b = new Pairing { DwK = job.Taps, DwX = 1, DyStride = plane, Length = plane, Samples = nb, DySample = (long)p.K * plane, XSample = job.Grid };
+            float* dy = job.Dy + (long)n0 * p.K * plane;
             for (int tb = 0; tb < tBlocks; tb++)
             {
                 int t0 = (int)((long)tb * job.Taps / tBlocks), t1 = (int)((long)(tb + 1) * job.Taps / tBlocks);
@@ -299,9 +281,9 @@ internal static unsafe class DirectWeightGradient
                 for (int kb = 0; kb < kBlocks; kb++)
                 {
                     int k0 = (int)((long)kb * p.K / kBlocks), k1 = (int)((long)(kb + 1) * p.K / kBlocks);
-                    b.Dy = dy + k0 * b.DyStride;
+                    b.Dy = dy + (long)k0 * plane;
                     b.Dw = dw + (long)k0 * job.Taps + t0;
-                    Block(b, k1 - k0, t1 - t0);
+                    Block<WithoutBorder>(b, k1 - k0, t1 - t0);
                 }
             }
         }
@@ -310,55 +292,46 @@ internal static unsafe class DirectWeightGradient
     /// <summary>Where tap t's inputs for the chunk's positions start: its plane, at its row offset.</summary>
     private static float* TapRow(ref Job job, float* planes, long planeStride, int t) => planes + job.TapPlane[t] * planeStride + job.Offsets[t];
 
-    /// <summary>
-    /// Rows [channels][nb * plane] of a chunk spread in place to [channels][nb * grid]: each sample's plane at i * grid,
-    /// followed by grid - plane zeros (the chunk's region must hold channels * nb * grid floats).
-    /// </summary>
-    private static void SpreadSamples(float* rows, int channels, int nb, int plane, int grid)
-    {
-        // Back to front, so that nothing is overwritten before it moves.
-        for (int c = channels - 1; c >= 0; c--)
-            for (int i = nb - 1; i >= 0; i--)
-            {
-                float* src = rows + ((long)c * nb + i) * plane, dst = rows + ((long)c * nb + i) * grid;
-                Buffer.MemoryCopy(src, dst, (long)plane * sizeof(float), (long)plane * sizeof(float));
-                new Span<float>(dst + plane, grid - plane).Clear();
-            }
-    }
+    /// <summary>Whether a block's positions need the border masks (a stride-1 kernel's chunk) or all lie inside (a stem's runs), known to the JIT.</summary>
+    private interface IBorder { static abstract bool Masked { get; } }
+    private struct WithBorder : IBorder { public static bool Masked => true; }
+    private struct WithoutBorder : IBorder { public static bool Masked => false; }
 
-    private static void Block(in Pairing b, int kCount, int xCount)
+    private static void Block<TBorder>(in Pairing b, int kCount, int xCount) where TBorder : struct, IBorder
     {
         switch (kCount * 8 + xCount)
         {
-            case 1 * 8 + 1: Block<Gemm.N1, Gemm.N1>(b); break;
-            case 1 * 8 + 2: Block<Gemm.N1, Gemm.N2>(b); break;
-            case 1 * 8 + 3: Block<Gemm.N1, Gemm.N3>(b); break;
-            case 1 * 8 + 4: Block<Gemm.N1, Gemm.N4>(b); break;
-            case 1 * 8 + 5: Block<Gemm.N1, Gemm.N5>(b); break;
-            case 2 * 8 + 1: Block<Gemm.N2, Gemm.N1>(b); break;
-            case 2 * 8 + 2: Block<Gemm.N2, Gemm.N2>(b); break;
-            case 2 * 8 + 3: Block<Gemm.N2, Gemm.N3>(b); break;
-            case 2 * 8 + 4: Block<Gemm.N2, Gemm.N4>(b); break;
-            case 2 * 8 + 5: Block<Gemm.N2, Gemm.N5>(b); break;
-            case 3 * 8 + 1: Block<Gemm.N3, Gemm.N1>(b); break;
-            case 3 * 8 + 2: Block<Gemm.N3, Gemm.N2>(b); break;
-            case 3 * 8 + 3: Block<Gemm.N3, Gemm.N3>(b); break;
-            case 3 * 8 + 4: Block<Gemm.N3, Gemm.N4>(b); break;
-            case 3 * 8 + 5: Block<Gemm.N3, Gemm.N5>(b); break;
-            case 4 * 8 + 1: Block<Gemm.N4, Gemm.N1>(b); break;
-            case 4 * 8 + 2: Block<Gemm.N4, Gemm.N2>(b); break;
-            case 4 * 8 + 3: Block<Gemm.N4, Gemm.N3>(b); break;
-            case 4 * 8 + 4: Block<Gemm.N4, Gemm.N4>(b); break;
-            default: Block<Gemm.N4, Gemm.N5>(b); break;
+            case 1 * 8 + 1: Block<Gemm.N1, Gemm.N1, TBorder>(b); break;
+            case 1 * 8 + 2: Block<Gemm.N1, Gemm.N2, TBorder>(b); break;
+            case 1 * 8 + 3: Block<Gemm.N1, Gemm.N3, TBorder>(b); break;
+            case 1 * 8 + 4: Block<Gemm.N1, Gemm.N4, TBorder>(b); break;
+            case 1 * 8 + 5: Block<Gemm.N1, Gemm.N5, TBorder>(b); break;
+            case 2 * 8 + 1: Block<Gemm.N2, Gemm.N1, TBorder>(b); break;
+            case 2 * 8 + 2: Block<Gemm.N2, Gemm.N2, TBorder>(b); break;
+            case 2 * 8 + 3: Block<Gemm.N2, Gemm.N3, TBorder>(b); break;
+            case 2 * 8 + 4: Block<Gemm.N2, Gemm.N4, TBorder>(b); break;
+            case 2 * 8 + 5: Block<Gemm.N2, Gemm.N5, TBorder>(b); break;
+            case 3 * 8 + 1: Block<Gemm.N3, Gemm.N1, TBorder>(b); break;
+            case 3 * 8 + 2: Block<Gemm.N3, Gemm.N2, TBorder>(b); break;
+            case 3 * 8 + 3: Block<Gemm.N3, Gemm.N3, TBorder>(b); break;
+            case 3 * 8 + 4: Block<Gemm.N3, Gemm.N4, TBorder>(b); break;
+            case 3 * 8 + 5: Block<Gemm.N3, Gemm.N5, TBorder>(b); break;
+            case 4 * 8 + 1: Block<Gemm.N4, Gemm.N1, TBorder>(b); break;
+            case 4 * 8 + 2: Block<Gemm.N4, Gemm.N2, TBorder>(b); break;
+            case 4 * 8 + 3: Block<Gemm.N4, Gemm.N3, TBorder>(b); break;
+            case 4 * 8 + 4: Block<Gemm.N4, Gemm.N4, TBorder>(b); break;
+            default: Block<Gemm.N4, Gemm.N5, TBorder>(b); break;
         }
     }
 
     /// <summary>
-    /// Dw[k * DwK + i * DwX] += sum over the Length positions j of dy[k, j] * x_i[j] (x_i zero where the masks say the
-    /// tap reads off the plane, and past Length), for the TK dy rows and the TC x rows of <paramref name="b"/>.
+    /// Dw[k * DwK + i * DwX] += sum over the Samples runs of Length positions j of dy[k, j] * x_i[j] (with a border, x_i
+    /// zero where the masks say the tap reads off the plane; in either case zero past Length), for the TK dy rows and the
+    /// TC x rows of <paramref name="b"/>. The accumulators run on from one sample's run to the next.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Block<TK, TX>(in Pairing b) where TK : struct, Gemm.IConstant where TX : struct, Gemm.IConstant
+    private static void Block<TK, TX, TBorder>(in Pairing b)
+        where TK : struct, Gemm.IConstant where TX : struct, Gemm.IConstant where TBorder : struct, IBorder
     {
         int kCount = TK.Value, xCount = TX.Value, phases = b.Phases, length = b.Length;
         float* dy = b.Dy, x0 = b.X0, x1 = b.X1, x2 = b.X2, x3 = b.X3, x4 = b.X4;
@@ -369,68 +342,72 @@ internal static unsafe class DirectWeightGradient
         Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default, a14 = default;
         Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a24 = default;
         Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default, a34 = default;
-        int vectors = (length + Lanes - 1) / Lanes, phase = 0;
-        for (int v = 0; v < vectors; v++)
+        int vectors = (length + Lanes - 1) / Lanes;
+        for (int n = 0; n < b.Samples; n++, dy += b.DySample, x0 += b.XSample, x1 += b.XSample, x2 += b.XSample, x3 += b.XSample, x4 += b.XSample)
         {
-            int j = v * Lanes;
-            int bits = masks[phase];
-            if (++phase == phases) phase = 0;
-            Vector512<float> d0, d1 = default, d2 = default, d3 = default;
-            if (j + Lanes <= length)
+            int phase = 0;
+            for (int v = 0; v < vectors; v++)
             {
-                d0 = Vector512.Load(dy + j);
-                if (kCount > 1) d1 = Vector512.Load(dy + ld + j);
-                if (kCount > 2) d2 = Vector512.Load(dy + 2 * ld + j);
-                if (kCount > 3) d3 = Vector512.Load(dy + 3 * ld + j);
-            }
-            else
-            {
-                // The last vector ends past the rows (which may be the end of dy's memory): masked loads, which touch
-                // nothing past it.
-                bits &= (1 << (length - j)) - 1;
-                var live = ConvKernels.FirstLanes(length - j);
-                d0 = Avx512F.MaskLoad(dy + j, live, Vector512<float>.Zero);
-                if (kCount > 1) d1 = Avx512F.MaskLoad(dy + ld + j, live, Vector512<float>.Zero);
-                if (kCount > 2) d2 = Avx512F.MaskLoad(dy + 2 * ld + j, live, Vector512<float>.Zero);
-                if (kCount > 3) d3 = Avx512F.MaskLoad(dy + 3 * ld + j, live, Vector512<float>.Zero);
-            }
-            var inside = Vector512.Equals(Vector512.Create(bits) & laneBits, laneBits).AsSingle();
-            var xv = Vector512.ConditionalSelect(inside, Vector512.Load(x0 + j), Vector512<float>.Zero);
-            a00 = Vector512.FusedMultiplyAdd(d0, xv, a00);
-            if (kCount > 1) a10 = Vector512.FusedMultiplyAdd(d1, xv, a10);
-            if (kCount > 2) a20 = Vector512.FusedMultiplyAdd(d2, xv, a20);
-            if (kCount > 3) a30 = Vector512.FusedMultiplyAdd(d3, xv, a30);
-            if (xCount > 1)
-            {
-                xv = Vector512.ConditionalSelect(inside, Vector512.Load(x1 + j), Vector512<float>.Zero);
-                a01 = Vector512.FusedMultiplyAdd(d0, xv, a01);
-                if (kCount > 1) a11 = Vector512.FusedMultiplyAdd(d1, xv, a11);
-                if (kCount > 2) a21 = Vector512.FusedMultiplyAdd(d2, xv, a21);
-                if (kCount > 3) a31 = Vector512.FusedMultiplyAdd(d3, xv, a31);
-            }
-            if (xCount > 2)
-            {
-                xv = Vector512.ConditionalSelect(inside, Vector512.Load(x2 + j), Vector512<float>.Zero);
-                a02 = Vector512.FusedMultiplyAdd(d0, xv, a02);
-                if (kCount > 1) a12 = Vector512.FusedMultiplyAdd(d1, xv, a12);
-                if (kCount > 2) a22 = Vector512.FusedMultiplyAdd(d2, xv, a22);
-                if (kCount > 3) a32 = Vector512.FusedMultiplyAdd(d3, xv, a32);
-            }
-            if (xCount > 3)
-            {
-                xv = Vector512.ConditionalSelect(inside, Vector512.Load(x3 + j), Vector512<float>.Zero);
-                a03 = Vector512.FusedMultiplyAdd(d0, xv, a03);
-                if (kCount > 1) a13 = Vector512.FusedMultiplyAdd(d1, xv, a13);
-                if (kCount > 2) a23 = Vector512.FusedMultiplyAdd(d2, xv, a23);
-                if (kCount > 3) a33 = Vector512.FusedMultiplyAdd(d3, xv, a33);
-            }
-            if (xCount > 4)
-            {
-                xv = Vector512.ConditionalSelect(inside, Vector512.Load(x4 + j), Vector512<float>.Zero);
-                a04 = Vector512.FusedMultiplyAdd(d0, xv, a04);
-                if (kCount > 1) a14 = Vector512.FusedMultiplyAdd(d1, xv, a14);
-                if (kCount > 2) a24 = Vector512.FusedMultiplyAdd(d2, xv, a24);
-                if (kCount > 3) a34 = Vector512.FusedMultiplyAdd(d3, xv, a34);
+                int j = v * Lanes;
+                int bits = TBorder.Masked ? masks[phase] : 0;
+                if (TBorder.Masked && ++phase == phases) phase = 0;
+                Vector512<float> d0, d1 = default, d2 = default, d3 = default, inside;
+                if (j + Lanes <= length)
+                {
+                    d0 = Vector512.Load(dy + j);
+                    if (kCount > 1) d1 = Vector512.Load(dy + ld + j);
+                    if (kCount > 2) d2 = Vector512.Load(dy + 2 * ld + j);
+                    if (kCount > 3) d3 = Vector512.Load(dy + 3 * ld + j);
+                    inside = TBorder.Masked ? Vector512.Equals(Vector512.Create(bits) & laneBits, laneBits).AsSingle() : Vector512<float>.AllBitsSet;
+                }
+                else
+                {
+                    // The last vector ends past the run (which may be the end of dy's memory): masked loads, which touch
+                    // nothing past it.
+                    var live = ConvKernels.FirstLanes(length - j);
+                    d0 = Avx512F.MaskLoad(dy + j, live, Vector512<float>.Zero);
+                    if (kCount > 1) d1 = Avx512F.MaskLoad(dy + ld + j, live, Vector512<float>.Zero);
+                    if (kCount > 2) d2 = Avx512F.MaskLoad(dy + 2 * ld + j, live, Vector512<float>.Zero);
+                    if (kCount > 3) d3 = Avx512F.MaskLoad(dy + 3 * ld + j, live, Vector512<float>.Zero);
+                    inside = TBorder.Masked ? Vector512.Equals(Vector512.Create(bits & ((1 << (length - j)) - 1)) & laneBits, laneBits).AsSingle() : live;
+                }
+                var xv = LoadX<TBorder>(x0 + j, inside);
+                a00 = Vector512.FusedMultiplyAdd(d0, xv, a00);
+                if (kCount > 1) a10 = Vector512.FusedMultiplyAdd(d1, xv, a10);
+                if (kCount > 2) a20 = Vector512.FusedMultiplyAdd(d2, xv, a20);
+                if (kCount > 3) a30 = Vector512.FusedMultiplyAdd(d3, xv, a30);
+                if (xCount > 1)
+                {
+                    xv = LoadX<TBorder>(x1 + j, inside);
+                    a01 = Vector512.FusedMultiplyAdd(d0, xv, a01);
+                    if (kCount > 1) a11 = Vector512.FusedMultiplyAdd(d1, xv, a11);
+                    if (kCount > 2) a21 = Vector512.FusedMultiplyAdd(d2, xv, a21);
+                    if (kCount > 3) a31 = Vector512.FusedMultiplyAdd(d3, xv, a31);
+                }
+                if (xCount > 2)
+                {
+                    xv = LoadX<TBorder>(x2 + j, inside);
+                    a02 = Vector512.FusedMultiplyAdd(d0, xv, a02);
+                    if (kCount > 1) a12 = Vector512.FusedMultiplyAdd(d1, xv, a12);
+                    if (kCount > 2) a22 = Vector512.FusedMultiplyAdd(d2, xv, a22);
+                    if (kCount > 3) a32 = Vector512.FusedMultiplyAdd(d3, xv, a32);
+                }
+                if (xCount > 3)
+                {
+                    xv = LoadX<TBorder>(x3 + j, inside);
+                    a03 = Vector512.FusedMultiplyAdd(d0, xv, a03);
+                    if (kCount > 1) a13 = Vector512.FusedMultiplyAdd(d1, xv, a13);
+                    if (kCount > 2) a23 = Vector512.FusedMultiplyAdd(d2, xv, a23);
+                    if (kCount > 3) a33 = Vector512.FusedMultiplyAdd(d3, xv, a33);
+                }
+                if (xCount > 4)
+                {
+                    xv = LoadX<TBorder>(x4 + j, inside);
+                    a04 = Vector512.FusedMultiplyAdd(d0, xv, a04);
+                    if (kCount > 1) a14 = Vector512.FusedMultiplyAdd(d1, xv, a14);
+                    if (kCount > 2) a24 = Vector512.FusedMultiplyAdd(d2, xv, a24);
+                    if (kCount > 3) a34 = Vector512.FusedMultiplyAdd(d3, xv, a34);
+                }
             }
         }
         float* dw = b.Dw;
@@ -439,6 +416,14 @@ internal static unsafe class DirectWeightGradient
         if (kCount > 2) Row(dw + 2 * b.DwK, b.DwX, xCount, a20, a21, a22, a23, a24);
         if (kCount > 3) Row(dw + 3 * b.DwK, b.DwX, xCount, a30, a31, a32, a33, a34);
     }
+
+    /// <summary>
+    /// 16 values of an x row: with a border, loaded whole (a chunk's rows have slack) and zeroed where the tap reads off
+    /// the plane; without, loaded only in the lanes of <paramref name="inside"/>, which past the run's end are off.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> LoadX<TBorder>(float* x, Vector512<float> inside) where TBorder : struct, IBorder =>
+        TBorder.Masked ? Vector512.ConditionalSelect(inside, Vector512.Load(x), Vector512<float>.Zero) : Avx512F.MaskLoad(x, inside, Vector512<float>.Zero);
 
     /// <summary>dw[i * stride] += the lane sum of the i-th accumulator, for the first <paramref name="count"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
