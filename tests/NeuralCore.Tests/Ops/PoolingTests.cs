@@ -213,6 +213,49 @@ public sealed class PoolingTests
         }
     }
 
+    /// <summary>
+    /// The 2x2 / 2 kernel that a compiled training step runs inside the stem's batch norm, on output rows of at most 8
+    /// (two rows a vector): PyTorch's scan order for ties, NaN and infinity, with an odd number of output rows (the last
+    /// one alone), rows of 8 (the whole vector), of 6 (the stem's 13 x 13 -> 6 x 6) and of 1, bit for bit.
+    /// </summary>
+    [Theory]
+    [InlineData(13, 13)]
+    [InlineData(7, 16)]
+    [InlineData(10, 9)]
+    [InlineData(5, 2)]
+    public unsafe void NarrowTwoByTwoRowsKeepTheScanOrder(int h, int w)
+    {
+        int outH = h / 2, outW = w / 2;
+        for (int offset = 0; offset < 4; offset++)
+        {
+            float[] x = new float[h * w];
+            for (int i = 0; i < x.Length; i++) x[i] = (i / w + i) % 3 == 0 ? float.NegativeInfinity : (i % 5) - 2f;
+            for (int oh = 0; oh < outH; oh++)
+                for (int q = (oh + offset) % 3; q < outW; q += 3) x[(2 * oh + offset / 2) * w + 2 * q + offset % 2] = float.NaN;
+            var y = new float[outH * outW];
+            var indices = new int[outH * outW];
+            fixed (float* px = x, py = y)
+            fixed (int* pi = indices)
+                PoolKernels.MaxPlane2x2(px, py, pi, w, outH, outW);
+            for (int oh = 0; oh < outH; oh++)
+            {
+                for (int q = 0; q < outW; q++)
+                {
+                    float best = float.NegativeInfinity;
+                    int at = 2 * oh * w + 2 * q;
+                    for (int k = 0; k < 4; k++)
+                    {
+                        int pos = (2 * oh + k / 2) * w + 2 * q + k % 2;
+                        if (x[pos] > best || float.IsNaN(x[pos])) { best = x[pos]; at = pos; }
+                    }
+                    int o = oh * outW + q;
+                    Assert.True(best.Equals(y[o]), $"{h}x{w}, offset {offset}, output ({oh}, {q}): {y[o]}, expected {best}");
+                    Assert.Equal(at, indices[o]);
+                }
+            }
+        }
+    }
+
     [Fact]
     public void AllNegativeInfinityWindowPointsAtItsFirstInputPosition()
     {

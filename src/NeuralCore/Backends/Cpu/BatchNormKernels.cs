@@ -543,6 +543,29 @@ internal static unsafe partial class BatchNormKernels
             sum = Vector256.Sum(s0);
             sumCentred = Vector256.Sum(c0);
         }
+        if (Avx512F.IsSupported && n - i is > 0 and < 16)
+        {
+            // The last values (9 of the stem's 13 x 13 planes): each g and product in a masked vector with the loop
+            // below's operations (its slope's rule for NaN included), then added in order as the loop adds them.
+            var mask = ConvKernels.FirstLanes(n - i);
+            var xv = Avx512F.MaskLoad(x + i, mask, Vector512<float>.Zero);
+            var g = Avx512F.MaskLoad(dy + i, mask, Vector512<float>.Zero);
+            if (relu != null) g = Vector512.ConditionalSelect(Vector512.GreaterThan(Avx512F.MaskLoad(relu + i, mask, Vector512<float>.Zero), Vector512<float>.Zero), g, Vector512<float>.Zero);
+            if (hardswish.Present)
+            {
+                g *= hardswish.ScalarSlope(xv);
+                Avx512F.MaskStore(hardswishGradient + i, mask, g);
+            }
+            float* gs = stackalloc float[2 * 16];
+            Vector512.Store(g, gs);
+            Vector512.Store(g * (xv - Vector512.Create(mean)), gs + 16);
+            for (int l = 0; l < n - i; l++)
+            {
+                sum += gs[l];
+                sumCentred += gs[16 + l];
+            }
+            return (sum, sumCentred);
+        }
         for (; i < n; i++)
         {
             float g = relu == null || relu[i] > 0 ? dy[i] : 0;
@@ -567,7 +590,46 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     private static void Affine(float* x, float* y, int n, float scale, float offset, Activation activation)
     {
-        int i = 0;
+        if (Avx512F.IsSupported)
+        {
+            // 16 lanes, the last vector masked (the stem's 13 x 13 planes: 10 vectors and 9 lanes, not 21 of 8 and a
+            // scalar); each value the same operations as below.
+            var s = Vector512.Create(scale);
+            var o = Vector512.Create(offset);
+            int i = 0;
+            switch (activation)
+            {
+                case Activation.Relu:
+                    for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+                        Vector512.Store(Vector512.Max(Vector512.FusedMultiplyAdd(Vector512.Load(x + i), s, o), Vector512<float>.Zero), y + i);
+                    break;
+                case Activation.Hardswish:
+                    for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+                        Vector512.Store(Hardswish(Vector512.FusedMultiplyAdd(Vector512.Load(x + i), s, o)), y + i);
+                    break;
+                default:
+                    for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+                        Vector512.Store(Vector512.FusedMultiplyAdd(Vector512.Load(x + i), s, o), y + i);
+                    break;
+            }
+            if (i < n)
+            {
+                var mask = ConvKernels.FirstLanes(n - i);
+                var v = Vector512.FusedMultiplyAdd(Avx512F.MaskLoad(x + i, mask, Vector512<float>.Zero), s, o);
+                v = activation switch
+                {
+                    Activation.Relu => Vector512.Max(v, Vector512<float>.Zero),
+                    Activation.Hardswish => Hardswish(v),
+                    _ => v,
+                };
+                Avx512F.MaskStore(y + i, mask, v);
+            }
+            return;
+
+            static Vector512<float> Hardswish(Vector512<float> v) =>
+                v * Vector512.Min(Vector512.Max(v + Vector512.Create(3f), Vector512<float>.Zero), Vector512.Create(6f)) * Vector512.Create(1f / 6f);
+        }
+        int j = 0;
         if (Vector256.IsHardwareAccelerated)
         {
             var s = Vector256.Create(scale);
@@ -575,29 +637,29 @@ internal static unsafe partial class BatchNormKernels
             switch (activation)
             {
                 case Activation.Relu:
-                    for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-                        Vector256.Store(Vector256.Max(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), Vector256<float>.Zero), y + i);
+                    for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
+                        Vector256.Store(Vector256.Max(Vector256.FusedMultiplyAdd(Vector256.Load(x + j), s, o), Vector256<float>.Zero), y + j);
                     break;
                 case Activation.Hardswish:
                     var three = Vector256.Create(3f);
                     var six = Vector256.Create(6f);
                     var sixth = Vector256.Create(1f / 6f);
-                    for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                    for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
                     {
-                        var v = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o);
-                        Vector256.Store(v * Vector256.Min(Vector256.Max(v + three, Vector256<float>.Zero), six) * sixth, y + i);
+                        var v = Vector256.FusedMultiplyAdd(Vector256.Load(x + j), s, o);
+                        Vector256.Store(v * Vector256.Min(Vector256.Max(v + three, Vector256<float>.Zero), six) * sixth, y + j);
                     }
                     break;
                 default:
-                    for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-                        Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o), y + i);
+                    for (; j <= n - Vector256<float>.Count; j += Vector256<float>.Count)
+                        Vector256.Store(Vector256.FusedMultiplyAdd(Vector256.Load(x + j), s, o), y + j);
                     break;
             }
         }
-        for (; i < n; i++)
+        for (; j < n; j++)
         {
-            float v = MathF.FusedMultiplyAdd(x[i], scale, offset);
-            y[i] = activation switch
+            float v = MathF.FusedMultiplyAdd(x[j], scale, offset);
+            y[j] = activation switch
             {
                 Activation.Relu => Relu(v),
                 Activation.Hardswish => v * Math.Clamp(v + 3f, 0f, 6f) * (1f / 6f),
@@ -633,6 +695,14 @@ internal static unsafe partial class BatchNormKernels
             return Vector256.ConditionalSelect(Vector256.LessThan(v, Vector256.Create(-3f)), Vector256<float>.Zero, slope);
         }
 
+        /// <summary><see cref="Slope(float)"/> lane by lane, the same rule (NaN included: slope 1).</summary>
+        public Vector512<float> ScalarSlope(Vector512<float> x)
+        {
+            var v = Vector512.FusedMultiplyAdd(x, Vector512.Create(scale), Vector512.Create(offset));
+            var slope = Vector512.ConditionalSelect(Vector512.LessThanOrEqual(v, Vector512.Create(3f)), v / Vector512.Create(3f) + Vector512.Create(0.5f), Vector512<float>.One);
+            return Vector512.ConditionalSelect(Vector512.LessThan(v, Vector512.Create(-3f)), Vector512<float>.Zero, slope);
+        }
+
         public float Slope(float x)
         {
             float v = MathF.FusedMultiplyAdd(x, scale, offset);
@@ -645,6 +715,31 @@ internal static unsafe partial class BatchNormKernels
         float* relu)
     {
         int i = 0;
+        if (Avx512F.IsSupported)
+        {
+            // 16 lanes, the last vector masked (as in Affine); each value the same operations as below.
+            var m = Vector512.Create(mean);
+            var a = Vector512.Create(scaleDy);
+            var b = Vector512.Create(scaleCentred);
+            var o = Vector512.Create(offset);
+            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+            {
+                var centred = Vector512.Load(x + i) - m;
+                var g = Vector512.Load(dy + i);
+                if (relu != null) g = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Load(relu + i), Vector512<float>.Zero), g, Vector512<float>.Zero);
+                Vector512.Store(Vector512.FusedMultiplyAdd(g, a, Vector512.FusedMultiplyAdd(centred, b, o)), dx + i);
+            }
+            if (i < n)
+            {
+                var mask = ConvKernels.FirstLanes(n - i);
+                var centred = Avx512F.MaskLoad(x + i, mask, Vector512<float>.Zero) - m;
+                var g = Avx512F.MaskLoad(dy + i, mask, Vector512<float>.Zero);
+                if (relu != null)
+                    g = Vector512.ConditionalSelect(Vector512.GreaterThan(Avx512F.MaskLoad(relu + i, mask, Vector512<float>.Zero), Vector512<float>.Zero), g, Vector512<float>.Zero);
+                Avx512F.MaskStore(dx + i, mask, Vector512.FusedMultiplyAdd(g, a, Vector512.FusedMultiplyAdd(centred, b, o)));
+            }
+            return;
+        }
         if (Vector256.IsHardwareAccelerated)
         {
             var m = Vector256.Create(mean);

@@ -183,7 +183,38 @@ internal static unsafe partial class PoolKernels
         var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         var odd = even + Vector512<int>.One;
         var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        for (int oh = 0; oh < outH; oh++)
+        int first = 0;
+        if (2 * outW <= 16)
+        {
+            // Output rows of at most 8 (the stem's 6 x 6 from 13 x 13): two rows a vector, row oh in lanes [0, outW) and
+            // oh + 1 in [outW, 2 outW), which lie side by side in y. Each window's top row comes from input row 2 oh or
+            // 2 oh + 2, loaded into two vectors whose even and odd columns one permute each gathers.
+            var second = Vector512.GreaterThanOrEqual(lane, Vector512.Create(outW));
+            var column = lane - (Vector512.Create(outW) & second);
+            var pairEven = (column * 2) + (Vector512.Create(16) & second);
+            var pairOdd = pairEven + Vector512<int>.One;
+            // Each lane's window's first input, relative to row 2 oh.
+            var offset = (Vector512.Create(2 * w) & second) + column * 2;
+            var loads = Vector512.LessThan(lane, Vector512.Create(2 * outW)).AsSingle();
+            var stores = Vector512.LessThan(lane, Vector512.Create(2 * outW));
+            for (; first + 2 <= outH; first += 2)
+            {
+                float* r0 = x + 2 * first * w, r1 = r0 + w, r2 = r1 + w, r3 = r2 + w;
+                var a = Avx512F.MaskLoad(r0, loads, Vector512<float>.Zero);
+                var b = Avx512F.MaskLoad(r2, loads, Vector512<float>.Zero);
+                var c = Avx512F.MaskLoad(r1, loads, Vector512<float>.Zero);
+                var d = Avx512F.MaskLoad(r3, loads, Vector512<float>.Zero);
+                var at = Vector512.Create(2 * first * w) + offset;
+                var best = Avx512F.PermuteVar16x32x2(a, pairEven, b);
+                var index = at;
+                Take(ref best, ref index, Avx512F.PermuteVar16x32x2(a, pairOdd, b), at + Vector512<int>.One);
+                Take(ref best, ref index, Avx512F.PermuteVar16x32x2(c, pairEven, d), at + Vector512.Create(w));
+                Take(ref best, ref index, Avx512F.PermuteVar16x32x2(c, pairOdd, d), at + Vector512.Create(w + 1));
+                Avx512F.MaskStore(y + first * outW, stores.AsSingle(), best);
+                if (indices != null) Avx512F.MaskStore(indices + first * outW, stores, index);
+            }
+        }
+        for (int oh = first; oh < outH; oh++)
         {
             float* r0 = x + 2 * oh * w, r1 = r0 + w;
             int rowBase = 2 * oh * w;
