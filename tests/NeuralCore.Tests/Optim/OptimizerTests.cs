@@ -93,6 +93,51 @@ public class OptimizerTests
         AssertClose(expected, actual);
     }
 
+    /// <summary>
+    /// A parameter of 37 values (two 16-lane vectors and a tail of 5): every value takes the float operations of the
+    /// documented loop in its order, bit for bit, with and without (decoupled) weight decay.
+    /// </summary>
+    [Theory]
+    [InlineData(0.0, false)]
+    [InlineData(0.1, false)]
+    [InlineData(0.5, true)]
+    public void Adam_VectorLanesGiveTheLoopsBits(double weightDecay, bool decoupled)
+    {
+        const int n = 37;
+        var rng = new Random(5);
+        float[] start = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        float[][] grads = Enumerable.Range(0, 4).Select(_ => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 6 - 3)).ToArray()).ToArray();
+        var p = new Parameter(Tensor.FromArray((float[])start.Clone(), n));
+        Optimizer opt = decoupled ? new AdamW([p], lr: 0.01, weightDecay: weightDecay) : new Adam([p], lr: 0.01, weightDecay: weightDecay);
+        foreach (var g in grads)
+        {
+            p.Grad = Tensor.FromArray((float[])g.Clone(), n);
+            opt.Step();
+        }
+        // The loop, in float.
+        float lr = 0.01f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = (float)weightDecay;
+        float[] x = (float[])start.Clone(), m = new float[n], v = new float[n];
+        for (int t = 1; t <= grads.Length; t++)
+        {
+            float stepSize = (float)(lr / (1 - Math.Pow(b1, t)));
+            float bc2Sqrt = (float)Math.Sqrt(1 - Math.Pow(b2, t));
+            for (int i = 0; i < n; i++)
+            {
+                float g = grads[t - 1][i];
+                if (wd != 0)
+                {
+                    if (decoupled) x[i] *= 1 - lr * wd;
+                    else g += wd * x[i];
+                }
+                m[i] = b1 * m[i] + (1 - b1) * g;
+                v[i] = b2 * v[i] + (1 - b2) * g * g;
+                float denom = MathF.Sqrt(v[i]) / bc2Sqrt + eps;
+                x[i] -= stepSize * m[i] / denom;
+            }
+        }
+        Assert.Equal(x.Select(BitConverter.SingleToInt32Bits), p.ToArray().Select(BitConverter.SingleToInt32Bits));
+    }
+
     [Fact]
     public void Adam_WeightDecayAndAmsgradChangeTheResult()
     {

@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 
 namespace NeuralCore.Backends.Cpu;
 
@@ -729,7 +730,7 @@ public sealed partial class CpuBackend : IBackend
     // ---- optimizers ---------------------------------------------------------------------------
 
     /// <inheritdoc />
-    public void AdamStep(Tensor p, Tensor g, Tensor m, Tensor v, Tensor? vMax, in AdamParams h)
+    public unsafe void AdamStep(Tensor p, Tensor g, Tensor m, Tensor v, Tensor? vMax, in AdamParams h)
     {
         var ps = Span(p); var gs = Span(g); var ms = Span(m); var vs = Span(v);
         var vmax = vMax is null ? default : Span(vMax);
@@ -737,7 +738,40 @@ public sealed partial class CpuBackend : IBackend
         var bc2 = 1 - Math.Pow(h.Beta2, h.Step);
         var stepSize = (float)(h.Lr / bc1);
         var bc2Sqrt = (float)Math.Sqrt(bc2);
-        for (var i = 0; i < ps.Length; i++)
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated && !h.Amsgrad)
+        {
+            // 16 parameters at a time, each with the loop's operations in its order (no fused multiply-adds): the same bits.
+            fixed (float* pp = ps, pg = gs, pm = ms, pv = vs)
+            {
+                var beta1 = Vector512.Create(h.Beta1);
+                var beta2 = Vector512.Create(h.Beta2);
+                var oneMinusBeta1 = Vector512.Create(1 - h.Beta1);
+                var oneMinusBeta2 = Vector512.Create(1 - h.Beta2);
+                var decay = Vector512.Create(h.WeightDecay);
+                var shrink = Vector512.Create(1 - h.Lr * h.WeightDecay);
+                var divisor = Vector512.Create(bc2Sqrt);
+                var eps = Vector512.Create(h.Eps);
+                var size = Vector512.Create(stepSize);
+                for (; i <= ps.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+                {
+                    var grad = Vector512.Load(pg + i);
+                    var param = Vector512.Load(pp + i);
+                    if (h.WeightDecay != 0)
+                    {
+                        if (h.Decoupled) param *= shrink;
+                        else grad += decay * param;
+                    }
+                    var first = beta1 * Vector512.Load(pm + i) + oneMinusBeta1 * grad;
+                    var second = beta2 * Vector512.Load(pv + i) + oneMinusBeta2 * grad * grad;
+                    Vector512.Store(first, pm + i);
+                    Vector512.Store(second, pv + i);
+                    var denom = Vector512.Sqrt(second) / divisor + eps;
+                    Vector512.Store(param - size * first / denom, pp + i);
+                }
+            }
+        }
+        for (; i < ps.Length; i++)
         {
             var grad = gs[i];
             if (h.WeightDecay != 0)
