@@ -723,21 +723,9 @@ internal static unsafe partial class BatchNormKernels
             var b = Vector512.Create(scaleCentred);
             var o = Vector512.Create(offset);
             for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
-            {
-                var centred = Vector512.Load(x + i) - m;
-                var g = Vector512.Load(dy + i);
-                if (relu != null) g = Vector512.ConditionalSelect(Vector512.GreaterThan(Vector512.Load(relu + i), Vector512<float>.Zero), g, Vector512<float>.Zero);
-                Vector512.Store(Vector512.FusedMultiplyAdd(g, a, Vector512.FusedMultiplyAdd(centred, b, o)), dx + i);
-            }
+                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, m, a, b, o, Vector512<float>.AllBitsSet, whole: true);
             if (i < n)
-            {
-                var mask = ConvKernels.FirstLanes(n - i);
-                var centred = Avx512F.MaskLoad(x + i, mask, Vector512<float>.Zero) - m;
-                var g = Avx512F.MaskLoad(dy + i, mask, Vector512<float>.Zero);
-                if (relu != null)
-                    g = Vector512.ConditionalSelect(Vector512.GreaterThan(Avx512F.MaskLoad(relu + i, mask, Vector512<float>.Zero), Vector512<float>.Zero), g, Vector512<float>.Zero);
-                Avx512F.MaskStore(dx + i, mask, Vector512.FusedMultiplyAdd(g, a, Vector512.FusedMultiplyAdd(centred, b, o)));
-            }
+                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, m, a, b, o, ConvKernels.FirstLanes(n - i), whole: false);
             return;
         }
         if (Vector256.IsHardwareAccelerated)
@@ -759,5 +747,20 @@ internal static unsafe partial class BatchNormKernels
             float g = relu == null || relu[i] > 0 ? dy[i] : 0;
             dx[i] = MathF.FusedMultiplyAdd(g, scaleDy, MathF.FusedMultiplyAdd(x[i] - mean, scaleCentred, offset));
         }
+    }
+
+    /// <summary>One vector of <see cref="InputGradient(float*, float*, float*, int, float, float, float, float, float*)"/>: whole, or the lanes of <paramref name="mask"/> (loads and store masked).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void InputGradient(float* dy, float* x, float* dx, float* relu, Vector512<float> mean, Vector512<float> scaleDy,
+        Vector512<float> scaleCentred, Vector512<float> offset, Vector512<float> mask, bool whole)
+    {
+        var centred = Load(x) - mean;
+        var g = Load(dy);
+        if (relu != null) g = Vector512.ConditionalSelect(Vector512.GreaterThan(Load(relu), Vector512<float>.Zero), g, Vector512<float>.Zero);
+        var v = Vector512.FusedMultiplyAdd(g, scaleDy, Vector512.FusedMultiplyAdd(centred, scaleCentred, offset));
+        if (whole) Vector512.Store(v, dx);
+        else Avx512F.MaskStore(dx, mask, v);
+
+        Vector512<float> Load(float* p) => whole ? Vector512.Load(p) : Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
     }
 }
