@@ -68,7 +68,15 @@ internal static unsafe class StemColumns
         int vectors = (q + Lanes - 1) / Lanes;
         var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        var width = Vector512.Create(w);
+        // Per (s, v): which of the 32 input columns from 2 * 16 * v + s - padW lie on the row, the same for every row.
+        var inside = stackalloc Vector512<float>[2 * kernelS * vectors];
+        for (int s = 0; s < kernelS; s++)
+            for (int v = 0; v < vectors; v++)
+            {
+                var low = iota + Vector512.Create(2 * v * Lanes + s - padW);
+                inside[2 * (s * vectors + v)] = Vector512.LessThan(low.AsUInt32(), Vector512.Create((uint)w)).AsSingle();
+                inside[2 * (s * vectors + v) + 1] = Vector512.LessThan((low + Vector512.Create(Lanes)).AsUInt32(), Vector512.Create((uint)w)).AsSingle();
+            }
         for (int i = 0; i < nb; i++)
         {
             float* sample = x + (long)(n0 + i) * h * w;
@@ -93,12 +101,8 @@ internal static unsafe class StemColumns
                         {
                             // Input columns [start, start + 32): the outputs' 16 even ones.
                             int start = 2 * v * Lanes + s - padW;
-                            var low = iota + Vector512.Create(start);
-                            var high = low + Vector512.Create(Lanes);
-                            var inLow = (Vector512.GreaterThanOrEqual(low, Vector512<int>.Zero) & Vector512.LessThan(low, width)).AsSingle();
-                            var inHigh = (Vector512.GreaterThanOrEqual(high, Vector512<int>.Zero) & Vector512.LessThan(high, width)).AsSingle();
-                            var first = Avx512F.MaskLoad(source + start, inLow, Vector512<float>.Zero);
-                            var second = Avx512F.MaskLoad(source + start + Lanes, inHigh, Vector512<float>.Zero);
+                            var first = Avx512F.MaskLoad(source + start, inside[2 * (s * vectors + v)], Vector512<float>.Zero);
+                            var second = Avx512F.MaskLoad(source + start + Lanes, inside[2 * (s * vectors + v) + 1], Vector512<float>.Zero);
                             Vector512.Store(Avx512F.PermuteVar16x32x2(first, evens, second), dst + v * Lanes);
                         }
                     }
