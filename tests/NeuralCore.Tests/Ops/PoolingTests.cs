@@ -17,6 +17,11 @@ public sealed class PoolingTests
         ["2x2 stride2 odd input"] = new(2, 3, 13, 13, 2, 2, 2, 2, 0, 0),
         ["(2,1) stride (2,1)"] = new(3, 5, 31, 24, 2, 1, 2, 1, 0, 0),
         ["(2,1) stride (2,1) narrow"] = new(2, 4, 7, 6, 2, 1, 2, 1, 0, 0),
+        // Windows one column wide on rows of at most 16 take a vector per output row (MNIST's 6 x 6 -> 3 x 6), stored
+        // whole where the next row or plane is written later: rows of 16, and overlapping padded windows (see also
+        // SplitGeometries).
+        ["(2,1) stride (2,1) rows of 16"] = new(2, 3, 8, 16, 2, 1, 2, 1, 0, 0),
+        ["(3,1) stride (2,1) pad (1,0) narrow"] = new(2, 3, 7, 5, 3, 1, 2, 1, 1, 0),
         // Windows one column wide on rows wider than a vector pool rows in place: whole vectors only, an odd height (the
         // last row dropped), and a window clipped by the vertical padding.
         ["(2,1) stride (2,1) whole vectors"] = new(1, 2, 5, 32, 2, 1, 2, 1, 0, 0),
@@ -40,7 +45,22 @@ public sealed class PoolingTests
         ["20x20 stride2 table too large"] = new(1, 1, 40, 40, 20, 20, 2, 2, 0, 0),
     };
 
+    /// <summary>
+    /// Geometries with enough planes for two parts on a two-core machine, checked exactly only (finite differences over
+    /// so many outputs lose the precision they need): the narrow column kernels store each part's last plane masked,
+    /// with one output row per plane (MNIST's 3 x 6 -> 1 x 6) or three (6 x 6 -> 3 x 6).
+    /// </summary>
+    private static readonly Dictionary<string, Pool2dParams> SplitGeometries = new()
+    {
+        ["(2,1) stride (2,1) 6x6 two parts"] = new(128, 19, 6, 6, 2, 1, 2, 1, 0, 0),
+        ["(2,1) stride (2,1) 3x6 two parts"] = new(192, 19, 3, 6, 2, 1, 2, 1, 0, 0),
+    };
+
     public static TheoryData<string> Cases => new(Geometries.Keys);
+
+    public static TheoryData<string> ExactCases => new(Geometries.Keys.Concat(SplitGeometries.Keys));
+
+    private static Pool2dParams Geometry(string name) => Geometries.TryGetValue(name, out var p) ? p : SplitGeometries[name];
 
     /// <summary>Work of one reference forward: the larger of reading the input and visiting every window element.</summary>
     private static long ReferenceCost(Pool2dParams p) => Math.Max((long)p.N * p.C * p.H * p.W, (long)p.N * p.C * p.P * p.Q * p.KernelH * p.KernelW);
@@ -68,10 +88,10 @@ public sealed class PoolingTests
     }
 
     [Theory]
-    [MemberData(nameof(Cases))]
+    [MemberData(nameof(ExactCases))]
     public void MaxForwardMatchesReferenceExactly(string name)
     {
-        var p = Geometries[name];
+        var p = Geometry(name);
         float[] x = Input(name, p);
         var (expected, expectedIndices) = Reference.Pool2d(PoolKind.Max, Reference.ToDouble(x), p);
         var (y, indices) = Forward(PoolKind.Max, x, p);
@@ -81,10 +101,10 @@ public sealed class PoolingTests
 
     /// <summary>Without indices (inference) max pooling takes the separable kernel where it applies: the same values.</summary>
     [Theory]
-    [MemberData(nameof(Cases))]
+    [MemberData(nameof(ExactCases))]
     public void MaxForwardWithoutIndicesMatchesReferenceExactly(string name)
     {
-        var p = Geometries[name];
+        var p = Geometry(name);
         float[] x = Input(name, p);
         var (expected, _) = Reference.Pool2d(PoolKind.Max, Reference.ToDouble(x), p);
         var y = Tensor.Full(YShape(p), float.NaN);
@@ -138,6 +158,22 @@ public sealed class PoolingTests
         // h is far below the gaps between the random inputs of a window, so the maximum never switches.
         var fd = GradCheck.Numerical(xs => GradCheck.Dot(Reference.Pool2d(PoolKind.Max, xs, p).Y, g), Reference.ToDouble(x), 1e-9, at);
         GradCheck.AssertClose(fd, Backward(PoolKind.Max, gf, indices, p), 1e-5, 1e-5, $"{name} dx", at);
+    }
+
+    /// <summary>Max pool backward puts each output's gradient at its index, added in output order from zero, bit for bit.</summary>
+    [Theory]
+    [MemberData(nameof(ExactCases))]
+    public void MaxBackwardAddsEachGradientAtItsIndex(string name)
+    {
+        var p = Geometry(name);
+        float[] x = Input(name, p);
+        float[] dy = Reference.ToFloat(Reference.Random(p.N * p.C * p.P * p.Q, 8));
+        var (_, indices) = Forward(PoolKind.Max, x, p);
+        int hw = p.H * p.W, pq = p.P * p.Q;
+        float[] expected = new float[x.Length];
+        for (int plane = 0; plane < p.N * p.C; plane++)
+            for (int o = 0; o < pq; o++) expected[plane * hw + indices[plane * pq + o]] += dy[plane * pq + o];
+        Assert.Equal(expected, Backward(PoolKind.Max, dy, indices, p));
     }
 
     [Theory]
@@ -254,6 +290,103 @@ public sealed class PoolingTests
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// Windows one column wide on narrow rows (a vector per output row): PyTorch's scan order for ties, NaN and infinity
+    /// at every window position, and an all -inf window pointing at its first input, with and without vertical padding.
+    /// </summary>
+    [Theory]
+    [InlineData(7, 6, 2, 2, 0)]
+    [InlineData(5, 16, 2, 2, 0)]
+    [InlineData(7, 5, 3, 2, 1)]
+    [InlineData(4, 1, 3, 1, 1)]
+    public void NarrowColumnWindowsKeepTheScanOrder(int h, int w, int kernel, int stride, int pad)
+    {
+        var p = new Pool2dParams(1, 1, h, w, kernel, 1, stride, 1, pad, 0);
+        for (int offset = 0; offset < kernel; offset++)
+        {
+            float[] x = new float[h * w];
+            for (int i = 0; i < x.Length; i++) x[i] = (i / w + i) % 3 == 0 ? float.NegativeInfinity : (i % 3) - 1f;
+            for (int q = offset; q < w; q += 3) x[Math.Min(h - 1, offset + q % 2) * w + q] = float.NaN;
+            // A whole column of -inf: its windows hold nothing greater.
+            for (int r = 0; r < h; r++) x[r * w + w - 1] = float.NegativeInfinity;
+            var (y, indices) = Forward(PoolKind.Max, x, p);
+            for (int oh = 0; oh < p.P; oh++)
+            {
+                int h0 = Math.Max(oh * stride - pad, 0), h1 = Math.Min(oh * stride - pad + kernel, h);
+                for (int q = 0; q < w; q++)
+                {
+                    float best = float.NegativeInfinity;
+                    int at = h0 * w + q;
+                    for (int r = h0; r < h1; r++)
+                        if (x[r * w + q] > best || float.IsNaN(x[r * w + q])) { best = x[r * w + q]; at = r * w + q; }
+                    int o = oh * w + q;
+                    Assert.True(best.Equals(y[o]), $"{h}x{w} k{kernel} s{stride} p{pad}, offset {offset}, output ({oh}, {q}): {y[o]}, expected {best}");
+                    Assert.Equal(at, indices[o]);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The narrow column kernels' whole-vector stores stay inside the tensor: with one output row per plane, the last
+    /// plane's rows are stored masked, so the floats after y, the indices and dx keep their values.
+    /// </summary>
+    [Fact]
+    public unsafe void NarrowColumnStoresStopAtTheTensorsEnd()
+    {
+        var p = new Pool2dParams(3, 5, 3, 6, 2, 1, 2, 1, 0, 0);
+        int xs = p.N * p.C * p.H * p.W, ys = p.N * p.C * p.P * p.Q, guard = 32;
+        float[] x = Input("guard", p);
+        var y = new float[ys + guard];
+        var indices = new int[ys + guard];
+        var dx = new float[xs + guard];
+        Array.Fill(y, 5f);
+        Array.Fill(indices, 5);
+        Array.Fill(dx, 5f);
+        float[] dy = Reference.ToFloat(Reference.Random(ys, 3));
+        fixed (float* px = x, py = y, pdy = dy, pdx = dx)
+        fixed (int* pi = indices)
+        {
+            PoolKernels.Forward(PoolKind.Max, px, py, pi, p);
+            PoolKernels.Backward(PoolKind.Max, pdy, pi, pdx, p);
+        }
+        var (expected, expectedIndices) = Reference.Pool2d(PoolKind.Max, Reference.ToDouble(x), p);
+        Assert.Equal(Reference.ToFloat(expected), y[..ys]);
+        Assert.Equal(expectedIndices, indices[..ys]);
+        Assert.All(y[ys..], v => Assert.Equal(5f, v));
+        Assert.All(indices[ys..], v => Assert.Equal(5, v));
+        Assert.All(dx[xs..], v => Assert.Equal(5f, v));
+        float[] expectedDx = new float[xs];
+        for (int o = 0; o < ys; o++) expectedDx[o / (p.P * p.Q) * p.H * p.W + expectedIndices[o]] += dy[o];
+        Assert.Equal(expectedDx, dx[..xs]);
+    }
+
+    /// <summary>
+    /// Max pool backward with indices the forward pass did not write, on disjoint narrow column windows: an index inside
+    /// the plane but outside its own window gets its gradient where it points, added to what is there (the rule of every
+    /// other geometry), and one outside the plane is rejected.
+    /// </summary>
+    [Fact]
+    public void NarrowColumnBackwardFollowsIndicesOutsideTheirWindow()
+    {
+        var p = new Pool2dParams(1, 2, 4, 6, 2, 1, 2, 1, 0, 0);
+        int pq = p.P * p.Q, hw = p.H * p.W;
+        float[] dy = Enumerable.Range(1, p.C * pq).Select(i => (float)i).ToArray();
+        int[] indices = new int[p.C * pq];
+        for (int c = 0; c < p.C; c++)
+            for (int o = 0; o < pq; o++) indices[c * pq + o] = o / p.Q * 2 * p.W + o % p.Q;
+        // Plane 1, output (0, 2) points at input (3, 4), which output (1, 4) also points at.
+        indices[pq + 2] = 3 * p.W + 4;
+        indices[pq + p.Q + 4] = 3 * p.W + 4;
+        float[] expected = new float[p.C * hw];
+        for (int c = 0; c < p.C; c++)
+            for (int o = 0; o < pq; o++) expected[c * hw + indices[c * pq + o]] += dy[c * pq + o];
+        Assert.Equal(expected, Backward(PoolKind.Max, dy, indices, p));
+        indices[3] = hw;
+        var e = Assert.Throws<ArgumentException>(() => Backward(PoolKind.Max, dy, indices, p));
+        Assert.Contains("outside the input plane", e.Message);
     }
 
     [Fact]
