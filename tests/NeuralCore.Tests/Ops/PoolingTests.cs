@@ -389,6 +389,30 @@ public sealed class PoolingTests
         Assert.Contains("outside the input plane", e.Message);
     }
 
+    /// <summary>
+    /// A global average's backward writes 0 + dy / (H W) to every value of the plane, the bits of the window loop's clear,
+    /// division and add (-0 becomes +0, NaN and infinity spread), on planes of a partial vector, whole vectors and both.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 6)]
+    [InlineData(4, 4)]
+    [InlineData(6, 7)]
+    public void GlobalAverageBackwardSpreadsEachGradientExactly(int h, int w)
+    {
+        var p = new Pool2dParams(3, 4, h, w, h, w, h, w, 0, 0);
+        float[] dy = Reference.ToFloat(Reference.Random(p.N * p.C, h * w));
+        dy[1] = -0f;
+        dy[5] = float.NaN;
+        dy[7] = float.NegativeInfinity;
+        dy[10] = 1e-45f;
+        float[] dx = Backward(PoolKind.Average, dy, null, p);
+        for (int i = 0; i < dx.Length; i++)
+        {
+            float expected = 0f + dy[i / (h * w)] / (h * w);
+            Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(dx[i]), $"{h}x{w}, dx[{i}] = {dx[i]}, expected {expected}");
+        }
+    }
+
     [Fact]
     public void AllNegativeInfinityWindowPointsAtItsFirstInputPosition()
     {

@@ -22,6 +22,8 @@ public sealed partial class CpuBackend : IBackend
     /// 38 channels of 1 x 6 maps at batch 256 (58 K values) ran on one thread (`--profile`: 31-36 µs; 17-19 µs on two).
     /// </summary>
     private const int ParallelThreshold = 1 << 15;
+    // Row-wise softmax takes an exponential per value (about 10 ns in double), so fewer values are worth a second thread.
+    private const int SoftmaxParallelThreshold = 1 << 11;
 
     /// <inheritdoc />
     public Device Device => Device.Cpu;
@@ -625,7 +627,7 @@ public sealed partial class CpuBackend : IBackend
     {
         var xs = F(x); var ys = F(y);
         int xo = x.StorageOffset, yo = y.StorageOffset;
-        Chunked(rows, new SoftmaxWork(xs, xo, ys, yo, cols, log), threshold: Math.Max(1, ParallelThreshold / Math.Max(cols, 1)));
+        Chunked(rows, new SoftmaxWork(xs, xo, ys, yo, cols, log), threshold: Math.Max(1, SoftmaxParallelThreshold / Math.Max(cols, 1)));
     }
 
     private readonly struct SoftmaxWork(float[] xs, int xo, float[] ys, int yo, int cols, bool log) : IRangeWork
@@ -660,7 +662,7 @@ public sealed partial class CpuBackend : IBackend
     {
         var ys = F(y); var gs = F(dy); var ds = F(dx);
         int yo = y.StorageOffset, go = dy.StorageOffset, dO = dx.StorageOffset;
-        Chunked(rows, new SoftmaxBackwardWork(ys, yo, gs, go, ds, dO, cols, log), threshold: Math.Max(1, ParallelThreshold / Math.Max(cols, 1)));
+        Chunked(rows, new SoftmaxBackwardWork(ys, yo, gs, go, ds, dO, cols, log), threshold: Math.Max(1, SoftmaxParallelThreshold / Math.Max(cols, 1)));
     }
 
     private readonly struct SoftmaxBackwardWork(float[] ys, int yo, float[] gs, int go, float[] ds, int dO, int cols, bool log) : IRangeWork
