@@ -268,4 +268,72 @@ public sealed class BatchNormThreadingTests
             CpuThreading.Threads = saved;
         }
     }
+
+    /// <summary>
+    /// The backward's sums over planes under 64 values (walked sample by sample, a part's chunks of 16 positions at a
+    /// time), bit for bit against their specification at 1, 2 and 3 threads: per position, dy (zero where the fused ReLU's
+    /// output is not positive) and dy * (x - mean) added in float over blocks of 16 samples, each block's sum added in
+    /// double, then a channel's positions added in double; dbeta is the first, dgamma the second times invstd. Widths that
+    /// end in a masked chunk (76 x 6 = 456, 19 x 6, 7 x 36), one that does not (32 x 6), batches that end in a partial
+    /// block, and values enough for one, two and three parts.
+    /// </summary>
+    [Theory]
+    [InlineData(120, 76, 6)]
+    [InlineData(300, 19, 6)]
+    [InlineData(18, 32, 6)]
+    [InlineData(201, 7, 36)]
+    public void SmallPlaneBackwardSumsFollowTheirOrder(int n, int c, int hw)
+    {
+        float[] x = Reference.ToFloat(Reference.Random(n * c * hw, 21, 2.0).Select(v => v + 0.5).ToArray());
+        float[] gamma = Reference.ToFloat(Reference.Random(c, 22).Select(v => 1 + 0.5 * v).ToArray());
+        float[] dy = Reference.ToFloat(Reference.Random(n * c * hw, 23));
+        float[] output = Reference.ToFloat(Reference.Random(n * c * hw, 24));
+        float[] mean = Reference.ToFloat(Reference.Random(c, 25));
+        float[] invStd = Reference.ToFloat(Reference.Random(c, 26).Select(v => 1.5 + v).ToArray());
+        float[] expectedDbeta = new float[c], expectedDgamma = new float[c];
+        for (int ch = 0; ch < c; ch++)
+        {
+            double sumDy = 0, sumDyCentred = 0;
+            for (int i = 0; i < hw; i++)
+            {
+                double s1d = 0, s2d = 0;
+                for (int n0 = 0; n0 < n; n0 += 16)
+                {
+                    float s1 = 0, s2 = 0;
+                    for (int s = n0; s < Math.Min(n, n0 + 16); s++)
+                    {
+                        int at = (s * c + ch) * hw + i;
+                        float g = output[at] > 0 ? dy[at] : 0;
+                        s1 += g;
+                        s2 = MathF.FusedMultiplyAdd(g, x[at] - mean[ch], s2);
+                    }
+                    s1d += s1;
+                    s2d += s2;
+                }
+                sumDy += s1d;
+                sumDyCentred += s2d;
+            }
+            expectedDbeta[ch] = (float)sumDy;
+            expectedDgamma[ch] = (float)(sumDyCentred * invStd[ch]);
+        }
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                CpuThreading.Threads = threads;
+                var dgamma = Tensor.Zeros([c]);
+                var dbeta = Tensor.Zeros([c]);
+                CpuBackend.Instance.BatchNormBackward(Tensor.FromArray(x, n, c, hw), Tensor.FromArray(dy, n, c, hw), Tensor.FromArray(gamma, c),
+                    Tensor.FromArray(mean, c), Tensor.FromArray(invStd, c), Tensor.Zeros([n, c, hw]), dgamma, dbeta, n, c, hw,
+                    Tensor.FromArray(output, n, c, hw));
+                Assert.Equal(expectedDbeta.Select(BitConverter.SingleToInt32Bits), dbeta.ToArray().Select(BitConverter.SingleToInt32Bits));
+                Assert.Equal(expectedDgamma.Select(BitConverter.SingleToInt32Bits), dgamma.ToArray().Select(BitConverter.SingleToInt32Bits));
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
 }
