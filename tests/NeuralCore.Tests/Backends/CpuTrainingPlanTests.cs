@@ -39,6 +39,15 @@ public sealed class CpuTrainingPlanTests
         }
     }
 
+    /// <summary>A batch norm read only by an addition that no ReLU follows, its other operand the block's input.</summary>
+    private sealed class NormThenAdd(int channels, Generator g) : Module
+    {
+        private readonly Conv2d _conv = new(channels, channels, 1, bias: false, generator: g);
+        private readonly BatchNorm2d _bn = new(channels);
+
+        public override Tensor Forward(Tensor x) => _bn.Call(_conv.Call(x)).Add(x);
+    }
+
     private static Module Net(Generator g, bool convFirst) => new Sequential(
         new Conv2d(2, 6, 5, stride: 2, padding: 1, bias: true, generator: g),
         new BatchNorm2d(6),
@@ -142,6 +151,40 @@ public sealed class CpuTrainingPlanTests
         // ReluAndSkip's batch norm is also read by its addition, so its ReLU stays a step of its own.
         Assert.Contains(("batch norm 6 on 9x9", "relu"), steps.Zip(steps.Skip(1)));
         Assert.Equal(1, steps.Count(s => s == "relu"));
+    }
+
+    /// <summary>
+    /// A batch norm over small planes that alone reads a residual addition adds the other operand, and the ReLU after the
+    /// addition, in its output pass: the block's last batch norm (identity shortcut), the shortcut's batch norm when it
+    /// runs after the block's, and an addition without a ReLU; bit for bit against eager, over three Adam steps.
+    /// </summary>
+    [Fact]
+    public void ABatchNormThatAloneReadsAnAdditionOverSmallPlanesAddsInItsPass()
+    {
+        Module Build()
+        {
+            var g = new Generator(5);
+            return new Sequential(
+                new Conv2d(2, 6, 3, stride: 2, padding: 1, bias: true, generator: g),
+                new BatchNorm2d(6),
+                new ReLU(),
+                new ResidualBlock(6, 6, g),
+                new ResidualBlock(6, 7, g),
+                new NormThenAdd(7, g),
+                new Conv2d(7, 4, 1, bias: false, generator: g),
+                new AdaptiveAvgPool2d(1),
+                new Flatten());
+        }
+        // 11 x 9 -> 6 x 5 maps: 30 values a plane, the sample-major kernels.
+        var steps = CpuTrainingPlan.Compile(Build(), [5, 2, 11, 9]).Description.ToList();
+        Assert.Contains("batch norm 6 on 6x5 + add + relu", steps);
+        Assert.Contains("batch norm 7 on 6x5 + add + relu", steps);
+        Assert.Contains("batch norm 7 on 6x5 + add", steps);
+        Assert.Equal(2, steps.Count(s => s == "add (in the batch norm) + relu"));
+        Assert.Equal(1, steps.Count(s => s == "add (in the batch norm)"));
+        // The second block's own batch norm runs before its shortcut's, which adds it: the only plain one.
+        Assert.Equal(1, steps.Count(s => s == "batch norm 7 on 6x5"));
+        AssertPlanTrainsLikeEager(Build, [5, 2, 11, 9], classes: 4, seed: 12);
     }
 
     [Fact]

@@ -170,6 +170,22 @@ public sealed class BatchNormTests
         Assert.Equal(masked.Dbeta, fused.Dbeta);
     }
 
+    /// <summary>A fused addition runs in the sample-major kernels only (planes under 64 values), and alone.</summary>
+    [Fact]
+    public void AFusedAdditionNeedsSmallPlanesAndNoOtherFusion()
+    {
+        var be = CpuBackend.Instance;
+        void Run(int hw, bool relu)
+        {
+            var d = Data.For(2, 3, hw);
+            be.BatchNormTraining(Tensor.FromArray(d.X, d.Shape), Tensor.FromArray(d.Gamma, 3), Tensor.FromArray(d.Beta, 3), Tensor.Zeros(d.Shape),
+                Tensor.Zeros([3]), Tensor.Zeros([3]), null, null, Momentum, Eps, 2, 3, hw, relu, residual: Tensor.Zeros(d.Shape), residualRelu: true);
+        }
+        Run(6, relu: false);
+        Assert.Contains("planes under 64 values", Assert.Throws<ArgumentException>(() => Run(64, relu: false)).Message);
+        Assert.Contains("no other fused op", Assert.Throws<ArgumentException>(() => Run(6, relu: true)).Message);
+    }
+
     [Fact]
     public void TrainingWithOneValuePerChannelIsRejected()
     {

@@ -25,6 +25,9 @@ internal static unsafe partial class BatchNormKernels
         public bool Gradient, Relu;
         // Backward of a fused ReLU: dy counts where this output is positive.
         public float* X, Dy, Y, ReluOutput;
+        // Training with a fused addition: y = batch norm + Residual, then a ReLU when ResidualRelu.
+        public float* Residual;
+        public bool ResidualRelu;
         // Per position j in [0, C * HW): the channel's shift or mean, and the coefficients of the output pass.
         public float* M, A, B, O;
         public double* S1, S2;
@@ -65,13 +68,17 @@ internal static unsafe partial class BatchNormKernels
     }
 
     private static void TrainingSmall(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
-        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu)
+        float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu, float* residual, bool residualRelu)
     {
         int width = c * hw;
         var scratch = SmallScratch.Current;
         float* f = scratch.Floats(3 * width);
         double* d = scratch.Doubles(2 * width);
-        var job = new SmallJob { N = n, Width = width, X = x, Y = y, M = f, A = f + width, O = f + 2 * width, S1 = d, S2 = d + width, Relu = relu };
+        var job = new SmallJob
+        {
+            N = n, Width = width, X = x, Y = y, M = f, A = f + width, O = f + 2 * width, S1 = d, S2 = d + width, Relu = relu,
+            Residual = residual, ResidualRelu = residualRelu,
+        };
         // Shift each channel by its first value (of sample 0), which keeps the one-pass variance accurate.
         for (int ch = 0; ch < c; ch++) new Span<float>(f + ch * hw, hw).Fill(x[ch * hw]);
         Sums(ref job);
@@ -376,6 +383,10 @@ internal static unsafe partial class BatchNormKernels
                     y[j] = MathF.FusedMultiplyAdd(gj, job.A[j], MathF.FusedMultiplyAdd(x[j] - job.M[j], job.B[j], job.O[j]));
                 }
             }
+            else if (job.Residual != null)
+            {
+                ApplyResidual(ref job, x, job.Residual + row, y, width);
+            }
             else
             {
                 if (Avx512F.IsSupported)
@@ -406,6 +417,38 @@ internal static unsafe partial class BatchNormKernels
                     y[j] = job.Relu ? Relu(v) : v;
                 }
             }
+        }
+    }
+    /// <summary>
+    /// One sample's row of a batch norm with a fused addition: y = (x * A + O) + r, then max(y, 0) with
+    /// <see cref="SmallJob.ResidualRelu"/>: the batch norm's value, the addition and the ReLU of the add + ReLU step, in
+    /// their order, so the same bits; the batch norm's own output is never stored.
+    /// </summary>
+    private static void ApplyResidual(ref SmallJob job, float* x, float* r, float* y, int width)
+    {
+        int j = 0;
+        if (Avx512F.IsSupported)
+        {
+            bool relu = job.ResidualRelu;
+            for (; j + 16 <= width; j += 16)
+            {
+                var v = Vector512.FusedMultiplyAdd(Vector512.Load(x + j), Vector512.Load(job.A + j), Vector512.Load(job.O + j)) + Vector512.Load(r + j);
+                (relu ? Vector512.Max(v, Vector512<float>.Zero) : v).Store(y + j);
+            }
+            if (j < width)
+            {
+                // The last positions, masked: the same operations.
+                var mask = ConvKernels.FirstLanes(width - j);
+                var v = Vector512.FusedMultiplyAdd(Avx512F.MaskLoad(x + j, mask, default), Avx512F.MaskLoad(job.A + j, mask, default),
+                    Avx512F.MaskLoad(job.O + j, mask, default)) + Avx512F.MaskLoad(r + j, mask, default);
+                Avx512F.MaskStore(y + j, mask, relu ? Vector512.Max(v, Vector512<float>.Zero) : v);
+            }
+            return;
+        }
+        for (; j < width; j++)
+        {
+            float v = MathF.FusedMultiplyAdd(x[j], job.A[j], job.O[j]) + r[j];
+            y[j] = job.ResidualRelu ? Relu(v) : v;
         }
     }
 }

@@ -64,15 +64,19 @@ internal static unsafe partial class BatchNormKernels
     /// (biased variance) and, when runningMean/runningVar are not null, blends the batch mean and unbiased variance into them.
     /// With <paramref name="relu"/>, y = relu(...) in the same pass; with <paramref name="hardswishScaleOffset"/> ([2C],
     /// planes of at least <see cref="SmallPlane"/> values), y = hardswish(...), the channels' scales and offsets saved there.
+    /// With <paramref name="residual"/> ([N, C, HW], planes under <see cref="SmallPlane"/> values, no other fusion),
+    /// y = batch norm + residual, then a ReLU with <paramref name="residualRelu"/>.
     /// </summary>
     internal static void Training(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
         float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu = false,
-        float* hardswishScaleOffset = null, FusedPool pool = default)
+        float* hardswishScaleOffset = null, FusedPool pool = default, float* residual = null, bool residualRelu = false)
     {
+        if (residual != null && (hw >= SmallPlane || relu || hardswishScaleOffset != null))
+            throw new ArgumentException($"A fused addition needs planes under {SmallPlane} values and no other fused op, got {hw} values.", nameof(residual));
         if (hw < SmallPlane)
         {
             if (hardswishScaleOffset != null) throw new ArgumentException($"A fused Hardswish needs planes of {SmallPlane} values or more, got {hw}.", nameof(hw));
-            TrainingSmall(x, gamma, beta, y, mean, invStd, runningMean, runningVar, momentum, eps, n, c, hw, relu);
+            TrainingSmall(x, gamma, beta, y, mean, invStd, runningMean, runningVar, momentum, eps, n, c, hw, relu, residual, residualRelu);
             return;
         }
         var job = new Job

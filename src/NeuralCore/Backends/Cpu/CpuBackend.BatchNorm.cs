@@ -16,11 +16,14 @@ public sealed partial class CpuBackend
     /// <paramref name="hardswishScaleOffset"/> ([2C]; planes of 64 values or more), by a Hardswish instead, each channel's
     /// scale and offset saved there for the backward. With a <paramref name="pool"/> as well (a 2x2 / 2 max pool whose
     /// windows lie inside the planes), y [N, C, P, Q] is that pool's output of the Hardswish's, and
-    /// <paramref name="poolIndices"/> (Int32, the shape of y) the flat index of each maximum.
+    /// <paramref name="poolIndices"/> (Int32, the shape of y) the flat index of each maximum. With a
+    /// <paramref name="residual"/> (the shape of x; planes under 64 values), y = batch norm + residual, then a ReLU with
+    /// <paramref name="residualRelu"/>: a batch norm read only by an addition (and the ReLU after it).
     /// </summary>
     internal unsafe void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd,
         Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw, bool relu,
-        Tensor? hardswishScaleOffset = null, Pool2dParams? pool = null, Tensor? poolIndices = null)
+        Tensor? hardswishScaleOffset = null, Pool2dParams? pool = null, Tensor? poolIndices = null, Tensor? residual = null,
+        bool residualRelu = false)
     {
         CheckBatchNorm(n, c, hw);
         if ((long)n * hw <= 1)
@@ -36,17 +39,20 @@ public sealed partial class CpuBackend
         if (runningMean is not null) CheckLength(runningMean, c, "BatchNorm running mean [C]");
         if (runningVar is not null) CheckLength(runningVar, c, "BatchNorm running variance [C]");
         if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
+        if (residual is not null) CheckLength(residual, size, "BatchNorm fused addition's other operand [N, C, HW]");
         // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
         fixed (float* px = F(x), pg = F(gamma), pb = F(beta), py = F(y), pm = F(saveMean), ps = F(saveInvStd))
         fixed (float* prm = runningMean is null ? null : F(runningMean), prv = runningVar is null ? null : F(runningVar))
         fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
+        fixed (float* pr = residual is null ? null : F(residual))
         fixed (int* pi = poolIndices is null ? null : I(poolIndices))
         {
             BatchNormKernels.Training(px + x.StorageOffset, pg + gamma.StorageOffset, pb + beta.StorageOffset, py + y.StorageOffset,
                 pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset,
                 prm == null ? null : prm + runningMean!.StorageOffset, prv == null ? null : prv + runningVar!.StorageOffset,
                 momentum, eps, n, c, hw, relu, ph == null ? null : ph + hardswishScaleOffset!.StorageOffset,
-                FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset));
+                FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset), pr == null ? null : pr + residual!.StorageOffset,
+                residualRelu);
         }
     }
 

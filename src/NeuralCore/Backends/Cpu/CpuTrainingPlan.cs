@@ -279,12 +279,16 @@ public sealed class CpuTrainingPlan
         // A 2x2 / 2 max pool that alone reads the Hardswish, fused too: Y is then its output, PoolIndices its argmax.
         public Pool2dParams? Pool;
         public Tensor? PoolIndices;
+        // An addition that alone reads the batch norm (small planes), with its other operand: Y is then the addition's
+        // output (with the ReLU the addition may carry).
+        public AddStep? Sum;
+        public Tensor? Residual;
 
         public override void Forward()
         {
             float momentum = Module?.CountTrainingBatch() ?? Momentum;
             CpuBackend.Instance.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW, Relu,
-                HardswishScaleOffset, Pool, PoolIndices);
+                HardswishScaleOffset, Pool, PoolIndices, Residual, Sum?.Relu ?? false);
         }
 
         public override void Backward()
@@ -320,11 +324,14 @@ public sealed class CpuTrainingPlan
         public required Tensor A, B, Y;
         public bool Relu;
         public Tensor? Masked;
+        // The batch norm that computes this addition (and its ReLU) in its output pass, or null.
+        public BatchNormStep? Into;
         public override bool PassesThrough => true;
         public override Tensor PassedGradient => Relu ? Masked! : Dy;
 
         public override void Forward()
         {
+            if (Into is not null) return;
             if (Relu) CpuBackend.Instance.AddRelu(A, B, Y);
             else Cpu.Binary(BinaryOp.Add, A, B, Y);
         }
@@ -577,6 +584,7 @@ public sealed class CpuTrainingPlan
             {
                 sum.Relu = true;
                 sum.Label += " + relu";
+                if (sum.Into is not null) sum.Into.Label += " + relu";
                 sum.Masked = Buffer(sum.Y.ShapeArray());
                 _valueOf[node.Output] = sum.Out;
                 return;
@@ -598,6 +606,26 @@ public sealed class CpuTrainingPlan
             var step = new AddStep { Label = "add", Operands = ops, A = a, B = b, Y = y };
             Add(step, node, y);
             _addOf[step.Out] = step;
+            // A batch norm over small planes that alone reads this addition and runs after its other operand is computed
+            // (a residual block's last batch norm, or its shortcut's) adds that operand in its output pass, and the ReLU
+            // after the addition too when it fuses there: one pass over the block's output instead of two, and the batch
+            // norm's output is never stored. The addition keeps its step for the backward (the ReLU's mask). Same bits.
+            for (int i = 1; i >= 0; i--)
+            {
+                var other = ops[1 - i];
+                if (ops[i].Leaf is not null || other.Leaf is not null || _readers[node.Inputs[i]] != 1 || ReferenceEquals(node.Inputs[i], output)
+                    || other.Value >= ops[i].Value || !_batchNormOf.TryGetValue(ops[i].Value, out var bn)
+                    || bn.Relu || bn.HardswishScaleOffset is not null || bn.Pool is not null || bn.HW >= BatchNormKernels.SmallPlane)
+                    continue;
+                Release(bn.Y);
+                bn.Y = _values[bn.Out].Data = y;
+                bn.Residual = DataOf(other);
+                bn.Sum = step;
+                bn.Label += " + add";
+                step.Into = bn;
+                step.Label = "add (in the batch norm)";
+                break;
+            }
         }
 
         private void CompileView(Node node)
