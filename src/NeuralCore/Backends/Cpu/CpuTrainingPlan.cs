@@ -20,7 +20,8 @@ namespace NeuralCore.Backends.Cpu;
 /// average pooling that tiles the input evenly, reshapes (Flatten) and contiguous copies. Anything else makes
 /// <see cref="Compile"/> throw <see cref="NotSupportedException"/> naming the op; train such models eagerly. A ReLU that
 /// alone reads a batch norm or an addition, or a Hardswish that alone reads a batch norm over planes of 64 values or more,
-/// runs inside that op's passes, with the same bits, and so does a 2x2 / 2 max pool that alone reads such a Hardswish.
+/// runs inside that op's passes, with the same bits, and so does a 2x2 / 2 max pool that alone reads such a Hardswish,
+/// and an addition that alone reads a batch norm over smaller planes (with its ReLU), in the batch norm's output pass.
 /// </para>
 /// <para>
 /// The plan reads the parameters where they lie, so optimizer steps need no recompiling; changing a parameter's shape
