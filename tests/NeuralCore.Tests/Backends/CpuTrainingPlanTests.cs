@@ -154,12 +154,12 @@ public sealed class CpuTrainingPlanTests
     }
 
     /// <summary>
-    /// A batch norm over small planes that alone reads a residual addition adds the other operand, and the ReLU after the
-    /// addition, in its output pass: the block's last batch norm (identity shortcut), the shortcut's batch norm when it
-    /// runs after the block's, and an addition without a ReLU; bit for bit against eager, over three Adam steps.
+    /// An addition that alone reads a batch norm over small planes runs in the batch norm's output pass, with the ReLU
+    /// after it: the block's last batch norm (identity shortcut), the shortcut's batch norm when it runs after the
+    /// block's, and an addition without a ReLU; bit for bit against eager, over three Adam steps.
     /// </summary>
     [Fact]
-    public void ABatchNormThatAloneReadsAnAdditionOverSmallPlanesAddsInItsPass()
+    public void AnAdditionThatAloneReadsABatchNormOverSmallPlanesRunsInItsPass()
     {
         Module Build()
         {

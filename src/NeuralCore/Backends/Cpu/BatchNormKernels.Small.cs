@@ -182,7 +182,7 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>
-    /// Chunks [first, end) of 16 positions, the samples walked row by row: each sample's positions of those chunks are
+    /// The backward's sums of chunks [first, end) of 16 positions, the samples walked row by row: each sample's positions of those chunks are
     /// read front to back (streams the prefetcher follows; a walk down the samples per chunk read the tensor from memory
     /// at a third of the speed), their float sums over the current block of 16 samples kept in an L1 block per chunk and
     /// added to the double sums (S1, S2) after each block. Each position's values are added in
@@ -207,11 +207,11 @@ internal static unsafe partial class BatchNormKernels
             {
                 long at = (long)s * width + j0;
                 float* x = job.X + at;
-                float* dy = job.Gradient ? job.Dy + at : null;
+                float* dy = job.Dy + at;
                 float* relu = job.ReluOutput == null ? null : job.ReluOutput + at;
                 int i = 0;
-                for (; i < whole; i++) SumsStep(ref job, x, dy, relu, m, sums, i, Vector512<float>.AllBitsSet, masked: false);
-                if (i < count) SumsStep(ref job, x, dy, relu, m, sums, i, mask, masked: true);
+                for (; i < whole; i++) SumsStep(x, dy, relu, m, sums, i, Vector512<float>.AllBitsSet, masked: false);
+                if (i < count) SumsStep(x, dy, relu, m, sums, i, mask, masked: true);
             }
             for (int i = 0; i < count; i++)
             {
@@ -239,32 +239,20 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>One sample's chunk i of <see cref="SumsRows"/>: its 16 (or masked) positions added to the block's float sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SumsStep(ref SmallJob job, float* x, float* dy, float* relu, float* m, float* sums, int i, Vector512<float> mask, bool masked)
+    private static void SumsStep(float* x, float* dy, float* relu, float* m, float* sums, int i, Vector512<float> mask, bool masked)
     {
         int o = i * 16;
         float* acc = sums + i * 32;
         var centred = (masked ? Avx512F.MaskLoad(x + o, mask, Vector512<float>.Zero) : Vector512.Load(x + o))
             - (masked ? Avx512F.MaskLoad(m + o, mask, Vector512<float>.Zero) : Vector512.Load(m + o));
-        var s1 = Vector512.Load(acc);
-        var s2 = Vector512.Load(acc + 16);
-        if (job.Gradient)
+        var g = masked ? Avx512F.MaskLoad(dy + o, mask, Vector512<float>.Zero) : Vector512.Load(dy + o);
+        if (relu != null)
         {
-            var g = masked ? Avx512F.MaskLoad(dy + o, mask, Vector512<float>.Zero) : Vector512.Load(dy + o);
-            if (relu != null)
-            {
-                var output = masked ? Avx512F.MaskLoad(relu + o, mask, Vector512<float>.Zero) : Vector512.Load(relu + o);
-                g = Vector512.ConditionalSelect(Vector512.GreaterThan(output, Vector512<float>.Zero), g, Vector512<float>.Zero);
-            }
-            s1 += g;
-            s2 = Vector512.FusedMultiplyAdd(g, centred, s2);
+            var output = masked ? Avx512F.MaskLoad(relu + o, mask, Vector512<float>.Zero) : Vector512.Load(relu + o);
+            g = Vector512.ConditionalSelect(Vector512.GreaterThan(output, Vector512<float>.Zero), g, Vector512<float>.Zero);
         }
-        else
-        {
-            s1 += centred;
-            s2 = Vector512.FusedMultiplyAdd(centred, centred, s2);
-        }
-        s1.Store(acc);
-        s2.Store(acc + 16);
+        (Vector512.Load(acc) + g).Store(acc);
+        Vector512.FusedMultiplyAdd(g, centred, Vector512.Load(acc + 16)).Store(acc + 16);
     }
 
     /// <summary>
@@ -419,6 +407,7 @@ internal static unsafe partial class BatchNormKernels
             }
         }
     }
+
     /// <summary>
     /// One sample's row of a batch norm with a fused addition: y = (x * A + O) + r, then max(y, 0) with
     /// <see cref="SmallJob.ResidualRelu"/>: the batch norm's value, the addition and the ReLU of the add + ReLU step, in

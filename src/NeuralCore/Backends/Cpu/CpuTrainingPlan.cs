@@ -607,10 +607,11 @@ public sealed class CpuTrainingPlan
             var step = new AddStep { Label = "add", Operands = ops, A = a, B = b, Y = y };
             Add(step, node, y);
             _addOf[step.Out] = step;
-            // A batch norm over small planes that alone reads this addition and runs after its other operand is computed
-            // (a residual block's last batch norm, or its shortcut's) adds that operand in its output pass, and the ReLU
-            // after the addition too when it fuses there: one pass over the block's output instead of two, and the batch
-            // norm's output is never stored. The addition keeps its step for the backward (the ReLU's mask). Same bits.
+            // A batch norm over small planes whose output only this addition reads, and which runs after the addition's
+            // other operand is computed (a residual block's last batch norm, or its shortcut's), adds that operand in its
+            // output pass, and the ReLU after the addition too when it fuses there: one pass over the block's output
+            // instead of two, and the batch norm's output is never stored. The addition keeps its step for the backward
+            // (the ReLU's mask). Same bits.
             for (int i = 1; i >= 0; i--)
             {
                 var other = ops[1 - i];

@@ -18,8 +18,8 @@ namespace NeuralCore.Backends.Cpu;
 /// 2x2 pools) first gathers every other input into a stack buffer. Windows one column wide on rows of at
 /// most 16 (the (2, 1) pools on MNIST's 6-wide maps) take a vector per output row, forward and backward
 /// (<see cref="MaxPlaneColumn"/>); other planes with output rows too short for vectors gather each window
-/// offset of the whole plane through a precomputed index table and scan the plane as one vector. Max pooling without indices (inference) takes a
-/// separable kernel instead (<see cref="MaxPlanes(float*, float*, int, in Pool2dParams)"/>), vectorised along rows of any width.
+/// offset of the whole plane through a precomputed index table and scan the plane as one vector. Max pooling
+/// without indices (inference) takes a separable kernel instead (<see cref="MaxPlanes(float*, float*, int, in Pool2dParams)"/>), vectorised along rows of any width.
 /// </remarks>
 internal static unsafe partial class PoolKernels
 {
