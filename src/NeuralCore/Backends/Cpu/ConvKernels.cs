@@ -79,6 +79,12 @@ internal static unsafe class ConvKernels
             Forward(x, live, bias, y, cut);
             return;
         }
+        if (PointwiseConv.CanRun(p))
+        {
+            // 1x1 over planes of 6 positions (MNIST's 1 x 6 maps): each sample's output row computed where it lies.
+            PointwiseConv.Forward(x, w, bias, y, p);
+            return;
+        }
         if (ImplicitGemmConv.SupportsSampleMajor(p))
         {
             ForwardImplicit(x, w, bias, y, p);
@@ -269,6 +275,12 @@ internal static unsafe class ConvKernels
             float* live = ConvScratch.Current.Get(ConvScratch.Slot.LiveTaps, (long)p.K * (p.C / p.Groups) * cut.R * cut.S);
             CopyWindow(w, p, live, cut, r0, s0, toWindow: true);
             BackwardData(dy, live, dx, cut);
+            return;
+        }
+        if (PointwiseConv.CanRun(p))
+        {
+            // The forward of the transposed 1x1 kernel over planes of 6 positions, reading w as it lies.
+            PointwiseConv.BackwardData(dy, w, dx, p);
             return;
         }
         int padH = p.DilationH * (p.R - 1) - p.PadH, padW = p.DilationW * (p.S - 1) - p.PadW;
