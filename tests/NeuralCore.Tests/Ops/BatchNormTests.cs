@@ -286,12 +286,12 @@ public sealed class BatchNormThreadingTests
     }
 
     /// <summary>
-    /// The backward's sums over planes under 64 values (walked sample by sample, a part's chunks of 16 positions at a
-    /// time), bit for bit against their specification at 1, 2 and 3 threads: per position, dy (zero where the fused ReLU's
+    /// The backward's sums over planes under 64 values (walked sample by sample, each part's blocks of 16 samples, the
+    /// blocks' sums then added in order), bit for bit against their specification at 1, 2 and 3 threads: per position, dy (zero where the fused ReLU's
     /// output is not positive) and dy * (x - mean) added in float over blocks of 16 samples, each block's sum added in
     /// double, then a channel's positions added in double; dbeta is the first, dgamma the second times invstd. Widths that
     /// end in a masked chunk (76 x 6 = 456, 19 x 6, 7 x 36), one that does not (32 x 6), batches that end in a partial
-    /// block, and values enough for one, two and three parts.
+    /// block, and enough blocks for one, two and three parts.
     /// </summary>
     [Theory]
     [InlineData(120, 76, 6)]

@@ -31,6 +31,8 @@ internal static unsafe partial class BatchNormKernels
         // Per position j in [0, C * HW): the channel's shift or mean, and the coefficients of the output pass.
         public float* M, A, B, O;
         public double* S1, S2;
+        // The backward's float sums per block of 16 samples: [block][chunk of 16 positions][s1, s2][16 lanes].
+        public float* BlockSums;
         public int Parts;
     }
 
@@ -39,17 +41,17 @@ internal static unsafe partial class BatchNormKernels
     {
         [ThreadStatic] private static SmallScratch? current;
 
-        private float[] _floats = [], _blockSums = [];
+        private float[] _floats = [], _blocks = [];
         private double[] _doubles = [];
 
         public static SmallScratch Current => current ??= new SmallScratch();
 
-        /// <summary>A part's float sums of the current block of samples (apart from <see cref="Floats"/>, which the caller's job may hold).</summary>
-        public float* BlockSums(int length)
+        /// <summary>The backward's per-block float sums (apart from <see cref="Floats"/>, which the same job holds).</summary>
+        public float* Blocks(long length)
         {
-            if (_blockSums.Length < length) _blockSums = GC.AllocateUninitializedArray<float>(length, pinned: true);
+            if (_blocks.Length < length) _blocks = GC.AllocateUninitializedArray<float>(checked((int)length), pinned: true);
             // SAFETY: as below.
-            return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_blockSums));
+            return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_blocks));
         }
 
         public float* Floats(int length)
@@ -149,6 +151,19 @@ internal static unsafe partial class BatchNormKernels
     {
         int chunks = (job.Width + 15) / 16;
         long elements = (long)job.N * job.Width;
+        if (job.Gradient && Avx512F.IsSupported)
+        {
+            // The backward's parts take blocks of 16 samples, the samples the output pass then gives each part (its
+            // inputs are still in that core's cache), and keep each block's float sums; they are added up here in
+            // block order, as one walk would.
+            int blocks = (job.N + FloatBlock - 1) / FloatBlock;
+            job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, blocks));
+            job.BlockSums = SmallScratch.Current.Blocks((long)blocks * chunks * 32);
+            // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
+            fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &SumsRowsPart, state);
+            AddBlocks(ref job, blocks, chunks);
+            return;
+        }
         job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, chunks));
         // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
         fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &SumsPart, state);
@@ -165,15 +180,6 @@ internal static unsafe partial class BatchNormKernels
             for (int j = first * 16; j < Math.Min(end * 16, job.Width); j++) SumsScalar(ref job, j);
             return;
         }
-        // The backward's x and ReLU output were saved in the forward pass and come from memory, where a walk down the
-        // samples runs at the speed of its misses; the forward's x was just written by the convolution, in cache, where
-        // that walk (its sums in registers) is faster than the row walk's sums in L1 (76 x 6 at batch 256 in a training
-        // step, one thread: backward sums 118-157 -> 88-98 µs a batch norm, forward 51-55 -> 66-69 µs).
-        if (job.Gradient)
-        {
-            SumsRows(ref job, first, end);
-            return;
-        }
         for (int chunk = first; chunk < end; chunk++)
         {
             int j0 = chunk * 16;
@@ -182,62 +188,72 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>
-    /// The backward's sums of chunks [first, end) of 16 positions, the samples walked row by row: each sample's positions of those chunks are
-    /// read front to back (streams the prefetcher follows; a walk down the samples per chunk read the tensor from memory
-    /// at a third of the speed), their float sums over the current block of 16 samples kept in an L1 block per chunk and
-    /// added to the double sums (S1, S2) after each block. Each position's values are added in
-    /// <see cref="SumsScalar"/>'s order; a width that is not a multiple of 16 (the pruned model's 76 x 6 = 456) ends in a
-    /// masked chunk.
+    /// The backward's float sums of blocks of 16 samples [part's share), the samples walked row by row: each sample's row
+    /// is read front to back (a stream the prefetcher follows; the backward's x and ReLU output were saved in the forward
+    /// pass and come from memory, where a walk down the samples per chunk of 16 positions ran at a third of the speed),
+    /// and added to its block's sums [chunk][s1, s2][16 lanes] in <see cref="SmallJob.BlockSums"/>, which stay in L1
+    /// while the block is summed. The forward's x was just written by the convolution, in cache, where the walk down the
+    /// samples (<see cref="SumsVector"/>, its sums in registers) is faster (76 x 6 at batch 256 in a training step, one
+    /// thread: backward sums 118-157 -> 88-98 µs a batch norm, forward 51-55 -> 66-69 µs).
     /// </summary>
-    private static void SumsRows(ref SmallJob job, int first, int end)
+    private static void SumsRowsPart(void* state, int part)
     {
-        int width = job.Width, count = end - first, j0 = first * 16;
-        int whole = Math.Min(end, width / 16) - first;
-        var mask = ConvKernels.FirstLanes(width - (end - 1) * 16);
-        // [chunk][s1, s2][16 lanes]
-        float* sums = SmallScratch.Current.BlockSums(count * 32);
-        new Span<double>(job.S1 + j0, Math.Min(count * 16, width - j0)).Clear();
-        new Span<double>(job.S2 + j0, Math.Min(count * 16, width - j0)).Clear();
-        float* m = job.M + j0;
-        for (int n0 = 0; n0 < job.N; n0 += FloatBlock)
+        ref SmallJob job = ref *(SmallJob*)state;
+        int blocks = (job.N + FloatBlock - 1) / FloatBlock;
+        int first = (int)((long)part * blocks / job.Parts), end = (int)((long)(part + 1) * blocks / job.Parts);
+        int width = job.Width, chunks = (width + 15) / 16, whole = width / 16;
+        var mask = ConvKernels.FirstLanes(width - whole * 16);
+        for (int block = first; block < end; block++)
         {
-            new Span<float>(sums, count * 32).Clear();
-            int n1 = Math.Min(n0 + FloatBlock, job.N);
-            for (int s = n0; s < n1; s++)
+            float* sums = job.BlockSums + (long)block * chunks * 32;
+            new Span<float>(sums, chunks * 32).Clear();
+            int n1 = Math.Min((block + 1) * FloatBlock, job.N);
+            for (int s = block * FloatBlock; s < n1; s++)
             {
-                long at = (long)s * width + j0;
+                long at = (long)s * width;
                 float* x = job.X + at;
                 float* dy = job.Dy + at;
                 float* relu = job.ReluOutput == null ? null : job.ReluOutput + at;
                 int i = 0;
-                for (; i < whole; i++) SumsStep(x, dy, relu, m, sums, i, Vector512<float>.AllBitsSet, masked: false);
-                if (i < count) SumsStep(x, dy, relu, m, sums, i, mask, masked: true);
-            }
-            for (int i = 0; i < count; i++)
-            {
-                int j = j0 + i * 16;
-                var (lo1, hi1) = Vector512.Widen(Vector512.Load(sums + i * 32));
-                var (lo2, hi2) = Vector512.Widen(Vector512.Load(sums + i * 32 + 16));
-                if (j + 16 <= width)
-                {
-                    (Vector512.Load(job.S1 + j) + lo1).Store(job.S1 + j);
-                    (Vector512.Load(job.S1 + j + 8) + hi1).Store(job.S1 + j + 8);
-                    (Vector512.Load(job.S2 + j) + lo2).Store(job.S2 + j);
-                    (Vector512.Load(job.S2 + j + 8) + hi2).Store(job.S2 + j + 8);
-                }
-                else
-                {
-                    var (maskLo, maskHi) = Vector512.Widen(mask.AsInt32());
-                    Avx512F.MaskStore(job.S1 + j, maskLo.AsDouble(), Avx512F.MaskLoad(job.S1 + j, maskLo.AsDouble(), default) + lo1);
-                    Avx512F.MaskStore(job.S1 + j + 8, maskHi.AsDouble(), Avx512F.MaskLoad(job.S1 + j + 8, maskHi.AsDouble(), default) + hi1);
-                    Avx512F.MaskStore(job.S2 + j, maskLo.AsDouble(), Avx512F.MaskLoad(job.S2 + j, maskLo.AsDouble(), default) + lo2);
-                    Avx512F.MaskStore(job.S2 + j + 8, maskHi.AsDouble(), Avx512F.MaskLoad(job.S2 + j + 8, maskHi.AsDouble(), default) + hi2);
-                }
+                for (; i < whole; i++) SumsStep(x, dy, relu, job.M, sums, i, Vector512<float>.AllBitsSet, masked: false);
+                if (i < chunks) SumsStep(x, dy, relu, job.M, sums, i, mask, masked: true);
             }
         }
     }
 
-    /// <summary>One sample's chunk i of <see cref="SumsRows"/>: its 16 (or masked) positions added to the block's float sums.</summary>
+    /// <summary>S1, S2 = the blocks' float sums added in double, block after block from zero: <see cref="SumsScalar"/>'s order.</summary>
+    private static void AddBlocks(ref SmallJob job, int blocks, int chunks)
+    {
+        int width = job.Width;
+        var mask = ConvKernels.FirstLanes(width - (chunks - 1) * 16);
+        var (maskLo, maskHi) = Vector512.Widen(mask.AsInt32());
+        for (int i = 0; i < chunks; i++)
+        {
+            Vector512<double> s1Lo = default, s1Hi = default, s2Lo = default, s2Hi = default;
+            for (int block = 0; block < blocks; block++)
+            {
+                float* sums = job.BlockSums + ((long)block * chunks + i) * 32;
+                var (lo1, hi1) = Vector512.Widen(Vector512.Load(sums));
+                var (lo2, hi2) = Vector512.Widen(Vector512.Load(sums + 16));
+                s1Lo += lo1; s1Hi += hi1; s2Lo += lo2; s2Hi += hi2;
+            }
+            int j = i * 16;
+            if (j + 16 <= width)
+            {
+                s1Lo.Store(job.S1 + j); s1Hi.Store(job.S1 + j + 8);
+                s2Lo.Store(job.S2 + j); s2Hi.Store(job.S2 + j + 8);
+            }
+            else
+            {
+                Avx512F.MaskStore(job.S1 + j, maskLo.AsDouble(), s1Lo);
+                Avx512F.MaskStore(job.S1 + j + 8, maskHi.AsDouble(), s1Hi);
+                Avx512F.MaskStore(job.S2 + j, maskLo.AsDouble(), s2Lo);
+                Avx512F.MaskStore(job.S2 + j + 8, maskHi.AsDouble(), s2Hi);
+            }
+        }
+    }
+
+    /// <summary>One sample's chunk i of <see cref="SumsRowsPart"/>: its 16 (or masked) positions added to the block's float sums.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void SumsStep(float* x, float* dy, float* relu, float* m, float* sums, int i, Vector512<float> mask, bool masked)
     {
