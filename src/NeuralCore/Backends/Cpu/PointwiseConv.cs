@@ -10,8 +10,9 @@ namespace NeuralCore.Backends.Cpu;
 /// (lane L of the row is channel L / HW at position L % HW), so no chunk of samples is copied channel-major, packed
 /// for a GEMM or scattered back, and odd channel counts waste only the row's last vector. A block of 3 vectors holds
 /// 48 / HW whole channels; every block needs the same three arrangements of one input plane (lane i: position
-/// (16 u + i) mod HW, u = 0, 1, 2), made once per input channel by permutes. The weights are expanded once per call into
-/// the lanes' layout, [pass][c][vector]: a pass is up to 4 blocks (12 accumulators in registers).
+/// (16 u + i) mod HW, u = 0, 1, 2), made once per input channel by permutes. The weights are expanded by each part into
+/// the lanes' layout, [pass][c][vector]: a pass is up to 3 blocks for two samples at a time (18 accumulators in
+/// registers), so each weight vector loaded serves both.
 /// </summary>
 /// <remarks>
 /// Each output is summed as the GEMM path sums it (from zero, one fused multiply-add per input channel in order; the
@@ -25,7 +26,7 @@ internal static unsafe class PointwiseConv
     private const int BlockLanes = 48;
     private const int MaxBlocks = 3;
     private const int PassLanes = MaxBlocks * BlockLanes;
-    // A slice's expanded weights (input channels x 12 vectors of 64 bytes) within about 24 KiB, the most of L1 left
+    // A slice's expanded weights (input channels x 9 vectors of 64 bytes) within about 24 KiB, the most of L1 left
     // beside an input row and the output.
     private const int MaxSliceWeightFloats = 6 * 1024;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
@@ -34,7 +35,7 @@ internal static unsafe class PointwiseConv
     /// <summary>Whether the convolutions use it (tests turn it off to compare it with the GEMM path).</summary>
     internal static bool Enabled { get; set; } = true;
 
-    /// <summary>A 1x1, stride-1, unpadded, ungrouped convolution over planes of at most 16 positions that divide 48.</summary>
+    /// <summary>A 1x1, stride-1, unpadded, ungrouped convolution over planes of 6 positions (where it was measured).</summary>
     internal static bool CanRun(in Conv2dParams p)
     {
         int hw = p.H * p.W;
@@ -182,7 +183,7 @@ internal static unsafe class PointwiseConv
         float* weights = expanded + (long)pass * job.C * PassLanes;
         float* bias = expandedBias == null || !last ? null : expandedBias + pass * PassLanes;
         long xStride = (long)job.C * hw, yStride = (long)job.K * hw;
-        // A plane is read as a whole vector (the lanes past it are never arranged) except at the tensor's end.
+        // A plane is read as 8 floats (the 2 past it are never arranged) except near the tensor's end.
         long wholeUntil = (long)job.N * xStride - Lanes;
         for (int n = first; n < end; n += 2)
         {
