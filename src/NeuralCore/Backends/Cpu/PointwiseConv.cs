@@ -6,11 +6,11 @@ namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
 /// A 1x1, stride-1 convolution of sample-major tensors whose planes hold a few positions (MNIST's 1 x 6 maps), computed
-/// in place: each sample's output [K, HW] is a row of K * HW floats, and its vectors run over that row as it lies
-/// (lane L of the row is channel L / HW at position L % HW), so no chunk of samples is copied channel-major, packed
+/// in place: each sample's output [K, 6] is a row of K * 6 floats, and its vectors run over that row as it lies
+/// (lane L of the row is channel L / 6 at position L % 6), so no chunk of samples is copied channel-major, packed
 /// for a GEMM or scattered back, and odd channel counts waste only the row's last vector. A block of 3 vectors holds
-/// 48 / HW whole channels; every block needs the same three arrangements of one input plane (lane i: position
-/// (16 u + i) mod HW, u = 0, 1, 2), made once per input channel by permutes. The weights are expanded by each part into
+/// 8 whole channels; every block needs the same three arrangements of one input plane (lane i: position
+/// (16 u + i) mod 6, u = 0, 1, 2), made once per input channel by permutes. The weights are expanded by each part into
 /// the lanes' layout, [pass][c][vector]: a pass is up to 3 blocks for two samples at a time (18 accumulators in
 /// registers), so each weight vector loaded serves both.
 /// </summary>
@@ -22,6 +22,9 @@ namespace NeuralCore.Backends.Cpu;
 internal static unsafe class PointwiseConv
 {
     private const int Lanes = 16;
+    // Positions per plane. The layout works for any plane size that divides 48 and fits a 256-bit load (up to 8); only 6
+    // (MNIST's 1 x 6 maps) was measured.
+    private const int Plane = 6;
     // One block: 3 vectors, the period of the input's arrangements.
     private const int BlockLanes = 48;
     private const int MaxBlocks = 3;
@@ -38,26 +41,31 @@ internal static unsafe class PointwiseConv
     /// <summary>A 1x1, stride-1, unpadded, ungrouped convolution over planes of 6 positions (where it was measured).</summary>
     internal static bool CanRun(in Conv2dParams p)
     {
-        int hw = p.H * p.W;
         return Enabled && Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.R == 1 && p.S == 1
             && p.StrideH == 1 && p.StrideW == 1 && p.PadH == 0 && p.PadW == 0 && p.Groups == 1
-            && hw == 6;
+            && p.H * p.W == Plane;
     }
+
+    // Per lane of a block's three vectors: the position it reads from an input plane, and (over a pass's 9 vectors) the
+    // channel of the pass it belongs to.
+    private static readonly Vector512<int>[] Positions = [Arrangement(0, channel: false), Arrangement(Lanes, channel: false), Arrangement(2 * Lanes, channel: false)];
+    private static readonly Vector512<int>[] Channels = [.. Enumerable.Range(0, PassLanes / Lanes).Select(v => Arrangement(v * Lanes, channel: true))];
 
     private struct Job
     {
         public float* X, W, Bias, Y;
         public bool Transposed;
-        public int N, C, K, HW, Passes, Slice, Parts;
-        // Per lane of the block's three vectors: the position it reads from an input plane.
+        public int N, C, K, Passes, Slice, Parts;
+        // Positions, copied here: read into locals just before the loop over input channels, they stay in registers
+        // there (read from the start, or from the static array, the JIT reloaded one per permute).
         public Vector512<int> Arrange0, Arrange1, Arrange2;
     }
 
-    /// <summary>y [N, K, HW] = w [K, C] * x [N, C, HW] (+ bias [K]) per sample.</summary>
+    /// <summary>y [N, K, 6] = w [K, C] * x [N, C, 6] (+ bias [K]) per sample.</summary>
     internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p) => Run(x, w, transposed: false, bias, y, p);
 
     /// <summary>
-    /// dx [N, C, HW] = w^T * dy [N, K, HW] per sample, for the convolution <paramref name="p"/> (which
+    /// dx [N, C, 6] = w^T * dy [N, K, 6] per sample, for the convolution <paramref name="p"/> (which
     /// <see cref="CanRun"/> accepts): the forward of the transposed kernel, read from w [K, C] as it lies, without a
     /// flipped copy.
     /// </summary>
@@ -65,23 +73,21 @@ internal static unsafe class PointwiseConv
         Run(dy, w, transposed: true, null, dx, new Conv2dParams(p.N, p.K, p.H, p.W, p.C, 1, 1, 1, 1, 0, 0, 1, 1, 1));
 
     /// <summary>
-    /// y [N, K, HW] = M [K, C] * x [N, C, HW] (+ bias) per sample for the geometry <paramref name="p"/>, M = w [K, C], or
+    /// y [N, K, 6] = M [K, C] * x [N, C, 6] (+ bias) per sample for the geometry <paramref name="p"/>, M = w [K, C], or
     /// with <paramref name="transposed"/> M = w^T for w stored [C, K].
     /// </summary>
     private static void Run(float* x, float* w, bool transposed, float* bias, float* y, in Conv2dParams p)
     {
-        int hw = p.H * p.W, channelsPerPass = PassLanes / hw;
+        const int channelsPerPass = PassLanes / Plane;
         int slices = (p.C * PassLanes + MaxSliceWeightFloats - 1) / MaxSliceWeightFloats;
         var job = new Job
         {
-            X = x, W = w, Transposed = transposed, Bias = bias, Y = y, N = p.N, C = p.C, K = p.K, HW = hw,
+            X = x, W = w, Transposed = transposed, Bias = bias, Y = y, N = p.N, C = p.C, K = p.K,
             Passes = (p.K + channelsPerPass - 1) / channelsPerPass,
             Slice = (p.C + slices - 1) / slices,
-            Arrange0 = Arrangement(0, hw, channel: false),
-            Arrange1 = Arrangement(Lanes, hw, channel: false),
-            Arrange2 = Arrangement(2 * Lanes, hw, channel: false),
+            Arrange0 = Positions[0], Arrange1 = Positions[1], Arrange2 = Positions[2],
         };
-        long macs = (long)p.N * p.K * p.C * hw;
+        long macs = (long)p.N * p.K * p.C * Plane;
         job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, p.N));
         // SAFETY: job outlives ForParts, which returns when every part is done.
         if (job.Parts == 1) RunPart(&job, 0);
@@ -89,18 +95,16 @@ internal static unsafe class PointwiseConv
     }
 
     /// <summary>
-    /// weights[pass][c][lane] = M[k, c] for output channel k = pass * channelsPerPass + lane / HW (zero past K), and
+    /// weights[pass][c][lane] = M[k, c] for output channel k = pass * 24 + lane / 6 (zero past K), and
     /// bias[pass][lane] likewise: each pass's channel values are first laid out per input channel ([c][32]; the rows of
     /// w read front to back, or with <paramref name="transposed"/> copied from w [c, k]), then spread over the lanes by
     /// permutes.
     /// </summary>
     [SkipLocalsInit]
-    private static void Expand(float* w, bool transposed, float* bias, float* weights, float* expandedBias, int k, int c, int hw, int passes,
+    private static void Expand(float* w, bool transposed, float* bias, float* weights, float* expandedBias, int k, int c, int passes,
         float* staged)
     {
-        int channelsPerPass = PassLanes / hw;
-        var channels = stackalloc Vector512<int>[PassLanes / Lanes];
-        for (int v = 0; v < PassLanes / Lanes; v++) channels[v] = Arrangement(v * Lanes, hw, channel: true);
+        const int channelsPerPass = PassLanes / Plane;
         int rows = c + (expandedBias == null ? 0 : 1);
         for (int pass = 0; pass < passes; pass++)
         {
@@ -130,7 +134,7 @@ internal static unsafe class PointwiseConv
                 var low = Vector512.Load(staged + ci * 2 * Lanes);
                 var high = Vector512.Load(staged + ci * 2 * Lanes + Lanes);
                 float* o = ci < c ? weights + ((long)pass * c + ci) * PassLanes : expandedBias + pass * PassLanes;
-                for (int v = 0; v < PassLanes / Lanes; v++) Avx512F.PermuteVar16x32x2(low, channels[v], high).Store(o + v * Lanes);
+                for (int v = 0; v < PassLanes / Lanes; v++) Avx512F.PermuteVar16x32x2(low, Channels[v], high).Store(o + v * Lanes);
             }
         }
     }
@@ -139,7 +143,7 @@ internal static unsafe class PointwiseConv
     {
         ref Job job = ref *(Job*)state;
         int first = (int)((long)part * job.N / job.Parts), end = (int)((long)(part + 1) * job.N / job.Parts);
-        int channelsPerPass = PassLanes / job.HW;
+        const int channelsPerPass = PassLanes / Plane;
         // Each part expands the weights into its own thread's scratch, as each part of the GEMM path packs its own: a
         // copy that one thread made and the other read cost more on two threads than making it twice (the big model's
         // 128 -> 128 steps).
@@ -149,11 +153,11 @@ internal static unsafe class PointwiseConv
         weights = (float*)(((nint)weights + 63) & ~(nint)63);
         float* expandedBias = job.Bias == null ? null : scratch.Get(ConvScratch.Slot.Weights, (long)job.Passes * PassLanes);
         float* staged = scratch.Get(ConvScratch.Slot.Rows, (long)(job.C + 1) * 2 * Lanes);
-        Expand(job.W, job.Transposed, job.Bias, weights, expandedBias, job.K, job.C, job.HW, job.Passes, staged);
+        Expand(job.W, job.Transposed, job.Bias, weights, expandedBias, job.K, job.C, job.Passes, staged);
         for (int pass = 0; pass < job.Passes; pass++)
         {
             int k0 = pass * channelsPerPass;
-            int lanes = Math.Min(channelsPerPass, job.K - k0) * job.HW;
+            int lanes = Math.Min(channelsPerPass, job.K - k0) * Plane;
             int blocks = (lanes + BlockLanes - 1) / BlockLanes;
             for (int c0 = 0; c0 < job.C; c0 += job.Slice)
             {
@@ -177,18 +181,18 @@ internal static unsafe class PointwiseConv
     private static void Slice<TBlocks>(ref Job job, float* expanded, float* expandedBias, int pass, int k0, int lanes, int c0, int c1, int first, int end)
         where TBlocks : struct, Gemm.IConstant
     {
-        int blocks = TBlocks.Value, hw = job.HW;
+        int blocks = TBlocks.Value;
         bool resume = c0 > 0, last = c1 == job.C;
-        var planeMask = ConvKernels.FirstLanes(hw);
+        var planeMask = ConvKernels.FirstLanes(Plane);
         float* weights = expanded + (long)pass * job.C * PassLanes;
         float* bias = expandedBias == null || !last ? null : expandedBias + pass * PassLanes;
-        long xStride = (long)job.C * hw, yStride = (long)job.K * hw;
+        long xStride = (long)job.C * Plane, yStride = (long)job.K * Plane;
         // A plane is read as 8 floats (the 2 past it are never arranged) except near the tensor's end.
         long wholeUntil = (long)job.N * xStride - Lanes;
         for (int n = first; n < end; n += 2)
         {
             bool pair = n + 1 < end;
-            float* y = job.Y + n * yStride + (long)k0 * hw, z = y + yStride;
+            float* y = job.Y + n * yStride + (long)k0 * Plane, z = y + yStride;
             float* x = job.X + n * xStride, x2 = pair ? x + xStride : x;
             Vector512<float> a0, a1, a2, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default, a8 = default;
             Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
@@ -209,7 +213,7 @@ internal static unsafe class PointwiseConv
             {
                 a0 = a1 = a2 = Vector512<float>.Zero;
             }
-            bool whole = (x2 - job.X) + (long)(c1 - 1) * hw <= wholeUntil;
+            bool whole = (x2 - job.X) + (long)(c1 - 1) * Plane <= wholeUntil;
             float* wc = weights + (long)c0 * PassLanes;
             // Read here so that they live in registers through the loop only (kept from the start, they were spilled).
             Vector512<int> arrange0 = job.Arrange0, arrange1 = job.Arrange1, arrange2 = job.Arrange2;
@@ -218,13 +222,13 @@ internal static unsafe class PointwiseConv
                 Vector512<float> plane, plane2;
                 if (whole)
                 {
-                    plane = Vector256.Load(x + (long)c * hw).ToVector512Unsafe();
-                    plane2 = Vector256.Load(x2 + (long)c * hw).ToVector512Unsafe();
+                    plane = Vector256.Load(x + (long)c * Plane).ToVector512Unsafe();
+                    plane2 = Vector256.Load(x2 + (long)c * Plane).ToVector512Unsafe();
                 }
                 else
                 {
-                    plane = Avx512F.MaskLoad(x + (long)c * hw, planeMask, Vector512<float>.Zero);
-                    plane2 = Avx512F.MaskLoad(x2 + (long)c * hw, planeMask, Vector512<float>.Zero);
+                    plane = Avx512F.MaskLoad(x + (long)c * Plane, planeMask, Vector512<float>.Zero);
+                    plane2 = Avx512F.MaskLoad(x2 + (long)c * Plane, planeMask, Vector512<float>.Zero);
                 }
                 var u0 = Avx512F.PermuteVar16x32(plane, arrange0);
                 var v0 = Avx512F.PermuteVar16x32(plane2, arrange0);
@@ -257,13 +261,12 @@ internal static unsafe class PointwiseConv
         }
     }
 
-    /// <summary>Per lane i of the vector starting at lane <paramref name="start"/> of a row: its channel (start + i) / HW, or its position (start + i) mod HW.</summary>
-    [SkipLocalsInit]
-    private static Vector512<int> Arrangement(int start, int hw, bool channel)
+    /// <summary>Per lane i of the vector starting at lane <paramref name="start"/> of a row: its channel (start + i) / 6, or its position (start + i) mod 6.</summary>
+    private static Vector512<int> Arrangement(int start, bool channel)
     {
-        int* lanes = stackalloc int[Lanes];
-        for (int i = 0; i < Lanes; i++) lanes[i] = channel ? (start + i) / hw : (start + i) % hw;
-        return Vector512.Load(lanes);
+        var lanes = new int[Lanes];
+        for (int i = 0; i < Lanes; i++) lanes[i] = channel ? (start + i) / Plane : (start + i) % Plane;
+        return Vector512.Create(lanes);
     }
 
     /// <summary>Vector v of a pass's output row: its real lanes (of <paramref name="lanes"/>), zero past them.</summary>
