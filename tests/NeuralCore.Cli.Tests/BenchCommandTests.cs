@@ -2,7 +2,15 @@ using System.Text.Json.Nodes;
 
 namespace NeuralCore.Cli.Tests;
 
+/// <summary>
+/// Tests that measure in-process (allocations per iteration, timings) run alone: the other command tests set the
+/// process-wide thread count (<c>--threads</c>) and allocate while they run.
+/// </summary>
+[CollectionDefinition(nameof(MeasuringCollection), DisableParallelization = true)]
+public sealed class MeasuringCollection;
+
 /// <summary><c>neuralcore bench</c>: the JSON it reports for both modes and engines, the per-step and per-op profiles, and its usage errors.</summary>
+[Collection(nameof(MeasuringCollection))]
 public sealed class BenchCommandTests
 {
     [Theory]
