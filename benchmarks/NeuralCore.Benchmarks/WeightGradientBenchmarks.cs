@@ -10,8 +10,8 @@ namespace NeuralCore.Benchmarks;
 /// Training's convolution weight gradients (<c>Conv2dBackwardWeight</c>, sample-major, 2 threads) through the GEMM path
 /// (im2col or gathered rows, then <c>Gemm.Sgemm</c>; the baseline) and through <see cref="DirectWeightGradient"/>'s dot
 /// products, on the layers of CP-ResNet 32/64/128 and of the model pruned to 19/38/76 where the direct path runs: the
-/// stems, the 3x3 stage-1 convolutions, the 3x3 cut to 1x3 on MNIST's 1 x 6 maps, and the pruned model's 1x1 layers with
-/// 38 input channels. MNIST 28 x 28 at batch 256, mel 128 x 100 at batch 64; the stems are 5x5 with stride 2 and padding
+/// stems, the 3x3 stage-1 convolutions, the 3x3 cut to 1x3 on MNIST's 1 x 6 maps, the pruned model's 1x1 layers with
+/// 38 or 76 input channels, and the classifier's 1x1 (10 output channels). MNIST 28 x 28 at batch 256, mel 128 x 100 at batch 64; the stems are 5x5 with stride 2 and padding
 /// 1 (names of at most 20 characters, which BenchmarkDotNet prints whole). Needs AVX-512 (the direct path does).
 /// </summary>
 [Config(typeof(WeightGradientConfig))]
@@ -36,6 +36,9 @@ public class WeightGradientBenchmarks
         ("mnist 19-19 3x3 3x6", Same(256, 19, 19, 3, 6, 3)),
         ("mnist 32-64 3x3 1x6", Same(256, 32, 64, 1, 6, 3)),
         ("mnist 38-38 1x1 1x6", Same(256, 38, 38, 1, 6, 1)),
+        ("mnist 38-76 1x1 1x6", Same(256, 38, 76, 1, 6, 1)),
+        ("mnist 76-76 1x1 1x6", Same(256, 76, 76, 1, 6, 1)),
+        ("mnist 128-10 1x1 1x6", Same(256, 128, 10, 1, 6, 1)),
         ("mel stem 1-32", Stem(64, 128, 100, 32)),
         ("mel stem 1-19", Stem(64, 128, 100, 19)),
         ("mel 32-32 3x3 31x24", Same(64, 32, 32, 31, 24, 3)),

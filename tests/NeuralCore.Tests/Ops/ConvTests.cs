@@ -419,6 +419,56 @@ public sealed class DirectWeightGradientTests
             GradCheck.AssertClose(Reference.ToDouble(viaIm2col), viaColumns, 1e-5, 1e-5, "stem forward");
     }
 
+    /// <summary>
+    /// The bits of one chunk on one thread, modelled in scalar code: lane l of an accumulator adds the products at the
+    /// chunk's positions l, l + 16, ... in order, each a fused multiply-add (zero where a tap reads off the plane), and
+    /// the 16 lanes are summed as Vector512.Sum sums them (adjacent pairs, then pairs of those). Covers the kernel for
+    /// rows of whole vectors (1x1 without padding, whose rows are padded with zeros), the masked kernel, and the
+    /// four-at-a-time lane sums both use, on blocks partly filled (6 = 3 + 3 output rows, 7 = 3 + 4 inputs).
+    /// </summary>
+    [Theory]
+    [InlineData(5, 7, 1, 6, 6, 1, 1, 0)]   // 30 positions, padded to 32
+    [InlineData(8, 9, 1, 6, 11, 1, 1, 0)]  // 48: whole vectors, no padding
+    [InlineData(3, 7, 3, 6, 6, 3, 3, 1)]   // masked: a 3x3 with padding 1, 54 positions ending inside a vector
+    public void SumsFollowTheirOrder(int n, int c, int h, int w, int k, int r, int s, int pad)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, pad, pad, 1, 1, 1);
+        float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 41));
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * h * w, 42));
+        int saved = CpuThreading.Threads;
+        CpuThreading.Threads = 1;
+        float[] direct;
+        try
+        {
+            direct = Direct(dy, x, p);
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+        int plane = h * w, length = n * plane;
+        var expected = new float[direct.Length];
+        var lanes = new float[16];
+        for (int kk = 0; kk < k; kk++)
+        for (int cc = 0; cc < c; cc++)
+        for (int tap = 0; tap < r * s; tap++)
+        {
+            int dr = tap / s - pad, ds = tap % s - pad;
+            Array.Clear(lanes);
+            for (int j = 0; j < length; j++)
+            {
+                int sample = j / plane, row = j % plane / w, column = j % w;
+                bool inside = (uint)(row + dr) < (uint)h && (uint)(column + ds) < (uint)w;
+                float xv = inside ? x[(sample * c + cc) * plane + (row + dr) * w + column + ds] : 0f;
+                lanes[j % 16] = MathF.FusedMultiplyAdd(dy[(sample * k + kk) * plane + j % plane], xv, lanes[j % 16]);
+            }
+            for (int width = 16; width > 1; width /= 2)
+                for (int i = 0; i < width / 2; i++) lanes[i] = lanes[2 * i] + lanes[2 * i + 1];
+            expected[(kk * c + cc) * r * s + tap] = 0f + lanes[0];
+        }
+        Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), direct.Select(BitConverter.SingleToInt32Bits));
+    }
+
     [Theory]
     // The shapes CP-ResNet's layers give (pruned and unpruned, MNIST and mel), and which path each takes.
     [InlineData(256, 19, 6, 6, 19, 3, 3, 1, true)]
@@ -430,6 +480,9 @@ public sealed class DirectWeightGradientTests
     [InlineData(64, 38, 7, 24, 38, 1, 1, 0, true)]     // 38 input channels leave the GEMM's panels part empty
     [InlineData(64, 32, 31, 24, 32, 1, 1, 0, false)]   // 32 fill them, and the planes are read in place
     [InlineData(256, 64, 1, 6, 64, 1, 1, 0, false)]
+    [InlineData(256, 128, 1, 6, 128, 1, 1, 0, false)]
+    [InlineData(256, 76, 1, 6, 76, 1, 1, 0, true)]     // 76 input channels on 1 x 6: part-empty panels, gathered planes
+    [InlineData(256, 38, 1, 6, 76, 1, 1, 0, true)]
     [InlineData(64, 76, 7, 24, 76, 1, 1, 0, false)]
     public void RunsWhereItWasMeasuredFaster(int n, int c, int h, int w, int k, int r, int s, int pad, bool expected)
     {

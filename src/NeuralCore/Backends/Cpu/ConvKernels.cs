@@ -621,7 +621,7 @@ internal static unsafe class ConvKernels
         MoveChunk(samples, sampleStride, channels, plane, nb, chunk, (long)nb * plane, toSamples);
 
     /// <summary><see cref="MoveChunk(float*, long, int, int, int, float*, bool)"/> with the chunk's rows <paramref name="ld"/> floats apart.</summary>
-    private static void MoveChunk(float* samples, long sampleStride, int channels, int plane, int nb, float* chunk, long ld, bool toSamples)
+    internal static void MoveChunk(float* samples, long sampleStride, int channels, int plane, int nb, float* chunk, long ld, bool toSamples)
     {
         if (plane < SmallPlane && Avx512F.IsSupported)
         {
