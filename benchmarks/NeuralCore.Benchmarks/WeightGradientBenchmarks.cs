@@ -45,6 +45,8 @@ public class WeightGradientBenchmarks
         ("mel 19-19 3x3 31x24", Same(64, 19, 19, 31, 24, 3)),
         ("mel 19-38 3x3 7x24", Same(64, 19, 38, 7, 24, 3)),
         ("mel 38-38 1x1 7x24", Same(64, 38, 38, 7, 24, 1)),
+        ("mel 38-76 1x1 7x24", Same(64, 38, 76, 7, 24, 1)),
+        ("mel 76-76 1x1 7x24", Same(64, 76, 76, 7, 24, 1)),
     ];
 
     private static Conv2dParams Stem(int n, int h, int w, int k) => new(n, 1, h, w, k, 5, 5, 2, 2, 1, 1, 1, 1, 1);

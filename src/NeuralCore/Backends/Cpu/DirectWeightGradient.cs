@@ -48,21 +48,21 @@ internal static unsafe class DirectWeightGradient
 
     /// <summary>
     /// True where <see cref="CanRun"/> and this path was measured faster than the GEMM path (MNIST b256 and mel b64, two
-    /// threads): for fewer than 64 output channels, kernels with more than one tap, and 1x1 kernels whose input channels
-    /// leave the GEMM's 32-column panels part empty or whose planes the GEMM path must gather (3x3 19->19 on 6 x 6: 0.36
-    /// against 0.70 ms; 32->32: 1.02 against 1.36 ms; 1x1 38->38 on 7 x 24: 0.24 against 0.26 ms). On planes the GEMM path
-    /// gathers (under 32 values), at any width, kernels with more taps (1x3 32->64 on 1 x 6: 0.15 against 0.19 ms) and 1x1
-    /// kernels whose input channels leave the panels part empty (76->76 on 1 x 6, whole backward in the training step:
-    /// 0.245-0.246 against 0.258-0.277 ms). Wider layers keep the GEMM (1x1 128->128 on 7 x 24: 2.8 against 2.1 ms, on
-    /// 1 x 6: 0.42 against 0.28 ms; 3x3 32->64 on 7 x 24: 2.4 against 2.2 ms).
+    /// threads). Kernels with more than one tap: for fewer than 64 output channels (3x3 19->19 on 6 x 6: 0.36 against
+    /// 0.70 ms; 32->32: 1.02 against 1.36 ms), and at any width on planes the GEMM path gathers, under 32 values (1x3
+    /// 32->64 on 1 x 6: 0.15 against 0.19 ms). 1x1 kernels: at any width when the input channels leave the GEMM's
+    /// 32-column panels part empty (in the training step, whole backward: 76->76 on 1 x 6 0.245-0.246 against
+    /// 0.258-0.277 ms, on 7 x 24 1.63-1.87 against 1.78-2.02 ms; 38->38 on 7 x 24: 0.24 against 0.26 ms), and for fewer
+    /// than 64 output channels on gathered planes. Wider layers keep the GEMM (1x1 128->128 on 7 x 24: 2.8 against
+    /// 2.1 ms, on 1 x 6: 0.42 against 0.28 ms; 3x3 32->64 on 7 x 24: 2.4 against 2.2 ms).
     /// </summary>
     internal static bool Supports(in Conv2dParams p)
     {
         if (!Enabled || !CanRun(p)) return false;
         int taps = p.R * p.S, plane = p.H * p.W;
         bool partEmpty = p.C % Gemm.PanelColumns != 0, gathered = plane < ConvKernels.MinDirectWeightPlane;
-        if (gathered && (taps > 1 || partEmpty)) return true;
-        return p.K < MaxOutputChannels && (taps > 1 || partEmpty || gathered);
+        if (taps > 1) return gathered || p.K < MaxOutputChannels;
+        return partEmpty || (gathered && p.K < MaxOutputChannels);
     }
 
     /// <summary>
