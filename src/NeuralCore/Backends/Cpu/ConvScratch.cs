@@ -25,7 +25,7 @@ internal sealed unsafe class ConvScratch
         Rows,
         /// <summary>Per-part partial weight gradients (caller thread only).</summary>
         Partials,
-        /// <summary>The flipped kernel of a stride-1 backward-data pass, or a training stem's packed weights (caller thread only).</summary>
+        /// <summary>The flipped kernel of a stride-1 backward-data pass, a training stem's packed weights, or the direct weight gradient's border masks as vectors (caller thread only; parts read them).</summary>
         Weights,
         /// <summary>One zero-bordered input plane for the unit-stride im2col; in the Winograd path with samples in the lanes, one channel's planes [position, sample].</summary>
         Padded,
