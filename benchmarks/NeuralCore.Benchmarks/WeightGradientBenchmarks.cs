@@ -11,8 +11,9 @@ namespace NeuralCore.Benchmarks;
 /// (im2col or gathered rows, then <c>Gemm.Sgemm</c>; the baseline) and through <see cref="DirectWeightGradient"/>'s dot
 /// products, on the layers of CP-ResNet 32/64/128 and of the model pruned to 19/38/76 where the direct path runs: the
 /// stems, the 3x3 stage-1 convolutions, the 3x3 cut to 1x3 on MNIST's 1 x 6 maps, the pruned model's 1x1 layers with
-/// 38 or 76 input channels, and the classifier's 1x1 (10 output channels). MNIST 28 x 28 at batch 256, mel 128 x 100 at batch 64; the stems are 5x5 with stride 2 and padding
-/// 1 (names of at most 20 characters, which BenchmarkDotNet prints whole). Needs AVX-512 (the direct path does).
+/// 38 or 76 input channels, and the classifier's 1x1 (10 output channels). MNIST 28 x 28 at batch 256, mel 128 x 100 at
+/// batch 64; the stems are 5x5 with stride 2 and padding 1 (names of at most 20 characters, which BenchmarkDotNet prints
+/// whole). Needs AVX-512 (the direct path does).
 /// </summary>
 [Config(typeof(WeightGradientConfig))]
 public class WeightGradientBenchmarks

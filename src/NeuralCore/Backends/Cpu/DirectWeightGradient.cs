@@ -89,9 +89,8 @@ internal static unsafe class DirectWeightGradient
         public int Grid;
         // Per tap: the flat offset it reads x at (a stem's: inside its phase plane, which TapPlane names).
         public int* Offsets, TapPlane;
-        // Per tap of a stride-1 kernel, the masks [phase] of the positions j inside the plane (bit l: lane l).
-        public ushort* Masks;
-        // The same masks as vectors, all bits of a lane set where its bit is ([tap][phase]).
+        // Per tap of a stride-1 kernel, the masks [phase] of the positions j inside the plane: all bits of lane l set
+        // where position phase * 16 + l is (none when Inside).
         public Vector512<float>* MaskVectors;
         // A stem's input planes: rows per sample, and the smallest row offset of the taps (u0 below).
         public int Px, U0;
@@ -133,7 +132,7 @@ internal static unsafe class DirectWeightGradient
         var job = new Job
         {
             P = p, Dy = dy, X = x, Dw = dw, Grid = plane, Taps = taps, Phases = phases,
-            Offsets = offsets, Masks = masks, Slack = (reach + 2 * Lanes - 1) / Lanes * Lanes, Inside = true,
+            Offsets = offsets, Slack = (reach + 2 * Lanes - 1) / Lanes * Lanes, Inside = true,
         };
         for (int i = 0; i < taps * phases; i++) job.Inside &= masks[i] == ushort.MaxValue;
         if (!job.Inside)
@@ -456,14 +455,7 @@ internal static unsafe class DirectWeightGradient
                 }
             }
         }
-        float* dw = b.Dw;
-        // The first four accumulators of each row, a row at a time; the fifth of every row together.
-        int first = Math.Min(xCount, 4);
-        AddLanes(dw, b.DwX, first, Sums(a00, a01, a02, a03));
-        if (kCount > 1) AddLanes(dw + b.DwK, b.DwX, first, Sums(a10, a11, a12, a13));
-        if (kCount > 2) AddLanes(dw + 2 * b.DwK, b.DwX, first, Sums(a20, a21, a22, a23));
-        if (kCount > 3) AddLanes(dw + 3 * b.DwK, b.DwX, first, Sums(a30, a31, a32, a33));
-        if (xCount > 4) AddLanes(dw + 4 * b.DwX, b.DwK, kCount, Sums(a04, a14, a24, a34));
+        AddBlock(b, kCount, xCount, a00, a01, a02, a03, a04, a10, a11, a12, a13, a14, a20, a21, a22, a23, a24, a30, a31, a32, a33, a34);
     }
 
     /// <summary>
@@ -525,14 +517,7 @@ internal static unsafe class DirectWeightGradient
                 if (kCount > 3) a34 = Vector512.FusedMultiplyAdd(d3, xv, a34);
             }
         }
-        float* dw = b.Dw;
-        // The first four accumulators of each row, a row at a time; the fifth of every row together.
-        int first = Math.Min(xCount, 4);
-        AddLanes(dw, b.DwX, first, Sums(a00, a01, a02, a03));
-        if (kCount > 1) AddLanes(dw + b.DwK, b.DwX, first, Sums(a10, a11, a12, a13));
-        if (kCount > 2) AddLanes(dw + 2 * b.DwK, b.DwX, first, Sums(a20, a21, a22, a23));
-        if (kCount > 3) AddLanes(dw + 3 * b.DwK, b.DwX, first, Sums(a30, a31, a32, a33));
-        if (xCount > 4) AddLanes(dw + 4 * b.DwX, b.DwK, kCount, Sums(a04, a14, a24, a34));
+        AddBlock(b, kCount, xCount, a00, a01, a02, a03, a04, a10, a11, a12, a13, a14, a20, a21, a22, a23, a24, a30, a31, a32, a33, a34);
     }
 
     /// <summary>
@@ -542,6 +527,26 @@ internal static unsafe class DirectWeightGradient
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> LoadX<TBorder>(float* x, Vector512<float> inside) where TBorder : struct, IBorder =>
         TBorder.Masked ? Vector512.ConditionalSelect(inside, Vector512.Load(x), Vector512<float>.Zero) : Avx512F.MaskLoad(x, inside, Vector512<float>.Zero);
+
+    /// <summary>
+    /// Adds a block's lane sums to dw (row k of accumulators at Dw + k * DwK, its i-th at + i * DwX): the first four
+    /// accumulators of each row a row at a time, the fifth of every row together.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddBlock(in Pairing b, int kCount, int xCount,
+        Vector512<float> a00, Vector512<float> a01, Vector512<float> a02, Vector512<float> a03, Vector512<float> a04,
+        Vector512<float> a10, Vector512<float> a11, Vector512<float> a12, Vector512<float> a13, Vector512<float> a14,
+        Vector512<float> a20, Vector512<float> a21, Vector512<float> a22, Vector512<float> a23, Vector512<float> a24,
+        Vector512<float> a30, Vector512<float> a31, Vector512<float> a32, Vector512<float> a33, Vector512<float> a34)
+    {
+        float* dw = b.Dw;
+        int first = Math.Min(xCount, 4);
+        AddLanes(dw, b.DwX, first, Sums(a00, a01, a02, a03));
+        if (kCount > 1) AddLanes(dw + b.DwK, b.DwX, first, Sums(a10, a11, a12, a13));
+        if (kCount > 2) AddLanes(dw + 2 * b.DwK, b.DwX, first, Sums(a20, a21, a22, a23));
+        if (kCount > 3) AddLanes(dw + 3 * b.DwK, b.DwX, first, Sums(a30, a31, a32, a33));
+        if (xCount > 4) AddLanes(dw + 4 * b.DwX, b.DwK, kCount, Sums(a04, a14, a24, a34));
+    }
 
     /// <summary>
     /// The lane sums of four vectors, in lanes 0-3: each summed as <see cref="Vector512.Sum{T}"/> sums (adjacent lanes,
