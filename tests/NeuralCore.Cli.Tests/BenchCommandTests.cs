@@ -1,4 +1,6 @@
 using System.Text.Json.Nodes;
+using NeuralCore.IO;
+using NeuralCore.Models;
 
 namespace NeuralCore.Cli.Tests;
 
@@ -9,7 +11,7 @@ namespace NeuralCore.Cli.Tests;
 [CollectionDefinition(nameof(MeasuringCollection), DisableParallelization = true)]
 public sealed class MeasuringCollection;
 
-/// <summary><c>neuralcore bench</c>: the JSON it reports for both modes and engines, the per-step and per-op profiles, and its usage errors.</summary>
+/// <summary><c>neuralcore bench</c>: the JSON it reports for both modes and engines, the per-step and per-op profiles, the comparison with a baseline, and its usage errors.</summary>
 [Collection(nameof(MeasuringCollection))]
 public sealed class BenchCommandTests
 {
@@ -95,5 +97,69 @@ public sealed class BenchCommandTests
         var (code, _, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--batch-size", "2", "--mode", "infer", "--eager", "--profile");
         Assert.Equal(2, code);
         Assert.Contains("--profile", stderr);
+    }
+
+    /// <summary>
+    /// With --baseline (widths, or a checkpoint file), both models are timed in one process, iteration for iteration:
+    /// as many times each, the speed-up the median of the pairs' ratios with its quartiles, and the multiply-adds of both.
+    /// </summary>
+    [Theory]
+    [InlineData("infer", false)]
+    [InlineData("train", true)]
+    public void ComparesWithABaselineIterationByIteration(string mode, bool baselineFromFile)
+    {
+        string baseline = "8 16 16";
+        var folder = Directory.CreateTempSubdirectory("nc-bench-baseline-").FullName;
+        try
+        {
+            if (baselineFromFile)
+            {
+                baseline = Path.Combine(folder, "big.safetensors");
+                var config = CpResNetConfig.FromWidths("8 16 16");
+                new CpResNet(config, new Generator(1)).Save(baseline, config.ToMetadata());
+            }
+            AssertComparison(mode, baseline, baselineFromFile);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    private static void AssertComparison(string mode, string baseline, bool baselineFromFile)
+    {
+        var (code, stdout, stderr) = Cli.Run("bench", "--channel-width", "4 8 8", "--baseline", baseline, "--batch-size", "3", "--mode", mode,
+            "--iterations", "5", "--warmup", "0", "--json");
+        Assert.True(code == 0, stderr);
+        var json = JsonNode.Parse(stdout)!;
+        var other = json["baseline"]!;
+        Assert.Equal([8, 16, 16], other["channel_widths"]!.AsArray().Select(w => (int)w!));
+        Assert.Equal(baselineFromFile ? Path.GetFullPath(baseline) : null, (string?)other["checkpoint"]);
+        var times = json["times_ms"]!.AsArray().Select(t => (double)t!).ToArray();
+        var baselineTimes = other["times_ms"]!.AsArray().Select(t => (double)t!).ToArray();
+        Assert.Equal(5, times.Length);
+        Assert.Equal(5, baselineTimes.Length);
+        // The speed-up is the median of the pairs' ratios (5 pairs: the third smallest), not a ratio of the medians.
+        var ratios = times.Zip(baselineTimes, (m, b) => b / m).Order().ToArray();
+        var speedup = json["speedup"]!;
+        Assert.Equal(ratios[2], (double)speedup["median"]!, 12);
+        Assert.Equal(ratios[1], (double)speedup["p25"]!, 12);
+        Assert.Equal(ratios[3], (double)speedup["p75"]!, 12);
+        long macs = (long)json["macs"]!, baselineMacs = (long)other["macs"]!;
+        Assert.True(macs > 0 && baselineMacs > 2 * macs, $"{macs} against {baselineMacs} multiply-adds");
+        Assert.Equal((double)baselineMacs / macs, (double)speedup["mac_ratio"]!, 12);
+        Assert.Contains("speed-up over the baseline", stderr);
+        Assert.Contains("baseline CP-ResNet 8 16 16", stderr);
+    }
+
+    [Theory]
+    [InlineData(new[] { "--baseline", "no/such/model.safetensors" }, 1, "Checkpoint not found")]
+    [InlineData(new[] { "--baseline", "8 16 16", "--profile" }, 2, "--profile times one model")]
+    [InlineData(new[] { "--baseline", "8 16 16", "--input-shape", "2,28,28" }, 2, "channels but the model takes 1")]
+    public void ABaselineThatCannotBeTimedIsAnError(string[] options, int expectedCode, string message)
+    {
+        var (code, _, stderr) = Cli.Run(["bench", "--channel-width", "4 8 8", "--batch-size", "2", "--iterations", "1", "--warmup", "0", .. options]);
+        Assert.Equal(expectedCode, code);
+        Assert.Contains(message, stderr);
     }
 }

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using NeuralCore.Backends.Cpu;
+using NeuralCore.Models;
 using NeuralCore.NN;
 using NeuralCore.Optim;
 
@@ -10,7 +11,8 @@ namespace NeuralCore.Cli.Commands;
 
 /// <summary>
 /// <c>neuralcore bench</c>: times one training step (forward, cross-entropy, backward, Adam) or one inference pass of a
-/// CP-ResNet on random inputs of a fixed shape, and prints the median and spread per iteration and samples per second.
+/// CP-ResNet on random inputs of a fixed shape, and prints the median and spread per iteration and samples per second;
+/// with <c>--baseline</c>, also a second model's, the two alternating iteration by iteration, and the speed-up.
 /// </summary>
 internal static class BenchCommand
 {
@@ -54,13 +56,20 @@ internal static class BenchCommand
         {
             Description = "Also print where an iteration spends its time, layer by layer, from runs after the timed ones: each step of the compiled plan (with --mode train, each op's forward and then its backward), or with --eager --mode train each op's forward and backward as autograd records and runs them (time since the op before it). The optimizer step is not counted.",
         };
+        var baseline = new Option<string?>("--baseline")
+        {
+            Description = "Also time a baseline model in the same process, iteration for iteration alternating with this one, and report the speed-up " +
+                "over it (baseline time / this model's time, per pair of neighbouring iterations: median and quartiles) next to the ratio of " +
+                "their multiply-adds; e.g. the unpruned model a pruned checkpoint came from. Channel widths (\"32 64 128\") or a checkpoint file.",
+            HelpName = "WIDTHS|FILE",
+        };
         var device = new Option<string>("--device") { Description = TrainingOptionSet.DeviceHelp, DefaultValueFactory = _ => "cpu" };
         var json = CommonOptions.Json();
         var command = new Command("bench",
             "Time a CP-ResNet training step or inference pass on random inputs: median and spread per iteration, samples per second. " +
             "Give the architecture (--model, --channel-width) or a --checkpoint (e.g. a pruned model).")
         {
-            model, width, checkpoint, inputShape, batchSize, mode, iterations, warmup, threads, eager, profile, device, json,
+            model, width, checkpoint, inputShape, batchSize, mode, iterations, warmup, threads, eager, profile, baseline, device, json,
         };
         command.SetAction(parse =>
         {
@@ -82,10 +91,14 @@ internal static class BenchCommand
             var dev = TrainingOptionSet.ParseDevice(parse.GetValue(device)!);
             var path = parse.GetValue(checkpoint);
             var source = path is null ? ModelSource.Build(widths, seed: 0) : ModelSource.Load(path, widths);
-            if (shape[0] != source.Config.InputChannels)
-                throw new CliException(
-                    $"--input-shape {string.Join(",", shape)} has {shape[0]} channels but the model takes {source.Config.InputChannels}; pass --input-shape {source.Config.InputChannels},{shape[1]},{shape[2]}.",
-                    Program.UsageError);
+            CheckInputChannels(source, shape, "the model");
+            var baselineSpec = parse.GetValue(baseline);
+            ModelSource? reference = null;
+            if (baselineSpec is not null)
+            {
+                reference = LooksLikeWidths(baselineSpec) ? ModelSource.Build(baselineSpec, seed: 0) : ModelSource.Load(baselineSpec, null);
+                CheckInputChannels(reference, shape, "the baseline");
+            }
 
             bool useEager = parse.GetValue(eager);
             if (what == "infer" && !useEager && dev != Device.Cpu)
@@ -95,17 +108,29 @@ internal static class BenchCommand
             bool withProfile = parse.GetValue(profile);
             if (withProfile && what == "infer" && engine != "plan")
                 throw new CliException("--profile with --mode infer times the steps of the compiled inference plan; leave out --eager (or profile --mode train).", Program.UsageError);
-            var result = Run(source, dev, shape, batch, what == "train", engine == "plan", count, warm, withProfile, console.Cancellation);
+            if (withProfile && reference is not null)
+                throw new CliException("--profile times one model; profile the baseline in a run of its own (leave out --baseline).", Program.UsageError);
+            bool train = what == "train", compiled = engine == "plan";
+            var timed = new Timed(source, dev, shape, batch, train, compiled, console.Cancellation);
+            var other = reference is null ? null : new Timed(reference, dev, shape, batch, train, compiled, console.Cancellation);
+            var (result, baselineResult) = Measure(timed, other, count, warm, withProfile);
             bool asJson = parse.GetValue(json);
             var human = console.Human(asJson);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"CP-ResNet {string.Join(" ", source.Config.ChannelWidths)}{(source.Checkpoint is null ? "" : $" ({source.Checkpoint})")}, " +
-                $"{what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
-            human.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"median {result.Median:F3} ms  (min {result.Min:F3}, p25 {result.P25:F3}, p75 {result.P75:F3}, max {result.Max:F3})  " +
-                $"{result.SamplesPerSecond:F0} samples/s"));
+                $"{Describe(source)}, {what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
+            WriteTimes(human, result);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB"));
+            Speedup? speedup = null;
+            if (reference is not null && baselineResult is not null)
+            {
+                speedup = new Speedup(result, baselineResult, ModelSummary.Summarize(source.Model, shape).TotalMacs, ModelSummary.Summarize(reference.Model, shape).TotalMacs);
+                human.WriteLine($"baseline {Describe(reference)}, alternating with the model iteration by iteration:");
+                WriteTimes(human, baselineResult);
+                human.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"speed-up over the baseline {speedup.Median:F3}x (pairs of iterations: p25 {speedup.P25:F3}, p75 {speedup.P75:F3}); " +
+                    $"multiply-adds {speedup.MacRatio:F3}x fewer, so {100 * speedup.Median / speedup.MacRatio:F0} % of the speed-up they allow"));
+            }
             if (result.Profile is { } steps)
             {
                 double total = steps.Sum(s => s.Milliseconds);
@@ -141,11 +166,64 @@ internal static class BenchCommand
                 };
                 if (result.Profile is { } profiled)
                     o["profile"] = new JsonArray(profiled.Select(s => (JsonNode)new JsonObject { ["step"] = s.Step, ["mean_ms"] = s.Milliseconds }).ToArray());
+                if (speedup is not null)
+                {
+                    o["macs"] = speedup.Macs;
+                    o["baseline"] = new JsonObject
+                    {
+                        ["channel_widths"] = Json.Array(reference!.Config.ChannelWidths),
+                        ["checkpoint"] = reference.Checkpoint is null ? null : Path.GetFullPath(reference.Checkpoint),
+                        ["macs"] = speedup.BaselineMacs,
+                        ["median_ms"] = baselineResult!.Median,
+                        ["min_ms"] = baselineResult.Min,
+                        ["p25_ms"] = baselineResult.P25,
+                        ["p75_ms"] = baselineResult.P75,
+                        ["max_ms"] = baselineResult.Max,
+                        ["samples_per_second"] = baselineResult.SamplesPerSecond,
+                        ["allocated_bytes_per_iteration"] = baselineResult.AllocatedBytesPerIteration,
+                        ["times_ms"] = new JsonArray(baselineResult.Times.Select(v => (JsonNode)v).ToArray()),
+                    };
+                    o["speedup"] = new JsonObject
+                    {
+                        ["median"] = speedup.Median,
+                        ["p25"] = speedup.P25,
+                        ["p75"] = speedup.P75,
+                        ["mac_ratio"] = speedup.MacRatio,
+                    };
+                }
                 console.Out.WriteLine(o.ToJsonString(Json.Indented));
             }
             return Program.Success;
         });
         return command;
+    }
+
+    private static void CheckInputChannels(ModelSource source, int[] shape, string which)
+    {
+        if (shape[0] != source.Config.InputChannels)
+            throw new CliException(
+                $"--input-shape {string.Join(",", shape)} has {shape[0]} channels but {which} takes {source.Config.InputChannels}; pass --input-shape {source.Config.InputChannels},{shape[1]},{shape[2]}.",
+                Program.UsageError);
+    }
+
+    /// <summary>True when a --baseline value is channel widths (numbers separated by spaces or commas) rather than a file.</summary>
+    private static bool LooksLikeWidths(string spec) =>
+        spec.Split([' ', ','], StringSplitOptions.RemoveEmptyEntries) is { Length: > 0 } parts && parts.All(p => p.All(char.IsAsciiDigit));
+
+    private static string Describe(ModelSource source) =>
+        $"CP-ResNet {string.Join(" ", source.Config.ChannelWidths)}{(source.Checkpoint is null ? "" : $" ({source.Checkpoint})")}";
+
+    private static void WriteTimes(TextWriter human, BenchResult result) =>
+        human.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"median {result.Median:F3} ms  (min {result.Min:F3}, p25 {result.P25:F3}, p75 {result.P75:F3}, max {result.Max:F3})  " +
+            $"{result.SamplesPerSecond:F0} samples/s"));
+
+    /// <summary>The q-quantile of sorted values, interpolated between neighbours.</summary>
+    private static double Quantile(double[] sorted, double q)
+    {
+        double at = q * (sorted.Length - 1);
+        int lo = (int)Math.Floor(at), hi = (int)Math.Ceiling(at);
+        return sorted[lo] + (sorted[hi] - sorted[lo]) * (at - lo);
     }
 
     /// <summary>Times per iteration in milliseconds (in run order) and their summary.</summary>
@@ -154,112 +232,168 @@ internal static class BenchCommand
     {
         private double[] Sorted { get; } = Times.Order().ToArray();
 
-        public double Median => Quantile(0.5);
+        public double Median => Quantile(Sorted, 0.5);
 
         public double Min => Sorted[0];
 
         public double Max => Sorted[^1];
 
-        public double P25 => Quantile(0.25);
+        public double P25 => Quantile(Sorted, 0.25);
 
-        public double P75 => Quantile(0.75);
+        public double P75 => Quantile(Sorted, 0.75);
 
         public double SamplesPerSecond => Batch / (Median / 1000);
-
-        private double Quantile(double q)
-        {
-            double at = q * (Sorted.Length - 1);
-            int lo = (int)Math.Floor(at), hi = (int)Math.Ceiling(at);
-            return Sorted[lo] + (Sorted[hi] - Sorted[lo]) * (at - lo);
-        }
     }
 
-    private static BenchResult Run(ModelSource source, Device device, int[] shape, int batch, bool train, bool plan, int count, int warm, bool profile, CancellationToken cancel)
+    /// <summary>
+    /// The baseline's time over the model's, per pair of iterations timed next to each other (so that a slow spell of the
+    /// machine slows both), and the ratio of their multiply-adds: the speed-up the work alone would give.
+    /// </summary>
+    private sealed class Speedup(BenchResult model, BenchResult baseline, long macs, long baselineMacs)
     {
-        var net = source.Model;
-        net.To(device);
-        var generator = new Generator(1);
-        var x = Tensor.Rand([batch, .. shape], generator, device);
-        var labels = new long[batch];
-        for (int i = 0; i < batch; i++) labels[i] = i % source.Config.NumClasses;
-        var y = Tensor.FromArray(labels, batch).To(device);
-        Optimizer? optimizer = null;
-        if (train)
-        {
-            net.Train();
-            optimizer = new Adam(net.Parameters(), lr: 1e-3, weightDecay: 3e-3);
-        }
-        else
-        {
-            net.Eval();
-        }
-        var compiled = !train && plan ? CpuInferencePlan.Compile(net, [batch, .. shape]) : null;
-        var trainingPlan = train && plan ? CpuTrainingPlan.Compile(net, [batch, .. shape]) : null;
-        var logits = new float[batch * source.Config.NumClasses];
+        private readonly double[] _sorted = model.Times.Zip(baseline.Times, (m, b) => b / m).Order().ToArray();
 
+        public long Macs => macs;
+
+        public long BaselineMacs => baselineMacs;
+
+        public double MacRatio => (double)baselineMacs / macs;
+
+        public double Median => Quantile(_sorted, 0.5);
+
+        public double P25 => Quantile(_sorted, 0.25);
+
+        public double P75 => Quantile(_sorted, 0.75);
+    }
+
+    /// <summary>
+    /// Times <paramref name="model"/>, and <paramref name="baseline"/> when given, the two alternating: each pair of
+    /// iterations runs one of each, the first of the pair alternating too, so that neither always follows the other.
+    /// </summary>
+    private static (BenchResult Model, BenchResult? Baseline) Measure(Timed model, Timed? baseline, int count, int warm, bool profile)
+    {
         // The JIT recompiles a hot method in its optimised tier only after 30 calls and a 0.1 s pause in which no new
         // method was compiled; a training step keeps compiling new methods for its first second or so, and until then
         // iterations run up to 2x slower. Warming for 3 s lets every hot method reach its final code before timing.
         if (warm > 0)
         {
             var warming = Stopwatch.StartNew();
-            for (int done = 0; done < warm || warming.Elapsed.TotalSeconds < 3; done++) Iterate();
+            for (int done = 0; done < warm || warming.Elapsed.TotalSeconds < 3; done++)
+            {
+                model.Iterate();
+                baseline?.Iterate();
+            }
         }
         var times = new double[count];
-        long allocated = 0;
+        var baselineTimes = new double[baseline is null ? 0 : count];
+        long allocated = 0, baselineAllocated = 0;
         for (int it = 0; it < count; it++)
+        {
+            if (baseline is not null && it % 2 == 1) baselineAllocated += baseline.TimeOne(out baselineTimes[it]);
+            allocated += model.TimeOne(out times[it]);
+            if (baseline is not null && it % 2 == 0) baselineAllocated += baseline.TimeOne(out baselineTimes[it]);
+        }
+        using var process = Process.GetCurrentProcess();
+        // Timing each step adds a clock read per step, so the profile is taken in its own runs after the timed ones.
+        var steps = profile ? model.Profile(count) : null;
+        var result = new BenchResult(times, model.Batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, steps);
+        var other = baseline is null ? null
+            : new BenchResult(baselineTimes, baseline.Batch, baselineAllocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, null);
+        return (result, other);
+    }
+
+    /// <summary>One model made ready to time: its inputs, optimizer and compiled plan, and one iteration of it.</summary>
+    private sealed class Timed
+    {
+        private readonly CpResNet _net;
+        private readonly Tensor _x, _y;
+        private readonly Optimizer? _optimizer;
+        private readonly CpuInferencePlan? _compiled;
+        private readonly CpuTrainingPlan? _trainingPlan;
+        private readonly float[] _logits;
+        private readonly CancellationToken _cancel;
+
+        public Timed(ModelSource source, Device device, int[] shape, int batch, bool train, bool plan, CancellationToken cancel)
+        {
+            _net = source.Model;
+            _net.To(device);
+            _cancel = cancel;
+            Batch = batch;
+            var generator = new Generator(1);
+            _x = Tensor.Rand([batch, .. shape], generator, device);
+            var labels = new long[batch];
+            for (int i = 0; i < batch; i++) labels[i] = i % source.Config.NumClasses;
+            _y = Tensor.FromArray(labels, batch).To(device);
+            if (train)
+            {
+                _net.Train();
+                _optimizer = new Adam(_net.Parameters(), lr: 1e-3, weightDecay: 3e-3);
+            }
+            else
+            {
+                _net.Eval();
+            }
+            _compiled = !train && plan ? CpuInferencePlan.Compile(_net, [batch, .. shape]) : null;
+            _trainingPlan = train && plan ? CpuTrainingPlan.Compile(_net, [batch, .. shape]) : null;
+            _logits = new float[batch * source.Config.NumClasses];
+        }
+
+        public int Batch { get; }
+
+        /// <summary>Runs one iteration and gives its time in milliseconds; returns the bytes it allocated on this thread.</summary>
+        public long TimeOne(out double milliseconds)
         {
             long before = GC.GetAllocatedBytesForCurrentThread();
             // Raw timestamps: a TimeSpan counts 100 ns ticks, which quantised a 16 µs batch-1 pass to 0.6 %.
             long start = Stopwatch.GetTimestamp();
             Iterate();
-            times[it] = (Stopwatch.GetTimestamp() - start) * 1000.0 / Stopwatch.Frequency;
-            allocated += GC.GetAllocatedBytesForCurrentThread() - before;
+            milliseconds = (Stopwatch.GetTimestamp() - start) * 1000.0 / Stopwatch.Frequency;
+            return GC.GetAllocatedBytesForCurrentThread() - before;
         }
-        using var process = Process.GetCurrentProcess();
-        // Timing each step adds a clock read per step, so the profile is taken in its own runs after the timed ones.
-        var steps = !profile ? null : compiled?.Profile(x.AsSpan(), count) ?? trainingPlan?.Profile(x, y, count);
-        if (profile && optimizer is not null && trainingPlan is null)
+
+        /// <summary>Where <paramref name="count"/> iterations spend their time: the compiled plan's steps, or the eager ops.</summary>
+        public IReadOnlyList<(string Step, double Milliseconds)>? Profile(int count)
         {
+            var steps = _compiled?.Profile(_x.AsSpan(), count) ?? _trainingPlan?.Profile(_x, _y, count);
+            if (steps is not null || _optimizer is null) return steps;
             var names = new Dictionary<NN.Module, string>(ReferenceEqualityComparer.Instance);
-            foreach (var (name, module) in net.NamedModules()) names.TryAdd(module, name == "" ? "model" : name);
+            foreach (var (name, module) in _net.NamedModules()) names.TryAdd(module, name == "" ? "model" : name);
             using var profiler = Autograd.OpProfiler.Start();
             for (int it = 0; it < count; it++) Iterate(profiler);
-            steps = profiler.Totals(names).Select(t => (t.Op, t.Milliseconds / count)).ToList();
+            return profiler.Totals(names).Select(t => (t.Op, t.Milliseconds / count)).ToList();
         }
-        return new BenchResult(times, batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, steps);
 
-        void Iterate(Autograd.OpProfiler? profiler = null)
+        public void Iterate(Autograd.OpProfiler? profiler = null)
         {
-            cancel.ThrowIfCancellationRequested();
-            if (compiled is not null)
+            _cancel.ThrowIfCancellationRequested();
+            if (_compiled is not null)
             {
                 // The plan's buffers are its own: a pass creates no tensors, so it runs outside a scope.
-                compiled.Run(x.AsSpan(), logits);
+                _compiled.Run(_x.AsSpan(), _logits);
                 return;
             }
             using (TensorScope.Enter())
             {
-                if (trainingPlan is not null)
+                if (_trainingPlan is not null)
                 {
-                    optimizer!.ZeroGrad(setToNone: false);
-                    trainingPlan.Step(x, y);
-                    optimizer.Step();
+                    _optimizer!.ZeroGrad(setToNone: false);
+                    _trainingPlan.Step(_x, _y);
+                    _optimizer.Step();
                 }
-                else if (optimizer is not null)
+                else if (_optimizer is not null)
                 {
-                    optimizer.ZeroGrad(setToNone: false);
+                    _optimizer.ZeroGrad(setToNone: false);
                     profiler?.Mark();
-                    var loss = Functional.CrossEntropy(net.Call(x), y);
+                    var loss = Functional.CrossEntropy(_net.Call(_x), _y);
                     loss.Backward();
-                    optimizer.Step();
+                    _optimizer.Step();
                     // Reading the loss waits for a device that runs asynchronously.
                     _ = loss.Item();
                 }
                 else
                 {
                     using var noGrad = Autograd.Autograd.NoGrad();
-                    _ = net.Call(x).ToArray();
+                    _ = _net.Call(_x).ToArray();
                 }
             }
         }
