@@ -77,10 +77,17 @@ public sealed class CpuInferencePlanTests
     // 12 output columns: at most 16, multiplied the other way round (Y^T = X^T W^T).
     [InlineData(32, 64, 3, 1, 1, 1, 6, 2, 3)]
     // 6 columns and 38 output channels: the second panel of transposed weights holds 6, multiplied 8 lanes wide;
-    // 19 and 56 = 32 + 24 channels: a panel's last 19 or 24 multiplied as 16 + 8 lanes.
+    // 19 and 56 = 32 + 24 channels: a panel's last 19 or 24 multiplied as 16 + 8 lanes (the narrow-map kernel takes 38 in one tile of 40).
     [InlineData(19, 38, 3, 1, 1, 1, 6, 1, 3)]
     [InlineData(19, 19, 3, 1, 1, 1, 6, 1, 3)]
     [InlineData(8, 56, 1, 1, 1, 2, 5, 1, 1)]
+    // A panel and at most 16 more channels in one tile: 40 (32 + 8 lanes), 44 and 48 (three vectors of 16), 70 and 80
+    // (a tile of 32, then one of 38 or 48 lanes across the second and third panels).
+    [InlineData(16, 40, 1, 1, 1, 1, 6, 1, 1)]
+    [InlineData(8, 44, 3, 1, 1, 3, 6, 1, 9)]
+    [InlineData(8, 48, 3, 1, 1, 3, 6, 1, 9)]
+    [InlineData(19, 70, 1, 1, 1, 2, 6, 2, 1)]
+    [InlineData(12, 80, 3, 1, 1, 1, 6, 1, 3)]
     // 16 columns and 64 or 76 output channels, split between the threads in runs of 32 or 40 (the second starting
     // inside a panel of the transposed weights), each multiplied the other way round.
     [InlineData(64, 64, 3, 1, 1, 4, 4, 1, 9)]

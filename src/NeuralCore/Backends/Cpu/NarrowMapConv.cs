@@ -180,21 +180,21 @@ internal static unsafe class NarrowMapConv
             var (r0, n) = Group(g, positions);
             // Per tap, where each of the group's rows reads its channels (the zeros where the tap falls off the map).
             float** rows = table + (long)g * job.Taps * Rows;
-            for (int kb = 0; kb < p.K; kb += Lanes)
+            for (int kb = 0; kb < p.K;)
             {
-                int count = Math.Min(Lanes, p.K - kb);
-                float* b = packed + kb / Lanes * panel;
+                int count = TileChannels(p.K - kb);
                 switch (n)
                 {
-                    case 1: Width<Gemm.N1>(ref job, rows, b, r0, kb, count); break;
-                    case 2: Width<Gemm.N2>(ref job, rows, b, r0, kb, count); break;
-                    case 3: Width<Gemm.N3>(ref job, rows, b, r0, kb, count); break;
-                    case 4: Width<Gemm.N4>(ref job, rows, b, r0, kb, count); break;
-                    case 5: Width<Gemm.N5>(ref job, rows, b, r0, kb, count); break;
-                    case 6: Width<Gemm.N6>(ref job, rows, b, r0, kb, count); break;
-                    case 7: Width<Gemm.N7>(ref job, rows, b, r0, kb, count); break;
-                    default: Width<Gemm.N8>(ref job, rows, b, r0, kb, count); break;
+                    case 1: Width<Gemm.N1>(ref job, rows, packed, panel, r0, kb, count); break;
+                    case 2: Width<Gemm.N2>(ref job, rows, packed, panel, r0, kb, count); break;
+                    case 3: Width<Gemm.N3>(ref job, rows, packed, panel, r0, kb, count); break;
+                    case 4: Width<Gemm.N4>(ref job, rows, packed, panel, r0, kb, count); break;
+                    case 5: Width<Gemm.N5>(ref job, rows, packed, panel, r0, kb, count); break;
+                    case 6: Width<Gemm.N6>(ref job, rows, packed, panel, r0, kb, count); break;
+                    case 7: Width<Gemm.N7>(ref job, rows, packed, panel, r0, kb, count); break;
+                    default: Width<Gemm.N8>(ref job, rows, packed, panel, r0, kb, count); break;
                 }
+                kb += count;
             }
         }
     }
@@ -203,29 +203,48 @@ internal static unsafe class NarrowMapConv
     private struct W16 : Gemm.IConstant { public static int Value => 16; }
     private struct W24 : Gemm.IConstant { public static int Value => 24; }
     private struct W32 : Gemm.IConstant { public static int Value => 32; }
-
-    /// <summary>The tile for the lanes the panel still needs, in 8s: 8 and 24 take a 256-bit vector, at twice the rate of a 512-bit one.</summary>
-    private static void Width<TRows>(ref Job job, float** rows, float* b, int r0, int kb, int count) where TRows : struct, Gemm.IConstant
-    {
-        if (count > 24) Tile<TRows, W32>(ref job, rows, b, r0, kb, count);
-        else if (count > 16) Tile<TRows, W24>(ref job, rows, b, r0, kb, count);
-        else if (count > 8) Tile<TRows, W16>(ref job, rows, b, r0, kb, count);
-        else Tile<TRows, W8>(ref job, rows, b, r0, kb, count);
-    }
+    private struct W40 : Gemm.IConstant { public static int Value => 40; }
+    private struct W48 : Gemm.IConstant { public static int Value => 48; }
 
     /// <summary>
-    /// Rows [r0, r0 + TRows) by output channels [kb, kb + count) (computed in TWidth lanes): per tap, per input channel,
-    /// one broadcast per row and one B row of TWidth lanes; then act(sum + bias + residual) stored in whole vectors.
+    /// The output channels of the next tile when <paramref name="left"/> remain: 32 (a panel), or all that are left when
+    /// they fit one panel and at most 16 more, so that a width of 32 n + r with r up to 16 ends in one tile of 32 + r
+    /// (38: 40 lanes, 76: 32 + 48 lanes) instead of a tile of 32 and one of r, which loaded the rows' inputs a second
+    /// time for r lanes.
     /// </summary>
-    private static void Tile<TRows, TWidth>(ref Job job, float** rows, float* b, int r0, int kb, int count)
+    private static int TileChannels(int left) => left <= Lanes + 16 ? left : Lanes;
+
+    /// <summary>The tile for <paramref name="count"/> channels, in 8s: 8, 24 and 40 end in a 256-bit vector, at twice the rate of a 512-bit one.</summary>
+    private static void Width<TRows>(ref Job job, float** rows, float* packed, long panel, int r0, int kb, int count) where TRows : struct, Gemm.IConstant
+    {
+        if (count > 40) Tile<TRows, W48>(ref job, rows, packed, panel, r0, kb, count);
+        else if (count > 32) Tile<TRows, W40>(ref job, rows, packed, panel, r0, kb, count);
+        else if (count > 24) Tile<TRows, W32>(ref job, rows, packed, panel, r0, kb, count);
+        else if (count > 16) Tile<TRows, W24>(ref job, rows, packed, panel, r0, kb, count);
+        else if (count > 8) Tile<TRows, W16>(ref job, rows, packed, panel, r0, kb, count);
+        else Tile<TRows, W8>(ref job, rows, packed, panel, r0, kb, count);
+    }
+
+    /// <summary>Where output channel <paramref name="lane"/>'s weights start in the B micro-panels (32 channels each, <paramref name="panel"/> floats apart).</summary>
+    private static float* Lane(float* packed, long panel, int lane) => packed + lane / Lanes * panel + lane % Lanes;
+
+    /// <summary>
+    /// Rows [r0, r0 + TRows) by output channels [kb, kb + count) (computed in TWidth lanes: up to three 512-bit vectors
+    /// of 16, then a 256-bit one of 8, each read from its B micro-panel): per tap, per input channel, one broadcast per row
+    /// and one B row of TWidth lanes; then act(sum + bias + residual) stored in whole vectors.
+    /// </summary>
+    private static void Tile<TRows, TWidth>(ref Job job, float** rows, float* packed, long panel, int r0, int kb, int count)
         where TRows : struct, Gemm.IConstant where TWidth : struct, Gemm.IConstant
     {
         int n = TRows.Value, width = TWidth.Value;
-        // Lanes 0-15 and 16-31 in 512-bit vectors, the last 8 of 8 or 24 in a 256-bit one.
-        bool lo = width >= 16, hi = width == 32, half = width % 16 == 8;
-        int halfAt = width >= 16 ? 16 : 0;
+        // Lanes 0-15, 16-31 and 32-47 in 512-bit vectors, the last 8 of 8, 24 or 40 in a 256-bit one.
+        bool lo = width >= 16, hi = width >= 32, mid = width >= 48, half = width % 16 == 8;
+        int halfAt = width / 16 * 16;
+        float* b0 = Lane(packed, panel, kb), b1 = Lane(packed, panel, kb + 16), b2 = Lane(packed, panel, kb + 32);
+        float* be = Lane(packed, panel, kb + halfAt);
         Vector512<float> l0 = default, l1 = default, l2 = default, l3 = default, l4 = default, l5 = default, l6 = default, l7 = default;
         Vector512<float> h0 = default, h1 = default, h2 = default, h3 = default, h4 = default, h5 = default, h6 = default, h7 = default;
+        Vector512<float> m0 = default, m1 = default, m2 = default, m3 = default, m4 = default, m5 = default, m6 = default, m7 = default;
         Vector256<float> e0 = default, e1 = default, e2 = default, e3 = default, e4 = default, e5 = default, e6 = default, e7 = default;
         long depth = job.Depth;
         int channels = job.C;
@@ -234,35 +253,36 @@ internal static unsafe class NarrowMapConv
             float** tap = rows + t * Rows;
             float* a0 = tap[0], a1 = tap[1], a2 = tap[2], a3 = tap[3], a4 = tap[4], a5 = tap[5], a6 = tap[6], a7 = tap[7];
             long o = 0;
-            for (int c = 0; c < channels; c++, o += depth, b += Lanes)
+            for (int c = 0; c < channels; c++, o += depth, b0 += Lanes, b1 += Lanes, b2 += Lanes, be += Lanes)
             {
-                var bl = lo ? Vector512.Load(b) : default;
-                var bh = hi ? Vector512.Load(b + 16) : default;
-                var be = half ? Vector256.Load(b + halfAt) : default;
-                Row(a0 + o, bl, bh, be, ref l0, ref h0, ref e0, lo, hi, half);
-                if (n > 1) Row(a1 + o, bl, bh, be, ref l1, ref h1, ref e1, lo, hi, half);
-                if (n > 2) Row(a2 + o, bl, bh, be, ref l2, ref h2, ref e2, lo, hi, half);
-                if (n > 3) Row(a3 + o, bl, bh, be, ref l3, ref h3, ref e3, lo, hi, half);
-                if (n > 4) Row(a4 + o, bl, bh, be, ref l4, ref h4, ref e4, lo, hi, half);
-                if (n > 5) Row(a5 + o, bl, bh, be, ref l5, ref h5, ref e5, lo, hi, half);
-                if (n > 6) Row(a6 + o, bl, bh, be, ref l6, ref h6, ref e6, lo, hi, half);
-                if (n > 7) Row(a7 + o, bl, bh, be, ref l7, ref h7, ref e7, lo, hi, half);
+                var bl = lo ? Vector512.Load(b0) : default;
+                var bh = hi ? Vector512.Load(b1) : default;
+                var bm = mid ? Vector512.Load(b2) : default;
+                var bq = half ? Vector256.Load(be) : default;
+                Row(a0 + o, bl, bh, bm, bq, ref l0, ref h0, ref m0, ref e0, lo, hi, mid, half);
+                if (n > 1) Row(a1 + o, bl, bh, bm, bq, ref l1, ref h1, ref m1, ref e1, lo, hi, mid, half);
+                if (n > 2) Row(a2 + o, bl, bh, bm, bq, ref l2, ref h2, ref m2, ref e2, lo, hi, mid, half);
+                if (n > 3) Row(a3 + o, bl, bh, bm, bq, ref l3, ref h3, ref m3, ref e3, lo, hi, mid, half);
+                if (n > 4) Row(a4 + o, bl, bh, bm, bq, ref l4, ref h4, ref m4, ref e4, lo, hi, mid, half);
+                if (n > 5) Row(a5 + o, bl, bh, bm, bq, ref l5, ref h5, ref m5, ref e5, lo, hi, mid, half);
+                if (n > 6) Row(a6 + o, bl, bh, bm, bq, ref l6, ref h6, ref m6, ref e6, lo, hi, mid, half);
+                if (n > 7) Row(a7 + o, bl, bh, bm, bq, ref l7, ref h7, ref m7, ref e7, lo, hi, mid, half);
             }
         }
-        var store = new Store(ref job, kb, count, halfAt);
-        store.Row(ref job, r0, l0, h0, e0, lo, hi, half);
-        if (n > 1) store.Row(ref job, r0 + 1, l1, h1, e1, lo, hi, half);
-        if (n > 2) store.Row(ref job, r0 + 2, l2, h2, e2, lo, hi, half);
-        if (n > 3) store.Row(ref job, r0 + 3, l3, h3, e3, lo, hi, half);
-        if (n > 4) store.Row(ref job, r0 + 4, l4, h4, e4, lo, hi, half);
-        if (n > 5) store.Row(ref job, r0 + 5, l5, h5, e5, lo, hi, half);
-        if (n > 6) store.Row(ref job, r0 + 6, l6, h6, e6, lo, hi, half);
-        if (n > 7) store.Row(ref job, r0 + 7, l7, h7, e7, lo, hi, half);
+        var store = new Store(kb, count, halfAt);
+        store.Row(ref job, r0, l0, h0, m0, e0, lo, hi, mid, half);
+        if (n > 1) store.Row(ref job, r0 + 1, l1, h1, m1, e1, lo, hi, mid, half);
+        if (n > 2) store.Row(ref job, r0 + 2, l2, h2, m2, e2, lo, hi, mid, half);
+        if (n > 3) store.Row(ref job, r0 + 3, l3, h3, m3, e3, lo, hi, mid, half);
+        if (n > 4) store.Row(ref job, r0 + 4, l4, h4, m4, e4, lo, hi, mid, half);
+        if (n > 5) store.Row(ref job, r0 + 5, l5, h5, m5, e5, lo, hi, mid, half);
+        if (n > 6) store.Row(ref job, r0 + 6, l6, h6, m6, e6, lo, hi, mid, half);
+        if (n > 7) store.Row(ref job, r0 + 7, l7, h7, m7, e7, lo, hi, mid, half);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Row(float* a, Vector512<float> bl, Vector512<float> bh, Vector256<float> be,
-        ref Vector512<float> l, ref Vector512<float> h, ref Vector256<float> e, bool lo, bool hi, bool half)
+    private static void Row(float* a, Vector512<float> bl, Vector512<float> bh, Vector512<float> bm, Vector256<float> bq,
+        ref Vector512<float> l, ref Vector512<float> h, ref Vector512<float> m, ref Vector256<float> e, bool lo, bool hi, bool mid, bool half)
     {
         // The row's value, broadcast straight from memory: inside the multiply-add ({1to16}, {1to8}) where one vector
         // alone takes it, since a separate broadcast takes a slot of the vector pipes here (16 lanes, 32 channels on
@@ -273,62 +293,49 @@ internal static unsafe class NarrowMapConv
             l = Vector512.FusedMultiplyAdd(Vector512.Create(*a), bl, l);
             return;
         }
-        if (lo || hi)
+        if (lo)
         {
             var v = Vector512.Create(*a);
-            if (lo) l = Vector512.FusedMultiplyAdd(v, bl, l);
+            l = Vector512.FusedMultiplyAdd(v, bl, l);
             if (hi) h = Vector512.FusedMultiplyAdd(v, bh, h);
-            if (half) e = Vector256.FusedMultiplyAdd(v.GetLower(), be, e);
+            if (mid) m = Vector512.FusedMultiplyAdd(v, bm, m);
+            if (half) e = Vector256.FusedMultiplyAdd(v.GetLower(), bq, e);
         }
-        else if (half) e = Vector256.FusedMultiplyAdd(Vector256.Create(*a), be, e);
+        else if (half) e = Vector256.FusedMultiplyAdd(Vector256.Create(*a), bq, e);
     }
 
-    /// <summary>Stores a tile's rows with the epilogue: the bias vectors and the lane masks of the last, partial vectors.</summary>
-    private readonly struct Store
+    /// <summary>
+    /// Stores a tile's rows with the epilogue, each vector's lane mask and bias made as it is stored (held for all the
+    /// rows, the masks and biases of a tile of 40 or 48 lanes kept the JIT from holding its accumulators in registers).
+    /// </summary>
+    private readonly struct Store(int kb, int count, int halfAt)
     {
-        private readonly Vector512<float> _biasLo, _biasHi, _maskLo, _maskHi;
-        private readonly Vector256<float> _biasHalf, _maskHalf;
-        private readonly int _kb, _halfAt;
-
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public Store(ref Job job, int kb, int count, int halfAt)
+        public void Row(ref Job job, int position, Vector512<float> l, Vector512<float> h, Vector512<float> m, Vector256<float> e,
+            bool lo, bool hi, bool mid, bool half)
         {
-            var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            _maskLo = Vector512.LessThan(iota, Vector512.Create(count)).AsSingle();
-            _maskHi = Vector512.LessThan(iota, Vector512.Create(count - 16)).AsSingle();
-            _maskHalf = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(count - halfAt)).AsSingle();
-            _kb = kb;
-            _halfAt = halfAt;
-            if (job.Bias != null)
+            long at = (long)position * job.K + kb;
+            float* y = job.Y + at, res = job.Residual == null ? null : job.Residual + at, bias = job.Bias == null ? null : job.Bias + kb;
+            if (lo) Vector(ref job, l, y, res, bias, 0);
+            if (hi) Vector(ref job, h, y, res, bias, 16);
+            if (mid) Vector(ref job, m, y, res, bias, 32);
+            if (half)
             {
-                float* bias = job.Bias + kb;
-                _biasLo = Avx512F.MaskLoad(bias, _maskLo, Vector512<float>.Zero);
-                _biasHi = Avx512F.MaskLoad(bias + 16, _maskHi, Vector512<float>.Zero);
-                _biasHalf = Avx.MaskLoad(bias + halfAt, _maskHalf);
+                var mask = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(count - halfAt)).AsSingle();
+                var b = bias == null ? default : Avx.MaskLoad(bias + halfAt, mask);
+                var r = res == null ? default : Avx.MaskLoad(res + halfAt, mask);
+                Avx.MaskStore(y + halfAt, mask, ConvKernels.EpilogueVector(e, b, bias != null, r, res != null, job.Kind));
             }
         }
 
+        /// <summary>Lanes [offset, offset + 16) of the tile, those of its channels only.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Row(ref Job job, int position, Vector512<float> l, Vector512<float> h, Vector256<float> e, bool lo, bool hi, bool half)
+        private void Vector(ref Job job, Vector512<float> sum, float* y, float* res, float* bias, int offset)
         {
-            long at = (long)position * job.K + _kb;
-            float* y = job.Y + at, res = job.Residual == null ? null : job.Residual + at;
-            bool hasBias = job.Bias != null;
-            if (lo)
-            {
-                var r = res == null ? default : Avx512F.MaskLoad(res, _maskLo, Vector512<float>.Zero);
-                Avx512F.MaskStore(y, _maskLo, ConvKernels.EpilogueVector(l, _biasLo, hasBias, r, res != null, job.Kind));
-            }
-            if (hi)
-            {
-                var r = res == null ? default : Avx512F.MaskLoad(res + 16, _maskHi, Vector512<float>.Zero);
-                Avx512F.MaskStore(y + 16, _maskHi, ConvKernels.EpilogueVector(h, _biasHi, hasBias, r, res != null, job.Kind));
-            }
-            if (half)
-            {
-                var r = res == null ? default : Avx.MaskLoad(res + _halfAt, _maskHalf);
-                Avx.MaskStore(y + _halfAt, _maskHalf, ConvKernels.EpilogueVector(e, _biasHalf, hasBias, r, res != null, job.Kind));
-            }
+            var mask = ConvKernels.FirstLanes(count - offset);
+            var b = bias == null ? default : Avx512F.MaskLoad(bias + offset, mask, Vector512<float>.Zero);
+            var r = res == null ? default : Avx512F.MaskLoad(res + offset, mask, Vector512<float>.Zero);
+            Avx512F.MaskStore(y + offset, mask, ConvKernels.EpilogueVector(sum, b, bias != null, r, res != null, job.Kind));
         }
     }
 }
