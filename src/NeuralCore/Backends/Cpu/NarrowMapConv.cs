@@ -8,7 +8,8 @@ namespace NeuralCore.Backends.Cpu;
 /// <summary>
 /// A stride-1 "same" convolution over a map of at most 24 output positions (one sample's 3 x 6 and 1 x 6 maps at batch 1), written
 /// position-major (y [positions, K], each position's channels contiguous) as Y^T = X^T W^T: the positions are the
-/// micro-kernel's rows, read in place from x, and the output channels its 32 lanes, so the result leaves the registers
+/// micro-kernel's rows, read in place from x, and the output channels its lanes (32 at a time, up to 48 in a last tile),
+/// so the result leaves the registers
 /// with bias, residual and activation applied in whole vectors. The implicit GEMM, channel-major, fills a 32-lane panel
 /// for these few columns, repacks it and writes the transposed tile back one float at a time, which at batch 1 cost as
 /// long as the multiplications.
