@@ -312,12 +312,13 @@ internal static class BenchCommand
             var (start, end) = Block(r, rounds, count);
             for (int turn = 0; turn < 2; turn++)
             {
-                bool first = (turn == 0) == (r % 2 == 0);
-                var (timed, into) = first ? (model, times) : (baseline!, baselineTimes);
+                // The model goes first in even rounds, the baseline in odd ones.
+                bool modelsTurn = (turn == 0) == (r % 2 == 0);
+                var (timed, into) = modelsTurn ? (model, times) : (baseline!, baselineTimes);
                 timed.Iterate();
                 long bytes = 0;
                 for (int it = start; it < end; it++) bytes += timed.TimeOne(out into[it]);
-                if (first) allocated += bytes;
+                if (modelsTurn) allocated += bytes;
                 else baselineAllocated += bytes;
             }
             ratios![r] = Median(baselineTimes[start..end]) / Median(times[start..end]);
