@@ -153,36 +153,25 @@ internal static class BenchCommand
                     ["input_shape"] = Json.Array(shape),
                     ["iterations"] = count,
                     ["warmup"] = warm,
-                    ["median_ms"] = result.Median,
-                    ["min_ms"] = result.Min,
-                    ["p25_ms"] = result.P25,
-                    ["p75_ms"] = result.P75,
-                    ["max_ms"] = result.Max,
-                    ["samples_per_second"] = result.SamplesPerSecond,
-                    ["allocated_bytes_per_iteration"] = result.AllocatedBytesPerIteration,
-                    ["peak_working_set_bytes"] = result.PeakWorkingSet,
-                    ["pooled_bytes"] = result.PooledBytes,
-                    ["times_ms"] = new JsonArray(result.Times.Select(v => (JsonNode)v).ToArray()),
                 };
+                AddTimes(o, result);
+                o["peak_working_set_bytes"] = result.PeakWorkingSet;
+                o["pooled_bytes"] = result.PooledBytes;
+                o["times_ms"] = new JsonArray(result.Times.Select(v => (JsonNode)v).ToArray());
                 if (result.Profile is { } profiled)
                     o["profile"] = new JsonArray(profiled.Select(s => (JsonNode)new JsonObject { ["step"] = s.Step, ["mean_ms"] = s.Milliseconds }).ToArray());
                 if (speedup is not null)
                 {
                     o["macs"] = speedup.Macs;
-                    o["baseline"] = new JsonObject
+                    var baselineJson = new JsonObject
                     {
                         ["channel_widths"] = Json.Array(reference!.Config.ChannelWidths),
                         ["checkpoint"] = reference.Checkpoint is null ? null : Path.GetFullPath(reference.Checkpoint),
                         ["macs"] = speedup.BaselineMacs,
-                        ["median_ms"] = baselineResult!.Median,
-                        ["min_ms"] = baselineResult.Min,
-                        ["p25_ms"] = baselineResult.P25,
-                        ["p75_ms"] = baselineResult.P75,
-                        ["max_ms"] = baselineResult.Max,
-                        ["samples_per_second"] = baselineResult.SamplesPerSecond,
-                        ["allocated_bytes_per_iteration"] = baselineResult.AllocatedBytesPerIteration,
-                        ["times_ms"] = new JsonArray(baselineResult.Times.Select(v => (JsonNode)v).ToArray()),
                     };
+                    AddTimes(baselineJson, baselineResult!);
+                    baselineJson["times_ms"] = new JsonArray(baselineResult!.Times.Select(v => (JsonNode)v).ToArray());
+                    o["baseline"] = baselineJson;
                     o["speedup"] = new JsonObject
                     {
                         ["median"] = speedup.Median,
@@ -213,6 +202,18 @@ internal static class BenchCommand
 
     private static string Describe(ModelSource source) =>
         $"CP-ResNet {string.Join(" ", source.Config.ChannelWidths)}{(source.Checkpoint is null ? "" : $" ({source.Checkpoint})")}";
+
+    /// <summary>The median and spread per iteration, samples per second and allocation of one model, into its JSON object.</summary>
+    private static void AddTimes(JsonObject o, BenchResult result)
+    {
+        o["median_ms"] = result.Median;
+        o["min_ms"] = result.Min;
+        o["p25_ms"] = result.P25;
+        o["p75_ms"] = result.P75;
+        o["max_ms"] = result.Max;
+        o["samples_per_second"] = result.SamplesPerSecond;
+        o["allocated_bytes_per_iteration"] = result.AllocatedBytesPerIteration;
+    }
 
     private static void WriteTimes(TextWriter human, BenchResult result) =>
         human.WriteLine(string.Create(CultureInfo.InvariantCulture,
