@@ -160,6 +160,34 @@ public sealed class BenchCommandTests
         Assert.Contains("baseline CP-ResNet 8 16 16", stderr);
     }
 
+    /// <summary>
+    /// A pruned checkpoint keeps the widths it was pruned from in its config (here 8 16 16 over tensors of 5 10 10): the
+    /// report and the JSON give the widths the model has, for the model and for a baseline alike.
+    /// </summary>
+    [Fact]
+    public void APrunedCheckpointIsDescribedByTheWidthsItHas()
+    {
+        var folder = Directory.CreateTempSubdirectory("nc-bench-pruned-").FullName;
+        try
+        {
+            var pruned = Path.Combine(folder, "pruned.safetensors");
+            var narrow = new CpResNet(CpResNetConfig.FromWidths("5 10 10"), new Generator(1));
+            narrow.Save(pruned, CpResNetConfig.FromWidths("8 16 16").ToMetadata());
+            var (code, stdout, stderr) = Cli.Run("bench", "--checkpoint", pruned, "--baseline", pruned, "--batch-size", "2", "--mode", "infer",
+                "--iterations", "2", "--warmup", "0", "--json");
+            Assert.True(code == 0, stderr);
+            var json = JsonNode.Parse(stdout)!;
+            Assert.Equal([5, 10, 10], json["channel_widths"]!.AsArray().Select(w => (int)w!));
+            Assert.Equal([5, 10, 10], json["baseline"]!["channel_widths"]!.AsArray().Select(w => (int)w!));
+            Assert.Contains("CP-ResNet 5 10 10 (", stderr);
+            Assert.Contains("baseline CP-ResNet 5 10 10 (", stderr);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     private static double Median(double[] values) => Quantile(values.Order().ToArray(), 0.5);
 
     /// <summary>The q-quantile of sorted values, interpolated linearly between the two nearest.</summary>

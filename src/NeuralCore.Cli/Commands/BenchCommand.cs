@@ -6,6 +6,7 @@ using NeuralCore.Backends.Cpu;
 using NeuralCore.Models;
 using NeuralCore.NN;
 using NeuralCore.Optim;
+using NeuralCore.Training.Reporting;
 
 namespace NeuralCore.Cli.Commands;
 
@@ -116,16 +117,19 @@ internal static class BenchCommand
             var (result, baselineResult, roundRatios) = Measure(timed, other, count, warm, withProfile);
             bool asJson = parse.GetValue(json);
             var human = console.Human(asJson);
+            // The widths and multiply-adds the models really have (a pruned checkpoint's config keeps the widths it was pruned from).
+            var described = RunReader.Describe(source.Model, shape);
+            var referenceDescribed = reference is null ? null : RunReader.Describe(reference.Model, shape);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{Describe(source)}, {what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
+                $"{Describe(source, described)}, {what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
             WriteTimes(human, result);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB"));
             Speedup? speedup = null;
             if (reference is not null && baselineResult is not null)
             {
-                speedup = new Speedup(roundRatios!, ModelSummary.Summarize(source.Model, shape).TotalMacs, ModelSummary.Summarize(reference.Model, shape).TotalMacs);
-                human.WriteLine($"baseline {Describe(reference)}, taking turns with the model in {speedup.Rounds} rounds:");
+                speedup = new Speedup(roundRatios!, described.Macs, referenceDescribed!.Macs);
+                human.WriteLine($"baseline {Describe(reference, referenceDescribed)}, taking turns with the model in {speedup.Rounds} rounds:");
                 WriteTimes(human, baselineResult);
                 human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"speed-up over the baseline {speedup.Median:F3}x (over the rounds: p25 {speedup.P25:F3}, p75 {speedup.P75:F3}); " +
@@ -143,7 +147,7 @@ internal static class BenchCommand
                 var o = new JsonObject
                 {
                     ["model"] = "cpresnet",
-                    ["channel_widths"] = Json.Array(source.Config.ChannelWidths),
+                    ["channel_widths"] = Json.Array(described.ChannelWidths!),
                     ["checkpoint"] = source.Checkpoint is null ? null : Path.GetFullPath(source.Checkpoint),
                     ["mode"] = what,
                     ["engine"] = engine,
@@ -165,8 +169,8 @@ internal static class BenchCommand
                     o["macs"] = speedup.Macs;
                     var baselineJson = new JsonObject
                     {
-                        ["channel_widths"] = Json.Array(reference!.Config.ChannelWidths),
-                        ["checkpoint"] = reference.Checkpoint is null ? null : Path.GetFullPath(reference.Checkpoint),
+                        ["channel_widths"] = Json.Array(referenceDescribed!.ChannelWidths!),
+                        ["checkpoint"] = reference!.Checkpoint is null ? null : Path.GetFullPath(reference.Checkpoint),
                         ["macs"] = speedup.BaselineMacs,
                     };
                     AddTimes(baselineJson, baselineResult!);
@@ -200,8 +204,8 @@ internal static class BenchCommand
     private static bool LooksLikeWidths(string spec) =>
         spec.Split([' ', ','], StringSplitOptions.RemoveEmptyEntries) is { Length: > 0 } parts && parts.All(p => p.All(char.IsAsciiDigit));
 
-    private static string Describe(ModelSource source) =>
-        $"CP-ResNet {string.Join(" ", source.Config.ChannelWidths)}{(source.Checkpoint is null ? "" : $" ({source.Checkpoint})")}";
+    private static string Describe(ModelSource source, ModelResult described) =>
+        $"CP-ResNet {string.Join(" ", described.ChannelWidths!)}{(source.Checkpoint is null ? "" : $" ({source.Checkpoint})")}";
 
     /// <summary>The median and spread per iteration, samples per second and allocation of one model, into its JSON object.</summary>
     private static void AddTimes(JsonObject o, BenchResult result)
