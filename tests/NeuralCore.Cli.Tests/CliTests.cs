@@ -21,6 +21,27 @@ public class InfoTests
         Assert.Contains("stage1.block1.conv1", stderr);
     }
 
+    /// <summary>A pruned checkpoint keeps the widths it was pruned from in its config (8 16 16 here, over tensors of 5 10 10): info gives the widths it has.</summary>
+    [Fact]
+    public void Info_OfAPrunedCheckpoint_GivesTheWidthsItHas()
+    {
+        var folder = Directory.CreateTempSubdirectory("nc-info-pruned-").FullName;
+        try
+        {
+            var pruned = Path.Combine(folder, "pruned.safetensors");
+            new CpResNet(CpResNetConfig.FromWidths("5 10 10"), new Generator(1)).Save(pruned, CpResNetConfig.FromWidths("8 16 16").ToMetadata());
+            var (code, stdout, stderr) = Cli.Run("info", "--checkpoint", pruned, "--json");
+            Assert.True(code == 0, stderr);
+            var json = JsonDocument.Parse(stdout).RootElement;
+            Assert.Equal([5, 10, 10], json.GetProperty("channel_widths").EnumerateArray().Select(w => w.GetInt32()));
+            Assert.Contains("CP-ResNet, channel widths 5 10 10 (", stderr);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     [Fact]
     public void Info_WithoutJson_PrintsTheTableOnStdout()
     {

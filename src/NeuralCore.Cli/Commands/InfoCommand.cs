@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using NeuralCore.NN;
+using NeuralCore.Training.Reporting;
 
 namespace NeuralCore.Cli.Commands;
 
@@ -57,15 +58,17 @@ internal static class InfoCommand
             }
             bool asJson = parse.GetValue(json);
             var human = console.Human(asJson);
+            // The widths the model has: a pruned checkpoint's config keeps the widths it was pruned from.
+            var widthsHad = RunReader.Describe(source.Model, shape).ChannelWidths!;
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"CP-ResNet, channel widths {string.Join(" ", source.Config.ChannelWidths)}{(source.Checkpoint is null ? "" : $" ({source.Kind} {source.Checkpoint})")}"));
+                $"CP-ResNet, channel widths {string.Join(" ", widthsHad)}{(source.Checkpoint is null ? "" : $" ({source.Kind} {source.Checkpoint})")}"));
             human.WriteLine($"input {Tensor.FormatShape(summary.InputShape)} -> output {Tensor.FormatShape(summary.OutputShape)}");
             human.WriteLine(summary.ToTable().TrimEnd());
             bool audio = !shape.SequenceEqual([1, 28, 28]);
             if (audio) human.WriteLine(DcaseLine(summary));
             if (asJson)
             {
-                var output = ToJson(source, summary);
+                var output = ToJson(source, widthsHad, summary);
                 if (audio) output["dcase"] = DcaseJson(summary);
                 console.Out.WriteLine(output.ToJsonString(Json.Indented));
             }
@@ -93,7 +96,7 @@ internal static class InfoCommand
         ["passes"] = summary.TotalParameters <= DcaseParameterLimit && summary.TotalMacs <= DcaseMacLimit,
     };
 
-    private static JsonObject ToJson(ModelSource source, ModelSummary summary)
+    private static JsonObject ToJson(ModelSource source, int[] widths, ModelSummary summary)
     {
         var config = new JsonObject();
         foreach (var (key, value) in source.Config.ToMetadata()) config[key] = value;
@@ -114,7 +117,7 @@ internal static class InfoCommand
         return new JsonObject
         {
             ["model"] = "cpresnet",
-            ["channel_widths"] = Json.Array(source.Config.ChannelWidths),
+            ["channel_widths"] = Json.Array(widths),
             ["config"] = config,
             ["checkpoint"] = source.Checkpoint is null ? null : Path.GetFullPath(source.Checkpoint),
             ["input_shape"] = Json.Array(summary.InputShape),
