@@ -21,10 +21,11 @@ public class InfoTests
         Assert.Contains("stage1.block1.conv1", stderr);
     }
 
-    /// <summary>A pruned checkpoint keeps the widths it was pruned from in its config (8 16 16 here, over tensors of 5 10 10): info gives the widths it has.</summary>
+    /// <summary>A pruned checkpoint keeps the widths it was pruned from in its config (8 16 16 here, over tensors of 5 10 10): info and test give the widths it has.</summary>
     [Fact]
     public void Info_OfAPrunedCheckpoint_GivesTheWidthsItHas()
     {
+        using var data = new TinyMnist();
         var folder = Directory.CreateTempSubdirectory("nc-info-pruned-").FullName;
         try
         {
@@ -35,6 +36,9 @@ public class InfoTests
             var json = JsonDocument.Parse(stdout).RootElement;
             Assert.Equal([5, 10, 10], json.GetProperty("channel_widths").EnumerateArray().Select(w => w.GetInt32()));
             Assert.Contains("CP-ResNet, channel widths 5 10 10 (", stderr);
+            var (testCode, testOut, testErr) = Cli.Run("test", "--checkpoint", pruned, "--data-dir", data.DataDir);
+            Assert.True(testCode == 0, testErr);
+            Assert.Contains("(channel widths 5 10 10) on", testOut);
         }
         finally
         {

@@ -4,6 +4,7 @@ using System.Text.Json;
 using NeuralCore.Audio;
 using NeuralCore.Data;
 using NeuralCore.Training;
+using NeuralCore.Training.Reporting;
 
 namespace NeuralCore.Cli.Commands;
 
@@ -77,7 +78,9 @@ internal static class TestCommand
                 throw new CliException($"{source.Checkpoint} cannot run on this data ({string.Join(" x ", loader.Source.SampleShape)} per sample): {e.Message.Split(" (Parameter")[0]}");
             }
 
-            human.WriteLine($"{source.Kind} {source.Checkpoint} (channel widths {string.Join(" ", source.Config.ChannelWidths)}) on {description}");
+            // The widths the model has: a pruned checkpoint's config keeps the widths it was pruned from.
+            var widthsHad = RunReader.Describe(source.Model, loader.Source.SampleShape).ChannelWidths!;
+            human.WriteLine($"{source.Kind} {source.Checkpoint} (channel widths {string.Join(" ", widthsHad)}) on {description}");
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{(data == "asc" ? "macro accuracy" : "accuracy")} {(data == "asc" ? report.MacroAccuracy : report.Accuracy):P2}   " +
                 $"{(data == "asc" ? "accuracy" : "macro accuracy")} {(data == "asc" ? report.Accuracy : report.MacroAccuracy):P2}   " +
