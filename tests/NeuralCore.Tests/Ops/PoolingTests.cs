@@ -463,4 +463,36 @@ public sealed class PoolingTests
         var fd = GradCheck.Numerical(xs => GradCheck.Dot(Reference.Pool2d(PoolKind.Average, xs, p).Y, g), Reference.ToDouble(xf), 1e-3);
         GradCheck.AssertClose(fd, x.Grad!.ToArray(), 1e-5, 1e-5, "x.Grad");
     }
+
+    /// <summary>
+    /// The global average over a position-major map ([N * HW, C], a narrow convolution's output, as inference plans keep it)
+    /// gives the bits of the channel-major pool over the same values: batches of 1 and 3, 6 and 18 positions, 10 and 19
+    /// channels, values of mixed sign and size so that the order of the additions shows.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 1, 6, 10)]
+    [InlineData(3, 3, 6, 19)]
+    public unsafe void GlobalAverageOfAPositionMajorMapGivesTheChannelMajorBits(int n, int h, int w, int c)
+    {
+        int hw = h * w;
+        var values = Reference.ToFloat(Reference.Random(n * c * hw, 41, 100.0));
+        // Channel-major [C, N, H, W], and the same values position-major [N * H * W, C].
+        var positionMajor = new float[values.Length];
+        for (int k = 0; k < c; k++)
+            for (int s = 0; s < n; s++)
+                for (int i = 0; i < hw; i++)
+                    positionMajor[((long)s * hw + i) * c + k] = values[((long)k * n + s) * hw + i];
+        var p = new Pool2dParams(n, c, h, w, h, w, h, w, 0, 0);
+        Assert.True(PoolKernels.IsGlobalAverage(PoolKind.Average, p));
+        var expected = new float[c * n];
+        var actual = new float[c * n];
+        // The channel-major kernel takes planes in a row; C x N planes of HW values is its [C, N] layout.
+        var planes = new Pool2dParams(1, c * n, h, w, h, w, h, w, 0, 0);
+        fixed (float* x = values, xp = positionMajor, y = expected, ya = actual)
+        {
+            PoolKernels.Forward(PoolKind.Average, x, y, null, planes);
+            PoolKernels.GlobalAveragePositionMajor(xp, ya, n, hw, c);
+        }
+        Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
+    }
 }

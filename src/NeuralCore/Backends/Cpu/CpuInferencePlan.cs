@@ -410,10 +410,16 @@ public sealed unsafe class CpuInferencePlan
     {
         public PoolKind Kind;
         public Pool2dParams P;
+        // A global average that reads a narrow convolution's position-major output where it lies.
+        public bool InputPositionMajor;
 
-        public override void Run(float** values) => PoolKernels.Forward(Kind, values[In], values[Out], null, P);
+        public override void Run(float** values)
+        {
+            if (InputPositionMajor) PoolKernels.GlobalAveragePositionMajor(values[In], values[Out], P.N, P.H * P.W, P.C);
+            else PoolKernels.Forward(Kind, values[In], values[Out], null, P);
+        }
 
-        public override string ToString() => Label(Kind, P);
+        public override string ToString() => Label(Kind, P) + (InputPositionMajor ? " (position-major)" : "");
 
         public static string Label(PoolKind kind, in Pool2dParams p) => $"{(kind == PoolKind.Max ? "max" : "average")} pool {p.KernelH}x{p.KernelW}/{p.StrideH}x{p.StrideW}";
     }
@@ -534,6 +540,11 @@ public sealed unsafe class CpuInferencePlan
                     narrow.InputPositionMajor = positionMajor.Contains(narrow.In);
                     if (narrow.Residual >= 0 && !positionMajor.Contains(narrow.Residual)) narrow.Residual = Convert(narrow.Residual, toPositionMajor: true);
                     positionMajor.Add(narrow.Out);
+                }
+                else if (step is PoolStep pool && positionMajor.Contains(pool.In) && PoolKernels.IsGlobalAverage(pool.Kind, pool.P))
+                {
+                    // A global average reads the narrow map where it lies (one step fewer at batch 1: CP-ResNet's head).
+                    pool.InputPositionMajor = true;
                 }
                 else
                 {

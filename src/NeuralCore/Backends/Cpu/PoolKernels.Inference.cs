@@ -6,6 +6,29 @@ namespace NeuralCore.Backends.Cpu;
 // Max pooling without indices (inference): separable, vectorised along the rows whatever the plane's width.
 internal static unsafe partial class PoolKernels
 {
+    /// <summary>True for an average pool over each whole plane (no padding): one mean per plane, as CP-ResNet's head takes it.</summary>
+    internal static bool IsGlobalAverage(PoolKind kind, in Pool2dParams p) =>
+        kind == PoolKind.Average && p.KernelH == p.H && p.KernelW == p.W && p.PadH == 0 && p.PadW == 0 && p.P == 1 && p.Q == 1;
+
+    /// <summary>
+    /// y [C, N] = the global average pool (<see cref="IsGlobalAverage"/>) of x held position-major, [N * hw, C] (a narrow
+    /// convolution's output), without moving x to channel-major first: per sample and channel, the plane's values summed
+    /// from zero in row-major order, then divided by hw, as <see cref="Forward"/> computes each plane's mean, so the same bits.
+    /// </summary>
+    internal static void GlobalAveragePositionMajor(float* x, float* y, int n, int hw, int c)
+    {
+        for (int s = 0; s < n; s++)
+        {
+            float* sample = x + (long)s * hw * c;
+            for (int k = 0; k < c; k++)
+            {
+                float sum = 0;
+                for (int position = 0; position < hw; position++) sum += sample[(long)position * c + k];
+                y[(long)k * n + s] = sum / hw;
+            }
+        }
+    }
+
     // Input rows up to this wide (and strides along W of 1 or 2) take the separable kernel.
     private const int MaxSeparableRow = 4096;
     // The row buffer's margins hold -inf, so window columns in the padding read -inf without bounds checks.
