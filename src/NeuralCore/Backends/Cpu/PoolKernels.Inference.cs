@@ -3,7 +3,8 @@ using System.Runtime.Intrinsics.X86;
 
 namespace NeuralCore.Backends.Cpu;
 
-// Max pooling without indices (inference): separable, vectorised along the rows whatever the plane's width.
+// Inference-only pooling: max pooling without indices (separable, vectorised along the rows whatever the plane's width),
+// and the global average of a map held position-major.
 internal static unsafe partial class PoolKernels
 {
     /// <summary>True for an average pool over each whole plane (no padding): one mean per plane, as CP-ResNet's head takes it.</summary>
