@@ -180,3 +180,63 @@ internal sealed class ModelConfig : ManualConfig
 {
     public ModelConfig() => AddJob(Job.Default.WithWarmupCount(3).WithIterationCount(10).WithLaunchCount(1));
 }
+
+/// <summary>
+/// Batch-1 inference called now and then, as a service answering single requests does: each timed pass follows 10 ms
+/// with nothing to do, so the CPU worker threads have stopped spinning and sleep, and the caches have cooled. Compare
+/// with <see cref="ModelInferenceBenchmarks"/>, which runs passes back to back.
+/// </summary>
+[Config(typeof(SporadicConfig))]
+public class SporadicInferenceBenchmarks
+{
+    private CpuInferencePlan plan = null!;
+    private Tensor x = null!;
+    private float[] logits = [];
+
+    /// <summary>big or pruned.</summary>
+    [Params("big 32/64/128", "pruned 19/38/76")]
+    public string Model { get; set; } = "";
+
+    /// <summary>Batch-1 inputs.</summary>
+    [Params("mnist 1x28x28 b1", "mel 1x128x100 b1")]
+    public string Input { get; set; } = "";
+
+    /// <summary>CPU threads.</summary>
+    [Params(1, 2)]
+    public int Threads { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        CpuThreading.Threads = Threads;
+        var model = ModelInput.Build(Model);
+        model.Eval();
+        x = ModelInput.Get(Input).Batch().X;
+        plan = CpuInferencePlan.Compile(model, x.ShapeArray());
+        logits = new float[Tensor.Numel(plan.OutputShape)];
+        // With one pass per iteration the job's few passes would run the kernels' first, unoptimised code: enough passes
+        // here, and a pause, for the runtime to replace it with its optimised code first.
+        for (int round = 0; round < 3; round++)
+        {
+            for (int i = 0; i < 500; i++) plan.Run(x.AsSpan(), logits);
+            Thread.Sleep(200);
+        }
+    }
+
+    /// <summary>The idle spell before each pass (not timed).</summary>
+    [IterationSetup]
+    public void Idle() => Thread.Sleep(10);
+
+    [Benchmark(Description = "inference after 10 ms idle, plan")]
+    public float InferAfterIdle()
+    {
+        plan.Run(x.AsSpan(), logits);
+        return logits[0];
+    }
+}
+
+/// <summary>One pass per iteration (an iteration setup runs before each), 40 of them.</summary>
+internal sealed class SporadicConfig : ManualConfig
+{
+    public SporadicConfig() => AddJob(Job.Default.WithInvocationCount(1).WithUnrollFactor(1).WithWarmupCount(5).WithIterationCount(40).WithLaunchCount(1).WithGcForce(false));
+}

@@ -369,17 +369,82 @@ public sealed class CpuThreadingSettingsTests
         try
         {
             CpuThreading.Threads = 3;
-            int[] owner = new int[10];
-            CpuThreading.For(10, i => owner[i] = Environment.CurrentManagedThreadId);
-            // Three parts of 3, 3 and 4 indices ([i*10/3, (i+1)*10/3)), each on one thread.
-            Assert.Equal(3, owner.Distinct().Count());
-            Assert.Equal(owner[0], owner[2]);
-            Assert.Equal(owner[3], owner[5]);
-            Assert.Equal(owner[6], owner[9]);
+            for (int attempt = 0; attempt < 50; attempt++)
+            {
+                int[] owner = new int[10];
+                int[] order = new int[10];
+                int next = 0;
+                CpuThreading.For(10, i =>
+                {
+                    owner[i] = Environment.CurrentManagedThreadId;
+                    order[i] = Interlocked.Increment(ref next);
+                });
+                // Three parts of 3, 3 and 4 indices ([i*10/3, (i+1)*10/3)), each on one thread in increasing order
+                // (which thread runs a part may vary: the caller takes the parts no worker has claimed yet).
+                foreach (var (first, end) in new[] { (0, 3), (3, 6), (6, 10) })
+                    for (int i = first + 1; i < end; i++)
+                    {
+                        Assert.Equal(owner[first], owner[i]);
+                        Assert.True(order[i] > order[i - 1]);
+                    }
+            }
 
             CpuThreading.Threads = 1;
-            CpuThreading.For(10, i => owner[i] = Environment.CurrentManagedThreadId);
-            Assert.All(owner, o => Assert.Equal(Environment.CurrentManagedThreadId, o));
+            int[] single = new int[10];
+            CpuThreading.For(10, i => single[i] = Environment.CurrentManagedThreadId);
+            Assert.All(single, o => Assert.Equal(Environment.CurrentManagedThreadId, o));
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    [Fact]
+    public void TheCallerRunsThePartsOfAWorkerThatIsSlowToWake()
+    {
+        int saved = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = 2;
+            int caller = Environment.CurrentManagedThreadId;
+            bool stolen = false;
+            for (int attempt = 0; attempt < 20 && !stolen; attempt++)
+            {
+                // Idle long enough for the worker to stop spinning and sleep: waking it takes tens of microseconds,
+                // while the caller is back for the second part within one.
+                Thread.Sleep(20);
+                int[] owner = new int[2];
+                CpuThreading.For(2, i => owner[i] = Environment.CurrentManagedThreadId);
+                stolen = owner[0] == caller && owner[1] == caller;
+            }
+            Assert.True(stolen, "In 20 calls after an idle spell, the caller never ran the sleeping worker's part itself.");
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    [Fact]
+    public void BackToBackJobsRunEachIndexOnceWhateverThreadClaimsIt()
+    {
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 2, 3 })
+            {
+                CpuThreading.Threads = threads;
+                // Tiny jobs one after another: a worker that wakes late for one job finds it over (or claims a part of
+                // the next with that job's own body and state), never runs a part twice or with another job's state.
+                for (int job = 0; job < 3000; job++)
+                {
+                    int count = 2 + job % 5;
+                    int[] hits = new int[count];
+                    CpuThreading.For(count, i => Interlocked.Increment(ref hits[i]));
+                    Assert.All(hits, h => Assert.Equal(1, h));
+                }
+            }
         }
         finally
         {

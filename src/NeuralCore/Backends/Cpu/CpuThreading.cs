@@ -8,10 +8,14 @@ namespace NeuralCore.Backends.Cpu;
 /// results are bit-identical from run to run.
 /// </summary>
 /// <remarks>
-/// A small pool of persistent background threads serves the calls (the caller runs the first
-/// part itself), which keeps the cost of a call to a few microseconds; kernels call this many
-/// times per training step, some with tiny work. Nested calls (from inside a body) and calls that
-/// find the pool busy with another caller run inline on the calling thread.
+/// A small pool of persistent background threads serves the calls, which keeps the cost of a call
+/// to a microsecond or so while the workers are awake; kernels call this many times per training
+/// step, some with tiny work. The caller takes part in its own call: it runs part 0, then any part
+/// no worker has claimed yet, so a worker that is slow to start (asleep after a few hundred
+/// microseconds without work, when waking it took 50-60 µs here, or its vCPU taken by the host)
+/// costs at most the time of running its part on the calling thread. Which thread runs a part
+/// varies from call to call; what a part computes does not. Nested calls (from inside a body) and
+/// calls that find the pool busy with another caller run inline on the calling thread.
 /// </remarks>
 public static class CpuThreading
 {
@@ -39,7 +43,8 @@ public static class CpuThreading
     /// <summary>
     /// Runs <paramref name="body"/>(i) for every i in [0, <paramref name="count"/>). The range is cut
     /// into min(<see cref="Threads"/>, count) contiguous parts of near-equal size; part p runs its
-    /// indices in increasing order on one thread. Runs inline when count is 1 or Threads is 1.
+    /// indices in increasing order on one thread (a worker, or the caller when it gets there first).
+    /// Runs inline when count is 1 or Threads is 1.
     /// Returns after every index has run; the first exception thrown by a body is rethrown here.
     /// </summary>
     /// <param name="count">Number of indices (0 does nothing).</param>
@@ -59,7 +64,7 @@ public static class CpuThreading
 
     /// <summary>
     /// Allocation-free form for kernels: runs <paramref name="body"/>(state, part) for every part in
-    /// [0, <paramref name="parts"/>), one part per thread. <paramref name="state"/> usually points to
+    /// [0, <paramref name="parts"/>), each part on one thread (the caller's included). <paramref name="state"/> usually points to
     /// a struct on the caller's stack, which stays valid because this returns only when all parts are done.
     /// </summary>
     internal static unsafe void ForParts(int parts, delegate*<void*, int, void> body, void* state)
@@ -92,17 +97,34 @@ public static class CpuThreading
         private static readonly List<Worker> Workers = new();
         private static readonly ManualResetEventSlim Done = new(false, 1000);
 
-        // The current job; written by the caller under Gate before workers are woken.
+        // The current job; written by the caller under Gate, then published by the write of claim.
         private static delegate*<void*, int, void> jobFn;
         private static void* jobState;
         private static Action<int>? jobAction;
         private static int jobCount;
         private static int jobParts;
-        private static int pending;
         private static ExceptionDispatchInfo? jobError;
+        // The job's generation (high 32 bits) and the next part to hand out (low 32 bits): a thread claims a part by
+        // moving the index on with a compare-exchange that also checks the generation, so a worker that wakes late
+        // never runs a part of a job it did not read.
+        private static long claim;
+        private static int generation;
+        // Parts run to the end; Done is set by whichever thread finishes the last one.
+        private static int finished;
 
         [ThreadStatic] private static bool insideJob;
         [ThreadStatic] internal static bool InlineOnly;
+
+        /// <summary>One job's fields as a thread read them after seeing its generation.</summary>
+        private readonly struct Job(int generation, delegate*<void*, int, void> fn, void* state, Action<int>? action, int count, int parts)
+        {
+            public readonly int Generation = generation;
+            public readonly delegate*<void*, int, void> Fn = fn;
+            public readonly void* State = state;
+            public readonly Action<int>? Action = action;
+            public readonly int Count = count;
+            public readonly int Parts = parts;
+        }
 
         public static void Run(int count, int parts, delegate*<void*, int, void> fn, void* state, Action<int>? action)
         {
@@ -120,14 +142,18 @@ public static class CpuThreading
                 jobCount = count;
                 jobParts = parts;
                 jobError = null;
-                Volatile.Write(ref pending, parts - 1);
+                finished = 0;
                 Done.Reset();
+                int current = unchecked(++generation);
+                Volatile.Write(ref claim, (long)current << 32);
                 for (int w = 0; w < parts - 1; w++) Workers[w].Wake.Set();
 
+                // The caller claims parts too, part 0 first: a worker that is slow to wake (its vCPU idle for a few
+                // hundred microseconds or taken by the host) has its part run here instead of waited for.
                 insideJob = true;
                 try
                 {
-                    RunPart(0);
+                    RunClaimed(new Job(current, fn, state, action, count, parts));
                 }
                 finally
                 {
@@ -141,6 +167,34 @@ public static class CpuThreading
             finally
             {
                 Monitor.Exit(Gate);
+            }
+        }
+
+        /// <summary>The current job as published (a worker's view; null fields once it is over, then no part is left to claim).</summary>
+        private static Job Current()
+        {
+            int current = (int)(Volatile.Read(ref claim) >> 32);
+            return new Job(current, jobFn, jobState, jobAction, jobCount, jobParts);
+        }
+
+        /// <summary>Claims and runs parts of <paramref name="job"/> until none is left.</summary>
+        private static void RunClaimed(in Job job)
+        {
+            while (true)
+            {
+                long seen = Volatile.Read(ref claim);
+                int part = (int)seen;
+                if ((int)(seen >> 32) != job.Generation || part >= job.Parts) return;
+                if (Interlocked.CompareExchange(ref claim, seen + 1, seen) != seen) continue;
+                try
+                {
+                    RunPart(job, part);
+                }
+                catch (Exception e)
+                {
+                    Interlocked.CompareExchange(ref jobError, ExceptionDispatchInfo.Capture(e), null);
+                }
+                if (Interlocked.Increment(ref finished) == job.Parts) Done.Set();
             }
         }
 
@@ -162,32 +216,26 @@ public static class CpuThreading
             }
         }
 
-        private static void RunPart(int part)
+        private static void RunPart(in Job job, int part)
         {
-            long count = jobCount;
-            int start = (int)(part * count / jobParts);
-            int end = (int)((part + 1) * count / jobParts);
-            Action<int>? action = jobAction;
-            if (action != null)
+            long count = job.Count;
+            int start = (int)(part * count / job.Parts);
+            int end = (int)((part + 1) * count / job.Parts);
+            if (job.Action is { } action)
             {
                 for (int i = start; i < end; i++) action(i);
             }
             else
             {
-                delegate*<void*, int, void> fn = jobFn;
-                void* state = jobState;
-                for (int i = start; i < end; i++) fn(state, i);
+                for (int i = start; i < end; i++) job.Fn(job.State, i);
             }
         }
 
         private sealed class Worker
         {
             public readonly ManualResetEventSlim Wake = new(false, 1000);
-            private readonly int part;
-
             public Worker(int part)
             {
-                this.part = part;
                 var thread = new Thread(Loop)
                 {
                     IsBackground = true,
@@ -203,15 +251,7 @@ public static class CpuThreading
                 {
                     Wake.Wait();
                     Wake.Reset();
-                    try
-                    {
-                        RunPart(part);
-                    }
-                    catch (Exception e)
-                    {
-                        Interlocked.CompareExchange(ref jobError, ExceptionDispatchInfo.Capture(e), null);
-                    }
-                    if (Interlocked.Decrement(ref pending) == 0) Done.Set();
+                    RunClaimed(Current());
                 }
             }
         }
