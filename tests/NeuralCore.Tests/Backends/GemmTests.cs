@@ -437,7 +437,7 @@ public sealed class CpuThreadingSettingsTests
                 CpuThreading.Threads = threads;
                 // Tiny jobs one after another: a worker that wakes late for one job finds it over (or claims a part of
                 // the next with that job's own body and state), never runs a part twice or with another job's state.
-                for (int job = 0; job < 3000; job++)
+                for (int job = 0; job < 20000; job++)
                 {
                     int count = 2 + job % 5;
                     int[] hits = new int[count];

@@ -104,9 +104,12 @@ public static class CpuThreading
         private static int jobCount;
         private static int jobParts;
         private static ExceptionDispatchInfo? jobError;
-        // The job's generation (high 32 bits) and the next part to hand out (low 32 bits): a thread claims a part by
-        // moving the index on with a compare-exchange that also checks the generation, so a worker that wakes late
-        // never runs a part of a job it did not read.
+        // The job's generation (high 32 bits) and which of its first 32 parts are taken (low 32 bits): a thread claims a
+        // part by setting its bit with a compare-exchange of the whole word, so a worker that wakes late never runs a
+        // part of a job it did not read (a thread may read a generation and then the next job's fields, being written
+        // once that job is over: its claims fail, since every part of a job over is taken, those it does not have
+        // included). Parts from 32 on are run by their own workers only.
+        private const int Claimable = 32;
         private static long claim;
         private static int generation;
         // Parts run to the end; Done is set by whichever thread finishes the last one.
@@ -145,15 +148,20 @@ public static class CpuThreading
                 finished = 0;
                 Done.Reset();
                 int current = unchecked(++generation);
-                Volatile.Write(ref claim, (long)current << 32);
+                // Bits of parts the job does not have start set: a thread that read this job's generation with an earlier
+                // job's fields (written while it read) cannot take a part that does not exist.
+                uint absent = parts >= Claimable ? 0u : ~((1u << parts) - 1);
+                Volatile.Write(ref claim, ((long)current << 32) | absent);
                 for (int w = 0; w < parts - 1; w++) Workers[w].Wake.Set();
 
-                // The caller claims parts too, part 0 first: a worker that is slow to wake (its vCPU idle for a few
-                // hundred microseconds or taken by the host) has its part run here instead of waited for.
+                // Each thread first claims its own part (the caller part 0, worker w part w), so a part runs where the
+                // same part of the previous call ran and its data is in that core's caches; then the caller, and any
+                // worker done early, claims the parts still untaken: a worker slow to wake (its vCPU idle for a few
+                // hundred microseconds, or taken by the host) has its part run by another thread instead of waited for.
                 insideJob = true;
                 try
                 {
-                    RunClaimed(new Job(current, fn, state, action, count, parts));
+                    RunClaimed(new Job(current, fn, state, action, count, parts), 0);
                 }
                 finally
                 {
@@ -177,25 +185,44 @@ public static class CpuThreading
             return new Job(current, jobFn, jobState, jobAction, jobCount, jobParts);
         }
 
-        /// <summary>Claims and runs parts of <paramref name="job"/> until none is left.</summary>
-        private static void RunClaimed(in Job job)
+        /// <summary>Runs part <paramref name="own"/> of <paramref name="job"/> if no thread has taken it, then any part still untaken.</summary>
+        private static void RunClaimed(in Job job, int own)
         {
+            if (own >= Claimable)
+            {
+                // Woken for this part alone, which no other thread takes: the job waits for it, so it is still current.
+                RunAndCount(job, own);
+                return;
+            }
+            if (own < job.Parts && TryClaim(job.Generation, own)) RunAndCount(job, own);
+            int claimable = Math.Min(job.Parts, Claimable);
+            for (int part = 0; part < claimable; part++)
+                if (TryClaim(job.Generation, part)) RunAndCount(job, part);
+        }
+
+        /// <summary>Takes <paramref name="part"/> of the job of <paramref name="generation"/> unless that job is over or the part taken.</summary>
+        private static bool TryClaim(int generation, int part)
+        {
+            long bit = 1L << part;
             while (true)
             {
                 long seen = Volatile.Read(ref claim);
-                int part = (int)seen;
-                if ((int)(seen >> 32) != job.Generation || part >= job.Parts) return;
-                if (Interlocked.CompareExchange(ref claim, seen + 1, seen) != seen) continue;
-                try
-                {
-                    RunPart(job, part);
-                }
-                catch (Exception e)
-                {
-                    Interlocked.CompareExchange(ref jobError, ExceptionDispatchInfo.Capture(e), null);
-                }
-                if (Interlocked.Increment(ref finished) == job.Parts) Done.Set();
+                if ((int)(seen >> 32) != generation || (seen & bit) != 0) return false;
+                if (Interlocked.CompareExchange(ref claim, seen | bit, seen) == seen) return true;
             }
+        }
+
+        private static void RunAndCount(in Job job, int part)
+        {
+            try
+            {
+                RunPart(job, part);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref jobError, ExceptionDispatchInfo.Capture(e), null);
+            }
+            if (Interlocked.Increment(ref finished) == job.Parts) Done.Set();
         }
 
         private static void RunInline(int count, delegate*<void*, int, void> fn, void* state, Action<int>? action)
@@ -234,8 +261,11 @@ public static class CpuThreading
         private sealed class Worker
         {
             public readonly ManualResetEventSlim Wake = new(false, 1000);
+            private readonly int part;
+
             public Worker(int part)
             {
+                this.part = part;
                 var thread = new Thread(Loop)
                 {
                     IsBackground = true,
@@ -251,7 +281,7 @@ public static class CpuThreading
                 {
                     Wake.Wait();
                     Wake.Reset();
-                    RunClaimed(Current());
+                    RunClaimed(Current(), part);
                 }
             }
         }
