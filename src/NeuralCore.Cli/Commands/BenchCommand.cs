@@ -161,7 +161,6 @@ internal static class BenchCommand
                 AddTimes(o, result);
                 o["peak_working_set_bytes"] = result.PeakWorkingSet;
                 o["pooled_bytes"] = result.PooledBytes;
-                o["times_ms"] = new JsonArray(result.Times.Select(v => (JsonNode)v).ToArray());
                 if (result.Profile is { } profiled)
                     o["profile"] = new JsonArray(profiled.Select(s => (JsonNode)new JsonObject { ["step"] = s.Step, ["mean_ms"] = s.Milliseconds }).ToArray());
                 if (speedup is not null)
@@ -174,7 +173,6 @@ internal static class BenchCommand
                         ["macs"] = speedup.BaselineMacs,
                     };
                     AddTimes(baselineJson, baselineResult!);
-                    baselineJson["times_ms"] = new JsonArray(baselineResult!.Times.Select(v => (JsonNode)v).ToArray());
                     o["baseline"] = baselineJson;
                     o["speedup"] = new JsonObject
                     {
@@ -207,7 +205,7 @@ internal static class BenchCommand
     private static string Describe(ModelSource source, ModelResult described) =>
         $"CP-ResNet {string.Join(" ", described.ChannelWidths!)}{(source.Checkpoint is null ? "" : $" ({source.Checkpoint})")}";
 
-    /// <summary>The median and spread per iteration, samples per second and allocation of one model, into its JSON object.</summary>
+    /// <summary>The median and spread per iteration, samples per second, allocation and every iteration's time of one model, into its JSON object.</summary>
     private static void AddTimes(JsonObject o, BenchResult result)
     {
         o["median_ms"] = result.Median;
@@ -217,6 +215,7 @@ internal static class BenchCommand
         o["max_ms"] = result.Max;
         o["samples_per_second"] = result.SamplesPerSecond;
         o["allocated_bytes_per_iteration"] = result.AllocatedBytesPerIteration;
+        o["times_ms"] = new JsonArray(result.Times.Select(v => (JsonNode)v).ToArray());
     }
 
     private static void WriteTimes(TextWriter human, BenchResult result) =>

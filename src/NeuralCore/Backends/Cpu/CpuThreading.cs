@@ -111,7 +111,6 @@ public static class CpuThreading
         // included). Parts from 32 on are run by their own workers only.
         private const int Claimable = 32;
         private static long claim;
-        private static int generation;
         // Parts run to the end; Done is set by whichever thread finishes the last one.
         private static int finished;
 
@@ -147,7 +146,8 @@ public static class CpuThreading
                 jobError = null;
                 finished = 0;
                 Done.Reset();
-                int current = unchecked(++generation);
+                // Only the caller, under Gate, publishes jobs: the word holds the last generation.
+                int current = unchecked((int)(Volatile.Read(ref claim) >> 32) + 1);
                 // Bits of parts the job does not have start set: a thread that read this job's generation with an earlier
                 // job's fields (written while it read) cannot take a part that does not exist.
                 uint absent = parts >= Claimable ? 0u : ~((1u << parts) - 1);
