@@ -71,6 +71,20 @@ public sealed class CpuStorage : Storage
     /// <summary>Storage of <paramref name="length"/> elements with undefined contents, rented from the pool (for a <see cref="TensorScope"/> to own).</summary>
     internal static CpuStorage Rent(DType dtype, int length) => new(Backends.Cpu.CpuBufferPool.Rent(dtype, length));
 
+    /// <summary>
+    /// Storage whose array is given later by <see cref="Bind"/> (a compiled plan's buffers, which share memory once the
+    /// plan knows when each is in use); until then it holds no elements.
+    /// </summary>
+    internal static CpuStorage Deferred(DType dtype) => Allocate(dtype, 0);
+
+    /// <summary>Gives <see cref="Deferred"/> storage its array, which other storage may share.</summary>
+    internal void Bind(Array data)
+    {
+        if (_data is not { Length: 0 }) throw new InvalidOperationException("Only deferred storage, not yet bound, takes an array.");
+        if (new CpuStorage(data).DType != _dtype) throw new ArgumentException($"Expected a {_dtype} array.", nameof(data));
+        _data = data;
+    }
+
     /// <summary>True after <see cref="Release"/>: the array went back to the pool.</summary>
     public bool IsReleased => _data is null;
 

@@ -30,6 +30,11 @@ public sealed class BenchCommandTests
         Assert.Equal(eager ? "eager" : "plan", (string?)json["engine"]);
         // The compiled passes allocate nothing; what is left is the timing loop's own scope object.
         if (!eager) Assert.True((long)json["allocated_bytes_per_iteration"]! < 1024, $"{json["allocated_bytes_per_iteration"]} bytes per iteration");
+        // A plan's buffers hold at least the pooled stem's output (3 x 4 x 6 x 6 floats); the eager passes hold none.
+        long planBytes = (long)json["plan_buffer_bytes"]!;
+        if (eager) Assert.Equal(0, planBytes);
+        else Assert.True(planBytes >= 3 * 4 * 6 * 6 * sizeof(float), $"{planBytes} bytes of plan buffers");
+        Assert.Contains("plan buffers", stderr);
         double median = (double)json["median_ms"]!, min = (double)json["min_ms"]!, max = (double)json["max_ms"]!;
         Assert.True(min > 0 && min <= median && median <= max, $"min {min}, median {median}, max {max}");
         Assert.Equal(3, json["times_ms"]!.AsArray().Count);

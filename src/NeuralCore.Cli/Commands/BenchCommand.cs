@@ -124,7 +124,7 @@ internal static class BenchCommand
                 $"{Describe(source, described)}, {what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
             WriteTimes(human, result);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB"));
+                $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB; plan buffers {result.PlanBytes / 1048576.0:F1} MiB"));
             Speedup? speedup = null;
             if (reference is not null && baselineResult is not null)
             {
@@ -215,6 +215,7 @@ internal static class BenchCommand
         o["max_ms"] = result.Max;
         o["samples_per_second"] = result.SamplesPerSecond;
         o["allocated_bytes_per_iteration"] = result.AllocatedBytesPerIteration;
+        o["plan_buffer_bytes"] = result.PlanBytes;
         o["times_ms"] = new JsonArray(result.Times.Select(v => (JsonNode)v).ToArray());
     }
 
@@ -233,7 +234,7 @@ internal static class BenchCommand
 
     /// <summary>Times per iteration in milliseconds (in run order) and their summary.</summary>
     private sealed record BenchResult(double[] Times, int Batch, long AllocatedBytesPerIteration, long PeakWorkingSet, long PooledBytes,
-        IReadOnlyList<(string Step, double Milliseconds)>? Profile)
+        long PlanBytes, IReadOnlyList<(string Step, double Milliseconds)>? Profile)
     {
         private double[] Sorted { get; } = Times.Order().ToArray();
 
@@ -330,9 +331,9 @@ internal static class BenchCommand
         using var process = Process.GetCurrentProcess();
         // Timing each step adds a clock read per step, so the profile is taken in its own runs after the timed ones.
         var steps = profile ? model.Profile(count) : null;
-        var result = new BenchResult(times, model.Batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, steps);
+        var result = new BenchResult(times, model.Batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, model.PlanBytes, steps);
         var other = baseline is null ? null
-            : new BenchResult(baselineTimes, baseline.Batch, baselineAllocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, null);
+            : new BenchResult(baselineTimes, baseline.Batch, baselineAllocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, baseline.PlanBytes, null);
         return (result, other, ratios);
     }
 
@@ -375,6 +376,9 @@ internal static class BenchCommand
         }
 
         public int Batch { get; }
+
+        /// <summary>The memory the compiled plan holds for its activations, gradients and scratch (0 for the eager pass).</summary>
+        public long PlanBytes => _compiled?.BufferBytes ?? _trainingPlan?.BufferBytes ?? 0;
 
         /// <summary>Runs one iteration and gives its time in milliseconds; returns the bytes it allocated on this thread.</summary>
         public long TimeOne(out double milliseconds)

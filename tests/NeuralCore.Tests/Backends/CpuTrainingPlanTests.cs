@@ -235,6 +235,33 @@ public sealed class CpuTrainingPlanTests
         Assert.All(net.NamedModules().Select(m => m.Module).OfType<BatchNorm2d>(), bn => Assert.Equal(0, bn.NumBatchesTracked));
     }
 
+    /// <summary><paramref name="depth"/> blocks of convolution, batch norm and ReLU on one map size, then the pooled logits.</summary>
+    private static Module Chain(int depth, Generator g)
+    {
+        var layers = new List<Module>();
+        for (int i = 0; i < depth; i++)
+        {
+            layers.Add(new Conv2d(4, 4, 3, padding: 1, bias: false, generator: g));
+            layers.Add(new BatchNorm2d(4));
+            layers.Add(new ReLU());
+        }
+        layers.Add(new AdaptiveAvgPool2d(1));
+        layers.Add(new Flatten());
+        return new Sequential([.. layers]);
+    }
+
+    [Fact]
+    public void GradientsInUseAtDifferentTimesShareMemory()
+    {
+        int[] shape = [8, 4, 10, 10];
+        long Bytes(int depth) => CpuTrainingPlan.Compile(Chain(depth, new Generator(1)), shape).BufferBytes;
+        long map = 8 * 4 * 10 * 10 * sizeof(float);
+        // A block keeps its convolution's output and its batch norm + ReLU's output (and 2 x 4 statistics) for the
+        // backward pass; with a gradient buffer of its own per value it would hold two maps more.
+        Assert.Equal(2 * map + 2 * 4 * sizeof(float), (Bytes(8) - Bytes(4)) / 4);
+        AssertPlanTrainsLikeEager(() => Chain(6, new Generator(2)), shape, classes: 4, seed: 5);
+    }
+
     [Fact]
     public void AStepWithAdamAllocatesNothingAfterTheFirst()
     {

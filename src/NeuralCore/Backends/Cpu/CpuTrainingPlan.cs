@@ -9,7 +9,8 @@ namespace NeuralCore.Backends.Cpu;
 /// cross-entropy against class targets, and the backward pass, which accumulates into every parameter's
 /// <see cref="Tensor.Grad"/>. It gives the bits of <c>Functional.CrossEntropy(model.Call(x), y).Backward()</c>: the graph
 /// is traced once, and <see cref="Step"/> calls the same backend kernels in the same order, with every activation,
-/// saved value and gradient in a buffer allocated at compile time. What it leaves out is eager execution's
+/// saved value and gradient in a buffer allocated at compile time (gradients in use at different times share one, see
+/// <see cref="BufferBytes"/>). What it leaves out is eager execution's
 /// bookkeeping (a tensor, node, closure and shape arrays per op), so a step allocates no managed memory after the
 /// first, and the garbage collector has nothing to do during training.
 /// </summary>
@@ -69,7 +70,11 @@ public sealed class CpuTrainingPlan
     /// <summary>One line per step, e.g. <c>conv 1-&gt;32 5x5/2</c>.</summary>
     public IReadOnlyList<string> Description { get; }
 
-    /// <summary>Bytes of the plan's buffers: activations, saved values and gradients.</summary>
+    /// <summary>
+    /// Bytes of the plan's buffers: activations, saved values and gradients. Backward buffers of one length whose uses
+    /// (the backward steps that read or write them) do not overlap share memory, so the gradients count as many as are
+    /// live at once.
+    /// </summary>
     public long BufferBytes { get; }
 
     /// <summary>
@@ -416,6 +421,7 @@ public sealed class CpuTrainingPlan
         private readonly Dictionary<int, BatchNormStep> _batchNormOf = [];
         private readonly Dictionary<int, AddStep> _addOf = [];
         private long _bytes;
+        private readonly List<(CpuStorage Storage, int Length)> _gradients = [];
 
         public CpuTrainingPlan Build()
         {
@@ -444,6 +450,7 @@ public sealed class CpuTrainingPlan
                 Loss = loss, DLosses = Buffer([rows]), DLogProbs = Buffer([rows, cols]), Rows = rows, Cols = cols,
             });
             WireBackward();
+            ShareGradientMemory();
             var inputViews = _values.Skip(1).Where(v => v.OnInput).Select(v => v.Data).ToArray();
             return new CpuTrainingPlan(_steps.ToArray(), window, inputViews, targets, _values[logits].Data, loss,
                 _leaves.Select(l => (l.Key, l.Value)).ToArray(), _bytes);
@@ -458,6 +465,94 @@ public sealed class CpuTrainingPlan
             var n = Math.Max(1, Tensor.Numel(shape));
             _bytes += (long)n * (dtype == DType.Float32 ? sizeof(float) : sizeof(int));
             return new Tensor(CpuStorage.Allocate(dtype, n), shape);
+        }
+
+        /// <summary>
+        /// A buffer of the backward pass (a gradient, or a step's scratch there), whose memory <see cref="ShareGradientMemory"/>
+        /// gives once the steps that touch it are known.
+        /// </summary>
+        private Tensor GradientBuffer(int[] shape)
+        {
+            var storage = CpuStorage.Deferred(DType.Float32);
+            _gradients.Add((storage, Math.Max(1, Tensor.Numel(shape))));
+            return new Tensor(storage, shape);
+        }
+
+        /// <summary>
+        /// Gives each backward buffer its memory: buffers of one length whose uses do not overlap (by the backward steps
+        /// that read or write them) share an array, the one freed last, as a caching allocator hands out the block freed
+        /// last. A gradient is then written where the step before last read one, in cache, instead of into memory no step
+        /// has touched since the previous training step; and the plan holds as many gradients as are live at once, not
+        /// one per value.
+        /// </summary>
+        private void ShareGradientMemory()
+        {
+            var first = new Dictionary<Storage, int>(ReferenceEqualityComparer.Instance);
+            var last = new Dictionary<Storage, int>(ReferenceEqualityComparer.Instance);
+            int at = 0;
+            for (int i = _steps.Count - 1; i >= 0; i--)
+            {
+                var step = _steps[i];
+                if (!step.HasBackward) continue;
+                foreach (var t in TouchedBackward(step))
+                {
+                    first.TryAdd(t.storage, at);
+                    last[t.storage] = at;
+                }
+                at++;
+            }
+            // In order of first use, each buffer takes the array freed last among those of its length whose buffers are
+            // done (their last step strictly before its first: a step that reads one buffer and writes another needs
+            // both). A buffer no step lists keeps an array of its own.
+            var free = new Dictionary<int, Stack<float[]>>();
+            var bound = new List<(int Last, int Length, float[] Array)>();
+            foreach (var (storage, length) in _gradients.OrderBy(g => first.GetValueOrDefault(g.Storage, int.MaxValue)))
+            {
+                if (!first.TryGetValue(storage, out int start))
+                {
+                    storage.Bind(NewArray(length));
+                    continue;
+                }
+                for (int b = bound.Count - 1; b >= 0; b--)
+                {
+                    if (bound[b].Last >= start) continue;
+                    if (!free.TryGetValue(bound[b].Length, out var stack)) free[bound[b].Length] = stack = new Stack<float[]>();
+                    stack.Push(bound[b].Array);
+                    bound.RemoveAt(b);
+                }
+                var array = free.TryGetValue(length, out var same) && same.Count > 0 ? same.Pop() : NewArray(length);
+                storage.Bind(array);
+                bound.Add((last[storage], length, array));
+            }
+        }
+
+        private float[] NewArray(int length)
+        {
+            _bytes += (long)length * sizeof(float);
+            return new float[length];
+        }
+
+        /// <summary>
+        /// Every tensor the backward of <paramref name="step"/> reads or writes that may be a backward buffer (a stage
+        /// whose backward uses a <see cref="GradientBuffer"/> held elsewhere must list it here).
+        /// </summary>
+        private static IEnumerable<Tensor> TouchedBackward(Stage step)
+        {
+            if (step.Dy is not null) yield return step.Dy;
+            if (step.PassesThrough) yield return step.PassedGradient;
+            foreach (var sink in step.Sinks)
+            {
+                if (sink is null) continue;
+                yield return sink.Target;
+                if (sink.First is not null) yield return sink.First;
+                if (sink.Sum is not null) yield return sink.Sum;
+            }
+            if (step is BatchNormStep bn)
+            {
+                yield return bn.Dx;
+                yield return bn.Dgamma;
+                yield return bn.Dbeta;
+            }
         }
 
         /// <summary>Stops counting a buffer that a fusion made unnecessary (it is left to the garbage collector).</summary>
@@ -586,7 +681,7 @@ public sealed class CpuTrainingPlan
                 sum.Relu = true;
                 sum.Label += " + relu";
                 if (sum.Into is not null) sum.Into.Label += " + relu";
-                sum.Masked = Buffer(sum.Y.ShapeArray());
+                sum.Masked = GradientBuffer(sum.Y.ShapeArray());
                 _valueOf[node.Output] = sum.Out;
                 return;
             }
@@ -723,9 +818,9 @@ public sealed class CpuTrainingPlan
                 if (step is BatchNormStep bn)
                 {
                     // The kernel computes all three gradients; unwanted ones go to scratch buffers.
-                    bn.Dx = step.Sinks[0]?.Target ?? Buffer(bn.X.ShapeArray());
-                    bn.Dgamma = step.Sinks[1]?.Target ?? Buffer([bn.C]);
-                    bn.Dbeta = step.Sinks[2]?.Target ?? Buffer([bn.C]);
+                    bn.Dx = step.Sinks[0]?.Target ?? GradientBuffer(bn.X.ShapeArray());
+                    bn.Dgamma = step.Sinks[1]?.Target ?? GradientBuffer([bn.C]);
+                    bn.Dbeta = step.Sinks[2]?.Target ?? GradientBuffer([bn.C]);
                 }
             }
         }
@@ -739,25 +834,25 @@ public sealed class CpuTrainingPlan
                 ? new Tensor(step.PassedGradient.storage, shape, Tensor.ContiguousStrides(shape), step.PassedGradient.offset)
                 : null;
             if (o.Leaf is { } leaf)
-                return leaf.RequiresGrad ? new GradSink { Target = passed ?? Buffer(shape), Leaf = leaf } : null;
+                return leaf.RequiresGrad ? new GradSink { Target = passed ?? GradientBuffer(shape), Leaf = leaf } : null;
             var v = _values[o.Value];
             if (!v.NeedsGrad) return null;
             int use = v.UsesWired++;
             if (v.Uses == 1)
             {
-                v.Grad = passed ?? Buffer(shape);
+                v.Grad = passed ?? GradientBuffer(shape);
                 return new GradSink { Target = v.Grad };
             }
             if (use == 0)
             {
-                v.Grad = Buffer(shape);
+                v.Grad = GradientBuffer(shape);
                 if (passed is null) return new GradSink { Target = v.Grad };
                 // The first gradient is read where it lies when the second is added to it.
                 v.FirstRef = passed;
                 return null;
             }
             var first = use == 1 && v.FirstRef is not null ? v.FirstRef : v.Grad!;
-            return new GradSink { Target = passed ?? (v.Temp ??= Buffer(shape)), First = first, Sum = v.Grad };
+            return new GradSink { Target = passed ?? (v.Temp ??= GradientBuffer(shape)), First = first, Sum = v.Grad };
         }
     }
 }
