@@ -85,6 +85,13 @@ public sealed class CpuStorage : Storage
         _data = data;
     }
 
+    /// <summary>Trades the arrays of two storages of one type and length (a compiled plan's buffers, between its steps).</summary>
+    internal static void SwapArrays(CpuStorage a, CpuStorage b)
+    {
+        if (a._dtype != b._dtype || a.Length != b.Length) throw new ArgumentException("Only storages of one type and length trade arrays.");
+        (a._data, b._data) = (b._data, a._data);
+    }
+
     /// <summary>True after <see cref="Release"/>: the array went back to the pool.</summary>
     public bool IsReleased => _data is null;
 

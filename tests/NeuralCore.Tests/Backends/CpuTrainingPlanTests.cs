@@ -263,6 +263,17 @@ public sealed class CpuTrainingPlanTests
     }
 
     [Fact]
+    public void TheStemsBatchNormInputAndItsGradientTradeMemoryAfterEachStep()
+    {
+        // The stem's batch norm input (the convolution's output) is the one value of its length, and so is its gradient
+        // (as are those of the batch norm after the 2x1 pool): such pairs trade arrays between steps, which the three
+        // steps of the bit-for-bit comparison run through.
+        var plan = CpuTrainingPlan.Compile(Net(new Generator(3), false), [4, 2, 25, 21]);
+        Assert.Equal(2, plan.AlternatingPairs);
+        AssertPlanTrainsLikeEager(() => Net(new Generator(3), false), [4, 2, 25, 21], classes: 4, seed: 11);
+    }
+
+    [Fact]
     public void AStepWithAdamAllocatesNothingAfterTheFirst()
     {
         var net = Net(new Generator(2), false);
