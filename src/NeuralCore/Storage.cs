@@ -50,14 +50,16 @@ public sealed class CpuStorage : Storage
     public CpuStorage(Array data)
     {
         _data = data;
-        _dtype = data switch
-        {
-            float[] => DType.Float32,
-            long[] => DType.Int64,
-            int[] => DType.Int32,
-            _ => throw new ArgumentException($"CpuStorage holds float[], long[] or int[], not {data.GetType().Name}.", nameof(data)),
-        };
+        _dtype = TypeOf(data);
     }
+
+    private static DType TypeOf(Array data) => data switch
+    {
+        float[] => DType.Float32,
+        long[] => DType.Int64,
+        int[] => DType.Int32,
+        _ => throw new ArgumentException($"CpuStorage holds float[], long[] or int[], not {data.GetType().Name}.", nameof(data)),
+    };
 
     /// <summary>Allocates zeroed storage.</summary>
     public static CpuStorage Allocate(DType dtype, int length) => new(dtype switch
@@ -81,7 +83,7 @@ public sealed class CpuStorage : Storage
     internal void Bind(Array data)
     {
         if (_data is not { Length: 0 }) throw new InvalidOperationException("Only deferred storage, not yet bound, takes an array.");
-        if (new CpuStorage(data).DType != _dtype) throw new ArgumentException($"Expected a {_dtype} array.", nameof(data));
+        if (TypeOf(data) != _dtype) throw new ArgumentException($"Expected a {_dtype} array.", nameof(data));
         _data = data;
     }
 

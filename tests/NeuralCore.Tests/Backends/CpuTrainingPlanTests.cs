@@ -274,6 +274,26 @@ public sealed class CpuTrainingPlanTests
     }
 
     [Fact]
+    public void DeferredStorageTakesOneArrayOfItsTypeAndTradesOnlyWithItsLike()
+    {
+        var deferred = CpuStorage.Deferred(DType.Float32);
+        Assert.Throws<ArgumentException>(() => deferred.Bind(new int[3]));
+        var shared = new float[3];
+        deferred.Bind(shared);
+        Assert.Same(shared, deferred.Floats);
+        Assert.Throws<InvalidOperationException>(() => deferred.Bind(new float[3]));
+        Assert.Throws<InvalidOperationException>(() => new CpuStorage(new float[3]).Bind(new float[3]));
+
+        var other = new CpuStorage(new float[3]);
+        var before = other.Floats;
+        CpuStorage.SwapArrays(deferred, other);
+        Assert.Same(shared, other.Floats);
+        Assert.Same(before, deferred.Floats);
+        Assert.Throws<ArgumentException>(() => CpuStorage.SwapArrays(deferred, new CpuStorage(new float[4])));
+        Assert.Throws<ArgumentException>(() => CpuStorage.SwapArrays(deferred, new CpuStorage(new int[3])));
+    }
+
+    [Fact]
     public void AStepWithAdamAllocatesNothingAfterTheFirst()
     {
         var net = Net(new Generator(2), false);

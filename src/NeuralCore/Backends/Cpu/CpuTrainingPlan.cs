@@ -490,9 +490,9 @@ public sealed class CpuTrainingPlan
         /// <summary>
         /// Gives each backward buffer its memory: buffers of one length whose uses do not overlap (by the backward steps
         /// that read or write them) share an array, the one freed last, as a caching allocator hands out the block freed
-        /// last. A gradient is then written where the step before last read one, in cache, instead of into memory no step
-        /// has touched since the previous training step; and the plan holds as many gradients as are live at once, not
-        /// one per value.
+        /// last. A kernel then mostly writes its gradient into memory that a step just before it read, still in cache,
+        /// instead of into memory no step has touched since the previous training step; and the plan holds as many
+        /// gradients as are live at once, not one per value.
         /// </summary>
         private void ShareGradientMemory()
         {
