@@ -8,10 +8,10 @@ namespace NeuralCore.Backends.Cpu;
 /// Batch norm over x viewed as [N, C, HW]: per-channel statistics over the N*HW values of a channel.
 /// </summary>
 /// <remarks>
-/// Training and backward work one channel per step, channels split over <see cref="CpuThreading.Threads"/>;
-/// a channel's sums are accumulated in double across planes (float lanes within a plane; the values shifted by the
-/// channel's first element, which keeps the one-pass variance accurate when the mean is large) in a fixed order, so
-/// results do not depend on the thread count. Inference splits the N*C planes.
+/// Training and backward work one channel per step, on several threads each thread one segment of the samples of every
+/// channel (<see cref="ExecuteInBlocks"/>); a channel's sums are accumulated in double across planes (float lanes within
+/// a plane; the values shifted by the channel's first element, which keeps the one-pass variance accurate when the mean
+/// is large) in plane order, so results do not depend on the thread count. Inference splits the N*C planes.
 /// <para>
 /// Training and backward can carry a ReLU after the batch norm (compiled training steps fuse the pair): training then
 /// writes relu(y) in the same pass, and backward reads dy where that output is positive and zero elsewhere, as the
@@ -53,9 +53,9 @@ internal static unsafe partial class BatchNormKernels
         public int W, PoolH, PoolW;
         public int* PoolIndices;
         public int Parts;
-        // Above 1: the channels left over from an even split cut into this many segments of samples, run in two phases
-        // (ExecuteSegmented), with each plane's two sums kept in PlaneSums ([C mod Segments, N, 2]) between them.
-        public int Segments, Phase;
+        // Above 1: the samples cut into this many segments, one per part, and the channels [BlockStart, BlockEnd) of the
+        // block run in two phases (ExecuteInBlocks), with each plane's two sums kept in PlaneSums ([block, N, 2]) between them.
+        public int Segments, Phase, BlockStart, BlockEnd;
         public double* PlaneSums;
     }
 
@@ -156,9 +156,9 @@ internal static unsafe partial class BatchNormKernels
     {
         long elements = (long)job.N * job.C * job.HW;
         int parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, CpuThreading.Threads);
-        if (job.Pass != Pass.Inference && parts > 1 && job.C % parts != 0 && job.N >= parts)
+        if (job.Pass != Pass.Inference && parts > 1 && job.N >= parts)
         {
-            ExecuteSegmented(ref job, parts);
+            ExecuteInBlocks(ref job, parts);
             return;
         }
         job.Parts = Math.Min(parts, Math.Max(items, 1));
@@ -166,27 +166,42 @@ internal static unsafe partial class BatchNormKernels
         fixed (Job* state = &job) CpuThreading.ForParts(job.Parts, &RunPart, state);
     }
 
+    // A part's planes of one block of channels stay within this many bytes (half the L2 of a core here), so that the
+    // output pass finds in cache what the sums pass read.
+    private const long BlockBytes = 512 << 10;
+
     /// <summary>
-    /// Channels that do not split evenly over the parts (the pruned model's 19 over two threads ran as 10 + 9): each
-    /// part runs C / parts whole channels, and the channels left over are cut into one segment of samples per part, in
-    /// two phases: each segment's sums, one per plane, then, once every part is done with those, each segment's output
-    /// pass. The second phase adds a channel's per-plane sums in plane order, as <see cref="TrainingChannel"/> and
-    /// <see cref="BackwardChannel"/> do in one go, so the results are the same bits. Whole channels keep their two passes
-    /// back to back, the second reading the planes while they are in cache (cutting every channel into segments, with
-    /// all the sums first, had made the stem's 19-channel backward slower, not faster).
+    /// Training and backward on several threads: each part takes one segment of the samples, for every channel, and the
+    /// channels are walked in blocks whose planes of a segment fit in L2, in two phases per block: every part's sums of
+    /// its planes, one per plane, then, once every part is done with those, each part's output pass over its planes,
+    /// which adds each channel's per-plane sums in plane order as <see cref="TrainingChannel"/> and
+    /// <see cref="BackwardChannel"/> do in one go: the same bits. So each thread reads and writes the samples its own
+    /// thread's convolutions wrote and will read: the stem's batch norm, split by channels before, read half of its
+    /// input from the other core, and its backward wrote half of the gradient the stem's weight gradient and, the step
+    /// after, the stem's output (which takes that gradient's array, <see cref="CpuTrainingPlan"/>) write or read on
+    /// the other core. (MNIST b256 training, two threads, six ABBA-ordered rounds of `bench --baseline`: pruned 7.15
+    /// -> 6.73 ms and big 15.61 -> 15.19 ms medians; the stem's convolution forward and batch norm forward, which
+    /// took 1.5-2.4x their quiet time in the machine's busy spells, kept it in every profiled run.)
     /// </summary>
-    private static void ExecuteSegmented(ref Job job, int parts)
+    private static void ExecuteInBlocks(ref Job job, int parts)
     {
+        long segmentPlanes = (job.N + parts - 1) / parts;
+        int block = (int)Math.Clamp(BlockBytes / (segmentPlanes * job.HW * sizeof(float)), 1, job.C);
         job.Parts = parts;
         job.Segments = parts;
-        job.PlaneSums = SmallScratch.Current.Doubles(2 * (job.C % parts) * job.N);
-        // SAFETY: as in Execute; the plane sums live in this thread's scratch until both phases are done.
+        job.PlaneSums = SmallScratch.Current.Doubles(2 * block * job.N);
+        // SAFETY: as in Execute; the plane sums live in this thread's scratch until both phases of the last block are done.
         fixed (Job* state = &job)
         {
-            job.Phase = 0;
-            CpuThreading.ForParts(parts, &RunPart, state);
-            job.Phase = 1;
-            CpuThreading.ForParts(parts, &RunPart, state);
+            for (int c = 0; c < job.C; c += block)
+            {
+                job.BlockStart = c;
+                job.BlockEnd = Math.Min(job.C, c + block);
+                job.Phase = 0;
+                CpuThreading.ForParts(parts, &RunPart, state);
+                job.Phase = 1;
+                CpuThreading.ForParts(parts, &RunPart, state);
+            }
         }
     }
 
@@ -195,7 +210,7 @@ internal static unsafe partial class BatchNormKernels
         ref Job job = ref *(Job*)state;
         if (job.Segments > 1)
         {
-            RunSegmentedPart(ref job, part);
+            for (int c = job.BlockStart; c < job.BlockEnd; c++) RunSegment(ref job, c, part);
             return;
         }
         int items = job.Pass == Pass.Inference ? job.N * job.C : job.C;
@@ -212,29 +227,11 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
-    /// <summary>
-    /// Phase 0: whole channels [part * q, (part + 1) * q) with q = C / parts, then the sums of segment `part` of each
-    /// channel left over (last, so that phase 1 finds its planes in cache); phase 1: those segments' output passes.
-    /// </summary>
-    private static void RunSegmentedPart(ref Job job, int part)
-    {
-        int q = job.C / job.Parts;
-        if (job.Phase == 0)
-        {
-            for (int c = part * q; c < (part + 1) * q; c++)
-            {
-                if (job.Pass == Pass.Training) TrainingChannel(ref job, c);
-                else BackwardChannel(ref job, c);
-            }
-        }
-        for (int c = q * job.Parts; c < job.C; c++) RunSegment(ref job, c, part);
-    }
-
     /// <summary>Segment s of channel c, in the job's phase: its planes' sums (phase 0), or its output pass (phase 1).</summary>
     private static void RunSegment(ref Job job, int c, int segment)
     {
         int n0 = (int)((long)segment * job.N / job.Segments), n1 = (int)((long)(segment + 1) * job.N / job.Segments);
-        double* sums = job.PlaneSums + 2L * (c - job.C / job.Segments * job.Segments) * job.N;
+        double* sums = job.PlaneSums + 2L * (c - job.BlockStart) * job.N;
         if (job.Phase == 0)
         {
             if (job.Pass == Pass.Training) ChannelStatisticsSums(ref job, c, n0, n1, sums);
