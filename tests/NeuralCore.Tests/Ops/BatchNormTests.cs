@@ -220,18 +220,22 @@ public sealed class BatchNormTests
 
 /// <summary>
 /// Thread-count behaviour of the batch-norm kernels over planes of 64 values or more (changes the process-wide thread
-/// count, so runs alone): channels that do not split evenly over the threads run partly in segments of samples, and
+/// count, so runs alone): on several threads every channel runs in segments of samples, block of channels by block, and
 /// every output keeps the bits of one thread.
 /// </summary>
 [Collection(nameof(NeuralCore.Tests.Backends.CpuSettingsCollection))]
 public sealed class BatchNormThreadingTests
 {
-    // (n, c, h, w): 19 channels of 13 x 13 (the pruned stem's) and 7 of 16 x 16, enough values for two and three parts.
+    // (n, c, h, w): 19 channels of 13 x 13 (the pruned stem's) and 7 of 16 x 16, enough values for two and three parts,
+    // each in one block of channels; 5 of 64 x 64 for 64 samples, whose segments' planes (352-512 KiB a channel) make
+    // a block of each channel.
     [Theory]
     [InlineData(16, 19, 13, 13, false)]
     [InlineData(16, 19, 13, 13, true)]
     [InlineData(40, 7, 16, 16, false)]
     [InlineData(40, 7, 16, 16, true)]
+    [InlineData(64, 5, 64, 64, false)]
+    [InlineData(64, 5, 64, 64, true)]
     public void OddChannelCountsGiveTheBitsOfOneThread(int n, int c, int h, int w, bool fused)
     {
         int hw = h * w, pooledH = h / 2, pooledW = w / 2;
