@@ -290,6 +290,72 @@ public sealed class BatchNormThreadingTests
     }
 
     /// <summary>
+    /// The forward's statistics over planes under 64 values (each part's blocks of 16 samples, a walk down the block's
+    /// samples per chunk of 16 positions, the blocks' sums then added in order), bit for bit against their specification
+    /// at 1, 2 and 3 threads: per position, x minus the channel's first value (sample 0's) and its square added in float
+    /// over blocks of 16 samples, each block's sum added in double, then a channel's positions added in double; the mean
+    /// is the shift plus the mean of the shifted values, the variance the mean square less the square of that. The same
+    /// widths and batches as the backward's test below.
+    /// </summary>
+    [Theory]
+    [InlineData(120, 76, 6)]
+    [InlineData(300, 19, 6)]
+    [InlineData(18, 32, 6)]
+    [InlineData(201, 7, 36)]
+    public void SmallPlaneForwardStatisticsFollowTheirOrder(int n, int c, int hw)
+    {
+        const float eps = 1e-5f;
+        float[] x = Reference.ToFloat(Reference.Random(n * c * hw, 31, 2.0).Select(v => v + 0.5).ToArray());
+        float[] expectedMean = new float[c], expectedInvStd = new float[c];
+        long count = (long)n * hw;
+        for (int ch = 0; ch < c; ch++)
+        {
+            float shift = x[ch * hw];
+            double sum = 0, sumSquares = 0;
+            for (int i = 0; i < hw; i++)
+            {
+                double s1d = 0, s2d = 0;
+                for (int n0 = 0; n0 < n; n0 += 16)
+                {
+                    float s1 = 0, s2 = 0;
+                    for (int s = n0; s < Math.Min(n, n0 + 16); s++)
+                    {
+                        float centred = x[(s * c + ch) * hw + i] - shift;
+                        s1 += centred;
+                        s2 = MathF.FusedMultiplyAdd(centred, centred, s2);
+                    }
+                    s1d += s1;
+                    s2d += s2;
+                }
+                sum += s1d;
+                sumSquares += s2d;
+            }
+            double centredMean = sum / count;
+            double variance = Math.Max(sumSquares / count - centredMean * centredMean, 0);
+            expectedMean[ch] = (float)(shift + centredMean);
+            expectedInvStd[ch] = (float)(1 / Math.Sqrt(variance + eps));
+        }
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                CpuThreading.Threads = threads;
+                var mean = Tensor.Zeros([c]);
+                var invStd = Tensor.Zeros([c]);
+                CpuBackend.Instance.BatchNormTraining(Tensor.FromArray(x, n, c, hw), Tensor.Ones([c]), Tensor.Zeros([c]),
+                    Tensor.Zeros([n, c, hw]), mean, invStd, Tensor.Zeros([c]), Tensor.Ones([c]), 0.1f, eps, n, c, hw);
+                Assert.Equal(expectedMean.Select(BitConverter.SingleToInt32Bits), mean.ToArray().Select(BitConverter.SingleToInt32Bits));
+                Assert.Equal(expectedInvStd.Select(BitConverter.SingleToInt32Bits), invStd.ToArray().Select(BitConverter.SingleToInt32Bits));
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    /// <summary>
     /// The backward's sums over planes under 64 values (walked sample by sample, each part's blocks of 16 samples, the
     /// blocks' sums then added in order), bit for bit against their specification at 1, 2 and 3 threads: per position, dy (zero where the fused ReLU's
     /// output is not positive) and dy * (x - mean) added in float over blocks of 16 samples, each block's sum added in

@@ -343,6 +343,7 @@ public sealed class DirectWeightGradientTests
     [InlineData(2, 27, 23, 5, 5, 5, 2, 2)]     // odd sizes, padding 2
     [InlineData(2, 9, 70, 3, 3, 3, 0, 0)]      // no padding, wide rows (five vectors of 16)
     [InlineData(3, 10, 13, 9, 4, 2, 2, 1)]     // an even kernel, padding past its reach
+    [InlineData(2, 20, 31, 10, 5, 5, 1, 1)]    // rows of 31 inputs, the most one split of two vectors takes
     public void StemsMatchTheSumOfProductsAndTheGemmPath(int n, int h, int w, int k, int r, int s, int padH, int padW)
     {
         var p = new Conv2dParams(n, 1, h, w, k, r, s, 2, 2, padH, padW, 1, 1, 1);
@@ -380,12 +381,53 @@ public sealed class DirectWeightGradientTests
         Assert.Contains(direct, float.IsFinite);
     }
 
+    /// <summary>
+    /// The split of rows of fewer than 32 inputs (each row loaded once, its S column phases permuted from it) writes the
+    /// floats the general split writes, the planes' slack included: rows of 28 (MNIST), 31, 16 and 9 inputs, padding 0-2,
+    /// odd and even kernels, one sample and a chunk of three.
+    /// </summary>
+    [Theory]
+    [InlineData(3, 28, 28, 5, 5, 1, 1)]
+    [InlineData(1, 20, 31, 5, 5, 1, 1)]
+    [InlineData(2, 17, 16, 5, 5, 2, 2)]
+    [InlineData(3, 10, 9, 4, 2, 2, 1)]
+    [InlineData(2, 11, 30, 3, 7, 0, 3)]
+    public unsafe void NarrowRowsSplitAsTheGeneralSplitDoes(int n, int h, int w, int r, int s, int padH, int padW)
+    {
+        var p = new Conv2dParams(n, 1, h, w, 4, r, s, 2, 2, padH, padW, 1, 1, 1);
+        Assert.True(StemColumns.CanRun(p));
+        var (px, u0) = StemColumns.Rows(p);
+        Assert.True(p.Q <= 16 && w < 32);
+        long planeStride = (long)n * px * p.Q + StemColumns.Slack(p, px);
+        float[] x = Reference.ToFloat(Reference.Random(n * h * w, 41));
+        float[] Split(bool narrow)
+        {
+            var planes = new float[2 * s * planeStride];
+            Array.Fill(planes, float.NaN);
+            StemColumns.NarrowEnabled = narrow;
+            try
+            {
+                fixed (float* px0 = x, pp = planes) StemColumns.Split(px0, 0, n, p, px, u0, pp, planeStride);
+            }
+            finally
+            {
+                StemColumns.NarrowEnabled = true;
+            }
+            return planes;
+        }
+        var narrow = Split(true);
+        Assert.Contains(narrow, v => !float.IsNaN(v) && v != 0);
+        Assert.Equal(Split(false).Select(BitConverter.SingleToInt32Bits), narrow.Select(BitConverter.SingleToInt32Bits));
+    }
+
     [Theory]
     [InlineData(3, 28, 28, 19, 5, 5, 1, 1, true)]   // MNIST's stem: 13 x 13 outputs, 19 = 8 + 8 + 3 channels
     [InlineData(2, 40, 30, 32, 5, 5, 1, 1, false)]  // rows of 14 outputs, 2 x 14 x 19 = 266 positions in vectors of 16
     [InlineData(1, 27, 23, 5, 5, 5, 2, 2, true)]    // odd sizes, padding 2
     [InlineData(2, 9, 70, 3, 3, 3, 0, 0, false)]    // no padding, wide rows
     [InlineData(3, 10, 13, 9, 4, 2, 2, 1, true)]    // an even kernel, padding past its reach
+    [InlineData(2, 20, 31, 10, 5, 5, 1, 1, true)]   // rows of 31 inputs; 10 = 8 + 2 channels, 9 x 15 = 135 outputs: 4 pairs of vectors and one
+    [InlineData(1, 18, 9, 1, 5, 5, 2, 2, false)]    // one channel, rows of 9 inputs (one vector), 9 x 5 = 45 outputs: one pair and one
     public void StemForwardOverColumnPlanesMatchesIm2col(int n, int h, int w, int k, int r, int s, int padH, int padW, bool bias)
     {
         var p = new Conv2dParams(n, 1, h, w, k, r, s, 2, 2, padH, padW, 1, 1, 1);
