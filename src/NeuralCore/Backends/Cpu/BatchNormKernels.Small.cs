@@ -151,31 +151,40 @@ internal static unsafe partial class BatchNormKernels
     {
         int chunks = (job.Width + 15) / 16;
         long elements = (long)job.N * job.Width;
-        if (Avx512F.IsSupported)
+        if (job.Gradient && Avx512F.IsSupported)
         {
-            // The parts take blocks of 16 samples, the samples the output pass then gives each part (and the
-            // convolutions before and after it: its inputs are still in that core's cache), and keep each block's float
-            // sums; they are added up here in block order, as one walk would.
+            // The backward's parts take blocks of 16 samples, the samples the output pass then gives each part (its
+            // inputs are still in that core's cache), and keep each block's float sums; they are added up here in
+            // block order, as one walk would.
             int blocks = (job.N + FloatBlock - 1) / FloatBlock;
             job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, blocks));
             job.BlockSums = SmallScratch.Current.Blocks((long)blocks * chunks * 32);
             // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
-            fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, job.Gradient ? &SumsRowsPart : &SumsBlocksPart, state);
+            fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &SumsRowsPart, state);
             AddBlocks(ref job, blocks, chunks);
             return;
         }
         job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, chunks));
         // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
-        fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &SumsScalarPart, state);
+        fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &SumsPart, state);
     }
 
-    /// <summary>Positions [part's share) of <see cref="SumsScalar"/>, in chunks of 16 (without AVX-512).</summary>
-    private static void SumsScalarPart(void* state, int part)
+    private static void SumsPart(void* state, int part)
     {
         ref SmallJob job = ref *(SmallJob*)state;
         int chunks = (job.Width + 15) / 16;
         int first = (int)((long)part * chunks / job.Parts), end = (int)((long)(part + 1) * chunks / job.Parts);
-        for (int j = first * 16; j < Math.Min(end * 16, job.Width); j++) SumsScalar(ref job, j);
+        if (first >= end) return;
+        if (!Avx512F.IsSupported)
+        {
+            for (int j = first * 16; j < Math.Min(end * 16, job.Width); j++) SumsScalar(ref job, j);
+            return;
+        }
+        for (int chunk = first; chunk < end; chunk++)
+        {
+            int j0 = chunk * 16;
+            SumsVector(ref job, j0, Math.Min(16, job.Width - j0));
+        }
     }
 
     /// <summary>
@@ -184,8 +193,8 @@ internal static unsafe partial class BatchNormKernels
     /// pass and come from memory, where a walk down the samples per chunk of 16 positions ran at a third of the speed),
     /// and added to its block's sums [chunk][s1, s2][16 lanes] in <see cref="SmallJob.BlockSums"/>, which stay in L1
     /// while the block is summed. The forward's x was just written by the convolution, in cache, where the walk down the
-    /// samples (<see cref="SumsBlocksPart"/>, its sums in registers) is faster (76 x 6 at batch 256 in a training step,
-    /// one thread: backward sums 118-157 -> 88-98 µs a batch norm, forward 51-55 -> 66-69 µs).
+    /// samples (<see cref="SumsVector"/>, its sums in registers) is faster (76 x 6 at batch 256 in a training step, one
+    /// thread: backward sums 118-157 -> 88-98 µs a batch norm, forward 51-55 -> 66-69 µs).
     /// </summary>
     private static void SumsRowsPart(void* state, int part)
     {
@@ -208,46 +217,6 @@ internal static unsafe partial class BatchNormKernels
                 int i = 0;
                 for (; i < whole; i++) SumsStep(x, dy, relu, job.M, sums, i, Vector512<float>.AllBitsSet, masked: false);
                 if (i < chunks) SumsStep(x, dy, relu, job.M, sums, i, mask, masked: true);
-            }
-        }
-    }
-
-    /// <summary>
-    /// The forward's float sums of blocks of 16 samples [part's share): per chunk of 16 positions (the last one masked
-    /// when the width is not a multiple of 16: the pruned model's 76 x 6 = 456) a walk down the block's samples with the
-    /// sums in registers, stored to the block's [chunk][s1, s2][16 lanes] in <see cref="SmallJob.BlockSums"/>, each lane
-    /// summed in <see cref="SumsScalar"/>'s order. The parts split the samples as the output pass and the convolutions
-    /// around the batch norm do, so each reads what its own core wrote. (Parts that took chunks of positions instead, every
-    /// sample's, read half of each from the other core: harness, two threads, 256 samples, each half written by its own
-    /// thread first, 32 x 36 33.0 -> 29.4 µs, 19 x 36 21.1 -> 20.2 µs, 76 x 6 unchanged at 15 µs; in a busy spell of the
-    /// machine 76 x 6 39.3 -> 36.0 µs, 19 x 36 48.3 -> 43.5 µs.)
-    /// </summary>
-    private static void SumsBlocksPart(void* state, int part)
-    {
-        ref SmallJob job = ref *(SmallJob*)state;
-        int blocks = (job.N + FloatBlock - 1) / FloatBlock;
-        int first = (int)((long)part * blocks / job.Parts), end = (int)((long)(part + 1) * blocks / job.Parts);
-        int width = job.Width, chunks = (width + 15) / 16, whole = width / 16;
-        var tail = ConvKernels.FirstLanes(width - whole * 16);
-        for (int block = first; block < end; block++)
-        {
-            float* sums = job.BlockSums + (long)block * chunks * 32;
-            int n0 = block * FloatBlock, n1 = Math.Min(n0 + FloatBlock, job.N);
-            for (int i = 0; i < chunks; i++)
-            {
-                int o = i * 16;
-                var mask = i < whole ? Vector512<float>.AllBitsSet : tail;
-                var m = Avx512F.MaskLoad(job.M + o, mask, Vector512<float>.Zero);
-                Vector512<float> s1 = default, s2 = default;
-                float* x = job.X + (long)n0 * width + o;
-                for (int s = n0; s < n1; s++, x += width)
-                {
-                    var centred = Avx512F.MaskLoad(x, mask, Vector512<float>.Zero) - m;
-                    s1 += centred;
-                    s2 = Vector512.FusedMultiplyAdd(centred, centred, s2);
-                }
-                s1.Store(sums + i * 32);
-                s2.Store(sums + i * 32 + 16);
             }
         }
     }
@@ -302,7 +271,40 @@ internal static unsafe partial class BatchNormKernels
         Vector512.FusedMultiplyAdd(g, centred, Vector512.Load(acc + 16)).Store(acc + 16);
     }
 
-    /// <summary>One position's sums, in the kernels' order (float blocks of 16 samples, then double).</summary>
+    /// <summary>
+    /// The forward's statistics of positions [j0, j0 + count) at once, count at most 16, walking down the samples: a width
+    /// that is not a multiple of 16 (the pruned model's 76 x 6 = 456) ends in a masked chunk, each lane summed in
+    /// <see cref="SumsScalar"/>'s order, instead of a scalar walk down the samples per position, which made 76 channels
+    /// slower than 128.
+    /// </summary>
+    private static void SumsVector(ref SmallJob job, int j0, int count)
+    {
+        var mask = ConvKernels.FirstLanes(count);
+        var m = Avx512F.MaskLoad(job.M + j0, mask, Vector512<float>.Zero);
+        Vector512<double> s1Lo = default, s1Hi = default, s2Lo = default, s2Hi = default;
+        for (int n0 = 0; n0 < job.N; n0 += FloatBlock)
+        {
+            int n1 = Math.Min(n0 + FloatBlock, job.N);
+            Vector512<float> s1 = default, s2 = default;
+            for (int s = n0; s < n1; s++)
+            {
+                long at = (long)s * job.Width + j0;
+                var centred = Avx512F.MaskLoad(job.X + at, mask, Vector512<float>.Zero) - m;
+                s1 += centred;
+                s2 = Vector512.FusedMultiplyAdd(centred, centred, s2);
+            }
+            var (lo1, hi1) = Vector512.Widen(s1);
+            var (lo2, hi2) = Vector512.Widen(s2);
+            s1Lo += lo1; s1Hi += hi1; s2Lo += lo2; s2Hi += hi2;
+        }
+        var (maskLo, maskHi) = Vector512.Widen(mask.AsInt32());
+        Avx512F.MaskStore(job.S1 + j0, maskLo.AsDouble(), s1Lo);
+        Avx512F.MaskStore(job.S1 + j0 + 8, maskHi.AsDouble(), s1Hi);
+        Avx512F.MaskStore(job.S2 + j0, maskLo.AsDouble(), s2Lo);
+        Avx512F.MaskStore(job.S2 + j0 + 8, maskHi.AsDouble(), s2Hi);
+    }
+
+    /// <summary>One position of <see cref="SumsVector"/>, in the same order (float blocks of samples, then double).</summary>
     private static void SumsScalar(ref SmallJob job, int j)
     {
         float m = job.M[j];
