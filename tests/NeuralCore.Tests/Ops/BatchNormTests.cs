@@ -290,9 +290,9 @@ public sealed class BatchNormThreadingTests
     }
 
     /// <summary>
-    /// The forward's statistics over planes under 64 values (each part's blocks of 16 samples, a walk down the block's
-    /// samples per chunk of 16 positions, the blocks' sums then added in order), bit for bit against their specification
-    /// at 1, 2 and 3 threads: per position, x minus the channel's first value (sample 0's) and its square added in float
+    /// The forward's statistics over planes under 64 values (each part's chunks of 16 positions, a walk down the samples
+    /// per chunk, a chunk that ends past the width masked), bit for bit against their specification at 1, 2 and 3
+    /// threads: per position, x minus the channel's first value (sample 0's) and its square added in float
     /// over blocks of 16 samples, each block's sum added in double, then a channel's positions added in double; the mean
     /// is the shift plus the mean of the shifted values, the variance the mean square less the square of that. The same
     /// widths and batches as the backward's test below.
