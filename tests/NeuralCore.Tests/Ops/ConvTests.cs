@@ -427,7 +427,7 @@ public sealed class DirectWeightGradientTests
     [InlineData(2, 9, 70, 3, 3, 3, 0, 0, false)]    // no padding, wide rows
     [InlineData(3, 10, 13, 9, 4, 2, 2, 1, true)]    // an even kernel, padding past its reach
     [InlineData(2, 20, 31, 10, 5, 5, 1, 1, true)]   // rows of 31 inputs; 10 = 8 + 2 channels, 9 x 15 = 135 outputs: 4 pairs of vectors and one
-    [InlineData(1, 18, 9, 1, 5, 5, 2, 2, false)]    // one channel, rows of 9 inputs (one vector), 9 x 5 = 45 outputs: one pair and one
+    [InlineData(1, 27, 23, 11, 5, 5, 2, 2, false)]  // 11 = 8 + 3 channels, 14 x 12 = 168 outputs: five pairs of vectors and one
     public void StemForwardOverColumnPlanesMatchesIm2col(int n, int h, int w, int k, int r, int s, int padH, int padW, bool bias)
     {
         var p = new Conv2dParams(n, 1, h, w, k, r, s, 2, 2, padH, padW, 1, 1, 1);

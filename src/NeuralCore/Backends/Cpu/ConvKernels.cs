@@ -85,6 +85,12 @@ internal static unsafe class ConvKernels
             PointwiseConv.Forward(x, w, bias, y, p);
             return;
         }
+        if (PlanePointwiseConv.CanRun(p))
+        {
+            // 1x1 over planes of two or three vectors (MNIST's 6 x 6 maps): each sample's planes read where they lie.
+            PlanePointwiseConv.Forward(x, w, bias, y, p);
+            return;
+        }
         if (ImplicitGemmConv.SupportsSampleMajor(p))
         {
             ForwardImplicit(x, w, bias, y, p);
