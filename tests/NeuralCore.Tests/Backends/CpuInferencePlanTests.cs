@@ -660,6 +660,38 @@ public sealed class CpuInferencePlanTests
         Assert.True(plan.BufferBytes > 0);
     }
 
+    /// <summary>
+    /// With <see cref="CpuInferencePlan.AdaptiveThreading"/> the first calls alternate between the worker threads and
+    /// the calling thread alone: every call gives the bits of the pass on the workers, and of one on a single thread.
+    /// </summary>
+    [Fact]
+    public void PassesChoosingTheirThreadingKeepTheBits()
+    {
+        var g = new Generator(7);
+        var net = Net(g);
+        net.Eval();
+        var x = Tensor.Randn([64, 2, 25, 21], g);
+        int saved = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = 2;
+            var plan = CpuInferencePlan.Compile(net, [64, 2, 25, 21]);
+            Assert.True(plan.Threads, "the test's pass must be large enough to use the worker threads");
+            plan.AdaptiveThreading = false;
+            var expected = plan.Run(x).ToArray().Select(BitConverter.SingleToInt32Bits).ToArray();
+            CpuThreading.Threads = 1;
+            Assert.Equal(expected, plan.Run(x).ToArray().Select(BitConverter.SingleToInt32Bits));
+            CpuThreading.Threads = 2;
+            plan.AdaptiveThreading = true;
+            for (int call = 0; call < 48; call++)
+                Assert.Equal(expected, plan.Run(x).ToArray().Select(BitConverter.SingleToInt32Bits));
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
     [Fact]
     public void ProfileTimesEachStepAndLeavesTheResultAlone()
     {

@@ -42,6 +42,8 @@ public sealed unsafe class CpuInferencePlan
     private const int Unused = -2;
     private readonly object _gate = new();
     private readonly long _macs;
+    // Each call: on the workers or on the calling thread alone, from the pass's measured times.
+    private readonly PassThreading _threading = new();
 
     // Below this many convolution multiply-adds per pass, the plan runs on the calling thread only.
     private const long InlineMacs = 1L << 22;
@@ -89,6 +91,18 @@ public sealed unsafe class CpuInferencePlan
 
     /// <summary>One line per executed step, e.g. <c>conv 1-&gt;32 5x5/2 + bn + hardswish</c>.</summary>
     public IReadOnlyList<string> Description { get; }
+
+    /// <summary>
+    /// Whether each call chooses, from the pass's measured times, between the worker threads and the calling thread
+    /// alone (default true). The first calls try both; then the pass runs in the faster mode and now and then tries the
+    /// other, so a pass too small to repay the traffic between cores (on a busy host, a pruned model at batch 1) stops
+    /// paying it, and uses the workers again when they pay. The kernels give the same bits either way. When false, the
+    /// pass uses the worker threads (passes under 4 M multiply-adds always run on the calling thread).
+    /// </summary>
+    public bool AdaptiveThreading { get; set; } = true;
+
+    /// <summary>Whether the pass is large enough to run on the worker threads at all (tests).</summary>
+    internal bool Threads => _macs >= InlineMacs;
 
     /// <summary>Bytes of the intermediate buffers (the plan's working memory besides the folded weights).</summary>
     public long BufferBytes => _buffers.Sum(b => (long)b.Length * sizeof(float));
@@ -170,22 +184,21 @@ public sealed unsafe class CpuInferencePlan
                     };
                 // A pass of a few million multiply-adds is over before a worker would wake up.
                 bool inline = CpuThreading.Inline;
-                CpuThreading.Inline = inline || _macs < InlineMacs;
+                bool allInline = inline || !Threads || CpuThreading.Threads == 1;
+                CpuThreading.Inline = allInline;
                 try
                 {
-                    if (stepTimes.IsEmpty)
+                    if (!allInline && AdaptiveThreading)
                     {
-                        foreach (var step in _steps) step.Run(values);
+                        bool passInline = _threading.Inline();
+                        CpuThreading.Inline = passInline;
+                        long start = Stopwatch.GetTimestamp();
+                        RunSteps(values, stepTimes);
+                        _threading.Record(passInline, Stopwatch.GetTimestamp() - start);
                     }
                     else
                     {
-                        for (int i = 0; i < _steps.Length; i++)
-                        {
-                            long start = Stopwatch.GetTimestamp();
-                            _steps[i].Run(values);
-                            // Raw timestamps, not a TimeSpan, whose 100 ns ticks truncated each step (sums read low).
-                            stepTimes[i] += (Stopwatch.GetTimestamp() - start) * 1000.0 / Stopwatch.Frequency;
-                        }
+                        RunSteps(values, stepTimes);
                     }
                 }
                 finally
@@ -194,6 +207,23 @@ public sealed unsafe class CpuInferencePlan
                 }
                 Transpose(values[_outputValue], outPin, _outputLayout, toSampleMajor: true);
             }
+        }
+    }
+
+    /// <summary>Every step in order; with <paramref name="stepTimes"/>, each step's milliseconds added to its entry.</summary>
+    private void RunSteps(float** values, Span<double> stepTimes)
+    {
+        if (stepTimes.IsEmpty)
+        {
+            foreach (var step in _steps) step.Run(values);
+            return;
+        }
+        for (int i = 0; i < _steps.Length; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            _steps[i].Run(values);
+            // Raw timestamps, not a TimeSpan, whose 100 ns ticks truncated each step (sums read low).
+            stepTimes[i] += (Stopwatch.GetTimestamp() - start) * 1000.0 / Stopwatch.Frequency;
         }
     }
 
