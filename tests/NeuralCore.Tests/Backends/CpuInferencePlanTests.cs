@@ -676,7 +676,7 @@ public sealed class CpuInferencePlanTests
         {
             CpuThreading.Threads = 2;
             var plan = CpuInferencePlan.Compile(net, [64, 2, 25, 21]);
-            Assert.True(plan.Threads, "the test's pass must be large enough to use the worker threads");
+            Assert.True(plan.UsesWorkers, "the test's pass must be large enough to use the worker threads");
             plan.AdaptiveThreading = false;
             var expected = plan.Run(x).ToArray().Select(BitConverter.SingleToInt32Bits).ToArray();
             CpuThreading.Threads = 1;

@@ -101,8 +101,8 @@ public sealed unsafe class CpuInferencePlan
     /// </summary>
     public bool AdaptiveThreading { get; set; } = true;
 
-    /// <summary>Whether the pass is large enough to run on the worker threads at all (tests).</summary>
-    internal bool Threads => _macs >= InlineMacs;
+    /// <summary>Whether the pass is large enough to run on the worker threads at all.</summary>
+    internal bool UsesWorkers => _macs >= InlineMacs;
 
     /// <summary>Bytes of the intermediate buffers (the plan's working memory besides the folded weights).</summary>
     public long BufferBytes => _buffers.Sum(b => (long)b.Length * sizeof(float));
@@ -184,7 +184,7 @@ public sealed unsafe class CpuInferencePlan
                     };
                 // A pass of a few million multiply-adds is over before a worker would wake up.
                 bool inline = CpuThreading.Inline;
-                bool allInline = inline || !Threads || CpuThreading.Threads == 1;
+                bool allInline = inline || !UsesWorkers || CpuThreading.Threads == 1;
                 CpuThreading.Inline = allInline;
                 try
                 {

@@ -116,6 +116,7 @@ internal static unsafe class StemColumns
         }
     }
 
+    /// <summary>Whether <see cref="Split"/> hands narrow rows to <see cref="SplitNarrow"/> (tests turn it off to compare the two).</summary>
     internal static bool NarrowEnabled { get; set; } = true;
 
     /// <summary>
