@@ -16,23 +16,8 @@ namespace NeuralCore.Tests.Ops;
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class PlanePointwiseConvTests
 {
-    private static (float[] Y, float[] Dx) Run(Conv2dParams p, float[] x, float[] w, float[]? bias, float[] dy, bool direct)
-    {
-        var y = Tensor.Full([p.N, p.K, p.H, p.W], float.NaN);
-        var dx = Tensor.Full([p.N, p.C, p.H, p.W], float.NaN);
-        var wt = Tensor.FromArray(w, p.K, p.C, 1, 1);
-        PlanePointwiseConv.Enabled = direct;
-        try
-        {
-            CpuBackend.Instance.Conv2d(Tensor.FromArray(x, p.N, p.C, p.H, p.W), wt, bias is null ? null : Tensor.FromArray(bias, p.K), y, p);
-            CpuBackend.Instance.Conv2dBackwardData(Tensor.FromArray(dy, p.N, p.K, p.H, p.W), wt, dx, p);
-        }
-        finally
-        {
-            PlanePointwiseConv.Enabled = true;
-        }
-        return (y.ToArray(), dx.ToArray());
-    }
+    private static (float[] Y, float[] Dx) Run(Conv2dParams p, float[] x, float[] w, float[]? bias, float[] dy, bool direct) =>
+        ConvPathRuns.ForwardAndBackwardData(p, x, w, bias, dy, on => PlanePointwiseConv.Enabled = on, direct);
 
     /// <summary>out[n, o, j] = sum over i in order of m[o, i] * input[n, i, j], fused multiply-adds from zero, then + bias[o].</summary>
     private static float[] InOrder(float[] input, int n, int inputs, int outputs, int plane, Func<int, int, float> m, float[]? bias)

@@ -16,23 +16,8 @@ namespace NeuralCore.Tests.Ops;
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class PointwiseConvTests
 {
-    private static (float[] Y, float[] Dx) Run(Conv2dParams p, float[] x, float[] w, float[]? bias, float[] dy, bool pointwise)
-    {
-        var y = Tensor.Full([p.N, p.K, p.H, p.W], float.NaN);
-        var dx = Tensor.Full([p.N, p.C, p.H, p.W], float.NaN);
-        var wt = Tensor.FromArray(w, p.K, p.C, 1, 1);
-        PointwiseConv.Enabled = pointwise;
-        try
-        {
-            CpuBackend.Instance.Conv2d(Tensor.FromArray(x, p.N, p.C, p.H, p.W), wt, bias is null ? null : Tensor.FromArray(bias, p.K), y, p);
-            CpuBackend.Instance.Conv2dBackwardData(Tensor.FromArray(dy, p.N, p.K, p.H, p.W), wt, dx, p);
-        }
-        finally
-        {
-            PointwiseConv.Enabled = true;
-        }
-        return (y.ToArray(), dx.ToArray());
-    }
+    private static (float[] Y, float[] Dx) Run(Conv2dParams p, float[] x, float[] w, float[]? bias, float[] dy, bool pointwise) =>
+        ConvPathRuns.ForwardAndBackwardData(p, x, w, bias, dy, on => PointwiseConv.Enabled = on, pointwise);
 
     [Theory]
     // N, C, K, bias
