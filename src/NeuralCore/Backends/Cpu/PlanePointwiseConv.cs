@@ -14,9 +14,10 @@ namespace NeuralCore.Backends.Cpu;
 /// samples on 6 x 6: 19 -> 19 114 -> 85 µs, 32 -> 32 254 -> 234 µs).
 /// </summary>
 /// <remarks>
-/// Each output is summed as the GEMM path sums it: from zero, one fused multiply-add per input channel in order, then
-/// the bias added, so the results are the same bits (the stride-1 backward-data pass, the forward of the transposed
-/// kernel, runs here too). Work is split over samples, so results do not depend on the thread count.
+/// Each output is summed from zero, one fused multiply-add per input channel in order, then the bias added: the GEMM
+/// path's order, except for a chunk's last columns past a multiple of 8, which its small-problem path sums as dot
+/// products with four partial sums (those outputs round differently). The stride-1 backward-data pass, the forward of
+/// the transposed kernel, runs here too. Work is split over samples, so results do not depend on the thread count.
 /// </remarks>
 internal static unsafe class PlanePointwiseConv
 {
