@@ -290,6 +290,35 @@ public sealed class BatchNormThreadingTests
     }
 
     /// <summary>
+    /// The small-plane kernels' order for channel <paramref name="ch"/> of [n, c, hw] values: per position, s1 += a and
+    /// s2 = fma(a, b, s2) in float over blocks of 16 samples (a, b = <paramref name="term"/> of the value's index), each
+    /// block's sums added in double, then the channel's positions added in double.
+    /// </summary>
+    private static (double S1, double S2) ChannelSums(int n, int c, int hw, int ch, Func<int, (float A, float B)> term)
+    {
+        double sum1 = 0, sum2 = 0;
+        for (int i = 0; i < hw; i++)
+        {
+            double s1d = 0, s2d = 0;
+            for (int n0 = 0; n0 < n; n0 += 16)
+            {
+                float s1 = 0, s2 = 0;
+                for (int s = n0; s < Math.Min(n, n0 + 16); s++)
+                {
+                    var (a, b) = term((s * c + ch) * hw + i);
+                    s1 += a;
+                    s2 = MathF.FusedMultiplyAdd(a, b, s2);
+                }
+                s1d += s1;
+                s2d += s2;
+            }
+            sum1 += s1d;
+            sum2 += s2d;
+        }
+        return (sum1, sum2);
+    }
+
+    /// <summary>
     /// The forward's statistics over planes under 64 values (each part's chunks of 16 positions, a walk down the samples
     /// per chunk, a chunk that ends past the width masked), bit for bit against their specification at 1, 2 and 3
     /// threads: per position, x minus the channel's first value (sample 0's) and its square added in float
@@ -311,25 +340,7 @@ public sealed class BatchNormThreadingTests
         for (int ch = 0; ch < c; ch++)
         {
             float shift = x[ch * hw];
-            double sum = 0, sumSquares = 0;
-            for (int i = 0; i < hw; i++)
-            {
-                double s1d = 0, s2d = 0;
-                for (int n0 = 0; n0 < n; n0 += 16)
-                {
-                    float s1 = 0, s2 = 0;
-                    for (int s = n0; s < Math.Min(n, n0 + 16); s++)
-                    {
-                        float centred = x[(s * c + ch) * hw + i] - shift;
-                        s1 += centred;
-                        s2 = MathF.FusedMultiplyAdd(centred, centred, s2);
-                    }
-                    s1d += s1;
-                    s2d += s2;
-                }
-                sum += s1d;
-                sumSquares += s2d;
-            }
+            var (sum, sumSquares) = ChannelSums(n, c, hw, ch, at => (x[at] - shift, x[at] - shift));
             double centredMean = sum / count;
             double variance = Math.Max(sumSquares / count - centredMean * centredMean, 0);
             expectedMean[ch] = (float)(shift + centredMean);
@@ -379,26 +390,7 @@ public sealed class BatchNormThreadingTests
         float[] expectedDbeta = new float[c], expectedDgamma = new float[c];
         for (int ch = 0; ch < c; ch++)
         {
-            double sumDy = 0, sumDyCentred = 0;
-            for (int i = 0; i < hw; i++)
-            {
-                double s1d = 0, s2d = 0;
-                for (int n0 = 0; n0 < n; n0 += 16)
-                {
-                    float s1 = 0, s2 = 0;
-                    for (int s = n0; s < Math.Min(n, n0 + 16); s++)
-                    {
-                        int at = (s * c + ch) * hw + i;
-                        float g = output[at] > 0 ? dy[at] : 0;
-                        s1 += g;
-                        s2 = MathF.FusedMultiplyAdd(g, x[at] - mean[ch], s2);
-                    }
-                    s1d += s1;
-                    s2d += s2;
-                }
-                sumDy += s1d;
-                sumDyCentred += s2d;
-            }
+            var (sumDy, sumDyCentred) = ChannelSums(n, c, hw, ch, at => (output[at] > 0 ? dy[at] : 0, x[at] - mean[ch]));
             expectedDbeta[ch] = (float)sumDy;
             expectedDgamma[ch] = (float)(sumDyCentred * invStd[ch]);
         }
