@@ -452,6 +452,50 @@ public sealed class CpuThreadingSettingsTests
         }
     }
 
+    private static volatile int partOneThread;
+
+    /// <summary>
+    /// A call whose caller must block until a worker finishes its part allocates nothing: the caller's wait event makes
+    /// the object it blocks on when the pool starts, not at its first blocking wait, which came in whichever call first
+    /// found a worker busy (BenchmarkDotNet's memory diagnoser counted it in an inference call long after warm-up).
+    /// Run alone, the test fails without that: any earlier blocking wait in the process would have made the object.
+    /// </summary>
+    [Fact]
+    public void WaitingForABusyWorkerAllocatesNothing()
+    {
+        int saved = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = 2;
+            // Part 1 sleeps on whichever thread took it; part 0 (the caller's) waits until part 1 has been taken, so the
+            // caller then has nothing left to run and must wait for the worker.
+            Action<int> body = part =>
+            {
+                if (part == 1)
+                {
+                    partOneThread = Environment.CurrentManagedThreadId;
+                    Thread.Sleep(30);
+                    return;
+                }
+                long start = System.Diagnostics.Stopwatch.GetTimestamp();
+                while (partOneThread == 0 && System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds < 10) Thread.SpinWait(20);
+            };
+            // Warm-up: the worker exists, and so does this thread's thread-static state.
+            CpuThreading.For(2, _ => { });
+            partOneThread = 0;
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            CpuThreading.For(2, body);
+            long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+            Assert.True(partOneThread != 0 && partOneThread != Environment.CurrentManagedThreadId,
+                "A worker must have taken part 1, so that the caller waited for it.");
+            Assert.Equal(0, allocated);
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
     [Fact]
     public void ThreadsRejectsZero()
     {
