@@ -9,10 +9,12 @@ using NeuralCore.Backends.Cpu;
 namespace NeuralCore.Benchmarks;
 
 /// <summary>
-/// The inference plan's 3x3 convolutions (bias + ReLU applied as the outputs are stored) by Winograd F(2x2, 3x3)
+/// The inference plan's 3x3 convolutions (bias + ReLU applied as the outputs are stored) by Winograd
 /// (<see cref="WinogradConv"/>) against the implicit GEMM (<see cref="ImplicitGemmConv"/>), on channel-major tensors, 2
 /// threads: CP-ResNet's stage-1 maps for the big (32 channels) and the pruned (19) model, MNIST at batch 256 (the samples
-/// in the lanes) and mel at batch 64 and 1 (the tiles in the lanes). Needs AVX-512 (both kernels do).
+/// in the lanes) and mel at batch 64 and 1 (the tiles in the lanes). Winograd runs twice: with F(2x2, 3x3), and with the
+/// tiles the plan picks (<see cref="WinogradConv.TileSize"/>: F(3x3, 3x3) on MNIST's maps, F(2x2, 3x3) on mel's, where
+/// the two methods time the same kernel). Needs AVX-512 (both kernels do).
 /// </summary>
 [Config(typeof(WinogradConfig))]
 public unsafe class WinogradBenchmarks
@@ -20,7 +22,7 @@ public unsafe class WinogradBenchmarks
     private float[] x = [], y = [], bias = [];
     private Conv2dParams p;
     private ImplicitGemmConv.Weights implicitWeights = null!;
-    private WinogradConv.Weights winogradWeights = null!;
+    private WinogradConv.Weights winogradWeights = null!, smallTileWeights = null!;
 
     /// <summary>The convolution, by name; see <see cref="AllShapes"/>.</summary>
     [ParamsSource(nameof(Shapes))]
@@ -56,6 +58,9 @@ public unsafe class WinogradBenchmarks
         var w = Tensor.Randn([p.K, p.C, 3, 3], generator).ToArray();
         implicitWeights = new ImplicitGemmConv.Weights(w, p);
         winogradWeights = new WinogradConv.Weights(w, p);
+        WinogradConv.LargeTiles = false;
+        smallTileWeights = new WinogradConv.Weights(w, p);
+        WinogradConv.LargeTiles = true;
         if (!ImplicitGemmConv.Supports(p) || !WinogradConv.Supports(p, null))
             throw new InvalidOperationException($"{Shape}: this machine or shape does not run both kernels (they need AVX-512).");
     }
@@ -65,6 +70,9 @@ public unsafe class WinogradBenchmarks
         ImplicitGemmConv.Forward(Pointer(x), implicitWeights.View(), Pointer(bias), Pointer(y), p, null, true, UnaryOp.Relu, 0f, 0f);
 
     [Benchmark(Description = "Winograd F(2x2, 3x3)")]
+    public void WinogradSmallTiles() => WinogradConv.Forward(Pointer(x), smallTileWeights, Pointer(bias), Pointer(y), p, null, kind: 1);
+
+    [Benchmark(Description = "Winograd, the plan's tiles")]
     public void Winograd() => WinogradConv.Forward(Pointer(x), winogradWeights, Pointer(bias), Pointer(y), p, null, kind: 1);
 
     // SAFETY: the arrays are pinned (allocated on the pinned object heap in Setup).

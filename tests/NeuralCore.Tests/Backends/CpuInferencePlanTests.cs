@@ -141,32 +141,36 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
-    /// 3x3 "same" convolutions with enough tiles run by Winograd's F(2x2, 3x3) (<see cref="WinogradConv"/>), the tiles in
+    /// 3x3 "same" convolutions with enough tiles run by Winograd (<see cref="WinogradConv"/>): F(2x2, 3x3) with the tiles in
     /// the lanes on rows of at least 8 tiles: maps of odd height and width (tiles partly off the map), tile rows longer than one run (20 tiles: 16 + 4), a map
     /// two rows high, 12 output channels (8 + 4: a last micro-panel of 4 rows) and 38 (a last one of 6), blocks that end
     /// inside a tile row, several blocks per thread, residual blocks after them (a residual added as the outputs are
     /// stored), ReLU, Hardswish and no activation. Each must match eager, as must the same plan compiled with the path
-    /// off (the implicit GEMM); on one thread the results must be the same bits as on two. Fewer than 128 tiles (a
-    /// 15 x 24 map at batch 1: 96) stay with the implicit GEMM.
+    /// off (the implicit GEMM) and, where F(3x3, 3x3) runs, with <see cref="WinogradConv.LargeTiles"/> off (F(2x2, 3x3));
+    /// on one thread the results must be the same bits as on two. Fewer than 128 tiles (a 15 x 24 map at batch 1: 96)
+    /// stay with the implicit GEMM. <paramref name="tile"/> is the tile side expected, 0 for the implicit GEMM.
     /// </summary>
     [Theory]
-    [InlineData(19, 38, 31, 24, 1, "relu", true)]
-    [InlineData(7, 12, 9, 17, 6, "hardswish", true)]
-    [InlineData(32, 64, 7, 40, 2, "none", true)]
-    [InlineData(8, 8, 64, 50, 3, "relu", true)]
-    [InlineData(3, 5, 2, 16, 16, "relu", true)]
-    [InlineData(16, 16, 15, 24, 1, "relu", false)]
-    // Narrow maps (fewer than 8 tiles a row) with 32 samples or more in the lanes: MNIST's 6 x 6 and 3 x 6 maps, groups
-    // of 32 + 8 and 32 + 1 samples (lanes past the batch), odd height and width, a single tile per plane; 31 samples stay
+    [InlineData(19, 38, 31, 24, 1, "relu", 2)]
+    [InlineData(7, 12, 9, 17, 6, "hardswish", 2)]
+    [InlineData(32, 64, 7, 40, 2, "none", 2)]
+    [InlineData(8, 8, 64, 50, 3, "relu", 2)]
+    [InlineData(3, 5, 2, 16, 16, "relu", 2)]
+    [InlineData(16, 16, 15, 24, 1, "relu", 0)]
+    // Narrow maps (fewer than 8 tiles a row) with 32 samples or more in the lanes, by F(3x3, 3x3) where that takes at
+    // least 20 % fewer products than F(2x2, 3x3): MNIST's 6 x 6 and 3 x 6 maps (exactly 2 x 2 and 1 x 2 tiles), groups of
+    // 32 + 8 and 32 + 1 samples (lanes past the batch), odd height and width (5 x 7: tiles partly off the map, 2 x 3 of
+    // 25 products against 3 x 4 of 16), a single tile per plane (2 x 2 and 4 x 4 maps keep F(2x2, 3x3)); 31 samples stay
     // with the implicit GEMM.
-    [InlineData(19, 38, 6, 6, 40, "relu", true)]
-    [InlineData(8, 12, 5, 7, 33, "hardswish", true)]
-    [InlineData(16, 16, 3, 6, 64, "none", true)]
-    [InlineData(4, 5, 2, 2, 160, "relu", true)]
-    [InlineData(16, 16, 6, 6, 31, "relu", false)]
-    // A tall narrow map: 32 samples' 100 x 3 tiles would be 4.7 MiB of transformed input, more than a block may hold.
-    [InlineData(8, 8, 200, 6, 32, "relu", false)]
-    public void ThreeByThreeConvolutionsRunAsWinograd(int cin, int cout, int h, int w, int batch, string activation, bool winograd)
+    [InlineData(19, 38, 6, 6, 40, "relu", 3)]
+    [InlineData(8, 12, 5, 7, 33, "hardswish", 3)]
+    [InlineData(16, 16, 3, 6, 64, "none", 3)]
+    [InlineData(5, 7, 4, 4, 32, "relu", 2)]
+    [InlineData(4, 5, 2, 2, 160, "relu", 2)]
+    [InlineData(16, 16, 6, 6, 31, "relu", 0)]
+    // A tall narrow map: 32 samples' 67 x 2 tiles would be 3.4 MiB of transformed input, more than a block may hold.
+    [InlineData(8, 8, 200, 6, 32, "relu", 0)]
+    public void ThreeByThreeConvolutionsRunAsWinograd(int cin, int cout, int h, int w, int batch, string activation, int tile)
     {
         var g = new Generator(41);
         Module act = activation switch { "relu" => new ReLU(), "hardswish" => new Hardswish(), _ => new Identity() };
@@ -184,6 +188,9 @@ public sealed class CpuInferencePlanTests
         {
             CpuThreading.Threads = 1;
             oneThread = plan.Run(x).ToArray();
+            WinogradConv.LargeTiles = false;
+            var (smallTiles, _) = CompileAndCompare(net, x);
+            if (Avx512F.IsSupported) Assert.DoesNotContain(smallTiles.Description, d => d.Contains("F(3x3", StringComparison.Ordinal));
             WinogradConv.Enabled = false;
             var (direct, _) = CompileAndCompare(net, x);
             if (Avx512F.IsSupported) Assert.DoesNotContain(direct.Description, d => d.Contains("Winograd", StringComparison.Ordinal));
@@ -192,11 +199,72 @@ public sealed class CpuInferencePlanTests
         {
             CpuThreading.Threads = savedThreads;
             WinogradConv.Enabled = true;
+            WinogradConv.LargeTiles = true;
         }
         Assert.Equal(plan.Run(x).ToArray(), oneThread);
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
-        // The first convolution and the residual block's two 3x3 convolutions.
-        Assert.Equal(winograd ? 3 : 0, plan.Description.Count(d => d.Contains("3x3", StringComparison.Ordinal) && d.EndsWith("(Winograd F(2x2, 3x3))", StringComparison.Ordinal)));
+        // The first convolution and the residual block's two 3x3 convolutions, all with the expected tiles.
+        Assert.Equal(tile == 0 ? 0 : 3, plan.Description.Count(d => d.Contains("3x3", StringComparison.Ordinal) && d.Contains("(Winograd", StringComparison.Ordinal)));
+        if (tile != 0) Assert.Equal(3, plan.Description.Count(d => d.EndsWith($"(Winograd F({tile}x{tile}, 3x3))", StringComparison.Ordinal)));
+    }
+
+    /// <summary>
+    /// Both Winograd tilings stay within 1e-5 of the largest output from a double-precision direct sum, on MNIST's 6 x 6
+    /// and 3 x 6 maps at batch 32 with 32 input and output channels: F(3x3, 3x3), which the plan picks there, and
+    /// F(2x2, 3x3) with <see cref="WinogradConv.LargeTiles"/> off. (A wrong transform coefficient is off by about the
+    /// size of the outputs; the tilings' own rounding is a few units in the last place, about 1e-6.)
+    /// </summary>
+    [Theory]
+    [InlineData(6, 6)]
+    [InlineData(3, 6)]
+    public void WinogradTilingsStayCloseToTheExactSum(int h, int w)
+    {
+        const int n = 32, c = 32, k = 32;
+        var g = new Generator(59);
+        var conv = new Conv2d(c, k, 3, padding: 1, bias: false, generator: g);
+        var net = new Sequential(conv);
+        net.Eval();
+        var x = Tensor.Randn([n, c, h, w], g);
+        float[] xs = x.ToArray(), ws = conv.Weight.ToArray();
+        var exact = new double[n * k * h * w];
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < k; o++)
+                for (int r = 0; r < h; r++)
+                    for (int q = 0; q < w; q++)
+                    {
+                        double sum = 0;
+                        for (int i = 0; i < c; i++)
+                            for (int dr = 0; dr < 3; dr++)
+                                for (int dq = 0; dq < 3; dq++)
+                                {
+                                    int rr = r + dr - 1, qq = q + dq - 1;
+                                    if ((uint)rr < (uint)h && (uint)qq < (uint)w)
+                                        sum += (double)xs[((s * c + i) * h + rr) * w + qq] * ws[((o * c + i) * 3 + dr) * 3 + dq];
+                                }
+                        exact[((s * k + o) * h + r) * w + q] = sum;
+                    }
+        double scale = exact.Max(Math.Abs);
+        var descriptions = new List<string>();
+        try
+        {
+            foreach (bool large in new[] { true, false })
+            {
+                WinogradConv.LargeTiles = large;
+                var plan = CpuInferencePlan.Compile(net, [n, c, h, w]);
+                float[] y = plan.Run(x).ToArray();
+                double worst = 0;
+                for (int i = 0; i < y.Length; i++) worst = Math.Max(worst, Math.Abs(y[i] - exact[i]) / scale);
+                Assert.True(worst <= 1e-5, $"{plan.Description[0]}: an output {worst:E2} of the largest from the exact sum");
+                descriptions.Add(plan.Description[0]);
+            }
+        }
+        finally
+        {
+            WinogradConv.LargeTiles = true;
+        }
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        Assert.EndsWith("(Winograd F(3x3, 3x3))", descriptions[0]);
+        Assert.EndsWith("(Winograd F(2x2, 3x3))", descriptions[1]);
     }
 
     /// <summary>
@@ -209,7 +277,8 @@ public sealed class CpuInferencePlanTests
     [InlineData(31, 24, 2, 1)]
     [InlineData(8, 17, 9, 1)]
     [InlineData(4, 40, 3, 2)]
-    // Samples in the lanes (narrow maps, 32 samples or more): MNIST's 3 x 6 map, and an odd height, 32 + 16 samples.
+    // Samples in the lanes (narrow maps, 32 samples or more, by F(3x3, 3x3)): MNIST's 3 x 6 map, and an odd height, 32 +
+    // 16 samples.
     [InlineData(3, 6, 256, 1)]
     [InlineData(5, 6, 48, 1)]
     public void ATwoByOnePoolIsAppliedAsWinogradStoresItsRows(int h, int w, int batch, int poolWidth)
@@ -233,7 +302,8 @@ public sealed class CpuInferencePlanTests
         }
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
         string pooled = Assert.Single(plan.Description, d => d.Contains("max pool", StringComparison.Ordinal));
-        Assert.Equal(poolWidth == 1, pooled.EndsWith("(Winograd F(2x2, 3x3))", StringComparison.Ordinal));
+        int tile = (w + 1) / 2 < 8 ? 3 : 2;
+        Assert.Equal(poolWidth == 1, pooled.EndsWith($"(Winograd F({tile}x{tile}, 3x3))", StringComparison.Ordinal));
     }
 
     /// <summary>

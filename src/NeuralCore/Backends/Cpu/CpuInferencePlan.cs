@@ -358,7 +358,7 @@ public sealed unsafe class CpuInferencePlan
         {
             null when Narrow is not null => Narrow.Taps < P.R * P.S ? $" (narrow map, {Narrow.Taps} of {P.R * P.S} taps)" : " (narrow map)",
             null when Direct is not null => " (direct)",
-            null when Winograd is not null => " (Winograd F(2x2, 3x3))",
+            null when Winograd is not null => $" (Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3))",
             null => "",
             { Taps: var taps } when taps < P.R * P.S => $" (implicit GEMM, {taps} of {P.R * P.S} taps)",
             _ => " (implicit GEMM)",

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -19,17 +20,22 @@ namespace NeuralCore.Backends.Cpu;
 /// of one tile row: an input row's odd and even columns are split by two-source permutes, so each transformed value of
 /// a run is one vector operation, and each output row is two interleaving permutes. On narrower maps (MNIST's 6 x 6 and
 /// 3 x 6) at batch 32 or more the samples are the lanes: 32 samples' planes are transposed into a staging block, so a
-/// patch entry of one tile position is one load for all of them. The transforms add and subtract (F(2x2, 3x3) has no division
-/// besides the weights' halves), so results differ from the direct sum by a few units in the last place of the larger
-/// terms, not in kind; the plan's conformance tests compare against eager with a tolerance. Threads share the blocks;
-/// each output is computed by one thread in a fixed order, so results do not depend on the thread count. Needs AVX-512.
+/// patch entry of one tile position is one load for all of them. There, where it takes at least 20 % fewer products
+/// (<see cref="TileSize"/>), the tiles are 3 x 3: F(3x3, 3x3), 25 products per tile from a 5 x 5 patch, 2.8 per output
+/// instead of 4 (and none spent on the half-empty second tile row F(2x2, 3x3) puts on a 3-row map). F(2x2, 3x3)'s
+/// transforms add and subtract, besides the weights' halves; F(3x3, 3x3)'s (interpolation points 0, 1, -1, -2) multiply
+/// by 2, 3 and 4 and its weights' transform by sixths, so its results lie about twice as far from the direct sum
+/// (in a simulation over 32 input channels, at most 2.5e-6 of the largest output against 1.1e-6), a few units in the last place of the larger
+/// terms; the plan's conformance tests compare both against eager with a tolerance. Threads share the blocks; each
+/// output is computed by one thread in a fixed order, so results do not depend on the thread count. Needs AVX-512.
 /// </remarks>
 internal static unsafe class WinogradConv
 {
     private const int Lanes = Gemm.PanelColumns;
     private const int Rows = Gemm.PanelRows;
-    // Transformed values per tile (4 x 4), each a GEMM of its own.
+    // Transformed values per tile of F(2x2, 3x3) (4 x 4), each a GEMM of its own; F(3x3, 3x3) has 5 x 5.
     private const int Points = 16;
+    private const int LargePoints = 25;
     // Tiles per run: one vector's lanes.
     private const int RunTiles = 16;
     // Blocks of at most BlockBytes / (16 x 4 x (C + K)) tiles: the transformed input (16 points x C floats a tile) stays
@@ -57,6 +63,21 @@ internal static unsafe class WinogradConv
     /// <summary>Whether inference plans use this path (tests turn it off to compare it with the implicit GEMM).</summary>
     internal static bool Enabled { get; set; } = true;
 
+    /// <summary>Whether narrow maps may use F(3x3, 3x3) (see <see cref="TileSize"/>; tests turn it off to compare it with F(2x2, 3x3)).</summary>
+    internal static bool LargeTiles { get; set; } = true;
+
+    /// <summary>
+    /// The side of the output tiles this path uses for <paramref name="p"/>: 3, Winograd's F(3x3, 3x3) (25 products per
+    /// 3 x 3 outputs instead of 16 per 2 x 2), where the samples are in the lanes and that takes at least 20 % fewer
+    /// products for the plane (MNIST's 6 x 6 maps: 4 tiles of 25 instead of 9 of 16; 3 x 6: 2 of 25 instead of 6 of 16,
+    /// whose second tile row of F(2x2) is half off the map); otherwise 2. With the tiles in the lanes a run of 3-wide
+    /// tiles along a row of 24 columns would fill 8 of 16 lanes, so wide maps keep F(2x2, 3x3).
+    /// </summary>
+    internal static int TileSize(in Conv2dParams p) =>
+        LargeTiles && (p.W + 1) / 2 < MinTilesWide && 5 * LargePoints * TilesPerPlane(p, 3) <= 4 * Points * TilesPerPlane(p, 2) ? 3 : 2;
+
+    private static long TilesPerPlane(in Conv2dParams p, int tile) => (long)((p.H + tile - 1) / tile) * ((p.W + tile - 1) / tile);
+
     /// <summary>
     /// True when this path runs the convolution, followed by <paramref name="pool"/> if given, on this machine
     /// (AVX-512): a 3x3 convolution of stride 1, dilation 1 and padding 1 (output the size of the input), one group, on
@@ -75,9 +96,22 @@ internal static unsafe class WinogradConv
         && (pool is not { } q || (q.KernelH == 2 && q.StrideH == 2 && q.KernelW == 1 && q.StrideW == 1 && q.PadH == 0 && q.PadW == 0 && !q.CeilMode));
 
     /// <summary>Bytes of transformed input in a block of <see cref="SampleGroup"/> samples (every tile of their planes).</summary>
-    private static long SampleBlockBytes(in Conv2dParams p) => (long)Points * p.C * ((p.H + 1) / 2) * ((p.W + 1) / 2) * SampleGroup * sizeof(float);
+    private static long SampleBlockBytes(in Conv2dParams p)
+    {
+        int tile = TileSize(p);
+        return (long)(tile + 2) * (tile + 2) * p.C * TilesPerPlane(p, tile) * SampleGroup * sizeof(float);
+    }
 
-    /// <summary>The transformed weights, packed once: per point (a, b) of the 4 x 4 tile, U[a, b] as a [K, C] GEMM operand.</summary>
+    // G of F(2x2, 3x3) (interpolation points 0, 1, -1 and infinity) and of F(3x3, 3x3) (0, 1, -1, -2 and infinity, its
+    // first row negated with B^T's so that both are positive there): U = G g G^T, the weights' transform.
+    private static readonly double[,] SmallG = { { 1, 0, 0 }, { 0.5, 0.5, 0.5 }, { 0.5, -0.5, 0.5 }, { 0, 0, 1 } };
+    private static readonly double[,] LargeG =
+        { { 0.5, 0, 0 }, { 1.0 / 6, 1.0 / 6, 1.0 / 6 }, { 0.5, -0.5, 0.5 }, { -1.0 / 6, 1.0 / 3, -2.0 / 3 }, { 0, 0, 1 } };
+
+    /// <summary>
+    /// The transformed weights, packed once: per point (a, b) of the tile's (m + 2) x (m + 2) transform, U[a, b] as a
+    /// [K, C] GEMM operand, for the tile side m that <see cref="TileSize"/> picks for the convolution.
+    /// </summary>
     internal sealed class Weights
     {
         private readonly float[] _packed;
@@ -85,34 +119,33 @@ internal static unsafe class WinogradConv
         internal Weights(ReadOnlySpan<float> w, in Conv2dParams p)
         {
             int k = p.K, c = p.C;
+            Tile = TileSize(p);
+            int alpha = Tile + 2;
+            double[,] gm = Tile == 3 ? LargeG : SmallG;
             PerPoint = Gemm.PackedRowsLength(k, c);
-            _packed = GC.AllocateArray<float>((int)(Points * PerPoint), pinned: true);
-            var u = new float[(long)Points * k * c];
-            Span<double> gg = stackalloc double[12];
+            _packed = GC.AllocateArray<float>((int)(alpha * alpha * PerPoint), pinned: true);
+            var u = new float[(long)alpha * alpha * k * c];
+            Span<double> gg = stackalloc double[3 * alpha];
             for (int o = 0; o < k; o++)
                 for (int i = 0; i < c; i++)
                 {
                     ReadOnlySpan<float> g = w.Slice((o * c + i) * 9, 9);
-                    // G g (4 x 3), with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]; then (G g) G^T, in double.
-                    for (int s = 0; s < 3; s++)
-                    {
-                        double g0 = g[s], g1 = g[3 + s], g2 = g[6 + s];
-                        gg[s] = g0;
-                        gg[3 + s] = 0.5 * (g0 + g1 + g2);
-                        gg[6 + s] = 0.5 * (g0 - g1 + g2);
-                        gg[9 + s] = g2;
-                    }
-                    for (int a = 0; a < 4; a++)
-                    {
-                        double h0 = gg[3 * a], h1 = gg[3 * a + 1], h2 = gg[3 * a + 2];
-                        Span<double> row = [h0, 0.5 * (h0 + h1 + h2), 0.5 * (h0 - h1 + h2), h2];
-                        for (int b = 0; b < 4; b++) u[((long)(4 * a + b) * k + o) * c + i] = (float)row[b];
-                    }
+                    // G g (alpha x 3), then (G g) G^T, in double.
+                    for (int a = 0; a < alpha; a++)
+                        for (int s = 0; s < 3; s++)
+                            gg[3 * a + s] = gm[a, 0] * g[s] + gm[a, 1] * g[3 + s] + gm[a, 2] * g[6 + s];
+                    for (int a = 0; a < alpha; a++)
+                        for (int b = 0; b < alpha; b++)
+                            u[((long)(alpha * a + b) * k + o) * c + i] =
+                                (float)(gg[3 * a] * gm[b, 0] + gg[3 * a + 1] * gm[b, 1] + gg[3 * a + 2] * gm[b, 2]);
                 }
             fixed (float* src = u, dst = _packed)
-                for (int point = 0; point < Points; point++)
+                for (int point = 0; point < alpha * alpha; point++)
                     Gemm.PackRows(src + (long)point * k * c, c, k, c, dst + point * PerPoint);
         }
+
+        /// <summary>The output tile's side: 2 for F(2x2, 3x3), 3 for F(3x3, 3x3).</summary>
+        internal int Tile { get; }
 
         /// <summary>Floats per point in <see cref="Packed"/>.</summary>
         internal long PerPoint { get; }
@@ -126,6 +159,8 @@ internal static unsafe class WinogradConv
     {
         public float* X, U, Bias, Y, Residual;
         public int C, K, KPadded, H, W, TilesH, TilesW, Kind;
+        // The output tile's side (2 or 3, see TileSize) and the transformed values per tile, (Tile + 2)^2.
+        public int Tile, Points;
         // A fused 2 x 1 max pool (see Supports): y is [K, N, H / 2, W], one row per tile row.
         public bool Pooled;
         // Narrow maps: a block is SampleGroup samples, a panel one tile position of theirs (the samples in the lanes).
@@ -150,25 +185,28 @@ internal static unsafe class WinogradConv
     /// </summary>
     internal static void Forward(float* x, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind, bool pooled = false)
     {
+        int tile = weights.Tile;
         var job = new Job
         {
             X = x, U = weights.Packed, Bias = bias, Y = y, Residual = residual,
             C = p.C, K = p.K, KPadded = (p.K + Rows - 1) / Rows * Rows, H = p.H, W = p.W,
-            TilesH = (p.H + 1) / 2, TilesW = (p.W + 1) / 2, Kind = kind,
+            TilesH = (p.H + tile - 1) / tile, TilesW = (p.W + tile - 1) / tile, Kind = kind,
+            Tile = tile, Points = (tile + 2) * (tile + 2),
             PerPoint = weights.PerPoint, Plane = (long)p.H * p.W, Pooled = pooled,
         };
         job.N = p.N;
         job.TilesPerPlane = job.TilesH * job.TilesW;
-        job.SampleLanes = job.TilesW < MinTilesWide;
+        job.SampleLanes = (p.W + 1) / 2 < MinTilesWide;
+        Debug.Assert(tile == 2 || job.SampleLanes, "F(3x3, 3x3) runs with the samples in the lanes only.");
         // The samples path runs its epilogue through ConvKernels.Epilogue, which takes the op (unused when Kind is 0).
         job.Activation = kind == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
         job.Channel = p.N * job.Plane;
         job.PooledChannel = (long)p.N * (p.H / 2) * p.W;
         job.Tiles = (long)p.N * job.TilesH * job.TilesW;
-        long macs = job.Tiles * Points * p.K * p.C;
+        long macs = job.Tiles * job.Points * p.K * p.C;
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
         // Blocks of whole panels that fit BlockBytes, as many per part as the tiles need and evenly sized.
-        int maxBlock = Math.Max(Lanes, BlockBytes / (sizeof(float) * Points * (p.C + job.KPadded)) / Lanes * Lanes);
+        int maxBlock = Math.Max(Lanes, BlockBytes / (sizeof(float) * job.Points * (p.C + job.KPadded)) / Lanes * Lanes);
         long blocks = parts * Math.Max(1, (job.Tiles + (long)parts * maxBlock - 1) / ((long)parts * maxBlock));
         job.BlockTiles = (int)((job.Tiles + blocks - 1) / blocks + Lanes - 1) / Lanes * Lanes;
         job.Blocks = (int)((job.Tiles + job.BlockTiles - 1) / job.BlockTiles);
@@ -197,8 +235,8 @@ internal static unsafe class WinogradConv
         ConvScratch scratch = ConvScratch.Current;
         int ld = job.Ld;
         // V [point, C, ld]; M [point, 8, 32] (one micro-tile per point), with a vector of slack for unaligned loads.
-        float* v = scratch.Get(ConvScratch.Slot.Columns, Points * job.VStride);
-        float* m = scratch.Get(ConvScratch.Slot.Block, Points * ProductTile + RunTiles);
+        float* v = scratch.Get(ConvScratch.Slot.Columns, job.Points * job.VStride);
+        float* m = scratch.Get(ConvScratch.Slot.Block, job.Points * ProductTile + RunTiles);
         if (job.SampleLanes)
         {
             RunSampleBlocks(in job, first, end, v, m, scratch);
@@ -236,7 +274,7 @@ internal static unsafe class WinogradConv
     [SkipLocalsInit]
     private static void RunSampleBlocks(in Job job, int first, int end, float* v, float* m, ConvScratch scratch)
     {
-        int plane = (int)job.Plane, tiles = job.TilesPerPlane;
+        int plane = (int)job.Plane, tiles = job.TilesPerPlane, tile = job.Tile, alpha = tile + 2, points = job.Points;
         // Input staging [plane, 32] and a 32-float block of zeros after it (the patches' positions off the map); output
         // staging [8, plane, 32]; with a pool, one channel's unpooled planes [32, plane].
         float* staging = scratch.Get(ConvScratch.Slot.Padded, (long)(plane + 1) * Lanes);
@@ -245,13 +283,13 @@ internal static unsafe class WinogradConv
         float* zeros = staging + (long)plane * Lanes;
         new Span<float>(zeros, Lanes).Clear();
         // Per tile and patch entry (i, j), where it reads in the staging block: its position's row, or the zeros.
-        int* sources = stackalloc int[tiles * Points];
+        int* sources = stackalloc int[tiles * points];
         for (int t = 0; t < tiles; t++)
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++)
+            for (int i = 0; i < alpha; i++)
+                for (int j = 0; j < alpha; j++)
                 {
-                    int r = 2 * (t / job.TilesW) - 1 + i, c = 2 * (t % job.TilesW) - 1 + j;
-                    sources[t * Points + i * 4 + j] = ((uint)r < (uint)job.H && (uint)c < (uint)job.W ? r * job.W + c : plane) * Lanes;
+                    int r = tile * (t / job.TilesW) - 1 + i, c = tile * (t % job.TilesW) - 1 + j;
+                    sources[t * points + i * alpha + j] = ((uint)r < (uint)job.H && (uint)c < (uint)job.W ? r * job.W + c : plane) * Lanes;
                 }
         bool hasActivation = job.Kind != 0;
         var pool = new Pool2dParams(1, 1, job.H, job.W, 2, 1, 2, 1, 0, 0);
@@ -268,8 +306,14 @@ internal static unsafe class WinogradConv
                 float* dst = v + (long)c * job.Ld;
                 for (int t = 0; t < tiles; t++, dst += Lanes)
                 {
-                    TransformPatch(staging, sources + t * Points, dst, job.VStride);
-                    TransformPatch(staging + 16, sources + t * Points, dst + 16, job.VStride);
+                    if (tile == 3)
+                    {
+                        TransformLargePatch(staging, sources + t * points, dst, job.VStride);
+                        TransformLargePatch(staging + 16, sources + t * points, dst + 16, job.VStride);
+                        continue;
+                    }
+                    TransformPatch(staging, sources + t * points, dst, job.VStride);
+                    TransformPatch(staging + 16, sources + t * points, dst + 16, job.VStride);
                 }
             }
             for (int k = 0; k < job.KPadded; k += Rows)
@@ -279,6 +323,16 @@ internal static unsafe class WinogradConv
                 {
                     MultiplyPoints(in job, v + t * Lanes, k, m);
                     int th = t / job.TilesW, tw = t % job.TilesW;
+                    if (tile == 3)
+                    {
+                        // The tile's outputs that lie on the map.
+                        int at = (3 * th * job.W + 3 * tw) * Lanes, rows = Math.Min(3, job.H - 3 * th), columns = Math.Min(3, job.W - 3 * tw);
+                        for (int kk = k; kk < k1; kk++)
+                            for (int half = 0; half < Lanes; half += 16)
+                                StoreLargeTile(m + (kk - k) * Lanes + half, ProductTile,
+                                    outputs + (long)(kk - k) * plane * Lanes + half + at, job.W * Lanes, rows, columns);
+                        continue;
+                    }
                     for (int kk = k; kk < k1; kk++)
                         for (int half = 0; half < Lanes; half += 16)
                         {
@@ -334,7 +388,118 @@ internal static unsafe class WinogradConv
     }
 
     /// <summary>
-    /// m[point] = U[point] rows [k, k + 8) times the V panel at <paramref name="v"/>, for the 16 points. Not inlined: with
+    /// V of F(3x3, 3x3) for 16 lanes of a staging block [position, 32]: patch entry (i, j) read at
+    /// <paramref name="staging"/> + sources[i * 5 + j], point (a, b) stored at <paramref name="dst"/> + (a * 5 + b) *
+    /// <paramref name="pointStride"/>; V = B^T d B, each row of the patch transformed first (see <see cref="LargeRowOfB"/>).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void TransformLargePatch(float* staging, int* sources, float* dst, long pointStride)
+    {
+        LargeRowOfB(Vector512.Load(staging + sources[0]), Vector512.Load(staging + sources[1]), Vector512.Load(staging + sources[2]),
+            Vector512.Load(staging + sources[3]), Vector512.Load(staging + sources[4]), out var r00, out var r01, out var r02, out var r03, out var r04);
+        LargeRowOfB(Vector512.Load(staging + sources[5]), Vector512.Load(staging + sources[6]), Vector512.Load(staging + sources[7]),
+            Vector512.Load(staging + sources[8]), Vector512.Load(staging + sources[9]), out var r10, out var r11, out var r12, out var r13, out var r14);
+        LargeRowOfB(Vector512.Load(staging + sources[10]), Vector512.Load(staging + sources[11]), Vector512.Load(staging + sources[12]),
+            Vector512.Load(staging + sources[13]), Vector512.Load(staging + sources[14]), out var r20, out var r21, out var r22, out var r23, out var r24);
+        LargeRowOfB(Vector512.Load(staging + sources[15]), Vector512.Load(staging + sources[16]), Vector512.Load(staging + sources[17]),
+            Vector512.Load(staging + sources[18]), Vector512.Load(staging + sources[19]), out var r30, out var r31, out var r32, out var r33, out var r34);
+        LargeRowOfB(Vector512.Load(staging + sources[20]), Vector512.Load(staging + sources[21]), Vector512.Load(staging + sources[22]),
+            Vector512.Load(staging + sources[23]), Vector512.Load(staging + sources[24]), out var r40, out var r41, out var r42, out var r43, out var r44);
+        // Then each column: point (a, b) is row a of B^T times column b of d B.
+        StoreLargeColumn(dst, pointStride, r00, r10, r20, r30, r40);
+        StoreLargeColumn(dst + pointStride, pointStride, r01, r11, r21, r31, r41);
+        StoreLargeColumn(dst + 2 * pointStride, pointStride, r02, r12, r22, r32, r42);
+        StoreLargeColumn(dst + 3 * pointStride, pointStride, r03, r13, r23, r33, r43);
+        StoreLargeColumn(dst + 4 * pointStride, pointStride, r04, r14, r24, r34, r44);
+    }
+
+    /// <summary>
+    /// Five values times F(3x3, 3x3)'s B (rows of B^T: (2, 1, -2, -1, 0), (0, 2, 3, 1, 0), (0, -2, 1, 1, 0), (0, -1, 0, 1, 0),
+    /// (0, -2, -1, 2, 1)), lane by lane, in 9 operations.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LargeRowOfB(Vector512<float> d0, Vector512<float> d1, Vector512<float> d2, Vector512<float> d3, Vector512<float> d4,
+        out Vector512<float> r0, out Vector512<float> r1, out Vector512<float> r2, out Vector512<float> r3, out Vector512<float> r4)
+    {
+        var two = Vector512.Create(2f);
+        var t = d3 - d1;
+        var a = d2 + d3;
+        r0 = Vector512.FusedMultiplyAdd(two, d0 - d2, -t);
+        r1 = Vector512.FusedMultiplyAdd(two, d1 + d2, a);
+        r2 = Vector512.FusedMultiplyAdd(-two, d1, a);
+        r3 = t;
+        r4 = Vector512.FusedMultiplyAdd(two, t, d4 - d2);
+    }
+
+    /// <summary>B^T times one column (c0 .. c4) of d B: points (0, b) .. (4, b), stored 5 * <paramref name="pointStride"/> apart from <paramref name="o"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLargeColumn(float* o, long pointStride, Vector512<float> c0, Vector512<float> c1, Vector512<float> c2,
+        Vector512<float> c3, Vector512<float> c4)
+    {
+        LargeRowOfB(c0, c1, c2, c3, c4, out var v0, out var v1, out var v2, out var v3, out var v4);
+        long step = 5 * pointStride;
+        Vector512.Store(v0, o);
+        Vector512.Store(v1, o + step);
+        Vector512.Store(v2, o + 2 * step);
+        Vector512.Store(v3, o + 3 * step);
+        Vector512.Store(v4, o + 4 * step);
+    }
+
+    /// <summary>
+    /// Y = A^T M A of F(3x3, 3x3) for the 16 lanes at <paramref name="s"/> (point (a, b) at s + (a * 5 + b) *
+    /// <paramref name="pointStride"/>); output (i, j) stored at <paramref name="o"/> + i * <paramref name="rowStride"/> +
+    /// j * 32 for i below <paramref name="rows"/> and j below <paramref name="columns"/> (the tile's outputs on the map).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLargeTile(float* s, long pointStride, float* o, long rowStride, int rows, int columns)
+    {
+        // A^T M, column by column: rows 0 .. 2 of the 3 x 5 intermediate.
+        LargeColumnOfA(s, pointStride, out var t00, out var t10, out var t20);
+        LargeColumnOfA(s + pointStride, pointStride, out var t01, out var t11, out var t21);
+        LargeColumnOfA(s + 2 * pointStride, pointStride, out var t02, out var t12, out var t22);
+        LargeColumnOfA(s + 3 * pointStride, pointStride, out var t03, out var t13, out var t23);
+        LargeColumnOfA(s + 4 * pointStride, pointStride, out var t04, out var t14, out var t24);
+        // (A^T M) A, row by row.
+        StoreLargeRow(o, t00, t01, t02, t03, t04, columns);
+        if (rows > 1) StoreLargeRow(o + rowStride, t10, t11, t12, t13, t14, columns);
+        if (rows > 2) StoreLargeRow(o + 2 * rowStride, t20, t21, t22, t23, t24, columns);
+    }
+
+    /// <summary>A^T times column b of M (points (0, b) .. (4, b), 5 * <paramref name="pointStride"/> apart from <paramref name="s"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LargeColumnOfA(float* s, long pointStride, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2)
+    {
+        long step = 5 * pointStride;
+        LargeRowOfA(Vector512.Load(s), Vector512.Load(s + step), Vector512.Load(s + 2 * step), Vector512.Load(s + 3 * step),
+            Vector512.Load(s + 4 * step), out y0, out y1, out y2);
+    }
+
+    /// <summary>One output row of a tile: the row (m0 .. m4) times A, its first <paramref name="columns"/> outputs stored 32 floats apart.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLargeRow(float* o, Vector512<float> m0, Vector512<float> m1, Vector512<float> m2, Vector512<float> m3,
+        Vector512<float> m4, int columns)
+    {
+        LargeRowOfA(m0, m1, m2, m3, m4, out var y0, out var y1, out var y2);
+        Vector512.Store(y0, o);
+        if (columns > 1) Vector512.Store(y1, o + Lanes);
+        if (columns > 2) Vector512.Store(y2, o + 2 * Lanes);
+    }
+
+    /// <summary>
+    /// Five values times F(3x3, 3x3)'s A (rows of A^T: (1, 1, 1, 1, 0), (0, 1, -1, -2, 0), (0, 1, 1, 4, 1)), lane by lane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LargeRowOfA(Vector512<float> m0, Vector512<float> m1, Vector512<float> m2, Vector512<float> m3, Vector512<float> m4,
+        out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2)
+    {
+        var p = m1 + m2;
+        y0 = m0 + p + m3;
+        y1 = Vector512.FusedMultiplyAdd(Vector512.Create(-2f), m3, m1 - m2);
+        y2 = Vector512.FusedMultiplyAdd(Vector512.Create(4f), m3, p) + m4;
+    }
+
+    /// <summary>
+    /// m[point] = U[point] rows [k, k + 8) times the V panel at <paramref name="v"/>, for each point (16 or 25). Not inlined: with
     /// dynamic PGO the JIT inlined the micro-kernel into the block loop and the Winograd steps ran 3x slower.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -344,11 +509,11 @@ internal static unsafe class WinogradConv
         // A last micro-panel of fewer than 8 output channels (19 = 8 + 8 + 3, 38 = 32 + 6) skips its zero rows.
         if (job.K - k < Rows)
         {
-            for (int point = 0; point < Points; point++, a += job.PerPoint, v += job.VStride, m += ProductTile)
+            for (int point = 0; point < job.Points; point++, a += job.PerPoint, v += job.VStride, m += ProductTile)
                 Gemm.MultiplyTileRows(job.K - k, job.C, a, v, job.Ld, m);
             return;
         }
-        for (int point = 0; point < Points; point++, a += job.PerPoint, v += job.VStride, m += ProductTile)
+        for (int point = 0; point < job.Points; point++, a += job.PerPoint, v += job.VStride, m += ProductTile)
             Gemm.MultiplyTileStrided(job.C, a, v, job.Ld, m, Lanes);
     }
 
