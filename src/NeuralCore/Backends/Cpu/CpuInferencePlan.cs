@@ -313,7 +313,7 @@ public sealed unsafe class CpuInferencePlan
             }
             if (CanRunWinograd())
             {
-                Winograd = new WinogradConv.Weights(Weight, P);
+                Winograd = new WinogradConv.Weights(Weight, P, pooled: Pool is not null);
                 return;
             }
             if (!ImplicitGemmConv.Supports(P))

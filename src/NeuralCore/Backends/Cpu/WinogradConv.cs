@@ -20,9 +20,12 @@ namespace NeuralCore.Backends.Cpu;
 /// of one tile row: an input row's odd and even columns are split by two-source permutes, so each transformed value of
 /// a run is one vector operation, and each output row is two interleaving permutes. On narrower maps (MNIST's 6 x 6 and
 /// 3 x 6) at batch 32 or more the samples are the lanes: 32 samples' planes are transposed into a staging block, so a
-/// patch entry of one tile position is one load for all of them. There, where it takes at least 20 % fewer products
+/// patch entry of one tile position is one load for all of them. Where it takes at least 20 % fewer products
 /// (<see cref="TileSize"/>), the tiles are 3 x 3: F(3x3, 3x3), 25 products per tile from a 5 x 5 patch, 2.8 per output
-/// instead of 4 (and none spent on the half-empty second tile row F(2x2, 3x3) puts on a 3-row map). F(2x2, 3x3)'s
+/// instead of 4 (and none spent on the half-empty second tile row F(2x2, 3x3) puts on a 3-row map). With the tiles in
+/// the lanes its runs are up to 8 tiles of a tile row in 256-bit vectors (mel's 24 columns: 8 tiles), each patch column
+/// one permute of a row's 32 loaded columns and each output row two three-way interleaving permutes; there it needs
+/// 256 tiles in the batch and no fused pool (a pool's row pairs would straddle 3-row tiles). F(2x2, 3x3)'s
 /// transforms add and subtract, besides the weights' halves; F(3x3, 3x3)'s (interpolation points 0, 1, -1, -2) multiply
 /// by 2, 3 and 4 and its weights' transform by sixths, so its results lie about twice as far from the direct sum
 /// (in a simulation over 32 input channels, at most 2.5e-6 of the largest output against 1.1e-6), a few units in the last place of the larger
@@ -57,24 +60,36 @@ internal static unsafe class WinogradConv
     // (MNIST's 6 x 6 maps of 32 channels: 576 KiB), or it would not stay in L2 (taller narrow maps keep the implicit GEMM).
     private const long MaxSampleBlockBytes = 1 << 20;
     private const long MinMacsPerPart = 1 << 18;
+    // F(3x3, 3x3) on wide maps: runs of up to 8 tiles of a tile row in 256-bit vectors (mel's 24 columns are 8 tiles),
+    // and at least this many tiles in the batch (eight panels), or the panels share the threads unevenly: mel's 31 x 24
+    // map at batch 1 has 88 tiles, 64 + 24 for two threads (F(2x2, 3x3): 96 + 96), and with it the mel b1 passes ran
+    // 1-3 % slower (big 0.336-0.345 against 0.333-0.335 ms, pruned 0.153-0.155 against 0.150-0.151, four rounds).
+    private const int LargeRunTiles = 8;
+    private const long MinLargeTilesWide = 8 * Lanes;
+    // 32 zeros, read for patch rows off the map (pinned: ZeroRow points into it).
+    private static readonly float[] Zeros = GC.AllocateArray<float>(32, pinned: true);
+    private static float* ZeroRow => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Zeros));
     // Floats of one point's 8 x 32 product tile.
     private const int ProductTile = Rows * Lanes;
 
     /// <summary>Whether inference plans use this path (tests turn it off to compare it with the implicit GEMM).</summary>
     internal static bool Enabled { get; set; } = true;
 
-    /// <summary>Whether narrow maps may use F(3x3, 3x3) (see <see cref="TileSize"/>; tests turn it off to compare it with F(2x2, 3x3)).</summary>
+    /// <summary>Whether this path may use F(3x3, 3x3) (see <see cref="TileSize"/>; tests turn it off to compare it with F(2x2, 3x3)).</summary>
     internal static bool LargeTiles { get; set; } = true;
 
     /// <summary>
-    /// The side of the output tiles this path uses for <paramref name="p"/>: 3, Winograd's F(3x3, 3x3) (25 products per
-    /// 3 x 3 outputs instead of 16 per 2 x 2), where the samples are in the lanes and that takes at least 20 % fewer
-    /// products for the plane (MNIST's 6 x 6 maps: 4 tiles of 25 instead of 9 of 16; 3 x 6: 2 of 25 instead of 6 of 16,
-    /// whose second tile row of F(2x2) is half off the map); otherwise 2. With the tiles in the lanes a run of 3-wide
-    /// tiles along a row of 24 columns would fill 8 of 16 lanes, so wide maps keep F(2x2, 3x3).
+    /// The side of the output tiles this path uses for <paramref name="p"/> (followed by a fused pool when
+    /// <paramref name="pooled"/>): 3, Winograd's F(3x3, 3x3) (25 products per 3 x 3 outputs instead of 16 per 2 x 2), where
+    /// that takes at least 20 % fewer products for the plane (MNIST's 6 x 6 maps: 4 tiles of 25 instead of 9 of 16; 3 x 6:
+    /// 2 of 25 instead of 6 of 16, whose second tile row of F(2x2) is half off the map; mel's 31 x 24: 88 of 25 instead of
+    /// 192 of 16) and either the samples are in the lanes or, with the tiles in the lanes, the batch has at least
+    /// <see cref="MinLargeTilesWide"/> tiles of 3 x 3 and no pool follows (the pool's row pairs would straddle tiles of
+    /// three rows); otherwise 2.
     /// </summary>
-    internal static int TileSize(in Conv2dParams p) =>
-        LargeTiles && (p.W + 1) / 2 < MinTilesWide && 5 * LargePoints * TilesPerPlane(p, 3) <= 4 * Points * TilesPerPlane(p, 2) ? 3 : 2;
+    internal static int TileSize(in Conv2dParams p, bool pooled) =>
+        LargeTiles && 5 * LargePoints * TilesPerPlane(p, 3) <= 4 * Points * TilesPerPlane(p, 2)
+        && ((p.W + 1) / 2 < MinTilesWide || (!pooled && p.N * TilesPerPlane(p, 3) >= MinLargeTilesWide)) ? 3 : 2;
 
     private static long TilesPerPlane(in Conv2dParams p, int tile) => (long)((p.H + tile - 1) / tile) * ((p.W + tile - 1) / tile);
 
@@ -91,14 +106,14 @@ internal static unsafe class WinogradConv
         Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.Groups == 1
         && p.R == 3 && p.S == 3 && p.StrideH == 1 && p.StrideW == 1 && p.DilationH == 1 && p.DilationW == 1
         && p.PadH == 1 && p.PadW == 1 && p.P == p.H && p.Q == p.W && p.H >= 2 && p.W >= 2
-        && ((p.W + 1) / 2 >= MinTilesWide || (p.N >= SampleGroup && SampleBlockBytes(p) <= MaxSampleBlockBytes))
+        && ((p.W + 1) / 2 >= MinTilesWide || (p.N >= SampleGroup && SampleBlockBytes(p, pool is not null) <= MaxSampleBlockBytes))
         && (long)p.N * ((p.H + 1) / 2) * ((p.W + 1) / 2) >= (pool is null ? MinTiles : MinTilesPooled)
         && (pool is not { } q || (q.KernelH == 2 && q.StrideH == 2 && q.KernelW == 1 && q.StrideW == 1 && q.PadH == 0 && q.PadW == 0 && !q.CeilMode));
 
     /// <summary>Bytes of transformed input in a block of <see cref="SampleGroup"/> samples (every tile of their planes).</summary>
-    private static long SampleBlockBytes(in Conv2dParams p)
+    private static long SampleBlockBytes(in Conv2dParams p, bool pooled)
     {
-        int tile = TileSize(p);
+        int tile = TileSize(p, pooled);
         return (long)(tile + 2) * (tile + 2) * p.C * TilesPerPlane(p, tile) * SampleGroup * sizeof(float);
     }
 
@@ -116,10 +131,10 @@ internal static unsafe class WinogradConv
     {
         private readonly float[] _packed;
 
-        internal Weights(ReadOnlySpan<float> w, in Conv2dParams p)
+        internal Weights(ReadOnlySpan<float> w, in Conv2dParams p, bool pooled)
         {
             int k = p.K, c = p.C;
-            Tile = TileSize(p);
+            Tile = TileSize(p, pooled);
             int alpha = Tile + 2;
             double[,] gm = Tile == 3 ? LargeG : SmallG;
             PerPoint = Gemm.PackedRowsLength(k, c);
@@ -172,8 +187,8 @@ internal static unsafe class WinogradConv
         // Floats per row of V: a block's tiles and one run more, so a run's 16 lanes stay inside the row and are
         // stored whole (lanes past the run hold values the next run overwrites, or padding).
         public int Ld;
-        // Floats from one point's matrix to the next in V: a whole number of rows plus one cache line, so the 16 points'
-        // rows a transform touches together do not all fall in the same L1 set.
+        // Floats from one point's matrix to the next in V: a whole number of rows plus one or two cache lines, an odd
+        // number of lines in all, so the points' rows a transform touches together do not fall in a few L1 sets.
         public long VStride;
     }
 
@@ -218,7 +233,11 @@ internal static unsafe class WinogradConv
             job.Ld = job.BlockTiles;
         }
         job.Parts = Math.Min(parts, job.Blocks);
-        job.VStride = (long)p.C * job.Ld + 16;
+        // An odd number of cache lines from one point's V to the next, so that the points' rows a transform writes together
+        // (and the micro-kernel reads) spread over the L1's sets: the pruned model's 19 channels at 80 floats a row made
+        // 95 + 1 lines, a multiple of 32, and put all 25 points of F(3x3, 3x3) in two sets.
+        long lines = (long)p.C * job.Ld / 16 + 1;
+        job.VStride = (lines | 1) * 16;
         if (job.Parts == 1) RunBlocks(in job, 0, job.Blocks);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
     }
@@ -250,16 +269,18 @@ internal static unsafe class WinogradConv
             // The last panel's unused lanes are never stored, but scratch may hold anything, denormals included: they are
             // cleared, and the last run's whole-vector stores leave only transforms of the map's own values in them.
             if (count < width)
-                for (int point = 0; point < Points; point++)
+                for (int point = 0; point < job.Points; point++)
                     for (int c = 0; c < job.C; c++) new Span<float>(v + point * job.VStride + (long)c * ld + count, width - count).Clear();
-            TransformInput(in job, t0, count, v, ld);
-            // Per panel of 32 tiles and 8 output channels, the 16 points' products (16 KiB, in L1) and at once their
+            if (job.Tile == 3) TransformLargeInput(in job, t0, count, v);
+            else TransformInput(in job, t0, count, v, ld);
+            // Per panel of 32 tiles and 8 output channels, the points' products (16 or 25 KiB, in L1) and at once their
             // output transform: from a whole block's products in L2 the output transform ran at about half the rate.
             for (int j = 0; j < width; j += Lanes)
                 for (int k = 0; k < job.KPadded; k += Rows)
                 {
                     MultiplyPoints(in job, v + j, k, m);
-                    TransformOutput(in job, t0 + j, Math.Min(Lanes, count - j), k, Math.Min(k + Rows, job.K), m);
+                    if (job.Tile == 3) TransformLargeOutput(in job, t0 + j, Math.Min(Lanes, count - j), k, Math.Min(k + Rows, job.K), m);
+                    else TransformOutput(in job, t0 + j, Math.Min(Lanes, count - j), k, Math.Min(k + Rows, job.K), m);
                 }
         }
     }
@@ -390,7 +411,7 @@ internal static unsafe class WinogradConv
     /// <summary>
     /// V of F(3x3, 3x3) for 16 lanes of a staging block [position, 32]: patch entry (i, j) read at
     /// <paramref name="staging"/> + sources[i * 5 + j], point (a, b) stored at <paramref name="dst"/> + (a * 5 + b) *
-    /// <paramref name="pointStride"/>; V = B^T d B, each row of the patch transformed first (see <see cref="LargeRowOfB"/>).
+    /// <paramref name="pointStride"/>; V = B^T d B, each row of the patch transformed first (see LargeRowOfB).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void TransformLargePatch(float* staging, int* sources, float* dst, long pointStride)
@@ -568,6 +589,193 @@ internal static unsafe class WinogradConv
             }
             lane += length;
         }
+    }
+
+    /// <summary>
+    /// F(3x3, 3x3)'s V[a, b][c, lane] = (B^T d B)[a, b] for each of the block's tiles (lane = tile - t0) and input
+    /// channel c, with the tiles in 256-bit vectors along runs of up to <see cref="LargeRunTiles"/> tiles of one tile row.
+    /// Each input row of a run's patches is read as two masked 16-float loads from column 3 tw - 1 (columns off the map
+    /// read zero), and patch column j of every tile is one permute of the two (column 3 lane + j).
+    /// </summary>
+    [SkipLocalsInit]
+    private static void TransformLargeInput(in Job job, long t0, int count, float* v)
+    {
+        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var sixteen = Vector512.Create(16);
+        var width = Vector512.Create((uint)job.W);
+        // Lane t of patch column j reads column 3 t + j of the 32 loaded (lanes 8 .. 15 are not used).
+        var column0 = Vector512.Create(0, 3, 6, 9, 12, 15, 18, 21, 0, 0, 0, 0, 0, 0, 0, 0);
+        long pointStride = job.VStride;
+        for (int lane = 0; lane < count;)
+        {
+            Locate(in job, t0 + lane, out long n, out int th, out int tw);
+            int length = Math.Min(Math.Min(job.TilesW - tw, LargeRunTiles), count - lane);
+            var column = iota + Vector512.Create(3 * tw - 1);
+            var lo = Vector512.LessThan(column.AsUInt32(), width).AsSingle();
+            var hi = Vector512.LessThan((column + sixteen).AsUInt32(), width).AsSingle();
+            // Row i of the patches is input row 3 th - 1 + i, or a row of zeros (the same for every channel) off the map:
+            // no branch or cleared registers in the channel loop.
+            int row0 = 3 * th - 1;
+            float* src = job.X + n * job.Plane + (long)row0 * job.W + 3 * tw - 1;
+            bool has0 = row0 >= 0, has2 = row0 + 2 < job.H, has3 = row0 + 3 < job.H, has4 = row0 + 4 < job.H;
+            float* s0 = has0 ? src : ZeroRow, s1 = src + job.W, s2 = has2 ? src + 2 * job.W : ZeroRow;
+            float* s3 = has3 ? src + 3 * job.W : ZeroRow, s4 = has4 ? src + 4 * job.W : ZeroRow;
+            long c0 = has0 ? job.Channel : 0, c2 = has2 ? job.Channel : 0, c3 = has3 ? job.Channel : 0, c4 = has4 ? job.Channel : 0;
+            float* dst = v + lane;
+            for (int c = 0; c < job.C; c++, s0 += c0, s1 += job.Channel, s2 += c2, s3 += c3, s4 += c4, dst += job.Ld)
+            {
+                // The next tile row's three new input rows of this channel (channels' rows lie a plane of the batch apart:
+                // too many streams for the hardware prefetcher).
+                Sse.Prefetch0(s4 + job.W);
+                Sse.Prefetch0(s4 + 2 * job.W);
+                Sse.Prefetch0(s4 + 3 * job.W);
+                // Each row of the patch transformed along the row: d B.
+                LargeRowTransform(s0, lo, hi, column0, out var r00, out var r01, out var r02, out var r03, out var r04);
+                LargeRowTransform(s1, lo, hi, column0, out var r10, out var r11, out var r12, out var r13, out var r14);
+                LargeRowTransform(s2, lo, hi, column0, out var r20, out var r21, out var r22, out var r23, out var r24);
+                LargeRowTransform(s3, lo, hi, column0, out var r30, out var r31, out var r32, out var r33, out var r34);
+                LargeRowTransform(s4, lo, hi, column0, out var r40, out var r41, out var r42, out var r43, out var r44);
+                // Then each column: B^T (d B).
+                StoreLargeColumn(dst, pointStride, r00, r10, r20, r30, r40);
+                StoreLargeColumn(dst + pointStride, pointStride, r01, r11, r21, r31, r41);
+                StoreLargeColumn(dst + 2 * pointStride, pointStride, r02, r12, r22, r32, r42);
+                StoreLargeColumn(dst + 3 * pointStride, pointStride, r03, r13, r23, r33, r43);
+                StoreLargeColumn(dst + 4 * pointStride, pointStride, r04, r14, r24, r34, r44);
+            }
+            lane += length;
+        }
+    }
+
+    /// <summary>One input row of a run's patches (from column 3 tw - 1 at <paramref name="src"/>) split into its five patch columns and times B.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LargeRowTransform(float* src, Vector512<float> lo, Vector512<float> hi, Vector512<int> column0,
+        out Vector256<float> r0, out Vector256<float> r1, out Vector256<float> r2, out Vector256<float> r3, out Vector256<float> r4)
+    {
+        var a = Avx512F.MaskLoad(src, lo, Vector512<float>.Zero);
+        var b = Avx512F.MaskLoad(src + 16, hi, Vector512<float>.Zero);
+        var one = Vector512<int>.One;
+        var d0 = Avx512F.PermuteVar16x32x2(a, column0, b).GetLower();
+        var d1 = Avx512F.PermuteVar16x32x2(a, column0 + one, b).GetLower();
+        var d2 = Avx512F.PermuteVar16x32x2(a, column0 + Vector512.Create(2), b).GetLower();
+        var d3 = Avx512F.PermuteVar16x32x2(a, column0 + Vector512.Create(3), b).GetLower();
+        var d4 = Avx512F.PermuteVar16x32x2(a, column0 + Vector512.Create(4), b).GetLower();
+        LargeRowOfB(d0, d1, d2, d3, d4, out r0, out r1, out r2, out r3, out r4);
+    }
+
+    /// <summary>B^T times one column (c0 .. c4) of d B for a run's tiles: points (0, b) .. (4, b), stored 5 * <paramref name="pointStride"/> apart from <paramref name="o"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLargeColumn(float* o, long pointStride, Vector256<float> c0, Vector256<float> c1, Vector256<float> c2,
+        Vector256<float> c3, Vector256<float> c4)
+    {
+        LargeRowOfB(c0, c1, c2, c3, c4, out var v0, out var v1, out var v2, out var v3, out var v4);
+        long step = 5 * pointStride;
+        Vector256.Store(v0, o);
+        Vector256.Store(v1, o + step);
+        Vector256.Store(v2, o + 2 * step);
+        Vector256.Store(v3, o + 3 * step);
+        Vector256.Store(v4, o + 4 * step);
+    }
+
+    /// <summary><see cref="LargeRowOfB(Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, out Vector512{float}, out Vector512{float}, out Vector512{float}, out Vector512{float}, out Vector512{float})"/> on 256-bit vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LargeRowOfB(Vector256<float> d0, Vector256<float> d1, Vector256<float> d2, Vector256<float> d3, Vector256<float> d4,
+        out Vector256<float> r0, out Vector256<float> r1, out Vector256<float> r2, out Vector256<float> r3, out Vector256<float> r4)
+    {
+        var two = Vector256.Create(2f);
+        var t = d3 - d1;
+        var a = d2 + d3;
+        r0 = Vector256.FusedMultiplyAdd(two, d0 - d2, -t);
+        r1 = Vector256.FusedMultiplyAdd(two, d1 + d2, a);
+        r2 = Vector256.FusedMultiplyAdd(-two, d1, a);
+        r3 = t;
+        r4 = Vector256.FusedMultiplyAdd(two, t, d4 - d2);
+    }
+
+    /// <summary><see cref="LargeRowOfA(Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, out Vector512{float}, out Vector512{float}, out Vector512{float})"/> on 256-bit vectors.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void LargeRowOfA(Vector256<float> m0, Vector256<float> m1, Vector256<float> m2, Vector256<float> m3, Vector256<float> m4,
+        out Vector256<float> y0, out Vector256<float> y1, out Vector256<float> y2)
+    {
+        var p = m1 + m2;
+        y0 = m0 + p + m3;
+        y1 = Vector256.FusedMultiplyAdd(Vector256.Create(-2f), m3, m1 - m2);
+        y2 = Vector256.FusedMultiplyAdd(Vector256.Create(4f), m3, p) + m4;
+    }
+
+    /// <summary>
+    /// F(3x3, 3x3)'s y = act(A^T M A + bias + residual) for output channels [k0, k1) of tiles [t0, t0 + count) (one
+    /// panel), from the products m [point, k - k0, tile - t0], the tiles of a run in 256-bit vectors; each output row of
+    /// a run (3 x length columns) is put together by two three-way interleaving permutes of its three output columns.
+    /// </summary>
+    private static void TransformLargeOutput(in Job job, long t0, int count, int k0, int k1, float* m)
+    {
+        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        // Output column 3 t + j is lane t of output column j of the tiles: lane t of (j0 | j1) for j = 0 and 1, lane 16 + t
+        // (the second source, j2) for j = 2.
+        var interleaveLo = Vector512.Create(0, 8, 16, 1, 9, 17, 2, 10, 18, 3, 11, 19, 4, 12, 20, 5);
+        var interleaveHi = Vector512.Create(13, 21, 6, 14, 22, 7, 15, 23, 0, 0, 0, 0, 0, 0, 0, 0);
+        const long pointStride = ProductTile;
+        bool hasBias = job.Bias != null, hasResidual = job.Residual != null;
+        for (int lane = 0; lane < count;)
+        {
+            Locate(in job, t0 + lane, out long n, out int th, out int tw);
+            int length = Math.Min(Math.Min(job.TilesW - tw, LargeRunTiles), count - lane);
+            int columns = Math.Min(3 * length, job.W - 3 * tw), rows = Math.Min(3, job.H - 3 * th);
+            var lo = Vector512.LessThan(iota, Vector512.Create(columns)).AsSingle();
+            var hi = Vector512.LessThan(iota + Vector512.Create(16), Vector512.Create(columns)).AsSingle();
+            long at = n * job.Plane + (long)3 * th * job.W + 3 * tw;
+            for (int k = k0; k < k1; k++)
+            {
+                float* s = m + (k - k0) * Lanes + lane;
+                // A^T M, column by column of the 5 x 5 products: rows 0 .. 2 of the 3 x 5 intermediate.
+                RunColumnOfA(s, pointStride, out var t00, out var t10, out var t20);
+                RunColumnOfA(s + pointStride, pointStride, out var t01, out var t11, out var t21);
+                RunColumnOfA(s + 2 * pointStride, pointStride, out var t02, out var t12, out var t22);
+                RunColumnOfA(s + 3 * pointStride, pointStride, out var t03, out var t13, out var t23);
+                RunColumnOfA(s + 4 * pointStride, pointStride, out var t04, out var t14, out var t24);
+                float bias = hasBias ? job.Bias[k] : 0f;
+                long offset = k * job.Channel + at;
+                float* y = job.Y + offset, residual = hasResidual ? job.Residual + offset : null;
+                // The next tile row's output (and residual) lines of this channel, as TransformOutput does.
+                Sse.Prefetch0(y + 3 * job.W);
+                Sse.Prefetch0(y + 4 * job.W);
+                Sse.Prefetch0(y + 5 * job.W);
+                if (hasResidual)
+                {
+                    Sse.Prefetch0(residual + 3 * job.W);
+                    Sse.Prefetch0(residual + 4 * job.W);
+                    Sse.Prefetch0(residual + 5 * job.W);
+                }
+                StoreLargeRow(y, residual, t00, t01, t02, t03, t04, interleaveLo, interleaveHi, lo, hi, bias, hasBias, job.Kind);
+                if (rows > 1)
+                    StoreLargeRow(y + job.W, hasResidual ? residual + job.W : null, t10, t11, t12, t13, t14, interleaveLo, interleaveHi, lo, hi, bias, hasBias, job.Kind);
+                if (rows > 2)
+                    StoreLargeRow(y + 2 * job.W, hasResidual ? residual + 2 * job.W : null, t20, t21, t22, t23, t24, interleaveLo, interleaveHi, lo, hi, bias, hasBias, job.Kind);
+            }
+            lane += length;
+        }
+    }
+
+    /// <summary>A^T times column b of a run's products (points (0, b) .. (4, b), 5 * <paramref name="pointStride"/> apart from <paramref name="s"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RunColumnOfA(float* s, long pointStride, out Vector256<float> y0, out Vector256<float> y1, out Vector256<float> y2)
+    {
+        long step = 5 * pointStride;
+        LargeRowOfA(Vector256.Load(s), Vector256.Load(s + step), Vector256.Load(s + 2 * step), Vector256.Load(s + 3 * step),
+            Vector256.Load(s + 4 * step), out y0, out y1, out y2);
+    }
+
+    /// <summary>One output row of a run: the row (m0 .. m4) of A^T M times A, its three columns interleaved, with the epilogue, stored in the masked columns.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreLargeRow(float* y, float* residual, Vector256<float> m0, Vector256<float> m1, Vector256<float> m2,
+        Vector256<float> m3, Vector256<float> m4, Vector512<int> interleaveLo, Vector512<int> interleaveHi, Vector512<float> lo,
+        Vector512<float> hi, float bias, bool hasBias, int kind)
+    {
+        LargeRowOfA(m0, m1, m2, m3, m4, out var y0, out var y1, out var y2);
+        var left = Vector512.Create(y0, y1);
+        var right = Vector512.Create(y2, y2);
+        Avx512F.MaskStore(y, lo, Row(residual, left, right, interleaveLo, lo, bias, hasBias, kind, 0));
+        Avx512F.MaskStore(y + 16, hi, Row(residual, left, right, interleaveHi, hi, bias, hasBias, kind, 16));
     }
 
     /// <summary>
