@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -8,12 +7,12 @@ namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
 /// A 3x3 stride-1 "same" convolution (padding 1) on channel-major tensors x [C, N, H, W] and y [K, N, H, W] by Winograd's
-/// minimal filtering F(2x2, 3x3) (Lavin and Gray, 2015): each 2 x 2 block of outputs (a tile) comes from a 4 x 4 patch
-/// of the input, and the 9 x 4 = 36 multiply-adds per tile, input channel and output channel become 16. The weights are
-/// transformed once (U = G g G^T, 16 matrices [K, C], packed as the GEMM's A micro-panels); per block of tiles the input
-/// patches are transformed (V = B^T d B, 16 matrices [C, tiles] whose columns are the tiles), multiplied as 16 GEMMs
-/// M = U V by the 8 x 32 micro-kernel, and transformed back (Y = A^T M A) with bias, residual and activation applied as
-/// the outputs are stored.
+/// minimal filtering F(2x2, 3x3) or F(3x3, 3x3) (Lavin and Gray, 2015): each 2 x 2 block of outputs (a tile) comes from a
+/// 4 x 4 patch of the input, and the 9 x 4 = 36 multiply-adds per tile, input channel and output channel become 16 (for
+/// 3 x 3 tiles from 5 x 5 patches, 81 become 25). The weights are transformed once (U = G g G^T, 16 or 25 matrices
+/// [K, C], packed as the GEMM's A micro-panels); per block of tiles the input patches are transformed (V = B^T d B, one
+/// matrix [C, tiles] per point, whose columns are the tiles), multiplied point by point as GEMMs M = U V by the 8 x 32
+/// micro-kernel, and transformed back (Y = A^T M A) with bias, residual and activation applied as the outputs are stored.
 /// </summary>
 /// <remarks>
 /// On maps 15 columns wide or more the transforms run with the tiles in the vector lanes, along runs of up to 16 tiles
@@ -41,7 +40,7 @@ internal static unsafe class WinogradConv
     private const int LargePoints = 25;
     // Tiles per run: one vector's lanes.
     private const int RunTiles = 16;
-    // Blocks of at most BlockBytes / (16 x 4 x (C + K)) tiles: the transformed input (16 points x C floats a tile) stays
+    // Blocks of at most BlockBytes / (points x 4 x (C + K)) tiles: the transformed input (16 or 25 points x C floats a tile) stays
     // in L2 (1 MiB per core here) with room for the weights and the output rows being written.
     private const int BlockBytes = 384 * 1024;
     // At least this many tiles (four panels): below, the implicit GEMM was as fast or faster (one 15 x 24 mel map, 96
@@ -212,7 +211,6 @@ internal static unsafe class WinogradConv
         job.N = p.N;
         job.TilesPerPlane = job.TilesH * job.TilesW;
         job.SampleLanes = (p.W + 1) / 2 < MinTilesWide;
-        Debug.Assert(tile == 2 || job.SampleLanes, "F(3x3, 3x3) runs with the samples in the lanes only.");
         // The samples path runs its epilogue through ConvKernels.Epilogue, which takes the op (unused when Kind is 0).
         job.Activation = kind == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
         job.Channel = p.N * job.Plane;
