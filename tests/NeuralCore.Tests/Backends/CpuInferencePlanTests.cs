@@ -278,6 +278,27 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
+    /// Weights transformed for F(3x3, 3x3) on a wide map without a pool cannot run with a fused pool (its row pairs would
+    /// straddle 3-row tiles): the kernel refuses them with a message instead of pooling wrongly; the same map's weights
+    /// transformed for a pool are F(2x2, 3x3).
+    /// </summary>
+    [Fact]
+    public unsafe void WideLargeTilesRefuseAFusedPool()
+    {
+        var p = new NeuralCore.Backends.Conv2dParams(64, 4, 31, 24, 4, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        var weights = new WinogradConv.Weights(new float[4 * 4 * 9], p, pooled: false);
+        Assert.Equal(3, weights.Tile);
+        Assert.Equal(2, new WinogradConv.Weights(new float[4 * 4 * 9], p, pooled: true).Tile);
+        var x = new float[4 * 64 * 31 * 24];
+        var y = new float[4 * 64 * 15 * 24];
+        var error = Assert.Throws<ArgumentException>(() =>
+        {
+            fixed (float* px = x, py = y) WinogradConv.Forward(px, weights, null, py, p, null, 0, pooled: true);
+        });
+        Assert.Contains("without a pool", error.Message);
+    }
+
+    /// <summary>
     /// A 2 x 1 max pool of stride 2 x 1 after a Winograd convolution (and its residual and ReLU) is applied as the tiles'
     /// two output rows are stored: maps of even and odd height (the last row dropped), two tile rows per sample (120
     /// tiles: enough with a pool, not without), against eager and on one thread as on two; a 2 x 2 pool is left to the

@@ -211,6 +211,8 @@ internal static unsafe class WinogradConv
         job.N = p.N;
         job.TilesPerPlane = job.TilesH * job.TilesW;
         job.SampleLanes = (p.W + 1) / 2 < MinTilesWide;
+        if (pooled && tile == 3 && !job.SampleLanes)
+            throw new ArgumentException("WinogradConv: these weights were transformed for F(3x3, 3x3) without a pool; with the tiles in the lanes a fused pool needs F(2x2, 3x3) (Weights with pooled: true).", nameof(weights));
         // The samples path runs its epilogue through ConvKernels.Epilogue, which takes the op (unused when Kind is 0).
         job.Activation = kind == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
         job.Channel = p.N * job.Plane;
