@@ -58,9 +58,15 @@ public unsafe class WinogradBenchmarks
         var w = Tensor.Randn([p.K, p.C, 3, 3], generator).ToArray();
         implicitWeights = new ImplicitGemmConv.Weights(w, p);
         winogradWeights = new WinogradConv.Weights(w, p, pooled: false);
-        WinogradConv.LargeTiles = false;
-        smallTileWeights = new WinogradConv.Weights(w, p, pooled: false);
-        WinogradConv.LargeTiles = true;
+        try
+        {
+            WinogradConv.LargeTiles = false;
+            smallTileWeights = new WinogradConv.Weights(w, p, pooled: false);
+        }
+        finally
+        {
+            WinogradConv.LargeTiles = true;
+        }
         if (!ImplicitGemmConv.Supports(p) || !WinogradConv.Supports(p, null))
             throw new InvalidOperationException($"{Shape}: this machine or shape does not run both kernels (they need AVX-512).");
     }
