@@ -588,6 +588,92 @@ public sealed class CpuInferencePlanTests
         Assert.Equal(["conv 4->5 1x1 (narrow map)", "to channel-major (5 channels x 12 positions)"], plan.Description);
     }
 
+    /// <summary>
+    /// Consecutive convolutions on a map of 160 to 2048 columns (a single mel sample's last maps) run as a column chain,
+    /// each thread on its own columns from the first to the last: a 3x3 first member that reads the plan's input around
+    /// its columns, channel counts that fill no micro-panel (19, 38, 76), a value read by two members (one a shortcut),
+    /// a residual made inside the chain, an activation other than ReLU, and a member's output read again after the chain
+    /// by a 3x3 convolution, which cannot join (its taps would read the other threads' columns).
+    /// Each must match eager, and give the same bits on one, two and three threads (other column shares, other
+    /// per-thread blocks). <paramref name="members"/>: the steps expected in the chain (the 3x3 head joins where the
+    /// implicit GEMM runs it, not where Winograd does; 2070 columns form no chain).
+    /// </summary>
+    [Theory]
+    [InlineData(1, 7, 24, 19, 38, 76, 6)]
+    [InlineData(1, 7, 24, 32, 64, 128, 6)]
+    [InlineData(2, 9, 20, 5, 12, 7, 6)]
+    [InlineData(1, 40, 50, 8, 16, 9, 5)]
+    [InlineData(1, 45, 46, 8, 16, 9, 0)]
+    public void ConvolutionsOnSmallMapsRunAsColumnChains(int batch, int h, int w, int c1, int c2, int c3, int members)
+    {
+        var g = new Generator(53);
+        var net = new ChainNet(c1, c2, c3, g);
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, 3, h, w], g);
+        var (plan, expected) = CompileAndCompare(net, x);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, which forms no column chains.");
+        var inChain = plan.Description.Where(d => d.Contains("column chain", StringComparison.Ordinal)).ToArray();
+        Assert.Equal(members, inChain.Length);
+        Assert.DoesNotContain(plan.Description, d => d.StartsWith($"conv {c2}->{c3} 3x3", StringComparison.Ordinal) && d.Contains("chain", StringComparison.Ordinal));
+        int savedThreads = CpuThreading.Threads;
+        try
+        {
+            var bits = new List<float[]>();
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                CpuThreading.Threads = threads;
+                bits.Add(plan.Run(x).ToArray());
+            }
+            Assert.Equal(bits[0], bits[1]);
+            Assert.Equal(bits[0], bits[2]);
+            AssertMatchesEager(expected, bits[0]);
+        }
+        finally
+        {
+            CpuThreading.Threads = savedThreads;
+        }
+        // The profile names every member once, in order, and times each.
+        var profile = plan.Profile(x.ToArray(), 3);
+        Assert.Equal(plan.Description, profile.Select(p => p.Step));
+        Assert.All(profile, p => Assert.True(p.Milliseconds >= 0, p.Step));
+    }
+
+    /// <summary>
+    /// A 3x3 head, then five 1x1 convolutions (a shortcut on the head's output, a residual, Hardswish) and a 3x3
+    /// convolution that reads the fourth one's output; both branches end in a global average and are added.
+    /// </summary>
+    private sealed class ChainNet : Module
+    {
+        private readonly Conv2d _head, _a, _shortcut, _b, _c, _d, _e;
+        private readonly BatchNorm2d _bnA, _bnB;
+        private readonly AdaptiveAvgPool2d _pool = new(1);
+
+        public ChainNet(int c1, int c2, int c3, Generator g)
+        {
+            _head = RegisterModule("head", new Conv2d(3, c1, 3, padding: 1, bias: true, generator: g));
+            _a = RegisterModule("a", new Conv2d(c1, c2, 1, bias: false, generator: g));
+            _bnA = RegisterModule("bnA", new BatchNorm2d(c2));
+            _shortcut = RegisterModule("shortcut", new Conv2d(c1, c2, 1, bias: true, generator: g));
+            _b = RegisterModule("b", new Conv2d(c2, c2, 1, bias: false, generator: g));
+            _bnB = RegisterModule("bnB", new BatchNorm2d(c2));
+            _c = RegisterModule("c", new Conv2d(c2, c3, 1, bias: true, generator: g));
+            _d = RegisterModule("d", new Conv2d(c3, c3, 1, bias: true, generator: g));
+            _e = RegisterModule("e", new Conv2d(c2, c3, 3, padding: 1, bias: true, generator: g));
+        }
+
+        public override Tensor Forward(Tensor x)
+        {
+            var head = _head.Call(x).Relu();
+            var a = _bnA.Call(_a.Call(head)).Relu();
+            var shortcut = _shortcut.Call(head);
+            var b = _bnB.Call(_b.Call(a)).Add(shortcut).Relu();
+            var c = _c.Call(b).Hardswish();
+            var d = _d.Call(c);
+            var e = _e.Call(b).Relu();
+            return _pool.Call(d).Add(_pool.Call(e)).Flatten(1);
+        }
+    }
+
     /// <summary>A convolution's ReLU output read by two activations that are added.</summary>
     private sealed class TwoReaders(Generator g) : Module
     {

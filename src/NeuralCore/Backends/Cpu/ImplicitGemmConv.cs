@@ -155,7 +155,7 @@ internal static unsafe class ImplicitGemmConv
         && (IsSame(p) || (p.StrideW <= 2 && p.K / p.Groups >= MinRunOutputs && p.Q >= MinRunLength));
 
     /// <summary>Stride 1 and the output the size of the input: a tap reads the input at the output's index plus a constant.</summary>
-    private static bool IsSame(in Conv2dParams p) => p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W;
+    internal static bool IsSame(in Conv2dParams p) => p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W;
 
     private const int MinRunOutputs = 16;
     private const int MinRunLength = 8;
@@ -229,6 +229,11 @@ internal static unsafe class ImplicitGemmConv
         // Above 0: the parts split the output channels in runs of this many rows (one group) instead of the blocks.
         public int RowsPerPart;
         public long PerGroup, PerGroupTransposed, Columns, InPlane, OutPlane;
+        // Floats from one channel's row to the next in x, y and the residual (a plane of the batch, unless the caller
+        // holds them otherwise: see ForwardColumns), and how many floats x may be read from its start.
+        public long XStride, YStride, ResidualStride, XLength;
+        // The output columns [First, End) that the blocks cover (all of them, but for ForwardRange).
+        public long First, End;
         public bool Same;
         // Rows long enough (PrefetchColumns) that the next panel's lines are fetched ahead by software.
         public bool Prefetch;
@@ -251,20 +256,7 @@ internal static unsafe class ImplicitGemmConv
     internal static void Forward(float* x, in Packing weights, float* bias, float* y, in Conv2dParams p, float* residual,
         bool hasActivation, UnaryOp activation, float alpha, float beta, FusedPool? pool = null)
     {
-        var job = new Job
-        {
-            P = p,
-            X = x, Bias = bias, Y = y, Residual = residual,
-            Cg = p.C / p.Groups, Kg = p.K / p.Groups, Kc = weights.RowsPerGroup, Taps = weights.Taps,
-            InPlane = (long)p.H * p.W,
-            OutPlane = (long)p.P * p.Q,
-            Same = IsSame(p),
-            HasActivation = hasActivation, Activation = activation, Alpha = alpha, Beta = beta,
-        };
-        job.Columns = p.N * job.OutPlane;
-        job.Prefetch = job.Columns >= PrefetchColumns;
-        job.PerGroup = Gemm.PackedRowsLength(job.Kg, job.Kc);
-        job.PerGroupTransposed = Gemm.PackedColumnsLength(job.Kg, job.Kc);
+        var job = NewJob(x, weights, bias, y, p, residual, hasActivation, activation, alpha, beta);
         // Threads worth waking for this much work; blocks small enough that each of them gets a few, whole panels, at
         // most 256 columns.
         long macs = (long)p.K * job.Kc * job.Columns;
@@ -301,6 +293,63 @@ internal static unsafe class ImplicitGemmConv
         job.OffW = weights.TapOffsetW;
         if (job.Parts == 1) RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+    }
+
+    /// <summary>
+    /// Output columns [<paramref name="first"/>, first + <paramref name="columns"/>) of <see cref="Forward"/>'s
+    /// convolution (no fused pool), on the calling thread, with the rows of x, y and the residual
+    /// <paramref name="xStride"/>, <paramref name="yStride"/> and <paramref name="residualStride"/> floats apart instead
+    /// of a plane of the batch: column j of channel c is at x + c * xStride + j, and x may be read from x up to
+    /// <paramref name="xLength"/> floats. A thread that keeps only its own columns, as a block [channels, columns],
+    /// passes that block's start minus <paramref name="first"/> with a stride of <paramref name="columns"/>, and the
+    /// inference plan's column chains do (<see cref="CpuInferencePlan"/>). Each value is the same dot product in the same
+    /// order as in <see cref="Forward"/>.
+    /// </summary>
+    internal static void ForwardRange(float* x, long xStride, long xLength, in Packing weights, float* bias, float* y, long yStride,
+        float* residual, long residualStride, in Conv2dParams p, long first, int columns, bool hasActivation, UnaryOp activation,
+        float alpha, float beta)
+    {
+        var job = NewJob(x, weights, bias, y, p, residual, hasActivation, activation, alpha, beta);
+        job.XStride = xStride;
+        job.XLength = xLength;
+        job.YStride = yStride;
+        job.ResidualStride = residualStride;
+        job.First = first;
+        job.End = first + columns;
+        job.BlockColumns = (int)Math.Clamp((columns + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
+        job.Blocks = (columns + job.BlockColumns - 1) / job.BlockColumns;
+        job.Parts = 1;
+        // SAFETY: as in Forward; the caller's rows hold the columns the strides give.
+        job.W = weights.Packed;
+        job.Transposed = weights.Transposed;
+        job.OffH = weights.TapOffsetH;
+        job.OffW = weights.TapOffsetW;
+        RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
+    }
+
+    /// <summary>A call's job before its blocks and parts are chosen: x, y and the residual channel-major, as <see cref="Forward"/> takes them.</summary>
+    private static Job NewJob(float* x, in Packing weights, float* bias, float* y, in Conv2dParams p, float* residual,
+        bool hasActivation, UnaryOp activation, float alpha, float beta)
+    {
+        var job = new Job
+        {
+            P = p,
+            X = x, Bias = bias, Y = y, Residual = residual,
+            Cg = p.C / p.Groups, Kg = p.K / p.Groups, Kc = weights.RowsPerGroup, Taps = weights.Taps,
+            InPlane = (long)p.H * p.W,
+            OutPlane = (long)p.P * p.Q,
+            Same = IsSame(p),
+            HasActivation = hasActivation, Activation = activation, Alpha = alpha, Beta = beta,
+        };
+        job.Columns = p.N * job.OutPlane;
+        job.XStride = p.N * job.InPlane;
+        job.XLength = p.C * job.XStride;
+        job.YStride = job.ResidualStride = job.Columns;
+        job.End = job.Columns;
+        job.Prefetch = job.Columns >= PrefetchColumns;
+        job.PerGroup = Gemm.PackedRowsLength(job.Kg, job.Kc);
+        job.PerGroupTransposed = Gemm.PackedColumnsLength(job.Kg, job.Kc);
+        return job;
     }
 
     /// <summary>
@@ -347,8 +396,8 @@ internal static unsafe class ImplicitGemmConv
         n0 = nb = pooledRow0 = convRows = 0;
         if (!job.Pooled)
         {
-            c0 = (long)block * job.BlockColumns;
-            cols = (int)Math.Min(job.BlockColumns, job.Columns - c0);
+            c0 = job.First + (long)block * job.BlockColumns;
+            cols = (int)Math.Min(job.BlockColumns, job.End - c0);
             return;
         }
         if (job.Bands == 1)
@@ -418,7 +467,7 @@ internal static unsafe class ImplicitGemmConv
                     TapMasks(ref job, coords, masks, offsets);
                 }
                 // Output rows: y itself (row stride: all columns), or the block's scratch (row stride: the block's columns).
-                long ld = job.Pooled ? cols : job.Columns;
+                long ld = job.Pooled ? cols : job.YStride;
                 float* yj = job.Pooled ? unpooled + j : job.Y + j0;
                 for (int g = 0; g < job.P.Groups; g++)
                 {
@@ -447,7 +496,7 @@ internal static unsafe class ImplicitGemmConv
                         continue;
                     }
                     if (job.Same) FillPanel(ref job, GroupInput(ref job, g, j0), masks, offsets, panel);
-                    else FillRuns(ref job, job.X + (long)g * job.Cg * job.P.N * job.InPlane, j0, width, panel);
+                    else FillRuns(ref job, job.X + (long)g * job.Cg * job.XStride, j0, width, panel);
                     if (width > NarrowPanel && fusedEpilogue)
                         MultiplyPanel(ref job, g, k0, k1, panel, yg, ld, width, tile, j0, kind);
                     else if (width > NarrowPanel)
@@ -459,7 +508,7 @@ internal static unsafe class ImplicitGemmConv
             // With the rows split between parts (one group), each part finishes its own rows; otherwise all of them.
             int first0 = job.RowsPerPart > 0 ? k0 : 0, count = job.RowsPerPart > 0 ? rows : job.P.K;
             float* bias = job.Bias == null ? null : job.Bias + first0;
-            float* residual = job.Residual == null ? null : job.Residual + first0 * job.Columns;
+            float* residual = job.Residual == null ? null : job.Residual + first0 * job.ResidualStride;
             if (fusedEpilogue)
             {
                 if (job.Pooled) PoolBlock(ref job, unpooled, n0, nb, pooledRow0, convRows, first0, first0 + count);
@@ -467,11 +516,11 @@ internal static unsafe class ImplicitGemmConv
             }
             if (!job.Pooled)
             {
-                ConvKernels.Epilogue(job.Y + first0 * job.Columns, job.Columns, c0, count, cols, bias, residual, job.Columns, c0,
+                ConvKernels.Epilogue(job.Y + first0 * job.YStride, job.YStride, c0, count, cols, bias, residual, job.ResidualStride, c0,
                     job.HasActivation, job.Activation, job.Alpha, job.Beta);
                 continue;
             }
-            ConvKernels.Epilogue(unpooled + (long)first0 * cols, cols, 0, count, cols, bias, residual, job.Columns, c0,
+            ConvKernels.Epilogue(unpooled + (long)first0 * cols, cols, 0, count, cols, bias, residual, job.ResidualStride, c0,
                 job.HasActivation, job.Activation, job.Alpha, job.Beta);
             PoolBlock(ref job, unpooled, n0, nb, pooledRow0, convRows, first0, first0 + count);
         }
@@ -492,16 +541,16 @@ internal static unsafe class ImplicitGemmConv
             int rows = Math.Min(Gemm.PanelRows, k1 - k);
             long channel = (long)g * job.Kg + k;
             float* bias = job.Bias == null ? null : job.Bias + channel;
-            float* residual = job.Residual == null ? null : job.Residual + channel * job.Columns + column;
+            float* residual = job.Residual == null ? null : job.Residual + channel * job.ResidualStride + column;
             float* y = yg + k * ld;
             PrefetchNextPanel(ref job, y, ld, residual, rows);
             if (rows == Gemm.PanelRows && width == Lanes)
             {
-                Gemm.MultiplyTileWithEpilogue(job.Kc, a, panel, y, (int)ld, bias, residual, job.Columns, kind);
+                Gemm.MultiplyTileWithEpilogue(job.Kc, a, panel, y, (int)ld, bias, residual, job.ResidualStride, kind);
                 continue;
             }
             Gemm.MultiplyPanel(rows, job.Kc, a, panel, y, (int)ld, width, tile);
-            ConvKernels.Epilogue(y, ld, 0, rows, width, bias, residual, job.Columns, 0, job.HasActivation, job.Activation, job.Alpha, job.Beta);
+            ConvKernels.Epilogue(y, ld, 0, rows, width, bias, residual, job.ResidualStride, 0, job.HasActivation, job.Activation, job.Alpha, job.Beta);
         }
     }
 
@@ -515,8 +564,8 @@ internal static unsafe class ImplicitGemmConv
             Sse.Prefetch0(y + i * ld + Lanes);
             Sse.Prefetch0(y + i * ld + Lanes + 16);
             if (residual == null) continue;
-            Sse.Prefetch0(residual + i * job.Columns + Lanes);
-            Sse.Prefetch0(residual + i * job.Columns + Lanes + 16);
+            Sse.Prefetch0(residual + i * job.ResidualStride + Lanes);
+            Sse.Prefetch0(residual + i * job.ResidualStride + Lanes + 16);
         }
     }
 
@@ -531,7 +580,7 @@ internal static unsafe class ImplicitGemmConv
     private static void MultiplyFirstTile(ref Job job, int g, int k0, int k1, long j0, Vector512<float>* masks, long* offsets,
         float* panel, float* yg, long ld, float* tile, int kind)
     {
-        long channel = job.P.N * job.InPlane;
+        long channel = job.XStride;
         float* xg = GroupInput(ref job, g, j0);
         long lowest = long.MaxValue, highest = long.MinValue;
         for (int t = 0; t < job.Taps; t++)
@@ -541,7 +590,7 @@ internal static unsafe class ImplicitGemmConv
         }
         // Whole-vector reads are taken where every row's 32 floats lie inside x (all but the panels at its two ends).
         long first = xg - job.X + lowest, last = xg - job.X + (long)(job.Cg - 1) * channel + highest + Lanes;
-        bool readWhole = first >= 0 && last <= job.P.C * channel;
+        bool readWhole = first >= 0 && last <= job.XLength;
         if (job.Prefetch)
         {
             // The next panel's lines of each channel, as FillPanel prefetches them.
@@ -555,18 +604,18 @@ internal static unsafe class ImplicitGemmConv
         float* a = job.W + g * job.PerGroup + (long)k0 * job.Kc;
         long channelIndex = (long)g * job.Kg + k0;
         float* bias = job.Bias == null || kind < 0 ? null : job.Bias + channelIndex;
-        float* residual = job.Residual == null || kind < 0 ? null : job.Residual + channelIndex * job.Columns + j0;
+        float* residual = job.Residual == null || kind < 0 ? null : job.Residual + channelIndex * job.ResidualStride + j0;
         float* y = yg + k0 * ld;
         PrefetchNextPanel(ref job, y, ld, residual, rows);
         if (rows == Gemm.PanelRows)
         {
             Gemm.MultiplyTileFilling(job.Cg, job.Taps, a, xg, channel, offsets, masks, readWhole, panel, y, (int)ld, bias, residual,
-                job.Columns, kind);
+                job.ResidualStride, kind);
             return;
         }
         Gemm.MultiplyTileFillingRows(rows, job.Cg, job.Taps, a, xg, channel, offsets, masks, readWhole, panel, y, (int)ld, tile);
         if (kind >= 0)
-            ConvKernels.Epilogue(y, ld, 0, rows, Lanes, bias, residual, job.Columns, 0, job.HasActivation, job.Activation, job.Alpha, job.Beta);
+            ConvKernels.Epilogue(y, ld, 0, rows, Lanes, bias, residual, job.ResidualStride, 0, job.HasActivation, job.Activation, job.Alpha, job.Beta);
     }
 
     /// <summary>
@@ -630,7 +679,7 @@ internal static unsafe class ImplicitGemmConv
                     }
                     long channel = (long)g * job.Kg + k;
                     float bias = job.Bias == null ? 0f : job.Bias[channel];
-                    float* res = job.Residual == null ? null : job.Residual + channel * job.Columns + epilogueColumn + r * Gemm.PanelRows;
+                    float* res = job.Residual == null ? null : job.Residual + channel * job.ResidualStride + epilogueColumn + r * Gemm.PanelRows;
                     switch (kind)
                     {
                         case 1: WriteBack<Relu>(yrow, trow, columns, job.Bias != null, bias, res); break;
@@ -768,7 +817,7 @@ internal static unsafe class ImplicitGemmConv
     /// Where group <paramref name="g"/>'s input channel 0 holds output column <paramref name="j0"/>'s own position (its
     /// channels lie a plane of the batch apart).
     /// </summary>
-    private static float* GroupInput(ref Job job, int g, long j0) => job.X + (long)g * job.Cg * job.P.N * job.InPlane + j0;
+    private static float* GroupInput(ref Job job, int g, long j0) => job.X + (long)g * job.Cg * job.XStride + j0;
 
     /// <summary>
     /// The B micro-panel of a group whose input starts at <paramref name="xg"/> (<see cref="GroupInput"/>) for the panel's
@@ -776,7 +825,7 @@ internal static unsafe class ImplicitGemmConv
     /// </summary>
     private static void FillPanel(ref Job job, float* xg, Vector512<float>* masks, long* offsets, float* panel)
     {
-        long channel = job.P.N * job.InPlane;
+        long channel = job.XStride;
         int taps = job.Taps;
         // Channel by channel all taps: the taps of one channel read the same few cache lines of x, and the panel is
         // written front to back.
@@ -808,7 +857,7 @@ internal static unsafe class ImplicitGemmConv
     /// </summary>
     private static void FillNarrowPanel(ref Job job, float* xg, int width, Vector512<float>* masks, long* offsets, float* a)
     {
-        long channel = job.P.N * job.InPlane;
+        long channel = job.XStride;
         int taps = job.Taps;
         float* second = width > Gemm.PanelRows ? a + (long)job.Kc * Gemm.PanelRows : null;
         long row = 0;
@@ -832,7 +881,7 @@ internal static unsafe class ImplicitGemmConv
     private static void FillRuns(ref Job job, float* xg, long j0, int width, float* panel)
     {
         int q = job.P.Q;
-        long channel = job.P.N * job.InPlane;
+        long channel = job.XStride;
         long sample = j0 / job.OutPlane, inPlane = j0 % job.OutPlane;
         int row = (int)(inPlane / q), col = (int)(inPlane % q);
         for (int lane = 0; lane < width;)
