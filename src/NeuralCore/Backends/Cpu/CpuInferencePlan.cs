@@ -48,9 +48,12 @@ public sealed unsafe class CpuInferencePlan
     // Below this many convolution multiply-adds per pass, the plan runs on the calling thread only.
     private const long InlineMacs = 1L << 22;
 
-    // Maps whose 1x1 steps form column chains: from a single mel sample's last maps (7 x 24 = 168 columns) up to where
-    // each thread's columns of a step no longer stay in its caches; each thread takes at least MinColumnsPerPart.
-    private const long MinChainColumns = 160, MaxChainColumns = 2048, MinColumnsPerPart = 64;
+    // Maps whose steps form column chains (ColumnChainStep): from a single mel sample's 7 x 24 maps (168 columns) to
+    // MNIST's 1 x 6 maps at batch 64 (384). On MNIST's at batch 128 and 256 (768 and 1536 columns) the chained pass was
+    // as fast as the unchained one when the two vCPUs shared a cache and 5-10 % slower when they did not (big model:
+    // 1.76-1.84 against 1.69-1.73 ms and 3.26-3.45 against 3.03-3.16 ms), so wider maps keep their steps apart. Each
+    // thread takes at least MinColumnsPerPart columns.
+    private const long MinChainColumns = 160, MaxChainColumns = 512, MinColumnsPerPart = 64;
 
     private CpuInferencePlan(Step[] steps, float[][] buffers, int[] bufferOf, int outputValue, int[] inputShape, int[] outputShape, string[] description)
     {
