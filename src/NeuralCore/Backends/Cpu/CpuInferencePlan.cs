@@ -736,9 +736,10 @@ public sealed unsafe class CpuInferencePlan
         }
 
         /// <summary>
-        /// Replaces each run of two or more consecutive convolutions on one map of <see cref="MinChainColumns"/> to
-        /// <see cref="MaxChainColumns"/> columns that <see cref="Chainable"/> admits by a <see cref="ColumnChainStep"/>. A value the run produces is internal
-        /// (kept per thread) when only the run's members read it, through no view, and it is not the output.
+        /// Replaces each run of two or more consecutive convolutions that <see cref="Chainable"/> admits, on one map of
+        /// <see cref="MinChainColumns"/> to <see cref="MaxChainColumns"/> columns, by a <see cref="ColumnChainStep"/>. A
+        /// value the run produces is internal (kept per thread) when only the run's members read it, through no view,
+        /// and it is not the output.
         /// </summary>
         private void FormChains(int outValue)
         {

@@ -230,7 +230,7 @@ internal static unsafe class ImplicitGemmConv
         public int RowsPerPart;
         public long PerGroup, PerGroupTransposed, Columns, InPlane, OutPlane;
         // Floats from one channel's row to the next in x, y and the residual (a plane of the batch, unless the caller
-        // holds them otherwise: see ForwardColumns), and how many floats x may be read from its start.
+        // holds them otherwise: see ForwardRange), and how many floats x may be read from its start.
         public long XStride, YStride, ResidualStride, XLength;
         // The output columns [First, End) that the blocks cover (all of them, but for ForwardRange).
         public long First, End;
