@@ -639,6 +639,100 @@ public sealed class CpuInferencePlanTests
     }
 
     /// <summary>
+    /// A single sample's stem block (CP-ResNet's first: stem with its pool, 3x3, then 1x1 with the stem's output as
+    /// residual and a 2 x 1 pool) runs in row bands, each thread on its own rows through the three steps: on the mel map
+    /// (31 x 24 after the stem) of the big and the pruned model, an odd height and width (33 x 17), three threads' bands
+    /// (10 + 10 + 11 rows), and batch 2 or a map too narrow for the Winograd path's bands, which keep their steps apart.
+    /// The bits are those of the plan without bands, on any number of threads.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 128, 100, 32, 2, 3)]
+    [InlineData(1, 128, 100, 19, 2, 3)]
+    [InlineData(1, 134, 70, 8, 2, 3)]
+    [InlineData(1, 128, 100, 19, 3, 3)]
+    [InlineData(2, 128, 100, 8, 2, 0)]
+    [InlineData(1, 128, 60, 8, 2, 0)]
+    public void StemBlocksAtBatchOneRunInRowBands(int batch, int h, int w, int channels, int threads, int members)
+    {
+        var g = new Generator(59);
+        var net = new StemBlockNet(channels, g);
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, 1, h, w], g);
+        int savedThreads = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = threads;
+            var (plan, expected) = CompileAndCompare(net, x);
+            if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the stem block ran im2col, which forms no row bands.");
+            Assert.Equal(members, plan.Description.Count(d => d.Contains("row bands", StringComparison.Ordinal)));
+            if (members > 0)
+            {
+                Assert.EndsWith("(direct, row bands)", plan.Description[0]);
+                Assert.EndsWith("(Winograd F(2x2, 3x3), row bands)", plan.Description[1]);
+                Assert.EndsWith("max pool 2x1/2x1 (implicit GEMM, row bands)", plan.Description[2]);
+            }
+            CpuInferencePlan.RowBandsEnabled = false;
+            CpuInferencePlan apart;
+            try
+            {
+                apart = CpuInferencePlan.Compile(net, x.ShapeArray());
+            }
+            finally
+            {
+                CpuInferencePlan.RowBandsEnabled = true;
+            }
+            Assert.DoesNotContain(apart.Description, d => d.Contains("row bands", StringComparison.Ordinal));
+            var bits = apart.Run(x).ToArray();
+            foreach (int t in new[] { 1, 2, 3 })
+            {
+                CpuThreading.Threads = t;
+                Assert.Equal(bits, plan.Run(x).ToArray());
+            }
+            AssertMatchesEager(expected, bits);
+            // The profile names every member once, in order, and times each.
+            var profile = plan.Profile(x.ToArray(), 3);
+            Assert.Equal(plan.Description, profile.Select(p => p.Step));
+            Assert.All(profile, p => Assert.True(p.Milliseconds >= 0, p.Step));
+        }
+        finally
+        {
+            CpuThreading.Threads = savedThreads;
+        }
+    }
+
+    /// <summary>
+    /// CP-ResNet's stem and first block: conv 5x5 / 2 + batch norm + Hardswish + 2 x 2 max pool, then a 3x3 and a 1x1
+    /// convolution with batch norms, the stem's output added, ReLU and a 2 x 1 max pool, then a 3x3 convolution that
+    /// reads the pooled map and a global average.
+    /// </summary>
+    private sealed class StemBlockNet : Module
+    {
+        private readonly Conv2d _stem, _a, _b, _c;
+        private readonly BatchNorm2d _bnStem, _bnA, _bnB;
+        private readonly MaxPool2d _pool = new(2, 2), _rowPool = new((2, 1), (2, 1));
+        private readonly AdaptiveAvgPool2d _average = new(1);
+
+        public StemBlockNet(int channels, Generator g)
+        {
+            _stem = RegisterModule("stem", new Conv2d(1, channels, 5, stride: 2, padding: 1, bias: false, generator: g));
+            _bnStem = RegisterModule("bnStem", new BatchNorm2d(channels));
+            _a = RegisterModule("a", new Conv2d(channels, channels, 3, padding: 1, bias: false, generator: g));
+            _bnA = RegisterModule("bnA", new BatchNorm2d(channels));
+            _b = RegisterModule("b", new Conv2d(channels, channels, 1, bias: false, generator: g));
+            _bnB = RegisterModule("bnB", new BatchNorm2d(channels));
+            _c = RegisterModule("c", new Conv2d(channels, 10, 3, padding: 1, bias: true, generator: g));
+        }
+
+        public override Tensor Forward(Tensor x)
+        {
+            var stem = _pool.Call(_bnStem.Call(_stem.Call(x)).Hardswish());
+            var a = _bnA.Call(_a.Call(stem)).Relu();
+            var b = _rowPool.Call(_bnB.Call(_b.Call(a)).Add(stem).Relu());
+            return _average.Call(_c.Call(b)).Flatten(1);
+        }
+    }
+
+    /// <summary>
     /// A 3x3 head, then five 1x1 convolutions (a shortcut on the head's output, a residual, Hardswish) and a 3x3
     /// convolution that reads the fourth one's output; both branches end in a global average and are added.
     /// </summary>

@@ -28,7 +28,7 @@ namespace NeuralCore.Backends.Cpu;
 /// time; use one plan per thread to run several.
 /// </para>
 /// </remarks>
-public sealed unsafe class CpuInferencePlan
+public sealed unsafe partial class CpuInferencePlan
 {
     private readonly Step[] _steps;
     private readonly float[][] _buffers;
@@ -67,7 +67,7 @@ public sealed unsafe class CpuInferencePlan
         InputShape = inputShape;
         OutputShape = outputShape;
         Description = description;
-        _macs = steps.OfType<ConvStep>().Sum(s => (long)s.P.N * s.P.K * s.P.P * s.P.Q * (s.P.C / s.P.Groups) * s.P.R * s.P.S);
+        _macs = steps.SelectMany(s => s is MemberRunStep run ? run.Members : new[] { s }).OfType<ConvStep>().Sum(s => (long)s.P.N * s.P.K * s.P.P * s.P.Q * (s.P.C / s.P.Groups) * s.P.R * s.P.S);
     }
 
     private static (int N, int C, int Inner) Layout(int[] shape) => shape.Length switch
@@ -228,10 +228,10 @@ public sealed unsafe class CpuInferencePlan
         int line = 0;
         foreach (var step in _steps)
         {
-            if (step is ColumnChainStep chain)
+            if (step is MemberRunStep run)
             {
-                chain.Run(values, stepTimes.Slice(line, chain.Members.Length));
-                line += chain.Members.Length;
+                run.Run(values, stepTimes.Slice(line, run.Members.Length));
+                line += run.Members.Length;
                 continue;
             }
             long start = Stopwatch.GetTimestamp();
@@ -370,15 +370,16 @@ public sealed unsafe class CpuInferencePlan
             ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);
         }
 
-        // Run by a ColumnChainStep, with each thread on its own columns.
-        public bool Chained;
+        // Run by a ColumnChainStep, with each thread on its own columns; by a RowBandStep, on its own rows.
+        public bool Chained, Banded;
 
         public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + PoolLabel + Implicit switch
         {
             not null when Chained => " (implicit GEMM, column chain)",
+            not null when Banded => " (implicit GEMM, row bands)",
             null when Narrow is not null => Narrow.Taps < P.R * P.S ? $" (narrow map, {Narrow.Taps} of {P.R * P.S} taps)" : " (narrow map)",
-            null when Direct is not null => " (direct)",
-            null when Winograd is not null => $" (Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3))",
+            null when Direct is not null => Banded ? " (direct, row bands)" : " (direct)",
+            null when Winograd is not null => $" (Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3){(Banded ? ", row bands" : "")})",
             null => "",
             { Taps: var taps } when taps < P.R * P.S => $" (implicit GEMM, {taps} of {P.R * P.S} taps)",
             _ => " (implicit GEMM)",
@@ -400,9 +401,8 @@ public sealed unsafe class CpuInferencePlan
     /// results do not change with the thread count. At mel batch 1 the big model's pass went 0.334 -> 0.322 ms and
     /// 0.48 -> 0.41 ms (the two states of the host), the pruned model's 0.151 -> 0.141 ms and 0.248 -> 0.203 ms.
     /// </remarks>
-    private sealed class ColumnChainStep : Step
+    private sealed class ColumnChainStep : MemberRunStep
     {
-        public ConvStep[] Members = [];
         // Per member, what RunPart needs, in pinned memory (the weights' and biases' arrays are on the pinned heap).
         private Member[] _members = [];
         public long Columns;
@@ -450,9 +450,7 @@ public sealed unsafe class CpuInferencePlan
             }
         }
 
-        public override void Run(float** values) => Run(values, []);
-
-        public void Run(float** values, Span<double> memberTimes)
+        public override void Run(float** values, Span<double> memberTimes)
         {
             var times = stackalloc double[memberTimes.Length];
             fixed (Member* members = _members)
@@ -633,7 +631,7 @@ public sealed unsafe class CpuInferencePlan
 
     // ---- compiler ---------------------------------------------------------------------------------
 
-    private sealed class Compiler(Tensor input, Tensor output)
+    private sealed partial class Compiler(Tensor input, Tensor output)
     {
         // Value numbers of tensors; views and fused results share their source's number.
         private readonly Dictionary<Tensor, int> _valueOf = new(ReferenceEqualityComparer.Instance);
@@ -659,12 +657,13 @@ public sealed unsafe class CpuInferencePlan
                 throw new NotSupportedException("CpuInferencePlan: the model's output does not depend on its input.");
             foreach (var conv in _steps.OfType<ConvStep>()) conv.Prepare(narrow: NarrowMapConv.Enabled && !HasViews(conv.Out));
             outValue = AssignLayouts(outValue);
+            FormRowBands(outValue);
             FormChains(outValue);
 
             // One buffer per root value that a step reads or writes, except the input, which the caller's memory holds;
             // values that fusion left behind (a pooled convolution's unpooled output) get none.
             var used = new HashSet<int> { 0, _root[outValue] };
-            foreach (var step in _steps.SelectMany(s => s is ColumnChainStep chain ? chain.Members : new Step[] { s }))
+            foreach (var step in _steps.SelectMany(s => s is MemberRunStep run ? run.Members : new Step[] { s }))
             {
                 used.Add(_root[step.In]);
                 used.Add(_root[step.Out]);
@@ -679,10 +678,11 @@ public sealed unsafe class CpuInferencePlan
                 if (v == 0) { bufferOf[v] = -1; continue; }
                 if (!used.Contains(v)) { bufferOf[v] = Unused; continue; }
                 bufferOf[v] = buffers.Count;
-                buffers.Add(GC.AllocateArray<float>(Math.Max(1, Tensor.Numel(_shapes[v])), pinned: true));
+                long length = _bandedLength.TryGetValue(v, out long banded) ? banded : Tensor.Numel(_shapes[v]);
+                buffers.Add(GC.AllocateArray<float>((int)Math.Max(1, length), pinned: true));
             }
             for (int v = 0; v < _root.Count; v++) bufferOf[v] = bufferOf[_root[v]];
-            var description = _steps.SelectMany(s => s is ColumnChainStep chain ? chain.Members.Select(m => m.ToString()) : [s.ToString()!]).ToArray();
+            var description = _steps.SelectMany(s => s is MemberRunStep run ? run.Members.Select(m => m.ToString()) : [s.ToString()!]).ToArray();
             return new CpuInferencePlan(_steps.ToArray(), buffers.ToArray(), bufferOf, outValue, input.ShapeArray(), output.ShapeArray(), description);
         }
 
@@ -743,18 +743,7 @@ public sealed unsafe class CpuInferencePlan
         /// </summary>
         private void FormChains(int outValue)
         {
-            var readers = new Dictionary<int, List<Step>>();
-            void Read(int value, Step step)
-            {
-                if (!readers.TryGetValue(_root[value], out var list)) readers[_root[value]] = list = [];
-                list.Add(step);
-            }
-            foreach (var step in _steps)
-            {
-                Read(step.In, step);
-                if (step is ConvStep { Residual: >= 0 } withResidual) Read(withResidual.Residual, step);
-                if (step is AddStep add) Read(add.Other, step);
-            }
+            var readers = Readers();
             var steps = new List<Step>();
             for (int i = 0; i < _steps.Count;)
             {

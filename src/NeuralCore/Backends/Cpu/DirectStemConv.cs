@@ -69,6 +69,68 @@ internal static unsafe class DirectStemConv
     internal static void Forward(float* x, float* y, in Conv2dParams p, bool hasBias, bool hasActivation, UnaryOp activation,
         Pool2dParams? pool, float* packed)
     {
+        var job = NewJob(x, y, p, hasBias, hasActivation, activation, pool, packed, stackalloc int[p.R * p.S]);
+        long macs = (long)p.N * p.K * job.Rows * job.Columns * p.R * p.S;
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
+        if (job.Pooled && p.N >= Lanes && job.Columns % Lanes != 0)
+        {
+            // Pooled rows that leave lanes idle (MNIST's 12 columns in 16 lanes), and samples enough to fill them.
+            job.Chunks = (p.N + Lanes - 1) / Lanes;
+            job.PaddedRows = 2 * (job.Rows - 1) + p.R;
+            job.PaddedColumns = 2 * (job.Columns - 1) + p.S;
+            for (int t = 0; t < p.R * p.S; t++) job.TapOffsets[t] = t / p.S * job.PaddedColumns + t % p.S;
+            job.Items = job.Chunks * job.Groups;
+            job.Parts = Math.Min(parts, job.Items);
+            if (job.Parts == 1) RunChunks(ref job, 0, job.Items);
+            else CpuThreading.ForParts(job.Parts, &RunChunkPart, &job);
+            return;
+        }
+        // Fewer samples than two per part: each sample's rows are cut into bands, so that every part gets whole bands
+        // with all their channel groups (a last group of 3 channels is cheaper than one of 8, so groups alone balance badly).
+        int pairs = (job.Rows + 1) / 2;
+        job.Bands = parts == 1 || p.N >= 2 * parts ? 1 : Math.Min(pairs, (2 * parts + p.N - 1) / p.N);
+        job.PairsPerBand = (pairs + job.Bands - 1) / job.Bands;
+        job.Bands = (pairs + job.PairsPerBand - 1) / job.PairsPerBand;
+        job.Items = p.N * job.Bands * job.Groups;
+        job.Parts = Math.Min(parts, job.Items);
+        if (job.Parts == 1) RunItems(ref job, 0, job.Items);
+        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+    }
+
+    /// <summary>
+    /// Rows [<paramref name="first"/>, <paramref name="end"/>) of <see cref="Forward"/>'s output for one sample
+    /// (<paramref name="p"/>.N must be 1), every channel, on the calling thread: row <paramref name="first"/> at
+    /// <paramref name="y"/>, each row after it the output's width further on, and the channels
+    /// <paramref name="channelStride"/> floats apart. With a pool the rows are pooled rows. The inference plan's row bands
+    /// write each thread's rows (and the row either side of them) into a block of its own this way.
+    /// </summary>
+    internal static void ForwardRows(float* x, float* y, long channelStride, in Conv2dParams p, bool hasBias, bool hasActivation,
+        UnaryOp activation, Pool2dParams? pool, float* packed, int first, int end)
+    {
+        if (p.N != 1) throw new ArgumentException("DirectStemConv.ForwardRows takes one sample.", nameof(p));
+        var job = NewJob(x, y, p, hasBias, hasActivation, activation, pool, packed, stackalloc int[p.R * p.S]);
+        if (first < 0 || end > job.OutRows || first >= end)
+            throw new ArgumentOutOfRangeException(nameof(first), $"DirectStemConv.ForwardRows: rows [{first}, {end}) of {job.OutRows}.");
+        job.ChannelStride = channelStride;
+        job.Y = y - (long)first * job.OutColumns;
+        if (!job.Pooled && (first % 2 != 0 || (end % 2 != 0 && end != job.OutRows)))
+            throw new ArgumentException("DirectStemConv.ForwardRows: without a pool the rows come in pairs; start and end on even rows.", nameof(first));
+        // Pooled, pair i is pooled row i; unpooled, rows 2 i and 2 i + 1.
+        int pair0 = job.Pooled ? first : first / 2, pair1 = job.Pooled ? end : (end + 1) / 2;
+        int paddedRows = 2 * (pair1 * 2 - 1) + p.R;
+        float* split = ConvScratch.Current.Get(ConvScratch.Slot.Columns, (long)paddedRows * 2 * job.HalfRow);
+        SplitRows(ref job, x, split, 4 * pair0, 4 * (pair1 - 1) + 2 + p.R);
+        for (int group = 0; group < job.Groups; group++)
+        {
+            if (job.Pooled) RowPairs<WithPool>(ref job, split, 0, group, pair0, pair1);
+            else RowPairs<WithoutPool>(ref job, split, 0, group, pair0, pair1);
+        }
+    }
+
+    /// <summary>A call's job: geometry, weights and tap offsets (into <paramref name="offsets"/>, R x S of them).</summary>
+    private static Job NewJob(float* x, float* y, in Conv2dParams p, bool hasBias, bool hasActivation, UnaryOp activation,
+        Pool2dParams? pool, float* packed, Span<int> offsets)
+    {
         var job = new Job
         {
             P = p, X = x, Y = y, Pooled = pool is not null, HasBias = hasBias,
@@ -93,36 +155,12 @@ internal static unsafe class DirectStemConv
         int taps = p.R * p.S;
         job.W = packed;
         job.Bias = packed + (long)job.Groups * taps * Group;
-        int* offsets = stackalloc int[taps];
         for (int r = 0; r < p.R; r++)
             for (int c = 0; c < p.S; c++)
                 offsets[r * p.S + c] = r * 2 * job.HalfRow + ((c & 1) == 0 ? 0 : job.HalfRow) + c / 2;
-        job.TapOffsets = offsets;
-        long macs = (long)p.N * p.K * job.Rows * job.Columns * taps;
-        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
-        if (job.Pooled && p.N >= Lanes && job.Columns % Lanes != 0)
-        {
-            // Pooled rows that leave lanes idle (MNIST's 12 columns in 16 lanes), and samples enough to fill them.
-            job.Chunks = (p.N + Lanes - 1) / Lanes;
-            job.PaddedRows = 2 * (job.Rows - 1) + p.R;
-            job.PaddedColumns = 2 * (job.Columns - 1) + p.S;
-            for (int t = 0; t < taps; t++) offsets[t] = t / p.S * job.PaddedColumns + t % p.S;
-            job.Items = job.Chunks * job.Groups;
-            job.Parts = Math.Min(parts, job.Items);
-            if (job.Parts == 1) RunChunks(ref job, 0, job.Items);
-            else CpuThreading.ForParts(job.Parts, &RunChunkPart, &job);
-            return;
-        }
-        // Fewer samples than two per part: each sample's rows are cut into bands, so that every part gets whole bands
-        // with all their channel groups (a last group of 3 channels is cheaper than one of 8, so groups alone balance badly).
-        int pairs = (job.Rows + 1) / 2;
-        job.Bands = parts == 1 || p.N >= 2 * parts ? 1 : Math.Min(pairs, (2 * parts + p.N - 1) / p.N);
-        job.PairsPerBand = (pairs + job.Bands - 1) / job.Bands;
-        job.Bands = (pairs + job.PairsPerBand - 1) / job.PairsPerBand;
-        job.Items = p.N * job.Bands * job.Groups;
-        job.Parts = Math.Min(parts, job.Items);
-        if (job.Parts == 1) RunItems(ref job, 0, job.Items);
-        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+        // SAFETY: offsets is the caller's stack memory, which outlives the job.
+        job.TapOffsets = (int*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(offsets));
+        return job;
     }
 
     /// <summary>Weights and bias packed once for <see cref="Forward"/> (inference plans), in pinned memory.</summary>

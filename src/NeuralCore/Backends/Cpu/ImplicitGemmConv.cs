@@ -242,6 +242,8 @@ internal static unsafe class ImplicitGemmConv
         public bool Pooled;
         public FusedPool Pool;
         public int SamplesPerBlock, Bands, BandRows;
+        // Floats between the pooled y's channels (N pooled planes, unless the caller holds them otherwise: ForwardBand).
+        public long PooledStride;
         public bool HasActivation;
         public UnaryOp Activation;
         public float Alpha, Beta;
@@ -327,6 +329,44 @@ internal static unsafe class ImplicitGemmConv
         RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
     }
 
+    /// <summary>
+    /// <see cref="Forward"/> of a 1x1 convolution of stride 1 for one band of rows of one sample (<paramref name="p"/>.N 1,
+    /// H the band's rows), on the calling thread, followed by <paramref name="pool"/> when given (its
+    /// <see cref="Pool2dParams.H"/> and <see cref="Pool2dParams.P"/> the band's): the channels of x, the residual and y
+    /// (or the pooled y) <paramref name="xStride"/>, <paramref name="residualStride"/> and <paramref name="yStride"/>
+    /// floats apart, and x readable for <paramref name="xLength"/> floats from its start. The inference plan's row bands
+    /// run a thread's rows this way; every value is the one <see cref="Forward"/> computes on the whole map.
+    /// </summary>
+    internal static void ForwardBand(float* x, long xStride, long xLength, in Packing weights, float* bias, float* y, long yStride,
+        float* residual, long residualStride, in Conv2dParams p, bool hasActivation, UnaryOp activation, float alpha, float beta,
+        FusedPool? pool)
+    {
+        if (p.N != 1 || p.R != 1 || p.S != 1 || !IsSame(p))
+            throw new ArgumentException("ImplicitGemmConv.ForwardBand takes a 1x1 convolution of stride 1 on one sample.", nameof(p));
+        var job = NewJob(x, weights, bias, y, p, residual, hasActivation, activation, alpha, beta);
+        job.XStride = xStride;
+        job.XLength = xLength;
+        job.ResidualStride = residualStride;
+        if (pool is { } fused)
+        {
+            PlanPooledBlocks(ref job, fused, parts: 1);
+            job.PooledStride = yStride;
+        }
+        else
+        {
+            job.YStride = yStride;
+            job.BlockColumns = (int)Math.Clamp((job.Columns + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
+            job.Blocks = (int)((job.Columns + job.BlockColumns - 1) / job.BlockColumns);
+        }
+        job.Parts = 1;
+        // SAFETY: as in Forward; the caller's rows hold what the strides give.
+        job.W = weights.Packed;
+        job.Transposed = weights.Transposed;
+        job.OffH = weights.TapOffsetH;
+        job.OffW = weights.TapOffsetW;
+        RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
+    }
+
     /// <summary>A call's job before its blocks and parts are chosen: x, y and the residual channel-major, as <see cref="Forward"/> takes them.</summary>
     private static Job NewJob(float* x, in Packing weights, float* bias, float* y, in Conv2dParams p, float* residual,
         bool hasActivation, UnaryOp activation, float alpha, float beta)
@@ -366,6 +406,7 @@ internal static unsafe class ImplicitGemmConv
         job.Pooled = true;
         job.Pool = fused;
         Pool2dParams pp = fused.Params;
+        job.PooledStride = (long)job.P.N * pp.P * pp.Q;
         int target = MaxBlockColumns;
         int samples = (int)Math.Max(1, target / job.OutPlane);
         samples = Math.Max(1, Math.Min(samples, (job.P.N + 2 * parts - 1) / (2 * parts)));
@@ -747,9 +788,9 @@ internal static unsafe class ImplicitGemmConv
         long pooledPlane = (long)full.P * full.Q;
         Pool2dParams part = convRows == full.H ? full : full with { H = convRows };
         long planeIn = (long)convRows * job.P.Q;
-        // Channel k's nb planes go to y[k, n0 .. n0 + nb): runs of nb planes, N pooled planes apart.
-        PoolKernels.MaxPlanes(unpooled + k0 * nb * planeIn, job.Y + ((long)k0 * job.P.N + n0) * pooledPlane + (long)pooledRow0 * full.Q,
-            (k1 - k0) * nb, part, nb, job.P.N * pooledPlane);
+        // Channel k's nb planes go to y[k, n0 .. n0 + nb): runs of nb planes, PooledStride apart (N pooled planes).
+        PoolKernels.MaxPlanes(unpooled + k0 * nb * planeIn, job.Y + k0 * job.PooledStride + n0 * pooledPlane + (long)pooledRow0 * full.Q,
+            (k1 - k0) * nb, part, nb, job.PooledStride);
     }
 
     /// <summary>Row and column within its plane of each of the panel's output columns; lanes past the end get a row no tap reaches.</summary>

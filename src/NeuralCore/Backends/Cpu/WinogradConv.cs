@@ -166,6 +166,22 @@ internal static unsafe class WinogradConv
 
         /// <summary>The packed matrices, point after point (the array is pinned).</summary>
         internal float* Packed => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
+
+        /// <summary>What the kernel reads, as pointers and sizes (the array is pinned).</summary>
+        internal Packing View() => new(Packed, PerPoint, Tile);
+    }
+
+    /// <summary>Transformed weights as the kernel reads them: <see cref="Weights"/> without the managed object.</summary>
+    internal readonly struct Packing(float* packed, long perPoint, int tile)
+    {
+        /// <summary>The packed matrices, point after point.</summary>
+        internal readonly float* Packed = packed;
+
+        /// <summary>Floats per point in <see cref="Packed"/>.</summary>
+        internal readonly long PerPoint = perPoint;
+
+        /// <summary>The output tile's side.</summary>
+        internal readonly int Tile = tile;
     }
 
     /// <summary>One call's arguments; each part works on its own copy (the caller's frame is written while parts read).</summary>
@@ -181,7 +197,10 @@ internal static unsafe class WinogradConv
         public bool SampleLanes;
         public int N, TilesPerPlane;
         public UnaryOp Activation;
-        public long PerPoint, Plane, Channel, Tiles, PooledChannel;
+        // Floats between channels: of x, of y and the residual, of a pooled y.
+        public long PerPoint, Plane, XChannel, Channel, Tiles, PooledChannel;
+        // Rows -1 and H of x are in memory (a row band's halo rows, ForwardBand) instead of padding.
+        public bool Halo;
         public int BlockTiles, Blocks, Parts;
         // Floats per row of V: a block's tiles and one run more, so a run's 16 lanes stay inside the row and are
         // stored whole (lanes past the run hold values the next run overwrites, or padding).
@@ -199,6 +218,38 @@ internal static unsafe class WinogradConv
     /// </summary>
     internal static void Forward(float* x, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind, bool pooled = false)
     {
+        var job = NewJob(x, weights.View(), bias, y, p, residual, kind, pooled);
+        long macs = job.Tiles * job.Points * p.K * p.C;
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
+        PlanBlocks(ref job, parts);
+        if (job.Parts == 1) RunBlocks(in job, 0, job.Blocks);
+        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+    }
+
+    /// <summary>
+    /// <see cref="Forward"/> without a pool for one band of rows of one sample (<paramref name="p"/>.N 1, H the band's
+    /// rows), on the calling thread, with the tiles in the lanes and 2 x 2 tiles: x's channels <paramref name="xChannel"/>
+    /// floats apart, y's and the residual's <paramref name="yChannel"/>, and x's rows -1 and H read from memory (the
+    /// band's halo rows: the neighbouring bands' edge rows, or zeros at the map's edges) instead of as padding. With the
+    /// band starting on an even row of the map, every tile and every sum is the one <see cref="Forward"/> computes on
+    /// the whole map.
+    /// </summary>
+    internal static void ForwardBand(float* x, long xChannel, in Packing weights, float* bias, float* y, long yChannel, in Conv2dParams p,
+        float* residual, int kind)
+    {
+        if (p.N != 1 || weights.Tile != 2 || (p.W + 1) / 2 < MinTilesWide)
+            throw new ArgumentException("WinogradConv.ForwardBand takes one sample with 2 x 2 tiles in the lanes (maps 15 columns wide or more).", nameof(p));
+        var job = NewJob(x, weights, bias, y, p, residual, kind, pooled: false);
+        job.XChannel = xChannel;
+        job.Channel = yChannel;
+        job.Halo = true;
+        PlanBlocks(ref job, parts: 1);
+        RunBlocks(in job, 0, job.Blocks);
+    }
+
+    /// <summary>A call's job before its blocks are planned (x, y and the residual channel-major, as <see cref="Forward"/> takes them).</summary>
+    private static Job NewJob(float* x, in Packing weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind, bool pooled)
+    {
         int tile = weights.Tile;
         var job = new Job
         {
@@ -215,13 +266,17 @@ internal static unsafe class WinogradConv
             throw new ArgumentException("WinogradConv: these weights were transformed for F(3x3, 3x3) without a pool; with the tiles in the lanes a fused pool needs F(2x2, 3x3) (Weights with pooled: true).", nameof(weights));
         // The samples path runs its epilogue through ConvKernels.Epilogue, which takes the op (unused when Kind is 0).
         job.Activation = kind == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
-        job.Channel = p.N * job.Plane;
+        job.Channel = job.XChannel = p.N * job.Plane;
         job.PooledChannel = (long)p.N * (p.H / 2) * p.W;
         job.Tiles = (long)p.N * job.TilesH * job.TilesW;
-        long macs = job.Tiles * job.Points * p.K * p.C;
-        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
+        return job;
+    }
+
+    /// <summary>Blocks and parts for <paramref name="parts"/> threads, and V's point stride.</summary>
+    private static void PlanBlocks(ref Job job, int parts)
+    {
         // Blocks of whole panels that fit BlockBytes, as many per part as the tiles need and evenly sized.
-        int maxBlock = Math.Max(Lanes, BlockBytes / (sizeof(float) * job.Points * (p.C + job.KPadded)) / Lanes * Lanes);
+        int maxBlock = Math.Max(Lanes, BlockBytes / (sizeof(float) * job.Points * (job.C + job.KPadded)) / Lanes * Lanes);
         long blocks = parts * Math.Max(1, (job.Tiles + (long)parts * maxBlock - 1) / ((long)parts * maxBlock));
         job.BlockTiles = (int)((job.Tiles + blocks - 1) / blocks + Lanes - 1) / Lanes * Lanes;
         job.Blocks = (int)((job.Tiles + job.BlockTiles - 1) / job.BlockTiles);
@@ -229,17 +284,15 @@ internal static unsafe class WinogradConv
         if (job.SampleLanes)
         {
             job.BlockTiles = job.TilesPerPlane * SampleGroup;
-            job.Blocks = (p.N + SampleGroup - 1) / SampleGroup;
+            job.Blocks = (job.N + SampleGroup - 1) / SampleGroup;
             job.Ld = job.BlockTiles;
         }
         job.Parts = Math.Min(parts, job.Blocks);
         // An odd number of cache lines from one point's V to the next, so that the points' rows a transform writes together
         // (and the micro-kernel reads) spread over the L1's sets: the pruned model's 19 channels at 80 floats a row made
         // 95 + 1 lines, a multiple of 32, and put all 25 points of F(3x3, 3x3) in two sets.
-        long lines = (long)p.C * job.Ld / 16 + 1;
+        long lines = (long)job.C * job.Ld / 16 + 1;
         job.VStride = (lines | 1) * 16;
-        if (job.Parts == 1) RunBlocks(in job, 0, job.Blocks);
-        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
     }
 
     private static void RunPart(void* state, int part)
@@ -323,7 +376,7 @@ internal static unsafe class WinogradConv
             if (samples < SampleGroup) new Span<float>(staging, plane * Lanes).Clear();
             for (int c = 0; c < job.C; c++)
             {
-                Gemm.Transpose(job.X + c * job.Channel + (long)n0 * plane, plane, staging, Lanes, samples, plane);
+                Gemm.Transpose(job.X + c * job.XChannel + (long)n0 * plane, plane, staging, Lanes, samples, plane);
                 float* dst = v + (long)c * job.Ld;
                 for (int t = 0; t < tiles; t++, dst += Lanes)
                 {
@@ -570,11 +623,13 @@ internal static unsafe class WinogradConv
             var b0 = Vector512.LessThan((column + Vector512.Create(2)).AsUInt32(), width).AsSingle();
             var b1 = Vector512.LessThan((column + Vector512.Create(18)).AsUInt32(), width).AsSingle();
             int row0 = 2 * th - 1;
-            // Rows 2 th - 1 and, at the bottom of a map of odd height, 2 th + 1 and 2 th + 2 may be off the map (zeros).
-            bool has0 = row0 >= 0, has2 = row0 + 2 < job.H, has3 = row0 + 3 < job.H;
+            // Rows 2 th - 1 and, at the bottom of a map of odd height, 2 th + 1 and 2 th + 2 may be off the map (zeros);
+            // a band's rows -1 and H are its halo rows, in memory.
+            int top = job.Halo ? -1 : 0, bottom = job.Halo ? job.H + 1 : job.H;
+            bool has0 = row0 >= top, has2 = row0 + 2 < bottom, has3 = row0 + 3 < bottom;
             float* src = job.X + n * job.Plane + (long)row0 * job.W + 2 * tw - 1;
             float* dst = v + lane;
-            for (int c = 0; c < job.C; c++, src += job.Channel, dst += ld)
+            for (int c = 0; c < job.C; c++, src += job.XChannel, dst += ld)
             {
                 // Row i of the patch, transformed along the row: d B.
                 Vector512<float> r00 = default, r01 = default, r02 = default, r03 = default;
@@ -620,9 +675,9 @@ internal static unsafe class WinogradConv
             bool has0 = row0 >= 0, has2 = row0 + 2 < job.H, has3 = row0 + 3 < job.H, has4 = row0 + 4 < job.H;
             float* s0 = has0 ? src : ZeroRow, s1 = src + job.W, s2 = has2 ? src + 2 * job.W : ZeroRow;
             float* s3 = has3 ? src + 3 * job.W : ZeroRow, s4 = has4 ? src + 4 * job.W : ZeroRow;
-            long c0 = has0 ? job.Channel : 0, c2 = has2 ? job.Channel : 0, c3 = has3 ? job.Channel : 0, c4 = has4 ? job.Channel : 0;
+            long c0 = has0 ? job.XChannel : 0, c2 = has2 ? job.XChannel : 0, c3 = has3 ? job.XChannel : 0, c4 = has4 ? job.XChannel : 0;
             float* dst = v + lane;
-            for (int c = 0; c < job.C; c++, s0 += c0, s1 += job.Channel, s2 += c2, s3 += c3, s4 += c4, dst += job.Ld)
+            for (int c = 0; c < job.C; c++, s0 += c0, s1 += job.XChannel, s2 += c2, s3 += c3, s4 += c4, dst += job.Ld)
             {
                 // The next tile row's three new input rows of this channel (channels' rows lie a plane of the batch apart:
                 // too many streams for the hardware prefetcher).
