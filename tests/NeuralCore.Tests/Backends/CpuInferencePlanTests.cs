@@ -640,22 +640,24 @@ public sealed class CpuInferencePlanTests
 
     /// <summary>
     /// A single sample's stem block (CP-ResNet's first: stem with its pool, 3x3, then 1x1 with the stem's output as
-    /// residual and a 2 x 1 pool) runs in row bands, each thread on its own rows through the three steps: on the mel map
-    /// (31 x 24 after the stem) of the big and the pruned model, an odd height and width (33 x 17), three threads' bands
-    /// (10 + 10 + 11 rows), and batch 2 or a map too narrow for the Winograd path's bands, which keep their steps apart.
-    /// The bits are those of the plan without bands, on any number of threads.
+    /// residual and a 2 x 1 pool) runs in row bands, each thread on its own rows through the three steps, and so does the
+    /// block after it (3x3, then 3x3 with the block's input as residual and a 2 x 1 pool) where it follows: on the mel
+    /// map (31 x 24 after the stem, 15 x 24 pooled) of the big and the pruned model, an odd height and width (33 x 17),
+    /// three threads' bands (12 + 8 + 11 rows, pooled 6 + 4 + 5), and batch 2 or a map too narrow for the Winograd path's
+    /// bands, which keep their steps apart. The bits are those of the plan without bands, on any number of threads.
     /// </summary>
     [Theory]
-    [InlineData(1, 128, 100, 32, 2, 3)]
-    [InlineData(1, 128, 100, 19, 2, 3)]
-    [InlineData(1, 134, 70, 8, 2, 3)]
-    [InlineData(1, 128, 100, 19, 3, 3)]
-    [InlineData(2, 128, 100, 8, 2, 0)]
-    [InlineData(1, 128, 60, 8, 2, 0)]
-    public void StemBlocksAtBatchOneRunInRowBands(int batch, int h, int w, int channels, int threads, int members)
+    [InlineData(1, 128, 100, 32, 2, true, 5)]
+    [InlineData(1, 128, 100, 19, 2, false, 3)]
+    [InlineData(1, 128, 100, 19, 2, true, 5)]
+    [InlineData(1, 134, 70, 8, 2, true, 5)]
+    [InlineData(1, 128, 100, 19, 3, true, 5)]
+    [InlineData(2, 128, 100, 8, 2, true, 0)]
+    [InlineData(1, 128, 60, 8, 2, true, 0)]
+    public void StemBlocksAtBatchOneRunInRowBands(int batch, int h, int w, int channels, int threads, bool secondBlock, int members)
     {
         var g = new Generator(59);
-        var net = new StemBlockNet(channels, g);
+        var net = new StemBlockNet(channels, secondBlock, g);
         RandomizeStatistics(net, g);
         var x = Tensor.Randn([batch, 1, h, w], g);
         int savedThreads = CpuThreading.Threads;
@@ -670,6 +672,11 @@ public sealed class CpuInferencePlanTests
                 Assert.EndsWith("(direct, row bands)", plan.Description[0]);
                 Assert.EndsWith("(Winograd F(2x2, 3x3), row bands)", plan.Description[1]);
                 Assert.EndsWith("max pool 2x1/2x1 (implicit GEMM, row bands)", plan.Description[2]);
+            }
+            if (members == 5)
+            {
+                Assert.EndsWith("3x3 + bn + relu (implicit GEMM, row bands)", plan.Description[3]);
+                Assert.EndsWith("residual + relu + max pool 2x1/2x1 (Winograd F(2x2, 3x3), row bands)", plan.Description[4]);
             }
             CpuInferencePlan.RowBandsEnabled = false;
             CpuInferencePlan apart;
@@ -702,18 +709,21 @@ public sealed class CpuInferencePlanTests
 
     /// <summary>
     /// CP-ResNet's stem and first block: conv 5x5 / 2 + batch norm + Hardswish + 2 x 2 max pool, then a 3x3 and a 1x1
-    /// convolution with batch norms, the stem's output added, ReLU and a 2 x 1 max pool, then a 3x3 convolution that
-    /// reads the pooled map and a global average.
+    /// convolution with batch norms, the stem's output added, ReLU and a 2 x 1 max pool; with <c>secondBlock</c> its
+    /// second block, two 3x3 convolutions with batch norms, the block's input added, ReLU and a 2 x 1 max pool; then a
+    /// 3x3 convolution and a global average.
     /// </summary>
     private sealed class StemBlockNet : Module
     {
         private readonly Conv2d _stem, _a, _b, _c;
         private readonly BatchNorm2d _bnStem, _bnA, _bnB;
+        private readonly ResidualBlock? _second;
         private readonly MaxPool2d _pool = new(2, 2), _rowPool = new((2, 1), (2, 1));
         private readonly AdaptiveAvgPool2d _average = new(1);
 
-        public StemBlockNet(int channels, Generator g)
+        public StemBlockNet(int channels, bool secondBlock, Generator g)
         {
+            if (secondBlock) _second = RegisterModule("second", new ResidualBlock(channels, channels, g));
             _stem = RegisterModule("stem", new Conv2d(1, channels, 5, stride: 2, padding: 1, bias: false, generator: g));
             _bnStem = RegisterModule("bnStem", new BatchNorm2d(channels));
             _a = RegisterModule("a", new Conv2d(channels, channels, 3, padding: 1, bias: false, generator: g));
@@ -728,6 +738,7 @@ public sealed class CpuInferencePlanTests
             var stem = _pool.Call(_bnStem.Call(_stem.Call(x)).Hardswish());
             var a = _bnA.Call(_a.Call(stem)).Relu();
             var b = _rowPool.Call(_bnB.Call(_b.Call(a)).Add(stem).Relu());
+            if (_second is not null) b = _rowPool.Call(_second.Call(b));
             return _average.Call(_c.Call(b)).Flatten(1);
         }
     }

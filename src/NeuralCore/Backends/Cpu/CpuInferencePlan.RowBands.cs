@@ -31,17 +31,27 @@ public sealed unsafe partial class CpuInferencePlan
         public long ChannelStride;
 
         /// <summary>
-        /// <paramref name="bands"/> bands of <paramref name="rows"/> rows, each starting on an even row (so that 2 x 2
-        /// Winograd tiles and 2 x 1 pooling windows never straddle two bands) and at least two rows high; null if the map
-        /// is too short for that.
+        /// <paramref name="bands"/> bands of <paramref name="rows"/> rows of <paramref name="width"/> columns, each
+        /// starting on a row that is a multiple of 4 (so that 2 x 2 Winograd tiles and 2 x 1 pooling windows never straddle
+        /// two bands, on this map or on its 2 x 1 pooled one: <see cref="Halved"/>) and at least two rows high; null if the
+        /// map is too short for that.
         /// </summary>
         public static RowBandLayout? Split(int rows, int width, int bands)
         {
             var row0 = new int[bands + 1];
-            for (int b = 0; b <= bands; b++) row0[b] = b == bands ? rows : (int)((2L * b * rows / bands + 2) / 4 * 2);
+            for (int b = 0; b <= bands; b++) row0[b] = b == bands ? rows : (int)((2L * b * rows / bands + 4) / 8 * 4);
+            return Of(row0, width);
+        }
+
+        /// <summary>The same bands on the map a 2 x 1 max pool of stride 2 x 1 (floor mode) makes of this one, or null.</summary>
+        public RowBandLayout? Halved() => Of([.. Row0.Select((r, b) => b == Bands ? Rows / 2 : r / 2)], Width);
+
+        private static RowBandLayout? Of(int[] row0, int width)
+        {
+            int bands = row0.Length - 1;
             for (int b = 0; b < bands; b++)
-                if (row0[b + 1] - row0[b] < 2) return null;
-            var layout = new RowBandLayout { Bands = bands, Rows = rows, Width = width, Row0 = row0, Start = new long[bands] };
+                if (row0[b + 1] - row0[b] < 2 || row0[b] % 2 != 0) return null;
+            var layout = new RowBandLayout { Bands = bands, Rows = row0[bands], Width = width, Row0 = row0, Start = new long[bands] };
             long at = 0;
             for (int b = 0; b < bands; b++)
             {
@@ -65,82 +75,111 @@ public sealed unsafe partial class CpuInferencePlan
     }
 
     /// <summary>
-    /// A single sample's stem block: the direct stem (with its pool), the 3x3 convolution after it (Winograd F(2x2, 3x3))
-    /// and the block's 1x1 convolution with the stem's output as its residual and a 2 x 1 max pool, run with each thread on
-    /// its own band of rows from the first to the last, with no wait in between: the stem computes its band's rows and
-    /// the row either side of them (from the input, which no step writes), so the 3x3 finds its halo rows in its own
-    /// band. The stem's and the 3x3's outputs live in a <see cref="RowBandLayout"/>; the pooled output in the plan's
-    /// layout.
+    /// A single sample's stem block, and the block after it when it has one, run with each thread on its own band of rows
+    /// (<see cref="RowBandLayout"/>) from the first step to the last. The stem block: the direct stem (with its pool),
+    /// the 3x3 convolution after it (Winograd F(2x2, 3x3)) and a 1x1 convolution with the stem's output as its residual
+    /// and a 2 x 1 max pool, with no wait in between: the stem computes its band's rows and the row either side of them
+    /// (from the input, which no step writes), so the 3x3 finds its halo rows in its own band. The next block, on the
+    /// pooled map: a 3x3 convolution on the implicit GEMM, then a 3x3 convolution on Winograd F(2x2, 3x3) with the block's
+    /// input as its residual and a 2 x 1 max pool; each waits for the other threads' bands, then copies the rows next to
+    /// its band from them into its halo rows. The last output is in the plan's layout.
     /// </summary>
     /// <remarks>
     /// In the plan's layout a thread's rows of every channel lie between the other thread's, and the hardware
-    /// prefetchers fetch lines the other thread writes: at mel batch 1, with the host running the two vCPUs on cores that
-    /// share no cache, the three steps took ... Each value is the sum the three separate steps compute (the bands start on
-    /// even rows, so every Winograd tile and pooling window is the same), so the bits do not change.
+    /// prefetchers fetch lines the other thread writes: with the host running the two vCPUs on cores that share no cache,
+    /// these five steps of the big model's mel batch-1 pass took 0.22 ms against 0.15 ms on cores that share one. Each
+    /// value is the sum the separate steps compute (band boundaries fall on rows that are multiples of 4, so every
+    /// Winograd tile and pooling window of both maps is the same), so the bits do not change.
     /// </remarks>
     private sealed class RowBandStep : MemberRunStep
     {
+        // The bands of the stem block's maps, and of the pooled map (the next block's, with five members).
         public RowBandLayout Layout = null!;
+        public RowBandLayout? Pooled;
         // What the parts read, in pinned memory (the weights' and biases' arrays are on the pinned heap).
         private Arguments[] _arguments = [];
+
+        /// <summary>A band layout as the parts read it.</summary>
+        private struct Bands
+        {
+            public int Count, Rows;
+            public long ChannelStride;
+            public fixed int Row0[MaxBands + 1];
+            public fixed long Start[MaxBands];
+
+            public Bands(RowBandLayout layout)
+            {
+                Count = layout.Bands;
+                Rows = layout.Rows;
+                ChannelStride = layout.ChannelStride;
+                for (int b = 0; b <= Count; b++) Row0[b] = layout.Row0[b];
+                for (int b = 0; b < Count; b++) Start[b] = layout.Start[b];
+            }
+        }
+
+        /// <summary>One convolution's arguments.</summary>
+        private struct Conv
+        {
+            public int In, Out, Residual;
+            public Conv2dParams P;
+            public Pool2dParams Pool;
+            public float* Bias;
+            public bool Activation;
+            public UnaryOp Op;
+            public float Alpha, Beta;
+            // 0 none, 1 ReLU, 2 Hardswish (the Winograd path's encoding).
+            public int Kind;
+            public float* Direct;
+            public WinogradConv.Packing Winograd;
+            public ImplicitGemmConv.Packing Implicit;
+
+            public Conv(ConvStep step)
+            {
+                In = step.In;
+                Out = step.Out;
+                Residual = step.Residual;
+                P = step.P;
+                Pool = step.Pool?.Params ?? default;
+                Bias = Pointer(step.Bias);
+                Activation = step.Act.Present;
+                Op = step.Act.Op;
+                Alpha = step.Act.Alpha;
+                Beta = step.Act.Beta;
+                Kind = !step.Act.Present ? 0 : step.Act.Op == UnaryOp.Relu ? 1 : 2;
+                Direct = step.Direct is null ? null : step.Direct.Pointer;
+                if (step.Winograd is not null) Winograd = step.Winograd.View();
+                if (step.Implicit is not null) Implicit = step.Implicit.View();
+            }
+        }
 
         private struct Arguments
         {
             public float** Values;
             // Part 0's milliseconds per member (profiling), or null.
             public double* Times;
-            public int Bands, Rows, Width, Channels;
-            public long ChannelStride;
-            public fixed int Row0[MaxBands + 1];
-            public fixed long Start[MaxBands];
-            public int StemIn, StemOut, ConvOut, PointOut;
-            public Conv2dParams StemP, ConvP, PointP;
-            public Pool2dParams StemPool, PointPool;
-            public float* StemPacked, ConvBias, PointBias;
-            public bool StemHasBias, StemActivation, PointActivation;
-            public UnaryOp StemOp, PointOp;
-            public float PointAlpha, PointBeta;
-            public int ConvKind;
-            public WinogradConv.Packing ConvWeights;
-            public ImplicitGemmConv.Packing PointWeights;
+            public int Width, Members;
+            public Bands Map, PooledMap;
+            public Conv Stem, First, Pointwise, Second, Last;
         }
 
         /// <summary>Fixes the members' arguments once their kernels are chosen.</summary>
         public void Prepare()
         {
-            var (stem, conv, point) = (Members[0], Members[1], Members[2]);
             foreach (var member in Members) member.Banded = true;
             _arguments = GC.AllocateArray<Arguments>(1, pinned: true);
             ref Arguments a = ref _arguments[0];
-            a.Bands = Layout.Bands;
-            a.Rows = Layout.Rows;
             a.Width = Layout.Width;
-            a.Channels = conv.P.K;
-            a.ChannelStride = Layout.ChannelStride;
-            for (int b = 0; b <= Layout.Bands; b++) a.Row0[b] = Layout.Row0[b];
-            for (int b = 0; b < Layout.Bands; b++) a.Start[b] = Layout.Start[b];
-            a.StemIn = stem.In;
-            a.StemOut = stem.Out;
-            a.ConvOut = conv.Out;
-            a.PointOut = point.Out;
-            a.StemP = stem.P;
-            a.ConvP = conv.P;
-            a.PointP = point.P;
-            a.StemPool = stem.Pool!.Value.Params;
-            a.PointPool = point.Pool!.Value.Params;
-            a.StemPacked = stem.Direct!.Pointer;
-            a.StemHasBias = stem.Bias is not null;
-            a.StemActivation = stem.Act.Present;
-            a.StemOp = stem.Act.Op;
-            a.ConvBias = Pointer(conv.Bias);
-            a.ConvKind = !conv.Act.Present ? 0 : conv.Act.Op == UnaryOp.Relu ? 1 : 2;
-            a.ConvWeights = conv.Winograd!.View();
-            a.PointBias = Pointer(point.Bias);
-            a.PointActivation = point.Act.Present;
-            a.PointOp = point.Act.Op;
-            a.PointAlpha = point.Act.Alpha;
-            a.PointBeta = point.Act.Beta;
-            a.PointWeights = point.Implicit!.View();
+            a.Members = Members.Length;
+            a.Map = new Bands(Layout);
+            a.Stem = new Conv(Members[0]);
+            a.First = new Conv(Members[1]);
+            a.Pointwise = new Conv(Members[2]);
+            if (Members.Length == 5)
+            {
+                a.PooledMap = new Bands(Pooled!);
+                a.Second = new Conv(Members[3]);
+                a.Last = new Conv(Members[4]);
+            }
         }
 
         // SAFETY: the plan's weight and bias arrays are allocated on the pinned heap.
@@ -150,47 +189,121 @@ public sealed unsafe partial class CpuInferencePlan
         public override void Run(float** values, Span<double> memberTimes)
         {
             var times = stackalloc double[memberTimes.Length];
+            new Span<double>(times, memberTimes.Length).Clear();
             fixed (Arguments* a = _arguments)
             {
                 a->Values = values;
                 a->Times = memberTimes.IsEmpty ? null : times;
-                long start = Stopwatch.GetTimestamp();
                 // SAFETY: the arguments are pinned and ForParts returns after every part ran.
-                CpuThreading.ForParts(a->Bands, &RunPart, a);
+                Phase(a, &StemBlock, memberTimes, times, 0, 3);
+                if (a->Members == 5)
+                {
+                    Phase(a, &SecondConv, memberTimes, times, 3, 1);
+                    Phase(a, &LastConv, memberTimes, times, 4, 1);
+                }
                 a->Values = null;
                 a->Times = null;
-                if (memberTimes.IsEmpty) return;
-                // Each member gets part 0's time; the wait for the other parts goes to the last.
-                double total = Milliseconds(Stopwatch.GetTimestamp() - start), sum = 0;
-                for (int i = 0; i < memberTimes.Length; i++)
-                {
-                    memberTimes[i] += times[i];
-                    sum += times[i];
-                }
-                memberTimes[^1] += Math.Max(0, total - sum);
             }
         }
 
-        private static void RunPart(void* state, int part)
+        /// <summary>
+        /// One call on every band; with profiling, members [<paramref name="first"/>, first + <paramref name="count"/>) get
+        /// part 0's times and the last of them the wait for the other parts.
+        /// </summary>
+        private static void Phase(Arguments* a, delegate*<void*, int, void> body, Span<double> memberTimes, double* times, int first, int count)
+        {
+            long start = Stopwatch.GetTimestamp();
+            CpuThreading.ForParts(a->Map.Count, body, a);
+            if (memberTimes.IsEmpty) return;
+            double total = Milliseconds(Stopwatch.GetTimestamp() - start), sum = 0;
+            for (int i = first; i < first + count; i++)
+            {
+                memberTimes[i] += times[i];
+                sum += times[i];
+                times[i] = 0;
+            }
+            memberTimes[first + count - 1] += Math.Max(0, total - sum);
+        }
+
+        /// <summary>Band <paramref name="part"/> of the stem, the 3x3 after it and the pooled 1x1.</summary>
+        private static void StemBlock(void* state, int part)
         {
             ref Arguments a = ref *(Arguments*)state;
-            int r0 = a.Row0[part], r1 = a.Row0[part + 1], rows = r1 - r0;
-            long stride = a.ChannelStride, start = a.Start[part];
-            float* stemOut = a.Values[a.StemOut] + start, convOut = a.Values[a.ConvOut] + start;
+            ref Bands map = ref a.Map;
+            int r0 = map.Row0[part], r1 = map.Row0[part + 1], rows = r1 - r0;
+            long stride = map.ChannelStride;
+            float* stemOut = a.Values[a.Stem.Out] + map.Start[part], firstOut = a.Values[a.First.Out] + map.Start[part];
             long t0 = a.Times == null ? 0 : Stopwatch.GetTimestamp();
             // The band's rows and the row either side of them; the map's own edges leave the halo rows zero.
-            int first = Math.Max(0, r0 - 1), end = Math.Min(a.Rows, r1 + 1);
-            DirectStemConv.ForwardRows(a.Values[a.StemIn], stemOut + (long)(first - r0) * a.Width, stride, a.StemP, a.StemHasBias,
-                a.StemActivation, a.StemOp, a.StemPool, a.StemPacked, first, end);
+            int first = Math.Max(0, r0 - 1), end = Math.Min(map.Rows, r1 + 1);
+            DirectStemConv.ForwardRows(a.Values[a.Stem.In], stemOut + (long)(first - r0) * a.Width, stride, a.Stem.P, a.Stem.Bias != null,
+                a.Stem.Activation, a.Stem.Op, a.Stem.Pool, a.Stem.Direct, first, end);
             long t1 = Lap(ref a, part, 0, t0);
-            WinogradConv.ForwardBand(stemOut, stride, a.ConvWeights, a.ConvBias, convOut, stride, a.ConvP with { N = 1, H = rows },
-                null, a.ConvKind);
+            WinogradConv.ForwardBand(stemOut, stride, a.First.Winograd, a.First.Bias, firstOut, stride, a.First.P with { N = 1, H = rows },
+                null, stride, a.First.Kind, pooled: false);
             long t2 = Lap(ref a, part, 1, t1);
-            var pool = a.PointPool with { N = 1, H = rows };
-            ImplicitGemmConv.ForwardBand(convOut, stride, a.Channels * stride - start, a.PointWeights, a.PointBias,
-                a.Values[a.PointOut] + (long)(r0 / 2) * pool.Q, (long)a.PointPool.P * a.PointPool.Q, stemOut, stride,
-                a.PointP with { N = 1, H = rows }, a.PointActivation, a.PointOp, a.PointAlpha, a.PointBeta, new ImplicitGemmConv.FusedPool(pool));
+            ref Conv c = ref a.Pointwise;
+            var pool = c.Pool with { N = 1, H = rows };
+            // The pooled map in the pooled bands when the next block runs in bands too; else in the plan's layout.
+            float* y = a.Members == 5 ? a.Values[c.Out] + a.PooledMap.Start[part] : a.Values[c.Out] + (long)(r0 / 2) * pool.Q;
+            long yStride = a.Members == 5 ? a.PooledMap.ChannelStride : (long)c.Pool.P * c.Pool.Q;
+            ImplicitGemmConv.ForwardBand(firstOut, stride, a.First.P.K * stride - map.Start[part], c.Implicit, c.Bias, y, yStride, stemOut, stride,
+                c.P with { N = 1, H = rows }, c.Activation, c.Op, c.Alpha, c.Beta, new ImplicitGemmConv.FusedPool(pool));
             Lap(ref a, part, 2, t2);
+        }
+
+        /// <summary>Band <paramref name="part"/> of the next block's first 3x3 (implicit GEMM), after its halo rows.</summary>
+        private static void SecondConv(void* state, int part)
+        {
+            ref Arguments a = ref *(Arguments*)state;
+            ref Conv c = ref a.Second;
+            ref Bands map = ref a.PooledMap;
+            long t0 = a.Times == null ? 0 : Stopwatch.GetTimestamp();
+            float* x = a.Values[c.In];
+            CopyHalo(x, ref map, part, c.P.C, a.Width);
+            int rows = map.Row0[part + 1] - map.Row0[part];
+            long start = map.Start[part];
+            ImplicitGemmConv.ForwardBand(x + start, map.ChannelStride, c.P.C * map.ChannelStride - start, c.Implicit, c.Bias,
+                a.Values[c.Out] + start, map.ChannelStride, null, 0, c.P with { N = 1, H = rows }, c.Activation, c.Op, c.Alpha, c.Beta, null);
+            Lap(ref a, part, 3, t0);
+        }
+
+        /// <summary>Band <paramref name="part"/> of the next block's pooled 3x3 (Winograd), after its halo rows.</summary>
+        private static void LastConv(void* state, int part)
+        {
+            ref Arguments a = ref *(Arguments*)state;
+            ref Conv c = ref a.Last;
+            ref Bands map = ref a.PooledMap;
+            long t0 = a.Times == null ? 0 : Stopwatch.GetTimestamp();
+            float* x = a.Values[c.In];
+            CopyHalo(x, ref map, part, c.P.C, a.Width);
+            int r0 = map.Row0[part], rows = map.Row0[part + 1] - r0;
+            long start = map.Start[part];
+            // The pooled output in the plan's layout: [K, Rows / 2, W].
+            WinogradConv.ForwardBand(x + start, map.ChannelStride, c.Winograd, c.Bias, a.Values[c.Out] + (long)(r0 / 2) * a.Width,
+                (long)(map.Rows / 2) * a.Width, c.P with { N = 1, H = rows }, a.Values[c.Residual] + start, map.ChannelStride, c.Kind, pooled: true);
+            Lap(ref a, part, 4, t0);
+        }
+
+        /// <summary>
+        /// Band <paramref name="band"/>'s halo rows of a value in <paramref name="map"/>: the last row of the band before it
+        /// and the first of the band after it, copied from the bands that own them (the map's edges stay zero).
+        /// </summary>
+        private static void CopyHalo(float* value, ref Bands map, int band, int channels, int width)
+        {
+            long bytes = (long)width * sizeof(float);
+            for (int c = 0; c < channels; c++)
+            {
+                float* channel = value + c * map.ChannelStride;
+                float* own = channel + map.Start[band];
+                int rows = map.Row0[band + 1] - map.Row0[band];
+                if (band > 0)
+                {
+                    int above = map.Row0[band] - map.Row0[band - 1];
+                    Buffer.MemoryCopy(channel + map.Start[band - 1] + (long)(above - 1) * width, own - width, bytes, bytes);
+                }
+                if (band + 1 < map.Count) Buffer.MemoryCopy(channel + map.Start[band + 1], own + (long)rows * width, bytes, bytes);
+            }
         }
 
         /// <summary>Adds part 0's time since <paramref name="since"/> to member <paramref name="member"/>; returns the time now.</summary>
@@ -209,11 +322,13 @@ public sealed unsafe partial class CpuInferencePlan
         private readonly Dictionary<int, long> _bandedLength = [];
 
         /// <summary>
-        /// Replaces each batch-1 stem block that <see cref="RowBandStep"/> runs: a direct stem with its pool, then a 3x3
-        /// convolution on Winograd F(2x2, 3x3) with the tiles in the lanes, no pool and no residual, reading the stem's
-        /// output, then a 1x1 convolution on the implicit GEMM reading that with the stem's output as its residual and a
-        /// fused 2 x 1 max pool; the stem's and the 3x3's outputs read by these steps only. One band per thread, if the
-        /// map has rows enough.
+        /// Replaces each batch-1 stem block that <see cref="RowBandStep"/> runs, with the block after it if it can: a direct
+        /// stem with its pool, then a 3x3 convolution on Winograd F(2x2, 3x3) with the tiles in the lanes, no pool and no
+        /// residual, reading the stem's output, then a 1x1 convolution on the implicit GEMM reading that with the stem's
+        /// output as its residual and a fused 2 x 1 max pool; then, on the pooled map, a 3x3 convolution on the implicit
+        /// GEMM with no pool or residual, and a 3x3 convolution on Winograd F(2x2, 3x3) reading it, with the pooled map as
+        /// its residual and a 2 x 1 max pool. Every value but the last is read by these steps only. One band per thread,
+        /// if the map has rows enough.
         /// </summary>
         private void FormRowBands(int outValue)
         {
@@ -223,22 +338,29 @@ public sealed unsafe partial class CpuInferencePlan
             var steps = new List<Step>();
             for (int i = 0; i < _steps.Count; i++)
             {
-                if (i + 2 < _steps.Count && Bandable(_steps[i], _steps[i + 1], _steps[i + 2], readers, outValue) is { } layout)
+                if (i + 2 < _steps.Count && Bandable(_steps[i], _steps[i + 1], _steps[i + 2]) is { } layout)
                 {
-                    var members = _steps.GetRange(i, 3).Cast<ConvStep>().ToArray();
-                    var step = new RowBandStep { Members = members, Layout = layout, In = members[0].In, Out = members[2].Out };
+                    var pooled = i + 4 < _steps.Count && NextBlockBandable(_steps[i + 2], _steps[i + 3], _steps[i + 4])
+                        ? layout.Halved() : null;
+                    var members = _steps.GetRange(i, pooled is null ? 3 : 5).Cast<ConvStep>().ToArray();
+                    var step = new RowBandStep { Members = members, Layout = layout, Pooled = pooled, In = members[0].In, Out = members[^1].Out };
                     step.Prepare();
                     _bandedLength[members[0].Out] = members[0].P.K * layout.ChannelStride;
                     _bandedLength[members[1].Out] = members[1].P.K * layout.ChannelStride;
+                    if (pooled is not null)
+                    {
+                        _bandedLength[members[2].Out] = members[2].P.K * pooled.ChannelStride;
+                        _bandedLength[members[3].Out] = members[3].P.K * pooled.ChannelStride;
+                    }
                     steps.Add(step);
-                    i += 2;
+                    i += members.Length - 1;
                     continue;
                 }
                 steps.Add(_steps[i]);
             }
             _steps = steps;
 
-            RowBandLayout? Bandable(Step s0, Step s1, Step s2, Dictionary<int, List<Step>> readers, int outValue)
+            RowBandLayout? Bandable(Step s0, Step s1, Step s2)
             {
                 if (s0 is not ConvStep { Direct: not null, Pool: { } stemPool } stem || stem.P.N != 1
                     || s1 is not ConvStep { Winograd.Tile: 2, Pool: null, Residual: < 0 } conv || conv.In != stem.Out || conv.P.W < 15
@@ -246,11 +368,22 @@ public sealed unsafe partial class CpuInferencePlan
                     || point.In != conv.Out || point.Residual != stem.Out
                     || pool.Params is not { KernelH: 2, StrideH: 2, KernelW: 1, StrideW: 1, PadH: 0, PadW: 0, CeilMode: false })
                     return null;
-                foreach (int v in new[] { stem.Out, conv.Out })
-                    if (_root[v] != v || HasViews(v) || _root[v] == _root[outValue] || readers.GetValueOrDefault(v, []).Any(r => r != conv && r != point))
-                        return null;
+                if (!ReadOnlyBy(stem.Out, conv, point) || !ReadOnlyBy(conv.Out, point)) return null;
                 return RowBandLayout.Split(stemPool.Params.P, stemPool.Params.Q, bands);
             }
+
+            bool NextBlockBandable(Step s2, Step s3, Step s4) =>
+                s2 is ConvStep point
+                && s3 is ConvStep { Implicit: not null, Pool: null, Residual: < 0, P: { R: 3, S: 3, PadH: 1, PadW: 1, Groups: 1 } } second
+                && ImplicitGemmConv.IsSame(second.P) && second.In == point.Out
+                && s4 is ConvStep { Winograd.Tile: 2, Pool: { } pool } last && last.In == second.Out && last.Residual == point.Out
+                && last.P.W >= 15 && pool.Params is { KernelH: 2, StrideH: 2, KernelW: 1, StrideW: 1, PadH: 0, PadW: 0, CeilMode: false }
+                && ReadOnlyBy(point.Out, second, last) && ReadOnlyBy(second.Out, last);
+
+            // A value of its own (no view of it, not the plan's output) that only these steps read.
+            bool ReadOnlyBy(int value, params Step[] steps) =>
+                _root[value] == value && !HasViews(value) && _root[value] != _root[outValue]
+                && readers.GetValueOrDefault(value, []).All(steps.Contains);
         }
 
         /// <summary>Per root value, the steps that read it (as input, residual or addend).</summary>

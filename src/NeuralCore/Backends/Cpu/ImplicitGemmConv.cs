@@ -232,6 +232,8 @@ internal static unsafe class ImplicitGemmConv
         // Floats from one channel's row to the next in x, y and the residual (a plane of the batch, unless the caller
         // holds them otherwise: see ForwardRange), and how many floats x may be read from its start.
         public long XStride, YStride, ResidualStride, XLength;
+        // Rows -1 and H of x are in memory (a row band's halo rows, ForwardBand) instead of padding.
+        public bool Halo;
         // The output columns [First, End) that the blocks cover (all of them, but for ForwardRange).
         public long First, End;
         public bool Same;
@@ -330,20 +332,23 @@ internal static unsafe class ImplicitGemmConv
     }
 
     /// <summary>
-    /// <see cref="Forward"/> of a 1x1 convolution of stride 1 for one band of rows of one sample (<paramref name="p"/>.N 1,
-    /// H the band's rows), on the calling thread, followed by <paramref name="pool"/> when given (its
-    /// <see cref="Pool2dParams.H"/> and <see cref="Pool2dParams.P"/> the band's): the channels of x, the residual and y
-    /// (or the pooled y) <paramref name="xStride"/>, <paramref name="residualStride"/> and <paramref name="yStride"/>
-    /// floats apart, and x readable for <paramref name="xLength"/> floats from its start. The inference plan's row bands
-    /// run a thread's rows this way; every value is the one <see cref="Forward"/> computes on the whole map.
+    /// <see cref="Forward"/> of a "same" convolution (stride 1, the output the size of the input) for one band of rows of
+    /// one sample (<paramref name="p"/>.N 1, H the band's rows), on the calling thread, followed by <paramref name="pool"/>
+    /// when given (its <see cref="Pool2dParams.H"/> and <see cref="Pool2dParams.P"/> the band's): the channels of x, the
+    /// residual and y (or the pooled y) <paramref name="xStride"/>, <paramref name="residualStride"/> and
+    /// <paramref name="yStride"/> floats apart, x readable for <paramref name="xLength"/> floats from its start, and x's
+    /// rows -1 and H read from memory (the band's halo rows: the neighbouring bands' edge rows, or zeros at the map's
+    /// edges) instead of as padding. The inference plan's row bands run a thread's rows this way; every value is the one
+    /// <see cref="Forward"/> computes on the whole map.
     /// </summary>
     internal static void ForwardBand(float* x, long xStride, long xLength, in Packing weights, float* bias, float* y, long yStride,
         float* residual, long residualStride, in Conv2dParams p, bool hasActivation, UnaryOp activation, float alpha, float beta,
         FusedPool? pool)
     {
-        if (p.N != 1 || p.R != 1 || p.S != 1 || !IsSame(p))
-            throw new ArgumentException("ImplicitGemmConv.ForwardBand takes a 1x1 convolution of stride 1 on one sample.", nameof(p));
+        if (p.N != 1 || !IsSame(p) || p.Groups != 1)
+            throw new ArgumentException("ImplicitGemmConv.ForwardBand takes a \"same\" convolution of one group on one sample.", nameof(p));
         var job = NewJob(x, weights, bias, y, p, residual, hasActivation, activation, alpha, beta);
+        job.Halo = true;
         job.XStride = xStride;
         job.XLength = xLength;
         job.ResidualStride = residualStride;
@@ -840,12 +845,14 @@ internal static unsafe class ImplicitGemmConv
         var rowsHi = Vector512.Load(coords + 16);
         var colsLo = Vector512.Load(coords + Lanes);
         var colsHi = Vector512.Load(coords + Lanes + 16);
-        var height = Vector512.Create((uint)job.P.H);
+        // With halo rows, rows -1 .. H are in memory: the test is shifted by one row.
+        int lift = job.Halo ? 1 : 0;
+        var height = Vector512.Create((uint)(job.P.H + 2 * lift));
         var width = Vector512.Create((uint)job.P.W);
         for (int t = 0; t < job.Taps; t++)
         {
             int dh = job.OffH[t], dw = job.OffW[t];
-            var dhv = Vector512.Create(dh);
+            var dhv = Vector512.Create(dh + lift);
             var dwv = Vector512.Create(dw);
             // Lane valid when the tap's input row and column lie inside the plane (unsigned compare catches negatives).
             masks[2 * t] = (Vector512.LessThan((rowsLo + dhv).AsUInt32(), height) & Vector512.LessThan((colsLo + dwv).AsUInt32(), width)).AsSingle();

@@ -227,21 +227,26 @@ internal static unsafe class WinogradConv
     }
 
     /// <summary>
-    /// <see cref="Forward"/> without a pool for one band of rows of one sample (<paramref name="p"/>.N 1, H the band's
-    /// rows), on the calling thread, with the tiles in the lanes and 2 x 2 tiles: x's channels <paramref name="xChannel"/>
-    /// floats apart, y's and the residual's <paramref name="yChannel"/>, and x's rows -1 and H read from memory (the
-    /// band's halo rows: the neighbouring bands' edge rows, or zeros at the map's edges) instead of as padding. With the
-    /// band starting on an even row of the map, every tile and every sum is the one <see cref="Forward"/> computes on
-    /// the whole map.
+    /// <see cref="Forward"/> for one band of rows of one sample (<paramref name="p"/>.N 1, H the band's rows), on the
+    /// calling thread, with the tiles in the lanes and 2 x 2 tiles: the channels of x, of the residual and of y (the
+    /// pooled y with <paramref name="pooled"/>) <paramref name="xChannel"/>, <paramref name="residualChannel"/> and
+    /// <paramref name="yChannel"/> floats apart (without a pool, the residual's must be y's), and x's rows -1 and H read
+    /// from memory (the band's halo rows: the neighbouring bands' edge rows, or zeros at the map's edges) instead of as
+    /// padding. With the band starting on an even row of the map, every tile, pooling window and sum is the one
+    /// <see cref="Forward"/> computes on the whole map.
     /// </summary>
     internal static void ForwardBand(float* x, long xChannel, in Packing weights, float* bias, float* y, long yChannel, in Conv2dParams p,
-        float* residual, int kind)
+        float* residual, long residualChannel, int kind, bool pooled)
     {
         if (p.N != 1 || weights.Tile != 2 || (p.W + 1) / 2 < MinTilesWide)
             throw new ArgumentException("WinogradConv.ForwardBand takes one sample with 2 x 2 tiles in the lanes (maps 15 columns wide or more).", nameof(p));
-        var job = NewJob(x, weights, bias, y, p, residual, kind, pooled: false);
+        if (!pooled && residual != null && residualChannel != yChannel)
+            throw new ArgumentException("WinogradConv.ForwardBand: without a pool the residual is read where y is written; give both one channel stride.", nameof(residualChannel));
+        var job = NewJob(x, weights, bias, y, p, residual, kind, pooled);
         job.XChannel = xChannel;
-        job.Channel = yChannel;
+        // The output transform finds an unpooled position's y and residual at one offset (Channel); pooled, y's at PooledChannel.
+        job.Channel = pooled ? residualChannel : yChannel;
+        if (pooled) job.PooledChannel = yChannel;
         job.Halo = true;
         PlanBlocks(ref job, parts: 1);
         RunBlocks(in job, 0, job.Blocks);
