@@ -255,36 +255,33 @@ public sealed unsafe partial class CpuInferencePlan
         }
 
         /// <summary>Band <paramref name="part"/> of the next block's first 3x3 (implicit GEMM), after its halo rows.</summary>
-        private static void SecondConv(void* state, int part)
-        {
-            ref Arguments a = ref *(Arguments*)state;
-            ref Conv c = ref a.Second;
-            ref Bands map = ref a.PooledMap;
-            long t0 = a.Times == null ? 0 : Stopwatch.GetTimestamp();
-            float* x = a.Values[c.In];
-            CopyHalo(x, ref map, part, c.P.C, a.Width);
-            int rows = map.Row0[part + 1] - map.Row0[part];
-            long start = map.Start[part];
-            ImplicitGemmConv.ForwardBand(x + start, map.ChannelStride, c.P.C * map.ChannelStride - start, c.Implicit, c.Bias,
-                a.Values[c.Out] + start, map.ChannelStride, null, 0, c.P with { N = 1, H = rows }, c.Activation, c.Op, c.Alpha, c.Beta, null);
-            Lap(ref a, part, 3, t0);
-        }
+        private static void SecondConv(void* state, int part) => NextBlock(ref *(Arguments*)state, part, last: false);
 
         /// <summary>Band <paramref name="part"/> of the next block's pooled 3x3 (Winograd), after its halo rows.</summary>
-        private static void LastConv(void* state, int part)
+        private static void LastConv(void* state, int part) => NextBlock(ref *(Arguments*)state, part, last: true);
+
+        private static void NextBlock(ref Arguments a, int part, bool last)
         {
-            ref Arguments a = ref *(Arguments*)state;
-            ref Conv c = ref a.Last;
+            ref Conv c = ref last ? ref a.Last : ref a.Second;
             ref Bands map = ref a.PooledMap;
             long t0 = a.Times == null ? 0 : Stopwatch.GetTimestamp();
             float* x = a.Values[c.In];
             CopyHalo(x, ref map, part, c.P.C, a.Width);
             int r0 = map.Row0[part], rows = map.Row0[part + 1] - r0;
-            long start = map.Start[part];
-            // The pooled output in the plan's layout: [K, Rows / 2, W].
-            WinogradConv.ForwardBand(x + start, map.ChannelStride, c.Winograd, c.Bias, a.Values[c.Out] + (long)(r0 / 2) * a.Width,
-                (long)(map.Rows / 2) * a.Width, c.P with { N = 1, H = rows }, a.Values[c.Residual] + start, map.ChannelStride, c.Kind, pooled: true);
-            Lap(ref a, part, 4, t0);
+            long start = map.Start[part], stride = map.ChannelStride;
+            var p = c.P with { N = 1, H = rows };
+            if (last)
+            {
+                // The pooled output in the plan's layout: [K, Rows / 2, W].
+                WinogradConv.ForwardBand(x + start, stride, c.Winograd, c.Bias, a.Values[c.Out] + (long)(r0 / 2) * a.Width,
+                    (long)(map.Rows / 2) * a.Width, p, a.Values[c.Residual] + start, stride, c.Kind, pooled: true);
+            }
+            else
+            {
+                ImplicitGemmConv.ForwardBand(x + start, stride, c.P.C * stride - start, c.Implicit, c.Bias, a.Values[c.Out] + start, stride,
+                    null, 0, p, c.Activation, c.Op, c.Alpha, c.Beta, null);
+            }
+            Lap(ref a, part, last ? 4 : 3, t0);
         }
 
         /// <summary>

@@ -289,12 +289,7 @@ internal static unsafe class ImplicitGemmConv
         {
             job.Parts = Math.Min(parts, job.Blocks);
         }
-        // SAFETY: the packed weights stay pinned for the call; job lives on this frame and ForParts returns only after
-        // every part is done.
-        job.W = weights.Packed;
-        job.Transposed = weights.Transposed;
-        job.OffH = weights.TapOffsetH;
-        job.OffW = weights.TapOffsetW;
+        // SAFETY: job lives on this frame and ForParts returns only after every part is done.
         if (job.Parts == 1) RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
     }
@@ -323,11 +318,7 @@ internal static unsafe class ImplicitGemmConv
         job.BlockColumns = (int)Math.Clamp((columns + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
         job.Blocks = (columns + job.BlockColumns - 1) / job.BlockColumns;
         job.Parts = 1;
-        // SAFETY: as in Forward; the caller's rows hold the columns the strides give.
-        job.W = weights.Packed;
-        job.Transposed = weights.Transposed;
-        job.OffH = weights.TapOffsetH;
-        job.OffW = weights.TapOffsetW;
+        // SAFETY: the caller's rows hold the columns the strides give.
         RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
     }
 
@@ -364,11 +355,7 @@ internal static unsafe class ImplicitGemmConv
             job.Blocks = (int)((job.Columns + job.BlockColumns - 1) / job.BlockColumns);
         }
         job.Parts = 1;
-        // SAFETY: as in Forward; the caller's rows hold what the strides give.
-        job.W = weights.Packed;
-        job.Transposed = weights.Transposed;
-        job.OffH = weights.TapOffsetH;
-        job.OffW = weights.TapOffsetW;
+        // SAFETY: the caller's rows hold what the strides give.
         RunBlocks(ref job, 0, job.Blocks, 0, job.Kg);
     }
 
@@ -385,6 +372,8 @@ internal static unsafe class ImplicitGemmConv
             OutPlane = (long)p.P * p.Q,
             Same = IsSame(p),
             HasActivation = hasActivation, Activation = activation, Alpha = alpha, Beta = beta,
+            // SAFETY: the packed weights stay pinned for the call.
+            W = weights.Packed, Transposed = weights.Transposed, OffH = weights.TapOffsetH, OffW = weights.TapOffsetW,
         };
         job.Columns = p.N * job.OutPlane;
         job.XStride = p.N * job.InPlane;
