@@ -9,7 +9,7 @@ public sealed unsafe partial class CpuInferencePlan
     /// <summary>Whether compiled plans run a batch-1 stem block in row bands (<see cref="RowBandStep"/>; tests turn it off to compare).</summary>
     internal static bool RowBandsEnabled { get; set; } = true;
 
-    // At most this many bands (threads) per map: 31 rows in bands of at least four.
+    // At most this many bands (threads) per map: the size of the parts' fixed arrays of band starts.
     private const int MaxBands = 8;
 
     // Floats between one band's rows and the next band's: the hardware prefetchers run up to about 1 KiB past the end of
@@ -222,7 +222,6 @@ public sealed unsafe partial class CpuInferencePlan
             {
                 memberTimes[i] += times[i];
                 sum += times[i];
-                times[i] = 0;
             }
             memberTimes[first + count - 1] += Math.Max(0, total - sum);
         }
