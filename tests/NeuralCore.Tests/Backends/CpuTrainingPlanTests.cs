@@ -273,6 +273,81 @@ public sealed class CpuTrainingPlanTests
         AssertPlanTrainsLikeEager(() => Net(new Generator(3), false), [4, 2, 25, 21], classes: 4, seed: 11);
     }
 
+    /// <summary>A one-channel stem without bias (CP-ResNet's), its batch norm and what follows it, then a small head.</summary>
+    private static Module Stem(string after, Generator g)
+    {
+        var layers = new List<Module> { new Conv2d(1, 5, 5, stride: 2, padding: 1, bias: false, generator: g), new BatchNorm2d(5) };
+        layers.AddRange(after switch
+        {
+            "hardswish + pool" => [new Hardswish(), new MaxPool2d(2, 2)],
+            "relu" => [new ReLU()],
+            _ => [],
+        });
+        layers.Add(new Conv2d(5, 4, 3, padding: 1, bias: false, generator: g));
+        layers.Add(new AdaptiveAvgPool2d(1));
+        layers.Add(new Flatten());
+        return new Sequential([.. layers]);
+    }
+
+    /// <summary>The stem's output read by its batch norm and by a second convolution: its gradient must be stored.</summary>
+    private sealed class StemReadTwice(Generator g) : Module
+    {
+        private readonly Conv2d _stem = new(1, 4, 5, stride: 2, padding: 1, bias: false, generator: g);
+        private readonly BatchNorm2d _bn = new(4);
+        private readonly Conv2d _side = new(4, 4, 1, bias: false, generator: g);
+        private readonly AdaptiveAvgPool2d _pool = new(1);
+        private readonly Flatten _flatten = new();
+
+        public override Tensor Forward(Tensor x)
+        {
+            var y = _stem.Call(x);
+            return _flatten.Call(_pool.Call(_bn.Call(y).Relu().Add(_side.Call(y))));
+        }
+    }
+
+    [Theory]
+    [InlineData("hardswish + pool", 1)]
+    [InlineData("hardswish + pool", 2)]
+    [InlineData("hardswish + pool", 3)]
+    [InlineData("relu", 2)]
+    [InlineData("none", 2)]
+    public void AStemMakesItsBatchNormsInputGradientInsideItsWeightGradient(string after, int threads)
+    {
+        // A 1-channel 5x5/2 stem without bias on 21 x 23 inputs (10 x 11 planes, 110 values: the large-plane batch
+        // norm) whose output only the batch norm reads: the batch norm's backward leaves dx's coefficients and the
+        // stem's weight gradient makes dx chunk by chunk, never stored. Bits against eager over three steps, and the
+        // buffer the plan no longer holds.
+        int saved = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = threads;
+            int[] shape = [7, 1, 21, 23];
+            var plan = CpuTrainingPlan.Compile(Stem(after, new Generator(4)), shape);
+            bool stemKernel = ConvKernels.RunsStemWeightGradient(new NeuralCore.Backends.Conv2dParams(7, 1, 21, 23, 5, 5, 5, 2, 2, 1, 1, 1, 1, 1));
+            Assert.Equal(stemKernel ? 1 : 0, plan.StemGradientsInPlace);
+            CpuTrainingPlan.StemGradientInPlaceEnabled = false;
+            var unfused = CpuTrainingPlan.Compile(Stem(after, new Generator(4)), shape);
+            CpuTrainingPlan.StemGradientInPlaceEnabled = true;
+            Assert.Equal(0, unfused.StemGradientsInPlace);
+            long map = 7 * 5 * 10 * 11 * sizeof(float), coefficients = 3 * 5 * sizeof(float);
+            Assert.Equal(stemKernel ? map - coefficients : 0, unfused.BufferBytes - plan.BufferBytes);
+            AssertPlanTrainsLikeEager(() => Stem(after, new Generator(4)), shape, classes: 4, seed: 21);
+        }
+        finally
+        {
+            CpuTrainingPlan.StemGradientInPlaceEnabled = true;
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    [Fact]
+    public void AStemWhoseOutputHasAnotherReaderStoresItsGradient()
+    {
+        int[] shape = [6, 1, 21, 23];
+        Assert.Equal(0, CpuTrainingPlan.Compile(new StemReadTwice(new Generator(2)), shape).StemGradientsInPlace);
+        AssertPlanTrainsLikeEager(() => new StemReadTwice(new Generator(2)), shape, classes: 4, seed: 3);
+    }
+
     [Fact]
     public void DeferredStorageTakesOneArrayOfItsTypeAndTradesOnlyWithItsLike()
     {

@@ -52,6 +52,8 @@ internal static unsafe partial class BatchNormKernels
         public bool Pooled;
         public int W, PoolH, PoolW;
         public int* PoolIndices;
+        // Backward without dx (BackwardSums): each channel's three coefficients of dx are stored here ([3C]) instead.
+        public float* Coefficients;
         public int Parts;
         // Above 1: the samples cut into this many segments, one per part, and the channels [BlockStart, BlockEnd) of the
         // block run in two phases (ExecuteInBlocks), with each plane's two sums kept in PlaneSums ([block, N, 2]) between them.
@@ -186,7 +188,8 @@ internal static unsafe partial class BatchNormKernels
     private static void ExecuteInBlocks(ref Job job, int parts)
     {
         long segmentPlanes = (job.N + parts - 1) / parts;
-        int block = (int)Math.Clamp(BlockBytes / (segmentPlanes * job.HW * sizeof(float)), 1, job.C);
+        // Without an output pass (BackwardSums) nothing is read twice: every channel in one block.
+        int block = job.Coefficients != null ? job.C : (int)Math.Clamp(BlockBytes / (segmentPlanes * job.HW * sizeof(float)), 1, job.C);
         job.Parts = parts;
         job.Segments = parts;
         job.PlaneSums = SmallScratch.Current.Doubles(2 * block * job.N);
@@ -384,7 +387,9 @@ internal static unsafe partial class BatchNormKernels
         // A fused Hardswish: its input, x * scale + offset, as training computed it.
         var hardswish = job.HardswishScaleOffset == null ? default : new HardswishInput(job.HardswishScaleOffset[c], job.HardswishScaleOffset[job.C + c]);
         // A fused pool: each plane's output gradient rebuilt in L1 from the pool's, as the pool's backward writes it.
-        float* plane = job.Pooled ? SmallScratch.Current.Floats(job.HW) : null;
+        // Without dx (BackwardSums), the Hardswish's input gradient goes there too, and no further.
+        bool keep = job.Coefficients == null;
+        float* plane = job.Pooled || !keep ? SmallScratch.Current.Floats(job.HW) : null;
         long pooled = (long)job.PoolH * job.PoolW;
         (double, double) sums = default;
         for (int n = n0; n < n1; n++)
@@ -411,12 +416,16 @@ internal static unsafe partial class BatchNormKernels
                 dy = plane;
             }
             // With a Hardswish, its input gradient goes to dx, which the output pass reads and overwrites.
-            Add(ref sums, GradientSums(dy, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at, hardswish, job.Y + at), perPlane, n);
+            Add(ref sums, GradientSums(dy, job.X + at, job.HW, mean, job.ReluOutput == null ? null : job.ReluOutput + at, hardswish,
+                keep ? job.Y + at : plane), perPlane, n);
         }
         return sums;
     }
 
-    /// <summary>Channel c's parameter gradients from its sums (stored when <paramref name="save"/>), then dx of planes [n0, n1).</summary>
+    /// <summary>
+    /// Channel c's parameter gradients from its sums (stored when <paramref name="save"/>), then dx of planes [n0, n1); or,
+    /// for <see cref="BackwardSums"/>, dx's three coefficients (stored when <paramref name="save"/>) instead of dx.
+    /// </summary>
     private static void BackwardOutput(ref Job job, int c, double sumDy, double sumDyCentred, int n0, int n1, bool save)
     {
         long planeStride = (long)job.C * job.HW;
@@ -435,6 +444,16 @@ internal static unsafe partial class BatchNormKernels
         float scaleDy = (float)a;
         float scaleCentred = (float)(-a * invStd * dgamma / count);
         float offset = (float)(-a * sumDy / count);
+        if (job.Coefficients != null)
+        {
+            if (save)
+            {
+                job.Coefficients[c] = scaleDy;
+                job.Coefficients[job.C + c] = scaleCentred;
+                job.Coefficients[2 * job.C + c] = offset;
+            }
+            return;
+        }
         bool hardswish = job.HardswishScaleOffset != null;
         for (int n = n0; n < n1; n++)
         {

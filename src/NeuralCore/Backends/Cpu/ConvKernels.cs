@@ -306,6 +306,10 @@ internal static unsafe class ConvKernels
     }
 
     /// <summary>dw = conv2d weight gradient of dy for input x (dw overwritten).</summary>
+    /// <summary>True when <see cref="BackwardWeight"/> runs <paramref name="p"/> as a stem (<see cref="DirectWeightGradient.RunStem"/>).</summary>
+    internal static bool RunsStemWeightGradient(in Conv2dParams p) =>
+        !CutDeadTaps(p, out _, out _, out _) && !DirectWeightGradient.Supports(p) && DirectWeightGradient.SupportsStem(p);
+
     internal static void BackwardWeight(float* dy, float* x, float* dw, in Conv2dParams p)
     {
         if (CutDeadTaps(p, out var cut, out int r0, out int s0))

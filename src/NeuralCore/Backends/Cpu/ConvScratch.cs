@@ -37,11 +37,13 @@ internal sealed unsafe class ConvScratch
         PackedWeights,
         /// <summary>Channel-major copies of a chunk of a sample-major input and of its output (the training passes' implicit GEMM); in the Winograd path with samples in the lanes and a fused pool, one channel's unpooled planes; a chunk's channel-major dy and x, or a stem's column planes and dy, for the direct weight gradients.</summary>
         ChannelMajor,
+        /// <summary>A chunk's output gradient that a fused step writes just before the stem's weight gradient reads it (a stem's weight gradient whose dy is made chunk by chunk, <see cref="DirectWeightGradient"/>).</summary>
+        Gradient,
     }
 
     [ThreadStatic] private static ConvScratch? current;
 
-    private readonly float[][] buffers = [[], [], [], [], [], [], [], [], []];
+    private readonly float[][] buffers = [[], [], [], [], [], [], [], [], [], []];
 
     /// <summary>This thread's scratch.</summary>
     internal static ConvScratch Current => current ??= new ConvScratch();

@@ -115,19 +115,8 @@ public sealed partial class CpuBackend
         Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset = null,
         Pool2dParams? pool = null, Tensor? poolIndices = null)
     {
-        CheckBatchNorm(n, c, hw);
-        long size = (long)n * c * hw;
-        CheckLength(x, size, "BatchNorm input x [N, C, HW]");
-        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw);
-        CheckLength(dy, pool is { } q ? (long)n * c * q.P * q.Q : size, pool is null ? "BatchNorm output gradient dy [N, C, HW]" : "BatchNorm + max pool output gradient dy [N, C, P, Q]");
-        CheckLength(dx, size, "BatchNorm input gradient dx [N, C, HW]");
-        CheckLength(gamma, c, "BatchNorm weight (gamma) [C]");
-        CheckLength(saveMean, c, "BatchNorm saved mean [C]");
-        CheckLength(saveInvStd, c, "BatchNorm saved inverse std [C]");
-        CheckLength(dgamma, c, "BatchNorm weight gradient [C]");
-        CheckLength(dbeta, c, "BatchNorm bias gradient [C]");
-        if (reluOutput is not null) CheckLength(reluOutput, size, "BatchNorm fused ReLU output [N, C, HW]");
-        if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
+        CheckBatchNormBackward(x, dy, gamma, saveMean, saveInvStd, dgamma, dbeta, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices);
+        CheckLength(dx, (long)n * c * hw, "BatchNorm input gradient dx [N, C, HW]");
         if ((long)n * hw == 0)
         {
             Span(dgamma).Clear();
@@ -145,6 +134,98 @@ public sealed partial class CpuBackend
                 pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw, pr == null ? null : pr + reluOutput!.StorageOffset,
                 ph == null ? null : ph + hardswishScaleOffset!.StorageOffset, FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset));
         }
+    }
+
+    /// <summary>
+    /// <see cref="BatchNormBackward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int, Tensor?, Tensor?, Pool2dParams?, Tensor?)"/>
+    /// without dx, for a compiled training step whose stem convolution makes dx itself, chunk by chunk
+    /// (<see cref="Conv2dBackwardWeightThroughBatchNorm"/>): dgamma, dbeta, and per channel the coefficients of dx in
+    /// <paramref name="coefficients"/> [3C]. Planes of 64 values or more, N * HW above 0.
+    /// </summary>
+    internal unsafe void BatchNormBackwardSums(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor coefficients,
+        Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset, Pool2dParams? pool, Tensor? poolIndices)
+    {
+        CheckBatchNormBackward(x, dy, gamma, saveMean, saveInvStd, dgamma, dbeta, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices);
+        CheckLength(coefficients, 3L * c, "BatchNorm input gradient's coefficients [3C]");
+        if (hw < BatchNormKernels.SmallPlane || n == 0)
+            throw new ArgumentException($"BatchNormBackwardSums needs planes of {BatchNormKernels.SmallPlane} values or more and N > 0, got N={n} and HW={hw}.");
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
+        fixed (float* px = F(x), pdy = F(dy), pg = F(gamma), pm = F(saveMean), ps = F(saveInvStd), pc = F(coefficients))
+        fixed (float* pdg = F(dgamma), pdb = F(dbeta), pr = reluOutput is null ? null : F(reluOutput))
+        fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
+        fixed (int* pi = poolIndices is null ? null : I(poolIndices))
+        {
+            BatchNormKernels.BackwardSums(px + x.StorageOffset, pdy + dy.StorageOffset, pg + gamma.StorageOffset,
+                pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset, pc + coefficients.StorageOffset,
+                pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw, pr == null ? null : pr + reluOutput!.StorageOffset,
+                ph == null ? null : ph + hardswishScaleOffset!.StorageOffset, FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset));
+        }
+    }
+
+    /// <summary>
+    /// dw of a stem convolution (<paramref name="p"/>: one input channel, stride 2, run by the stem's direct weight
+    /// gradient) whose output is the input of a training batch norm that alone reads it, after
+    /// <see cref="BatchNormBackwardSums"/> left that batch norm's <paramref name="coefficients"/>: each thread makes the
+    /// batch norm's input gradient (the convolution's dy) for a chunk of samples in cache, then multiplies it. The bits
+    /// of <see cref="BatchNormBackward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int, Tensor?, Tensor?, Pool2dParams?, Tensor?)"/>
+    /// followed by <see cref="Conv2dBackwardWeight"/>, without dx in memory. The batch norm's arguments are those given
+    /// to <see cref="BatchNormBackwardSums"/>.
+    /// </summary>
+    internal unsafe void Conv2dBackwardWeightThroughBatchNorm(Tensor x, Tensor dw, in Conv2dParams p, Tensor normInput, Tensor normDy,
+        Tensor saveMean, Tensor coefficients, Tensor? reluOutput, Tensor? hardswishScaleOffset, Pool2dParams? pool, Tensor? poolIndices)
+    {
+        p.Validate();
+        if (!ConvKernels.RunsStemWeightGradient(p))
+            throw new ArgumentException($"Conv2dBackwardWeightThroughBatchNorm needs a convolution the stem's weight gradient runs (one input channel, stride 2, AVX-512), got {p}.", nameof(p));
+        int n = p.N, c = p.K, hw = p.P * p.Q;
+        CheckLength(x, (long)n * p.C * p.H * p.W, "Conv2d input x [N, C, H, W]");
+        CheckLength(dw, (long)p.K * p.C * p.R * p.S, "Conv2d weight gradient dw [K, C, R, S]");
+        CheckLength(normInput, (long)n * c * hw, "BatchNorm input (the convolution's output) [N, K, P, Q]");
+        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw);
+        CheckLength(normDy, pool is { } q ? (long)n * c * q.P * q.Q : (long)n * c * hw, pool is null ? "BatchNorm output gradient dy [N, C, HW]" : "BatchNorm + max pool output gradient dy [N, C, P, Q]");
+        CheckLength(saveMean, c, "BatchNorm saved mean [C]");
+        CheckLength(coefficients, 3L * c, "BatchNorm input gradient's coefficients [3C]");
+        if (reluOutput is not null) CheckLength(reluOutput, (long)n * c * hw, "BatchNorm fused ReLU output [N, C, HW]");
+        if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
+        if (n == 0)
+        {
+            Span(dw).Clear();
+            return;
+        }
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done. The source lives
+        // on this stack frame, which RunStemWithFill's parts read before it returns.
+        fixed (float* px = F(x), pdw = F(dw), pin = F(normInput), pdy = F(normDy), pm = F(saveMean), pc = F(coefficients))
+        fixed (float* pr = reluOutput is null ? null : F(reluOutput), ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
+        fixed (int* pi = poolIndices is null ? null : I(poolIndices))
+        {
+            var source = new BatchNormKernels.InputGradientSource
+            {
+                X = pin + normInput.StorageOffset, Dy = pdy + normDy.StorageOffset, Mean = pm + saveMean.StorageOffset,
+                Coefficients = pc + coefficients.StorageOffset,
+                ReluOutput = pr == null ? null : pr + reluOutput!.StorageOffset,
+                HardswishScaleOffset = ph == null ? null : ph + hardswishScaleOffset!.StorageOffset,
+                PoolIndices = pi == null ? null : pi + poolIndices!.StorageOffset,
+                C = c, HW = hw, PooledHW = pool is { } r ? r.P * r.Q : 0,
+            };
+            DirectWeightGradient.RunStemWithFill(px + x.StorageOffset, pdw + dw.StorageOffset, p, &BatchNormKernels.FillInputGradient, &source);
+        }
+    }
+
+    private static void CheckBatchNormBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor dgamma, Tensor dbeta,
+        int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset, Pool2dParams? pool, Tensor? poolIndices)
+    {
+        CheckBatchNorm(n, c, hw);
+        long size = (long)n * c * hw;
+        CheckLength(x, size, "BatchNorm input x [N, C, HW]");
+        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw);
+        CheckLength(dy, pool is { } q ? (long)n * c * q.P * q.Q : size, pool is null ? "BatchNorm output gradient dy [N, C, HW]" : "BatchNorm + max pool output gradient dy [N, C, P, Q]");
+        CheckLength(gamma, c, "BatchNorm weight (gamma) [C]");
+        CheckLength(saveMean, c, "BatchNorm saved mean [C]");
+        CheckLength(saveInvStd, c, "BatchNorm saved inverse std [C]");
+        CheckLength(dgamma, c, "BatchNorm weight gradient [C]");
+        CheckLength(dbeta, c, "BatchNorm bias gradient [C]");
+        if (reluOutput is not null) CheckLength(reluOutput, size, "BatchNorm fused ReLU output [N, C, HW]");
+        if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
     }
 
     private static void CheckBatchNorm(int n, int c, int hw)

@@ -23,6 +23,9 @@ namespace NeuralCore.Backends.Cpu;
 /// alone reads a batch norm or an addition, or a Hardswish that alone reads a batch norm over planes of 64 values or more,
 /// runs inside that op's passes, with the same bits, and so does a 2x2 / 2 max pool that alone reads such a Hardswish,
 /// and an addition that alone reads a batch norm over smaller planes (with its ReLU), in the batch norm's output pass.
+/// A stem convolution (one input channel, stride 2) that reads the input and whose output only a batch norm over such
+/// planes reads makes that batch norm's input gradient itself, chunk by chunk inside its weight gradient, from
+/// coefficients the batch norm's backward leaves (the same bits; the gradient is never stored whole).
 /// </para>
 /// <para>
 /// The plan reads the parameters where they lie, so optimizer steps need no recompiling; changing a parameter's shape
@@ -75,6 +78,12 @@ public sealed class CpuTrainingPlan
 
     /// <summary>How many pairs of buffers trade arrays after each step (a batch norm's input and input gradient).</summary>
     internal int AlternatingPairs => _alternating.Length;
+
+    /// <summary>How many stem convolutions compute the input gradient of the batch norm after them (Compiler.ComputeStemGradientsInPlace).</summary>
+    internal int StemGradientsInPlace => _steps.OfType<ConvStep>().Count(c => c.Norm is not null);
+
+    /// <summary>Whether plans compile stems that compute their batch norm's input gradient (tests compare plans without).</summary>
+    internal static bool StemGradientInPlaceEnabled { get; set; } = true;
 
     /// <summary>
     /// Bytes of the plan's buffers: activations, saved values and gradients. Backward buffers of one length whose uses
@@ -258,11 +267,22 @@ public sealed class CpuTrainingPlan
         public Conv2dParams P;
         // Bias gradient: sums over Q, then P, then N (eager's order of Sum([0, 2, 3])).
         public Tensor? SumQ, SumPQ;
+        // A stem whose output only this batch norm reads: the weight gradient makes its dy (the batch norm's input
+        // gradient, never stored) chunk by chunk from the coefficients the batch norm's backward left.
+        public BatchNormStep? Norm;
 
         public override void Forward() => Cpu.Conv2d(X, W, B, Y, P);
 
         public override void Backward()
         {
+            if (Norm is { } bn)
+            {
+                var weight = Sinks[1]!;
+                CpuBackend.Instance.Conv2dBackwardWeightThroughBatchNorm(X, weight.Target, P, bn.X, bn.Dy, bn.Mean, bn.Coefficients!,
+                    bn.Relu ? bn.Y : null, bn.HardswishScaleOffset, bn.Pool, bn.PoolIndices);
+                weight.Finish();
+                return;
+            }
             if (Sinks[0] is { } dx) { Cpu.Conv2dBackwardData(Dy, W, dx.Target, P); dx.Finish(); }
             if (Sinks[1] is { } dw) { Cpu.Conv2dBackwardWeight(Dy, X, dw.Target, P); dw.Finish(); }
             if (Sinks.Length > 2 && Sinks[2] is { } db)
@@ -296,6 +316,8 @@ public sealed class CpuTrainingPlan
         // output (with the ReLU the addition may carry).
         public AddStep? Sum;
         public Tensor? Residual;
+        // Set when the stem before it makes dx itself (ConvStep.Norm): backward then leaves dx's coefficients here ([3C]).
+        public Tensor? Coefficients;
 
         public override void Forward()
         {
@@ -306,8 +328,12 @@ public sealed class CpuTrainingPlan
 
         public override void Backward()
         {
-            CpuBackend.Instance.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW, Relu ? Y : null, HardswishScaleOffset,
-                Pool, PoolIndices);
+            if (Coefficients is not null)
+                CpuBackend.Instance.BatchNormBackwardSums(X, Dy, Gamma, Mean, InvStd, Coefficients, Dgamma, Dbeta, N, C, HW, Relu ? Y : null,
+                    HardswishScaleOffset, Pool, PoolIndices);
+            else
+                CpuBackend.Instance.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW, Relu ? Y : null, HardswishScaleOffset,
+                    Pool, PoolIndices);
             base.Backward();
         }
     }
@@ -431,6 +457,8 @@ public sealed class CpuTrainingPlan
         private readonly List<(CpuStorage Storage, int Length)> _gradients = [];
         // Arrays that ShareGradientMemory gave to more than one buffer.
         private HashSet<float[]> _sharedArrays = [];
+        // Gradient buffers that a fusion left unused (ComputeStemGradientsInPlace): they get no memory.
+        private readonly HashSet<Storage> _unused = new(ReferenceEqualityComparer.Instance);
 
         public CpuTrainingPlan Build()
         {
@@ -459,6 +487,7 @@ public sealed class CpuTrainingPlan
                 Loss = loss, DLosses = Buffer([rows]), DLogProbs = Buffer([rows, cols]), Rows = rows, Cols = cols,
             });
             WireBackward();
+            ComputeStemGradientsInPlace();
             ShareGradientMemory();
             var inputViews = _values.Skip(1).Where(v => v.OnInput).Select(v => v.Data).ToArray();
             return new CpuTrainingPlan(_steps.ToArray(), window, inputViews, targets, _values[logits].Data, loss,
@@ -518,6 +547,7 @@ public sealed class CpuTrainingPlan
             var owners = new Dictionary<float[], int>();
             foreach (var (storage, length) in _gradients.OrderBy(g => first.GetValueOrDefault(g.Storage, int.MaxValue)))
             {
+                if (_unused.Contains(storage)) continue;
                 if (!first.TryGetValue(storage, out int start))
                 {
                     storage.Bind(NewArray(length));
@@ -849,6 +879,33 @@ public sealed class CpuTrainingPlan
                     bn.Dgamma = step.Sinks[1]?.Target ?? GradientBuffer([bn.C]);
                     bn.Dbeta = step.Sinks[2]?.Target ?? GradientBuffer([bn.C]);
                 }
+            }
+        }
+
+        /// <summary>
+        /// A stem convolution whose input wants no gradient (the step's input) and whose output only a batch norm over
+        /// large planes reads (CP-ResNet's first layer) computes that batch norm's input gradient itself: the batch norm's
+        /// backward only sums, and the stem's weight gradient makes each chunk's dy from the sums while it is in cache
+        /// (<see cref="CpuBackend.Conv2dBackwardWeightThroughBatchNorm"/>, the same bits). The gradient buffer between
+        /// them gets no memory.
+        /// </summary>
+        private void ComputeStemGradientsInPlace()
+        {
+            if (!StemGradientInPlaceEnabled) return;
+            foreach (var bn in _steps.OfType<BatchNormStep>())
+            {
+                if (!bn.HasBackward || bn.HW < BatchNormKernels.SmallPlane || bn.Sum is not null || bn.Operands[0].Leaf is not null
+                    || bn.Sinks[0] is not { First: null, Sum: null, Leaf: null } sink)
+                    continue;
+                int value = bn.Operands[0].Value;
+                if (_values[value].Uses != 1
+                    || _steps.OfType<ConvStep>().FirstOrDefault(c => c.Out == value) is not { } conv
+                    || !conv.HasBackward || conv.Sinks[0] is not null || conv.Sinks[1] is null || conv.Sinks is [_, _, not null]
+                    || !ReferenceEquals(conv.Dy, sink.Target) || !ConvKernels.RunsStemWeightGradient(conv.P))
+                    continue;
+                bn.Coefficients = Buffer([3 * bn.C]);
+                conv.Norm = bn;
+                _unused.Add(conv.Dy.storage);
             }
         }
 

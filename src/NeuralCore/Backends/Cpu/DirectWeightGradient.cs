@@ -98,6 +98,9 @@ internal static unsafe class DirectWeightGradient
         public int Slack;
         // Whether every tap reads inside the plane at every position (a 1x1 kernel without padding): no masks needed.
         public bool Inside;
+        // A stem's dy made per chunk instead of read from Dy: Fill(FillState, n0, nb, chunk dy [nb, K, P, Q]).
+        public delegate*<void*, int, int, float*, void> Fill;
+        public void* FillState;
     }
 
     /// <summary>
@@ -166,7 +169,18 @@ internal static unsafe class DirectWeightGradient
     /// masks applied to every vector: one thread, MNIST b256 1->19 829 -> 545 µs and 1->32 1300 -> 853 µs without that
     /// copy and those masks, mel's chunks of one sample 663 -> 561 and 1040 -> 880 µs without the masks.
     /// </remarks>
-    internal static void RunStem(float* dy, float* x, float* dw, in Conv2dParams p)
+    internal static void RunStem(float* dy, float* x, float* dw, in Conv2dParams p) => StemJob(dy, x, dw, p, null, null);
+
+    /// <summary>
+    /// <see cref="RunStem"/> of a dy that no array holds: each part has
+    /// <paramref name="fill"/>(<paramref name="state"/>, n0, nb, chunk) write the dy of its chunk's samples [n0, n0 + nb)
+    /// ([nb, K, P, Q], in this thread's scratch) just before it multiplies them, so dy is made and read while in cache.
+    /// The chunks and the sums are those of the other overload: the same bits for the same dy.
+    /// </summary>
+    internal static void RunStemWithFill(float* x, float* dw, in Conv2dParams p, delegate*<void*, int, int, float*, void> fill, void* state) =>
+        StemJob(null, x, dw, p, fill, state);
+
+    private static void StemJob(float* dy, float* x, float* dw, in Conv2dParams p, delegate*<void*, int, int, float*, void> fill, void* state)
     {
         int taps = p.R * p.S;
         var (px, u0) = StemColumns.Rows(p);
@@ -176,6 +190,7 @@ internal static unsafe class DirectWeightGradient
         {
             P = p, Dy = dy, X = x, Dw = dw, Grid = px * p.Q, Taps = taps,
             Offsets = offsets, TapPlane = offsets + taps, Px = px, U0 = u0, Slack = StemColumns.Slack(p, px),
+            Fill = fill, FillState = state,
         };
         Execute(ref job, p.K + 2 * p.S, &RunStemPart);
     }
@@ -297,7 +312,13 @@ internal static unsafe class DirectWeightGradient
             StemColumns.Split(job.X, n0, nb, p, job.Px, job.U0, planes, planeStride);
             // dy read where it lies, a run of P * Q positions per sample, each sample's x its Px * Q floats on.
             var b = new Pairing { DwK = job.Taps, DwX = 1, DyStride = plane, Length = plane, Samples = nb, DySample = (long)p.K * plane, XSample = job.Grid };
-            float* dy = job.Dy + (long)n0 * p.K * plane;
+            float* dy;
+            if (job.Fill == null) dy = job.Dy + (long)n0 * p.K * plane;
+            else
+            {
+                dy = ConvScratch.Current.Get(ConvScratch.Slot.Gradient, (long)nb * p.K * plane);
+                job.Fill(job.FillState, n0, nb, dy);
+            }
             for (int tb = 0; tb < tBlocks; tb++)
             {
                 int t0 = (int)((long)tb * job.Taps / tBlocks), t1 = (int)((long)(tb + 1) * job.Taps / tBlocks);
