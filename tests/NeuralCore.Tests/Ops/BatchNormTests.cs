@@ -414,4 +414,47 @@ public sealed class BatchNormThreadingTests
             CpuThreading.Threads = saved;
         }
     }
+
+    [Fact]
+    public void ChainedSmallPlaneSumsWaitForThePartBefore()
+    {
+        // Each part of the small-plane sums adds its blocks to the running sums the part before left: on two or three
+        // threads, back to back, a part that did not wait would start from another job's or a partial sum. Every call
+        // must give the one-thread bits.
+        int n = 256, c = 76, hw = 6;
+        float[] x = Reference.ToFloat(Reference.Random(n * c * hw, 31, 2.0).Select(v => v + 0.5).ToArray());
+        float[] dy = Reference.ToFloat(Reference.Random(n * c * hw, 32));
+        var xt = Tensor.FromArray(x, n, c, hw);
+        var dyt = Tensor.FromArray(dy, n, c, hw);
+        var gamma = Tensor.Ones([c]);
+        (int[] Mean, int[] DGamma) Run()
+        {
+            var mean = Tensor.Zeros([c]);
+            var invStd = Tensor.Zeros([c]);
+            CpuBackend.Instance.BatchNormTraining(xt, gamma, Tensor.Zeros([c]), Tensor.Zeros([n, c, hw]), mean, invStd, null, null, 0.1f, 1e-5f, n, c, hw);
+            var dgamma = Tensor.Zeros([c]);
+            CpuBackend.Instance.BatchNormBackward(xt, dyt, gamma, mean, invStd, Tensor.Zeros([n, c, hw]), dgamma, Tensor.Zeros([c]), n, c, hw);
+            return (mean.ToArray().Select(BitConverter.SingleToInt32Bits).ToArray(), dgamma.ToArray().Select(BitConverter.SingleToInt32Bits).ToArray());
+        }
+        int saved = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = 1;
+            var expected = Run();
+            foreach (int threads in new[] { 2, 3 })
+            {
+                CpuThreading.Threads = threads;
+                for (int i = 0; i < 200; i++)
+                {
+                    var got = Run();
+                    Assert.Equal(expected.Mean, got.Mean);
+                    Assert.Equal(expected.DGamma, got.DGamma);
+                }
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
 }

@@ -8,9 +8,10 @@ namespace NeuralCore.Backends.Cpu;
 // Batch norm over small planes (HW below SmallPlane: CP-ResNet's 6 x 6, 3 x 6 and 1 x 6 maps), sample-major.
 // A channel's plane is then a few values, so walking channel by channel spends its time on loop overhead; instead
 // every sample's [C * HW] block is one contiguous row, the per-position sums run over the samples 16 lanes at a time
-// (float over blocks of 16 samples, then double: down the samples for the forward's statistics, row by row for the
-// backward's, whose inputs come from memory), and the per-channel results come from adding up each channel's HW
-// positions in double. Each position is summed in the same order whatever the thread count and the walk.
+// (float over blocks of 16 samples, then double; each part walks the rows of the samples its thread's convolution
+// wrote, SumsRowsPart), and the per-channel results come from adding up each channel's HW positions in double. Each
+// position is summed in the same order whatever the thread count and the walk. The parts expand the per-channel
+// coefficients per position in their own thread's scratch (PartView).
 internal static unsafe partial class BatchNormKernels
 {
     // Planes with fewer values than this take the sample-major path.
@@ -28,12 +29,81 @@ internal static unsafe partial class BatchNormKernels
         // Training with a fused addition: y = batch norm + Residual, then a ReLU when ResidualRelu.
         public float* Residual;
         public bool ResidualRelu;
-        // Per position j in [0, C * HW): the channel's shift or mean, and the coefficients of the output pass.
+        public int C, HW;
+        // Per channel [4][C]: the shift or mean, then the output pass's coefficients A, B and O.
+        public float* Channel;
+        // The same per position j in [0, C * HW), each part's own copy (PartView).
         public float* M, A, B, O;
+        // Floats of each thread's scratch a job uses: Channel, then a part's M, A, B and O.
+        public int ScratchFloats;
         public double* S1, S2;
-        // The backward's float sums per block of 16 samples: [block][chunk of 16 positions][s1, s2][16 lanes].
-        public float* BlockSums;
+        // Per channel [2][C]: S1 and S2 added up over the channel's positions.
+        public double* ChannelSums;
         public int Parts;
+        // The sums' parts, chained: how many have added their blocks to S1 and S2.
+        public int Published;
+    }
+
+    /// <summary>A job over [n, c, hw] with its per-channel values and sums in this thread's scratch.</summary>
+    private static SmallJob NewSmallJob(int n, int c, int hw)
+    {
+        int width = c * hw;
+        var scratch = SmallScratch.Current;
+        int floats = 4 * c + 4 * width;
+        float* f = scratch.Floats(floats);
+        double* d = scratch.Doubles(2 * width + 2 * c);
+        return new SmallJob
+        {
+            N = n, Width = width, C = c, HW = hw, Channel = f, ScratchFloats = floats,
+            S1 = d, S2 = d + width, ChannelSums = d + 2 * width,
+        };
+    }
+
+    /// <summary>
+    /// The job as one part sees it: M (with <paramref name="shift"/>) and the output pass's coefficients (with
+    /// <paramref name="output"/>) expanded per position from the channels' values into this part's thread's scratch, so
+    /// that no part reads per position what another core wrote.
+    /// </summary>
+    private static SmallJob PartView(ref SmallJob job, bool shift, bool output)
+    {
+        var view = job;
+        float* at = SmallScratch.Current.Floats(job.ScratchFloats) + 4 * job.C;
+        view.M = at; view.A = at + job.Width; view.B = at + 2 * job.Width; view.O = at + 3 * job.Width;
+        if (shift) Expand(job.Channel, job.C, job.HW, view.M);
+        if (output)
+        {
+            Expand(job.Channel + job.C, job.C, job.HW, view.A);
+            if (job.Gradient) Expand(job.Channel + 2 * job.C, job.C, job.HW, view.B);
+            Expand(job.Channel + 3 * job.C, job.C, job.HW, view.O);
+        }
+        return view;
+    }
+
+    /// <summary>target[ch * hw + i] = values[ch] for every position i of every channel.</summary>
+    private static void Expand(float* values, int c, int hw, float* target)
+    {
+        for (int ch = 0; ch < c; ch++)
+        {
+            float v = values[ch];
+            float* row = target + (long)ch * hw;
+            for (int i = 0; i < hw; i++) row[i] = v;
+        }
+    }
+
+    /// <summary>ChannelSums from S1 and S2: each channel's positions added in order, in double.</summary>
+    private static void ChannelTotals(ref SmallJob job)
+    {
+        for (int ch = 0; ch < job.C; ch++)
+        {
+            double sum = 0, second = 0;
+            for (int i = 0; i < job.HW; i++)
+            {
+                sum += job.S1[ch * job.HW + i];
+                second += job.S2[ch * job.HW + i];
+            }
+            job.ChannelSums[ch] = sum;
+            job.ChannelSums[job.C + ch] = second;
+        }
     }
 
     /// <summary>Grow-only per-thread scratch: expanded per-position coefficients (floats) and sums (doubles).</summary>
@@ -72,27 +142,15 @@ internal static unsafe partial class BatchNormKernels
     private static void TrainingSmall(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
         float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu, float* residual, bool residualRelu)
     {
-        int width = c * hw;
-        var scratch = SmallScratch.Current;
-        float* f = scratch.Floats(3 * width);
-        double* d = scratch.Doubles(2 * width);
-        var job = new SmallJob
-        {
-            N = n, Width = width, X = x, Y = y, M = f, A = f + width, O = f + 2 * width, S1 = d, S2 = d + width, Relu = relu,
-            Residual = residual, ResidualRelu = residualRelu,
-        };
+        var job = NewSmallJob(n, c, hw);
+        job.X = x; job.Y = y; job.Relu = relu; job.Residual = residual; job.ResidualRelu = residualRelu;
         // Shift each channel by its first value (of sample 0), which keeps the one-pass variance accurate.
-        for (int ch = 0; ch < c; ch++) new Span<float>(f + ch * hw, hw).Fill(x[ch * hw]);
+        for (int ch = 0; ch < c; ch++) job.Channel[ch] = x[ch * hw];
         Sums(ref job);
         long count = (long)n * hw;
         for (int ch = 0; ch < c; ch++)
         {
-            double shift = x[ch * hw], sum = 0, sumSquares = 0;
-            for (int i = 0; i < hw; i++)
-            {
-                sum += job.S1[ch * hw + i];
-                sumSquares += job.S2[ch * hw + i];
-            }
+            double shift = x[ch * hw], sum = job.ChannelSums[ch], sumSquares = job.ChannelSums[c + ch];
             double centred = sum / count;
             double variance = Math.Max(sumSquares / count - centred * centred, 0);
             double m = shift + centred;
@@ -102,10 +160,8 @@ internal static unsafe partial class BatchNormKernels
             if (runningMean != null) runningMean[ch] = (float)((1 - (double)momentum) * runningMean[ch] + momentum * m);
             if (runningVar != null)
                 runningVar[ch] = (float)((1 - (double)momentum) * runningVar[ch] + momentum * (variance * count / (count - 1)));
-            float scale = (float)(gamma[ch] * inv);
-            float offset = (float)(beta[ch] - m * gamma[ch] * inv);
-            new Span<float>(job.A + ch * hw, hw).Fill(scale);
-            new Span<float>(job.O + ch * hw, hw).Fill(offset);
+            job.Channel[c + ch] = (float)(gamma[ch] * inv);
+            job.Channel[3 * c + ch] = (float)(beta[ch] - m * gamma[ch] * inv);
         }
         Apply(ref job);
     }
@@ -113,35 +169,23 @@ internal static unsafe partial class BatchNormKernels
     private static void BackwardSmall(float* x, float* dy, float* gamma, float* mean, float* invStd, float* dx,
         float* dgamma, float* dbeta, int n, int c, int hw, float* reluOutput)
     {
-        int width = c * hw;
-        var scratch = SmallScratch.Current;
-        float* f = scratch.Floats(4 * width);
-        double* d = scratch.Doubles(2 * width);
-        var job = new SmallJob
-        {
-            N = n, Width = width, Gradient = true, X = x, Dy = dy, Y = dx, ReluOutput = reluOutput,
-            M = f, A = f + width, B = f + 2 * width, O = f + 3 * width, S1 = d, S2 = d + width,
-        };
-        for (int ch = 0; ch < c; ch++) new Span<float>(job.M + ch * hw, hw).Fill(mean[ch]);
+        var job = NewSmallJob(n, c, hw);
+        job.Gradient = true; job.X = x; job.Dy = dy; job.Y = dx; job.ReluOutput = reluOutput;
+        for (int ch = 0; ch < c; ch++) job.Channel[ch] = mean[ch];
         Sums(ref job);
         long count = (long)n * hw;
         for (int ch = 0; ch < c; ch++)
         {
-            double sumDy = 0, sumDyCentred = 0;
-            for (int i = 0; i < hw; i++)
-            {
-                sumDy += job.S1[ch * hw + i];
-                sumDyCentred += job.S2[ch * hw + i];
-            }
+            double sumDy = job.ChannelSums[ch], sumDyCentred = job.ChannelSums[c + ch];
             // As BackwardChannel: dx = gamma * invstd / M * (M * dy - sum(dy) - xhat * sum(dy * xhat)).
             double inv = invStd[ch];
             double dg = sumDyCentred * inv;
             dbeta[ch] = (float)sumDy;
             dgamma[ch] = (float)dg;
             double a = gamma[ch] * inv;
-            new Span<float>(job.A + ch * hw, hw).Fill((float)a);
-            new Span<float>(job.B + ch * hw, hw).Fill((float)(-a * inv * dg / count));
-            new Span<float>(job.O + ch * hw, hw).Fill((float)(-a * sumDy / count));
+            job.Channel[c + ch] = (float)a;
+            job.Channel[2 * c + ch] = (float)(-a * inv * dg / count);
+            job.Channel[3 * c + ch] = (float)(-a * sumDy / count);
         }
         Apply(ref job);
     }
@@ -151,63 +195,61 @@ internal static unsafe partial class BatchNormKernels
     {
         int chunks = (job.Width + 15) / 16;
         long elements = (long)job.N * job.Width;
-        if (job.Gradient && Avx512F.IsSupported)
+        if (Avx512F.IsSupported)
         {
-            // The backward's parts take blocks of 16 samples, the samples the output pass then gives each part (its
-            // inputs are still in that core's cache), and keep each block's float sums; they are added up here in
-            // block order, as one walk would.
             int blocks = (job.N + FloatBlock - 1) / FloatBlock;
             job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, blocks));
-            job.BlockSums = SmallScratch.Current.Blocks((long)blocks * chunks * 32);
+            job.Published = 0;
             // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
             fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &SumsRowsPart, state);
-            AddBlocks(ref job, blocks, chunks);
             return;
         }
         job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, chunks));
         // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
         fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &SumsPart, state);
+        ChannelTotals(ref job);
     }
 
     private static void SumsPart(void* state, int part)
     {
-        ref SmallJob job = ref *(SmallJob*)state;
+        ref SmallJob shared = ref *(SmallJob*)state;
+        var job = PartView(ref shared, shift: true, output: false);
         int chunks = (job.Width + 15) / 16;
         int first = (int)((long)part * chunks / job.Parts), end = (int)((long)(part + 1) * chunks / job.Parts);
-        if (first >= end) return;
-        if (!Avx512F.IsSupported)
-        {
-            for (int j = first * 16; j < Math.Min(end * 16, job.Width); j++) SumsScalar(ref job, j);
-            return;
-        }
-        for (int chunk = first; chunk < end; chunk++)
-        {
-            int j0 = chunk * 16;
-            SumsVector(ref job, j0, Math.Min(16, job.Width - j0));
-        }
+        for (int j = first * 16; j < Math.Min(end * 16, job.Width); j++) SumsScalar(ref job, j);
     }
 
     /// <summary>
-    /// The backward's float sums of blocks of 16 samples [part's share), the samples walked row by row: each sample's row
-    /// is read front to back (a stream the prefetcher follows; the backward's x and ReLU output were saved in the forward
-    /// pass and come from memory, where a walk down the samples per chunk of 16 positions ran at a third of the speed),
-    /// and added to its block's sums [chunk][s1, s2][16 lanes] in <see cref="SmallJob.BlockSums"/>, which stay in L1
-    /// while the block is summed. The forward's x was just written by the convolution, in cache, where the walk down the
-    /// samples (<see cref="SumsVector"/>, its sums in registers) is faster (76 x 6 at batch 256 in a training step, one
-    /// thread: backward sums 118-157 -> 88-98 µs a batch norm, forward 51-55 -> 66-69 µs).
+    /// The sums of blocks of 16 samples [part's share): each part takes the samples its thread's convolution wrote and the
+    /// output pass will give it, walks their rows front to back (a stream the prefetcher follows) and keeps each block's
+    /// float sums [chunk][s1, s2][16 lanes] in its own thread's scratch; then, once the part before it has (Published),
+    /// adds them to S1 and S2 in double, block after block, which the part before left with its blocks' sums (the first
+    /// from zero): one walk's order whatever the parts. The last part adds up the channels (ChannelTotals). Nothing
+    /// crosses between the cores but the running sums, once per part, and the channels' totals. (The forward's parts
+    /// used to take chunks of positions down every sample, half of them written on the other core, and the backward's
+    /// to leave their blocks' sums for the calling thread to add: on this VM, when its two vCPUs share no cache, MNIST
+    /// b256 training's batch norms over small planes took 0.93 against 0.60 ms forward and 1.12 against 0.83 backward
+    /// (pruned), 1.56 against 1.10 and 1.85 against 1.44 ms (big); see docs/benchmarks.md, step 105.)
     /// </summary>
     private static void SumsRowsPart(void* state, int part)
     {
-        ref SmallJob job = ref *(SmallJob*)state;
+        ref SmallJob shared = ref *(SmallJob*)state;
+        var job = PartView(ref shared, shift: true, output: false);
         int blocks = (job.N + FloatBlock - 1) / FloatBlock;
         int first = (int)((long)part * blocks / job.Parts), end = (int)((long)(part + 1) * blocks / job.Parts);
         int width = job.Width, chunks = (width + 15) / 16, whole = width / 16;
         var mask = ConvKernels.FirstLanes(width - whole * 16);
+        float* local = SmallScratch.Current.Blocks((long)(end - first) * chunks * 32);
         for (int block = first; block < end; block++)
         {
-            float* sums = job.BlockSums + (long)block * chunks * 32;
-            new Span<float>(sums, chunks * 32).Clear();
+            float* sums = local + (long)(block - first) * chunks * 32;
             int n1 = Math.Min((block + 1) * FloatBlock, job.N);
+            if (!job.Gradient)
+            {
+                StatisticsBlock(job.X, job.M, width, block * FloatBlock, n1, sums);
+                continue;
+            }
+            new Span<float>(sums, chunks * 32).Clear();
             for (int s = block * FloatBlock; s < n1; s++)
             {
                 long at = (long)s * width;
@@ -219,10 +261,23 @@ internal static unsafe partial class BatchNormKernels
                 if (i < chunks) SumsStep(x, dy, relu, job.M, sums, i, mask, masked: true);
             }
         }
+        if (part > 0)
+        {
+            // Parts only wait for lower parts, and the calling thread takes part 0 first and any part still untaken
+            // after it in order, so the chain always moves.
+            var spin = new SpinWait();
+            while (Volatile.Read(ref shared.Published) < part) spin.SpinOnce(sleep1Threshold: -1);
+        }
+        AddBlocks(ref job, local, end - first, chunks, fromZero: part == 0);
+        if (part == job.Parts - 1) ChannelTotals(ref job);
+        Volatile.Write(ref shared.Published, part + 1);
     }
 
-    /// <summary>S1, S2 = the blocks' float sums added in double, block after block from zero: <see cref="SumsScalar"/>'s order.</summary>
-    private static void AddBlocks(ref SmallJob job, int blocks, int chunks)
+    /// <summary>
+    /// S1, S2 (from zero, or what they hold) plus the blocks' float sums, added in double block after block:
+    /// <see cref="SumsScalar"/>'s order.
+    /// </summary>
+    private static void AddBlocks(ref SmallJob job, float* blockSums, int blocks, int chunks, bool fromZero)
     {
         int width = job.Width;
         var mask = ConvKernels.FirstLanes(width - (chunks - 1) * 16);
@@ -230,14 +285,29 @@ internal static unsafe partial class BatchNormKernels
         for (int i = 0; i < chunks; i++)
         {
             Vector512<double> s1Lo = default, s1Hi = default, s2Lo = default, s2Hi = default;
+            int j = i * 16;
+            if (!fromZero)
+            {
+                if (j + 16 <= width)
+                {
+                    s1Lo = Vector512.Load(job.S1 + j); s1Hi = Vector512.Load(job.S1 + j + 8);
+                    s2Lo = Vector512.Load(job.S2 + j); s2Hi = Vector512.Load(job.S2 + j + 8);
+                }
+                else
+                {
+                    s1Lo = Avx512F.MaskLoad(job.S1 + j, maskLo.AsDouble(), Vector512<double>.Zero);
+                    s1Hi = Avx512F.MaskLoad(job.S1 + j + 8, maskHi.AsDouble(), Vector512<double>.Zero);
+                    s2Lo = Avx512F.MaskLoad(job.S2 + j, maskLo.AsDouble(), Vector512<double>.Zero);
+                    s2Hi = Avx512F.MaskLoad(job.S2 + j + 8, maskHi.AsDouble(), Vector512<double>.Zero);
+                }
+            }
             for (int block = 0; block < blocks; block++)
             {
-                float* sums = job.BlockSums + ((long)block * chunks + i) * 32;
+                float* sums = blockSums + ((long)block * chunks + i) * 32;
                 var (lo1, hi1) = Vector512.Widen(Vector512.Load(sums));
                 var (lo2, hi2) = Vector512.Widen(Vector512.Load(sums + 16));
                 s1Lo += lo1; s1Hi += hi1; s2Lo += lo2; s2Hi += hi2;
             }
-            int j = i * 16;
             if (j + 16 <= width)
             {
                 s1Lo.Store(job.S1 + j); s1Hi.Store(job.S1 + j + 8);
@@ -250,6 +320,46 @@ internal static unsafe partial class BatchNormKernels
                 Avx512F.MaskStore(job.S2 + j, maskLo.AsDouble(), s2Lo);
                 Avx512F.MaskStore(job.S2 + j + 8, maskHi.AsDouble(), s2Hi);
             }
+        }
+    }
+
+    /// <summary>
+    /// The forward's float sums of samples [n0, n1) (one block) into sums [chunk][s1, s2][16 lanes]: the rows walked in
+    /// strips of 4 chunks (64 positions), each strip's 8 sums in registers over the block's samples, then stored.
+    /// </summary>
+    private static void StatisticsBlock(float* x, float* m, int width, int n0, int n1, float* sums)
+    {
+        int chunks = (width + 15) / 16;
+        for (int c0 = 0; c0 < chunks; c0 += 4)
+        {
+            int o = c0 * 16;
+            var k0 = ConvKernels.FirstLanes(Math.Clamp(width - o, 0, 16));
+            var k1 = ConvKernels.FirstLanes(Math.Clamp(width - o - 16, 0, 16));
+            var k2 = ConvKernels.FirstLanes(Math.Clamp(width - o - 32, 0, 16));
+            var k3 = ConvKernels.FirstLanes(Math.Clamp(width - o - 48, 0, 16));
+            var m0 = Avx512F.MaskLoad(m + o, k0, Vector512<float>.Zero);
+            var m1 = Avx512F.MaskLoad(m + o + 16, k1, Vector512<float>.Zero);
+            var m2 = Avx512F.MaskLoad(m + o + 32, k2, Vector512<float>.Zero);
+            var m3 = Avx512F.MaskLoad(m + o + 48, k3, Vector512<float>.Zero);
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, q0 = default, q1 = default, q2 = default, q3 = default;
+            for (int s = n0; s < n1; s++)
+            {
+                float* row = x + (long)s * width + o;
+                var d0 = Avx512F.MaskLoad(row, k0, Vector512<float>.Zero) - m0;
+                var d1 = Avx512F.MaskLoad(row + 16, k1, Vector512<float>.Zero) - m1;
+                var d2 = Avx512F.MaskLoad(row + 32, k2, Vector512<float>.Zero) - m2;
+                var d3 = Avx512F.MaskLoad(row + 48, k3, Vector512<float>.Zero) - m3;
+                a0 += d0; a1 += d1; a2 += d2; a3 += d3;
+                q0 = Vector512.FusedMultiplyAdd(d0, d0, q0);
+                q1 = Vector512.FusedMultiplyAdd(d1, d1, q1);
+                q2 = Vector512.FusedMultiplyAdd(d2, d2, q2);
+                q3 = Vector512.FusedMultiplyAdd(d3, d3, q3);
+            }
+            float* at = sums + (long)c0 * 32;
+            a0.Store(at); q0.Store(at + 16);
+            if (c0 + 1 < chunks) { a1.Store(at + 32); q1.Store(at + 48); }
+            if (c0 + 2 < chunks) { a2.Store(at + 64); q2.Store(at + 80); }
+            if (c0 + 3 < chunks) { a3.Store(at + 96); q3.Store(at + 112); }
         }
     }
 
@@ -271,40 +381,7 @@ internal static unsafe partial class BatchNormKernels
         Vector512.FusedMultiplyAdd(g, centred, Vector512.Load(acc + 16)).Store(acc + 16);
     }
 
-    /// <summary>
-    /// The forward's statistics of positions [j0, j0 + count) at once, count at most 16, walking down the samples: a width
-    /// that is not a multiple of 16 (the pruned model's 76 x 6 = 456) ends in a masked chunk, each lane summed in
-    /// <see cref="SumsScalar"/>'s order, instead of a scalar walk down the samples per position, which made 76 channels
-    /// slower than 128.
-    /// </summary>
-    private static void SumsVector(ref SmallJob job, int j0, int count)
-    {
-        var mask = ConvKernels.FirstLanes(count);
-        var m = Avx512F.MaskLoad(job.M + j0, mask, Vector512<float>.Zero);
-        Vector512<double> s1Lo = default, s1Hi = default, s2Lo = default, s2Hi = default;
-        for (int n0 = 0; n0 < job.N; n0 += FloatBlock)
-        {
-            int n1 = Math.Min(n0 + FloatBlock, job.N);
-            Vector512<float> s1 = default, s2 = default;
-            for (int s = n0; s < n1; s++)
-            {
-                long at = (long)s * job.Width + j0;
-                var centred = Avx512F.MaskLoad(job.X + at, mask, Vector512<float>.Zero) - m;
-                s1 += centred;
-                s2 = Vector512.FusedMultiplyAdd(centred, centred, s2);
-            }
-            var (lo1, hi1) = Vector512.Widen(s1);
-            var (lo2, hi2) = Vector512.Widen(s2);
-            s1Lo += lo1; s1Hi += hi1; s2Lo += lo2; s2Hi += hi2;
-        }
-        var (maskLo, maskHi) = Vector512.Widen(mask.AsInt32());
-        Avx512F.MaskStore(job.S1 + j0, maskLo.AsDouble(), s1Lo);
-        Avx512F.MaskStore(job.S1 + j0 + 8, maskHi.AsDouble(), s1Hi);
-        Avx512F.MaskStore(job.S2 + j0, maskLo.AsDouble(), s2Lo);
-        Avx512F.MaskStore(job.S2 + j0 + 8, maskHi.AsDouble(), s2Hi);
-    }
-
-    /// <summary>One position of <see cref="SumsVector"/>, in the same order (float blocks of samples, then double).</summary>
+    /// <summary>One position's sums, in <see cref="SumsRowsPart"/>'s order (float blocks of samples, then double), where AVX-512 is missing.</summary>
     private static void SumsScalar(ref SmallJob job, int j)
     {
         float m = job.M[j];
@@ -347,7 +424,8 @@ internal static unsafe partial class BatchNormKernels
 
     private static void ApplyPart(void* state, int part)
     {
-        ref SmallJob job = ref *(SmallJob*)state;
+        ref SmallJob shared = ref *(SmallJob*)state;
+        var job = PartView(ref shared, shift: shared.Gradient, output: true);
         int first = (int)((long)part * job.N / job.Parts), end = (int)((long)(part + 1) * job.N / job.Parts);
         int width = job.Width;
         for (int s = first; s < end; s++)
