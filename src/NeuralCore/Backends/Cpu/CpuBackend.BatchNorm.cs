@@ -123,17 +123,7 @@ public sealed partial class CpuBackend
             Span(dbeta).Clear();
             return;
         }
-        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
-        fixed (float* px = F(x), pdy = F(dy), pg = F(gamma), pm = F(saveMean), ps = F(saveInvStd))
-        fixed (float* pdx = F(dx), pdg = F(dgamma), pdb = F(dbeta), pr = reluOutput is null ? null : F(reluOutput))
-        fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
-        fixed (int* pi = poolIndices is null ? null : I(poolIndices))
-        {
-            BatchNormKernels.Backward(px + x.StorageOffset, pdy + dy.StorageOffset, pg + gamma.StorageOffset,
-                pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset, pdx + dx.StorageOffset,
-                pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw, pr == null ? null : pr + reluOutput!.StorageOffset,
-                ph == null ? null : ph + hardswishScaleOffset!.StorageOffset, FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset));
-        }
+        RunBackward(x, dy, gamma, saveMean, saveInvStd, dx, null, dgamma, dbeta, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices);
     }
 
     /// <summary>
@@ -149,16 +139,27 @@ public sealed partial class CpuBackend
         CheckLength(coefficients, 3L * c, "BatchNorm input gradient's coefficients [3C]");
         if (hw < BatchNormKernels.SmallPlane || n == 0)
             throw new ArgumentException($"BatchNormBackwardSums needs planes of {BatchNormKernels.SmallPlane} values or more and N > 0, got N={n} and HW={hw}.");
-        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
-        fixed (float* px = F(x), pdy = F(dy), pg = F(gamma), pm = F(saveMean), ps = F(saveInvStd), pc = F(coefficients))
+        RunBackward(x, dy, gamma, saveMean, saveInvStd, null, coefficients, dgamma, dbeta, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices);
+    }
+
+    /// <summary>The backward kernel with dx, or without it, leaving dx's coefficients (arguments checked by the caller).</summary>
+    private static unsafe void RunBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor? dx, Tensor? coefficients,
+        Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset, Pool2dParams? pool, Tensor? poolIndices)
+    {
+        // SAFETY: lengths checked by the caller; pinned until the kernel returns, after every thread is done.
+        fixed (float* px = F(x), pdy = F(dy), pg = F(gamma), pm = F(saveMean), ps = F(saveInvStd))
+        fixed (float* pdx = dx is null ? null : F(dx), pc = coefficients is null ? null : F(coefficients))
         fixed (float* pdg = F(dgamma), pdb = F(dbeta), pr = reluOutput is null ? null : F(reluOutput))
         fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
         fixed (int* pi = poolIndices is null ? null : I(poolIndices))
         {
-            BatchNormKernels.BackwardSums(px + x.StorageOffset, pdy + dy.StorageOffset, pg + gamma.StorageOffset,
-                pm + saveMean.StorageOffset, ps + saveInvStd.StorageOffset, pc + coefficients.StorageOffset,
-                pdg + dgamma.StorageOffset, pdb + dbeta.StorageOffset, n, c, hw, pr == null ? null : pr + reluOutput!.StorageOffset,
-                ph == null ? null : ph + hardswishScaleOffset!.StorageOffset, FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset));
+            float* xp = px + x.StorageOffset, dyp = pdy + dy.StorageOffset, gp = pg + gamma.StorageOffset;
+            float* mp = pm + saveMean.StorageOffset, sp = ps + saveInvStd.StorageOffset;
+            float* dgp = pdg + dgamma.StorageOffset, dbp = pdb + dbeta.StorageOffset;
+            float* rp = pr == null ? null : pr + reluOutput!.StorageOffset, hp = ph == null ? null : ph + hardswishScaleOffset!.StorageOffset;
+            var fused = FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset);
+            if (pc == null) BatchNormKernels.Backward(xp, dyp, gp, mp, sp, pdx + dx!.StorageOffset, dgp, dbp, n, c, hw, rp, hp, fused);
+            else BatchNormKernels.BackwardSums(xp, dyp, gp, mp, sp, pc + coefficients!.StorageOffset, dgp, dbp, n, c, hw, rp, hp, fused);
         }
     }
 
@@ -180,13 +181,9 @@ public sealed partial class CpuBackend
         int n = p.N, c = p.K, hw = p.P * p.Q;
         CheckLength(x, (long)n * p.C * p.H * p.W, "Conv2d input x [N, C, H, W]");
         CheckLength(dw, (long)p.K * p.C * p.R * p.S, "Conv2d weight gradient dw [K, C, R, S]");
-        CheckLength(normInput, (long)n * c * hw, "BatchNorm input (the convolution's output) [N, K, P, Q]");
-        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw);
-        CheckLength(normDy, pool is { } q ? (long)n * c * q.P * q.Q : (long)n * c * hw, pool is null ? "BatchNorm output gradient dy [N, C, HW]" : "BatchNorm + max pool output gradient dy [N, C, P, Q]");
+        CheckBackwardOperands(normInput, normDy, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices);
         CheckLength(saveMean, c, "BatchNorm saved mean [C]");
         CheckLength(coefficients, 3L * c, "BatchNorm input gradient's coefficients [3C]");
-        if (reluOutput is not null) CheckLength(reluOutput, (long)n * c * hw, "BatchNorm fused ReLU output [N, C, HW]");
-        if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
         if (n == 0)
         {
             Span(dw).Clear();
@@ -215,15 +212,22 @@ public sealed partial class CpuBackend
         int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset, Pool2dParams? pool, Tensor? poolIndices)
     {
         CheckBatchNorm(n, c, hw);
-        long size = (long)n * c * hw;
-        CheckLength(x, size, "BatchNorm input x [N, C, HW]");
-        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw);
-        CheckLength(dy, pool is { } q ? (long)n * c * q.P * q.Q : size, pool is null ? "BatchNorm output gradient dy [N, C, HW]" : "BatchNorm + max pool output gradient dy [N, C, P, Q]");
+        CheckBackwardOperands(x, dy, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices);
         CheckLength(gamma, c, "BatchNorm weight (gamma) [C]");
         CheckLength(saveMean, c, "BatchNorm saved mean [C]");
         CheckLength(saveInvStd, c, "BatchNorm saved inverse std [C]");
         CheckLength(dgamma, c, "BatchNorm weight gradient [C]");
         CheckLength(dbeta, c, "BatchNorm bias gradient [C]");
+    }
+
+    /// <summary>A batch norm's input x, output gradient dy (the fused pool's when given) and what its fused ops saved.</summary>
+    private static void CheckBackwardOperands(Tensor x, Tensor dy, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset,
+        Pool2dParams? pool, Tensor? poolIndices)
+    {
+        long size = (long)n * c * hw;
+        CheckLength(x, size, "BatchNorm input x [N, C, HW]");
+        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw);
+        CheckLength(dy, pool is { } q ? (long)n * c * q.P * q.Q : size, pool is null ? "BatchNorm output gradient dy [N, C, HW]" : "BatchNorm + max pool output gradient dy [N, C, P, Q]");
         if (reluOutput is not null) CheckLength(reluOutput, size, "BatchNorm fused ReLU output [N, C, HW]");
         if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
     }
