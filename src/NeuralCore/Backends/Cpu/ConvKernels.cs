@@ -146,7 +146,7 @@ internal static unsafe class ConvKernels
         if (first >= end) return;
         // Each part packs the weights into its own thread's scratch: a worker read them from the calling thread's
         // before, across the cores (MNIST b256 training, two threads, when the vCPUs share no cache: the forward
-        // convolutions big 4.30 -> 4.21 ms and pruned 1.82 -> 1.79 ms; step 105's measurement).
+        // convolutions big 4.30 -> 4.21 ms and pruned 1.82 -> 1.79 ms; docs/benchmarks.md, step 106).
         var packing = ImplicitGemmConv.PackInto(job.W, p, scratch);
         for (int chunk = first; chunk < end; chunk++)
         {
@@ -308,11 +308,11 @@ internal static unsafe class ConvKernels
         Execute(ref job);
     }
 
-    /// <summary>dw = conv2d weight gradient of dy for input x (dw overwritten).</summary>
     /// <summary>True when <see cref="BackwardWeight"/> runs <paramref name="p"/> as a stem (<see cref="DirectWeightGradient.RunStem"/>).</summary>
     internal static bool RunsStemWeightGradient(in Conv2dParams p) =>
         !CutDeadTaps(p, out _, out _, out _) && !DirectWeightGradient.Supports(p) && DirectWeightGradient.SupportsStem(p);
 
+    /// <summary>dw = conv2d weight gradient of dy for input x (dw overwritten).</summary>
     internal static void BackwardWeight(float* dy, float* x, float* dw, in Conv2dParams p)
     {
         if (CutDeadTaps(p, out var cut, out int r0, out int s0))

@@ -132,7 +132,7 @@ public sealed partial class CpuBackend
     /// (<see cref="Conv2dBackwardWeightThroughBatchNorm"/>): dgamma, dbeta, and per channel the coefficients of dx in
     /// <paramref name="coefficients"/> [3C]. Planes of 64 values or more, N * HW above 0.
     /// </summary>
-    internal unsafe void BatchNormBackwardSums(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor coefficients,
+    internal void BatchNormBackwardSums(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor coefficients,
         Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset, Pool2dParams? pool, Tensor? poolIndices)
     {
         CheckBatchNormBackward(x, dy, gamma, saveMean, saveInvStd, dgamma, dbeta, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices);

@@ -175,7 +175,7 @@ internal static unsafe class DirectWeightGradient
     /// <see cref="RunStem"/> of a dy that no array holds: each part has
     /// <paramref name="fill"/>(<paramref name="state"/>, n0, nb, chunk) write the dy of its chunk's samples [n0, n0 + nb)
     /// ([nb, K, P, Q], in this thread's scratch) just before it multiplies them, so dy is made and read while in cache.
-    /// The chunks and the sums are those of the other overload: the same bits for the same dy.
+    /// The chunks and the sums are <see cref="RunStem"/>'s: the same bits for the same dy.
     /// </summary>
     internal static void RunStemWithFill(float* x, float* dw, in Conv2dParams p, delegate*<void*, int, int, float*, void> fill, void* state) =>
         StemJob(null, x, dw, p, fill, state);
