@@ -415,13 +415,15 @@ public sealed class BatchNormThreadingTests
         }
     }
 
-    [Fact]
-    public void ChainedSmallPlaneSumsWaitForThePartBefore()
+    [Theory]
+    [InlineData(256, 76, 6)]
+    [InlineData(96, 8, 169)]
+    public void ChainedSumsWaitForThePartBefore(int n, int c, int hw)
     {
-        // Each part of the small-plane sums adds its blocks to the running sums the part before left: on two or three
-        // threads, back to back, a part that did not wait would start from another job's or a partial sum. Every call
-        // must give the one-thread bits.
-        int n = 256, c = 76, hw = 6;
+        // Each part of the sums (small planes: blocks of samples; large planes: segments of samples per block of
+        // channels) adds its own to the running sums the part before left: on two or three threads, back to back, a
+        // part that did not wait would start from another job's or a partial sum. Every call must give the one-thread
+        // bits.
         float[] x = Reference.ToFloat(Reference.Random(n * c * hw, 31, 2.0).Select(v => v + 0.5).ToArray());
         float[] dy = Reference.ToFloat(Reference.Random(n * c * hw, 32));
         var xt = Tensor.FromArray(x, n, c, hw);

@@ -112,7 +112,7 @@ internal static unsafe partial class BatchNormKernels
         [ThreadStatic] private static SmallScratch? current;
 
         private float[] _floats = [], _blocks = [];
-        private double[] _doubles = [];
+        private double[] _doubles = [], _totals = [];
 
         public static SmallScratch Current => current ??= new SmallScratch();
 
@@ -129,6 +129,14 @@ internal static unsafe partial class BatchNormKernels
             if (_floats.Length < length) _floats = GC.AllocateUninitializedArray<float>(length, pinned: true);
             // SAFETY: pinned-heap array kept alive by this thread-static scratch.
             return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_floats));
+        }
+
+        /// <summary>A large-plane job's running sums per channel of a block (apart from <see cref="Doubles"/>, which its parts use).</summary>
+        public double* Totals(int length)
+        {
+            if (_totals.Length < length) _totals = GC.AllocateUninitializedArray<double>(length, pinned: true);
+            // SAFETY: as below.
+            return (double*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_totals));
         }
 
         public double* Doubles(int length)

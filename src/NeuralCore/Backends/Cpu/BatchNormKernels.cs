@@ -56,9 +56,11 @@ internal static unsafe partial class BatchNormKernels
         public float* Coefficients;
         public int Parts;
         // Above 1: the samples cut into this many segments, one per part, and the channels [BlockStart, BlockEnd) of the
-        // block run in two phases (ExecuteInBlocks), with each plane's two sums kept in PlaneSums ([block, N, 2]) between them.
+        // block run in two phases (ExecuteInBlocks): each part's planes' sums, added in plane order to the channels' running
+        // sums in Totals ([block, 2]) part after part (Published: how many parts have), then the output passes.
         public int Segments, Phase, BlockStart, BlockEnd;
-        public double* PlaneSums;
+        public double* Totals;
+        public int Published;
     }
 
     /// <summary>
@@ -175,9 +177,9 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>
     /// Training and backward on several threads: each part takes one segment of the samples, for every channel, and the
     /// channels are walked in blocks whose planes of a segment fit in L2, in two phases per block: every part's sums of
-    /// its planes, one per plane, then, once every part is done with those, each part's output pass over its planes,
-    /// which adds each channel's per-plane sums in plane order as <see cref="TrainingChannel"/> and
-    /// <see cref="BackwardChannel"/> do in one go: the same bits. So each thread reads and writes the samples its own
+    /// its planes, one per plane, added to the channels' running sums part after part (<see cref="SegmentSums"/>) in
+    /// plane order as <see cref="TrainingChannel"/> and <see cref="BackwardChannel"/> add them in one go (the same bits),
+    /// then, once every part is done, each part's output pass over its planes. So each thread reads and writes the samples its own
     /// thread's convolutions wrote and will read: the stem's batch norm, split by channels before, read half of its
     /// input from the other core, and its backward wrote half of the gradient the stem's weight gradient and, the step
     /// after, the stem's output (which takes that gradient's array, <see cref="CpuTrainingPlan"/>) write or read on
@@ -192,8 +194,8 @@ internal static unsafe partial class BatchNormKernels
         int block = job.Coefficients != null ? job.C : (int)Math.Clamp(BlockBytes / (segmentPlanes * job.HW * sizeof(float)), 1, job.C);
         job.Parts = parts;
         job.Segments = parts;
-        job.PlaneSums = SmallScratch.Current.Doubles(2 * block * job.N);
-        // SAFETY: as in Execute; the plane sums live in this thread's scratch until both phases of the last block are done.
+        job.Totals = SmallScratch.Current.Totals(2 * block);
+        // SAFETY: as in Execute; the running sums live in this thread's scratch until both phases of the last block are done.
         fixed (Job* state = &job)
         {
             for (int c = 0; c < job.C; c += block)
@@ -201,6 +203,7 @@ internal static unsafe partial class BatchNormKernels
                 job.BlockStart = c;
                 job.BlockEnd = Math.Min(job.C, c + block);
                 job.Phase = 0;
+                job.Published = 0;
                 CpuThreading.ForParts(parts, &RunPart, state);
                 job.Phase = 1;
                 CpuThreading.ForParts(parts, &RunPart, state);
@@ -213,7 +216,8 @@ internal static unsafe partial class BatchNormKernels
         ref Job job = ref *(Job*)state;
         if (job.Segments > 1)
         {
-            for (int c = job.BlockStart; c < job.BlockEnd; c++) RunSegment(ref job, c, part);
+            if (job.Phase == 0) SegmentSums(ref job, part);
+            else for (int c = job.BlockStart; c < job.BlockEnd; c++) SegmentOutput(ref job, c, part);
             return;
         }
         int items = job.Pass == Pass.Inference ? job.N * job.C : job.C;
@@ -230,26 +234,54 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
-    /// <summary>Segment s of channel c, in the job's phase: its planes' sums (phase 0), or its output pass (phase 1).</summary>
-    private static void RunSegment(ref Job job, int c, int segment)
+    /// <summary>Phase 1 of segment s of channel c: its output pass, from the channel's sums over every plane (Totals).</summary>
+    private static void SegmentOutput(ref Job job, int c, int segment)
     {
         int n0 = (int)((long)segment * job.N / job.Segments), n1 = (int)((long)(segment + 1) * job.N / job.Segments);
-        double* sums = job.PlaneSums + 2L * (c - job.BlockStart) * job.N;
-        if (job.Phase == 0)
-        {
-            if (job.Pass == Pass.Training) ChannelStatisticsSums(ref job, c, n0, n1, sums);
-            else ChannelGradientSums(ref job, c, n0, n1, sums);
-            return;
-        }
-        double sum = 0, second = 0;
-        for (int n = 0; n < job.N; n++)
-        {
-            sum += sums[2 * n];
-            second += sums[2 * n + 1];
-        }
+        double sum = job.Totals[2 * (c - job.BlockStart)], second = job.Totals[2 * (c - job.BlockStart) + 1];
         // Every segment works out the channel's coefficients (the same bits); the first one stores what is saved.
         if (job.Pass == Pass.Training) TrainingOutput(ref job, c, sum, second, n0, n1, save: segment == 0);
         else BackwardOutput(ref job, c, sum, second, n0, n1, save: segment == 0);
+    }
+
+    /// <summary>
+    /// Phase 0 of part <paramref name="segment"/>: its planes' sums for every channel of the block, kept in its own
+    /// thread's scratch; then, once the part before it has (Published), added in plane order to the channels' running
+    /// sums in Totals (the first part's from zero): the order of one walk over the planes whatever the parts, and only
+    /// the running sums cross between the cores, not every plane's.
+    /// </summary>
+    private static void SegmentSums(ref Job job, int segment)
+    {
+        int n0 = (int)((long)segment * job.N / job.Segments), n1 = (int)((long)(segment + 1) * job.N / job.Segments);
+        int count = n1 - n0, channels = job.BlockEnd - job.BlockStart;
+        double* local = SmallScratch.Current.Doubles(2 * channels * count);
+        for (int c = job.BlockStart; c < job.BlockEnd; c++)
+        {
+            // Indexed by the plane's number: [2 n, 2 n + 1] for n in [n0, n1).
+            double* perPlane = local + 2L * (c - job.BlockStart) * count - 2L * n0;
+            if (job.Pass == Pass.Training) ChannelStatisticsSums(ref job, c, n0, n1, perPlane);
+            else ChannelGradientSums(ref job, c, n0, n1, perPlane);
+        }
+        if (segment > 0)
+        {
+            // Parts only wait for lower parts, and the calling thread takes part 0 first and any part still untaken
+            // after it in order, so the chain always moves.
+            var spin = new SpinWait();
+            while (Volatile.Read(ref job.Published) < segment) spin.SpinOnce(sleep1Threshold: -1);
+        }
+        for (int i = 0; i < channels; i++)
+        {
+            double sum = segment == 0 ? 0 : job.Totals[2 * i], second = segment == 0 ? 0 : job.Totals[2 * i + 1];
+            double* planes = local + 2L * i * count;
+            for (int n = 0; n < count; n++)
+            {
+                sum += planes[2 * n];
+                second += planes[2 * n + 1];
+            }
+            job.Totals[2 * i] = sum;
+            job.Totals[2 * i + 1] = second;
+        }
+        Volatile.Write(ref job.Published, segment + 1);
     }
 
     private static void TrainingChannel(ref Job job, int c)
