@@ -57,6 +57,24 @@ public sealed class BenchCommandTests
         Assert.Contains("per step (mean ms, share of the pass):", stderr);
     }
 
+    /// <summary>A batch of 16 samples or more per thread runs in sample shards, which the output and the JSON report.</summary>
+    [Fact]
+    public void ReportsTheSampleShardsOfABatch()
+    {
+        var (code, stdout, stderr) = Cli.Run("bench", "--channel-width", "32 64 128", "--batch-size", "64", "--mode", "infer",
+            "--threads", "2", "--iterations", "2", "--warmup", "0", "--profile", "--json");
+        Assert.True(code == 0, stderr);
+        var json = JsonNode.Parse(stdout)!;
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, which the shards would run alike; the test's figures assume the 512-bit kernels.");
+        Assert.Equal(2, (int)json["sample_shards"]!);
+        Assert.Contains("in 2 sample shards", stderr);
+        Assert.Contains("per step (mean ms of each sample shard's thread, share of the pass):", stderr);
+        var (oneCode, oneOut, oneErr) = Cli.Run("bench", "--channel-width", "32 64 128", "--batch-size", "1", "--mode", "infer",
+            "--threads", "2", "--iterations", "2", "--warmup", "0", "--json");
+        Assert.True(oneCode == 0, oneErr);
+        Assert.Equal(1, (int)JsonNode.Parse(oneOut)!["sample_shards"]!);
+    }
+
     [Theory]
     [InlineData("--mode", "fit")]
     [InlineData("--iterations", "0")]

@@ -124,7 +124,7 @@ internal static class BenchCommand
                 $"{Describe(source, described)}, {what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
             WriteTimes(human, result);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB; plan buffers {result.PlanBytes / 1048576.0:F1} MiB"));
+                $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB; plan buffers {result.PlanBytes / 1048576.0:F1} MiB{(result.Shards > 1 ? $" in {result.Shards} sample shards" : "")}"));
             Speedup? speedup = null;
             if (reference is not null && baselineResult is not null)
             {
@@ -138,7 +138,8 @@ internal static class BenchCommand
             if (result.Profile is { } steps)
             {
                 double total = steps.Sum(s => s.Milliseconds);
-                human.WriteLine(what == "train" ? "per op (mean ms per step, share of the profiled ops):" : "per step (mean ms, share of the pass):");
+                human.WriteLine(what == "train" ? "per op (mean ms per step, share of the profiled ops):"
+                    : result.Shards > 1 ? "per step (mean ms of each sample shard's thread, share of the pass):" : "per step (mean ms, share of the pass):");
                 foreach (var (step, ms) in steps)
                     human.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {ms,9:F4} {100 * ms / total,5:F1} %  {step}"));
             }
@@ -216,6 +217,7 @@ internal static class BenchCommand
         o["samples_per_second"] = result.SamplesPerSecond;
         o["allocated_bytes_per_iteration"] = result.AllocatedBytesPerIteration;
         o["plan_buffer_bytes"] = result.PlanBytes;
+        o["sample_shards"] = result.Shards;
         o["times_ms"] = new JsonArray(result.Times.Select(v => (JsonNode)v).ToArray());
     }
 
@@ -234,7 +236,7 @@ internal static class BenchCommand
 
     /// <summary>Times per iteration in milliseconds (in run order) and their summary.</summary>
     private sealed record BenchResult(double[] Times, int Batch, long AllocatedBytesPerIteration, long PeakWorkingSet, long PooledBytes,
-        long PlanBytes, IReadOnlyList<(string Step, double Milliseconds)>? Profile)
+        long PlanBytes, int Shards, IReadOnlyList<(string Step, double Milliseconds)>? Profile)
     {
         private double[] Sorted { get; } = Times.Order().ToArray();
 
@@ -331,9 +333,9 @@ internal static class BenchCommand
         using var process = Process.GetCurrentProcess();
         // Timing each step adds a clock read per step, so the profile is taken in its own runs after the timed ones.
         var steps = profile ? model.Profile(count) : null;
-        var result = new BenchResult(times, model.Batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, model.PlanBytes, steps);
+        var result = new BenchResult(times, model.Batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, model.PlanBytes, model.Shards, steps);
         var other = baseline is null ? null
-            : new BenchResult(baselineTimes, baseline.Batch, baselineAllocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, baseline.PlanBytes, null);
+            : new BenchResult(baselineTimes, baseline.Batch, baselineAllocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, baseline.PlanBytes, baseline.Shards, null);
         return (result, other, ratios);
     }
 
@@ -379,6 +381,9 @@ internal static class BenchCommand
 
         /// <summary>The memory the compiled plan holds for its activations, gradients and scratch (0 for the eager pass).</summary>
         public long PlanBytes => _compiled?.BufferBytes ?? _trainingPlan?.BufferBytes ?? 0;
+
+        /// <summary>The sample shards the compiled inference pass runs in (1 otherwise).</summary>
+        public int Shards => _compiled?.SampleShards ?? 1;
 
         /// <summary>Runs one iteration and gives its time in milliseconds; returns the bytes it allocated on this thread.</summary>
         public long TimeOne(out double milliseconds)

@@ -10,8 +10,14 @@ namespace NeuralCore.Tests.Backends;
 /// that run inline and threaded; unsupported ops and wrong shapes fail with a message.
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
-public sealed class CpuInferencePlanTests
+public sealed class CpuInferencePlanTests : IDisposable
 {
+    // The tests here reach every step's threaded kernels, which a batch split into sample shards runs on one thread
+    // each: only the tests of the shards turn them on.
+    public CpuInferencePlanTests() => CpuInferencePlan.ShardingEnabled = false;
+
+    public void Dispose() => CpuInferencePlan.ShardingEnabled = true;
+
     private static Module Net(Generator g)
     {
         var net = new Sequential(
@@ -700,6 +706,86 @@ public sealed class CpuInferencePlanTests
             var profile = plan.Profile(x.ToArray(), 3);
             Assert.Equal(plan.Description, profile.Select(p => p.Step));
             Assert.All(profile, p => Assert.True(p.Milliseconds >= 0, p.Step));
+        }
+        finally
+        {
+            CpuThreading.Threads = savedThreads;
+        }
+    }
+
+    /// <summary>
+    /// A batch of at least 16 samples per thread runs as one plan per thread over its share of the samples, where those
+    /// plans choose the whole batch's kernels: the bits of one plan over the whole batch, on 1, 2 and 3 threads, in even
+    /// and uneven shares (100 = 33 + 33 + 34); the profile names every step once and times it.
+    /// </summary>
+    [Theory]
+    [InlineData(2, 64, 2)]
+    [InlineData(3, 100, 3)]
+    [InlineData(2, 256, 2)]
+    public void BatchesRunAsSampleShardsWithTheBitsOfOnePlan(int threads, int batch, int shards)
+    {
+        var g = new Generator(17);
+        var net = new StemBlockNet(19, secondBlock: true, g);
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, 1, 28, 28], g);
+        int savedThreads = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = threads;
+            var whole = CpuInferencePlan.Compile(net, x.ShapeArray());
+            Assert.Equal(1, whole.SampleShards);
+            CpuInferencePlan.ShardingEnabled = true;
+            var (plan, expected) = CompileAndCompare(net, x);
+            Assert.Equal(shards, plan.SampleShards);
+            Assert.Equal(whole.Description, plan.Description);
+            var bits = whole.Run(x).ToArray();
+            AssertMatchesEager(expected, bits);
+            foreach (int t in new[] { 1, 2, 3 })
+            {
+                CpuThreading.Threads = t;
+                Assert.Equal(bits, plan.Run(x).ToArray());
+            }
+            var profile = plan.Profile(x.ToArray(), 3);
+            Assert.Equal(plan.Description, profile.Select(p => p.Step));
+            Assert.All(profile, p => Assert.True(p.Milliseconds > 0, p.Step));
+            Assert.InRange(plan.BufferBytes, whole.BufferBytes / 2, whole.BufferBytes * 2);
+            // A call allocates nothing on the calling thread.
+            var input = x.ToArray();
+            var output = new float[bits.Length];
+            plan.Run(input, output);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            plan.Run(input, output);
+            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+            Assert.Equal(bits, output);
+        }
+        finally
+        {
+            CpuThreading.Threads = savedThreads;
+        }
+    }
+
+    /// <summary>
+    /// Shards too small for the whole batch's kernels (32 samples take Winograd F(3x3, 3x3) on the 6 x 6 maps, 16 or 24 do
+    /// not) leave the batch in one plan, and one sample, or too few multiply-adds, is never split.
+    /// </summary>
+    [Fact]
+    public void BatchesWhoseShardsWouldChangeKernelsStayWhole()
+    {
+        var g = new Generator(19);
+        var net = new StemBlockNet(19, secondBlock: true, g);
+        RandomizeStatistics(net, g);
+        int savedThreads = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = 2;
+            CpuInferencePlan.ShardingEnabled = true;
+            var (plan, _) = CompileAndCompare(net, Tensor.Randn([32, 1, 28, 28], g));
+            if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, whose kernels do not depend on the batch.");
+            Assert.Contains(plan.Description, d => d.Contains("F(3x3, 3x3)", StringComparison.Ordinal));
+            Assert.Equal(1, plan.SampleShards);
+            Assert.Equal(1, CompileAndCompare(net, Tensor.Randn([48, 1, 28, 28], g)).Plan.SampleShards);
+            Assert.Equal(1, CompileAndCompare(net, Tensor.Randn([1, 1, 28, 28], g)).Plan.SampleShards);
+            Assert.Equal(1, CompileAndCompare(Net(g), Tensor.Randn([40, 2, 25, 21], g)).Plan.SampleShards);
         }
         finally
         {

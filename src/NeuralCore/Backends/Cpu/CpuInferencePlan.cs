@@ -104,7 +104,8 @@ public sealed unsafe partial class CpuInferencePlan
     /// alone (default true). The first calls try both; then the pass runs in the faster mode and now and then tries the
     /// other, so a pass too small to repay the traffic between cores (on a busy host, a pruned model at batch 1) stops
     /// paying it, and uses the workers again when they pay. The kernels give the same bits either way. When false, the
-    /// pass uses the worker threads (passes under 4 M multiply-adds always run on the calling thread).
+    /// pass uses the worker threads (passes under 4 M multiply-adds always run on the calling thread). A pass in sample
+    /// shards (<see cref="SampleShards"/>) always hands them to the worker threads.
     /// </summary>
     public bool AdaptiveThreading { get; set; } = true;
 
@@ -112,11 +113,13 @@ public sealed unsafe partial class CpuInferencePlan
     internal bool UsesWorkers => _macs >= InlineMacs;
 
     /// <summary>Bytes of the intermediate buffers (the plan's working memory besides the folded weights).</summary>
-    public long BufferBytes => _buffers.Sum(b => (long)b.Length * sizeof(float));
+    public long BufferBytes => _buffers.Sum(b => (long)b.Length * sizeof(float)) + (_shards?.Sum(s => s.BufferBytes) ?? 0);
 
     /// <summary>
     /// Traces <paramref name="model"/> in eval mode on a zero input of <paramref name="inputShape"/> (batch included) and
-    /// compiles the pass. The model's training mode is restored afterwards.
+    /// compiles the pass. The model's training mode is restored afterwards. A batch of at least 16 samples per thread
+    /// (<see cref="CpuThreading.Threads"/> when compiled) runs as one plan per thread over its share of the samples, each
+    /// shard's steps on its own thread, where those plans choose the same kernels as the whole batch's (the same bits).
     /// </summary>
     /// <exception cref="NotSupportedException">The model uses an op the plan cannot run, or lives off the CPU.</exception>
     public static CpuInferencePlan Compile(Module model, int[] inputShape)
@@ -126,6 +129,16 @@ public sealed unsafe partial class CpuInferencePlan
         foreach (var p in model.Parameters())
             if (p.Device != Device.Cpu)
                 throw new NotSupportedException($"CpuInferencePlan runs CPU models; parameter '{p.Name}' is on {p.Device}. Move the model with model.To(Device.Cpu) first.");
+        var whole = Trace(model, inputShape);
+        return Shard(model, inputShape, whole) ?? whole;
+    }
+
+    /// <summary>
+    /// Traces <paramref name="model"/> in eval mode on zeros of <paramref name="inputShape"/> and compiles one plan for the
+    /// whole batch, for every thread, or with <paramref name="threaded"/> false for one (no row bands or column chains).
+    /// </summary>
+    private static CpuInferencePlan Trace(Module model, int[] inputShape, bool threaded = true)
+    {
         bool training = model.Training;
         var input = Tensor.Zeros(inputShape);
         Tensor output;
@@ -140,7 +153,7 @@ public sealed unsafe partial class CpuInferencePlan
         {
             model.Train(training);
         }
-        return new Compiler(input, output).Build();
+        return new Compiler(input, output, threaded).Build();
     }
 
     /// <summary>Runs the pass on <paramref name="input"/> (row-major, <see cref="InputShape"/>) into <paramref name="output"/> (<see cref="OutputShape"/>).</summary>
@@ -169,6 +182,14 @@ public sealed unsafe partial class CpuInferencePlan
             throw new ArgumentException($"The plan writes {Tensor.FormatShape(OutputShape)} ({Tensor.Numel(OutputShape)} values), but the output span holds {output.Length}.", nameof(output));
         lock (_gate)
         {
+            if (_shards is not null)
+            {
+                // SAFETY: pinned for the call, which returns after every shard has run.
+                fixed (float* pin = input)
+                fixed (float* outPin = output)
+                    RunShards(pin, outPin, stepTimes);
+                return;
+            }
             // SAFETY: the input is pinned for the call; every buffer is on the pinned object heap and sized at compile time
             // for the value it holds; the steps stay inside the lengths their shapes give.
             fixed (float* pin = input)
@@ -373,16 +394,21 @@ public sealed unsafe partial class CpuInferencePlan
         // Run by a ColumnChainStep, with each thread on its own columns; by a RowBandStep, on its own rows.
         public bool Chained, Banded;
 
-        public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + PoolLabel + Implicit switch
+        public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + PoolLabel + Kernel switch
         {
-            not null when Chained => " (implicit GEMM, column chain)",
-            not null when Banded => " (implicit GEMM, row bands)",
-            null when Narrow is not null => Narrow.Taps < P.R * P.S ? $" (narrow map, {Narrow.Taps} of {P.R * P.S} taps)" : " (narrow map)",
-            null when Direct is not null => Banded ? " (direct, row bands)" : " (direct)",
-            null when Winograd is not null => $" (Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3){(Banded ? ", row bands" : "")})",
+            "" => "",
+            var kernel => $" ({kernel}{(Chained ? ", column chain" : Banded ? ", row bands" : "")})",
+        };
+
+        /// <summary>The kernel that runs the convolution ("" for the im2col GEMM), without how its work is laid out between threads.</summary>
+        private string Kernel => Implicit switch
+        {
+            null when Narrow is not null => Narrow.Taps < P.R * P.S ? $"narrow map, {Narrow.Taps} of {P.R * P.S} taps" : "narrow map",
+            null when Direct is not null => "direct",
+            null when Winograd is not null => $"Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3)",
             null => "",
-            { Taps: var taps } when taps < P.R * P.S => $" (implicit GEMM, {taps} of {P.R * P.S} taps)",
-            _ => " (implicit GEMM)",
+            { Taps: var taps } when taps < P.R * P.S => $"implicit GEMM, {taps} of {P.R * P.S} taps",
+            _ => "implicit GEMM",
         };
     }
 
@@ -631,7 +657,7 @@ public sealed unsafe partial class CpuInferencePlan
 
     // ---- compiler ---------------------------------------------------------------------------------
 
-    private sealed partial class Compiler(Tensor input, Tensor output)
+    private sealed partial class Compiler(Tensor input, Tensor output, bool threaded)
     {
         // Value numbers of tensors; views and fused results share their source's number.
         private readonly Dictionary<Tensor, int> _valueOf = new(ReferenceEqualityComparer.Instance);
@@ -657,8 +683,13 @@ public sealed unsafe partial class CpuInferencePlan
                 throw new NotSupportedException("CpuInferencePlan: the model's output does not depend on its input.");
             foreach (var conv in _steps.OfType<ConvStep>()) conv.Prepare(narrow: NarrowMapConv.Enabled && !HasViews(conv.Out));
             outValue = AssignLayouts(outValue);
-            FormRowBands(outValue);
-            FormChains(outValue);
+            // Row bands and column chains lay a step's work out for several threads: a plan that runs on one (a sample
+            // shard's) forms neither.
+            if (threaded)
+            {
+                FormRowBands(outValue);
+                FormChains(outValue);
+            }
 
             // One buffer per root value that a step reads or writes, except the input, which the caller's memory holds;
             // values that fusion left behind (a pooled convolution's unpooled output) get none.
