@@ -766,7 +766,8 @@ public sealed class CpuInferencePlanTests : IDisposable
 
     /// <summary>
     /// Shards too small for the whole batch's kernels (32 samples take Winograd F(3x3, 3x3) on the 6 x 6 maps, 16 or 24 do
-    /// not) leave the batch in one plan, and one sample, or too few multiply-adds, is never split.
+    /// not) leave the batch in one plan, as does a model that cannot be traced at a shard's batch size; one sample, or too
+    /// few multiply-adds, is never split.
     /// </summary>
     [Fact]
     public void BatchesWhoseShardsWouldChangeKernelsStayWhole()
@@ -786,11 +787,33 @@ public sealed class CpuInferencePlanTests : IDisposable
             Assert.Equal(1, CompileAndCompare(net, Tensor.Randn([48, 1, 28, 28], g)).Plan.SampleShards);
             Assert.Equal(1, CompileAndCompare(net, Tensor.Randn([1, 1, 28, 28], g)).Plan.SampleShards);
             Assert.Equal(1, CompileAndCompare(Net(g), Tensor.Randn([40, 2, 25, 21], g)).Plan.SampleShards);
+            // A model that reshapes to its own batch size cannot be traced at a shard's: it runs as one plan.
+            var fixedBatch = new FixedBatchNet(64, g);
+            var (whole, _) = CompileAndCompare(fixedBatch, Tensor.Randn([64, 1, 28, 28], g));
+            Assert.True(whole.UsesWorkers, "the test's pass must be large enough for sample shards");
+            Assert.Equal(1, whole.SampleShards);
         }
         finally
         {
             CpuThreading.Threads = savedThreads;
         }
+    }
+
+    /// <summary>A convolution whose output is flattened to a batch fixed when the model is made.</summary>
+    private sealed class FixedBatchNet : Module
+    {
+        private readonly Conv2d _conv;
+        private readonly AdaptiveAvgPool2d _pool;
+        private readonly int _batch;
+
+        public FixedBatchNet(int batch, Generator g)
+        {
+            _batch = batch;
+            _conv = RegisterModule("conv", new Conv2d(1, 16, 3, padding: 1, bias: true, generator: g));
+            _pool = RegisterModule("pool", new AdaptiveAvgPool2d(1));
+        }
+
+        public override Tensor Forward(Tensor x) => _pool.Call(_conv.Call(x)).Reshape([_batch, 16]);
     }
 
     /// <summary>

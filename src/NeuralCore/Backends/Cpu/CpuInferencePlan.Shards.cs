@@ -60,14 +60,26 @@ public sealed unsafe partial class CpuInferencePlan
     {
         int n = inputShape.Length > 0 ? inputShape[0] : 1;
         int count = Math.Min(CpuThreading.Threads, n / MinShardSamples);
-        if (!ShardingEnabled || count < 2 || !whole.UsesWorkers) return null;
+        if (!ShardingEnabled || count < 2 || !whole.UsesWorkers || whole.OutputShape.Length == 0 || whole.OutputShape[0] != n) return null;
         var start = Enumerable.Range(0, count + 1).Select(i => (int)((long)i * n / count)).ToArray();
         var shards = new CpuInferencePlan[count];
         for (int i = 0; i < count; i++)
         {
             // A plan of its own for each shard (two of one size would share buffers), the kernels of the whole batch's.
-            var plan = Trace(model, [start[i + 1] - start[i], .. inputShape.AsSpan(1)], threaded: false);
-            if (!Kernels(plan.Description).SequenceEqual(Kernels(whole.Description))) return null;
+            int samples = start[i + 1] - start[i];
+            CpuInferencePlan plan;
+            try
+            {
+                plan = Trace(model, [samples, .. inputShape.AsSpan(1)], threaded: false);
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException)
+            {
+                // A model whose shapes hold for its batch only (a reshape to a fixed batch size) runs as one plan.
+                return null;
+            }
+            if (plan.OutputShape[0] != samples || !plan.OutputShape.AsSpan(1).SequenceEqual(whole.OutputShape.AsSpan(1))
+                || !Kernels(plan.Description).SequenceEqual(Kernels(whole.Description)))
+                return null;
             plan.AdaptiveThreading = false;
             shards[i] = plan;
         }
