@@ -799,6 +799,41 @@ public sealed class CpuInferencePlanTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Every shard holds its own copy of the folded weights: a model whose copies beyond the first would exceed
+    /// <c>MaxExtraWeightBytes</c> takes fewer shards than there are threads, or none.
+    /// </summary>
+    [Fact]
+    public void ModelsTakeNoMoreShardsThanTheirWeightsAllow()
+    {
+        var g = new Generator(23);
+        var net = new StemBlockNet(19, secondBlock: true, g);
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([96, 1, 28, 28], g);
+        long weightBytes = net.Parameters().Sum(p => (long)p.NumElements) * sizeof(float);
+        int savedThreads = CpuThreading.Threads;
+        long savedBudget = CpuInferencePlan.MaxExtraWeightBytes;
+        try
+        {
+            CpuThreading.Threads = 3;
+            CpuInferencePlan.ShardingEnabled = true;
+            var three = CompileAndCompare(net, x).Plan;
+            if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col; the shard counts assume the 512-bit kernels' choices.");
+            Assert.Equal(3, three.SampleShards);
+            CpuInferencePlan.MaxExtraWeightBytes = weightBytes;
+            var two = CompileAndCompare(net, x).Plan;
+            Assert.Equal(2, two.SampleShards);
+            CpuInferencePlan.MaxExtraWeightBytes = weightBytes - 1;
+            Assert.Equal(1, CompileAndCompare(net, x).Plan.SampleShards);
+            Assert.Equal(three.Run(x).ToArray(), two.Run(x).ToArray());
+        }
+        finally
+        {
+            CpuThreading.Threads = savedThreads;
+            CpuInferencePlan.MaxExtraWeightBytes = savedBudget;
+        }
+    }
+
     /// <summary>A convolution whose output is flattened to a batch fixed when the model is made.</summary>
     private sealed class FixedBatchNet : Module
     {

@@ -7,6 +7,11 @@ public sealed unsafe partial class CpuInferencePlan
 {
     // Each shard takes at least this many samples.
     private const int MinShardSamples = 16;
+    /// <summary>
+    /// Each shard holds its own copy of the folded weights: the copies beyond the first stay within this many bytes
+    /// (64 MiB; tests lower it).
+    /// </summary>
+    internal static long MaxExtraWeightBytes { get; set; } = 64L << 20;
 
     /// <summary>
     /// Whether <see cref="Compile"/> may split a batch into sample shards (tests turn it off to reach the threaded steps
@@ -54,12 +59,14 @@ public sealed unsafe partial class CpuInferencePlan
     /// batch-256 pass had lost 7-130 µs to that traffic (see docs/benchmarks.md, step 108). Only where each shard's plan
     /// runs the steps <paramref name="whole"/> runs, with the same kernels (the same <see cref="Description"/> but for
     /// the row bands and column chains that lay a step out for several threads): each sample's outputs are then the same
-    /// sums in the same order as in the whole batch's pass, so the bits are the same on any number of threads.
+    /// sums in the same order as in the whole batch's pass, so the bits are the same on any number of threads. Each
+    /// shard holds its own folded weights, so a large model takes fewer shards (the copies beyond the first within 64 MiB).
     /// </summary>
     private static CpuInferencePlan? Shard(Module model, int[] inputShape, CpuInferencePlan whole)
     {
         int n = inputShape.Length > 0 ? inputShape[0] : 1;
-        int count = Math.Min(CpuThreading.Threads, n / MinShardSamples);
+        long weightBytes = Math.Max(1, model.Parameters().Sum(p => (long)p.NumElements) * sizeof(float));
+        int count = (int)Math.Min(Math.Min(CpuThreading.Threads, n / MinShardSamples), 1 + MaxExtraWeightBytes / weightBytes);
         if (!ShardingEnabled || count < 2 || !whole.UsesWorkers || whole.OutputShape.Length == 0 || whole.OutputShape[0] != n) return null;
         var start = Enumerable.Range(0, count + 1).Select(i => (int)((long)i * n / count)).ToArray();
         var shards = new CpuInferencePlan[count];
