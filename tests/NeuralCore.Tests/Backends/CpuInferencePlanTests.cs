@@ -13,10 +13,28 @@ namespace NeuralCore.Tests.Backends;
 public sealed class CpuInferencePlanTests : IDisposable
 {
     // The tests here reach every step's threaded kernels, which a batch split into sample shards runs on one thread
-    // each: only the tests of the shards turn them on.
+    // each: only the tests of the shards turn them on. Those set the thread count and the shards' weight budget, which
+    // Dispose restores.
+    private readonly int _threads = CpuThreading.Threads;
+    private readonly long _weightBudget = CpuInferencePlan.MaxExtraWeightBytes;
+
     public CpuInferencePlanTests() => CpuInferencePlan.ShardingEnabled = false;
 
-    public void Dispose() => CpuInferencePlan.ShardingEnabled = true;
+    public void Dispose()
+    {
+        CpuInferencePlan.ShardingEnabled = true;
+        CpuThreading.Threads = _threads;
+        CpuInferencePlan.MaxExtraWeightBytes = _weightBudget;
+    }
+
+    /// <summary>CP-ResNet's stem and two blocks at 19 channels (MNIST's pruned widths), with sample shards turned on.</summary>
+    private static StemBlockNet ShardedNet(Generator g)
+    {
+        var net = new StemBlockNet(19, secondBlock: true, g);
+        RandomizeStatistics(net, g);
+        CpuInferencePlan.ShardingEnabled = true;
+        return net;
+    }
 
     private static Module Net(Generator g)
     {
@@ -725,43 +743,35 @@ public sealed class CpuInferencePlanTests : IDisposable
     public void BatchesRunAsSampleShardsWithTheBitsOfOnePlan(int threads, int batch, int shards)
     {
         var g = new Generator(17);
-        var net = new StemBlockNet(19, secondBlock: true, g);
-        RandomizeStatistics(net, g);
+        var net = ShardedNet(g);
         var x = Tensor.Randn([batch, 1, 28, 28], g);
-        int savedThreads = CpuThreading.Threads;
-        try
+        CpuThreading.Threads = threads;
+        CpuInferencePlan.ShardingEnabled = false;
+        var whole = CpuInferencePlan.Compile(net, x.ShapeArray());
+        Assert.Equal(1, whole.SampleShards);
+        CpuInferencePlan.ShardingEnabled = true;
+        var (plan, expected) = CompileAndCompare(net, x);
+        Assert.Equal(shards, plan.SampleShards);
+        Assert.Equal(whole.Description, plan.Description);
+        var bits = whole.Run(x).ToArray();
+        AssertMatchesEager(expected, bits);
+        foreach (int t in new[] { 1, 2, 3 })
         {
-            CpuThreading.Threads = threads;
-            var whole = CpuInferencePlan.Compile(net, x.ShapeArray());
-            Assert.Equal(1, whole.SampleShards);
-            CpuInferencePlan.ShardingEnabled = true;
-            var (plan, expected) = CompileAndCompare(net, x);
-            Assert.Equal(shards, plan.SampleShards);
-            Assert.Equal(whole.Description, plan.Description);
-            var bits = whole.Run(x).ToArray();
-            AssertMatchesEager(expected, bits);
-            foreach (int t in new[] { 1, 2, 3 })
-            {
-                CpuThreading.Threads = t;
-                Assert.Equal(bits, plan.Run(x).ToArray());
-            }
-            var profile = plan.Profile(x.ToArray(), 3);
-            Assert.Equal(plan.Description, profile.Select(p => p.Step));
-            Assert.All(profile, p => Assert.True(p.Milliseconds > 0, p.Step));
-            Assert.InRange(plan.BufferBytes, whole.BufferBytes / 2, whole.BufferBytes * 2);
-            // A call allocates nothing on the calling thread.
-            var input = x.ToArray();
-            var output = new float[bits.Length];
-            plan.Run(input, output);
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            plan.Run(input, output);
-            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
-            Assert.Equal(bits, output);
+            CpuThreading.Threads = t;
+            Assert.Equal(bits, plan.Run(x).ToArray());
         }
-        finally
-        {
-            CpuThreading.Threads = savedThreads;
-        }
+        var profile = plan.Profile(x.ToArray(), 3);
+        Assert.Equal(plan.Description, profile.Select(p => p.Step));
+        Assert.All(profile, p => Assert.True(p.Milliseconds > 0, p.Step));
+        Assert.InRange(plan.BufferBytes, whole.BufferBytes / 2, whole.BufferBytes * 2);
+        // A call allocates nothing on the calling thread.
+        var input = x.ToArray();
+        var output = new float[bits.Length];
+        plan.Run(input, output);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        plan.Run(input, output);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(bits, output);
     }
 
     /// <summary>
@@ -773,30 +783,20 @@ public sealed class CpuInferencePlanTests : IDisposable
     public void BatchesWhoseShardsWouldChangeKernelsStayWhole()
     {
         var g = new Generator(19);
-        var net = new StemBlockNet(19, secondBlock: true, g);
-        RandomizeStatistics(net, g);
-        int savedThreads = CpuThreading.Threads;
-        try
-        {
-            CpuThreading.Threads = 2;
-            CpuInferencePlan.ShardingEnabled = true;
-            var (plan, _) = CompileAndCompare(net, Tensor.Randn([32, 1, 28, 28], g));
-            if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, whose kernels do not depend on the batch.");
-            Assert.Contains(plan.Description, d => d.Contains("F(3x3, 3x3)", StringComparison.Ordinal));
-            Assert.Equal(1, plan.SampleShards);
-            Assert.Equal(1, CompileAndCompare(net, Tensor.Randn([48, 1, 28, 28], g)).Plan.SampleShards);
-            Assert.Equal(1, CompileAndCompare(net, Tensor.Randn([1, 1, 28, 28], g)).Plan.SampleShards);
-            Assert.Equal(1, CompileAndCompare(Net(g), Tensor.Randn([40, 2, 25, 21], g)).Plan.SampleShards);
-            // A model that reshapes to its own batch size cannot be traced at a shard's: it runs as one plan.
-            var fixedBatch = new FixedBatchNet(64, g);
-            var (whole, _) = CompileAndCompare(fixedBatch, Tensor.Randn([64, 1, 28, 28], g));
-            Assert.True(whole.UsesWorkers, "the test's pass must be large enough for sample shards");
-            Assert.Equal(1, whole.SampleShards);
-        }
-        finally
-        {
-            CpuThreading.Threads = savedThreads;
-        }
+        var net = ShardedNet(g);
+        CpuThreading.Threads = 2;
+        var (plan, _) = CompileAndCompare(net, Tensor.Randn([32, 1, 28, 28], g));
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, whose kernels do not depend on the batch.");
+        Assert.Contains(plan.Description, d => d.Contains("F(3x3, 3x3)", StringComparison.Ordinal));
+        Assert.Equal(1, plan.SampleShards);
+        Assert.Equal(1, CompileAndCompare(net, Tensor.Randn([48, 1, 28, 28], g)).Plan.SampleShards);
+        Assert.Equal(1, CompileAndCompare(net, Tensor.Randn([1, 1, 28, 28], g)).Plan.SampleShards);
+        Assert.Equal(1, CompileAndCompare(Net(g), Tensor.Randn([40, 2, 25, 21], g)).Plan.SampleShards);
+        // A model that reshapes to its own batch size cannot be traced at a shard's: it runs as one plan.
+        var fixedBatch = new FixedBatchNet(64, g);
+        var (whole, _) = CompileAndCompare(fixedBatch, Tensor.Randn([64, 1, 28, 28], g));
+        Assert.True(whole.UsesWorkers, "the test's pass must be large enough for sample shards");
+        Assert.Equal(1, whole.SampleShards);
     }
 
     /// <summary>
@@ -807,31 +807,19 @@ public sealed class CpuInferencePlanTests : IDisposable
     public void ModelsTakeNoMoreShardsThanTheirWeightsAllow()
     {
         var g = new Generator(23);
-        var net = new StemBlockNet(19, secondBlock: true, g);
-        RandomizeStatistics(net, g);
+        var net = ShardedNet(g);
         var x = Tensor.Randn([96, 1, 28, 28], g);
         long weightBytes = net.Parameters().Sum(p => (long)p.NumElements) * sizeof(float);
-        int savedThreads = CpuThreading.Threads;
-        long savedBudget = CpuInferencePlan.MaxExtraWeightBytes;
-        try
-        {
-            CpuThreading.Threads = 3;
-            CpuInferencePlan.ShardingEnabled = true;
-            var three = CompileAndCompare(net, x).Plan;
-            if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col; the shard counts assume the 512-bit kernels' choices.");
-            Assert.Equal(3, three.SampleShards);
-            CpuInferencePlan.MaxExtraWeightBytes = weightBytes;
-            var two = CompileAndCompare(net, x).Plan;
-            Assert.Equal(2, two.SampleShards);
-            CpuInferencePlan.MaxExtraWeightBytes = weightBytes - 1;
-            Assert.Equal(1, CompileAndCompare(net, x).Plan.SampleShards);
-            Assert.Equal(three.Run(x).ToArray(), two.Run(x).ToArray());
-        }
-        finally
-        {
-            CpuThreading.Threads = savedThreads;
-            CpuInferencePlan.MaxExtraWeightBytes = savedBudget;
-        }
+        CpuThreading.Threads = 3;
+        var three = CompileAndCompare(net, x).Plan;
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col; the shard counts assume the 512-bit kernels' choices.");
+        Assert.Equal(3, three.SampleShards);
+        CpuInferencePlan.MaxExtraWeightBytes = weightBytes;
+        var two = CompileAndCompare(net, x).Plan;
+        Assert.Equal(2, two.SampleShards);
+        CpuInferencePlan.MaxExtraWeightBytes = weightBytes - 1;
+        Assert.Equal(1, CompileAndCompare(net, x).Plan.SampleShards);
+        Assert.Equal(three.Run(x).ToArray(), two.Run(x).ToArray());
     }
 
     /// <summary>A convolution whose output is flattened to a batch fixed when the model is made.</summary>
