@@ -84,8 +84,8 @@ public sealed unsafe partial class CpuInferencePlan
                 // A model whose shapes hold for its batch only (a reshape to a fixed batch size) runs as one plan.
                 return null;
             }
-            if (plan.OutputShape[0] != samples || !plan.OutputShape.AsSpan(1).SequenceEqual(whole.OutputShape.AsSpan(1))
-                || !Kernels(plan.Description).SequenceEqual(Kernels(whole.Description)))
+            if (plan.OutputShape.Length == 0 || plan.OutputShape[0] != samples || !plan.OutputShape.AsSpan(1).SequenceEqual(whole.OutputShape.AsSpan(1))
+                || !plan.Kernels.SequenceEqual(whole.Kernels))
                 return null;
             plan.AdaptiveThreading = false;
             shards[i] = plan;
@@ -93,9 +93,9 @@ public sealed unsafe partial class CpuInferencePlan
         return new CpuInferencePlan(shards, start, inputShape, whole.OutputShape, shards[0].Description);
     }
 
-    /// <summary>A pass's steps and kernels, without the layouts of its work between threads (which keep the bits).</summary>
-    private static IEnumerable<string> Kernels(IEnumerable<string> description) =>
-        description.Select(d => d.Replace(", column chain", "", StringComparison.Ordinal).Replace(", row bands", "", StringComparison.Ordinal));
+    /// <summary><see cref="Description"/> without the row bands and column chains that lay steps out between threads (which keep the bits).</summary>
+    private IEnumerable<string> Kernels => _steps.SelectMany(s => s is MemberRunStep run ? run.Members : new[] { s })
+        .Select(s => s is ConvStep conv ? conv.Describe(layout: false) : s.ToString()!);
 
     /// <summary>Runs the shards, as many at once as there are threads; each shard's steps run on its own thread.</summary>
     private void RunShards(float* input, float* output, Span<double> stepTimes)

@@ -394,10 +394,13 @@ public sealed unsafe partial class CpuInferencePlan
         // Run by a ColumnChainStep, with each thread on its own columns; by a RowBandStep, on its own rows.
         public bool Chained, Banded;
 
-        public override string ToString() => Label + (Residual >= 0 ? " + residual" : "") + Act + PoolLabel + Kernel switch
+        public override string ToString() => Describe(layout: true);
+
+        /// <summary>The step's line, with or without how its work is laid out between threads (which keeps the bits).</summary>
+        public string Describe(bool layout) => Label + (Residual >= 0 ? " + residual" : "") + Act + PoolLabel + Kernel switch
         {
             "" => "",
-            var kernel => $" ({kernel}{(Chained ? ", column chain" : Banded ? ", row bands" : "")})",
+            var kernel => $" ({kernel}{(!layout ? "" : Chained ? ", column chain" : Banded ? ", row bands" : "")})",
         };
 
         /// <summary>The kernel that runs the convolution ("" for the im2col GEMM), without how its work is laid out between threads.</summary>
