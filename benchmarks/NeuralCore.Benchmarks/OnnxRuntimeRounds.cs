@@ -1,0 +1,132 @@
+using System.Diagnostics;
+using System.Globalization;
+
+namespace NeuralCore.Benchmarks;
+
+/// <summary>
+/// ONNX Runtime against the compiled plan in alternating rounds, for hosts whose speed drifts while a BenchmarkDotNet
+/// run goes through its cases one after another (a shared core's other tenant can slow a whole pass by half for
+/// seconds at a time): each round times a block of ONNX Runtime calls, then a block of plan calls, and the ratio is
+/// taken per round, as <c>neuralcore bench --baseline</c> does for two models. The same sessions and plans as
+/// <see cref="OnnxRuntimeBenchmarks"/>. Run as <c>dotnet run -c Release --project benchmarks/NeuralCore.Benchmarks --
+/// rounds [--model NAME] [--input NAME] [--rounds N]</c>; without a model or input, every one of them.
+/// </summary>
+public static class OnnxRuntimeRounds
+{
+    /// <summary>The first argument that selects this mode instead of BenchmarkDotNet's switcher.</summary>
+    public const string Command = "rounds";
+
+    // Each block runs about this long, after two untimed calls; between blocks a pause lets ONNX Runtime's spinning
+    // workers go idle, so that they do not share the cores with the plan's block.
+    private const double BlockMilliseconds = 150;
+    private static readonly TimeSpan Pause = TimeSpan.FromMilliseconds(30);
+
+    /// <summary>Runs the comparison for the selected cases and prints one line per case; returns the exit code.</summary>
+    public static int Run(string[] args)
+    {
+        var models = new List<string>();
+        var inputs = new List<string>();
+        int rounds = 20;
+        for (int i = 1; i < args.Length; i++)
+        {
+            string value = i + 1 < args.Length ? args[i + 1] : throw new ArgumentException($"{args[i]} needs a value");
+            switch (args[i++])
+            {
+                case "--model": models.Add(Known(value, ModelInput.Widths.Keys, "model")); break;
+                case "--input": inputs.Add(Known(value, ModelInput.Infer.Select(x => x.Name), "input")); break;
+                case "--rounds":
+                    rounds = int.TryParse(value, CultureInfo.InvariantCulture, out int r) && r >= 1
+                        ? r : throw new ArgumentException($"--rounds must be a positive integer, not '{value}'");
+                    break;
+                default: throw new ArgumentException($"unknown option {args[i - 1]} (options: --model, --input, --rounds)");
+            }
+        }
+        if (models.Count == 0) models.AddRange(ModelInput.Widths.Keys);
+        if (inputs.Count == 0) inputs.AddRange(ModelInput.Infer.Select(x => x.Name));
+        Console.WriteLine($"ONNX Runtime and the NeuralCore plan in {rounds} alternating rounds, {ModelInput.Threads} threads each; per-round medians, ms");
+        Console.WriteLine($"{"model",-16} {"input",-19} {"ORT min",9} {"ORT med",9} {"plan min",9} {"plan med",9}  plan/ORT p25 / median / p75");
+        foreach (string model in models)
+            foreach (string input in inputs)
+                Compare(model, input, rounds);
+        return 0;
+    }
+
+    private static string Known(string value, IEnumerable<string> names, string what) =>
+        names.Contains(value) ? value : throw new ArgumentException($"unknown {what} '{value}' (one of: {string.Join(", ", names.Select(n => $"'{n}'"))})");
+
+    private static void Compare(string model, string input, int rounds)
+    {
+        var cases = new OnnxRuntimeBenchmarks { Model = model, Input = input };
+        cases.SetupOnnxRuntime();
+        cases.SetupNeuralCore();
+        try
+        {
+            // Warm both (the JIT's optimised code, the sessions' first-call work), then size the blocks.
+            double ort = Warm(() => cases.OnnxRuntime()), plan = Warm(() => cases.NeuralCorePlan());
+            int ortCalls = Calls(ort), planCalls = Calls(plan);
+            var ortMedians = new double[rounds];
+            var planMedians = new double[rounds];
+            var ratios = new double[rounds];
+            for (int r = 0; r < rounds; r++)
+            {
+                ortMedians[r] = BlockMedian(() => cases.OnnxRuntime(), ortCalls);
+                planMedians[r] = BlockMedian(() => cases.NeuralCorePlan(), planCalls);
+                ratios[r] = planMedians[r] / ortMedians[r];
+            }
+            Array.Sort(ratios);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{model,-16} {input,-19} {ortMedians.Min(),9:F3} {Median(ortMedians),9:F3} {planMedians.Min(),9:F3} {Median(planMedians),9:F3}  {Quantile(ratios, 0.25):F3} / {Quantile(ratios, 0.5):F3} / {Quantile(ratios, 0.75):F3}"));
+        }
+        finally
+        {
+            cases.CleanupOnnxRuntime();
+        }
+    }
+
+    // Calls the pass for at least half a second; returns the last call's time in ms.
+    private static double Warm(Func<float> pass)
+    {
+        var clock = Stopwatch.StartNew();
+        double last;
+        do
+        {
+            long start = Stopwatch.GetTimestamp();
+            pass();
+            last = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        } while (clock.ElapsedMilliseconds < 500);
+        return last;
+    }
+
+    private static int Calls(double milliseconds) => (int)Math.Clamp(BlockMilliseconds / Math.Max(milliseconds, 1e-3), 5, 5000);
+
+    // The median time of one block of calls (after two untimed ones), followed by the pause.
+    private static double BlockMedian(Func<float> pass, int calls)
+    {
+        pass();
+        pass();
+        var times = new double[calls];
+        for (int i = 0; i < calls; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            pass();
+            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+        }
+        Thread.Sleep(Pause);
+        return Median(times);
+    }
+
+    private static double Median(double[] values)
+    {
+        var sorted = (double[])values.Clone();
+        Array.Sort(sorted);
+        return Quantile(sorted, 0.5);
+    }
+
+    // Linear interpolation between the closest ranks of sorted values.
+    private static double Quantile(double[] sorted, double q)
+    {
+        double position = q * (sorted.Length - 1);
+        int low = (int)Math.Floor(position), high = (int)Math.Ceiling(position);
+        return sorted[low] + (sorted[high] - sorted[low]) * (position - low);
+    }
+}
