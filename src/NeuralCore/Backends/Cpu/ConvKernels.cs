@@ -23,6 +23,8 @@ internal static unsafe class ConvKernels
 {
     // Samples are unrolled side by side until the GEMM has this many columns...
     private const int TargetColumns = 512;
+    /// <summary>Planes of at least this many positions give the GEMM enough columns alone: a 1x1 reads them in place, sample by sample.</summary>
+    internal const int InPlacePlane = TargetColumns;
     // ...as long as one thread's columns and gathered rows stay within this many floats (1 MiB each).
     private const long MaxScratchFloats = 1 << 18;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
@@ -91,6 +93,11 @@ internal static unsafe class ConvKernels
             PlanePointwiseConv.Forward(x, w, bias, y, p);
             return;
         }
+        if (RunsBySample(p))
+        {
+            ForwardBySample(x, w, bias, y, p);
+            return;
+        }
         if (ImplicitGemmConv.SupportsSampleMajor(p))
         {
             ForwardImplicit(x, w, bias, y, p);
@@ -105,7 +112,8 @@ internal static unsafe class ConvKernels
     /// A stride-1 "same" convolution of sample-major tensors through the inference plans' implicit GEMM, chunk by chunk
     /// of samples: each chunk's input copied channel-major ([C, nb, H, W], one pass over it instead of im2col's R*S
     /// copies and the GEMM's packing of them), multiplied, and its channel-major output copied back sample-major with
-    /// the bias added, while the chunk is in cache. Each part packs the weights once per call.
+    /// the bias added, while the chunk is in cache. Each part packs the weights once per call. Planes of
+    /// <see cref="MinSamplePlane"/> positions or more run <see cref="ForwardBySample"/> instead, without the copies.
     /// </summary>
     private static void ForwardImplicit(float* x, float* w, float* bias, float* y, in Conv2dParams p)
     {
@@ -123,6 +131,70 @@ internal static unsafe class ConvKernels
         // SAFETY: job outlives ForParts, which returns when every part is done.
         if (job.Parts == 1) ImplicitPart(&job, 0);
         else CpuThreading.ForParts(job.Parts, &ImplicitPart, &job);
+    }
+
+    /// <summary>Whether convolutions take <see cref="ForwardBySample"/> where it runs (tests compare it with the chunked paths).</summary>
+    internal static bool BySample { get; set; } = true;
+
+    // Planes of at least this many positions run sample by sample (below, the implicit GEMM's panels would be mostly
+    // padding: MNIST's 6 x 6 maps ran 1.1-1.8 times as long, so they keep the chunks).
+    internal const int MinSamplePlane = 64;
+
+    /// <summary>
+    /// True when a sample-major convolution runs <see cref="ForwardBySample"/>: one group, stride 1 and the output the
+    /// size of the input (a 3x3 with padding 1, an unpadded 1x1), planes of at least <see cref="MinSamplePlane"/>
+    /// positions, and for a 1x1 under <see cref="InPlacePlane"/> (from there the GEMM path reads each sample in place).
+    /// </summary>
+    internal static bool RunsBySample(in Conv2dParams p) =>
+        BySample && p.Groups == 1 && ImplicitGemmConv.IsSame(p) && ImplicitGemmConv.Supports(p)
+        && p.P * p.Q >= MinSamplePlane && (p.R * p.S > 1 || p.P * p.Q < InPlacePlane);
+
+    /// <summary>
+    /// A "same" convolution of sample-major tensors through the implicit GEMM, one sample at a time where it lies: sample
+    /// n's planes [C, H * W] are the input rows of <see cref="ImplicitGemmConv.ForwardRange"/> and its output planes
+    /// [K, P * Q] the output rows, so nothing is copied across samples. The chunked paths copy a chunk of samples
+    /// channel-major first (<see cref="ForwardImplicit"/>; for a 1x1 the GEMM path gathers them, then packs them again)
+    /// and copy the output back. Each part packs the weights once per call and takes whole samples; each output is the
+    /// chunked paths' dot product in the same order (the same bits; tests compare them). The backward data of a
+    /// stride-1 convolution runs here too (the forward of the flipped kernel).
+    /// </summary>
+    /// <remarks>
+    /// Harness, mel b64's maps, the chunked path's time against this one's (median of 80 alternated calls, two threads):
+    /// 1x1 on 7 x 24 128->128 2.76 -> 2.23 and 3.89 -> 2.75 ms, 76->76 1.13 -> 0.95, 64->128 1.43 -> 1.23, 38->76 0.58 ->
+    /// 0.53 ms (one thread: 0.79-0.82 of the time); 3x3 0.86-0.94 of the time (19->19 on 31 x 24 3.35 -> 2.93 ms, 32->64
+    /// on 7 x 24 3.31 -> 3.11 ms), except 32->32 on 31 x 24 (1.00). Whole training steps, alternated in one process:
+    /// the 1x1s made mel b64's 0.95 (pruned) and 0.96 (big) of the time; the 3x3s then moved them by less than the
+    /// rounds' spread (1.00, 0.996).
+    /// </remarks>
+    private static void ForwardBySample(float* x, float* w, float* bias, float* y, in Conv2dParams p)
+    {
+        var job = new ImplicitJob
+        {
+            X = x, W = w, Bias = bias, Y = y, P = p,
+            InPlane = (long)p.H * p.W,
+            OutPlane = (long)p.P * p.Q,
+        };
+        long macs = (long)p.N * p.K * p.C * p.R * p.S * job.OutPlane;
+        (job.Chunk, job.Chunks, job.Parts) = ShareChunks(p.N, 1, macs);
+        // SAFETY: job outlives ForParts, which returns when every part is done.
+        if (job.Parts == 1) SamplesPart(&job, 0);
+        else CpuThreading.ForParts(job.Parts, &SamplesPart, &job);
+    }
+
+    private static void SamplesPart(void* state, int part)
+    {
+        ref ImplicitJob job = ref *(ImplicitJob*)state;
+        ref readonly Conv2dParams p = ref job.P;
+        int first = (int)((long)part * job.Chunks / job.Parts), end = (int)((long)(part + 1) * job.Chunks / job.Parts);
+        if (first >= end) return;
+        var packing = ImplicitGemmConv.PackInto(job.W, p, ConvScratch.Current);
+        var sample = p with { N = 1 };
+        for (int n = first; n < end; n++)
+        {
+            float* xn = job.X + (long)n * p.C * job.InPlane, yn = job.Y + (long)n * p.K * job.OutPlane;
+            ImplicitGemmConv.ForwardRange(xn, job.InPlane, p.C * job.InPlane, packing, job.Bias, yn, job.OutPlane, null, 0, sample,
+                0, (int)job.OutPlane, hasActivation: false, default, 0f, 0f);
+        }
     }
 
     // A chunk's channel-major input and output together stay within this many floats (512 KiB, half the L2 of a core

@@ -55,7 +55,10 @@ internal static unsafe class DirectWeightGradient
     /// 0.70 ms; 32->32: 1.02 against 1.36 ms), and at any width on planes the GEMM path gathers, under 32 values (1x3
     /// 32->64 on 1 x 6: 0.15 against 0.19 ms). 1x1 kernels: at any width when the input channels leave the GEMM's
     /// 32-column panels part empty (in the training step, whole backward: 76->76 on 1 x 6 0.245-0.246 against
-    /// 0.258-0.277 ms, on 7 x 24 1.63-1.87 against 1.78-2.02 ms; 38->38 on 7 x 24: 0.24 against 0.26 ms), and for fewer
+    /// 0.258-0.277 ms, on 7 x 24 1.63-1.87 against 1.78-2.02 ms; 38->38 on 7 x 24: 0.24 against 0.26 ms) on planes under
+    /// <see cref="ConvKernels.InPlacePlane"/> positions (from there one sample's planes make a wide enough GEMM, and this
+    /// path's channel-major copies of a chunk cost more than they save: 19->19 on 31 x 24 0.54-0.58 against 0.75-0.77 ms,
+    /// harness, two threads, alternated), and for fewer
     /// than 64 output channels on gathered planes. Wider layers keep the GEMM (1x1 128->128 on 7 x 24: 2.8 against
     /// 2.1 ms, on 1 x 6: 0.42 against 0.28 ms; 3x3 32->64 on 7 x 24: 2.4 against 2.2 ms).
     /// </summary>
@@ -65,7 +68,7 @@ internal static unsafe class DirectWeightGradient
         int taps = p.R * p.S, plane = p.H * p.W;
         bool partEmpty = p.C % Gemm.PanelColumns != 0, gathered = plane < ConvKernels.MinDirectWeightPlane;
         if (taps > 1) return gathered || p.K < MaxOutputChannels;
-        return partEmpty || (gathered && p.K < MaxOutputChannels);
+        return (partEmpty && plane < ConvKernels.InPlacePlane) || (gathered && p.K < MaxOutputChannels);
     }
 
     /// <summary>

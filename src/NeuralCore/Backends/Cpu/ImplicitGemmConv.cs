@@ -139,8 +139,9 @@ internal static unsafe class ImplicitGemmConv
 
     /// <summary>
     /// True when <see cref="Forward"/> may run a sample-major convolution of the training passes through channel-major
-    /// copies (<see cref="ConvKernels.Forward"/>): stride 1 with the output the size of the input, and a kernel wider than
-    /// one tap (a plain 1x1 reads its planes where they lie already).
+    /// copies of chunks of samples (<see cref="ConvKernels.Forward"/>, for planes too small to run one sample at a time
+    /// through <see cref="ForwardRange"/>): stride 1 with the output the size of the input, and a kernel wider than one
+    /// tap (a 1x1 over small planes takes the GEMM path or a kernel of its own).
     /// </summary>
     internal static bool SupportsSampleMajor(in Conv2dParams p) => Supports(p) && IsSame(p) && p.R * p.S > 1;
 

@@ -1,0 +1,123 @@
+using NeuralCore.Backends;
+using NeuralCore.Backends.Cpu;
+using NeuralCore.Tests.Backends;
+
+namespace NeuralCore.Tests.Ops;
+
+/// <summary>
+/// The training passes' "same" convolutions run one sample at a time through the implicit GEMM (ConvKernels'
+/// ForwardBySample: 1x1s over planes of 64 to 511 positions, 3x3s over planes of 64 or more): bit for bit against the
+/// chunked paths they replace (the GEMM path for a 1x1, channel-major chunks for a 3x3) and, for a 1x1, against the sum
+/// in order (each output from zero, one fused multiply-add per input channel in order, then the bias), at 1, 2 and 3
+/// threads, forward with and without a bias and backward data (the forward of the flipped kernel), with channel counts
+/// that leave micro-panels part empty, planes that end inside a vector, and non-finite values; and against the sum of
+/// products to rounding. Turns the path off process-wide and changes the thread count, so runs alone.
+/// </summary>
+[Collection(nameof(CpuSettingsCollection))]
+public sealed class ConvBySampleTests
+{
+    private static (float[] Y, float[] Dx) Run(Conv2dParams p, float[] x, float[] w, float[]? bias, float[] dy, bool bySample) =>
+        ConvPathRuns.ForwardAndBackwardData(p, x, w, bias, dy, on => ConvKernels.BySample = on, bySample);
+
+    /// <summary>out[n, o, j] = sum over i in order of m[o, i] * input[n, i, j], fused multiply-adds from zero, then + bias[o].</summary>
+    private static float[] InOrder(float[] input, int n, int inputs, int outputs, int plane, Func<int, int, float> m, float[]? bias)
+    {
+        var result = new float[n * outputs * plane];
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < outputs; o++)
+                for (int j = 0; j < plane; j++)
+                {
+                    float acc = 0;
+                    for (int i = 0; i < inputs; i++) acc = MathF.FusedMultiplyAdd(m(o, i), input[(s * inputs + i) * plane + j], acc);
+                    result[(s * outputs + o) * plane + j] = bias is null ? acc : acc + bias[o];
+                }
+        return result;
+    }
+
+    // NaN's payload aside: every NaN reads as one value.
+    private static IEnumerable<int> Bits(float[] values) => values.Select(v => float.IsNaN(v) ? int.MinValue : BitConverter.SingleToInt32Bits(v));
+
+    [Theory]
+    // N, C, K, H, W, kernel, bias
+    [InlineData(8, 76, 76, 7, 24, 1, false)]   // the pruned model's stage-3 1x1 on mel's 7 x 24 maps
+    [InlineData(5, 128, 128, 7, 24, 1, true)]  // the big model's, an odd batch
+    [InlineData(3, 38, 19, 8, 8, 1, true)]     // 64 positions, more input channels than output
+    [InlineData(4, 7, 45, 10, 10, 1, false)]   // 100 positions: the plane ends inside a vector
+    [InlineData(2, 1, 1, 1, 511, 1, true)]     // one channel in and out, the widest plane a 1x1 takes
+    [InlineData(4, 19, 19, 31, 24, 3, false)]  // the pruned model's stage-1 3x3
+    [InlineData(3, 32, 64, 7, 24, 3, true)]    // the big model's stage-2 3x3
+    [InlineData(2, 5, 13, 9, 11, 3, true)]     // 99 positions, part-empty panels both ways
+    public void MatchesTheChunkedPathsBitForBit(int n, int c, int k, int h, int w, int kernel, bool withBias)
+    {
+        int pad = kernel / 2;
+        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, pad, pad, 1, 1, 1);
+        if (!ConvKernels.RunsBySample(p)) Assert.Skip("This CPU has no AVX-512: the sample-by-sample path does not run.");
+        int plane = h * w, taps = kernel * kernel;
+        float[] x = Reference.ToFloat(Reference.Random(n * c * plane, 81));
+        float[] wt = Reference.ToFloat(Reference.Random(k * c * taps, 82));
+        float[]? bias = withBias ? Reference.ToFloat(Reference.Random(k, 83)) : null;
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * plane, 84));
+        x[^1] = float.NaN;
+        x[(n - 1) * c * plane] = float.PositiveInfinity;
+        dy[^2] = float.NegativeInfinity;
+        var chunked = Run(p, x, wt, bias, dy, bySample: false);
+        Assert.Contains(chunked.Y, float.IsNaN);
+        Assert.Contains(chunked.Y, float.IsFinite);
+        if (kernel == 1)
+        {
+            Assert.Equal(Bits(InOrder(x, n, c, k, plane, (o, i) => wt[o * c + i], bias)), Bits(chunked.Y));
+            Assert.Equal(Bits(InOrder(dy, n, k, c, plane, (o, i) => wt[i * c + o], null)), Bits(chunked.Dx));
+        }
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                CpuThreading.Threads = threads;
+                var bySample = Run(p, x, wt, bias, dy, bySample: true);
+                Assert.Equal(Bits(chunked.Y), Bits(bySample.Y));
+                Assert.Equal(Bits(chunked.Dx), Bits(bySample.Dx));
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void AgreesWithTheSumOfProducts(int kernel)
+    {
+        var p = new Conv2dParams(3, 21, 7, 24, 19, kernel, kernel, 1, 1, kernel / 2, kernel / 2, 1, 1, 1);
+        Assert.True(!System.Runtime.Intrinsics.X86.Avx512F.IsSupported || ConvKernels.RunsBySample(p));
+        float[] x = Reference.ToFloat(Reference.Random(p.N * p.C * 168, 91));
+        float[] w = Reference.ToFloat(Reference.Random(p.K * p.C * kernel * kernel, 92));
+        float[] bias = Reference.ToFloat(Reference.Random(p.K, 93));
+        var y = Run(p, x, w, bias, new float[p.N * p.K * 168], bySample: true).Y;
+        GradCheck.AssertClose(Reference.Conv2d(Reference.ToDouble(x), Reference.ToDouble(w), Reference.ToDouble(bias), p), y, 1e-5, 1e-5, "y");
+    }
+
+    [Theory]
+    // H, W, kernel, stride, pad, groups
+    [InlineData(7, 24, 1, 1, 0, 1, true)]
+    [InlineData(8, 8, 1, 1, 0, 1, true)]
+    [InlineData(1, 511, 1, 1, 0, 1, true)]
+    [InlineData(7, 24, 3, 1, 1, 1, true)]
+    [InlineData(31, 24, 3, 1, 1, 1, true)]    // 3x3s take planes of any size from 64 positions
+    [InlineData(7, 9, 1, 1, 0, 1, false)]     // 63 positions
+    [InlineData(6, 6, 3, 1, 1, 1, false)]     // MNIST's 36: chunks of samples
+    [InlineData(16, 32, 1, 1, 0, 1, false)]   // 512: the GEMM path reads a 1x1's planes in place
+    [InlineData(31, 24, 1, 1, 0, 1, false)]
+    [InlineData(7, 24, 1, 1, 0, 2, false)]
+    [InlineData(7, 24, 3, 1, 1, 2, false)]
+    [InlineData(14, 48, 1, 2, 0, 1, false)]
+    [InlineData(7, 24, 1, 1, 1, 1, false)]
+    [InlineData(7, 24, 3, 1, 0, 1, false)]
+    public void RunsOnSameConvolutionsOverPlanesOfSixtyFourOrMore(int h, int w, int kernel, int stride, int pad, int groups, bool expected)
+    {
+        var p = new Conv2dParams(4, 4, h, w, 4, kernel, kernel, stride, stride, pad, pad, 1, 1, groups);
+        Assert.Equal(expected && System.Runtime.Intrinsics.X86.Avx512F.IsSupported, ConvKernels.RunsBySample(p));
+    }
+}
