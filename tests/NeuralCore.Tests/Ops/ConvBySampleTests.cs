@@ -19,24 +19,6 @@ public sealed class ConvBySampleTests
     private static (float[] Y, float[] Dx) Run(Conv2dParams p, float[] x, float[] w, float[]? bias, float[] dy, bool bySample) =>
         ConvPathRuns.ForwardAndBackwardData(p, x, w, bias, dy, on => ConvKernels.BySample = on, bySample);
 
-    /// <summary>out[n, o, j] = sum over i in order of m[o, i] * input[n, i, j], fused multiply-adds from zero, then + bias[o].</summary>
-    private static float[] InOrder(float[] input, int n, int inputs, int outputs, int plane, Func<int, int, float> m, float[]? bias)
-    {
-        var result = new float[n * outputs * plane];
-        for (int s = 0; s < n; s++)
-            for (int o = 0; o < outputs; o++)
-                for (int j = 0; j < plane; j++)
-                {
-                    float acc = 0;
-                    for (int i = 0; i < inputs; i++) acc = MathF.FusedMultiplyAdd(m(o, i), input[(s * inputs + i) * plane + j], acc);
-                    result[(s * outputs + o) * plane + j] = bias is null ? acc : acc + bias[o];
-                }
-        return result;
-    }
-
-    // NaN's payload aside: every NaN reads as one value.
-    private static IEnumerable<int> Bits(float[] values) => values.Select(v => float.IsNaN(v) ? int.MinValue : BitConverter.SingleToInt32Bits(v));
-
     [Theory]
     // N, C, K, H, W, kernel, bias
     [InlineData(8, 76, 76, 7, 24, 1, false)]   // the pruned model's stage-3 1x1 on mel's 7 x 24 maps
@@ -65,8 +47,8 @@ public sealed class ConvBySampleTests
         Assert.Contains(chunked.Y, float.IsFinite);
         if (kernel == 1)
         {
-            Assert.Equal(Bits(InOrder(x, n, c, k, plane, (o, i) => wt[o * c + i], bias)), Bits(chunked.Y));
-            Assert.Equal(Bits(InOrder(dy, n, k, c, plane, (o, i) => wt[i * c + o], null)), Bits(chunked.Dx));
+            Assert.Equal(ConvPathRuns.Bits(ConvPathRuns.InOrder(x, n, c, k, plane, (o, i) => wt[o * c + i], bias)), ConvPathRuns.Bits(chunked.Y));
+            Assert.Equal(ConvPathRuns.Bits(ConvPathRuns.InOrder(dy, n, k, c, plane, (o, i) => wt[i * c + o], null)), ConvPathRuns.Bits(chunked.Dx));
         }
         int saved = CpuThreading.Threads;
         try
@@ -75,8 +57,8 @@ public sealed class ConvBySampleTests
             {
                 CpuThreading.Threads = threads;
                 var bySample = Run(p, x, wt, bias, dy, bySample: true);
-                Assert.Equal(Bits(chunked.Y), Bits(bySample.Y));
-                Assert.Equal(Bits(chunked.Dx), Bits(bySample.Dx));
+                Assert.Equal(ConvPathRuns.Bits(chunked.Y), ConvPathRuns.Bits(bySample.Y));
+                Assert.Equal(ConvPathRuns.Bits(chunked.Dx), ConvPathRuns.Bits(bySample.Dx));
             }
         }
         finally

@@ -3,7 +3,7 @@ using NeuralCore.Backends.Cpu;
 
 namespace NeuralCore.Tests.Ops;
 
-/// <summary>Runs a convolution's forward and backward-data passes with one of the CPU backend's kernel paths switched on or off.</summary>
+/// <summary>Runs a convolution's forward and backward-data passes with one of the CPU backend's kernel paths switched on or off, and gives the order a 1x1's direct kernels sum in.</summary>
 internal static class ConvPathRuns
 {
     /// <summary>
@@ -28,4 +28,25 @@ internal static class ConvPathRuns
         }
         return (y.ToArray(), dx.ToArray());
     }
+
+    /// <summary>
+    /// A 1x1 convolution's outputs in the order the direct kernels and the GEMM path sum them: out[n, o, j] = the sum over
+    /// i in order of m[o, i] * input[n, i, j], fused multiply-adds from zero, then + bias[o].
+    /// </summary>
+    public static float[] InOrder(float[] input, int n, int inputs, int outputs, int plane, Func<int, int, float> m, float[]? bias)
+    {
+        var result = new float[n * outputs * plane];
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < outputs; o++)
+                for (int j = 0; j < plane; j++)
+                {
+                    float acc = 0;
+                    for (int i = 0; i < inputs; i++) acc = MathF.FusedMultiplyAdd(m(o, i), input[(s * inputs + i) * plane + j], acc);
+                    result[(s * outputs + o) * plane + j] = bias is null ? acc : acc + bias[o];
+                }
+        return result;
+    }
+
+    /// <summary>The values' bits, every NaN read as one value whatever its payload.</summary>
+    public static IEnumerable<int> Bits(float[] values) => values.Select(v => float.IsNaN(v) ? int.MinValue : BitConverter.SingleToInt32Bits(v));
 }

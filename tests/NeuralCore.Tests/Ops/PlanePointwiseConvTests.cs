@@ -19,24 +19,6 @@ public sealed class PlanePointwiseConvTests
     private static (float[] Y, float[] Dx) Run(Conv2dParams p, float[] x, float[] w, float[]? bias, float[] dy, bool direct) =>
         ConvPathRuns.ForwardAndBackwardData(p, x, w, bias, dy, on => PlanePointwiseConv.Enabled = on, direct);
 
-    /// <summary>out[n, o, j] = sum over i in order of m[o, i] * input[n, i, j], fused multiply-adds from zero, then + bias[o].</summary>
-    private static float[] InOrder(float[] input, int n, int inputs, int outputs, int plane, Func<int, int, float> m, float[]? bias)
-    {
-        var result = new float[n * outputs * plane];
-        for (int s = 0; s < n; s++)
-            for (int o = 0; o < outputs; o++)
-                for (int j = 0; j < plane; j++)
-                {
-                    float acc = 0;
-                    for (int i = 0; i < inputs; i++) acc = MathF.FusedMultiplyAdd(m(o, i), input[(s * inputs + i) * plane + j], acc);
-                    result[(s * outputs + o) * plane + j] = bias is null ? acc : acc + bias[o];
-                }
-        return result;
-    }
-
-    // NaN's payload aside: every NaN reads as one value.
-    private static IEnumerable<int> Bits(float[] values) => values.Select(v => float.IsNaN(v) ? int.MinValue : BitConverter.SingleToInt32Bits(v));
-
     [Theory]
     // N, C, K, H, W, bias
     [InlineData(256, 19, 19, 6, 6, false)]  // the pruned model's 1x1 on 6 x 6: groups of 8 + 8 + 3
@@ -58,8 +40,8 @@ public sealed class PlanePointwiseConvTests
         x[^1] = float.NaN;
         x[(n - 1) * c * plane] = float.PositiveInfinity;
         dy[^2] = float.NegativeInfinity;
-        var expectedY = InOrder(x, n, c, k, plane, (o, i) => wt[o * c + i], bias);
-        var expectedDx = InOrder(dy, n, k, c, plane, (o, i) => wt[i * c + o], null);
+        var expectedY = ConvPathRuns.InOrder(x, n, c, k, plane, (o, i) => wt[o * c + i], bias);
+        var expectedDx = ConvPathRuns.InOrder(dy, n, k, c, plane, (o, i) => wt[i * c + o], null);
         int saved = CpuThreading.Threads;
         try
         {
@@ -67,8 +49,8 @@ public sealed class PlanePointwiseConvTests
             {
                 CpuThreading.Threads = threads;
                 var direct = Run(p, x, wt, bias, dy, direct: true);
-                Assert.Equal(Bits(expectedY), Bits(direct.Y));
-                Assert.Equal(Bits(expectedDx), Bits(direct.Dx));
+                Assert.Equal(ConvPathRuns.Bits(expectedY), ConvPathRuns.Bits(direct.Y));
+                Assert.Equal(ConvPathRuns.Bits(expectedDx), ConvPathRuns.Bits(direct.Dx));
             }
         }
         finally
