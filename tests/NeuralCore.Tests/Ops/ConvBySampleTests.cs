@@ -6,8 +6,9 @@ namespace NeuralCore.Tests.Ops;
 
 /// <summary>
 /// The training passes' "same" convolutions run one sample at a time through the implicit GEMM (ConvKernels'
-/// ForwardBySample: 1x1s over planes of 64 to 511 positions, 3x3s over planes of 64 or more): bit for bit against the
-/// chunked paths they replace (the GEMM path for a 1x1, channel-major chunks for a 3x3) and, for a 1x1, against the sum
+/// ForwardBySample: 1x1s over planes of 64 to 511 positions, kernels of several taps (3x3, dilated 3x3, 5x5) over planes
+/// of 64 or more): bit for bit against the chunked paths they replace (the GEMM path for a 1x1, channel-major chunks for
+/// the others) and, for a 1x1, against the sum
 /// in order (each output from zero, one fused multiply-add per input channel in order, then the bias), at 1, 2 and 3
 /// threads, forward with and without a bias and backward data (the forward of the flipped kernel), with channel counts
 /// that leave micro-panels part empty, planes that end inside a vector, and non-finite values; and against the sum of
@@ -20,19 +21,21 @@ public sealed class ConvBySampleTests
         ConvPathRuns.ForwardAndBackwardData(p, x, w, bias, dy, on => ConvKernels.BySample = on, bySample);
 
     [Theory]
-    // N, C, K, H, W, kernel, bias
-    [InlineData(8, 76, 76, 7, 24, 1, false)]   // the pruned model's stage-3 1x1 on mel's 7 x 24 maps
-    [InlineData(5, 128, 128, 7, 24, 1, true)]  // the big model's, an odd batch
-    [InlineData(3, 38, 19, 8, 8, 1, true)]     // 64 positions, more input channels than output
-    [InlineData(4, 7, 45, 10, 10, 1, false)]   // 100 positions: the plane ends inside a vector
-    [InlineData(2, 1, 1, 1, 511, 1, true)]     // one channel in and out, the widest plane a 1x1 takes
-    [InlineData(4, 19, 19, 31, 24, 3, false)]  // the pruned model's stage-1 3x3
-    [InlineData(3, 32, 64, 7, 24, 3, true)]    // the big model's stage-2 3x3
-    [InlineData(2, 5, 13, 9, 11, 3, true)]     // 99 positions, part-empty panels both ways
-    public void MatchesTheChunkedPathsBitForBit(int n, int c, int k, int h, int w, int kernel, bool withBias)
+    // N, C, K, H, W, kernel, dilation, bias
+    [InlineData(8, 76, 76, 7, 24, 1, 1, false)]   // the pruned model's stage-3 1x1 on mel's 7 x 24 maps
+    [InlineData(5, 128, 128, 7, 24, 1, 1, true)]  // the big model's, an odd batch
+    [InlineData(3, 38, 19, 8, 8, 1, 1, true)]     // 64 positions, more input channels than output
+    [InlineData(4, 7, 45, 10, 10, 1, 1, false)]   // 100 positions: the plane ends inside a vector
+    [InlineData(2, 1, 1, 1, 511, 1, 1, true)]     // one channel in and out, the widest plane a 1x1 takes
+    [InlineData(4, 19, 19, 31, 24, 3, 1, false)]  // the pruned model's stage-1 3x3
+    [InlineData(3, 32, 64, 7, 24, 3, 1, true)]    // the big model's stage-2 3x3
+    [InlineData(2, 5, 13, 9, 11, 3, 1, true)]     // 99 positions, part-empty panels both ways
+    [InlineData(3, 6, 10, 9, 12, 3, 2, true)]     // dilation 2, padding 2: taps two rows and columns apart
+    [InlineData(2, 4, 9, 11, 8, 5, 1, false)]     // a 5x5 with padding 2
+    public void MatchesTheChunkedPathsBitForBit(int n, int c, int k, int h, int w, int kernel, int dilation, bool withBias)
     {
-        int pad = kernel / 2;
-        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, pad, pad, 1, 1, 1);
+        int pad = kernel / 2 * dilation;
+        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, pad, pad, dilation, dilation, 1);
         if (!ConvKernels.RunsBySample(p)) Assert.Skip("This CPU has no AVX-512: the sample-by-sample path does not run.");
         int plane = h * w, taps = kernel * kernel;
         float[] x = Reference.ToFloat(Reference.Random(n * c * plane, 81));
