@@ -32,12 +32,9 @@ public static class OnnxRuntimeRounds
             string value = i + 1 < args.Length ? args[i + 1] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i++])
             {
-                case "--model": models.Add(Known(value, ModelInput.Widths.Keys, "model")); break;
-                case "--input": inputs.Add(Known(value, ModelInput.Infer.Select(x => x.Name), "input")); break;
-                case "--rounds":
-                    rounds = int.TryParse(value, CultureInfo.InvariantCulture, out int r) && r >= 1
-                        ? r : throw new ArgumentException($"--rounds must be a positive integer, not '{value}'");
-                    break;
+                case "--model": models.Add(Rounds.Known(value, ModelInput.Widths.Keys, "model")); break;
+                case "--input": inputs.Add(Rounds.Known(value, ModelInput.Infer.Select(x => x.Name), "input")); break;
+                case "--rounds": rounds = Rounds.Positive(value); break;
                 default: throw new ArgumentException($"unknown option {args[i - 1]} (options: --model, --input, --rounds)");
             }
         }
@@ -50,9 +47,6 @@ public static class OnnxRuntimeRounds
                 Compare(model, input, rounds);
         return 0;
     }
-
-    private static string Known(string value, IEnumerable<string> names, string what) =>
-        names.Contains(value) ? value : throw new ArgumentException($"unknown {what} '{value}' (one of: {string.Join(", ", names.Select(n => $"'{n}'"))})");
 
     private static void Compare(string model, string input, int rounds)
     {
@@ -73,9 +67,8 @@ public static class OnnxRuntimeRounds
                 planMedians[r] = BlockMedian(() => cases.NeuralCorePlan(), planCalls);
                 ratios[r] = planMedians[r] / ortMedians[r];
             }
-            Array.Sort(ratios);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{model,-16} {input,-19} {ortMedians.Min(),9:F3} {Median(ortMedians),9:F3} {planMedians.Min(),9:F3} {Median(planMedians),9:F3}  {Quantile(ratios, 0.25):F3} / {Quantile(ratios, 0.5):F3} / {Quantile(ratios, 0.75):F3}"));
+                $"{model,-16} {input,-19} {ortMedians.Min(),9:F3} {Rounds.Median(ortMedians),9:F3} {planMedians.Min(),9:F3} {Rounds.Median(planMedians),9:F3}  {Rounds.Summary(ratios)}"));
         }
         finally
         {
@@ -112,21 +105,6 @@ public static class OnnxRuntimeRounds
             times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
         }
         Thread.Sleep(Pause);
-        return Median(times);
-    }
-
-    private static double Median(double[] values)
-    {
-        var sorted = (double[])values.Clone();
-        Array.Sort(sorted);
-        return Quantile(sorted, 0.5);
-    }
-
-    // Linear interpolation between the closest ranks of sorted values.
-    private static double Quantile(double[] sorted, double q)
-    {
-        double position = q * (sorted.Length - 1);
-        int low = (int)Math.Floor(position), high = (int)Math.Ceiling(position);
-        return sorted[low] + (sorted[high] - sorted[low]) * (position - low);
+        return Rounds.Median(times);
     }
 }

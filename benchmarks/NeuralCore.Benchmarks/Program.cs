@@ -3,18 +3,25 @@ using BenchmarkDotNet.Running;
 namespace NeuralCore.Benchmarks;
 
 /// <summary>
-/// Entry point: pick benchmarks with BenchmarkDotNet's switches, e.g. <c>--filter '*Gemm*'</c>, or compare with ONNX
-/// Runtime in alternating rounds with <c>rounds</c> (<see cref="OnnxRuntimeRounds"/>).
+/// Entry point: pick benchmarks with BenchmarkDotNet's switches, e.g. <c>--filter '*Gemm*'</c>, or compare in
+/// alternating rounds: with ONNX Runtime (<c>rounds</c>, <see cref="OnnxRuntimeRounds"/>), or a training path off and
+/// on (<c>switch-rounds</c>, <see cref="TrainingSwitchRounds"/>).
 /// </summary>
 public static class Program
 {
     public static int Main(string[] args)
     {
-        if (args.Length > 0 && args[0] == OnnxRuntimeRounds.Command)
+        Func<string[], int>? command = args.Length == 0 ? null : args[0] switch
+        {
+            OnnxRuntimeRounds.Command => OnnxRuntimeRounds.Run,
+            TrainingSwitchRounds.Command => TrainingSwitchRounds.Run,
+            _ => null,
+        };
+        if (command is not null)
         {
             try
             {
-                return OnnxRuntimeRounds.Run(args);
+                return command(args);
             }
             catch (ArgumentException e)
             {

@@ -163,7 +163,7 @@ internal static unsafe class ConvKernels
     /// 1x1 on 7 x 24 128->128 2.76 -> 2.23 and 3.89 -> 2.75 ms, 76->76 1.13 -> 0.95, 64->128 1.43 -> 1.23, 38->76 0.58 ->
     /// 0.53 ms (one thread: 0.79-0.82 of the time); 3x3 0.86-0.94 of the time (19->19 on 31 x 24 3.35 -> 2.93 ms, 32->64
     /// on 7 x 24 3.31 -> 3.11 ms), except 32->32 on 31 x 24 (1.00). Mel b64 training steps, the path switched on and
-    /// off per round in one process: pruned 0.95-0.97 and big 0.96-0.98 of the time (docs/benchmarks.md, step 109).
+    /// off per round in one process: pruned 0.95-0.99 and big 0.96-0.98 of the time (docs/benchmarks.md, step 109).
     /// </remarks>
     private static void ForwardBySample(float* x, float* w, float* bias, float* y, in Conv2dParams p)
     {
