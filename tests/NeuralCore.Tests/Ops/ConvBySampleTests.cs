@@ -8,11 +8,11 @@ namespace NeuralCore.Tests.Ops;
 /// The training passes' "same" convolutions run one sample at a time through the implicit GEMM (ConvKernels'
 /// ForwardBySample: 1x1s over planes of 64 to 511 positions, kernels of several taps (3x3, dilated 3x3, 5x5) over planes
 /// of 64 or more): bit for bit against the chunked paths they replace (the GEMM path for a 1x1, channel-major chunks for
-/// the others) and, for a 1x1, against the sum
-/// in order (each output from zero, one fused multiply-add per input channel in order, then the bias), at 1, 2 and 3
-/// threads, forward with and without a bias and backward data (the forward of the flipped kernel), with channel counts
-/// that leave micro-panels part empty, planes that end inside a vector, and non-finite values; and against the sum of
-/// products to rounding. Turns the path off process-wide and changes the thread count, so runs alone.
+/// the others) and, for a 1x1, against the sum in order (each output from zero, one fused multiply-add per input channel
+/// in order, then the bias), at 1, 2 and 3 threads, forward with and without a bias and backward data (the forward of
+/// the flipped kernel), with channel counts that leave micro-panels part empty, planes that end inside a vector, and
+/// non-finite values; and against the sum of products to rounding. Turns the path off process-wide and changes the
+/// thread count, so runs alone.
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class ConvBySampleTests

@@ -522,7 +522,7 @@ public sealed class DirectWeightGradientTests
     [InlineData(64, 38, 7, 24, 38, 1, 1, 0, true)]     // 38 input channels leave the GEMM's panels part empty
     [InlineData(64, 32, 31, 24, 32, 1, 1, 0, false)]   // 32 fill them, and the planes are read in place
     [InlineData(64, 19, 31, 24, 19, 1, 1, 0, false)]   // 19 do not, but planes of 744 positions are read in place
-    [InlineData(64, 19, 7, 24, 19, 1, 1, 0, true)]     // while 168 would be gathered
+    [InlineData(64, 19, 7, 24, 19, 1, 1, 0, true)]     // under 512 positions the direct path is faster
     [InlineData(256, 64, 1, 6, 64, 1, 1, 0, false)]
     [InlineData(256, 128, 1, 6, 128, 1, 1, 0, false)]
     [InlineData(256, 76, 1, 6, 76, 1, 1, 0, true)]     // 76 input channels on 1 x 6: part-empty panels, gathered planes
