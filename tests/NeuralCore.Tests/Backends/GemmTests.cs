@@ -159,8 +159,9 @@ public sealed class GemmTests
     [Fact]
     public unsafe void PartialTilesGiveTheBitsOfTheFullTile()
     {
-        // The implicit GEMM's transposed panels compute only the lanes they need: the first 16 (MultiplyTileNarrow) or
-        // 8 columns at 0, 8, 16 or 24 (MultiplyTileEighth), with the full 8 x 32 tile's order of operations.
+        // The implicit GEMM's transposed panels compute only the lanes and rows they need: the first 16 (MultiplyTileNarrow)
+        // or 8 columns at 0, 8, 16 or 24 (MultiplyTileEighth), or the first rows of the first columns (MultiplyTilePart),
+        // with the full 8 x 32 tile's order of operations.
         if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the 8 x 32 tile kernels do not run here.");
         const int k = 37;
         var rng = new Random(31);
@@ -182,6 +183,15 @@ public sealed class GemmTests
                     Assert.All(part.AsSpan(32 * i, column).ToArray(), v => Assert.True(float.IsNaN(v)));
                 }
             }
+            // MultiplyTilePart: the first 1 to 8 rows of at least the first 8, 16, 24 or 32 columns.
+            for (int rows = 1; rows <= 8; rows++)
+                foreach (int lanes in new[] { 3, 8, 13, 16, 19, 24, 29, 32 })
+                {
+                    Array.Fill(part, float.NaN);
+                    Gemm.MultiplyTilePart(rows, lanes, k, pa, pb, pp);
+                    for (int i = 0; i < rows; i++)
+                        Assert.Equal(full.AsSpan(32 * i, lanes).ToArray(), part.AsSpan(32 * i, lanes).ToArray());
+                }
         }
     }
 

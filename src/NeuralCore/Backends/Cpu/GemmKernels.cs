@@ -377,6 +377,56 @@ public static unsafe partial class Gemm
         if (rows > 6) { c60.Store(tile + 192); c61.Store(tile + 208); }
     }
 
+    /// <summary>The first <paramref name="rows"/> rows (1 to 7) of <see cref="Kernel512"/>'s tile's first 24 columns, the others untouched.</summary>
+    private static void Kernel512ThreeQuartersFirstRows(int rows, int kc, float* a, float* b, int ldb, float* tile)
+    {
+        switch (rows)
+        {
+            case 1: Kernel512ThreeQuartersRows<N1>(kc, a, b, ldb, tile); break;
+            case 2: Kernel512ThreeQuartersRows<N2>(kc, a, b, ldb, tile); break;
+            case 3: Kernel512ThreeQuartersRows<N3>(kc, a, b, ldb, tile); break;
+            case 4: Kernel512ThreeQuartersRows<N4>(kc, a, b, ldb, tile); break;
+            case 5: Kernel512ThreeQuartersRows<N5>(kc, a, b, ldb, tile); break;
+            case 6: Kernel512ThreeQuartersRows<N6>(kc, a, b, ldb, tile); break;
+            default: Kernel512ThreeQuartersRows<N7>(kc, a, b, ldb, tile); break;
+        }
+    }
+
+    /// <summary>
+    /// The first TRows rows of <see cref="Kernel512"/>'s tile's first 24 columns, a 16-lane and an 8-lane vector per row
+    /// in one loop: with few rows, twice the independent sums of <see cref="Kernel512Narrow"/> followed by
+    /// <see cref="Kernel512Eighth"/>, so the multiply-adds wait less on each other's results. Each row's operands and
+    /// order of operations, so its bits. Each row's value of A is broadcast once (from memory) for both vectors.
+    /// </summary>
+    private static void Kernel512ThreeQuartersRows<TRows>(int kc, float* a, float* b, int ldb, float* tile) where TRows : struct, IConstant
+    {
+        int rows = TRows.Value;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default;
+        Vector256<float> d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default, d6 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b);
+            Vector256<float> b1 = Vector256.Load(b + 16);
+            Vector512<float> ai = Vector512.Create(a[0]);
+            c0 = Vector512.FusedMultiplyAdd(ai, b0, c0); d0 = Vector256.FusedMultiplyAdd(ai.GetLower(), b1, d0);
+            if (rows > 1) { ai = Vector512.Create(a[1]); c1 = Vector512.FusedMultiplyAdd(ai, b0, c1); d1 = Vector256.FusedMultiplyAdd(ai.GetLower(), b1, d1); }
+            if (rows > 2) { ai = Vector512.Create(a[2]); c2 = Vector512.FusedMultiplyAdd(ai, b0, c2); d2 = Vector256.FusedMultiplyAdd(ai.GetLower(), b1, d2); }
+            if (rows > 3) { ai = Vector512.Create(a[3]); c3 = Vector512.FusedMultiplyAdd(ai, b0, c3); d3 = Vector256.FusedMultiplyAdd(ai.GetLower(), b1, d3); }
+            if (rows > 4) { ai = Vector512.Create(a[4]); c4 = Vector512.FusedMultiplyAdd(ai, b0, c4); d4 = Vector256.FusedMultiplyAdd(ai.GetLower(), b1, d4); }
+            if (rows > 5) { ai = Vector512.Create(a[5]); c5 = Vector512.FusedMultiplyAdd(ai, b0, c5); d5 = Vector256.FusedMultiplyAdd(ai.GetLower(), b1, d5); }
+            if (rows > 6) { ai = Vector512.Create(a[6]); c6 = Vector512.FusedMultiplyAdd(ai, b0, c6); d6 = Vector256.FusedMultiplyAdd(ai.GetLower(), b1, d6); }
+            a += Mr512;
+            b += ldb;
+        }
+        c0.Store(tile); d0.Store(tile + 16);
+        if (rows > 1) { c1.Store(tile + 32); d1.Store(tile + 48); }
+        if (rows > 2) { c2.Store(tile + 64); d2.Store(tile + 80); }
+        if (rows > 3) { c3.Store(tile + 96); d3.Store(tile + 112); }
+        if (rows > 4) { c4.Store(tile + 128); d4.Store(tile + 144); }
+        if (rows > 5) { c5.Store(tile + 160); d5.Store(tile + 176); }
+        if (rows > 6) { c6.Store(tile + 192); d6.Store(tile + 208); }
+    }
+
     /// <summary>
     /// The first 16 columns of <see cref="Kernel512"/>'s tile (same operands, same order of operations, so the same
     /// rounding), written to <paramref name="tile"/> with row stride 32: half the multiplications when a B panel's

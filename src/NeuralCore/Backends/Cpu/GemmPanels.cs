@@ -46,6 +46,34 @@ public static unsafe partial class Gemm
         Kernel512Eighth(k, a, b + column, Nr512, tile + column);
 
     /// <summary>
+    /// Rows [0, <paramref name="rows"/>) (1 to 8) of <see cref="MultiplyTile"/>'s tile, at least its first
+    /// <paramref name="lanes"/> columns: all 32, the first 24, 16 or 8, the rest of the tile untouched. The bits of the
+    /// full tile without the rows and columns a caller does not need (a transposed panel of 4 positions against 19 output
+    /// channels: 4 rows of 16 + 8 lanes). Needs AVX-512.
+    /// </summary>
+    internal static void MultiplyTilePart(int rows, int lanes, int k, float* a, float* b, float* tile)
+    {
+        if (lanes > 3 * Nr512 / 4)
+        {
+            if (rows < Mr512) Kernel512FirstRows(rows, k, a, b, Nr512, tile);
+            else MultiplyTile(k, a, b, tile);
+        }
+        else if (lanes <= Nr512 / 4)
+        {
+            MultiplyTileEighth(k, a, b, tile, 0);
+        }
+        else if (lanes > Nr512 / 2 && rows < Mr512)
+        {
+            Kernel512ThreeQuartersFirstRows(rows, k, a, b, Nr512, tile);
+        }
+        else
+        {
+            MultiplyTileNarrow(k, a, b, tile);
+            if (lanes > Nr512 / 2) MultiplyTileEighth(k, a, b, tile, Nr512 / 2);
+        }
+    }
+
+    /// <summary>
     /// One full 8 x 32 tile of C = A B (one packed A micro-panel, one B micro-panel of k rows), each value stored as
     /// act(value + bias[i] + residual[i * ldr + j]) in <see cref="ConvKernels.EpilogueVector(System.Runtime.Intrinsics.Vector512{float}, float, bool, System.Runtime.Intrinsics.Vector512{float}, bool, int)"/>'s order (kind 0: no
     /// activation, 1: ReLU, 2: Hardswish); bias and residual may be null. Needs AVX-512.
