@@ -327,20 +327,27 @@ public static unsafe partial class Gemm
     /// <summary>
     /// The first <paramref name="rows"/> rows (1 to 7) of <see cref="Kernel512"/>'s tile, written to
     /// <paramref name="tile"/> with row stride 32: for edge tiles, whose other rows would multiply the micro-panel's
-    /// zero padding.
+    /// zero padding. With <paramref name="threeQuarters"/> only the rows' first 24 columns
+    /// (<see cref="Kernel512ThreeQuartersRows"/>), the others untouched.
     /// </summary>
-    private static void Kernel512FirstRows(int rows, int kc, float* a, float* b, int ldb, float* tile)
+    private static void Kernel512FirstRows(int rows, int kc, float* a, float* b, int ldb, float* tile, bool threeQuarters = false)
     {
         switch (rows)
         {
-            case 1: Kernel512Rows<N1>(kc, a, b, ldb, tile); break;
-            case 2: Kernel512Rows<N2>(kc, a, b, ldb, tile); break;
-            case 3: Kernel512Rows<N3>(kc, a, b, ldb, tile); break;
-            case 4: Kernel512Rows<N4>(kc, a, b, ldb, tile); break;
-            case 5: Kernel512Rows<N5>(kc, a, b, ldb, tile); break;
-            case 6: Kernel512Rows<N6>(kc, a, b, ldb, tile); break;
-            default: Kernel512Rows<N7>(kc, a, b, ldb, tile); break;
+            case 1: FirstRows<N1>(threeQuarters, kc, a, b, ldb, tile); break;
+            case 2: FirstRows<N2>(threeQuarters, kc, a, b, ldb, tile); break;
+            case 3: FirstRows<N3>(threeQuarters, kc, a, b, ldb, tile); break;
+            case 4: FirstRows<N4>(threeQuarters, kc, a, b, ldb, tile); break;
+            case 5: FirstRows<N5>(threeQuarters, kc, a, b, ldb, tile); break;
+            case 6: FirstRows<N6>(threeQuarters, kc, a, b, ldb, tile); break;
+            default: FirstRows<N7>(threeQuarters, kc, a, b, ldb, tile); break;
         }
+    }
+
+    private static void FirstRows<TRows>(bool threeQuarters, int kc, float* a, float* b, int ldb, float* tile) where TRows : struct, IConstant
+    {
+        if (threeQuarters) Kernel512ThreeQuartersRows<TRows>(kc, a, b, ldb, tile);
+        else Kernel512Rows<TRows>(kc, a, b, ldb, tile);
     }
 
     /// <summary>
@@ -375,21 +382,6 @@ public static unsafe partial class Gemm
         if (rows > 4) { c40.Store(tile + 128); c41.Store(tile + 144); }
         if (rows > 5) { c50.Store(tile + 160); c51.Store(tile + 176); }
         if (rows > 6) { c60.Store(tile + 192); c61.Store(tile + 208); }
-    }
-
-    /// <summary>The first <paramref name="rows"/> rows (1 to 7) of <see cref="Kernel512"/>'s tile's first 24 columns, the others untouched.</summary>
-    private static void Kernel512ThreeQuartersFirstRows(int rows, int kc, float* a, float* b, int ldb, float* tile)
-    {
-        switch (rows)
-        {
-            case 1: Kernel512ThreeQuartersRows<N1>(kc, a, b, ldb, tile); break;
-            case 2: Kernel512ThreeQuartersRows<N2>(kc, a, b, ldb, tile); break;
-            case 3: Kernel512ThreeQuartersRows<N3>(kc, a, b, ldb, tile); break;
-            case 4: Kernel512ThreeQuartersRows<N4>(kc, a, b, ldb, tile); break;
-            case 5: Kernel512ThreeQuartersRows<N5>(kc, a, b, ldb, tile); break;
-            case 6: Kernel512ThreeQuartersRows<N6>(kc, a, b, ldb, tile); break;
-            default: Kernel512ThreeQuartersRows<N7>(kc, a, b, ldb, tile); break;
-        }
     }
 
     /// <summary>

@@ -64,7 +64,7 @@ public static unsafe partial class Gemm
         }
         else if (lanes > Nr512 / 2 && rows < Mr512)
         {
-            Kernel512ThreeQuartersFirstRows(rows, k, a, b, Nr512, tile);
+            Kernel512FirstRows(rows, k, a, b, Nr512, tile, threeQuarters: true);
         }
         else
         {
