@@ -16,9 +16,9 @@ public sealed class ImplicitGemmNarrowPanelTests
     [Theory]
     [InlineData(1, 6, 6, 19, 19)]   // MNIST's stage-1 map: 32 + 4 columns, 4 rows of 16 + 8 lanes
     [InlineData(1, 6, 6, 32, 32)]   // 4 rows of 32 lanes
-    [InlineData(1, 6, 6, 19, 38)]   // 32 + 6 output channels: 4 rows of 32, then of 8
-    [InlineData(1, 6, 6, 38, 76)]   // 64 + 12: 4 rows of 32 twice, then of 16
-    [InlineData(1, 1, 7, 5, 8)]     // 7 columns, 8 output channels: 7 rows of 8 lanes
+    [InlineData(1, 6, 6, 19, 38)]   // 32 + 6 output channels: 4 rows of 32 lanes, then 8 lanes
+    [InlineData(1, 6, 6, 38, 76)]   // 64 + 12: 4 rows of 32 lanes twice, then 16 lanes
+    [InlineData(1, 1, 7, 5, 8)]     // 7 columns, 8 output channels: 8 lanes
     [InlineData(1, 3, 3, 7, 21)]    // 9 columns: a full group of 8 rows and one of 1 row
     [InlineData(1, 2, 7, 4, 24)]    // 14: 8 rows and 6 rows of 16 + 8 lanes
     [InlineData(3, 6, 6, 19, 19)]   // three samples: 108 = 3 x 32 + 12 columns

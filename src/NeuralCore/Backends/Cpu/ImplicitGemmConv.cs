@@ -690,9 +690,9 @@ internal static unsafe class ImplicitGemmConv
             for (int r = 0; r < groups; r++)
             {
                 float* ar = a + (long)r * job.Kc * Gemm.PanelRows, br = weights + (long)kb * job.Kc;
-                // Only the tile rows of the group's columns are computed: the 4 columns past a 6 x 6 map's first panel
-                // at batch 1 as 4 rows of 16 + 8 lanes (19 channels) or 32 (32 channels), twice the independent sums per
-                // multiply-add of 8 rows in two passes (3x3 19->19 there, one thread: 3.0 -> 2.6 µs; 32->32: 2 % less).
+                // Only the group's columns are computed, a tile row each: the 4 columns past a 6 x 6 map's first panel
+                // at batch 1 take 4 rows of 16 + 8 lanes in one loop (19 channels) or of 32 (32 channels) instead of 8
+                // rows, in two passes for 16 + 8 (3x3 19->19 there, one thread: 3.0 -> 2.6 µs; 32->32: 2 % less).
                 int columns = Math.Min(Gemm.PanelRows, width - r * Gemm.PanelRows);
                 Gemm.MultiplyTilePart(columns, needed, job.Kc, ar, br, tile);
                 for (int k = first; k < end; k++)
