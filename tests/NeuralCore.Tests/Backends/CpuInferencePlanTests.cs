@@ -1,6 +1,7 @@
 using System.Runtime.Intrinsics.X86;
 using NeuralCore.Backends.Cpu;
 using NeuralCore.NN;
+using NeuralCore.Tests.Ops;
 
 namespace NeuralCore.Tests.Backends;
 
@@ -437,21 +438,61 @@ public sealed class CpuInferencePlanTests : IDisposable
         }
     }
 
-    /// <summary>conv 3x3 + batch norm, plus the input, ReLU, then a max pool of 2 x <c>poolWidth</c>: CP-ResNet's pooled block end.</summary>
+    /// <summary>conv 3x3 (or <c>kernel</c>) + batch norm, plus the input, ReLU, then a max pool of 2 x <c>poolWidth</c>: CP-ResNet's pooled block end.</summary>
     private sealed class PooledResidual : Module
     {
         private readonly Conv2d _conv;
         private readonly BatchNorm2d _bn;
         private readonly MaxPool2d _pool;
 
-        public PooledResidual(int channels, Generator g, int poolWidth)
+        public PooledResidual(int channels, Generator g, int poolWidth, int kernel = 3)
         {
-            _conv = RegisterModule("conv", new Conv2d(channels, channels, 3, padding: 1, bias: false, generator: g));
+            _conv = RegisterModule("conv", new Conv2d(channels, channels, kernel, padding: kernel / 2, bias: false, generator: g));
             _bn = RegisterModule("bn", new BatchNorm2d(channels));
             _pool = RegisterModule("pool", new MaxPool2d((2, poolWidth), (2, poolWidth)));
         }
 
         public override Tensor Forward(Tensor x) => _pool.Call(_bn.Call(_conv.Call(x)).Add(x).Relu());
+    }
+
+    /// <summary>
+    /// A 1x1 with batch norm, residual, ReLU and a 2 x 1 max pool on one sample's 6 x 6 map (MNIST batch 1's stage-1 step)
+    /// runs plane-wise (<see cref="PlanePointwiseConv.ForwardChannelMajor"/>), its epilogue and pool in registers: eager's
+    /// result, and the bits of the same plan compiled with the path off (the implicit GEMM with its fused epilogue and
+    /// pool). At batch 2 the step stays with the implicit GEMM.
+    /// </summary>
+    [Theory]
+    [InlineData(19, 1, true)]
+    [InlineData(32, 1, true)]
+    [InlineData(19, 2, false)]
+    public void PointwiseStepsOnOneSamplesSmallMapRunPlaneWise(int channels, int batch, bool planeWise)
+    {
+        var g = new Generator(53);
+        var net = new Sequential(
+            new Conv2d(channels, channels, 3, padding: 1, bias: false, generator: g),
+            new BatchNorm2d(channels),
+            new ReLU(),
+            new PooledResidual(channels, g, poolWidth: 1, kernel: 1));
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, channels, 6, 6], g);
+        var (plan, _) = CompileAndCompare(net, x);
+        float[] actual = plan.Run(x).ToArray();
+        CpuInferencePlan off;
+        PlanePointwiseConv.Enabled = false;
+        try
+        {
+            off = CpuInferencePlan.Compile(net, x.ShapeArray());
+        }
+        finally
+        {
+            PlanePointwiseConv.Enabled = true;
+        }
+        Assert.Equal(ConvPathRuns.Bits(off.Run(x).ToArray()), ConvPathRuns.Bits(actual));
+        Assert.DoesNotContain(off.Description, d => d.Contains("plane-wise", StringComparison.Ordinal));
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the plane-wise kernel.");
+        string step = Assert.Single(plan.Description, d => d.Contains("max pool", StringComparison.Ordinal));
+        Assert.Equal(planeWise, step.Contains("(plane-wise)", StringComparison.Ordinal));
+        Assert.Equal(!planeWise, step.Contains("(implicit GEMM)", StringComparison.Ordinal));
     }
 
     /// <summary>

@@ -320,7 +320,11 @@ public sealed unsafe partial class CpuInferencePlan
         public bool InputPositionMajor;
         // A 3x3 "same" convolution run by WinogradConv (channel-major like the implicit GEMM), its weights transformed once.
         public WinogradConv.Weights? Winograd;
-        // A pooling fused into the implicit GEMM's epilogue: Out is then the pooled value.
+        // A 1x1 over one sample's planes of two or three vectors run by PlanePointwiseConv, its epilogue and pool in
+        // registers (the pool's gather made once, when there is a pool).
+        public bool PlaneWise;
+        public PlanePointwiseConv.PoolGather? PlaneWisePool;
+        // A pooling fused into the convolution's epilogue: Out is then the pooled value.
         public ImplicitGemmConv.FusedPool? Pool;
         public string PoolLabel = "";
 
@@ -330,6 +334,14 @@ public sealed unsafe partial class CpuInferencePlan
 
         /// <summary>True when <see cref="NarrowMapConv"/> can run this convolution (its output then position-major).</summary>
         public bool CanRunNarrow() => Pool is null && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && NarrowMapConv.Supports(P);
+
+        /// <summary>
+        /// True when <see cref="PlanePointwiseConv.ForwardChannelMajor"/> can run this convolution and its fused pool if any:
+        /// a 1x1 on one sample's 24-48 positions (MNIST's 6 x 6 maps at batch 1), where the implicit GEMM's panels, tail
+        /// and unpooled block cost more than the multiply-adds.
+        /// </summary>
+        public bool CanRunPlaneWise() =>
+            P.N == 1 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && PlanePointwiseConv.CanRunPooled(P, Pool?.Params);
 
         /// <summary>True when <see cref="WinogradConv"/> can run this convolution, and its fused pool if any.</summary>
         public bool CanRunWinograd() =>
@@ -346,6 +358,12 @@ public sealed unsafe partial class CpuInferencePlan
             if (narrow && CanRunNarrow())
             {
                 Narrow = new NarrowMapConv.Weights(Weight, P);
+                return;
+            }
+            if (CanRunPlaneWise())
+            {
+                PlaneWise = true;
+                if (Pool is { } pool) PlaneWisePool = new PlanePointwiseConv.PoolGather(P, pool.Params);
                 return;
             }
             if (CanRunWinograd())
@@ -383,6 +401,11 @@ public sealed unsafe partial class CpuInferencePlan
                 return;
             }
             float* w = (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Weight));
+            if (PlaneWise)
+            {
+                PlanePointwiseConv.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, kind, PlaneWisePool);
+                return;
+            }
             if (Direct is not null)
             {
                 DirectStemConv.Forward(values[In], values[Out], P, b != null, Act.Present, Act.Op, Pool?.Params, Direct.Pointer);
@@ -408,6 +431,7 @@ public sealed unsafe partial class CpuInferencePlan
         {
             null when Narrow is not null => Narrow.Taps < P.R * P.S ? $"narrow map, {Narrow.Taps} of {P.R * P.S} taps" : "narrow map",
             null when Direct is not null => "direct",
+            null when PlaneWise => "plane-wise",
             null when Winograd is not null => $"Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3)",
             null => "",
             { Taps: var taps } when taps < P.R * P.S => $"implicit GEMM, {taps} of {P.R * P.S} taps",

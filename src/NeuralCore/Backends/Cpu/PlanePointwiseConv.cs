@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -18,6 +19,8 @@ namespace NeuralCore.Backends.Cpu;
 /// path's order, except for a chunk's last columns past a multiple of 8, which its small-problem path sums as dot
 /// products with four partial sums (those outputs round differently). The stride-1 backward-data pass, the forward of
 /// the transposed kernel, runs here too. Work is split over samples, so results do not depend on the thread count.
+/// The inference plans run a 1x1 on one sample's map here too (<see cref="ForwardChannelMajor"/>), on channel-major
+/// tensors, with bias, residual, activation and a pool of whole rows applied before the planes leave the registers.
 /// </remarks>
 internal static unsafe class PlanePointwiseConv
 {
@@ -45,56 +48,154 @@ internal static unsafe class PlanePointwiseConv
     {
         public float* X, W, Bias, Y;
         public int C, K, Plane, Vectors, Parts, N;
+        // Floats between one channel's plane and the next of the same sample: the plane (sample-major), or N planes
+        // (channel-major); and between a sample's first plane and the next sample's.
+        public long XChannel, YChannel, XSample, YSample;
+        // The fused epilogue (ForwardChannelMajor): the residual, channel-major [K, N, plane], the activation kind
+        // (0 none, 1 ReLU, 2 Hardswish), and with a pool its window rows and, per output vector and window row, where
+        // each lane's value lies among the plane's vectors (PoolIndices).
+        public float* Residual;
+        public int Kind, PoolRows, OutPlane, OutVectors;
+        public Vector512<int>* PoolIndices;
     }
 
     /// <summary>y [N, K, plane] = w [K, C] * x [N, C, plane] (+ bias [K]) per sample.</summary>
     internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p)
     {
-        var job = new Job
-        {
-            X = x, W = w, Bias = bias, Y = y, N = p.N, C = p.C, K = p.K, Plane = p.H * p.W,
-        };
-        job.Vectors = (job.Plane + Lanes - 1) / Lanes;
+        var job = NewJob(x, w, bias, y, p);
+        job.XChannel = job.YChannel = job.Plane;
+        job.XSample = (long)p.C * job.Plane;
+        job.YSample = (long)p.K * job.Plane;
         long macs = (long)p.N * p.K * p.C * job.Plane;
         job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, p.N));
         // SAFETY: job outlives ForParts, which returns when every part is done.
-        if (job.Parts == 1) RunPart(&job, 0);
-        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+        if (job.Parts == 1) RunPart<PlainOutput>(&job, 0);
+        else CpuThreading.ForParts(job.Parts, &RunPart<PlainOutput>, &job);
     }
 
-    private static void RunPart(void* state, int part)
+    /// <summary>
+    /// True when <see cref="ForwardChannelMajor"/> runs this convolution followed by <paramref name="pool"/> (or none):
+    /// <see cref="CanRun"/>, and a max pool whose windows are whole rows of the plane, one column wide, neither
+    /// overlapping nor padded (CP-ResNet's 2 x 1), so that its outputs are gathered from the plane's vectors in registers.
+    /// </summary>
+    internal static bool CanRunPooled(in Conv2dParams p, Pool2dParams? pool) =>
+        CanRun(p) && (pool is not { } q || (q.KernelW == 1 && q.StrideW == 1 && q.PadW == 0 && q.PadH == 0
+            && q.KernelH == q.StrideH && !q.CeilMode && q.H == p.H && q.W == p.W && q.P >= 1));
+
+    /// <summary>
+    /// A fused pool's gather, made once (an inference plan's step): per output vector (at most three: 48 positions) and
+    /// window row u, where each lane's value lies among the plane's vectors. Output position o (row o / Q, column o % Q)
+    /// takes plane position (row * KernelH + u) * W + column in window row u; lanes past the output read position 0.
+    /// </summary>
+    internal sealed class PoolGather
+    {
+        private readonly int[] _indices;
+
+        internal PoolGather(in Conv2dParams p, in Pool2dParams pool)
+        {
+            if (!CanRunPooled(p, pool)) throw new ArgumentException("PlanePointwiseConv.PoolGather: a pool CanRunPooled does not admit.", nameof(pool));
+            Rows = pool.KernelH;
+            OutPlane = pool.P * pool.Q;
+            OutVectors = (OutPlane + Lanes - 1) / Lanes;
+            _indices = GC.AllocateArray<int>(OutVectors * Rows * Lanes, pinned: true);
+            for (int v = 0; v < OutVectors; v++)
+                for (int u = 0; u < Rows; u++)
+                    for (int l = 0; l < Lanes; l++)
+                    {
+                        int o = v * Lanes + l;
+                        _indices[(v * Rows + u) * Lanes + l] = o < OutPlane ? (o / pool.Q * Rows + u) * p.W + o % pool.Q : 0;
+                    }
+        }
+
+        /// <summary>The window's rows (the pool's kernel height).</summary>
+        internal int Rows { get; }
+
+        /// <summary>Positions of a pooled plane.</summary>
+        internal int OutPlane { get; }
+
+        /// <summary>Vectors of a pooled plane.</summary>
+        internal int OutVectors { get; }
+
+        /// <summary>The gather's index vectors, [output vector][window row] (the array is pinned).</summary>
+        internal Vector512<int>* Indices => (Vector512<int>*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_indices));
+    }
+
+    /// <summary>
+    /// y = pool(act(conv2d(x, w) + bias + residual)) on channel-major tensors x [C, N, plane], residual [K, N, plane] and y
+    /// [K, N, plane] (or the pooled planes), as the inference plans hold them; bias, residual and pool may be absent,
+    /// <paramref name="kind"/> is 0 (no activation), 1 (ReLU) or 2 (Hardswish). Each plane is summed as
+    /// <see cref="Forward"/> sums it, then act(sum + bias + residual) is taken in whole vectors and, with a pool, each
+    /// window's maximum row by row, in the order and with the operations of <see cref="ImplicitGemmConv"/>'s fused
+    /// epilogue and pool: the same bits, without the implicit GEMM's panels and unpooled block.
+    /// </summary>
+    internal static void ForwardChannelMajor(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual, int kind,
+        PoolGather? pool)
+    {
+        if (!CanRun(p)) throw new ArgumentException("PlanePointwiseConv.ForwardChannelMajor: a geometry CanRun does not admit.", nameof(p));
+        var job = NewJob(x, w, bias, y, p);
+        job.Residual = residual;
+        job.Kind = kind;
+        job.XChannel = (long)p.N * job.Plane;
+        job.XSample = job.Plane;
+        job.OutPlane = pool?.OutPlane ?? job.Plane;
+        if (pool is not null)
+        {
+            job.PoolRows = pool.Rows;
+            job.OutVectors = pool.OutVectors;
+            job.PoolIndices = pool.Indices;
+        }
+        job.YChannel = (long)p.N * job.OutPlane;
+        job.YSample = job.OutPlane;
+        long macs = (long)p.N * p.K * p.C * job.Plane;
+        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, p.N));
+        // SAFETY: job outlives ForParts, which returns when every part is done; the gather's array is pinned.
+        if (job.Parts == 1) RunPart<FusedOutput>(&job, 0);
+        else CpuThreading.ForParts(job.Parts, &RunPart<FusedOutput>, &job);
+        GC.KeepAlive(pool);
+    }
+
+    private static Job NewJob(float* x, float* w, float* bias, float* y, in Conv2dParams p)
+    {
+        var job = new Job { X = x, W = w, Bias = bias, Y = y, N = p.N, C = p.C, K = p.K, Plane = p.H * p.W };
+        job.Vectors = (job.Plane + Lanes - 1) / Lanes;
+        return job;
+    }
+
+    private static void RunPart<TOutput>(void* state, int part) where TOutput : struct, IOutput
     {
         ref Job job = ref *(Job*)state;
         int first = (int)((long)part * job.N / job.Parts), end = (int)((long)(part + 1) * job.N / job.Parts);
         var last = ConvKernels.FirstLanes(job.Plane - (job.Vectors - 1) * Lanes);
         for (int n = first; n < end; n++)
         {
-            float* x = job.X + (long)n * job.C * job.Plane;
-            float* y = job.Y + (long)n * job.K * job.Plane;
+            float* x = job.X + n * job.XSample;
+            float* y = job.Y + n * job.YSample;
+            // The residual is channel-major, laid out as the unpooled output: sample n's planes start n planes in.
+            float* residual = job.Residual == null ? null : job.Residual + (long)n * job.Plane;
             for (int k0 = 0; k0 < job.K; k0 += Group)
             {
                 int count = Math.Min(Group, job.K - k0);
-                if (job.Vectors == 3) Channels<Gemm.N3>(ref job, x, y, k0, count, last);
-                else Channels<Gemm.N2>(ref job, x, y, k0, count, last);
+                if (job.Vectors == 3) Channels<TOutput, Gemm.N3>(ref job, x, y, residual, k0, count, last);
+                else Channels<TOutput, Gemm.N2>(ref job, x, y, residual, k0, count, last);
             }
         }
     }
 
     /// <summary>One specialisation per channel count, so that a last group of fewer than 8 (19 = 8 + 8 + 3) does no multiply-adds for the channels it lacks.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Channels<TVectors>(ref Job job, float* x, float* y, int k0, int count, Vector512<float> last)
-        where TVectors : struct, Gemm.IConstant
+    private static void Channels<TOutput, TVectors>(ref Job job, float* x, float* y, float* residual, int k0, int count, Vector512<float> last)
+        where TOutput : struct, IOutput where TVectors : struct, Gemm.IConstant
     {
         switch (count)
         {
-            case 1: Block<Gemm.N1, TVectors>(ref job, x, y, k0, last); break;
-            case 2: Block<Gemm.N2, TVectors>(ref job, x, y, k0, last); break;
-            case 3: Block<Gemm.N3, TVectors>(ref job, x, y, k0, last); break;
-            case 4: Block<Gemm.N4, TVectors>(ref job, x, y, k0, last); break;
-            case 5: Block<Gemm.N5, TVectors>(ref job, x, y, k0, last); break;
-            case 6: Block<Gemm.N6, TVectors>(ref job, x, y, k0, last); break;
-            case 7: Block<Gemm.N7, TVectors>(ref job, x, y, k0, last); break;
-            default: Block<Gemm.N8, TVectors>(ref job, x, y, k0, last); break;
+            case 1: Block<TOutput, Gemm.N1, TVectors>(ref job, x, y, residual, k0, last); break;
+            case 2: Block<TOutput, Gemm.N2, TVectors>(ref job, x, y, residual, k0, last); break;
+            case 3: Block<TOutput, Gemm.N3, TVectors>(ref job, x, y, residual, k0, last); break;
+            case 4: Block<TOutput, Gemm.N4, TVectors>(ref job, x, y, residual, k0, last); break;
+            case 5: Block<TOutput, Gemm.N5, TVectors>(ref job, x, y, residual, k0, last); break;
+            case 6: Block<TOutput, Gemm.N6, TVectors>(ref job, x, y, residual, k0, last); break;
+            case 7: Block<TOutput, Gemm.N7, TVectors>(ref job, x, y, residual, k0, last); break;
+            default: Block<TOutput, Gemm.N8, TVectors>(ref job, x, y, residual, k0, last); break;
         }
     }
 
@@ -103,17 +204,18 @@ internal static unsafe class PlanePointwiseConv
     /// to the plane, so a sample's last plane reads nothing past it), each multiplied into every channel's accumulator.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Block<TChannels, TVectors>(ref Job job, float* x, float* y, int k0, Vector512<float> last)
-        where TChannels : struct, Gemm.IConstant where TVectors : struct, Gemm.IConstant
+    private static void Block<TOutput, TChannels, TVectors>(ref Job job, float* x, float* y, float* residual, int k0, Vector512<float> last)
+        where TOutput : struct, IOutput where TChannels : struct, Gemm.IConstant where TVectors : struct, Gemm.IConstant
     {
-        int channels = TChannels.Value, vectors = TVectors.Value, c = job.C, plane = job.Plane;
+        int channels = TChannels.Value, vectors = TVectors.Value, c = job.C;
+        long xChannel = job.XChannel;
         float* w = job.W + (long)k0 * c;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
         Vector512<float> d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default, d6 = default, d7 = default;
         for (int ci = 0; ci < c; ci++)
         {
-            float* row = x + (long)ci * plane;
+            float* row = x + ci * xChannel;
             // Two vectors: the first whole, the second masked; three: two whole, the third masked.
             var x0 = Vector512.Load(row);
             var x1 = vectors == 3 ? Vector512.Load(row + Lanes) : Avx512F.MaskLoad(row + Lanes, last, Vector512<float>.Zero);
@@ -128,15 +230,16 @@ internal static unsafe class PlanePointwiseConv
             if (channels > 7) Step(ref a7, ref b7, ref d7, x0, x1, x2, w[7 * c + ci], vectors);
         }
         float* bias = job.Bias == null ? null : job.Bias + k0;
-        float* o = y + (long)k0 * plane;
-        Store(o, a0, b0, d0, bias, 0, vectors, last);
-        if (channels > 1) Store(o + plane, a1, b1, d1, bias, 1, vectors, last);
-        if (channels > 2) Store(o + 2 * plane, a2, b2, d2, bias, 2, vectors, last);
-        if (channels > 3) Store(o + 3 * plane, a3, b3, d3, bias, 3, vectors, last);
-        if (channels > 4) Store(o + 4 * plane, a4, b4, d4, bias, 4, vectors, last);
-        if (channels > 5) Store(o + 5 * plane, a5, b5, d5, bias, 5, vectors, last);
-        if (channels > 6) Store(o + 6 * plane, a6, b6, d6, bias, 6, vectors, last);
-        if (channels > 7) Store(o + 7 * plane, a7, b7, d7, bias, 7, vectors, last);
+        long yChannel = job.YChannel, rChannel = (long)job.N * job.Plane;
+        float* o = y + k0 * yChannel, r = residual == null ? null : residual + k0 * rChannel;
+        TOutput.Store(ref job, o, bias, r, 0, a0, b0, d0, vectors, last);
+        if (channels > 1) TOutput.Store(ref job, o + yChannel, bias, r + rChannel, 1, a1, b1, d1, vectors, last);
+        if (channels > 2) TOutput.Store(ref job, o + 2 * yChannel, bias, r + 2 * rChannel, 2, a2, b2, d2, vectors, last);
+        if (channels > 3) TOutput.Store(ref job, o + 3 * yChannel, bias, r + 3 * rChannel, 3, a3, b3, d3, vectors, last);
+        if (channels > 4) TOutput.Store(ref job, o + 4 * yChannel, bias, r + 4 * rChannel, 4, a4, b4, d4, vectors, last);
+        if (channels > 5) TOutput.Store(ref job, o + 5 * yChannel, bias, r + 5 * rChannel, 5, a5, b5, d5, vectors, last);
+        if (channels > 6) TOutput.Store(ref job, o + 6 * yChannel, bias, r + 6 * rChannel, 6, a6, b6, d6, vectors, last);
+        if (channels > 7) TOutput.Store(ref job, o + 7 * yChannel, bias, r + 7 * rChannel, 7, a7, b7, d7, vectors, last);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -149,18 +252,84 @@ internal static unsafe class PlanePointwiseConv
         if (vectors == 3) d = Vector512.FusedMultiplyAdd(wv, x2, d);
     }
 
-    /// <summary>One output plane: its vectors plus the channel's bias, the last one stored masked.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(float* o, Vector512<float> a, Vector512<float> b, Vector512<float> d, float* bias, int k, int vectors,
-        Vector512<float> last)
+    /// <summary>
+    /// How a block stores an output channel's plane, held in two or three vectors (the last one partial), at <c>o</c>:
+    /// the channel's bias is <c>bias[k]</c> and its residual plane at <c>residual</c> (null pointers when absent).
+    /// </summary>
+    private interface IOutput
     {
-        if (bias != null)
+        static abstract void Store(ref Job job, float* o, float* bias, float* residual, int k, Vector512<float> a, Vector512<float> b,
+            Vector512<float> d, int vectors, Vector512<float> last);
+    }
+
+    /// <summary>The plane plus the channel's bias (<see cref="Forward"/>).</summary>
+    private struct PlainOutput : IOutput
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Store(ref Job job, float* o, float* bias, float* residual, int k, Vector512<float> a, Vector512<float> b,
+            Vector512<float> d, int vectors, Vector512<float> last)
         {
-            var bv = Vector512.Create(bias[k]);
-            a += bv;
-            b += bv;
-            d += bv;
+            if (bias != null)
+            {
+                var bv = Vector512.Create(bias[k]);
+                a += bv;
+                b += bv;
+                d += bv;
+            }
+            PlaneStore(o, a, b, d, vectors, last);
         }
+    }
+
+    /// <summary>act(plane + bias + residual), then the pool's maximum over each window's rows if there is one (<see cref="ForwardChannelMajor"/>).</summary>
+    private struct FusedOutput : IOutput
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Store(ref Job job, float* o, float* bias, float* residual, int k, Vector512<float> a, Vector512<float> b,
+            Vector512<float> d, int vectors, Vector512<float> last)
+        {
+            bool hasBias = bias != null, hasResidual = job.Residual != null;
+            var bv = hasBias ? Vector512.Create(bias[k]) : default;
+            Vector512<float> ra = default, rb = default, rd = default;
+            if (hasResidual)
+            {
+                ra = Vector512.Load(residual);
+                rb = vectors == 3 ? Vector512.Load(residual + Lanes) : Avx512F.MaskLoad(residual + Lanes, last, Vector512<float>.Zero);
+                rd = vectors == 3 ? Avx512F.MaskLoad(residual + 2 * Lanes, last, Vector512<float>.Zero) : default;
+            }
+            a = ConvKernels.EpilogueVector(a, bv, hasBias, ra, hasResidual, job.Kind);
+            b = ConvKernels.EpilogueVector(b, bv, hasBias, rb, hasResidual, job.Kind);
+            if (vectors == 3) d = ConvKernels.EpilogueVector(d, bv, hasBias, rd, hasResidual, job.Kind);
+            if (job.PoolIndices == null)
+            {
+                PlaneStore(o, a, b, d, vectors, last);
+                return;
+            }
+            // Each output vector: the maximum over the window's rows, from -inf in row order (PoolKernels.MaxPlanes's
+            // order), each row's values gathered from the plane's 32 or 48 lanes by permutes.
+            var negative = Vector512.Create(float.NegativeInfinity);
+            for (int v = 0; v < job.OutVectors; v++)
+            {
+                var m = negative;
+                for (int u = 0; u < job.PoolRows; u++)
+                {
+                    var index = job.PoolIndices[v * job.PoolRows + u];
+                    var row = Avx512F.PermuteVar16x32x2(a, index, b);
+                    if (vectors == 3)
+                        row = Vector512.ConditionalSelect(Vector512.GreaterThan(index, Vector512.Create(2 * Lanes - 1)).AsSingle(),
+                            Avx512F.PermuteVar16x32(d, index), row);
+                    m = Vector512.Max(m, row);
+                }
+                int count = job.OutPlane - v * Lanes;
+                if (count >= Lanes) Vector512.Store(m, o + v * Lanes);
+                else Avx512F.MaskStore(o + v * Lanes, ConvKernels.FirstLanes(count), m);
+            }
+        }
+    }
+
+    /// <summary>One output plane's vectors, the last one stored masked.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PlaneStore(float* o, Vector512<float> a, Vector512<float> b, Vector512<float> d, int vectors, Vector512<float> last)
+    {
         a.Store(o);
         if (vectors == 3)
         {

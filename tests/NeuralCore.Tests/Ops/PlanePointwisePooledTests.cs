@@ -1,0 +1,114 @@
+using NeuralCore.Backends;
+using NeuralCore.Backends.Cpu;
+using NeuralCore.Tests.Backends;
+
+namespace NeuralCore.Tests.Ops;
+
+/// <summary>
+/// <see cref="PlanePointwiseConv.ForwardChannelMajor"/> (the inference plans' 1x1 over one sample's planes of two or three
+/// vectors, with bias, residual, activation and a pool of whole rows in registers), bit for bit against the implicit
+/// GEMM's fused epilogue and pool on the same channel-major tensors, and to rounding against the reference convolution,
+/// activation and pool: planes of two and three vectors, pools of 2 and 3 rows (with a last row the floor mode drops),
+/// ReLU, Hardswish and none, with and without bias and residual, NaN and infinity in the input, 1 and 3 samples on 1 and 2
+/// threads. Changes the thread count, so runs alone.
+/// </summary>
+[Collection(nameof(CpuSettingsCollection))]
+public sealed unsafe class PlanePointwisePooledTests
+{
+    [Theory]
+    // N, C, K, H, W, pool rows (0: none), activation kind (0 none, 1 ReLU, 2 Hardswish), bias, residual
+    [InlineData(1, 19, 19, 6, 6, 2, 1, true, true)]    // MNIST batch 1's pruned step: 1x1 + bn + residual + ReLU + 2 x 1 pool
+    [InlineData(1, 32, 32, 6, 6, 2, 1, true, true)]    // the big model's
+    [InlineData(1, 24, 24, 6, 6, 2, 2, false, true)]   // Hardswish, no bias
+    [InlineData(1, 19, 13, 6, 6, 0, 1, true, false)]   // no pool: the plane stored as it is
+    [InlineData(1, 7, 21, 4, 7, 2, 0, true, true)]     // two vectors (28 positions), no activation
+    [InlineData(1, 9, 5, 5, 8, 2, 1, false, false)]    // 40 positions: the floor mode drops the fifth row
+    [InlineData(1, 11, 10, 6, 8, 3, 2, true, true)]    // 48 positions, windows of 3 rows
+    [InlineData(3, 19, 19, 6, 6, 2, 1, true, true)]    // three samples: channel planes N apart, shared between threads
+    public void MatchesTheImplicitGemmBitForBit(int n, int c, int k, int h, int w, int poolRows, int kind, bool withBias, bool withResidual)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, 1, 1, 1, 1, 0, 0, 1, 1, 1);
+        Pool2dParams? pool = poolRows == 0 ? null : new Pool2dParams(n, k, h, w, poolRows, 1, poolRows, 1, 0, 0);
+        if (!PlanePointwiseConv.CanRunPooled(p, pool)) Assert.Skip("This CPU has no AVX-512: the plane-wise 1x1 kernel does not run.");
+        int plane = h * w, outPlane = pool is { } q ? q.P * q.Q : plane;
+        float[] x = Reference.ToFloat(Reference.Random(c * n * plane, 81));
+        float[] wt = Reference.ToFloat(Reference.Random(k * c, 82));
+        float[]? bias = withBias ? Reference.ToFloat(Reference.Random(k, 83)) : null;
+        float[]? residual = withResidual ? Reference.ToFloat(Reference.Random(k * n * plane, 84)) : null;
+        // Channel-major [C, N, plane]: a NaN in the last sample's first channel, an infinity in the first sample's last.
+        x[(n - 1) * plane + 5] = float.NaN;
+        x[((c - 1) * n) * plane + 1] = float.PositiveInfinity;
+        var activation = kind == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
+
+        float[] expected = new float[k * n * outPlane];
+        var weights = new ImplicitGemmConv.Weights(wt, p);
+        fixed (float* xp = x, wp = wt, bp = bias, rp = residual, yp = expected)
+            ImplicitGemmConv.Forward(xp, weights.View(), bp, yp, p, rp, kind != 0, activation, 0f, 0f,
+                pool is { } fused ? new ImplicitGemmConv.FusedPool(fused) : null);
+        GC.KeepAlive(weights);
+        var gather = pool is { } g ? new PlanePointwiseConv.PoolGather(p, g) : null;
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2 })
+            {
+                CpuThreading.Threads = threads;
+                float[] actual = Enumerable.Repeat(float.NaN, k * n * outPlane).ToArray();
+                fixed (float* xp = x, wp = wt, bp = bias, rp = residual, yp = actual)
+                    PlanePointwiseConv.ForwardChannelMajor(xp, wp, bp, yp, p, rp, kind, gather);
+                Assert.Equal(ConvPathRuns.Bits(expected), ConvPathRuns.Bits(actual));
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+        Assert.Contains(expected, float.IsNaN);
+        Assert.Contains(expected, float.IsFinite);
+        AssertAgreesWithTheReference(x, wt, bias, residual, p, pool, kind, expected);
+    }
+
+    /// <summary>The reference convolution (sample-major, so the channel-major tensors are reordered), activation and max pool, to rounding, where finite.</summary>
+    private static void AssertAgreesWithTheReference(float[] x, float[] w, float[]? bias, float[]? residual, Conv2dParams p, Pool2dParams? pool,
+        int kind, float[] actual)
+    {
+        int plane = p.H * p.W;
+        double[] ToSampleMajor(float[] a, int channels) =>
+            Enumerable.Range(0, p.N * channels * plane).Select(i => (double)a[((i / plane % channels) * p.N + i / (channels * plane)) * plane + i % plane]).ToArray();
+        double[] y = Reference.Conv2d(ToSampleMajor(x, p.C), Reference.ToDouble(w), bias is null ? null : Reference.ToDouble(bias), p);
+        for (int i = 0; i < y.Length; i++)
+        {
+            double v = y[i] + (residual is null ? 0 : ToSampleMajor(residual, p.K)[i]);
+            y[i] = kind == 1 ? Math.Max(v, 0) : kind == 2 ? v * Math.Clamp(v + 3, 0, 6) / 6 : v;
+        }
+        int rows = pool?.KernelH ?? 1, outH = pool?.P ?? p.H;
+        for (int s = 0; s < p.N; s++)
+            for (int k = 0; k < p.K; k++)
+                for (int r = 0; r < outH; r++)
+                    for (int col = 0; col < p.W; col++)
+                    {
+                        double m = double.NegativeInfinity;
+                        for (int u = 0; u < rows; u++) m = Math.Max(m, y[((s * p.K + k) * p.H + r * rows + u) * p.W + col]);
+                        float got = actual[((k * p.N + s) * outH + r) * p.W + col];
+                        if (!double.IsFinite(m)) continue;
+                        Assert.True(Math.Abs(got - m) <= 1e-5 + 1e-5 * Math.Abs(m), $"sample {s} channel {k} row {r} column {col}: {got} against {m}");
+                    }
+    }
+
+    [Theory]
+    // pool: kernel (h, w), stride (h, w), padding (h, w), ceil mode
+    [InlineData(2, 1, 2, 1, 0, 0, false, true)]
+    [InlineData(3, 1, 3, 1, 0, 0, false, true)]
+    [InlineData(2, 2, 2, 2, 0, 0, false, false)]   // two columns a window
+    [InlineData(2, 1, 1, 1, 0, 0, false, false)]   // overlapping windows
+    [InlineData(2, 1, 2, 1, 1, 0, false, false)]   // padded
+    [InlineData(4, 1, 4, 1, 0, 0, true, false)]    // ceil mode
+    public void PoolsOnlyWholeRowsThatDoNotOverlap(int kh, int kw, int sh, int sw, int ph, int pw, bool ceil, bool expected)
+    {
+        var p = new Conv2dParams(1, 8, 6, 6, 8, 1, 1, 1, 1, 0, 0, 1, 1, 1);
+        var pool = new Pool2dParams(1, 8, 6, 6, kh, kw, sh, sw, ph, pw, ceil);
+        Assert.Equal(expected && PlanePointwiseConv.CanRun(p), PlanePointwiseConv.CanRunPooled(p, pool));
+        if (!expected && PlanePointwiseConv.CanRun(p))
+            Assert.Throws<ArgumentException>(() => new PlanePointwiseConv.PoolGather(p, pool));
+    }
+}
