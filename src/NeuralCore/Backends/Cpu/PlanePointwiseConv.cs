@@ -254,7 +254,8 @@ internal static unsafe class PlanePointwiseConv
 
     /// <summary>
     /// How a block stores an output channel's plane, held in two or three vectors (the last one partial), at <c>o</c>:
-    /// the channel's bias is <c>bias[k]</c> and its residual plane at <c>residual</c> (null pointers when absent).
+    /// the channel's bias is <c>bias[k]</c> (<c>bias</c> null when there is none) and its residual plane at
+    /// <c>residual</c>, which is read only when the job has a residual.
     /// </summary>
     private interface IOutput
     {
