@@ -416,7 +416,10 @@ internal static unsafe class ImplicitGemmConv
             job.BandRows = rows;
             job.Bands = (pooledRows + rows - 1) / rows;
             job.Blocks = job.P.N * job.Bands;
-            job.BlockColumns = Math.Min(rows * pp.StrideH, job.P.P) * job.P.Q;
+            // A single band is the whole plane (BlockRange takes it as one sample's block), the rows that a floor-mode
+            // pool leaves out included (MNIST's 3 x 6 map at batch 1: 18 columns, not the 12 the pooled row reads); the
+            // block's scratch rows are sized by this.
+            job.BlockColumns = job.Bands == 1 ? (int)job.OutPlane : Math.Min(rows * pp.StrideH, job.P.P) * job.P.Q;
             return;
         }
         job.SamplesPerBlock = samples;
@@ -424,6 +427,23 @@ internal static unsafe class ImplicitGemmConv
         job.BandRows = pp.P;
         job.Blocks = (job.P.N + samples - 1) / samples;
         job.BlockColumns = (int)(samples * job.OutPlane);
+    }
+
+    /// <summary>
+    /// For tests: the columns <see cref="Forward"/> sizes each block's scratch rows for with <paramref name="pool"/> fused on
+    /// <paramref name="parts"/> threads, and the most columns any of its blocks computes (never more than the first).
+    /// </summary>
+    internal static (int BlockColumns, int LargestBlock) PooledBlockColumns(in Conv2dParams p, Pool2dParams pool, int parts)
+    {
+        var job = new Job { P = p, OutPlane = (long)p.P * p.Q };
+        PlanPooledBlocks(ref job, new FusedPool(pool), parts);
+        int largest = 0;
+        for (int block = 0; block < job.Blocks; block++)
+        {
+            BlockRange(ref job, block, out _, out int cols, out _, out _, out _, out _);
+            largest = Math.Max(largest, cols);
+        }
+        return (job.BlockColumns, largest);
     }
 
     /// <summary>Where block <paramref name="block"/> lies: its output columns and, for a fused pool, its samples and pooled rows.</summary>
