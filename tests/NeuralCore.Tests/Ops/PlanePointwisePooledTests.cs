@@ -111,4 +111,21 @@ public sealed unsafe class PlanePointwisePooledTests
         if (!expected && PlanePointwiseConv.CanRun(p))
             Assert.Throws<ArgumentException>(() => new PlanePointwiseConv.PoolGather(p, pool));
     }
+
+    /// <summary>A gather made for one plane is refused for another (its indices and pooled size would reach past the planes).</summary>
+    [Fact]
+    public unsafe void RefusesAGatherMadeForAnotherPlane()
+    {
+        var p = new Conv2dParams(1, 8, 6, 6, 8, 1, 1, 1, 1, 0, 0, 1, 1, 1);
+        var other = p with { H = 6, W = 8 };
+        if (!PlanePointwiseConv.CanRun(other)) Assert.Skip("This CPU has no AVX-512: the plane-wise 1x1 kernel does not run.");
+        var gather = new PlanePointwiseConv.PoolGather(p, new Pool2dParams(1, 8, 6, 6, 2, 1, 2, 1, 0, 0));
+        var buffer = new float[8 * 48];
+        var error = Assert.Throws<ArgumentException>(() =>
+        {
+            fixed (float* b = buffer)
+                PlanePointwiseConv.ForwardChannelMajor(b, b, null, b, other, null, 0, gather);
+        });
+        Assert.Contains("6 x 6", error.Message);
+    }
 }

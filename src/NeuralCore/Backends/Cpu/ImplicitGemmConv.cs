@@ -431,7 +431,7 @@ internal static unsafe class ImplicitGemmConv
 
     /// <summary>
     /// For tests: the columns <see cref="Forward"/> sizes each block's scratch rows for with <paramref name="pool"/> fused on
-    /// <paramref name="parts"/> threads, and the most columns any of its blocks computes (never more than the first).
+    /// <paramref name="parts"/> threads, and the most columns any of its blocks computes (which must not exceed them).
     /// </summary>
     internal static (int BlockColumns, int LargestBlock) PooledBlockColumns(in Conv2dParams p, Pool2dParams pool, int parts)
     {

@@ -95,6 +95,8 @@ internal static unsafe class PlanePointwiseConv
         {
             if (!CanRunPooled(p, pool)) throw new ArgumentException("PlanePointwiseConv.PoolGather: a pool CanRunPooled does not admit.", nameof(pool));
             Rows = pool.KernelH;
+            Height = p.H;
+            Width = p.W;
             OutPlane = pool.P * pool.Q;
             OutVectors = (OutPlane + Lanes - 1) / Lanes;
             _indices = GC.AllocateArray<int>(OutVectors * Rows * Lanes, pinned: true);
@@ -109,6 +111,12 @@ internal static unsafe class PlanePointwiseConv
 
         /// <summary>The window's rows (the pool's kernel height).</summary>
         internal int Rows { get; }
+
+        /// <summary>The unpooled plane's height and width, which the indices were made for.</summary>
+        internal int Height { get; }
+
+        /// <inheritdoc cref="Height"/>
+        internal int Width { get; }
 
         /// <summary>Positions of a pooled plane.</summary>
         internal int OutPlane { get; }
@@ -132,6 +140,9 @@ internal static unsafe class PlanePointwiseConv
         PoolGather? pool)
     {
         if (!CanRun(p)) throw new ArgumentException("PlanePointwiseConv.ForwardChannelMajor: a geometry CanRun does not admit.", nameof(p));
+        // The gather's indices and pooled size were made for one plane: another would read and write past its planes.
+        if (pool is not null && (pool.Height != p.H || pool.Width != p.W))
+            throw new ArgumentException($"PlanePointwiseConv.ForwardChannelMajor: the pool's gather was made for {pool.Height} x {pool.Width} planes, not {p.H} x {p.W}.", nameof(pool));
         var job = NewJob(x, w, bias, y, p);
         job.Residual = residual;
         job.Kind = kind;
