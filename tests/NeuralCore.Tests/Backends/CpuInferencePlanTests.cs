@@ -477,22 +477,62 @@ public sealed class CpuInferencePlanTests : IDisposable
         var x = Tensor.Randn([batch, channels, 6, 6], g);
         var (plan, _) = CompileAndCompare(net, x);
         float[] actual = plan.Run(x).ToArray();
-        CpuInferencePlan off;
-        PlanePointwiseConv.Enabled = false;
-        try
-        {
-            off = CpuInferencePlan.Compile(net, x.ShapeArray());
-        }
-        finally
-        {
-            PlanePointwiseConv.Enabled = true;
-        }
+        var off = CompileWithoutPlaneWiseKernels(net, x);
         Assert.Equal(ConvPathRuns.Bits(off.Run(x).ToArray()), ConvPathRuns.Bits(actual));
         Assert.DoesNotContain(off.Description, d => d.Contains("plane-wise", StringComparison.Ordinal));
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the plane-wise kernel.");
         string step = Assert.Single(plan.Description, d => d.Contains("max pool", StringComparison.Ordinal));
         Assert.Equal(planeWise, step.Contains("(plane-wise)", StringComparison.Ordinal));
         Assert.Equal(!planeWise, step.Contains("(implicit GEMM)", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// 3x3 steps on one sample's maps six columns wide (MNIST batch 1's stage 1: 6 x 6, and 3 x 6 with the residual and
+    /// a 2 x 1 pool that drops the third row) run plane-wise (<see cref="PlaneConv3x3"/>), their epilogue and pool in
+    /// registers: eager's result, and the bits of the same plan compiled with the plane-wise kernels off (the implicit
+    /// GEMM with its fused epilogue and pool). At batch 2 the steps stay with the implicit GEMM.
+    /// </summary>
+    [Theory]
+    [InlineData(19, 6, 1, true)]
+    [InlineData(32, 6, 1, true)]
+    [InlineData(19, 3, 1, true)]
+    [InlineData(38, 3, 1, true)]
+    [InlineData(19, 6, 2, false)]
+    public void ThreeByThreeStepsOnOneSamplesSmallMapRunPlaneWise(int channels, int rows, int batch, bool planeWise)
+    {
+        var g = new Generator(59);
+        var net = new Sequential(
+            new Conv2d(channels, channels, 3, padding: 1, bias: false, generator: g),
+            new BatchNorm2d(channels),
+            new ReLU(),
+            new PooledResidual(channels, g, poolWidth: 1));
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, channels, rows, 6], g);
+        var (plan, _) = CompileAndCompare(net, x);
+        var off = CompileWithoutPlaneWiseKernels(net, x);
+        Assert.Equal(ConvPathRuns.Bits(off.Run(x).ToArray()), ConvPathRuns.Bits(plan.Run(x).ToArray()));
+        Assert.DoesNotContain(off.Description, d => d.Contains("plane-wise", StringComparison.Ordinal));
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the plane-wise kernel.");
+        // The pooled step always; the first only on 6 x 6 (on 3 x 6, 18 positions, the narrow-map kernel takes it).
+        string pooled = Assert.Single(plan.Description, d => d.Contains("max pool", StringComparison.Ordinal));
+        Assert.Equal(planeWise, pooled.Contains("(plane-wise)", StringComparison.Ordinal));
+        Assert.Equal(planeWise && rows == 6 ? 2 : planeWise ? 1 : 0, plan.Description.Count(d => d.Contains("(plane-wise)", StringComparison.Ordinal)));
+    }
+
+    /// <summary>The plan compiled with <see cref="PlanePointwiseConv"/> and <see cref="PlaneConv3x3"/> off.</summary>
+    private static CpuInferencePlan CompileWithoutPlaneWiseKernels(Module net, Tensor x)
+    {
+        PlanePointwiseConv.Enabled = false;
+        PlaneConv3x3.Enabled = false;
+        try
+        {
+            return CpuInferencePlan.Compile(net, x.ShapeArray());
+        }
+        finally
+        {
+            PlanePointwiseConv.Enabled = true;
+            PlaneConv3x3.Enabled = true;
+        }
     }
 
     /// <summary>
@@ -518,8 +558,10 @@ public sealed class CpuInferencePlanTests : IDisposable
         if (pool) layers.Add(new MaxPool2d((2, 1), (2, 1)));
         var net = new Sequential([.. layers]);
         RandomizeStatistics(net, g);
-        // Without a pool these maps (12 positions) would go to the narrow-map kernel.
+        // Without a pool these maps (12 positions) would go to the narrow-map kernel, and six columns wide to the
+        // plane-wise 3x3.
         NarrowMapConv.Enabled = false;
+        PlaneConv3x3.Enabled = false;
         CpuInferencePlan plan;
         try
         {
@@ -528,6 +570,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         finally
         {
             NarrowMapConv.Enabled = true;
+            PlaneConv3x3.Enabled = true;
         }
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the implicit GEMM's narrow panels.");
         Assert.Contains("implicit GEMM", plan.Description[0]);
@@ -966,7 +1009,7 @@ public sealed class CpuInferencePlanTests : IDisposable
 
     /// <summary>
     /// A strided stem (5x5 stride 2, 16 channels) whose batch norm, activation and max pool run inside its direct kernel,
-    /// and residual blocks whose addition, ReLU and pool run inside their implicit GEMMs, on MNIST-like and mel-like planes,
+    /// and residual blocks whose addition, ReLU and pool run inside their implicit GEMMs (or plane-wise kernels), on MNIST-like and mel-like planes,
     /// with a padded ceil-mode pool (windows reaching into the padding on both sides) and NaN inputs that must come out as NaN.
     /// </summary>
     [Theory]
@@ -995,7 +1038,9 @@ public sealed class CpuInferencePlanTests : IDisposable
         if (withNaN) Assert.Contains(expected, float.IsNaN);
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pools ran as steps of their own, not inside the convolutions.");
         Assert.Equal("conv 1->16 5x5/2 + bn + hardswish + max pool 2x2/2x2 (direct)", plan.Description[0]);
-        Assert.Contains("conv 16->16 3x3 + bn + residual + relu + max pool 2x1/2x1 (implicit GEMM)", plan.Description);
+        // One MNIST sample's 6 x 6 map runs the plane-wise 3x3 (PlaneConv3x3), which fuses the pool the same way.
+        string kernel = batch == 1 && h == 28 ? "plane-wise" : "implicit GEMM";
+        Assert.Contains($"conv 16->16 3x3 + bn + residual + relu + max pool 2x1/2x1 ({kernel})", plan.Description);
         Assert.Contains("conv 16->24 1x1 + bn + residual + relu + max pool 3x3/2x2 (implicit GEMM)", plan.Description);
         Assert.DoesNotContain(plan.Description, d => d.StartsWith("max pool", StringComparison.Ordinal));
     }

@@ -324,6 +324,9 @@ public sealed unsafe partial class CpuInferencePlan
         // registers (the pool's gather made once, when there is a pool).
         public bool PlaneWise;
         public PlanePointwiseConv.PoolGather? PlaneWisePool;
+        // A 3x3 over one sample's planes at most six columns wide run by PlaneConv3x3, its epilogue and pool in registers,
+        // with its weights packed once.
+        public PlaneConv3x3.Weights? Plane3x3;
         // A pooling fused into the convolution's epilogue: Out is then the pooled value.
         public ImplicitGemmConv.FusedPool? Pool;
         public string PoolLabel = "";
@@ -342,6 +345,12 @@ public sealed unsafe partial class CpuInferencePlan
         /// </summary>
         public bool CanRunPlaneWise() =>
             P.N == 1 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && PlanePointwiseConv.CanRunPooled(P, Pool?.Params);
+
+        /// <summary>
+        /// True when <see cref="PlaneConv3x3"/> can run this convolution and its fused pool if any: a 3x3 on one sample's
+        /// map six columns wide (MNIST's 6 x 6 and 3 x 6 maps at batch 1).
+        /// </summary>
+        public bool CanRunPlane3x3() => (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && PlaneConv3x3.CanRun(P, Pool?.Params);
 
         /// <summary>True when <see cref="WinogradConv"/> can run this convolution, and its fused pool if any.</summary>
         public bool CanRunWinograd() =>
@@ -366,6 +375,11 @@ public sealed unsafe partial class CpuInferencePlan
                 if (Pool is { } pool) PlaneWisePool = new PlanePointwiseConv.PoolGather(P, pool.Params);
                 return;
             }
+            if (CanRunPlane3x3())
+            {
+                Plane3x3 = new PlaneConv3x3.Weights(Weight, P, Pool?.Params);
+                return;
+            }
             if (CanRunWinograd())
             {
                 Winograd = new WinogradConv.Weights(Weight, P, pooled: Pool is not null);
@@ -388,6 +402,11 @@ public sealed unsafe partial class CpuInferencePlan
             if (Narrow is not null)
             {
                 NarrowMapConv.Forward(values[In], InputPositionMajor, Narrow, b, values[Out], P, residual, kind);
+                return;
+            }
+            if (Plane3x3 is not null)
+            {
+                PlaneConv3x3.Forward(values[In], Plane3x3, b, values[Out], P, residual, kind, Pool?.Params);
                 return;
             }
             if (Winograd is not null)
@@ -431,7 +450,7 @@ public sealed unsafe partial class CpuInferencePlan
         {
             null when Narrow is not null => Narrow.Taps < P.R * P.S ? $"narrow map, {Narrow.Taps} of {P.R * P.S} taps" : "narrow map",
             null when Direct is not null => "direct",
-            null when PlaneWise => "plane-wise",
+            null when PlaneWise || Plane3x3 is not null => "plane-wise",
             null when Winograd is not null => $"Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3)",
             null => "",
             { Taps: var taps } when taps < P.R * P.S => $"implicit GEMM, {taps} of {P.R * P.S} taps",

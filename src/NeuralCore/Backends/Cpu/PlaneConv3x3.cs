@@ -1,0 +1,342 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// A 3x3 "same" convolution (stride 1, padding 1) of one sample's channel-major planes at most six columns wide
+/// (MNIST's 6 x 6 and 3 x 6 maps at batch 1), with the positions in the lanes: each input plane is copied once into
+/// rows 8 floats wide with a zero border, so that a tap's inputs for two output rows are one unmasked load at the
+/// tap's fixed offset, and each load feeds a multiply-add per output channel of a group of 8 (its weight broadcast;
+/// up to 24 accumulators). Bias, residual, activation and a 2 x 1 max pool run on the accumulators before the values
+/// leave the registers. The implicit GEMM spent as long on its panels (tap masks, coordinates, a transposed tail),
+/// 8-row weight panels of which 19 channels leave 5 rows empty, and an unpooled block as on its multiply-adds; with
+/// a pool it also computed rows the pool's floor mode drops (the third row of a 3 x 6 map).
+/// </summary>
+/// <remarks>
+/// Each output is summed from zero, one fused multiply-add per input channel and tap in (channel, r, s) order, taps
+/// off the plane multiplying a zero, then act(sum + bias + residual) and the pool's maximum from -inf in row order:
+/// the operations and order of <see cref="ImplicitGemmConv"/>'s fused path, so the same bits. Output channels are
+/// split into groups of 8 and the groups over threads, so results do not depend on the thread count. Inference plans
+/// only (<see cref="CpuInferencePlan"/>).
+/// </remarks>
+internal static unsafe class PlaneConv3x3
+{
+    private const int Lanes = 16;
+    private const int Group = 8;
+    private const int Taps = 9;
+    // A padded row: a zero column, up to six values, a zero column (the next row's first column is the other zero).
+    private const int RowFloats = 8;
+    // Below this many multiply-adds per part, waking a worker costs more than it saves.
+    private const long MinMacsPerPart = 1 << 18;
+
+    /// <summary>Whether inference plans use it (tests turn it off to compare it with the implicit GEMM).</summary>
+    internal static bool Enabled { get; set; } = true;
+
+    /// <summary>
+    /// True for a 3x3, stride-1, padding-1, undilated, ungrouped convolution of one sample whose rows have at most six
+    /// columns, followed by no pool or a 2 x 1 max pool of stride 2 x 1 (floor mode, unpadded), whose computed rows
+    /// (all of them, or the pool's windows') fill at most three vectors at least three quarters (6 x 6: 36 positions in
+    /// 48 lanes; 3 x 6 pooled: its first two rows, 12 in 16), where the 512-bit kernels run.
+    /// </summary>
+    internal static bool CanRun(in Conv2dParams p, Pool2dParams? pool)
+    {
+        if (!Enabled || !Avx512F.IsSupported || Gemm.Kind != Gemm.KernelKind.Vector512) return false;
+        if (p.N != 1 || p.R != 3 || p.S != 3 || p.StrideH != 1 || p.StrideW != 1 || p.PadH != 1 || p.PadW != 1
+            || p.DilationH != 1 || p.DilationW != 1 || p.Groups != 1 || p.W > RowFloats - 2)
+            return false;
+        if (pool is { } q && !(q.KernelH == 2 && q.StrideH == 2 && q.KernelW == 1 && q.StrideW == 1 && q.PadH == 0 && q.PadW == 0
+            && !q.CeilMode && q.H == p.P && q.W == p.Q && q.P >= 1))
+            return false;
+        int rows = ComputedRows(p, pool), vectors = Vectors(rows);
+        return vectors <= 3 && 4 * rows * p.W >= 3 * Lanes * vectors;
+    }
+
+    // The output rows computed: all, or with a pool the rows its windows cover.
+    private static int ComputedRows(in Conv2dParams p, Pool2dParams? pool) => pool is { } q ? 2 * q.P : p.P;
+
+    private static int Vectors(int rows) => (rows * RowFloats + Lanes - 1) / Lanes;
+
+    /// <summary>
+    /// Output channels per group: 16 when the computed rows fill one vector (two sets of 8 accumulators on the same
+    /// loads), else 8 (two or three vectors each). The channels are shared out evenly (19 = 6 + 6 + 7, or 9 + 10 on one
+    /// vector), so that no group is left with too few independent sums to cover the multiply-add's latency.
+    /// </summary>
+    private static int GroupChannels(int vectors) => vectors == 1 ? 2 * Group : Group;
+
+    private static int Groups(int k, int vectors) => (k + GroupChannels(vectors) - 1) / GroupChannels(vectors);
+
+    /// <summary>Group <paramref name="g"/>'s first output channel (and with g + 1 its end) of <paramref name="groups"/>.</summary>
+    private static int GroupStart(int g, int k, int groups) => (int)((long)g * k / groups);
+
+    /// <summary>
+    /// Weights packed once (an inference plan's step) for one geometry: per group of output channels [C][9 taps][8 or
+    /// 16] (<see cref="GroupChannels"/>), zero for lanes past the group's channels.
+    /// </summary>
+    internal sealed class Weights
+    {
+        private readonly float[] _packed;
+
+        internal Weights(ReadOnlySpan<float> w, in Conv2dParams p, Pool2dParams? pool)
+        {
+            if (!CanRun(p, pool)) throw new ArgumentException("PlaneConv3x3.Weights: a geometry CanRun does not admit.", nameof(p));
+            if (w.Length != p.K * p.C * Taps)
+                throw new ArgumentException($"PlaneConv3x3.Weights: {w.Length} weights for a {p.K} x {p.C} x 3 x 3 kernel.", nameof(w));
+            C = p.C;
+            K = p.K;
+            Vectors = PlaneConv3x3.Vectors(ComputedRows(p, pool));
+            int stride = GroupChannels(Vectors), groups = Groups(p.K, Vectors);
+            _packed = GC.AllocateArray<float>(groups * p.C * Taps * stride, pinned: true);
+            for (int g = 0; g < groups; g++)
+            {
+                int k0 = GroupStart(g, p.K, groups), k1 = GroupStart(g + 1, p.K, groups);
+                for (int k = k0; k < k1; k++)
+                    for (int c = 0; c < p.C; c++)
+                        for (int t = 0; t < Taps; t++)
+                            _packed[((g * p.C + c) * Taps + t) * stride + k - k0] = w[(k * p.C + c) * Taps + t];
+            }
+        }
+
+        /// <summary>The input and output channels the weights were packed for.</summary>
+        internal int C { get; }
+
+        /// <inheritdoc cref="C"/>
+        internal int K { get; }
+
+        /// <summary>The vectors the computed rows fill, which the groups were made for.</summary>
+        internal int Vectors { get; }
+
+        /// <summary>The packed floats (the array is pinned).</summary>
+        internal float* Pointer => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
+    }
+
+    private struct Job
+    {
+        public float* Padded, W, Bias, Residual, Y;
+        public int C, K, Width, Rows, Vectors, Groups, Parts, Kind;
+        public bool Pooled;
+        // Floats per padded plane; per output plane (pooled or not) and per residual plane (unpooled).
+        public long PaddedPlane, OutPlane, ResidualPlane;
+        // Permutes between a vector's padded rows (row u, column j in lane 8 u + j) and its rows packed (lane u W + j).
+        public Vector512<int> ToPadded, FromPadded;
+    }
+
+    /// <summary>
+    /// y = pool(act(conv2d(x, w) + bias + residual)) for one sample: x [C, H, W], residual [K, H, W] and y [K, P, Q] (or
+    /// the pooled planes) channel-major; bias, residual and pool may be absent; <paramref name="kind"/> is 0 (no
+    /// activation), 1 (ReLU) or 2 (Hardswish).
+    /// </summary>
+    internal static void Forward(float* x, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind,
+        Pool2dParams? pool)
+    {
+        if (!CanRun(p, pool)) throw new ArgumentException("PlaneConv3x3.Forward: a geometry CanRun does not admit.", nameof(p));
+        if (weights.C != p.C || weights.K != p.K || weights.Vectors != Vectors(ComputedRows(p, pool)))
+            throw new ArgumentException($"PlaneConv3x3.Forward: weights packed for {weights.C} -> {weights.K} channels on {weights.Vectors} vectors, not {p.C} -> {p.K} on {Vectors(ComputedRows(p, pool))}.", nameof(weights));
+        var job = new Job
+        {
+            W = weights.Pointer, Bias = bias, Residual = residual, Y = y, C = p.C, K = p.K, Width = p.W, Kind = kind,
+            Pooled = pool is not null, Rows = ComputedRows(p, pool),
+            ResidualPlane = (long)p.P * p.Q,
+        };
+        job.Vectors = Vectors(job.Rows);
+        job.Groups = Groups(p.K, job.Vectors);
+        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        job.ToPadded = iota + Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(iota, Vector512.Create(RowFloats)),
+            Vector512.Create(p.W - RowFloats), Vector512<int>.Zero);
+        job.FromPadded = iota + Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(iota, Vector512.Create(p.W)),
+            Vector512.Create(RowFloats - p.W), Vector512<int>.Zero);
+        job.OutPlane = pool is { } q ? (long)q.P * q.Q : (long)p.P * p.Q;
+        // A lane reads up to two rows and two columns past its own position: 18 floats past the last vector.
+        job.PaddedPlane = (job.Vectors * Lanes + 2 * RowFloats + 2 + Lanes - 1) / Lanes * Lanes;
+        job.Padded = ConvScratch.Current.Get(ConvScratch.Slot.Padded, p.C * job.PaddedPlane);
+        Pad(x, ref job, Math.Min(p.H, job.Rows + 1), p.H * p.W);
+        long macs = (long)p.K * p.C * Taps * job.Rows * p.W;
+        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, job.Groups));
+        // SAFETY: job outlives ForParts, which returns when every part is done; the parts only read the padded planes.
+        if (job.Parts == 1) RunPart(&job, 0);
+        else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+        GC.KeepAlive(weights);
+    }
+
+    /// <summary>
+    /// Each input plane's first <paramref name="rows"/> rows into the padded planes: row i at padded row i + 1, column j
+    /// at padded column j + 1, zero everywhere else.
+    /// </summary>
+    private static void Pad(float* x, ref Job job, int rows, int plane)
+    {
+        var columns = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(job.Width)).AsSingle();
+        for (int c = 0; c < job.C; c++)
+        {
+            float* padded = job.Padded + c * job.PaddedPlane, source = x + (long)c * plane;
+            for (long i = 0; i < job.PaddedPlane; i += Lanes) Vector512.Store(Vector512<float>.Zero, padded + i);
+            // Each row's 8 stored floats are its values and zeros: the rest of the padded row and the next one's first column.
+            for (int i = 0; i < rows; i++)
+                Vector256.Store(Avx.MaskLoad(source + i * job.Width, columns), padded + (i + 1) * RowFloats + 1);
+        }
+    }
+
+    private static void RunPart(void* state, int part)
+    {
+        ref Job job = ref *(Job*)state;
+        int first = (int)((long)part * job.Groups / job.Parts), end = (int)((long)(part + 1) * job.Groups / job.Parts);
+        for (int group = first; group < end; group++)
+        {
+            int k0 = GroupStart(group, job.K, job.Groups), count = GroupStart(group + 1, job.K, job.Groups) - k0;
+            switch (job.Vectors)
+            {
+                case 1 when count > Group: Upper(ref job, group, k0, count - Group); break;
+                case 1: Channels<Gemm.N1>(ref job, group, k0, count); break;
+                case 2: Channels<Gemm.N2>(ref job, group, k0, count); break;
+                default: Channels<Gemm.N3>(ref job, group, k0, count); break;
+            }
+        }
+    }
+
+    /// <summary>One specialisation per channel count, so that a group does no multiply-adds for channels it lacks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Channels<TVectors>(ref Job job, int group, int k0, int count) where TVectors : struct, Gemm.IConstant
+    {
+        switch (count)
+        {
+            case 1: Block<Gemm.N1, None, TVectors>(ref job, group, k0); break;
+            case 2: Block<Gemm.N2, None, TVectors>(ref job, group, k0); break;
+            case 3: Block<Gemm.N3, None, TVectors>(ref job, group, k0); break;
+            case 4: Block<Gemm.N4, None, TVectors>(ref job, group, k0); break;
+            case 5: Block<Gemm.N5, None, TVectors>(ref job, group, k0); break;
+            case 6: Block<Gemm.N6, None, TVectors>(ref job, group, k0); break;
+            case 7: Block<Gemm.N7, None, TVectors>(ref job, group, k0); break;
+            default: Block<Gemm.N8, None, TVectors>(ref job, group, k0); break;
+        }
+    }
+
+    /// <summary>A one-vector group of 9 to 16 channels: 8 in the first set of accumulators, <paramref name="upper"/> in the second.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Upper(ref Job job, int group, int k0, int upper)
+    {
+        switch (upper)
+        {
+            case 1: Block<Gemm.N8, Gemm.N1, Gemm.N1>(ref job, group, k0); break;
+            case 2: Block<Gemm.N8, Gemm.N2, Gemm.N1>(ref job, group, k0); break;
+            case 3: Block<Gemm.N8, Gemm.N3, Gemm.N1>(ref job, group, k0); break;
+            case 4: Block<Gemm.N8, Gemm.N4, Gemm.N1>(ref job, group, k0); break;
+            case 5: Block<Gemm.N8, Gemm.N5, Gemm.N1>(ref job, group, k0); break;
+            case 6: Block<Gemm.N8, Gemm.N6, Gemm.N1>(ref job, group, k0); break;
+            case 7: Block<Gemm.N8, Gemm.N7, Gemm.N1>(ref job, group, k0); break;
+            default: Block<Gemm.N8, Gemm.N8, Gemm.N1>(ref job, group, k0); break;
+        }
+    }
+
+    /// <summary>No channels: a one-vector group's second set of accumulators unused.</summary>
+    private struct None : Gemm.IConstant { public static int Value => 0; }
+
+    /// <summary>
+    /// Output channels [k0, k0 + TChannels + TUpper): per input channel and tap, TVectors loads of the padded plane at
+    /// the tap's offset, each multiplied into every channel's accumulator (on one vector, channels 8 onwards in the
+    /// second set of accumulators, the b's); then each channel's planes stored.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Block<TChannels, TUpper, TVectors>(ref Job job, int group, int k0)
+        where TChannels : struct, Gemm.IConstant where TUpper : struct, Gemm.IConstant where TVectors : struct, Gemm.IConstant
+    {
+        int channels = TChannels.Value, upper = TUpper.Value, vectors = TVectors.Value, c = job.C, stride = GroupChannels(vectors);
+        long paddedPlane = job.PaddedPlane;
+        float* w = job.W + (long)group * c * Taps * stride;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
+        Vector512<float> d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default, d6 = default, d7 = default;
+        for (int ci = 0; ci < c; ci++)
+        {
+            float* plane = job.Padded + ci * paddedPlane;
+            for (int r = 0; r < 3; r++)
+                for (int s = 0; s < 3; s++, w += stride)
+                {
+                    // Output lane L (row L / 8, column L % 8 - the last two are not stored) reads padded L + 8 r + s.
+                    float* at = plane + r * RowFloats + s;
+                    var x0 = Vector512.Load(at);
+                    var x1 = vectors > 1 ? Vector512.Load(at + Lanes) : default;
+                    var x2 = vectors > 2 ? Vector512.Load(at + 2 * Lanes) : default;
+                    Step(ref a0, ref b0, ref d0, x0, x1, x2, w[0], vectors);
+                    if (channels > 1) Step(ref a1, ref b1, ref d1, x0, x1, x2, w[1], vectors);
+                    if (channels > 2) Step(ref a2, ref b2, ref d2, x0, x1, x2, w[2], vectors);
+                    if (channels > 3) Step(ref a3, ref b3, ref d3, x0, x1, x2, w[3], vectors);
+                    if (channels > 4) Step(ref a4, ref b4, ref d4, x0, x1, x2, w[4], vectors);
+                    if (channels > 5) Step(ref a5, ref b5, ref d5, x0, x1, x2, w[5], vectors);
+                    if (channels > 6) Step(ref a6, ref b6, ref d6, x0, x1, x2, w[6], vectors);
+                    if (channels > 7) Step(ref a7, ref b7, ref d7, x0, x1, x2, w[7], vectors);
+                    if (upper > 0) b0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[8]), x0, b0);
+                    if (upper > 1) b1 = Vector512.FusedMultiplyAdd(Vector512.Create(w[9]), x0, b1);
+                    if (upper > 2) b2 = Vector512.FusedMultiplyAdd(Vector512.Create(w[10]), x0, b2);
+                    if (upper > 3) b3 = Vector512.FusedMultiplyAdd(Vector512.Create(w[11]), x0, b3);
+                    if (upper > 4) b4 = Vector512.FusedMultiplyAdd(Vector512.Create(w[12]), x0, b4);
+                    if (upper > 5) b5 = Vector512.FusedMultiplyAdd(Vector512.Create(w[13]), x0, b5);
+                    if (upper > 6) b6 = Vector512.FusedMultiplyAdd(Vector512.Create(w[14]), x0, b6);
+                    if (upper > 7) b7 = Vector512.FusedMultiplyAdd(Vector512.Create(w[15]), x0, b7);
+                }
+        }
+        Store(ref job, k0, a0, b0, d0, vectors);
+        if (channels > 1) Store(ref job, k0 + 1, a1, b1, d1, vectors);
+        if (channels > 2) Store(ref job, k0 + 2, a2, b2, d2, vectors);
+        if (channels > 3) Store(ref job, k0 + 3, a3, b3, d3, vectors);
+        if (channels > 4) Store(ref job, k0 + 4, a4, b4, d4, vectors);
+        if (channels > 5) Store(ref job, k0 + 5, a5, b5, d5, vectors);
+        if (channels > 6) Store(ref job, k0 + 6, a6, b6, d6, vectors);
+        if (channels > 7) Store(ref job, k0 + 7, a7, b7, d7, vectors);
+        if (upper > 0) StoreVector(ref job, k0 + 8, 0, b0);
+        if (upper > 1) StoreVector(ref job, k0 + 9, 0, b1);
+        if (upper > 2) StoreVector(ref job, k0 + 10, 0, b2);
+        if (upper > 3) StoreVector(ref job, k0 + 11, 0, b3);
+        if (upper > 4) StoreVector(ref job, k0 + 12, 0, b4);
+        if (upper > 5) StoreVector(ref job, k0 + 13, 0, b5);
+        if (upper > 6) StoreVector(ref job, k0 + 14, 0, b6);
+        if (upper > 7) StoreVector(ref job, k0 + 15, 0, b7);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step(ref Vector512<float> a, ref Vector512<float> b, ref Vector512<float> d, Vector512<float> x0,
+        Vector512<float> x1, Vector512<float> x2, float weight, int vectors)
+    {
+        var wv = Vector512.Create(weight);
+        a = Vector512.FusedMultiplyAdd(wv, x0, a);
+        if (vectors > 1) b = Vector512.FusedMultiplyAdd(wv, x1, b);
+        if (vectors > 2) d = Vector512.FusedMultiplyAdd(wv, x2, d);
+    }
+
+    /// <summary>Output channel <paramref name="k"/>'s vectors (two padded rows each) through the epilogue and pool into y.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(ref Job job, int k, Vector512<float> a, Vector512<float> b, Vector512<float> d, int vectors)
+    {
+        StoreVector(ref job, k, 0, a);
+        if (vectors > 1) StoreVector(ref job, k, 1, b);
+        if (vectors > 2) StoreVector(ref job, k, 2, d);
+    }
+
+    /// <summary>
+    /// Vector <paramref name="v"/> of channel <paramref name="k"/> (output rows 2v and 2v + 1, columns in lanes 0-5 and
+    /// 8-13): act(sum + bias + residual); then either its rows' values packed and stored, or the window's maximum (the
+    /// two rows, from -inf in row order: <see cref="PoolKernels"/>'s order) stored as pooled row v.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreVector(ref Job job, int k, int v, Vector512<float> sum)
+    {
+        int width = job.Width, rows = Math.Min(2, job.Rows - 2 * v);
+        bool hasBias = job.Bias != null, hasResidual = job.Residual != null;
+        var residual = Vector512<float>.Zero;
+        if (hasResidual)
+        {
+            float* r = job.Residual + k * job.ResidualPlane + 2 * v * width;
+            residual = Avx512F.PermuteVar16x32(Avx512F.MaskLoad(r, ConvKernels.FirstLanes(rows * width), Vector512<float>.Zero), job.ToPadded);
+        }
+        var value = ConvKernels.EpilogueVector(sum, hasBias ? job.Bias[k] : 0f, hasBias, residual, hasResidual, job.Kind);
+        float* y = job.Y + k * job.OutPlane;
+        if (job.Pooled)
+        {
+            var second = Avx512F.Shuffle4x128(value, value, 0b01_00_11_10);
+            var max = Vector512.Max(Vector512.Max(Vector512.Create(float.NegativeInfinity), value), second);
+            Avx512F.MaskStore(y + v * width, ConvKernels.FirstLanes(width), max);
+            return;
+        }
+        Avx512F.MaskStore(y + 2 * v * width, ConvKernels.FirstLanes(rows * width), Avx512F.PermuteVar16x32(value, job.FromPadded));
+    }
+}
