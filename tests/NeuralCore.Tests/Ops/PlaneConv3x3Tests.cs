@@ -70,30 +70,7 @@ public sealed unsafe class PlaneConv3x3Tests
         }
         Assert.Contains(expected, float.IsNaN);
         Assert.Contains(expected, float.IsFinite);
-        AssertAgreesWithTheReference(x, wt, bias, residual, p, pool, kind, expected);
-    }
-
-    /// <summary>The reference convolution, activation and max pool, to rounding, where finite (one sample: the layouts agree).</summary>
-    private static void AssertAgreesWithTheReference(float[] x, float[] w, float[]? bias, float[]? residual, Conv2dParams p, Pool2dParams? pool,
-        int kind, float[] actual)
-    {
-        double[] y = Reference.Conv2d(Reference.ToDouble(x), Reference.ToDouble(w), bias is null ? null : Reference.ToDouble(bias), p);
-        for (int i = 0; i < y.Length; i++)
-        {
-            double v = y[i] + (residual is null ? 0 : residual[i]);
-            y[i] = kind == 1 ? Math.Max(v, 0) : kind == 2 ? v * Math.Clamp(v + 3, 0, 6) / 6 : v;
-        }
-        int rows = pool is null ? 1 : 2, outH = pool?.P ?? p.H;
-        for (int k = 0; k < p.K; k++)
-            for (int r = 0; r < outH; r++)
-                for (int col = 0; col < p.W; col++)
-                {
-                    double m = double.NegativeInfinity;
-                    for (int u = 0; u < rows; u++) m = Math.Max(m, y[(k * p.H + r * rows + u) * p.W + col]);
-                    float got = actual[(k * outH + r) * p.W + col];
-                    if (!double.IsFinite(m)) continue;
-                    Assert.True(Math.Abs(got - m) <= 1e-5 + 1e-5 * Math.Abs(m), $"channel {k} row {r} column {col}: {got} against {m}");
-                }
+        PlanePointwisePooledTests.AssertAgreesWithTheReference(x, wt, bias, residual, p, pool, kind, expected);
     }
 
     [Theory]

@@ -68,8 +68,11 @@ public sealed unsafe class PlanePointwisePooledTests
         AssertAgreesWithTheReference(x, wt, bias, residual, p, pool, kind, expected);
     }
 
-    /// <summary>The reference convolution (sample-major, so the channel-major tensors are reordered), activation and max pool, to rounding, where finite.</summary>
-    private static void AssertAgreesWithTheReference(float[] x, float[] w, float[]? bias, float[]? residual, Conv2dParams p, Pool2dParams? pool,
+    /// <summary>
+    /// The reference convolution (sample-major, so the channel-major tensors are reordered), activation and max pool of
+    /// whole rows, to rounding, where finite; for any "same" convolution (<see cref="PlaneConv3x3Tests"/> too).
+    /// </summary>
+    internal static void AssertAgreesWithTheReference(float[] x, float[] w, float[]? bias, float[]? residual, Conv2dParams p, Pool2dParams? pool,
         int kind, float[] actual)
     {
         int plane = p.H * p.W;
