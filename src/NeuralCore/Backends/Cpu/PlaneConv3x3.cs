@@ -9,8 +9,8 @@ namespace NeuralCore.Backends.Cpu;
 /// A 3x3 "same" convolution (stride 1, padding 1) of one sample's channel-major planes at most six columns wide
 /// (MNIST's 6 x 6 and 3 x 6 maps at batch 1), with the positions in the lanes: each input plane is copied once into
 /// rows 8 floats wide with a zero border, so that a tap's inputs for two output rows are one unmasked load at the
-/// tap's fixed offset, and each load feeds a multiply-add per output channel of a group of 8 (its weight broadcast;
-/// up to 24 accumulators). Bias, residual, activation and a 2 x 1 max pool run on the accumulators before the values
+/// tap's fixed offset, and each load feeds a multiply-add per output channel of a group (its weight broadcast; 8
+/// channels on two or three vectors, up to 16 on one: at most 24 accumulators). Bias, residual, activation and a 2 x 1 max pool run on the accumulators before the values
 /// leave the registers. The implicit GEMM spent as long on its panels (tap masks, coordinates, a transposed tail),
 /// 8-row weight panels of which 19 channels leave 5 rows empty, and an unpooled block as on its multiply-adds; with
 /// a pool it also computed rows the pool's floor mode drops (the third row of a 3 x 6 map).
@@ -19,7 +19,7 @@ namespace NeuralCore.Backends.Cpu;
 /// Each output is summed from zero, one fused multiply-add per input channel and tap in (channel, r, s) order, taps
 /// off the plane multiplying a zero, then act(sum + bias + residual) and the pool's maximum from -inf in row order:
 /// the operations and order of <see cref="ImplicitGemmConv"/>'s fused path, so the same bits. Output channels are
-/// split into groups of 8 and the groups over threads, so results do not depend on the thread count. Inference plans
+/// split into groups and the groups over threads, so results do not depend on the thread count. Inference plans
 /// only (<see cref="CpuInferencePlan"/>).
 /// </remarks>
 internal static unsafe class PlaneConv3x3
