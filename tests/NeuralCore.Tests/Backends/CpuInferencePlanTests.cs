@@ -611,18 +611,21 @@ public sealed class CpuInferencePlanTests : IDisposable
     /// (identity and 1x1 shortcuts, so residuals written by the same kernel), 38 and 76 channels (lanes computed as 40
     /// and 32 + 48), two samples of 2 x 4 (taps that would cross from one sample into the other read zeros), a single
     /// position, 18 and 24 positions, an unfused batch norm after them, which needs its input back channel-major, and
-    /// the global average pool, which reads the last narrow map where it lies.
+    /// the global average pool, which reads the last narrow map where it lies. On one sample's 3 x 6 map the 3x3 steps
+    /// of 19 channels (16 + 3) run in mixed lanes (<see cref="MixedLaneConv3x3"/>), position-major too: the first reads
+    /// the input channel-major, the others the previous step's output position-major, the block's second with its
+    /// residual; those of 38 channels (32 + 6) stay on the narrow map.
     /// </summary>
     [Theory]
-    [InlineData(1, 1, 6, 19, 38, false)]
-    [InlineData(1, 1, 6, 32, 64, true)]
-    [InlineData(2, 2, 4, 5, 21, true)]
-    [InlineData(1, 4, 4, 7, 12, false)]
-    [InlineData(1, 1, 1, 3, 9, false)]
+    [InlineData(1, 1, 6, 19, 38, false, 0)]
+    [InlineData(1, 1, 6, 32, 64, true, 0)]
+    [InlineData(2, 2, 4, 5, 21, true, 0)]
+    [InlineData(1, 4, 4, 7, 12, false, 0)]
+    [InlineData(1, 1, 1, 3, 9, false, 0)]
     // MNIST's 3 x 6 maps at batch 1 (18 positions: three groups of 6 rows), and 24 positions (three groups of 8).
-    [InlineData(1, 3, 6, 19, 19, true)]
-    [InlineData(1, 4, 6, 32, 32, false)]
-    public void NarrowMapsRunPositionMajor(int batch, int h, int w, int cin, int channels, bool hardswish)
+    [InlineData(1, 3, 6, 19, 19, true, 3)]
+    [InlineData(1, 4, 6, 32, 32, false, 0)]
+    public void NarrowMapsRunPositionMajor(int batch, int h, int w, int cin, int channels, bool hardswish, int mixedLanes)
     {
         var g = new Generator(31);
         var net = new Sequential(
@@ -638,10 +641,50 @@ public sealed class CpuInferencePlanTests : IDisposable
         RandomizeStatistics(net, g);
         var (plan, _) = CompileAndCompare(net, Tensor.Randn([batch, cin, h, w], g));
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the narrow-map kernel.");
-        Assert.Equal(7, plan.Description.Count(d => d.Contains("(narrow map", StringComparison.Ordinal)));
+        Assert.Equal(7 - mixedLanes, plan.Description.Count(d => d.Contains("(narrow map", StringComparison.Ordinal)));
+        Assert.Equal(mixedLanes, plan.Description.Count(d => d.Contains("(mixed lanes)", StringComparison.Ordinal)));
         // The unfused batch norm reads channel-major: one move back before it; the global average pool needs none.
         Assert.Equal(1, plan.Description.Count(d => d.StartsWith("to channel-major", StringComparison.Ordinal)));
         Assert.Equal(batch * h * w == 1 ? "average pool 1x1/1x1 (position-major)" : $"average pool {h}x{w}/{h}x{w} (position-major)", plan.Description[^1]);
+    }
+
+    /// <summary>
+    /// A 3x3 step in mixed lanes gives the bits of the implicit GEMM (the plan with the narrow-map kernels off), residual
+    /// block included; with <see cref="MixedLaneConv3x3"/> off the narrow map takes its steps again.
+    /// </summary>
+    [Theory]
+    [InlineData(19, 3, 6)]
+    [InlineData(20, 2, 5)]
+    public void MixedLanesGiveTheImplicitGemmsBits(int channels, int h, int w)
+    {
+        var g = new Generator(47);
+        var net = new Sequential(
+            new Conv2d(channels, channels, 3, padding: 1, bias: true, generator: g),
+            new BatchNorm2d(channels),
+            new ReLU(),
+            new ResidualBlock(channels, channels, g));
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([1, channels, h, w], g);
+        var (plan, _) = CompileAndCompare(net, x);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the mixed-lane kernel.");
+        Assert.Equal(3, plan.Description.Count(d => d.Contains("(mixed lanes)", StringComparison.Ordinal)));
+        CpuInferencePlan implicitGemm, narrow;
+        try
+        {
+            NarrowMapConv.Enabled = false;
+            implicitGemm = CpuInferencePlan.Compile(net, x.ShapeArray());
+            NarrowMapConv.Enabled = true;
+            MixedLaneConv3x3.Enabled = false;
+            narrow = CpuInferencePlan.Compile(net, x.ShapeArray());
+        }
+        finally
+        {
+            NarrowMapConv.Enabled = true;
+            MixedLaneConv3x3.Enabled = true;
+        }
+        Assert.Equal(3, implicitGemm.Description.Count(d => d.Contains("(implicit GEMM)", StringComparison.Ordinal)));
+        Assert.Equal(ConvPathRuns.Bits(implicitGemm.Run(x).ToArray()), ConvPathRuns.Bits(plan.Run(x).ToArray()));
+        Assert.Equal(3, narrow.Description.Count(d => d.Contains("(narrow map)", StringComparison.Ordinal)));
     }
 
     /// <summary>

@@ -27,7 +27,7 @@ internal sealed unsafe class ConvScratch
         Partials,
         /// <summary>The flipped kernel of a stride-1 backward-data pass, a training stem's packed weights, or the direct weight gradient's border masks as vectors (caller thread only; parts read them).</summary>
         Weights,
-        /// <summary>One zero-bordered input plane for the unit-stride im2col; in the Winograd path with samples in the lanes, one channel's planes [position, sample].</summary>
+        /// <summary>One zero-bordered input plane for the unit-stride im2col; in the Winograd path with samples in the lanes, one channel's planes [position, sample]; the zero-bordered input planes of <see cref="PlaneConv3x3"/> and <see cref="MixedLaneConv3x3"/>.</summary>
         Padded,
         /// <summary>A block of convolution output rows that is pooled before it leaves the cache (implicit GEMM with a fused pool); in the Winograd path, the 16 points' 8 x 32 products.</summary>
         Block,

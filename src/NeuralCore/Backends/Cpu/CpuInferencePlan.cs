@@ -318,6 +318,9 @@ public sealed unsafe partial class CpuInferencePlan
         // and In is position-major when InputPositionMajor.
         public NarrowMapConv.Weights? Narrow;
         public bool InputPositionMajor;
+        // A 3x3 on one sample's map of at most 3 x 6 whose output channels leave a few over past their blocks of 16, run by
+        // MixedLaneConv3x3 where the narrow map would run it (position-major like it), with its weights packed once.
+        public MixedLaneConv3x3.Weights? Mixed;
         // A 3x3 "same" convolution run by WinogradConv (channel-major like the implicit GEMM), its weights transformed once.
         public WinogradConv.Weights? Winograd;
         // A 1x1 over one sample's planes of two or three vectors run by PlanePointwiseConv, its epilogue and pool in
@@ -334,6 +337,9 @@ public sealed unsafe partial class CpuInferencePlan
         /// <summary>True when <see cref="DirectStemConv"/> can run this convolution, followed by <paramref name="pool"/> if given.</summary>
         public bool CanRunDirectly(Pool2dParams? pool) =>
             Residual < 0 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && DirectStemConv.Supports(P, pool);
+
+        /// <summary>True when <see cref="NarrowMapConv"/> or <see cref="MixedLaneConv3x3"/> runs this convolution: its output (and residual) position-major.</summary>
+        public bool WritesPositionMajor => Narrow is not null || Mixed is not null;
 
         /// <summary>True when <see cref="NarrowMapConv"/> can run this convolution (its output then position-major).</summary>
         public bool CanRunNarrow() => Pool is null && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && NarrowMapConv.Supports(P);
@@ -356,7 +362,7 @@ public sealed unsafe partial class CpuInferencePlan
         public bool CanRunWinograd() =>
             (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && WinogradConv.Enabled && WinogradConv.Supports(P, Pool?.Params);
 
-        /// <summary>Chooses the kernel once batch norms have been folded into the weights (<paramref name="narrow"/>: <see cref="NarrowMapConv"/>, if it can).</summary>
+        /// <summary>Chooses the kernel once batch norms have been folded into the weights (<paramref name="narrow"/>: <see cref="NarrowMapConv"/> or <see cref="MixedLaneConv3x3"/>, if one can).</summary>
         public void Prepare(bool narrow)
         {
             if (CanRunDirectly(Pool?.Params))
@@ -366,7 +372,8 @@ public sealed unsafe partial class CpuInferencePlan
             }
             if (narrow && CanRunNarrow())
             {
-                Narrow = new NarrowMapConv.Weights(Weight, P);
+                if (MixedLaneConv3x3.CanRun(P)) Mixed = new MixedLaneConv3x3.Weights(Weight, P);
+                else Narrow = new NarrowMapConv.Weights(Weight, P);
                 return;
             }
             if (CanRunPlaneWise())
@@ -402,6 +409,11 @@ public sealed unsafe partial class CpuInferencePlan
             if (Narrow is not null)
             {
                 NarrowMapConv.Forward(values[In], InputPositionMajor, Narrow, b, values[Out], P, residual, kind);
+                return;
+            }
+            if (Mixed is not null)
+            {
+                MixedLaneConv3x3.Forward(values[In], InputPositionMajor, Mixed, b, values[Out], P, residual, kind);
                 return;
             }
             if (Plane3x3 is not null)
@@ -449,6 +461,7 @@ public sealed unsafe partial class CpuInferencePlan
         private string Kernel => Implicit switch
         {
             null when Narrow is not null => Narrow.Taps < P.R * P.S ? $"narrow map, {Narrow.Taps} of {P.R * P.S} taps" : "narrow map",
+            null when Mixed is not null => "mixed lanes",
             null when Direct is not null => "direct",
             null when PlaneWise || Plane3x3 is not null => "plane-wise",
             null when Winograd is not null => $"Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3)",
@@ -767,8 +780,8 @@ public sealed unsafe partial class CpuInferencePlan
         private bool HasViews(int value) => Enumerable.Range(0, _root.Count).Any(v => v != value && _root[v] == _root[value]);
 
         /// <summary>
-        /// Narrow convolutions write position-major values (which have no views); every other step, and the plan's output,
-        /// reads channel-major, and a narrow convolution's residual must be position-major: a <see cref="LayoutStep"/> is
+        /// Narrow and mixed-lane convolutions write position-major values (which have no views); every other step, and the
+        /// plan's output, reads channel-major, and their residuals must be position-major: a <see cref="LayoutStep"/> is
         /// inserted wherever a reader needs the other layout (once per value). Returns the output's value.
         /// </summary>
         private int AssignLayouts(int outValue)
@@ -789,7 +802,7 @@ public sealed unsafe partial class CpuInferencePlan
             int ChannelMajor(int value) => positionMajor.Contains(value) ? Convert(value, toPositionMajor: false) : value;
             foreach (var step in _steps)
             {
-                if (step is ConvStep { Narrow: not null } narrow)
+                if (step is ConvStep { WritesPositionMajor: true } narrow)
                 {
                     narrow.InputPositionMajor = positionMajor.Contains(narrow.In);
                     if (narrow.Residual >= 0 && !positionMajor.Contains(narrow.Residual)) narrow.Residual = Convert(narrow.Residual, toPositionMajor: true);

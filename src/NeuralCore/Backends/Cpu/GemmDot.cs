@@ -77,6 +77,8 @@ public static unsafe partial class Gemm
 
     /// <summary>A count known to the JIT: kernels specialised per tile shape take these as type arguments.</summary>
     internal interface IConstant { static abstract int Value { get; } }
+    /// <summary>Zero: a part of a kernel left out.</summary>
+    internal struct N0 : IConstant { public static int Value => 0; }
     internal struct N1 : IConstant { public static int Value => 1; }
     internal struct N2 : IConstant { public static int Value => 2; }
     internal struct N3 : IConstant { public static int Value => 3; }

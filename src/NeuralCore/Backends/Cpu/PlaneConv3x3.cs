@@ -200,14 +200,14 @@ internal static unsafe class PlaneConv3x3
     {
         switch (count)
         {
-            case 1: Block<Gemm.N1, None, TVectors>(ref job, group, k0); break;
-            case 2: Block<Gemm.N2, None, TVectors>(ref job, group, k0); break;
-            case 3: Block<Gemm.N3, None, TVectors>(ref job, group, k0); break;
-            case 4: Block<Gemm.N4, None, TVectors>(ref job, group, k0); break;
-            case 5: Block<Gemm.N5, None, TVectors>(ref job, group, k0); break;
-            case 6: Block<Gemm.N6, None, TVectors>(ref job, group, k0); break;
-            case 7: Block<Gemm.N7, None, TVectors>(ref job, group, k0); break;
-            default: Block<Gemm.N8, None, TVectors>(ref job, group, k0); break;
+            case 1: Block<Gemm.N1, Gemm.N0, TVectors>(ref job, group, k0); break;
+            case 2: Block<Gemm.N2, Gemm.N0, TVectors>(ref job, group, k0); break;
+            case 3: Block<Gemm.N3, Gemm.N0, TVectors>(ref job, group, k0); break;
+            case 4: Block<Gemm.N4, Gemm.N0, TVectors>(ref job, group, k0); break;
+            case 5: Block<Gemm.N5, Gemm.N0, TVectors>(ref job, group, k0); break;
+            case 6: Block<Gemm.N6, Gemm.N0, TVectors>(ref job, group, k0); break;
+            case 7: Block<Gemm.N7, Gemm.N0, TVectors>(ref job, group, k0); break;
+            default: Block<Gemm.N8, Gemm.N0, TVectors>(ref job, group, k0); break;
         }
     }
 
@@ -227,9 +227,6 @@ internal static unsafe class PlaneConv3x3
             default: Block<Gemm.N8, Gemm.N8, Gemm.N1>(ref job, group, k0); break;
         }
     }
-
-    /// <summary>No channels: a one-vector group's second set of accumulators unused.</summary>
-    private struct None : Gemm.IConstant { public static int Value => 0; }
 
     /// <summary>
     /// Output channels [k0, k0 + TChannels + TUpper): per input channel and tap, TVectors loads of the padded plane at
