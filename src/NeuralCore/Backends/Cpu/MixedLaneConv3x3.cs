@@ -137,21 +137,18 @@ internal static unsafe class MixedLaneConv3x3
     private static void Pad(float* x, bool xPositionMajor, ref Job job)
     {
         int width = job.Width, plane = job.Rows * width;
-        var columns = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(width)).AsSingle();
+        if (!xPositionMajor)
+        {
+            PlaneConv3x3.Pad(x, job.Padded, job.C, PaddedPlane, width, job.Rows, plane);
+            return;
+        }
         for (int c = 0; c < job.C; c++)
         {
             float* padded = job.Padded + c * PaddedPlane;
             for (int i = 0; i < PaddedPlane; i += Block) Vector512.Store(Vector512<float>.Zero, padded + i);
-            if (xPositionMajor)
-            {
-                for (int i = 0; i < job.Rows; i++)
-                    for (int j = 0; j < width; j++)
-                        padded[(i + 1) * RowFloats + j + 1] = x[(long)(i * width + j) * job.C + c];
-                continue;
-            }
-            // Each row's 8 stored floats are its values and zeros: the rest of the padded row and the next one's first column.
             for (int i = 0; i < job.Rows; i++)
-                Vector256.Store(Avx.MaskLoad(x + (long)c * plane + i * width, columns), padded + (i + 1) * RowFloats + 1);
+                for (int j = 0; j < width; j++)
+                    padded[(i + 1) * RowFloats + j + 1] = x[(long)(i * width + j) * job.C + c];
         }
     }
 

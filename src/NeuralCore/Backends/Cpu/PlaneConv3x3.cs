@@ -151,7 +151,7 @@ internal static unsafe class PlaneConv3x3
         // A lane reads up to two rows and two columns past its own position: 18 floats past the last vector.
         job.PaddedPlane = (job.Vectors * Lanes + 2 * RowFloats + 2 + Lanes - 1) / Lanes * Lanes;
         job.Padded = ConvScratch.Current.Get(ConvScratch.Slot.Padded, p.C * job.PaddedPlane);
-        Pad(x, ref job, Math.Min(p.H, job.Rows + 1), p.H * p.W);
+        Pad(x, job.Padded, p.C, job.PaddedPlane, p.W, Math.Min(p.H, job.Rows + 1), (long)p.H * p.W);
         long macs = (long)p.K * p.C * Taps * job.Rows * p.W;
         job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, job.Groups));
         // SAFETY: job outlives ForParts, which returns when every part is done; the parts only read the padded planes.
@@ -161,19 +161,21 @@ internal static unsafe class PlaneConv3x3
     }
 
     /// <summary>
-    /// Each input plane's first <paramref name="rows"/> rows into the padded planes: row i at padded row i + 1, column j
-    /// at padded column j + 1, zero everywhere else.
+    /// Each of the <paramref name="channels"/> input planes' first <paramref name="rows"/> rows (channel-major x, planes
+    /// <paramref name="plane"/> floats apart, rows <paramref name="width"/> long) into the padded planes (<paramref
+    /// name="paddedPlane"/> floats apart, a multiple of 16): row i at padded row i + 1, column j at padded column j + 1,
+    /// zero everywhere else. <see cref="MixedLaneConv3x3"/> pads its input this way too.
     /// </summary>
-    private static void Pad(float* x, ref Job job, int rows, int plane)
+    internal static void Pad(float* x, float* padded, int channels, long paddedPlane, int width, int rows, long plane)
     {
-        var columns = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(job.Width)).AsSingle();
-        for (int c = 0; c < job.C; c++)
+        var columns = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(width)).AsSingle();
+        for (int c = 0; c < channels; c++)
         {
-            float* padded = job.Padded + c * job.PaddedPlane, source = x + (long)c * plane;
-            for (long i = 0; i < job.PaddedPlane; i += Lanes) Vector512.Store(Vector512<float>.Zero, padded + i);
+            float* to = padded + c * paddedPlane, source = x + c * plane;
+            for (long i = 0; i < paddedPlane; i += Lanes) Vector512.Store(Vector512<float>.Zero, to + i);
             // Each row's 8 stored floats are its values and zeros: the rest of the padded row and the next one's first column.
             for (int i = 0; i < rows; i++)
-                Vector256.Store(Avx.MaskLoad(source + i * job.Width, columns), padded + (i + 1) * RowFloats + 1);
+                Vector256.Store(Avx.MaskLoad(source + i * width, columns), to + (i + 1) * RowFloats + 1);
         }
     }
 
