@@ -456,15 +456,16 @@ public sealed class CpuInferencePlanTests : IDisposable
     }
 
     /// <summary>
-    /// A 1x1 with batch norm, residual, ReLU and a 2 x 1 max pool on one sample's 6 x 6 map (MNIST batch 1's stage-1 step)
-    /// runs plane-wise (<see cref="PlanePointwiseConv.ForwardChannelMajor"/>), its epilogue and pool in registers: eager's
+    /// A 1x1 with batch norm, residual, ReLU and a 2 x 1 max pool on 6 x 6 maps (MNIST's stage-1 step) runs plane-wise (<see cref="PlanePointwiseConv.ForwardChannelMajor"/>), its epilogue and pool in registers: eager's
     /// result, and the bits of the same plan compiled with the path off (the implicit GEMM with its fused epilogue and
-    /// pool). At batch 2 the step stays with the implicit GEMM.
+    /// pool). Above batch 1 only steps of at most 31 output channels run plane-wise; 32 stay with the implicit GEMM.
     /// </summary>
     [Theory]
     [InlineData(19, 1, true)]
     [InlineData(32, 1, true)]
-    [InlineData(19, 2, false)]
+    [InlineData(19, 2, true)]
+    [InlineData(31, 3, true)]
+    [InlineData(32, 2, false)]
     public void PointwiseStepsOnOneSamplesSmallMapRunPlaneWise(int channels, int batch, bool planeWise)
     {
         var g = new Generator(53);

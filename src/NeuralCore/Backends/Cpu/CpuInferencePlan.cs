@@ -346,11 +346,22 @@ public sealed unsafe partial class CpuInferencePlan
 
         /// <summary>
         /// True when <see cref="PlanePointwiseConv.ForwardChannelMajor"/> can run this convolution and its fused pool if any:
-        /// a 1x1 on one sample's 24-48 positions (MNIST's 6 x 6 maps at batch 1), where the implicit GEMM's panels, tail
-        /// and unpooled block cost more than the multiply-adds.
+        /// a 1x1 on planes of 24-48 positions (MNIST's 6 x 6 maps), where the implicit GEMM's panels, tail and unpooled
+        /// block cost more than the multiply-adds: at batch 1 for any width, above it for at most
+        /// <see cref="MaxPlaneWiseChannelsAtBatch"/> output channels.
         /// </summary>
         public bool CanRunPlaneWise() =>
-            P.N == 1 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && PlanePointwiseConv.CanRunPooled(P, Pool?.Params);
+            (P.N == 1 || P.K <= MaxPlaneWiseChannelsAtBatch) && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish)
+            && PlanePointwiseConv.CanRunPooled(P, Pool?.Params);
+
+        /// <summary>
+        /// Above batch 1, the most output channels for which the plane-wise 1x1 beats the implicit GEMM: on the Xeon host
+        /// (one thread, 6 x 6 maps with residual, ReLU and 2 x 1 pool, 128 samples) it took 0.75-0.77 of the time for 19
+        /// channels, 0.78-0.87 for 24, 0.95-0.99 for 28, 0.95-0.97 for 32 and 1.0-1.1 for 38 (at 8 samples 0.62-0.64,
+        /// 0.69, 0.73 and 0.91); on the EPYC at batch 256 0.82 for 19 and 1.05 for 32. Fewer than four of the implicit
+        /// GEMM's 8-row weight panels, whose packing and tails the plane-wise kernel does without.
+        /// </summary>
+        private const int MaxPlaneWiseChannelsAtBatch = 31;
 
         /// <summary>
         /// True when <see cref="PlaneConv3x3"/> can run this convolution and its fused pool if any: a 3x3 on one sample's
