@@ -358,8 +358,9 @@ public sealed unsafe partial class CpuInferencePlan
         /// Above batch 1, the most output channels for which the plane-wise 1x1 beats the implicit GEMM: on the Xeon host
         /// (one thread, 6 x 6 maps with residual, ReLU and 2 x 1 pool, 128 samples) it took 0.75-0.77 of the time for 19
         /// channels, 0.78-0.87 for 24, 0.95-0.99 for 28, 0.95-0.97 for 32 and 1.0-1.1 for 38 (at 8 samples 0.62-0.64,
-        /// 0.69, 0.73 and 0.91); on the EPYC at batch 256 0.82 for 19 and 1.05 for 32. Fewer than four of the implicit
-        /// GEMM's 8-row weight panels, whose packing and tails the plane-wise kernel does without.
+        /// 0.69, 0.73 and 0.91); an earlier harness there (two threads, 256 samples) 0.82 for 19 and 1.05 for 32. Below
+        /// 32 the implicit GEMM has fewer than four whole 8-row weight panels, whose packing and tails the plane-wise
+        /// kernel does without.
         /// </summary>
         private const int MaxPlaneWiseChannelsAtBatch = 31;
 
