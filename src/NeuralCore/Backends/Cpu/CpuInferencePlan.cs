@@ -323,7 +323,7 @@ public sealed unsafe partial class CpuInferencePlan
         public MixedLaneConv3x3.Weights? Mixed;
         // A 3x3 "same" convolution run by WinogradConv (channel-major like the implicit GEMM), its weights transformed once.
         public WinogradConv.Weights? Winograd;
-        // A 1x1 over one sample's planes of two or three vectors run by PlanePointwiseConv, its epilogue and pool in
+        // A 1x1 over planes of two or three vectors run by PlanePointwiseConv, its epilogue and pool in
         // registers (the pool's gather made once, when there is a pool).
         public bool PlaneWise;
         public PlanePointwiseConv.PoolGather? PlaneWisePool;

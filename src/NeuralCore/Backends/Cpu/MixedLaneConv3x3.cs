@@ -6,7 +6,7 @@ using System.Runtime.Intrinsics.X86;
 namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
-/// A 3x3 "same" convolution of one sample's map of at most three rows of at most six columns (MNIST's 3 x 6 map at
+/// A 3x3 "same" convolution of one sample's map of two or three rows of two to six columns (MNIST's 3 x 6 map at
 /// batch 1), written position-major like <see cref="NarrowMapConv"/>, whose output channels are split by how they fill
 /// the lanes: each whole block of 16 channels has the channels in the lanes (one multiply-add per position, its input
 /// broadcast from a padded plane at an offset fixed when the kernel is compiled), and the 1 to 5 channels left over have
@@ -113,7 +113,6 @@ internal static unsafe class MixedLaneConv3x3
     /// with <paramref name="xPositionMajor"/>, position-major [H, W, C]; residual (position-major) and bias may be null;
     /// <paramref name="kind"/>: 0 no activation, 1 ReLU, 2 Hardswish.
     /// </summary>
-    [SkipLocalsInit]
     internal static void Forward(float* x, bool xPositionMajor, Weights weights, float* bias, float* y, in Conv2dParams p, float* residual, int kind)
     {
         if (!CanRun(p)) throw new ArgumentException("MixedLaneConv3x3.Forward: a geometry CanRun does not admit.", nameof(p));

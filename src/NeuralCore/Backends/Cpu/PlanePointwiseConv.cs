@@ -19,8 +19,9 @@ namespace NeuralCore.Backends.Cpu;
 /// path's order, except for a chunk's last columns past a multiple of 8, which its small-problem path sums as dot
 /// products with four partial sums (those outputs round differently). The stride-1 backward-data pass, the forward of
 /// the transposed kernel, runs here too. Work is split over samples, so results do not depend on the thread count.
-/// The inference plans run a 1x1 on one sample's map here too (<see cref="ForwardChannelMajor"/>), on channel-major
-/// tensors, with bias, residual, activation and a pool of whole rows applied before the planes leave the registers.
+/// The inference plans run a 1x1 on small maps here too (<see cref="ForwardChannelMajor"/>: one sample's, or a batch's
+/// for at most 31 output channels), on channel-major tensors, with bias, residual, activation and a pool of whole rows
+/// applied before the planes leave the registers.
 /// </remarks>
 internal static unsafe class PlanePointwiseConv
 {
