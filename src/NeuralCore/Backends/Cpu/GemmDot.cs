@@ -87,6 +87,22 @@ public static unsafe partial class Gemm
     internal struct N6 : IConstant { public static int Value => 6; }
     internal struct N7 : IConstant { public static int Value => 7; }
     internal struct N8 : IConstant { public static int Value => 8; }
+    internal struct N9 : IConstant { public static int Value => 9; }
+    internal struct N10 : IConstant { public static int Value => 10; }
+    internal struct N11 : IConstant { public static int Value => 11; }
+    internal struct N12 : IConstant { public static int Value => 12; }
+    internal struct N13 : IConstant { public static int Value => 13; }
+    internal struct N14 : IConstant { public static int Value => 14; }
+    internal struct N15 : IConstant { public static int Value => 15; }
+    internal struct N16 : IConstant { public static int Value => 16; }
+    internal struct N17 : IConstant { public static int Value => 17; }
+    internal struct N18 : IConstant { public static int Value => 18; }
+    internal struct N19 : IConstant { public static int Value => 19; }
+    internal struct N20 : IConstant { public static int Value => 20; }
+    internal struct N21 : IConstant { public static int Value => 21; }
+    internal struct N22 : IConstant { public static int Value => 22; }
+    internal struct N23 : IConstant { public static int Value => 23; }
+    internal struct N24 : IConstant { public static int Value => 24; }
 
     /// <summary>sums[r * 6 + q] = dot(A row r, B row q) for r &lt; TRows, q &lt; TCols.</summary>
     [SkipLocalsInit]

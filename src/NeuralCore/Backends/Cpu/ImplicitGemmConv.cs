@@ -51,6 +51,9 @@ internal static unsafe class ImplicitGemmConv
     /// </summary>
     internal static bool FillsWhileMultiplying { get; set; } = true;
 
+    /// <summary>Whether geometries that <see cref="RunsStrips"/> takes run in strips; tests turn it off to compare with the tiles.</summary>
+    internal static bool Strips { get; set; } = true;
+
     /// <summary>Weights packed for the kernel, with the taps that never read the input dropped (pointers into pinned memory).</summary>
     internal readonly struct Packing(float* packed, float* transposed, int* tapOffsetH, int* tapOffsetW, int rowsPerGroup, int taps)
     {
@@ -533,6 +536,11 @@ internal static unsafe class ImplicitGemmConv
                         for (int k = k0; k < k1; k++) new Span<float>(yg + k * ld, width).Clear();
                         continue;
                     }
+                    if (RunsStrips(ref job, k0, k1, fusedEpilogue))
+                    {
+                        RunStrips(ref job, j0, width, masks, offsets, yg, ld, kind);
+                        continue;
+                    }
                     if (job.Same && width == Lanes && FillsWhileMultiplying)
                     {
                         // The first tile of output channels reads the input itself and fills the panel as it goes; the
@@ -579,6 +587,45 @@ internal static unsafe class ImplicitGemmConv
             ConvKernels.Epilogue(unpooled + (long)first0 * cols, cols, 0, count, cols, bias, residual, job.ResidualStride, c0,
                 job.HasActivation, job.Activation, job.Alpha, job.Beta);
             PoolBlock(ref job, unpooled, n0, nb, pooledRow0, convRows, first0, first0 + count);
+        }
+    }
+
+    /// <summary>
+    /// True when a panel runs as a strip (<see cref="RunStrips"/>) instead of 8 x 32 tiles of a filled panel: a "same"
+    /// geometry of one group with more than one kept tap, at most <see cref="Gemm.MaxStripRows"/> output channels (one
+    /// strip holds them all, so each input row is read once for all of them), all of them in this part, and an epilogue
+    /// the strip applies from registers.
+    /// </summary>
+    /// <remarks>
+    /// Harness, mel b64's maps, sample by sample as training runs them, two threads, caches flushed between calls, the
+    /// strips' time over the tiles' (medians of 40 alternated rounds): 3x3 19 -> 19 on 31 x 24 0.83-0.93, on 15 x 24
+    /// 0.83-0.89, on 7 x 24 0.76-0.83; 38 -> 19 (the backward data of 19 -> 38) 0.73-0.81. One thread, caches warm: 0.88-0.91
+    /// at 16-22 channels, 0.93 at 24. Where the output channels need two strips or more, each strip reads the input
+    /// again and the tiles' shared panel won as often as it lost (32, 38, 64 channels: 0.87-1.05 in the same runs); a
+    /// 1x1 has one tap per channel to load, mask and broadcast for, and ran 1.0-1.35x the tiles' time.
+    /// </remarks>
+    private static bool RunsStrips(ref Job job, int k0, int k1, bool fusedEpilogue) =>
+        Strips && job.Same && job.P.Groups == 1 && job.Taps > 1 && job.Kg <= Gemm.MaxStripRows && k0 == 0 && k1 == job.Kg && fusedEpilogue;
+
+    /// <summary>
+    /// One panel of a "same" geometry's output columns [j0, j0 + width) as strips (<see cref="Gemm.MultiplyStrip"/>),
+    /// its 16-column halves one after the other, each computing every output channel from the input rows where they lie,
+    /// with the transposed weights (one B micro-panel: K is at most 24) and the epilogue applied as it is stored.
+    /// </summary>
+    private static void RunStrips(ref Job job, long j0, int width, Vector512<float>* masks, long* offsets, float* y, long ld, int kind)
+    {
+        float* x = GroupInput(ref job, 0, j0);
+        bool readWhole = ReadsWhole(ref job, x, offsets);
+        PrefetchNextInput(ref job, x);
+        bool unrolled = job.Kg <= Gemm.MaxStrip3x3Rows && ReadsAsThreeByThree(ref job, offsets);
+        float* residual = job.Residual == null ? null : job.Residual + j0;
+        for (int h = 0; h < width; h += 16)
+        {
+            var input = new Gemm.StripInput(x + h, job.XStride, job.Cg, job.Taps, offsets, masks + h / 16, job.P.W);
+            var output = new Gemm.StripOutput(y + h, (int)ld, job.Bias, residual == null ? null : residual + h, job.ResidualStride, kind,
+                Math.Min(16, width - h));
+            if (unrolled) Gemm.MultiplyStrip3x3(job.Kg, job.Transposed, input, readWhole, output);
+            else Gemm.MultiplyStrip(job.Kg, job.Transposed, input, readWhole, output);
         }
     }
 
@@ -638,24 +685,8 @@ internal static unsafe class ImplicitGemmConv
     {
         long channel = job.XStride;
         float* xg = GroupInput(ref job, g, j0);
-        long lowest = long.MaxValue, highest = long.MinValue;
-        for (int t = 0; t < job.Taps; t++)
-        {
-            lowest = Math.Min(lowest, offsets[t]);
-            highest = Math.Max(highest, offsets[t]);
-        }
-        // Whole-vector reads are taken where every row's 32 floats lie inside x (all but the panels at its two ends).
-        long first = xg - job.X + lowest, last = xg - job.X + (long)(job.Cg - 1) * channel + highest + Lanes;
-        bool readWhole = first >= 0 && last <= job.XLength;
-        if (job.Prefetch)
-        {
-            // The next panel's lines of each channel, as FillPanel prefetches them.
-            for (int c = 0; c < job.Cg; c++)
-            {
-                Sse.Prefetch0(xg + c * channel + Lanes);
-                Sse.Prefetch0(xg + c * channel + Lanes + 16);
-            }
-        }
+        bool readWhole = ReadsWhole(ref job, xg, offsets);
+        PrefetchNextInput(ref job, xg);
         int rows = k1 - k0;
         float* a = job.W + g * job.PerGroup + (long)k0 * job.Kc;
         long channelIndex = (long)g * job.Kg + k0;
@@ -672,6 +703,46 @@ internal static unsafe class ImplicitGemmConv
         Gemm.MultiplyTileFillingRows(rows, job.Cg, job.Taps, a, xg, channel, offsets, masks, readWhole, panel, y, (int)ld, tile);
         if (kind >= 0)
             ConvKernels.Epilogue(y, ld, 0, rows, Lanes, bias, residual, job.ResidualStride, 0, job.HasActivation, job.Activation, job.Alpha, job.Beta);
+    }
+
+    /// <summary>
+    /// Whether the kept taps are the nine of a 3x3 with dilation 1 and padding 1, each reading at (r - 1) * W + s - 1
+    /// (<see cref="TapMasks"/>), the offsets <see cref="Gemm.MultiplyStrip3x3"/> unrolls.
+    /// </summary>
+    private static bool ReadsAsThreeByThree(ref Job job, long* offsets)
+    {
+        if (job.Taps != 9) return false;
+        for (int t = 0; t < 9; t++)
+            if (offsets[t] != (t / 3 - 1) * (long)job.P.W + t % 3 - 1) return false;
+        return true;
+    }
+
+    /// <summary>
+    /// Whether every row a panel starting at <paramref name="xg"/> (<see cref="GroupInput"/>) reads, 32 floats at each
+    /// tap's offset, lies inside x, so that it may be read whole and masked (all but the panels at x's two ends).
+    /// </summary>
+    private static bool ReadsWhole(ref Job job, float* xg, long* offsets)
+    {
+        long lowest = long.MaxValue, highest = long.MinValue;
+        for (int t = 0; t < job.Taps; t++)
+        {
+            lowest = Math.Min(lowest, offsets[t]);
+            highest = Math.Max(highest, offsets[t]);
+        }
+        long first = xg - job.X + lowest, last = xg - job.X + (long)(job.Cg - 1) * job.XStride + highest + Lanes;
+        return first >= 0 && last <= job.XLength;
+    }
+
+    /// <summary>The next panel's lines of each input channel, as <see cref="FillPanel"/> prefetches them (rows long enough only).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchNextInput(ref Job job, float* xg)
+    {
+        if (!job.Prefetch) return;
+        for (int c = 0; c < job.Cg; c++)
+        {
+            Sse.Prefetch0(xg + c * job.XStride + Lanes);
+            Sse.Prefetch0(xg + c * job.XStride + Lanes + 16);
+        }
     }
 
     /// <summary>

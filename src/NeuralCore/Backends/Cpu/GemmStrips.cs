@@ -1,0 +1,240 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace NeuralCore.Backends.Cpu;
+
+// Strips: up to 24 output channels of a "same" convolution for 16 output columns in one pass, each input row read where
+// it lies and used by every channel of the strip, with no B panel in between (ImplicitGemmConv.RunStrips).
+public static unsafe partial class Gemm
+{
+    /// <summary>Most output channels one strip holds: one accumulator register each, of 32.</summary>
+    internal const int MaxStripRows = 24;
+
+    /// <summary>Most output channels a 3x3 strip holds: its nine taps' masks stay in registers beside the accumulators.</summary>
+    internal const int MaxStrip3x3Rows = 22;
+
+    /// <summary>
+    /// Where a strip reads its input: B row c * taps + t (input channel c, tap t) is the 16 floats at
+    /// <see cref="X"/> + c * <see cref="ChannelStride"/> + <see cref="Offsets"/>[t], zero outside
+    /// <see cref="Masks"/>[2 t] (the caller passes the masks of the panel's lanes 0-15 or 16-31); for a 3x3
+    /// <see cref="Width"/> is the input's row length, which the offsets of its taps follow.
+    /// </summary>
+    internal readonly struct StripInput(float* x, long channelStride, int channels, int taps, long* offsets, Vector512<float>* masks, int width)
+    {
+        public readonly float* X = x;
+        public readonly long ChannelStride = channelStride;
+        public readonly int Channels = channels, Taps = taps, Width = width;
+        public readonly long* Offsets = offsets;
+        public readonly Vector512<float>* Masks = masks;
+    }
+
+    /// <summary>
+    /// Where a strip's rows go: row i (output channel i of the strip) is stored at <paramref name="y"/> + i *
+    /// <paramref name="ldc"/> as act(sum + bias[i] + residual[i * ldr + j]) (<see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>:
+    /// kind 0 no activation, 1 ReLU, 2 Hardswish; bias and residual may be null), its first <paramref name="lanes"/>
+    /// lanes only.
+    /// </summary>
+    internal readonly struct StripOutput(float* y, int ldc, float* bias, float* residual, long ldr, int kind, int lanes)
+    {
+        private readonly Vector512<float> _keep = ConvKernels.FirstLanes(lanes);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(int i, Vector512<float> sum)
+        {
+            bool whole = lanes == 16;
+            float* res = residual == null ? null : residual + i * ldr;
+            Vector512<float> r = res == null ? default : whole ? Vector512.Load(res) : Avx512F.MaskLoad(res, _keep, Vector512<float>.Zero);
+            var value = ConvKernels.EpilogueVector(sum, bias == null ? 0f : bias[i], bias != null, r, res != null, kind);
+            if (whole) value.Store(y + (long)i * ldc);
+            else Avx512F.MaskStore(y + (long)i * ldc, _keep, value);
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="rows"/> (1 to <see cref="MaxStripRows"/>) output channels for 16 columns: the sum over input
+    /// channels c and taps t, in that order, of w[(c * taps + t) * 32 + i] (one B micro-panel of the transposed weights) times B row c * taps + t
+    /// (<see cref="StripInput"/>), one fused multiply-add per row and channel, as <see cref="Kernel512"/> sums a tile
+    /// of the packed panel: the same bits. With <paramref name="readWhole"/> every row's 16 floats lie inside the input
+    /// and are loaded whole, then masked with a bitwise and. Needs AVX-512.
+    /// </summary>
+    internal static void MultiplyStrip(int rows, float* w, in StripInput input, bool readWhole, in StripOutput output)
+    {
+        switch (rows)
+        {
+            case 1: Strip<N1>(w, input, readWhole, output); break;
+            case 2: Strip<N2>(w, input, readWhole, output); break;
+            case 3: Strip<N3>(w, input, readWhole, output); break;
+            case 4: Strip<N4>(w, input, readWhole, output); break;
+            case 5: Strip<N5>(w, input, readWhole, output); break;
+            case 6: Strip<N6>(w, input, readWhole, output); break;
+            case 7: Strip<N7>(w, input, readWhole, output); break;
+            case 8: Strip<N8>(w, input, readWhole, output); break;
+            case 9: Strip<N9>(w, input, readWhole, output); break;
+            case 10: Strip<N10>(w, input, readWhole, output); break;
+            case 11: Strip<N11>(w, input, readWhole, output); break;
+            case 12: Strip<N12>(w, input, readWhole, output); break;
+            case 13: Strip<N13>(w, input, readWhole, output); break;
+            case 14: Strip<N14>(w, input, readWhole, output); break;
+            case 15: Strip<N15>(w, input, readWhole, output); break;
+            case 16: Strip<N16>(w, input, readWhole, output); break;
+            case 17: Strip<N17>(w, input, readWhole, output); break;
+            case 18: Strip<N18>(w, input, readWhole, output); break;
+            case 19: Strip<N19>(w, input, readWhole, output); break;
+            case 20: Strip<N20>(w, input, readWhole, output); break;
+            case 21: Strip<N21>(w, input, readWhole, output); break;
+            case 22: Strip<N22>(w, input, readWhole, output); break;
+            case 23: Strip<N23>(w, input, readWhole, output); break;
+            case 24: Strip<N24>(w, input, readWhole, output); break;
+            default: throw new ArgumentOutOfRangeException(nameof(rows), rows, $"A strip holds 1 to {MaxStripRows} output channels.");
+        }
+    }
+
+    /// <summary>
+    /// <see cref="MultiplyStrip"/> for a 3x3 kernel whose nine taps are all kept, at offsets (r - 1) * width + s - 1:
+    /// the taps unrolled, their masks and row pointers in registers. At most <see cref="MaxStrip3x3Rows"/> rows.
+    /// </summary>
+    internal static void MultiplyStrip3x3(int rows, float* w, in StripInput input, bool readWhole, in StripOutput output)
+    {
+        switch (rows)
+        {
+            case 1: Strip3x3<N1>(w, input, readWhole, output); break;
+            case 2: Strip3x3<N2>(w, input, readWhole, output); break;
+            case 3: Strip3x3<N3>(w, input, readWhole, output); break;
+            case 4: Strip3x3<N4>(w, input, readWhole, output); break;
+            case 5: Strip3x3<N5>(w, input, readWhole, output); break;
+            case 6: Strip3x3<N6>(w, input, readWhole, output); break;
+            case 7: Strip3x3<N7>(w, input, readWhole, output); break;
+            case 8: Strip3x3<N8>(w, input, readWhole, output); break;
+            case 9: Strip3x3<N9>(w, input, readWhole, output); break;
+            case 10: Strip3x3<N10>(w, input, readWhole, output); break;
+            case 11: Strip3x3<N11>(w, input, readWhole, output); break;
+            case 12: Strip3x3<N12>(w, input, readWhole, output); break;
+            case 13: Strip3x3<N13>(w, input, readWhole, output); break;
+            case 14: Strip3x3<N14>(w, input, readWhole, output); break;
+            case 15: Strip3x3<N15>(w, input, readWhole, output); break;
+            case 16: Strip3x3<N16>(w, input, readWhole, output); break;
+            case 17: Strip3x3<N17>(w, input, readWhole, output); break;
+            case 18: Strip3x3<N18>(w, input, readWhole, output); break;
+            case 19: Strip3x3<N19>(w, input, readWhole, output); break;
+            case 20: Strip3x3<N20>(w, input, readWhole, output); break;
+            case 21: Strip3x3<N21>(w, input, readWhole, output); break;
+            case 22: Strip3x3<N22>(w, input, readWhole, output); break;
+            default: throw new ArgumentOutOfRangeException(nameof(rows), rows, $"A 3x3 strip holds 1 to {MaxStrip3x3Rows} output channels.");
+        }
+    }
+
+    private static void Strip<TRows>(float* w, in StripInput input, bool readWhole, in StripOutput output) where TRows : struct, IConstant
+    {
+        if (readWhole) StripKernel<TRows, WholeLoads>(w, input, output);
+        else StripKernel<TRows, MaskedLoads>(w, input, output);
+    }
+
+    private static void Strip3x3<TRows>(float* w, in StripInput input, bool readWhole, in StripOutput output) where TRows : struct, IConstant
+    {
+        if (readWhole) Strip3x3Kernel<TRows, WholeLoads>(w, input, output);
+        else Strip3x3Kernel<TRows, MaskedLoads>(w, input, output);
+    }
+
+    private static void StripKernel<TRows, TLoad>(float* w, StripInput input, StripOutput output)
+        where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
+    {
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default, c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
+        float* x = input.X;
+        long* offsets = input.Offsets;
+        Vector512<float>* masks = input.Masks;
+        int taps = input.Taps;
+        for (int ch = 0; ch < input.Channels; ch++, x += input.ChannelStride)
+        {
+            for (int t = 0; t < taps; t++, w += Nr512)
+                Accumulate<TRows>(TLoad.Load(x + offsets[t], masks[2 * t]), w, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+        }
+        Store<TRows>(output, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
+    }
+
+    private static void Strip3x3Kernel<TRows, TLoad>(float* w, StripInput input, StripOutput output)
+        where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
+    {
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default, c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float>* masks = input.Masks;
+        Vector512<float> m0 = masks[0], m1 = masks[2], m2 = masks[4], m3 = masks[6], m4 = masks[8];
+        Vector512<float> m5 = masks[10], m6 = masks[12], m7 = masks[14], m8 = masks[16];
+        float* x = input.X;
+        int width = input.Width;
+        for (int ch = 0; ch < input.Channels; ch++, x += input.ChannelStride, w += 9 * Nr512)
+        {
+            float* xm = x - width, xp = x + width;
+            Accumulate<TRows>(TLoad.Load(xm - 1, m0), w, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xm, m1), w + 32, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xm + 1, m2), w + 64, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(x - 1, m3), w + 96, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(x, m4), w + 128, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(x + 1, m5), w + 160, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xp - 1, m6), w + 192, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xp, m7), w + 224, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xp + 1, m8), w + 256, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+        }
+        Store<TRows>(output, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
+    }
+
+    /// <summary>c_i += w[i] * b for the strip's rows i.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Accumulate<TRows>(Vector512<float> b, float* w, ref Vector512<float> c0, ref Vector512<float> c1, ref Vector512<float> c2, ref Vector512<float> c3, ref Vector512<float> c4, ref Vector512<float> c5, ref Vector512<float> c6, ref Vector512<float> c7, ref Vector512<float> c8, ref Vector512<float> c9, ref Vector512<float> c10, ref Vector512<float> c11, ref Vector512<float> c12, ref Vector512<float> c13, ref Vector512<float> c14, ref Vector512<float> c15, ref Vector512<float> c16, ref Vector512<float> c17, ref Vector512<float> c18, ref Vector512<float> c19, ref Vector512<float> c20, ref Vector512<float> c21, ref Vector512<float> c22, ref Vector512<float> c23) where TRows : struct, IConstant
+    {
+        int rows = TRows.Value;
+        c0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[0]), b, c0);
+        if (rows > 1) c1 = Vector512.FusedMultiplyAdd(Vector512.Create(w[1]), b, c1);
+        if (rows > 2) c2 = Vector512.FusedMultiplyAdd(Vector512.Create(w[2]), b, c2);
+        if (rows > 3) c3 = Vector512.FusedMultiplyAdd(Vector512.Create(w[3]), b, c3);
+        if (rows > 4) c4 = Vector512.FusedMultiplyAdd(Vector512.Create(w[4]), b, c4);
+        if (rows > 5) c5 = Vector512.FusedMultiplyAdd(Vector512.Create(w[5]), b, c5);
+        if (rows > 6) c6 = Vector512.FusedMultiplyAdd(Vector512.Create(w[6]), b, c6);
+        if (rows > 7) c7 = Vector512.FusedMultiplyAdd(Vector512.Create(w[7]), b, c7);
+        if (rows > 8) c8 = Vector512.FusedMultiplyAdd(Vector512.Create(w[8]), b, c8);
+        if (rows > 9) c9 = Vector512.FusedMultiplyAdd(Vector512.Create(w[9]), b, c9);
+        if (rows > 10) c10 = Vector512.FusedMultiplyAdd(Vector512.Create(w[10]), b, c10);
+        if (rows > 11) c11 = Vector512.FusedMultiplyAdd(Vector512.Create(w[11]), b, c11);
+        if (rows > 12) c12 = Vector512.FusedMultiplyAdd(Vector512.Create(w[12]), b, c12);
+        if (rows > 13) c13 = Vector512.FusedMultiplyAdd(Vector512.Create(w[13]), b, c13);
+        if (rows > 14) c14 = Vector512.FusedMultiplyAdd(Vector512.Create(w[14]), b, c14);
+        if (rows > 15) c15 = Vector512.FusedMultiplyAdd(Vector512.Create(w[15]), b, c15);
+        if (rows > 16) c16 = Vector512.FusedMultiplyAdd(Vector512.Create(w[16]), b, c16);
+        if (rows > 17) c17 = Vector512.FusedMultiplyAdd(Vector512.Create(w[17]), b, c17);
+        if (rows > 18) c18 = Vector512.FusedMultiplyAdd(Vector512.Create(w[18]), b, c18);
+        if (rows > 19) c19 = Vector512.FusedMultiplyAdd(Vector512.Create(w[19]), b, c19);
+        if (rows > 20) c20 = Vector512.FusedMultiplyAdd(Vector512.Create(w[20]), b, c20);
+        if (rows > 21) c21 = Vector512.FusedMultiplyAdd(Vector512.Create(w[21]), b, c21);
+        if (rows > 22) c22 = Vector512.FusedMultiplyAdd(Vector512.Create(w[22]), b, c22);
+        if (rows > 23) c23 = Vector512.FusedMultiplyAdd(Vector512.Create(w[23]), b, c23);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store<TRows>(in StripOutput output, Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3, Vector512<float> c4, Vector512<float> c5, Vector512<float> c6, Vector512<float> c7, Vector512<float> c8, Vector512<float> c9, Vector512<float> c10, Vector512<float> c11, Vector512<float> c12, Vector512<float> c13, Vector512<float> c14, Vector512<float> c15, Vector512<float> c16, Vector512<float> c17, Vector512<float> c18, Vector512<float> c19, Vector512<float> c20, Vector512<float> c21, Vector512<float> c22, Vector512<float> c23) where TRows : struct, IConstant
+    {
+        int rows = TRows.Value;
+        output.Row(0, c0);
+        if (rows > 1) output.Row(1, c1);
+        if (rows > 2) output.Row(2, c2);
+        if (rows > 3) output.Row(3, c3);
+        if (rows > 4) output.Row(4, c4);
+        if (rows > 5) output.Row(5, c5);
+        if (rows > 6) output.Row(6, c6);
+        if (rows > 7) output.Row(7, c7);
+        if (rows > 8) output.Row(8, c8);
+        if (rows > 9) output.Row(9, c9);
+        if (rows > 10) output.Row(10, c10);
+        if (rows > 11) output.Row(11, c11);
+        if (rows > 12) output.Row(12, c12);
+        if (rows > 13) output.Row(13, c13);
+        if (rows > 14) output.Row(14, c14);
+        if (rows > 15) output.Row(15, c15);
+        if (rows > 16) output.Row(16, c16);
+        if (rows > 17) output.Row(17, c17);
+        if (rows > 18) output.Row(18, c18);
+        if (rows > 19) output.Row(19, c19);
+        if (rows > 20) output.Row(20, c20);
+        if (rows > 21) output.Row(21, c21);
+        if (rows > 22) output.Row(22, c22);
+        if (rows > 23) output.Row(23, c23);
+    }
+}
