@@ -193,22 +193,27 @@ public sealed unsafe class ConvStripTests
     /// <summary>
     /// The inference plans' convolutions (channel-major, the whole batch's columns, one or two threads) with strips and
     /// with the tiles give the same bits with every epilogue the strips apply: bias or none, a residual, ReLU or
-    /// Hardswish, and a fused 2 x 1 max pool (the strips write the block's unpooled rows, pooled as the tiles' are).
+    /// Hardswish, and a fused 2 x 1 max pool (the strips write the block's unpooled rows, pooled as the tiles' are), for
+    /// 3x3s and for 1x1s with a fused pool, the 1x1s that run in strips.
     /// </summary>
     [Theory]
-    [InlineData(4, 19, 6, 6, 19, 0, false, false, false)]
-    [InlineData(4, 19, 6, 6, 19, 1, true, true, false)]
-    [InlineData(2, 19, 15, 24, 19, 2, true, false, true)]
-    [InlineData(3, 7, 6, 6, 24, 1, false, true, true)]
-    [InlineData(1, 38, 7, 24, 19, 2, true, true, false)]
-    public void InferenceConvolutionsGiveTheTilesBits(int n, int c, int h, int w, int k, int kind, bool withBias, bool withResidual, bool pooled)
+    [InlineData(4, 19, 6, 6, 19, 3, 0, false, false, false)]
+    [InlineData(4, 19, 6, 6, 19, 3, 1, true, true, false)]
+    [InlineData(2, 19, 15, 24, 19, 3, 2, true, false, true)]
+    [InlineData(3, 7, 6, 6, 24, 3, 1, false, true, true)]
+    [InlineData(1, 38, 7, 24, 19, 3, 2, true, true, false)]
+    [InlineData(2, 19, 31, 24, 19, 1, 1, true, true, true)]     // mel's pruned 1x1 + residual + ReLU + pool
+    [InlineData(3, 19, 6, 6, 19, 1, 2, false, false, true)]
+    [InlineData(2, 5, 7, 9, 11, 1, 0, true, true, false)]      // a 1x1 without a pool stays on the tiles
+    public void InferenceConvolutionsGiveTheTilesBits(int n, int c, int h, int w, int k, int kernel, int kind, bool withBias, bool withResidual,
+        bool pooled)
     {
-        var p = new Conv2dParams(n, c, h, w, k, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, kernel / 2, kernel / 2, 1, 1, 1);
         if (!ImplicitGemmConv.Supports(p)) Assert.Skip("This CPU has no AVX-512: the implicit GEMM does not run.");
         Pool2dParams? pool = pooled ? new Pool2dParams(n, k, h, w, 2, 1, 2, 1, 0, 0) : null;
         int plane = h * w, outPlane = pool is { } q ? q.P * q.Q : plane;
         float[] x = Reference.ToFloat(Reference.Random(c * n * plane, 141));
-        float[] wt = Reference.ToFloat(Reference.Random(k * c * 9, 142));
+        float[] wt = Reference.ToFloat(Reference.Random(k * c * kernel * kernel, 142));
         float[]? bias = withBias ? Reference.ToFloat(Reference.Random(k, 143)) : null;
         float[]? residual = withResidual ? Reference.ToFloat(Reference.Random(k * n * plane, 144)) : null;
         var weights = new ImplicitGemmConv.Weights(wt, p);

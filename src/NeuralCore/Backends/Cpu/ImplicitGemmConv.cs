@@ -592,20 +592,22 @@ internal static unsafe class ImplicitGemmConv
 
     /// <summary>
     /// True when a panel runs as a strip (<see cref="RunStrips"/>) instead of 8 x 32 tiles of a filled panel: a "same"
-    /// geometry of one group with more than one kept tap, at most <see cref="Gemm.MaxStripRows"/> output channels (one
-    /// strip holds them all, so each input row is read once for all of them), all of them in this part, and an epilogue
-    /// the strip applies from registers.
+    /// geometry of one group with more than one kept tap, or a 1x1 with a fused pool, at most
+    /// <see cref="Gemm.MaxStripRows"/> output channels (one strip holds them all, so each input row is read once for all
+    /// of them), all of them in this part, and an epilogue the strip applies from registers.
     /// </summary>
     /// <remarks>
     /// Harness, mel b64's maps, sample by sample as training runs them, two threads, caches flushed between calls, the
     /// strips' time over the tiles' (medians of 40 alternated rounds): 3x3 19 -> 19 on 31 x 24 0.83-0.93, on 15 x 24
     /// 0.83-0.89, on 7 x 24 0.76-0.83; 38 -> 19 (the backward data of 19 -> 38) 0.73-0.81. One thread, caches warm: 0.88-0.91
     /// at 16-22 channels, 0.93 at 24. Where the output channels need two strips or more, each strip reads the input
-    /// again and the tiles' shared panel won as often as it lost (32, 38, 64 channels: 0.87-1.05 in the same runs); a
-    /// 1x1 has one tap per channel to load, mask and broadcast for, and ran 1.0-1.35x the tiles' time.
+    /// again and the tiles' shared panel won as often as it lost (32, 38, 64 channels: 0.87-1.05 in the same runs). A 1x1
+    /// (channel-major, the plans' layout) with residual, ReLU and 2 x 1 pool, 19 -> 19: on 31 x 24 0.78-0.93 at batch 64,
+    /// 0.73 at batch 2, on 6 x 6 0.70 at batch 64; unpooled it ran 1.10-1.18x the tiles' time at batch 64, where each
+    /// strip stores 16-float pieces of 19 rows a batch's plane apart (a pooled block's rows go to scratch instead).
     /// </remarks>
     private static bool RunsStrips(ref Job job, int k0, int k1, bool fusedEpilogue) =>
-        Strips && job.Same && job.P.Groups == 1 && job.Taps > 1 && job.Kg <= Gemm.MaxStripRows && k0 == 0 && k1 == job.Kg && fusedEpilogue;
+        Strips && job.Same && job.P.Groups == 1 && (job.Taps > 1 || job.Pooled) && job.Kg <= Gemm.MaxStripRows && k0 == 0 && k1 == job.Kg && fusedEpilogue;
 
     /// <summary>
     /// One panel of a "same" geometry's output columns [j0, j0 + width) as strips (<see cref="Gemm.MultiplyStrip"/>),
@@ -617,6 +619,7 @@ internal static unsafe class ImplicitGemmConv
         float* x = GroupInput(ref job, 0, j0);
         bool readWhole = ReadsWhole(ref job, x, offsets);
         PrefetchNextInput(ref job, x);
+        PrefetchNextPanel(ref job, y, ld, job.Residual == null ? null : job.Residual + j0, job.Kg);
         bool unrolled = job.Kg <= Gemm.MaxStrip3x3Rows && ReadsAsThreeByThree(ref job, offsets);
         float* residual = job.Residual == null ? null : job.Residual + j0;
         for (int h = 0; h < width; h += 16)
