@@ -164,6 +164,8 @@ internal static unsafe class ConvKernels
     /// 0.53 ms (one thread: 0.79-0.82 of the time); 3x3 0.86-0.94 of the time (19->19 on 31 x 24 3.35 -> 2.93 ms, 32->64
     /// on 7 x 24 3.31 -> 3.11 ms), except 32->32 on 31 x 24 (1.00). Mel b64 training steps, the path switched on and
     /// off per round in one process: pruned 0.95-0.99 and big 0.96-0.98 of the time (docs/benchmarks.md, step 109).
+    /// Each sample's planes come from memory, their rows a plane apart, so the next panel's lines are prefetched (mel b64
+    /// training steps, switched per round, 60 rounds: pruned 0.97, big 0.98 of the time; step 117).
     /// </remarks>
     private static void ForwardBySample(float* x, float* w, float* bias, float* y, in Conv2dParams p)
     {
@@ -192,7 +194,7 @@ internal static unsafe class ConvKernels
         {
             float* xn = job.X + (long)n * p.C * job.InPlane, yn = job.Y + (long)n * p.K * job.OutPlane;
             ImplicitGemmConv.ForwardRange(xn, job.InPlane, p.C * job.InPlane, packing, job.Bias, yn, job.OutPlane, null, 0, sample,
-                0, (int)job.OutPlane, hasActivation: false, default, 0f, 0f);
+                0, (int)job.OutPlane, hasActivation: false, default, 0f, 0f, prefetch: true);
         }
     }
 

@@ -306,13 +306,16 @@ internal static unsafe class ImplicitGemmConv
     /// <paramref name="xLength"/> floats. A thread that keeps only its own columns, as a block [channels, columns],
     /// passes that block's start minus <paramref name="first"/> with a stride of <paramref name="columns"/>, and the
     /// inference plan's column chains do (<see cref="CpuInferencePlan"/>). Each value is the same dot product in the same
-    /// order as in <see cref="Forward"/>.
+    /// order as in <see cref="Forward"/>. With <paramref name="prefetch"/> each panel fetches the next one's input, output
+    /// and residual lines ahead, as <see cref="Forward"/> does on rows of 4096 columns or more: for rows that come from
+    /// memory (a training pass's samples), too many streams for the hardware prefetcher.
     /// </summary>
     internal static void ForwardRange(float* x, long xStride, long xLength, in Packing weights, float* bias, float* y, long yStride,
         float* residual, long residualStride, in Conv2dParams p, long first, int columns, bool hasActivation, UnaryOp activation,
-        float alpha, float beta)
+        float alpha, float beta, bool prefetch = false)
     {
         var job = NewJob(x, weights, bias, y, p, residual, hasActivation, activation, alpha, beta);
+        job.Prefetch = prefetch;
         job.XStride = xStride;
         job.XLength = xLength;
         job.YStride = yStride;
