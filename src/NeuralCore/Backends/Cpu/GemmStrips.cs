@@ -31,9 +31,9 @@ public static unsafe partial class Gemm
 
     /// <summary>
     /// Where a strip's rows go: row i (output channel i of the strip) is stored at <paramref name="y"/> + i *
-    /// <paramref name="ldc"/> as act(sum + bias[i] + residual[i * ldr + j]) (<see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>:
-    /// kind 0 no activation, 1 ReLU, 2 Hardswish; bias and residual may be null), its first <paramref name="lanes"/>
-    /// lanes only.
+    /// <paramref name="ldc"/> as act(sum + bias[i] + residual[i * ldr + j])
+    /// (<see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>: kind 0 no
+    /// activation, 1 ReLU, 2 Hardswish; bias and residual may be null), its first <paramref name="lanes"/> lanes only.
     /// </summary>
     internal readonly struct StripOutput(float* y, int ldc, float* bias, float* residual, long ldr, int kind, int lanes)
     {
@@ -53,10 +53,10 @@ public static unsafe partial class Gemm
 
     /// <summary>
     /// <paramref name="rows"/> (1 to <see cref="MaxStripRows"/>) output channels for 16 columns: the sum over input
-    /// channels c and taps t, in that order, of w[(c * taps + t) * 32 + i] (one B micro-panel of the transposed weights) times B row c * taps + t
-    /// (<see cref="StripInput"/>), one fused multiply-add per row and channel, as <see cref="Kernel512"/> sums a tile
-    /// of the packed panel: the same bits. With <paramref name="readWhole"/> every row's 16 floats lie inside the input
-    /// and are loaded whole, then masked with a bitwise and. Needs AVX-512.
+    /// channels c and taps t, in that order, of w[(c * taps + t) * 32 + i] (one B micro-panel of the transposed weights)
+    /// times B row c * taps + t (<see cref="StripInput"/>), one fused multiply-add per row and channel, as
+    /// <see cref="Kernel512"/> sums a tile of the packed panel: the same bits. With <paramref name="readWhole"/> every
+    /// row's 16 floats lie inside the input and are loaded whole, then masked with a bitwise and. Needs AVX-512.
     /// </summary>
     internal static void MultiplyStrip(int rows, float* w, in StripInput input, bool readWhole, in StripOutput output)
     {
@@ -139,7 +139,9 @@ public static unsafe partial class Gemm
     private static void StripKernel<TRows, TLoad>(float* w, StripInput input, StripOutput output)
         where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
     {
-        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default, c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        Vector512<float> c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default;
+        Vector512<float> c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
         float* x = input.X;
         long* offsets = input.Offsets;
         Vector512<float>* masks = input.Masks;
@@ -147,15 +149,22 @@ public static unsafe partial class Gemm
         for (int ch = 0; ch < input.Channels; ch++, x += input.ChannelStride)
         {
             for (int t = 0; t < taps; t++, w += Nr512)
-                Accumulate<TRows>(TLoad.Load(x + offsets[t], masks[2 * t]), w, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            {
+                Accumulate<TRows>(TLoad.Load(x + offsets[t], masks[2 * t]), w,
+                    ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                    ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            }
         }
-        Store<TRows>(output, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
+        Store<TRows>(output,
+            c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
     }
 
     private static void Strip3x3Kernel<TRows, TLoad>(float* w, StripInput input, StripOutput output)
         where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
     {
-        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default, c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        Vector512<float> c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default;
+        Vector512<float> c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
         Vector512<float>* masks = input.Masks;
         Vector512<float> m0 = masks[0], m1 = masks[2], m2 = masks[4], m3 = masks[6], m4 = masks[8];
         Vector512<float> m5 = masks[10], m6 = masks[12], m7 = masks[14], m8 = masks[16];
@@ -164,22 +173,48 @@ public static unsafe partial class Gemm
         for (int ch = 0; ch < input.Channels; ch++, x += input.ChannelStride, w += 9 * Nr512)
         {
             float* xm = x - width, xp = x + width;
-            Accumulate<TRows>(TLoad.Load(xm - 1, m0), w, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
-            Accumulate<TRows>(TLoad.Load(xm, m1), w + 32, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
-            Accumulate<TRows>(TLoad.Load(xm + 1, m2), w + 64, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
-            Accumulate<TRows>(TLoad.Load(x - 1, m3), w + 96, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
-            Accumulate<TRows>(TLoad.Load(x, m4), w + 128, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
-            Accumulate<TRows>(TLoad.Load(x + 1, m5), w + 160, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
-            Accumulate<TRows>(TLoad.Load(xp - 1, m6), w + 192, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
-            Accumulate<TRows>(TLoad.Load(xp, m7), w + 224, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
-            Accumulate<TRows>(TLoad.Load(xp + 1, m8), w + 256, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xm - 1, m0), w,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xm, m1), w + 32,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xm + 1, m2), w + 64,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(x - 1, m3), w + 96,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(x, m4), w + 128,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(x + 1, m5), w + 160,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xp - 1, m6), w + 192,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xp, m7), w + 224,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+            Accumulate<TRows>(TLoad.Load(xp + 1, m8), w + 256,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
         }
-        Store<TRows>(output, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
+        Store<TRows>(output,
+            c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
     }
 
     /// <summary>c_i += w[i] * b for the strip's rows i.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate<TRows>(Vector512<float> b, float* w, ref Vector512<float> c0, ref Vector512<float> c1, ref Vector512<float> c2, ref Vector512<float> c3, ref Vector512<float> c4, ref Vector512<float> c5, ref Vector512<float> c6, ref Vector512<float> c7, ref Vector512<float> c8, ref Vector512<float> c9, ref Vector512<float> c10, ref Vector512<float> c11, ref Vector512<float> c12, ref Vector512<float> c13, ref Vector512<float> c14, ref Vector512<float> c15, ref Vector512<float> c16, ref Vector512<float> c17, ref Vector512<float> c18, ref Vector512<float> c19, ref Vector512<float> c20, ref Vector512<float> c21, ref Vector512<float> c22, ref Vector512<float> c23) where TRows : struct, IConstant
+    private static void Accumulate<TRows>(Vector512<float> b, float* w,
+        ref Vector512<float> c0, ref Vector512<float> c1, ref Vector512<float> c2, ref Vector512<float> c3,
+        ref Vector512<float> c4, ref Vector512<float> c5, ref Vector512<float> c6, ref Vector512<float> c7,
+        ref Vector512<float> c8, ref Vector512<float> c9, ref Vector512<float> c10, ref Vector512<float> c11,
+        ref Vector512<float> c12, ref Vector512<float> c13, ref Vector512<float> c14, ref Vector512<float> c15,
+        ref Vector512<float> c16, ref Vector512<float> c17, ref Vector512<float> c18, ref Vector512<float> c19,
+        ref Vector512<float> c20, ref Vector512<float> c21, ref Vector512<float> c22, ref Vector512<float> c23)
+        where TRows : struct, IConstant
     {
         int rows = TRows.Value;
         c0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[0]), b, c0);
@@ -208,8 +243,14 @@ public static unsafe partial class Gemm
         if (rows > 23) c23 = Vector512.FusedMultiplyAdd(Vector512.Create(w[23]), b, c23);
     }
 
+    /// <summary>The strip's rows, each through <see cref="StripOutput.Row"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store<TRows>(in StripOutput output, Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3, Vector512<float> c4, Vector512<float> c5, Vector512<float> c6, Vector512<float> c7, Vector512<float> c8, Vector512<float> c9, Vector512<float> c10, Vector512<float> c11, Vector512<float> c12, Vector512<float> c13, Vector512<float> c14, Vector512<float> c15, Vector512<float> c16, Vector512<float> c17, Vector512<float> c18, Vector512<float> c19, Vector512<float> c20, Vector512<float> c21, Vector512<float> c22, Vector512<float> c23) where TRows : struct, IConstant
+    private static void Store<TRows>(in StripOutput output,
+        Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3, Vector512<float> c4, Vector512<float> c5,
+        Vector512<float> c6, Vector512<float> c7, Vector512<float> c8, Vector512<float> c9, Vector512<float> c10, Vector512<float> c11,
+        Vector512<float> c12, Vector512<float> c13, Vector512<float> c14, Vector512<float> c15, Vector512<float> c16, Vector512<float> c17,
+        Vector512<float> c18, Vector512<float> c19, Vector512<float> c20, Vector512<float> c21, Vector512<float> c22, Vector512<float> c23)
+        where TRows : struct, IConstant
     {
         int rows = TRows.Value;
         output.Row(0, c0);
