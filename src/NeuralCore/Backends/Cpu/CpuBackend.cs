@@ -511,42 +511,43 @@ public sealed partial class CpuBackend : IBackend
     private readonly struct ReduceWork(ReduceOp op, float[] xs, int xo, float[] ys, int yo, long[]? idx, int io, int reduce, int inner) : IRangeWork
     {
         public void Run(int s, int e)
-        {                if (inner == 1)
+        {
+            if (inner == 1)
+            {
+                for (var o = s; o < e; o++)
                 {
-                    for (var o = s; o < e; o++)
-                    {
-                        var row = xs.AsSpan(xo + o * reduce, reduce);
-                        if (op is ReduceOp.Sum or ReduceOp.Mean)
-                        {
-                            var sum = SumRow(row);
-                            ys[yo + o] = op == ReduceOp.Mean ? sum / reduce : sum;
-                        }
-                        else
-                        {
-                            var (v, at) = ArgExtreme(row, 1, op == ReduceOp.Max);
-                            ys[yo + o] = v;
-                            if (idx is not null) idx[io + o] = at;
-                        }
-                    }
-                    return;
-                }
-                for (var t = s; t < e; t++)
-                {
-                    int o = t / inner, i = t % inner;
-                    var start = xo + o * reduce * inner + i;
+                    var row = xs.AsSpan(xo + o * reduce, reduce);
                     if (op is ReduceOp.Sum or ReduceOp.Mean)
                     {
-                        var sum = 0f;
-                        for (var r = 0; r < reduce; r++) sum += xs[start + r * inner];
-                        ys[yo + t] = op == ReduceOp.Mean ? sum / reduce : sum;
+                        var sum = SumRow(row);
+                        ys[yo + o] = op == ReduceOp.Mean ? sum / reduce : sum;
                     }
                     else
                     {
-                        var (v, at) = ArgExtreme(xs.AsSpan(start), inner, op == ReduceOp.Max, reduce);
-                        ys[yo + t] = v;
-                        if (idx is not null) idx[io + t] = at;
+                        var (v, at) = ArgExtreme(row, 1, op == ReduceOp.Max);
+                        ys[yo + o] = v;
+                        if (idx is not null) idx[io + o] = at;
                     }
                 }
+                return;
+            }
+            for (var t = s; t < e; t++)
+            {
+                int o = t / inner, i = t % inner;
+                var start = xo + o * reduce * inner + i;
+                if (op is ReduceOp.Sum or ReduceOp.Mean)
+                {
+                    var sum = 0f;
+                    for (var r = 0; r < reduce; r++) sum += xs[start + r * inner];
+                    ys[yo + t] = op == ReduceOp.Mean ? sum / reduce : sum;
+                }
+                else
+                {
+                    var (v, at) = ArgExtreme(xs.AsSpan(start), inner, op == ReduceOp.Max, reduce);
+                    ys[yo + t] = v;
+                    if (idx is not null) idx[io + t] = at;
+                }
+            }
         }
     }
 
@@ -633,27 +634,28 @@ public sealed partial class CpuBackend : IBackend
     private readonly struct SoftmaxWork(float[] xs, int xo, float[] ys, int yo, int cols, bool log) : IRangeWork
     {
         public void Run(int s, int e)
-        {                for (var r = s; r < e; r++)
+        {
+            for (var r = s; r < e; r++)
+            {
+                var xr = xs.AsSpan(xo + r * cols, cols);
+                var yr = ys.AsSpan(yo + r * cols, cols);
+                var max = float.NegativeInfinity;
+                foreach (var v in xr) if (v > max) max = v;
+                double sum = 0;
+                for (var c = 0; c < cols; c++) sum += Math.Exp(xr[c] - max);
+                if (log)
                 {
-                    var xr = xs.AsSpan(xo + r * cols, cols);
-                    var yr = ys.AsSpan(yo + r * cols, cols);
-                    var max = float.NegativeInfinity;
-                    foreach (var v in xr) if (v > max) max = v;
-                    double sum = 0;
-                    for (var c = 0; c < cols; c++) sum += Math.Exp(xr[c] - max);
-                    if (log)
-                    {
-                        // (x - max) - log(sum) in double: rounding max + log(sum) to float first would cost
-                        // digits when the logits are large (at 1000 the float spacing is 6e-5).
-                        var logSum = Math.Log(sum);
-                        for (var c = 0; c < cols; c++) yr[c] = (float)((double)xr[c] - max - logSum);
-                    }
-                    else
-                    {
-                        var inv = 1.0 / sum;
-                        for (var c = 0; c < cols; c++) yr[c] = (float)(Math.Exp(xr[c] - max) * inv);
-                    }
+                    // (x - max) - log(sum) in double: rounding max + log(sum) to float first would cost
+                    // digits when the logits are large (at 1000 the float spacing is 6e-5).
+                    var logSum = Math.Log(sum);
+                    for (var c = 0; c < cols; c++) yr[c] = (float)((double)xr[c] - max - logSum);
                 }
+                else
+                {
+                    var inv = 1.0 / sum;
+                    for (var c = 0; c < cols; c++) yr[c] = (float)(Math.Exp(xr[c] - max) * inv);
+                }
+            }
         }
     }
 
@@ -668,25 +670,26 @@ public sealed partial class CpuBackend : IBackend
     private readonly struct SoftmaxBackwardWork(float[] ys, int yo, float[] gs, int go, float[] ds, int dO, int cols, bool log) : IRangeWork
     {
         public void Run(int s, int e)
-        {                for (var r = s; r < e; r++)
+        {
+            for (var r = s; r < e; r++)
+            {
+                var yr = ys.AsSpan(yo + r * cols, cols);
+                var gr = gs.AsSpan(go + r * cols, cols);
+                var dr = ds.AsSpan(dO + r * cols, cols);
+                double acc = 0;
+                if (log)
                 {
-                    var yr = ys.AsSpan(yo + r * cols, cols);
-                    var gr = gs.AsSpan(go + r * cols, cols);
-                    var dr = ds.AsSpan(dO + r * cols, cols);
-                    double acc = 0;
-                    if (log)
-                    {
-                        // d/dx log_softmax: g - softmax * sum(g)
-                        for (var c = 0; c < cols; c++) acc += gr[c];
-                        for (var c = 0; c < cols; c++) dr[c] = (float)(gr[c] - Math.Exp(yr[c]) * acc);
-                    }
-                    else
-                    {
-                        // d/dx softmax: y * (g - sum(g * y))
-                        for (var c = 0; c < cols; c++) acc += gr[c] * yr[c];
-                        for (var c = 0; c < cols; c++) dr[c] = (float)(yr[c] * (gr[c] - acc));
-                    }
+                    // d/dx log_softmax: g - softmax * sum(g)
+                    for (var c = 0; c < cols; c++) acc += gr[c];
+                    for (var c = 0; c < cols; c++) dr[c] = (float)(gr[c] - Math.Exp(yr[c]) * acc);
                 }
+                else
+                {
+                    // d/dx softmax: y * (g - sum(g * y))
+                    for (var c = 0; c < cols; c++) acc += gr[c] * yr[c];
+                    for (var c = 0; c < cols; c++) dr[c] = (float)(yr[c] * (gr[c] - acc));
+                }
+            }
         }
     }
 
