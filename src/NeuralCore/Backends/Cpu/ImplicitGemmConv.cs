@@ -621,10 +621,10 @@ internal static unsafe class ImplicitGemmConv
     {
         float* x = GroupInput(ref job, 0, j0);
         bool readWhole = ReadsWhole(ref job, x, offsets);
-        PrefetchNextInput(ref job, x);
-        PrefetchNextPanel(ref job, y, ld, job.Residual == null ? null : job.Residual + j0, job.Kg);
-        bool unrolled = job.Kg <= Gemm.MaxStrip3x3Rows && ReadsAsThreeByThree(ref job, offsets);
         float* residual = job.Residual == null ? null : job.Residual + j0;
+        PrefetchNextInput(ref job, x);
+        PrefetchNextPanel(ref job, y, ld, residual, job.Kg);
+        bool unrolled = job.Kg <= Gemm.MaxStrip3x3Rows && ReadsAsThreeByThree(ref job, offsets);
         for (int h = 0; h < width; h += 16)
         {
             var input = new Gemm.StripInput(x + h, job.XStride, job.Cg, job.Taps, offsets, masks + h / 16, job.P.W);
