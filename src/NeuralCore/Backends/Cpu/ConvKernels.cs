@@ -334,8 +334,22 @@ internal static unsafe class ConvKernels
         if (hasBias) v += bias;
         if (hasResidual) v += r;
         if (kind == 1) return Vector512.Max(v, Vector512<float>.Zero);
-        if (kind == 2) return v * Vector512.Min(Vector512.Max(v + Vector512.Create(3f), Vector512<float>.Zero), Vector512.Create(6f)) * Vector512.Create(1f / 6f);
+        if (kind == 2) return Hardswish(v);
         return v;
+    }
+
+    /// <summary>
+    /// v * min(max(v + 3, 0), 6) / 6, the bits of <see cref="CpuBackend.UnaryRange"/>'s Hardswish. v + 3 is never -0
+    /// (an exact zero sum rounds to +0), so x86's maximum with 0 first, which returns its second operand when they
+    /// compare equal or either is NaN, is IEEE's maximum here without the fix-up of signed zeros and NaN that
+    /// <see cref="Vector512.Max{T}"/> adds (one instruction of seven).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Hardswish(Vector512<float> v)
+    {
+        var u = v + Vector512.Create(3f);
+        var clamped = Avx512F.IsSupported ? Avx512F.Max(Vector512<float>.Zero, u) : Vector512.Max(u, Vector512<float>.Zero);
+        return v * Vector512.Min(clamped, Vector512.Create(6f)) * Vector512.Create(1f / 6f);
     }
 
     /// <inheritdoc cref="EpilogueVector(Vector512{float}, Vector512{float}, bool, Vector512{float}, bool, int)"/>
@@ -345,7 +359,13 @@ internal static unsafe class ConvKernels
         if (hasBias) v += bias;
         if (hasResidual) v += r;
         if (kind == 1) return Vector256.Max(v, Vector256<float>.Zero);
-        if (kind == 2) return v * Vector256.Min(Vector256.Max(v + Vector256.Create(3f), Vector256<float>.Zero), Vector256.Create(6f)) * Vector256.Create(1f / 6f);
+        if (kind == 2)
+        {
+            // As Hardswish(Vector512): x86's maximum with 0 first is IEEE's for v + 3.
+            var u = v + Vector256.Create(3f);
+            var clamped = Avx.IsSupported ? Avx.Max(Vector256<float>.Zero, u) : Vector256.Max(u, Vector256<float>.Zero);
+            return v * Vector256.Min(clamped, Vector256.Create(6f)) * Vector256.Create(1f / 6f);
+        }
         return v;
     }
 

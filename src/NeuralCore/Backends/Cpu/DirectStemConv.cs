@@ -10,22 +10,27 @@ namespace NeuralCore.Backends.Cpu;
 /// bias, ReLU or Hardswish and an optional 2x2 / 2 max pool applied while the values are still in registers (inference
 /// plans; the training forward, unpooled and sample-major, runs <see cref="StemColumns"/>). Each input row is split once
 /// into its even and odd columns (zero border included), so the 16 inputs a tap needs for 16 neighbouring outputs are one
-/// contiguous load; every such load feeds 8 output channels (weights broadcast), and a pair of output rows keeps 16
-/// accumulators. The implicit GEMM spends as long filling its 25-row panels from stride-2 runs as multiplying them, and
-/// writes the unpooled output before pooling it; this kernel does neither.
+/// contiguous load. The output channels come in strips of at most <see cref="Gemm.MaxStripRows"/> (19 channels: one
+/// strip; 32: two of 16), one accumulator each, and every load of 16 inputs feeds every channel of the strip, each weight
+/// an embedded broadcast (<see cref="Gemm.Accumulate{TRows}"/>). The implicit GEMM spends as long filling its 25-row
+/// panels from stride-2 runs as multiplying them, and writes the unpooled output before pooling it; this kernel does
+/// neither.
 /// </summary>
 /// <remarks>
 /// Shapes: x [N, 1, H, W] (the same floats as channel-major [1, N, H, W]); y channel-major [K, N, P, Q] as in the
 /// inference plan (pooled: P/2, Q/2).
 /// Each output is the sum over the taps in (r, s) order, the order of the GEMM paths, then bias, then the activation
-/// (<see cref="ConvKernels.Epilogue"/>'s expressions), then the pool's maximum. Work is split over samples and groups of
-/// 8 output channels, so results do not depend on the thread count.
+/// (<see cref="ConvKernels.Epilogue"/>'s expressions), then the pool's maximum. Work is split over samples and strips,
+/// so results do not depend on the thread count. (Pairs of output rows times groups of 8 channels, 16 accumulators
+/// whose weights were broadcast into registers and each used twice, took 1.09-1.15x as long: 19 = 8 + 8 + 3 left a
+/// group of 6 accumulators, and each broadcast was an instruction of its own.)
 /// </remarks>
 internal static unsafe class DirectStemConv
 {
     /// <summary>Output columns per vector.</summary>
     internal const int Lanes = 16;
-    private const int Group = 8;
+    // Floats from one tap's weights to the next in a strip's packing.
+    private const int TapStride = Gemm.MaxStripRows;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
 
@@ -39,25 +44,32 @@ internal static unsafe class DirectStemConv
         && (pool is not { } q || (q.KernelH == 2 && q.KernelW == 2 && q.StrideH == 2 && q.StrideW == 2 && q.PadH == 0 && q.PadW == 0
             && !q.CeilMode && q.H == p.P && q.W == p.Q && q.P >= 1 && q.Q >= 1));
 
+    /// <summary>Strips of output channels for <paramref name="k"/> channels: the fewest of at most <see cref="Gemm.MaxStripRows"/>.</summary>
+    private static int StripCount(int k) => (k + Gemm.MaxStripRows - 1) / Gemm.MaxStripRows;
+
+    /// <summary>The first output channel of strip <paramref name="strip"/> of <paramref name="strips"/> (strips differ by one channel at most).</summary>
+    private static int StripStart(int k, int strips, int strip) => (int)((long)k * strip / strips);
+
     private struct Job
     {
         public Conv2dParams P;
         public float* X, Y;
-        // Weights per group of 8 output channels, [groups][taps][8], and biases [groups][8], zero for absent channels.
+        // Weights per strip, [strips][taps][TapStride], and the biases [K] (zero without a bias).
         public float* W, Bias;
         public bool Pooled, HasBias;
         public int Kind;
         // Output floats between channels and between samples (channel-major).
         public long ChannelStride, SampleStride;
-        // Per tap (r, s): where its inputs start in the split rows, relative to an output row pair's first padded row.
+        // Per tap (r, s): where its inputs start, in floats, relative to an output's first input (in the split rows, or
+        // with the samples in the lanes in the chunk's pixels).
         public int* TapOffsets;
         // Convolution rows and columns computed (a pool's floor mode drops the last odd one), outputs per row stored.
-        public int Rows, Columns, OutRows, OutColumns, Vectors, HalfRow, Groups, Parts, Items;
+        public int Rows, Columns, OutRows, OutColumns, Vectors, HalfRow, Strips, Parts, Items;
         // Each sample's row pairs come in this many bands of PairsPerBand (more than one when there are too few samples to
         // share: batch 1).
         public int Bands, PairsPerBand;
         // Samples in the lanes instead (pooled, batches of 16 or more whose rows would leave lanes idle): an item is a chunk
-        // of 16 samples and a group, the chunk's input held pixel-major ([PaddedRows, PaddedColumns, 16], zero border).
+        // of 16 samples and a strip, the chunk's input held pixel-major ([PaddedRows, PaddedColumns, 16], zero border).
         public int Chunks, PaddedRows, PaddedColumns;
     }
 
@@ -78,20 +90,20 @@ internal static unsafe class DirectStemConv
             job.Chunks = (p.N + Lanes - 1) / Lanes;
             job.PaddedRows = 2 * (job.Rows - 1) + p.R;
             job.PaddedColumns = 2 * (job.Columns - 1) + p.S;
-            for (int t = 0; t < p.R * p.S; t++) job.TapOffsets[t] = t / p.S * job.PaddedColumns + t % p.S;
-            job.Items = job.Chunks * job.Groups;
+            for (int t = 0; t < p.R * p.S; t++) job.TapOffsets[t] = (t / p.S * job.PaddedColumns + t % p.S) * Lanes;
+            job.Items = job.Chunks * job.Strips;
             job.Parts = Math.Min(parts, job.Items);
             if (job.Parts == 1) RunChunks(ref job, 0, job.Items);
             else CpuThreading.ForParts(job.Parts, &RunChunkPart, &job);
             return;
         }
         // Fewer samples than two per part: each sample's rows are cut into bands, so that every part gets whole bands
-        // with all their channel groups (a last group of 3 channels is cheaper than one of 8, so groups alone balance badly).
+        // with all their strips (one strip for up to 24 channels, so strips alone would leave a thread idle).
         int pairs = (job.Rows + 1) / 2;
         job.Bands = parts == 1 || p.N >= 2 * parts ? 1 : Math.Min(pairs, (2 * parts + p.N - 1) / p.N);
         job.PairsPerBand = (pairs + job.Bands - 1) / job.Bands;
         job.Bands = (pairs + job.PairsPerBand - 1) / job.PairsPerBand;
-        job.Items = p.N * job.Bands * job.Groups;
+        job.Items = p.N * job.Bands * job.Strips;
         job.Parts = Math.Min(parts, job.Items);
         if (job.Parts == 1) RunItems(ref job, 0, job.Items);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
@@ -120,11 +132,7 @@ internal static unsafe class DirectStemConv
         int paddedRows = 2 * (pair1 * 2 - 1) + p.R;
         float* split = ConvScratch.Current.Get(ConvScratch.Slot.Columns, (long)paddedRows * 2 * job.HalfRow);
         SplitRows(ref job, x, split, 4 * pair0, 4 * (pair1 - 1) + 2 + p.R);
-        for (int group = 0; group < job.Groups; group++)
-        {
-            if (job.Pooled) RowPairs<WithPool>(ref job, split, 0, group, pair0, pair1);
-            else RowPairs<WithoutPool>(ref job, split, 0, group, pair0, pair1);
-        }
+        for (int strip = 0; strip < job.Strips; strip++) RowPairs(ref job, split, 0, strip, pair0, pair1);
     }
 
     /// <summary>A call's job: geometry, weights and tap offsets (into <paramref name="offsets"/>, R x S of them).</summary>
@@ -151,10 +159,9 @@ internal static unsafe class DirectStemConv
         job.Vectors = (job.Columns + Lanes - 1) / Lanes;
         // Even and odd halves of a padded row, each long enough for the last vector's reads at the largest tap offset.
         job.HalfRow = (job.Vectors * Lanes + p.S / 2 + Lanes - 1) / Lanes * Lanes;
-        job.Groups = (p.K + Group - 1) / Group;
-        int taps = p.R * p.S;
+        job.Strips = StripCount(p.K);
         job.W = packed;
-        job.Bias = packed + (long)job.Groups * taps * Group;
+        job.Bias = packed + (long)job.Strips * p.R * p.S * TapStride;
         for (int r = 0; r < p.R; r++)
             for (int c = 0; c < p.S; c++)
                 offsets[r * p.S + c] = r * 2 * job.HalfRow + ((c & 1) == 0 ? 0 : job.HalfRow) + c / 2;
@@ -179,19 +186,22 @@ internal static unsafe class DirectStemConv
         internal float* Pointer => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
     }
 
-    internal static long PackedLength(in Conv2dParams p) => (long)((p.K + Group - 1) / Group) * (p.R * p.S + 1) * Group;
+    private static long PackedLength(in Conv2dParams p) => (long)StripCount(p.K) * p.R * p.S * TapStride + p.K;
 
-    /// <summary>Per group of 8 output channels the weights [taps][8], then the biases [groups][8]; zero for absent channels.</summary>
-    internal static void Pack(float* w, float* bias, in Conv2dParams p, float* packed)
+    /// <summary>Per strip the weights [taps][TapStride] (channel i of the strip at i, the rest zero), then the biases [K].</summary>
+    private static void Pack(float* w, float* bias, in Conv2dParams p, float* packed)
     {
-        int taps = p.R * p.S, groups = (p.K + Group - 1) / Group;
-        float* packedBias = packed + (long)groups * taps * Group;
-        for (int k = 0; k < groups * Group; k++)
+        int taps = p.R * p.S, strips = StripCount(p.K);
+        new Span<float>(packed, (int)PackedLength(p)).Clear();
+        for (int strip = 0; strip < strips; strip++)
         {
-            float* dst = packed + (long)(k / Group) * taps * Group + k % Group;
-            for (int t = 0; t < taps; t++) dst[t * Group] = k < p.K ? w[(long)k * taps + t] : 0f;
-            packedBias[k] = k < p.K && bias != null ? bias[k] : 0f;
+            int k0 = StripStart(p.K, strips, strip), k1 = StripStart(p.K, strips, strip + 1);
+            float* dst = packed + (long)strip * taps * TapStride;
+            for (int k = k0; k < k1; k++)
+                for (int t = 0; t < taps; t++) dst[t * TapStride + k - k0] = w[(long)k * taps + t];
         }
+        float* packedBias = packed + (long)strips * taps * TapStride;
+        for (int k = 0; k < p.K; k++) packedBias[k] = bias != null ? bias[k] : 0f;
     }
 
     private static void RunPart(void* state, int part)
@@ -201,21 +211,21 @@ internal static unsafe class DirectStemConv
     }
 
     /// <summary>
-    /// Items [first, end): item / groups is a band of a sample (sample band / bands, row pairs PairsPerBand * (band % bands)
-    /// onwards), item % groups its group of 8 output channels.
+    /// Items [first, end): item / strips is a band of a sample (sample band / bands, row pairs PairsPerBand * (band % bands)
+    /// onwards), item % strips its strip of output channels.
     /// </summary>
     private static void RunItems(ref Job job, int first, int end)
     {
         if (first >= end) return;
         ref readonly Conv2dParams p = ref job.P;
-        // Rows come in pairs: after an odd last row, its partner reads two more padded rows and is not stored.
+        // Rows come in pairs: after an odd last row, the split rows hold what its partner would read.
         int pairs = (job.Rows + 1) / 2;
         int paddedRows = 2 * (pairs * 2 - 1) + p.R;
         float* split = ConvScratch.Current.Get(ConvScratch.Slot.Columns, (long)paddedRows * 2 * job.HalfRow);
         int current = -1;
         for (int item = first; item < end; item++)
         {
-            int band = item / job.Groups, group = item % job.Groups;
+            int band = item / job.Strips, strip = item % job.Strips;
             int n = band / job.Bands;
             int pair0 = band % job.Bands * job.PairsPerBand, pair1 = Math.Min(pairs, pair0 + job.PairsPerBand);
             if (band != current)
@@ -224,8 +234,7 @@ internal static unsafe class DirectStemConv
                 SplitRows(ref job, job.X + (long)n * p.H * p.W, split, 4 * pair0, 4 * (pair1 - 1) + 2 + p.R);
                 current = band;
             }
-            if (job.Pooled) RowPairs<WithPool>(ref job, split, n, group, pair0, pair1);
-            else RowPairs<WithoutPool>(ref job, split, n, group, pair0, pair1);
+            RowPairs(ref job, split, n, strip, pair0, pair1);
         }
     }
 
@@ -236,9 +245,9 @@ internal static unsafe class DirectStemConv
     }
 
     /// <summary>
-    /// Items [first, end) with samples in the lanes: item / groups is a chunk of 16 samples, item % groups its group of 8
+    /// Items [first, end) with samples in the lanes: item / strips is a chunk of 16 samples, item % strips its strip of
     /// output channels. Each output position of the chunk is 16 sums at once (one per sample), so no lane is idle
-    /// whatever the width of the rows; the chunk's input is transposed pixel-major once, and each group's outputs go
+    /// whatever the width of the rows; the chunk's input is transposed pixel-major once, and each strip's outputs go
     /// through a staging block ([channels, positions, 16]) back to the output layout.
     /// </summary>
     private static void RunChunks(ref Job job, int first, int end)
@@ -247,31 +256,49 @@ internal static unsafe class DirectStemConv
         ConvScratch scratch = ConvScratch.Current;
         int plane = job.OutRows * job.OutColumns;
         float* pixels = scratch.Get(ConvScratch.Slot.Columns, (long)job.PaddedRows * job.PaddedColumns * Lanes);
-        float* stage = scratch.Get(ConvScratch.Slot.Rows, (long)Group * plane * Lanes);
+        float* stage = scratch.Get(ConvScratch.Slot.Rows, (long)Gemm.MaxStripRows * plane * Lanes);
         int current = -1;
         for (int item = first; item < end; item++)
         {
-            int chunk = item / job.Groups, group = item % job.Groups;
+            int chunk = item / job.Strips, strip = item % job.Strips;
             int n0 = chunk * Lanes, samples = Math.Min(Lanes, job.P.N - n0);
             if (chunk != current)
             {
                 TransposeChunk(ref job, n0, samples, pixels);
                 current = chunk;
             }
-            int channels = Math.Min(Group, job.P.K - group * Group);
+            int k0 = StripStart(job.P.K, job.Strips, strip), channels = StripStart(job.P.K, job.Strips, strip + 1) - k0;
+            var window = new WindowRows(stage, (long)plane * Lanes, job.Bias + k0, job.HasBias, job.Kind);
+            float* w = job.W + (long)strip * job.P.R * job.P.S * TapStride;
             switch (channels)
             {
-                case 1: ChunkOutputs<Gemm.N1>(ref job, pixels, group, stage); break;
-                case 2: ChunkOutputs<Gemm.N2>(ref job, pixels, group, stage); break;
-                case 3: ChunkOutputs<Gemm.N3>(ref job, pixels, group, stage); break;
-                case 4: ChunkOutputs<Gemm.N4>(ref job, pixels, group, stage); break;
-                case 5: ChunkOutputs<Gemm.N5>(ref job, pixels, group, stage); break;
-                case 6: ChunkOutputs<Gemm.N6>(ref job, pixels, group, stage); break;
-                case 7: ChunkOutputs<Gemm.N7>(ref job, pixels, group, stage); break;
-                default: ChunkOutputs<Gemm.N8>(ref job, pixels, group, stage); break;
+                case 1: ChunkOutputs<Gemm.N1>(ref job, pixels, w, ref window); break;
+                case 2: ChunkOutputs<Gemm.N2>(ref job, pixels, w, ref window); break;
+                case 3: ChunkOutputs<Gemm.N3>(ref job, pixels, w, ref window); break;
+                case 4: ChunkOutputs<Gemm.N4>(ref job, pixels, w, ref window); break;
+                case 5: ChunkOutputs<Gemm.N5>(ref job, pixels, w, ref window); break;
+                case 6: ChunkOutputs<Gemm.N6>(ref job, pixels, w, ref window); break;
+                case 7: ChunkOutputs<Gemm.N7>(ref job, pixels, w, ref window); break;
+                case 8: ChunkOutputs<Gemm.N8>(ref job, pixels, w, ref window); break;
+                case 9: ChunkOutputs<Gemm.N9>(ref job, pixels, w, ref window); break;
+                case 10: ChunkOutputs<Gemm.N10>(ref job, pixels, w, ref window); break;
+                case 11: ChunkOutputs<Gemm.N11>(ref job, pixels, w, ref window); break;
+                case 12: ChunkOutputs<Gemm.N12>(ref job, pixels, w, ref window); break;
+                case 13: ChunkOutputs<Gemm.N13>(ref job, pixels, w, ref window); break;
+                case 14: ChunkOutputs<Gemm.N14>(ref job, pixels, w, ref window); break;
+                case 15: ChunkOutputs<Gemm.N15>(ref job, pixels, w, ref window); break;
+                case 16: ChunkOutputs<Gemm.N16>(ref job, pixels, w, ref window); break;
+                case 17: ChunkOutputs<Gemm.N17>(ref job, pixels, w, ref window); break;
+                case 18: ChunkOutputs<Gemm.N18>(ref job, pixels, w, ref window); break;
+                case 19: ChunkOutputs<Gemm.N19>(ref job, pixels, w, ref window); break;
+                case 20: ChunkOutputs<Gemm.N20>(ref job, pixels, w, ref window); break;
+                case 21: ChunkOutputs<Gemm.N21>(ref job, pixels, w, ref window); break;
+                case 22: ChunkOutputs<Gemm.N22>(ref job, pixels, w, ref window); break;
+                case 23: ChunkOutputs<Gemm.N23>(ref job, pixels, w, ref window); break;
+                default: ChunkOutputs<Gemm.N24>(ref job, pixels, w, ref window); break;
             }
             // stage [k, position, lane] -> y: each sample's plane of each channel is contiguous in either layout.
-            float* y = job.Y + (long)group * Group * job.ChannelStride + n0 * job.SampleStride;
+            float* y = job.Y + (long)k0 * job.ChannelStride + n0 * job.SampleStride;
             for (int k = 0; k < channels; k++)
                 Gemm.Transpose(stage + (long)k * plane * Lanes, Lanes, y + k * job.ChannelStride, job.SampleStride, plane, samples);
         }
@@ -293,77 +320,121 @@ internal static unsafe class DirectStemConv
     }
 
     /// <summary>
-    /// The chunk's pooled outputs for the first TChannels channels of <paramref name="group"/> into stage [k, position,
-    /// lane]: two convolution outputs at a time (16 accumulators), each tap one load per output and one broadcast weight
-    /// per channel; bias and activation on the sums, then the maximum over the 2x2 window in the order of
-    /// <see cref="Store{TPool}"/> (the two rows of each column, then the two columns).
+    /// The chunk's pooled outputs for the strip's TRows channels (weights at <paramref name="w"/>) into the staging block
+    /// [k, position, lane]: per pooled position the four convolution outputs of its window, in the order of
+    /// <see cref="PooledRows"/> (the two rows of the first column, then of the second), each through
+    /// <see cref="Sums{TRows, TOutput}"/>.
     /// </summary>
-    private static void ChunkOutputs<TChannels>(ref Job job, float* pixels, int group, float* stage) where TChannels : struct, Gemm.IConstant
+    private static void ChunkOutputs<TRows>(ref Job job, float* pixels, float* w, ref WindowRows window) where TRows : struct, Gemm.IConstant
     {
-        int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.OutRows * job.OutColumns;
-        float* w = job.W + (long)group * taps * Group;
-        float* bias = job.Bias + group * Group;
+        int taps = job.P.R * job.P.S;
+        int* offsets = job.TapOffsets;
         long columns = job.PaddedColumns;
-        var o = stackalloc Vector512<float>[2 * Group];
-        var window = stackalloc Vector512<float>[Group];
         for (int row = 0; row < job.OutRows; row++)
-        {
-            float* stageRow = stage + (long)row * job.OutColumns * Lanes;
-            long planeFloats = (long)plane * Lanes;
             for (int column = 0; column < job.OutColumns; column++)
             {
-                // Column 2c of convolution rows 2r and 2r + 1, then column 2c + 1: the window's maximum, rows first.
+                // Convolution rows 2 row and 2 row + 1 start 4 row and 4 row + 2 padded rows down, columns likewise.
                 float* upper = pixels + (4L * row * columns + 4 * column) * Lanes, lower = upper + 2 * columns * Lanes;
-                Pair<TChannels>(ref job, upper, lower, w, bias, o);
-                for (int k = 0; k < channels; k++) window[k] = Vector512.Max(o[k], o[Group + k]);
-                Pair<TChannels>(ref job, upper + 2 * Lanes, lower + 2 * Lanes, w, bias, o);
-                for (int k = 0; k < channels; k++)
-                    Vector512.Store(Vector512.Max(window[k], Vector512.Max(o[k], o[Group + k])), stageRow + k * planeFloats + column * Lanes);
+                window.Position = (long)(row * job.OutColumns + column) * Lanes;
+                window.Phase = WindowRows.First;
+                Sums<TRows, WindowRows>(upper, offsets, taps, w, ref window);
+                window.Phase = WindowRows.Middle;
+                Sums<TRows, WindowRows>(lower, offsets, taps, w, ref window);
+                Sums<TRows, WindowRows>(upper + 2 * Lanes, offsets, taps, w, ref window);
+                window.Phase = WindowRows.Last;
+                Sums<TRows, WindowRows>(lower + 2 * Lanes, offsets, taps, w, ref window);
             }
+    }
+
+    /// <summary>
+    /// One output position for the strip's TRows channels: the sum over taps t, in order, of w[t * TapStride + i] times
+    /// the 16 floats at <paramref name="first"/> + offsets[t], one fused multiply-add per channel and tap; each channel's
+    /// sum then goes to <paramref name="output"/>. Not inlined: four copies in one loop ran out of registers.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Sums<TRows, TOutput>(float* first, int* offsets, int taps, float* w, ref TOutput output)
+        where TRows : struct, Gemm.IConstant where TOutput : struct, Gemm.IStripRows
+    {
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        Vector512<float> c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default;
+        Vector512<float> c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
+        for (int t = 0; t < taps; t++, w += TapStride)
+            Gemm.Accumulate<TRows>(Vector512.Load(first + offsets[t]), w,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+        Gemm.Store<TRows, TOutput>(ref output,
+            c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
+    }
+
+    /// <summary>bias[i] and the activation on channel i's sums (<see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Activate(Vector512<float> sum, float* bias, bool hasBias, int kind, int i)
+    {
+        // The bias an embedded broadcast: the add reads it from memory.
+        if (hasBias) sum += Vector512.Create(bias[i]);
+        return ConvKernels.EpilogueVector(sum, 0f, false, default, false, kind);
+    }
+
+    /// <summary>
+    /// A chunk's pooling window, one convolution output at a time: the first is held (in a block of
+    /// <see cref="Gemm.MaxStripRows"/> vectors), the middle ones taken into its maximum, and the last one's maximum stored
+    /// at channel i's staging plane, <see cref="Position"/> floats in.
+    /// </summary>
+    private struct WindowRows(float* stage, long channelStride, float* bias, bool hasBias, int kind) : Gemm.IStripRows
+    {
+        public const int First = 0, Middle = 1, Last = 2;
+        private fixed float _held[Gemm.MaxStripRows * Lanes];
+        public long Position;
+        public int Phase;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(int i, Vector512<float> sum)
+        {
+            var value = Activate(sum, bias, hasBias, kind, i);
+            float* held = (float*)Unsafe.AsPointer(ref _held[i * Lanes]);
+            if (Phase == First) Vector512.Store(value, held);
+            else if (Phase == Middle) Vector512.Store(Vector512.Max(Vector512.Load(held), value), held);
+            else Vector512.Store(Vector512.Max(Vector512.Load(held), value), stage + i * channelStride + Position);
         }
     }
 
     /// <summary>
-    /// o[k] and o[8 + k] = act(bias[k] + sum over taps of w[t, k] * x) for the two outputs whose first inputs are at
-    /// <paramref name="first"/> and <paramref name="second"/> (16 samples each), for the first TChannels channels.
+    /// Pooled rows of one sample: the upper convolution row's 16 columns are held, the lower row's taken into their
+    /// maximum, whose column pairs' maxima (<see cref="Count"/> pooled columns) are stored at channel i of the output.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Pair<TChannels>(ref Job job, float* first, float* second, float* w, float* bias, Vector512<float>* o)
-        where TChannels : struct, Gemm.IConstant
+    private struct PooledRows(float* bias, bool hasBias, int kind, long channelStride) : Gemm.IStripRows
     {
-        int channels = TChannels.Value, taps = job.P.R * job.P.S;
-        int* offsets = job.TapOffsets;
-        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
-        for (int t = 0; t < taps; t++, w += Group)
+        private fixed float _held[Gemm.MaxStripRows * Lanes];
+        public float* Y;
+        public int Count;
+        public bool Lower;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(int i, Vector512<float> sum)
         {
-            long at = (long)offsets[t] * Lanes;
-            var x0 = Vector512.Load(first + at);
-            var x1 = Vector512.Load(second + at);
-            var c = Vector512.Create(w[0]); a0 = Vector512.FusedMultiplyAdd(c, x0, a0); b0 = Vector512.FusedMultiplyAdd(c, x1, b0);
-            if (channels > 1) { c = Vector512.Create(w[1]); a1 = Vector512.FusedMultiplyAdd(c, x0, a1); b1 = Vector512.FusedMultiplyAdd(c, x1, b1); }
-            if (channels > 2) { c = Vector512.Create(w[2]); a2 = Vector512.FusedMultiplyAdd(c, x0, a2); b2 = Vector512.FusedMultiplyAdd(c, x1, b2); }
-            if (channels > 3) { c = Vector512.Create(w[3]); a3 = Vector512.FusedMultiplyAdd(c, x0, a3); b3 = Vector512.FusedMultiplyAdd(c, x1, b3); }
-            if (channels > 4) { c = Vector512.Create(w[4]); a4 = Vector512.FusedMultiplyAdd(c, x0, a4); b4 = Vector512.FusedMultiplyAdd(c, x1, b4); }
-            if (channels > 5) { c = Vector512.Create(w[5]); a5 = Vector512.FusedMultiplyAdd(c, x0, a5); b5 = Vector512.FusedMultiplyAdd(c, x1, b5); }
-            if (channels > 6) { c = Vector512.Create(w[6]); a6 = Vector512.FusedMultiplyAdd(c, x0, a6); b6 = Vector512.FusedMultiplyAdd(c, x1, b6); }
-            if (channels > 7) { c = Vector512.Create(w[7]); a7 = Vector512.FusedMultiplyAdd(c, x0, a7); b7 = Vector512.FusedMultiplyAdd(c, x1, b7); }
+            var value = Activate(sum, bias, hasBias, kind, i);
+            float* held = (float*)Unsafe.AsPointer(ref _held[i * Lanes]);
+            if (!Lower)
+            {
+                Vector512.Store(value, held);
+                return;
+            }
+            var rows = Vector512.Max(Vector512.Load(held), value);
+            var pairs = Vector512.Max(Avx512F.PermuteVar16x32(rows, Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14)),
+                Avx512F.PermuteVar16x32(rows, Vector512.Create(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15)));
+            Avx512F.MaskStore(Y + i * channelStride, ConvKernels.FirstLanes(Count), pairs);
         }
-        Finish(ref job, a0, b0, bias[0], o, 0);
-        if (channels > 1) Finish(ref job, a1, b1, bias[1], o, 1);
-        if (channels > 2) Finish(ref job, a2, b2, bias[2], o, 2);
-        if (channels > 3) Finish(ref job, a3, b3, bias[3], o, 3);
-        if (channels > 4) Finish(ref job, a4, b4, bias[4], o, 4);
-        if (channels > 5) Finish(ref job, a5, b5, bias[5], o, 5);
-        if (channels > 6) Finish(ref job, a6, b6, bias[6], o, 6);
-        if (channels > 7) Finish(ref job, a7, b7, bias[7], o, 7);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Finish(ref Job job, Vector512<float> a, Vector512<float> b, float bias, Vector512<float>* o, int k)
+    /// <summary>One unpooled row of one sample: channel i's first <see cref="Count"/> outputs stored at <see cref="Y"/> + i * channelStride.</summary>
+    private struct PlainRows(float* bias, bool hasBias, int kind, long channelStride) : Gemm.IStripRows
     {
-        o[k] = ConvKernels.EpilogueVector(a, bias, job.HasBias, default, false, job.Kind);
-        o[Group + k] = ConvKernels.EpilogueVector(b, bias, job.HasBias, default, false, job.Kind);
+        public float* Y;
+        public int Count;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public readonly void Row(int i, Vector512<float> sum) =>
+            Avx512F.MaskStore(Y + i * channelStride, ConvKernels.FirstLanes(Count), Activate(sum, bias, hasBias, kind, i));
     }
 
     /// <summary>
@@ -418,41 +489,55 @@ internal static unsafe class DirectStemConv
     }
 
     /// <summary>
-    /// Row pairs [pair0, pair1) of one sample for the first TChannels output channels of <paramref name="group"/>: per 16
-    /// columns, 16 accumulators (8 channels, 2 rows), each tap one load per row and 16 multiply-adds; then the pooled
-    /// row, or the two rows (the second only if it exists).
+    /// Row pairs [pair0, pair1) of one sample for the channels of strip <paramref name="strip"/>: per 16 columns, the
+    /// upper row's sums and then the lower row's (<see cref="Sums{TRows, TOutput}"/>), pooled together or stored as two
+    /// rows (the lower one only if the output has it).
     /// </summary>
-    private static void RowPairs<TPool>(ref Job job, float* split, int n, int group, int pair0, int pair1) where TPool : struct, IPooling
+    private static void RowPairs(ref Job job, float* split, int n, int strip, int pair0, int pair1)
     {
-        // One specialisation per channel count, so that a last group of fewer than 8 channels (19 = 8 + 8 + 3) does
-        // no multiply-adds for the channels it lacks, and per pooling, so that each holds one kind of store.
-        switch (Math.Min(Group, job.P.K - group * Group))
+        int k0 = StripStart(job.P.K, job.Strips, strip);
+        float* w = job.W + (long)strip * job.P.R * job.P.S * TapStride;
+        // One specialisation per channel count, so that a strip does no multiply-adds for channels it lacks.
+        switch (StripStart(job.P.K, job.Strips, strip + 1) - k0)
         {
-            case 1: RowPairs<TPool, Gemm.N1>(ref job, split, n, group, pair0, pair1); break;
-            case 2: RowPairs<TPool, Gemm.N2>(ref job, split, n, group, pair0, pair1); break;
-            case 3: RowPairs<TPool, Gemm.N3>(ref job, split, n, group, pair0, pair1); break;
-            case 4: RowPairs<TPool, Gemm.N4>(ref job, split, n, group, pair0, pair1); break;
-            case 5: RowPairs<TPool, Gemm.N5>(ref job, split, n, group, pair0, pair1); break;
-            case 6: RowPairs<TPool, Gemm.N6>(ref job, split, n, group, pair0, pair1); break;
-            case 7: RowPairs<TPool, Gemm.N7>(ref job, split, n, group, pair0, pair1); break;
-            default: RowPairs<TPool, Gemm.N8>(ref job, split, n, group, pair0, pair1); break;
+            case 1: RowPairs<Gemm.N1>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 2: RowPairs<Gemm.N2>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 3: RowPairs<Gemm.N3>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 4: RowPairs<Gemm.N4>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 5: RowPairs<Gemm.N5>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 6: RowPairs<Gemm.N6>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 7: RowPairs<Gemm.N7>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 8: RowPairs<Gemm.N8>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 9: RowPairs<Gemm.N9>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 10: RowPairs<Gemm.N10>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 11: RowPairs<Gemm.N11>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 12: RowPairs<Gemm.N12>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 13: RowPairs<Gemm.N13>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 14: RowPairs<Gemm.N14>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 15: RowPairs<Gemm.N15>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 16: RowPairs<Gemm.N16>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 17: RowPairs<Gemm.N17>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 18: RowPairs<Gemm.N18>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 19: RowPairs<Gemm.N19>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 20: RowPairs<Gemm.N20>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 21: RowPairs<Gemm.N21>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 22: RowPairs<Gemm.N22>(ref job, split, n, k0, w, pair0, pair1); break;
+            case 23: RowPairs<Gemm.N23>(ref job, split, n, k0, w, pair0, pair1); break;
+            default: RowPairs<Gemm.N24>(ref job, split, n, k0, w, pair0, pair1); break;
         }
     }
 
-    /// <summary>Whether the rows are pooled as they are stored, known to the JIT.</summary>
-    private interface IPooling { static abstract bool Pooled { get; } }
-    private struct WithPool : IPooling { public static bool Pooled => true; }
-    private struct WithoutPool : IPooling { public static bool Pooled => false; }
-
-    private static void RowPairs<TPool, TChannels>(ref Job job, float* split, int n, int group, int pair0, int pair1)
-        where TPool : struct, IPooling where TChannels : struct, Gemm.IConstant
+    private static void RowPairs<TRows>(ref Job job, float* split, int n, int k0, float* w, int pair0, int pair1)
+        where TRows : struct, Gemm.IConstant
     {
         ref readonly Conv2dParams p = ref job.P;
-        int taps = p.R * p.S, k0 = group * Group, channels = TChannels.Value;
+        int taps = p.R * p.S;
         long stride = job.ChannelStride, line = 2L * job.HalfRow;
         float* y = job.Y + k0 * stride + n * job.SampleStride;
         float* bias = job.Bias + k0;
         int* offsets = job.TapOffsets;
+        var pooled = new PooledRows(bias, job.HasBias, job.Kind, stride);
+        var plain = new PlainRows(bias, job.HasBias, job.Kind, stride);
         for (int pair = pair0; pair < pair1; pair++)
         {
             for (int v = 0; v < job.Vectors; v++)
@@ -460,68 +545,23 @@ internal static unsafe class DirectStemConv
                 int q0 = v * Lanes;
                 // Output rows 2 pair and 2 pair + 1 read padded rows two apart (stride 2).
                 float* upper = split + 4 * pair * line + q0, lower = upper + 2 * line;
-                Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-                Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
-                float* w = job.W + (long)group * taps * Group;
-                for (int t = 0; t < taps; t++, w += Group)
+                if (job.Pooled)
                 {
-                    var x0 = Vector512.Load(upper + offsets[t]);
-                    var x1 = Vector512.Load(lower + offsets[t]);
-                    var c = Vector512.Create(w[0]); a0 = Vector512.FusedMultiplyAdd(c, x0, a0); b0 = Vector512.FusedMultiplyAdd(c, x1, b0);
-                    if (channels > 1) { c = Vector512.Create(w[1]); a1 = Vector512.FusedMultiplyAdd(c, x0, a1); b1 = Vector512.FusedMultiplyAdd(c, x1, b1); }
-                    if (channels > 2) { c = Vector512.Create(w[2]); a2 = Vector512.FusedMultiplyAdd(c, x0, a2); b2 = Vector512.FusedMultiplyAdd(c, x1, b2); }
-                    if (channels > 3) { c = Vector512.Create(w[3]); a3 = Vector512.FusedMultiplyAdd(c, x0, a3); b3 = Vector512.FusedMultiplyAdd(c, x1, b3); }
-                    if (channels > 4) { c = Vector512.Create(w[4]); a4 = Vector512.FusedMultiplyAdd(c, x0, a4); b4 = Vector512.FusedMultiplyAdd(c, x1, b4); }
-                    if (channels > 5) { c = Vector512.Create(w[5]); a5 = Vector512.FusedMultiplyAdd(c, x0, a5); b5 = Vector512.FusedMultiplyAdd(c, x1, b5); }
-                    if (channels > 6) { c = Vector512.Create(w[6]); a6 = Vector512.FusedMultiplyAdd(c, x0, a6); b6 = Vector512.FusedMultiplyAdd(c, x1, b6); }
-                    if (channels > 7) { c = Vector512.Create(w[7]); a7 = Vector512.FusedMultiplyAdd(c, x0, a7); b7 = Vector512.FusedMultiplyAdd(c, x1, b7); }
+                    pooled.Y = y + (long)pair * job.OutColumns + v * (Lanes / 2);
+                    pooled.Count = Math.Min(Lanes / 2, job.OutColumns - v * (Lanes / 2));
+                    pooled.Lower = false;
+                    Sums<TRows, PooledRows>(upper, offsets, taps, w, ref pooled);
+                    pooled.Lower = true;
+                    Sums<TRows, PooledRows>(lower, offsets, taps, w, ref pooled);
+                    continue;
                 }
-                float* yv;
-                int count;
-                if (TPool.Pooled)
-                {
-                    yv = y + (long)pair * job.OutColumns + v * (Lanes / 2);
-                    count = Math.Min(Lanes / 2, job.OutColumns - v * (Lanes / 2));
-                }
-                else
-                {
-                    yv = y + (long)2 * pair * p.Q + q0;
-                    count = Math.Min(Lanes, p.Q - q0);
-                }
-                Store<TPool>(ref job, a0, b0, bias[0], yv, count, 2 * pair);
-                if (channels > 1) Store<TPool>(ref job, a1, b1, bias[1], yv + stride, count, 2 * pair);
-                if (channels > 2) Store<TPool>(ref job, a2, b2, bias[2], yv + 2 * stride, count, 2 * pair);
-                if (channels > 3) Store<TPool>(ref job, a3, b3, bias[3], yv + 3 * stride, count, 2 * pair);
-                if (channels > 4) Store<TPool>(ref job, a4, b4, bias[4], yv + 4 * stride, count, 2 * pair);
-                if (channels > 5) Store<TPool>(ref job, a5, b5, bias[5], yv + 5 * stride, count, 2 * pair);
-                if (channels > 6) Store<TPool>(ref job, a6, b6, bias[6], yv + 6 * stride, count, 2 * pair);
-                if (channels > 7) Store<TPool>(ref job, a7, b7, bias[7], yv + 7 * stride, count, 2 * pair);
+                plain.Y = y + (long)2 * pair * p.Q + q0;
+                plain.Count = Math.Min(Lanes, p.Q - q0);
+                Sums<TRows, PlainRows>(upper, offsets, taps, w, ref plain);
+                if (2 * pair + 1 >= p.P) continue;
+                plain.Y += p.Q;
+                Sums<TRows, PlainRows>(lower, offsets, taps, w, ref plain);
             }
         }
     }
-
-    /// <summary>
-    /// One channel's 16 columns of output rows <paramref name="row"/> and row + 1: bias and activation on each, then
-    /// with a pool the maximum of the rows and of each column pair (<paramref name="count"/> pooled columns), else both
-    /// rows (<paramref name="count"/> columns each; the second only if the output has it).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store<TPool>(ref Job job, Vector512<float> upper, Vector512<float> lower, float bias, float* y, int count, int row)
-        where TPool : struct, IPooling
-    {
-        upper = ConvKernels.EpilogueVector(upper, bias, job.HasBias, default, false, job.Kind);
-        lower = ConvKernels.EpilogueVector(lower, bias, job.HasBias, default, false, job.Kind);
-        var mask = ConvKernels.FirstLanes(count);
-        if (!TPool.Pooled)
-        {
-            Avx512F.MaskStore(y, mask, upper);
-            if (row + 1 < job.P.P) Avx512F.MaskStore(y + job.P.Q, mask, lower);
-            return;
-        }
-        var rows = Vector512.Max(upper, lower);
-        var pairs = Vector512.Max(Avx512F.PermuteVar16x32(rows, Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14)),
-            Avx512F.PermuteVar16x32(rows, Vector512.Create(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15)));
-        Avx512F.MaskStore(y, mask, pairs);
-    }
-
 }

@@ -29,13 +29,19 @@ public static unsafe partial class Gemm
         public readonly Vector512<float>* Masks = masks;
     }
 
+    /// <summary>What becomes of a strip's sums: row i (the strip's output channel i) is handed over as it is finished.</summary>
+    internal interface IStripRows
+    {
+        void Row(int i, Vector512<float> sum);
+    }
+
     /// <summary>
     /// Where a strip's rows go: row i (output channel i of the strip) is stored at <paramref name="y"/> + i *
     /// <paramref name="ldc"/> as act(sum + bias[i] + residual[i * ldr + j])
     /// (<see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>: kind 0 no
     /// activation, 1 ReLU, 2 Hardswish; bias and residual may be null), its first <paramref name="lanes"/> lanes only.
     /// </summary>
-    internal readonly struct StripOutput(float* y, int ldc, float* bias, float* residual, long ldr, int kind, int lanes)
+    internal readonly struct StripOutput(float* y, int ldc, float* bias, float* residual, long ldr, int kind, int lanes) : IStripRows
     {
         private readonly Vector512<float> _keep = ConvKernels.FirstLanes(lanes);
 
@@ -124,6 +130,87 @@ public static unsafe partial class Gemm
         }
     }
 
+    /// <summary>
+    /// For each of <paramref name="points"/> matrix products, point p: m_p = u_p v_p for <paramref name="rows"/> (1 to
+    /// <see cref="MaxStripRows"/>) rows and 16 columns, u_p [rows, depth] stored transposed as [depth][<see cref="MaxStripRows"/>]
+    /// at <paramref name="u"/> + p * <paramref name="uPoint"/>, v_p [depth, 16] with rows <paramref name="ldv"/> apart at
+    /// <paramref name="v"/> + p * <paramref name="vPoint"/>, m_p's rows <paramref name="ldm"/> apart at
+    /// <paramref name="m"/> + p * <paramref name="mPoint"/>. Each sum runs over depth in order, one fused multiply-add a
+    /// term, as <see cref="Kernel512"/> sums a tile: the same bits. (Winograd's point-wise products: every output channel
+    /// of a point for 16 tiles in one pass.) Needs AVX-512.
+    /// </summary>
+    internal static void MultiplyPointStrips(int rows, int points, int depth, float* u, long uPoint, float* v, long vPoint, long ldv,
+        float* m, long mPoint, long ldm)
+    {
+        var product = new PointProduct(points, depth, u, uPoint, v, vPoint, ldv, m, mPoint, ldm);
+        switch (rows)
+        {
+            case 1: PointStrips<N1>(product); break;
+            case 2: PointStrips<N2>(product); break;
+            case 3: PointStrips<N3>(product); break;
+            case 4: PointStrips<N4>(product); break;
+            case 5: PointStrips<N5>(product); break;
+            case 6: PointStrips<N6>(product); break;
+            case 7: PointStrips<N7>(product); break;
+            case 8: PointStrips<N8>(product); break;
+            case 9: PointStrips<N9>(product); break;
+            case 10: PointStrips<N10>(product); break;
+            case 11: PointStrips<N11>(product); break;
+            case 12: PointStrips<N12>(product); break;
+            case 13: PointStrips<N13>(product); break;
+            case 14: PointStrips<N14>(product); break;
+            case 15: PointStrips<N15>(product); break;
+            case 16: PointStrips<N16>(product); break;
+            case 17: PointStrips<N17>(product); break;
+            case 18: PointStrips<N18>(product); break;
+            case 19: PointStrips<N19>(product); break;
+            case 20: PointStrips<N20>(product); break;
+            case 21: PointStrips<N21>(product); break;
+            case 22: PointStrips<N22>(product); break;
+            case 23: PointStrips<N23>(product); break;
+            case 24: PointStrips<N24>(product); break;
+            default: throw new ArgumentOutOfRangeException(nameof(rows), rows, $"A strip holds 1 to {MaxStripRows} output channels.");
+        }
+    }
+
+    private readonly struct PointProduct(int points, int depth, float* u, long uPoint, float* v, long vPoint, long ldv, float* m, long mPoint, long ldm)
+    {
+        public readonly int Points = points, Depth = depth;
+        public readonly float* U = u, V = v, M = m;
+        public readonly long UPoint = uPoint, VPoint = vPoint, Ldv = ldv, MPoint = mPoint, Ldm = ldm;
+    }
+
+    /// <summary>A product's rows stored whole, <paramref name="ldm"/> floats apart.</summary>
+    private readonly struct ProductRows(float* m, long ldm) : IStripRows
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(int i, Vector512<float> sum) => sum.Store(m + i * ldm);
+    }
+
+    private static void PointStrips<TRows>(PointProduct product) where TRows : struct, IConstant
+    {
+        for (int point = 0; point < product.Points; point++)
+        {
+            var rows = new ProductRows(product.M + point * product.MPoint, product.Ldm);
+            PointStrip<TRows>(product.Depth, product.U + point * product.UPoint, product.V + point * product.VPoint, product.Ldv, ref rows);
+        }
+    }
+
+    /// <summary>One point's strip; not inlined, so that its 24 accumulators get the registers to themselves.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void PointStrip<TRows>(int depth, float* u, float* v, long ldv, ref ProductRows output) where TRows : struct, IConstant
+    {
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        Vector512<float> c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default;
+        Vector512<float> c16 = default, c17 = default, c18 = default, c19 = default, c20 = default, c21 = default, c22 = default, c23 = default;
+        for (int d = 0; d < depth; d++, v += ldv, u += MaxStripRows)
+            Accumulate<TRows>(Vector512.Load(v), u,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
+        Store<TRows, ProductRows>(ref output,
+            c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
+    }
+
     private static void Strip<TRows>(float* w, in StripInput input, bool readWhole, in StripOutput output) where TRows : struct, IConstant
     {
         if (readWhole) StripKernel<TRows, WholeLoads>(w, input, output);
@@ -155,7 +242,7 @@ public static unsafe partial class Gemm
                     ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
             }
         }
-        Store<TRows>(output,
+        Store<TRows, StripOutput>(ref output,
             c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
     }
 
@@ -201,13 +288,13 @@ public static unsafe partial class Gemm
                 ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
                 ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
         }
-        Store<TRows>(output,
+        Store<TRows, StripOutput>(ref output,
             c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
     }
 
     /// <summary>c_i += w[i] * b for the strip's rows i.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate<TRows>(Vector512<float> b, float* w,
+    internal static void Accumulate<TRows>(Vector512<float> b, float* w,
         ref Vector512<float> c0, ref Vector512<float> c1, ref Vector512<float> c2, ref Vector512<float> c3,
         ref Vector512<float> c4, ref Vector512<float> c5, ref Vector512<float> c6, ref Vector512<float> c7,
         ref Vector512<float> c8, ref Vector512<float> c9, ref Vector512<float> c10, ref Vector512<float> c11,
@@ -243,14 +330,14 @@ public static unsafe partial class Gemm
         if (rows > 23) c23 = Vector512.FusedMultiplyAdd(Vector512.Create(w[23]), b, c23);
     }
 
-    /// <summary>The strip's rows, each through <see cref="StripOutput.Row"/>.</summary>
+    /// <summary>The strip's rows, each through <paramref name="output"/>'s <see cref="IStripRows.Row"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store<TRows>(in StripOutput output,
+    internal static void Store<TRows, TOutput>(ref TOutput output,
         Vector512<float> c0, Vector512<float> c1, Vector512<float> c2, Vector512<float> c3, Vector512<float> c4, Vector512<float> c5,
         Vector512<float> c6, Vector512<float> c7, Vector512<float> c8, Vector512<float> c9, Vector512<float> c10, Vector512<float> c11,
         Vector512<float> c12, Vector512<float> c13, Vector512<float> c14, Vector512<float> c15, Vector512<float> c16, Vector512<float> c17,
         Vector512<float> c18, Vector512<float> c19, Vector512<float> c20, Vector512<float> c21, Vector512<float> c22, Vector512<float> c23)
-        where TRows : struct, IConstant
+        where TRows : struct, IConstant where TOutput : struct, IStripRows
     {
         int rows = TRows.Value;
         output.Row(0, c0);

@@ -192,8 +192,8 @@ internal static unsafe class StemColumns
             P = p, X = x, Y = y, Px = px, U0 = u0, Taps = tapTable,
             Groups = (p.K + Group - 1) / Group, PlaneStride = (long)px * p.Q + Slack(p, px),
         };
-        float* packed = ConvScratch.Current.Get(ConvScratch.Slot.Weights, DirectStemConv.PackedLength(p));
-        DirectStemConv.Pack(w, bias, p, packed);
+        float* packed = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)job.Groups * (taps + 1) * Group);
+        Pack(w, bias, p, packed);
         job.W = packed;
         job.Bias = bias == null ? null : packed + (long)job.Groups * taps * Group;
         job.Items = p.N * job.Groups;
@@ -202,6 +202,19 @@ internal static unsafe class StemColumns
         // SAFETY: job and the tap table on this stack frame outlive ForParts, which returns when every part is done.
         if (job.Parts == 1) RunPart(&job, 0);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
+    }
+
+    /// <summary>Per group of 8 output channels the weights [taps][8], then the biases [groups][8]; zero for absent channels.</summary>
+    private static void Pack(float* w, float* bias, in Conv2dParams p, float* packed)
+    {
+        int taps = p.R * p.S, groups = (p.K + Group - 1) / Group;
+        float* packedBias = packed + (long)groups * taps * Group;
+        for (int k = 0; k < groups * Group; k++)
+        {
+            float* dst = packed + (long)(k / Group) * taps * Group + k % Group;
+            for (int t = 0; t < taps; t++) dst[t * Group] = k < p.K ? w[(long)k * taps + t] : 0f;
+            packedBias[k] = k < p.K && bias != null ? bias[k] : 0f;
+        }
     }
 
     private static void RunPart(void* state, int part)

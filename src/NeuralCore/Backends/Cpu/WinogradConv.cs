@@ -12,7 +12,8 @@ namespace NeuralCore.Backends.Cpu;
 /// 3 x 3 tiles from 5 x 5 patches, 81 become 25). The weights are transformed once (U = G g G^T, 16 or 25 matrices
 /// [K, C], packed as the GEMM's A micro-panels); per block of tiles the input patches are transformed (V = B^T d B, one
 /// matrix [C, tiles] per point, whose columns are the tiles), multiplied point by point as GEMMs M = U V by the 8 x 32
-/// micro-kernel, and transformed back (Y = A^T M A) with bias, residual and activation applied as the outputs are stored.
+/// micro-kernel (or, for at most 24 output channels, in strips of every output channel for 16 tiles), and transformed
+/// back (Y = A^T M A) with bias, residual and activation applied as the outputs are stored.
 /// </summary>
 /// <remarks>
 /// On maps 15 columns wide or more the transforms run with the tiles in the vector lanes, along runs of up to 16 tiles
@@ -69,10 +70,15 @@ internal static unsafe class WinogradConv
     private static readonly float[] Zeros = GC.AllocateArray<float>(32, pinned: true);
     private static float* ZeroRow => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Zeros));
     // Floats of one point's 8 x 32 product tile.
-    private const int ProductTile = Rows * Lanes;
 
     /// <summary>Whether inference plans use this path (tests turn it off to compare it with the implicit GEMM).</summary>
     internal static bool Enabled { get; set; } = true;
+
+    /// <summary>
+    /// Whether weights transformed from now on multiply in strips where the output channels fit one
+    /// (<see cref="Gemm.MultiplyPointStrips"/>; tests turn it off to compare it with the 8 x 32 tiles).
+    /// </summary>
+    internal static bool Strips { get; set; } = true;
 
     /// <summary>Whether this path may use F(3x3, 3x3) (see <see cref="TileSize"/>; tests turn it off to compare it with F(2x2, 3x3)).</summary>
     internal static bool LargeTiles { get; set; } = true;
@@ -136,7 +142,8 @@ internal static unsafe class WinogradConv
             Tile = TileSize(p, pooled);
             int alpha = Tile + 2;
             double[,] gm = Tile == 3 ? LargeG : SmallG;
-            PerPoint = Gemm.PackedRowsLength(k, c);
+            UsesStrips = Strips && k <= Gemm.MaxStripRows;
+            PerPoint = UsesStrips ? (long)c * Gemm.MaxStripRows : Gemm.PackedRowsLength(k, c);
             _packed = GC.AllocateArray<float>((int)(alpha * alpha * PerPoint), pinned: true);
             var u = new float[(long)alpha * alpha * k * c];
             Span<double> gg = stackalloc double[3 * alpha];
@@ -155,8 +162,21 @@ internal static unsafe class WinogradConv
                 }
             fixed (float* src = u, dst = _packed)
                 for (int point = 0; point < alpha * alpha; point++)
-                    Gemm.PackRows(src + (long)point * k * c, c, k, c, dst + point * PerPoint);
+                {
+                    float* matrix = src + (long)point * k * c, packed = dst + point * PerPoint;
+                    if (!UsesStrips)
+                    {
+                        Gemm.PackRows(matrix, c, k, c, packed);
+                        continue;
+                    }
+                    // Transposed, [C][MaxStripRows]: input channel i's weights for every output channel, zero past K.
+                    for (int i = 0; i < c; i++)
+                        for (int o = 0; o < k; o++) packed[(long)i * Gemm.MaxStripRows + o] = matrix[(long)o * c + i];
+                }
         }
+
+        /// <summary>Whether the products run in strips (<see cref="Strips"/>, at most <see cref="Gemm.MaxStripRows"/> output channels).</summary>
+        internal bool UsesStrips { get; }
 
         /// <summary>The output tile's side: 2 for F(2x2, 3x3), 3 for F(3x3, 3x3).</summary>
         internal int Tile { get; }
@@ -168,12 +188,15 @@ internal static unsafe class WinogradConv
         internal float* Packed => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
 
         /// <summary>What the kernel reads, as pointers and sizes (the array is pinned).</summary>
-        internal Packing View() => new(Packed, PerPoint, Tile);
+        internal Packing View() => new(Packed, PerPoint, Tile, UsesStrips);
     }
 
     /// <summary>Transformed weights as the kernel reads them: <see cref="Weights"/> without the managed object.</summary>
-    internal readonly struct Packing(float* packed, long perPoint, int tile)
+    internal readonly struct Packing(float* packed, long perPoint, int tile, bool strips)
     {
+        /// <summary>Whether the matrices are packed for strips (transposed) rather than for 8 x 32 tiles.</summary>
+        internal readonly bool Strips = strips;
+
         /// <summary>The packed matrices, point after point.</summary>
         internal readonly float* Packed = packed;
 
@@ -189,6 +212,11 @@ internal static unsafe class WinogradConv
     {
         public float* X, U, Bias, Y, Residual;
         public int C, K, KPadded, H, W, TilesH, TilesW, Kind;
+        // Output channels multiplied at a time (8, a micro-tile's rows, or all K in strips), and the floats from one point's
+        // products to the next in M ([point, ChunkRows, 32]).
+        public int ChunkRows;
+        public long MPoint;
+        public bool Strips;
         // The output tile's side (2 or 3, see TileSize) and the transformed values per tile, (Tile + 2)^2.
         public int Tile, Points;
         // A fused 2 x 1 max pool (see Supports): y is [K, N, H / 2, W], one row per tile row.
@@ -259,11 +287,13 @@ internal static unsafe class WinogradConv
         var job = new Job
         {
             X = x, U = weights.Packed, Bias = bias, Y = y, Residual = residual,
-            C = p.C, K = p.K, KPadded = (p.K + Rows - 1) / Rows * Rows, H = p.H, W = p.W,
+            C = p.C, K = p.K, H = p.H, W = p.W, Strips = weights.Strips, ChunkRows = weights.Strips ? p.K : Rows,
             TilesH = (p.H + tile - 1) / tile, TilesW = (p.W + tile - 1) / tile, Kind = kind,
             Tile = tile, Points = (tile + 2) * (tile + 2),
             PerPoint = weights.PerPoint, Plane = (long)p.H * p.W, Pooled = pooled,
         };
+        job.KPadded = (p.K + job.ChunkRows - 1) / job.ChunkRows * job.ChunkRows;
+        job.MPoint = (long)job.ChunkRows * Lanes;
         job.N = p.N;
         job.TilesPerPlane = job.TilesH * job.TilesW;
         job.SampleLanes = (p.W + 1) / 2 < MinTilesWide;
@@ -311,9 +341,10 @@ internal static unsafe class WinogradConv
     {
         ConvScratch scratch = ConvScratch.Current;
         int ld = job.Ld;
-        // V [point, C, ld]; M [point, 8, 32] (one micro-tile per point), with a vector of slack for unaligned loads.
+        // V [point, C, ld]; M [point, ChunkRows, 32] (one micro-tile per point, or every output channel's strips), with a
+        // vector of slack for unaligned loads.
         float* v = scratch.Get(ConvScratch.Slot.Columns, job.Points * job.VStride);
-        float* m = scratch.Get(ConvScratch.Slot.Block, job.Points * ProductTile + RunTiles);
+        float* m = scratch.Get(ConvScratch.Slot.Block, job.Points * job.MPoint + RunTiles);
         if (job.SampleLanes)
         {
             RunSampleBlocks(in job, first, end, v, m, scratch);
@@ -332,13 +363,16 @@ internal static unsafe class WinogradConv
             if (job.Tile == 3) TransformLargeInput(in job, t0, count, v);
             else TransformInput(in job, t0, count, v, ld);
             // Per panel of 32 tiles and 8 output channels, the points' products (16 or 25 KiB, in L1) and at once their
-            // output transform: from a whole block's products in L2 the output transform ran at about half the rate.
+            // output transform: from a whole block's products in L2 the output transform ran at about half the rate. In
+            // strips, every output channel's products (25 points of 19 rows: 61 KiB); 16 tiles at a time instead (30 KiB)
+            // made mel's F(3x3, 3x3) steps 0-6 % slower.
             for (int j = 0; j < width; j += Lanes)
-                for (int k = 0; k < job.KPadded; k += Rows)
+                for (int k = 0; k < job.KPadded; k += job.ChunkRows)
                 {
-                    MultiplyPoints(in job, v + j, k, m);
-                    if (job.Tile == 3) TransformLargeOutput(in job, t0 + j, Math.Min(Lanes, count - j), k, Math.Min(k + Rows, job.K), m);
-                    else TransformOutput(in job, t0 + j, Math.Min(Lanes, count - j), k, Math.Min(k + Rows, job.K), m);
+                    int lanes = Math.Min(Lanes, count - j);
+                    MultiplyPoints(in job, v + j, k, m, lanes);
+                    if (job.Tile == 3) TransformLargeOutput(in job, t0 + j, lanes, k, Math.Min(k + job.ChunkRows, job.K), m);
+                    else TransformOutput(in job, t0 + j, lanes, k, Math.Min(k + job.ChunkRows, job.K), m);
                 }
         }
     }
@@ -346,9 +380,9 @@ internal static unsafe class WinogradConv
     /// <summary>
     /// Blocks [first, end) of narrow maps, SampleGroup samples each: per input channel the samples' planes are transposed
     /// into a staging block [position, sample] and every tile position's patch is transformed for all of them at once
-    /// (panel t of V is tile t of the plane); per 8 output channels the products of each panel are transformed back into
-    /// a staging block [channel, position, sample], which is transposed into y's planes and given bias, residual and
-    /// activation there (and pooled, with a fused pool).
+    /// (panel t of V is tile t of the plane); per 8 output channels (all of them, in strips) the products of each panel
+    /// are transformed back into a staging block [channel, position, sample], which is transposed into y's planes and
+    /// given bias, residual and activation there (and pooled, with a fused pool).
     /// </summary>
     [SkipLocalsInit]
     private static void RunSampleBlocks(in Job job, int first, int end, float* v, float* m, ConvScratch scratch)
@@ -357,7 +391,7 @@ internal static unsafe class WinogradConv
         // Input staging [plane, 32] and a 32-float block of zeros after it (the patches' positions off the map); output
         // staging [8, plane, 32]; with a pool, one channel's unpooled planes [32, plane].
         float* staging = scratch.Get(ConvScratch.Slot.Padded, (long)(plane + 1) * Lanes);
-        float* outputs = scratch.Get(ConvScratch.Slot.Rows, (long)Rows * plane * Lanes);
+        float* outputs = scratch.Get(ConvScratch.Slot.Rows, (long)job.ChunkRows * plane * Lanes);
         float* unpooled = job.Pooled ? scratch.Get(ConvScratch.Slot.ChannelMajor, (long)SampleGroup * plane) : null;
         float* zeros = staging + (long)plane * Lanes;
         new Span<float>(zeros, Lanes).Clear();
@@ -395,12 +429,12 @@ internal static unsafe class WinogradConv
                     TransformPatch(staging + 16, sources + t * points, dst + 16, job.VStride);
                 }
             }
-            for (int k = 0; k < job.KPadded; k += Rows)
+            for (int k = 0; k < job.KPadded; k += job.ChunkRows)
             {
-                int k1 = Math.Min(k + Rows, job.K);
+                int k1 = Math.Min(k + job.ChunkRows, job.K);
                 for (int t = 0; t < tiles; t++)
                 {
-                    MultiplyPoints(in job, v + t * Lanes, k, m);
+                    MultiplyPoints(in job, v + t * Lanes, k, m, Lanes);
                     int th = t / job.TilesW, tw = t % job.TilesW;
                     if (tile == 3)
                     {
@@ -408,14 +442,14 @@ internal static unsafe class WinogradConv
                         int at = (3 * th * job.W + 3 * tw) * Lanes, rows = Math.Min(3, job.H - 3 * th), columns = Math.Min(3, job.W - 3 * tw);
                         for (int kk = k; kk < k1; kk++)
                             for (int half = 0; half < Lanes; half += 16)
-                                StoreLargeTile(m + (kk - k) * Lanes + half, ProductTile,
+                                StoreLargeTile(m + (kk - k) * Lanes + half, job.MPoint,
                                     outputs + (long)(kk - k) * plane * Lanes + half + at, job.W * Lanes, rows, columns);
                         continue;
                     }
                     for (int kk = k; kk < k1; kk++)
                         for (int half = 0; half < Lanes; half += 16)
                         {
-                            OutputTile(m + (kk - k) * Lanes + half, ProductTile, out var y00, out var y01, out var y10, out var y11);
+                            OutputTile(m + (kk - k) * Lanes + half, job.MPoint, out var y00, out var y01, out var y10, out var y11);
                             // The tile's outputs that lie on the map, at their positions in the staging block.
                             float* o = outputs + (long)(kk - k) * plane * Lanes + half;
                             int at = (2 * th * job.W + 2 * tw) * Lanes;
@@ -578,21 +612,29 @@ internal static unsafe class WinogradConv
     }
 
     /// <summary>
-    /// m[point] = U[point] rows [k, k + 8) times the V panel at <paramref name="v"/>, for each point (16 or 25). Not inlined: with
-    /// dynamic PGO the JIT inlined the micro-kernel into the block loop and the Winograd steps ran 3x slower.
+    /// m[point] = U[point] rows [k, k + 8) (in strips: every row) times the V panel at <paramref name="v"/>, its first
+    /// <paramref name="lanes"/> columns at least, for each point (16 or 25). Not inlined: with dynamic PGO the JIT inlined
+    /// the micro-kernel into the block loop and the Winograd steps ran 3x slower.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void MultiplyPoints(in Job job, float* v, int k, float* m)
+    private static void MultiplyPoints(in Job job, float* v, int k, float* m, int lanes)
     {
+        if (job.Strips)
+        {
+            // Every output channel for 16 tiles at a time (lanes past the tiles' need not be multiplied).
+            for (int half = 0; half < lanes; half += 16)
+                Gemm.MultiplyPointStrips(job.K, job.Points, job.C, job.U, job.PerPoint, v + half, job.VStride, job.Ld, m + half, job.MPoint, Lanes);
+            return;
+        }
         float* a = job.U + (long)k * job.C;
         // A last micro-panel of fewer than 8 output channels (19 = 8 + 8 + 3, 38 = 32 + 6) skips its zero rows.
         if (job.K - k < Rows)
         {
-            for (int point = 0; point < job.Points; point++, a += job.PerPoint, v += job.VStride, m += ProductTile)
+            for (int point = 0; point < job.Points; point++, a += job.PerPoint, v += job.VStride, m += job.MPoint)
                 Gemm.MultiplyTileRows(job.K - k, job.C, a, v, job.Ld, m);
             return;
         }
-        for (int point = 0; point < job.Points; point++, a += job.PerPoint, v += job.VStride, m += ProductTile)
+        for (int point = 0; point < job.Points; point++, a += job.PerPoint, v += job.VStride, m += job.MPoint)
             Gemm.MultiplyTileStrided(job.C, a, v, job.Ld, m, Lanes);
     }
 
@@ -774,7 +816,7 @@ internal static unsafe class WinogradConv
         // (the second source, j2) for j = 2.
         var interleaveLo = Vector512.Create(0, 8, 16, 1, 9, 17, 2, 10, 18, 3, 11, 19, 4, 12, 20, 5);
         var interleaveHi = Vector512.Create(13, 21, 6, 14, 22, 7, 15, 23, 0, 0, 0, 0, 0, 0, 0, 0);
-        const long pointStride = ProductTile;
+        long pointStride = job.MPoint;
         bool hasBias = job.Bias != null, hasResidual = job.Residual != null;
         for (int lane = 0; lane < count;)
         {
@@ -906,7 +948,7 @@ internal static unsafe class WinogradConv
         var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         var interleaveLo = Vector512.Create(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
         var interleaveHi = Vector512.Create(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        const long pointStride = ProductTile;
+        long pointStride = job.MPoint;
         bool hasBias = job.Bias != null, hasResidual = job.Residual != null;
         for (int lane = 0; lane < count;)
         {
