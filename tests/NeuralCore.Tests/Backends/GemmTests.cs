@@ -506,6 +506,38 @@ public sealed class CpuThreadingSettingsTests
         }
     }
 
+    /// <summary>
+    /// <see cref="Gemm.Transpose"/> copies every float of a rows x columns block to its transposed place, whole 8 x 8
+    /// blocks and the edges alike, and writes nothing else: sizes around multiples of 8 (the staging blocks' 36
+    /// positions by 32 or 16 samples among them), with strides wider than the blocks.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(3, 5)]
+    [InlineData(8, 8)]
+    [InlineData(7, 9)]
+    [InlineData(9, 7)]
+    [InlineData(16, 28)]
+    [InlineData(32, 36)]
+    [InlineData(36, 16)]
+    [InlineData(17, 23)]
+    public unsafe void TransposeCopiesEveryFloatAndNothingElse(int rows, int columns)
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx.IsSupported) Assert.Skip("This CPU has no AVX: the transposes do not run.");
+        long lds = columns + 3, ldd = rows + 5;
+        float[] src = Enumerable.Range(0, (int)(rows * lds)).Select(i => (float)i).ToArray();
+        float[] dst = Enumerable.Repeat(float.NaN, (int)(columns * ldd + 8)).ToArray();
+        fixed (float* ps = src, pd = dst) Gemm.Transpose(ps, lds, pd, ldd, rows, columns);
+        for (int j = 0; j < columns; j++)
+            for (long i = 0; i < ldd; i++)
+            {
+                float actual = dst[j * ldd + i];
+                if (i < rows) Assert.Equal(src[i * lds + j], actual);
+                else Assert.True(float.IsNaN(actual), $"row {j}, float {i} past the block was written");
+            }
+        Assert.All(dst[(int)(columns * ldd)..], v => Assert.True(float.IsNaN(v)));
+    }
+
     [Fact]
     public void ThreadsRejectsZero()
     {
