@@ -109,12 +109,10 @@ internal static class BenchCommand
             bool withProfile = parse.GetValue(profile);
             if (withProfile && what == "infer" && engine != "plan")
                 throw new CliException("--profile with --mode infer times the steps of the compiled inference plan; leave out --eager (or profile --mode train).", Program.UsageError);
-            if (withProfile && reference is not null)
-                throw new CliException("--profile times one model; profile the baseline in a run of its own (leave out --baseline).", Program.UsageError);
             bool train = what == "train", compiled = engine == "plan";
             var timed = new Timed(source, dev, shape, batch, train, compiled, console.Cancellation);
             var other = reference is null ? null : new Timed(reference, dev, shape, batch, train, compiled, console.Cancellation);
-            var (result, baselineResult, roundRatios) = Measure(timed, other, count, warm, withProfile);
+            var (result, baselineResult, roundRatios, stepRatios) = Measure(timed, other, count, warm, withProfile);
             bool asJson = parse.GetValue(json);
             var human = console.Human(asJson);
             // The widths and multiply-adds the models really have (a pruned checkpoint's config keeps the widths it was pruned from).
@@ -138,10 +136,29 @@ internal static class BenchCommand
             if (result.Profile is { } steps)
             {
                 double total = steps.Sum(s => s.Milliseconds);
-                human.WriteLine(what == "train" ? "per op (mean ms per step, share of the profiled ops):"
-                    : result.Shards > 1 ? "per step (mean ms of each sample shard's thread, share of the pass):" : "per step (mean ms, share of the pass):");
-                foreach (var (step, ms) in steps)
-                    human.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {ms,9:F4} {100 * ms / total,5:F1} %  {step}"));
+                string unit = what == "train" ? "per op (mean ms per step, share of the profiled ops"
+                    : result.Shards > 1 ? "per step (mean ms of each sample shard's thread, share of the pass" : "per step (mean ms, share of the pass";
+                if (stepRatios is not null)
+                {
+                    // Steps taken in turns with the baseline's: each figure the median over the rounds.
+                    human.WriteLine($"{unit}; the baseline's mean ms and its time over the model's, medians over {speedup!.Rounds} rounds taken in turns):");
+                    for (int i = 0; i < steps.Count; i++)
+                        human.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                            $"  {steps[i].Milliseconds,9:F4} {100 * steps[i].Milliseconds / total,5:F1} %  {baselineResult!.Profile![i].Milliseconds,9:F4} {FormatRatio(stepRatios[i]),7}  {steps[i].Step}"));
+                }
+                else
+                {
+                    human.WriteLine($"{unit}):");
+                    foreach (var (step, ms) in steps)
+                        human.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {ms,9:F4} {100 * ms / total,5:F1} %  {step}"));
+                    if (baselineResult?.Profile is { } baselineSteps)
+                    {
+                        double baselineTotal = baselineSteps.Sum(s => s.Milliseconds);
+                        human.WriteLine($"the baseline {unit}):");
+                        foreach (var (step, ms) in baselineSteps)
+                            human.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {ms,9:F4} {100 * ms / baselineTotal,5:F1} %  {step}"));
+                    }
+                }
             }
             if (asJson)
             {
@@ -163,7 +180,7 @@ internal static class BenchCommand
                 o["peak_working_set_bytes"] = result.PeakWorkingSet;
                 o["pooled_bytes"] = result.PooledBytes;
                 if (result.Profile is { } profiled)
-                    o["profile"] = new JsonArray(profiled.Select(s => (JsonNode)new JsonObject { ["step"] = s.Step, ["mean_ms"] = s.Milliseconds }).ToArray());
+                    o["profile"] = ProfileJson(profiled, stepRatios, baselineResult?.Profile);
                 if (speedup is not null)
                 {
                     o["macs"] = speedup.Macs;
@@ -174,6 +191,7 @@ internal static class BenchCommand
                         ["macs"] = speedup.BaselineMacs,
                     };
                     AddTimes(baselineJson, baselineResult!);
+                    if (baselineResult!.Profile is { } baselineProfiled) baselineJson["profile"] = ProfileJson(baselineProfiled, null, null);
                     o["baseline"] = baselineJson;
                     o["speedup"] = new JsonObject
                     {
@@ -190,6 +208,31 @@ internal static class BenchCommand
         });
         return command;
     }
+
+    /// <summary>
+    /// The profile's steps as JSON: <c>step</c> and <c>mean_ms</c>, and where the baseline's steps were matched one to one,
+    /// its <c>baseline_mean_ms</c> and <c>speedup</c> (the baseline's time over the model's, null where the model's
+    /// step took no measurable time).
+    /// </summary>
+    private static JsonArray ProfileJson(IReadOnlyList<(string Step, double Milliseconds)> steps, double[]? ratios,
+        IReadOnlyList<(string Step, double Milliseconds)>? baseline)
+    {
+        var array = new JsonArray();
+        for (int i = 0; i < steps.Count; i++)
+        {
+            var step = new JsonObject { ["step"] = steps[i].Step, ["mean_ms"] = steps[i].Milliseconds };
+            if (ratios is not null)
+            {
+                step["baseline_mean_ms"] = baseline![i].Milliseconds;
+                step["speedup"] = double.IsFinite(ratios[i]) ? ratios[i] : null;
+            }
+            array.Add((JsonNode)step);
+        }
+        return array;
+    }
+
+    private static string FormatRatio(double ratio) =>
+        double.IsFinite(ratio) ? string.Create(CultureInfo.InvariantCulture, $"{ratio:F2}x") : "-";
 
     private static void CheckInputChannels(ModelSource source, int[] shape, string which)
     {
@@ -291,7 +334,8 @@ internal static class BenchCommand
     /// MNIST model's batch-256 pass 1.53 ms against 1.37 ms alone). A slow spell of the machine then slows both models'
     /// blocks of that round alike.
     /// </summary>
-    private static (BenchResult Model, BenchResult? Baseline, double[]? RoundRatios) Measure(Timed model, Timed? baseline, int count, int warm, bool profile)
+    private static (BenchResult Model, BenchResult? Baseline, double[]? RoundRatios, double[]? StepRatios) Measure(Timed model, Timed? baseline,
+        int count, int warm, bool profile)
     {
         // The JIT recompiles a hot method in its optimised tier only after 30 calls and a 0.1 s pause in which no new
         // method was compiled; a training step keeps compiling new methods for its first second or so, and until then
@@ -332,11 +376,66 @@ internal static class BenchCommand
         }
         using var process = Process.GetCurrentProcess();
         // Timing each step adds a clock read per step, so the profile is taken in its own runs after the timed ones.
-        var steps = profile ? model.Profile(count) : null;
+        IReadOnlyList<(string, double)>? steps = null, baselineSteps = null;
+        double[]? stepRatios = null;
+        if (profile && baseline is null) steps = model.Profile(count);
+        else if (profile) (steps, baselineSteps, stepRatios) = ProfileInTurns(model, baseline!, count);
         var result = new BenchResult(times, model.Batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, model.PlanBytes, model.Shards, steps);
         var other = baseline is null ? null
-            : new BenchResult(baselineTimes, baseline.Batch, baselineAllocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, baseline.PlanBytes, baseline.Shards, null);
-        return (result, other, ratios);
+            : new BenchResult(baselineTimes, baseline.Batch, baselineAllocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, baseline.PlanBytes, baseline.Shards, baselineSteps);
+        return (result, other, ratios, stepRatios);
+    }
+
+    /// <summary>
+    /// Both models' profiles in the timed runs' rounds, taking turns as they did: each step's figure is the median over
+    /// the rounds of its mean. Where the two compiled plans have the same steps one to one (a pruned model and the one
+    /// it came from), each step's speed-up is the median over the rounds of the baseline's mean over the model's, so a
+    /// slow spell of the machine, which slows both profiles of a round, does not move it; profiles of two models taken
+    /// one after the other disagreed by a third on a busy host. Eager profiles list their ops largest first, so they are
+    /// not matched.
+    /// </summary>
+    private static (IReadOnlyList<(string, double)> Model, IReadOnlyList<(string, double)> Baseline, double[]? Ratios) ProfileInTurns(
+        Timed model, Timed baseline, int count)
+    {
+        int rounds = Math.Min(count, MaxRounds);
+        var mine = new List<IReadOnlyList<(string Step, double Milliseconds)>>();
+        var theirs = new List<IReadOnlyList<(string Step, double Milliseconds)>>();
+        for (int r = 0; r < rounds; r++)
+        {
+            var (start, end) = Block(r, rounds, count);
+            for (int turn = 0; turn < 2; turn++)
+            {
+                // As in the timed rounds: who goes first alternates, and an untimed iteration brings each model back into the caches.
+                bool modelsTurn = (turn == 0) == (r % 2 == 0);
+                var timed = modelsTurn ? model : baseline;
+                timed.Iterate();
+                (modelsTurn ? mine : theirs).Add(timed.Profile(end - start)!);
+            }
+        }
+        bool matched = model.Compiled && baseline.Compiled && mine.Concat(theirs).All(p => p.Count == mine[0].Count);
+        var modelSteps = MedianSteps(mine);
+        var baselineSteps = MedianSteps(theirs);
+        if (!matched) return (modelSteps, baselineSteps, null);
+        var stepRatios = new double[mine[0].Count];
+        for (int i = 0; i < stepRatios.Length; i++)
+        {
+            var perRound = Enumerable.Range(0, rounds).Where(r => mine[r][i].Milliseconds > 0)
+                .Select(r => theirs[r][i].Milliseconds / mine[r][i].Milliseconds).ToArray();
+            stepRatios[i] = perRound.Length == 0 ? double.NaN : Median(perRound);
+        }
+        return (modelSteps, baselineSteps, stepRatios);
+    }
+
+    /// <summary>
+    /// Each step of the first profile with the median over the profiles of its time: by position where every profile
+    /// lists as many steps (a plan's steps may share a name, two blocks' 3x3s), else by name (an eager run's ops).
+    /// </summary>
+    private static List<(string, double)> MedianSteps(List<IReadOnlyList<(string Step, double Milliseconds)>> profiles)
+    {
+        var first = profiles[0];
+        if (profiles.All(p => p.Count == first.Count))
+            return Enumerable.Range(0, first.Count).Select(i => (first[i].Step, Median(profiles.Select(p => p[i].Milliseconds).ToArray()))).ToList();
+        return first.Select(s => (s.Step, Median(profiles.Select(p => p.FirstOrDefault(q => q.Step == s.Step).Milliseconds).ToArray()))).ToList();
     }
 
     private static double Median(double[] values) => Quantile(values.Order().ToArray(), 0.5);
@@ -384,6 +483,9 @@ internal static class BenchCommand
 
         /// <summary>The sample shards the compiled inference pass runs in (1 otherwise).</summary>
         public int Shards => _compiled?.SampleShards ?? 1;
+
+        /// <summary>Whether a compiled plan runs the iterations (its profile lists the plan's steps in running order).</summary>
+        public bool Compiled => _compiled is not null || _trainingPlan is not null;
 
         /// <summary>Runs one iteration and gives its time in milliseconds; returns the bytes it allocated on this thread.</summary>
         public long TimeOne(out double milliseconds)
