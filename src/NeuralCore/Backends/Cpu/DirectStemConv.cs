@@ -270,33 +270,8 @@ internal static unsafe class DirectStemConv
             int k0 = StripStart(job.P.K, job.Strips, strip), channels = StripStart(job.P.K, job.Strips, strip + 1) - k0;
             var window = new WindowRows(stage, (long)plane * Lanes, job.Bias + k0, job.HasBias, job.Kind);
             float* w = job.W + (long)strip * job.P.R * job.P.S * TapStride;
-            switch (channels)
-            {
-                case 1: ChunkOutputs<Gemm.N1>(ref job, pixels, w, ref window); break;
-                case 2: ChunkOutputs<Gemm.N2>(ref job, pixels, w, ref window); break;
-                case 3: ChunkOutputs<Gemm.N3>(ref job, pixels, w, ref window); break;
-                case 4: ChunkOutputs<Gemm.N4>(ref job, pixels, w, ref window); break;
-                case 5: ChunkOutputs<Gemm.N5>(ref job, pixels, w, ref window); break;
-                case 6: ChunkOutputs<Gemm.N6>(ref job, pixels, w, ref window); break;
-                case 7: ChunkOutputs<Gemm.N7>(ref job, pixels, w, ref window); break;
-                case 8: ChunkOutputs<Gemm.N8>(ref job, pixels, w, ref window); break;
-                case 9: ChunkOutputs<Gemm.N9>(ref job, pixels, w, ref window); break;
-                case 10: ChunkOutputs<Gemm.N10>(ref job, pixels, w, ref window); break;
-                case 11: ChunkOutputs<Gemm.N11>(ref job, pixels, w, ref window); break;
-                case 12: ChunkOutputs<Gemm.N12>(ref job, pixels, w, ref window); break;
-                case 13: ChunkOutputs<Gemm.N13>(ref job, pixels, w, ref window); break;
-                case 14: ChunkOutputs<Gemm.N14>(ref job, pixels, w, ref window); break;
-                case 15: ChunkOutputs<Gemm.N15>(ref job, pixels, w, ref window); break;
-                case 16: ChunkOutputs<Gemm.N16>(ref job, pixels, w, ref window); break;
-                case 17: ChunkOutputs<Gemm.N17>(ref job, pixels, w, ref window); break;
-                case 18: ChunkOutputs<Gemm.N18>(ref job, pixels, w, ref window); break;
-                case 19: ChunkOutputs<Gemm.N19>(ref job, pixels, w, ref window); break;
-                case 20: ChunkOutputs<Gemm.N20>(ref job, pixels, w, ref window); break;
-                case 21: ChunkOutputs<Gemm.N21>(ref job, pixels, w, ref window); break;
-                case 22: ChunkOutputs<Gemm.N22>(ref job, pixels, w, ref window); break;
-                case 23: ChunkOutputs<Gemm.N23>(ref job, pixels, w, ref window); break;
-                default: ChunkOutputs<Gemm.N24>(ref job, pixels, w, ref window); break;
-            }
+            var call = new ChunkCall(job, pixels, w, &window);
+            Gemm.WithRows(channels, ref call);
             // stage [k, position, lane] -> y: each sample's plane of each channel is contiguous in either layout.
             float* y = job.Y + (long)k0 * job.ChannelStride + n0 * job.SampleStride;
             for (int k = 0; k < channels; k++)
@@ -497,34 +472,24 @@ internal static unsafe class DirectStemConv
     {
         int k0 = StripStart(job.P.K, job.Strips, strip);
         float* w = job.W + (long)strip * job.P.R * job.P.S * TapStride;
-        // One specialisation per channel count, so that a strip does no multiply-adds for channels it lacks.
-        switch (StripStart(job.P.K, job.Strips, strip + 1) - k0)
-        {
-            case 1: RowPairs<Gemm.N1>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 2: RowPairs<Gemm.N2>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 3: RowPairs<Gemm.N3>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 4: RowPairs<Gemm.N4>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 5: RowPairs<Gemm.N5>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 6: RowPairs<Gemm.N6>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 7: RowPairs<Gemm.N7>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 8: RowPairs<Gemm.N8>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 9: RowPairs<Gemm.N9>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 10: RowPairs<Gemm.N10>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 11: RowPairs<Gemm.N11>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 12: RowPairs<Gemm.N12>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 13: RowPairs<Gemm.N13>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 14: RowPairs<Gemm.N14>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 15: RowPairs<Gemm.N15>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 16: RowPairs<Gemm.N16>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 17: RowPairs<Gemm.N17>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 18: RowPairs<Gemm.N18>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 19: RowPairs<Gemm.N19>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 20: RowPairs<Gemm.N20>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 21: RowPairs<Gemm.N21>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 22: RowPairs<Gemm.N22>(ref job, split, n, k0, w, pair0, pair1); break;
-            case 23: RowPairs<Gemm.N23>(ref job, split, n, k0, w, pair0, pair1); break;
-            default: RowPairs<Gemm.N24>(ref job, split, n, k0, w, pair0, pair1); break;
-        }
+        var call = new RowPairsCall(job, split, n, k0, w, pair0, pair1);
+        Gemm.WithRows(StripStart(job.P.K, job.Strips, strip + 1) - k0, ref call);
+    }
+
+    /// <summary><see cref="ChunkOutputs{TRows}"/> with the strip's channel count as a type (<see cref="Gemm.WithRows"/>).</summary>
+    private struct ChunkCall(Job job, float* pixels, float* w, WindowRows* window) : Gemm.IRowsAction
+    {
+        private Job _job = job;
+
+        public void Run<TRows>() where TRows : struct, Gemm.IConstant => ChunkOutputs<TRows>(ref _job, pixels, w, ref *window);
+    }
+
+    /// <summary><see cref="RowPairs{TRows}"/> with the strip's channel count as a type (<see cref="Gemm.WithRows"/>).</summary>
+    private struct RowPairsCall(Job job, float* split, int n, int k0, float* w, int pair0, int pair1) : Gemm.IRowsAction
+    {
+        private Job _job = job;
+
+        public void Run<TRows>() where TRows : struct, Gemm.IConstant => RowPairs<TRows>(ref _job, split, n, k0, w, pair0, pair1);
     }
 
     private static void RowPairs<TRows>(ref Job job, float* split, int n, int k0, float* w, int pair0, int pair1)

@@ -57,6 +57,58 @@ public static unsafe partial class Gemm
         }
     }
 
+    /// <summary>Work specialised by a strip's row count, which <see cref="WithRows"/> passes as a type.</summary>
+    internal interface IRowsAction
+    {
+        void Run<TRows>() where TRows : struct, IConstant;
+    }
+
+    /// <summary>
+    /// <paramref name="action"/>'s Run with <paramref name="rows"/> (1 to <see cref="MaxStripRows"/>) as a type: one
+    /// specialisation per row count, so that a strip does no multiply-adds for the rows it lacks.
+    /// </summary>
+    internal static void WithRows<TAction>(int rows, ref TAction action) where TAction : struct, IRowsAction
+    {
+        switch (rows)
+        {
+            case 1: action.Run<N1>(); break;
+            case 2: action.Run<N2>(); break;
+            case 3: action.Run<N3>(); break;
+            case 4: action.Run<N4>(); break;
+            case 5: action.Run<N5>(); break;
+            case 6: action.Run<N6>(); break;
+            case 7: action.Run<N7>(); break;
+            case 8: action.Run<N8>(); break;
+            case 9: action.Run<N9>(); break;
+            case 10: action.Run<N10>(); break;
+            case 11: action.Run<N11>(); break;
+            case 12: action.Run<N12>(); break;
+            case 13: action.Run<N13>(); break;
+            case 14: action.Run<N14>(); break;
+            case 15: action.Run<N15>(); break;
+            case 16: action.Run<N16>(); break;
+            case 17: action.Run<N17>(); break;
+            case 18: action.Run<N18>(); break;
+            case 19: action.Run<N19>(); break;
+            case 20: action.Run<N20>(); break;
+            case 21: action.Run<N21>(); break;
+            case 22: action.Run<N22>(); break;
+            case 23: action.Run<N23>(); break;
+            case 24: action.Run<N24>(); break;
+            default: throw new ArgumentOutOfRangeException(nameof(rows), rows, $"A strip holds 1 to {MaxStripRows} output channels.");
+        }
+    }
+
+    /// <summary>One strip of <see cref="MultiplyStrip"/> or <see cref="MultiplyStrip3x3"/> (<paramref name="unrolled"/>).</summary>
+    private readonly struct StripCall(float* w, StripInput input, bool readWhole, StripOutput output, bool unrolled) : IRowsAction
+    {
+        public void Run<TRows>() where TRows : struct, IConstant
+        {
+            if (unrolled) Strip3x3<TRows>(w, input, readWhole, output);
+            else Strip<TRows>(w, input, readWhole, output);
+        }
+    }
+
     /// <summary>
     /// <paramref name="rows"/> (1 to <see cref="MaxStripRows"/>) output channels for 16 columns: the sum over input
     /// channels c and taps t, in that order, of w[(c * taps + t) * 32 + i] (one B micro-panel of the transposed weights)
@@ -66,34 +118,8 @@ public static unsafe partial class Gemm
     /// </summary>
     internal static void MultiplyStrip(int rows, float* w, in StripInput input, bool readWhole, in StripOutput output)
     {
-        switch (rows)
-        {
-            case 1: Strip<N1>(w, input, readWhole, output); break;
-            case 2: Strip<N2>(w, input, readWhole, output); break;
-            case 3: Strip<N3>(w, input, readWhole, output); break;
-            case 4: Strip<N4>(w, input, readWhole, output); break;
-            case 5: Strip<N5>(w, input, readWhole, output); break;
-            case 6: Strip<N6>(w, input, readWhole, output); break;
-            case 7: Strip<N7>(w, input, readWhole, output); break;
-            case 8: Strip<N8>(w, input, readWhole, output); break;
-            case 9: Strip<N9>(w, input, readWhole, output); break;
-            case 10: Strip<N10>(w, input, readWhole, output); break;
-            case 11: Strip<N11>(w, input, readWhole, output); break;
-            case 12: Strip<N12>(w, input, readWhole, output); break;
-            case 13: Strip<N13>(w, input, readWhole, output); break;
-            case 14: Strip<N14>(w, input, readWhole, output); break;
-            case 15: Strip<N15>(w, input, readWhole, output); break;
-            case 16: Strip<N16>(w, input, readWhole, output); break;
-            case 17: Strip<N17>(w, input, readWhole, output); break;
-            case 18: Strip<N18>(w, input, readWhole, output); break;
-            case 19: Strip<N19>(w, input, readWhole, output); break;
-            case 20: Strip<N20>(w, input, readWhole, output); break;
-            case 21: Strip<N21>(w, input, readWhole, output); break;
-            case 22: Strip<N22>(w, input, readWhole, output); break;
-            case 23: Strip<N23>(w, input, readWhole, output); break;
-            case 24: Strip<N24>(w, input, readWhole, output); break;
-            default: throw new ArgumentOutOfRangeException(nameof(rows), rows, $"A strip holds 1 to {MaxStripRows} output channels.");
-        }
+        var call = new StripCall(w, input, readWhole, output, unrolled: false);
+        WithRows(rows, ref call);
     }
 
     /// <summary>
@@ -102,32 +128,10 @@ public static unsafe partial class Gemm
     /// </summary>
     internal static void MultiplyStrip3x3(int rows, float* w, in StripInput input, bool readWhole, in StripOutput output)
     {
-        switch (rows)
-        {
-            case 1: Strip3x3<N1>(w, input, readWhole, output); break;
-            case 2: Strip3x3<N2>(w, input, readWhole, output); break;
-            case 3: Strip3x3<N3>(w, input, readWhole, output); break;
-            case 4: Strip3x3<N4>(w, input, readWhole, output); break;
-            case 5: Strip3x3<N5>(w, input, readWhole, output); break;
-            case 6: Strip3x3<N6>(w, input, readWhole, output); break;
-            case 7: Strip3x3<N7>(w, input, readWhole, output); break;
-            case 8: Strip3x3<N8>(w, input, readWhole, output); break;
-            case 9: Strip3x3<N9>(w, input, readWhole, output); break;
-            case 10: Strip3x3<N10>(w, input, readWhole, output); break;
-            case 11: Strip3x3<N11>(w, input, readWhole, output); break;
-            case 12: Strip3x3<N12>(w, input, readWhole, output); break;
-            case 13: Strip3x3<N13>(w, input, readWhole, output); break;
-            case 14: Strip3x3<N14>(w, input, readWhole, output); break;
-            case 15: Strip3x3<N15>(w, input, readWhole, output); break;
-            case 16: Strip3x3<N16>(w, input, readWhole, output); break;
-            case 17: Strip3x3<N17>(w, input, readWhole, output); break;
-            case 18: Strip3x3<N18>(w, input, readWhole, output); break;
-            case 19: Strip3x3<N19>(w, input, readWhole, output); break;
-            case 20: Strip3x3<N20>(w, input, readWhole, output); break;
-            case 21: Strip3x3<N21>(w, input, readWhole, output); break;
-            case 22: Strip3x3<N22>(w, input, readWhole, output); break;
-            default: throw new ArgumentOutOfRangeException(nameof(rows), rows, $"A 3x3 strip holds 1 to {MaxStrip3x3Rows} output channels.");
-        }
+        if ((uint)(rows - 1) >= MaxStrip3x3Rows)
+            throw new ArgumentOutOfRangeException(nameof(rows), rows, $"A 3x3 strip holds 1 to {MaxStrip3x3Rows} output channels.");
+        var call = new StripCall(w, input, readWhole, output, unrolled: true);
+        WithRows(rows, ref call);
     }
 
     /// <summary>
@@ -143,38 +147,14 @@ public static unsafe partial class Gemm
         float* m, long mPoint, long ldm)
     {
         var product = new PointProduct(points, depth, u, uPoint, v, vPoint, ldv, m, mPoint, ldm);
-        switch (rows)
-        {
-            case 1: PointStrips<N1>(product); break;
-            case 2: PointStrips<N2>(product); break;
-            case 3: PointStrips<N3>(product); break;
-            case 4: PointStrips<N4>(product); break;
-            case 5: PointStrips<N5>(product); break;
-            case 6: PointStrips<N6>(product); break;
-            case 7: PointStrips<N7>(product); break;
-            case 8: PointStrips<N8>(product); break;
-            case 9: PointStrips<N9>(product); break;
-            case 10: PointStrips<N10>(product); break;
-            case 11: PointStrips<N11>(product); break;
-            case 12: PointStrips<N12>(product); break;
-            case 13: PointStrips<N13>(product); break;
-            case 14: PointStrips<N14>(product); break;
-            case 15: PointStrips<N15>(product); break;
-            case 16: PointStrips<N16>(product); break;
-            case 17: PointStrips<N17>(product); break;
-            case 18: PointStrips<N18>(product); break;
-            case 19: PointStrips<N19>(product); break;
-            case 20: PointStrips<N20>(product); break;
-            case 21: PointStrips<N21>(product); break;
-            case 22: PointStrips<N22>(product); break;
-            case 23: PointStrips<N23>(product); break;
-            case 24: PointStrips<N24>(product); break;
-            default: throw new ArgumentOutOfRangeException(nameof(rows), rows, $"A strip holds 1 to {MaxStripRows} output channels.");
-        }
+        WithRows(rows, ref product);
     }
 
     private readonly struct PointProduct(int points, int depth, float* u, long uPoint, float* v, long vPoint, long ldv, float* m, long mPoint, long ldm)
+        : IRowsAction
     {
+        public void Run<TRows>() where TRows : struct, IConstant => PointStrips<TRows>(this);
+
         public readonly int Points = points, Depth = depth;
         public readonly float* U = u, V = v, M = m;
         public readonly long UPoint = uPoint, VPoint = vPoint, Ldv = ldv, MPoint = mPoint, Ldm = ldm;
