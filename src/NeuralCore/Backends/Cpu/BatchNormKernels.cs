@@ -806,13 +806,18 @@ internal static unsafe partial class BatchNormKernels
     private static void InputGradient(float* dy, float* x, float* dx, float* relu, Vector512<float> mean, Vector512<float> scaleDy,
         Vector512<float> scaleCentred, Vector512<float> offset, Vector512<float> mask, bool whole)
     {
-        var centred = Load(x) - mean;
-        var g = Load(dy);
-        if (relu != null) g = Vector512.ConditionalSelect(Vector512.GreaterThan(Load(relu), Vector512<float>.Zero), g, Vector512<float>.Zero);
+        // Loads written out rather than through a local function: one that captured mask and whole kept them (and with
+        // them the loop's constants) on the stack, loaded again at every vector.
+        var zero = Vector512<float>.Zero;
+        var centred = (whole ? Vector512.Load(x) : Avx512F.MaskLoad(x, mask, zero)) - mean;
+        var g = whole ? Vector512.Load(dy) : Avx512F.MaskLoad(dy, mask, zero);
+        if (relu != null)
+        {
+            var r = whole ? Vector512.Load(relu) : Avx512F.MaskLoad(relu, mask, zero);
+            g = Vector512.ConditionalSelect(Vector512.GreaterThan(r, zero), g, zero);
+        }
         var v = Vector512.FusedMultiplyAdd(g, scaleDy, Vector512.FusedMultiplyAdd(centred, scaleCentred, offset));
         if (whole) Vector512.Store(v, dx);
         else Avx512F.MaskStore(dx, mask, v);
-
-        Vector512<float> Load(float* p) => whole ? Vector512.Load(p) : Avx512F.MaskLoad(p, mask, Vector512<float>.Zero);
     }
 }

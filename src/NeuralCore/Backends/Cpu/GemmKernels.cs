@@ -354,6 +354,7 @@ public static unsafe partial class Gemm
     /// The first TRows rows of <see cref="Kernel512"/>'s tile: the same operands and order of operations for each row,
     /// so the same rounding (each row's sums do not depend on the others), without the rows the tile lacks.
     /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Kernel512Rows<TRows>(int kc, float* a, float* b, int ldb, float* tile) where TRows : struct, IConstant
     {
         int rows = TRows.Value;
@@ -390,6 +391,7 @@ public static unsafe partial class Gemm
     /// <see cref="Kernel512Eighth"/>, so the multiply-adds wait less on each other's results. Each row's operands and
     /// order of operations, so its bits. Each row's value of A is broadcast once (from memory) for both vectors.
     /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Kernel512ThreeQuartersRows<TRows>(int kc, float* a, float* b, int ldb, float* tile) where TRows : struct, IConstant
     {
         int rows = TRows.Value;
@@ -424,6 +426,7 @@ public static unsafe partial class Gemm
     /// rounding), written to <paramref name="tile"/> with row stride 32: half the multiplications when a B panel's
     /// last 16 columns are padding.
     /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Kernel512Narrow(int kc, float* a, float* b, int ldb, float* tile)
     {
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default;
@@ -451,6 +454,7 @@ public static unsafe partial class Gemm
     /// at <paramref name="b"/> in each B row, written to <paramref name="tile"/> with row stride 32: a quarter of the
     /// multiplications, at twice the rate of 16-lane ones, when a panel has at most 8 columns left (38 = 32 + 6).
     /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Kernel512Eighth(int kc, float* a, float* b, int ldb, float* tile)
     {
         Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
@@ -496,6 +500,14 @@ public static unsafe partial class Gemm
     /// The 8 x 32 tile's sums (the same for every store), handed row by row to <paramref name="store"/>: the JIT
     /// compiles one copy per store type, with the store inlined and the accumulators in registers.
     /// </summary>
+    /// <remarks>
+    /// Never inlined. Inlined into <see cref="MultiplyTileWithEpilogue"/>, the kernel used up that method's inlining
+    /// budget, so the epilogue store's rows became calls; the 16 accumulators then lived across calls, which on x64
+    /// Linux preserve no vector register, and the JIT wrote 10 of them to the stack at every step of the loop. That loop
+    /// ran at 11-37 GMAC/s, as the stack's alignment fell, instead of 55-63 (a 1x1 128 -> 128 over 32 mel samples, one
+    /// thread, Xeon; docs/benchmarks.md, step 121).
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Kernel512<TStore>(int kc, float* a, float* b, int ldb, ref TStore store) where TStore : struct, ITileStore
     {
         Vector512<float> c00 = default, c01 = default;
@@ -591,6 +603,7 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>6 x 16 tile, 12 ymm accumulators (of 16 registers): two loads of B and six broadcasts of A feed 12 FMAs.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Kernel256(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta)
     {
         Vector256<float> c00 = default, c01 = default;

@@ -184,6 +184,7 @@ public static unsafe partial class Gemm
         public static Vector512<float> Load(float* source, Vector512<float> mask) => Vector512.Load(source) & mask;
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Kernel512Filling<TStore, TRows, TLoad>(int channels, int taps, float* a, MaskedRows source, ref TStore store)
         where TStore : struct, ITileStore where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
     {

@@ -203,6 +203,7 @@ public static unsafe partial class Gemm
         else Strip3x3Kernel<TRows, MaskedLoads>(w, input, output);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void StripKernel<TRows, TLoad>(float* w, StripInput input, StripOutput output)
         where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
     {
@@ -226,6 +227,7 @@ public static unsafe partial class Gemm
             c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
     }
 
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Strip3x3Kernel<TRows, TLoad>(float* w, StripInput input, StripOutput output)
         where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
     {

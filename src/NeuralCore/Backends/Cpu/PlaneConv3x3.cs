@@ -236,6 +236,7 @@ internal static unsafe class PlaneConv3x3
     /// second set of accumulators, the b's); then each channel's planes stored.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
+    [SkipLocalsInit]
     private static void Block<TChannels, TUpper, TVectors>(ref Job job, int group, int k0)
         where TChannels : struct, Gemm.IConstant where TUpper : struct, Gemm.IConstant where TVectors : struct, Gemm.IConstant
     {
@@ -274,22 +275,15 @@ internal static unsafe class PlaneConv3x3
                     if (upper > 7) b7 = Vector512.FusedMultiplyAdd(Vector512.Create(w[15]), x0, b7);
                 }
         }
-        Store(ref job, k0, a0, b0, d0, vectors);
-        if (channels > 1) Store(ref job, k0 + 1, a1, b1, d1, vectors);
-        if (channels > 2) Store(ref job, k0 + 2, a2, b2, d2, vectors);
-        if (channels > 3) Store(ref job, k0 + 3, a3, b3, d3, vectors);
-        if (channels > 4) Store(ref job, k0 + 4, a4, b4, d4, vectors);
-        if (channels > 5) Store(ref job, k0 + 5, a5, b5, d5, vectors);
-        if (channels > 6) Store(ref job, k0 + 6, a6, b6, d6, vectors);
-        if (channels > 7) Store(ref job, k0 + 7, a7, b7, d7, vectors);
-        if (upper > 0) StoreVector(ref job, k0 + 8, 0, b0);
-        if (upper > 1) StoreVector(ref job, k0 + 9, 0, b1);
-        if (upper > 2) StoreVector(ref job, k0 + 10, 0, b2);
-        if (upper > 3) StoreVector(ref job, k0 + 11, 0, b3);
-        if (upper > 4) StoreVector(ref job, k0 + 12, 0, b4);
-        if (upper > 5) StoreVector(ref job, k0 + 13, 0, b5);
-        if (upper > 6) StoreVector(ref job, k0 + 14, 0, b6);
-        if (upper > 7) StoreVector(ref job, k0 + 15, 0, b7);
+        // The sums go to a block on the stack before the first store. The stores are more code than the JIT inlines
+        // here, so they are calls, and no vector register survives a call on x64 Linux: accumulators still live at the
+        // first call were written to the stack at every step of the loop above (docs/benchmarks.md, step 121).
+        Vector512<float>* sums = stackalloc Vector512<float>[3 * 8];
+        sums[0] = a0; sums[1] = a1; sums[2] = a2; sums[3] = a3; sums[4] = a4; sums[5] = a5; sums[6] = a6; sums[7] = a7;
+        sums[8] = b0; sums[9] = b1; sums[10] = b2; sums[11] = b3; sums[12] = b4; sums[13] = b5; sums[14] = b6; sums[15] = b7;
+        sums[16] = d0; sums[17] = d1; sums[18] = d2; sums[19] = d3; sums[20] = d4; sums[21] = d5; sums[22] = d6; sums[23] = d7;
+        for (int i = 0; i < channels; i++) Store(ref job, k0 + i, sums[i], sums[8 + i], sums[16 + i], vectors);
+        for (int i = 0; i < upper; i++) StoreVector(ref job, k0 + 8 + i, 0, sums[8 + i]);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
