@@ -118,6 +118,41 @@ public sealed unsafe class DirectStemConvTests
         }
     }
 
+    /// <summary>
+    /// The epilogues' vector ReLU (x86's maximum with zero first, then + 0) gives the bits of IEEE's maximum with zero
+    /// (<see cref="Vector512.Max{T}"/>, which it replaced): NaN kept (quieted, as there), +0 for both zeros, denormals
+    /// and infinities as they are; in 512 and 256 bits.
+    /// </summary>
+    [Fact]
+    public void VectorReluGivesIeeeMaximumBits()
+    {
+        var random = new Random(5);
+        float[] values =
+        [
+            float.NaN, -float.NaN, BitConverter.Int32BitsToSingle(0x7FA00001), float.PositiveInfinity, float.NegativeInfinity,
+            0f, -0f, float.Epsilon, -float.Epsilon, 1e-40f, -1e-40f, float.MaxValue, float.MinValue, 1f, -1f, 0.5f,
+            .. Enumerable.Range(0, 32).Select(_ => (float)(random.NextDouble() * 4 - 2)),
+        ];
+        for (int i = 0; i < values.Length; i += 16)
+        {
+            var lanes = new float[16];
+            for (int l = 0; l < 16; l++) lanes[l] = values[Math.Min(i + l, values.Length - 1)];
+            var wide = ConvKernels.EpilogueVector(Vector512.Create(lanes), Vector512<float>.Zero, false, default, false, kind: 1);
+            var low = ConvKernels.EpilogueVector(Vector256.Create(lanes.AsSpan(0, 8)), Vector256<float>.Zero, false, default, false, kind: 1);
+            var ieee = Vector512.Max(Vector512.Create(lanes), Vector512<float>.Zero);
+            for (int l = 0; l < 16; l++)
+            {
+                float expected = ieee[l];
+                Assert.Equal(float.IsNaN(lanes[l]) || lanes[l] > 0 ? lanes[l] : 0f, expected);
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(wide[l]),
+                    $"relu({lanes[l]}) in 512 bits: expected {expected}, got {wide[l]}");
+                if (l < 8)
+                    Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(low[l]),
+                        $"relu({lanes[l]}) in 256 bits: expected {expected}, got {low[l]}");
+            }
+        }
+    }
+
     private static (float[] X, float[] Weights, float[] Bias) Inputs(in Conv2dParams p, bool withNaN)
     {
         var random = new Random(p.N * 997 + p.H * 31 + p.K);
