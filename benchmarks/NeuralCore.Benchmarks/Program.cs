@@ -4,8 +4,9 @@ namespace NeuralCore.Benchmarks;
 
 /// <summary>
 /// Entry point: pick benchmarks with BenchmarkDotNet's switches, e.g. <c>--filter '*Gemm*'</c>, or compare in
-/// alternating rounds: with ONNX Runtime (<c>rounds</c>, <see cref="OnnxRuntimeRounds"/>), or a training path off and
-/// on (<c>switch-rounds</c>, <see cref="TrainingSwitchRounds"/>).
+/// alternating rounds: with ONNX Runtime (<c>rounds</c>, <see cref="OnnxRuntimeRounds"/>), a training path off and
+/// on (<c>switch-rounds</c>, <see cref="TrainingSwitchRounds"/>), or two builds of the command
+/// (<c>build-rounds</c>, <see cref="BuildRounds"/>).
 /// </summary>
 public static class Program
 {
@@ -15,6 +16,7 @@ public static class Program
         {
             OnnxRuntimeRounds.Command => OnnxRuntimeRounds.Run,
             TrainingSwitchRounds.Command => TrainingSwitchRounds.Run,
+            BuildRounds.Command => BuildRounds.Run,
             _ => null,
         };
         if (command is not null)
