@@ -3,13 +3,14 @@
 
 Runs `neuralcore bench` on the inference and training cells of the pruned and the big CP-ResNet with the JIT's
 disassembly on (DOTNET_JitDisasm), then reads each method's final code (Tier1 or full opts): every innermost loop that
-holds 4 or more vector multiply-adds and also stores 512-bit vectors to the stack frame, or loads them from it, is
+holds 4 or more vector multiply-adds and also stores 256- or 512-bit vectors to the stack frame, or loads them from it, is
 listed with its counts. In a kernel that holds its accumulators in registers such traffic is a spill: the JIT keeps a
 value in memory that the loop updates, usually because the value is still live at a call after the loop (no vector
 register survives a call on x64 Linux). See docs/benchmarks.md, step 121.
 
-usage: benchmarks/tools/jit_spills.py [NEURALCORE_BIN] [--keep DIR]
+usage: benchmarks/tools/jit_spills.py [NEURALCORE_BIN] [--avx2] [--keep DIR]
   NEURALCORE_BIN  the neuralcore executable (default: out/publish/neuralcore)
+  --avx2          run the cells a second time with AVX-512 off (DOTNET_EnableAVX512F=0): the 256-bit kernels
   --keep DIR      keep the disassembly files in DIR (default: a temporary folder, removed after)
 Exit status: 0 when no loop spills, 1 when some do, 2 on a usage or run error.
 """
@@ -26,8 +27,8 @@ CELLS = [
 MAX_LOOP_LINES = 200
 LABEL = re.compile(r"^\s*(G_M\d+_IG\d+):\s*;;\s*offset=0x([0-9A-Fa-f]+)")
 JUMP = re.compile(r"\bj\w+\s+(?:SHORT\s+)?(G_M\d+_IG\d+)")
-STACK_STORE = re.compile(r"vmovup[sd]\s+zmmword ptr \[(?:rbp|rsp)")
-STACK_LOAD = re.compile(r"(?:vmovup[sd]\s+zmm\d+, zmmword ptr \[(?:rbp|rsp)|vfmadd\w+\s+zmm\d+, zmm\d+, zmmword ptr \[(?:rbp|rsp))")
+STACK_STORE = re.compile(r"vmovup[sd]\s+[yz]mmword ptr \[(?:rbp|rsp)")
+STACK_LOAD = re.compile(r"(?:vmovup[sd]\s+[yz]mm\d+, [yz]mmword ptr \[(?:rbp|rsp)|vfmadd\w+\s+[yz]mm\d+, [yz]mm\d+, [yz]mmword ptr \[(?:rbp|rsp))")
 
 
 def spilling_loops(text, garbled=None):
@@ -74,6 +75,9 @@ def main(argv):
             return 2
         keep = args[i + 1]
         del args[i:i + 2]
+    avx2 = "--avx2" in args
+    if avx2:
+        args.remove("--avx2")
     binary = args[0] if args else os.path.join("out", "publish", "neuralcore")
     if not os.access(binary, os.X_OK):
         print(f"error: {binary} is missing or not executable (build it with 'pwsh build.ps1 publish')", file=sys.stderr)
@@ -82,11 +86,13 @@ def main(argv):
     os.makedirs(folder, exist_ok=True)
     found = {}
     garbled = []
-    for shape, batch, mode in CELLS:
-        out = os.path.join(folder, f"{mode}_{shape.replace(',', 'x')}_b{batch}.txt")
+    for (shape, batch, mode), isa in [(cell, isa) for isa in (["avx512", "avx2"] if avx2 else ["avx512"]) for cell in CELLS]:
+        out = os.path.join(folder, f"{mode}_{shape.replace(',', 'x')}_b{batch}_{isa}.txt")
         env = dict(os.environ, DOTNET_JitDisasm="*", DOTNET_JitStdOutFile=out)
+        if isa == "avx2":
+            env["DOTNET_EnableAVX512F"] = "0"
         iterations = "300" if batch == 1 else "10"
-        print(f"{mode} {shape} batch {batch} ...", flush=True)
+        print(f"{mode} {shape} batch {batch} ({isa}) ...", flush=True)
         run = subprocess.run([binary, "bench", "--channel-width", "19 38 76", "--baseline", "32 64 128", "--input-shape", shape,
                               "--batch-size", str(batch), "--mode", mode, "--iterations", iterations],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
