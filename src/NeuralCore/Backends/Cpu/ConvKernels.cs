@@ -347,6 +347,11 @@ internal static unsafe class ConvKernels
     internal static Vector512<float> Relu(Vector512<float> v) =>
         Avx512F.IsSupported ? Avx512F.Max(Vector512<float>.Zero, v) + Vector512<float>.Zero : Vector512.Max(v, Vector512<float>.Zero);
 
+    /// <inheritdoc cref="Relu(Vector512{float})"/>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> Relu(Vector256<float> v) =>
+        Avx.IsSupported ? Avx.Max(Vector256<float>.Zero, v) + Vector256<float>.Zero : Vector256.Max(v, Vector256<float>.Zero);
+
     /// <summary>
     /// v * min(max(v + 3, 0), 6) / 6, the bits of <see cref="CpuBackend.UnaryRange"/>'s Hardswish. v + 3 is never -0
     /// (an exact zero sum rounds to +0), so x86's maximum with 0 first, which returns its second operand when they
@@ -367,7 +372,7 @@ internal static unsafe class ConvKernels
     {
         if (hasBias) v += bias;
         if (hasResidual) v += r;
-        if (kind == 1) return Avx.IsSupported ? Avx.Max(Vector256<float>.Zero, v) + Vector256<float>.Zero : Vector256.Max(v, Vector256<float>.Zero);
+        if (kind == 1) return Relu(v);
         if (kind == 2)
         {
             // As Hardswish(Vector512): x86's maximum with 0 first is IEEE's for v + 3.
