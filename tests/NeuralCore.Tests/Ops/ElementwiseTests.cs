@@ -1,4 +1,5 @@
 using NeuralCore.Backends;
+using NeuralCore.Backends.Cpu;
 
 namespace NeuralCore.Tests.Ops;
 
@@ -195,6 +196,32 @@ public class ElementwiseTests
         Assert.Equal([2L, 1L, 2L], predicted.Add(labels).ToInt64Array());
         var big = Tensor.FromArray(new long[] { (1L << 40) + 1 });
         Assert.Equal([(1L << 41) + 2], big.Add(big).ToInt64Array());
+    }
+
+    /// <summary>
+    /// ReLU is IEEE's maximum with 0 in every lane: NaN stays NaN (as PyTorch's relu) and -0 becomes +0, in the vector
+    /// body and in the scalar tail alike; the same for the training plan's fused addition + ReLU.
+    /// </summary>
+    [Fact]
+    public void Relu_keeps_NaN_and_gives_plus_zero_in_every_lane()
+    {
+        // 37 values: whole vectors, then a scalar tail, with NaN and -0 in both.
+        var values = Enumerable.Range(0, 37).Select(i => (float)(i % 5) - 2f).ToArray();
+        values[1] = float.NaN;
+        values[3] = -0f;
+        values[35] = float.NaN;
+        values[36] = -0f;
+        var zeros = new float[values.Length];
+        var relu = Tensor.FromArray(values).Relu().ToArray();
+        var added = Tensor.Zeros([values.Length]);
+        CpuBackend.Instance.AddRelu(Tensor.FromArray(values), Tensor.FromArray(zeros), added);
+        foreach (var (name, result) in new[] { ("relu", relu), ("add + relu", added.ToArray()) })
+            for (int i = 0; i < values.Length; i++)
+            {
+                float expected = MathF.Max(values[i], 0f);
+                Assert.True(float.IsNaN(expected) ? float.IsNaN(result[i]) : BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(result[i]),
+                    $"{name} of {values[i]} at {i}: expected {expected}, got {result[i]}");
+            }
     }
 
     [Fact]

@@ -720,8 +720,8 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
-    /// <summary>The ReLU op's scalar rule.</summary>
-    private static float Relu(float v) => v > 0 ? v : 0;
+    /// <summary>The ReLU op's scalar rule: IEEE's maximum with 0, as the vector lanes take it (NaN kept, +0 for -0).</summary>
+    private static float Relu(float v) => MathF.Max(v, 0f);
 
     /// <summary>
     /// A fused Hardswish's input, x * scale + offset (the bits training wrote), and its slope there with the Hardswish

@@ -213,7 +213,8 @@ public sealed partial class CpuBackend : IBackend
         {
             case UnaryOp.Relu:
                 for (; i <= x.Length - vc; i += vc) Vector.Max(new Vector<float>(x[i..]), Vector<float>.Zero).CopyTo(y[i..]);
-                for (; i < x.Length; i++) y[i] = x[i] > 0 ? x[i] : 0;
+                // IEEE's maximum, as Vector.Max above: NaN kept (PyTorch's relu), +0 for -0.
+                for (; i < x.Length; i++) y[i] = MathF.Max(x[i], 0f);
                 return;
             case UnaryOp.Affine:
                 var va = new Vector<float>(alpha); var vb = new Vector<float>(beta);
@@ -243,7 +244,7 @@ public sealed partial class CpuBackend : IBackend
         UnaryOp.Abs => MathF.Abs(v),
         UnaryOp.Pow => MathF.Pow(v, alpha),
         UnaryOp.Clamp => v < alpha ? alpha : v > beta ? beta : v,
-        UnaryOp.Relu => v > 0 ? v : 0,
+        UnaryOp.Relu => MathF.Max(v, 0f),
         UnaryOp.Relu6 => v < 0 ? 0 : v > 6 ? 6 : v,
         UnaryOp.Hardswish => v * Math.Clamp(v + 3f, 0f, 6f) * (1f / 6f),
         UnaryOp.Sigmoid => 1f / (1f + MathF.Exp(-v)),
@@ -369,8 +370,7 @@ public sealed partial class CpuBackend : IBackend
             for (; i <= o.Length - vc; i += vc) Vector.Max(new Vector<float>(x[i..]) + new Vector<float>(z[i..]), Vector<float>.Zero).CopyTo(o[i..]);
             for (; i < o.Length; i++)
             {
-                float v = x[i] + z[i];
-                o[i] = v > 0 ? v : 0;
+                o[i] = MathF.Max(x[i] + z[i], 0f);
             }
         }
     }
