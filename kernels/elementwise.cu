@@ -19,7 +19,7 @@ __device__ __forceinline__ float unary_f(float v, float a, float b)
         case U_ABS: return fabsf(v);
         case U_POW: return powf(v, a);
         case U_CLAMP: return v < a ? a : (v > b ? b : v);
-        case U_RELU: return v > 0.0f ? v : 0.0f;
+        case U_RELU: return (v > 0.0f || v != v) ? v : 0.0f;  // NaN kept (v != v), as the CPU's IEEE maximum and PyTorch
         case U_RELU6: return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
         case U_HARDSWISH: return v * fminf(fmaxf(v + 3.0f, 0.0f), 6.0f) * (1.0f / 6.0f);
         case U_SIGMOID: return 1.0f / (1.0f + expf(-v));
