@@ -257,6 +257,7 @@ internal static unsafe class DirectStemConv
         int plane = job.OutRows * job.OutColumns;
         float* pixels = scratch.Get(ConvScratch.Slot.Columns, (long)job.PaddedRows * job.PaddedColumns * Lanes);
         float* stage = scratch.Get(ConvScratch.Slot.Rows, (long)Gemm.MaxStripRows * plane * Lanes);
+        float* held = stackalloc float[Gemm.MaxStripRows * Lanes];
         int current = -1;
         for (int item = first; item < end; item++)
         {
@@ -268,7 +269,7 @@ internal static unsafe class DirectStemConv
                 current = chunk;
             }
             int k0 = StripStart(job.P.K, job.Strips, strip), channels = StripStart(job.P.K, job.Strips, strip + 1) - k0;
-            var window = new WindowRows(stage, (long)plane * Lanes, job.Bias + k0, job.HasBias, job.Kind);
+            var window = new Window { Held = held, Stage = stage, ChannelStride = (long)plane * Lanes, Bias = job.Bias + k0 };
             float* w = job.W + (long)strip * job.P.R * job.P.S * TapStride;
             var call = new ChunkCall(job, pixels, w, &window);
             Gemm.WithRows(channels, ref call);
@@ -300,24 +301,25 @@ internal static unsafe class DirectStemConv
     /// <see cref="PooledRows"/> (the two rows of the first column, then of the second), each through
     /// <see cref="Sums{TRows, TOutput}"/>.
     /// </summary>
-    private static void ChunkOutputs<TRows>(ref Job job, float* pixels, float* w, ref WindowRows window) where TRows : struct, Gemm.IConstant
+    private static void ChunkOutputs<TRows, TKind, TBias>(ref Job job, float* pixels, float* w, Window* window)
+        where TRows : struct, Gemm.IConstant where TKind : struct, Gemm.IConstant where TBias : struct, Gemm.IConstant
     {
         int taps = job.P.R * job.P.S;
         int* offsets = job.TapOffsets;
         long columns = job.PaddedColumns;
+        var first = new WindowRows<Gemm.N0, TKind, TBias>(window);
+        var middle = new WindowRows<Gemm.N1, TKind, TBias>(window);
+        var last = new WindowRows<Gemm.N2, TKind, TBias>(window);
         for (int row = 0; row < job.OutRows; row++)
             for (int column = 0; column < job.OutColumns; column++)
             {
                 // Convolution rows 2 row and 2 row + 1 start 4 row and 4 row + 2 padded rows down, columns likewise.
                 float* upper = pixels + (4L * row * columns + 4 * column) * Lanes, lower = upper + 2 * columns * Lanes;
-                window.Position = (long)(row * job.OutColumns + column) * Lanes;
-                window.Phase = WindowRows.First;
-                Sums<TRows, WindowRows>(upper, offsets, taps, w, ref window);
-                window.Phase = WindowRows.Middle;
-                Sums<TRows, WindowRows>(lower, offsets, taps, w, ref window);
-                Sums<TRows, WindowRows>(upper + 2 * Lanes, offsets, taps, w, ref window);
-                window.Phase = WindowRows.Last;
-                Sums<TRows, WindowRows>(lower + 2 * Lanes, offsets, taps, w, ref window);
+                window->Position = (long)(row * job.OutColumns + column) * Lanes;
+                Sums<TRows, WindowRows<Gemm.N0, TKind, TBias>>(upper, offsets, taps, w, ref first);
+                Sums<TRows, WindowRows<Gemm.N1, TKind, TBias>>(lower, offsets, taps, w, ref middle);
+                Sums<TRows, WindowRows<Gemm.N1, TKind, TBias>>(upper + 2 * Lanes, offsets, taps, w, ref middle);
+                Sums<TRows, WindowRows<Gemm.N2, TKind, TBias>>(lower + 2 * Lanes, offsets, taps, w, ref last);
             }
     }
 
@@ -350,26 +352,32 @@ internal static unsafe class DirectStemConv
         return ConvKernels.EpilogueVector(sum, 0f, false, default, false, kind);
     }
 
-    /// <summary>
-    /// A chunk's pooling window, one convolution output at a time: the first is held (in a block of
-    /// <see cref="Gemm.MaxStripRows"/> vectors), the middle ones taken into its maximum, and the last one's maximum stored
-    /// at channel i's staging plane, <see cref="Position"/> floats in.
-    /// </summary>
-    private struct WindowRows(float* stage, long channelStride, float* bias, bool hasBias, int kind) : Gemm.IStripRows
+    /// <summary>What the four phases of a chunk's pooling windows share: the held block, the staging block, the strip's biases and the window's position.</summary>
+    private struct Window
     {
-        public const int First = 0, Middle = 1, Last = 2;
-        private fixed float _held[Gemm.MaxStripRows * Lanes];
-        public long Position;
-        public int Phase;
+        public float* Held, Stage, Bias;
+        public long ChannelStride, Position;
+    }
 
+    /// <summary>
+    /// A chunk's pooling window, one convolution output at a time (TPhase 0: the first, held in <see cref="Window.Held"/>;
+    /// 1: a middle one, taken into its maximum; 2: the last, whose maximum is stored at channel i's staging plane,
+    /// <see cref="Window.Position"/> floats in), with the activation (TKind: the kind of
+    /// <see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>) and the bias
+    /// (TBias 1) as types, so that a row's store tests nothing: with them read from fields, the tests on phase, bias and
+    /// kind ran for every row of every position (the stem 0.92-0.94 of its time without them, step 123).
+    /// </summary>
+    private readonly struct WindowRows<TPhase, TKind, TBias>(Window* window) : Gemm.IStripRows
+        where TPhase : struct, Gemm.IConstant where TKind : struct, Gemm.IConstant where TBias : struct, Gemm.IConstant
+    {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Row(int i, Vector512<float> sum)
         {
-            var value = Activate(sum, bias, hasBias, kind, i);
-            float* held = (float*)Unsafe.AsPointer(ref _held[i * Lanes]);
-            if (Phase == First) Vector512.Store(value, held);
-            else if (Phase == Middle) Vector512.Store(Vector512.Max(Vector512.Load(held), value), held);
-            else Vector512.Store(Vector512.Max(Vector512.Load(held), value), stage + i * channelStride + Position);
+            var value = Activate(sum, window->Bias, TBias.Value != 0, TKind.Value, i);
+            float* held = window->Held + i * Lanes;
+            if (TPhase.Value == 0) Vector512.Store(value, held);
+            else if (TPhase.Value == 1) Vector512.Store(Vector512.Max(Vector512.Load(held), value), held);
+            else Vector512.Store(Vector512.Max(Vector512.Load(held), value), window->Stage + i * window->ChannelStride + window->Position);
         }
     }
 
@@ -476,12 +484,23 @@ internal static unsafe class DirectStemConv
         Gemm.WithRows(StripStart(job.P.K, job.Strips, strip + 1) - k0, ref call);
     }
 
-    /// <summary><see cref="ChunkOutputs{TRows}"/> with the strip's channel count as a type (<see cref="Gemm.WithRows"/>).</summary>
-    private struct ChunkCall(Job job, float* pixels, float* w, WindowRows* window) : Gemm.IRowsAction
+    /// <summary><see cref="ChunkOutputs{TRows, TKind, TBias}"/> with the strip's channel count as a type (<see cref="Gemm.WithRows"/>).</summary>
+    private struct ChunkCall(Job job, float* pixels, float* w, Window* window) : Gemm.IRowsAction
     {
         private Job _job = job;
 
-        public void Run<TRows>() where TRows : struct, Gemm.IConstant => ChunkOutputs<TRows>(ref _job, pixels, w, ref *window);
+        public void Run<TRows>() where TRows : struct, Gemm.IConstant
+        {
+            switch (_job.Kind, _job.HasBias)
+            {
+                case (0, false): ChunkOutputs<TRows, Gemm.N0, Gemm.N0>(ref _job, pixels, w, window); break;
+                case (0, true): ChunkOutputs<TRows, Gemm.N0, Gemm.N1>(ref _job, pixels, w, window); break;
+                case (1, false): ChunkOutputs<TRows, Gemm.N1, Gemm.N0>(ref _job, pixels, w, window); break;
+                case (1, true): ChunkOutputs<TRows, Gemm.N1, Gemm.N1>(ref _job, pixels, w, window); break;
+                case (_, false): ChunkOutputs<TRows, Gemm.N2, Gemm.N0>(ref _job, pixels, w, window); break;
+                default: ChunkOutputs<TRows, Gemm.N2, Gemm.N1>(ref _job, pixels, w, window); break;
+            }
+        }
     }
 
     /// <summary><see cref="RowPairs{TRows}"/> with the strip's channel count as a type (<see cref="Gemm.WithRows"/>).</summary>
