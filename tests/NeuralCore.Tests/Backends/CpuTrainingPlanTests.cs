@@ -306,30 +306,33 @@ public sealed class CpuTrainingPlanTests
     }
 
     [Theory]
-    [InlineData("hardswish + pool", 1)]
-    [InlineData("hardswish + pool", 2)]
-    [InlineData("hardswish + pool", 3)]
-    [InlineData("relu", 2)]
-    [InlineData("none", 2)]
-    public void AStemMakesItsBatchNormsInputGradientInsideItsWeightGradient(string after, int threads)
+    [InlineData("hardswish + pool", 1, 21, 23)]
+    [InlineData("hardswish + pool", 2, 21, 23)]
+    [InlineData("hardswish + pool", 3, 21, 23)]
+    [InlineData("hardswish + pool", 2, 39, 43)]
+    [InlineData("relu", 2, 21, 23)]
+    [InlineData("none", 2, 21, 23)]
+    public void AStemMakesItsBatchNormsInputGradientInsideItsWeightGradient(string after, int threads, int h, int w)
     {
         // A 1-channel 5x5/2 stem without bias on 21 x 23 inputs (10 x 11 planes, 110 values: the large-plane batch
         // norm) whose output only the batch norm reads: the batch norm's backward leaves dx's coefficients and the
         // stem's weight gradient makes dx chunk by chunk, never stored. Bits against eager over three steps, and the
-        // buffer the plan no longer holds.
+        // buffer the plan no longer holds. On 39 x 43 inputs (19 x 21 planes) the pool's rows of 10 outputs take the
+        // vector path of its backward (PoolKernels.MaxBackwardPlane2x2), with a column and a row past the windows.
         int saved = CpuThreading.Threads;
         try
         {
             CpuThreading.Threads = threads;
-            int[] shape = [7, 1, 21, 23];
+            int[] shape = [7, 1, h, w];
+            var stem = new NeuralCore.Backends.Conv2dParams(7, 1, h, w, 5, 5, 5, 2, 2, 1, 1, 1, 1, 1);
             var plan = CpuTrainingPlan.Compile(Stem(after, new Generator(4)), shape);
-            bool stemKernel = ConvKernels.RunsStemWeightGradient(new NeuralCore.Backends.Conv2dParams(7, 1, 21, 23, 5, 5, 5, 2, 2, 1, 1, 1, 1, 1));
+            bool stemKernel = ConvKernels.RunsStemWeightGradient(stem);
             Assert.Equal(stemKernel ? 1 : 0, plan.StemGradientsInPlace);
             CpuTrainingPlan.StemGradientInPlaceEnabled = false;
             var unfused = CpuTrainingPlan.Compile(Stem(after, new Generator(4)), shape);
             CpuTrainingPlan.StemGradientInPlaceEnabled = true;
             Assert.Equal(0, unfused.StemGradientsInPlace);
-            long map = 7 * 5 * 10 * 11 * sizeof(float), coefficients = 3 * 5 * sizeof(float);
+            long map = 7L * 5 * stem.P * stem.Q * sizeof(float), coefficients = 3 * 5 * sizeof(float);
             Assert.Equal(stemKernel ? map - coefficients : 0, unfused.BufferBytes - plan.BufferBytes);
             AssertPlanTrainsLikeEager(() => Stem(after, new Generator(4)), shape, classes: 4, seed: 21);
         }

@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using NeuralCore.Backends.Cpu;
 using NeuralCore.NN;
 
@@ -215,6 +217,53 @@ public sealed class BatchNormTests
         GradCheck.AssertClose(GradCheck.Numerical(xs => Loss(xs, gd, bd), xd), x.Grad!.ToArray(), 1e-4, 1e-3, "x.Grad");
         GradCheck.AssertClose(GradCheck.Numerical(gs => Loss(xd, gs, bd), gd), gamma.Grad!.ToArray(), 1e-4, 1e-4, "gamma.Grad");
         GradCheck.AssertClose(GradCheck.Numerical(bs => Loss(xd, gd, bs), bd), beta.Grad!.ToArray(), 1e-4, 1e-4, "beta.Grad");
+    }
+
+    /// <summary>
+    /// The fused Hardswish's slope (BatchNormKernels.HardswishInput) takes v / 3 by a multiplication and one correction
+    /// instead of a division: bit for bit the slope by division for every one of the 2^32 floats (scale 1 and offset 0,
+    /// so v is the input itself; -0 becomes +0), in 512- and 256-bit vectors and by the masked last vector's rule.
+    /// </summary>
+    [Fact]
+    public void HardswishSlopeMatchesTheDivisionForEveryFloat()
+    {
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the vector slopes do not run.");
+        var hardswish = new BatchNormKernels.HardswishInput(1f, 0f);
+        var lane = Vector512.Create(0u, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var three = Vector512.Create(3f);
+        var half = Vector512.Create(0.5f);
+        long mismatches = 0;
+        uint first = 0;
+        Parallel.For(0, 256, block =>
+        {
+            long found = 0;
+            uint at = 0;
+            for (uint i = 0; i < (1u << 24) / 16; i++)
+            {
+                var bits = Vector512.Create(((uint)block << 24) | (i << 4)) | lane;
+                var v = Vector512.FusedMultiplyAdd(bits.AsSingle(), Vector512<float>.One, Vector512<float>.Zero);
+                var byDivision = Vector512.ConditionalSelect(Vector512.GreaterThan(v, three), Vector512<float>.One, v / three + half);
+                byDivision = Vector512.ConditionalSelect(Vector512.LessThan(v, -three), Vector512<float>.Zero, byDivision);
+                var scalarRule = Vector512.ConditionalSelect(Vector512.LessThanOrEqual(v, three), v / three + half, Vector512<float>.One);
+                scalarRule = Vector512.ConditionalSelect(Vector512.LessThan(v, -three), Vector512<float>.Zero, scalarRule);
+                var narrow = Vector512.Create(hardswish.Slope(bits.AsSingle().GetLower()), hardswish.Slope(bits.AsSingle().GetUpper()));
+                var same = Vector512.Equals(hardswish.Slope(bits.AsSingle()).AsUInt32(), byDivision.AsUInt32())
+                    & Vector512.Equals(narrow.AsUInt32(), byDivision.AsUInt32())
+                    & Vector512.Equals(hardswish.ScalarSlope(bits.AsSingle()).AsUInt32(), scalarRule.AsUInt32());
+                uint wrong = ~(uint)same.ExtractMostSignificantBits() & 0xFFFF;
+                if (wrong != 0)
+                {
+                    if (found == 0) at = bits.ToScalar() + (uint)System.Numerics.BitOperations.TrailingZeroCount(wrong);
+                    found += System.Numerics.BitOperations.PopCount(wrong);
+                }
+            }
+            if (found > 0)
+            {
+                Interlocked.Add(ref mismatches, found);
+                Interlocked.CompareExchange(ref first, at, 0);
+            }
+        });
+        Assert.True(mismatches == 0, $"{mismatches} inputs differ from the division, the first 0x{first:X8} ({BitConverter.UInt32BitsToSingle(first)}).");
     }
 }
 

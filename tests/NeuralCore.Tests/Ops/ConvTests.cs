@@ -336,6 +336,38 @@ public sealed class DirectWeightGradientTests
         GradCheck.AssertClose(Reference.ToDouble(GemmPath(dy, x, p)), direct, atol, 1e-5, "direct dw against the GEMM path");
     }
 
+    /// <summary>
+    /// Runs of over 1280 positions are taken in segments (DirectWeightGradient.SegmentLength), each tap's accumulators
+    /// carried between them: the bits of one pass over the run, for segments of 64 positions, of a length that is not a
+    /// whole number of vectors, and of the default, and the sum of products: chunks of 2 x 744 positions at two threads
+    /// (4 x 744 at one), and chunks of 50 x 35 positions, whose masks repeat every 35 vectors, ending inside a vector.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 19, 31, 24, 19)]
+    [InlineData(100, 7, 5, 7, 3)]
+    public void SegmentsOfARunGiveTheBitsOfOnePass(int n, int c, int h, int w, int k)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 31));
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * h * w, 32));
+        int saved = DirectWeightGradient.SegmentLength;
+        try
+        {
+            DirectWeightGradient.SegmentLength = int.MaxValue;
+            var whole = Direct(dy, x, p);
+            foreach (int length in new[] { 64, 1000, saved })
+            {
+                DirectWeightGradient.SegmentLength = length;
+                Assert.Equal(whole.Select(BitConverter.SingleToInt32Bits), Direct(dy, x, p).Select(BitConverter.SingleToInt32Bits));
+            }
+            GradCheck.AssertClose(Expected(dy, x, p), whole, 1e-5 * Math.Sqrt(n * h * w) + 1e-5, 1e-5, "direct dw");
+        }
+        finally
+        {
+            DirectWeightGradient.SegmentLength = saved;
+        }
+    }
+
     [Theory]
     // N, H, W, K, R, S, padH, padW: a stem (one input channel, stride 2)
     [InlineData(3, 28, 28, 19, 5, 5, 1, 1)]    // MNIST's, in a chunk of three samples: 19 = 4 + 4 + 4 + 4 + 3, 25 taps = 5 x 5

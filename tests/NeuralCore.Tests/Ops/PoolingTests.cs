@@ -424,6 +424,58 @@ public sealed class PoolingTests
         Assert.Equal([0, 1, 3, 4], indices);
     }
 
+    /// <summary>
+    /// The 2x2 / 2 backward a fused batch norm runs (PoolKernels.MaxBackwardPlane2x2: rows of at least 8 windows in
+    /// vectors, narrower ones by the scatter) against the scatter, bit for bit: planes with a row and a column past the
+    /// windows, rows of whole and partial vectors of windows, gradients of -0 (written as +0), NaN and infinity, and every
+    /// window's maximum at each of its four positions. An index outside its own window but on the plane goes where it
+    /// points; one off the plane is reported.
+    /// </summary>
+    [Theory]
+    [InlineData(63, 49)]  // mel's stem: 31 x 24 windows, three vectors a row
+    [InlineData(17, 16)]  // whole vectors of windows, no column left over
+    [InlineData(18, 41)]  // 20 windows a row, the last vector partial
+    [InlineData(13, 13)]  // MNIST's stem: rows of 6 windows, the scatter
+    public unsafe void TwoByTwoBackwardRebuildsThePlaneAsTheScatterDoes(int h, int w)
+    {
+        int outH = h / 2, outW = w / 2, hw = h * w, pq = outH * outW;
+        var random = new Random(h * 100 + w);
+        float[] dy = Enumerable.Range(0, pq).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        dy[0] = -0f;
+        dy[pq / 2] = float.NaN;
+        dy[pq - 1] = float.NegativeInfinity;
+        int[] indices = new int[pq];
+        for (int o = 0; o < pq; o++)
+        {
+            int corner = o % 4;
+            indices[o] = (2 * (o / outW) + corner / 2) * w + 2 * (o % outW) + corner % 2;
+        }
+        float[] Scatter(int[] at)
+        {
+            var dx = new float[hw];
+            fixed (float* pdy = dy, pdx = dx)
+            fixed (int* pi = at)
+                PoolKernels.MaxBackwardPlane(pdy, pi, pdx, hw, pq, disjoint: true);
+            return dx;
+        }
+        float[] TwoByTwo(int[] at)
+        {
+            var dx = Enumerable.Repeat(float.NaN, hw).ToArray();
+            fixed (float* pdy = dy, pdx = dx)
+            fixed (int* pi = at)
+                PoolKernels.MaxBackwardPlane2x2(pdy, pi, pdx, h, w, outH, outW);
+            return dx;
+        }
+        Assert.Equal(Scatter(indices).Select(BitConverter.SingleToInt32Bits), TwoByTwo(indices).Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(0, BitConverter.SingleToInt32Bits(TwoByTwo(indices)[indices[0]]));
+        // Output 1 points at output 0's window's first input.
+        indices[1] = 0;
+        Assert.Equal(Scatter(indices).Select(BitConverter.SingleToInt32Bits), TwoByTwo(indices).Select(BitConverter.SingleToInt32Bits));
+        indices[pq - 1] = hw;
+        var e = Assert.Throws<ArgumentException>(() => TwoByTwo(indices));
+        Assert.Contains("outside the input plane", e.Message);
+    }
+
     [Fact]
     public void MaxBackwardWithoutIndicesIsRejected()
     {

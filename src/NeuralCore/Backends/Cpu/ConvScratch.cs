@@ -39,11 +39,13 @@ internal sealed unsafe class ConvScratch
         ChannelMajor,
         /// <summary>A chunk's output gradient that a fused step writes just before the stem's weight gradient reads it (a stem's weight gradient whose dy is made chunk by chunk, <see cref="DirectWeightGradient"/>).</summary>
         Gradient,
+        /// <summary>A direct weight gradient's accumulators, each tap's carried from one segment of a chunk's positions to the next (<see cref="DirectWeightGradient"/>).</summary>
+        Carry,
     }
 
     [ThreadStatic] private static ConvScratch? current;
 
-    private readonly float[][] buffers = [[], [], [], [], [], [], [], [], [], []];
+    private readonly float[][] buffers = Enumerable.Range(0, Enum.GetValues<Slot>().Length).Select(_ => Array.Empty<float>()).ToArray();
 
     /// <summary>This thread's scratch.</summary>
     internal static ConvScratch Current => current ??= new ConvScratch();

@@ -202,7 +202,7 @@ public sealed partial class CpuBackend
                 ReluOutput = pr == null ? null : pr + reluOutput!.StorageOffset,
                 HardswishScaleOffset = ph == null ? null : ph + hardswishScaleOffset!.StorageOffset,
                 PoolIndices = pi == null ? null : pi + poolIndices!.StorageOffset,
-                C = c, HW = hw, PooledHW = pool is { } r ? r.P * r.Q : 0,
+                C = c, HW = hw, W = pool is { } r ? r.W : 0, PooledH = pool?.P ?? 0, PooledW = pool?.Q ?? 0,
             };
             DirectWeightGradient.RunStemWithFill(px + x.StorageOffset, pdw + dw.StorageOffset, p, &BatchNormKernels.FillInputGradient, &source);
         }
