@@ -293,15 +293,18 @@ public sealed class PoolingTests
     }
 
     /// <summary>
-    /// Windows one column wide on narrow rows (a vector per output row): PyTorch's scan order for ties, NaN and infinity
-    /// at every window position, and an all -inf window pointing at its first input, with and without vertical padding.
+    /// Windows one column wide (a vector per output row, or per 16 values of it): PyTorch's scan order for ties, NaN and
+    /// infinity at every window position, and an all -inf window pointing at its first input, with and without vertical
+    /// padding.
     /// </summary>
     [Theory]
     [InlineData(7, 6, 2, 2, 0)]
     [InlineData(5, 16, 2, 2, 0)]
     [InlineData(7, 5, 3, 2, 1)]
     [InlineData(4, 1, 3, 1, 1)]
-    public void NarrowColumnWindowsKeepTheScanOrder(int h, int w, int kernel, int stride, int pad)
+    [InlineData(7, 24, 2, 2, 0)]
+    [InlineData(6, 37, 3, 2, 1)]
+    public void ColumnWindowsKeepTheScanOrder(int h, int w, int kernel, int stride, int pad)
     {
         var p = new Pool2dParams(1, 1, h, w, kernel, 1, stride, 1, pad, 0);
         for (int offset = 0; offset < kernel; offset++)
@@ -330,13 +333,16 @@ public sealed class PoolingTests
     }
 
     /// <summary>
-    /// The narrow column kernels' whole-vector stores stay inside the tensor: with one output row per plane, the last
-    /// plane's rows are stored masked, so the floats after y, the indices and dx keep their values.
+    /// The column kernels' stores stay inside the tensor: on narrow rows with one output row per plane, the last plane's
+    /// rows are stored masked, and on rows over 16 values each row's last vector is, so the floats after y, the indices
+    /// and dx keep their values.
     /// </summary>
-    [Fact]
-    public unsafe void NarrowColumnStoresStopAtTheTensorsEnd()
+    [Theory]
+    [InlineData(6)]
+    [InlineData(24)]
+    public unsafe void ColumnStoresStopAtTheTensorsEnd(int w)
     {
-        var p = new Pool2dParams(3, 5, 3, 6, 2, 1, 2, 1, 0, 0);
+        var p = new Pool2dParams(3, 5, 3, w, 2, 1, 2, 1, 0, 0);
         int xs = p.N * p.C * p.H * p.W, ys = p.N * p.C * p.P * p.Q, guard = 32;
         float[] x = Input("guard", p);
         var y = new float[ys + guard];
@@ -364,14 +370,18 @@ public sealed class PoolingTests
     }
 
     /// <summary>
-    /// Max pool backward with indices the forward pass did not write, on disjoint narrow column windows: an index inside
+    /// Max pool backward with indices the forward pass did not write, on disjoint column windows (rows of one vector,
+    /// of one and a half, of two and a half): an index inside
     /// the plane but outside its own window gets its gradient where it points, added to what is there (the rule of every
     /// other geometry), and one outside the plane is rejected.
     /// </summary>
-    [Fact]
-    public void NarrowColumnBackwardFollowsIndicesOutsideTheirWindow()
+    [Theory]
+    [InlineData(6)]
+    [InlineData(24)]
+    [InlineData(40)]
+    public void ColumnBackwardFollowsIndicesOutsideTheirWindow(int w)
     {
-        var p = new Pool2dParams(1, 2, 4, 6, 2, 1, 2, 1, 0, 0);
+        var p = new Pool2dParams(1, 2, 4, w, 2, 1, 2, 1, 0, 0);
         int pq = p.P * p.Q, hw = p.H * p.W;
         float[] dy = Enumerable.Range(1, p.C * pq).Select(i => (float)i).ToArray();
         int[] indices = new int[p.C * pq];
