@@ -337,19 +337,23 @@ public sealed class DirectWeightGradientTests
     }
 
     /// <summary>
-    /// Runs of over 1280 positions are taken in segments (DirectWeightGradient.SegmentLength), each tap's accumulators
+    /// Runs of over 1280 positions are taken in segments (DirectWeightGradient.SegmentLength), each block's accumulators
     /// carried between them: the bits of one pass over the run, for segments of 64 positions, of a length that is not a
-    /// whole number of vectors, and of the default, and the sum of products: chunks of 2 x 744 positions at two threads
-    /// (4 x 744 at one), and chunks of 50 x 35 positions, whose masks repeat every 35 vectors, ending inside a vector.
+    /// whole number of vectors, and of the default, and the sum of products. 3x3 kernels: chunks of 2 x 744 positions
+    /// at two threads (4 x 744 at one), and chunks of 50 x 35 positions, whose masks repeat every 35 vectors, ending
+    /// inside a vector. Stems (5x5, stride 2): mel's 63 x 49 outputs, one sample a chunk, in pieces of its run; MNIST's
+    /// 13 x 13, in groups of samples.
     /// </summary>
     [Theory]
-    [InlineData(4, 19, 31, 24, 19)]
-    [InlineData(100, 7, 5, 7, 3)]
-    public void SegmentsOfARunGiveTheBitsOfOnePass(int n, int c, int h, int w, int k)
+    [InlineData(4, 19, 31, 24, 19, 1)]
+    [InlineData(100, 7, 5, 7, 3, 1)]
+    [InlineData(3, 1, 128, 100, 19, 2)]
+    [InlineData(40, 1, 28, 28, 10, 2)]
+    public void SegmentsOfARunGiveTheBitsOfOnePass(int n, int c, int h, int w, int k, int stride)
     {
-        var p = new Conv2dParams(n, c, h, w, k, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        var p = stride == 1 ? new Conv2dParams(n, c, h, w, k, 3, 3, 1, 1, 1, 1, 1, 1, 1) : new Conv2dParams(n, c, h, w, k, 5, 5, 2, 2, 1, 1, 1, 1, 1);
         float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 31));
-        float[] dy = Reference.ToFloat(Reference.Random(n * k * h * w, 32));
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * p.P * p.Q, 32));
         int saved = DirectWeightGradient.SegmentLength;
         try
         {
@@ -360,7 +364,7 @@ public sealed class DirectWeightGradientTests
                 DirectWeightGradient.SegmentLength = length;
                 Assert.Equal(whole.Select(BitConverter.SingleToInt32Bits), Direct(dy, x, p).Select(BitConverter.SingleToInt32Bits));
             }
-            GradCheck.AssertClose(Expected(dy, x, p), whole, 1e-5 * Math.Sqrt(n * h * w) + 1e-5, 1e-5, "direct dw");
+            GradCheck.AssertClose(Expected(dy, x, p), whole, 1e-5 * Math.Sqrt(n * p.P * p.Q) + 1e-5, 1e-5, "direct dw");
         }
         finally
         {

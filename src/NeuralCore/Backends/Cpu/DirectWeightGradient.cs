@@ -32,7 +32,9 @@ namespace NeuralCore.Backends.Cpu;
 /// each tap's accumulators kept in memory between segments: the same sums in the same order, but the block's rows come
 /// from L2 once per segment instead of once per tap (harness, one thread, alternated: 3x3 32->32 on 31 x 24, mel b64,
 /// 0.72-0.86 of the time; 19->19 on 15 x 24 0.73-0.88; MNIST b256 32->32 on 6 x 6 0.75-0.77; two threads, whose parts
-/// take shorter chunks, 0.83-0.90 on mel's maps and 0.92-1.00 on MNIST's).
+/// take shorter chunks, 0.83-0.90 on mel's maps and 0.92-1.00 on MNIST's). A stem's chunk goes the same way, in pieces
+/// of a sample's run or in groups of samples (mel b64 1->19 and 1->32 0.84-0.91, MNIST b256 0.84-0.87, one thread;
+/// 0.90-1.01 at two).
 /// </para>
 /// <para>
 /// Where no tap reads off the plane (a 1x1 without padding), a chunk's rows are padded with zeros to whole vectors and
@@ -360,20 +362,44 @@ internal static unsafe class DirectWeightGradient
                 dy = ConvScratch.Current.Get(ConvScratch.Slot.Gradient, (long)nb * p.K * plane);
                 job.Fill(job.FillState, n0, nb, dy);
             }
-            for (int tb = 0; tb < tBlocks; tb++)
+            // Long chunks in segments, as in RunPart: a few samples' runs, or pieces of one sample's run, all the tap blocks
+            // over one segment before the next, each block's accumulators carried in memory. A tap block's x rows are
+            // the column planes' (2 S of them for all the taps), so a segment's planes and dy rows stay in L1 from block
+            // to block. The same sums in the same order.
+            var carry = (Vector512<float>*)ConvScratch.Current.Get(ConvScratch.Slot.Carry, (long)tBlocks * Accumulators * Lanes + Lanes);
+            carry = (Vector512<float>*)(((nint)carry + 63) & ~(nint)63);
+            bool segmented = (long)nb * plane > MinSegmentedRun;
+            int samplesPerSegment = !segmented ? nb : Math.Clamp(SegmentLength / plane, 1, nb);
+            int pieces = !segmented || samplesPerSegment > 1 ? 1 : (int)((plane + (long)SegmentLength - 1) / SegmentLength);
+            int piece = (plane / pieces + Lanes - 1) / Lanes * Lanes;
+            while (piece * (long)pieces < plane) piece += Lanes;
+            for (int kb = 0; kb < kBlocks; kb++)
             {
-                int t0 = (int)((long)tb * job.Taps / tBlocks), t1 = (int)((long)(tb + 1) * job.Taps / tBlocks);
-                b.X0 = TapRow(ref job, planes, planeStride, t0);
-                b.X1 = TapRow(ref job, planes, planeStride, Math.Min(t0 + 1, t1 - 1));
-                b.X2 = TapRow(ref job, planes, planeStride, Math.Min(t0 + 2, t1 - 1));
-                b.X3 = TapRow(ref job, planes, planeStride, Math.Min(t0 + 3, t1 - 1));
-                b.X4 = TapRow(ref job, planes, planeStride, Math.Min(t0 + 4, t1 - 1));
-                for (int kb = 0; kb < kBlocks; kb++)
+                int k0 = (int)((long)kb * p.K / kBlocks), k1 = (int)((long)(kb + 1) * p.K / kBlocks);
+                for (int s0 = 0; s0 < nb; s0 += samplesPerSegment)
                 {
-                    int k0 = (int)((long)kb * p.K / kBlocks), k1 = (int)((long)(kb + 1) * p.K / kBlocks);
-                    b.Dy = dy + (long)k0 * plane;
-                    b.Dw = dw + (long)k0 * job.Taps + t0;
-                    Block<WithoutBorder>(b, k1 - k0, t1 - t0);
+                    b.Samples = Math.Min(samplesPerSegment, nb - s0);
+                    for (int from = 0; from < plane; from += piece)
+                    {
+                        b.From = from;
+                        b.To = Math.Min(plane, from + piece);
+                        b.Resume = s0 > 0 || from > 0;
+                        b.Finish = s0 + b.Samples == nb && b.To == plane;
+                        b.Dy = dy + s0 * b.DySample + (long)k0 * plane;
+                        for (int tb = 0; tb < tBlocks; tb++)
+                        {
+                            int t0 = (int)((long)tb * job.Taps / tBlocks), t1 = (int)((long)(tb + 1) * job.Taps / tBlocks);
+                            float* x = planes + s0 * b.XSample;
+                            b.X0 = TapRow(ref job, x, planeStride, t0);
+                            b.X1 = TapRow(ref job, x, planeStride, Math.Min(t0 + 1, t1 - 1));
+                            b.X2 = TapRow(ref job, x, planeStride, Math.Min(t0 + 2, t1 - 1));
+                            b.X3 = TapRow(ref job, x, planeStride, Math.Min(t0 + 3, t1 - 1));
+                            b.X4 = TapRow(ref job, x, planeStride, Math.Min(t0 + 4, t1 - 1));
+                            b.Dw = dw + (long)k0 * job.Taps + t0;
+                            b.Carry = carry + tb * Accumulators;
+                            Block<WithoutBorder>(b, k1 - k0, t1 - t0);
+                        }
+                    }
                 }
             }
         }
