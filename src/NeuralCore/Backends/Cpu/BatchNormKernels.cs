@@ -802,10 +802,29 @@ internal static unsafe partial class BatchNormKernels
             var a = Vector512.Create(scaleDy);
             var b = Vector512.Create(scaleCentred);
             var o = Vector512.Create(offset);
+            if (hardswish.Present)
+            {
+                // GradientSums' slope: the vector rule on whole vectors, the scalar rule on the masked last one. A loop
+                // of its own: with the slope in the vector helper below, the JIT called that helper for every vector.
+                for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+                {
+                    var xv = Vector512.Load(x + i);
+                    var g = Vector512.Load(dy + i) * hardswish.Slope(xv);
+                    Vector512.Store(Vector512.FusedMultiplyAdd(g, a, Vector512.FusedMultiplyAdd(xv - m, b, o)), dx + i);
+                }
+                if (i < n)
+                {
+                    var mask = ConvKernels.FirstLanes(n - i);
+                    var xv = Avx512F.MaskLoad(x + i, mask, Vector512<float>.Zero);
+                    var g = Avx512F.MaskLoad(dy + i, mask, Vector512<float>.Zero) * hardswish.ScalarSlope(xv);
+                    Avx512F.MaskStore(dx + i, mask, Vector512.FusedMultiplyAdd(g, a, Vector512.FusedMultiplyAdd(xv - m, b, o)));
+                }
+                return;
+            }
             for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
-                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, m, a, b, o, Vector512<float>.AllBitsSet, whole: true, hardswish);
+                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, m, a, b, o, Vector512<float>.AllBitsSet, whole: true);
             if (i < n)
-                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, m, a, b, o, ConvKernels.FirstLanes(n - i), whole: false, hardswish);
+                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, m, a, b, o, ConvKernels.FirstLanes(n - i), whole: false);
             return;
         }
         if (Vector256.IsHardwareAccelerated)
@@ -832,16 +851,13 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>One vector of <see cref="InputGradient(float*, float*, float*, int, float, float, float, float, float*, HardswishInput)"/>: whole, or the lanes of <paramref name="mask"/> (loads and store masked).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void InputGradient(float* dy, float* x, float* dx, float* relu, Vector512<float> mean, Vector512<float> scaleDy,
-        Vector512<float> scaleCentred, Vector512<float> offset, Vector512<float> mask, bool whole, HardswishInput hardswish)
+        Vector512<float> scaleCentred, Vector512<float> offset, Vector512<float> mask, bool whole)
     {
         // Loads written out rather than through a local function: one that captured mask and whole kept them (and with
         // them the loop's constants) on the stack, loaded again at every vector.
         var zero = Vector512<float>.Zero;
-        var xv = whole ? Vector512.Load(x) : Avx512F.MaskLoad(x, mask, zero);
-        var centred = xv - mean;
+        var centred = (whole ? Vector512.Load(x) : Avx512F.MaskLoad(x, mask, zero)) - mean;
         var g = whole ? Vector512.Load(dy) : Avx512F.MaskLoad(dy, mask, zero);
-        // GradientSums' slope: the vector rule on whole vectors, the scalar rule on the masked last one.
-        if (hardswish.Present) g *= whole ? hardswish.Slope(xv) : hardswish.ScalarSlope(xv);
         if (relu != null)
         {
             var r = whole ? Vector512.Load(relu) : Avx512F.MaskLoad(relu, mask, zero);

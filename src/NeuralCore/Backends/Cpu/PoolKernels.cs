@@ -590,7 +590,8 @@ internal static unsafe partial class PoolKernels
                 var v = Vector512.ConditionalSelect(hit.AsSingle(), Vector512<float>.Zero + value, Vector512<float>.Zero);
                 Avx512F.MaskStore(row + column, ConvKernels.FirstLanes(Math.Min(16, w - column)), v);
             }
-            if (column < w) new Span<float>(row + column, w - column).Clear();
+            // Columns past the last window, without a call (the loop's vectors would be saved around it).
+            for (; column < w; column += 16) Avx512F.MaskStore(row + column, ConvKernels.FirstLanes(Math.Min(16, w - column)), Vector512<float>.Zero);
         }
         if (rows < h) new Span<float>(dx + (long)rows * w, (h - rows) * w).Clear();
         return found == outH * outW;
