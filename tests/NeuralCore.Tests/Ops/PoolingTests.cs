@@ -486,6 +486,50 @@ public sealed class PoolingTests
         Assert.Contains("outside the input plane", e.Message);
     }
 
+    /// <summary>
+    /// A residual addition + ReLU pooled by column windows in one pass (CpuBackend.AddReluMaxPool, which compiled training
+    /// steps run) against AddRelu then the pool, and its backward against the pool's backward then the ReLU's, bit for
+    /// bit: sums of -0, NaN, infinities and ties at 0 (both inputs of a window negative), rows of one vector, one and a
+    /// half and two and a half, an odd height (the last row in no window), and windows of 3 rows.
+    /// </summary>
+    [Theory]
+    [InlineData(9, 9, 2)]
+    [InlineData(7, 24, 2)]
+    [InlineData(9, 40, 3)]
+    public void AddReluMaxPoolGivesTheBitsOfItsParts(int h, int w, int kernel)
+    {
+        var p = new Pool2dParams(2, 3, h, w, kernel, 1, kernel, 1, 0, 0);
+        int size = p.N * p.C * h * w, pooled = p.N * p.C * p.P * p.Q;
+        var random = new Random(h * w + kernel);
+        float[] Values(int n) => Enumerable.Range(0, n).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        float[] a = Values(size), b = Values(size), dyValues = Values(pooled);
+        a[0] = -0f; b[0] = -0f;
+        a[5] = float.NaN;
+        a[w + 2] = float.PositiveInfinity;
+        b[2 * w + 3] = float.NegativeInfinity;
+        dyValues[1] = -0f;
+        var (ta, tb, dy) = (Tensor.FromArray(a, p.N, p.C, h, w), Tensor.FromArray(b, p.N, p.C, h, w), Tensor.FromArray(dyValues, p.N, p.C, p.P, p.Q));
+        var cpu = CpuBackend.Instance;
+        var sum = Tensor.Zeros([p.N, p.C, h, w]);
+        var y = Tensor.Zeros([p.N, p.C, p.P, p.Q]);
+        var indices = Tensor.Zeros([p.N, p.C, p.P, p.Q], dtype: DType.Int32);
+        cpu.AddRelu(ta, tb, sum);
+        cpu.Pool2d(PoolKind.Max, sum, y, indices, p);
+        var unpooled = Tensor.Zeros([p.N, p.C, h, w]);
+        var expectedDx = Tensor.Zeros([p.N, p.C, h, w]);
+        cpu.Pool2dBackward(PoolKind.Max, dy, indices, unpooled, p);
+        cpu.UnaryBackward(UnaryOp.Relu, sum, sum, unpooled, expectedDx, 0f, 0f);
+
+        var fusedY = Tensor.Full([p.N, p.C, p.P, p.Q], 7f);
+        var fusedIndices = Tensor.Full([p.N, p.C, p.P, p.Q], -1, dtype: DType.Int32);
+        var dx = Tensor.Full([p.N, p.C, h, w], 7f);
+        cpu.AddReluMaxPool(ta, tb, fusedY, fusedIndices, p);
+        cpu.ReluMaxPoolBackward(dy, fusedIndices, fusedY, dx, p);
+        Assert.Equal(y.ToArray().Select(BitConverter.SingleToInt32Bits), fusedY.ToArray().Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(((CpuStorage)indices.Storage).Ints, ((CpuStorage)fusedIndices.Storage).Ints);
+        Assert.Equal(expectedDx.ToArray().Select(BitConverter.SingleToInt32Bits), dx.ToArray().Select(BitConverter.SingleToInt32Bits));
+    }
+
     [Fact]
     public void MaxBackwardWithoutIndicesIsRejected()
     {

@@ -21,6 +21,48 @@ public sealed partial class CpuBackend
         }
     }
 
+    /// <summary>
+    /// y = maxpool(relu(a + b)) with its Int32 indices, relu(a + b) never stored: a compiled training step's residual
+    /// addition + ReLU whose output only a max pool of column windows reads (<see cref="PoolKernels.FusesAddRelu"/>, which
+    /// <paramref name="p"/> must satisfy). The bits of <see cref="AddRelu"/> followed by <see cref="Pool2d"/>.
+    /// </summary>
+    internal unsafe void AddReluMaxPool(Tensor a, Tensor b, Tensor y, Tensor indices, in Pool2dParams p)
+    {
+        CheckAddReluMaxPool(a, b, y, indices, p);
+        if (y.NumElements == 0) return;
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
+        fixed (float* pa = F(a), pb = F(b), py = F(y))
+        fixed (int* pi = I(indices))
+            PoolKernels.AddReluMaxForward(pa + a.StorageOffset, pb + b.StorageOffset, py + y.StorageOffset, pi + indices.StorageOffset, p);
+    }
+
+    /// <summary>
+    /// dx = the gradient of <see cref="AddReluMaxPool"/>'s operands for the pool's output gradient dy, from its output y
+    /// and indices: the bits of <see cref="Pool2dBackward"/> followed by the ReLU's backward with its output as the mask.
+    /// </summary>
+    internal unsafe void ReluMaxPoolBackward(Tensor dy, Tensor indices, Tensor y, Tensor dx, in Pool2dParams p)
+    {
+        CheckAddReluMaxPool(dx, dx, y, indices, p);
+        CheckLength(dy, (long)p.N * p.C * p.P * p.Q, "Fused addition + ReLU + max pool output gradient dy [N, C, P, Q]");
+        if (dx.NumElements == 0) return;
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
+        fixed (float* pdy = F(dy), py = F(y), pdx = F(dx))
+        fixed (int* pi = I(indices))
+            PoolKernels.ReluMaxBackward(pdy + dy.StorageOffset, pi + indices.StorageOffset, py + y.StorageOffset, pdx + dx.StorageOffset, p);
+    }
+
+    /// <summary>Checks a fused addition + ReLU + max pool's operands (constant messages: a training step allocates nothing).</summary>
+    private static void CheckAddReluMaxPool(Tensor a, Tensor b, Tensor y, Tensor indices, in Pool2dParams p)
+    {
+        p.Validate();
+        if (!PoolKernels.FusesAddRelu(p))
+            throw new ArgumentException($"A fused addition + ReLU + max pool takes column windows that tile the rows, with AVX-512; got {p}.", nameof(p));
+        CheckLength(a, (long)p.N * p.C * p.H * p.W, "Fused addition + ReLU + max pool input [N, C, H, W]");
+        CheckLength(b, (long)p.N * p.C * p.H * p.W, "Fused addition + ReLU + max pool input [N, C, H, W]");
+        CheckLength(y, (long)p.N * p.C * p.P * p.Q, "Fused addition + ReLU + max pool output y [N, C, P, Q]");
+        CheckIndices(indices, p);
+    }
+
     /// <inheritdoc />
     public unsafe void Pool2dBackward(PoolKind kind, Tensor dy, Tensor? indices, Tensor dx, in Pool2dParams p)
     {

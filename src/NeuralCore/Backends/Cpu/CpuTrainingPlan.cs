@@ -85,6 +85,9 @@ public sealed class CpuTrainingPlan
     /// <summary>Whether plans compile stems that compute their batch norm's input gradient (tests compare plans without).</summary>
     internal static bool StemGradientInPlaceEnabled { get; set; } = true;
 
+    /// <summary>Whether plans compiled from now on pool an addition + ReLU in its pass (off: a pool step of its own; harnesses compare the two).</summary>
+    internal static bool AddReluPoolEnabled { get; set; } = true;
+
     /// <summary>
     /// Bytes of the plan's buffers: activations, saved values and gradients. Backward buffers of one length whose uses
     /// (the backward steps that read or write them) do not overlap share memory, so the gradients count as many as are
@@ -365,20 +368,26 @@ public sealed class CpuTrainingPlan
         public Tensor? Masked;
         // The batch norm that computes this addition (and its ReLU) in its output pass, or null.
         public BatchNormStep? Into;
+        // A max pool of column windows that alone reads the ReLU, fused too: Y is then its output, PoolIndices its argmax.
+        public Pool2dParams? Pool;
+        public Tensor? PoolIndices;
         public override bool PassesThrough => true;
         public override Tensor PassedGradient => Relu ? Masked! : Dy;
 
         public override void Forward()
         {
             if (Into is not null) return;
-            if (Relu) CpuBackend.Instance.AddRelu(A, B, Y);
+            if (Pool is { } p) CpuBackend.Instance.AddReluMaxPool(A, B, Y, PoolIndices!, p);
+            else if (Relu) CpuBackend.Instance.AddRelu(A, B, Y);
             else Cpu.Binary(BinaryOp.Add, A, B, Y);
         }
 
         public override void Backward()
         {
-            // The ReLU's backward, its mask read from its output (positive exactly where its input is).
-            if (Relu) Cpu.UnaryBackward(UnaryOp.Relu, Y, Y, Dy, Masked!, 0f, 0f);
+            // The ReLU's backward, its mask read from its output (positive exactly where its input is); with a pool, the
+            // pool's gradient rebuilt and masked by the pooled values.
+            if (Pool is { } p) CpuBackend.Instance.ReluMaxPoolBackward(Dy, PoolIndices!, Y, Masked!, p);
+            else if (Relu) Cpu.UnaryBackward(UnaryOp.Relu, Y, Y, Dy, Masked!, 0f, 0f);
             base.Backward();
         }
     }
@@ -821,6 +830,21 @@ public sealed class CpuTrainingPlan
                 bn.PoolIndices = Buffer(node.Output.ShapeArray(), DType.Int32);
                 bn.Label += $" + max pool {k[0]}x{k[1]}/{s[0]}x{s[1]}";
                 _valueOf[node.Output] = bn.Out;
+                return;
+            }
+            // Likewise a max pool of column windows (CP-ResNet's 2 x 1) that alone reads a residual addition + ReLU over
+            // large planes: the sum is pooled as it is made, never stored, and backward the operands' gradient is rebuilt
+            // from the pool's. Same results.
+            if (kind == PoolKind.Max && ops[0].Leaf is null && _readers[node.Inputs[0]] == 1 && !ReferenceEquals(node.Inputs[0], output)
+                && AddReluPoolEnabled && _addOf.TryGetValue(ops[0].Value, out var sum) && sum.Relu && sum.Into is null && sum.Pool is null && PoolKernels.FusesAddRelu(p))
+            {
+                var pooled = Buffer(node.Output.ShapeArray());
+                Release(sum.Y);
+                sum.Y = _values[sum.Out].Data = pooled;
+                sum.Pool = p;
+                sum.PoolIndices = Buffer(node.Output.ShapeArray(), DType.Int32);
+                sum.Label += $" + max pool {k[0]}x{k[1]}/{s[0]}x{s[1]}";
+                _valueOf[node.Output] = sum.Out;
                 return;
             }
             var y = Buffer(node.Output.ShapeArray());
