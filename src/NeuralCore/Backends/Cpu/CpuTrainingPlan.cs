@@ -816,35 +816,26 @@ public sealed class CpuTrainingPlan
             int[] k = (int[])a["kernel"], s = (int[])a["stride"], pad = (int[])a["padding"];
             var p = new Pool2dParams(x.Size(0), x.Size(1), x.Size(2), x.Size(3), k[0], k[1], s[0], s[1], pad[0], pad[1], (bool)a["ceil_mode"]);
             var kind = node.Kind == OpKind.MaxPool2d ? PoolKind.Max : PoolKind.Average;
+            bool alone = kind == PoolKind.Max && ops[0].Leaf is null && _readers[node.Inputs[0]] == 1 && !ReferenceEquals(node.Inputs[0], output);
+            string fused = $" + max pool {k[0]}x{k[1]}/{s[0]}x{s[1]}";
             // A 2x2 / 2 max pool that alone reads a batch norm + Hardswish (the stem's) runs in the batch norm's passes:
             // each plane pooled in L1 as the Hardswish writes it, and backward its gradient rebuilt there from the
             // pool's; the Hardswish's output is never stored. Same results.
-            if (kind == PoolKind.Max && ops[0].Leaf is null && _readers[node.Inputs[0]] == 1 && !ReferenceEquals(node.Inputs[0], output)
-                && _batchNormOf.TryGetValue(ops[0].Value, out var bn) && bn.HardswishScaleOffset is not null && bn.Pool is null
+            if (alone && _batchNormOf.TryGetValue(ops[0].Value, out var bn) && bn.HardswishScaleOffset is not null && bn.Pool is null
                 && PoolKernels.IsWhole2x2(p))
             {
-                var pooled = Buffer(node.Output.ShapeArray());
-                Release(bn.Y);
-                bn.Y = _values[bn.Out].Data = pooled;
+                (bn.Y, bn.PoolIndices) = PoolInto(bn, bn.Y, node, fused);
                 bn.Pool = p;
-                bn.PoolIndices = Buffer(node.Output.ShapeArray(), DType.Int32);
-                bn.Label += $" + max pool {k[0]}x{k[1]}/{s[0]}x{s[1]}";
-                _valueOf[node.Output] = bn.Out;
                 return;
             }
             // Likewise a max pool of column windows (CP-ResNet's 2 x 1) that alone reads a residual addition + ReLU over
             // large planes: the sum is pooled as it is made, never stored, and backward the operands' gradient is rebuilt
             // from the pool's. Same results.
-            if (kind == PoolKind.Max && ops[0].Leaf is null && _readers[node.Inputs[0]] == 1 && !ReferenceEquals(node.Inputs[0], output)
-                && AddReluPoolEnabled && _addOf.TryGetValue(ops[0].Value, out var sum) && sum.Relu && sum.Into is null && sum.Pool is null && PoolKernels.FusesAddRelu(p))
+            if (alone && AddReluPoolEnabled && _addOf.TryGetValue(ops[0].Value, out var sum) && sum.Relu && sum.Into is null && sum.Pool is null
+                && PoolKernels.FusesAddRelu(p))
             {
-                var pooled = Buffer(node.Output.ShapeArray());
-                Release(sum.Y);
-                sum.Y = _values[sum.Out].Data = pooled;
+                (sum.Y, sum.PoolIndices) = PoolInto(sum, sum.Y, node, fused);
                 sum.Pool = p;
-                sum.PoolIndices = Buffer(node.Output.ShapeArray(), DType.Int32);
-                sum.Label += $" + max pool {k[0]}x{k[1]}/{s[0]}x{s[1]}";
-                _valueOf[node.Output] = sum.Out;
                 return;
             }
             var y = Buffer(node.Output.ShapeArray());
@@ -854,6 +845,20 @@ public sealed class CpuTrainingPlan
                 Operands = ops, X = x, Y = y, Kind = kind, P = p,
                 Indices = kind == PoolKind.Max ? Buffer(node.Output.ShapeArray(), DType.Int32) : null,
             }, node, y);
+        }
+
+        /// <summary>
+        /// A pool <paramref name="node"/> that <paramref name="step"/> runs in its own pass: the step's output becomes the
+        /// pool's (its unpooled buffer released); returns the pooled output and the indices buffer.
+        /// </summary>
+        private (Tensor Pooled, Tensor Indices) PoolInto(Stage step, Tensor unpooled, Node node, string label)
+        {
+            var pooled = Buffer(node.Output.ShapeArray());
+            Release(unpooled);
+            _values[step.Out].Data = pooled;
+            step.Label += label;
+            _valueOf[node.Output] = step.Out;
+            return (pooled, Buffer(node.Output.ShapeArray(), DType.Int32));
         }
 
         private void CompileAdaptive(Node node)

@@ -56,11 +56,15 @@ internal static unsafe partial class PoolKernels
         fixed (AddReluJob* state = &job) CpuThreading.ForParts(job.Parts, part, state);
     }
 
+    /// <summary>The planes [first, end) of <paramref name="part"/>.</summary>
+    private static (int First, int End) Planes(ref AddReluJob job, int part) =>
+        ((int)((long)part * job.Planes / job.Parts), (int)((long)(part + 1) * job.Planes / job.Parts));
+
     private static void AddReluForwardPart(void* state, int part)
     {
         ref AddReluJob job = ref *(AddReluJob*)state;
         ref readonly Geometry p = ref job.P;
-        int first = (int)((long)part * job.Planes / job.Parts), end = (int)((long)(part + 1) * job.Planes / job.Parts);
+        var (first, end) = Planes(ref job, part);
         int w = p.W, kh = p.KernelH, hw = p.H * w, pq = p.P * w;
         var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         var negative = Vector512.Create(float.NegativeInfinity);
@@ -95,7 +99,7 @@ internal static unsafe partial class PoolKernels
     {
         ref AddReluJob job = ref *(AddReluJob*)state;
         ref readonly Geometry p = ref job.P;
-        int first = (int)((long)part * job.Planes / job.Parts), end = (int)((long)(part + 1) * job.Planes / job.Parts);
+        var (first, end) = Planes(ref job, part);
         int w = p.W, kh = p.KernelH, hw = p.H * w, pq = p.P * w;
         var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         for (long plane = first; plane < end; plane++)
