@@ -138,9 +138,9 @@ internal static unsafe class DirectWeightGradient
         public int Phases, Length;
         public int Samples;
         public long DySample, XSample;
-        // The positions [From, To) of the run (one sample's run) this call takes, From a whole number of vectors in; its
-        // accumulators start from Carry's (Resume) or zero, and go on to Carry unless the run ends here (Finish), where
-        // they are summed into dw. Carry null: the whole run, as one call.
+        // The positions [From, To) of each sample's run this call takes, From a whole number of vectors in; its
+        // accumulators start from Carry's (Resume) or zero, and go on to Carry unless the block's sums end here (Finish),
+        // where they are added to dw.
         public int From, To;
         public bool Resume, Finish;
         public Vector512<float>* Carry;
@@ -456,7 +456,8 @@ internal static unsafe class DirectWeightGradient
     /// <summary>
     /// Dw[k * DwK + i * DwX] += sum over the Samples runs of Length positions j of dy[k, j] * x_i[j] (with a border, x_i
     /// zero where the masks say the tap reads off the plane; in either case zero past Length), for the TK dy rows and the
-    /// TC x rows of <paramref name="b"/>. The accumulators run on from one sample's run to the next.
+    /// TC x rows of <paramref name="b"/>, over the positions [From, To) of each run. The accumulators run on from one
+    /// sample's run to the next, and from Carry and back to it between calls (<see cref="Pairing"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Block<TK, TX, TBorder>(in Pairing b)
@@ -476,15 +477,14 @@ internal static unsafe class DirectWeightGradient
         Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a24 = default;
         Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default, a34 = default;
         Vector512<float>* carry = b.Carry;
-        if (carry != null && b.Resume)
+        if (b.Resume)
         {
             a00 = carry[0]; a01 = carry[1]; a02 = carry[2]; a03 = carry[3]; a04 = carry[4];
             a10 = carry[5]; a11 = carry[6]; a12 = carry[7]; a13 = carry[8]; a14 = carry[9];
             a20 = carry[10]; a21 = carry[11]; a22 = carry[12]; a23 = carry[13]; a24 = carry[14];
             a30 = carry[15]; a31 = carry[16]; a32 = carry[17]; a33 = carry[18]; a34 = carry[19];
         }
-        int firstVector = carry == null ? 0 : b.From / Lanes;
-        int vectors = ((carry == null ? length : b.To) + Lanes - 1) / Lanes;
+        int firstVector = b.From / Lanes, vectors = (b.To + Lanes - 1) / Lanes;
         for (int n = 0; n < b.Samples; n++, dy += b.DySample, x0 += b.XSample, x1 += b.XSample, x2 += b.XSample, x3 += b.XSample, x4 += b.XSample)
         {
             int phase = TBorder.Masked ? firstVector % phases : 0;
@@ -552,7 +552,7 @@ internal static unsafe class DirectWeightGradient
                 }
             }
         }
-        if (carry != null && !b.Finish)
+        if (!b.Finish)
         {
             carry[0] = a00; carry[1] = a01; carry[2] = a02; carry[3] = a03; carry[4] = a04;
             carry[5] = a10; carry[6] = a11; carry[7] = a12; carry[8] = a13; carry[9] = a14;
