@@ -1,6 +1,3 @@
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
-
 namespace NeuralCore.Backends.Cpu;
 
 // A residual addition + ReLU whose output only a max pool of column windows reads (CP-ResNet's blocks that end in a 2 x 1
@@ -26,8 +23,7 @@ internal static unsafe partial class PoolKernels
 
     /// <summary>
     /// y = maxpool(relu(a + b)) with its indices, for a <see cref="FusesAddRelu"/> pool <paramref name="p"/>; a and b
-    /// [N, C, H, W], y and indices [N, C, P, Q]. Each value is <see cref="ConvKernels.Relu(Vector512{float})"/> of the
-    /// sum (IEEE's maximum with 0, as AddRelu), compared as <see cref="MaxPlaneColumn"/> compares.
+    /// [N, C, H, W], y and indices [N, C, P, Q] (<see cref="MaxPlaneColumn"/> with an addend, plane by plane).
     /// </summary>
     internal static void AddReluMaxForward(float* a, float* b, float* y, int* indices, in Pool2dParams p)
     {
@@ -38,7 +34,8 @@ internal static unsafe partial class PoolKernels
     /// <summary>
     /// dx [N, C, H, W] = the gradient <see cref="AddReluMaxForward"/>'s operands get for the pool's output gradient dy:
     /// 0 + dy where a window's index points and its pooled value y is positive, +0 elsewhere (the pool's backward, then
-    /// the ReLU's mask read from its output). An index outside its window is an error: the forward writes them.
+    /// the ReLU's mask read from its output: <see cref="MaxBackwardPlaneColumn"/> with the pooled values). An index outside
+    /// its window is an error: the forward writes them.
     /// </summary>
     internal static void ReluMaxBackward(float* dy, int* indices, float* y, float* dx, in Pool2dParams p)
     {
@@ -56,43 +53,14 @@ internal static unsafe partial class PoolKernels
         fixed (AddReluJob* state = &job) CpuThreading.ForParts(job.Parts, part, state);
     }
 
-    /// <summary>The planes [first, end) of <paramref name="part"/>.</summary>
-    private static (int First, int End) Planes(ref AddReluJob job, int part) =>
-        ((int)((long)part * job.Planes / job.Parts), (int)((long)(part + 1) * job.Planes / job.Parts));
-
     private static void AddReluForwardPart(void* state, int part)
     {
         ref AddReluJob job = ref *(AddReluJob*)state;
         ref readonly Geometry p = ref job.P;
         var (first, end) = Planes(ref job, part);
-        int w = p.W, kh = p.KernelH, hw = p.H * w, pq = p.P * w;
-        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        var negative = Vector512.Create(float.NegativeInfinity);
+        long hw = (long)p.H * p.W, pq = (long)p.P * p.Q;
         for (long plane = first; plane < end; plane++)
-        {
-            float* a = job.A + plane * hw, b = job.B + plane * hw, y = job.Y + plane * pq;
-            int* indices = job.Indices + plane * pq;
-            for (int oh = 0; oh < p.P; oh++)
-            {
-                for (int c0 = 0; c0 < w; c0 += Vector512<float>.Count)
-                {
-                    var row = Vector512.LessThan(lane, Vector512.Create(w - c0));
-                    var best = negative;
-                    var index = Vector512.Create(oh * kh * w + c0) + lane;
-                    for (int ih = oh * kh; ih < oh * kh + kh; ih++)
-                    {
-                        int at = ih * w + c0;
-                        var v = ConvKernels.Relu(Avx512F.MaskLoad(a + at, row.AsSingle(), Vector512<float>.Zero)
-                            + Avx512F.MaskLoad(b + at, row.AsSingle(), Vector512<float>.Zero));
-                        var take = Vector512.GreaterThan(v, best) | ~Vector512.Equals(v, v);
-                        best = Vector512.ConditionalSelect(take, v, best);
-                        index = Vector512.ConditionalSelect(take.AsInt32(), Vector512.Create(at) + lane, index);
-                    }
-                    Avx512F.MaskStore(y + oh * w + c0, row.AsSingle(), best);
-                    Avx512F.MaskStore(indices + oh * w + c0, row, index);
-                }
-            }
-        }
+            MaxPlaneColumn(job.A + plane * hw, job.Y + plane * pq, job.Indices + plane * pq, p, (int)(end - plane), job.B + plane * hw);
     }
 
     private static void ReluBackwardPart(void* state, int part)
@@ -100,37 +68,15 @@ internal static unsafe partial class PoolKernels
         ref AddReluJob job = ref *(AddReluJob*)state;
         ref readonly Geometry p = ref job.P;
         var (first, end) = Planes(ref job, part);
-        int w = p.W, kh = p.KernelH, hw = p.H * w, pq = p.P * w;
-        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        long hw = (long)p.H * p.W, pq = (long)p.P * p.Q;
         for (long plane = first; plane < end; plane++)
         {
-            float* dy = job.Dy + plane * pq, y = job.Y + plane * pq, dx = job.Dx + plane * hw;
-            int* indices = job.Indices + plane * pq;
-            bool found = true;
-            for (int c0 = 0; c0 < w; c0 += Vector512<float>.Count)
-            {
-                var row = Vector512.LessThan(lane, Vector512.Create(w - c0));
-                for (int oh = 0; oh < p.P; oh++)
-                {
-                    int o = oh * w + c0;
-                    // The pool's 0 + dy, kept where the ReLU's output (the pooled value) is positive.
-                    var g = Avx512F.MaskLoad(dy + o, row.AsSingle(), Vector512<float>.Zero) + Vector512<float>.Zero;
-                    g = Vector512.ConditionalSelect(Vector512.GreaterThan(Avx512F.MaskLoad(y + o, row.AsSingle(), Vector512<float>.Zero), Vector512<float>.Zero),
-                        g, Vector512<float>.Zero);
-                    var at = Avx512F.MaskLoad(indices + o, row, Vector512<int>.Zero);
-                    var seen = ~row;
-                    for (int ih = oh * kh; ih < oh * kh + kh; ih++)
-                    {
-                        var here = Vector512.Equals(at, Vector512.Create(ih * w + c0) + lane);
-                        seen |= here;
-                        Avx512F.MaskStore(dx + ih * w + c0, row.AsSingle(), g & here.AsSingle());
-                    }
-                    found &= Vector512.EqualsAll(seen, Vector512<int>.AllBitsSet);
-                }
-                for (int ih = p.P * kh; ih < p.H; ih++) Avx512F.MaskStore(dx + ih * w + c0, row.AsSingle(), Vector512<float>.Zero);
-            }
-            if (!found)
+            if (!MaxBackwardPlaneColumn(job.Dy + plane * pq, job.Indices + plane * pq, job.Dx + plane * hw, p, (int)(end - plane), job.Y + plane * pq))
                 throw new InvalidOperationException("ReluMaxBackward found a pool index outside its window; the indices must be those its forward wrote.");
         }
     }
+
+    /// <summary>The planes [first, end) of <paramref name="part"/>.</summary>
+    private static (int First, int End) Planes(ref AddReluJob job, int part) =>
+        ((int)((long)part * job.Planes / job.Parts), (int)((long)(part + 1) * job.Planes / job.Parts));
 }

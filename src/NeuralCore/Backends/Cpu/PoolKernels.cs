@@ -307,9 +307,11 @@ internal static unsafe partial class PoolKernels
     /// <see cref="MaxPlane"/> for <see cref="IsColumn"/> geometries: each output row is one vector (or, over 16 values,
     /// several, the last masked), the window's input rows compared into it in scan order (a later value wins only when
     /// greater, or NaN), with the flat index of the winner; a window with nothing above -inf points at its first input,
-    /// as PyTorch's does.
+    /// as PyTorch's does. With <paramref name="addend"/> the values compared are relu(x + addend) (a residual addition +
+    /// ReLU pooled as it is made, <see cref="AddReluMaxForward"/>), each <see cref="ConvKernels.Relu(Vector512{float})"/>
+    /// of the sum as AddRelu takes it.
     /// </summary>
-    private static void MaxPlaneColumn(float* x, float* y, int* indices, in Geometry p, int planesLeft)
+    private static void MaxPlaneColumn(float* x, float* y, int* indices, in Geometry p, int planesLeft, float* addend = null)
     {
         int w = p.W;
         // Narrow rows from this one on are stored masked: a whole vector would reach past the part's last plane.
@@ -328,6 +330,7 @@ internal static unsafe partial class PoolKernels
                 for (int ih = h0; ih < h1; ih++)
                 {
                     var v = Avx512F.MaskLoad(x + ih * w + c0, row.AsSingle(), negative);
+                    if (addend != null) v = ConvKernels.Relu(v + Avx512F.MaskLoad(addend + ih * w + c0, row.AsSingle(), Vector512<float>.Zero));
                     var take = Vector512.GreaterThan(v, best) | ~Vector512.Equals(v, v);
                     best = Vector512.ConditionalSelect(take, v, best);
                     index = Vector512.ConditionalSelect(take.AsInt32(), Vector512.Create(ih * w + c0) + lane, index);
@@ -345,9 +348,11 @@ internal static unsafe partial class PoolKernels
     /// row at a time: each input of a window row gets 0 + dy where the window's index points at it and zero elsewhere (the
     /// bits of the scalar loop's clear and add); rows below the last window are zero. False, with dx to be rewritten,
     /// when some index does not point into its own window (indices not written by the forward pass): the scalar loop then
-    /// rejects it or adds it where it points, as it would for any geometry.
+    /// rejects it or adds it where it points, as it would for any geometry. With <paramref name="reluOutput"/> (the pooled
+    /// values of a ReLU pooled as it was made), each 0 + dy is kept only where that value is positive: the ReLU's
+    /// backward after the pool's (<see cref="ReluMaxBackward"/>).
     /// </summary>
-    private static bool MaxBackwardPlaneColumn(float* dy, int* indices, float* dx, in Geometry p, int planesLeft)
+    private static bool MaxBackwardPlaneColumn(float* dy, int* indices, float* dx, in Geometry p, int planesLeft, float* reluOutput = null)
     {
         int w = p.W, kh = p.KernelH;
         // Narrow rows from this one on are stored masked: a whole vector would reach past the part's last plane.
@@ -361,6 +366,11 @@ internal static unsafe partial class PoolKernels
             for (int oh = 0; oh < p.P; oh++)
             {
                 var g = Avx512F.MaskLoad(dy + oh * w + c0, row.AsSingle(), Vector512<float>.Zero) + Vector512<float>.Zero;
+                if (reluOutput != null)
+                {
+                    var positive = Vector512.GreaterThan(Avx512F.MaskLoad(reluOutput + oh * w + c0, row.AsSingle(), Vector512<float>.Zero), Vector512<float>.Zero);
+                    g = Vector512.ConditionalSelect(positive, g, Vector512<float>.Zero);
+                }
                 var at = Avx512F.MaskLoad(indices + oh * w + c0, row, Vector512<int>.Zero);
                 var seen = ~row;
                 for (int ih = oh * kh; ih < oh * kh + kh; ih++)
