@@ -52,6 +52,9 @@ internal static unsafe partial class PoolKernels
         public float* X, Y;
         public int* Indices;
         public int Planes, Parts;
+        // A residual addition + ReLU pooled as it is made (column windows only): forward, the sum's other operand
+        // [N, C, H, W]; backward, the pooled values [N, C, P, Q] whose sign masks the gradient.
+        public float* Addend, ReluOutput;
         // Max pooling without indices on a geometry the separable kernel runs.
         public Pool2dParams Params;
         public bool Separable;
@@ -61,6 +64,34 @@ internal static unsafe partial class PoolKernels
     internal static void Forward(PoolKind kind, float* x, float* y, int* indices, in Pool2dParams p)
     {
         var job = new Job { Kind = kind, P = new Geometry(p), X = x, Y = y, Indices = indices, Params = p, Separable = SeparableMax(p) };
+        Execute(ref job);
+    }
+
+    /// <summary>
+    /// True for a max pool <see cref="AddReluMaxForward"/> takes: windows one column wide (stride 1 along W, no padding
+    /// there) that tile the rows (stride = kernel height, no padding, floor mode), with AVX-512.
+    /// </summary>
+    internal static bool FusesAddRelu(in Pool2dParams p) => IsColumn(new Geometry(p)) && IsDisjointColumn(new Geometry(p)) && !p.CeilMode;
+
+    /// <summary>
+    /// y = maxpool(relu(a + b)) with its indices, relu(a + b) never stored, for a <see cref="FusesAddRelu"/> pool: a
+    /// compiled training step's residual addition + ReLU whose output only that pool reads (<see cref="MaxPlaneColumn"/>
+    /// with an addend). The bits of AddRelu and then the pool.
+    /// </summary>
+    internal static void AddReluMaxForward(float* a, float* b, float* y, int* indices, in Pool2dParams p)
+    {
+        var job = new Job { Kind = PoolKind.Max, P = new Geometry(p), X = a, Addend = b, Y = y, Indices = indices, Params = p };
+        Execute(ref job);
+    }
+
+    /// <summary>
+    /// dx = the gradient <see cref="AddReluMaxForward"/>'s operands get for the pool's output gradient dy: 0 + dy where a
+    /// window's index points and its pooled value y is positive, +0 elsewhere (<see cref="MaxBackwardPlaneColumn"/> with
+    /// the pooled values): the bits of the pool's backward and then the ReLU's. An index outside its window is an error.
+    /// </summary>
+    internal static void ReluMaxBackward(float* dy, int* indices, float* y, float* dx, in Pool2dParams p)
+    {
+        var job = new Job { Kind = PoolKind.Max, Backward = true, P = new Geometry(p), X = dx, Y = dy, Indices = indices, ReluOutput = y };
         Execute(ref job);
     }
 
@@ -118,8 +149,15 @@ internal static unsafe partial class PoolKernels
                 float* x = job.X + plane * hw, y = job.Y + plane * pq;
                 int* indices = job.Indices == null ? null : job.Indices + plane * pq;
                 // Narrow rows' whole-vector stores run on into what is written after them, up to the part's last plane.
-                if (!job.Backward) MaxPlaneColumn(x, y, indices, p, end - plane);
-                else if (!IsDisjointColumn(p) || !MaxBackwardPlaneColumn(y, indices, x, p, end - plane)) MaxBackwardPlane(y, indices, x, p);
+                if (!job.Backward) MaxPlaneColumn(x, y, indices, p, end - plane, job.Addend == null ? null : job.Addend + plane * hw);
+                else
+                {
+                    float* mask = job.ReluOutput == null ? null : job.ReluOutput + plane * pq;
+                    if (IsDisjointColumn(p) && MaxBackwardPlaneColumn(y, indices, x, p, end - plane, mask)) continue;
+                    if (mask != null)
+                        throw new InvalidOperationException("ReluMaxBackward found a pool index outside its window; the indices must be those its forward wrote.");
+                    MaxBackwardPlane(y, indices, x, p);
+                }
             }
             return;
         }
