@@ -615,7 +615,8 @@ public sealed class CpuInferencePlanTests : IDisposable
     /// the global average pool, which reads the last narrow map where it lies. On one sample's 3 x 6 map the 3x3 steps
     /// of 19 channels (16 + 3) run in mixed lanes (<see cref="MixedLaneConv3x3"/>), position-major too: the first reads
     /// the input channel-major, the others the previous step's output position-major, the block's second with its
-    /// residual; those of 38 channels (32 + 6) stay on the narrow map.
+    /// residual; those of 38 channels (32 + 6) stay on the narrow map. (The last 1x1 has a ReLU, so the average cannot
+    /// run before it: see <see cref="TheHeadsConvolutionRunsAfterTheAverage"/>.)
     /// </summary>
     [Theory]
     [InlineData(1, 1, 6, 19, 38, false, 0)]
@@ -637,6 +638,7 @@ public sealed class CpuInferencePlanTests : IDisposable
             new ResidualBlock(channels, 2 * channels, g),
             new BatchNorm2d(2 * channels),
             new Conv2d(2 * channels, 10, 1, bias: false, generator: g),
+            new ReLU(),
             new AdaptiveAvgPool2d(1),
             new Flatten());
         RandomizeStatistics(net, g);
@@ -647,6 +649,71 @@ public sealed class CpuInferencePlanTests : IDisposable
         // The unfused batch norm reads channel-major: one move back before it; the global average pool needs none.
         Assert.Equal(1, plan.Description.Count(d => d.StartsWith("to channel-major", StringComparison.Ordinal)));
         Assert.Equal(batch * h * w == 1 ? "average pool 1x1/1x1 (position-major)" : $"average pool {h}x{w}/{h}x{w} (position-major)", plan.Description[^1]);
+    }
+
+    /// <summary>
+    /// A 1x1 convolution (with its batch norm folded in) whose output only an adaptive average pool reads, CP-ResNet's
+    /// head, runs after the average on the pooled map where the windows hold at least 16 positions: mean(W x + b) =
+    /// W mean(x) + b. On a narrow map at batch 1 (the average reads it position-major), on mel's last map at batches 1
+    /// and 3, and to a 2 x 3 output (4 x 4 windows, the general average kernel); the convolution then multiplies one
+    /// column per pooled cell, channel-major, so no move follows it. Windows of fewer positions (MNIST's 1 x 6 map,
+    /// 2 x 6) keep the order as traced. The results match eager either way.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 4, 6, 38, 1, 1, true, true)]
+    [InlineData(1, 7, 24, 76, 1, 1, false, true)]
+    [InlineData(3, 7, 24, 32, 1, 1, false, true)]
+    [InlineData(1, 8, 12, 19, 2, 3, false, true)]
+    [InlineData(1, 1, 6, 38, 1, 1, true, false)]
+    [InlineData(3, 2, 6, 19, 1, 1, false, false)]
+    public void TheHeadsConvolutionRunsAfterTheAverage(int batch, int h, int w, int channels, int outH, int outW, bool narrow, bool moved)
+    {
+        var g = new Generator(59);
+        var net = new Sequential(
+            new Conv2d(3, channels, 3, padding: 1, bias: true, generator: g),
+            new BatchNorm2d(channels),
+            new ReLU(),
+            new ResidualBlock(channels, channels, g),
+            new Conv2d(channels, 10, 1, bias: true, generator: g),
+            new BatchNorm2d(10),
+            new AdaptiveAvgPool2d((outH, outW)),
+            new Flatten());
+        RandomizeStatistics(net, g);
+        var (plan, _) = CompileAndCompare(net, Tensor.Randn([batch, 3, h, w], g));
+        int kh = h / outH, kw = w / outW;
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, and the narrow-map cases' layout differs.");
+        string pool = $"average pool {kh}x{kw}/{kh}x{kw}" + (narrow ? " (position-major)" : "");
+        if (moved)
+        {
+            Assert.Equal(pool, plan.Description[^2]);
+            Assert.Equal($"conv {channels}->10 1x1 + bn (implicit GEMM)", plan.Description[^1]);
+        }
+        else
+        {
+            Assert.True(plan.Description[^2].StartsWith($"conv {channels}->10 1x1 + bn", StringComparison.Ordinal), string.Join("; ", plan.Description));
+            Assert.Equal(pool, plan.Description[^1]);
+        }
+    }
+
+    /// <summary>
+    /// The average runs after a 1x1 convolution as traced where swapping them would change the result or other readers:
+    /// the convolution's output read twice (by the pool and by a ReLU), or an activation between them.
+    /// </summary>
+    [Fact]
+    public void TheAverageStaysAfterAConvolutionItCannotPass()
+    {
+        var g = new Generator(61);
+        var net = new TwoPooledReaders(g);
+        RandomizeStatistics(net, g);
+        var (plan, _) = CompileAndCompare(net, Tensor.Randn([2, 8, 5, 6], g));
+        var steps = plan.Description;
+        Assert.StartsWith("conv 8->8 1x1", steps[0]);
+        Assert.Equal(3, steps.Count(d => d.StartsWith("average pool 5x6/5x6", StringComparison.Ordinal)));
+        Assert.Equal(2, steps.Count(d => d.StartsWith("conv 8->8 1x1", StringComparison.Ordinal)));
+        // A convolution moved behind its average would follow a pool step.
+        for (int i = 0; i + 1 < steps.Count; i++)
+            if (steps[i].StartsWith("average pool", StringComparison.Ordinal))
+                Assert.False(steps[i + 1].StartsWith("conv", StringComparison.Ordinal), string.Join("; ", steps));
     }
 
     /// <summary>
@@ -748,13 +815,14 @@ public sealed class CpuInferencePlanTests : IDisposable
     /// by a 3x3 convolution, which cannot join (its taps would read the other threads' columns).
     /// Each must match eager, and give the same bits on one, two and three threads (other column shares, other
     /// per-thread blocks). <paramref name="members"/>: the steps expected in the chain (the 3x3 head joins where the
-    /// implicit GEMM runs it, not where Winograd does; 529 columns form no chain).
+    /// implicit GEMM runs it, not where Winograd does; 529 columns form no chain; the last 1x1, which only the global
+    /// average reads, runs after the average on one column per sample and joins none).
     /// </summary>
     [Theory]
-    [InlineData(1, 7, 24, 19, 38, 76, 6)]
-    [InlineData(1, 7, 24, 32, 64, 128, 6)]
-    [InlineData(2, 9, 20, 5, 12, 7, 6)]
-    [InlineData(1, 20, 25, 8, 16, 9, 5)]
+    [InlineData(1, 7, 24, 19, 38, 76, 5)]
+    [InlineData(1, 7, 24, 32, 64, 128, 5)]
+    [InlineData(2, 9, 20, 5, 12, 7, 5)]
+    [InlineData(1, 20, 25, 8, 16, 9, 4)]
     [InlineData(1, 23, 23, 8, 16, 9, 0)]
     public void ConvolutionsOnSmallMapsRunAsColumnChains(int batch, int h, int w, int c1, int c2, int c3, int members)
     {
@@ -767,6 +835,9 @@ public sealed class CpuInferencePlanTests : IDisposable
         var inChain = plan.Description.Where(d => d.Contains("column chain", StringComparison.Ordinal)).ToArray();
         Assert.Equal(members, inChain.Length);
         Assert.DoesNotContain(plan.Description, d => d.StartsWith($"conv {c2}->{c3} 3x3", StringComparison.Ordinal) && d.Contains("chain", StringComparison.Ordinal));
+        int last1x1 = plan.Description.ToList().IndexOf($"conv {c3}->{c3} 1x1 (implicit GEMM)");
+        Assert.True(last1x1 > 0, string.Join("; ", plan.Description));
+        Assert.StartsWith("average pool", plan.Description[last1x1 - 1]);
         int savedThreads = CpuThreading.Threads;
         try
         {
@@ -1036,6 +1107,28 @@ public sealed class CpuInferencePlanTests : IDisposable
             var d = _d.Call(c);
             var e = _e.Call(b).Relu();
             return _pool.Call(d).Add(_pool.Call(e)).Flatten(1);
+        }
+    }
+
+    /// <summary>
+    /// pool(conv a (x)) + pool(relu(conv a (x))) + pool(relu(conv b (x))): conv a's output has two readers, conv b an
+    /// activation before its pool; neither may run after its average.
+    /// </summary>
+    private sealed class TwoPooledReaders : Module
+    {
+        private readonly Conv2d _a, _b;
+        private readonly AdaptiveAvgPool2d _pool = new(1);
+
+        public TwoPooledReaders(Generator g)
+        {
+            _a = RegisterModule("a", new Conv2d(8, 8, 1, bias: true, generator: g));
+            _b = RegisterModule("b", new Conv2d(8, 8, 1, bias: true, generator: g));
+        }
+
+        public override Tensor Forward(Tensor x)
+        {
+            var a = _a.Call(x);
+            return _pool.Call(a).Add(_pool.Call(a.Relu())).Add(_pool.Call(_b.Call(x).Relu())).Flatten(1);
         }
     }
 

@@ -601,4 +601,37 @@ public sealed class PoolingTests
         }
         Assert.Equal(expected.Select(BitConverter.SingleToInt32Bits), actual.Select(BitConverter.SingleToInt32Bits));
     }
+
+    /// <summary>
+    /// The inference plans' vector global average (<see cref="PoolKernels.GlobalAverageRows"/>) is each plane's mean
+    /// within the rounding of a float sum of the plane's values (the double-precision sum as reference): planes of 1 to 200
+    /// values, so a masked vector alone, whole vectors in odd and even numbers, and both; planes start at every offset
+    /// from a vector's boundary. A NaN or an infinity reaches its own plane's mean only.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(6)]
+    [InlineData(16)]
+    [InlineData(17)]
+    [InlineData(48)]
+    [InlineData(168)]
+    [InlineData(200)]
+    public unsafe void GlobalAverageRowsIsEachPlanesMean(int hw)
+    {
+        const int planes = 7;
+        var values = Reference.ToFloat(Reference.Random(planes * hw, 43, 100.0));
+        values[2 * hw + hw / 2] = float.NaN;
+        values[4 * hw] = float.PositiveInfinity;
+        var means = new float[planes];
+        fixed (float* x = values, y = means) PoolKernels.GlobalAverageRows(x, y, planes, hw);
+        for (int i = 0; i < planes; i++)
+        {
+            var plane = values.AsSpan(i * hw, hw).ToArray();
+            if (i == 2) { Assert.True(float.IsNaN(means[i]), $"plane {i}: {means[i]}"); continue; }
+            if (i == 4) { Assert.Equal(float.PositiveInfinity, means[i]); continue; }
+            double sum = plane.Sum(v => (double)v), magnitude = plane.Sum(v => Math.Abs((double)v));
+            double bound = (hw / 16 + 6) * 1.2e-7 * magnitude / hw;
+            Assert.True(Math.Abs(means[i] - sum / hw) <= bound, $"plane {i}: {means[i]} against {sum / hw}");
+        }
+    }
 }

@@ -30,6 +30,42 @@ internal static unsafe partial class PoolKernels
         }
     }
 
+    /// <summary>
+    /// y[i] = the mean of plane i of x, [planes, hw] (a channel-major map's global average, <see cref="IsGlobalAverage"/>),
+    /// summed in vectors: 16 lane sums over the plane's whole vectors (two accumulators, even and odd vectors, then
+    /// added), the last partial vector masked in, the lanes summed, divided by hw. Inference plans only: the window
+    /// kernels sum in row-major order, so this differs from them by rounding.
+    /// </summary>
+    internal static void GlobalAverageRows(float* x, float* y, long planes, int hw)
+    {
+        if (!Avx512F.IsSupported)
+        {
+            for (long i = 0; i < planes; i++)
+            {
+                float sum = 0;
+                for (int j = 0; j < hw; j++) sum += x[i * hw + j];
+                y[i] = sum / hw;
+            }
+            return;
+        }
+        int whole = hw / 16;
+        var tail = ConvKernels.FirstLanes(hw % 16);
+        for (long i = 0; i < planes; i++)
+        {
+            float* plane = x + i * hw;
+            Vector512<float> even = Vector512<float>.Zero, odd = Vector512<float>.Zero;
+            int v = 0;
+            for (; v + 1 < whole; v += 2)
+            {
+                even += Vector512.Load(plane + v * 16);
+                odd += Vector512.Load(plane + (v + 1) * 16);
+            }
+            if (v < whole) even += Vector512.Load(plane + v * 16);
+            var sum = even + odd + Avx512F.MaskLoad(plane + whole * 16, tail, Vector512<float>.Zero);
+            y[i] = Vector512.Sum(sum) / hw;
+        }
+    }
+
     // Input rows up to this wide (and strides along W of 1 or 2) take the separable kernel.
     private const int MaxSeparableRow = 4096;
     // The row buffer's margins hold -inf, so window columns in the padding read -inf without bounds checks.
