@@ -39,6 +39,9 @@ public class OnnxRuntimeBenchmarks
     /// <summary>Input names.</summary>
     public static IEnumerable<string> Inputs => ModelInput.Infer.Select(i => i.Name);
 
+    /// <summary>Where ONNX Runtime writes its profile (a path prefix), for <see cref="OnnxRuntimeProfile"/>; null: no profile.</summary>
+    internal string? ProfilePrefix { get; init; }
+
     /// <summary>
     /// ONNX Runtime's session only in the process that times it (BenchmarkDotNet runs each method in a process of its
     /// own), so that its intra-op threads never share the two cores with the plan's, even waiting.
@@ -56,6 +59,11 @@ public class OnnxRuntimeBenchmarks
             InterOpNumThreads = 1,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
         };
+        if (ProfilePrefix is not null)
+        {
+            options.EnableProfiling = true;
+            options.ProfileOutputPathPrefix = ProfilePrefix;
+        }
         session = new InferenceSession(bytes, options);
         inputNames = [session.InputNames[0]];
         outputNames = [session.OutputNames[0]];
@@ -81,6 +89,12 @@ public class OnnxRuntimeBenchmarks
         x = spec.Batch().X;
         return spec;
     }
+
+    /// <summary>Ends ONNX Runtime's profile and returns its file (JSON, Chrome's trace format).</summary>
+    internal string EndOnnxRuntimeProfile() => session.EndProfiling();
+
+    /// <summary>The plan's time per step over <paramref name="iterations"/> passes (<see cref="CpuInferencePlan.Profile"/>).</summary>
+    internal IReadOnlyList<(string Step, double Milliseconds)> ProfilePlan(int iterations) => plan.Profile(x.AsSpan(), iterations);
 
     [GlobalCleanup(Target = nameof(OnnxRuntime))]
     public void CleanupOnnxRuntime()

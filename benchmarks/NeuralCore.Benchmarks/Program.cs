@@ -4,7 +4,8 @@ namespace NeuralCore.Benchmarks;
 
 /// <summary>
 /// Entry point: pick benchmarks with BenchmarkDotNet's switches, e.g. <c>--filter '*Gemm*'</c>, or compare in
-/// alternating rounds: with ONNX Runtime (<c>rounds</c>, <see cref="OnnxRuntimeRounds"/>), a training path off and
+/// alternating rounds: with ONNX Runtime (<c>rounds</c>, <see cref="OnnxRuntimeRounds"/>; node by node against the
+/// plan's steps, <c>ort-profile</c>, <see cref="OnnxRuntimeProfile"/>), a training path off and
 /// on (<c>switch-rounds</c>, <see cref="TrainingSwitchRounds"/>), or two builds of the command
 /// (<c>build-rounds</c>, <see cref="BuildRounds"/>).
 /// </summary>
@@ -15,6 +16,7 @@ public static class Program
         Func<string[], int>? command = args.Length == 0 ? null : args[0] switch
         {
             OnnxRuntimeRounds.Command => OnnxRuntimeRounds.Run,
+            OnnxRuntimeProfile.Command => OnnxRuntimeProfile.Run,
             TrainingSwitchRounds.Command => TrainingSwitchRounds.Run,
             BuildRounds.Command => BuildRounds.Run,
             _ => null,
