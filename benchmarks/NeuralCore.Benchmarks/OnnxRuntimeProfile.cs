@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 
@@ -25,19 +24,9 @@ public static class OnnxRuntimeProfile
     /// <summary>Profiles the selected case and prints both breakdowns; returns the exit code.</summary>
     public static int Run(string[] args)
     {
-        string model = "big 32/64/128", input = "mel 1x128x100 b64";
-        int rounds = 12;
-        for (int i = 1; i < args.Length; i++)
-        {
-            string value = i + 1 < args.Length ? args[i + 1] : throw new ArgumentException($"{args[i]} needs a value");
-            switch (args[i++])
-            {
-                case "--model": model = Rounds.Known(value, ModelInput.Widths.Keys, "model"); break;
-                case "--input": input = Rounds.Known(value, ModelInput.Infer.Select(x => x.Name), "input"); break;
-                case "--rounds": rounds = Rounds.Positive(value); break;
-                default: throw new ArgumentException($"unknown option {args[i - 1]} (options: --model, --input, --rounds)");
-            }
-        }
+        var (models, inputs, rounds) = Rounds.InferenceCells(args, rounds: 12);
+        if (models.Count > 1 || inputs.Count > 1) throw new ArgumentException("ort-profile takes one --model and one --input");
+        string model = models.FirstOrDefault("big 32/64/128"), input = inputs.FirstOrDefault("mel 1x128x100 b64");
         string prefix = Path.Combine(Path.GetTempPath(), $"neuralcore-ort-profile-{Environment.ProcessId}");
         var cases = new OnnxRuntimeBenchmarks { Model = model, Input = input, ProfilePrefix = prefix };
         cases.SetupOnnxRuntime();
@@ -48,10 +37,10 @@ public static class OnnxRuntimeProfile
         int ortWarm, ortCalls, planCalls;
         try
         {
-            ortWarm = Warm(() => cases.OnnxRuntime(), out double ort);
-            Warm(() => cases.NeuralCorePlan(), out double plan);
-            ortCalls = Calls(ort);
-            planCalls = Calls(plan);
+            double ort = Rounds.Warm(() => cases.OnnxRuntime(), out ortWarm);
+            double plan = Rounds.Warm(() => cases.NeuralCorePlan(), out _);
+            ortCalls = Rounds.Calls(ort, BlockMilliseconds);
+            planCalls = Rounds.Calls(plan, BlockMilliseconds);
             for (int r = 0; r < rounds; r++)
             {
                 for (int i = 0; i < ortCalls; i++) cases.OnnxRuntime();
@@ -113,21 +102,4 @@ public static class OnnxRuntimeProfile
         }
         return nodes.Select(n => (n.Name, n.Times.Skip(skip).ToList())).Where(n => n.Item2.Count > 0).ToList();
     }
-
-    // Calls the pass for two seconds, past the JIT's tiering; returns the calls made and the last one's time in ms.
-    private static int Warm(Func<float> pass, out double last)
-    {
-        var clock = Stopwatch.StartNew();
-        int calls = 0;
-        do
-        {
-            long start = Stopwatch.GetTimestamp();
-            pass();
-            last = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-            calls++;
-        } while (clock.ElapsedMilliseconds < 2000);
-        return calls;
-    }
-
-    private static int Calls(double milliseconds) => (int)Math.Clamp(BlockMilliseconds / Math.Max(milliseconds, 1e-3), 5, 5000);
 }

@@ -24,20 +24,7 @@ public static class OnnxRuntimeRounds
     /// <summary>Runs the comparison for the selected cases and prints one line per case; returns the exit code.</summary>
     public static int Run(string[] args)
     {
-        var models = new List<string>();
-        var inputs = new List<string>();
-        int rounds = 20;
-        for (int i = 1; i < args.Length; i++)
-        {
-            string value = i + 1 < args.Length ? args[i + 1] : throw new ArgumentException($"{args[i]} needs a value");
-            switch (args[i++])
-            {
-                case "--model": models.Add(Rounds.Known(value, ModelInput.Widths.Keys, "model")); break;
-                case "--input": inputs.Add(Rounds.Known(value, ModelInput.Infer.Select(x => x.Name), "input")); break;
-                case "--rounds": rounds = Rounds.Positive(value); break;
-                default: throw new ArgumentException($"unknown option {args[i - 1]} (options: --model, --input, --rounds)");
-            }
-        }
+        var (models, inputs, rounds) = Rounds.InferenceCells(args, rounds: 20);
         if (models.Count == 0) models.AddRange(ModelInput.Widths.Keys);
         if (inputs.Count == 0) inputs.AddRange(ModelInput.Infer.Select(x => x.Name));
         Console.WriteLine($"ONNX Runtime and the NeuralCore plan in {rounds} alternating rounds, {ModelInput.Threads} threads each; per-round medians, ms");
@@ -56,8 +43,8 @@ public static class OnnxRuntimeRounds
         try
         {
             // Warm both (the JIT's optimised code, the sessions' first-call work), then size the blocks.
-            double ort = Warm(() => cases.OnnxRuntime()), plan = Warm(() => cases.NeuralCorePlan());
-            int ortCalls = Calls(ort), planCalls = Calls(plan);
+            double ort = Rounds.Warm(() => cases.OnnxRuntime(), out _), plan = Rounds.Warm(() => cases.NeuralCorePlan(), out _);
+            int ortCalls = Rounds.Calls(ort, BlockMilliseconds), planCalls = Rounds.Calls(plan, BlockMilliseconds);
             var ortMedians = new double[rounds];
             var planMedians = new double[rounds];
             var ratios = new double[rounds];
@@ -75,22 +62,6 @@ public static class OnnxRuntimeRounds
             cases.CleanupOnnxRuntime();
         }
     }
-
-    // Calls the pass for two seconds, past the JIT's tiering of the hot methods; returns the last call's time in ms.
-    private static double Warm(Func<float> pass)
-    {
-        var clock = Stopwatch.StartNew();
-        double last;
-        do
-        {
-            long start = Stopwatch.GetTimestamp();
-            pass();
-            last = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        } while (clock.ElapsedMilliseconds < 2000);
-        return last;
-    }
-
-    private static int Calls(double milliseconds) => (int)Math.Clamp(BlockMilliseconds / Math.Max(milliseconds, 1e-3), 5, 5000);
 
     // The median time of one block of calls (after two untimed ones), followed by the pause.
     private static double BlockMedian(Func<float> pass, int calls)
