@@ -17,7 +17,8 @@ public static class OnnxRuntimeProfile
     /// <summary>The first argument that selects this mode instead of BenchmarkDotNet's switcher.</summary>
     public const string Command = "ort-profile";
 
-    // Each block runs about this long after its warm calls.
+    // Each block runs about this long; between blocks, as in OnnxRuntimeRounds, a pause lets ONNX Runtime's spinning
+    // workers go idle.
     private const double BlockMilliseconds = 200;
     private static readonly TimeSpan Pause = TimeSpan.FromMilliseconds(30);
 
