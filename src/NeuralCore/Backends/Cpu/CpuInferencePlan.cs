@@ -698,7 +698,8 @@ public sealed unsafe partial class CpuInferencePlan
         public override void Run(float** values)
         {
             if (InputPositionMajor) PoolKernels.GlobalAveragePositionMajor(values[In], values[Out], P.N, P.H * P.W, P.C);
-            else if (PoolKernels.IsGlobalAverage(Kind, P)) PoolKernels.GlobalAverageRows(values[In], values[Out], (long)P.N * P.C, P.H * P.W);
+            else if (PoolKernels.IsGlobalAverage(Kind, P) && P.H * P.W >= PoolKernels.MinVectorAveragePlane)
+                PoolKernels.GlobalAverageRows(values[In], values[Out], (long)P.N * P.C, P.H * P.W);
             else PoolKernels.Forward(Kind, values[In], values[Out], null, P);
         }
 
