@@ -521,6 +521,9 @@ public sealed class CpuThreadingSettingsTests
     [InlineData(32, 36)]
     [InlineData(36, 16)]
     [InlineData(17, 23)]
+    [InlineData(16, 16)]
+    [InlineData(33, 47)]
+    [InlineData(48, 32)]
     public unsafe void TransposeCopiesEveryFloatAndNothingElse(int rows, int columns)
     {
         if (!System.Runtime.Intrinsics.X86.Avx.IsSupported) Assert.Skip("This CPU has no AVX: the transposes do not run.");
