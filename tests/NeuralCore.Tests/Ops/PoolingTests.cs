@@ -618,6 +618,7 @@ public sealed class PoolingTests
     [InlineData(200)]
     public unsafe void GlobalAverageRowsIsEachPlanesMean(int hw)
     {
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plans average with the window kernels' loop.");
         const int planes = 7;
         var values = Reference.ToFloat(Reference.Random(planes * hw, 43, 100.0));
         values[2 * hw + hw / 2] = float.NaN;

@@ -31,31 +31,21 @@ internal static unsafe partial class PoolKernels
     }
 
     /// <summary>
-    /// The smallest plane the inference plans average with <see cref="GlobalAverageRows"/>. One thread, alternated with
-    /// the window kernels' loop: planes of 168 (mel's head) 0.13-0.15 of the loop's time, of 18 0.57, of 6 (MNIST's head)
-    /// 0.78 for 2560 planes and 1.33 for 4864, where one masked load and the sum of 16 lanes cost about what six
-    /// additions do; smaller planes keep the loop.
+    /// True where the inference plans average planes of <paramref name="hw"/> values with <see cref="GlobalAverageRows"/>:
+    /// AVX-512 and at least 16 values. One thread, alternated with the window kernels' loop: planes of 168 (mel's head)
+    /// 0.13-0.15 of the loop's time, of 18 0.57, of 6 (MNIST's head) 0.78 for 2560 planes and 1.33 for 4864, where one
+    /// masked load and the sum of 16 lanes cost about what six additions do; smaller planes keep the loop.
     /// </summary>
-    internal const int MinVectorAveragePlane = 16;
+    internal static bool AveragesInVectors(int hw) => Avx512F.IsSupported && hw >= 16;
 
     /// <summary>
     /// y[i] = the mean of plane i of x, [planes, hw] (a channel-major map's global average, <see cref="IsGlobalAverage"/>),
     /// summed in vectors: 16 lane sums over the plane's whole vectors (two accumulators, even and odd vectors, then
     /// added), the last partial vector masked in, the lanes summed, divided by hw. Inference plans only: the window
-    /// kernels sum in row-major order, so this differs from them by rounding.
+    /// kernels sum in row-major order, so this differs from them by rounding. Needs AVX-512 (<see cref="AveragesInVectors"/>).
     /// </summary>
     internal static void GlobalAverageRows(float* x, float* y, long planes, int hw)
     {
-        if (!Avx512F.IsSupported)
-        {
-            for (long i = 0; i < planes; i++)
-            {
-                float sum = 0;
-                for (int j = 0; j < hw; j++) sum += x[i * hw + j];
-                y[i] = sum / hw;
-            }
-            return;
-        }
         int whole = hw / 16;
         var tail = ConvKernels.FirstLanes(hw % 16);
         for (long i = 0; i < planes; i++)
