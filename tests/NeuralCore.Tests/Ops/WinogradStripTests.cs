@@ -6,40 +6,45 @@ using NeuralCore.Tests.Backends;
 namespace NeuralCore.Tests.Ops;
 
 /// <summary>
-/// Winograd's point-wise products in strips (<see cref="Gemm.MultiplyPointStrips"/>): every output channel of a point,
-/// at most 24 of them, for 16 tiles in one pass. The kernel against a scalar chain of fused multiply-adds in the tiles'
-/// order (the same bits), and Winograd convolutions whose weights were transformed for strips against the same
-/// convolutions through the 8 x 32 tiles (<see cref="WinogradConv.Strips"/> off).
+/// Winograd's point-wise products in strips (<see cref="Gemm.MultiplyPointStrips"/>,
+/// <see cref="Gemm.MultiplyPointStripPairs"/>): every output channel of a point, at most 24 of them, for 16 or 32 tiles.
+/// The kernels against a scalar chain of fused multiply-adds in the tiles' order (the same bits), and Winograd
+/// convolutions whose weights were transformed for strips against the same convolutions through the 8 x 32 tiles
+/// (<see cref="WinogradConv.Strips"/> off).
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
 public sealed unsafe class WinogradStripTests
 {
-    public static IEnumerable<TheoryDataRow<int>> RowCounts() => Enumerable.Range(1, Gemm.MaxStripRows).Select(r => new TheoryDataRow<int>(r));
+    public static IEnumerable<TheoryDataRow<int, int>> RowCounts() =>
+        from columns in new[] { 16, 32 } from rows in Enumerable.Range(1, Gemm.MaxStripRows) select new TheoryDataRow<int, int>(rows, columns);
 
     /// <summary>
-    /// Every row count: each point's sums over the depth in order, one fused multiply-add a term from zero, stored whole
-    /// at its rows; nothing written past the last row or beside the 16 columns.
+    /// Every row count, for 16 columns (<see cref="Gemm.MultiplyPointStrips"/>) and for 32
+    /// (<see cref="Gemm.MultiplyPointStripPairs"/>, its rows in strips of at most 12): each point's sums over the depth in
+    /// order, one fused multiply-add a term from zero, stored whole at its rows; nothing written past the last row or
+    /// beside the columns.
     /// </summary>
     [Theory]
     [MemberData(nameof(RowCounts))]
-    public void PointStripsSumInTheTilesOrder(int rows)
+    public void PointStripsSumInTheTilesOrder(int rows, int columns)
     {
         if (!Vector512.IsHardwareAccelerated || Gemm.Kind != Gemm.KernelKind.Vector512)
             Assert.Skip("This CPU has no AVX-512: the strips do not run.");
-        const int points = 3, depth = 21, ldv = 40, ldm = 32;
+        const int points = 3, depth = 21, ldv = 48, ldm = 40;
         long uPoint = depth * Gemm.MaxStripRows + 8, vPoint = depth * ldv + 16, mPoint = (Gemm.MaxStripRows + 1) * ldm;
         var random = new Random(rows);
         float[] u = Enumerable.Range(0, (int)(points * uPoint)).Select(_ => Next(random)).ToArray();
         float[] v = Enumerable.Range(0, (int)(points * vPoint)).Select(_ => Next(random)).ToArray();
         float[] m = Enumerable.Repeat(float.NaN, (int)(points * mPoint)).ToArray();
         fixed (float* pu = u, pv = v, pm = m)
-            Gemm.MultiplyPointStrips(rows, points, depth, pu, uPoint, pv, vPoint, ldv, pm, mPoint, ldm);
+            if (columns == 32) Gemm.MultiplyPointStripPairs(rows, points, depth, pu, uPoint, pv, vPoint, ldv, pm, mPoint, ldm);
+            else Gemm.MultiplyPointStrips(rows, points, depth, pu, uPoint, pv, vPoint, ldv, pm, mPoint, ldm);
         for (int p = 0; p < points; p++)
             for (int i = 0; i <= Gemm.MaxStripRows; i++)
                 for (int l = 0; l < ldm; l++)
                 {
                     float actual = m[p * mPoint + i * ldm + l];
-                    if (i >= rows || l >= 16)
+                    if (i >= rows || l >= columns)
                     {
                         Assert.True(float.IsNaN(actual), $"point {p} row {i} column {l} was written");
                         continue;
@@ -55,7 +60,8 @@ public sealed unsafe class WinogradStripTests
     /// Convolutions whose weights were transformed for strips give the tiles' bits: F(3x3, 3x3) with the tiles in the
     /// lanes (mel's 31 x 24), F(2x2, 3x3) with a fused pool, the samples in the lanes (MNIST's 6 x 6 and 3 x 6, a last
     /// block of fewer than 32 samples), maps of odd height and width, one to 24 output channels with bias, residual and
-    /// each activation, two threads, and a NaN in the input. With 25 output channels the weights keep the tiles' packing.
+    /// each activation, two threads, and a NaN in the input; panels of 32 tiles (strip pairs) and last panels of at most
+    /// 16 (mel's 176 tiles in blocks of 96 and 80). With 25 output channels the weights keep the tiles' packing.
     /// </summary>
     [Theory]
     [InlineData(2, 31, 24, 19, 19, false, true, 1, 1, false)]

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -10,6 +11,9 @@ public static unsafe partial class Gemm
 {
     /// <summary>Most output channels one strip holds: one accumulator register each, of 32.</summary>
     internal const int MaxStripRows = 24;
+
+    /// <summary>Most output channels a strip of 32 columns holds: two accumulators each, 24 of the 32 registers.</summary>
+    internal const int MaxPairRows = 12;
 
     /// <summary>Most output channels a 3x3 strip holds: its nine taps' masks stay in registers beside the accumulators.</summary>
     internal const int MaxStrip3x3Rows = 22;
@@ -158,6 +162,90 @@ public static unsafe partial class Gemm
         public readonly int Points = points, Depth = depth;
         public readonly float* U = u, V = v, M = m;
         public readonly long UPoint = uPoint, VPoint = vPoint, Ldv = ldv, MPoint = mPoint, Ldm = ldm;
+    }
+
+    /// <summary>
+    /// <see cref="MultiplyPointStrips"/> for 32 columns: m_p = u_p v_p for <paramref name="rows"/> (1 to
+    /// <see cref="MaxStripRows"/>) rows, v_p's two vectors of columns at <paramref name="v"/> + p * <paramref name="vPoint"/>
+    /// and 16 floats on, m_p's rows likewise. Point by point, the rows come in near-equal strips of at most
+    /// <see cref="MaxPairRows"/> (19 = 10 + 9), each holding two accumulators per row, so that one broadcast of a weight
+    /// feeds two multiply-adds and a strip's depth step loads two V vectors and a weight per row (16 columns at a time
+    /// load one V vector and a weight per row for half the products). Each sum runs over depth in order, one fused
+    /// multiply-add a term: the same bits as <see cref="MultiplyPointStrips"/> and <see cref="Kernel512"/>. Needs AVX-512.
+    /// </summary>
+    internal static void MultiplyPointStripPairs(int rows, int points, int depth, float* u, long uPoint, float* v, long vPoint, long ldv,
+        float* m, long mPoint, long ldm)
+    {
+        if ((uint)(rows - 1) >= MaxStripRows)
+            throw new ArgumentOutOfRangeException(nameof(rows), rows, $"Point strips hold 1 to {MaxStripRows} output channels.");
+        int strips = (rows + MaxPairRows - 1) / MaxPairRows;
+        // Point-major: the second strip reads the point's V rows from L1 (the panel's 25 points of 19 rows, 60 KiB, do not
+        // stay there; strip-major took 1.00-1.05x as long).
+        for (int point = 0; point < points; point++)
+            for (int strip = 0; strip < strips; strip++)
+            {
+                int first = rows * strip / strips, end = rows * (strip + 1) / strips;
+                var pair = new PointPair(depth, u + point * uPoint + first, v + point * vPoint, ldv, m + point * mPoint + first * ldm, ldm);
+                WithRows(end - first, ref pair);
+            }
+    }
+
+    /// <summary>One strip of <see cref="MultiplyPointStripPairs"/>: rows [0, TRows) of u, v's 32 columns, into m.</summary>
+    private readonly struct PointPair(int depth, float* u, float* v, long ldv, float* m, long ldm) : IRowsAction
+    {
+        public void Run<TRows>() where TRows : struct, IConstant => PointStripPair<TRows>(depth, u, v, ldv, m, ldm);
+    }
+
+    /// <summary>One point's strip of at most <see cref="MaxPairRows"/> rows for 32 columns; not inlined, so that its 24 accumulators get the registers to themselves.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void PointStripPair<TRows>(int depth, float* u, float* v, long ldv, float* m, long ldm) where TRows : struct, IConstant
+    {
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default;
+        Vector512<float> c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default;
+        Vector512<float> d0 = default, d1 = default, d2 = default, d3 = default, d4 = default, d5 = default;
+        Vector512<float> d6 = default, d7 = default, d8 = default, d9 = default, d10 = default, d11 = default;
+        for (int d = 0; d < depth; d++, v += ldv, u += MaxStripRows)
+            AccumulatePair<TRows>(Vector512.Load(v), Vector512.Load(v + 16), u,
+                ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
+                ref d0, ref d1, ref d2, ref d3, ref d4, ref d5, ref d6, ref d7, ref d8, ref d9, ref d10, ref d11);
+        int rows = TRows.Value;
+        if (rows > 0) { c0.Store(m + 0 * ldm); d0.Store(m + 0 * ldm + 16); }
+        if (rows > 1) { c1.Store(m + 1 * ldm); d1.Store(m + 1 * ldm + 16); }
+        if (rows > 2) { c2.Store(m + 2 * ldm); d2.Store(m + 2 * ldm + 16); }
+        if (rows > 3) { c3.Store(m + 3 * ldm); d3.Store(m + 3 * ldm + 16); }
+        if (rows > 4) { c4.Store(m + 4 * ldm); d4.Store(m + 4 * ldm + 16); }
+        if (rows > 5) { c5.Store(m + 5 * ldm); d5.Store(m + 5 * ldm + 16); }
+        if (rows > 6) { c6.Store(m + 6 * ldm); d6.Store(m + 6 * ldm + 16); }
+        if (rows > 7) { c7.Store(m + 7 * ldm); d7.Store(m + 7 * ldm + 16); }
+        if (rows > 8) { c8.Store(m + 8 * ldm); d8.Store(m + 8 * ldm + 16); }
+        if (rows > 9) { c9.Store(m + 9 * ldm); d9.Store(m + 9 * ldm + 16); }
+        if (rows > 10) { c10.Store(m + 10 * ldm); d10.Store(m + 10 * ldm + 16); }
+        if (rows > 11) { c11.Store(m + 11 * ldm); d11.Store(m + 11 * ldm + 16); }
+    }
+
+    /// <summary>c_i += w[i] * b0 and d_i += w[i] * b1 for the strip's rows i (at most <see cref="MaxPairRows"/>), each weight broadcast once.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AccumulatePair<TRows>(Vector512<float> b0, Vector512<float> b1, float* w,
+        ref Vector512<float> c0, ref Vector512<float> c1, ref Vector512<float> c2, ref Vector512<float> c3, ref Vector512<float> c4, ref Vector512<float> c5,
+        ref Vector512<float> c6, ref Vector512<float> c7, ref Vector512<float> c8, ref Vector512<float> c9, ref Vector512<float> c10, ref Vector512<float> c11,
+        ref Vector512<float> d0, ref Vector512<float> d1, ref Vector512<float> d2, ref Vector512<float> d3, ref Vector512<float> d4, ref Vector512<float> d5,
+        ref Vector512<float> d6, ref Vector512<float> d7, ref Vector512<float> d8, ref Vector512<float> d9, ref Vector512<float> d10, ref Vector512<float> d11)
+        where TRows : struct, IConstant
+    {
+        int rows = TRows.Value;
+        Debug.Assert(rows <= MaxPairRows);
+        if (rows > 0) { var w0 = Vector512.Create(w[0]); c0 = Vector512.FusedMultiplyAdd(w0, b0, c0); d0 = Vector512.FusedMultiplyAdd(w0, b1, d0); }
+        if (rows > 1) { var w1 = Vector512.Create(w[1]); c1 = Vector512.FusedMultiplyAdd(w1, b0, c1); d1 = Vector512.FusedMultiplyAdd(w1, b1, d1); }
+        if (rows > 2) { var w2 = Vector512.Create(w[2]); c2 = Vector512.FusedMultiplyAdd(w2, b0, c2); d2 = Vector512.FusedMultiplyAdd(w2, b1, d2); }
+        if (rows > 3) { var w3 = Vector512.Create(w[3]); c3 = Vector512.FusedMultiplyAdd(w3, b0, c3); d3 = Vector512.FusedMultiplyAdd(w3, b1, d3); }
+        if (rows > 4) { var w4 = Vector512.Create(w[4]); c4 = Vector512.FusedMultiplyAdd(w4, b0, c4); d4 = Vector512.FusedMultiplyAdd(w4, b1, d4); }
+        if (rows > 5) { var w5 = Vector512.Create(w[5]); c5 = Vector512.FusedMultiplyAdd(w5, b0, c5); d5 = Vector512.FusedMultiplyAdd(w5, b1, d5); }
+        if (rows > 6) { var w6 = Vector512.Create(w[6]); c6 = Vector512.FusedMultiplyAdd(w6, b0, c6); d6 = Vector512.FusedMultiplyAdd(w6, b1, d6); }
+        if (rows > 7) { var w7 = Vector512.Create(w[7]); c7 = Vector512.FusedMultiplyAdd(w7, b0, c7); d7 = Vector512.FusedMultiplyAdd(w7, b1, d7); }
+        if (rows > 8) { var w8 = Vector512.Create(w[8]); c8 = Vector512.FusedMultiplyAdd(w8, b0, c8); d8 = Vector512.FusedMultiplyAdd(w8, b1, d8); }
+        if (rows > 9) { var w9 = Vector512.Create(w[9]); c9 = Vector512.FusedMultiplyAdd(w9, b0, c9); d9 = Vector512.FusedMultiplyAdd(w9, b1, d9); }
+        if (rows > 10) { var w10 = Vector512.Create(w[10]); c10 = Vector512.FusedMultiplyAdd(w10, b0, c10); d10 = Vector512.FusedMultiplyAdd(w10, b1, d10); }
+        if (rows > 11) { var w11 = Vector512.Create(w[11]); c11 = Vector512.FusedMultiplyAdd(w11, b0, c11); d11 = Vector512.FusedMultiplyAdd(w11, b1, d11); }
     }
 
     /// <summary>A product's rows stored whole, <paramref name="ldm"/> floats apart.</summary>

@@ -12,7 +12,7 @@ namespace NeuralCore.Backends.Cpu;
 /// 3 x 3 tiles from 5 x 5 patches, 81 become 25). The weights are transformed once (U = G g G^T, 16 or 25 matrices
 /// [K, C], packed as the GEMM's A micro-panels); per block of tiles the input patches are transformed (V = B^T d B, one
 /// matrix [C, tiles] per point, whose columns are the tiles), multiplied point by point as GEMMs M = U V by the 8 x 32
-/// micro-kernel (or, for at most 24 output channels, in strips of every output channel for 16 tiles), and transformed
+/// micro-kernel (or, for at most 24 output channels, in strips of every output channel for a panel's 32 tiles), and transformed
 /// back (Y = A^T M A) with bias, residual and activation applied as the outputs are stored.
 /// </summary>
 /// <remarks>
@@ -76,7 +76,8 @@ internal static unsafe class WinogradConv
 
     /// <summary>
     /// Whether weights transformed from now on multiply in strips where the output channels fit one
-    /// (<see cref="Gemm.MultiplyPointStrips"/>; tests turn it off to compare it with the 8 x 32 tiles).
+    /// (<see cref="Gemm.MultiplyPointStripPairs"/>, <see cref="Gemm.MultiplyPointStrips"/>; tests turn it off to compare
+    /// it with the 8 x 32 tiles).
     /// </summary>
     internal static bool Strips { get; set; } = true;
 
@@ -621,9 +622,10 @@ internal static unsafe class WinogradConv
     {
         if (job.Strips)
         {
-            // Every output channel for 16 tiles at a time (lanes past the tiles' need not be multiplied).
-            for (int half = 0; half < lanes; half += 16)
-                Gemm.MultiplyPointStrips(job.K, job.Points, job.C, job.U, job.PerPoint, v + half, job.VStride, job.Ld, m + half, job.MPoint, Lanes);
+            // Every output channel for the panel's 32 tiles, in strips of at most 12 rows whose weights each feed two
+            // multiply-adds; a last panel of at most 16 tiles, for 16 (lanes past the tiles' need not be multiplied).
+            if (lanes > 16) Gemm.MultiplyPointStripPairs(job.K, job.Points, job.C, job.U, job.PerPoint, v, job.VStride, job.Ld, m, job.MPoint, Lanes);
+            else Gemm.MultiplyPointStrips(job.K, job.Points, job.C, job.U, job.PerPoint, v, job.VStride, job.Ld, m, job.MPoint, Lanes);
             return;
         }
         float* a = job.U + (long)k * job.C;
