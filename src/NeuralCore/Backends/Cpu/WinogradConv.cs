@@ -702,61 +702,110 @@ internal static unsafe class WinogradConv
     /// read zero). B^T d comes first, on those whole 32-column rows in 512-bit vectors; then each of its five rows is
     /// split into the tiles' patch columns, patch column j one permute of the two vectors (column 3 lane + j), and
     /// multiplied by B. (Splitting the input rows first put both halves of the transform on 256-bit vectors: mel's
-    /// 31 x 24 steps took 1.03-1.04x as long.)
+    /// 31 x 24 steps took 1.03-1.04x as long.) Runs go two at a time, channel by channel (<see cref="LargeRun"/>); each
+    /// channel's row of V is still written run after run, so a short run's stores past its tiles are overwritten by the
+    /// next run as before.
     /// </summary>
     [SkipLocalsInit]
     private static void TransformLargeInput(in Job job, long t0, int count, float* v)
     {
-        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        var sixteen = Vector512.Create(16);
-        var width = Vector512.Create((uint)job.W);
         // Lane t of patch column j reads column 3 t + j of the 32 loaded (lanes 8 .. 15 are not used).
         var column0 = Vector512.Create(0, 3, 6, 9, 12, 15, 18, 21, 0, 0, 0, 0, 0, 0, 0, 0);
         long pointStride = job.VStride;
         for (int lane = 0; lane < count;)
         {
+            var first = new LargeRun(in job, t0, lane, count, v);
+            lane += first.Length;
+            if (lane == count)
+            {
+                for (int c = 0; c < job.C; c++) first.Channel(in job, pointStride, column0);
+                continue;
+            }
+            // Two runs channel by channel: with runs of 8 tiles (mel's 24 columns) they fill the two halves of each of
+            // their V lines one after the other, while the line is in L1. (Run after run, each channel's 25 half lines
+            // of the second run had often left L1 since the first wrote their other halves: mel's 31 x 24 and 15 x 24
+            // steps took 1.04-1.08x as long, 19 and 32 channels.)
+            var second = new LargeRun(in job, t0, lane, count, v);
+            lane += second.Length;
+            for (int c = 0; c < job.C; c++)
+            {
+                first.Channel(in job, pointStride, column0);
+                second.Channel(in job, pointStride, column0);
+            }
+        }
+    }
+
+    /// <summary>
+    /// One run of <see cref="TransformLargeInput"/>: up to <see cref="LargeRunTiles"/> tiles of one tile row from lane
+    /// <c>lane</c>, its five input rows (a row of zeros off the map, the same for every channel), their masks, and where
+    /// its V values go; <see cref="Channel"/> transforms one input channel and moves on to the next.
+    /// </summary>
+    private struct LargeRun
+    {
+        public readonly int Length;
+        private float* _s0, _s1, _s2, _s3, _s4, _dst;
+        private readonly long _c0, _c2, _c3, _c4;
+        private readonly Vector512<float> _lo, _hi;
+
+        public LargeRun(in Job job, long t0, int lane, int count, float* v)
+        {
             Locate(in job, t0 + lane, out long n, out int th, out int tw);
-            int length = Math.Min(Math.Min(job.TilesW - tw, LargeRunTiles), count - lane);
-            var column = iota + Vector512.Create(3 * tw - 1);
-            var lo = Vector512.LessThan(column.AsUInt32(), width).AsSingle();
-            var hi = Vector512.LessThan((column + sixteen).AsUInt32(), width).AsSingle();
+            Length = Math.Min(Math.Min(job.TilesW - tw, LargeRunTiles), count - lane);
+            var column = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15) + Vector512.Create(3 * tw - 1);
+            var width = Vector512.Create((uint)job.W);
+            _lo = Vector512.LessThan(column.AsUInt32(), width).AsSingle();
+            _hi = Vector512.LessThan((column + Vector512.Create(16)).AsUInt32(), width).AsSingle();
             // Row i of the patches is input row 3 th - 1 + i, or a row of zeros (the same for every channel) off the map:
             // no branch or cleared registers in the channel loop.
             int row0 = 3 * th - 1;
             float* src = job.X + n * job.Plane + (long)row0 * job.W + 3 * tw - 1;
             bool has0 = row0 >= 0, has2 = row0 + 2 < job.H, has3 = row0 + 3 < job.H, has4 = row0 + 4 < job.H;
-            float* s0 = has0 ? src : ZeroRow, s1 = src + job.W, s2 = has2 ? src + 2 * job.W : ZeroRow;
-            float* s3 = has3 ? src + 3 * job.W : ZeroRow, s4 = has4 ? src + 4 * job.W : ZeroRow;
-            long c0 = has0 ? job.XChannel : 0, c2 = has2 ? job.XChannel : 0, c3 = has3 ? job.XChannel : 0, c4 = has4 ? job.XChannel : 0;
-            float* dst = v + lane;
-            for (int c = 0; c < job.C; c++, s0 += c0, s1 += job.XChannel, s2 += c2, s3 += c3, s4 += c4, dst += job.Ld)
-            {
-                // The next tile row's three new input rows of this channel (channels' rows lie a plane of the batch apart:
-                // too many streams for the hardware prefetcher).
-                Sse.Prefetch0(s4 + job.W);
-                Sse.Prefetch0(s4 + 2 * job.W);
-                Sse.Prefetch0(s4 + 3 * job.W);
-                // B^T d first, on whole loaded rows (32 columns, 512-bit): intermediate row a of every tile's patch.
-                var a0 = Avx512F.MaskLoad(s0, lo, Vector512<float>.Zero);
-                var a1 = Avx512F.MaskLoad(s1, lo, Vector512<float>.Zero);
-                var a2 = Avx512F.MaskLoad(s2, lo, Vector512<float>.Zero);
-                var a3 = Avx512F.MaskLoad(s3, lo, Vector512<float>.Zero);
-                var a4 = Avx512F.MaskLoad(s4, lo, Vector512<float>.Zero);
-                LargeRowOfB(a0, a1, a2, a3, a4, out var l0, out var l1, out var l2, out var l3, out var l4);
-                a0 = Avx512F.MaskLoad(s0 + 16, hi, Vector512<float>.Zero);
-                a1 = Avx512F.MaskLoad(s1 + 16, hi, Vector512<float>.Zero);
-                a2 = Avx512F.MaskLoad(s2 + 16, hi, Vector512<float>.Zero);
-                a3 = Avx512F.MaskLoad(s3 + 16, hi, Vector512<float>.Zero);
-                a4 = Avx512F.MaskLoad(s4 + 16, hi, Vector512<float>.Zero);
-                LargeRowOfB(a0, a1, a2, a3, a4, out var h0, out var h1, out var h2, out var h3, out var h4);
-                // Then (B^T d) B along each intermediate row: points (a, 0) .. (a, 4).
-                StoreInputRow(dst, pointStride, l0, h0, column0);
-                StoreInputRow(dst + 5 * pointStride, pointStride, l1, h1, column0);
-                StoreInputRow(dst + 10 * pointStride, pointStride, l2, h2, column0);
-                StoreInputRow(dst + 15 * pointStride, pointStride, l3, h3, column0);
-                StoreInputRow(dst + 20 * pointStride, pointStride, l4, h4, column0);
-            }
-            lane += length;
+            _s0 = has0 ? src : ZeroRow;
+            _s1 = src + job.W;
+            _s2 = has2 ? src + 2 * job.W : ZeroRow;
+            _s3 = has3 ? src + 3 * job.W : ZeroRow;
+            _s4 = has4 ? src + 4 * job.W : ZeroRow;
+            _c0 = has0 ? job.XChannel : 0;
+            _c2 = has2 ? job.XChannel : 0;
+            _c3 = has3 ? job.XChannel : 0;
+            _c4 = has4 ? job.XChannel : 0;
+            _dst = v + lane;
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Channel(in Job job, long pointStride, Vector512<int> column0)
+        {
+            float* s0 = _s0, s1 = _s1, s2 = _s2, s3 = _s3, s4 = _s4, dst = _dst;
+            // The next tile row's three new input rows of this channel (channels' rows lie a plane of the batch apart:
+            // too many streams for the hardware prefetcher).
+            Sse.Prefetch0(s4 + job.W);
+            Sse.Prefetch0(s4 + 2 * job.W);
+            Sse.Prefetch0(s4 + 3 * job.W);
+            // B^T d first, on whole loaded rows (32 columns, 512-bit): intermediate row a of every tile's patch.
+            var a0 = Avx512F.MaskLoad(s0, _lo, Vector512<float>.Zero);
+            var a1 = Avx512F.MaskLoad(s1, _lo, Vector512<float>.Zero);
+            var a2 = Avx512F.MaskLoad(s2, _lo, Vector512<float>.Zero);
+            var a3 = Avx512F.MaskLoad(s3, _lo, Vector512<float>.Zero);
+            var a4 = Avx512F.MaskLoad(s4, _lo, Vector512<float>.Zero);
+            LargeRowOfB(a0, a1, a2, a3, a4, out var l0, out var l1, out var l2, out var l3, out var l4);
+            a0 = Avx512F.MaskLoad(s0 + 16, _hi, Vector512<float>.Zero);
+            a1 = Avx512F.MaskLoad(s1 + 16, _hi, Vector512<float>.Zero);
+            a2 = Avx512F.MaskLoad(s2 + 16, _hi, Vector512<float>.Zero);
+            a3 = Avx512F.MaskLoad(s3 + 16, _hi, Vector512<float>.Zero);
+            a4 = Avx512F.MaskLoad(s4 + 16, _hi, Vector512<float>.Zero);
+            LargeRowOfB(a0, a1, a2, a3, a4, out var h0, out var h1, out var h2, out var h3, out var h4);
+            // Then (B^T d) B along each intermediate row: points (a, 0) .. (a, 4).
+            StoreInputRow(dst, pointStride, l0, h0, column0);
+            StoreInputRow(dst + 5 * pointStride, pointStride, l1, h1, column0);
+            StoreInputRow(dst + 10 * pointStride, pointStride, l2, h2, column0);
+            StoreInputRow(dst + 15 * pointStride, pointStride, l3, h3, column0);
+            StoreInputRow(dst + 20 * pointStride, pointStride, l4, h4, column0);
+            _s0 = s0 + _c0;
+            _s1 = s1 + job.XChannel;
+            _s2 = s2 + _c2;
+            _s3 = s3 + _c3;
+            _s4 = s4 + _c4;
+            _dst = dst + job.Ld;
         }
     }
 
