@@ -24,7 +24,8 @@ namespace NeuralCore.Backends.Cpu;
 /// (<see cref="TileSize"/>), the tiles are 3 x 3: F(3x3, 3x3), 25 products per tile from a 5 x 5 patch, 2.8 per output
 /// instead of 4 (and none spent on the half-empty second tile row F(2x2, 3x3) puts on a 3-row map). With the tiles in
 /// the lanes its runs are up to 8 tiles of a tile row in 256-bit vectors (mel's 24 columns: 8 tiles), each patch column
-/// one permute of a row's 32 loaded columns and each output row two three-way interleaving permutes; there it needs
+/// one permute of a row's 32 loaded columns (two runs of 8 tiles share 512-bit vectors in the input transform) and each
+/// output row two three-way interleaving permutes; there it needs
 /// 256 tiles in the batch and no fused pool (a pool's row pairs would straddle 3-row tiles). F(2x2, 3x3)'s
 /// transforms add and subtract, besides the weights' halves; F(3x3, 3x3)'s (interpolation points 0, 1, -1, -2) multiply
 /// by 2, 3 and 4 and its weights' transform by sixths, so its results lie about twice as far from the direct sum
@@ -702,9 +703,9 @@ internal static unsafe class WinogradConv
     /// read zero). B^T d comes first, on those whole 32-column rows in 512-bit vectors; then each of its five rows is
     /// split into the tiles' patch columns, patch column j one permute of the two vectors (column 3 lane + j), and
     /// multiplied by B. (Splitting the input rows first put both halves of the transform on 256-bit vectors: mel's
-    /// 31 x 24 steps took 1.03-1.04x as long.) Runs go two at a time, channel by channel (<see cref="LargeRun"/>); each
-    /// channel's row of V is still written run after run, so a short run's stores past its tiles are overwritten by the
-    /// next run as before.
+    /// 31 x 24 steps took 1.03-1.04x as long.) Runs go two at a time, channel by channel (<see cref="LargeRun"/>), and a
+    /// run of 8 tiles shares its 512-bit vectors with the run after it; each channel's row of V is still written run
+    /// after run, so a short run's stores past its tiles are overwritten by the next run as before.
     /// </summary>
     [SkipLocalsInit]
     private static void TransformLargeInput(in Job job, long t0, int count, float* v)
@@ -721,12 +722,20 @@ internal static unsafe class WinogradConv
                 for (int c = 0; c < job.C; c++) first.Channel(in job, pointStride, column0);
                 continue;
             }
-            // Two runs channel by channel: with runs of 8 tiles (mel's 24 columns) they fill the two halves of each of
-            // their V lines one after the other, while the line is in L1. (Run after run, each channel's 25 half lines
-            // of the second run had often left L1 since the first wrote their other halves: mel's 31 x 24 and 15 x 24
-            // steps took 1.04-1.08x as long, 19 and 32 channels.)
+            // Two runs channel by channel, so that they fill the two halves of each of their V lines one after the
+            // other, while the line is in L1. (Run after run, each channel's 25 half lines of the second run had often
+            // left L1 since the first wrote their other halves: mel's 31 x 24 and 15 x 24 steps took 1.04-1.08x as long,
+            // 19 and 32 channels.)
             var second = new LargeRun(in job, t0, lane, count, v);
             lane += second.Length;
+            if (first.Length == LargeRunTiles)
+            {
+                // The second run's tiles follow in lanes 8-15: each of the pair's V values is one 512-bit store, a whole
+                // line where the lane is a multiple of 16 (mel's 8-tile rows; 0.92-0.99 of the time of the stores run by
+                // run above, 19 and 32 channels).
+                for (int c = 0; c < job.C; c++) LargeRun.ChannelOfPair(ref first, ref second, in job, pointStride, column0);
+                continue;
+            }
             for (int c = 0; c < job.C; c++)
             {
                 first.Channel(in job, pointStride, column0);
@@ -770,6 +779,59 @@ internal static unsafe class WinogradConv
             _c3 = has3 ? job.XChannel : 0;
             _c4 = has4 ? job.XChannel : 0;
             _dst = v + lane;
+        }
+
+        /// <summary>
+        /// One channel of two runs of 8 tiles side by side (lanes 0-7 this run's, 8-15 the next's), each value of V one
+        /// 512-bit store.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void ChannelOfPair(ref LargeRun a, ref LargeRun b, in Job job, long pointStride, Vector512<int> column0)
+        {
+            a.Rows(in job, out var la0, out var la1, out var la2, out var la3, out var la4, out var ha0, out var ha1, out var ha2, out var ha3, out var ha4);
+            b.Rows(in job, out var lb0, out var lb1, out var lb2, out var lb3, out var lb4, out var hb0, out var hb1, out var hb2, out var hb3, out var hb4);
+            // Lanes 8-15 of patch column j take the second run's column 3 (lane - 8) + j.
+            var columnB = Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 6, 9, 12, 15, 18, 21);
+            float* dst = a._dst;
+            StoreInputRowPair(dst, pointStride, la0, ha0, lb0, hb0, column0, columnB);
+            StoreInputRowPair(dst + 5 * pointStride, pointStride, la1, ha1, lb1, hb1, column0, columnB);
+            StoreInputRowPair(dst + 10 * pointStride, pointStride, la2, ha2, lb2, hb2, column0, columnB);
+            StoreInputRowPair(dst + 15 * pointStride, pointStride, la3, ha3, lb3, hb3, column0, columnB);
+            StoreInputRowPair(dst + 20 * pointStride, pointStride, la4, ha4, lb4, hb4, column0, columnB);
+            a.Advance(in job);
+            b.Advance(in job);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private readonly void Rows(in Job job, out Vector512<float> l0, out Vector512<float> l1, out Vector512<float> l2, out Vector512<float> l3,
+            out Vector512<float> l4, out Vector512<float> h0, out Vector512<float> h1, out Vector512<float> h2, out Vector512<float> h3, out Vector512<float> h4)
+        {
+            Sse.Prefetch0(_s4 + job.W);
+            Sse.Prefetch0(_s4 + 2 * job.W);
+            Sse.Prefetch0(_s4 + 3 * job.W);
+            var a0 = Avx512F.MaskLoad(_s0, _lo, Vector512<float>.Zero);
+            var a1 = Avx512F.MaskLoad(_s1, _lo, Vector512<float>.Zero);
+            var a2 = Avx512F.MaskLoad(_s2, _lo, Vector512<float>.Zero);
+            var a3 = Avx512F.MaskLoad(_s3, _lo, Vector512<float>.Zero);
+            var a4 = Avx512F.MaskLoad(_s4, _lo, Vector512<float>.Zero);
+            LargeRowOfB(a0, a1, a2, a3, a4, out l0, out l1, out l2, out l3, out l4);
+            a0 = Avx512F.MaskLoad(_s0 + 16, _hi, Vector512<float>.Zero);
+            a1 = Avx512F.MaskLoad(_s1 + 16, _hi, Vector512<float>.Zero);
+            a2 = Avx512F.MaskLoad(_s2 + 16, _hi, Vector512<float>.Zero);
+            a3 = Avx512F.MaskLoad(_s3 + 16, _hi, Vector512<float>.Zero);
+            a4 = Avx512F.MaskLoad(_s4 + 16, _hi, Vector512<float>.Zero);
+            LargeRowOfB(a0, a1, a2, a3, a4, out h0, out h1, out h2, out h3, out h4);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Advance(in Job job)
+        {
+            _s0 += _c0;
+            _s1 += job.XChannel;
+            _s2 += _c2;
+            _s3 += _c3;
+            _s4 += _c4;
+            _dst += job.Ld;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -828,6 +890,32 @@ internal static unsafe class WinogradConv
         Vector256.Store(v2, o + 2 * pointStride);
         Vector256.Store(v3, o + 3 * pointStride);
         Vector256.Store(v4, o + 4 * pointStride);
+    }
+
+    /// <summary>
+    /// <see cref="StoreInputRow"/> for two runs of 8 tiles at once: lanes 0-7 from the first run's row (<paramref name="loA"/>,
+    /// <paramref name="hiA"/>), lanes 8-15 from the second's, each point one 512-bit store.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreInputRowPair(float* o, long pointStride, Vector512<float> loA, Vector512<float> hiA, Vector512<float> loB,
+        Vector512<float> hiB, Vector512<int> columnA, Vector512<int> columnB)
+    {
+        var upper = Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1).AsSingle();
+        var d0 = Vector512.ConditionalSelect(upper, Avx512F.PermuteVar16x32x2(loB, columnB, hiB), Avx512F.PermuteVar16x32x2(loA, columnA, hiA));
+        var one = Vector512<int>.One;
+        var d1 = Vector512.ConditionalSelect(upper, Avx512F.PermuteVar16x32x2(loB, columnB + one, hiB), Avx512F.PermuteVar16x32x2(loA, columnA + one, hiA));
+        var two = Vector512.Create(2);
+        var d2 = Vector512.ConditionalSelect(upper, Avx512F.PermuteVar16x32x2(loB, columnB + two, hiB), Avx512F.PermuteVar16x32x2(loA, columnA + two, hiA));
+        var three = Vector512.Create(3);
+        var d3 = Vector512.ConditionalSelect(upper, Avx512F.PermuteVar16x32x2(loB, columnB + three, hiB), Avx512F.PermuteVar16x32x2(loA, columnA + three, hiA));
+        var four = Vector512.Create(4);
+        var d4 = Vector512.ConditionalSelect(upper, Avx512F.PermuteVar16x32x2(loB, columnB + four, hiB), Avx512F.PermuteVar16x32x2(loA, columnA + four, hiA));
+        LargeRowOfB(d0, d1, d2, d3, d4, out var v0, out var v1, out var v2, out var v3, out var v4);
+        Vector512.Store(v0, o);
+        Vector512.Store(v1, o + pointStride);
+        Vector512.Store(v2, o + 2 * pointStride);
+        Vector512.Store(v3, o + 3 * pointStride);
+        Vector512.Store(v4, o + 4 * pointStride);
     }
 
     /// <summary><see cref="LargeRowOfB(Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, out Vector512{float}, out Vector512{float}, out Vector512{float}, out Vector512{float}, out Vector512{float})"/> on 256-bit vectors.</summary>
