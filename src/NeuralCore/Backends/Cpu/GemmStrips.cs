@@ -208,19 +208,12 @@ public static unsafe partial class Gemm
             AccumulatePair<TRows>(Vector512.Load(v), Vector512.Load(v + 16), u,
                 ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
                 ref d0, ref d1, ref d2, ref d3, ref d4, ref d5, ref d6, ref d7, ref d8, ref d9, ref d10, ref d11);
-        int rows = TRows.Value;
-        if (rows > 0) { c0.Store(m + 0 * ldm); d0.Store(m + 0 * ldm + 16); }
-        if (rows > 1) { c1.Store(m + 1 * ldm); d1.Store(m + 1 * ldm + 16); }
-        if (rows > 2) { c2.Store(m + 2 * ldm); d2.Store(m + 2 * ldm + 16); }
-        if (rows > 3) { c3.Store(m + 3 * ldm); d3.Store(m + 3 * ldm + 16); }
-        if (rows > 4) { c4.Store(m + 4 * ldm); d4.Store(m + 4 * ldm + 16); }
-        if (rows > 5) { c5.Store(m + 5 * ldm); d5.Store(m + 5 * ldm + 16); }
-        if (rows > 6) { c6.Store(m + 6 * ldm); d6.Store(m + 6 * ldm + 16); }
-        if (rows > 7) { c7.Store(m + 7 * ldm); d7.Store(m + 7 * ldm + 16); }
-        if (rows > 8) { c8.Store(m + 8 * ldm); d8.Store(m + 8 * ldm + 16); }
-        if (rows > 9) { c9.Store(m + 9 * ldm); d9.Store(m + 9 * ldm + 16); }
-        if (rows > 10) { c10.Store(m + 10 * ldm); d10.Store(m + 10 * ldm + 16); }
-        if (rows > 11) { c11.Store(m + 11 * ldm); d11.Store(m + 11 * ldm + 16); }
+        var low = new ProductRows(m, ldm);
+        var high = new ProductRows(m + 16, ldm);
+        Store<TRows, ProductRows>(ref low, c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11,
+            default, default, default, default, default, default, default, default, default, default, default, default);
+        Store<TRows, ProductRows>(ref high, d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11,
+            default, default, default, default, default, default, default, default, default, default, default, default);
     }
 
     /// <summary>c_i += w[i] * b0 and d_i += w[i] * b1 for the strip's rows i (at most <see cref="MaxPairRows"/>), each weight broadcast once.</summary>
