@@ -802,6 +802,11 @@ internal static unsafe class WinogradConv
             b.Advance(in job);
         }
 
+        /// <summary>
+        /// B^T d of this channel's patches, on whole loaded rows (32 columns, 512-bit): intermediate rows 0-4 of every
+        /// tile's patch, columns 0-15 in l0-l4 and 16-31 in h0-h4. It also prefetches the next tile row's three new input
+        /// rows of this channel (channels' rows lie a plane of the batch apart: too many streams for the hardware prefetcher).
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private readonly void Rows(in Job job, out Vector512<float> l0, out Vector512<float> l1, out Vector512<float> l2, out Vector512<float> l3,
             out Vector512<float> l4, out Vector512<float> h0, out Vector512<float> h1, out Vector512<float> h2, out Vector512<float> h3, out Vector512<float> h4)
@@ -834,40 +839,18 @@ internal static unsafe class WinogradConv
             _dst += job.Ld;
         }
 
+        /// <summary>One channel of this run alone, each value of V one 256-bit store.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Channel(in Job job, long pointStride, Vector512<int> column0)
         {
-            float* s0 = _s0, s1 = _s1, s2 = _s2, s3 = _s3, s4 = _s4, dst = _dst;
-            // The next tile row's three new input rows of this channel (channels' rows lie a plane of the batch apart:
-            // too many streams for the hardware prefetcher).
-            Sse.Prefetch0(s4 + job.W);
-            Sse.Prefetch0(s4 + 2 * job.W);
-            Sse.Prefetch0(s4 + 3 * job.W);
-            // B^T d first, on whole loaded rows (32 columns, 512-bit): intermediate row a of every tile's patch.
-            var a0 = Avx512F.MaskLoad(s0, _lo, Vector512<float>.Zero);
-            var a1 = Avx512F.MaskLoad(s1, _lo, Vector512<float>.Zero);
-            var a2 = Avx512F.MaskLoad(s2, _lo, Vector512<float>.Zero);
-            var a3 = Avx512F.MaskLoad(s3, _lo, Vector512<float>.Zero);
-            var a4 = Avx512F.MaskLoad(s4, _lo, Vector512<float>.Zero);
-            LargeRowOfB(a0, a1, a2, a3, a4, out var l0, out var l1, out var l2, out var l3, out var l4);
-            a0 = Avx512F.MaskLoad(s0 + 16, _hi, Vector512<float>.Zero);
-            a1 = Avx512F.MaskLoad(s1 + 16, _hi, Vector512<float>.Zero);
-            a2 = Avx512F.MaskLoad(s2 + 16, _hi, Vector512<float>.Zero);
-            a3 = Avx512F.MaskLoad(s3 + 16, _hi, Vector512<float>.Zero);
-            a4 = Avx512F.MaskLoad(s4 + 16, _hi, Vector512<float>.Zero);
-            LargeRowOfB(a0, a1, a2, a3, a4, out var h0, out var h1, out var h2, out var h3, out var h4);
+            Rows(in job, out var l0, out var l1, out var l2, out var l3, out var l4, out var h0, out var h1, out var h2, out var h3, out var h4);
             // Then (B^T d) B along each intermediate row: points (a, 0) .. (a, 4).
-            StoreInputRow(dst, pointStride, l0, h0, column0);
-            StoreInputRow(dst + 5 * pointStride, pointStride, l1, h1, column0);
-            StoreInputRow(dst + 10 * pointStride, pointStride, l2, h2, column0);
-            StoreInputRow(dst + 15 * pointStride, pointStride, l3, h3, column0);
-            StoreInputRow(dst + 20 * pointStride, pointStride, l4, h4, column0);
-            _s0 = s0 + _c0;
-            _s1 = s1 + job.XChannel;
-            _s2 = s2 + _c2;
-            _s3 = s3 + _c3;
-            _s4 = s4 + _c4;
-            _dst = dst + job.Ld;
+            StoreInputRow(_dst, pointStride, l0, h0, column0);
+            StoreInputRow(_dst + 5 * pointStride, pointStride, l1, h1, column0);
+            StoreInputRow(_dst + 10 * pointStride, pointStride, l2, h2, column0);
+            StoreInputRow(_dst + 15 * pointStride, pointStride, l3, h3, column0);
+            StoreInputRow(_dst + 20 * pointStride, pointStride, l4, h4, column0);
+            Advance(in job);
         }
     }
 
@@ -954,6 +937,7 @@ internal static unsafe class WinogradConv
     {
         for (int lane = 0; lane < count;)
         {
+            int start = lane;
             var first = new OutputRun(in job, t0, lane, count);
             lane += first.Length;
             if (first.Length == LargeRunTiles && lane < count)
@@ -963,10 +947,10 @@ internal static unsafe class WinogradConv
                 // 19 channels, 0.96-0.99 at 32).
                 var second = new OutputRun(in job, t0, lane, count);
                 lane += second.Length;
-                TransformLargeOutputPair(in job, first, second, lane - first.Length - second.Length, k0, k1, m);
+                TransformLargeOutputPair(in job, first, second, start, k0, k1, m);
                 continue;
             }
-            TransformLargeOutputRun(in job, first, lane - first.Length, k0, k1, m);
+            TransformLargeOutputRun(in job, first, start, k0, k1, m);
         }
     }
 
