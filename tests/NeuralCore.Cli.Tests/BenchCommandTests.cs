@@ -96,7 +96,10 @@ public sealed class BenchCommandTests
         Assert.Contains("the baseline per op (mean ms per step, share of the profiled ops):", stderr);
     }
 
-    /// <summary>A batch of 16 samples or more per thread runs in sample shards, which the output and the JSON report.</summary>
+    /// <summary>
+    /// A batch of 16 samples or more per thread runs in sample shards, which the output and the JSON report, with the
+    /// pieces they run their samples in (MNIST's maps fit the cache: a shard's 32 samples in one piece).
+    /// </summary>
     [Fact]
     public void ReportsTheSampleShardsOfABatch()
     {
@@ -106,12 +109,15 @@ public sealed class BenchCommandTests
         var json = JsonNode.Parse(stdout)!;
         if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, which the shards would run alike; the test's figures assume the 512-bit kernels.");
         Assert.Equal(2, (int)json["sample_shards"]!);
+        Assert.Equal(32, (int)json["samples_per_piece"]!);
         Assert.Contains("in 2 sample shards", stderr);
+        Assert.DoesNotContain("pieces of", stderr);
         Assert.Contains("per step (mean ms of each sample shard's thread, share of the pass):", stderr);
         var (oneCode, oneOut, oneErr) = Cli.Run("bench", "--channel-width", "32 64 128", "--batch-size", "1", "--mode", "infer",
             "--threads", "2", "--iterations", "2", "--warmup", "0", "--json");
         Assert.True(oneCode == 0, oneErr);
         Assert.Equal(1, (int)JsonNode.Parse(oneOut)!["sample_shards"]!);
+        Assert.Equal(1, (int)JsonNode.Parse(oneOut)!["samples_per_piece"]!);
     }
 
     [Theory]

@@ -122,7 +122,7 @@ internal static class BenchCommand
                 $"{Describe(source, described)}, {what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
             WriteTimes(human, result);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB; plan buffers {result.PlanBytes / 1048576.0:F1} MiB{(result.Shards > 1 ? $" in {result.Shards} sample shards" : "")}"));
+                $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB; plan buffers {result.PlanBytes / 1048576.0:F1} MiB{Shards(result)}"));
             Speedup? speedup = null;
             if (reference is not null && baselineResult is not null)
             {
@@ -261,8 +261,14 @@ internal static class BenchCommand
         o["allocated_bytes_per_iteration"] = result.AllocatedBytesPerIteration;
         o["plan_buffer_bytes"] = result.PlanBytes;
         o["sample_shards"] = result.Shards;
+        o["samples_per_piece"] = result.Piece;
         o["times_ms"] = new JsonArray(result.Times.Select(v => (JsonNode)v).ToArray());
     }
+
+    /// <summary>Where the pass runs in sample shards: how many, and the pieces they run their samples in if smaller.</summary>
+    private static string Shards(BenchResult result) =>
+        result.Shards <= 1 ? "" : result.Piece * result.Shards < result.Batch
+            ? $" in {result.Shards} sample shards, pieces of {result.Piece} samples" : $" in {result.Shards} sample shards";
 
     private static void WriteTimes(TextWriter human, BenchResult result) =>
         human.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -279,7 +285,7 @@ internal static class BenchCommand
 
     /// <summary>Times per iteration in milliseconds (in run order) and their summary.</summary>
     private sealed record BenchResult(double[] Times, int Batch, long AllocatedBytesPerIteration, long PeakWorkingSet, long PooledBytes,
-        long PlanBytes, int Shards, IReadOnlyList<(string Step, double Milliseconds)>? Profile)
+        long PlanBytes, int Shards, int Piece, IReadOnlyList<(string Step, double Milliseconds)>? Profile)
     {
         private double[] Sorted { get; } = Times.Order().ToArray();
 
@@ -380,9 +386,9 @@ internal static class BenchCommand
         double[]? stepRatios = null;
         if (profile && baseline is null) steps = model.Profile(count);
         else if (profile) (steps, baselineSteps, stepRatios) = ProfileInTurns(model, baseline!, count);
-        var result = new BenchResult(times, model.Batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, model.PlanBytes, model.Shards, steps);
+        var result = new BenchResult(times, model.Batch, allocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, model.PlanBytes, model.Shards, model.Piece, steps);
         var other = baseline is null ? null
-            : new BenchResult(baselineTimes, baseline.Batch, baselineAllocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, baseline.PlanBytes, baseline.Shards, baselineSteps);
+            : new BenchResult(baselineTimes, baseline.Batch, baselineAllocated / count, process.PeakWorkingSet64, TensorScope.PooledBytes, baseline.PlanBytes, baseline.Shards, baseline.Piece, baselineSteps);
         return (result, other, ratios, stepRatios);
     }
 
@@ -483,6 +489,9 @@ internal static class BenchCommand
 
         /// <summary>The sample shards the compiled inference pass runs in (1 otherwise).</summary>
         public int Shards => _compiled?.SampleShards ?? 1;
+
+        /// <summary>The most samples a step of the pass runs at once: a shard's pieces, or the batch.</summary>
+        public int Piece => _compiled?.SamplesPerPiece ?? Batch;
 
         /// <summary>Whether a compiled plan runs the iterations (its profile lists the plan's steps in running order).</summary>
         public bool Compiled => _compiled is not null || _trainingPlan is not null;

@@ -18,6 +18,7 @@ public sealed class CpuInferencePlanTests : IDisposable
     // Dispose restores.
     private readonly int _threads = CpuThreading.Threads;
     private readonly long _weightBudget = CpuInferencePlan.MaxExtraWeightBytes;
+    private readonly long _cacheBytes = CpuInferencePlan.CacheBytes;
 
     public CpuInferencePlanTests() => CpuInferencePlan.ShardingEnabled = false;
 
@@ -26,6 +27,8 @@ public sealed class CpuInferencePlanTests : IDisposable
         CpuInferencePlan.ShardingEnabled = true;
         CpuThreading.Threads = _threads;
         CpuInferencePlan.MaxExtraWeightBytes = _weightBudget;
+        CpuInferencePlan.CacheBytes = _cacheBytes;
+        CpuInferencePlan.PieceSamples = 0;
     }
 
     /// <summary>CP-ResNet's stem and two blocks at 19 channels (MNIST's pruned widths), with sample shards turned on.</summary>
@@ -314,6 +317,11 @@ public sealed class CpuInferencePlanTests : IDisposable
         var weights = new WinogradConv.Weights(new float[4 * 4 * 9], p, pooled: false);
         Assert.Equal(3, weights.Tile);
         Assert.Equal(2, new WinogradConv.Weights(new float[4 * 4 * 9], p, pooled: true).Tile);
+        // Two samples' 176 tiles are too few to share between threads, not for one thread (a sample shard's plan).
+        var two = p with { N = 2 };
+        Assert.Equal(2, WinogradConv.TileSize(two, pooled: false));
+        Assert.Equal(3, WinogradConv.TileSize(two, pooled: false, oneThread: true));
+        Assert.Equal(2, WinogradConv.TileSize(two, pooled: true, oneThread: true));
         var x = new float[4 * 64 * 31 * 24];
         var y = new float[4 * 64 * 15 * 24];
         var error = Assert.Throws<ArgumentException>(() =>
@@ -971,6 +979,99 @@ public sealed class CpuInferencePlanTests : IDisposable
         plan.Run(input, output);
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
         Assert.Equal(bits, output);
+    }
+
+    /// <summary>
+    /// A shard whose maps do not fit the cache runs its samples in pieces, each a plan of its own with the whole batch's
+    /// kernels: mel-shaped maps (15 x 24 after the stem, 7 x 24 after the pool; F(3x3, 3x3) on both in pieces of far fewer
+    /// than the 256 tiles a threaded step needs), in pieces of 4 (32 = 8 x 4) and of 5 (32 = 4 x 5 + 3 x 4, a second plan
+    /// for the last pieces),
+    /// give the bits of one plan over the whole batch on 1, 2 and 3 threads, name and time every step, allocate nothing,
+    /// and hold less memory.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 4)]
+    [InlineData(5, 5)]
+    public void ShardsRunTheirSamplesInPiecesWithTheBitsOfOnePlan(int pieceSamples, int expectedPiece)
+    {
+        var g = new Generator(29);
+        var net = new StemBlockNet(19, secondBlock: false, g);
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([64, 1, 64, 100], g);
+        CpuThreading.Threads = 2;
+        CpuInferencePlan.ShardingEnabled = false;
+        var whole = CpuInferencePlan.Compile(net, x.ShapeArray());
+        CpuInferencePlan.ShardingEnabled = true;
+        CpuInferencePlan.PieceSamples = pieceSamples;
+        var (plan, expected) = CompileAndCompare(net, x);
+        var bits = whole.Run(x).ToArray();
+        AssertMatchesEager(expected, bits);
+        Assert.Equal(2, plan.SampleShards);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col; the pieces assume the 512-bit kernels' choices.");
+        Assert.Equal(expectedPiece, plan.SamplesPerPiece);
+        Assert.Equal(whole.Description, plan.Description);
+        Assert.Equal(2, plan.Description.Count(d => d.Contains("F(3x3, 3x3)", StringComparison.Ordinal)));
+        foreach (int t in new[] { 1, 2, 3 })
+        {
+            CpuThreading.Threads = t;
+            Assert.Equal(bits, plan.Run(x).ToArray());
+        }
+        var profile = plan.Profile(x.ToArray(), 2);
+        Assert.Equal(plan.Description, profile.Select(p => p.Step));
+        Assert.All(profile, p => Assert.True(p.Milliseconds > 0, p.Step));
+        Assert.True(plan.BufferBytes < whole.BufferBytes / 2, $"{plan.BufferBytes} bytes of buffers against the whole plan's {whole.BufferBytes}");
+        var input = x.ToArray();
+        var output = new float[bits.Length];
+        plan.Run(input, output);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        plan.Run(input, output);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        Assert.Equal(bits, output);
+    }
+
+    /// <summary>
+    /// Pieces follow the cache: a shard whose maps fit runs whole; with a cache too small for one sample it runs in the
+    /// smallest pieces whose plans keep the whole batch's kernels (the same bits); a piece too small for a kernel (the
+    /// samples-in-lanes Winograd's 32 samples, on MNIST's 6 x 6 maps) takes a larger one.
+    /// </summary>
+    [Fact]
+    public void PiecesFollowTheCacheAndTheKernels()
+    {
+        var g = new Generator(31);
+        var net = ShardedNet(g);
+        var x = Tensor.Randn([64, 1, 64, 100], g);
+        CpuThreading.Threads = 2;
+        CpuInferencePlan.CacheBytes = 1L << 40;
+        var (roomy, _) = CompileAndCompare(net, x);
+        Assert.Equal(2, roomy.SampleShards);
+        Assert.Equal(32, roomy.SamplesPerPiece);
+        CpuInferencePlan.CacheBytes = 1;
+        var (tight, _) = CompileAndCompare(net, x);
+        Assert.Equal(roomy.Run(x).ToArray(), tight.Run(x).ToArray());
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col; the pieces assume the 512-bit kernels' choices.");
+        Assert.InRange(tight.SamplesPerPiece, 2, 8);
+        CpuInferencePlan.PieceSamples = 4;
+        var (mnist, _) = CompileAndCompare(net, Tensor.Randn([64, 1, 28, 28], g));
+        Assert.Contains(mnist.Description, d => d.Contains("F(3x3, 3x3)", StringComparison.Ordinal));
+        Assert.Equal(32, mnist.SamplesPerPiece);
+    }
+
+    /// <summary>The cache that pieces are sized for: this machine's L2 where Linux reports it, else 1 MiB.</summary>
+    [Fact]
+    public void TheCacheIsTheLevelTwoCache()
+    {
+        var size = new DirectoryInfo("/sys/devices/system/cpu/cpu0/cache").Exists
+            ? new DirectoryInfo("/sys/devices/system/cpu/cpu0/cache").EnumerateDirectories("index*")
+                .Where(d => File.ReadAllText(Path.Combine(d.FullName, "level")).Trim() == "2")
+                .Select(d => File.ReadAllText(Path.Combine(d.FullName, "size")).Trim()).FirstOrDefault()
+            : null;
+        if (size is null)
+        {
+            Assert.Equal(1L << 20, CpuInferencePlan.DetectCacheBytes());
+            return;
+        }
+        long expected = long.Parse(size.TrimEnd('K', 'M')) * (size.EndsWith('M') ? 1L << 20 : size.EndsWith('K') ? 1L << 10 : 1);
+        Assert.Equal(expected, CpuInferencePlan.DetectCacheBytes());
     }
 
     /// <summary>

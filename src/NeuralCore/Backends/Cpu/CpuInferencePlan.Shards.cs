@@ -7,6 +7,8 @@ public sealed unsafe partial class CpuInferencePlan
 {
     // Each shard takes at least this many samples.
     private const int MinShardSamples = 16;
+    // A shard whose maps would need fewer pieces than this to stay within the cache runs whole (see Pieces).
+    private const int MinPieces = 3;
     /// <summary>
     /// Each shard holds its own copy of the folded weights: the copies beyond the first stay within this many bytes
     /// (64 MiB; tests lower it).
@@ -19,9 +21,21 @@ public sealed unsafe partial class CpuInferencePlan
     /// </summary>
     internal static bool ShardingEnabled { get; set; } = true;
 
+    /// <summary>
+    /// The cache a shard's pieces are sized for: the bytes of one core's L2 (read from Linux's sysfs; 1 MiB where it
+    /// cannot be read). Tests lower it.
+    /// </summary>
+    internal static long CacheBytes { get; set; } = DetectCacheBytes();
+
+    /// <summary>The most samples in a shard's piece regardless of <see cref="CacheBytes"/> (0: by the cache; tests set it).</summary>
+    internal static int PieceSamples { get; set; }
+
     // The shards' plans (null: the pass runs its own steps), the samples before each shard, each shard's step times
-    // (Profile), and per call the caller's input and output and whether the shards time their steps.
+    // (Profile), and per call the caller's input and output and whether the shards time their steps. A shard runs its
+    // samples in pieces: _shards[i] takes the first pieces, as many samples each as it was compiled for, and
+    // _shardRests[i] (when not null) the last ones, one sample fewer each.
     private readonly CpuInferencePlan[]? _shards;
+    private readonly CpuInferencePlan?[] _shardRests = [];
     private readonly int[] _shardStart = [];
     private readonly double[][] _shardTimes = [];
     private readonly Action<int>? _runShard;
@@ -34,21 +48,29 @@ public sealed unsafe partial class CpuInferencePlan
     /// </summary>
     public int SampleShards => _shards?.Length ?? 1;
 
+    /// <summary>
+    /// The most samples a shard runs through its steps at once (its pieces; the batch where the pass is not in shards):
+    /// a shard whose maps do not fit the cache runs its share of the batch in even pieces that do (see
+    /// <see cref="Pieces"/>), each sample the same sums in the same order.
+    /// </summary>
+    public int SamplesPerPiece => _shards?[0].InputShape[0] ?? (InputShape.Length > 0 ? InputShape[0] : 1);
+
     /// <summary>A pass over sample shards: <paramref name="shards"/> [i] takes samples [start[i], start[i + 1]).</summary>
-    private CpuInferencePlan(CpuInferencePlan[] shards, int[] start, int[] inputShape, int[] outputShape, IReadOnlyList<string> description)
+    private CpuInferencePlan(CpuInferencePlan[] shards, CpuInferencePlan?[] rests, int[] start, CpuInferencePlan whole)
     {
         _steps = [];
         _buffers = [];
         _bufferOf = [];
-        _inputLayout = Layout(inputShape);
-        _outputLayout = Layout(outputShape);
-        InputShape = inputShape;
-        OutputShape = outputShape;
-        Description = description;
+        _inputLayout = whole._inputLayout;
+        _outputLayout = whole._outputLayout;
+        InputShape = whole.InputShape;
+        OutputShape = whole.OutputShape;
+        Description = shards[0].Description;
         _shards = shards;
+        _shardRests = rests;
         _shardStart = start;
-        _shardTimes = shards.Select(_ => new double[description.Count]).ToArray();
-        _macs = shards.Sum(s => s._macs);
+        _shardTimes = shards.Select(_ => new double[Description.Count]).ToArray();
+        _macs = whole._macs;
         _runShard = RunShard;
     }
 
@@ -69,28 +91,107 @@ public sealed unsafe partial class CpuInferencePlan
         int count = (int)Math.Min(Math.Min(CpuThreading.Threads, n / MinShardSamples), 1 + MaxExtraWeightBytes / weightBytes);
         if (!ShardingEnabled || count < 2 || !whole.UsesWorkers || whole.OutputShape.Length == 0 || whole.OutputShape[0] != n) return null;
         var start = Enumerable.Range(0, count + 1).Select(i => (int)((long)i * n / count)).ToArray();
+        int largest = Enumerable.Range(0, count).Max(i => start[i + 1] - start[i]);
+        // A shard whose pieces are not all of one size holds a second plan, and a second copy of the weights.
+        bool twoPlans = (2L * count - 1) * weightBytes <= MaxExtraWeightBytes + weightBytes;
+        // The fewest pieces whose plans keep the whole batch's kernels (a piece too small for some kernel, such as the
+        // samples-in-lanes Winograd's 32, takes more samples per piece, up to the whole shard).
+        for (int pieces = Pieces(whole, n, largest); pieces >= 1; pieces--)
+            if (ShardPieces(model, inputShape, whole, start, pieces, twoPlans) is { } plan) return plan;
+        return null;
+    }
+
+    /// <summary>
+    /// The shards of <paramref name="start"/>, each running its samples in <paramref name="pieces"/> even pieces (a shard
+    /// of 32 samples in 3 pieces runs 11 + 11 + 10, with a second plan for the pieces of 10 if
+    /// <paramref name="twoPlans"/>), or null where a piece's plan would not run the kernels <paramref name="whole"/> runs.
+    /// Every shard has plans of its own (two of one size would share buffers).
+    /// </summary>
+    private static CpuInferencePlan? ShardPieces(Module model, int[] inputShape, CpuInferencePlan whole, int[] start, int pieces, bool twoPlans)
+    {
+        int count = start.Length - 1;
         var shards = new CpuInferencePlan[count];
+        var rests = new CpuInferencePlan?[count];
         for (int i = 0; i < count; i++)
         {
-            // A plan of its own for each shard (two of one size would share buffers), the kernels of the whole batch's.
             int samples = start[i + 1] - start[i];
-            CpuInferencePlan plan;
-            try
-            {
-                plan = Trace(model, [samples, .. inputShape.AsSpan(1)], threaded: false);
-            }
-            catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException)
-            {
-                // A model whose shapes hold for its batch only (a reshape to a fixed batch size) runs as one plan.
-                return null;
-            }
-            if (plan.OutputShape.Length == 0 || plan.OutputShape[0] != samples || !plan.OutputShape.AsSpan(1).SequenceEqual(whole.OutputShape.AsSpan(1))
-                || !plan.Kernels.SequenceEqual(whole.Kernels))
-                return null;
-            plan.AdaptiveThreading = false;
+            int piece = (samples + pieces - 1) / pieces;
+            if (samples % pieces != 0 && !twoPlans) return null;
+            if (ShardPlan(model, inputShape, whole, piece) is not { } plan) return null;
             shards[i] = plan;
+            if (samples % pieces == 0) continue;
+            if (ShardPlan(model, inputShape, whole, piece - 1) is not { } rest) return null;
+            rests[i] = rest;
         }
-        return new CpuInferencePlan(shards, start, inputShape, whole.OutputShape, shards[0].Description);
+        return new CpuInferencePlan(shards, rests, start, whole);
+    }
+
+    /// <summary>
+    /// A one-thread plan for <paramref name="samples"/> samples that runs the kernels <paramref name="whole"/> runs, with
+    /// its output shape, or null.
+    /// </summary>
+    private static CpuInferencePlan? ShardPlan(Module model, int[] inputShape, CpuInferencePlan whole, int samples)
+    {
+        CpuInferencePlan plan;
+        try
+        {
+            plan = Trace(model, [samples, .. inputShape.AsSpan(1)], threaded: false);
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException)
+        {
+            // A model whose shapes hold for its batch only (a reshape to a fixed batch size) runs as one plan.
+            return null;
+        }
+        if (plan.OutputShape.Length == 0 || plan.OutputShape[0] != samples || !plan.OutputShape.AsSpan(1).SequenceEqual(whole.OutputShape.AsSpan(1))
+            || !plan.Kernels.SequenceEqual(whole.Kernels))
+            return null;
+        plan.AdaptiveThreading = false;
+        return plan;
+    }
+
+    /// <summary>
+    /// How many pieces a shard of <paramref name="samples"/> samples runs in: with <see cref="PieceSamples"/> set, pieces
+    /// of at most that many samples; otherwise as many as keep a step's input and output (twice the plan's largest buffer)
+    /// within half of <see cref="CacheBytes"/> (the other half holds the weights and a residual), where that takes at
+    /// least <see cref="MinPieces"/> pieces, and else one.
+    /// </summary>
+    /// <remarks>
+    /// Measured on the Xeon host (2 MiB of L2; docs/benchmarks.md, "The Xeon host a thirteenth time"): mel b64's shards of
+    /// 32 samples in pieces of 5 (the big model, 32/64/128) and 8 (the pruned one, 19/38/76) took 0.91-0.93 of the time,
+    /// while pieces of 11 or 16, whose input and output fill about all of the L2, gained nothing. The bar of three pieces
+    /// keeps MNIST b256's shards of 128 whole: two pieces of 64 took the big model's pass 0.95 of its time, but the pruned
+    /// model's maps fit and stay whole, so they would take pruning's speed-up there (2.12 against a target of 2.12) to 2.05.
+    /// </remarks>
+    private static int Pieces(CpuInferencePlan whole, int n, int samples)
+    {
+        if (PieceSamples > 0) return (samples + PieceSamples - 1) / PieceSamples;
+        long perSample = Math.Max(1, whole._buffers.Max(b => (long)b.Length) * sizeof(float) / n);
+        long fitting = Math.Max(1, CacheBytes / (4 * perSample));
+        long pieces = (samples + fitting - 1) / fitting;
+        return pieces >= MinPieces ? (int)pieces : 1;
+    }
+
+    /// <summary>One core's L2 in bytes from /sys/devices/system/cpu/cpu0/cache (the unified level-2 entry), or 1 MiB.</summary>
+    internal static long DetectCacheBytes()
+    {
+        const long fallback = 1L << 20;
+        try
+        {
+            var root = new DirectoryInfo("/sys/devices/system/cpu/cpu0/cache");
+            if (!root.Exists) return fallback;
+            foreach (var index in root.EnumerateDirectories("index*"))
+            {
+                string Read(string name) => File.ReadAllText(Path.Combine(index.FullName, name)).Trim();
+                if (Read("level") != "2" || Read("type") is not ("Unified" or "Data")) continue;
+                string size = Read("size");
+                long scale = size.EndsWith('K') ? 1L << 10 : size.EndsWith('M') ? 1L << 20 : 1;
+                return long.TryParse(size.TrimEnd('K', 'M'), out long value) && value > 0 ? value * scale : fallback;
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+        return fallback;
     }
 
     /// <summary><see cref="Description"/> without the row bands and column chains that lay steps out between threads (which keep the bits).</summary>
@@ -122,9 +223,20 @@ public sealed unsafe partial class CpuInferencePlan
     private void RunShard(int shard)
     {
         long inner = Tensor.Numel(InputShape.AsSpan(1)), outInner = Tensor.Numel(OutputShape.AsSpan(1));
-        int first = _shardStart[shard], samples = _shardStart[shard + 1] - first;
-        var input = new ReadOnlySpan<float>(_callInput + first * inner, checked((int)(samples * inner)));
-        var output = new Span<float>(_callOutput + first * outInner, checked((int)(samples * outInner)));
-        _shards![shard].Run(input, output, _profiling ? _shardTimes[shard] : []);
+        int first = _shardStart[shard], end = _shardStart[shard + 1];
+        CpuInferencePlan full = _shards![shard], rest = _shardRests[shard] ?? full;
+        int piece = full.InputShape[0];
+        // k = ceil(samples / piece) pieces: the first samples - k (piece - 1) of `piece` samples, the others one fewer.
+        int pieces = (end - first + piece - 1) / piece, fullPieces = end - first - pieces * (piece - 1);
+        var times = _profiling ? _shardTimes[shard] : [];
+        for (int i = 0, sample = first; sample < end; i++)
+        {
+            var plan = i < fullPieces ? full : rest;
+            int samples = plan.InputShape[0];
+            var input = new ReadOnlySpan<float>(_callInput + sample * inner, checked((int)(samples * inner)));
+            var output = new Span<float>(_callOutput + sample * outInner, checked((int)(samples * outInner)));
+            plan.Run(input, output, times);
+            sample += samples;
+        }
     }
 }

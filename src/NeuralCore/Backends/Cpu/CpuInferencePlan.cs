@@ -113,13 +113,15 @@ public sealed unsafe partial class CpuInferencePlan
     internal bool UsesWorkers => _macs >= InlineMacs;
 
     /// <summary>Bytes of the intermediate buffers (the plan's working memory besides the folded weights).</summary>
-    public long BufferBytes => _buffers.Sum(b => (long)b.Length * sizeof(float)) + (_shards?.Sum(s => s.BufferBytes) ?? 0);
+    public long BufferBytes => _buffers.Sum(b => (long)b.Length * sizeof(float)) + (_shards?.Sum(s => s.BufferBytes) ?? 0)
+        + _shardRests.Sum(s => s?.BufferBytes ?? 0);
 
     /// <summary>
     /// Traces <paramref name="model"/> in eval mode on a zero input of <paramref name="inputShape"/> (batch included) and
     /// compiles the pass. The model's training mode is restored afterwards. A batch of at least 16 samples per thread
     /// (<see cref="CpuThreading.Threads"/> when compiled) runs as one plan per thread over its share of the samples, each
-    /// shard's steps on its own thread, where those plans choose the same kernels as the whole batch's (the same bits).
+    /// shard's steps on its own thread, where those plans choose the same kernels as the whole batch's (the same bits); a
+    /// shard whose maps would not fit the L2 cache runs its samples in pieces that do (<see cref="SamplesPerPiece"/>).
     /// </summary>
     /// <exception cref="NotSupportedException">The model uses an op the plan cannot run, or lives off the CPU.</exception>
     public static CpuInferencePlan Compile(Module model, int[] inputShape)
@@ -385,8 +387,12 @@ public sealed unsafe partial class CpuInferencePlan
         public bool CanRunWinograd() =>
             (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && WinogradConv.Enabled && WinogradConv.Supports(P, Pool?.Params);
 
-        /// <summary>Chooses the kernel once batch norms have been folded into the weights (<paramref name="narrow"/>: <see cref="NarrowMapConv"/> or <see cref="MixedLaneConv3x3"/>, if one can).</summary>
-        public void Prepare(bool narrow)
+        /// <summary>
+        /// Chooses the kernel once batch norms have been folded into the weights (<paramref name="narrow"/>:
+        /// <see cref="NarrowMapConv"/> or <see cref="MixedLaneConv3x3"/>, if one can; <paramref name="oneThread"/>: the
+        /// plan runs on one thread, a sample shard's).
+        /// </summary>
+        public void Prepare(bool narrow, bool oneThread)
         {
             if (CanRunDirectly(Pool?.Params))
             {
@@ -412,7 +418,7 @@ public sealed unsafe partial class CpuInferencePlan
             }
             if (CanRunWinograd())
             {
-                Winograd = new WinogradConv.Weights(Weight, P, pooled: Pool is not null);
+                Winograd = new WinogradConv.Weights(Weight, P, pooled: Pool is not null, oneThread);
                 return;
             }
             if (!ImplicitGemmConv.Supports(P))
@@ -765,7 +771,7 @@ public sealed unsafe partial class CpuInferencePlan
             foreach (var node in nodes) Compile(node);
             if (!_valueOf.TryGetValue(output, out int outValue))
                 throw new NotSupportedException("CpuInferencePlan: the model's output does not depend on its input.");
-            foreach (var conv in _steps.OfType<ConvStep>()) conv.Prepare(narrow: NarrowMapConv.Enabled && !HasViews(conv.Out));
+            foreach (var conv in _steps.OfType<ConvStep>()) conv.Prepare(narrow: NarrowMapConv.Enabled && !HasViews(conv.Out), oneThread: !threaded);
             outValue = AssignLayouts(outValue);
             // Row bands and column chains lay a step's work out for several threads: a plan that runs on one (a sample
             // shard's) forms neither.

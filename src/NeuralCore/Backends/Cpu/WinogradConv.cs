@@ -90,13 +90,13 @@ internal static unsafe class WinogradConv
     /// <paramref name="pooled"/>): 3, Winograd's F(3x3, 3x3) (25 products per 3 x 3 outputs instead of 16 per 2 x 2), where
     /// that takes at least 20 % fewer products for the plane (MNIST's 6 x 6 maps: 4 tiles of 25 instead of 9 of 16; 3 x 6:
     /// 2 of 25 instead of 6 of 16, whose second tile row of F(2x2) is half off the map; mel's 31 x 24: 88 of 25 instead of
-    /// 192 of 16) and either the samples are in the lanes or, with the tiles in the lanes, the batch has at least
-    /// <see cref="MinLargeTilesWide"/> tiles of 3 x 3 and no pool follows (the pool's row pairs would straddle tiles of
-    /// three rows); otherwise 2.
+    /// 192 of 16) and either the samples are in the lanes or, with the tiles in the lanes, no pool follows (the pool's row
+    /// pairs would straddle tiles of three rows) and the batch has at least <see cref="MinLargeTilesWide"/> tiles of 3 x 3
+    /// or runs on one thread (<paramref name="oneThread"/>: a sample shard's plan, which shares no panels); otherwise 2.
     /// </summary>
-    internal static int TileSize(in Conv2dParams p, bool pooled) =>
+    internal static int TileSize(in Conv2dParams p, bool pooled, bool oneThread = false) =>
         LargeTiles && 5 * LargePoints * TilesPerPlane(p, 3) <= 4 * Points * TilesPerPlane(p, 2)
-        && ((p.W + 1) / 2 < MinTilesWide || (!pooled && p.N * TilesPerPlane(p, 3) >= MinLargeTilesWide)) ? 3 : 2;
+        && ((p.W + 1) / 2 < MinTilesWide || (!pooled && (oneThread || p.N * TilesPerPlane(p, 3) >= MinLargeTilesWide))) ? 3 : 2;
 
     private static long TilesPerPlane(in Conv2dParams p, int tile) => (long)((p.H + tile - 1) / tile) * ((p.W + tile - 1) / tile);
 
@@ -138,10 +138,10 @@ internal static unsafe class WinogradConv
     {
         private readonly float[] _packed;
 
-        internal Weights(ReadOnlySpan<float> w, in Conv2dParams p, bool pooled)
+        internal Weights(ReadOnlySpan<float> w, in Conv2dParams p, bool pooled, bool oneThread = false)
         {
             int k = p.K, c = p.C;
-            Tile = TileSize(p, pooled);
+            Tile = TileSize(p, pooled, oneThread);
             int alpha = Tile + 2;
             double[,] gm = Tile == 3 ? LargeG : SmallG;
             UsesStrips = Strips && k <= Gemm.MaxStripRows;
