@@ -53,7 +53,7 @@ public sealed unsafe partial class CpuInferencePlan
     /// a shard whose maps do not fit the cache runs its share of the batch in even pieces that do (see
     /// <see cref="Pieces"/>), each sample the same sums in the same order.
     /// </summary>
-    public int SamplesPerPiece => _shards?[0].InputShape[0] ?? (InputShape.Length > 0 ? InputShape[0] : 1);
+    public int SamplesPerPiece => _shards?.Max(s => s.InputShape[0]) ?? (InputShape.Length > 0 ? InputShape[0] : 1);
 
     /// <summary>A pass over sample shards: <paramref name="shards"/> [i] takes samples [start[i], start[i + 1]).</summary>
     private CpuInferencePlan(CpuInferencePlan[] shards, CpuInferencePlan?[] rests, int[] start, CpuInferencePlan whole)
@@ -165,7 +165,7 @@ public sealed unsafe partial class CpuInferencePlan
     private static int Pieces(CpuInferencePlan whole, int n, int samples)
     {
         if (PieceSamples > 0) return (samples + PieceSamples - 1) / PieceSamples;
-        long perSample = Math.Max(1, whole._buffers.Max(b => (long)b.Length) * sizeof(float) / n);
+        long perSample = Math.Max(1, whole._buffers.Select(b => (long)b.Length).DefaultIfEmpty(0).Max() * sizeof(float) / n);
         long fitting = Math.Max(1, CacheBytes / (4 * perSample));
         long pieces = (samples + fitting - 1) / fitting;
         return pieces >= MinPieces ? (int)pieces : 1;
