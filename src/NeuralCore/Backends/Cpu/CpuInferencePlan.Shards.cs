@@ -94,11 +94,13 @@ public sealed unsafe partial class CpuInferencePlan
         int largest = Enumerable.Range(0, count).Max(i => start[i + 1] - start[i]);
         // A shard whose pieces are not all of one size holds a second plan, and a second copy of the weights.
         bool twoPlans = (2L * count - 1) * weightBytes <= MaxExtraWeightBytes + weightBytes;
-        // The fewest pieces whose plans keep the whole batch's kernels (a piece too small for some kernel, such as the
-        // samples-in-lanes Winograd's 32, takes more samples per piece, up to the whole shard).
-        for (int pieces = Pieces(whole, n, largest); pieces >= 1; pieces--)
+        // Pieces whose plans keep the whole batch's kernels: where a piece is too small for some kernel (the
+        // samples-in-lanes Winograd takes 32 samples), half as many pieces, down to the whole shard (a few traces at most).
+        for (int pieces = Pieces(whole, n, largest); ; pieces = (pieces + 1) / 2)
+        {
             if (ShardPieces(model, inputShape, whole, start, pieces, twoPlans) is { } plan) return plan;
-        return null;
+            if (pieces == 1) return null;
+        }
     }
 
     /// <summary>
