@@ -1051,6 +1051,27 @@ public sealed class CpuInferencePlanTests : IDisposable
         Assert.Equal(32, mnist.SamplesPerPiece);
     }
 
+    /// <summary>
+    /// A batch whose maps have too few tiles of 3 x 3 to share between threads (32 samples' 3 x 20 maps: 224 of the 256)
+    /// takes F(2x2, 3x3); its shards, whose one-thread plans could take F(3x3, 3x3), keep F(2x2, 3x3) and the bits.
+    /// </summary>
+    [Fact]
+    public void ShardsKeepTheWholeBatchsWinogradTiles()
+    {
+        var g = new Generator(37);
+        var net = new Sequential(new Conv2d(32, 32, 3, padding: 1, generator: g), new ReLU(), new Conv2d(32, 32, 3, padding: 1, generator: g));
+        var x = Tensor.Randn([32, 32, 3, 20], g);
+        CpuThreading.Threads = 2;
+        var whole = CompileAndCompare(net, x).Plan;
+        CpuInferencePlan.ShardingEnabled = true;
+        var (plan, _) = CompileAndCompare(net, x);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        Assert.All(whole.Description, d => Assert.EndsWith("(Winograd F(2x2, 3x3))", d));
+        Assert.Equal(2, plan.SampleShards);
+        Assert.Equal(whole.Description, plan.Description);
+        Assert.Equal(whole.Run(x).ToArray(), plan.Run(x).ToArray());
+    }
+
     /// <summary>The cache that pieces are sized for: this machine's L2 where Linux reports it, else 1 MiB.</summary>
     [Fact]
     public void TheCacheIsTheLevelTwoCache()

@@ -130,25 +130,30 @@ public sealed unsafe partial class CpuInferencePlan
 
     /// <summary>
     /// A one-thread plan for <paramref name="samples"/> samples that runs the kernels <paramref name="whole"/> runs, with
-    /// its output shape, or null.
+    /// its output shape, or null. Winograd's tiles are first chosen for one thread (F(3x3, 3x3) on a piece's few tiles, as
+    /// the whole batch's many take it), then as for the whole batch (a small batch's F(2x2, 3x3)).
     /// </summary>
     private static CpuInferencePlan? ShardPlan(Module model, int[] inputShape, CpuInferencePlan whole, int samples)
     {
-        CpuInferencePlan plan;
-        try
+        foreach (bool oneThreadTiles in new[] { true, false })
         {
-            plan = Trace(model, [samples, .. inputShape.AsSpan(1)], threaded: false);
+            CpuInferencePlan plan;
+            try
+            {
+                plan = Trace(model, [samples, .. inputShape.AsSpan(1)], threaded: false, oneThreadTiles);
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException)
+            {
+                // A model whose shapes hold for its batch only (a reshape to a fixed batch size) runs as one plan.
+                return null;
+            }
+            if (plan.OutputShape.Length == 0 || plan.OutputShape[0] != samples || !plan.OutputShape.AsSpan(1).SequenceEqual(whole.OutputShape.AsSpan(1)))
+                return null;
+            if (!plan.Kernels.SequenceEqual(whole.Kernels)) continue;
+            plan.AdaptiveThreading = false;
+            return plan;
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or NotSupportedException)
-        {
-            // A model whose shapes hold for its batch only (a reshape to a fixed batch size) runs as one plan.
-            return null;
-        }
-        if (plan.OutputShape.Length == 0 || plan.OutputShape[0] != samples || !plan.OutputShape.AsSpan(1).SequenceEqual(whole.OutputShape.AsSpan(1))
-            || !plan.Kernels.SequenceEqual(whole.Kernels))
-            return null;
-        plan.AdaptiveThreading = false;
-        return plan;
+        return null;
     }
 
     /// <summary>

@@ -137,9 +137,10 @@ public sealed unsafe partial class CpuInferencePlan
 
     /// <summary>
     /// Traces <paramref name="model"/> in eval mode on zeros of <paramref name="inputShape"/> and compiles one plan for the
-    /// whole batch, for every thread, or with <paramref name="threaded"/> false for one (no row bands or column chains).
+    /// whole batch, for every thread, or with <paramref name="threaded"/> false for one (no row bands or column chains;
+    /// with <paramref name="oneThreadTiles"/>, Winograd's tiles chosen for one thread, see <see cref="WinogradConv.TileSize"/>).
     /// </summary>
-    private static CpuInferencePlan Trace(Module model, int[] inputShape, bool threaded = true)
+    private static CpuInferencePlan Trace(Module model, int[] inputShape, bool threaded = true, bool oneThreadTiles = false)
     {
         bool training = model.Training;
         var input = Tensor.Zeros(inputShape);
@@ -155,7 +156,7 @@ public sealed unsafe partial class CpuInferencePlan
         {
             model.Train(training);
         }
-        return new Compiler(input, output, threaded).Build();
+        return new Compiler(input, output, threaded, oneThreadTiles && !threaded).Build();
     }
 
     /// <summary>Runs the pass on <paramref name="input"/> (row-major, <see cref="InputShape"/>) into <paramref name="output"/> (<see cref="OutputShape"/>).</summary>
@@ -389,8 +390,8 @@ public sealed unsafe partial class CpuInferencePlan
 
         /// <summary>
         /// Chooses the kernel once batch norms have been folded into the weights (<paramref name="narrow"/>:
-        /// <see cref="NarrowMapConv"/> or <see cref="MixedLaneConv3x3"/>, if one can; <paramref name="oneThread"/>: the
-        /// plan runs on one thread, a sample shard's).
+        /// <see cref="NarrowMapConv"/> or <see cref="MixedLaneConv3x3"/>, if one can; <paramref name="oneThread"/>: Winograd's
+        /// tiles chosen for a plan that runs on one thread, a sample shard's piece).
         /// </summary>
         public void Prepare(bool narrow, bool oneThread)
         {
@@ -747,7 +748,7 @@ public sealed unsafe partial class CpuInferencePlan
 
     // ---- compiler ---------------------------------------------------------------------------------
 
-    private sealed partial class Compiler(Tensor input, Tensor output, bool threaded)
+    private sealed partial class Compiler(Tensor input, Tensor output, bool threaded, bool oneThreadTiles)
     {
         // Value numbers of tensors; views and fused results share their source's number.
         private readonly Dictionary<Tensor, int> _valueOf = new(ReferenceEqualityComparer.Instance);
@@ -771,7 +772,7 @@ public sealed unsafe partial class CpuInferencePlan
             foreach (var node in nodes) Compile(node);
             if (!_valueOf.TryGetValue(output, out int outValue))
                 throw new NotSupportedException("CpuInferencePlan: the model's output does not depend on its input.");
-            foreach (var conv in _steps.OfType<ConvStep>()) conv.Prepare(narrow: NarrowMapConv.Enabled && !HasViews(conv.Out), oneThread: !threaded);
+            foreach (var conv in _steps.OfType<ConvStep>()) conv.Prepare(narrow: NarrowMapConv.Enabled && !HasViews(conv.Out), oneThreadTiles);
             outValue = AssignLayouts(outValue);
             // Row bands and column chains lay a step's work out for several threads: a plan that runs on one (a sample
             // shard's) forms neither.
