@@ -23,6 +23,8 @@ public static class TrainingSwitchRounds
     {
         // Docs: docs/benchmarks.md, step 109.
         ["by-sample"] = on => ConvKernels.BySample = on,
+        // Docs: docs/benchmarks.md, step 134.
+        ["relu-from-input"] = on => CpuTrainingPlan.ReluFromInputEnabled = on,
     };
 
     private static readonly string[] Models = ["pruned 19/38/76", "big 32/64/128"];

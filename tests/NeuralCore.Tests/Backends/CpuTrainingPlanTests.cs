@@ -260,10 +260,32 @@ public sealed class CpuTrainingPlanTests
         int[] shape = [8, 4, 10, 10];
         long Bytes(int depth) => CpuTrainingPlan.Compile(Chain(depth, new Generator(1)), shape).BufferBytes;
         long map = 8 * 4 * 10 * 10 * sizeof(float);
-        // A block keeps its convolution's output and its batch norm + ReLU's output (and 2 x 4 statistics) for the
-        // backward pass; with a gradient buffer of its own per value it would hold two maps more.
-        Assert.Equal(2 * map + 2 * 4 * sizeof(float), (Bytes(8) - Bytes(4)) / 4);
+        // A block keeps its convolution's output and its batch norm + ReLU's output (and 2 x 4 statistics, and with
+        // AVX-512 the ReLU's 4 scales and offsets) for the backward pass; with a gradient buffer of its own per value it
+        // would hold two maps more.
+        int statistics = BatchNormKernels.TakesReluScaleOffset(100) ? 4 : 2;
+        Assert.Equal(2 * map + statistics * 4 * sizeof(float), (Bytes(8) - Bytes(4)) / 4);
         AssertPlanTrainsLikeEager(() => Chain(6, new Generator(2)), shape, classes: 4, seed: 5);
+    }
+
+    [Fact]
+    public void ABatchNormsReluIsTestedOnItsInputInTheBackward()
+    {
+        // Every block's batch norm + ReLU over 10 x 10 planes saves the ReLU's scale and offset, and its backward tests
+        // x * scale + offset instead of reading the ReLU's output: bits against eager both ways.
+        int[] shape = [8, 4, 10, 10];
+        var plan = CpuTrainingPlan.Compile(Chain(3, new Generator(1)), shape);
+        Assert.Equal(BatchNormKernels.TakesReluScaleOffset(100) ? 3 : 0, plan.ReluScaleOffsets);
+        AssertPlanTrainsLikeEager(() => Chain(3, new Generator(2)), shape, classes: 4, seed: 6);
+        CpuTrainingPlan.ReluFromInputEnabled = false;
+        try
+        {
+            AssertPlanTrainsLikeEager(() => Chain(3, new Generator(2)), shape, classes: 4, seed: 6);
+        }
+        finally
+        {
+            CpuTrainingPlan.ReluFromInputEnabled = true;
+        }
     }
 
     [Fact]
@@ -337,7 +359,9 @@ public sealed class CpuTrainingPlanTests
             CpuTrainingPlan.StemGradientInPlaceEnabled = true;
             Assert.Equal(0, unfused.StemGradientsInPlace);
             long map = 7L * 5 * stem.P * stem.Q * sizeof(float), coefficients = 3 * 5 * sizeof(float);
-            Assert.Equal(stemKernel ? map - coefficients : 0, unfused.BufferBytes - plan.BufferBytes);
+            // Unfused, a batch norm + ReLU saves the ReLU's scales and offsets too; fused, its backward reads the output.
+            long relu = after == "relu" && BatchNormKernels.TakesReluScaleOffset(stem.P * stem.Q) ? 2 * 5 * sizeof(float) : 0;
+            Assert.Equal(stemKernel ? map - coefficients + relu : 0, unfused.BufferBytes - plan.BufferBytes);
             AssertPlanTrainsLikeEager(() => Stem(after, new Generator(4)), shape, classes: 4, seed: 21);
         }
         finally

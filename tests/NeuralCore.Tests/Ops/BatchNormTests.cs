@@ -339,6 +339,84 @@ public sealed class BatchNormThreadingTests
     }
 
     /// <summary>
+    /// A batch norm + ReLU over large planes that saves the ReLU's scale and offset lets its backward tell where the
+    /// ReLU's output is positive from x (x * scale + offset &gt; 0) instead of reading the output: the same bits as the
+    /// backward that reads it (dx, dgamma, dbeta), and the same forward, at 1, 2 and 3 threads; planes with and without a
+    /// part-vector tail, a mean far from zero, and about half the outputs zero.
+    /// </summary>
+    [Theory]
+    [InlineData(7, 3, 169)]
+    [InlineData(9, 19, 168)]
+    [InlineData(6, 5, 79)]
+    [InlineData(64, 2, 64)]
+    [InlineData(5, 4, 744)]
+    public void AReluTestedOnTheInputGivesTheBitsOfItsOutput(int n, int c, int hw)
+    {
+        if (!BatchNormKernels.TakesReluScaleOffset(hw)) Assert.Skip("This CPU has no AVX-512: batch norms keep reading their ReLU's output.");
+        float[] xs = Reference.ToFloat(Reference.Random(n * c * hw, 71, 3.0).Select(v => v + 40).ToArray());
+        float[] gammas = Reference.ToFloat(Reference.Random(c, 72).Select(v => 1 + 0.5 * v).ToArray());
+        float[] betas = Reference.ToFloat(Reference.Random(c, 73));
+        float[] dy = Reference.ToFloat(Reference.Random(n * c * hw, 77));
+        var be = CpuBackend.Instance;
+        float[][] Run(bool fromInput, int threads)
+        {
+            CpuThreading.Threads = threads;
+            var x = Tensor.FromArray(xs, n, c, hw);
+            var gamma = Tensor.FromArray(gammas, c);
+            var y = Tensor.Full([n, c, hw], float.NaN);
+            var mean = Tensor.Zeros([c]);
+            var invStd = Tensor.Zeros([c]);
+            var scaleOffset = fromInput ? Tensor.Full([2 * c], float.NaN) : null;
+            be.BatchNormTraining(x, gamma, Tensor.FromArray(betas, c), y, mean, invStd, null, null, 0.1f, 1e-5f, n, c, hw, relu: true,
+                reluScaleOffset: scaleOffset);
+            var dx = Tensor.Full([n, c, hw], float.NaN);
+            var dgamma = Tensor.Zeros([c]);
+            var dbeta = Tensor.Zeros([c]);
+            be.BatchNormBackward(x, Tensor.FromArray(dy, n, c, hw), gamma, mean, invStd, dx, dgamma, dbeta, n, c, hw,
+                fromInput ? null : y, reluScaleOffset: scaleOffset);
+            return [y.ToArray(), mean.ToArray(), invStd.ToArray(), dx.ToArray(), dgamma.ToArray(), dbeta.ToArray()];
+        }
+
+        int saved = CpuThreading.Threads;
+        try
+        {
+            var output = Run(fromInput: false, 1);
+            float zeros = output[0].Count(v => v == 0) / (float)output[0].Length;
+            Assert.InRange(zeros, 0.3f, 0.7f);
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                var input = Run(fromInput: true, threads);
+                for (int i = 0; i < output.Length; i++) Assert.Equal(output[i], input[i]);
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    [Fact]
+    public void AReluScaleAndOffsetNeedAReluOverLargePlanesAndReplaceItsOutput()
+    {
+        var be = CpuBackend.Instance;
+        Tensor T(params int[] shape) => Tensor.Zeros(shape);
+        // Planes of 36 values: the small-plane kernels, which read the output.
+        var small = Assert.Throws<ArgumentException>(() => be.BatchNormTraining(T(4, 2, 36), T(2), T(2), T(4, 2, 36), T(2), T(2), null, null,
+            0.1f, 1e-5f, 4, 2, 36, relu: true, reluScaleOffset: T(4)));
+        Assert.Contains("ReLU", small.Message);
+        // No ReLU to save them for.
+        Assert.Throws<ArgumentException>(() => be.BatchNormTraining(T(4, 2, 64), T(2), T(2), T(4, 2, 64), T(2), T(2), null, null,
+            0.1f, 1e-5f, 4, 2, 64, relu: false, reluScaleOffset: T(4)));
+        if (!BatchNormKernels.TakesReluScaleOffset(64)) return;
+        // [2C] exactly.
+        Assert.Throws<ArgumentException>(() => be.BatchNormTraining(T(4, 2, 64), T(2), T(2), T(4, 2, 64), T(2), T(2), null, null,
+            0.1f, 1e-5f, 4, 2, 64, relu: true, reluScaleOffset: T(3)));
+        // Both the output and the scale and offset.
+        Assert.Throws<ArgumentException>(() => be.BatchNormBackward(T(4, 2, 64), T(4, 2, 64), T(2), T(2), T(2), T(4, 2, 64), T(2), T(2),
+            4, 2, 64, T(4, 2, 64), reluScaleOffset: T(4)));
+    }
+
+    /// <summary>
     /// The small-plane kernels' order for channel <paramref name="ch"/> of [n, c, hw] values: per position, s1 += a and
     /// s2 = fma(a, b, s2) in float over blocks of 16 samples (a, b = <paramref name="term"/> of the value's index), each
     /// block's sums added in double, then the channel's positions added in double.

@@ -18,12 +18,14 @@ public sealed partial class CpuBackend
     /// windows lie inside the planes), y [N, C, P, Q] is that pool's output of the Hardswish's, and
     /// <paramref name="poolIndices"/> (Int32, the shape of y) the flat index of each maximum. With a
     /// <paramref name="residual"/> (the shape of x; planes under 64 values), y = batch norm + residual, then a ReLU with
-    /// <paramref name="residualRelu"/>: a batch norm read only by an addition (and the ReLU after it).
+    /// <paramref name="residualRelu"/>: a batch norm read only by an addition (and the ReLU after it). With
+    /// <paramref name="reluScaleOffset"/> ([2C]; a ReLU over planes of 64 values or more, AVX-512), each channel's scale
+    /// and offset saved there too, so that the backward can tell where the ReLU's output is positive from x alone.
     /// </summary>
     internal unsafe void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd,
         Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw, bool relu,
         Tensor? hardswishScaleOffset = null, Pool2dParams? pool = null, Tensor? poolIndices = null, Tensor? residual = null,
-        bool residualRelu = false)
+        bool residualRelu = false, Tensor? reluScaleOffset = null)
     {
         CheckBatchNorm(n, c, hw);
         if ((long)n * hw <= 1)
@@ -40,11 +42,12 @@ public sealed partial class CpuBackend
         if (runningVar is not null) CheckLength(runningVar, c, "BatchNorm running variance [C]");
         if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
         if (residual is not null) CheckLength(residual, size, "BatchNorm fused addition's other operand [N, C, HW]");
+        if (reluScaleOffset is not null) CheckReluScaleOffset(reluScaleOffset, relu, c, hw);
         // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
         fixed (float* px = F(x), pg = F(gamma), pb = F(beta), py = F(y), pm = F(saveMean), ps = F(saveInvStd))
         fixed (float* prm = runningMean is null ? null : F(runningMean), prv = runningVar is null ? null : F(runningVar))
         fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
-        fixed (float* pr = residual is null ? null : F(residual))
+        fixed (float* pr = residual is null ? null : F(residual), prs = reluScaleOffset is null ? null : F(reluScaleOffset))
         fixed (int* pi = poolIndices is null ? null : I(poolIndices))
         {
             BatchNormKernels.Training(px + x.StorageOffset, pg + gamma.StorageOffset, pb + beta.StorageOffset, py + y.StorageOffset,
@@ -52,8 +55,16 @@ public sealed partial class CpuBackend
                 prm == null ? null : prm + runningMean!.StorageOffset, prv == null ? null : prv + runningVar!.StorageOffset,
                 momentum, eps, n, c, hw, relu, ph == null ? null : ph + hardswishScaleOffset!.StorageOffset,
                 FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset), pr == null ? null : pr + residual!.StorageOffset,
-                residualRelu);
+                residualRelu, prs == null ? null : prs + reluScaleOffset!.StorageOffset);
         }
+    }
+
+    /// <summary>A fused ReLU's saved scale and offset [2C], where a batch norm can keep them (<see cref="BatchNormKernels.TakesReluScaleOffset"/>).</summary>
+    private static void CheckReluScaleOffset(Tensor reluScaleOffset, bool relu, int c, int hw)
+    {
+        if (!relu || !BatchNormKernels.TakesReluScaleOffset(hw))
+            throw new ArgumentException($"A ReLU's scale and offset are saved for a fused ReLU over planes of {BatchNormKernels.SmallPlane} values or more with AVX-512 (and read instead of its output), got planes of {hw}.", nameof(reluScaleOffset));
+        CheckLength(reluScaleOffset, 2L * c, "BatchNorm fused ReLU's scales and offsets [2C]");
     }
 
     /// <summary>Checks a pool fused into a batch norm + Hardswish: its geometry, and indices the size of its output.</summary>
@@ -109,13 +120,16 @@ public sealed partial class CpuBackend
     /// batch norm fused with a Hardswish when <paramref name="hardswishScaleOffset"/> (what training saved) is given: dy is
     /// the gradient of the Hardswish's output and counts times its slope, as the Hardswish's backward would hand it on;
     /// with a fused <paramref name="pool"/> as well, dy [N, C, P, Q] is the gradient of the pool's output, routed to each
-    /// window's maximum through <paramref name="poolIndices"/> as the pool's backward would.
+    /// window's maximum through <paramref name="poolIndices"/> as the pool's backward would. With
+    /// <paramref name="reluScaleOffset"/> instead of <paramref name="reluOutput"/> (what training saved there), the
+    /// ReLU's output counts as positive where x * scale + offset is, the same test without reading the output.
     /// </summary>
     internal unsafe void BatchNormBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor dx,
         Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset = null,
-        Pool2dParams? pool = null, Tensor? poolIndices = null)
+        Pool2dParams? pool = null, Tensor? poolIndices = null, Tensor? reluScaleOffset = null)
     {
         CheckBatchNormBackward(x, dy, gamma, saveMean, saveInvStd, dgamma, dbeta, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices);
+        if (reluScaleOffset is not null) CheckReluScaleOffset(reluScaleOffset, reluOutput is null && hardswishScaleOffset is null, c, hw);
         CheckLength(dx, (long)n * c * hw, "BatchNorm input gradient dx [N, C, HW]");
         if ((long)n * hw == 0)
         {
@@ -123,11 +137,12 @@ public sealed partial class CpuBackend
             Span(dbeta).Clear();
             return;
         }
-        RunBackward(x, dy, gamma, saveMean, saveInvStd, dx, null, dgamma, dbeta, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices);
+        RunBackward(x, dy, gamma, saveMean, saveInvStd, dx, null, dgamma, dbeta, n, c, hw, reluOutput, hardswishScaleOffset, pool, poolIndices,
+            reluScaleOffset);
     }
 
     /// <summary>
-    /// <see cref="BatchNormBackward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int, Tensor?, Tensor?, Pool2dParams?, Tensor?)"/>
+    /// <see cref="BatchNormBackward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int, Tensor?, Tensor?, Pool2dParams?, Tensor?, Tensor?)"/>
     /// without dx, for a compiled training step whose stem convolution makes dx itself, chunk by chunk
     /// (<see cref="Conv2dBackwardWeightThroughBatchNorm"/>): dgamma, dbeta, and per channel the coefficients of dx in
     /// <paramref name="coefficients"/> [3C]. Planes of 64 values or more, N * HW above 0.
@@ -144,13 +159,14 @@ public sealed partial class CpuBackend
 
     /// <summary>The backward kernel with dx, or without it, leaving dx's coefficients (arguments checked by the caller).</summary>
     private static unsafe void RunBackward(Tensor x, Tensor dy, Tensor gamma, Tensor saveMean, Tensor saveInvStd, Tensor? dx, Tensor? coefficients,
-        Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset, Pool2dParams? pool, Tensor? poolIndices)
+        Tensor dgamma, Tensor dbeta, int n, int c, int hw, Tensor? reluOutput, Tensor? hardswishScaleOffset, Pool2dParams? pool, Tensor? poolIndices,
+        Tensor? reluScaleOffset = null)
     {
         // SAFETY: lengths checked by the caller; pinned until the kernel returns, after every thread is done.
         fixed (float* px = F(x), pdy = F(dy), pg = F(gamma), pm = F(saveMean), ps = F(saveInvStd))
         fixed (float* pdx = dx is null ? null : F(dx), pc = coefficients is null ? null : F(coefficients))
         fixed (float* pdg = F(dgamma), pdb = F(dbeta), pr = reluOutput is null ? null : F(reluOutput))
-        fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
+        fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset), prs = reluScaleOffset is null ? null : F(reluScaleOffset))
         fixed (int* pi = poolIndices is null ? null : I(poolIndices))
         {
             float* xp = px + x.StorageOffset, dyp = pdy + dy.StorageOffset, gp = pg + gamma.StorageOffset;
@@ -158,7 +174,9 @@ public sealed partial class CpuBackend
             float* dgp = pdg + dgamma.StorageOffset, dbp = pdb + dbeta.StorageOffset;
             float* rp = pr == null ? null : pr + reluOutput!.StorageOffset, hp = ph == null ? null : ph + hardswishScaleOffset!.StorageOffset;
             var fused = FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset);
-            if (pc == null) BatchNormKernels.Backward(xp, dyp, gp, mp, sp, pdx + dx!.StorageOffset, dgp, dbp, n, c, hw, rp, hp, fused);
+            if (pc == null)
+                BatchNormKernels.Backward(xp, dyp, gp, mp, sp, pdx + dx!.StorageOffset, dgp, dbp, n, c, hw, rp, hp, fused,
+                    prs == null ? null : prs + reluScaleOffset!.StorageOffset);
             else BatchNormKernels.BackwardSums(xp, dyp, gp, mp, sp, pc + coefficients!.StorageOffset, dgp, dbp, n, c, hw, rp, hp, fused);
         }
     }
@@ -168,7 +186,7 @@ public sealed partial class CpuBackend
     /// gradient) whose output is the input of a training batch norm that alone reads it, after
     /// <see cref="BatchNormBackwardSums"/> left that batch norm's <paramref name="coefficients"/>: each thread makes the
     /// batch norm's input gradient (the convolution's dy) for a chunk of samples in cache, then multiplies it. The bits
-    /// of <see cref="BatchNormBackward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int, Tensor?, Tensor?, Pool2dParams?, Tensor?)"/>
+    /// of <see cref="BatchNormBackward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, int, int, int, Tensor?, Tensor?, Pool2dParams?, Tensor?, Tensor?)"/>
     /// followed by <see cref="Conv2dBackwardWeight"/>, without dx in memory. The batch norm's arguments are those given
     /// to <see cref="BatchNormBackwardSums"/>.
     /// </summary>

@@ -82,6 +82,15 @@ public sealed class CpuTrainingPlan
     /// <summary>How many stem convolutions compute the input gradient of the batch norm after them (Compiler.ComputeStemGradientsInPlace).</summary>
     internal int StemGradientsInPlace => _steps.OfType<ConvStep>().Count(c => c.Norm is not null);
 
+    /// <summary>How many batch norms save their fused ReLU's scale and offset for the backward (Compiler.SaveReluScaleOffsets).</summary>
+    internal int ReluScaleOffsets => _steps.OfType<BatchNormStep>().Count(b => b.ReluScaleOffset is not null);
+
+    /// <summary>
+    /// Whether the batch norms of <see cref="ReluScaleOffsets"/> use them when they run (off: their backward reads the
+    /// ReLU's output; tests and the switch-rounds harness compare the two).
+    /// </summary>
+    internal static bool ReluFromInputEnabled { get; set; } = true;
+
     /// <summary>Whether plans compile stems that compute their batch norm's input gradient (tests compare plans without).</summary>
     internal static bool StemGradientInPlaceEnabled { get; set; } = true;
 
@@ -321,22 +330,29 @@ public sealed class CpuTrainingPlan
         public Tensor? Residual;
         // Set when the stem before it makes dx itself (ConvStep.Norm): backward then leaves dx's coefficients here ([3C]).
         public Tensor? Coefficients;
+        // A fused ReLU over large planes: each channel's scale and offset ([2C]; Compiler.SaveReluScaleOffsets), so that
+        // the backward tells where the ReLU's output is positive from X instead of reading Y; set by this step's forward
+        // when ReluFromInputEnabled.
+        public Tensor? ReluScaleOffset;
+        private bool _reluFromInput;
 
         public override void Forward()
         {
             float momentum = Module?.CountTrainingBatch() ?? Momentum;
+            _reluFromInput = ReluScaleOffset is not null && ReluFromInputEnabled;
             CpuBackend.Instance.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW, Relu,
-                HardswishScaleOffset, Pool, PoolIndices, Residual, Sum?.Relu ?? false);
+                HardswishScaleOffset, Pool, PoolIndices, Residual, Sum?.Relu ?? false, _reluFromInput ? ReluScaleOffset : null);
         }
 
         public override void Backward()
         {
+            var reluOutput = Relu && !_reluFromInput ? Y : null;
             if (Coefficients is not null)
-                CpuBackend.Instance.BatchNormBackwardSums(X, Dy, Gamma, Mean, InvStd, Coefficients, Dgamma, Dbeta, N, C, HW, Relu ? Y : null,
+                CpuBackend.Instance.BatchNormBackwardSums(X, Dy, Gamma, Mean, InvStd, Coefficients, Dgamma, Dbeta, N, C, HW, reluOutput,
                     HardswishScaleOffset, Pool, PoolIndices);
             else
-                CpuBackend.Instance.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW, Relu ? Y : null, HardswishScaleOffset,
-                    Pool, PoolIndices);
+                CpuBackend.Instance.BatchNormBackward(X, Dy, Gamma, Mean, InvStd, Dx, Dgamma, Dbeta, N, C, HW, reluOutput, HardswishScaleOffset,
+                    Pool, PoolIndices, _reluFromInput ? ReluScaleOffset : null);
             base.Backward();
         }
     }
@@ -497,6 +513,7 @@ public sealed class CpuTrainingPlan
             });
             WireBackward();
             ComputeStemGradientsInPlace();
+            SaveReluScaleOffsets();
             ShareGradientMemory();
             var inputViews = _values.Skip(1).Where(v => v.OnInput).Select(v => v.Data).ToArray();
             return new CpuTrainingPlan(_steps.ToArray(), window, inputViews, targets, _values[logits].Data, loss,
@@ -936,6 +953,18 @@ public sealed class CpuTrainingPlan
                 conv.Norm = bn;
                 _unused.Add(conv.Dy.storage);
             }
+        }
+
+        /// <summary>
+        /// A batch norm whose fused ReLU runs over large planes saves the ReLU's input affine for its backward
+        /// (<see cref="BatchNormKernels.ReluInput"/>), which then reads X alone instead of X and the ReLU's output. Not
+        /// where the stem makes the batch norm's input gradient (its backward passes take the output still).
+        /// </summary>
+        private void SaveReluScaleOffsets()
+        {
+            foreach (var bn in _steps.OfType<BatchNormStep>())
+                if (bn.Relu && bn.HasBackward && bn.Sum is null && bn.Coefficients is null && BatchNormKernels.TakesReluScaleOffset(bn.HW))
+                    bn.ReluScaleOffset = Buffer([2 * bn.C]);
         }
 
         private GradSink? Sink(Stage step, Operand o)
