@@ -918,7 +918,7 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// A fused ReLU's input, x * scale + offset (the bits training computed before taking the maximum with 0), for the
-    /// backward: the ReLU's output is positive exactly where this is, so the backward, which reads x anyway, needs not
+    /// backward: the ReLU's output is positive exactly where this is, so the backward, which reads x anyway, need not
     /// read the output (planes of <see cref="SmallPlane"/> values or more, AVX-512). That output is as many floats as
     /// x: reading it took a quarter to two fifths of a batch norm + ReLU's backward with the maps out of cache (harness:
     /// 64 x 128 x 168 1.01 -> 1.28 ms, 64 x 32 x 744 0.70 -> 0.98 ms).
