@@ -845,18 +845,10 @@ internal static unsafe partial class BatchNormKernels
                 }
                 return;
             }
-            if (reluInput.Present)
-            {
-                for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
-                    InputGradient(dy + i, x + i, dx + i, reluInput, m, a, b, o, Vector512<float>.AllBitsSet, whole: true);
-                if (i < n)
-                    InputGradient(dy + i, x + i, dx + i, reluInput, m, a, b, o, ConvKernels.FirstLanes(n - i), whole: false);
-                return;
-            }
             for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
-                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, m, a, b, o, Vector512<float>.AllBitsSet, whole: true);
+                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, reluInput, m, a, b, o, Vector512<float>.AllBitsSet, whole: true);
             if (i < n)
-                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, m, a, b, o, ConvKernels.FirstLanes(n - i), whole: false);
+                InputGradient(dy + i, x + i, dx + i, relu == null ? null : relu + i, reluInput, m, a, b, o, ConvKernels.FirstLanes(n - i), whole: false);
             return;
         }
         if (Vector256.IsHardwareAccelerated)
@@ -880,37 +872,26 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
-    /// <summary>One vector of <see cref="InputGradient(float*, float*, float*, int, float, float, float, float, float*, HardswishInput, ReluInput)"/>: whole, or the lanes of <paramref name="mask"/> (loads and store masked).</summary>
+    /// <summary>
+    /// One vector of <see cref="InputGradient(float*, float*, float*, int, float, float, float, float, float*, HardswishInput, ReluInput)"/>:
+    /// whole, or the lanes of <paramref name="mask"/> (loads and store masked); dy kept where the ReLU's output
+    /// <paramref name="relu"/> is positive, or else where <paramref name="reluInput"/> is, when either is given.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void InputGradient(float* dy, float* x, float* dx, float* relu, Vector512<float> mean, Vector512<float> scaleDy,
-        Vector512<float> scaleCentred, Vector512<float> offset, Vector512<float> mask, bool whole)
+    private static void InputGradient(float* dy, float* x, float* dx, float* relu, ReluInput reluInput, Vector512<float> mean,
+        Vector512<float> scaleDy, Vector512<float> scaleCentred, Vector512<float> offset, Vector512<float> mask, bool whole)
     {
         // Loads written out rather than through a local function: one that captured mask and whole kept them (and with
         // them the loop's constants) on the stack, loaded again at every vector.
         var zero = Vector512<float>.Zero;
-        var centred = (whole ? Vector512.Load(x) : Avx512F.MaskLoad(x, mask, zero)) - mean;
+        var xv = whole ? Vector512.Load(x) : Avx512F.MaskLoad(x, mask, zero);
         var g = whole ? Vector512.Load(dy) : Avx512F.MaskLoad(dy, mask, zero);
         if (relu != null)
         {
             var r = whole ? Vector512.Load(relu) : Avx512F.MaskLoad(relu, mask, zero);
             g = Vector512.ConditionalSelect(Vector512.GreaterThan(r, zero), g, zero);
         }
-        var v = Vector512.FusedMultiplyAdd(g, scaleDy, Vector512.FusedMultiplyAdd(centred, scaleCentred, offset));
-        if (whole) Vector512.Store(v, dx);
-        else Avx512F.MaskStore(dx, mask, v);
-    }
-
-    /// <summary>
-    /// <see cref="InputGradient(float*, float*, float*, float*, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float}, bool)"/>
-    /// with dy kept where the ReLU's input, recomputed from x (<paramref name="relu"/>), is positive.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void InputGradient(float* dy, float* x, float* dx, ReluInput relu, Vector512<float> mean, Vector512<float> scaleDy,
-        Vector512<float> scaleCentred, Vector512<float> offset, Vector512<float> mask, bool whole)
-    {
-        var zero = Vector512<float>.Zero;
-        var xv = whole ? Vector512.Load(x) : Avx512F.MaskLoad(x, mask, zero);
-        var g = Vector512.ConditionalSelect(relu.Positive(xv), whole ? Vector512.Load(dy) : Avx512F.MaskLoad(dy, mask, zero), zero);
+        else if (reluInput.Present) g = Vector512.ConditionalSelect(reluInput.Positive(xv), g, zero);
         var v = Vector512.FusedMultiplyAdd(g, scaleDy, Vector512.FusedMultiplyAdd(xv - mean, scaleCentred, offset));
         if (whole) Vector512.Store(v, dx);
         else Avx512F.MaskStore(dx, mask, v);
