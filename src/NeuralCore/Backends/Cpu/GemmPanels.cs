@@ -78,10 +78,52 @@ public static unsafe partial class Gemm
     /// act(value + bias[i] + residual[i * ldr + j]) in <see cref="ConvKernels.EpilogueVector(System.Runtime.Intrinsics.Vector512{float}, float, bool, System.Runtime.Intrinsics.Vector512{float}, bool, int)"/>'s order (kind 0: no
     /// activation, 1: ReLU, 2: Hardswish); bias and residual may be null. Needs AVX-512.
     /// </summary>
-    internal static void MultiplyTileWithEpilogue(int k, float* a, float* b, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
+    internal static void MultiplyTileWithEpilogue(int k, float* a, float* b, float* c, int ldc, float* bias, float* residual, long ldr, int kind) =>
+        MultiplyRowsWithEpilogue(k, a, b, Nr512, c, ldc, bias, residual, ldr, kind);
+
+    /// <summary>
+    /// <see cref="MultiplyTileWithEpilogue"/> with B's k rows of 32 floats read where they lie, <paramref name="ldb"/>
+    /// floats apart, instead of from a micro-panel.
+    /// </summary>
+    internal static void MultiplyRowsWithEpilogue(int k, float* a, float* b, long ldb, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
     {
-        var store = new EpilogueStore(c, ldc, bias, residual, ldr, kind);
-        Kernel512(k, a, b, Nr512, ref store);
+        var kernel = new TileKernel(k, a, b, checked((int)ldb));
+        RunWithEpilogue(ref kernel, c, ldc, bias, residual, ldr, kind);
+    }
+
+    /// <summary>
+    /// C[0..m, 0..32) = A B for A packed by <see cref="PackRows"/> (m at most 8) and B's k rows of 32 floats read where
+    /// they lie, <paramref name="ldb"/> floats apart: the sums <see cref="MultiplyPanel"/> computes on a micro-panel of
+    /// the same rows. Needs AVX-512; <paramref name="tile"/> holds 8 x 32 floats for an edge tile.
+    /// </summary>
+    internal static void MultiplyRows(int m, int k, float* packedA, float* b, long ldb, float* c, int ldc, float* tile) =>
+        MicroTile(KernelKind.Vector512, k, packedA, b, c, ldc, 1f, 0f, m, Nr512, tile, checked((int)ldb));
+
+    /// <summary>Columns of the wide tiles (<see cref="MultiplyWideRows"/>, <see cref="MultiplyWideRowsWithEpilogue"/>).</summary>
+    internal const int WideColumns = 48;
+
+    /// <summary>
+    /// One 8 x 48 tile of C = A B for one packed A micro-panel and B's k rows of 48 floats read where they lie,
+    /// <paramref name="ldb"/> floats apart, stored with the epilogue as <see cref="MultiplyTileWithEpilogue"/> stores it:
+    /// the sums of the 8 x 32 tiles, 48 columns at a time. Needs AVX-512.
+    /// </summary>
+    internal static void MultiplyWideRowsWithEpilogue(int k, float* a, float* b, long ldb, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
+    {
+        var kernel = new WideTileKernel(k, a, b, ldb);
+        RunWithEpilogue(ref kernel, c, ldc, bias, residual, ldr, kind);
+    }
+
+    /// <summary>
+    /// C[0..m, 0..48) = A B (m at most 8) for one packed A micro-panel and B's k rows of 48 floats read where they lie,
+    /// <paramref name="ldb"/> floats apart, stored plain; an edge tile of fewer than 8 rows goes through
+    /// <paramref name="tile"/> (8 x 48 floats). Needs AVX-512.
+    /// </summary>
+    internal static void MultiplyWideRows(int m, int k, float* a, float* b, long ldb, float* c, int ldc, float* tile)
+    {
+        var store = new ScaledStore(m == Mr512 ? c : tile, m == Mr512 ? ldc : WideColumns, 1f);
+        Kernel512Wide(k, a, b, ldb, ref store);
+        for (int i = 0; i < m && m < Mr512; i++)
+            for (int j = 0; j < WideColumns; j += 16) Vector512.Load(tile + i * WideColumns + j).Store(c + (long)i * ldc + j);
     }
 
     /// <summary>
@@ -119,9 +161,18 @@ public static unsafe partial class Gemm
             else Kernel512Filling<ScaledStore, N8, MaskedLoads>(channels, taps, a, source, ref plain);
             return;
         }
-        var store = new EpilogueStore(c, ldc, bias, residual, ldr, kind);
-        if (readWhole) Kernel512Filling<EpilogueStore, N8, WholeLoads>(channels, taps, a, source, ref store);
-        else Kernel512Filling<EpilogueStore, N8, MaskedLoads>(channels, taps, a, source, ref store);
+        var kernel = new FillingKernel(channels, taps, a, source, readWhole);
+        RunWithEpilogue(ref kernel, c, ldc, bias, residual, ldr, kind);
+    }
+
+    /// <summary><see cref="Kernel512Filling{TStore, TRows, TLoad}"/>'s full 8-row tile, its loads whole or masked.</summary>
+    private readonly struct FillingKernel(int channels, int taps, float* a, MaskedRows source, bool readWhole) : ITileKernel
+    {
+        public void Run<TStore>(ref TStore store) where TStore : struct, ITileStore, IWideTileStore
+        {
+            if (readWhole) Kernel512Filling<TStore, N8, WholeLoads>(channels, taps, a, source, ref store);
+            else Kernel512Filling<TStore, N8, MaskedLoads>(channels, taps, a, source, ref store);
+        }
     }
 
     /// <summary>

@@ -27,6 +27,8 @@ internal static unsafe class ImplicitGemmConv
     private const int Lanes = Gemm.PanelColumns;
     // Columns per block: the epilogue runs on a block's output rows while they are in cache.
     private const int MaxBlockColumns = 8 * Lanes;
+    // Columns per block of a 1x1 that reads its input in place (ReadsInPlace): six 48-column tiles, nine panels.
+    private const int InPlaceBlockColumns = 6 * Gemm.WideColumns;
     // Panels at most this wide multiply the other way round (Y^T = X^T W^T): their columns become the micro-kernel's
     // rows and 32 output channels its columns, instead of a 32-column panel that is mostly padding.
     private const int NarrowPanel = 2 * Gemm.PanelRows;
@@ -44,12 +46,18 @@ internal static unsafe class ImplicitGemmConv
     private const long PrefetchColumns = 4096;
     // Plane positions below this are found by float division in Coordinates (exactly: see there).
     private const long MaxVectorPosition = 1 << 16;
+    // Lines of the rows a tile reads in place that may share one of L1's 64 sets (12 ways on the Xeon hosts, 8 on Zen 4),
+    // leaving room for the weights' and the output's lines (ReadsInPlace).
+    private const int MaxLinesPerSet = 8;
 
     /// <summary>
     /// Whether a full panel of a "same" geometry is filled while its first tile is multiplied (see
     /// <see cref="MultiplyFirstTile"/>); tests turn it off to compare with the panel filled on its own.
     /// </summary>
     internal static bool FillsWhileMultiplying { get; set; } = true;
+
+    /// <summary>Whether 1x1 convolutions read their input rows where they lie (see <see cref="ReadsInPlace(ref Job)"/>); tests turn it off to compare.</summary>
+    internal static bool InPlacePointwise { get; set; } = true;
 
     /// <summary>Whether geometries that <see cref="RunsStrips"/> takes run in strips; tests turn it off to compare with the tiles.</summary>
     internal static bool Strips { get; set; } = true;
@@ -271,6 +279,8 @@ internal static unsafe class ImplicitGemmConv
         int parts = (int)Math.Clamp(macs / (job.Columns >= WideColumns ? MinMacsPerPartWide : MinMacsPerPart), 1, CpuThreading.Threads);
         long perThread = (job.Columns + 2L * parts - 1) / (2L * parts);
         job.BlockColumns = (int)Math.Clamp((perThread + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
+        // Full-size blocks of in-place tiles hold whole 48-column tiles (256 would end in two of 32).
+        if (job.BlockColumns == MaxBlockColumns && pool is null && ReadsInPlace(ref job)) job.BlockColumns = InPlaceBlockColumns;
         job.Blocks = (int)((job.Columns + job.BlockColumns - 1) / job.BlockColumns);
         if (pool is { } fused) PlanPooledBlocks(ref job, fused, parts);
         if (parts > 1 && job.Blocks < 2 * parts && !job.Pooled && job.Columns > (2L * parts - 1) * Lanes)
@@ -505,13 +515,14 @@ internal static unsafe class ImplicitGemmConv
         ConvScratch scratch = ConvScratch.Current;
         // The panel, then room for its first 16 lanes repacked as two A micro-panels (MultiplyTransposed).
         float* panel = scratch.Get(ConvScratch.Slot.Columns, (long)Math.Max(1, job.Kc) * (Lanes + 2 * Gemm.PanelRows));
-        float* tile = scratch.Get(ConvScratch.Slot.Rows, 8 * Lanes);
+        float* tile = scratch.Get(ConvScratch.Slot.Rows, 8 * Gemm.WideColumns);
         // With a fused pool the block's output rows go to scratch ([K, block columns]) and only the pooled planes to y.
         float* unpooled = job.Pooled ? scratch.Get(ConvScratch.Slot.Block, (long)job.P.K * job.BlockColumns) : null;
         int* coords = stackalloc int[2 * Lanes];
         // Per panel of a "same" geometry, each kept tap's lane masks and read offset (TapMasks), shared by its groups.
         var masks = stackalloc Vector512<float>[job.Same ? 2 * job.Taps : 0];
         var offsets = stackalloc long[job.Same ? job.Taps : 0];
+        bool inPlace = ReadsInPlace(ref job);
         for (int block = first; block < end; block++)
         {
             BlockRange(ref job, block, out long c0, out int cols, out int n0, out int nb, out int pooledRow0, out int convRows);
@@ -519,18 +530,25 @@ internal static unsafe class ImplicitGemmConv
             // transposed tiles are written back) instead of in a second pass over the block.
             int kind = job.Kc > 0 ? EpilogueKind(ref job) : -1;
             bool fusedEpilogue = kind >= 0;
-            for (int j = 0; j < cols; j += Lanes)
+            for (int j = 0, width; j < cols; j += width)
             {
                 long j0 = c0 + j;
-                int width = Math.Min(Lanes, cols - j);
+                // Output rows: y itself (row stride: all columns), or the block's scratch (row stride: the block's columns).
+                long ld = job.Pooled ? cols : job.YStride;
+                float* yj = job.Pooled ? unpooled + j : job.Y + j0;
+                width = inPlace && job.Kc > 0 && !RunsStrips(ref job, k0, k1, fusedEpilogue) ? InPlaceWidth(cols - j) : 0;
+                if (width > 0)
+                {
+                    for (int g = 0; g < job.P.Groups; g++)
+                        MultiplyInPlace(ref job, g, k0, k1, j0, width, yj + (long)g * job.Kg * ld, ld, tile, kind);
+                    continue;
+                }
+                width = Math.Min(Lanes, cols - j);
                 if (job.Same)
                 {
                     Coordinates(ref job, j0, width, coords);
                     TapMasks(ref job, coords, masks, offsets);
                 }
-                // Output rows: y itself (row stride: all columns), or the block's scratch (row stride: the block's columns).
-                long ld = job.Pooled ? cols : job.YStride;
-                float* yj = job.Pooled ? unpooled + j : job.Y + j0;
                 for (int g = 0; g < job.P.Groups; g++)
                 {
                     float* yg = yj + (long)g * job.Kg * ld;
@@ -632,6 +650,77 @@ internal static unsafe class ImplicitGemmConv
                 Math.Min(16, width - h));
             if (unrolled) Gemm.MultiplyStrip3x3(job.Kg, job.Transposed, input, readWhole, output);
             else Gemm.MultiplyStrip(job.Kg, job.Transposed, input, readWhole, output);
+        }
+    }
+
+    /// <summary>
+    /// Whether the block's columns multiply the input rows where they lie (<see cref="MultiplyInPlace"/>) instead of a
+    /// panel filled with a copy of them: a 1x1 of stride 1 without padding, whose panel would be the input's rows
+    /// [c, j0, j0 + 32) unchanged, where the rows one in-place tile reads stay in L1 together, at most
+    /// <see cref="MaxLinesPerSet"/> of their lines in any of L1's 64 sets (a row stride of a 4 KiB multiple, or close to
+    /// one, puts every row in the same few sets: those keep the copy).
+    /// </summary>
+    private static bool ReadsInPlace(ref Job job) =>
+        InPlacePointwise && job.Taps == 1 && ReadsInPlace(job.P, job.XStride, (long)(job.X + job.First));
+
+    /// <summary>
+    /// <see cref="ReadsInPlace(ref Job)"/> for a convolution <paramref name="p"/> whose input channels lie
+    /// <paramref name="xStride"/> floats apart from <paramref name="x"/> (its first column; only its place in a 64-byte
+    /// line counts).
+    /// </summary>
+    internal static bool ReadsInPlace(in Conv2dParams p, long xStride, long x)
+    {
+        if (p.R != 1 || p.S != 1 || p.PadH != 0 || p.PadW != 0 || !IsSame(p)) return false;
+        var lines = stackalloc int[64];
+        new Span<int>(lines, 64).Clear();
+        // Tiles start on 16-column (64-byte) steps from the first column, so every tile's rows sit as the first one's do.
+        long start = x & 63;
+        for (long c = 0; c < p.C / p.Groups; c++)
+        {
+            long from = start + c * xStride * sizeof(float), to = from + Gemm.WideColumns * sizeof(float);
+            for (long line = from / 64; line * 64 < to; line++)
+                if (++lines[line & 63] > MaxLinesPerSet) return false;
+        }
+        return true;
+    }
+
+    /// <summary>
+    /// The columns the next in-place tile covers when <paramref name="remaining"/> columns of the block are left: 48
+    /// (<see cref="Gemm.WideColumns"/>) where what follows is none or a whole tile, 32 where 48 would leave 16, and 0 below 32
+    /// (the block's last columns, which go through a panel). A block of 256 columns: 4 x 48 + 2 x 32.
+    /// </summary>
+    private static int InPlaceWidth(int remaining) =>
+        remaining == Gemm.WideColumns || remaining >= Gemm.WideColumns + Lanes ? Gemm.WideColumns : remaining >= Lanes ? Lanes : 0;
+
+    /// <summary>
+    /// Output channels [k0, k1) of group g for output columns [j0, j0 + width) (48 or 32) of a 1x1 that
+    /// <see cref="ReadsInPlace(ref Job)"/>: each tile of 8 channels multiplies the input rows where they lie, the same multiply-adds
+    /// in the same order as on a filled panel, stored with the epilogue (<paramref name="kind"/> at least 0) or plain.
+    /// </summary>
+    private static void MultiplyInPlace(ref Job job, int g, int k0, int k1, long j0, int width, float* yg, long ld, float* tile, int kind)
+    {
+        float* x = GroupInput(ref job, g, j0);
+        for (int c = 0; c < job.Cg && job.Prefetch; c++)
+            for (int j = 0; j < width; j += 16) Sse.Prefetch0(x + c * job.XStride + width + j);
+        float* a = job.W + g * job.PerGroup + (long)k0 * job.Kc;
+        bool wide = width == Gemm.WideColumns;
+        for (int k = k0; k < k1; k += Gemm.PanelRows, a += (long)Gemm.PanelRows * job.Kc)
+        {
+            int rows = Math.Min(Gemm.PanelRows, k1 - k);
+            long channel = (long)g * job.Kg + k;
+            float* bias = job.Bias == null || kind < 0 ? null : job.Bias + channel;
+            float* residual = job.Residual == null || kind < 0 ? null : job.Residual + channel * job.ResidualStride + j0;
+            float* y = yg + k * ld;
+            if (rows == Gemm.PanelRows && kind >= 0)
+            {
+                if (wide) Gemm.MultiplyWideRowsWithEpilogue(job.Kc, a, x, job.XStride, y, (int)ld, bias, residual, job.ResidualStride, kind);
+                else Gemm.MultiplyRowsWithEpilogue(job.Kc, a, x, job.XStride, y, (int)ld, bias, residual, job.ResidualStride, kind);
+                continue;
+            }
+            if (wide) Gemm.MultiplyWideRows(rows, job.Kc, a, x, job.XStride, y, (int)ld, tile);
+            else Gemm.MultiplyRows(rows, job.Kc, a, x, job.XStride, y, (int)ld, tile);
+            if (kind >= 0)
+                ConvKernels.Epilogue(y, ld, 0, rows, width, bias, residual, job.ResidualStride, 0, job.HasActivation, job.Activation, job.Alpha, job.Beta);
         }
     }
 

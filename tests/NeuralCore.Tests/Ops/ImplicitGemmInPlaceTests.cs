@@ -1,0 +1,171 @@
+using System.Runtime.Intrinsics;
+using NeuralCore.Backends;
+using NeuralCore.Backends.Cpu;
+using NeuralCore.Tests.Backends;
+
+namespace NeuralCore.Tests.Ops;
+
+/// <summary>
+/// 1x1 convolutions that read their input rows where they lie (<see cref="ImplicitGemmConv.InPlacePointwise"/>): the
+/// tiles of 8 x 48 and 8 x 32 on rows a stride apart (<see cref="Gemm.MultiplyWideRowsWithEpilogue"/>,
+/// <see cref="Gemm.MultiplyRowsWithEpilogue"/> and their plain forms) against a scalar chain of fused multiply-adds
+/// in the tiles' order, and whole convolutions against the same convolutions on copied panels (the same bits).
+/// </summary>
+[Collection(nameof(CpuSettingsCollection))]
+public sealed unsafe class ImplicitGemmInPlaceTests
+{
+    public static IEnumerable<TheoryDataRow<bool, int, int, bool, bool>> Tiles()
+    {
+        foreach (bool wide in new[] { true, false })
+            foreach (int rows in new[] { 8, 5, 1 })
+                for (int kind = -1; kind <= 2; kind++)
+                    foreach (bool withBias in new[] { true, false })
+                        foreach (bool withResidual in new[] { true, false })
+                            if (kind >= 0 || (!withBias && !withResidual))
+                                if (rows == 8 || kind < 0) yield return new(wide, rows, kind, withBias, withResidual);
+    }
+
+    /// <summary>
+    /// Each output is the chain fma(a[p], b[p], acc) from zero over the depth in order, then bias, residual and the
+    /// activation in <see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>'s
+    /// order (kind -1: stored plain, the edge tiles' way); B's rows are read at a stride that is no multiple of a vector,
+    /// and nothing past the tile's rows and columns is written.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Tiles))]
+    public void TilesOnRowsWhereTheyLieSumInTheTilesOrder(bool wide, int rows, int kind, bool withBias, bool withResidual)
+    {
+        if (!Vector512.IsHardwareAccelerated || Gemm.Kind != Gemm.KernelKind.Vector512)
+            Assert.Skip("This CPU has no AVX-512: the tiles do not run.");
+        const int depth = 37, ldb = 53, ldc = 61, ldr = 59, sentinel = 12345;
+        int width = wide ? Gemm.WideColumns : Gemm.PanelColumns;
+        var random = new Random(rows * 100 + kind * 10 + (withBias ? 2 : 0) + (withResidual ? 1 : 0) + (wide ? 1000 : 0));
+        float Next() => (float)(random.NextDouble() * 2 - 1);
+        // A as one packed micro-panel: per depth step, 8 rows' values (past the tile's rows, zeros).
+        float[] a = new float[depth * Gemm.PanelRows];
+        for (int p = 0; p < depth; p++)
+            for (int i = 0; i < rows; i++) a[p * Gemm.PanelRows + i] = Next();
+        float[] b = Enumerable.Range(0, depth * ldb).Select(_ => Next()).ToArray();
+        float[]? bias = withBias ? Enumerable.Range(0, 8).Select(_ => Next()).ToArray() : null;
+        float[]? residual = withResidual ? Enumerable.Range(0, 8 * ldr).Select(_ => Next()).ToArray() : null;
+        float[] c = Enumerable.Repeat((float)sentinel, 9 * ldc).ToArray();
+        float[] tile = new float[Gemm.PanelRows * Gemm.WideColumns];
+        fixed (float* pa = a, pb = b, pbias = bias, pr = residual, pc = c, pt = tile)
+        {
+            if (kind >= 0 && wide) Gemm.MultiplyWideRowsWithEpilogue(depth, pa, pb, ldb, pc, ldc, pbias, pr, ldr, kind);
+            else if (kind >= 0) Gemm.MultiplyRowsWithEpilogue(depth, pa, pb, ldb, pc, ldc, pbias, pr, ldr, kind);
+            else if (wide) Gemm.MultiplyWideRows(rows, depth, pa, pb, ldb, pc, ldc, pt);
+            else Gemm.MultiplyRows(rows, depth, pa, pb, ldb, pc, ldc, pt);
+        }
+        for (int i = 0; i < 9; i++)
+            for (int j = 0; j < ldc; j++)
+            {
+                float actual = c[i * ldc + j];
+                if (i >= rows || j >= width)
+                {
+                    Assert.Equal(sentinel, actual);
+                    continue;
+                }
+                float sum = 0f;
+                for (int p = 0; p < depth; p++) sum = MathF.FusedMultiplyAdd(a[p * Gemm.PanelRows + i], b[p * ldb + j], sum);
+                if (bias is not null) sum += bias[i];
+                if (residual is not null) sum += residual[i * ldr + j];
+                if (kind == 1) sum = MathF.Max(sum, 0f) + 0f;
+                if (kind == 2) sum = sum * MathF.Min(MathF.Max(sum + 3f, 0f), 6f) * (1f / 6f);
+                Assert.Equal(BitConverter.SingleToInt32Bits(sum), BitConverter.SingleToInt32Bits(actual));
+            }
+    }
+
+    /// <summary>
+    /// Whole 1x1 convolutions, channel-major as the inference plans hold them, read in place and on copied panels: the
+    /// same bits, with every epilogue (bias or none, a residual, ReLU or Hardswish), output channels in edge tiles (19,
+    /// 38, 76), the 48- and 32-column tiles and a block's last columns (840 = 2 x 288 + 264, 264 = 5 x 48 + 24 through a
+    /// panel), a fused 2 x 1 pool, two groups, and one or two threads; each geometry's input rows pass the L1 rule, so
+    /// the in-place tiles do run.
+    /// </summary>
+    [Theory]
+    // N, C, K, H, W, groups, residual, activation (0 none, 1 ReLU, 2 Hardswish), bias, pool, threads
+    [InlineData(5, 128, 128, 7, 24, 1, true, 1, true, false, 1)]
+    [InlineData(5, 64, 128, 7, 24, 1, false, 1, true, false, 2)]
+    [InlineData(8, 38, 76, 7, 24, 1, true, 1, true, false, 1)]
+    [InlineData(8, 76, 76, 7, 24, 1, false, 0, true, false, 2)]
+    [InlineData(3, 19, 38, 7, 24, 1, false, 2, false, false, 1)]
+    [InlineData(2, 32, 32, 15, 24, 1, true, 1, true, true, 1)]
+    [InlineData(1, 19, 19, 31, 24, 1, true, 1, true, true, 2)]
+    [InlineData(4, 16, 24, 7, 24, 2, false, 0, false, false, 1)]
+    [InlineData(1, 64, 64, 7, 24, 1, true, 1, true, false, 2)]
+    public void PointwiseConvolutionsReadInPlaceGiveTheCopiedPanelsBits(int n, int c, int k, int h, int w, int groups, bool withResidual,
+        int activation, bool withBias, bool pooled, int threads)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, 1, 1, 1, 1, 0, 0, 1, 1, groups);
+        if (!ImplicitGemmConv.Supports(p)) Assert.Skip("This CPU has no AVX-512: the implicit GEMM does not run.");
+        var random = new Random(n * 1000 + c * 10 + k);
+        float Next() => (float)(random.NextDouble() * 2 - 1);
+        int plane = h * w, columns = n * plane;
+        float[] x = GC.AllocateArray<float>(c * columns, pinned: true);
+        for (int i = 0; i < x.Length; i++) x[i] = Next();
+        float[] weight = Enumerable.Range(0, k * (c / groups)).Select(_ => Next()).ToArray();
+        float[]? bias = withBias ? GC.AllocateArray<float>(k, pinned: true) : null;
+        for (int i = 0; i < (bias?.Length ?? 0); i++) bias![i] = Next();
+        float[]? residual = withResidual ? GC.AllocateArray<float>(k * columns, pinned: true) : null;
+        for (int i = 0; i < (residual?.Length ?? 0); i++) residual![i] = Next();
+        var pool = pooled ? new ImplicitGemmConv.FusedPool(new Pool2dParams(n, k, h, w, 2, 1, 2, 1, 0, 0)) : (ImplicitGemmConv.FusedPool?)null;
+        int outputs = pooled ? k * n * (h / 2) * w : k * columns;
+        var weights = new ImplicitGemmConv.Weights(weight, p);
+        var unary = activation == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
+        fixed (float* px = x)
+            Assert.True(ImplicitGemmConv.ReadsInPlace(p, columns, (long)px));
+        int before = CpuThreading.Threads;
+        CpuThreading.Threads = threads;
+        try
+        {
+            float[] inPlace = Run(), copied;
+            ImplicitGemmConv.InPlacePointwise = false;
+            try
+            {
+                copied = Run();
+            }
+            finally
+            {
+                ImplicitGemmConv.InPlacePointwise = true;
+            }
+            Assert.DoesNotContain(inPlace, float.IsNaN);
+            Assert.Equal(ConvPathRuns.Bits(copied), ConvPathRuns.Bits(inPlace));
+        }
+        finally
+        {
+            CpuThreading.Threads = before;
+        }
+
+        float[] Run()
+        {
+            float[] y = GC.AllocateArray<float>(outputs, pinned: true);
+            Array.Fill(y, float.NaN);
+            fixed (float* px = x, pbias = bias, pr = residual, py = y)
+                ImplicitGemmConv.Forward(px, weights.View(), pbias, py, p, pr, activation > 0, unary, 0f, 0f, pool);
+            return y;
+        }
+    }
+
+    /// <summary>
+    /// The L1 rule: input rows that spread over L1's sets read in place (mel maps in a shard's pieces of 5 and 8 samples, a
+    /// single sample), rows a multiple of 4 KiB or 2 KiB apart (mel b64 and MNIST b256's whole batches, whose 128 rows of
+    /// a tile would share a few sets) keep the copied panels, as do 1x1s with padding or stride and 3x3s.
+    /// </summary>
+    [Fact]
+    public void RowsThatWouldShareL1sSetsKeepTheCopiedPanels()
+    {
+        static Conv2dParams Pointwise(int n, int c, int h, int w) => new(n, c, h, w, c, 1, 1, 1, 1, 0, 0, 1, 1, 1);
+        Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(5, 128, 7, 24), 5 * 168, 0));
+        Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(8, 76, 7, 24), 8 * 168, 0));
+        Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(8, 128, 7, 24), 8 * 168, 32));
+        Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(1, 128, 7, 24), 168, 4));
+        Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(64, 128, 7, 24), 64 * 168, 0));
+        Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(64, 38, 7, 24), 64 * 168, 0));
+        Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(128, 64, 6, 6), 128 * 36, 0));
+        Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(128, 64, 3, 6), 128 * 18, 0));
+        Assert.False(ImplicitGemmConv.ReadsInPlace(new Conv2dParams(5, 64, 7, 24, 64, 1, 1, 1, 1, 1, 1, 1, 1, 1), 840, 0));
+        Assert.False(ImplicitGemmConv.ReadsInPlace(new Conv2dParams(5, 64, 7, 24, 64, 1, 1, 2, 2, 0, 0, 1, 1, 1), 840, 0));
+        Assert.False(ImplicitGemmConv.ReadsInPlace(new Conv2dParams(5, 64, 7, 24, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), 840, 0));
+    }
+}
