@@ -656,7 +656,7 @@ public static unsafe partial class Gemm
     /// Which steps it takes are type arguments (<typeparamref name="TKind"/>: 0 no activation, 1 ReLU, 2 Hardswish;
     /// <typeparamref name="TBias"/> and <typeparamref name="TResidual"/>: 1 where present), so each store the JIT compiles
     /// holds only its own steps: with them tested per vector, a tile's epilogue took about a fifth of an 8 x 48 tile's
-    /// time at 64 input channels (<see cref="RunWithEpilogue"/> picks the store).
+    /// time at 64 input channels (<see cref="WithEpilogue"/> picks the store).
     /// </summary>
     private readonly struct EpilogueStore<TKind, TBias, TResidual>(float* c, int ldc, float* bias, float* residual, long ldr)
         : ITileStore, IWideTileStore
@@ -682,23 +682,67 @@ public static unsafe partial class Gemm
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector512<float> Apply(Vector512<float> v, Vector512<float> b, float* res)
+        private static Vector512<float> Apply(Vector512<float> v, Vector512<float> b, float* res) =>
+            Epilogue<TKind, TBias, TResidual>(v, b, TResidual.Value != 0 ? Vector512.Load(res) : default);
+    }
+
+    /// <summary>
+    /// act(v + bias + r) with the steps given as types (<see cref="EpilogueStore{TKind, TBias, TResidual}"/>), in
+    /// <see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>'s order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Epilogue<TKind, TBias, TResidual>(Vector512<float> v, Vector512<float> bias, Vector512<float> r)
+        where TKind : struct, IConstant where TBias : struct, IConstant where TResidual : struct, IConstant
+    {
+        if (TBias.Value != 0) v += bias;
+        if (TResidual.Value != 0) v += r;
+        return TKind.Value switch
         {
-            if (TBias.Value != 0) v += b;
-            if (TResidual.Value != 0) v += Vector512.Load(res);
-            return TKind.Value switch
-            {
-                1 => ConvKernels.Relu(v),
-                2 => ConvKernels.Hardswish(v),
-                _ => v,
-            };
-        }
+            1 => ConvKernels.Relu(v),
+            2 => ConvKernels.Hardswish(v),
+            _ => v,
+        };
     }
 
     /// <summary>A kernel that hands its tile's rows to a store of the caller's choosing (<see cref="RunWithEpilogue"/>).</summary>
     private interface ITileKernel
     {
         void Run<TStore>(ref TStore store) where TStore : struct, ITileStore, IWideTileStore;
+    }
+
+    /// <summary>Work specialised by an epilogue's steps, which <see cref="WithEpilogue"/> passes as types.</summary>
+    internal interface IEpilogueAction
+    {
+        void Run<TKind, TBias, TResidual>() where TKind : struct, IConstant where TBias : struct, IConstant where TResidual : struct, IConstant;
+    }
+
+    /// <summary>
+    /// <paramref name="action"/>'s Run with <paramref name="kind"/> (0 no activation, 1 ReLU, 2 Hardswish) and whether a
+    /// bias and a residual are added (1) or not (0) as types: one specialisation per epilogue, whose compiled code tests
+    /// none of them per vector.
+    /// </summary>
+    internal static void WithEpilogue<TAction>(int kind, bool hasBias, bool hasResidual, ref TAction action) where TAction : struct, IEpilogueAction
+    {
+        switch (kind)
+        {
+            case 1: WithBias<TAction, N1>(hasBias, hasResidual, ref action); break;
+            case 2: WithBias<TAction, N2>(hasBias, hasResidual, ref action); break;
+            default: WithBias<TAction, N0>(hasBias, hasResidual, ref action); break;
+        }
+    }
+
+    private static void WithBias<TAction, TKind>(bool hasBias, bool hasResidual, ref TAction action)
+        where TAction : struct, IEpilogueAction where TKind : struct, IConstant
+    {
+        if (hasBias) WithResidual<TAction, TKind, N1>(hasResidual, ref action);
+        else WithResidual<TAction, TKind, N0>(hasResidual, ref action);
+    }
+
+    private static void WithResidual<TAction, TKind, TBias>(bool hasResidual, ref TAction action)
+        where TAction : struct, IEpilogueAction where TKind : struct, IConstant where TBias : struct, IConstant
+    {
+        if (hasResidual) action.Run<TKind, TBias, N1>();
+        else action.Run<TKind, TBias, N0>();
     }
 
     /// <summary>
@@ -708,33 +752,19 @@ public static unsafe partial class Gemm
     private static void RunWithEpilogue<TKernel>(ref TKernel kernel, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
         where TKernel : struct, ITileKernel
     {
-        switch (kind)
-        {
-            case 1: WithBias<TKernel, N1>(ref kernel, c, ldc, bias, residual, ldr); break;
-            case 2: WithBias<TKernel, N2>(ref kernel, c, ldc, bias, residual, ldr); break;
-            default: WithBias<TKernel, N0>(ref kernel, c, ldc, bias, residual, ldr); break;
-        }
+        var action = new TileEpilogue<TKernel>(kernel, c, ldc, bias, residual, ldr);
+        WithEpilogue(kind, bias != null, residual != null, ref action);
     }
 
-    private static void WithBias<TKernel, TKind>(ref TKernel kernel, float* c, int ldc, float* bias, float* residual, long ldr)
-        where TKernel : struct, ITileKernel where TKind : struct, IConstant
+    /// <summary>A tile kernel run with the epilogue store <see cref="WithEpilogue"/> picks.</summary>
+    private readonly struct TileEpilogue<TKernel>(TKernel kernel, float* c, int ldc, float* bias, float* residual, long ldr) : IEpilogueAction
+        where TKernel : struct, ITileKernel
     {
-        if (bias != null) WithResidual<TKernel, TKind, N1>(ref kernel, c, ldc, bias, residual, ldr);
-        else WithResidual<TKernel, TKind, N0>(ref kernel, c, ldc, bias, residual, ldr);
-    }
-
-    private static void WithResidual<TKernel, TKind, TBias>(ref TKernel kernel, float* c, int ldc, float* bias, float* residual, long ldr)
-        where TKernel : struct, ITileKernel where TKind : struct, IConstant where TBias : struct, IConstant
-    {
-        if (residual != null)
+        public void Run<TKind, TBias, TResidual>() where TKind : struct, IConstant where TBias : struct, IConstant where TResidual : struct, IConstant
         {
-            var store = new EpilogueStore<TKind, TBias, N1>(c, ldc, bias, residual, ldr);
-            kernel.Run(ref store);
-        }
-        else
-        {
-            var store = new EpilogueStore<TKind, TBias, N0>(c, ldc, bias, residual, ldr);
-            kernel.Run(ref store);
+            var store = new EpilogueStore<TKind, TBias, TResidual>(c, ldc, bias, residual, ldr);
+            var run = kernel;
+            run.Run(ref store);
         }
     }
 

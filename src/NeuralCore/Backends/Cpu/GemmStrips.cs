@@ -44,20 +44,36 @@ public static unsafe partial class Gemm
     /// <paramref name="ldc"/> as act(sum + bias[i] + residual[i * ldr + j])
     /// (<see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>: kind 0 no
     /// activation, 1 ReLU, 2 Hardswish; bias and residual may be null), its first <paramref name="lanes"/> lanes only.
+    /// The strip's store is <see cref="StripStore{TKind, TBias, TResidual}"/> for these steps.
     /// </summary>
-    internal readonly struct StripOutput(float* y, int ldc, float* bias, float* residual, long ldr, int kind, int lanes) : IStripRows
+    internal readonly struct StripOutput(float* y, int ldc, float* bias, float* residual, long ldr, int kind, int lanes)
     {
-        private readonly Vector512<float> _keep = ConvKernels.FirstLanes(lanes);
+        public readonly float* Y = y, Bias = bias, Residual = residual;
+        public readonly int Ldc = ldc, Kind = kind, Lanes = lanes;
+        public readonly long Ldr = ldr;
+    }
+
+    /// <summary>
+    /// <see cref="StripOutput"/>'s rows with the epilogue's steps as types (<see cref="WithEpilogue"/>), so that the
+    /// compiled store tests none of them per row: the same operations in the same order.
+    /// </summary>
+    private readonly struct StripStore<TKind, TBias, TResidual>(in StripOutput output) : IStripRows
+        where TKind : struct, IConstant where TBias : struct, IConstant where TResidual : struct, IConstant
+    {
+        private readonly StripOutput _output = output;
+        private readonly Vector512<float> _keep = ConvKernels.FirstLanes(output.Lanes);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public void Row(int i, Vector512<float> sum)
         {
-            bool whole = lanes == 16;
-            float* res = residual == null ? null : residual + i * ldr;
-            Vector512<float> r = res == null ? default : whole ? Vector512.Load(res) : Avx512F.MaskLoad(res, _keep, Vector512<float>.Zero);
-            var value = ConvKernels.EpilogueVector(sum, bias == null ? 0f : bias[i], bias != null, r, res != null, kind);
-            if (whole) value.Store(y + (long)i * ldc);
-            else Avx512F.MaskStore(y + (long)i * ldc, _keep, value);
+            bool whole = _output.Lanes == 16;
+            var bias = TBias.Value != 0 ? Vector512.Create(_output.Bias[i]) : default;
+            float* res = TResidual.Value != 0 ? _output.Residual + i * _output.Ldr : null;
+            var r = TResidual.Value == 0 ? default : whole ? Vector512.Load(res) : Avx512F.MaskLoad(res, _keep, Vector512<float>.Zero);
+            var value = Epilogue<TKind, TBias, TResidual>(sum, bias, r);
+            float* y = _output.Y + (long)i * _output.Ldc;
+            if (whole) value.Store(y);
+            else Avx512F.MaskStore(y, _keep, value);
         }
     }
 
@@ -108,8 +124,22 @@ public static unsafe partial class Gemm
     {
         public void Run<TRows>() where TRows : struct, IConstant
         {
-            if (unrolled) Strip3x3<TRows>(w, input, readWhole, output);
-            else Strip<TRows>(w, input, readWhole, output);
+            var call = new StripEpilogueCall<TRows>(w, input, readWhole, output, unrolled);
+            WithEpilogue(output.Kind, output.Bias != null, output.Residual != null, ref call);
+        }
+    }
+
+    /// <summary><see cref="StripCall"/> for a row count, run with the store of its epilogue's steps.</summary>
+    private readonly struct StripEpilogueCall<TRows>(float* w, StripInput input, bool readWhole, StripOutput output, bool unrolled) : IEpilogueAction
+        where TRows : struct, IConstant
+    {
+        public void Run<TKind, TBias, TResidual>() where TKind : struct, IConstant where TBias : struct, IConstant where TResidual : struct, IConstant
+        {
+            var store = new StripStore<TKind, TBias, TResidual>(output);
+            if (unrolled && readWhole) Strip3x3Kernel<TRows, WholeLoads, StripStore<TKind, TBias, TResidual>>(w, input, store);
+            else if (unrolled) Strip3x3Kernel<TRows, MaskedLoads, StripStore<TKind, TBias, TResidual>>(w, input, store);
+            else if (readWhole) StripKernel<TRows, WholeLoads, StripStore<TKind, TBias, TResidual>>(w, input, store);
+            else StripKernel<TRows, MaskedLoads, StripStore<TKind, TBias, TResidual>>(w, input, store);
         }
     }
 
@@ -272,21 +302,9 @@ public static unsafe partial class Gemm
             c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
     }
 
-    private static void Strip<TRows>(float* w, in StripInput input, bool readWhole, in StripOutput output) where TRows : struct, IConstant
-    {
-        if (readWhole) StripKernel<TRows, WholeLoads>(w, input, output);
-        else StripKernel<TRows, MaskedLoads>(w, input, output);
-    }
-
-    private static void Strip3x3<TRows>(float* w, in StripInput input, bool readWhole, in StripOutput output) where TRows : struct, IConstant
-    {
-        if (readWhole) Strip3x3Kernel<TRows, WholeLoads>(w, input, output);
-        else Strip3x3Kernel<TRows, MaskedLoads>(w, input, output);
-    }
-
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void StripKernel<TRows, TLoad>(float* w, StripInput input, StripOutput output)
-        where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
+    private static void StripKernel<TRows, TLoad, TOutput>(float* w, StripInput input, TOutput output)
+        where TRows : struct, IConstant where TLoad : struct, IMaskedLoad where TOutput : struct, IStripRows
     {
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
         Vector512<float> c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default;
@@ -304,13 +322,13 @@ public static unsafe partial class Gemm
                     ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
             }
         }
-        Store<TRows, StripOutput>(ref output,
+        Store<TRows, TOutput>(ref output,
             c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Strip3x3Kernel<TRows, TLoad>(float* w, StripInput input, StripOutput output)
-        where TRows : struct, IConstant where TLoad : struct, IMaskedLoad
+    private static void Strip3x3Kernel<TRows, TLoad, TOutput>(float* w, StripInput input, TOutput output)
+        where TRows : struct, IConstant where TLoad : struct, IMaskedLoad where TOutput : struct, IStripRows
     {
         Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
         Vector512<float> c8 = default, c9 = default, c10 = default, c11 = default, c12 = default, c13 = default, c14 = default, c15 = default;
@@ -351,7 +369,7 @@ public static unsafe partial class Gemm
                 ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11,
                 ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23);
         }
-        Store<TRows, StripOutput>(ref output,
+        Store<TRows, TOutput>(ref output,
             c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23);
     }
 
