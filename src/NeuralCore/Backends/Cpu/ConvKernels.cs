@@ -289,16 +289,16 @@ internal static unsafe class ConvKernels
         long residualAt, bool hasActivation, UnaryOp activation, float alpha, float beta)
     {
         if (bias == null && residual == null && !hasActivation) return;
-        bool fused = Avx512F.IsSupported && (!hasActivation || activation is UnaryOp.Relu or UnaryOp.Hardswish);
+        if (Avx512F.IsSupported && (!hasActivation || activation is UnaryOp.Relu or UnaryOp.Hardswish))
+        {
+            var rowsAction = new EpilogueRows(y + at, ld, rows, length, bias, residual == null ? null : residual + residualAt, residualLd);
+            Gemm.WithEpilogue(!hasActivation ? 0 : activation == UnaryOp.Relu ? 1 : 2, bias != null, residual != null, ref rowsAction);
+            return;
+        }
         for (int k = 0; k < rows; k++)
         {
             float* row = y + k * ld + at;
             float* res = residual == null ? null : residual + k * residualLd + residualAt;
-            if (fused)
-            {
-                EpilogueRow(row, length, bias == null ? 0f : bias[k], bias != null, res, hasActivation ? activation : null);
-                continue;
-            }
             if (bias != null) AddScalar(row, bias[k], length);
             if (res != null) Add(row, res, length);
             if (hasActivation)
@@ -309,17 +309,31 @@ internal static unsafe class ConvKernels
         }
     }
 
-    /// <summary>One pass of y = act(y + bias + residual) over a row, for ReLU, Hardswish or no activation (AVX-512).</summary>
-    private static void EpilogueRow(float* y, int length, float bias, bool hasBias, float* residual, UnaryOp? activation)
+    /// <summary>
+    /// One pass of y = act(y + bias + residual) over each row, for ReLU, Hardswish or no activation (AVX-512), with the
+    /// steps as types (<see cref="Gemm.WithEpilogue"/>): the compiled loop tests none of them per vector.
+    /// </summary>
+    private readonly struct EpilogueRows(float* y, long ld, int rows, int length, float* bias, float* residual, long residualLd) : Gemm.IEpilogueAction
     {
-        int kind = activation switch { UnaryOp.Relu => 1, UnaryOp.Hardswish => 2, _ => 0 };
-        int i = 0;
-        for (; i + 16 <= length; i += 16)
-            Vector512.Store(EpilogueVector(Vector512.Load(y + i), bias, hasBias, residual == null ? default : Vector512.Load(residual + i), residual != null, kind), y + i);
-        if (i == length) return;
-        var mask = FirstLanes(length - i);
-        var r = residual == null ? default : Avx512F.MaskLoad(residual + i, mask, Vector512<float>.Zero);
-        Avx512F.MaskStore(y + i, mask, EpilogueVector(Avx512F.MaskLoad(y + i, mask, Vector512<float>.Zero), bias, hasBias, r, residual != null, kind));
+        public void Run<TKind, TBias, TResidual>()
+            where TKind : struct, Gemm.IConstant where TBias : struct, Gemm.IConstant where TResidual : struct, Gemm.IConstant
+        {
+            var mask = FirstLanes(length % 16);
+            for (int k = 0; k < rows; k++)
+            {
+                float* row = y + k * ld, res = residual + k * residualLd;
+                var b = TBias.Value != 0 ? Vector512.Create(bias[k]) : default;
+                int i = 0;
+                for (; i + 16 <= length; i += 16)
+                {
+                    var r = TResidual.Value != 0 ? Vector512.Load(res + i) : default;
+                    Gemm.Epilogue<TKind, TBias, TResidual>(Vector512.Load(row + i), b, r).Store(row + i);
+                }
+                if (i == length) continue;
+                var rest = TResidual.Value != 0 ? Avx512F.MaskLoad(res + i, mask, Vector512<float>.Zero) : default;
+                Avx512F.MaskStore(row + i, mask, Gemm.Epilogue<TKind, TBias, TResidual>(Avx512F.MaskLoad(row + i, mask, Vector512<float>.Zero), b, rest));
+            }
+        }
     }
 
     /// <summary>act(v + bias + r), with the same expressions as <see cref="CpuBackend.UnaryRange"/> (kind 1: ReLU, 2: Hardswish).</summary>
