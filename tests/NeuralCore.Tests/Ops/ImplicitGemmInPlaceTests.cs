@@ -77,6 +77,51 @@ public sealed unsafe class ImplicitGemmInPlaceTests
     }
 
     /// <summary>
+    /// The epilogue pass after stored tiles (<see cref="ConvKernels.Epilogue"/>: edge tiles, blocks without a fused
+    /// epilogue): each value of each row becomes act(v + bias[k] + residual[k, j]) with the steps in that order, for
+    /// every combination of the steps, over rows of whole vectors and a masked rest (37 = 2 x 16 + 5), the values past
+    /// the rows' length untouched; -0 stays -0 where nothing is added and no ReLU applies, and a NaN stays NaN.
+    /// </summary>
+    [Theory]
+    [InlineData(0, true, true)]
+    [InlineData(0, false, false)]
+    [InlineData(0, false, true)]
+    [InlineData(1, true, false)]
+    [InlineData(1, false, false)]
+    [InlineData(2, true, true)]
+    [InlineData(2, false, true)]
+    public void TheEpiloguePassAppliesBiasResidualAndActivationInOrder(int kind, bool withBias, bool withResidual)
+    {
+        const int rows = 3, length = 37, ld = 41, at = 2, residualLd = 43, residualAt = 1;
+        var random = new Random(kind * 4 + (withBias ? 2 : 0) + (withResidual ? 1 : 0));
+        float Next() => (float)(random.NextDouble() * 8 - 4);
+        float[] y = Enumerable.Range(0, rows * ld).Select(_ => Next()).ToArray();
+        y[at] = -0f;
+        y[at + 20] = float.NaN;
+        float[] before = (float[])y.Clone();
+        float[]? bias = withBias ? Enumerable.Range(0, rows).Select(_ => Next()).ToArray() : null;
+        float[]? residual = withResidual ? Enumerable.Range(0, rows * residualLd).Select(_ => Next()).ToArray() : null;
+        if (residual is not null) residual[residualAt] = -0f;
+        fixed (float* py = y, pb = bias, pr = residual)
+            ConvKernels.Epilogue(py, ld, at, rows, length, pb, pr, residualLd, residualAt, kind > 0,
+                kind == 2 ? UnaryOp.Hardswish : UnaryOp.Relu, 0f, 0f);
+        for (int k = 0; k < rows; k++)
+            for (int j = 0; j < ld; j++)
+            {
+                float expected = before[k * ld + j];
+                if (j >= at && j < at + length)
+                {
+                    if (bias is not null) expected += bias[k];
+                    if (residual is not null) expected += residual[k * residualLd + residualAt + j - at];
+                    if (kind == 1) expected = float.IsNaN(expected) ? expected : MathF.Max(expected, 0f) + 0f;
+                    if (kind == 2) expected = expected * MathF.Min(MathF.Max(expected + 3f, 0f), 6f) * (1f / 6f);
+                }
+                Assert.Equal(ConvPathRuns.Bits([expected]), ConvPathRuns.Bits([y[k * ld + j]]));
+            }
+        if (kind == 0 && !withBias) Assert.Equal(BitConverter.SingleToInt32Bits(-0f), BitConverter.SingleToInt32Bits(y[at]));
+    }
+
+    /// <summary>
     /// Whole 1x1 convolutions, channel-major as the inference plans hold them, read in place and on copied panels: the
     /// same bits, with every epilogue (bias or none, a residual, ReLU or Hardswish), output channels in edge tiles (19,
     /// 38, 76), the 48- and 32-column tiles and a block's last columns (840 = 2 x 288 + 264, 264 = 5 x 48 + 24 through a
