@@ -1092,11 +1092,11 @@ public sealed class CpuInferencePlanTests : IDisposable
             : null;
         if (size is null)
         {
-            Assert.Equal(1L << 20, CpuInferencePlan.DetectCacheBytes());
+            Assert.Equal(1L << 20, CpuCaches.LevelTwoBytes());
             return;
         }
         long expected = long.Parse(size.TrimEnd('K', 'M')) * (size.EndsWith('M') ? 1L << 20 : size.EndsWith('K') ? 1L << 10 : 1);
-        Assert.Equal(expected, CpuInferencePlan.DetectCacheBytes());
+        Assert.Equal(expected, CpuCaches.LevelTwoBytes());
     }
 
     /// <summary>

@@ -158,12 +158,14 @@ public sealed unsafe class ImplicitGemmInPlaceTests
         int outputs = pooled ? k * n * (h / 2) * w : k * columns;
         var weights = new ImplicitGemmConv.Weights(weight, p);
         var unary = activation == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
-        fixed (float* px = x)
-            Assert.True(ImplicitGemmConv.ReadsInPlace(p, columns, (long)px));
-        int before = CpuThreading.Threads;
+        int before = CpuThreading.Threads, ways = ImplicitGemmConv.L1Ways;
         CpuThreading.Threads = threads;
+        // The Xeon hosts' L1 (12 ways), where every geometry here reads in place.
+        ImplicitGemmConv.L1Ways = 12;
         try
         {
+            fixed (float* px = x)
+                Assert.True(ImplicitGemmConv.ReadsInPlace(p, columns, (long)px));
             float[] inPlace = Run(), copied;
             ImplicitGemmConv.InPlacePointwise = false;
             try
@@ -180,6 +182,7 @@ public sealed unsafe class ImplicitGemmInPlaceTests
         finally
         {
             CpuThreading.Threads = before;
+            ImplicitGemmConv.L1Ways = ways;
         }
 
         float[] Run()
@@ -193,24 +196,53 @@ public sealed unsafe class ImplicitGemmInPlaceTests
     }
 
     /// <summary>
-    /// The L1 rule: input rows that spread over L1's sets read in place (mel maps in a shard's pieces of 5 and 8 samples, a
-    /// single sample), rows a multiple of 4 KiB or 2 KiB apart (mel b64 and MNIST b256's whole batches, whose 128 rows of
-    /// a tile would share a few sets) keep the copied panels, as do 1x1s with padding or stride and 3x3s.
+    /// The L1 rule on a cache of 12 ways (the Xeon hosts; 8 of them for the rows): input rows that spread over L1's sets
+    /// read in place (mel maps in a shard's pieces of 5 and 8 samples, a single sample), rows a multiple of 4 KiB or 2 KiB
+    /// apart (mel b64 and MNIST b256's whole batches, whose 128 rows of a tile would share a few sets) keep the copied
+    /// panels, as do 1x1s with padding or stride and 3x3s. With 8 ways (Zen 4; 4 for the rows) the 128-channel pieces
+    /// keep the copy too.
     /// </summary>
     [Fact]
     public void RowsThatWouldShareL1sSetsKeepTheCopiedPanels()
     {
         static Conv2dParams Pointwise(int n, int c, int h, int w) => new(n, c, h, w, c, 1, 1, 1, 1, 0, 0, 1, 1, 1);
-        Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(5, 128, 7, 24), 5 * 168, 0));
-        Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(8, 76, 7, 24), 8 * 168, 0));
-        Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(8, 128, 7, 24), 8 * 168, 32));
-        Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(1, 128, 7, 24), 168, 4));
-        Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(64, 128, 7, 24), 64 * 168, 0));
-        Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(64, 38, 7, 24), 64 * 168, 0));
-        Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(128, 64, 6, 6), 128 * 36, 0));
-        Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(128, 64, 3, 6), 128 * 18, 0));
-        Assert.False(ImplicitGemmConv.ReadsInPlace(new Conv2dParams(5, 64, 7, 24, 64, 1, 1, 1, 1, 1, 1, 1, 1, 1), 840, 0));
-        Assert.False(ImplicitGemmConv.ReadsInPlace(new Conv2dParams(5, 64, 7, 24, 64, 1, 1, 2, 2, 0, 0, 1, 1, 1), 840, 0));
-        Assert.False(ImplicitGemmConv.ReadsInPlace(new Conv2dParams(5, 64, 7, 24, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), 840, 0));
+        int ways = ImplicitGemmConv.L1Ways;
+        try
+        {
+            ImplicitGemmConv.L1Ways = 12;
+            Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(5, 128, 7, 24), 5 * 168, 0));
+            Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(8, 76, 7, 24), 8 * 168, 0));
+            Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(8, 128, 7, 24), 8 * 168, 32));
+            Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(1, 128, 7, 24), 168, 4));
+            Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(64, 128, 7, 24), 64 * 168, 0));
+            Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(64, 38, 7, 24), 64 * 168, 0));
+            Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(128, 64, 6, 6), 128 * 36, 0));
+            Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(128, 64, 3, 6), 128 * 18, 0));
+            Assert.False(ImplicitGemmConv.ReadsInPlace(new Conv2dParams(5, 64, 7, 24, 64, 1, 1, 1, 1, 1, 1, 1, 1, 1), 840, 0));
+            Assert.False(ImplicitGemmConv.ReadsInPlace(new Conv2dParams(5, 64, 7, 24, 64, 1, 1, 2, 2, 0, 0, 1, 1, 1), 840, 0));
+            Assert.False(ImplicitGemmConv.ReadsInPlace(new Conv2dParams(5, 64, 7, 24, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1), 840, 0));
+            ImplicitGemmConv.L1Ways = 8;
+            Assert.False(ImplicitGemmConv.ReadsInPlace(Pointwise(5, 128, 7, 24), 5 * 168, 0));
+            Assert.True(ImplicitGemmConv.ReadsInPlace(Pointwise(5, 38, 7, 24), 5 * 168, 0));
+        }
+        finally
+        {
+            ImplicitGemmConv.L1Ways = ways;
+        }
+    }
+
+    /// <summary>The ways the rule sizes for: this machine's L1 data cache's where Linux reports them, else 8.</summary>
+    [Fact]
+    public void TheWaysAreTheLevelOneDataCaches()
+    {
+        var root = new DirectoryInfo("/sys/devices/system/cpu/cpu0/cache");
+        string? ways = root.Exists
+            ? root.EnumerateDirectories("index*")
+                .Where(d => File.ReadAllText(Path.Combine(d.FullName, "level")).Trim() == "1"
+                    && File.ReadAllText(Path.Combine(d.FullName, "type")).Trim() == "Data")
+                .Select(d => Path.Combine(d.FullName, "ways_of_associativity"))
+                .Where(File.Exists).Select(f => File.ReadAllText(f).Trim()).FirstOrDefault()
+            : null;
+        Assert.Equal(ways is null ? 8 : int.Parse(ways, System.Globalization.CultureInfo.InvariantCulture), CpuCaches.LevelOneWays());
     }
 }

@@ -25,7 +25,7 @@ public sealed unsafe partial class CpuInferencePlan
     /// The cache a shard's pieces are sized for: the bytes of one core's L2 (read from Linux's sysfs; 1 MiB where it
     /// cannot be read). Tests lower it.
     /// </summary>
-    internal static long CacheBytes { get; set; } = DetectCacheBytes();
+    internal static long CacheBytes { get; set; } = CpuCaches.LevelTwoBytes();
 
     /// <summary>The most samples in a shard's piece regardless of <see cref="CacheBytes"/> (0: by the cache; tests set it).</summary>
     internal static int PieceSamples { get; set; }
@@ -176,29 +176,6 @@ public sealed unsafe partial class CpuInferencePlan
         long fitting = Math.Max(1, CacheBytes / (4 * perSample));
         long pieces = (samples + fitting - 1) / fitting;
         return pieces >= MinPieces ? (int)pieces : 1;
-    }
-
-    /// <summary>One core's L2 in bytes from /sys/devices/system/cpu/cpu0/cache (the unified level-2 entry), or 1 MiB.</summary>
-    internal static long DetectCacheBytes()
-    {
-        const long fallback = 1L << 20;
-        try
-        {
-            var root = new DirectoryInfo("/sys/devices/system/cpu/cpu0/cache");
-            if (!root.Exists) return fallback;
-            foreach (var index in root.EnumerateDirectories("index*"))
-            {
-                string Read(string name) => File.ReadAllText(Path.Combine(index.FullName, name)).Trim();
-                if (Read("level") != "2" || Read("type") is not ("Unified" or "Data")) continue;
-                string size = Read("size");
-                long scale = size.EndsWith('K') ? 1L << 10 : size.EndsWith('M') ? 1L << 20 : 1;
-                return long.TryParse(size.TrimEnd('K', 'M'), out long value) && value > 0 ? value * scale : fallback;
-            }
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-        }
-        return fallback;
     }
 
     /// <summary><see cref="Description"/> without the row bands and column chains that lay steps out between threads (which keep the bits).</summary>

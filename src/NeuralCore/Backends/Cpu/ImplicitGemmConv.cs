@@ -46,15 +46,19 @@ internal static unsafe class ImplicitGemmConv
     private const long PrefetchColumns = 4096;
     // Plane positions below this are found by float division in Coordinates (exactly: see there).
     private const long MaxVectorPosition = 1 << 16;
-    // Lines of the rows a tile reads in place that may share one of L1's 64 sets (12 ways on the Xeon hosts, 8 on Zen 4),
-    // leaving room for the weights' and the output's lines (ReadsInPlace).
-    private const int MaxLinesPerSet = 8;
+    // Ways of each of L1's 64 sets kept for the weights' and the output's lines beside the rows a tile reads in place
+    // (ReadsInPlace): 8 of the Xeon's 12 ways for the rows (128 channels in a piece of 5 or 8 mel samples, measured), 4 of
+    // Zen 4's 8 (not measured there).
+    private const int WaysLeft = 4;
 
     /// <summary>
     /// Whether a full panel of a "same" geometry is filled while its first tile is multiplied (see
     /// <see cref="MultiplyFirstTile"/>); tests turn it off to compare with the panel filled on its own.
     /// </summary>
     internal static bool FillsWhileMultiplying { get; set; } = true;
+
+    /// <summary>The ways of one core's L1 data cache, which <see cref="ReadsInPlace(in Conv2dParams, long, long)"/> sizes for (tests set it).</summary>
+    internal static int L1Ways { get; set; } = CpuCaches.LevelOneWays();
 
     /// <summary>Whether 1x1 convolutions read their input rows where they lie (see <see cref="ReadsInPlace(ref Job)"/>); tests turn it off to compare.</summary>
     internal static bool InPlacePointwise { get; set; } = true;
@@ -657,8 +661,8 @@ internal static unsafe class ImplicitGemmConv
     /// Whether the block's columns multiply the input rows where they lie (<see cref="MultiplyInPlace"/>) instead of a
     /// panel filled with a copy of them: a 1x1 of stride 1 without padding, whose panel would be the input's rows
     /// [c, j0, j0 + 32) unchanged, where the rows one in-place tile reads stay in L1 together, at most
-    /// <see cref="MaxLinesPerSet"/> of their lines in any of L1's 64 sets (a row stride of a 4 KiB multiple, or close to
-    /// one, puts every row in the same few sets: those keep the copy).
+    /// <see cref="L1Ways"/> - <see cref="WaysLeft"/> of their lines in any of L1's 64 sets (a row stride of a 4 KiB
+    /// multiple, or close to one, puts every row in the same few sets: those keep the copy).
     /// </summary>
     private static bool ReadsInPlace(ref Job job) =>
         InPlacePointwise && job.Taps == 1 && ReadsInPlace(job.P, job.XStride, (long)(job.X + job.First));
@@ -679,7 +683,7 @@ internal static unsafe class ImplicitGemmConv
         {
             long from = start + c * xStride * sizeof(float), to = from + Gemm.WideColumns * sizeof(float);
             for (long line = from / 64; line * 64 < to; line++)
-                if (++lines[line & 63] > MaxLinesPerSet) return false;
+                if (++lines[line & 63] > L1Ways - WaysLeft) return false;
         }
         return true;
     }
