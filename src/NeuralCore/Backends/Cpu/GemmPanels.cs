@@ -122,7 +122,8 @@ public static unsafe partial class Gemm
     {
         var store = new ScaledStore(m == Mr512 ? c : tile, m == Mr512 ? ldc : WideColumns, 1f);
         Kernel512Wide(k, a, b, ldb, ref store);
-        for (int i = 0; i < m && m < Mr512; i++)
+        if (m == Mr512) return;
+        for (int i = 0; i < m; i++)
             for (int j = 0; j < WideColumns; j += 16) Vector512.Load(tile + i * WideColumns + j).Store(c + (long)i * ldc + j);
     }
 
