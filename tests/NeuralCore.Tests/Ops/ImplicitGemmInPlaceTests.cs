@@ -126,7 +126,7 @@ public sealed unsafe class ImplicitGemmInPlaceTests
     /// same bits, with every epilogue (bias or none, a residual, ReLU or Hardswish), output channels in edge tiles (40,
     /// 38, 76), the 48- and 32-column tiles and a block's last columns (840 = 2 x 288 + 264, 264 = 5 x 48 + 24 through a
     /// panel), a fused 2 x 1 pool, two groups, and one or two threads; each geometry's input rows pass the L1 rule, so
-    /// the in-place tiles do run (a pooled 1x1 of at most 24 output channels runs in strips, so the pooled rows have more).
+    /// the in-place tiles do run (pooled ones of at most 24 output channels too, which without them run in strips).
     /// </summary>
     [Theory]
     // N, C, K, H, W, groups, residual, activation (0 none, 1 ReLU, 2 Hardswish), bias, pool, threads
@@ -137,6 +137,7 @@ public sealed unsafe class ImplicitGemmInPlaceTests
     [InlineData(3, 19, 38, 7, 24, 1, false, 2, false, false, 1)]
     [InlineData(2, 32, 32, 15, 24, 1, true, 1, true, true, 1)]
     [InlineData(1, 40, 40, 31, 24, 1, true, 1, true, true, 2)]
+    [InlineData(8, 19, 19, 31, 24, 1, true, 1, true, true, 1)]
     [InlineData(4, 16, 24, 7, 24, 2, false, 0, false, false, 1)]
     [InlineData(1, 64, 64, 7, 24, 1, true, 1, true, false, 2)]
     public void PointwiseConvolutionsReadInPlaceGiveTheCopiedPanelsBits(int n, int c, int k, int h, int w, int groups, bool withResidual,

@@ -540,7 +540,7 @@ internal static unsafe class ImplicitGemmConv
                 // Output rows: y itself (row stride: all columns), or the block's scratch (row stride: the block's columns).
                 long ld = job.Pooled ? cols : job.YStride;
                 float* yj = job.Pooled ? unpooled + j : job.Y + j0;
-                width = inPlace && job.Kc > 0 && !RunsStrips(ref job, k0, k1, fusedEpilogue) ? InPlaceWidth(cols - j) : 0;
+                width = inPlace && job.Kc > 0 ? InPlaceWidth(cols - j) : 0;
                 if (width > 0)
                 {
                     for (int g = 0; g < job.P.Groups; g++)
@@ -617,7 +617,10 @@ internal static unsafe class ImplicitGemmConv
 
     /// <summary>
     /// True when a panel runs as a strip (<see cref="RunStrips"/>) instead of 8 x 32 tiles of a filled panel: a "same"
-    /// geometry of one group with more than one kept tap, or a 1x1 with a fused pool, at most
+    /// geometry of one group with more than one kept tap, or a 1x1 with a fused pool (unless it reads its input in place,
+    /// <see cref="ReadsInPlace(ref Job)"/>, which <see cref="RunBlocks"/> asks first: the in-place tiles took 0.75-0.77 of
+    /// the strips' time for the pruned model's 19 -> 19 + residual + pool at mel b64, in pieces of 8 samples, and 0.80 at
+    /// mel b1, in row bands), at most
     /// <see cref="Gemm.MaxStripRows"/> output channels (one strip holds them all, so each input row is read once for all
     /// of them), all of them in this part, and an epilogue the strip applies from registers.
     /// </summary>
