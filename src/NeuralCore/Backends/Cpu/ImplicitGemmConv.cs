@@ -662,13 +662,14 @@ internal static unsafe class ImplicitGemmConv
 
     /// <summary>
     /// Whether the block's columns multiply the input rows where they lie (<see cref="MultiplyInPlace"/>) instead of a
-    /// panel filled with a copy of them: a 1x1 of stride 1 without padding, whose panel would be the input's rows
+    /// panel filled with a copy of them: a 1x1 of stride 1 without padding over at least one panel's columns (narrower
+    /// calls, MNIST's single samples, skip the count below), whose panel would be the input's rows
     /// [c, j0, j0 + 32) unchanged, where the rows one in-place tile reads stay in L1 together, at most
     /// <see cref="L1Ways"/> - <see cref="WaysLeft"/> of their lines in any of L1's 64 sets (a row stride of a 4 KiB
     /// multiple, or close to one, puts every row in the same few sets: those keep the copy).
     /// </summary>
     private static bool ReadsInPlace(ref Job job) =>
-        InPlacePointwise && job.Taps == 1 && ReadsInPlace(job.P, job.XStride, (long)(job.X + job.First));
+        InPlacePointwise && job.Taps == 1 && job.End - job.First >= Lanes && ReadsInPlace(job.P, job.XStride, (long)(job.X + job.First));
 
     /// <summary>
     /// <see cref="ReadsInPlace(ref Job)"/> for a convolution <paramref name="p"/> whose input channels lie
