@@ -253,6 +253,9 @@ internal static unsafe class ImplicitGemmConv
         // The output columns [First, End) that the blocks cover (all of them, but for ForwardRange).
         public long First, End;
         public bool Same;
+        // Whether full panels multiply the input rows where they lie (ReadsInPlace), decided once per call when the
+        // strides are known.
+        public bool InPlace;
         // Rows long enough (PrefetchColumns) that the next panel's lines are fetched ahead by software.
         public bool Prefetch;
         // A fused pooling (y is the pooled output [K, N, Po, Qo]): a block is either SamplesPerBlock whole planes
@@ -277,6 +280,7 @@ internal static unsafe class ImplicitGemmConv
         bool hasActivation, UnaryOp activation, float alpha, float beta, FusedPool? pool = null)
     {
         var job = NewJob(x, weights, bias, y, p, residual, hasActivation, activation, alpha, beta);
+        job.InPlace = ReadsInPlace(ref job);
         // Threads worth waking for this much work; blocks small enough that each of them gets a few, whole panels, at
         // most 256 columns.
         long macs = (long)p.K * job.Kc * job.Columns;
@@ -284,7 +288,7 @@ internal static unsafe class ImplicitGemmConv
         long perThread = (job.Columns + 2L * parts - 1) / (2L * parts);
         job.BlockColumns = (int)Math.Clamp((perThread + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
         // Full-size blocks of in-place tiles hold whole 48-column tiles (256 would end in two of 32).
-        if (job.BlockColumns == MaxBlockColumns && pool is null && ReadsInPlace(ref job)) job.BlockColumns = InPlaceBlockColumns;
+        if (job.BlockColumns == MaxBlockColumns && pool is null && job.InPlace) job.BlockColumns = InPlaceBlockColumns;
         job.Blocks = (int)((job.Columns + job.BlockColumns - 1) / job.BlockColumns);
         if (pool is { } fused) PlanPooledBlocks(ref job, fused, parts);
         if (parts > 1 && job.Blocks < 2 * parts && !job.Pooled && job.Columns > (2L * parts - 1) * Lanes)
@@ -336,6 +340,7 @@ internal static unsafe class ImplicitGemmConv
         job.ResidualStride = residualStride;
         job.First = first;
         job.End = first + columns;
+        job.InPlace = ReadsInPlace(ref job);
         job.BlockColumns = (int)Math.Clamp((columns + Lanes - 1) / Lanes * Lanes, Lanes, MaxBlockColumns);
         job.Blocks = (columns + job.BlockColumns - 1) / job.BlockColumns;
         job.Parts = 1;
@@ -364,6 +369,7 @@ internal static unsafe class ImplicitGemmConv
         job.XStride = xStride;
         job.XLength = xLength;
         job.ResidualStride = residualStride;
+        job.InPlace = ReadsInPlace(ref job);
         if (pool is { } fused)
         {
             PlanPooledBlocks(ref job, fused, parts: 1);
@@ -526,7 +532,6 @@ internal static unsafe class ImplicitGemmConv
         // Per panel of a "same" geometry, each kept tap's lane masks and read offset (TapMasks), shared by its groups.
         var masks = stackalloc Vector512<float>[job.Same ? 2 * job.Taps : 0];
         var offsets = stackalloc long[job.Same ? job.Taps : 0];
-        bool inPlace = ReadsInPlace(ref job);
         for (int block = first; block < end; block++)
         {
             BlockRange(ref job, block, out long c0, out int cols, out int n0, out int nb, out int pooledRow0, out int convRows);
@@ -540,7 +545,7 @@ internal static unsafe class ImplicitGemmConv
                 // Output rows: y itself (row stride: all columns), or the block's scratch (row stride: the block's columns).
                 long ld = job.Pooled ? cols : job.YStride;
                 float* yj = job.Pooled ? unpooled + j : job.Y + j0;
-                width = inPlace && job.Kc > 0 ? InPlaceWidth(cols - j) : 0;
+                width = job.InPlace && job.Kc > 0 ? InPlaceWidth(cols - j) : 0;
                 if (width > 0)
                 {
                     for (int g = 0; g < job.P.Groups; g++)
@@ -661,7 +666,7 @@ internal static unsafe class ImplicitGemmConv
     }
 
     /// <summary>
-    /// Whether the block's columns multiply the input rows where they lie (<see cref="MultiplyInPlace"/>) instead of a
+    /// Whether a call's full panels multiply the input rows where they lie (<see cref="MultiplyInPlace"/>) instead of a
     /// panel filled with a copy of them: a 1x1 of stride 1 without padding over at least one panel's columns (narrower
     /// calls, MNIST's single samples, skip the count below), whose panel would be the input's rows
     /// [c, j0, j0 + 32) unchanged, where the rows one in-place tile reads stay in L1 together, at most
@@ -708,8 +713,11 @@ internal static unsafe class ImplicitGemmConv
     private static void MultiplyInPlace(ref Job job, int g, int k0, int k1, long j0, int width, float* yg, long ld, float* tile, int kind)
     {
         float* x = GroupInput(ref job, g, j0);
-        for (int c = 0; c < job.Cg && job.Prefetch; c++)
-            for (int j = 0; j < width; j += 16) Sse.Prefetch0(x + c * job.XStride + width + j);
+        if (job.Prefetch)
+        {
+            for (int c = 0; c < job.Cg; c++)
+                for (int j = 0; j < width; j += 16) Sse.Prefetch0(x + c * job.XStride + width + j);
+        }
         float* a = job.W + g * job.PerGroup + (long)k0 * job.Kc;
         bool wide = width == Gemm.WideColumns;
         for (int k = k0; k < k1; k += Gemm.PanelRows, a += (long)Gemm.PanelRows * job.Kc)
