@@ -1,7 +1,8 @@
 #!/usr/bin/env pwsh
 # NeuralCore build script. Run through the local tool: `dotnet tool restore && dotnet pwsh build.ps1 <task>`.
 #   build   Release build of the whole solution
-#   test    all test projects; prints one closing line "N passed, N failed, N skipped"
+#   test    all test projects; prints one closing line "N passed, N failed, N skipped"; a test that runs past
+#           10 minutes is named and fails the run (dotnet test's hang blame)
 #   bench   BenchmarkDotNet suites (pass a filter after --, e.g. build.ps1 bench -- --filter '*Gemm*')
 #   seed    the seed experiment on MNIST (train small, train big, prune + fine-tune, compare)
 #   publish self-contained single-file out/publish/neuralcore for linux-x64 (runs where no .NET is installed,
@@ -28,7 +29,10 @@ switch ($Task) {
         Invoke-Checked dotnet @('build', 'NeuralCore.sln', '-c', 'Release', '--nologo', '-v', 'q')
         $results = Join-Path $PSScriptRoot 'TestResults'
         if (Test-Path $results) { Remove-Item -Recurse -Force $results }
-        & dotnet test NeuralCore.sln -c Release --no-build --nologo --logger 'trx' --results-directory $results @Rest
+        # A test still running after 10 minutes (the longest take under a minute) is reported by name and its test host
+        # stopped, so a hang fails the run at once instead of holding it until CI's limit.
+        & dotnet test NeuralCore.sln -c Release --no-build --nologo --logger 'trx' --results-directory $results `
+            --blame-hang-timeout 10m --blame-hang-dump-type none @Rest
         $code = $LASTEXITCODE
         $passed = 0; $failed = 0; $skipped = 0
         foreach ($trx in Get-ChildItem -Path $results -Filter '*.trx' -ErrorAction SilentlyContinue) {

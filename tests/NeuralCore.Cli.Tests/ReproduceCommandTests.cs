@@ -181,13 +181,35 @@ public sealed class ReproduceCommandTests(TinyReproduceRun run) : IClassFixture<
                      $"--screenshot={screenshot}", "--window-size=1200,2000", new Uri(Path.Combine(run.Out, "report.html")).AbsoluteUri,
                  })
             start.ArgumentList.Add(arg);
+        // Every wait is bounded: Chromium's helper processes inherit its stderr and may outlive it, so a read to the
+        // end could wait for them forever (and hold the whole test run); the tree is killed whatever happens.
+        var cancel = TestContext.Current.CancellationToken;
         using var process = Process.Start(start)!;
-        var stderrTask = process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
-        _ = process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-        timeout.CancelAfter(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        string log = await stderrTask;
+        var stderrTask = process.StandardError.ReadToEndAsync(cancel);
+        _ = process.StandardOutput.ReadToEndAsync(cancel);
+        bool exited = true;
+        try
+        {
+            await process.WaitForExitAsync(cancel).WaitAsync(TimeSpan.FromSeconds(90), cancel);
+        }
+        catch (TimeoutException)
+        {
+            exited = false;
+        }
+        finally
+        {
+            if (!process.HasExited) process.Kill(entireProcessTree: true);
+        }
+        string log;
+        try
+        {
+            log = await stderrTask.WaitAsync(TimeSpan.FromSeconds(10), cancel);
+        }
+        catch (TimeoutException)
+        {
+            log = "(its stderr was still open 10 s after it exited)";
+        }
+        Assert.True(exited, $"Chromium did not finish within 90 s. Its log:\n{log}");
         Assert.True(File.Exists(screenshot), $"Chromium wrote no screenshot. Its log:\n{log}");
         // The page has no scripts, so there is nothing to fail; a console error would still show up in the log.
         Assert.DoesNotContain("Uncaught", log);
