@@ -1064,6 +1064,45 @@ public sealed class CpuInferencePlanTests : IDisposable
     }
 
     /// <summary>
+    /// Pieces of more than 32 samples are whole groups of 32 where even pieces can be (Winograd's samples-in-lanes blocks
+    /// are 32 samples; a shard of 128 in 3 pieces of 43 left 11 in a second block of 32 lanes): up to twice the pieces.
+    /// </summary>
+    [Theory]
+    [InlineData(128, 3, 4)]   // MNIST b256's shards on a 1 MiB L2: 43 -> 32
+    [InlineData(192, 3, 3)]   // 64 each already
+    [InlineData(128, 5, 5)]   // 26 each: under 32, as they are
+    [InlineData(100, 3, 3)]   // 34 each, and no count up to 6 gives even groups of 32
+    [InlineData(96, 2, 3)]    // 48 -> 32
+    [InlineData(128, 1, 1)]   // whole
+    public void PiecesOfMoreThan32SamplesAreWholeGroupsOf32(int samples, int pieces, int expected) =>
+        Assert.Equal(expected, CpuInferencePlan.WholeGroups(samples, pieces));
+
+    /// <summary>
+    /// A shard of 128 MNIST-shaped samples that would run in pieces of 43 runs 4 of 32 (the samples-in-lanes Winograd's
+    /// blocks), with the bits of the whole batch's plan.
+    /// </summary>
+    [Fact]
+    public void AShardOf128RunsPiecesOf32NotOf43()
+    {
+        var g = new Generator(41);
+        var net = ShardedNet(g);
+        var x = Tensor.Randn([256, 1, 28, 28], g);
+        CpuThreading.Threads = 2;
+        CpuInferencePlan.ShardingEnabled = false;
+        var whole = CpuInferencePlan.Compile(net, x.ShapeArray());
+        CpuInferencePlan.ShardingEnabled = true;
+        CpuInferencePlan.PieceSamples = 43;
+        var (plan, expected) = CompileAndCompare(net, x);
+        var bits = whole.Run(x).ToArray();
+        AssertMatchesEager(expected, bits);
+        Assert.Equal(2, plan.SampleShards);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col; the pieces assume the 512-bit kernels' choices.");
+        Assert.Equal(32, plan.SamplesPerPiece);
+        Assert.Contains(plan.Description, d => d.Contains("F(3x3, 3x3)", StringComparison.Ordinal));
+        AssertRunsWithTheBits(plan, x, bits);
+    }
+
+    /// <summary>
     /// A batch whose maps have too few tiles of 3 x 3 to share between threads (32 samples' 3 x 20 maps: 224 of the 256)
     /// takes F(2x2, 3x3); its shards, whose one-thread plans could take F(3x3, 3x3), keep F(2x2, 3x3) and the bits.
     /// </summary>

@@ -96,7 +96,7 @@ public sealed unsafe partial class CpuInferencePlan
         bool twoPlans = (2L * count - 1) * weightBytes <= MaxExtraWeightBytes + weightBytes;
         // Pieces whose plans keep the whole batch's kernels: where a piece is too small for some kernel (the
         // samples-in-lanes Winograd takes 32 samples), half as many pieces, down to the whole shard (a few traces at most).
-        for (int pieces = Pieces(whole, n, largest); ; pieces = (pieces + 1) / 2)
+        for (int pieces = WholeGroups(largest, Pieces(whole, n, largest)); ; pieces = (pieces + 1) / 2)
         {
             if (ShardPieces(model, inputShape, whole, start, pieces, twoPlans) is { } plan) return plan;
             if (pieces == 1) return null;
@@ -176,6 +176,27 @@ public sealed unsafe partial class CpuInferencePlan
         long fitting = Math.Max(1, CacheBytes / (4 * perSample));
         long pieces = (samples + fitting - 1) / fitting;
         return pieces >= MinPieces ? (int)pieces : 1;
+    }
+
+    /// <summary>
+    /// <paramref name="pieces"/>, or where a shard of <paramref name="samples"/> would run pieces of more than 32 samples
+    /// that are not a multiple of 32, the first count up to twice as many that cuts it into even pieces of a multiple of
+    /// 32 (smaller pieces fit the cache too): 32 samples fill the 32 lanes of Winograd's samples-in-lanes blocks (MNIST's
+    /// 6 x 6 and 3 x 6 maps), and make whole 32-column panels of any map.
+    /// </summary>
+    /// <remarks>
+    /// On the EPYC host (1 MiB of L2) the big model's MNIST b256 shards of 128 samples fit the cache in 3 pieces of 43,
+    /// whose second group of Winograd's lanes held 11 samples: its three 3x3 steps took 1.5x their time in pieces of 32,
+    /// and the whole pass 1.23-1.29x (docs/benchmarks.md, "The EPYC host again").
+    /// </remarks>
+    internal static int WholeGroups(int samples, int pieces)
+    {
+        const int group = Gemm.PanelColumns;
+        int piece = (samples + pieces - 1) / pieces;
+        if (pieces <= 1 || piece <= group || piece % group == 0) return pieces;
+        for (int more = pieces + 1; more <= 2 * pieces; more++)
+            if (samples % more == 0 && samples / more % group == 0) return more;
+        return pieces;
     }
 
     /// <summary><see cref="Description"/> without the row bands and column chains that lay steps out between threads (which keep the bits).</summary>
