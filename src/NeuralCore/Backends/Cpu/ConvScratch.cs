@@ -50,23 +50,24 @@ internal sealed unsafe class ConvScratch
     /// <summary>This thread's scratch.</summary>
     internal static ConvScratch Current => current ??= new ConvScratch();
 
-    /// <summary>A buffer of at least <paramref name="length"/> floats (contents undefined).</summary>
+    /// <summary>A buffer of at least <paramref name="length"/> floats from a 64-byte boundary (contents undefined).</summary>
     internal float* Get(Slot slot, long length)
     {
         ref float[] buffer = ref buffers[(int)slot];
-        if (buffer.Length < length)
+        long held = buffer.Length == 0 ? 0 : AlignedArrays.Length(buffer);
+        if (held < length)
         {
-            if (length > Array.MaxLength)
+            if (length + AlignedArrays.Slack > Array.MaxLength)
             {
                 throw new InvalidOperationException(
                     $"A convolution needs a scratch buffer of {length} floats, more than one array can hold; reduce the batch size or the image size.");
             }
             // Grow by half again so a slowly growing shape does not reallocate on every call.
-            long grown = Math.Min(Array.MaxLength, Math.Max(length, buffer.Length + buffer.Length / 2));
-            buffer = GC.AllocateUninitializedArray<float>((int)grown, pinned: true);
+            long grown = Math.Min(Array.MaxLength - AlignedArrays.Slack, Math.Max(length, held + held / 2));
+            buffer = AlignedArrays.Allocate(grown, uninitialized: true);
         }
         // SAFETY: the array was allocated on the pinned object heap and is never moved; this
         // scratch object (and so the array) stays reachable from the thread-static field.
-        return (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
+        return AlignedArrays.Start(buffer);
     }
 }

@@ -172,7 +172,7 @@ public sealed unsafe partial class CpuInferencePlan
     private static int Pieces(CpuInferencePlan whole, int n, int samples)
     {
         if (PieceSamples > 0) return (samples + PieceSamples - 1) / PieceSamples;
-        long perSample = Math.Max(1, whole._buffers.Select(b => (long)b.Length).DefaultIfEmpty(0).Max() * sizeof(float) / n);
+        long perSample = Math.Max(1, whole._buffers.Select(AlignedArrays.Length).DefaultIfEmpty(0).Max() * sizeof(float) / n);
         long fitting = Math.Max(1, CacheBytes / (4 * perSample));
         long pieces = (samples + fitting - 1) / fitting;
         return pieces >= MinPieces ? (int)pieces : 1;

@@ -211,7 +211,7 @@ public sealed unsafe partial class CpuInferencePlan
                     {
                         Unused => null,
                         < 0 => first,
-                        var b => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_buffers[b])),
+                        var b => AlignedArrays.Start(_buffers[b]),
                     };
                 // A pass of a few million multiply-adds is over before a worker would wake up.
                 bool inline = CpuThreading.Inline;
@@ -801,7 +801,7 @@ public sealed unsafe partial class CpuInferencePlan
                 if (!used.Contains(v)) { bufferOf[v] = Unused; continue; }
                 bufferOf[v] = buffers.Count;
                 long length = _bandedLength.TryGetValue(v, out long banded) ? banded : Tensor.Numel(_shapes[v]);
-                buffers.Add(GC.AllocateArray<float>((int)Math.Max(1, length), pinned: true));
+                buffers.Add(AlignedArrays.Allocate(Math.Max(1, length)));
             }
             for (int v = 0; v < _root.Count; v++) bufferOf[v] = bufferOf[_root[v]];
             var description = _steps.SelectMany(s => s is MemberRunStep run ? run.Members.Select(m => m.ToString()) : [s.ToString()!]).ToArray();
