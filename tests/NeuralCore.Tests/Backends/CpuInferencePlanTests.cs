@@ -1064,6 +1064,24 @@ public sealed class CpuInferencePlanTests : IDisposable
     }
 
     /// <summary>
+    /// A shard runs in as many pieces as keep a step's input and output (twice a sample's part of the largest buffer)
+    /// within half the cache, two included: MNIST b256's shards of 128 at the pruned model's 19 x 6 x 6 floats a sample run
+    /// whole with 2 MiB of L2 and in two pieces with 1 MiB; the big model's 32 x 6 x 6 in three (then four, by
+    /// WholeGroups) with 1 MiB.
+    /// </summary>
+    [Theory]
+    [InlineData(19 * 36 * 4, 128, 2L << 20, 1)]
+    [InlineData(19 * 36 * 4, 128, 1L << 20, 2)]
+    [InlineData(32 * 36 * 4, 128, 1L << 20, 3)]
+    [InlineData(32 * 36 * 4, 128, 2L << 20, 2)]
+    [InlineData(32 * 744 * 4, 32, 2L << 20, 7)]  // mel b64's shards of 32: 31 x 24 maps of 32 channels
+    public void ShardsRunInThePiecesThatFitTheCache(long bytesPerSample, int samples, long cacheBytes, int expected)
+    {
+        CpuInferencePlan.CacheBytes = cacheBytes;
+        Assert.Equal(expected, CpuInferencePlan.Pieces(bytesPerSample, samples));
+    }
+
+    /// <summary>
     /// Pieces of more than 32 samples are whole groups of 32 where even pieces can be (Winograd's samples-in-lanes blocks
     /// are 32 samples; a shard of 128 in 3 pieces of 43 left 11 in a second block of 32 lanes): up to twice the pieces.
     /// </summary>

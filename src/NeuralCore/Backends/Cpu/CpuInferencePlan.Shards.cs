@@ -7,8 +7,6 @@ public sealed unsafe partial class CpuInferencePlan
 {
     // Each shard takes at least this many samples.
     private const int MinShardSamples = 16;
-    // A shard whose maps would need fewer pieces than this to stay within the cache runs whole (see Pieces).
-    private const int MinPieces = 3;
     /// <summary>
     /// Each shard holds its own copy of the folded weights: the copies beyond the first stay within this many bytes
     /// (64 MiB; tests lower it).
@@ -51,7 +49,7 @@ public sealed unsafe partial class CpuInferencePlan
     /// <summary>
     /// The most samples a shard runs through its steps at once (its pieces; the batch where the pass is not in shards):
     /// a shard whose maps do not fit the cache runs its share of the batch in even pieces that do (see
-    /// <see cref="Pieces"/>), each sample the same sums in the same order.
+    /// <see cref="Pieces(long, int)"/>), each sample the same sums in the same order.
     /// </summary>
     public int SamplesPerPiece => _shards?.Max(s => s.InputShape[0]) ?? (InputShape.Length > 0 ? InputShape[0] : 1);
 
@@ -157,25 +155,32 @@ public sealed unsafe partial class CpuInferencePlan
     }
 
     /// <summary>
+    /// How many pieces a shard of <paramref name="samples"/> samples runs in (<see cref="Pieces(long, int)"/>), for the
+    /// bytes a sample takes in <paramref name="whole"/>'s largest buffer (of <paramref name="n"/> samples).
+    /// </summary>
+    private static int Pieces(CpuInferencePlan whole, int n, int samples) =>
+        Pieces(Math.Max(1, whole._buffers.Select(AlignedArrays.Length).DefaultIfEmpty(0).Max() * sizeof(float) / n), samples);
+
+    /// <summary>
     /// How many pieces a shard of <paramref name="samples"/> samples runs in: with <see cref="PieceSamples"/> set, pieces
-    /// of at most that many samples; otherwise as many as keep a step's input and output (twice the plan's largest buffer)
-    /// within half of <see cref="CacheBytes"/> (the other half holds the weights and a residual), where that takes at
-    /// least <see cref="MinPieces"/> pieces, and else one.
+    /// of at most that many samples; otherwise as many as keep a step's input and output (twice
+    /// <paramref name="bytesPerSample"/>, a sample's part of the plan's largest buffer) within half of
+    /// <see cref="CacheBytes"/> (the other half holds the weights and a residual).
     /// </summary>
     /// <remarks>
     /// Measured on the Xeon host (2 MiB of L2; docs/benchmarks.md, "The Xeon host a thirteenth time"): mel b64's shards of
     /// 32 samples in pieces of 5 (the big model, 32/64/128) and 8 (the pruned one, 19/38/76) took 0.91-0.93 of the time,
-    /// while pieces of 11 or 16, whose input and output fill about all of the L2, gained nothing. The bar of three pieces
-    /// keeps MNIST b256's shards of 128 whole: two pieces of 64 took the big model's pass 0.95 of its time, but the pruned
-    /// model's maps fit and stay whole, so they would take pruning's speed-up there (2.12 against a target of 2.12) to 2.05.
+    /// while pieces of 11 or 16, whose input and output fill about all of the L2, gained nothing; MNIST b256's shards of
+    /// 128 in two pieces of 64 took the big model's pass 0.95 of its time. Until the forty-fourth session a shard that
+    /// needed only two pieces ran whole, which kept the pruned model's speed-up over the big one on the Xeon (2.12, where
+    /// two pieces took it to 2.05); on the EPYC (1 MiB) the pruned model's shards of 128 need two, and in two pieces of
+    /// 64 took 0.90-0.98 of their time ("The EPYC host again"), so every shard now runs in the pieces it needs.
     /// </remarks>
-    private static int Pieces(CpuInferencePlan whole, int n, int samples)
+    internal static int Pieces(long bytesPerSample, int samples)
     {
         if (PieceSamples > 0) return (samples + PieceSamples - 1) / PieceSamples;
-        long perSample = Math.Max(1, whole._buffers.Select(AlignedArrays.Length).DefaultIfEmpty(0).Max() * sizeof(float) / n);
-        long fitting = Math.Max(1, CacheBytes / (4 * perSample));
-        long pieces = (samples + fitting - 1) / fitting;
-        return pieces >= MinPieces ? (int)pieces : 1;
+        long fitting = Math.Max(1, CacheBytes / (4 * bytesPerSample));
+        return (int)((samples + fitting - 1) / fitting);
     }
 
     /// <summary>
