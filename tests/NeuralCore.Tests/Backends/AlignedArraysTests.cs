@@ -28,6 +28,14 @@ public sealed unsafe class AlignedArraysTests
     }
 
     [Fact]
+    public void ABufferPastOneArrayIsRefusedWithTheFix()
+    {
+        var e = Assert.Throws<InvalidOperationException>(() => AlignedArrays.Allocate(Array.MaxLength));
+        Assert.Contains("reduce the batch size", e.Message);
+        Assert.Throws<InvalidOperationException>(() => new ConvScratch().Get(ConvScratch.Slot.Columns, Array.MaxLength));
+    }
+
+    [Fact]
     public void ScratchStartsOnALineAsItGrows()
     {
         var scratch = new ConvScratch();

@@ -16,7 +16,8 @@ internal static unsafe class AlignedArrays
     internal static float[] Allocate(long length, bool uninitialized = false)
     {
         if (length + Slack > Array.MaxLength)
-            throw new InvalidOperationException($"A buffer of {length} floats is more than one array can hold; reduce the batch size or the image size.");
+            throw new InvalidOperationException(
+                $"A convolution or inference plan needs a buffer of {length} floats, more than one array can hold; reduce the batch size or the image size.");
         int total = (int)(length + Slack);
         return uninitialized ? GC.AllocateUninitializedArray<float>(total, pinned: true) : GC.AllocateArray<float>(total, pinned: true);
     }

@@ -57,13 +57,9 @@ internal sealed unsafe class ConvScratch
         long held = buffer.Length == 0 ? 0 : AlignedArrays.Length(buffer);
         if (held < length)
         {
-            if (length + AlignedArrays.Slack > Array.MaxLength)
-            {
-                throw new InvalidOperationException(
-                    $"A convolution needs a scratch buffer of {length} floats, more than one array can hold; reduce the batch size or the image size.");
-            }
             // Grow by half again so a slowly growing shape does not reallocate on every call.
-            long grown = Math.Min(Array.MaxLength - AlignedArrays.Slack, Math.Max(length, held + held / 2));
+            // (AlignedArrays.Allocate refuses a length past what one array holds.)
+            long grown = Math.Max(length, Math.Min(Array.MaxLength - AlignedArrays.Slack, held + held / 2));
             buffer = AlignedArrays.Allocate(grown, uninitialized: true);
         }
         // SAFETY: the array was allocated on the pinned object heap and is never moved; this
