@@ -25,6 +25,8 @@ public static class TrainingSwitchRounds
         ["by-sample"] = on => ConvKernels.BySample = on,
         // Docs: docs/benchmarks.md, step 134.
         ["relu-from-input"] = on => CpuTrainingPlan.ReluFromInputEnabled = on,
+        // Docs: docs/benchmarks.md, steps 124-125 and 140 (segments of 768 positions against none).
+        ["weight-gradient-segments"] = on => DirectWeightGradient.SegmentLength = on ? 768 : int.MaxValue,
     };
 
     private static readonly string[] Models = ["pruned 19/38/76", "big 32/64/128"];

@@ -9,10 +9,15 @@ internal static class CpuCaches
     private const string Root = "/sys/devices/system/cpu/cpu0/cache";
 
     /// <summary>One core's L2 in bytes (the unified level-2 entry), or 1 MiB.</summary>
-    internal static long LevelTwoBytes()
+    internal static long LevelTwoBytes() => Bytes(2, 1L << 20);
+
+    /// <summary>One core's L1 data cache in bytes (48 KiB on the Xeon hosts, 32 KiB on Zen 4), or 48 KiB.</summary>
+    internal static long LevelOneBytes() => Bytes(1, 48L << 10);
+
+    /// <summary>The size of the data (or unified) cache at <paramref name="level"/> in bytes, or <paramref name="fallback"/>.</summary>
+    private static long Bytes(int level, long fallback)
     {
-        const long fallback = 1L << 20;
-        string? size = Read(2, "size");
+        string? size = Read(level, "size");
         if (size is null) return fallback;
         long scale = size.EndsWith('K') ? 1L << 10 : size.EndsWith('M') ? 1L << 20 : 1;
         return long.TryParse(size.TrimEnd('K', 'M'), out long value) && value > 0 ? value * scale : fallback;

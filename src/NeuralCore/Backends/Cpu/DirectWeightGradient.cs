@@ -34,7 +34,12 @@ namespace NeuralCore.Backends.Cpu;
 /// 0.72-0.86 of the time; 19->19 on 15 x 24 0.73-0.88; MNIST b256 32->32 on 6 x 6 0.75-0.77; two threads, whose parts
 /// take shorter chunks, 0.83-0.90 on mel's maps and 0.92-1.00 on MNIST's). A stem's chunk goes the same way, in pieces
 /// of a sample's run or in groups of samples (mel b64 1->19 and 1->32 0.84-0.91, MNIST b256 0.84-0.87, one thread;
-/// 0.90-1.01 at two).
+/// 0.90-1.01 at two). Those were the Xeon's numbers (48 KiB of L1 data cache per core). On Zen 4 (32 KiB) a segment's
+/// rows, the carried accumulators and the masks do not fit L1 together, and one pass per tap over the whole run was the
+/// faster at every segment length tried (two threads, alternated: 3x3 32->32 on 31 x 24 0.80-0.93 of the time of
+/// segments of 768, 19->19 on 15 x 24 0.79-0.90, MNIST b256 32->32 on 6 x 6 0.89-0.91, mel's stem 0.80-0.97; segments
+/// of 256-512 were slower still), so segments run only where the L1 data cache holds 48 KiB or more
+/// (<see cref="SegmentLengthFor"/>).
 /// </para>
 /// <para>
 /// Where no tap reads off the plane (a 1x1 without padding), a chunk's rows are padded with zeros to whole vectors and
@@ -55,11 +60,18 @@ internal static unsafe class DirectWeightGradient
     // SegmentLength (27 KiB), so the block's rows stay in L1 from tap to tap.
     private const int MinSegmentedRun = 1280;
 
+    // The L1 data cache from which segments pay: the Xeon's 48 KiB (measured faster), not Zen 4's 32 KiB (slower).
+    private const long MinSegmentedLevelOne = 48L << 10;
+
     /// <summary>
     /// The most positions of a chunk's run that a block of a kernel with a border takes at once before going on to its next
-    /// tap (tests set it to compare segment lengths; the sums do not depend on it).
+    /// tap, or int.MaxValue for one pass over the run per tap: <see cref="SegmentLengthFor"/> this machine's L1 data
+    /// cache (tests set it to compare segment lengths; the sums do not depend on it).
     /// </summary>
-    internal static int SegmentLength { get; set; } = 768;
+    internal static int SegmentLength { get; set; } = SegmentLengthFor(CpuCaches.LevelOneBytes());
+
+    /// <summary>Segments of 768 positions (27 KiB of a block's nine rows) where a core's L1 data cache holds at least 48 KiB; else none.</summary>
+    internal static int SegmentLengthFor(long levelOneBytes) => levelOneBytes >= MinSegmentedLevelOne ? 768 : int.MaxValue;
     // A chunk's channel-major dy and x together stay within this many floats (512 KiB, half a core's L2).
     private const long MaxChunkFloats = 1 << 17;
     // Kernels of at most this many taps, with mask tables of at most MaxMaskEntries (taps x phases) on the stack.
