@@ -11,7 +11,8 @@ namespace NeuralCore.Backends.Cpu;
 // (float over blocks of 16 samples, then double; each part walks the rows of the samples its thread's convolution
 // wrote, SumsRowsPart), and the per-channel results come from adding up each channel's HW positions in double. Each
 // position is summed in the same order whatever the thread count and the walk. The parts expand the per-channel
-// coefficients per position in their own thread's scratch (PartView).
+// coefficients per position in their own thread's scratch (PartView). Without AVX-512 the same walks run on 256-bit
+// vectors (AVX2 and FMA), each chunk of 16 positions as two halves: the same operations per position, so the same bits.
 internal static unsafe partial class BatchNormKernels
 {
     // Planes with fewer values than this take the sample-major path.
@@ -203,7 +204,7 @@ internal static unsafe partial class BatchNormKernels
     {
         int chunks = (job.Width + 15) / 16;
         long elements = (long)job.N * job.Width;
-        if (Avx512F.IsSupported)
+        if (Avx512F.IsSupported || Rows256)
         {
             int blocks = (job.N + FloatBlock - 1) / FloatBlock;
             job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, blocks));
@@ -217,6 +218,18 @@ internal static unsafe partial class BatchNormKernels
         fixed (SmallJob* state = &job) CpuThreading.ForParts(job.Parts, &SumsPart, state);
         ChannelTotals(ref job);
     }
+
+    /// <summary>Whether the walks over sample rows run on 256-bit vectors: AVX2 and FMA without AVX-512.</summary>
+    private static bool Rows256 => !Avx512F.IsSupported && Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>The first <paramref name="count"/> of 8 lanes (none for 0 or less, all from 8 on).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> FirstLanes256(int count) =>
+        Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(count)).AsSingle();
+
+    /// <summary>8 floats from <paramref name="p"/>, of which the first <paramref name="live"/> are read and the rest are zero.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Load256(float* p, int live) => live >= 8 ? Vector256.Load(p) : Avx.MaskLoad(p, FirstLanes256(live));
 
     private static void SumsPart(void* state, int part)
     {
@@ -246,7 +259,8 @@ internal static unsafe partial class BatchNormKernels
         int blocks = (job.N + FloatBlock - 1) / FloatBlock;
         int first = (int)((long)part * blocks / job.Parts), end = (int)((long)(part + 1) * blocks / job.Parts);
         int width = job.Width, chunks = (width + 15) / 16, whole = width / 16;
-        var mask = ConvKernels.FirstLanes(width - whole * 16);
+        bool wide = Avx512F.IsSupported;
+        var mask = wide ? ConvKernels.FirstLanes(width - whole * 16) : default;
         float* local = SmallScratch.Current.Blocks((long)(end - first) * chunks * 32);
         for (int block = first; block < end; block++)
         {
@@ -254,7 +268,8 @@ internal static unsafe partial class BatchNormKernels
             int n1 = Math.Min((block + 1) * FloatBlock, job.N);
             if (!job.Gradient)
             {
-                StatisticsBlock(job.X, job.M, width, block * FloatBlock, n1, sums);
+                if (wide) StatisticsBlock(job.X, job.M, width, block * FloatBlock, n1, sums);
+                else StatisticsBlock256(job.X, job.M, width, block * FloatBlock, n1, sums);
                 continue;
             }
             new Span<float>(sums, chunks * 32).Clear();
@@ -265,8 +280,19 @@ internal static unsafe partial class BatchNormKernels
                 float* dy = job.Dy + at;
                 float* relu = job.ReluOutput == null ? null : job.ReluOutput + at;
                 int i = 0;
-                for (; i < whole; i++) SumsStep(x, dy, relu, job.M, sums, i, Vector512<float>.AllBitsSet, masked: false);
-                if (i < chunks) SumsStep(x, dy, relu, job.M, sums, i, mask, masked: true);
+                if (wide)
+                {
+                    for (; i < whole; i++) SumsStep(x, dy, relu, job.M, sums, i, Vector512<float>.AllBitsSet, masked: false);
+                    if (i < chunks) SumsStep(x, dy, relu, job.M, sums, i, mask, masked: true);
+                }
+                else
+                {
+                    for (; i < chunks; i++)
+                    {
+                        SumsStep256(x, dy, relu, job.M, sums, i, 0, width);
+                        SumsStep256(x, dy, relu, job.M, sums, i, 8, width);
+                    }
+                }
             }
         }
         if (part > 0)
@@ -276,7 +302,8 @@ internal static unsafe partial class BatchNormKernels
             var spin = new SpinWait();
             while (Volatile.Read(ref shared.Published) < part) spin.SpinOnce(sleep1Threshold: -1);
         }
-        AddBlocks(ref job, local, end - first, chunks, fromZero: part == 0);
+        if (wide) AddBlocks(ref job, local, end - first, chunks, fromZero: part == 0);
+        else AddBlocks256(ref job, local, end - first, chunks, fromZero: part == 0);
         if (part == job.Parts - 1) ChannelTotals(ref job);
         Volatile.Write(ref shared.Published, part + 1);
     }
@@ -389,7 +416,97 @@ internal static unsafe partial class BatchNormKernels
         Vector512.FusedMultiplyAdd(g, centred, Vector512.Load(acc + 16)).Store(acc + 16);
     }
 
-    /// <summary>One position's sums, in <see cref="SumsRowsPart"/>'s order (float blocks of samples, then double), where AVX-512 is missing.</summary>
+    /// <summary>
+    /// <see cref="AddBlocks"/> on 256-bit vectors: each chunk's 16 positions in four groups of 4 doubles, those past the
+    /// width neither read nor written.
+    /// </summary>
+    private static void AddBlocks256(ref SmallJob job, float* blockSums, int blocks, int chunks, bool fromZero)
+    {
+        int width = job.Width;
+        for (int i = 0; i < chunks; i++)
+            for (int group = 0; group < 4; group++)
+            {
+                int j = i * 16 + 4 * group, live = Math.Min(width - j, 4);
+                if (live <= 0) break;
+                var keep = Vector256.LessThan(Vector256.Create(0L, 1, 2, 3), Vector256.Create((long)live)).AsDouble();
+                Vector256<double> s1 = default, s2 = default;
+                if (!fromZero)
+                {
+                    s1 = live == 4 ? Vector256.Load(job.S1 + j) : Avx.MaskLoad(job.S1 + j, keep);
+                    s2 = live == 4 ? Vector256.Load(job.S2 + j) : Avx.MaskLoad(job.S2 + j, keep);
+                }
+                for (int block = 0; block < blocks; block++)
+                {
+                    float* sums = blockSums + ((long)block * chunks + i) * 32 + 4 * group;
+                    s1 += Avx.ConvertToVector256Double(Vector128.Load(sums));
+                    s2 += Avx.ConvertToVector256Double(Vector128.Load(sums + 16));
+                }
+                if (live == 4)
+                {
+                    s1.Store(job.S1 + j);
+                    s2.Store(job.S2 + j);
+                }
+                else
+                {
+                    Avx.MaskStore(job.S1 + j, keep, s1);
+                    Avx.MaskStore(job.S2 + j, keep, s2);
+                }
+            }
+    }
+
+    /// <summary>
+    /// <see cref="StatisticsBlock"/> on 256-bit vectors: strips of 2 chunks (32 positions, 4 vectors and their squares in
+    /// registers), lanes past the width read as zero.
+    /// </summary>
+    private static void StatisticsBlock256(float* x, float* m, int width, int n0, int n1, float* sums)
+    {
+        int chunks = (width + 15) / 16;
+        for (int c0 = 0; c0 < chunks; c0 += 2)
+        {
+            int o = c0 * 16;
+            int l0 = width - o, l1 = l0 - 8, l2 = l0 - 16, l3 = l0 - 24;
+            var m0 = Load256(m + o, l0);
+            var m1 = Load256(m + o + 8, l1);
+            var m2 = Load256(m + o + 16, l2);
+            var m3 = Load256(m + o + 24, l3);
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, q0 = default, q1 = default, q2 = default, q3 = default;
+            for (int s = n0; s < n1; s++)
+            {
+                float* row = x + (long)s * width + o;
+                var d0 = Load256(row, l0) - m0;
+                var d1 = Load256(row + 8, l1) - m1;
+                var d2 = Load256(row + 16, l2) - m2;
+                var d3 = Load256(row + 24, l3) - m3;
+                a0 += d0; a1 += d1; a2 += d2; a3 += d3;
+                q0 = Vector256.FusedMultiplyAdd(d0, d0, q0);
+                q1 = Vector256.FusedMultiplyAdd(d1, d1, q1);
+                q2 = Vector256.FusedMultiplyAdd(d2, d2, q2);
+                q3 = Vector256.FusedMultiplyAdd(d3, d3, q3);
+            }
+            float* at = sums + (long)c0 * 32;
+            a0.Store(at); a1.Store(at + 8); q0.Store(at + 16); q1.Store(at + 24);
+            if (c0 + 1 < chunks) { a2.Store(at + 32); a3.Store(at + 40); q2.Store(at + 48); q3.Store(at + 56); }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="SumsStep"/> on 256-bit vectors for the 8 positions of chunk i from lane <paramref name="half"/> (0 or 8),
+    /// those past <paramref name="width"/> read as zero.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SumsStep256(float* x, float* dy, float* relu, float* m, float* sums, int i, int half, int width)
+    {
+        int o = i * 16 + half, live = width - o;
+        if (live <= 0) return;
+        float* acc = sums + i * 32 + half;
+        var centred = Load256(x + o, live) - Load256(m + o, live);
+        var g = Load256(dy + o, live);
+        if (relu != null) g = Vector256.ConditionalSelect(Vector256.GreaterThan(Load256(relu + o, live), Vector256<float>.Zero), g, Vector256<float>.Zero);
+        (Vector256.Load(acc) + g).Store(acc);
+        Vector256.FusedMultiplyAdd(g, centred, Vector256.Load(acc + 16)).Store(acc + 16);
+    }
+
+    /// <summary>One position's sums, in <see cref="SumsRowsPart"/>'s order (float blocks of samples, then double), without AVX-512 or AVX2.</summary>
     private static void SumsScalar(ref SmallJob job, int j)
     {
         float m = job.M[j];
@@ -467,6 +584,17 @@ internal static unsafe partial class BatchNormKernels
                         j = width;
                     }
                 }
+                else if (Rows256)
+                {
+                    // Whole vectors of 8, the last positions by the scalar loop below: the same operations.
+                    for (; j + 8 <= width; j += 8)
+                    {
+                        var inner = Vector256.FusedMultiplyAdd(Vector256.Load(x + j) - Vector256.Load(job.M + j), Vector256.Load(job.B + j), Vector256.Load(job.O + j));
+                        var gj = Vector256.Load(g + j);
+                        if (relu != null) gj = Vector256.ConditionalSelect(Vector256.GreaterThan(Vector256.Load(relu + j), Vector256<float>.Zero), gj, Vector256<float>.Zero);
+                        Vector256.FusedMultiplyAdd(gj, Vector256.Load(job.A + j), inner).Store(y + j);
+                    }
+                }
                 for (; j < width; j++)
                 {
                     float gj = relu == null || relu[j] > 0 ? g[j] : 0;
@@ -499,6 +627,15 @@ internal static unsafe partial class BatchNormKernels
                             Avx512F.MaskLoad(job.O + j, mask, default));
                         Avx512F.MaskStore(y + j, mask, job.Relu ? Vector512.Max(v, Vector512<float>.Zero) : v);
                         j = width;
+                    }
+                }
+                else if (Rows256)
+                {
+                    // Whole vectors of 8, the last positions by the scalar loop below: the same operations.
+                    for (; j + 8 <= width; j += 8)
+                    {
+                        var v = Vector256.FusedMultiplyAdd(Vector256.Load(x + j), Vector256.Load(job.A + j), Vector256.Load(job.O + j));
+                        (job.Relu ? Vector256.Max(v, Vector256<float>.Zero) : v).Store(y + j);
                     }
                 }
                 for (; j < width; j++)
@@ -535,6 +672,16 @@ internal static unsafe partial class BatchNormKernels
                 Avx512F.MaskStore(y + j, mask, relu ? Vector512.Max(v, Vector512<float>.Zero) : v);
             }
             return;
+        }
+        if (Rows256)
+        {
+            // Whole vectors of 8, the last positions by the scalar loop below: the same operations.
+            bool relu = job.ResidualRelu;
+            for (; j + 8 <= width; j += 8)
+            {
+                var v = Vector256.FusedMultiplyAdd(Vector256.Load(x + j), Vector256.Load(job.A + j), Vector256.Load(job.O + j)) + Vector256.Load(r + j);
+                (relu ? Vector256.Max(v, Vector256<float>.Zero) : v).Store(y + j);
+            }
         }
         for (; j < width; j++)
         {
