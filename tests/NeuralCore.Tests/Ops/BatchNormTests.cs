@@ -288,7 +288,7 @@ public sealed class BatchNormThreadingTests
     public void OddChannelCountsGiveTheBitsOfOneThread(int n, int c, int h, int w, bool fused)
     {
         if (fused && !PoolKernels.IsWhole2x2(new NeuralCore.Backends.Pool2dParams(n, c, h, w, 2, 2, 2, 2, 0, 0)))
-            Assert.Skip("This CPU has no AVX-512: the max pool does not run in the batch norm.");
+            Assert.Skip("This CPU has neither AVX-512 nor AVX2: the max pool does not run in the batch norm.");
         int hw = h * w, pooledH = h / 2, pooledW = w / 2;
         float[] x = Reference.ToFloat(Reference.Random(n * c * hw, 11, 2.0).Select(v => v + 0.5).ToArray());
         float[] gamma = Reference.ToFloat(Reference.Random(c, 12).Select(v => 1 + 0.5 * v).ToArray());

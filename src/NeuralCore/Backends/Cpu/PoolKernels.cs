@@ -218,9 +218,9 @@ internal static unsafe partial class PoolKernels
         return true;
     }
 
-    /// <summary>A 2 x 2 window, stride 2, no padding, and every window inside the input (the stem's pool).</summary>
+    /// <summary>A 2 x 2 window, stride 2, no padding, and every window inside the input (the stem's pool), with AVX-512 or AVX2.</summary>
     private static bool IsWhole2x2(in Geometry p) =>
-        Avx512F.IsSupported && p.KernelH == 2 && p.KernelW == 2 && p.StrideH == 2 && p.StrideW == 2 && p.PadH == 0 && p.PadW == 0
+        (Avx512F.IsSupported || Avx2.IsSupported) && p.KernelH == 2 && p.KernelW == 2 && p.StrideH == 2 && p.StrideW == 2 && p.PadH == 0 && p.PadW == 0
         && 2 * p.P <= p.H && 2 * p.Q <= p.W;
 
     /// <inheritdoc cref="IsWhole2x2(in Geometry)"/>
@@ -233,10 +233,15 @@ internal static unsafe partial class PoolKernels
     /// output <paramref name="outH"/> x <paramref name="outW"/>): 16 outputs at a time from two 32-float loads per input row,
     /// split into even and odd columns by permutes, then the window's four values compared in PyTorch's scan order (a later
     /// value wins only when greater, or NaN), with the flat index of the winner. Also the pool of a batch norm that a
-    /// compiled training step runs fused with it, plane by plane.
+    /// compiled training step runs fused with it, plane by plane. Without AVX-512, <see cref="MaxPlane2x2Avx2"/>.
     /// </summary>
     internal static void MaxPlane2x2(float* x, float* y, int* indices, int w, int outH, int outW)
     {
+        if (!Avx512F.IsSupported)
+        {
+            MaxPlane2x2Avx2(x, y, indices, w, outH, outW);
+            return;
+        }
         var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         var odd = even + Vector512<int>.One;
         var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -302,6 +307,64 @@ internal static unsafe partial class PoolKernels
             var take = Vector512.GreaterThan(v, best) | ~Vector512.Equals(v, v);
             best = Vector512.ConditionalSelect(take, v, best);
             index = Vector512.ConditionalSelect(take.AsInt32(), at, index);
+        }
+    }
+
+    /// <summary>
+    /// <see cref="MaxPlane2x2(float*, float*, int*, int, int, int)"/> on 256-bit vectors (AVX2): each output row 8
+    /// outputs at a time from two 8-float masked loads per input row (never past the row's 2 x 8 inputs), split into
+    /// even and odd columns by a permute within each load and a swap of their halves, then the same comparisons in the
+    /// same scan order: the same values and indices.
+    /// </summary>
+    private static void MaxPlane2x2Avx2(float* x, float* y, int* indices, int w, int outH, int outW)
+    {
+        // Each load's even columns to its lower half and odd ones to its upper half.
+        var split = Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7);
+        var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        for (int oh = 0; oh < outH; oh++)
+        {
+            float* r0 = x + 2 * oh * w, r1 = r0 + w;
+            int rowBase = 2 * oh * w;
+            for (int q = 0; q < outW; q += 8)
+            {
+                int count = Math.Min(8, outW - q);
+                var inLo = Vector256.LessThan(lane, Vector256.Create(2 * count)).AsSingle();
+                var inHi = Vector256.LessThan(lane + Vector256.Create(8), Vector256.Create(2 * count)).AsSingle();
+                var (top0, top1) = EvenOdd(Avx.MaskLoad(r0 + 2 * q, inLo), Avx.MaskLoad(r0 + 2 * q + 8, inHi), split);
+                var (bottom0, bottom1) = EvenOdd(Avx.MaskLoad(r1 + 2 * q, inLo), Avx.MaskLoad(r1 + 2 * q + 8, inHi), split);
+                var at = Vector256.Create(rowBase + 2 * q) + lane * 2;
+                var best = top0;
+                var index = at;
+                Take(ref best, ref index, top1, at + Vector256<int>.One);
+                Take(ref best, ref index, bottom0, at + Vector256.Create(w));
+                Take(ref best, ref index, bottom1, at + Vector256.Create(w + 1));
+                if (count == 8)
+                {
+                    best.Store(y + oh * outW + q);
+                    if (indices != null) index.Store(indices + oh * outW + q);
+                }
+                else
+                {
+                    var outMask = Vector256.LessThan(lane, Vector256.Create(count));
+                    Avx.MaskStore(y + oh * outW + q, outMask.AsSingle(), best);
+                    if (indices != null) Avx2.MaskStore(indices + oh * outW + q, outMask, index);
+                }
+            }
+        }
+
+        // Columns 0, 2, ..., 14 and 1, 3, ..., 15 of the 16 floats in a (0-7) and b (8-15).
+        static (Vector256<float> Even, Vector256<float> Odd) EvenOdd(Vector256<float> a, Vector256<float> b, Vector256<int> split)
+        {
+            var pa = Avx2.PermuteVar8x32(a, split);
+            var pb = Avx2.PermuteVar8x32(b, split);
+            return (Avx.Permute2x128(pa, pb, 0x20), Avx.Permute2x128(pa, pb, 0x31));
+        }
+
+        static void Take(ref Vector256<float> best, ref Vector256<int> index, Vector256<float> v, Vector256<int> at)
+        {
+            var take = Vector256.GreaterThan(v, best) | ~Vector256.Equals(v, v);
+            best = Vector256.ConditionalSelect(take, v, best);
+            index = Vector256.ConditionalSelect(take.AsInt32(), at, index);
         }
     }
 
