@@ -161,6 +161,14 @@ internal static unsafe partial class PoolKernels
             }
             return;
         }
+        if (!job.Backward && job.Kind == PoolKind.Max && IsWhole2x2(p))
+        {
+            // The stem's 2 x 2 / 2 pool in vectors of windows, ahead of the narrow rows' window table (MNIST's 13 x 13 ->
+            // 6 x 6, 256 x 19 planes: 0.07-0.10 against 0.28-0.37 ms with AVX-512, 0.13 against 0.32 ms with AVX2).
+            for (int plane = first; plane < end; plane++)
+                MaxPlane2x2(job.X + plane * hw, job.Y + plane * pq, job.Indices == null ? null : job.Indices + plane * pq, p);
+            return;
+        }
         if (!job.Backward && p.Q < NarrowRow && RunNarrow(ref job, first, end)) return;
         for (int plane = first; plane < end; plane++)
         {
@@ -170,7 +178,6 @@ internal static unsafe partial class PoolKernels
             if (job.Kind == PoolKind.Max)
             {
                 if (job.Backward) MaxBackwardPlane(y, indices, x, p);
-                else if (IsWhole2x2(p)) MaxPlane2x2(x, y, indices, p);
                 else MaxPlane(x, y, indices, p);
             }
             else
