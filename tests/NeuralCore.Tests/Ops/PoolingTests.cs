@@ -299,7 +299,7 @@ public sealed class PoolingTests
     }
 
     /// <summary>
-    /// Windows one column wide (a vector per output row, or per 16 values of it): PyTorch's scan order for ties, NaN and
+    /// Windows one column wide (a vector per output row, or per 16 values of it, 8 with AVX2): PyTorch's scan order for ties, NaN and
     /// infinity at every window position, and an all -inf window pointing at its first input, with and without vertical
     /// padding.
     /// </summary>
@@ -340,11 +340,13 @@ public sealed class PoolingTests
 
     /// <summary>
     /// The column kernels' stores stay inside the tensor: on narrow rows with one output row per plane, the last plane's
-    /// rows are stored masked, and on rows over 16 values each row's last vector is, so the floats after y, the indices
-    /// and dx keep their values.
+    /// rows are stored masked, and on rows over a vector (16 values, 8 with AVX2) each row's last vector is, so the floats
+    /// after y, the indices and dx keep their values.
     /// </summary>
     [Theory]
     [InlineData(6)]
+    [InlineData(12)]
+    [InlineData(20)]
     [InlineData(24)]
     public unsafe void ColumnStoresStopAtTheTensorsEnd(int w)
     {
@@ -505,7 +507,7 @@ public sealed class PoolingTests
     public void AddReluMaxPoolGivesTheBitsOfItsParts(int h, int w, int kernel)
     {
         var p = new Pool2dParams(2, 3, h, w, kernel, 1, kernel, 1, 0, 0);
-        if (!PoolKernels.FusesAddRelu(p)) Assert.Skip("This CPU has no AVX-512: the fused addition + ReLU + max pool does not run.");
+        if (!PoolKernels.FusesAddRelu(p)) Assert.Skip("This CPU has neither AVX-512 nor AVX2: the fused addition + ReLU + max pool does not run.");
         int size = p.N * p.C * h * w, pooled = p.N * p.C * p.P * p.Q;
         var random = new Random(h * w + kernel);
         float[] Values(int n) => Enumerable.Range(0, n).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();

@@ -16,7 +16,7 @@ namespace NeuralCore.Backends.Cpu;
 /// one window offset (kernel row, kernel column) at a time across a whole output row, which makes the
 /// common stride-1-along-W case (CP-ResNet's (2, 1) pools) a vector operation; stride 2 along W (the
 /// 2x2 pools) first gathers every other input into a stack buffer. Max windows one column wide (the (2, 1)
-/// pools) take a vector per output row, or per 16 values of it, forward and backward
+/// pools) take a vector per output row, or per 16 values of it (8 with AVX2), forward and backward
 /// (<see cref="MaxPlaneColumn"/>); other planes with output rows too short for vectors gather each window
 /// offset of the whole plane through a precomputed index table and scan the plane as one vector. Max pooling
 /// without indices (inference) takes a separable kernel instead (<see cref="MaxPlanes(float*, float*, int, in Pool2dParams)"/>), vectorised along rows of any width.
@@ -69,7 +69,7 @@ internal static unsafe partial class PoolKernels
 
     /// <summary>
     /// True for a max pool <see cref="AddReluMaxForward"/> takes: windows one column wide (stride 1 along W, no padding
-    /// there) that tile the rows (stride = kernel height, no padding, floor mode), with AVX-512.
+    /// there) that tile the rows (stride = kernel height, no padding, floor mode), with AVX-512 or AVX2.
     /// </summary>
     internal static bool FusesAddRelu(in Pool2dParams p) => IsColumn(new Geometry(p)) && IsDisjointColumn(new Geometry(p)) && !p.CeilMode;
 
@@ -143,17 +143,24 @@ internal static unsafe partial class PoolKernels
         }
         if (job.Kind == PoolKind.Max && IsColumn(p))
         {
-            // CP-ResNet's 2 x 1 pools: a vector per output row (or per 16 values of it), no window table.
+            // CP-ResNet's 2 x 1 pools: a vector per output row (or per 16 values of it, 8 with AVX2), no window table.
             for (int plane = first; plane < end; plane++)
             {
                 float* x = job.X + plane * hw, y = job.Y + plane * pq;
                 int* indices = job.Indices == null ? null : job.Indices + plane * pq;
                 // Narrow rows' whole-vector stores run on into what is written after them, up to the part's last plane.
-                if (!job.Backward) MaxPlaneColumn(x, y, indices, p, end - plane, job.Addend == null ? null : job.Addend + plane * hw);
+                float* addend = job.Addend == null ? null : job.Addend + plane * hw;
+                if (!job.Backward)
+                {
+                    if (Avx512F.IsSupported) MaxPlaneColumn(x, y, indices, p, end - plane, addend);
+                    else MaxPlaneColumn256(x, y, indices, p, end - plane, addend);
+                }
                 else
                 {
                     float* mask = job.ReluOutput == null ? null : job.ReluOutput + plane * pq;
-                    if (IsDisjointColumn(p) && MaxBackwardPlaneColumn(y, indices, x, p, end - plane, mask)) continue;
+                    if (IsDisjointColumn(p)
+                        && (Avx512F.IsSupported ? MaxBackwardPlaneColumn(y, indices, x, p, end - plane, mask) : MaxBackwardPlaneColumn256(y, indices, x, p, end - plane, mask)))
+                        continue;
                     if (mask != null)
                         throw new InvalidOperationException("ReluMaxBackward found a pool index outside its window; the indices must be those its forward wrote.");
                     MaxBackwardPlane(y, indices, x, p);
@@ -403,7 +410,7 @@ internal static unsafe partial class PoolKernels
     /// each output row's maxima and indices value by value, then compared 8 at a time: harness, 64 samples x 19
     /// channels on 31 x 24, two threads, alternated, forward with indices 0.26-0.33 of its time, backward 0.36-0.51).
     /// </summary>
-    private static bool IsColumn(in Geometry p) => Avx512F.IsSupported && p.KernelW == 1 && p.StrideW == 1 && p.PadW == 0;
+    private static bool IsColumn(in Geometry p) => (Avx512F.IsSupported || Avx2.IsSupported) && p.KernelW == 1 && p.StrideW == 1 && p.PadW == 0;
 
     /// <summary>
     /// <see cref="IsColumn"/> windows that tile the rows without overlap or padding (stride = kernel height), so
@@ -492,6 +499,88 @@ internal static unsafe partial class PoolKernels
             for (int ih = p.P * kh; ih < p.H; ih++) StoreRow(dx + ih * w + c0, Vector512<float>.Zero, row, wide ? partial : ih * w > room);
         }
         return found;
+    }
+
+    /// <summary>
+    /// <see cref="MaxPlaneColumn"/> on 256-bit vectors (AVX2): 8 values of an output row a vector, the same comparisons in
+    /// the same scan order, so the same values and indices.
+    /// </summary>
+    private static void MaxPlaneColumn256(float* x, float* y, int* indices, in Geometry p, int planesLeft, float* addend)
+    {
+        int w = p.W;
+        // Narrow rows from this one on are stored masked: a whole vector would reach past the part's last plane.
+        int room = (int)Math.Min((long)planesLeft * p.P * w - Vector256<float>.Count, int.MaxValue);
+        var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        var negative = Vector256.Create(float.NegativeInfinity);
+        for (int oh = 0; oh < p.P; oh++)
+        {
+            int hs = oh * p.StrideH - p.PadH;
+            int h0 = Math.Max(hs, 0), h1 = Math.Min(hs + p.KernelH, p.H);
+            for (int c0 = 0; c0 < w; c0 += Vector256<float>.Count)
+            {
+                var row = Vector256.LessThan(lane, Vector256.Create(w - c0));
+                var best = negative;
+                var index = Vector256.Create(h0 * w + c0) + lane;
+                for (int ih = h0; ih < h1; ih++)
+                {
+                    var v = Vector256.ConditionalSelect(row.AsSingle(), Avx.MaskLoad(x + ih * w + c0, row.AsSingle()), negative);
+                    if (addend != null) v = ConvKernels.Relu(v + Avx.MaskLoad(addend + ih * w + c0, row.AsSingle()));
+                    var take = Vector256.GreaterThan(v, best) | ~Vector256.Equals(v, v);
+                    best = Vector256.ConditionalSelect(take, v, best);
+                    index = Vector256.ConditionalSelect(take.AsInt32(), Vector256.Create(ih * w + c0) + lane, index);
+                }
+                // A narrow row's whole vector runs into the next row, written after it; a wide row's last is masked.
+                bool masked = w > Vector256<float>.Count ? w - c0 < Vector256<float>.Count : oh * w > room;
+                StoreRow256(y + oh * w + c0, best, row, masked);
+                if (indices != null) StoreRow256((float*)(indices + oh * w + c0), index.AsSingle(), row, masked);
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="MaxBackwardPlaneColumn"/> on 256-bit vectors (AVX2): 8 values of a window row a vector, the same
+    /// values written; false when some index does not point into its own window.
+    /// </summary>
+    private static bool MaxBackwardPlaneColumn256(float* dy, int* indices, float* dx, in Geometry p, int planesLeft, float* reluOutput)
+    {
+        int w = p.W, kh = p.KernelH;
+        // Narrow rows from this one on are stored masked: a whole vector would reach past the part's last plane.
+        int room = (int)Math.Min((long)planesLeft * p.H * w - Vector256<float>.Count, int.MaxValue);
+        var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        bool wide = w > Vector256<float>.Count, found = true;
+        for (int c0 = 0; c0 < w; c0 += Vector256<float>.Count)
+        {
+            var row = Vector256.LessThan(lane, Vector256.Create(w - c0));
+            bool partial = w - c0 < Vector256<float>.Count;
+            for (int oh = 0; oh < p.P; oh++)
+            {
+                var g = Avx.MaskLoad(dy + oh * w + c0, row.AsSingle()) + Vector256<float>.Zero;
+                if (reluOutput != null)
+                {
+                    var positive = Vector256.GreaterThan(Avx.MaskLoad(reluOutput + oh * w + c0, row.AsSingle()), Vector256<float>.Zero);
+                    g = Vector256.ConditionalSelect(positive, g, Vector256<float>.Zero);
+                }
+                var at = Avx2.MaskLoad(indices + oh * w + c0, row);
+                var seen = ~row;
+                for (int ih = oh * kh; ih < oh * kh + kh; ih++)
+                {
+                    var here = Vector256.Equals(at, Vector256.Create(ih * w + c0) + lane);
+                    seen |= here;
+                    StoreRow256(dx + ih * w + c0, g & here.AsSingle(), row, wide ? partial : ih * w > room);
+                }
+                found &= Vector256.EqualsAll(seen, Vector256<int>.AllBitsSet);
+            }
+            for (int ih = p.P * kh; ih < p.H; ih++) StoreRow256(dx + ih * w + c0, Vector256<float>.Zero, row, wide ? partial : ih * w > room);
+        }
+        return found;
+    }
+
+    /// <summary><see cref="StoreRow"/> for 8 values.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow256(float* at, Vector256<float> values, Vector256<int> row, bool masked)
+    {
+        if (masked) Avx.MaskStore(at, row.AsSingle(), values);
+        else Vector256.Store(values, at);
     }
 
     /// <summary>One row of a plane (or 16 values of it): the lanes of <paramref name="row"/> when <paramref name="masked"/>, else a whole vector.</summary>
