@@ -776,6 +776,38 @@ public sealed partial class CpuBackend : IBackend
                 }
             }
         }
+        else if (Vector256.IsHardwareAccelerated && !h.Amsgrad)
+        {
+            // The same on 8 parameters at a time (CPUs without AVX-512): the same bits.
+            fixed (float* pp = ps, pg = gs, pm = ms, pv = vs)
+            {
+                var beta1 = Vector256.Create(h.Beta1);
+                var beta2 = Vector256.Create(h.Beta2);
+                var oneMinusBeta1 = Vector256.Create(1 - h.Beta1);
+                var oneMinusBeta2 = Vector256.Create(1 - h.Beta2);
+                var decay = Vector256.Create(h.WeightDecay);
+                var shrink = Vector256.Create(1 - h.Lr * h.WeightDecay);
+                var divisor = Vector256.Create(bc2Sqrt);
+                var eps = Vector256.Create(h.Eps);
+                var size = Vector256.Create(stepSize);
+                for (; i <= ps.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+                {
+                    var grad = Vector256.Load(pg + i);
+                    var param = Vector256.Load(pp + i);
+                    if (h.WeightDecay != 0)
+                    {
+                        if (h.Decoupled) param *= shrink;
+                        else grad += decay * param;
+                    }
+                    var first = beta1 * Vector256.Load(pm + i) + oneMinusBeta1 * grad;
+                    var second = beta2 * Vector256.Load(pv + i) + oneMinusBeta2 * grad * grad;
+                    Vector256.Store(first, pm + i);
+                    Vector256.Store(second, pv + i);
+                    var denom = Vector256.Sqrt(second) / divisor + eps;
+                    Vector256.Store(param - size * first / denom, pp + i);
+                }
+            }
+        }
         for (; i < ps.Length; i++)
         {
             var grad = gs[i];
