@@ -204,7 +204,7 @@ internal static unsafe partial class BatchNormKernels
     {
         int chunks = (job.Width + 15) / 16;
         long elements = (long)job.N * job.Width;
-        if (Avx512F.IsSupported || Rows256)
+        if (Avx512F.IsSupported || RowsAvx2)
         {
             int blocks = (job.N + FloatBlock - 1) / FloatBlock;
             job.Parts = (int)Math.Clamp(elements / MinElementsPerPart, 1, Math.Min(CpuThreading.Threads, blocks));
@@ -220,16 +220,16 @@ internal static unsafe partial class BatchNormKernels
     }
 
     /// <summary>Whether the walks over sample rows run on 256-bit vectors: AVX2 and FMA without AVX-512.</summary>
-    private static bool Rows256 => !Avx512F.IsSupported && Avx2.IsSupported && Fma.IsSupported;
+    private static bool RowsAvx2 => !Avx512F.IsSupported && Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>The first <paramref name="count"/> of 8 lanes (none for 0 or less, all from 8 on).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> FirstLanes256(int count) =>
+    private static Vector256<float> FirstLanesAvx2(int count) =>
         Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(count)).AsSingle();
 
     /// <summary>8 floats from <paramref name="p"/>, of which the first <paramref name="live"/> are read and the rest are zero.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Load256(float* p, int live) => live >= 8 ? Vector256.Load(p) : Avx.MaskLoad(p, FirstLanes256(live));
+    private static Vector256<float> LoadAvx2(float* p, int live) => live >= 8 ? Vector256.Load(p) : Avx.MaskLoad(p, FirstLanesAvx2(live));
 
     private static void SumsPart(void* state, int part)
     {
@@ -269,7 +269,7 @@ internal static unsafe partial class BatchNormKernels
             if (!job.Gradient)
             {
                 if (wide) StatisticsBlock(job.X, job.M, width, block * FloatBlock, n1, sums);
-                else StatisticsBlock256(job.X, job.M, width, block * FloatBlock, n1, sums);
+                else StatisticsBlockAvx2(job.X, job.M, width, block * FloatBlock, n1, sums);
                 continue;
             }
             new Span<float>(sums, chunks * 32).Clear();
@@ -289,8 +289,8 @@ internal static unsafe partial class BatchNormKernels
                 {
                     for (; i < chunks; i++)
                     {
-                        SumsStep256(x, dy, relu, job.M, sums, i, 0, width);
-                        SumsStep256(x, dy, relu, job.M, sums, i, 8, width);
+                        SumsStepAvx2(x, dy, relu, job.M, sums, i, 0, width);
+                        SumsStepAvx2(x, dy, relu, job.M, sums, i, 8, width);
                     }
                 }
             }
@@ -303,7 +303,7 @@ internal static unsafe partial class BatchNormKernels
             while (Volatile.Read(ref shared.Published) < part) spin.SpinOnce(sleep1Threshold: -1);
         }
         if (wide) AddBlocks(ref job, local, end - first, chunks, fromZero: part == 0);
-        else AddBlocks256(ref job, local, end - first, chunks, fromZero: part == 0);
+        else AddBlocksAvx2(ref job, local, end - first, chunks, fromZero: part == 0);
         if (part == job.Parts - 1) ChannelTotals(ref job);
         Volatile.Write(ref shared.Published, part + 1);
     }
@@ -420,7 +420,7 @@ internal static unsafe partial class BatchNormKernels
     /// <see cref="AddBlocks"/> on 256-bit vectors: each chunk's 16 positions in four groups of 4 doubles, those past the
     /// width neither read nor written.
     /// </summary>
-    private static void AddBlocks256(ref SmallJob job, float* blockSums, int blocks, int chunks, bool fromZero)
+    private static void AddBlocksAvx2(ref SmallJob job, float* blockSums, int blocks, int chunks, bool fromZero)
     {
         int width = job.Width;
         for (int i = 0; i < chunks; i++)
@@ -458,25 +458,25 @@ internal static unsafe partial class BatchNormKernels
     /// <see cref="StatisticsBlock"/> on 256-bit vectors: strips of 2 chunks (32 positions, 4 vectors and their squares in
     /// registers), lanes past the width read as zero.
     /// </summary>
-    private static void StatisticsBlock256(float* x, float* m, int width, int n0, int n1, float* sums)
+    private static void StatisticsBlockAvx2(float* x, float* m, int width, int n0, int n1, float* sums)
     {
         int chunks = (width + 15) / 16;
         for (int c0 = 0; c0 < chunks; c0 += 2)
         {
             int o = c0 * 16;
             int l0 = width - o, l1 = l0 - 8, l2 = l0 - 16, l3 = l0 - 24;
-            var m0 = Load256(m + o, l0);
-            var m1 = Load256(m + o + 8, l1);
-            var m2 = Load256(m + o + 16, l2);
-            var m3 = Load256(m + o + 24, l3);
+            var m0 = LoadAvx2(m + o, l0);
+            var m1 = LoadAvx2(m + o + 8, l1);
+            var m2 = LoadAvx2(m + o + 16, l2);
+            var m3 = LoadAvx2(m + o + 24, l3);
             Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, q0 = default, q1 = default, q2 = default, q3 = default;
             for (int s = n0; s < n1; s++)
             {
                 float* row = x + (long)s * width + o;
-                var d0 = Load256(row, l0) - m0;
-                var d1 = Load256(row + 8, l1) - m1;
-                var d2 = Load256(row + 16, l2) - m2;
-                var d3 = Load256(row + 24, l3) - m3;
+                var d0 = LoadAvx2(row, l0) - m0;
+                var d1 = LoadAvx2(row + 8, l1) - m1;
+                var d2 = LoadAvx2(row + 16, l2) - m2;
+                var d3 = LoadAvx2(row + 24, l3) - m3;
                 a0 += d0; a1 += d1; a2 += d2; a3 += d3;
                 q0 = Vector256.FusedMultiplyAdd(d0, d0, q0);
                 q1 = Vector256.FusedMultiplyAdd(d1, d1, q1);
@@ -494,14 +494,14 @@ internal static unsafe partial class BatchNormKernels
     /// those past <paramref name="width"/> read as zero.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void SumsStep256(float* x, float* dy, float* relu, float* m, float* sums, int i, int half, int width)
+    private static void SumsStepAvx2(float* x, float* dy, float* relu, float* m, float* sums, int i, int half, int width)
     {
         int o = i * 16 + half, live = width - o;
         if (live <= 0) return;
         float* acc = sums + i * 32 + half;
-        var centred = Load256(x + o, live) - Load256(m + o, live);
-        var g = Load256(dy + o, live);
-        if (relu != null) g = Vector256.ConditionalSelect(Vector256.GreaterThan(Load256(relu + o, live), Vector256<float>.Zero), g, Vector256<float>.Zero);
+        var centred = LoadAvx2(x + o, live) - LoadAvx2(m + o, live);
+        var g = LoadAvx2(dy + o, live);
+        if (relu != null) g = Vector256.ConditionalSelect(Vector256.GreaterThan(LoadAvx2(relu + o, live), Vector256<float>.Zero), g, Vector256<float>.Zero);
         (Vector256.Load(acc) + g).Store(acc);
         Vector256.FusedMultiplyAdd(g, centred, Vector256.Load(acc + 16)).Store(acc + 16);
     }
@@ -584,7 +584,7 @@ internal static unsafe partial class BatchNormKernels
                         j = width;
                     }
                 }
-                else if (Rows256)
+                else if (RowsAvx2)
                 {
                     // Whole vectors of 8, the last positions by the scalar loop below: the same operations.
                     for (; j + 8 <= width; j += 8)
@@ -629,7 +629,7 @@ internal static unsafe partial class BatchNormKernels
                         j = width;
                     }
                 }
-                else if (Rows256)
+                else if (RowsAvx2)
                 {
                     // Whole vectors of 8, the last positions by the scalar loop below: the same operations.
                     for (; j + 8 <= width; j += 8)
@@ -673,7 +673,7 @@ internal static unsafe partial class BatchNormKernels
             }
             return;
         }
-        if (Rows256)
+        if (RowsAvx2)
         {
             // Whole vectors of 8, the last positions by the scalar loop below: the same operations.
             bool relu = job.ResidualRelu;

@@ -37,7 +37,7 @@ namespace NeuralCore.Backends.Cpu;
 /// 0.90-1.01 at two). Those were the Xeon's numbers (48 KiB of L1 data cache per core). On Zen 4 (32 KiB) a segment's
 /// rows, the carried accumulators and the masks do not fit L1 together, and one pass per tap over the whole run was the
 /// faster at every segment length tried (two threads, alternated: 3x3 32->32 on 31 x 24 0.80-0.93 of the time of
-/// segments of 768, 19->19 on 15 x 24 0.79-0.90, MNIST b256 32->32 on 6 x 6 0.89-0.91, mel's stem 0.80-0.97; segments
+/// segments of 768, 19->19 on 15 x 24 0.79-0.90, MNIST b256 32->32 on 6 x 6 0.83-0.91, mel's stem 0.80-0.97; segments
 /// of 256-512 were slower still), so segments run only where the L1 data cache holds 48 KiB or more
 /// (<see cref="SegmentLengthFor"/>).
 /// </para>
@@ -72,6 +72,7 @@ internal static unsafe class DirectWeightGradient
 
     /// <summary>Segments of 768 positions (27 KiB of a block's nine rows) where a core's L1 data cache holds at least 48 KiB; else none.</summary>
     internal static int SegmentLengthFor(long levelOneBytes) => levelOneBytes >= MinSegmentedLevelOne ? 768 : int.MaxValue;
+
     // A chunk's channel-major dy and x together stay within this many floats (512 KiB, half a core's L2).
     private const long MaxChunkFloats = 1 << 17;
     // Kernels of at most this many taps, with mask tables of at most MaxMaskEntries (taps x phases) on the stack.

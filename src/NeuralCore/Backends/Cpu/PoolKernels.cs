@@ -153,13 +153,13 @@ internal static unsafe partial class PoolKernels
                 if (!job.Backward)
                 {
                     if (Avx512F.IsSupported) MaxPlaneColumn(x, y, indices, p, end - plane, addend);
-                    else MaxPlaneColumn256(x, y, indices, p, end - plane, addend);
+                    else MaxPlaneColumnAvx2(x, y, indices, p, end - plane, addend);
                 }
                 else
                 {
                     float* mask = job.ReluOutput == null ? null : job.ReluOutput + plane * pq;
                     if (IsDisjointColumn(p)
-                        && (Avx512F.IsSupported ? MaxBackwardPlaneColumn(y, indices, x, p, end - plane, mask) : MaxBackwardPlaneColumn256(y, indices, x, p, end - plane, mask)))
+                        && (Avx512F.IsSupported ? MaxBackwardPlaneColumn(y, indices, x, p, end - plane, mask) : MaxBackwardPlaneColumnAvx2(y, indices, x, p, end - plane, mask)))
                         continue;
                     if (mask != null)
                         throw new InvalidOperationException("ReluMaxBackward found a pool index outside its window; the indices must be those its forward wrote.");
@@ -505,7 +505,7 @@ internal static unsafe partial class PoolKernels
     /// <see cref="MaxPlaneColumn"/> on 256-bit vectors (AVX2): 8 values of an output row a vector, the same comparisons in
     /// the same scan order, so the same values and indices.
     /// </summary>
-    private static void MaxPlaneColumn256(float* x, float* y, int* indices, in Geometry p, int planesLeft, float* addend)
+    private static void MaxPlaneColumnAvx2(float* x, float* y, int* indices, in Geometry p, int planesLeft, float* addend)
     {
         int w = p.W;
         // Narrow rows from this one on are stored masked: a whole vector would reach past the part's last plane.
@@ -531,8 +531,8 @@ internal static unsafe partial class PoolKernels
                 }
                 // A narrow row's whole vector runs into the next row, written after it; a wide row's last is masked.
                 bool masked = w > Vector256<float>.Count ? w - c0 < Vector256<float>.Count : oh * w > room;
-                StoreRow256(y + oh * w + c0, best, row, masked);
-                if (indices != null) StoreRow256((float*)(indices + oh * w + c0), index.AsSingle(), row, masked);
+                StoreRowAvx2(y + oh * w + c0, best, row, masked);
+                if (indices != null) StoreRowAvx2((float*)(indices + oh * w + c0), index.AsSingle(), row, masked);
             }
         }
     }
@@ -541,7 +541,7 @@ internal static unsafe partial class PoolKernels
     /// <see cref="MaxBackwardPlaneColumn"/> on 256-bit vectors (AVX2): 8 values of a window row a vector, the same
     /// values written; false when some index does not point into its own window.
     /// </summary>
-    private static bool MaxBackwardPlaneColumn256(float* dy, int* indices, float* dx, in Geometry p, int planesLeft, float* reluOutput)
+    private static bool MaxBackwardPlaneColumnAvx2(float* dy, int* indices, float* dx, in Geometry p, int planesLeft, float* reluOutput)
     {
         int w = p.W, kh = p.KernelH;
         // Narrow rows from this one on are stored masked: a whole vector would reach past the part's last plane.
@@ -566,18 +566,18 @@ internal static unsafe partial class PoolKernels
                 {
                     var here = Vector256.Equals(at, Vector256.Create(ih * w + c0) + lane);
                     seen |= here;
-                    StoreRow256(dx + ih * w + c0, g & here.AsSingle(), row, wide ? partial : ih * w > room);
+                    StoreRowAvx2(dx + ih * w + c0, g & here.AsSingle(), row, wide ? partial : ih * w > room);
                 }
                 found &= Vector256.EqualsAll(seen, Vector256<int>.AllBitsSet);
             }
-            for (int ih = p.P * kh; ih < p.H; ih++) StoreRow256(dx + ih * w + c0, Vector256<float>.Zero, row, wide ? partial : ih * w > room);
+            for (int ih = p.P * kh; ih < p.H; ih++) StoreRowAvx2(dx + ih * w + c0, Vector256<float>.Zero, row, wide ? partial : ih * w > room);
         }
         return found;
     }
 
     /// <summary><see cref="StoreRow"/> for 8 values.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreRow256(float* at, Vector256<float> values, Vector256<int> row, bool masked)
+    private static void StoreRowAvx2(float* at, Vector256<float> values, Vector256<int> row, bool masked)
     {
         if (masked) Avx.MaskStore(at, row.AsSingle(), values);
         else Vector256.Store(values, at);
