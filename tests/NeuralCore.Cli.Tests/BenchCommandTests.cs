@@ -28,6 +28,9 @@ public sealed class BenchCommandTests
         var json = JsonNode.Parse(stdout)!;
         Assert.Equal(mode, (string?)json["mode"]);
         Assert.Equal(eager ? "eager" : "plan", (string?)json["engine"]);
+        // The CPU backend's vector kernels, in the JSON and in the first line.
+        Assert.Equal(NeuralCore.Backends.Cpu.CpuBackend.VectorKernels, (string?)json["cpu_vector_kernels"]);
+        Assert.Contains($"cpu ({NeuralCore.Backends.Cpu.CpuBackend.VectorKernels})", stderr);
         // The compiled passes allocate nothing; what is left is the timing loop's own scope object.
         if (!eager) Assert.True((long)json["allocated_bytes_per_iteration"]! < 1024, $"{json["allocated_bytes_per_iteration"]} bytes per iteration");
         // A plan's buffers hold at least the pooled stem's output (3 x 4 x 6 x 6 floats); the eager passes hold none.

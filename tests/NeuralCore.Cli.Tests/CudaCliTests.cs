@@ -40,7 +40,16 @@ public class CudaCliTests
         Assert.Contains("elementwise.cu", stdout);
         var gpuLine = stdout.Split('\n').Single(l => l.StartsWith("GPU: ", StringComparison.Ordinal));
         Assert.StartsWith(GpuUsable ? "GPU: usable" : "GPU: not usable. CUDA", gpuLine);
+        // The CPU backend's kernels as this machine runs them (AVX2 in CI's pass with AVX-512 switched off).
+        var cpuLine = stdout.Split('\n').Single(l => l.StartsWith("CPU: ", StringComparison.Ordinal));
+        Assert.StartsWith($"CPU: {ExpectedVectorKernels} kernels", cpuLine);
     }
+
+    /// <summary>What <c>CpuBackend.VectorKernels</c> should say here: the widest of AVX-512, AVX2 with FMA, or neither.</summary>
+    private static string ExpectedVectorKernels =>
+        System.Runtime.Intrinsics.X86.Avx512F.IsSupported && System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "AVX-512"
+        : System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported ? "AVX2"
+        : "scalar";
 
     [Fact]
     public void Doctor_Json_IsOneObjectWithTheReportAndTheVerdict()
@@ -51,6 +60,8 @@ public class CudaCliTests
         var root = json.RootElement;
         Assert.Contains("CUDA driver:", root.GetProperty("report").GetString());
         Assert.Contains("im2col.cu", root.GetProperty("kernel_sources").EnumerateArray().Select(f => f.GetString()));
+        Assert.Equal(ExpectedVectorKernels, root.GetProperty("cpu").GetProperty("vector_kernels").GetString());
+        Assert.True(root.GetProperty("cpu").GetProperty("threads").GetInt32() >= 1);
         var gpu = root.GetProperty("gpu");
         Assert.Equal(GpuUsable, gpu.GetProperty("usable").GetBoolean());
         if (!GpuUsable) Assert.StartsWith("CUDA", gpu.GetProperty("problem").GetString());

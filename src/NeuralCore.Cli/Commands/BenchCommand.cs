@@ -119,7 +119,7 @@ internal static class BenchCommand
             var described = RunReader.Describe(source.Model, shape);
             var referenceDescribed = reference is null ? null : RunReader.Describe(reference.Model, shape);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{Describe(source, described)}, {what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
+                $"{Describe(source, described)}, {what} ({engine}), batch {batch} x {string.Join("x", shape)}, {dev}{(dev == Device.Cpu ? $" ({CpuBackend.VectorKernels})" : "")}, {CpuThreading.Threads} thread(s), {count} iterations after {warm} warm-up"));
             WriteTimes(human, result);
             human.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"managed allocation {result.AllocatedBytesPerIteration / 1024.0:F1} KiB per iteration; peak working set {result.PeakWorkingSet / 1048576.0:F0} MiB; pooled buffers {result.PooledBytes / 1048576.0:F1} MiB; plan buffers {result.PlanBytes / 1048576.0:F1} MiB{Shards(result)}"));
@@ -171,6 +171,7 @@ internal static class BenchCommand
                     ["engine"] = engine,
                     ["device"] = dev.ToString(),
                     ["threads"] = CpuThreading.Threads,
+                    ["cpu_vector_kernels"] = CpuBackend.VectorKernels,
                     ["batch_size"] = batch,
                     ["input_shape"] = Json.Array(shape),
                     ["iterations"] = count,

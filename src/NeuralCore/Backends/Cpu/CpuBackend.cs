@@ -18,6 +18,19 @@ public sealed partial class CpuBackend : IBackend
     public static CpuBackend Instance { get; } = new();
 
     /// <summary>
+    /// The widest vector kernels this machine runs: "AVX-512" (every fast path), "AVX2" (256-bit kernels with FMA; the
+    /// stems' direct kernels, Winograd, the strips and the direct weight gradients are 512-bit only, and the GEMM and
+    /// general paths that run instead train CP-ResNet about 1.4-2x slower) or "scalar" (no AVX2 or FMA: plain loops).
+    /// <c>DOTNET_EnableAVX512=0</c> runs the AVX2 kernels on a machine with AVX-512.
+    /// </summary>
+    public static string VectorKernels => Gemm.Best switch
+    {
+        Gemm.KernelKind.Vector512 => "AVX-512",
+        Gemm.KernelKind.Vector256 => "AVX2",
+        _ => "scalar",
+    };
+
+    /// <summary>
     /// Element count below which element-wise work runs on the calling thread. At 64 K the pruned model's additions over
     /// 38 channels of 1 x 6 maps at batch 256 (58 K values) ran on one thread (`--profile`: 31-36 µs; 17-19 µs on two).
     /// </summary>
