@@ -344,14 +344,6 @@ public sealed class DirectWeightGradientTests
     }
 
     /// <summary>
-    /// Runs of over 1280 positions are taken in segments (DirectWeightGradient.SegmentLength), each block's accumulators
-    /// carried between them: the bits of one pass over the run, for segments of 64 positions, of a length that is not a
-    /// whole number of vectors, and of the Xeon's 768, and the sum of products. 3x3 kernels: chunks of 2 x 744 positions
-    /// at two threads (4 x 744 at one), and chunks of 50 x 35 positions, whose masks repeat every 35 vectors, ending
-    /// inside a vector. Stems (5x5, stride 2): mel's 63 x 49 outputs, one sample a chunk, in pieces of its run; MNIST's
-    /// 13 x 13, in groups of samples.
-    /// </summary>
-    /// <summary>
     /// Segments of 768 positions where a core's L1 data cache holds 48 KiB or more (the Xeon hosts'), one pass per tap
     /// where it holds less (Zen 4's 32 KiB); the default follows this machine's cache.
     /// </summary>
@@ -380,6 +372,14 @@ public sealed class DirectWeightGradientTests
         Assert.Equal(expected, CpuCaches.LevelOneBytes());
     }
 
+    /// <summary>
+    /// Runs of over 1280 positions are taken in segments where the L1 allows (DirectWeightGradient.SegmentLength), each
+    /// block's accumulators carried between them: the bits of one pass over the run, for segments of 64 positions, of a
+    /// length that is not a whole number of vectors, and of the Xeon's 768, and the sum of products. 3x3 kernels: chunks of 2 x 744 positions
+    /// at two threads (4 x 744 at one), and chunks of 50 x 35 positions, whose masks repeat every 35 vectors, ending
+    /// inside a vector. Stems (5x5, stride 2): mel's 63 x 49 outputs, one sample a chunk, in pieces of its run; MNIST's
+    /// 13 x 13, in groups of samples.
+    /// </summary>
     [Theory]
     [InlineData(4, 19, 31, 24, 19, 1)]
     [InlineData(100, 7, 5, 7, 3, 1)]

@@ -253,7 +253,7 @@ public sealed class PoolingTests
     /// The 2x2 / 2 kernel that a compiled training step runs inside the stem's batch norm, on output rows of at most 8
     /// (two rows a vector): PyTorch's scan order for ties, NaN and infinity, with an odd number of output rows (the last
     /// one alone), rows of 8 (the whole vector), of 6 (the stem's 13 x 13 -> 6 x 6) and of 1, bit for bit; and wider
-    /// rows (the mel stem's 63 x 49 -> 31 x 24, rows of 17 and 8 + 8), where the 512-bit kernel takes 16 outputs a vector
+    /// rows (the mel stem's 63 x 49 -> 31 x 24, rows of 17 and of 16), where the 512-bit kernel takes 16 outputs a vector
     /// and the AVX2 one 8.
     /// </summary>
     [Theory]
@@ -264,7 +264,7 @@ public sealed class PoolingTests
     [InlineData(63, 49)]
     [InlineData(6, 35)]
     [InlineData(4, 32)]
-    public unsafe void NarrowTwoByTwoRowsKeepTheScanOrder(int h, int w)
+    public unsafe void TwoByTwoRowsKeepTheScanOrder(int h, int w)
     {
         if (!PoolKernels.IsWhole2x2(new Pool2dParams(1, 1, h, w, 2, 2, 2, 2, 0, 0))) Assert.Skip("This CPU has neither AVX-512 nor AVX2: the 2x2 kernel does not run.");
         int outH = h / 2, outW = w / 2;
