@@ -94,8 +94,8 @@ public class OptimizerTests
     }
 
     /// <summary>
-    /// A parameter of 37 values (two 16-lane vectors and a tail of 5; without AVX-512 four 8-lane vectors and a tail of
-    /// 5): every value takes the float operations of the documented loop in its order, bit for bit, with and without
+    /// A parameter of 37 values (four 8-lane vectors and a tail of 5 on x64, nine 4-lane vectors and a tail of 1 with
+    /// NEON): every value takes the float operations of the documented loop in its order, bit for bit, with and without
     /// (decoupled) weight decay.
     /// </summary>
     [Theory]

@@ -757,67 +757,36 @@ public sealed partial class CpuBackend : IBackend
         var stepSize = (float)(h.Lr / bc1);
         var bc2Sqrt = (float)Math.Sqrt(bc2);
         int i = 0;
-        if (Vector512.IsHardwareAccelerated && !h.Amsgrad)
+        if (Vector.IsHardwareAccelerated && !h.Amsgrad)
         {
-            // 16 parameters at a time, each with the loop's operations in its order (no fused multiply-adds): the same bits.
+            // Vector<float>.Count parameters at a time (8 with AVX2 or AVX-512, 4 with NEON), each with the loop's
+            // operations in its order (no fused multiply-adds): the same bits.
             fixed (float* pp = ps, pg = gs, pm = ms, pv = vs)
             {
-                var beta1 = Vector512.Create(h.Beta1);
-                var beta2 = Vector512.Create(h.Beta2);
-                var oneMinusBeta1 = Vector512.Create(1 - h.Beta1);
-                var oneMinusBeta2 = Vector512.Create(1 - h.Beta2);
-                var decay = Vector512.Create(h.WeightDecay);
-                var shrink = Vector512.Create(1 - h.Lr * h.WeightDecay);
-                var divisor = Vector512.Create(bc2Sqrt);
-                var eps = Vector512.Create(h.Eps);
-                var size = Vector512.Create(stepSize);
-                for (; i <= ps.Length - Vector512<float>.Count; i += Vector512<float>.Count)
+                var beta1 = new Vector<float>(h.Beta1);
+                var beta2 = new Vector<float>(h.Beta2);
+                var oneMinusBeta1 = new Vector<float>(1 - h.Beta1);
+                var oneMinusBeta2 = new Vector<float>(1 - h.Beta2);
+                var decay = new Vector<float>(h.WeightDecay);
+                var shrink = new Vector<float>(1 - h.Lr * h.WeightDecay);
+                var divisor = new Vector<float>(bc2Sqrt);
+                var eps = new Vector<float>(h.Eps);
+                var size = new Vector<float>(stepSize);
+                for (; i <= ps.Length - Vector<float>.Count; i += Vector<float>.Count)
                 {
-                    var grad = Vector512.Load(pg + i);
-                    var param = Vector512.Load(pp + i);
+                    var grad = Vector.Load(pg + i);
+                    var param = Vector.Load(pp + i);
                     if (h.WeightDecay != 0)
                     {
                         if (h.Decoupled) param *= shrink;
                         else grad += decay * param;
                     }
-                    var first = beta1 * Vector512.Load(pm + i) + oneMinusBeta1 * grad;
-                    var second = beta2 * Vector512.Load(pv + i) + oneMinusBeta2 * grad * grad;
-                    Vector512.Store(first, pm + i);
-                    Vector512.Store(second, pv + i);
-                    var denom = Vector512.Sqrt(second) / divisor + eps;
-                    Vector512.Store(param - size * first / denom, pp + i);
-                }
-            }
-        }
-        else if (Vector256.IsHardwareAccelerated && !h.Amsgrad)
-        {
-            // The same on 8 parameters at a time (CPUs without AVX-512): the same bits.
-            fixed (float* pp = ps, pg = gs, pm = ms, pv = vs)
-            {
-                var beta1 = Vector256.Create(h.Beta1);
-                var beta2 = Vector256.Create(h.Beta2);
-                var oneMinusBeta1 = Vector256.Create(1 - h.Beta1);
-                var oneMinusBeta2 = Vector256.Create(1 - h.Beta2);
-                var decay = Vector256.Create(h.WeightDecay);
-                var shrink = Vector256.Create(1 - h.Lr * h.WeightDecay);
-                var divisor = Vector256.Create(bc2Sqrt);
-                var eps = Vector256.Create(h.Eps);
-                var size = Vector256.Create(stepSize);
-                for (; i <= ps.Length - Vector256<float>.Count; i += Vector256<float>.Count)
-                {
-                    var grad = Vector256.Load(pg + i);
-                    var param = Vector256.Load(pp + i);
-                    if (h.WeightDecay != 0)
-                    {
-                        if (h.Decoupled) param *= shrink;
-                        else grad += decay * param;
-                    }
-                    var first = beta1 * Vector256.Load(pm + i) + oneMinusBeta1 * grad;
-                    var second = beta2 * Vector256.Load(pv + i) + oneMinusBeta2 * grad * grad;
-                    Vector256.Store(first, pm + i);
-                    Vector256.Store(second, pv + i);
-                    var denom = Vector256.Sqrt(second) / divisor + eps;
-                    Vector256.Store(param - size * first / denom, pp + i);
+                    var first = beta1 * Vector.Load(pm + i) + oneMinusBeta1 * grad;
+                    var second = beta2 * Vector.Load(pv + i) + oneMinusBeta2 * grad * grad;
+                    Vector.Store(first, pm + i);
+                    Vector.Store(second, pv + i);
+                    var denom = Vector.SquareRoot(second) / divisor + eps;
+                    Vector.Store(param - size * first / denom, pp + i);
                 }
             }
         }
