@@ -1141,24 +1141,6 @@ public sealed class CpuInferencePlanTests : IDisposable
         Assert.Equal(whole.Run(x).ToArray(), plan.Run(x).ToArray());
     }
 
-    /// <summary>The cache that pieces are sized for: this machine's L2 where Linux reports it, else 1 MiB.</summary>
-    [Fact]
-    public void TheCacheIsTheLevelTwoCache()
-    {
-        var size = new DirectoryInfo("/sys/devices/system/cpu/cpu0/cache").Exists
-            ? new DirectoryInfo("/sys/devices/system/cpu/cpu0/cache").EnumerateDirectories("index*")
-                .Where(d => File.ReadAllText(Path.Combine(d.FullName, "level")).Trim() == "2")
-                .Select(d => File.ReadAllText(Path.Combine(d.FullName, "size")).Trim()).FirstOrDefault()
-            : null;
-        if (size is null)
-        {
-            Assert.Equal(1L << 20, CpuCaches.LevelTwoBytes());
-            return;
-        }
-        long expected = long.Parse(size.TrimEnd('K', 'M')) * (size.EndsWith('M') ? 1L << 20 : size.EndsWith('K') ? 1L << 10 : 1);
-        Assert.Equal(expected, CpuCaches.LevelTwoBytes());
-    }
-
     /// <summary>
     /// Shards too small for the whole batch's kernels (32 samples take Winograd F(3x3, 3x3) on the 6 x 6 maps, 16 or 24 do
     /// not) leave the batch in one plan, as does a model that cannot be traced at a shard's batch size; one sample, or too

@@ -356,22 +356,6 @@ public sealed class DirectWeightGradientTests
         Assert.Equal(DirectWeightGradient.SegmentLengthFor(CpuCaches.LevelOneBytes()), DirectWeightGradient.SegmentLength);
     }
 
-    /// <summary>The L1 size the segments follow: this machine's L1 data cache where Linux reports it, else 48 KiB.</summary>
-    [Fact]
-    public void TheLevelOneSizeIsTheDataCaches()
-    {
-        var root = new DirectoryInfo("/sys/devices/system/cpu/cpu0/cache");
-        string? size = root.Exists
-            ? root.EnumerateDirectories("index*")
-                .Where(d => File.ReadAllText(Path.Combine(d.FullName, "level")).Trim() == "1"
-                    && File.ReadAllText(Path.Combine(d.FullName, "type")).Trim() == "Data")
-                .Select(d => File.ReadAllText(Path.Combine(d.FullName, "size")).Trim()).FirstOrDefault()
-            : null;
-        long expected = size is null ? 48L << 10
-            : long.Parse(size.TrimEnd('K', 'M'), System.Globalization.CultureInfo.InvariantCulture) * (size.EndsWith('M') ? 1L << 20 : size.EndsWith('K') ? 1L << 10 : 1);
-        Assert.Equal(expected, CpuCaches.LevelOneBytes());
-    }
-
     /// <summary>
     /// Runs of over 1280 positions are taken in segments where the L1 allows (DirectWeightGradient.SegmentLength), each
     /// block's accumulators carried between them: the bits of one pass over the run, for segments of 64 positions, of a

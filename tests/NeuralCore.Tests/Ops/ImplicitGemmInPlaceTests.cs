@@ -231,19 +231,4 @@ public sealed unsafe class ImplicitGemmInPlaceTests
             ImplicitGemmConv.L1Ways = ways;
         }
     }
-
-    /// <summary>The ways the rule sizes for: this machine's L1 data cache's where Linux reports them, else 8.</summary>
-    [Fact]
-    public void TheWaysAreTheLevelOneDataCaches()
-    {
-        var root = new DirectoryInfo("/sys/devices/system/cpu/cpu0/cache");
-        string? ways = root.Exists
-            ? root.EnumerateDirectories("index*")
-                .Where(d => File.ReadAllText(Path.Combine(d.FullName, "level")).Trim() == "1"
-                    && File.ReadAllText(Path.Combine(d.FullName, "type")).Trim() == "Data")
-                .Select(d => Path.Combine(d.FullName, "ways_of_associativity"))
-                .Where(File.Exists).Select(f => File.ReadAllText(f).Trim()).FirstOrDefault()
-            : null;
-        Assert.Equal(ways is null ? 8 : int.Parse(ways, System.Globalization.CultureInfo.InvariantCulture), CpuCaches.LevelOneWays());
-    }
 }
