@@ -371,7 +371,14 @@ public sealed class DirectWeightGradientTests
     [InlineData(40, 1, 28, 28, 10, 2)]
     public void SegmentsOfARunGiveTheBitsOfOnePass(int n, int c, int h, int w, int k, int stride)
     {
-        if (!KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
+        if (stride == 1 && !KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
+        var widths = stride == 1 ? [Gemm.Kind] : StemWidths();
+        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the stem's weight gradient does not run.");
+        foreach (var width in widths) WithKernels(width, () => SegmentsGiveTheBitsOfOnePass(n, c, h, w, k, stride));
+    }
+
+    private static void SegmentsGiveTheBitsOfOnePass(int n, int c, int h, int w, int k, int stride)
+    {
         var p = stride == 1 ? new Conv2dParams(n, c, h, w, k, 3, 3, 1, 1, 1, 1, 1, 1, 1) : new Conv2dParams(n, c, h, w, k, 5, 5, 2, 2, 1, 1, 1, 1, 1);
         float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 31));
         float[] dy = Reference.ToFloat(Reference.Random(n * k * p.P * p.Q, 32));
@@ -403,7 +410,13 @@ public sealed class DirectWeightGradientTests
     [InlineData(2, 20, 31, 10, 5, 5, 1, 1)]    // rows of 31 inputs, the most one split of two vectors takes
     public void StemsMatchTheSumOfProductsAndTheGemmPath(int n, int h, int w, int k, int r, int s, int padH, int padW)
     {
-        if (!KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
+        var widths = StemWidths();
+        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the stem's weight gradient does not run.");
+        foreach (var width in widths) WithKernels(width, () => StemMatchesTheSumOfProductsAndTheGemmPath(n, h, w, k, r, s, padH, padW));
+    }
+
+    private static void StemMatchesTheSumOfProductsAndTheGemmPath(int n, int h, int w, int k, int r, int s, int padH, int padW)
+    {
         var p = new Conv2dParams(n, 1, h, w, k, r, s, 2, 2, padH, padW, 1, 1, 1);
         Assert.True(DirectWeightGradient.CanRunStem(p));
         float[] x = Reference.ToFloat(Reference.Random(n * h * w, 13));
@@ -420,7 +433,14 @@ public sealed class DirectWeightGradientTests
     [InlineData(1, 1, 13, 12, 6, 2)] // the same stem on one sample (dy read where it lies)
     public void NonFiniteValuesReachTheSameWeightsAsInTheGemmPath(int n, int c, int h, int w, int k, int stride)
     {
-        if (!KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
+        if (stride == 1 && !KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
+        var widths = stride == 1 ? [Gemm.Kind] : StemWidths();
+        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the stem's weight gradient does not run.");
+        foreach (var width in widths) WithKernels(width, () => NonFiniteValuesReachTheGemmPathsWeights(n, c, h, w, k, stride));
+    }
+
+    private static void NonFiniteValuesReachTheGemmPathsWeights(int n, int c, int h, int w, int k, int stride)
+    {
         // A NaN input value reaches every weight whose tap reads it; an infinite gradient at the map's edge meets the zero
         // border in the taps that read off the map, and infinity times zero is NaN there, as im2col's zeros give.
         int kernel = stride == 1 ? 3 : 5;
@@ -453,7 +473,7 @@ public sealed class DirectWeightGradientTests
     [InlineData(2, 11, 30, 3, 7, 0, 3)]
     public unsafe void NarrowRowsSplitAsTheGeneralSplitDoes(int n, int h, int w, int r, int s, int padH, int padW)
     {
-        if (!KernelsRun) Assert.Skip("This CPU has no AVX-512: the stem's column planes are not made.");
+        if (!StemColumns.Wide) Assert.Skip("This CPU has no AVX-512: the narrow split (512-bit permutes) does not run.");
         var p = new Conv2dParams(n, 1, h, w, 4, r, s, 2, 2, padH, padW, 1, 1, 1);
         Assert.True(StemColumns.CanRun(p));
         var (px, u0) = StemColumns.Rows(p);
@@ -480,6 +500,47 @@ public sealed class DirectWeightGradientTests
         Assert.Equal(Split(false).Select(BitConverter.SingleToInt32Bits), narrow.Select(BitConverter.SingleToInt32Bits));
     }
 
+    /// <summary>
+    /// Plane (a, s) of the split holds x[2 (i + u0) + a, 2 q + s - padW] at row i, column q of each sample's Px x Q grid,
+    /// zero off the input, at every kernel width this CPU runs: rows of 28 (MNIST), 100 (mel), 70 and 13 inputs, padding
+    /// 0-3, odd and even kernels, samples from the middle of the batch.
+    /// </summary>
+    [Theory]
+    [InlineData(3, 28, 28, 5, 5, 1, 1)]
+    [InlineData(2, 13, 100, 5, 5, 1, 1)]
+    [InlineData(2, 9, 70, 3, 3, 0, 0)]
+    [InlineData(3, 10, 13, 4, 2, 2, 1)]
+    [InlineData(2, 11, 31, 3, 7, 0, 3)]
+    public unsafe void SplitPlanesHoldTheInputsEachTapReads(int n, int h, int w, int r, int s, int padH, int padW)
+    {
+        var widths = StemWidths();
+        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the stem's column planes are not made.");
+        var p = new Conv2dParams(n + 2, 1, h, w, 4, r, s, 2, 2, padH, padW, 1, 1, 1);
+        var (px, u0) = StemColumns.Rows(p);
+        int grid = px * p.Q;
+        long planeStride = (long)n * grid + StemColumns.Slack(p, px);
+        float[] x = Reference.ToFloat(Reference.Random(p.N * h * w, 43));
+        foreach (var width in widths)
+        {
+            var planes = new float[2 * s * planeStride];
+            Array.Fill(planes, float.NaN);
+            WithKernels(width, () =>
+            {
+                fixed (float* px0 = x, pp = planes) StemColumns.Split(px0, 1, n, p, px, u0, pp, planeStride);
+            });
+            for (int a = 0; a < 2; a++)
+            for (int phase = 0; phase < s; phase++)
+            for (int i = 0; i < n; i++)
+            for (int row = 0; row < px; row++)
+            for (int q = 0; q < p.Q; q++)
+            {
+                int ih = 2 * (row + u0) + a, iw = 2 * q + phase - padW;
+                float expected = (uint)ih < (uint)h && (uint)iw < (uint)w ? x[((1 + i) * h + ih) * w + iw] : 0f;
+                Assert.Equal(expected, planes[(a * s + phase) * planeStride + i * grid + row * p.Q + q]);
+            }
+        }
+    }
+
     [Theory]
     [InlineData(3, 28, 28, 19, 5, 5, 1, 1, true)]   // MNIST's stem: 13 x 13 outputs, 19 = 8 + 8 + 3 channels
     [InlineData(2, 40, 30, 32, 5, 5, 1, 1, false)]  // rows of 14 outputs, 2 x 14 x 19 = 266 positions in vectors of 16
@@ -490,7 +551,35 @@ public sealed class DirectWeightGradientTests
     [InlineData(1, 27, 23, 11, 5, 5, 2, 2, false)]  // 11 = 8 + 3 channels, 14 x 12 = 168 outputs: five pairs of vectors and one
     public void StemForwardOverColumnPlanesMatchesIm2col(int n, int h, int w, int k, int r, int s, int padH, int padW, bool bias)
     {
-        if (!KernelsRun) Assert.Skip("This CPU has no AVX-512: the stem's column planes are not made.");
+        var widths = StemWidths();
+        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the stem's column planes are not made.");
+        foreach (var width in widths) WithKernels(width, () => StemForwardMatchesIm2col(n, h, w, k, r, s, padH, padW, bias));
+    }
+
+    /// <summary>The kernel widths the stem's column planes run at on this CPU (<see cref="Gemm.Kind"/>): 512 and 256 bits, or 256.</summary>
+    private static Gemm.KernelKind[] StemWidths() =>
+        [.. new[] { Gemm.KernelKind.Vector512, Gemm.KernelKind.Vector256 }.Where(kind => kind <= Gemm.Best
+            && WithKernels(kind, () => StemColumns.CanRun(new Conv2dParams(1, 1, 28, 28, 8, 5, 5, 2, 2, 1, 1, 1, 1, 1))))];
+
+    /// <summary><paramref name="run"/> with <see cref="Gemm.Kind"/> narrowed to <paramref name="kind"/>.</summary>
+    private static T WithKernels<T>(Gemm.KernelKind kind, Func<T> run)
+    {
+        var saved = Gemm.Kind;
+        Gemm.Kind = kind;
+        try
+        {
+            return run();
+        }
+        finally
+        {
+            Gemm.Kind = saved;
+        }
+    }
+
+    private static void WithKernels(Gemm.KernelKind kind, Action run) => WithKernels(kind, () => { run(); return 0; });
+
+    private static void StemForwardMatchesIm2col(int n, int h, int w, int k, int r, int s, int padH, int padW, bool bias)
+    {
         var p = new Conv2dParams(n, 1, h, w, k, r, s, 2, 2, padH, padW, 1, 1, 1);
         Assert.True(StemColumns.CanRun(p));
         var x = Tensor.FromArray(Reference.ToFloat(Reference.Random(n * h * w, 31)), n, 1, h, w);

@@ -11,7 +11,9 @@ namespace NeuralCore.Backends.Cpu;
 /// are copied channel-major ([K, nb*HW] and [C, nb*HW]); then in the flat position j of those rows, tap (r, s) pairs
 /// dy[k, j] with x[c, j + (r - padH) * W + (s - padW)], zero where that input lies outside the sample's plane. Vectors
 /// of 16 positions feed 4 output channels x 5 input channels of one tap, 20 accumulators, each x load (masked at the
-/// borders) shared by 4 multiply-adds and each dy load by 5.
+/// borders) shared by 4 multiply-adds and each dy load by 5. The kernel is written once for both vector widths
+/// (<see cref="IVectorLanes{TVector}"/>): the stride-1 kernels run with AVX-512 only, the stem's on 256-bit vectors too
+/// (AVX2 and FMA: 8 positions, blocks of 2 output channels x 5 taps).
 /// </summary>
 /// <remarks>
 /// Why: the GEMM path writes R*S shifted copies of x (im2col), then transposes them into its B panels, and does both
@@ -44,7 +46,7 @@ namespace NeuralCore.Backends.Cpu;
 /// <para>
 /// Where no tap reads off the plane (a 1x1 without padding), a chunk's rows are padded with zeros to whole vectors and
 /// a lean kernel runs them with plain loads and no masks (zeros add nothing, so the sums are those of the masked
-/// kernel). Each block's 20 lane sums are taken four at a time (<see cref="Sums"/>) in Vector512.Sum's order. Harness,
+/// kernel). Each block's 20 lane sums are taken four at a time (<see cref="IVectorLanes{TVector}.Sums4"/>) in Vector512.Sum's order. Harness,
 /// one thread, 256 samples on 1 x 6: 1x1 76->76 292 -> 207-237 µs, 38->38 83 -> 61-73 µs.
 /// </para>
 /// </remarks>
@@ -55,6 +57,9 @@ internal static unsafe class DirectWeightGradient
     // registers, with 4 dy vectors, the x vector, the mask and its lane bits).
     private const int KBlock = 4;
     private const int XBlock = 5;
+    // With 256-bit vectors (16 registers), a stem's blocks take 2 output channels: 2 x 5 accumulators, the 2 dy vectors,
+    // the x vector and the mask.
+    private const int KBlockNarrow = 2;
     private const int Accumulators = KBlock * XBlock;
     // Runs longer than this many positions (a block's 9 rows over 45 KiB) are taken in segments of at most
     // SegmentLength (27 KiB), so the block's rows stay in L1 from tap to tap.
@@ -147,7 +152,8 @@ internal static unsafe class DirectWeightGradient
         public float* Dy, X0, X1, X2, X3, X4, Dw;
         // Floats between dy's rows; between dw's entries for consecutive dy rows and for consecutive x rows.
         public long DyStride, DwK, DwX;
-        public Vector512<float>* Masks;
+        // The border masks (Job.MaskVectors) and the carried accumulators, vectors of the block's width.
+        public void* Masks;
         public int Phases, Length;
         public int Samples;
         public long DySample, XSample;
@@ -156,7 +162,7 @@ internal static unsafe class DirectWeightGradient
         // where they are added to dw.
         public int From, To;
         public bool Resume, Finish;
-        public Vector512<float>* Carry;
+        public void* Carry;
     }
 
     /// <summary>dw [K, C, R, S] = the weight gradient of dy [N, K, H, W] for x [N, C, H, W] (sample-major; dw overwritten).</summary>
@@ -193,7 +199,7 @@ internal static unsafe class DirectWeightGradient
     /// <summary>True for a stem that <see cref="RunStem"/> can run (measured faster than the GEMM path: see there).</summary>
     internal static bool SupportsStem(in Conv2dParams p) => Enabled && CanRunStem(p);
 
-    /// <summary>True where <see cref="RunStem"/> can run: one input channel, one group, stride 2, no dilation, AVX-512.</summary>
+    /// <summary>True where <see cref="RunStem"/> can run: one input channel, one group, stride 2, no dilation, AVX-512 or AVX2 and FMA.</summary>
     internal static bool CanRunStem(in Conv2dParams p) => StemColumns.CanRun(p);
 
     /// <summary>
@@ -342,8 +348,8 @@ internal static unsafe class DirectWeightGradient
                             b.Masks = job.MaskVectors + t * job.Phases;
                             b.Dw = dw + ((long)k0 * p.C + c0) * job.Taps + t;
                             b.Carry = carry + t * Accumulators;
-                            if (job.Inside) Block<WholeRows>(b, k1 - k0, c1 - c0);
-                            else Block<WithBorder>(b, k1 - k0, c1 - c0);
+                            if (job.Inside) Block<Lanes512, Vector512<float>, WholeRows>(b, k1 - k0, c1 - c0);
+                            else Block<Lanes512, Vector512<float>, WithBorder>(b, k1 - k0, c1 - c0);
                         }
                     }
                 }
@@ -353,10 +359,16 @@ internal static unsafe class DirectWeightGradient
 
     private static void RunStemPart(void* state, int part)
     {
-        ref Job job = ref *(Job*)state;
+        if (StemColumns.Wide) RunStemChunks<Lanes512, Vector512<float>>(ref *(Job*)state, part);
+        else RunStemChunks<Lanes256, Vector256<float>>(ref *(Job*)state, part);
+    }
+
+    private static void RunStemChunks<TLanes, TVector>(ref Job job, int part) where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
+    {
         ref readonly Conv2dParams p = ref job.P;
         float* dw = PartChunks(ref job, part, out int first, out int end);
-        int kBlocks = (p.K + KBlock - 1) / KBlock, tBlocks = (job.Taps + XBlock - 1) / XBlock;
+        int lanes = TLanes.Count, kBlock = lanes == Lanes ? KBlock : KBlockNarrow;
+        int kBlocks = (p.K + kBlock - 1) / kBlock, tBlocks = (job.Taps + XBlock - 1) / XBlock;
         int plane = p.P * p.Q;
         for (int chunk = first; chunk < end; chunk++)
         {
@@ -379,13 +391,13 @@ internal static unsafe class DirectWeightGradient
             // over one segment before the next, each block's accumulators carried in memory. A tap block's x rows are
             // the column planes' (2 S of them for all the taps), so a segment's planes and dy rows stay in L1 from block
             // to block. The same sums in the same order.
-            var carry = (Vector512<float>*)ConvScratch.Current.Get(ConvScratch.Slot.Carry, (long)tBlocks * Accumulators * Lanes + Lanes);
-            carry = (Vector512<float>*)(((nint)carry + 63) & ~(nint)63);
+            var carry = (TVector*)ConvScratch.Current.Get(ConvScratch.Slot.Carry, (long)tBlocks * Accumulators * Lanes + Lanes);
+            carry = (TVector*)(((nint)carry + 63) & ~(nint)63);
             bool segmented = (long)nb * plane > MinSegmentedRun;
             int samplesPerSegment = !segmented ? nb : Math.Clamp(SegmentLength / plane, 1, nb);
             int pieces = !segmented || samplesPerSegment > 1 ? 1 : (int)((plane + (long)SegmentLength - 1) / SegmentLength);
-            int piece = (plane / pieces + Lanes - 1) / Lanes * Lanes;
-            while (piece * (long)pieces < plane) piece += Lanes;
+            int piece = (plane / pieces + lanes - 1) / lanes * lanes;
+            while (piece * (long)pieces < plane) piece += lanes;
             for (int kb = 0; kb < kBlocks; kb++)
             {
                 int k0 = (int)((long)kb * p.K / kBlocks), k1 = (int)((long)(kb + 1) * p.K / kBlocks);
@@ -410,7 +422,7 @@ internal static unsafe class DirectWeightGradient
                             b.X4 = TapRow(ref job, x, planeStride, Math.Min(t0 + 4, t1 - 1));
                             b.Dw = dw + (long)k0 * job.Taps + t0;
                             b.Carry = carry + tb * Accumulators;
-                            Block<WithoutBorder>(b, k1 - k0, t1 - t0);
+                            Block<TLanes, TVector, WithoutBorder>(b, k1 - k0, t1 - t0);
                         }
                     }
                 }
@@ -439,30 +451,31 @@ internal static unsafe class DirectWeightGradient
         for (int i = 0; i < k; i++) new Span<float>(dycm + i * ld + used, tail).Clear();
     }
 
-    private static void Block<TBorder>(in Pairing b, int kCount, int xCount) where TBorder : struct, IBorder
+    private static void Block<TLanes, TVector, TBorder>(in Pairing b, int kCount, int xCount)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TBorder : struct, IBorder
     {
         switch (kCount * 8 + xCount)
         {
-            case 1 * 8 + 1: Block<Gemm.N1, Gemm.N1, TBorder>(b); break;
-            case 1 * 8 + 2: Block<Gemm.N1, Gemm.N2, TBorder>(b); break;
-            case 1 * 8 + 3: Block<Gemm.N1, Gemm.N3, TBorder>(b); break;
-            case 1 * 8 + 4: Block<Gemm.N1, Gemm.N4, TBorder>(b); break;
-            case 1 * 8 + 5: Block<Gemm.N1, Gemm.N5, TBorder>(b); break;
-            case 2 * 8 + 1: Block<Gemm.N2, Gemm.N1, TBorder>(b); break;
-            case 2 * 8 + 2: Block<Gemm.N2, Gemm.N2, TBorder>(b); break;
-            case 2 * 8 + 3: Block<Gemm.N2, Gemm.N3, TBorder>(b); break;
-            case 2 * 8 + 4: Block<Gemm.N2, Gemm.N4, TBorder>(b); break;
-            case 2 * 8 + 5: Block<Gemm.N2, Gemm.N5, TBorder>(b); break;
-            case 3 * 8 + 1: Block<Gemm.N3, Gemm.N1, TBorder>(b); break;
-            case 3 * 8 + 2: Block<Gemm.N3, Gemm.N2, TBorder>(b); break;
-            case 3 * 8 + 3: Block<Gemm.N3, Gemm.N3, TBorder>(b); break;
-            case 3 * 8 + 4: Block<Gemm.N3, Gemm.N4, TBorder>(b); break;
-            case 3 * 8 + 5: Block<Gemm.N3, Gemm.N5, TBorder>(b); break;
-            case 4 * 8 + 1: Block<Gemm.N4, Gemm.N1, TBorder>(b); break;
-            case 4 * 8 + 2: Block<Gemm.N4, Gemm.N2, TBorder>(b); break;
-            case 4 * 8 + 3: Block<Gemm.N4, Gemm.N3, TBorder>(b); break;
-            case 4 * 8 + 4: Block<Gemm.N4, Gemm.N4, TBorder>(b); break;
-            default: Block<Gemm.N4, Gemm.N5, TBorder>(b); break;
+            case 1 * 8 + 1: Block<TLanes, TVector, Gemm.N1, Gemm.N1, TBorder>(b); break;
+            case 1 * 8 + 2: Block<TLanes, TVector, Gemm.N1, Gemm.N2, TBorder>(b); break;
+            case 1 * 8 + 3: Block<TLanes, TVector, Gemm.N1, Gemm.N3, TBorder>(b); break;
+            case 1 * 8 + 4: Block<TLanes, TVector, Gemm.N1, Gemm.N4, TBorder>(b); break;
+            case 1 * 8 + 5: Block<TLanes, TVector, Gemm.N1, Gemm.N5, TBorder>(b); break;
+            case 2 * 8 + 1: Block<TLanes, TVector, Gemm.N2, Gemm.N1, TBorder>(b); break;
+            case 2 * 8 + 2: Block<TLanes, TVector, Gemm.N2, Gemm.N2, TBorder>(b); break;
+            case 2 * 8 + 3: Block<TLanes, TVector, Gemm.N2, Gemm.N3, TBorder>(b); break;
+            case 2 * 8 + 4: Block<TLanes, TVector, Gemm.N2, Gemm.N4, TBorder>(b); break;
+            case 2 * 8 + 5: Block<TLanes, TVector, Gemm.N2, Gemm.N5, TBorder>(b); break;
+            case 3 * 8 + 1: Block<TLanes, TVector, Gemm.N3, Gemm.N1, TBorder>(b); break;
+            case 3 * 8 + 2: Block<TLanes, TVector, Gemm.N3, Gemm.N2, TBorder>(b); break;
+            case 3 * 8 + 3: Block<TLanes, TVector, Gemm.N3, Gemm.N3, TBorder>(b); break;
+            case 3 * 8 + 4: Block<TLanes, TVector, Gemm.N3, Gemm.N4, TBorder>(b); break;
+            case 3 * 8 + 5: Block<TLanes, TVector, Gemm.N3, Gemm.N5, TBorder>(b); break;
+            case 4 * 8 + 1: Block<TLanes, TVector, Gemm.N4, Gemm.N1, TBorder>(b); break;
+            case 4 * 8 + 2: Block<TLanes, TVector, Gemm.N4, Gemm.N2, TBorder>(b); break;
+            case 4 * 8 + 3: Block<TLanes, TVector, Gemm.N4, Gemm.N3, TBorder>(b); break;
+            case 4 * 8 + 4: Block<TLanes, TVector, Gemm.N4, Gemm.N4, TBorder>(b); break;
+            default: Block<TLanes, TVector, Gemm.N4, Gemm.N5, TBorder>(b); break;
         }
     }
 
@@ -473,23 +486,24 @@ internal static unsafe class DirectWeightGradient
     /// sample's run to the next, and from Carry and back to it between calls (<see cref="Pairing"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Block<TK, TX, TBorder>(in Pairing b)
+    private static void Block<TLanes, TVector, TK, TX, TBorder>(in Pairing b)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
         where TK : struct, Gemm.IConstant where TX : struct, Gemm.IConstant where TBorder : struct, IBorder
     {
         if (typeof(TBorder) == typeof(WholeRows))
         {
-            WholeRowsBlock<TK, TX>(b);
+            WholeRowsBlock<TLanes, TVector, TK, TX>(b);
             return;
         }
-        int kCount = TK.Value, xCount = TX.Value, phases = b.Phases, length = b.Length;
+        int kCount = TK.Value, xCount = TX.Value, phases = b.Phases, length = b.Length, lanes = TLanes.Count;
         float* dy = b.Dy, x0 = b.X0, x1 = b.X1, x2 = b.X2, x3 = b.X3, x4 = b.X4;
         long ld = b.DyStride;
-        Vector512<float>* masks = b.Masks;
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a04 = default;
-        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default, a14 = default;
-        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a24 = default;
-        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default, a34 = default;
-        Vector512<float>* carry = b.Carry;
+        TVector* masks = (TVector*)b.Masks;
+        TVector a00 = default, a01 = default, a02 = default, a03 = default, a04 = default;
+        TVector a10 = default, a11 = default, a12 = default, a13 = default, a14 = default;
+        TVector a20 = default, a21 = default, a22 = default, a23 = default, a24 = default;
+        TVector a30 = default, a31 = default, a32 = default, a33 = default, a34 = default;
+        TVector* carry = (TVector*)b.Carry;
         if (b.Resume)
         {
             a00 = carry[0]; a01 = carry[1]; a02 = carry[2]; a03 = carry[3]; a04 = carry[4];
@@ -497,71 +511,71 @@ internal static unsafe class DirectWeightGradient
             a20 = carry[10]; a21 = carry[11]; a22 = carry[12]; a23 = carry[13]; a24 = carry[14];
             a30 = carry[15]; a31 = carry[16]; a32 = carry[17]; a33 = carry[18]; a34 = carry[19];
         }
-        int firstVector = b.From / Lanes, vectors = (b.To + Lanes - 1) / Lanes;
+        int firstVector = b.From / lanes, vectors = (b.To + lanes - 1) / lanes;
         for (int n = 0; n < b.Samples; n++, dy += b.DySample, x0 += b.XSample, x1 += b.XSample, x2 += b.XSample, x3 += b.XSample, x4 += b.XSample)
         {
             int phase = TBorder.Masked ? firstVector % phases : 0;
             for (int v = firstVector; v < vectors; v++)
             {
-                int j = v * Lanes;
-                var bits = TBorder.Masked ? Vector512.Load((float*)(masks + phase)) : default;
+                int j = v * lanes;
+                var bits = TBorder.Masked ? masks[phase] : default;
                 if (TBorder.Masked && ++phase == phases) phase = 0;
-                Vector512<float> d0, d1 = default, d2 = default, d3 = default, inside;
-                if (j + Lanes <= length)
+                TVector d0, d1 = default, d2 = default, d3 = default, inside;
+                if (j + lanes <= length)
                 {
-                    d0 = Vector512.Load(dy + j);
-                    if (kCount > 1) d1 = Vector512.Load(dy + ld + j);
-                    if (kCount > 2) d2 = Vector512.Load(dy + 2 * ld + j);
-                    if (kCount > 3) d3 = Vector512.Load(dy + 3 * ld + j);
-                    inside = TBorder.Masked ? bits : Vector512<float>.AllBitsSet;
+                    d0 = TLanes.Load(dy + j);
+                    if (kCount > 1) d1 = TLanes.Load(dy + ld + j);
+                    if (kCount > 2) d2 = TLanes.Load(dy + 2 * ld + j);
+                    if (kCount > 3) d3 = TLanes.Load(dy + 3 * ld + j);
+                    inside = TBorder.Masked ? bits : TLanes.AllBitsSet;
                 }
                 else
                 {
                     // The last vector ends past the run (which may be the end of dy's memory): masked loads, which touch
                     // nothing past it.
-                    var live = ConvKernels.FirstLanes(length - j);
-                    d0 = Avx512F.MaskLoad(dy + j, live, Vector512<float>.Zero);
-                    if (kCount > 1) d1 = Avx512F.MaskLoad(dy + ld + j, live, Vector512<float>.Zero);
-                    if (kCount > 2) d2 = Avx512F.MaskLoad(dy + 2 * ld + j, live, Vector512<float>.Zero);
-                    if (kCount > 3) d3 = Avx512F.MaskLoad(dy + 3 * ld + j, live, Vector512<float>.Zero);
-                    inside = TBorder.Masked ? bits & live : live;
+                    var live = TLanes.FirstLanes(length - j);
+                    d0 = TLanes.MaskLoad(dy + j, live);
+                    if (kCount > 1) d1 = TLanes.MaskLoad(dy + ld + j, live);
+                    if (kCount > 2) d2 = TLanes.MaskLoad(dy + 2 * ld + j, live);
+                    if (kCount > 3) d3 = TLanes.MaskLoad(dy + 3 * ld + j, live);
+                    inside = TBorder.Masked ? TLanes.And(bits, live) : live;
                 }
-                var xv = LoadX<TBorder>(x0 + j, inside);
-                a00 = Vector512.FusedMultiplyAdd(d0, xv, a00);
-                if (kCount > 1) a10 = Vector512.FusedMultiplyAdd(d1, xv, a10);
-                if (kCount > 2) a20 = Vector512.FusedMultiplyAdd(d2, xv, a20);
-                if (kCount > 3) a30 = Vector512.FusedMultiplyAdd(d3, xv, a30);
+                var xv = LoadX<TLanes, TVector, TBorder>(x0 + j, inside);
+                a00 = TLanes.MultiplyAdd(d0, xv, a00);
+                if (kCount > 1) a10 = TLanes.MultiplyAdd(d1, xv, a10);
+                if (kCount > 2) a20 = TLanes.MultiplyAdd(d2, xv, a20);
+                if (kCount > 3) a30 = TLanes.MultiplyAdd(d3, xv, a30);
                 if (xCount > 1)
                 {
-                    xv = LoadX<TBorder>(x1 + j, inside);
-                    a01 = Vector512.FusedMultiplyAdd(d0, xv, a01);
-                    if (kCount > 1) a11 = Vector512.FusedMultiplyAdd(d1, xv, a11);
-                    if (kCount > 2) a21 = Vector512.FusedMultiplyAdd(d2, xv, a21);
-                    if (kCount > 3) a31 = Vector512.FusedMultiplyAdd(d3, xv, a31);
+                    xv = LoadX<TLanes, TVector, TBorder>(x1 + j, inside);
+                    a01 = TLanes.MultiplyAdd(d0, xv, a01);
+                    if (kCount > 1) a11 = TLanes.MultiplyAdd(d1, xv, a11);
+                    if (kCount > 2) a21 = TLanes.MultiplyAdd(d2, xv, a21);
+                    if (kCount > 3) a31 = TLanes.MultiplyAdd(d3, xv, a31);
                 }
                 if (xCount > 2)
                 {
-                    xv = LoadX<TBorder>(x2 + j, inside);
-                    a02 = Vector512.FusedMultiplyAdd(d0, xv, a02);
-                    if (kCount > 1) a12 = Vector512.FusedMultiplyAdd(d1, xv, a12);
-                    if (kCount > 2) a22 = Vector512.FusedMultiplyAdd(d2, xv, a22);
-                    if (kCount > 3) a32 = Vector512.FusedMultiplyAdd(d3, xv, a32);
+                    xv = LoadX<TLanes, TVector, TBorder>(x2 + j, inside);
+                    a02 = TLanes.MultiplyAdd(d0, xv, a02);
+                    if (kCount > 1) a12 = TLanes.MultiplyAdd(d1, xv, a12);
+                    if (kCount > 2) a22 = TLanes.MultiplyAdd(d2, xv, a22);
+                    if (kCount > 3) a32 = TLanes.MultiplyAdd(d3, xv, a32);
                 }
                 if (xCount > 3)
                 {
-                    xv = LoadX<TBorder>(x3 + j, inside);
-                    a03 = Vector512.FusedMultiplyAdd(d0, xv, a03);
-                    if (kCount > 1) a13 = Vector512.FusedMultiplyAdd(d1, xv, a13);
-                    if (kCount > 2) a23 = Vector512.FusedMultiplyAdd(d2, xv, a23);
-                    if (kCount > 3) a33 = Vector512.FusedMultiplyAdd(d3, xv, a33);
+                    xv = LoadX<TLanes, TVector, TBorder>(x3 + j, inside);
+                    a03 = TLanes.MultiplyAdd(d0, xv, a03);
+                    if (kCount > 1) a13 = TLanes.MultiplyAdd(d1, xv, a13);
+                    if (kCount > 2) a23 = TLanes.MultiplyAdd(d2, xv, a23);
+                    if (kCount > 3) a33 = TLanes.MultiplyAdd(d3, xv, a33);
                 }
                 if (xCount > 4)
                 {
-                    xv = LoadX<TBorder>(x4 + j, inside);
-                    a04 = Vector512.FusedMultiplyAdd(d0, xv, a04);
-                    if (kCount > 1) a14 = Vector512.FusedMultiplyAdd(d1, xv, a14);
-                    if (kCount > 2) a24 = Vector512.FusedMultiplyAdd(d2, xv, a24);
-                    if (kCount > 3) a34 = Vector512.FusedMultiplyAdd(d3, xv, a34);
+                    xv = LoadX<TLanes, TVector, TBorder>(x4 + j, inside);
+                    a04 = TLanes.MultiplyAdd(d0, xv, a04);
+                    if (kCount > 1) a14 = TLanes.MultiplyAdd(d1, xv, a14);
+                    if (kCount > 2) a24 = TLanes.MultiplyAdd(d2, xv, a24);
+                    if (kCount > 3) a34 = TLanes.MultiplyAdd(d3, xv, a34);
                 }
             }
         }
@@ -573,7 +587,7 @@ internal static unsafe class DirectWeightGradient
             carry[15] = a30; carry[16] = a31; carry[17] = a32; carry[18] = a33; carry[19] = a34;
             return;
         }
-        AddBlock(b, kCount, xCount, a00, a01, a02, a03, a04, a10, a11, a12, a13, a14, a20, a21, a22, a23, a24, a30, a31, a32, a33, a34);
+        AddBlock<TLanes, TVector>(b, kCount, xCount, a00, a01, a02, a03, a04, a10, a11, a12, a13, a14, a20, a21, a22, a23, a24, a30, a31, a32, a33, a34);
     }
 
     /// <summary>
@@ -582,107 +596,93 @@ internal static unsafe class DirectWeightGradient
     /// offsets from it. The same sums in the same order as the masked kernel (lane l adds positions l, l + 16, ...).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void WholeRowsBlock<TK, TX>(in Pairing b) where TK : struct, Gemm.IConstant where TX : struct, Gemm.IConstant
+    private static void WholeRowsBlock<TLanes, TVector, TK, TX>(in Pairing b)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TK : struct, Gemm.IConstant where TX : struct, Gemm.IConstant
     {
         int kCount = TK.Value, xCount = TX.Value;
         long ld = b.DyStride, toX = b.X0 - b.Dy;
-        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default, a04 = default;
-        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default, a14 = default;
-        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default, a24 = default;
-        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default, a34 = default;
-        for (float* dy = b.Dy, end = b.Dy + b.Length; dy < end; dy += Lanes)
+        TVector a00 = default, a01 = default, a02 = default, a03 = default, a04 = default;
+        TVector a10 = default, a11 = default, a12 = default, a13 = default, a14 = default;
+        TVector a20 = default, a21 = default, a22 = default, a23 = default, a24 = default;
+        TVector a30 = default, a31 = default, a32 = default, a33 = default, a34 = default;
+        for (float* dy = b.Dy, end = b.Dy + b.Length; dy < end; dy += TLanes.Count)
         {
-            Vector512<float> d0 = Vector512.Load(dy), d1 = default, d2 = default, d3 = default;
-            if (kCount > 1) d1 = Vector512.Load(dy + ld);
-            if (kCount > 2) d2 = Vector512.Load(dy + 2 * ld);
-            if (kCount > 3) d3 = Vector512.Load(dy + 3 * ld);
+            TVector d0 = TLanes.Load(dy), d1 = default, d2 = default, d3 = default;
+            if (kCount > 1) d1 = TLanes.Load(dy + ld);
+            if (kCount > 2) d2 = TLanes.Load(dy + 2 * ld);
+            if (kCount > 3) d3 = TLanes.Load(dy + 3 * ld);
             float* x = dy + toX;
-            var xv = Vector512.Load(x);
-            a00 = Vector512.FusedMultiplyAdd(d0, xv, a00);
-            if (kCount > 1) a10 = Vector512.FusedMultiplyAdd(d1, xv, a10);
-            if (kCount > 2) a20 = Vector512.FusedMultiplyAdd(d2, xv, a20);
-            if (kCount > 3) a30 = Vector512.FusedMultiplyAdd(d3, xv, a30);
+            var xv = TLanes.Load(x);
+            a00 = TLanes.MultiplyAdd(d0, xv, a00);
+            if (kCount > 1) a10 = TLanes.MultiplyAdd(d1, xv, a10);
+            if (kCount > 2) a20 = TLanes.MultiplyAdd(d2, xv, a20);
+            if (kCount > 3) a30 = TLanes.MultiplyAdd(d3, xv, a30);
             if (xCount > 1)
             {
-                xv = Vector512.Load(x + ld);
-                a01 = Vector512.FusedMultiplyAdd(d0, xv, a01);
-                if (kCount > 1) a11 = Vector512.FusedMultiplyAdd(d1, xv, a11);
-                if (kCount > 2) a21 = Vector512.FusedMultiplyAdd(d2, xv, a21);
-                if (kCount > 3) a31 = Vector512.FusedMultiplyAdd(d3, xv, a31);
+                xv = TLanes.Load(x + ld);
+                a01 = TLanes.MultiplyAdd(d0, xv, a01);
+                if (kCount > 1) a11 = TLanes.MultiplyAdd(d1, xv, a11);
+                if (kCount > 2) a21 = TLanes.MultiplyAdd(d2, xv, a21);
+                if (kCount > 3) a31 = TLanes.MultiplyAdd(d3, xv, a31);
             }
             if (xCount > 2)
             {
-                xv = Vector512.Load(x + 2 * ld);
-                a02 = Vector512.FusedMultiplyAdd(d0, xv, a02);
-                if (kCount > 1) a12 = Vector512.FusedMultiplyAdd(d1, xv, a12);
-                if (kCount > 2) a22 = Vector512.FusedMultiplyAdd(d2, xv, a22);
-                if (kCount > 3) a32 = Vector512.FusedMultiplyAdd(d3, xv, a32);
+                xv = TLanes.Load(x + 2 * ld);
+                a02 = TLanes.MultiplyAdd(d0, xv, a02);
+                if (kCount > 1) a12 = TLanes.MultiplyAdd(d1, xv, a12);
+                if (kCount > 2) a22 = TLanes.MultiplyAdd(d2, xv, a22);
+                if (kCount > 3) a32 = TLanes.MultiplyAdd(d3, xv, a32);
             }
             if (xCount > 3)
             {
-                xv = Vector512.Load(x + 3 * ld);
-                a03 = Vector512.FusedMultiplyAdd(d0, xv, a03);
-                if (kCount > 1) a13 = Vector512.FusedMultiplyAdd(d1, xv, a13);
-                if (kCount > 2) a23 = Vector512.FusedMultiplyAdd(d2, xv, a23);
-                if (kCount > 3) a33 = Vector512.FusedMultiplyAdd(d3, xv, a33);
+                xv = TLanes.Load(x + 3 * ld);
+                a03 = TLanes.MultiplyAdd(d0, xv, a03);
+                if (kCount > 1) a13 = TLanes.MultiplyAdd(d1, xv, a13);
+                if (kCount > 2) a23 = TLanes.MultiplyAdd(d2, xv, a23);
+                if (kCount > 3) a33 = TLanes.MultiplyAdd(d3, xv, a33);
             }
             if (xCount > 4)
             {
-                xv = Vector512.Load(x + 4 * ld);
-                a04 = Vector512.FusedMultiplyAdd(d0, xv, a04);
-                if (kCount > 1) a14 = Vector512.FusedMultiplyAdd(d1, xv, a14);
-                if (kCount > 2) a24 = Vector512.FusedMultiplyAdd(d2, xv, a24);
-                if (kCount > 3) a34 = Vector512.FusedMultiplyAdd(d3, xv, a34);
+                xv = TLanes.Load(x + 4 * ld);
+                a04 = TLanes.MultiplyAdd(d0, xv, a04);
+                if (kCount > 1) a14 = TLanes.MultiplyAdd(d1, xv, a14);
+                if (kCount > 2) a24 = TLanes.MultiplyAdd(d2, xv, a24);
+                if (kCount > 3) a34 = TLanes.MultiplyAdd(d3, xv, a34);
             }
         }
-        AddBlock(b, kCount, xCount, a00, a01, a02, a03, a04, a10, a11, a12, a13, a14, a20, a21, a22, a23, a24, a30, a31, a32, a33, a34);
+        AddBlock<TLanes, TVector>(b, kCount, xCount, a00, a01, a02, a03, a04, a10, a11, a12, a13, a14, a20, a21, a22, a23, a24, a30, a31, a32, a33, a34);
     }
 
     /// <summary>
-    /// 16 values of an x row: with a border, loaded whole (a chunk's rows have slack) and zeroed where the tap reads off
+    /// A vector of an x row: with a border, loaded whole (a chunk's rows have slack) and zeroed where the tap reads off
     /// the plane; without, loaded only in the lanes of <paramref name="inside"/>, which past the run's end are off.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> LoadX<TBorder>(float* x, Vector512<float> inside) where TBorder : struct, IBorder =>
-        TBorder.Masked ? Vector512.ConditionalSelect(inside, Vector512.Load(x), Vector512<float>.Zero) : Avx512F.MaskLoad(x, inside, Vector512<float>.Zero);
+    private static TVector LoadX<TLanes, TVector, TBorder>(float* x, TVector inside)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TBorder : struct, IBorder =>
+        TBorder.Masked ? TLanes.KeepLanes(inside, TLanes.Load(x)) : TLanes.MaskLoad(x, inside);
 
     /// <summary>
     /// Adds a block's lane sums to dw (row k of accumulators at Dw + k * DwK, its i-th at + i * DwX): the first four
-    /// accumulators of each row a row at a time, the fifth of every row together.
+    /// accumulators of each row a row at a time, the fifth of every row together, each four lane sums at once
+    /// (<see cref="IVectorLanes{TVector}.Sums4"/>: at 16 lanes 15 instructions for four sums instead of about 14 for
+    /// each; a block's 20 sums had cost as much as 16 of its steps).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddBlock(in Pairing b, int kCount, int xCount,
-        Vector512<float> a00, Vector512<float> a01, Vector512<float> a02, Vector512<float> a03, Vector512<float> a04,
-        Vector512<float> a10, Vector512<float> a11, Vector512<float> a12, Vector512<float> a13, Vector512<float> a14,
-        Vector512<float> a20, Vector512<float> a21, Vector512<float> a22, Vector512<float> a23, Vector512<float> a24,
-        Vector512<float> a30, Vector512<float> a31, Vector512<float> a32, Vector512<float> a33, Vector512<float> a34)
+    private static void AddBlock<TLanes, TVector>(in Pairing b, int kCount, int xCount,
+        TVector a00, TVector a01, TVector a02, TVector a03, TVector a04,
+        TVector a10, TVector a11, TVector a12, TVector a13, TVector a14,
+        TVector a20, TVector a21, TVector a22, TVector a23, TVector a24,
+        TVector a30, TVector a31, TVector a32, TVector a33, TVector a34)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
     {
         float* dw = b.Dw;
         int first = Math.Min(xCount, 4);
-        AddLanes(dw, b.DwX, first, Sums(a00, a01, a02, a03));
-        if (kCount > 1) AddLanes(dw + b.DwK, b.DwX, first, Sums(a10, a11, a12, a13));
-        if (kCount > 2) AddLanes(dw + 2 * b.DwK, b.DwX, first, Sums(a20, a21, a22, a23));
-        if (kCount > 3) AddLanes(dw + 3 * b.DwK, b.DwX, first, Sums(a30, a31, a32, a33));
-        if (xCount > 4) AddLanes(dw + 4 * b.DwX, b.DwK, kCount, Sums(a04, a14, a24, a34));
-    }
-
-    /// <summary>
-    /// The lane sums of four vectors, in lanes 0-3: each summed as <see cref="Vector512.Sum{T}"/> sums (adjacent lanes,
-    /// then adjacent pair sums, and so on up), so the result is the same, at 15 instructions for four sums instead of
-    /// about 14 for each (a block's 20 sums had cost as much as 16 of its steps).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<float> Sums(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
-    {
-        var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        var odd = even + Vector512<int>.One;
-        // Pairs: lanes 0-7 a's, 8-15 b's (and c's, d's); then quads: a's, b's, c's, d's, 4 lanes each.
-        var ab = Avx512F.PermuteVar16x32x2(a, even, b) + Avx512F.PermuteVar16x32x2(a, odd, b);
-        var cd = Avx512F.PermuteVar16x32x2(c, even, d) + Avx512F.PermuteVar16x32x2(c, odd, d);
-        var quads = Avx512F.PermuteVar16x32x2(ab, even, cd) + Avx512F.PermuteVar16x32x2(ab, odd, cd);
-        // Eights (lanes 0-7: a's two, b's two, ...), then the sums (lanes 0-3).
-        var eights = Avx512F.PermuteVar16x32(quads, even) + Avx512F.PermuteVar16x32(quads, odd);
-        return (Avx512F.PermuteVar16x32(eights, even) + Avx512F.PermuteVar16x32(eights, odd)).GetLower().GetLower();
+        AddLanes(dw, b.DwX, first, TLanes.Sums4(a00, a01, a02, a03));
+        if (kCount > 1) AddLanes(dw + b.DwK, b.DwX, first, TLanes.Sums4(a10, a11, a12, a13));
+        if (kCount > 2) AddLanes(dw + 2 * b.DwK, b.DwX, first, TLanes.Sums4(a20, a21, a22, a23));
+        if (kCount > 3) AddLanes(dw + 3 * b.DwK, b.DwX, first, TLanes.Sums4(a30, a31, a32, a33));
+        if (xCount > 4) AddLanes(dw + 4 * b.DwX, b.DwK, kCount, TLanes.Sums4(a04, a14, a24, a34));
     }
 
     /// <summary>dw[i * stride] += sums[i] for the first <paramref name="count"/> lanes.</summary>

@@ -11,10 +11,12 @@ namespace NeuralCore.Backends.Cpu;
 /// u0 = floor(-padH / 2): output (p, q) of tap (r, s) is plane ((r - padH) mod 2, s) at row p + u - u0, u =
 /// floor((r - padH) / 2), so at flat offset (u - u0) * Q from p * Q + q. The training forward
 /// (<see cref="Forward"/>) runs its vectors over a plane's P * Q outputs whatever their rows' width, and the weight
-/// gradient (<see cref="DirectWeightGradient.RunStem"/>) its dot products.
+/// gradient (<see cref="DirectWeightGradient.RunStem"/>) its dot products. The kernels are written once for 512-bit
+/// and 256-bit vectors (<see cref="IVectorLanes{TVector}"/>): the same sums in the same order at either width.
 /// </summary>
 internal static unsafe class StemColumns
 {
+    // Floats per 512-bit vector; the planes' slack, sized for them, covers the 256-bit kernels' reads too.
     private const int Lanes = 16;
     private const int Group = 8;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
@@ -25,10 +27,19 @@ internal static unsafe class StemColumns
     /// <summary>Whether the training forward uses <see cref="Forward"/> (tests turn it off to compare it with the other paths).</summary>
     internal static bool Enabled { get; set; } = true;
 
-    /// <summary>True for one input channel, one group, stride 2 and no dilation, where the 512-bit kernels run.</summary>
+    /// <summary>
+    /// True for a stem (<see cref="IsStem"/>) on a CPU with the 512-bit or 256-bit kernels (AVX-512, or AVX2 and FMA:
+    /// <see cref="Gemm.Kind"/>, which tests narrow to check the other widths and paths).
+    /// </summary>
     internal static bool CanRun(in Conv2dParams p) =>
-        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.C == 1 && p.Groups == 1
-        && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1 && p.R * p.S <= MaxTaps;
+        (Wide || (Gemm.Kind == Gemm.KernelKind.Vector256 && Avx2.IsSupported && Fma.IsSupported)) && IsStem(p);
+
+    /// <summary>Whether the 512-bit kernels run (AVX-512 and <see cref="Gemm.Kind"/> not narrowed); else the 256-bit ones.</summary>
+    internal static bool Wide => Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512;
+
+    /// <summary>One input channel, one group, stride 2, no dilation and at most 64 taps.</summary>
+    internal static bool IsStem(in Conv2dParams p) =>
+        p.C == 1 && p.Groups == 1 && p.StrideH == 2 && p.StrideW == 2 && p.DilationH == 1 && p.DilationW == 1 && p.R * p.S <= MaxTaps;
 
     /// <summary>The planes' rows per sample, Px, and u0 = floor(-padH / 2), the smallest row offset of the taps.</summary>
     internal static (int Px, int U0) Rows(in Conv2dParams p)
@@ -55,32 +66,39 @@ internal static unsafe class StemColumns
     /// <summary>
     /// The 2 * S planes [(a, s)][sample][Px, Q] of samples [n0, n0 + nb) of x [N, 1, H, W], planes
     /// <paramref name="planeStride"/> floats apart (each sample's Px * Q floats, then at least <see cref="Slack"/>). Each
-    /// vector of a plane's row is the even floats of 32 read straight from the input row by two masked loads (lanes off
-    /// the row read zero, the border); whole vectors are stored, a row's last one running into the next row (written after
-    /// it) or the slack. (A zero-bordered copy of each input row first, two library calls a row, took half the time of
-    /// the MNIST stem's multiply-adds.)
+    /// vector of a plane's row is the even floats of two vectors' worth read straight from the input row by two masked
+    /// loads (lanes off the row read zero, the border); whole vectors are stored, a row's last one running into the next
+    /// row (written after it) or the slack. (A zero-bordered copy of each input row first, two library calls a row, took
+    /// half the time of the MNIST stem's multiply-adds.) 16 or 8 outputs a vector, as <see cref="Wide"/> says: the same
+    /// floats either way.
     /// </summary>
     internal static void Split(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride)
     {
+        if (Wide)
+        {
+            if (NarrowEnabled && p.W < 2 * Lanes && p.Q <= Lanes) SplitNarrow(x, n0, nb, p, px, u0, planes, planeStride);
+            else Split<Lanes512, Vector512<float>>(x, n0, nb, p, px, u0, planes, planeStride);
+        }
+        else Split<Lanes256, Vector256<float>>(x, n0, nb, p, px, u0, planes, planeStride);
+    }
+
+    private static void Split<TLanes, TVector>(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
+    {
         // Locals, not fields read through a reference: after each store the JIT reloads those, which made such copies
         // 4x slower.
-        int h = p.H, w = p.W, q = p.Q, kernelS = p.S, padW = p.PadW, grid = px * q;
-        int vectors = (q + Lanes - 1) / Lanes;
-        if (NarrowEnabled && w < 2 * Lanes && vectors == 1)
-        {
-            SplitNarrow(x, n0, nb, p, px, u0, planes, planeStride);
-            return;
-        }
-        var evens = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-        // Per (s, v): which of the 32 input columns from 2 * 16 * v + s - padW lie on the row, the same for every row.
-        var inside = stackalloc Vector512<float>[2 * kernelS * vectors];
+        int h = p.H, w = p.W, q = p.Q, kernelS = p.S, padW = p.PadW, grid = px * q, lanes = TLanes.Count;
+        int vectors = (q + lanes - 1) / lanes;
+        // Per (s, v): which of the 2 * lanes input columns from 2 * lanes * v + s - padW lie on the row, the same for
+        // every row.
+        var inside = stackalloc TVector[2 * kernelS * vectors];
+        var bits = stackalloc int[2 * lanes];
         for (int s = 0; s < kernelS; s++)
             for (int v = 0; v < vectors; v++)
             {
-                var low = iota + Vector512.Create(2 * v * Lanes + s - padW);
-                inside[2 * (s * vectors + v)] = Vector512.LessThan(low.AsUInt32(), Vector512.Create((uint)w)).AsSingle();
-                inside[2 * (s * vectors + v) + 1] = Vector512.LessThan((low + Vector512.Create(Lanes)).AsUInt32(), Vector512.Create((uint)w)).AsSingle();
+                for (int l = 0; l < 2 * lanes; l++) bits[l] = (uint)(2 * v * lanes + s - padW + l) < (uint)w ? -1 : 0;
+                inside[2 * (s * vectors + v)] = TLanes.Load((float*)bits);
+                inside[2 * (s * vectors + v) + 1] = TLanes.Load((float*)bits + lanes);
             }
         for (int i = 0; i < nb; i++)
         {
@@ -95,7 +113,7 @@ internal static unsafe class StemColumns
                     {
                         // Whole vectors of zeros, as the rows inside store theirs.
                         for (int s = 0; s < kernelS; s++)
-                            for (int v = 0; v < vectors; v++) Vector512.Store(Vector512<float>.Zero, rowStart + s * planeStride + v * Lanes);
+                            for (int v = 0; v < vectors; v++) TLanes.Store(default, rowStart + s * planeStride + v * lanes);
                         continue;
                     }
                     float* source = sample + (long)ih * w;
@@ -104,11 +122,11 @@ internal static unsafe class StemColumns
                         float* dst = rowStart + s * planeStride;
                         for (int v = 0; v < vectors; v++)
                         {
-                            // Input columns [start, start + 32): the outputs' 16 even ones.
-                            int start = 2 * v * Lanes + s - padW;
-                            var first = Avx512F.MaskLoad(source + start, inside[2 * (s * vectors + v)], Vector512<float>.Zero);
-                            var second = Avx512F.MaskLoad(source + start + Lanes, inside[2 * (s * vectors + v) + 1], Vector512<float>.Zero);
-                            Vector512.Store(Avx512F.PermuteVar16x32x2(first, evens, second), dst + v * Lanes);
+                            // Input columns [start, start + 2 * lanes): the outputs' even ones.
+                            int start = 2 * v * lanes + s - padW;
+                            var first = TLanes.MaskLoad(source + start, inside[2 * (s * vectors + v)]);
+                            var second = TLanes.MaskLoad(source + start + lanes, inside[2 * (s * vectors + v) + 1]);
+                            TLanes.Store(TLanes.Evens(first, second), dst + v * lanes);
                         }
                     }
                 }
@@ -177,9 +195,9 @@ internal static unsafe class StemColumns
 
     /// <summary>
     /// y [N, K, P, Q] = conv2d(x [N, 1, H, W], w) + bias (sample-major; bias may be null): per sample its planes, then per
-    /// group of 8 output channels one vector of 16 outputs at a time, each tap one load and one multiply-add per channel
-    /// (8 accumulators). Each output is the sum over the taps in (r, s) order, then the bias: for a
-    /// 5x5 stem the bits of the im2col GEMM and of <see cref="DirectStemConv"/>.
+    /// group of 8 output channels one vector of outputs (16, or 8 without AVX-512) at a time, each tap one load and one
+    /// multiply-add per channel (8 accumulators). Each output is the sum over the taps in (r, s) order, then the bias: for
+    /// a 5x5 stem the bits of the im2col GEMM and of <see cref="DirectStemConv"/>.
     /// </summary>
     internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p)
     {
@@ -219,7 +237,12 @@ internal static unsafe class StemColumns
 
     private static void RunPart(void* state, int part)
     {
-        ref Job job = ref *(Job*)state;
+        if (Wide) RunItems<Lanes512, Vector512<float>>(ref *(Job*)state, part);
+        else RunItems<Lanes256, Vector256<float>>(ref *(Job*)state, part);
+    }
+
+    private static void RunItems<TLanes, TVector>(ref Job job, int part) where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
+    {
         ref readonly Conv2dParams p = ref job.P;
         int first = (int)((long)part * job.Items / job.Parts), end = (int)((long)(part + 1) * job.Items / job.Parts);
         if (first >= end) return;
@@ -237,27 +260,29 @@ internal static unsafe class StemColumns
             // multiply-adds for the channels it lacks.
             switch (Math.Min(Group, p.K - group * Group))
             {
-                case 1: PairedOutputs<Gemm.N1>(ref job, planes, n, group); break;
-                case 2: PairedOutputs<Gemm.N2>(ref job, planes, n, group); break;
-                case 3: PairedOutputs<Gemm.N3>(ref job, planes, n, group); break;
-                case 4: Outputs<Gemm.N4>(ref job, planes, n, group); break;
-                case 5: Outputs<Gemm.N5>(ref job, planes, n, group); break;
-                case 6: Outputs<Gemm.N6>(ref job, planes, n, group); break;
-                case 7: Outputs<Gemm.N7>(ref job, planes, n, group); break;
-                default: Outputs<Gemm.N8>(ref job, planes, n, group); break;
+                case 1: PairedOutputs<TLanes, TVector, Gemm.N1>(ref job, planes, n, group); break;
+                case 2: PairedOutputs<TLanes, TVector, Gemm.N2>(ref job, planes, n, group); break;
+                case 3: PairedOutputs<TLanes, TVector, Gemm.N3>(ref job, planes, n, group); break;
+                case 4: Outputs<TLanes, TVector, Gemm.N4>(ref job, planes, n, group); break;
+                case 5: Outputs<TLanes, TVector, Gemm.N5>(ref job, planes, n, group); break;
+                case 6: Outputs<TLanes, TVector, Gemm.N6>(ref job, planes, n, group); break;
+                case 7: Outputs<TLanes, TVector, Gemm.N7>(ref job, planes, n, group); break;
+                default: Outputs<TLanes, TVector, Gemm.N8>(ref job, planes, n, group); break;
             }
         }
     }
 
     /// <summary>
-    /// Sample n's outputs of the first TChannels channels of <paramref name="group"/>, 16 positions at a time: per tap one
-    /// load and a multiply-add per channel, its weight broadcast inside the instruction. (Two vectors of positions per pass
-    /// computed MNIST's plane of 169 outputs in 192 lanes, here 176: 1->32 at batch 256, one thread, 891 -> 827 µs.)
+    /// Sample n's outputs of the first TChannels channels of <paramref name="group"/>, a vector of positions at a time:
+    /// per tap one load and a multiply-add per channel, its weight broadcast inside the instruction. (Two vectors of
+    /// positions per pass computed MNIST's plane of 169 outputs in 192 lanes, here 176: 1->32 at batch 256, one thread,
+    /// 891 -> 827 µs.)
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Outputs<TChannels>(ref Job job, float* planes, int n, int group) where TChannels : struct, Gemm.IConstant
+    private static void Outputs<TLanes, TVector, TChannels>(ref Job job, float* planes, int n, int group)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
-        int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.P.P * job.P.Q;
+        int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.P.P * job.P.Q, lanes = TLanes.Count;
         long planeStride = job.PlaneStride, stride = plane;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
@@ -265,43 +290,44 @@ internal static unsafe class StemColumns
         float* y = job.Y + ((long)n * job.P.K + group * Group) * plane;
         float* weights = job.W + (long)group * taps * Group;
         float* bias = job.Bias == null ? null : job.Bias + group * Group;
-        for (int j = 0; j < plane; j += Lanes)
+        for (int j = 0; j < plane; j += lanes)
         {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            TVector a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
             float* w = weights;
             for (int t = 0; t < taps; t++, w += Group)
             {
-                var x0 = Vector512.Load(sources[t] + j);
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[0]), x0, a0);
-                if (channels > 1) a1 = Vector512.FusedMultiplyAdd(Vector512.Create(w[1]), x0, a1);
-                if (channels > 2) a2 = Vector512.FusedMultiplyAdd(Vector512.Create(w[2]), x0, a2);
-                if (channels > 3) a3 = Vector512.FusedMultiplyAdd(Vector512.Create(w[3]), x0, a3);
-                if (channels > 4) a4 = Vector512.FusedMultiplyAdd(Vector512.Create(w[4]), x0, a4);
-                if (channels > 5) a5 = Vector512.FusedMultiplyAdd(Vector512.Create(w[5]), x0, a5);
-                if (channels > 6) a6 = Vector512.FusedMultiplyAdd(Vector512.Create(w[6]), x0, a6);
-                if (channels > 7) a7 = Vector512.FusedMultiplyAdd(Vector512.Create(w[7]), x0, a7);
+                var x0 = TLanes.Load(sources[t] + j);
+                a0 = TLanes.MultiplyAdd(TLanes.Create(w[0]), x0, a0);
+                if (channels > 1) a1 = TLanes.MultiplyAdd(TLanes.Create(w[1]), x0, a1);
+                if (channels > 2) a2 = TLanes.MultiplyAdd(TLanes.Create(w[2]), x0, a2);
+                if (channels > 3) a3 = TLanes.MultiplyAdd(TLanes.Create(w[3]), x0, a3);
+                if (channels > 4) a4 = TLanes.MultiplyAdd(TLanes.Create(w[4]), x0, a4);
+                if (channels > 5) a5 = TLanes.MultiplyAdd(TLanes.Create(w[5]), x0, a5);
+                if (channels > 6) a6 = TLanes.MultiplyAdd(TLanes.Create(w[6]), x0, a6);
+                if (channels > 7) a7 = TLanes.MultiplyAdd(TLanes.Create(w[7]), x0, a7);
             }
             int count = plane - j;
-            Store(y + j, a0, bias, 0, count);
-            if (channels > 1) Store(y + stride + j, a1, bias, 1, count);
-            if (channels > 2) Store(y + 2 * stride + j, a2, bias, 2, count);
-            if (channels > 3) Store(y + 3 * stride + j, a3, bias, 3, count);
-            if (channels > 4) Store(y + 4 * stride + j, a4, bias, 4, count);
-            if (channels > 5) Store(y + 5 * stride + j, a5, bias, 5, count);
-            if (channels > 6) Store(y + 6 * stride + j, a6, bias, 6, count);
-            if (channels > 7) Store(y + 7 * stride + j, a7, bias, 7, count);
+            Store<TLanes, TVector>(y + j, a0, bias, 0, count);
+            if (channels > 1) Store<TLanes, TVector>(y + stride + j, a1, bias, 1, count);
+            if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j, a2, bias, 2, count);
+            if (channels > 3) Store<TLanes, TVector>(y + 3 * stride + j, a3, bias, 3, count);
+            if (channels > 4) Store<TLanes, TVector>(y + 4 * stride + j, a4, bias, 4, count);
+            if (channels > 5) Store<TLanes, TVector>(y + 5 * stride + j, a5, bias, 5, count);
+            if (channels > 6) Store<TLanes, TVector>(y + 6 * stride + j, a6, bias, 6, count);
+            if (channels > 7) Store<TLanes, TVector>(y + 7 * stride + j, a7, bias, 7, count);
         }
     }
 
     /// <summary>
-    /// <see cref="Outputs{TChannels}"/> for a group of at most 3 channels, two vectors of positions at a time, so that
-    /// each tap's multiply-adds form 2 * TChannels chains, not fewer than the 4 that keep the multiply-add unit busy
-    /// (one thread, 256 MNIST samples, 19 channels: the group of 3 cost 24 µs more than 3/19 of the stem).
+    /// <see cref="Outputs{TLanes, TVector, TChannels}"/> for a group of at most 3 channels, two vectors of positions at a
+    /// time, so that each tap's multiply-adds form 2 * TChannels chains, not fewer than the 4 that keep the multiply-add
+    /// unit busy (one thread, 256 MNIST samples, 19 channels: the group of 3 cost 24 µs more than 3/19 of the stem).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void PairedOutputs<TChannels>(ref Job job, float* planes, int n, int group) where TChannels : struct, Gemm.IConstant
+    private static void PairedOutputs<TLanes, TVector, TChannels>(ref Job job, float* planes, int n, int group)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
-        int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.P.P * job.P.Q;
+        int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.P.P * job.P.Q, lanes = TLanes.Count;
         long planeStride = job.PlaneStride, stride = plane;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
@@ -311,45 +337,46 @@ internal static unsafe class StemColumns
         float* bias = job.Bias == null ? null : job.Bias + group * Group;
         // Whole pairs, then a last single vector when the plane has an odd number of them: its positions past the
         // plane read the planes' slack, and only the plane's are stored.
-        for (int j = 0; j < plane; j += 2 * Lanes)
+        for (int j = 0; j < plane; j += 2 * lanes)
         {
-            Vector512<float> a0 = default, a1 = default, a2 = default, b0 = default, b1 = default, b2 = default;
+            TVector a0 = default, a1 = default, a2 = default, b0 = default, b1 = default, b2 = default;
             float* w = weights;
             for (int t = 0; t < taps; t++, w += Group)
             {
-                var x0 = Vector512.Load(sources[t] + j);
-                var x1 = Vector512.Load(sources[t] + j + Lanes);
-                a0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[0]), x0, a0);
-                b0 = Vector512.FusedMultiplyAdd(Vector512.Create(w[0]), x1, b0);
+                var x0 = TLanes.Load(sources[t] + j);
+                var x1 = TLanes.Load(sources[t] + j + lanes);
+                a0 = TLanes.MultiplyAdd(TLanes.Create(w[0]), x0, a0);
+                b0 = TLanes.MultiplyAdd(TLanes.Create(w[0]), x1, b0);
                 if (channels > 1)
                 {
-                    a1 = Vector512.FusedMultiplyAdd(Vector512.Create(w[1]), x0, a1);
-                    b1 = Vector512.FusedMultiplyAdd(Vector512.Create(w[1]), x1, b1);
+                    a1 = TLanes.MultiplyAdd(TLanes.Create(w[1]), x0, a1);
+                    b1 = TLanes.MultiplyAdd(TLanes.Create(w[1]), x1, b1);
                 }
                 if (channels > 2)
                 {
-                    a2 = Vector512.FusedMultiplyAdd(Vector512.Create(w[2]), x0, a2);
-                    b2 = Vector512.FusedMultiplyAdd(Vector512.Create(w[2]), x1, b2);
+                    a2 = TLanes.MultiplyAdd(TLanes.Create(w[2]), x0, a2);
+                    b2 = TLanes.MultiplyAdd(TLanes.Create(w[2]), x1, b2);
                 }
             }
             int count = plane - j;
-            Store(y + j, a0, bias, 0, count);
-            if (channels > 1) Store(y + stride + j, a1, bias, 1, count);
-            if (channels > 2) Store(y + 2 * stride + j, a2, bias, 2, count);
-            if (count <= Lanes) break;
-            count -= Lanes;
-            Store(y + j + Lanes, b0, bias, 0, count);
-            if (channels > 1) Store(y + stride + j + Lanes, b1, bias, 1, count);
-            if (channels > 2) Store(y + 2 * stride + j + Lanes, b2, bias, 2, count);
+            Store<TLanes, TVector>(y + j, a0, bias, 0, count);
+            if (channels > 1) Store<TLanes, TVector>(y + stride + j, a1, bias, 1, count);
+            if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j, a2, bias, 2, count);
+            if (count <= lanes) break;
+            count -= lanes;
+            Store<TLanes, TVector>(y + j + lanes, b0, bias, 0, count);
+            if (channels > 1) Store<TLanes, TVector>(y + stride + j + lanes, b1, bias, 1, count);
+            if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j + lanes, b2, bias, 2, count);
         }
     }
 
-    /// <summary>y[0, 16) = a + bias[k], only the first <paramref name="count"/> of them.</summary>
+    /// <summary>y[0, Count) = a + bias[k], only the first <paramref name="count"/> of them.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(float* y, Vector512<float> a, float* bias, int k, int count)
+    private static void Store<TLanes, TVector>(float* y, TVector a, float* bias, int k, int count)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
     {
-        if (bias != null) a += Vector512.Create(bias[k]);
-        if (count >= Lanes) Vector512.Store(a, y);
-        else Avx512F.MaskStore(y, ConvKernels.FirstLanes(count), a);
+        if (bias != null) a = TLanes.Add(a, TLanes.Create(bias[k]));
+        if (count >= TLanes.Count) TLanes.Store(a, y);
+        else TLanes.MaskStore(y, TLanes.FirstLanes(count), a);
     }
 }
