@@ -263,10 +263,14 @@ public sealed class ConvThreadingTests
 public sealed class DirectWeightGradientTests
 {
     /// <summary>
-    /// Whether the 512-bit kernels run on this CPU: CanRun for a shape they take (StemColumns.CanRun tests the CPU
-    /// alike). Tests skip without them, and still assert that their own shapes run.
+    /// The kernel widths the stride-1 direct weight gradient runs at on this CPU (<see cref="Gemm.Kind"/>): 512 and 256
+    /// bits, or 256, or none. Tests run at each, skip without any, and still assert that their own shapes run.
     /// </summary>
-    private static bool KernelsRun => DirectWeightGradient.CanRun(new Conv2dParams(1, 1, 6, 6, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1));
+    private static Gemm.KernelKind[] StrideOneWidths() =>
+        [.. new[] { Gemm.KernelKind.Vector512, Gemm.KernelKind.Vector256 }.Where(kind => kind <= Gemm.Best
+            && WithKernels(kind, () => DirectWeightGradient.CanRun(new Conv2dParams(1, 1, 6, 6, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1))))];
+
+    private const string NoVectorKernels = "This CPU has neither AVX-512 nor AVX2 and FMA: the direct weight gradient does not run.";
 
     /// <summary>
     /// dw[k, c, r, s] = sum over n, p, q of dy[n, k, p, q] * x[n, c, p * stride + r - padH, q * stride + s - padW], over the
@@ -332,7 +336,13 @@ public sealed class DirectWeightGradientTests
     [InlineData(4, 12, 1, 6, 38, 1, 1, 0, 0)]  // a 1x1 on 1 x 6 maps
     public void MatchesTheSumOfProductsAndTheGemmPath(int n, int c, int h, int w, int k, int r, int s, int padH, int padW)
     {
-        if (!KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
+        var widths = StrideOneWidths();
+        if (widths.Length == 0) Assert.Skip(NoVectorKernels);
+        foreach (var width in widths) WithKernels(width, () => MatchesTheSumOfProductsAndTheGemmPathAt(n, c, h, w, k, r, s, padH, padW));
+    }
+
+    private static void MatchesTheSumOfProductsAndTheGemmPathAt(int n, int c, int h, int w, int k, int r, int s, int padH, int padW)
+    {
         var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, padH, padW, 1, 1, 1);
         Assert.True(DirectWeightGradient.CanRun(p));
         float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 11));
@@ -371,9 +381,8 @@ public sealed class DirectWeightGradientTests
     [InlineData(40, 1, 28, 28, 10, 2)]
     public void SegmentsOfARunGiveTheBitsOfOnePass(int n, int c, int h, int w, int k, int stride)
     {
-        if (stride == 1 && !KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
-        var widths = stride == 1 ? [Gemm.Kind] : StemWidths();
-        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the stem's weight gradient does not run.");
+        var widths = stride == 1 ? StrideOneWidths() : StemWidths();
+        if (widths.Length == 0) Assert.Skip(NoVectorKernels);
         foreach (var width in widths) WithKernels(width, () => SegmentsGiveTheBitsOfOnePass(n, c, h, w, k, stride));
     }
 
@@ -411,7 +420,7 @@ public sealed class DirectWeightGradientTests
     public void StemsMatchTheSumOfProductsAndTheGemmPath(int n, int h, int w, int k, int r, int s, int padH, int padW)
     {
         var widths = StemWidths();
-        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the stem's weight gradient does not run.");
+        if (widths.Length == 0) Assert.Skip(NoVectorKernels);
         foreach (var width in widths) WithKernels(width, () => StemMatchesTheSumOfProductsAndTheGemmPath(n, h, w, k, r, s, padH, padW));
     }
 
@@ -433,9 +442,8 @@ public sealed class DirectWeightGradientTests
     [InlineData(1, 1, 13, 12, 6, 2)] // the same stem on one sample (dy read where it lies)
     public void NonFiniteValuesReachTheSameWeightsAsInTheGemmPath(int n, int c, int h, int w, int k, int stride)
     {
-        if (stride == 1 && !KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
-        var widths = stride == 1 ? [Gemm.Kind] : StemWidths();
-        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the stem's weight gradient does not run.");
+        var widths = stride == 1 ? StrideOneWidths() : StemWidths();
+        if (widths.Length == 0) Assert.Skip(NoVectorKernels);
         foreach (var width in widths) WithKernels(width, () => NonFiniteValuesReachTheGemmPathsWeights(n, c, h, w, k, stride));
     }
 
@@ -473,7 +481,7 @@ public sealed class DirectWeightGradientTests
     [InlineData(2, 11, 30, 3, 7, 0, 3)]
     public unsafe void NarrowRowsSplitAsTheGeneralSplitDoes(int n, int h, int w, int r, int s, int padH, int padW)
     {
-        if (!StemColumns.Wide) Assert.Skip("This CPU has no AVX-512: the narrow split (512-bit permutes) does not run.");
+        if (!Gemm.Runs512) Assert.Skip("This CPU has no AVX-512: the narrow split (512-bit permutes) does not run.");
         var p = new Conv2dParams(n, 1, h, w, 4, r, s, 2, 2, padH, padW, 1, 1, 1);
         Assert.True(StemColumns.CanRun(p));
         var (px, u0) = StemColumns.Rows(p);
@@ -613,10 +621,11 @@ public sealed class DirectWeightGradientTests
 
     /// <summary>
     /// The bits of one chunk on one thread, modelled in scalar code: lane l of an accumulator adds the products at the
-    /// chunk's positions l, l + 16, ... in order, each a fused multiply-add (zero where a tap reads off the plane), and
-    /// the 16 lanes are summed as Vector512.Sum sums them (adjacent pairs, then pairs of those). Covers the kernel for
-    /// rows of whole vectors (1x1 without padding, whose rows are padded with zeros), the masked kernel, and the
-    /// four-at-a-time lane sums both use, on blocks partly filled (6 = 3 + 3 output rows, 7 = 3 + 4 inputs).
+    /// chunk's positions l, l + L, ... in order (L = 16 lanes with AVX-512, 8 with AVX2), each a fused multiply-add (zero
+    /// where a tap reads off the plane), and the L lanes are summed as Vector512.Sum sums them (adjacent pairs, then
+    /// pairs of those). Covers the kernels for rows of whole vectors (1x1 without padding, whose rows are padded with
+    /// zeros), the masked kernel, and the four-at-a-time lane sums both use, on blocks partly filled (6 = 3 + 3 output
+    /// rows, 7 = 3 + 4 inputs; at 256 bits 6 = 2 + 2 + 2), at every width this CPU runs.
     /// </summary>
     [Theory]
     [InlineData(5, 7, 1, 6, 6, 1, 1, 0)]   // 30 positions, padded to 32
@@ -624,7 +633,13 @@ public sealed class DirectWeightGradientTests
     [InlineData(3, 7, 3, 6, 6, 3, 3, 1)]   // masked: a 3x3 with padding 1, 54 positions ending inside a vector
     public void SumsFollowTheirOrder(int n, int c, int h, int w, int k, int r, int s, int pad)
     {
-        if (!KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
+        var widths = StrideOneWidths();
+        if (widths.Length == 0) Assert.Skip(NoVectorKernels);
+        foreach (var width in widths) WithKernels(width, () => SumsFollowTheirOrderAt(width == Gemm.KernelKind.Vector512 ? 16 : 8, n, c, h, w, k, r, s, pad));
+    }
+
+    private static void SumsFollowTheirOrderAt(int laneCount, int n, int c, int h, int w, int k, int r, int s, int pad)
+    {
         var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, pad, pad, 1, 1, 1);
         float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 41));
         float[] dy = Reference.ToFloat(Reference.Random(n * k * h * w, 42));
@@ -641,7 +656,7 @@ public sealed class DirectWeightGradientTests
         }
         int plane = h * w, length = n * plane;
         var expected = new float[direct.Length];
-        var lanes = new float[16];
+        var lanes = new float[laneCount];
         for (int kk = 0; kk < k; kk++)
         for (int cc = 0; cc < c; cc++)
         for (int tap = 0; tap < r * s; tap++)
@@ -653,9 +668,9 @@ public sealed class DirectWeightGradientTests
                 int sample = j / plane, row = j % plane / w, column = j % w;
                 bool inside = (uint)(row + dr) < (uint)h && (uint)(column + ds) < (uint)w;
                 float xv = inside ? x[(sample * c + cc) * plane + (row + dr) * w + column + ds] : 0f;
-                lanes[j % 16] = MathF.FusedMultiplyAdd(dy[(sample * k + kk) * plane + j % plane], xv, lanes[j % 16]);
+                lanes[j % laneCount] = MathF.FusedMultiplyAdd(dy[(sample * k + kk) * plane + j % plane], xv, lanes[j % laneCount]);
             }
-            for (int width = 16; width > 1; width /= 2)
+            for (int width = laneCount; width > 1; width /= 2)
                 for (int i = 0; i < width / 2; i++) lanes[i] = lanes[2 * i] + lanes[2 * i + 1];
             expected[(kk * c + cc) * r * s + tap] = 0f + lanes[0];
         }
@@ -682,8 +697,8 @@ public sealed class DirectWeightGradientTests
     [InlineData(64, 64, 7, 24, 128, 1, 1, 0, false)]
     public void RunsWhereItWasMeasuredFaster(int n, int c, int h, int w, int k, int r, int s, int pad, bool expected)
     {
-        // Without AVX-512 the direct path runs nowhere, which the rows that expect the GEMM still check.
-        if (expected && !KernelsRun) Assert.Skip("This CPU has no AVX-512: the direct weight gradient does not run.");
+        // Without vector kernels the direct path runs nowhere, which the rows that expect the GEMM still check.
+        if (expected && StrideOneWidths().Length == 0) Assert.Skip(NoVectorKernels);
         var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r == 1 ? 0 : pad, s == 1 ? 0 : pad, 1, 1, 1);
         Assert.Equal(expected, DirectWeightGradient.Supports(p));
     }

@@ -36,11 +36,11 @@ internal static unsafe class DirectStemConv
 
     /// <summary>
     /// True for a stem (<see cref="StemColumns.IsStem"/>: one input channel, stride 2, no dilation, at most 64 taps) where
-    /// the 512-bit kernels run (<see cref="StemColumns.Wide"/>; tests narrow the kernel width to check the other paths),
+    /// the 512-bit kernels run (<see cref="Gemm.Runs512"/>; tests narrow the kernel width to check the other paths),
     /// with no pool or a 2x2 / 2 max pool without padding.
     /// </summary>
     internal static bool Supports(in Conv2dParams p, Pool2dParams? pool) =>
-        StemColumns.Wide && StemColumns.IsStem(p)
+        Gemm.Runs512 && StemColumns.IsStem(p)
         && (pool is not { } q || (q.KernelH == 2 && q.KernelW == 2 && q.StrideH == 2 && q.StrideW == 2 && q.PadH == 0 && q.PadW == 0
             && !q.CeilMode && q.H == p.P && q.W == p.Q && q.P >= 1 && q.Q >= 1));
 

@@ -24,6 +24,12 @@ public static unsafe partial class Gemm
     /// <summary>The kernel used by new calls; tests narrow it to check the fallbacks on wide machines.</summary>
     internal static KernelKind Kind { get; set; } = Best;
 
+    /// <summary>Whether kernels written for both vector widths run their 512-bit form (AVX-512, <see cref="Kind"/> not narrowed).</summary>
+    internal static bool Runs512 => Avx512F.IsSupported && Kind == KernelKind.Vector512;
+
+    /// <summary>Whether they run their 256-bit form (AVX2 and FMA, without AVX-512 or with <see cref="Kind"/> narrowed).</summary>
+    internal static bool Runs256 => Kind == KernelKind.Vector256 && Avx2.IsSupported && Fma.IsSupported;
+
     // Cache blocking. A KC x NC block of packed op(B) (512 KiB) stays in L2 while the MR x KC
     // micro-panel of packed op(A) in use stays in L1; MC and NC are multiples of every MR and NR.
     private const int KC = 256;

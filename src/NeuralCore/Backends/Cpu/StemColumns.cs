@@ -31,11 +31,7 @@ internal static unsafe class StemColumns
     /// True for a stem (<see cref="IsStem"/>) on a CPU with the 512-bit or 256-bit kernels (AVX-512, or AVX2 and FMA:
     /// <see cref="Gemm.Kind"/>, which tests narrow to check the other widths and paths).
     /// </summary>
-    internal static bool CanRun(in Conv2dParams p) =>
-        (Wide || (Gemm.Kind == Gemm.KernelKind.Vector256 && Avx2.IsSupported && Fma.IsSupported)) && IsStem(p);
-
-    /// <summary>Whether the 512-bit kernels run (AVX-512 and <see cref="Gemm.Kind"/> not narrowed); else the 256-bit ones.</summary>
-    internal static bool Wide => Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512;
+    internal static bool CanRun(in Conv2dParams p) => (Gemm.Runs512 || Gemm.Runs256) && IsStem(p);
 
     /// <summary>One input channel, one group, stride 2, no dilation and at most 64 taps.</summary>
     internal static bool IsStem(in Conv2dParams p) =>
@@ -69,12 +65,12 @@ internal static unsafe class StemColumns
     /// vector of a plane's row is the even floats of two vectors' worth read straight from the input row by two masked
     /// loads (lanes off the row read zero, the border); whole vectors are stored, a row's last one running into the next
     /// row (written after it) or the slack. (A zero-bordered copy of each input row first, two library calls a row, took
-    /// half the time of the MNIST stem's multiply-adds.) 16 or 8 outputs a vector, as <see cref="Wide"/> says: the same
+    /// half the time of the MNIST stem's multiply-adds.) 16 or 8 outputs a vector, as <see cref="Gemm.Runs512"/> says: the same
     /// floats either way.
     /// </summary>
     internal static void Split(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride)
     {
-        if (Wide)
+        if (Gemm.Runs512)
         {
             if (NarrowEnabled && p.W < 2 * Lanes && p.Q <= Lanes) SplitNarrow(x, n0, nb, p, px, u0, planes, planeStride);
             else Split<Lanes512, Vector512<float>>(x, n0, nb, p, px, u0, planes, planeStride);
@@ -237,7 +233,7 @@ internal static unsafe class StemColumns
 
     private static void RunPart(void* state, int part)
     {
-        if (Wide) RunItems<Lanes512, Vector512<float>>(ref *(Job*)state, part);
+        if (Gemm.Runs512) RunItems<Lanes512, Vector512<float>>(ref *(Job*)state, part);
         else RunItems<Lanes256, Vector256<float>>(ref *(Job*)state, part);
     }
 
