@@ -620,6 +620,51 @@ public sealed class DirectWeightGradientTests
     }
 
     /// <summary>
+    /// The inference plans' channel-major stem through the column planes (where the plan's direct stem does not run:
+    /// without AVX-512) gives the im2col path's bits, sums, bias and activation alike: MNIST's and mel's stems, one
+    /// sample and three (whose channel-major output interleaves the samples per channel), ReLU, Hardswish and none, at
+    /// every kernel width this CPU runs.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 28, 28, 19, UnaryOp.Hardswish)]
+    [InlineData(3, 28, 28, 32, UnaryOp.Relu)]
+    [InlineData(3, 40, 30, 11, null)]
+    [InlineData(2, 128, 100, 19, UnaryOp.Hardswish)]
+    public unsafe void ChannelMajorStemMatchesIm2col(int n, int h, int w, int k, UnaryOp? activation)
+    {
+        var widths = StemWidths();
+        if (widths.Length == 0) Assert.Skip(NoVectorKernels);
+        var p = new Conv2dParams(n, 1, h, w, k, 5, 5, 2, 2, 1, 1, 1, 1, 1);
+        float[] x = Reference.ToFloat(Reference.Random(n * h * w, 51));
+        float[] wt = Reference.ToFloat(Reference.Random(k * 25, 52));
+        float[] bias = Reference.ToFloat(Reference.Random(k, 53));
+        float[] Run(bool columns)
+        {
+            var y = new float[k * n * p.P * p.Q];
+            Array.Fill(y, float.NaN);
+            StemColumns.Enabled = columns;
+            try
+            {
+                fixed (float* px = x, pw = wt, pb = bias, py = y)
+                    ConvKernels.ForwardChannelMajor(px, pw, pb, py, p, null, activation != null, activation ?? default, 0f, 0f);
+            }
+            finally
+            {
+                StemColumns.Enabled = true;
+            }
+            return y;
+        }
+        foreach (var width in widths)
+            WithKernels(width, () =>
+            {
+                var viaColumns = Run(true);
+                Assert.All(viaColumns, v => Assert.False(float.IsNaN(v)));
+                if (activation == UnaryOp.Relu) Assert.Contains(viaColumns, v => v == 0f);
+                Assert.Equal(Run(false).Select(BitConverter.SingleToInt32Bits), viaColumns.Select(BitConverter.SingleToInt32Bits));
+            });
+    }
+
+    /// <summary>
     /// The bits of one chunk on one thread, modelled in scalar code: lane l of an accumulator adds the products at the
     /// chunk's positions l, l + L, ... in order (L = 16 lanes with AVX-512, 8 with AVX2), each a fused multiply-add (zero
     /// where a tap reads off the plane), and the L lanes are summed as Vector512.Sum sums them (adjacent pairs, then

@@ -244,6 +244,13 @@ internal static unsafe class ConvKernels
     internal static void ForwardChannelMajor(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual,
         bool hasActivation, UnaryOp activation, float alpha, float beta)
     {
+        if (residual == null && StemColumns.Enabled && StemColumns.CanRun(p))
+        {
+            // A one-channel stride-2 stem the plan's direct stem does not take (without AVX-512): over the input's column
+            // planes, with the same sums, bias and activation.
+            StemColumns.ForwardChannelMajor(x, w, bias, y, p, hasActivation, activation, alpha, beta);
+            return;
+        }
         Job job = Plan(Pass.Forward, p);
         job.X = x; job.W = w; job.Bias = bias; job.Y = y;
         job.Residual = residual;

@@ -185,8 +185,15 @@ internal static unsafe class StemColumns
         public float* X, W, Bias, Y;
         public int Px, U0, Groups, Items, Parts;
         public long PlaneStride;
+        // Floats from one sample's output plane to the next's, and from one channel's to the next's: sample-major
+        // [N, K, P, Q] or channel-major [K, N, P, Q].
+        public long SampleStride, ChannelStride;
         // Per tap: flat offset in its plane, then the plane (Taps).
         public int* Taps;
+        // The activation applied to each group's planes once they are written (inference plans), or none.
+        public bool HasActivation;
+        public UnaryOp Activation;
+        public float Alpha, Beta;
     }
 
     /// <summary>
@@ -195,7 +202,20 @@ internal static unsafe class StemColumns
     /// multiply-add per channel (8 accumulators). Each output is the sum over the taps in (r, s) order, then the bias: for
     /// a 5x5 stem the bits of the im2col GEMM and of <see cref="DirectStemConv"/>.
     /// </summary>
-    internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p)
+    internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p) =>
+        Run(x, w, bias, y, p, channelMajor: false, false, default, 0f, 0f);
+
+    /// <summary>
+    /// y [K, N, P, Q] = act(conv2d(x, w) + bias) for x [1, N, H, W] (the same floats as [N, 1, H, W]), channel-major as in
+    /// the inference plans: <see cref="Forward"/>'s sums and bias, then <see cref="ConvKernels.Epilogue"/>'s activation
+    /// on each group's planes while they are in cache, so the bits of the im2col path's output and epilogue.
+    /// </summary>
+    internal static void ForwardChannelMajor(float* x, float* w, float* bias, float* y, in Conv2dParams p,
+        bool hasActivation, UnaryOp activation, float alpha, float beta) =>
+        Run(x, w, bias, y, p, channelMajor: true, hasActivation, activation, alpha, beta);
+
+    private static void Run(float* x, float* w, float* bias, float* y, in Conv2dParams p, bool channelMajor,
+        bool hasActivation, UnaryOp activation, float alpha, float beta)
     {
         var (px, u0) = Rows(p);
         int taps = p.R * p.S;
@@ -205,6 +225,8 @@ internal static unsafe class StemColumns
         {
             P = p, X = x, Y = y, Px = px, U0 = u0, Taps = tapTable,
             Groups = (p.K + Group - 1) / Group, PlaneStride = (long)px * p.Q + Slack(p, px),
+            SampleStride = (long)(channelMajor ? 1 : p.K) * p.P * p.Q, ChannelStride = (long)(channelMajor ? p.N : 1) * p.P * p.Q,
+            HasActivation = hasActivation, Activation = activation, Alpha = alpha, Beta = beta,
         };
         float* packed = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)job.Groups * (taps + 1) * Group);
         Pack(w, bias, p, packed);
@@ -265,8 +287,17 @@ internal static unsafe class StemColumns
                 case 7: Outputs<TLanes, TVector, Gemm.N7>(ref job, planes, n, group); break;
                 default: Outputs<TLanes, TVector, Gemm.N8>(ref job, planes, n, group); break;
             }
+            if (job.HasActivation)
+            {
+                int plane = p.P * p.Q;
+                ConvKernels.Epilogue(OutputPlane(ref job, n, group), job.ChannelStride, 0, Math.Min(Group, p.K - group * Group), plane,
+                    null, null, 0, 0, true, job.Activation, job.Alpha, job.Beta);
+            }
         }
     }
+
+    /// <summary>Sample n's output plane of the first channel of <paramref name="group"/>.</summary>
+    private static float* OutputPlane(ref Job job, int n, int group) => job.Y + n * job.SampleStride + group * Group * job.ChannelStride;
 
     /// <summary>
     /// Sample n's outputs of the first TChannels channels of <paramref name="group"/>, a vector of positions at a time:
@@ -279,11 +310,11 @@ internal static unsafe class StemColumns
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
         int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.P.P * job.P.Q, lanes = TLanes.Count;
-        long planeStride = job.PlaneStride, stride = plane;
+        long planeStride = job.PlaneStride, stride = job.ChannelStride;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
         for (int t = 0; t < taps; t++) sources[t] = planes + offsets[taps + t] * planeStride + offsets[t];
-        float* y = job.Y + ((long)n * job.P.K + group * Group) * plane;
+        float* y = OutputPlane(ref job, n, group);
         float* weights = job.W + (long)group * taps * Group;
         float* bias = job.Bias == null ? null : job.Bias + group * Group;
         for (int j = 0; j < plane; j += lanes)
@@ -324,11 +355,11 @@ internal static unsafe class StemColumns
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
         int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.P.P * job.P.Q, lanes = TLanes.Count;
-        long planeStride = job.PlaneStride, stride = plane;
+        long planeStride = job.PlaneStride, stride = job.ChannelStride;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
         for (int t = 0; t < taps; t++) sources[t] = planes + offsets[taps + t] * planeStride + offsets[t];
-        float* y = job.Y + ((long)n * job.P.K + group * Group) * plane;
+        float* y = OutputPlane(ref job, n, group);
         float* weights = job.W + (long)group * taps * Group;
         float* bias = job.Bias == null ? null : job.Bias + group * Group;
         // Whole pairs, then a last single vector when the plane has an odd number of them: its positions past the
