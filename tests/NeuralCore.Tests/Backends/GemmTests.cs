@@ -120,6 +120,40 @@ public sealed class GemmTests
         }
     }
 
+    /// <summary>
+    /// An edge tile of fewer rows than the micro-kernel's (19 = 8 + 8 + 3 with AVX-512's first-rows kernels, 6 + 6 + 6 + 1
+    /// with AVX2's 6 x 16 kernel, which computes the whole tile and keeps its first rows) gives the bits those rows get
+    /// in a full tile: the rows of a (16 + r)-row product against the first rows of a 24-row one, r = 1 to 7, at every
+    /// kernel width this CPU runs.
+    /// </summary>
+    [Fact]
+    public void EdgeTilesGiveTheFullTilesBits()
+    {
+        var saved = Gemm.Kind;
+        try
+        {
+            var rng = new Random(41);
+            int n = 200, k = 300;
+            float[] a = RandomArray(rng, 24 * k), b = RandomArray(rng, k * n);
+            foreach (var kind in Enum.GetValues<Gemm.KernelKind>().Where(kind => kind <= Gemm.Best))
+            {
+                Gemm.Kind = kind;
+                var full = new float[24 * n];
+                Gemm.Sgemm(false, false, 24, n, k, 1f, a, k, b, n, 0f, full, n);
+                for (int m = 17; m <= 23; m++)
+                {
+                    var edge = new float[m * n];
+                    Gemm.Sgemm(false, false, m, n, k, 1f, a, k, b, n, 0f, edge, n);
+                    Assert.Equal(full.Take(m * n).Select(BitConverter.SingleToInt32Bits), edge.Select(BitConverter.SingleToInt32Bits));
+                }
+            }
+        }
+        finally
+        {
+            Gemm.Kind = saved;
+        }
+    }
+
     [Fact]
     public void ZeroInnerDimensionScalesC()
     {
