@@ -270,7 +270,7 @@ public sealed class DirectWeightGradientTests
         [.. new[] { Gemm.KernelKind.Vector512, Gemm.KernelKind.Vector256 }.Where(kind => kind <= Gemm.Best
             && WithKernels(kind, () => DirectWeightGradient.CanRun(new Conv2dParams(1, 1, 6, 6, 1, 3, 3, 1, 1, 1, 1, 1, 1, 1))))];
 
-    private const string NoVectorKernels = "This CPU has neither AVX-512 nor AVX2 and FMA: the direct weight gradient does not run.";
+    private const string NoVectorKernels = "This CPU has neither AVX-512 nor AVX2 and FMA: the direct kernels do not run.";
 
     /// <summary>
     /// dw[k, c, r, s] = sum over n, p, q of dy[n, k, p, q] * x[n, c, p * stride + r - padH, q * stride + s - padW], over the

@@ -65,8 +65,8 @@ internal static unsafe class StemColumns
     /// vector of a plane's row is the even floats of two vectors' worth read straight from the input row by two masked
     /// loads (lanes off the row read zero, the border); whole vectors are stored, a row's last one running into the next
     /// row (written after it) or the slack. (A zero-bordered copy of each input row first, two library calls a row, took
-    /// half the time of the MNIST stem's multiply-adds.) 16 or 8 outputs a vector, as <see cref="Gemm.Runs512"/> says: the same
-    /// floats either way.
+    /// half the time of the MNIST stem's multiply-adds.) 16 outputs a vector where <see cref="Gemm.Runs512"/>, else 8:
+    /// the same floats either way.
     /// </summary>
     internal static void Split(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride)
     {
@@ -276,7 +276,8 @@ internal static unsafe class StemColumns
             }
             // One specialisation per channel count, so that a last group of fewer than 8 (19 = 8 + 8 + 3) does no
             // multiply-adds for the channels it lacks.
-            switch (Math.Min(Group, p.K - group * Group))
+            int channels = Math.Min(Group, p.K - group * Group);
+            switch (channels)
             {
                 case 1: PairedOutputs<TLanes, TVector, Gemm.N1>(ref job, planes, n, group); break;
                 case 2: PairedOutputs<TLanes, TVector, Gemm.N2>(ref job, planes, n, group); break;
@@ -290,8 +291,8 @@ internal static unsafe class StemColumns
             if (job.HasActivation)
             {
                 int plane = p.P * p.Q;
-                ConvKernels.Epilogue(OutputPlane(ref job, n, group), job.ChannelStride, 0, Math.Min(Group, p.K - group * Group), plane,
-                    null, null, 0, 0, true, job.Activation, job.Alpha, job.Beta);
+                ConvKernels.Epilogue(OutputPlane(ref job, n, group), job.ChannelStride, 0, channels, plane, null, null, 0, 0, true,
+                    job.Activation, job.Alpha, job.Beta);
             }
         }
     }
