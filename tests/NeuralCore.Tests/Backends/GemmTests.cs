@@ -190,6 +190,50 @@ public sealed class GemmTests
         Assert.Equal(packed.AsSpan(0, 123 * n).ToArray(), inPlace);
     }
 
+    /// <summary>
+    /// The implicit GEMM's panels at 256 bits (<see cref="Gemm.MultiplyPanel256"/>, quarters of 4 rows x 16 columns of the
+    /// 8 x 32 tile): each value the chain of fused multiply-adds from zero in order, the 512-bit tiles' sums, for row counts
+    /// that end inside a micro-panel and inside a quarter and column counts that end inside either vector of a quarter; no
+    /// value written past m rows and cols columns of C.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(3, 7)]
+    [InlineData(4, 8)]
+    [InlineData(5, 9)]
+    [InlineData(8, 16)]
+    [InlineData(13, 17)]
+    [InlineData(19, 31)]
+    [InlineData(32, 32)]
+    public unsafe void PanelsAtTwoHundredFiftySixBitsSumInOrder(int m, int cols)
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported || !System.Runtime.Intrinsics.X86.Fma.IsSupported)
+            Assert.Skip("This CPU has no AVX2 and FMA: the 256-bit panels do not run here.");
+        const int k = 37, ldc = 40;
+        var rng = new Random(43);
+        float[] a = RandomArray(rng, m * k), b = RandomArray(rng, k * Gemm.PanelColumns);
+        float[] packed = new float[Gemm.PackedRowsLength(m, k)], c = new float[m * ldc + 8];
+        Array.Fill(c, float.NaN);
+        fixed (float* pa = a, pb = b, pp = packed, pc = c)
+        {
+            Gemm.PackRows(pa, k, m, k, pp);
+            Gemm.MultiplyPanel256(m, k, pp, pb, pc, ldc, cols);
+        }
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < ldc; j++)
+            {
+                if (j >= cols)
+                {
+                    Assert.True(float.IsNaN(c[i * ldc + j]), $"C[{i}, {j}] was written");
+                    continue;
+                }
+                float expected = 0f;
+                for (int p = 0; p < k; p++) expected = MathF.FusedMultiplyAdd(a[i * k + p], b[p * Gemm.PanelColumns + j], expected);
+                Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(c[i * ldc + j]));
+            }
+        Assert.All(c.AsSpan(m * ldc).ToArray(), v => Assert.True(float.IsNaN(v)));
+    }
+
     [Fact]
     public unsafe void PartialTilesGiveTheBitsOfTheFullTile()
     {

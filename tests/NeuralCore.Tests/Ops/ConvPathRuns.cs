@@ -3,7 +3,10 @@ using NeuralCore.Backends.Cpu;
 
 namespace NeuralCore.Tests.Ops;
 
-/// <summary>Runs a convolution's forward and backward-data passes with one of the CPU backend's kernel paths switched on or off, and gives the order a 1x1's direct kernels sum in.</summary>
+/// <summary>
+/// Runs a convolution's forward and backward-data passes with one of the CPU backend's kernel paths switched on or off
+/// or the kernels narrowed to one vector width, and gives the orders a 1x1's direct kernels and the implicit GEMM sum in.
+/// </summary>
 internal static class ConvPathRuns
 {
     /// <summary>
@@ -46,6 +49,53 @@ internal static class ConvPathRuns
                 }
         return result;
     }
+
+    /// <summary>
+    /// A stride-1 convolution's outputs in the order the implicit GEMM sums them: out[n, o, i, j] = the sum over input
+    /// channels c in order, then taps (r, s) in order, of w[o, c, r, s] * input[n, c, i + r * dilation - pad,
+    /// j + s * dilation - pad] (zero outside the plane), fused multiply-adds from zero, then + bias[o]. The output is the
+    /// size of the input.
+    /// </summary>
+    public static float[] SameInOrder(float[] input, float[] w, float[]? bias, int n, int inputs, int outputs, int h, int width,
+        int kernel, int dilation, int pad)
+    {
+        var result = new float[n * outputs * h * width];
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < outputs; o++)
+                for (int i = 0; i < h; i++)
+                    for (int j = 0; j < width; j++)
+                    {
+                        float acc = 0;
+                        for (int c = 0; c < inputs; c++)
+                            for (int r = 0; r < kernel; r++)
+                                for (int t = 0; t < kernel; t++)
+                                {
+                                    int y = i + r * dilation - pad, x = j + t * dilation - pad;
+                                    float v = y < 0 || y >= h || x < 0 || x >= width ? 0f : input[((s * inputs + c) * h + y) * width + x];
+                                    acc = MathF.FusedMultiplyAdd(w[((o * inputs + c) * kernel + r) * kernel + t], v, acc);
+                                }
+                        result[((s * outputs + o) * h + i) * width + j] = bias is null ? acc : acc + bias[o];
+                    }
+        return result;
+    }
+
+    /// <summary><paramref name="run"/> with <see cref="Gemm.Kind"/> narrowed to <paramref name="kind"/>.</summary>
+    public static T WithKernels<T>(Gemm.KernelKind kind, Func<T> run)
+    {
+        var saved = Gemm.Kind;
+        Gemm.Kind = kind;
+        try
+        {
+            return run();
+        }
+        finally
+        {
+            Gemm.Kind = saved;
+        }
+    }
+
+    /// <inheritdoc cref="WithKernels{T}(Gemm.KernelKind, Func{T})"/>
+    public static void WithKernels(Gemm.KernelKind kind, Action run) => WithKernels(kind, () => { run(); return 0; });
 
     /// <summary>The values' bits, every NaN read as one value whatever its payload.</summary>
     public static IEnumerable<int> Bits(float[] values) => values.Select(v => float.IsNaN(v) ? int.MinValue : BitConverter.SingleToInt32Bits(v));

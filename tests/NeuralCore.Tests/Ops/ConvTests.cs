@@ -2,6 +2,7 @@ using NeuralCore.Backends;
 using NeuralCore.Backends.Cpu;
 using NeuralCore.NN;
 using NeuralCore.Tests.Backends;
+using static NeuralCore.Tests.Ops.ConvPathRuns;
 
 namespace NeuralCore.Tests.Ops;
 
@@ -568,23 +569,6 @@ public sealed class DirectWeightGradientTests
     private static Gemm.KernelKind[] StemWidths() =>
         [.. new[] { Gemm.KernelKind.Vector512, Gemm.KernelKind.Vector256 }.Where(kind => kind <= Gemm.Best
             && WithKernels(kind, () => StemColumns.CanRun(new Conv2dParams(1, 1, 28, 28, 8, 5, 5, 2, 2, 1, 1, 1, 1, 1))))];
-
-    /// <summary><paramref name="run"/> with <see cref="Gemm.Kind"/> narrowed to <paramref name="kind"/>.</summary>
-    private static T WithKernels<T>(Gemm.KernelKind kind, Func<T> run)
-    {
-        var saved = Gemm.Kind;
-        Gemm.Kind = kind;
-        try
-        {
-            return run();
-        }
-        finally
-        {
-            Gemm.Kind = saved;
-        }
-    }
-
-    private static void WithKernels(Gemm.KernelKind kind, Action run) => WithKernels(kind, () => { run(); return 0; });
 
     private static void StemForwardMatchesIm2col(int n, int h, int w, int k, int r, int s, int padH, int padW, bool bias)
     {

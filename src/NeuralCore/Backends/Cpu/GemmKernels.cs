@@ -781,6 +781,58 @@ public static unsafe partial class Gemm
         public void Run<TStore>(ref TStore store) where TStore : struct, ITileStore, IWideTileStore => Kernel512Wide(k, a, b, ldb, ref store);
     }
 
+    /// <summary>
+    /// A quarter of <see cref="Kernel512{TStore}"/>'s 8 x 32 tile at 256 bits: rows [0, 4) of an 8-row A micro-panel at
+    /// <paramref name="a"/> (the panel + 4 for its rows 4-7) times 16 columns of a 32-column B micro-panel at
+    /// <paramref name="b"/> (the panel + 16 for its columns 16-31). 8 ymm accumulators: two loads of B and four
+    /// broadcasts of A feed 8 FMAs, and the 8 in flight cover an FMA's latency at two a cycle. Each value is the same
+    /// chain of multiply-adds as in the 512-bit tile, so the same sums; the first <paramref name="rows"/> rows and
+    /// <paramref name="cols"/> columns are stored to <paramref name="c"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Kernel256Quarter(int kc, float* a, float* b, float* c, int ldc, int rows, int cols)
+    {
+        Vector256<float> c00 = default, c01 = default;
+        Vector256<float> c10 = default, c11 = default;
+        Vector256<float> c20 = default, c21 = default;
+        Vector256<float> c30 = default, c31 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector256<float> b0 = Vector256.Load(b), b1 = Vector256.Load(b + 8);
+            Vector256<float> ai;
+            ai = Vector256.Create(a[0]);
+            c00 = Vector256.FusedMultiplyAdd(ai, b0, c00); c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+            ai = Vector256.Create(a[1]);
+            c10 = Vector256.FusedMultiplyAdd(ai, b0, c10); c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+            ai = Vector256.Create(a[2]);
+            c20 = Vector256.FusedMultiplyAdd(ai, b0, c20); c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+            ai = Vector256.Create(a[3]);
+            c30 = Vector256.FusedMultiplyAdd(ai, b0, c30); c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            a += Mr512;
+            b += Nr512;
+        }
+        if (rows == Mr512 / 2 && cols == Nr512 / 2)
+        {
+            c00.Store(c); c01.Store(c + 8);
+            c10.Store(c + ldc); c11.Store(c + ldc + 8);
+            c20.Store(c + 2 * ldc); c21.Store(c + 2 * ldc + 8);
+            c30.Store(c + 3 * ldc); c31.Store(c + 3 * ldc + 8);
+            return;
+        }
+        var first = Lanes256.FirstLanes(cols);
+        var second = Lanes256.FirstLanes(cols - 8);
+        StoreRow(c, c00, c01, first, second);
+        if (rows > 1) StoreRow(c + ldc, c10, c11, first, second);
+        if (rows > 2) StoreRow(c + 2 * ldc, c20, c21, first, second);
+        if (rows > 3) StoreRow(c + 3 * ldc, c30, c31, first, second);
+
+        static void StoreRow(float* row, Vector256<float> lo, Vector256<float> hi, Vector256<float> first, Vector256<float> second)
+        {
+            Avx.MaskStore(row, first, lo);
+            Avx.MaskStore(row + 8, second, hi);
+        }
+    }
+
     /// <summary>6 x 16 tile, 12 ymm accumulators (of 16 registers): two loads of B and six broadcasts of A feed 12 FMAs.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void Kernel256(int kc, float* a, float* b, float* c, int ldc, float alpha, float beta)

@@ -142,6 +142,24 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>
+    /// <see cref="MultiplyPanel"/> at 256 bits (AVX2 and FMA, <see cref="Runs256"/>): C[0..m, 0..cols) = A B for A packed
+    /// by <see cref="PackRows"/> and one 32-column B micro-panel, each 8 x 32 tile in quarters of 4 rows x 16 columns
+    /// (<see cref="Kernel256Quarter"/>), quarters wholly past m or cols skipped. The same sums as
+    /// <see cref="MultiplyPanel"/>.
+    /// </summary>
+    internal static void MultiplyPanel256(int m, int k, float* packedA, float* panel, float* c, int ldc, int cols)
+    {
+        for (int i = 0; i < m; i += Mr512)
+        {
+            float* a = packedA + (long)i * k;
+            int rows = Math.Min(Mr512, m - i);
+            for (int r = 0; r < rows; r += Mr512 / 2)
+                for (int h = 0; h < cols; h += Nr512 / 2)
+                    Kernel256Quarter(k, a + r, panel + h, c + (long)(i + r) * ldc + h, ldc, Math.Min(Mr512 / 2, rows - r), Math.Min(Nr512 / 2, cols - h));
+        }
+    }
+
+    /// <summary>
     /// An 8 x 32 tile of C = A B for a "same" convolution's B rows read straight from the input, written to
     /// <paramref name="panel"/> on the way (the B micro-panel the next tiles of the column block multiply): row
     /// p = c * taps + t of B is the 32 floats at <paramref name="x"/> + c * <paramref name="channelStride"/> + offsets[t],

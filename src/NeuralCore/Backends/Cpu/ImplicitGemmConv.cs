@@ -20,7 +20,8 @@ namespace NeuralCore.Backends.Cpu;
 /// the weights and the panels, so they cost nothing. Threads share the blocks of columns, or, when there are too few
 /// (a single sample's small maps), the output channels. Each output value is one dot product in a fixed order, so
 /// results do not depend on the thread count. Needs AVX-512 (the 8 x 32 GEMM micro-kernel); <see cref="Supports"/>
-/// says when this path applies.
+/// says when this path applies, and <see cref="Supports256"/> when the training passes' "same" convolutions run here
+/// on 256-bit vectors.
 /// </remarks>
 internal static unsafe class ImplicitGemmConv
 {
@@ -158,7 +159,7 @@ internal static unsafe class ImplicitGemmConv
     /// through <see cref="ForwardRange"/>): stride 1 with the output the size of the input, and a kernel wider than one
     /// tap (a 1x1 over small planes takes the GEMM path or a kernel of its own).
     /// </summary>
-    internal static bool SupportsSampleMajor(in Conv2dParams p) => Supports(p) && IsSame(p) && p.R * p.S > 1;
+    internal static bool SupportsSampleMajor(in Conv2dParams p) => (Supports(p) || Supports256(p)) && IsSame(p) && p.R * p.S > 1;
 
     /// <summary>
     /// True when this path runs the convolution on this machine (AVX-512): every stride-1 convolution whose output is
@@ -169,6 +170,15 @@ internal static unsafe class ImplicitGemmConv
     internal static bool Supports(in Conv2dParams p) =>
         Gemm.Kind == Gemm.KernelKind.Vector512 && Avx512F.IsSupported
         && (IsSame(p) || (p.StrideW <= 2 && p.K / p.Groups >= MinRunOutputs && p.Q >= MinRunLength));
+
+    /// <summary>
+    /// True when this path runs a training pass's "same" convolution of more than one tap without AVX-512
+    /// (<see cref="Gemm.Runs256"/>): each panel is filled with 256-bit masked loads and multiplied in quarters of the
+    /// 8 x 32 tile (<see cref="Gemm.MultiplyPanel256"/>), the same sums as the 512-bit tiles, and the bias added in a pass
+    /// over each block. The inference plans keep their other kernels there (<see cref="Supports"/> is false): the strips,
+    /// fused tiles, in-place 1x1s and strided runs are 512-bit only.
+    /// </summary>
+    internal static bool Supports256(in Conv2dParams p) => Gemm.Runs256 && IsSame(p) && p.R * p.S > 1;
 
     /// <summary>Stride 1 and the output the size of the input: a tap reads the input at the output's index plus a constant.</summary>
     internal static bool IsSame(in Conv2dParams p) => p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W;
@@ -532,12 +542,15 @@ internal static unsafe class ImplicitGemmConv
         // Per panel of a "same" geometry, each kept tap's lane masks and read offset (TapMasks), shared by its groups.
         var masks = stackalloc Vector512<float>[job.Same ? 2 * job.Taps : 0];
         var offsets = stackalloc long[job.Same ? job.Taps : 0];
+        // Without AVX-512 (Supports256) each panel is filled and multiplied in quarters of the tile, and the epilogue
+        // runs as a pass over the block.
+        bool wide = Gemm.Runs512;
         for (int block = first; block < end; block++)
         {
             BlockRange(ref job, block, out long c0, out int cols, out int n0, out int nb, out int pooledRow0, out int convRows);
             // Bias, residual and activation are applied as each tile is stored (from registers, or as a narrow panel's
             // transposed tiles are written back) instead of in a second pass over the block.
-            int kind = job.Kc > 0 ? EpilogueKind(ref job) : -1;
+            int kind = job.Kc > 0 && wide ? EpilogueKind(ref job) : -1;
             bool fusedEpilogue = kind >= 0;
             for (int j = 0, width; j < cols; j += width)
             {
@@ -556,7 +569,7 @@ internal static unsafe class ImplicitGemmConv
                 if (job.Same)
                 {
                     Coordinates(ref job, j0, width, coords);
-                    TapMasks(ref job, coords, masks, offsets);
+                    TapMasks(ref job, coords, (float*)masks, offsets);
                 }
                 for (int g = 0; g < job.P.Groups; g++)
                 {
@@ -564,6 +577,12 @@ internal static unsafe class ImplicitGemmConv
                     if (job.Kc == 0)
                     {
                         for (int k = k0; k < k1; k++) new Span<float>(yg + k * ld, width).Clear();
+                        continue;
+                    }
+                    if (!wide)
+                    {
+                        FillPanel<Lanes256, Vector256<float>>(ref job, GroupInput(ref job, g, j0), (float*)masks, offsets, panel);
+                        Gemm.MultiplyPanel256(rows, job.Kc, job.W + g * job.PerGroup + (long)k0 * job.Kc, panel, yg + k0 * ld, (int)ld, width);
                         continue;
                     }
                     if (RunsStrips(ref job, k0, k1, fusedEpilogue))
@@ -589,7 +608,7 @@ internal static unsafe class ImplicitGemmConv
                         MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile, fusedEpilogue ? j0 : -1, filled: true);
                         continue;
                     }
-                    if (job.Same) FillPanel(ref job, GroupInput(ref job, g, j0), masks, offsets, panel);
+                    if (job.Same) FillPanel<Lanes512, Vector512<float>>(ref job, GroupInput(ref job, g, j0), (float*)masks, offsets, panel);
                     else FillRuns(ref job, job.X + (long)g * job.Cg * job.XStride, j0, width, panel);
                     if (width > NarrowPanel && fusedEpilogue)
                         MultiplyPanel(ref job, g, k0, k1, panel, yg, ld, width, tile, j0, kind);
@@ -674,7 +693,7 @@ internal static unsafe class ImplicitGemmConv
     /// multiple, or close to one, puts every row in the same few sets: those keep the copy).
     /// </summary>
     private static bool ReadsInPlace(ref Job job) =>
-        InPlacePointwise && job.Taps == 1 && job.End - job.First >= Lanes && ReadsInPlace(job.P, job.XStride, (long)(job.X + job.First));
+        InPlacePointwise && Gemm.Runs512 && job.Taps == 1 && job.End - job.First >= Lanes && ReadsInPlace(job.P, job.XStride, (long)(job.X + job.First));
 
     /// <summary>
     /// <see cref="ReadsInPlace(ref Job)"/> for a convolution <paramref name="p"/> whose input channels lie
@@ -1019,27 +1038,29 @@ internal static unsafe class ImplicitGemmConv
     }
 
     /// <summary>
-    /// Per kept tap t of a panel whose lanes are at <paramref name="coords"/> (<see cref="Coordinates"/>): the lanes whose
-    /// input lies inside the plane, masks[2 t] for columns 0-15 and masks[2 t + 1] for 16-31, and the read offset.
+    /// Per kept tap t of a panel whose lanes are at <paramref name="coords"/> (<see cref="Coordinates"/>): the read offset,
+    /// and in the 32 floats from <paramref name="masks"/> + 32 t all bits set in the lanes whose input lies inside the
+    /// plane (two 512-bit masks, columns 0-15 and 16-31, or four 256-bit ones), zero in the others.
     /// </summary>
-    private static void TapMasks(ref Job job, int* coords, Vector512<float>* masks, long* offsets)
+    private static void TapMasks(ref Job job, int* coords, float* masks, long* offsets)
     {
-        var rowsLo = Vector512.Load(coords);
-        var rowsHi = Vector512.Load(coords + 16);
-        var colsLo = Vector512.Load(coords + Lanes);
-        var colsHi = Vector512.Load(coords + Lanes + 16);
         // With halo rows, rows -1 .. H are in memory: the test is shifted by one row.
         int lift = job.Halo ? 1 : 0;
-        var height = Vector512.Create((uint)(job.P.H + 2 * lift));
-        var width = Vector512.Create((uint)job.P.W);
+        var height = Vector256.Create((uint)(job.P.H + 2 * lift));
+        var width = Vector256.Create((uint)job.P.W);
         for (int t = 0; t < job.Taps; t++)
         {
             int dh = job.OffH[t], dw = job.OffW[t];
-            var dhv = Vector512.Create(dh + lift);
-            var dwv = Vector512.Create(dw);
+            var dhv = Vector256.Create(dh + lift);
+            var dwv = Vector256.Create(dw);
             // Lane valid when the tap's input row and column lie inside the plane (unsigned compare catches negatives).
-            masks[2 * t] = (Vector512.LessThan((rowsLo + dhv).AsUInt32(), height) & Vector512.LessThan((colsLo + dwv).AsUInt32(), width)).AsSingle();
-            masks[2 * t + 1] = (Vector512.LessThan((rowsHi + dhv).AsUInt32(), height) & Vector512.LessThan((colsHi + dwv).AsUInt32(), width)).AsSingle();
+            for (int h = 0; h < Lanes; h += 8)
+            {
+                var rows = Vector256.Load(coords + h);
+                var columns = Vector256.Load(coords + Lanes + h);
+                (Vector256.LessThan((rows + dhv).AsUInt32(), height) & Vector256.LessThan((columns + dwv).AsUInt32(), width))
+                    .AsSingle().Store(masks + t * Lanes + h);
+            }
             offsets[t] = (long)dh * job.P.W + dw;
         }
     }
@@ -1052,9 +1073,11 @@ internal static unsafe class ImplicitGemmConv
 
     /// <summary>
     /// The B micro-panel of a group whose input starts at <paramref name="xg"/> (<see cref="GroupInput"/>) for the panel's
-    /// 32 columns, with the taps' <see cref="TapMasks"/>: row c * taps + t holds tap t of input channel c.
+    /// 32 columns, with the taps' <see cref="TapMasks"/>: row c * taps + t holds tap t of input channel c. Written once
+    /// for both vector widths (<see cref="IVectorLanes{TVector}"/>).
     /// </summary>
-    private static void FillPanel(ref Job job, float* xg, Vector512<float>* masks, long* offsets, float* panel)
+    private static void FillPanel<TLanes, TVector>(ref Job job, float* xg, float* masks, long* offsets, float* panel)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
     {
         long channel = job.XStride;
         int taps = job.Taps;
@@ -1073,9 +1096,9 @@ internal static unsafe class ImplicitGemmConv
             for (int t = 0; t < taps; t++, dst += Lanes)
             {
                 // Masked-off lanes are neither read nor faulted on, so the loads may straddle the ends of x.
-                float* src = xg + offsets[t];
-                Vector512.Store(Avx512F.MaskLoad(src, masks[2 * t], Vector512<float>.Zero), dst);
-                Vector512.Store(Avx512F.MaskLoad(src + 16, masks[2 * t + 1], Vector512<float>.Zero), dst + 16);
+                float* src = xg + offsets[t], mask = masks + t * Lanes;
+                for (int h = 0; h < Lanes; h += TLanes.Count)
+                    TLanes.Store(TLanes.MaskLoad(src + h, TLanes.Load(mask + h)), dst + h);
             }
         }
     }
