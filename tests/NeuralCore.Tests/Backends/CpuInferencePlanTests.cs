@@ -90,7 +90,7 @@ public sealed class CpuInferencePlanTests : IDisposable
     /// Stride-1 convolutions with "same" padding run as an implicit GEMM (AVX-512): odd channel counts (partial
     /// micro-panels of rows and columns), dilation, groups, taps that never reach the input (a 3x3 kernel on a plane
     /// one row high keeps 3 of 9), 1x1 kernels, and a residual block after them; the same plans compiled for the
-    /// AVX2 kernels take the im2col path. Both must match the eager forward. Also: panels of at most 16 columns
+    /// AVX2 kernels take the implicit GEMM's 256-bit form. Both must match the eager forward. Also: panels of at most 16 columns
     /// (multiplied as Y^T = X^T W^T) and convolutions with too few panels to share, whose output channels are split
     /// between the threads.
     /// </summary>
@@ -153,7 +153,8 @@ public sealed class CpuInferencePlanTests : IDisposable
                     AssertMatchesEager(expected, actual, $"{kind}, narrow maps {narrowMaps}, ");
                     // At most 24 output positions (and one group): the narrow-map kernel, position-major, when it is on.
                     bool narrow = kind == Gemm.KernelKind.Vector512 && narrowMaps && batch * h * w <= NarrowMapConv.MaxPositions && groups == 1;
-                    bool implicitGemm = kind == Gemm.KernelKind.Vector512 && !narrow;
+                    // At 256 bits (AVX2 and FMA) the implicit GEMM takes every one of these.
+                    bool implicitGemm = kind == Gemm.KernelKind.Vector512 ? !narrow : Gemm.Runs256;
                     string first = plan.Description[0];
                     Assert.Equal(implicitGemm, first.Contains("implicit GEMM", StringComparison.Ordinal));
                     Assert.Equal(narrow, first.Contains("narrow map", StringComparison.Ordinal));
@@ -165,7 +166,8 @@ public sealed class CpuInferencePlanTests : IDisposable
             Gemm.Kind = saved;
             NarrowMapConv.Enabled = true;
         }
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: only the im2col path of the plan was checked, not the implicit GEMM.");
+        if (!Avx512F.IsSupported && !(Avx2.IsSupported && Fma.IsSupported))
+            Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: only the im2col path of the plan was checked, not the implicit GEMM.");
     }
 
     /// <summary>

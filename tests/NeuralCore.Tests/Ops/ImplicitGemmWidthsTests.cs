@@ -8,7 +8,7 @@ namespace NeuralCore.Tests.Ops;
 /// <summary>
 /// The training passes' stride-1 "same" convolutions through the implicit GEMM at each vector width this CPU runs it
 /// at (<see cref="ImplicitGemmConv.Supports"/> with AVX-512, <see cref="ImplicitGemmConv.Supports256"/> with AVX2 and
-/// FMA): forward with and without a bias and backward data (the forward of the flipped kernel), bit for bit against
+/// FMA; the inference plans' are checked against the eager forward in CpuInferencePlanTests): forward with and without a bias and backward data (the forward of the flipped kernel), bit for bit against
 /// the sum in (channel, tap) order, one fused multiply-add per tap from zero, so the widths give the same bits. Both
 /// routes (channel-major chunks of samples, and one sample at a time for planes of 64 positions or more), 1 to 3
 /// threads, channel counts that end inside a micro-panel and inside a quarter tile, planes that end inside a panel,
@@ -76,23 +76,25 @@ public sealed class ImplicitGemmWidthsTests
     }
 
     /// <summary>
-    /// Where the training passes take the implicit GEMM without AVX-512: "same" convolutions of more than one tap, not
-    /// 1x1s (the GEMM path keeps those), strided ones or ones whose output is not the input's size.
+    /// Where the implicit GEMM runs without AVX-512: the training passes' "same" convolutions of more than one tap (not
+    /// 1x1s, which keep the GEMM path, nor strided ones or ones whose output is not the input's size), and the inference
+    /// plans' "same" convolutions, 1x1s included.
     /// </summary>
     [Theory]
-    // H, W, kernel, stride, pad
-    [InlineData(6, 6, 3, 1, 1, true)]
-    [InlineData(1, 6, 3, 1, 1, true)]
-    [InlineData(31, 24, 5, 1, 2, true)]
-    [InlineData(7, 24, 1, 1, 0, false)]
-    [InlineData(28, 28, 5, 2, 1, false)]
-    [InlineData(7, 24, 3, 1, 0, false)]
-    public void RunsWithoutAvx512OnSameConvolutionsOfSeveralTaps(int h, int w, int kernel, int stride, int pad, bool expected)
+    // H, W, kernel, stride, pad, training, plans
+    [InlineData(6, 6, 3, 1, 1, true, true)]
+    [InlineData(1, 6, 3, 1, 1, true, true)]
+    [InlineData(31, 24, 5, 1, 2, true, true)]
+    [InlineData(7, 24, 1, 1, 0, false, true)]
+    [InlineData(28, 28, 5, 2, 1, false, false)]
+    [InlineData(7, 24, 3, 1, 0, false, false)]
+    public void RunsWithoutAvx512OnSameConvolutions(int h, int w, int kernel, int stride, int pad, bool training, bool plans)
     {
         if (!(System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported))
             Assert.Skip("This CPU has no AVX2 and FMA: the 256-bit implicit GEMM does not run.");
         var p = new Conv2dParams(4, 4, h, w, 4, kernel, kernel, stride, stride, pad, pad, 1, 1, 1);
-        Assert.Equal(expected, WithKernels(Gemm.KernelKind.Vector256, () => ImplicitGemmConv.SupportsSampleMajor(p)));
+        Assert.Equal(training, WithKernels(Gemm.KernelKind.Vector256, () => ImplicitGemmConv.SupportsSampleMajor(p)));
+        Assert.Equal(plans, WithKernels(Gemm.KernelKind.Vector256, () => ImplicitGemmConv.Supports256(p)));
         Assert.False(WithKernels(Gemm.KernelKind.Vector256, () => ImplicitGemmConv.Supports(p)));
     }
 }

@@ -146,7 +146,7 @@ internal static unsafe class ConvKernels
     /// positions, and for a 1x1 under <see cref="InPlacePlane"/> (from there the GEMM path reads each sample in place).
     /// </summary>
     internal static bool RunsBySample(in Conv2dParams p) =>
-        BySample && p.Groups == 1 && ImplicitGemmConv.IsSame(p) && (ImplicitGemmConv.Supports(p) || ImplicitGemmConv.Supports256(p))
+        BySample && p.Groups == 1 && ImplicitGemmConv.IsSame(p) && (ImplicitGemmConv.Supports(p) || ImplicitGemmConv.SupportsSampleMajor(p))
         && p.P * p.Q >= MinSamplePlane && (p.R * p.S > 1 || p.P * p.Q < InPlacePlane);
 
     /// <summary>

@@ -422,7 +422,10 @@ public sealed unsafe partial class CpuInferencePlan
                 Winograd = new WinogradConv.Weights(Weight, P, pooled: Pool is not null, oneThread);
                 return;
             }
-            if (!ImplicitGemmConv.Supports(P))
+            // Without AVX-512 the implicit GEMM takes the "same" convolutions, unpooled (a pool fuses into it only where
+            // Supports holds).
+            bool runs256 = Pool is null && ImplicitGemmConv.Supports256(P);
+            if (!ImplicitGemmConv.Supports(P) && !runs256)
             {
                 if (Pool is not null) throw new InvalidOperationException("CpuInferencePlan: the GEMM kernels changed while the plan was compiled; compile it again.");
                 return;

@@ -172,13 +172,14 @@ internal static unsafe class ImplicitGemmConv
         && (IsSame(p) || (p.StrideW <= 2 && p.K / p.Groups >= MinRunOutputs && p.Q >= MinRunLength));
 
     /// <summary>
-    /// True when this path runs a training pass's "same" convolution of more than one tap without AVX-512
-    /// (<see cref="Gemm.Runs256"/>): each panel is filled with 256-bit masked loads and multiplied in quarters of the
-    /// 8 x 32 tile (<see cref="Gemm.MultiplyPanel256"/>), the same sums as the 512-bit tiles, and the bias added in a pass
-    /// over each block. The inference plans keep their other kernels there (<see cref="Supports"/> is false): the strips,
-    /// fused tiles, in-place 1x1s and strided runs are 512-bit only.
+    /// True when this path runs a "same" convolution without AVX-512 (<see cref="Gemm.Runs256"/>): each panel is filled
+    /// with 256-bit masked loads and multiplied in quarters of the 8 x 32 tile (<see cref="Gemm.MultiplyPanel256"/>), the
+    /// same sums as the 512-bit tiles, and bias, residual and activation applied in a pass over each block. The inference
+    /// plans take it for their unpooled "same" convolutions, the training passes for those of more than one tap
+    /// (<see cref="SupportsSampleMajor"/>; their 1x1s ran 1.03-1.08x as long this way on mel's maps than through the GEMM
+    /// path). The strips, fused tiles and pools, in-place 1x1s and strided runs are 512-bit only.
     /// </summary>
-    internal static bool Supports256(in Conv2dParams p) => Gemm.Runs256 && IsSame(p) && p.R * p.S > 1;
+    internal static bool Supports256(in Conv2dParams p) => Gemm.Runs256 && IsSame(p);
 
     /// <summary>Stride 1 and the output the size of the input: a tap reads the input at the output's index plus a constant.</summary>
     internal static bool IsSame(in Conv2dParams p) => p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W;
