@@ -737,7 +737,8 @@ public sealed class DirectWeightGradientTests
     /// on its own, for a first tile that is the only one (8 channels), one of 3 rows (19 = 8 + 8 + 3), of 5 to 7 rows
     /// (13 = 8 + 5), and whole tiles (32); 1x1 and 3x3, panels at the ends of the input (whose rows are read with masked
     /// loads) and inside it (read whole, then masked), and an infinite input at the end of a row, which the next row's
-    /// outputs must not meet through their left taps.
+    /// outputs must not meet through their left taps; at each width the implicit GEMM runs at (at 256 bits the first 4
+    /// rows' quarter tiles fill the panel).
     /// </summary>
     [Theory]
     [InlineData(4, 3, 6, 6, 8, 3)]
@@ -749,7 +750,9 @@ public sealed class DirectWeightGradientTests
     public unsafe void FillingThePanelWhileMultiplyingKeepsTheBits(int n, int c, int h, int w, int k, int kernel)
     {
         var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, kernel / 2, kernel / 2, 1, 1, 1);
-        if (!ImplicitGemmConv.Supports(p)) Assert.Skip("This CPU has no AVX-512: the implicit GEMM does not run.");
+        var widths = new[] { Gemm.KernelKind.Vector512, Gemm.KernelKind.Vector256 }.Where(kind => kind <= Gemm.Best
+            && WithKernels(kind, () => ImplicitGemmConv.Supports(p) || ImplicitGemmConv.Supports256(p))).ToArray();
+        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the implicit GEMM does not run.");
         var g = new Generator(97);
         var values = Tensor.Randn([n, c, h, w], g).ToArray();
         // Sample 1, channel 1, row 1, last column.
@@ -761,13 +764,17 @@ public sealed class DirectWeightGradientTests
         ImplicitGemmConv.Strips = false;
         try
         {
-            var (y, dx) = Run();
-            ImplicitGemmConv.FillsWhileMultiplying = false;
-            var (yPanel, dxPanel) = Run();
-            Assert.Equal(yPanel, y);
-            Assert.Equal(dxPanel, dx);
-            Assert.Contains(y, float.IsInfinity);
-            Assert.Equal(kernel == 1 ? k : k * 3 * 2, y.Count(float.IsInfinity));
+            foreach (var width in widths)
+            {
+                ImplicitGemmConv.FillsWhileMultiplying = true;
+                var (y, dx) = WithKernels(width, Run);
+                ImplicitGemmConv.FillsWhileMultiplying = false;
+                var (yPanel, dxPanel) = WithKernels(width, Run);
+                Assert.Equal(yPanel, y);
+                Assert.Equal(dxPanel, dx);
+                Assert.Contains(y, float.IsInfinity);
+                Assert.Equal(kernel == 1 ? k : k * 3 * 2, y.Count(float.IsInfinity));
+            }
         }
         finally
         {

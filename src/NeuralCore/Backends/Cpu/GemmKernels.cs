@@ -811,6 +811,51 @@ public static unsafe partial class Gemm
             a += Mr512;
             b += Nr512;
         }
+        StoreQuarter(c, ldc, rows, cols, c00, c01, c10, c11, c20, c21, c30, c31);
+    }
+
+    /// <summary>
+    /// <see cref="Kernel256Quarter"/> for a "same" convolution's B rows read straight from the input, written to
+    /// <paramref name="panel"/> on the way (one 16-column half of the B micro-panel the other quarters multiply): row
+    /// p = c * taps + t of B is the 16 floats at <paramref name="x"/> + c * <paramref name="channelStride"/> + offsets[t],
+    /// zero outside the 16 mask floats at <paramref name="masks"/> + 32 t (the half's lanes of the tap's 32). The same
+    /// multiply-adds in the same order, so the same sums.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Kernel256QuarterFilling(int channels, int taps, float* a, float* x, long channelStride, long* offsets, float* masks,
+        float* panel, float* c, int ldc, int rows, int cols)
+    {
+        Vector256<float> c00 = default, c01 = default;
+        Vector256<float> c10 = default, c11 = default;
+        Vector256<float> c20 = default, c21 = default;
+        Vector256<float> c30 = default, c31 = default;
+        for (int ch = 0; ch < channels; ch++, x += channelStride)
+        {
+            for (int t = 0; t < taps; t++, a += Mr512, panel += Nr512)
+            {
+                // Masked-off lanes are neither read nor faulted on, so the loads may straddle the ends of the input.
+                float* src = x + offsets[t], mask = masks + t * Nr512;
+                Vector256<float> b0 = Avx.MaskLoad(src, Vector256.Load(mask)), b1 = Avx.MaskLoad(src + 8, Vector256.Load(mask + 8));
+                b0.Store(panel); b1.Store(panel + 8);
+                Vector256<float> ai;
+                ai = Vector256.Create(a[0]);
+                c00 = Vector256.FusedMultiplyAdd(ai, b0, c00); c01 = Vector256.FusedMultiplyAdd(ai, b1, c01);
+                ai = Vector256.Create(a[1]);
+                c10 = Vector256.FusedMultiplyAdd(ai, b0, c10); c11 = Vector256.FusedMultiplyAdd(ai, b1, c11);
+                ai = Vector256.Create(a[2]);
+                c20 = Vector256.FusedMultiplyAdd(ai, b0, c20); c21 = Vector256.FusedMultiplyAdd(ai, b1, c21);
+                ai = Vector256.Create(a[3]);
+                c30 = Vector256.FusedMultiplyAdd(ai, b0, c30); c31 = Vector256.FusedMultiplyAdd(ai, b1, c31);
+            }
+        }
+        StoreQuarter(c, ldc, rows, cols, c00, c01, c10, c11, c20, c21, c30, c31);
+    }
+
+    /// <summary>A quarter tile's first <paramref name="rows"/> rows and <paramref name="cols"/> columns, stored to c.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreQuarter(float* c, int ldc, int rows, int cols, Vector256<float> c00, Vector256<float> c01,
+        Vector256<float> c10, Vector256<float> c11, Vector256<float> c20, Vector256<float> c21, Vector256<float> c30, Vector256<float> c31)
+    {
         if (rows == Mr512 / 2 && cols == Nr512 / 2)
         {
             c00.Store(c); c01.Store(c + 8);
@@ -821,16 +866,10 @@ public static unsafe partial class Gemm
         }
         var first = Lanes256.FirstLanes(cols);
         var second = Lanes256.FirstLanes(cols - 8);
-        StoreRow(c, c00, c01, first, second);
-        if (rows > 1) StoreRow(c + ldc, c10, c11, first, second);
-        if (rows > 2) StoreRow(c + 2 * ldc, c20, c21, first, second);
-        if (rows > 3) StoreRow(c + 3 * ldc, c30, c31, first, second);
-
-        static void StoreRow(float* row, Vector256<float> lo, Vector256<float> hi, Vector256<float> first, Vector256<float> second)
-        {
-            Avx.MaskStore(row, first, lo);
-            Avx.MaskStore(row + 8, second, hi);
-        }
+        Avx.MaskStore(c, first, c00); Avx.MaskStore(c + 8, second, c01);
+        if (rows > 1) { Avx.MaskStore(c + ldc, first, c10); Avx.MaskStore(c + ldc + 8, second, c11); }
+        if (rows > 2) { Avx.MaskStore(c + 2 * ldc, first, c20); Avx.MaskStore(c + 2 * ldc + 8, second, c21); }
+        if (rows > 3) { Avx.MaskStore(c + 3 * ldc, first, c30); Avx.MaskStore(c + 3 * ldc + 8, second, c31); }
     }
 
     /// <summary>6 x 16 tile, 12 ymm accumulators (of 16 registers): two loads of B and six broadcasts of A feed 12 FMAs.</summary>

@@ -147,13 +147,33 @@ public static unsafe partial class Gemm
     /// (<see cref="Kernel256Quarter"/>), quarters wholly past m or cols skipped. The same sums as
     /// <see cref="MultiplyPanel"/>.
     /// </summary>
-    internal static void MultiplyPanel256(int m, int k, float* packedA, float* panel, float* c, int ldc, int cols)
+    internal static void MultiplyPanel256(int m, int k, float* packedA, float* panel, float* c, int ldc, int cols) =>
+        Quarters(m, k, packedA, panel, c, ldc, cols, firstDone: false);
+
+    /// <summary>
+    /// <see cref="MultiplyPanel256"/> for a "same" convolution's panel read straight from the input, as
+    /// <see cref="MultiplyTileFilling"/> reads it: the first 4 rows' quarters (<see cref="Kernel256QuarterFilling"/>)
+    /// write the panel's 16-column halves as they multiply them, and the other quarters multiply the panel. Row
+    /// p = c * taps + t of B is the 32 floats at <paramref name="x"/> + c * <paramref name="channelStride"/> + offsets[t],
+    /// zero outside the tap's 32 mask floats at <paramref name="masks"/> + 32 t. The same sums.
+    /// </summary>
+    internal static void MultiplyPanelFilling256(int m, int channels, int taps, float* packedA, float* x, long channelStride, long* offsets,
+        float* masks, float* panel, float* c, int ldc, int cols)
+    {
+        for (int h = 0; h < cols; h += Nr512 / 2)
+            Kernel256QuarterFilling(channels, taps, packedA, x + h, channelStride, offsets, masks + h, panel + h, c + h, ldc,
+                Math.Min(Mr512 / 2, m), Math.Min(Nr512 / 2, cols - h));
+        Quarters(m, channels * taps, packedA, panel, c, ldc, cols, firstDone: true);
+    }
+
+    /// <summary>The quarters of <see cref="MultiplyPanel256"/>, without the first 4 rows' when <paramref name="firstDone"/>.</summary>
+    private static void Quarters(int m, int k, float* packedA, float* panel, float* c, int ldc, int cols, bool firstDone)
     {
         for (int i = 0; i < m; i += Mr512)
         {
             float* a = packedA + (long)i * k;
             int rows = Math.Min(Mr512, m - i);
-            for (int r = 0; r < rows; r += Mr512 / 2)
+            for (int r = i == 0 && firstDone ? Mr512 / 2 : 0; r < rows; r += Mr512 / 2)
                 for (int h = 0; h < cols; h += Nr512 / 2)
                     Kernel256Quarter(k, a + r, panel + h, c + (long)(i + r) * ldc + h, ldc, Math.Min(Mr512 / 2, rows - r), Math.Min(Nr512 / 2, cols - h));
         }

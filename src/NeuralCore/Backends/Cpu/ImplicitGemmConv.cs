@@ -582,8 +582,16 @@ internal static unsafe class ImplicitGemmConv
                     }
                     if (!wide)
                     {
-                        FillPanel<Lanes256, Vector256<float>>(ref job, GroupInput(ref job, g, j0), (float*)masks, offsets, panel);
-                        Gemm.MultiplyPanel256(rows, job.Kc, job.W + g * job.PerGroup + (long)k0 * job.Kc, panel, yg + k0 * ld, (int)ld, width);
+                        // The first quarters fill the panel as they multiply it, as the first 512-bit tile does.
+                        float* xg = GroupInput(ref job, g, j0), a = job.W + g * job.PerGroup + (long)k0 * job.Kc;
+                        if (FillsWhileMultiplying)
+                        {
+                            PrefetchNextInput(ref job, xg);
+                            Gemm.MultiplyPanelFilling256(rows, job.Cg, job.Taps, a, xg, job.XStride, offsets, (float*)masks, panel, yg + k0 * ld, (int)ld, width);
+                            continue;
+                        }
+                        FillPanel<Lanes256, Vector256<float>>(ref job, xg, (float*)masks, offsets, panel);
+                        Gemm.MultiplyPanel256(rows, job.Kc, a, panel, yg + k0 * ld, (int)ld, width);
                         continue;
                     }
                     if (RunsStrips(ref job, k0, k1, fusedEpilogue))
