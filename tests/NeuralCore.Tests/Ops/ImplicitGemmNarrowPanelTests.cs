@@ -8,7 +8,8 @@ namespace NeuralCore.Tests.Ops;
 /// The implicit GEMM's panels of at most 16 columns (a map's last few positions at batch 1, multiplied transposed with
 /// one tile row per position) against the in-order sum each output is defined as: for 1 to 16 columns, output channel
 /// counts that take every lane width of the transposed tile (8, 16 + 8, 32, 32 + 6, 64 + 12), bias, residual and ReLU
-/// written back with them, and the rows split between two threads. Sets the process-wide thread count, so runs alone.
+/// written back with them (at 256 bits in the block's epilogue pass), and the rows split between two threads, at each
+/// width the implicit GEMM runs at. Sets the process-wide thread count and kernel width, so runs alone.
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class ImplicitGemmNarrowPanelTests
@@ -27,7 +28,9 @@ public sealed class ImplicitGemmNarrowPanelTests
     public unsafe void NarrowPanelsGiveTheInOrderSums(int n, int h, int w, int c, int k)
     {
         var p = new Conv2dParams(n, c, h, w, k, 3, 3, 1, 1, 1, 1, 1, 1, 1);
-        if (!ImplicitGemmConv.Supports(p)) Assert.Skip("This CPU has no AVX-512: the implicit GEMM does not run.");
+        var widths = new[] { Gemm.KernelKind.Vector512, Gemm.KernelKind.Vector256 }.Where(kind => kind <= Gemm.Best
+            && ConvPathRuns.WithKernels(kind, () => ImplicitGemmConv.Supports(p) || ImplicitGemmConv.Supports256(p))).ToArray();
+        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the implicit GEMM does not run.");
         int columns = n * h * w;
         float[] x = Reference.ToFloat(Reference.Random(c * columns, 11));
         float[] weights = Reference.ToFloat(Reference.Random(k * c * 9, 12));
@@ -56,11 +59,13 @@ public sealed class ImplicitGemmNarrowPanelTests
                     }
 
         int saved = CpuThreading.Threads;
+        var savedKind = Gemm.Kind;
         try
         {
-            foreach (int threads in new[] { 1, 2 })
+            foreach (var (width, threads) in widths.SelectMany(width => new[] { (width, 1), (width, 2) }))
             {
                 CpuThreading.Threads = threads;
+                Gemm.Kind = width;
                 var packed = new ImplicitGemmConv.Weights(weights, p);
                 var y = new float[k * columns];
                 fixed (float* px = x, pb = bias, pr = residual, py = y)
@@ -78,6 +83,7 @@ public sealed class ImplicitGemmNarrowPanelTests
         finally
         {
             CpuThreading.Threads = saved;
+            Gemm.Kind = savedKind;
         }
     }
 }

@@ -166,6 +166,14 @@ public static unsafe partial class Gemm
         Quarters(m, channels * taps, packedA, panel, c, ldc, cols, firstDone: true);
     }
 
+    /// <summary>
+    /// <see cref="MultiplyTilePart"/> at 256 bits: rows [0, <paramref name="rows"/>) (1 to 8) and columns [0,
+    /// <paramref name="lanes"/>) of the 8 x 32 tile of one A micro-panel and one B micro-panel, in quarters
+    /// (<see cref="Kernel256Quarter"/>), the rest of the tile untouched. The full tile's bits.
+    /// </summary>
+    internal static void MultiplyTilePart256(int rows, int lanes, int k, float* a, float* b, float* tile) =>
+        Quarters(rows, k, a, b, tile, Nr512, lanes, firstDone: false);
+
     /// <summary>The quarters of <see cref="MultiplyPanel256"/>, without the first 4 rows' when <paramref name="firstDone"/>.</summary>
     private static void Quarters(int m, int k, float* packedA, float* panel, float* c, int ldc, int cols, bool firstDone)
     {

@@ -543,8 +543,8 @@ internal static unsafe class ImplicitGemmConv
         // Per panel of a "same" geometry, each kept tap's lane masks and read offset (TapMasks), shared by its groups.
         var masks = stackalloc Vector512<float>[job.Same ? 2 * job.Taps : 0];
         var offsets = stackalloc long[job.Same ? job.Taps : 0];
-        // Without AVX-512 (Supports256) each panel is filled and multiplied in quarters of the tile, and the epilogue
-        // runs as a pass over the block.
+        // Without AVX-512 (Supports256) each panel is filled and multiplied in quarters of the tile (a narrow one
+        // transposed, as below), and the epilogue runs as a pass over the block.
         bool wide = Gemm.Runs512;
         for (int block = first; block < end; block++)
         {
@@ -580,7 +580,7 @@ internal static unsafe class ImplicitGemmConv
                         for (int k = k0; k < k1; k++) new Span<float>(yg + k * ld, width).Clear();
                         continue;
                     }
-                    if (!wide)
+                    if (!wide && width > NarrowPanel)
                     {
                         // The first quarters fill the panel as they multiply it, as the first 512-bit tile does.
                         float* xg = GroupInput(ref job, g, j0), a = job.W + g * job.PerGroup + (long)k0 * job.Kc;
@@ -613,7 +613,7 @@ internal static unsafe class ImplicitGemmConv
                     if (job.Same && width <= NarrowPanel)
                     {
                         // A narrow panel's lanes go straight into the A micro-panels that MultiplyTransposed multiplies.
-                        FillNarrowPanel(ref job, GroupInput(ref job, g, j0), width, masks, offsets, panel + (long)job.Kc * Lanes);
+                        FillNarrowPanel(ref job, GroupInput(ref job, g, j0), width, (float*)masks, offsets, panel + (long)job.Kc * Lanes);
                         MultiplyTransposed(ref job, g, k0, k1, panel, width, yg, ld, tile, fusedEpilogue ? j0 : -1, filled: true);
                         continue;
                     }
@@ -924,7 +924,8 @@ internal static unsafe class ImplicitGemmConv
                 // at batch 1 take 4 rows of 16 + 8 lanes in one loop (19 channels) or of 32 (32 channels) instead of 8
                 // rows, in two passes for 16 + 8 (3x3 19->19 there, one thread: 3.0 -> 2.6 µs; 32->32: 2 % less).
                 int columns = Math.Min(Gemm.PanelRows, width - r * Gemm.PanelRows);
-                Gemm.MultiplyTilePart(columns, needed, job.Kc, ar, br, tile);
+                if (Gemm.Runs512) Gemm.MultiplyTilePart(columns, needed, job.Kc, ar, br, tile);
+                else Gemm.MultiplyTilePart256(columns, needed, job.Kc, ar, br, tile);
                 for (int k = first; k < end; k++)
                 {
                     float* yrow = yg + k * ld + r * Gemm.PanelRows;
@@ -1118,20 +1119,28 @@ internal static unsafe class ImplicitGemmConv
     /// r * Kc * 8, row c * taps + t of it 8 floats. One masked load per row instead of filling 32 lanes and repacking
     /// them (the 4 columns past a 6 x 6 map's first panel at batch 1).
     /// </summary>
-    private static void FillNarrowPanel(ref Job job, float* xg, int width, Vector512<float>* masks, long* offsets, float* a)
+    private static void FillNarrowPanel(ref Job job, float* xg, int width, float* masks, long* offsets, float* a)
     {
         long channel = job.XStride;
         int taps = job.Taps;
         float* second = width > Gemm.PanelRows ? a + (long)job.Kc * Gemm.PanelRows : null;
         long row = 0;
+        bool wide = Gemm.Runs512;
         for (int c = 0; c < job.Cg; c++, xg += channel)
         {
             for (int t = 0; t < taps; t++, row += Gemm.PanelRows)
             {
                 // Masked-off lanes are neither read nor faulted on (the lanes past the width are off in every mask).
-                var v = Avx512F.MaskLoad(xg + offsets[t], masks[2 * t], Vector512<float>.Zero);
-                Vector256.Store(v.GetLower(), a + row);
-                if (second != null) Vector256.Store(v.GetUpper(), second + row);
+                float* src = xg + offsets[t], mask = masks + t * Lanes;
+                if (wide)
+                {
+                    var v = Avx512F.MaskLoad(src, Vector512.Load(mask), Vector512<float>.Zero);
+                    Vector256.Store(v.GetLower(), a + row);
+                    if (second != null) Vector256.Store(v.GetUpper(), second + row);
+                    continue;
+                }
+                Vector256.Store(Avx.MaskLoad(src, Vector256.Load(mask)), a + row);
+                if (second != null) Vector256.Store(Avx.MaskLoad(src + 8, Vector256.Load(mask + 8)), second + row);
             }
         }
     }
