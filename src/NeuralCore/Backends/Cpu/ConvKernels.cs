@@ -302,6 +302,28 @@ internal static unsafe class ConvKernels
             Gemm.WithEpilogue(!hasActivation ? 0 : activation == UnaryOp.Relu ? 1 : 2, bias != null, residual != null, ref rowsAction);
             return;
         }
+        if (Avx.IsSupported && (!hasActivation || activation is UnaryOp.Relu or UnaryOp.Hardswish))
+        {
+            // 8 floats a vector, each row's last ones masked: the per-row calls below cost 15 % of a batch-1 MNIST plan
+            // on 256-bit vectors (the 1 x 6 map's rows are 6 floats).
+            int kind = !hasActivation ? 0 : activation == UnaryOp.Relu ? 1 : 2;
+            var tail = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(length % 8)).AsSingle();
+            for (int k = 0; k < rows; k++)
+            {
+                float* row = y + k * ld + at, res = residual == null ? null : residual + k * residualLd + residualAt;
+                var b = bias == null ? default : Vector256.Create(bias[k]);
+                int i = 0;
+                for (; i + 8 <= length; i += 8)
+                {
+                    var r = res == null ? default : Vector256.Load(res + i);
+                    EpilogueVector(Vector256.Load(row + i), b, bias != null, r, res != null, kind).Store(row + i);
+                }
+                if (i == length) continue;
+                var rest = res == null ? default : Avx.MaskLoad(res + i, tail);
+                Avx.MaskStore(row + i, tail, EpilogueVector(Avx.MaskLoad(row + i, tail), b, bias != null, rest, res != null, kind));
+            }
+            return;
+        }
         for (int k = 0; k < rows; k++)
         {
             float* row = y + k * ld + at;
