@@ -37,9 +37,13 @@ internal static unsafe class NarrowMapConv
     /// <summary>Whether inference plans use this path (tests turn it off to reach the implicit GEMM's narrow panels).</summary>
     internal static bool Enabled { get; set; } = true;
 
-    /// <summary>True for a stride-1 convolution whose output is the size of its input and has at most <see cref="MaxPositions"/> positions, where the 512-bit kernels run.</summary>
+    /// <summary>
+    /// True for a stride-1 convolution whose output is the size of its input and has at most <see cref="MaxPositions"/>
+    /// positions, where the 512-bit kernels run or the 256-bit ones (<see cref="Gemm.Runs256"/>: tiles of at most 16
+    /// channels, <see cref="Tile256{TRows, TVectors}"/>).
+    /// </summary>
     internal static bool Supports(in Conv2dParams p) =>
-        Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.Groups == 1
+        (Gemm.Runs512 || Gemm.Runs256) && p.Groups == 1
         && p.StrideH == 1 && p.StrideW == 1 && p.P == p.H && p.Q == p.W && (long)p.N * p.P * p.Q <= MaxPositions;
 
     /// <summary>The weights packed once for <see cref="Forward"/>, with each tap's source positions and a block of zeros.</summary>
@@ -176,11 +180,17 @@ internal static unsafe class NarrowMapConv
         long panel = (long)Lanes * job.Taps * p.C;
         float** table = weights.RowPointers(x, rowStride);
         int groups = (positions + Rows - 1) / Rows;
+        bool wide = Gemm.Runs512;
         for (int g = 0; g < groups; g++)
         {
             var (r0, n) = Group(g, positions);
             // Per tap, where each of the group's rows reads its channels (the zeros where the tap falls off the map).
             float** rows = table + (long)g * job.Taps * Rows;
+            if (!wide)
+            {
+                Tiles256(ref job, rows, packed, panel, r0, n);
+                continue;
+            }
             for (int kb = 0; kb < p.K;)
             {
                 int count = TileChannels(p.K - kb);
@@ -303,6 +313,105 @@ internal static unsafe class NarrowMapConv
             if (half) e = Vector256.FusedMultiplyAdd(v.GetLower(), bq, e);
         }
         else if (half) e = Vector256.FusedMultiplyAdd(Vector256.Create(*a), bq, e);
+    }
+
+    /// <summary>
+    /// The group's tiles at 256 bits (16 vector registers): 16 output channels a tile for up to 6 rows (12 accumulators),
+    /// 8 for 7 or 8 rows, the last tile's channels past K masked when stored.
+    /// </summary>
+    private static void Tiles256(ref Job job, float** rows, float* packed, long panel, int r0, int n)
+    {
+        int step = n <= 6 ? 16 : 8;
+        for (int kb = 0; kb < job.K; kb += step)
+        {
+            int count = Math.Min(step, job.K - kb);
+            bool two = count > 8;
+            switch (n)
+            {
+                case 1: if (two) Tile256<Gemm.N1, Gemm.N2>(ref job, rows, packed, panel, r0, kb, count); else Tile256<Gemm.N1, Gemm.N1>(ref job, rows, packed, panel, r0, kb, count); break;
+                case 2: if (two) Tile256<Gemm.N2, Gemm.N2>(ref job, rows, packed, panel, r0, kb, count); else Tile256<Gemm.N2, Gemm.N1>(ref job, rows, packed, panel, r0, kb, count); break;
+                case 3: if (two) Tile256<Gemm.N3, Gemm.N2>(ref job, rows, packed, panel, r0, kb, count); else Tile256<Gemm.N3, Gemm.N1>(ref job, rows, packed, panel, r0, kb, count); break;
+                case 4: if (two) Tile256<Gemm.N4, Gemm.N2>(ref job, rows, packed, panel, r0, kb, count); else Tile256<Gemm.N4, Gemm.N1>(ref job, rows, packed, panel, r0, kb, count); break;
+                case 5: if (two) Tile256<Gemm.N5, Gemm.N2>(ref job, rows, packed, panel, r0, kb, count); else Tile256<Gemm.N5, Gemm.N1>(ref job, rows, packed, panel, r0, kb, count); break;
+                case 6: if (two) Tile256<Gemm.N6, Gemm.N2>(ref job, rows, packed, panel, r0, kb, count); else Tile256<Gemm.N6, Gemm.N1>(ref job, rows, packed, panel, r0, kb, count); break;
+                case 7: Tile256<Gemm.N7, Gemm.N1>(ref job, rows, packed, panel, r0, kb, count); break;
+                default: Tile256<Gemm.N8, Gemm.N1>(ref job, rows, packed, panel, r0, kb, count); break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Tile{TRows, TWidth}"/> at 256 bits: rows [r0, r0 + TRows) by output channels [kb, kb + count) in TVectors
+    /// vectors of 8 (count at most 8 TVectors, the lanes past it computed on the packed panels' zeros and not stored). The
+    /// same multiply-adds in the same order, so the 512-bit tile's bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Tile256<TRows, TVectors>(ref Job job, float** rows, float* packed, long panel, int r0, int kb, int count)
+        where TRows : struct, Gemm.IConstant where TVectors : struct, Gemm.IConstant
+    {
+        int n = TRows.Value;
+        bool two = TVectors.Value == 2;
+        // A tile of 16 starts at a multiple of 16, so both its vectors lie in one 32-channel panel.
+        float* b = Lane(packed, panel, kb);
+        Vector256<float> l0 = default, l1 = default, l2 = default, l3 = default, l4 = default, l5 = default, l6 = default, l7 = default;
+        Vector256<float> h0 = default, h1 = default, h2 = default, h3 = default, h4 = default, h5 = default;
+        long depth = job.Depth;
+        int channels = job.C;
+        for (int t = 0; t < job.Taps; t++)
+        {
+            float** tap = rows + t * Rows;
+            float* a0 = tap[0], a1 = tap[1], a2 = tap[2], a3 = tap[3], a4 = tap[4], a5 = tap[5], a6 = tap[6], a7 = tap[7];
+            long o = 0;
+            for (int c = 0; c < channels; c++, o += depth, b += Lanes)
+            {
+                var bl = Vector256.Load(b);
+                var bh = two ? Vector256.Load(b + 8) : default;
+                Row256(a0 + o, bl, bh, ref l0, ref h0, two);
+                if (n > 1) Row256(a1 + o, bl, bh, ref l1, ref h1, two);
+                if (n > 2) Row256(a2 + o, bl, bh, ref l2, ref h2, two);
+                if (n > 3) Row256(a3 + o, bl, bh, ref l3, ref h3, two);
+                if (n > 4) Row256(a4 + o, bl, bh, ref l4, ref h4, two);
+                if (n > 5) Row256(a5 + o, bl, bh, ref l5, ref h5, two);
+                if (n > 6) l6 = Vector256.FusedMultiplyAdd(Vector256.Create(*(a6 + o)), bl, l6);
+                if (n > 7) l7 = Vector256.FusedMultiplyAdd(Vector256.Create(*(a7 + o)), bl, l7);
+            }
+        }
+        var first = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(count)).AsSingle();
+        var second = Vector256.LessThan(Vector256.Create(8, 9, 10, 11, 12, 13, 14, 15), Vector256.Create(count)).AsSingle();
+        Store256(ref job, r0, kb, l0, h0, first, second, two);
+        if (n > 1) Store256(ref job, r0 + 1, kb, l1, h1, first, second, two);
+        if (n > 2) Store256(ref job, r0 + 2, kb, l2, h2, first, second, two);
+        if (n > 3) Store256(ref job, r0 + 3, kb, l3, h3, first, second, two);
+        if (n > 4) Store256(ref job, r0 + 4, kb, l4, h4, first, second, two);
+        if (n > 5) Store256(ref job, r0 + 5, kb, l5, h5, first, second, two);
+        if (n > 6) Store256(ref job, r0 + 6, kb, l6, default, first, second, false);
+        if (n > 7) Store256(ref job, r0 + 7, kb, l7, default, first, second, false);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Row256(float* a, Vector256<float> bl, Vector256<float> bh, ref Vector256<float> l, ref Vector256<float> h, bool two)
+    {
+        var v = Vector256.Create(*a);
+        l = Vector256.FusedMultiplyAdd(v, bl, l);
+        if (two) h = Vector256.FusedMultiplyAdd(v, bh, h);
+    }
+
+    /// <summary>One position's channels [kb, kb + 8 or 16) with the epilogue, only those under the masks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store256(ref Job job, int position, int kb, Vector256<float> l, Vector256<float> h, Vector256<float> first,
+        Vector256<float> second, bool two)
+    {
+        long at = (long)position * job.K + kb;
+        float* y = job.Y + at, res = job.Residual == null ? null : job.Residual + at, bias = job.Bias == null ? null : job.Bias + kb;
+        Vector(y, res, bias, l, first, job.Kind);
+        if (two) Vector(y + 8, res == null ? null : res + 8, bias == null ? null : bias + 8, h, second, job.Kind);
+
+        static void Vector(float* y, float* res, float* bias, Vector256<float> sum, Vector256<float> mask, int kind)
+        {
+            var b = bias == null ? default : Avx.MaskLoad(bias, mask);
+            var r = res == null ? default : Avx.MaskLoad(res, mask);
+            Avx.MaskStore(y, mask, ConvKernels.EpilogueVector(sum, b, bias != null, r, res != null, kind));
+        }
     }
 
     /// <summary>
