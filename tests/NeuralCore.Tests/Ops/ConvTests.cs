@@ -607,13 +607,17 @@ public sealed class DirectWeightGradientTests
     /// The inference plans' channel-major stem through the column planes (where the plan's direct stem does not run:
     /// without AVX-512) gives the im2col path's bits, sums, bias and activation alike: MNIST's and mel's stems, one
     /// sample and three (whose channel-major output interleaves the samples per channel), ReLU, Hardswish and none, at
-    /// every kernel width this CPU runs.
+    /// every kernel width this CPU runs, on 1 to 3 threads (a batch-1 stem large enough for several threads, whose channel
+    /// groups the threads cannot share evenly, splits and computes a band of output rows per thread: 63 rows as 31 + 32
+    /// for 19 channels on 2 threads, 30 rows as 10 + 10 + 10 for 27 channels on 3).
     /// </summary>
     [Theory]
     [InlineData(1, 28, 28, 19, UnaryOp.Hardswish)]
     [InlineData(3, 28, 28, 32, UnaryOp.Relu)]
     [InlineData(3, 40, 30, 11, null)]
     [InlineData(2, 128, 100, 19, UnaryOp.Hardswish)]
+    [InlineData(1, 128, 100, 19, UnaryOp.Relu)]
+    [InlineData(1, 61, 100, 27, null)]
     public unsafe void ChannelMajorStemMatchesIm2col(int n, int h, int w, int k, UnaryOp? activation)
     {
         var widths = StemWidths();
@@ -638,14 +642,25 @@ public sealed class DirectWeightGradientTests
             }
             return y;
         }
-        foreach (var width in widths)
-            WithKernels(width, () =>
-            {
-                var viaColumns = Run(true);
-                Assert.All(viaColumns, v => Assert.False(float.IsNaN(v)));
-                if (activation == UnaryOp.Relu) Assert.Contains(viaColumns, v => v == 0f);
-                Assert.Equal(Run(false).Select(BitConverter.SingleToInt32Bits), viaColumns.Select(BitConverter.SingleToInt32Bits));
-            });
+        int saved = CpuThreading.Threads;
+        try
+        {
+            // At batch 1 each of 2 or 3 threads splits and computes a band of the output rows.
+            foreach (int threads in new[] { 1, 2, 3 })
+                foreach (var width in widths)
+                    WithKernels(width, () =>
+                    {
+                        CpuThreading.Threads = threads;
+                        var viaColumns = Run(true);
+                        Assert.All(viaColumns, v => Assert.False(float.IsNaN(v)));
+                        if (activation == UnaryOp.Relu) Assert.Contains(viaColumns, v => v == 0f);
+                        Assert.Equal(Run(false).Select(BitConverter.SingleToInt32Bits), viaColumns.Select(BitConverter.SingleToInt32Bits));
+                    });
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
     }
 
     /// <summary>

@@ -68,17 +68,22 @@ internal static unsafe class StemColumns
     /// half the time of the MNIST stem's multiply-adds.) 16 outputs a vector where <see cref="Gemm.Runs512"/>, else 8:
     /// the same floats either way.
     /// </summary>
-    internal static void Split(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride)
+    internal static void Split(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride) =>
+        SplitRows(x, n0, nb, p, px, u0, planes, planeStride, 0, px);
+
+    /// <summary><see cref="Split(float*, int, int, in Conv2dParams, int, int, float*, long)"/> of the planes' rows [<paramref name="rowFrom"/>, <paramref name="rowTo"/>) only (one band's).</summary>
+    private static void SplitRows(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride, int rowFrom, int rowTo)
     {
         if (Gemm.Runs512)
         {
-            if (NarrowEnabled && p.W < 2 * Lanes && p.Q <= Lanes) SplitNarrow(x, n0, nb, p, px, u0, planes, planeStride);
-            else Split<Lanes512, Vector512<float>>(x, n0, nb, p, px, u0, planes, planeStride);
+            if (NarrowEnabled && p.W < 2 * Lanes && p.Q <= Lanes && rowFrom == 0 && rowTo == px) SplitNarrow(x, n0, nb, p, px, u0, planes, planeStride);
+            else Split<Lanes512, Vector512<float>>(x, n0, nb, p, px, u0, planes, planeStride, rowFrom, rowTo);
         }
-        else Split<Lanes256, Vector256<float>>(x, n0, nb, p, px, u0, planes, planeStride);
+        else Split<Lanes256, Vector256<float>>(x, n0, nb, p, px, u0, planes, planeStride, rowFrom, rowTo);
     }
 
-    private static void Split<TLanes, TVector>(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride)
+    private static void Split<TLanes, TVector>(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride,
+        int rowFrom, int rowTo)
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
     {
         // Locals, not fields read through a reference: after each store the JIT reloads those, which made such copies
@@ -101,8 +106,8 @@ internal static unsafe class StemColumns
             float* sample = x + (long)(n0 + i) * h * w;
             for (int a = 0; a < 2; a++)
             {
-                float* rowStart = planes + (long)a * kernelS * planeStride + (long)i * grid;
-                for (int row = 0; row < px; row++, rowStart += q)
+                float* rowStart = planes + (long)a * kernelS * planeStride + (long)i * grid + (long)rowFrom * q;
+                for (int row = rowFrom; row < rowTo; row++, rowStart += q)
                 {
                     int ih = 2 * (row + u0) + a;
                     if ((uint)ih >= (uint)h)
@@ -184,6 +189,9 @@ internal static unsafe class StemColumns
         public Conv2dParams P;
         public float* X, W, Bias, Y;
         public int Px, U0, Groups, Items, Parts;
+        // Bands of output rows per plane, each an item of its own with every channel group (more than one only when there
+        // are fewer samples than parts: a batch-1 plan).
+        public int Bands;
         public long PlaneStride;
         // Floats from one sample's output plane to the next's, and from one channel's to the next's: sample-major
         // [N, K, P, Q] or channel-major [K, N, P, Q].
@@ -232,9 +240,15 @@ internal static unsafe class StemColumns
         Pack(w, bias, p, packed);
         job.W = packed;
         job.Bias = bias == null ? null : packed + (long)job.Groups * taps * Group;
-        job.Items = p.N * job.Groups;
         long macs = (long)p.N * p.K * p.P * p.Q * taps;
-        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, Math.Max(job.Items, 1)));
+        int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, CpuThreading.Threads);
+        // Fewer samples than parts (a batch-1 plan) whose channel groups the parts cannot share evenly (19 = 8 + 8 + 3
+        // channels gave one part 8 and the other 11, each splitting the whole sample): each part splits and computes a
+        // band of output rows, all groups. Mel b1 without AVX-512: the pruned model's stem 37.7 -> 34 µs; the big model's
+        // 4 groups ran 1-2 % slower in bands than 2 + 2 (docs/benchmarks.md, step 156).
+        job.Bands = p.N < parts && (long)p.N * job.Groups % parts != 0 ? Math.Min((parts + p.N - 1) / p.N, p.P) : 1;
+        job.Items = p.N * job.Bands * job.Groups;
+        job.Parts = Math.Min(parts, Math.Max(job.Items, 1));
         // SAFETY: job and the tap table on this stack frame outlive ForParts, which returns when every part is done.
         if (job.Parts == 1) RunPart(&job, 0);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
@@ -268,32 +282,32 @@ internal static unsafe class StemColumns
         int current = -1;
         for (int item = first; item < end; item++)
         {
-            int n = item / job.Groups, group = item % job.Groups;
-            if (n != current)
+            int sampleBand = item / job.Groups, group = item % job.Groups;
+            int n = sampleBand / job.Bands, band = sampleBand % job.Bands;
+            // Output rows [r0, r1) read the planes' rows [r0, r1 + Px - P).
+            int r0 = (int)((long)band * p.P / job.Bands), r1 = (int)((long)(band + 1) * p.P / job.Bands);
+            if (sampleBand != current)
             {
-                Split(job.X, n, 1, p, job.Px, job.U0, planes, job.PlaneStride);
-                current = n;
+                SplitRows(job.X, n, 1, p, job.Px, job.U0, planes, job.PlaneStride, r0, r1 + job.Px - p.P);
+                current = sampleBand;
             }
             // One specialisation per channel count, so that a last group of fewer than 8 (19 = 8 + 8 + 3) does no
             // multiply-adds for the channels it lacks.
-            int channels = Math.Min(Group, p.K - group * Group);
+            int channels = Math.Min(Group, p.K - group * Group), j0 = r0 * p.Q, j1 = r1 * p.Q;
             switch (channels)
             {
-                case 1: PairedOutputs<TLanes, TVector, Gemm.N1>(ref job, planes, n, group); break;
-                case 2: PairedOutputs<TLanes, TVector, Gemm.N2>(ref job, planes, n, group); break;
-                case 3: PairedOutputs<TLanes, TVector, Gemm.N3>(ref job, planes, n, group); break;
-                case 4: Outputs<TLanes, TVector, Gemm.N4>(ref job, planes, n, group); break;
-                case 5: Outputs<TLanes, TVector, Gemm.N5>(ref job, planes, n, group); break;
-                case 6: Outputs<TLanes, TVector, Gemm.N6>(ref job, planes, n, group); break;
-                case 7: Outputs<TLanes, TVector, Gemm.N7>(ref job, planes, n, group); break;
-                default: Outputs<TLanes, TVector, Gemm.N8>(ref job, planes, n, group); break;
+                case 1: PairedOutputs<TLanes, TVector, Gemm.N1>(ref job, planes, n, group, j0, j1); break;
+                case 2: PairedOutputs<TLanes, TVector, Gemm.N2>(ref job, planes, n, group, j0, j1); break;
+                case 3: PairedOutputs<TLanes, TVector, Gemm.N3>(ref job, planes, n, group, j0, j1); break;
+                case 4: Outputs<TLanes, TVector, Gemm.N4>(ref job, planes, n, group, j0, j1); break;
+                case 5: Outputs<TLanes, TVector, Gemm.N5>(ref job, planes, n, group, j0, j1); break;
+                case 6: Outputs<TLanes, TVector, Gemm.N6>(ref job, planes, n, group, j0, j1); break;
+                case 7: Outputs<TLanes, TVector, Gemm.N7>(ref job, planes, n, group, j0, j1); break;
+                default: Outputs<TLanes, TVector, Gemm.N8>(ref job, planes, n, group, j0, j1); break;
             }
             if (job.HasActivation)
-            {
-                int plane = p.P * p.Q;
-                ConvKernels.Epilogue(OutputPlane(ref job, n, group), job.ChannelStride, 0, channels, plane, null, null, 0, 0, true,
+                ConvKernels.Epilogue(OutputPlane(ref job, n, group), job.ChannelStride, j0, channels, j1 - j0, null, null, 0, 0, true,
                     job.Activation, job.Alpha, job.Beta);
-            }
         }
     }
 
@@ -301,16 +315,17 @@ internal static unsafe class StemColumns
     private static float* OutputPlane(ref Job job, int n, int group) => job.Y + n * job.SampleStride + group * Group * job.ChannelStride;
 
     /// <summary>
-    /// Sample n's outputs of the first TChannels channels of <paramref name="group"/>, a vector of positions at a time:
+    /// Sample n's outputs at positions [<paramref name="j0"/>, <paramref name="j1"/>) of the first TChannels channels of
+    /// <paramref name="group"/>, a vector of positions at a time:
     /// per tap one load and a multiply-add per channel, its weight broadcast inside the instruction. (Two vectors of
     /// positions per pass computed MNIST's plane of 169 outputs in 192 lanes, here 176: 1->32 at batch 256, one thread,
     /// 891 -> 827 µs.)
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Outputs<TLanes, TVector, TChannels>(ref Job job, float* planes, int n, int group)
+    private static void Outputs<TLanes, TVector, TChannels>(ref Job job, float* planes, int n, int group, int j0, int j1)
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
-        int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.P.P * job.P.Q, lanes = TLanes.Count;
+        int channels = TChannels.Value, taps = job.P.R * job.P.S, lanes = TLanes.Count;
         long planeStride = job.PlaneStride, stride = job.ChannelStride;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
@@ -318,7 +333,7 @@ internal static unsafe class StemColumns
         float* y = OutputPlane(ref job, n, group);
         float* weights = job.W + (long)group * taps * Group;
         float* bias = job.Bias == null ? null : job.Bias + group * Group;
-        for (int j = 0; j < plane; j += lanes)
+        for (int j = j0; j < j1; j += lanes)
         {
             TVector a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
             float* w = weights;
@@ -334,7 +349,7 @@ internal static unsafe class StemColumns
                 if (channels > 6) a6 = TLanes.MultiplyAdd(TLanes.Create(w[6]), x0, a6);
                 if (channels > 7) a7 = TLanes.MultiplyAdd(TLanes.Create(w[7]), x0, a7);
             }
-            int count = plane - j;
+            int count = j1 - j;
             Store<TLanes, TVector>(y + j, a0, bias, 0, count);
             if (channels > 1) Store<TLanes, TVector>(y + stride + j, a1, bias, 1, count);
             if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j, a2, bias, 2, count);
@@ -352,10 +367,10 @@ internal static unsafe class StemColumns
     /// unit busy (one thread, 256 MNIST samples, 19 channels: the group of 3 cost 24 µs more than 3/19 of the stem).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void PairedOutputs<TLanes, TVector, TChannels>(ref Job job, float* planes, int n, int group)
+    private static void PairedOutputs<TLanes, TVector, TChannels>(ref Job job, float* planes, int n, int group, int j0, int j1)
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
-        int channels = TChannels.Value, taps = job.P.R * job.P.S, plane = job.P.P * job.P.Q, lanes = TLanes.Count;
+        int channels = TChannels.Value, taps = job.P.R * job.P.S, lanes = TLanes.Count;
         long planeStride = job.PlaneStride, stride = job.ChannelStride;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
@@ -365,7 +380,7 @@ internal static unsafe class StemColumns
         float* bias = job.Bias == null ? null : job.Bias + group * Group;
         // Whole pairs, then a last single vector when the plane has an odd number of them: its positions past the
         // plane read the planes' slack, and only the plane's are stored.
-        for (int j = 0; j < plane; j += 2 * lanes)
+        for (int j = j0; j < j1; j += 2 * lanes)
         {
             TVector a0 = default, a1 = default, a2 = default, b0 = default, b1 = default, b2 = default;
             float* w = weights;
@@ -386,7 +401,7 @@ internal static unsafe class StemColumns
                     b2 = TLanes.MultiplyAdd(TLanes.Create(w[2]), x1, b2);
                 }
             }
-            int count = plane - j;
+            int count = j1 - j;
             Store<TLanes, TVector>(y + j, a0, bias, 0, count);
             if (channels > 1) Store<TLanes, TVector>(y + stride + j, a1, bias, 1, count);
             if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j, a2, bias, 2, count);
