@@ -645,7 +645,7 @@ public sealed class DirectWeightGradientTests
         int saved = CpuThreading.Threads;
         try
         {
-            // At batch 1 each of 2 or 3 threads splits and computes a band of the output rows.
+            // At batch 1, where the channel groups do not share evenly, each of 2 or 3 threads computes a band of rows.
             foreach (int threads in new[] { 1, 2, 3 })
                 foreach (var width in widths)
                     WithKernels(width, () =>

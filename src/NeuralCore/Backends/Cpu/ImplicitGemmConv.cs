@@ -20,8 +20,8 @@ namespace NeuralCore.Backends.Cpu;
 /// the weights and the panels, so they cost nothing. Threads share the blocks of columns, or, when there are too few
 /// (a single sample's small maps), the output channels. Each output value is one dot product in a fixed order, so
 /// results do not depend on the thread count. Needs AVX-512 (the 8 x 32 GEMM micro-kernel); <see cref="Supports"/>
-/// says when this path applies, and <see cref="Supports256"/> when the training passes' "same" convolutions run here
-/// on 256-bit vectors.
+/// says when this path applies, and <see cref="Supports256"/> when "same" convolutions run here on 256-bit vectors
+/// (without AVX-512: the panels filled and multiplied in quarters of that tile, <see cref="Gemm.MultiplyPanel256"/>).
 /// </remarks>
 internal static unsafe class ImplicitGemmConv
 {
