@@ -501,7 +501,8 @@ public sealed class CpuInferencePlanTests : IDisposable
     /// 3x3 steps on one sample's maps six columns wide (MNIST batch 1's stage 1: 6 x 6, and 3 x 6 with the residual and
     /// a 2 x 1 pool that drops the third row) run plane-wise (<see cref="PlaneConv3x3"/>), their epilogue and pool in
     /// registers: eager's result, and the bits of the same plan compiled with the plane-wise kernels off (the implicit
-    /// GEMM with its fused epilogue and pool). At batch 2 the steps stay with the implicit GEMM.
+    /// GEMM with its fused epilogue and pool, or at 256 bits its epilogue pass and a pooling step), at each vector width
+    /// the CPU has (at 256 bits only the pooled step runs plane-wise). At batch 2 the steps stay with the implicit GEMM.
     /// </summary>
     [Theory]
     [InlineData(19, 6, 1, true)]
@@ -519,15 +520,33 @@ public sealed class CpuInferencePlanTests : IDisposable
             new PooledResidual(channels, g, poolWidth: 1));
         RandomizeStatistics(net, g);
         var x = Tensor.Randn([batch, channels, rows, 6], g);
-        var (plan, _) = CompileAndCompare(net, x);
-        var off = CompileWithoutPlaneWiseKernels(net, x);
-        Assert.Equal(ConvPathRuns.Bits(off.Run(x).ToArray()), ConvPathRuns.Bits(plan.Run(x).ToArray()));
-        Assert.DoesNotContain(off.Description, d => d.Contains("plane-wise", StringComparison.Ordinal));
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the plane-wise kernel.");
-        // The pooled step always; the first only on 6 x 6 (on 3 x 6, 18 positions, the narrow-map kernel takes it).
-        string pooled = Assert.Single(plan.Description, d => d.Contains("max pool", StringComparison.Ordinal));
-        Assert.Equal(planeWise, pooled.Contains("(plane-wise)", StringComparison.Ordinal));
-        Assert.Equal(planeWise && rows == 6 ? 2 : planeWise ? 1 : 0, plan.Description.Count(d => d.Contains("(plane-wise)", StringComparison.Ordinal)));
+        foreach (var kind in new[] { Gemm.Best, Gemm.KernelKind.Vector256 }.Distinct().Where(kk => kk <= Gemm.Best))
+            ConvPathRuns.WithKernels(kind, () =>
+            {
+                // At 256 bits the unpooled 3 x 6 step goes to the implicit GEMM in both plans: with the plane-wise kernels
+                // off, the narrow-map kernel (which sums taps outer) would take the pooled one too.
+                NarrowMapConv.Enabled = Gemm.Runs512;
+                CpuInferencePlan plan, off;
+                try
+                {
+                    (plan, _) = CompileAndCompare(net, x);
+                    off = CompileWithoutPlaneWiseKernels(net, x);
+                }
+                finally
+                {
+                    NarrowMapConv.Enabled = true;
+                }
+                Assert.Equal(ConvPathRuns.Bits(off.Run(x).ToArray()), ConvPathRuns.Bits(plan.Run(x).ToArray()));
+                Assert.DoesNotContain(off.Description, d => d.Contains("plane-wise", StringComparison.Ordinal));
+                if (!Gemm.Runs512 && !Gemm.Runs256) return;
+                // The pooled step always; the first only on 6 x 6 with AVX-512 (on 3 x 6, 18 positions, mixed lanes take
+                // it, or at 256 bits here the implicit GEMM; at 256 bits only pooled steps run plane-wise).
+                var pooled = plan.Description.Where(d => d.Contains("max pool", StringComparison.Ordinal)).ToArray();
+                Assert.Equal(planeWise, Assert.Single(pooled).Contains("(plane-wise)", StringComparison.Ordinal));
+                Assert.Equal(planeWise && rows == 6 && Gemm.Runs512 ? 2 : planeWise ? 1 : 0, plan.Description.Count(d => d.Contains("(plane-wise)", StringComparison.Ordinal)));
+            });
+        if (!Gemm.Runs512 && !Gemm.Runs256)
+            Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the plan ran im2col, not the plane-wise kernel.");
     }
 
     /// <summary>The plan compiled with <see cref="PlanePointwiseConv"/> and <see cref="PlaneConv3x3"/> off.</summary>

@@ -379,10 +379,10 @@ public sealed unsafe partial class CpuInferencePlan
         private const int MaxPlaneWiseChannelsAtBatch = 31;
 
         /// <summary>
-        /// True when <see cref="PlaneConv3x3"/> can run this convolution and its fused pool if any: a 3x3 on one sample's
-        /// map six columns wide (MNIST's 6 x 6 and 3 x 6 maps at batch 1).
+        /// True when <see cref="PlaneConv3x3"/> can run this convolution followed by <paramref name="pool"/> if given: a 3x3
+        /// on one sample's map six columns wide (MNIST's 6 x 6 and 3 x 6 maps at batch 1).
         /// </summary>
-        public bool CanRunPlane3x3() => (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && PlaneConv3x3.CanRun(P, Pool?.Params);
+        public bool CanRunPlane3x3(Pool2dParams? pool) => (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && PlaneConv3x3.CanRun(P, pool);
 
         /// <summary>True when <see cref="WinogradConv"/> can run this convolution, and its fused pool if any.</summary>
         public bool CanRunWinograd() =>
@@ -412,7 +412,7 @@ public sealed unsafe partial class CpuInferencePlan
                 if (Pool is { } pool) PlaneWisePool = new PlanePointwiseConv.PoolGather(P, pool.Params);
                 return;
             }
-            if (CanRunPlane3x3())
+            if (CanRunPlane3x3(Pool?.Params))
             {
                 Plane3x3 = new PlaneConv3x3.Weights(Weight, P, Pool?.Params);
                 return;
@@ -1101,8 +1101,9 @@ public sealed unsafe partial class CpuInferencePlan
             var pad = (int[])node.Attributes["padding"];
             var p = new Pool2dParams(xs[0], xs[1], xs[2], xs[3], k[0], k[1], s[0], s[1], pad[0], pad[1], (bool)node.Attributes["ceil_mode"]);
             var kind = node.Kind == OpKind.MaxPool2d ? PoolKind.Max : PoolKind.Average;
-            if (kind == PoolKind.Max && PoolKernels.SeparableMax(p) && _producer.TryGetValue(x, out var producer)
-                && producer is ConvStep { Pool: null } conv && (ImplicitGemmConv.Supports(conv.P) || conv.CanRunDirectly(p))
+            // The plane-wise 3x3 pools in its own registers (at 256 bits too); the others pool their blocks with MaxPlanes.
+            if (kind == PoolKind.Max && _producer.TryGetValue(x, out var producer) && producer is ConvStep { Pool: null } conv
+                && ((PoolKernels.SeparableMax(p) && (ImplicitGemmConv.Supports(conv.P) || conv.CanRunDirectly(p))) || conv.CanRunPlane3x3(p))
                 && Fusable(node.Inputs[0], x))
             {
                 // Pool each block of the convolution's output while it is in cache; the unpooled output gets no buffer.
