@@ -1341,6 +1341,8 @@ public sealed class CpuInferencePlanTests : IDisposable
     /// A strided stem (5x5 stride 2, 16 channels) whose batch norm, activation and max pool run inside its direct kernel,
     /// and residual blocks whose addition, ReLU and pool run inside their implicit GEMMs (or plane-wise kernels), on MNIST-like and mel-like planes,
     /// with a padded ceil-mode pool (windows reaching into the padding on both sides) and NaN inputs that must come out as NaN.
+    /// Without AVX-512 the stem's pool runs inside its column-plane kernel, and at batch 1 on MNIST the plane-wise 3x3's;
+    /// the other pools are steps of their own.
     /// </summary>
     [Theory]
     [InlineData(1, 28, 28, false)]
@@ -1366,10 +1368,16 @@ public sealed class CpuInferencePlanTests : IDisposable
         if (withNaN) x.AsSpan()[h * w + 7] = float.NaN;
         var (plan, expected) = CompileAndCompare(net, x);
         if (withNaN) Assert.Contains(expected, float.IsNaN);
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pools ran as steps of their own, not inside the convolutions.");
-        Assert.Equal("conv 1->16 5x5/2 + bn + hardswish + max pool 2x2/2x2 (direct)", plan.Description[0]);
         // One MNIST sample's 6 x 6 map runs the plane-wise 3x3 (PlaneConv3x3), which fuses the pool the same way.
         string kernel = batch == 1 && h == 28 ? "plane-wise" : "implicit GEMM";
+        if (!Gemm.Runs512 && Gemm.Runs256)
+        {
+            Assert.Equal("conv 1->16 5x5/2 + bn + hardswish + max pool 2x2/2x2 (column planes)", plan.Description[0]);
+            Assert.Equal(kernel == "plane-wise", plan.Description.Contains("conv 16->16 3x3 + bn + residual + relu + max pool 2x1/2x1 (plane-wise)"));
+            Assert.Equal(kernel == "plane-wise" ? 1 : 2, plan.Description.Count(d => d.StartsWith("max pool", StringComparison.Ordinal)));
+        }
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the other pools ran as steps of their own, not inside the convolutions.");
+        Assert.Equal("conv 1->16 5x5/2 + bn + hardswish + max pool 2x2/2x2 (direct)", plan.Description[0]);
         Assert.Contains($"conv 16->16 3x3 + bn + residual + relu + max pool 2x1/2x1 ({kernel})", plan.Description);
         Assert.Contains("conv 16->24 1x1 + bn + residual + relu + max pool 3x3/2x2 (implicit GEMM)", plan.Description);
         Assert.DoesNotContain(plan.Description, d => d.StartsWith("max pool", StringComparison.Ordinal));
@@ -1417,6 +1425,51 @@ public sealed class CpuInferencePlanTests : IDisposable
         Assert.EndsWith("(direct)", plan.Description[0]);
         Assert.Equal(pool == "2x2", plan.Description[0].Contains("max pool 2x2/2x2", StringComparison.Ordinal));
         Assert.Equal(pool == "3x3" ? 2 : 1, plan.Description.Count);
+    }
+
+    /// <summary>
+    /// At 256 bits (no AVX-512) a stem's 2 x 2 / 2 max pool runs inside its column-plane kernel (<see cref="StemColumns"/>):
+    /// eager's result, and the bits of the plan compiled with the pool a step of its own, for channel counts off the
+    /// groups of 8, odd maps that the pool's floor mode cuts, batch 1 (in bands on two threads) and batches of several
+    /// samples, with or without bias, batch norm and activation; any other pool stays a step of its own.
+    /// </summary>
+    [Theory]
+    [InlineData(19, 1, true, "hardswish", "2x2", 1, 28, 28)]
+    [InlineData(32, 1, false, "hardswish", "2x2", 1, 128, 100)]
+    [InlineData(19, 1, false, "relu", "2x2", 3, 128, 100)]
+    [InlineData(8, 0, true, "none", "2x2", 3, 31, 41)]
+    [InlineData(13, 2, true, "none", "3x3", 2, 33, 35)]
+    public void StemsPoolInsideTheColumnPlanesAtTwoHundredFiftySixBits(int channels, int padding, bool bias, string activation, string pool,
+        int batch, int h, int w)
+    {
+        if (!Avx2.IsSupported || !Fma.IsSupported) Assert.Skip("This CPU has no AVX2 and FMA: the stem runs im2col, which fuses no pool.");
+        var g = new Generator(37);
+        var layers = new List<Module> { new Conv2d(1, channels, 5, stride: 2, padding: padding, bias: bias, generator: g) };
+        if (!bias) layers.Add(new BatchNorm2d(channels));
+        if (activation == "hardswish") layers.Add(new Hardswish());
+        if (activation == "relu") layers.Add(new ReLU());
+        layers.Add(pool == "2x2" ? new MaxPool2d(2, 2) : new MaxPool2d(3, 2));
+        var net = new Sequential([.. layers]);
+        RandomizeStatistics(net, g);
+        var x = Tensor.Randn([batch, 1, h, w], g);
+        ConvPathRuns.WithKernels(Gemm.KernelKind.Vector256, () =>
+        {
+            var (plan, _) = CompileAndCompare(net, x);
+            CpuInferencePlan unfused;
+            StemColumns.FusesPool = false;
+            try
+            {
+                unfused = CpuInferencePlan.Compile(net, x.ShapeArray());
+            }
+            finally
+            {
+                StemColumns.FusesPool = true;
+            }
+            Assert.Equal(ConvPathRuns.Bits(unfused.Run(x).ToArray()), ConvPathRuns.Bits(plan.Run(x).ToArray()));
+            Assert.Equal(2, unfused.Description.Count);
+            Assert.Equal(pool == "2x2" ? 1 : 2, plan.Description.Count);
+            Assert.Equal(pool == "2x2", plan.Description[0].EndsWith("+ max pool 2x2/2x2 (column planes)", StringComparison.Ordinal));
+        });
     }
 
     /// <summary>

@@ -664,6 +664,80 @@ public sealed class DirectWeightGradientTests
     }
 
     /// <summary>
+    /// The column-plane stem with its 2 x 2 / 2 max pool fused (the inference plans' stem without AVX-512) gives the bits of
+    /// its unpooled channel-major output pooled plane by plane (<see cref="PoolKernels.MaxPlane2x2"/>, the pooling step's
+    /// kernel), NaN included, computing only the rows the windows read: MNIST's 13 x 13 (its last row and column dropped)
+    /// and mel's 63 x 49, one sample and three, ReLU, Hardswish and none, with and without a bias, at every kernel width
+    /// this CPU runs, on 1 to 3 threads (batch-1 bands of whole windows: 31 windows as 15 + 16 on 2 threads); writes
+    /// nothing past the pooled output.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 28, 28, 19, UnaryOp.Hardswish, true)]
+    [InlineData(3, 28, 28, 32, UnaryOp.Relu, true)]
+    [InlineData(1, 128, 100, 19, UnaryOp.Hardswish, true)]
+    [InlineData(2, 40, 30, 11, null, false)]
+    [InlineData(1, 61, 100, 27, UnaryOp.Relu, false)]
+    public unsafe void PooledChannelMajorStemMatchesThePoolOfItsOutput(int n, int h, int w, int k, UnaryOp? activation, bool withBias)
+    {
+        var widths = StemWidths();
+        if (widths.Length == 0) Assert.Skip(NoVectorKernels);
+        var p = new Conv2dParams(n, 1, h, w, k, 5, 5, 2, 2, 1, 1, 1, 1, 1);
+        var pool = new Pool2dParams(1, k * n, p.P, p.Q, 2, 2, 2, 2, 0, 0);
+        float[] x = Reference.ToFloat(Reference.Random(n * h * w, 54));
+        // A NaN in the first sample's input: the outputs whose taps read it are NaN, and so are the windows that hold them.
+        x[5 * w + 7] = float.NaN;
+        float[] wt = Reference.ToFloat(Reference.Random(k * 25, 55));
+        float[]? bias = withBias ? Reference.ToFloat(Reference.Random(k, 56)) : null;
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2, 3 })
+                foreach (var width in widths)
+                    WithKernels(width, () =>
+                    {
+                        CpuThreading.Threads = threads;
+                        Assert.True(StemColumns.CanRunPooled(p, pool));
+                        var unpooled = new float[k * n * p.P * p.Q];
+                        var expected = new float[k * n * pool.P * pool.Q];
+                        var actual = Enumerable.Repeat(float.NaN, expected.Length + 16).ToArray();
+                        fixed (float* px = x, pw = wt, pb = bias, pu = unpooled, pe = expected, pa = actual)
+                        {
+                            ConvKernels.ForwardChannelMajor(px, pw, pb, pu, p, null, activation != null, activation ?? default, 0f, 0f);
+                            for (int plane = 0; plane < k * n; plane++)
+                                PoolKernels.MaxPlane2x2(pu + plane * p.P * p.Q, pe + plane * pool.P * pool.Q, null, p.Q, pool.P, pool.Q);
+                            StemColumns.ForwardChannelMajor(px, pw, pb, pa, p, activation != null, activation ?? default, 0f, 0f, pool);
+                        }
+                        Assert.Equal(Bits(expected), Bits(actual[..expected.Length]));
+                        Assert.All(actual[expected.Length..], v => Assert.True(float.IsNaN(v)));
+                        Assert.Contains(expected, float.IsNaN);
+                        Assert.Contains(expected, float.IsFinite);
+                    });
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    /// <summary>A pool other than 2 x 2 / 2 inside the output is refused.</summary>
+    [Theory]
+    [InlineData(2, 2, 2, 2, 0, false, true)]
+    [InlineData(3, 3, 2, 2, 0, false, false)]   // windows of 3 x 3
+    [InlineData(2, 2, 1, 1, 0, false, false)]   // overlapping windows
+    [InlineData(2, 2, 2, 2, 1, false, false)]   // padded
+    [InlineData(2, 2, 2, 2, 0, true, false)]    // ceil mode: the last window partly off the output
+    public unsafe void PooledStemTakesOnlyWholeTwoByTwoWindows(int kh, int kw, int sh, int sw, int pad, bool ceil, bool expected)
+    {
+        if (StemWidths().Length == 0) Assert.Skip(NoVectorKernels);
+        var p = new Conv2dParams(1, 1, 28, 28, 8, 5, 5, 2, 2, 1, 1, 1, 1, 1);
+        var pool = new Pool2dParams(1, 8, p.P, p.Q, kh, kw, sh, sw, pad, pad, ceil);
+        Assert.Equal(expected, StemColumns.CanRunPooled(p, pool));
+        if (expected) return;
+        var error = Assert.Throws<ArgumentException>(() => StemColumns.ForwardChannelMajor(null, null, null, null, p, false, default, 0f, 0f, pool));
+        Assert.Contains("CanRunPooled", error.Message);
+    }
+
+    /// <summary>
     /// The bits of one chunk on one thread, modelled in scalar code: lane l of an accumulator adds the products at the
     /// chunk's positions l, l + L, ... in order (L = 16 lanes with AVX-512, 8 with AVX2), each a fused multiply-add (zero
     /// where a tap reads off the plane), and the L lanes are summed as Vector512.Sum sums them (adjacent pairs, then

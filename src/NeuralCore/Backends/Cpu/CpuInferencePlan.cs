@@ -333,6 +333,9 @@ public sealed unsafe partial class CpuInferencePlan
         // A 3x3 over one sample's planes at most six columns wide run by PlaneConv3x3, its epilogue and pool in registers,
         // with its weights packed once.
         public PlaneConv3x3.Weights? Plane3x3;
+        // A stem run over column planes (StemColumns) with its fused 2 x 2 pool: where the direct stem does not run (no
+        // AVX-512).
+        public bool StemPooled;
         // A pooling fused into the convolution's epilogue: Out is then the pooled value.
         public ImplicitGemmConv.FusedPool? Pool;
         public string PoolLabel = "";
@@ -340,6 +343,13 @@ public sealed unsafe partial class CpuInferencePlan
         /// <summary>True when <see cref="DirectStemConv"/> can run this convolution, followed by <paramref name="pool"/> if given.</summary>
         public bool CanRunDirectly(Pool2dParams? pool) =>
             Residual < 0 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && DirectStemConv.Supports(P, pool);
+
+        /// <summary>
+        /// True when <see cref="StemColumns"/> can run this stem followed by <paramref name="pool"/>, the pool fused (where
+        /// <see cref="CanRunDirectly"/> holds, the direct stem runs it instead).
+        /// </summary>
+        public bool CanRunStemPooled(in Pool2dParams pool) =>
+            Residual < 0 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && StemColumns.CanRunPooled(P, pool);
 
         /// <summary>True when <see cref="NarrowMapConv"/> or <see cref="MixedLaneConv3x3"/> runs this convolution: its output (and residual) position-major.</summary>
         public bool WritesPositionMajor => Narrow is not null || Mixed is not null;
@@ -417,6 +427,11 @@ public sealed unsafe partial class CpuInferencePlan
                 Plane3x3 = new PlaneConv3x3.Weights(Weight, P, Pool?.Params);
                 return;
             }
+            if (Pool is { } stemPool && CanRunStemPooled(stemPool.Params))
+            {
+                StemPooled = true;
+                return;
+            }
             if (CanRunWinograd())
             {
                 Winograd = new WinogradConv.Weights(Weight, P, pooled: Pool is not null, oneThread);
@@ -475,6 +490,11 @@ public sealed unsafe partial class CpuInferencePlan
                 DirectStemConv.Forward(values[In], values[Out], P, b != null, Act.Present, Act.Op, Pool?.Params, Direct.Pointer);
                 return;
             }
+            if (StemPooled)
+            {
+                StemColumns.ForwardChannelMajor(values[In], w, b, values[Out], P, Act.Present, Act.Op, Act.Alpha, Act.Beta, Pool!.Value.Params);
+                return;
+            }
             ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);
         }
 
@@ -496,6 +516,7 @@ public sealed unsafe partial class CpuInferencePlan
             null when Narrow is not null => Narrow.Taps < P.R * P.S ? $"narrow map, {Narrow.Taps} of {P.R * P.S} taps" : "narrow map",
             null when Mixed is not null => "mixed lanes",
             null when Direct is not null => "direct",
+            null when StemPooled => "column planes",
             null when PlaneWise || Plane3x3 is not null => "plane-wise",
             null when Winograd is not null => $"Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3)",
             null => "",
@@ -1101,9 +1122,11 @@ public sealed unsafe partial class CpuInferencePlan
             var pad = (int[])node.Attributes["padding"];
             var p = new Pool2dParams(xs[0], xs[1], xs[2], xs[3], k[0], k[1], s[0], s[1], pad[0], pad[1], (bool)node.Attributes["ceil_mode"]);
             var kind = node.Kind == OpKind.MaxPool2d ? PoolKind.Max : PoolKind.Average;
-            // The plane-wise 3x3 pools in its own registers (at 256 bits too); the others pool their blocks with MaxPlanes.
+            // The plane-wise 3x3 pools in its own registers and the column-plane stem its staged rows (both at 256 bits
+            // too); the others pool their blocks with MaxPlanes.
             if (kind == PoolKind.Max && _producer.TryGetValue(x, out var producer) && producer is ConvStep { Pool: null } conv
-                && ((PoolKernels.SeparableMax(p) && (ImplicitGemmConv.Supports(conv.P) || conv.CanRunDirectly(p))) || conv.CanRunPlane3x3(p))
+                && ((PoolKernels.SeparableMax(p) && (ImplicitGemmConv.Supports(conv.P) || conv.CanRunDirectly(p)))
+                    || conv.CanRunPlane3x3(p) || conv.CanRunStemPooled(p))
                 && Fusable(node.Inputs[0], x))
             {
                 // Pool each block of the convolution's output while it is in cache; the unpooled output gets no buffer.

@@ -27,6 +27,9 @@ internal static unsafe class StemColumns
     /// <summary>Whether the training forward uses <see cref="Forward"/> (tests turn it off to compare it with the other paths).</summary>
     internal static bool Enabled { get; set; } = true;
 
+    /// <summary>Whether a pool fuses into the channel-major stem (<see cref="CanRunPooled"/>; tests turn it off to compare the two).</summary>
+    internal static bool FusesPool { get; set; } = true;
+
     /// <summary>
     /// True for a stem (<see cref="IsStem"/>) on a CPU with the 512-bit or 256-bit kernels (AVX-512, or AVX2 and FMA:
     /// <see cref="Gemm.Kind"/>, which tests narrow to check the other widths and paths).
@@ -202,6 +205,10 @@ internal static unsafe class StemColumns
         public bool HasActivation;
         public UnaryOp Activation;
         public float Alpha, Beta;
+        // A fused 2 x 2 / 2 max pool (ForwardChannelMajor's pooled form): the rows it reads (2 * pooled rows), and the
+        // pooled columns; each group's rows are written to the part's staging planes ([8][P * Q]) and pooled from there.
+        public bool Pooled;
+        public int Rows, PooledQ;
     }
 
     /// <summary>
@@ -211,7 +218,7 @@ internal static unsafe class StemColumns
     /// a 5x5 stem the bits of the im2col GEMM and of <see cref="DirectStemConv"/>.
     /// </summary>
     internal static void Forward(float* x, float* w, float* bias, float* y, in Conv2dParams p) =>
-        Run(x, w, bias, y, p, channelMajor: false, false, default, 0f, 0f);
+        Run(x, w, bias, y, p, channelMajor: false, false, default, 0f, 0f, null);
 
     /// <summary>
     /// y [K, N, P, Q] = act(conv2d(x, w) + bias) for x [1, N, H, W] (the same floats as [N, 1, H, W]), channel-major as in
@@ -220,21 +227,47 @@ internal static unsafe class StemColumns
     /// </summary>
     internal static void ForwardChannelMajor(float* x, float* w, float* bias, float* y, in Conv2dParams p,
         bool hasActivation, UnaryOp activation, float alpha, float beta) =>
-        Run(x, w, bias, y, p, channelMajor: true, hasActivation, activation, alpha, beta);
+        Run(x, w, bias, y, p, channelMajor: true, hasActivation, activation, alpha, beta, null);
+
+    /// <summary>
+    /// True when <see cref="ForwardChannelMajor(float*, float*, float*, float*, in Conv2dParams, bool, UnaryOp, float, float, in Pool2dParams)"/>
+    /// runs this stem followed by <paramref name="pool"/>: <see cref="CanRun"/>, and a 2 x 2 / 2 max pool whose windows
+    /// lie inside the output (<see cref="PoolKernels.IsWhole2x2(in Pool2dParams)"/>, floor mode).
+    /// </summary>
+    internal static bool CanRunPooled(in Conv2dParams p, in Pool2dParams pool) =>
+        FusesPool && CanRun(p) && PoolKernels.IsWhole2x2(pool) && pool.H == p.P && pool.W == p.Q && pool.P >= 1 && pool.Q >= 1;
+
+    /// <summary>
+    /// y [K, N, P / 2, Q / 2] = maxpool(act(conv2d(x, w) + bias)) for a <see cref="CanRunPooled"/> pool: each group's rows
+    /// as in <see cref="ForwardChannelMajor(float*, float*, float*, float*, in Conv2dParams, bool, UnaryOp, float, float)"/>,
+    /// but only those the pool's windows read, written to the part's staging planes and pooled from there while in cache
+    /// (<see cref="PoolKernels.MaxPlane2x2(float*, float*, int*, int, int, int)"/>): the bits of that output and then the
+    /// pooling step.
+    /// </summary>
+    internal static void ForwardChannelMajor(float* x, float* w, float* bias, float* y, in Conv2dParams p,
+        bool hasActivation, UnaryOp activation, float alpha, float beta, in Pool2dParams pool)
+    {
+        if (!CanRunPooled(p, pool)) throw new ArgumentException("StemColumns.ForwardChannelMajor: a pool CanRunPooled does not admit.", nameof(pool));
+        Run(x, w, bias, y, p, channelMajor: true, hasActivation, activation, alpha, beta, pool);
+    }
 
     private static void Run(float* x, float* w, float* bias, float* y, in Conv2dParams p, bool channelMajor,
-        bool hasActivation, UnaryOp activation, float alpha, float beta)
+        bool hasActivation, UnaryOp activation, float alpha, float beta, Pool2dParams? pool)
     {
         var (px, u0) = Rows(p);
         int taps = p.R * p.S;
         int* tapTable = stackalloc int[2 * taps];
         Taps(p, u0, tapTable);
+        // Pooled, the output planes are the pool's, and only the rows its windows read are computed.
+        int rows = pool is { } q ? 2 * q.P : p.P;
+        long outPlane = pool is { } r ? (long)r.P * r.Q : (long)p.P * p.Q;
         var job = new Job
         {
             P = p, X = x, Y = y, Px = px, U0 = u0, Taps = tapTable,
             Groups = (p.K + Group - 1) / Group, PlaneStride = (long)px * p.Q + Slack(p, px),
-            SampleStride = (long)(channelMajor ? 1 : p.K) * p.P * p.Q, ChannelStride = (long)(channelMajor ? p.N : 1) * p.P * p.Q,
+            SampleStride = (channelMajor ? 1 : p.K) * outPlane, ChannelStride = (channelMajor ? p.N : 1) * outPlane,
             HasActivation = hasActivation, Activation = activation, Alpha = alpha, Beta = beta,
+            Pooled = pool is not null, Rows = rows, PooledQ = pool?.Q ?? 0,
         };
         float* packed = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)job.Groups * (taps + 1) * Group);
         Pack(w, bias, p, packed);
@@ -246,7 +279,9 @@ internal static unsafe class StemColumns
         // channels gave one part 8 and the other 11, each splitting the whole sample): each part splits and computes a
         // band of output rows, all groups. Mel b1 without AVX-512: the pruned model's stem 37.7 -> 34 µs; the big model's
         // 4 groups ran 1-2 % slower in bands than 2 + 2 (docs/benchmarks.md, step 156).
-        job.Bands = p.N < parts && (long)p.N * job.Groups % parts != 0 ? Math.Min((parts + p.N - 1) / p.N, p.P) : 1;
+        // Pooled, bands of whole windows (row pairs).
+        int bandUnits = job.Pooled ? rows / 2 : rows;
+        job.Bands = p.N < parts && (long)p.N * job.Groups % parts != 0 ? Math.Min((parts + p.N - 1) / p.N, bandUnits) : 1;
         job.Items = p.N * job.Bands * job.Groups;
         job.Parts = Math.Min(parts, Math.Max(job.Items, 1));
         // SAFETY: job and the tap table on this stack frame outlive ForParts, which returns when every part is done.
@@ -279,13 +314,16 @@ internal static unsafe class StemColumns
         int first = (int)((long)part * job.Items / job.Parts), end = (int)((long)(part + 1) * job.Items / job.Parts);
         if (first >= end) return;
         float* planes = ConvScratch.Current.Get(ConvScratch.Slot.Columns, 2L * p.S * job.PlaneStride);
+        long plane = (long)p.P * p.Q;
+        float* stage = job.Pooled ? ConvScratch.Current.Get(ConvScratch.Slot.Rows, Group * plane) : null;
+        int unit = job.Pooled ? 2 : 1, units = job.Rows / unit;
         int current = -1;
         for (int item = first; item < end; item++)
         {
             int sampleBand = item / job.Groups, group = item % job.Groups;
             int n = sampleBand / job.Bands, band = sampleBand % job.Bands;
-            // Output rows [r0, r1) read the planes' rows [r0, r1 + Px - P).
-            int r0 = (int)((long)band * p.P / job.Bands), r1 = (int)((long)(band + 1) * p.P / job.Bands);
+            // Output rows [r0, r1) read the planes' rows [r0, r1 + Px - P); pooled, whole windows.
+            int r0 = unit * (int)((long)band * units / job.Bands), r1 = unit * (int)((long)(band + 1) * units / job.Bands);
             if (sampleBand != current)
             {
                 SplitRows(job.X, n, 1, p, job.Px, job.U0, planes, job.PlaneStride, r0, r1 + job.Px - p.P);
@@ -294,20 +332,26 @@ internal static unsafe class StemColumns
             // One specialisation per channel count, so that a last group of fewer than 8 (19 = 8 + 8 + 3) does no
             // multiply-adds for the channels it lacks.
             int channels = Math.Min(Group, p.K - group * Group), j0 = r0 * p.Q, j1 = r1 * p.Q;
+            // Where the group's outputs go: the output, or pooled the staging planes (then pooled into the output).
+            float* y = job.Pooled ? stage : OutputPlane(ref job, n, group);
+            long stride = job.Pooled ? plane : job.ChannelStride;
             switch (channels)
             {
-                case 1: PairedOutputs<TLanes, TVector, Gemm.N1>(ref job, planes, n, group, j0, j1); break;
-                case 2: PairedOutputs<TLanes, TVector, Gemm.N2>(ref job, planes, n, group, j0, j1); break;
-                case 3: PairedOutputs<TLanes, TVector, Gemm.N3>(ref job, planes, n, group, j0, j1); break;
-                case 4: Outputs<TLanes, TVector, Gemm.N4>(ref job, planes, n, group, j0, j1); break;
-                case 5: Outputs<TLanes, TVector, Gemm.N5>(ref job, planes, n, group, j0, j1); break;
-                case 6: Outputs<TLanes, TVector, Gemm.N6>(ref job, planes, n, group, j0, j1); break;
-                case 7: Outputs<TLanes, TVector, Gemm.N7>(ref job, planes, n, group, j0, j1); break;
-                default: Outputs<TLanes, TVector, Gemm.N8>(ref job, planes, n, group, j0, j1); break;
+                case 1: PairedOutputs<TLanes, TVector, Gemm.N1>(ref job, planes, y, stride, group, j0, j1); break;
+                case 2: PairedOutputs<TLanes, TVector, Gemm.N2>(ref job, planes, y, stride, group, j0, j1); break;
+                case 3: PairedOutputs<TLanes, TVector, Gemm.N3>(ref job, planes, y, stride, group, j0, j1); break;
+                case 4: Outputs<TLanes, TVector, Gemm.N4>(ref job, planes, y, stride, group, j0, j1); break;
+                case 5: Outputs<TLanes, TVector, Gemm.N5>(ref job, planes, y, stride, group, j0, j1); break;
+                case 6: Outputs<TLanes, TVector, Gemm.N6>(ref job, planes, y, stride, group, j0, j1); break;
+                case 7: Outputs<TLanes, TVector, Gemm.N7>(ref job, planes, y, stride, group, j0, j1); break;
+                default: Outputs<TLanes, TVector, Gemm.N8>(ref job, planes, y, stride, group, j0, j1); break;
             }
             if (job.HasActivation)
-                ConvKernels.Epilogue(OutputPlane(ref job, n, group), job.ChannelStride, j0, channels, j1 - j0, null, null, 0, 0, true,
-                    job.Activation, job.Alpha, job.Beta);
+                ConvKernels.Epilogue(y, stride, j0, channels, j1 - j0, null, null, 0, 0, true, job.Activation, job.Alpha, job.Beta);
+            if (!job.Pooled) continue;
+            float* pooled = OutputPlane(ref job, n, group) + (long)r0 / 2 * job.PooledQ;
+            for (int c = 0; c < channels; c++)
+                PoolKernels.MaxPlane2x2(stage + c * plane + j0, pooled + c * job.ChannelStride, null, p.Q, (r1 - r0) / 2, job.PooledQ);
         }
     }
 
@@ -315,22 +359,22 @@ internal static unsafe class StemColumns
     private static float* OutputPlane(ref Job job, int n, int group) => job.Y + n * job.SampleStride + group * Group * job.ChannelStride;
 
     /// <summary>
-    /// Sample n's outputs at positions [<paramref name="j0"/>, <paramref name="j1"/>) of the first TChannels channels of
-    /// <paramref name="group"/>, a vector of positions at a time:
+    /// The current sample's outputs at positions [<paramref name="j0"/>, <paramref name="j1"/>) of the first TChannels
+    /// channels of <paramref name="group"/>, into channel planes <paramref name="stride"/> floats apart from
+    /// <paramref name="y"/>, a vector of positions at a time:
     /// per tap one load and a multiply-add per channel, its weight broadcast inside the instruction. (Two vectors of
     /// positions per pass computed MNIST's plane of 169 outputs in 192 lanes, here 176: 1->32 at batch 256, one thread,
     /// 891 -> 827 µs.)
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Outputs<TLanes, TVector, TChannels>(ref Job job, float* planes, int n, int group, int j0, int j1)
+    private static void Outputs<TLanes, TVector, TChannels>(ref Job job, float* planes, float* y, long stride, int group, int j0, int j1)
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
         int channels = TChannels.Value, taps = job.P.R * job.P.S, lanes = TLanes.Count;
-        long planeStride = job.PlaneStride, stride = job.ChannelStride;
+        long planeStride = job.PlaneStride;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
         for (int t = 0; t < taps; t++) sources[t] = planes + offsets[taps + t] * planeStride + offsets[t];
-        float* y = OutputPlane(ref job, n, group);
         float* weights = job.W + (long)group * taps * Group;
         float* bias = job.Bias == null ? null : job.Bias + group * Group;
         for (int j = j0; j < j1; j += lanes)
@@ -367,15 +411,14 @@ internal static unsafe class StemColumns
     /// unit busy (one thread, 256 MNIST samples, 19 channels: the group of 3 cost 24 µs more than 3/19 of the stem).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void PairedOutputs<TLanes, TVector, TChannels>(ref Job job, float* planes, int n, int group, int j0, int j1)
+    private static void PairedOutputs<TLanes, TVector, TChannels>(ref Job job, float* planes, float* y, long stride, int group, int j0, int j1)
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
         int channels = TChannels.Value, taps = job.P.R * job.P.S, lanes = TLanes.Count;
-        long planeStride = job.PlaneStride, stride = job.ChannelStride;
+        long planeStride = job.PlaneStride;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
         for (int t = 0; t < taps; t++) sources[t] = planes + offsets[taps + t] * planeStride + offsets[t];
-        float* y = OutputPlane(ref job, n, group);
         float* weights = job.W + (long)group * taps * Group;
         float* bias = job.Bias == null ? null : job.Bias + group * Group;
         // Whole pairs, then a last single vector when the plane has an odd number of them: its positions past the
