@@ -664,7 +664,8 @@ public sealed class DirectWeightGradientTests
     }
 
     /// <summary>
-    /// The column-plane stem with its 2 x 2 / 2 max pool fused (the inference plans' stem without AVX-512) gives the bits of
+    /// The column-plane stem with its 2 x 2 / 2 max pool fused (the inference plans' stem without AVX-512, its weights
+    /// packed once) gives the bits of
     /// its unpooled channel-major output pooled plane by plane (<see cref="PoolKernels.MaxPlane2x2"/>, the pooling step's
     /// kernel), NaN included, computing only the rows the windows read: MNIST's 13 x 13 (its last row and column dropped)
     /// and mel's 63 x 49, one sample and three, ReLU, Hardswish and none, with and without a bias, at every kernel width
@@ -688,6 +689,7 @@ public sealed class DirectWeightGradientTests
         x[5 * w + 7] = float.NaN;
         float[] wt = Reference.ToFloat(Reference.Random(k * 25, 55));
         float[]? bias = withBias ? Reference.ToFloat(Reference.Random(k, 56)) : null;
+        var weights = new StemColumns.Weights(wt, bias, p);
         int saved = CpuThreading.Threads;
         try
         {
@@ -705,7 +707,7 @@ public sealed class DirectWeightGradientTests
                             ConvKernels.ForwardChannelMajor(px, pw, pb, pu, p, null, activation != null, activation ?? default, 0f, 0f);
                             for (int plane = 0; plane < k * n; plane++)
                                 PoolKernels.MaxPlane2x2(pu + plane * p.P * p.Q, pe + plane * pool.P * pool.Q, null, p.Q, pool.P, pool.Q);
-                            StemColumns.ForwardChannelMajor(px, pw, pb, pa, p, activation != null, activation ?? default, 0f, 0f, pool);
+                            StemColumns.ForwardChannelMajor(px, weights, pa, p, activation != null, activation ?? default, 0f, 0f, pool);
                         }
                         Assert.Equal(Bits(expected), Bits(actual[..expected.Length]));
                         Assert.All(actual[expected.Length..], v => Assert.True(float.IsNaN(v)));
@@ -733,8 +735,30 @@ public sealed class DirectWeightGradientTests
         var pool = new Pool2dParams(1, 8, p.P, p.Q, kh, kw, sh, sw, pad, pad, ceil);
         Assert.Equal(expected, StemColumns.CanRunPooled(p, pool));
         if (expected) return;
-        var error = Assert.Throws<ArgumentException>(() => StemColumns.ForwardChannelMajor(null, null, null, null, p, false, default, 0f, 0f, pool));
+        var weights = new StemColumns.Weights(new float[8 * 25], null, p);
+        var error = Assert.Throws<ArgumentException>(() => StemColumns.ForwardChannelMajor(null, weights, null, p, false, default, 0f, 0f, pool));
         Assert.Contains("CanRunPooled", error.Message);
+    }
+
+    /// <summary>
+    /// A stem's weights packed once are refused for another stem (other channels, kernel or input), and weights or biases
+    /// of the wrong length, or a convolution that is no stem, are refused when packing; another batch is fine.
+    /// </summary>
+    [Fact]
+    public unsafe void StemWeightsPackedOnceFitOnlyTheirStem()
+    {
+        if (StemWidths().Length == 0) Assert.Skip(NoVectorKernels);
+        var p = new Conv2dParams(1, 1, 28, 28, 8, 5, 5, 2, 2, 1, 1, 1, 1, 1);
+        var weights = new StemColumns.Weights(new float[8 * 25], new float[8], p);
+        Assert.True(weights.Fits(p with { N = 7 }));
+        Assert.False(weights.Fits(p with { K = 9 }));
+        Assert.False(weights.Fits(p with { H = 30 }));
+        Assert.False(weights.Fits(p with { PadH = 2, PadW = 2 }));
+        var error = Assert.Throws<ArgumentException>(() => StemColumns.ForwardChannelMajor(null, weights, null, p with { W = 29 }, false, default, 0f, 0f, null));
+        Assert.Contains("weights packed for another stem", error.Message);
+        Assert.Throws<ArgumentException>(() => new StemColumns.Weights(new float[8 * 24], null, p));
+        Assert.Throws<ArgumentException>(() => new StemColumns.Weights(new float[8 * 25], new float[7], p));
+        Assert.Throws<ArgumentException>(() => new StemColumns.Weights(new float[8 * 25], null, p with { StrideH = 1, StrideW = 1 }));
     }
 
     /// <summary>

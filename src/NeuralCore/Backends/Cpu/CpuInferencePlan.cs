@@ -333,9 +333,9 @@ public sealed unsafe partial class CpuInferencePlan
         // A 3x3 over one sample's planes at most six columns wide run by PlaneConv3x3, its epilogue and pool in registers,
         // with its weights packed once.
         public PlaneConv3x3.Weights? Plane3x3;
-        // A stem run over column planes (StemColumns) with its fused 2 x 2 pool: where the direct stem does not run (no
-        // AVX-512).
-        public bool StemPooled;
+        // A stem run over column planes (StemColumns, its fused 2 x 2 pool if any), its weights packed once: where the
+        // direct stem does not run (no AVX-512).
+        public StemColumns.Weights? Stem;
         // A pooling fused into the convolution's epilogue: Out is then the pooled value.
         public ImplicitGemmConv.FusedPool? Pool;
         public string PoolLabel = "";
@@ -349,7 +349,7 @@ public sealed unsafe partial class CpuInferencePlan
         /// <see cref="CanRunDirectly"/> holds, the direct stem runs it instead).
         /// </summary>
         public bool CanRunStemPooled(in Pool2dParams pool) =>
-            Residual < 0 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && StemColumns.CanRunPooled(P, pool);
+            Residual < 0 && (!Act.Present || Act.Op is UnaryOp.Relu or UnaryOp.Hardswish) && StemColumns.Enabled && StemColumns.CanRunPooled(P, pool);
 
         /// <summary>True when <see cref="NarrowMapConv"/> or <see cref="MixedLaneConv3x3"/> runs this convolution: its output (and residual) position-major.</summary>
         public bool WritesPositionMajor => Narrow is not null || Mixed is not null;
@@ -427,9 +427,10 @@ public sealed unsafe partial class CpuInferencePlan
                 Plane3x3 = new PlaneConv3x3.Weights(Weight, P, Pool?.Params);
                 return;
             }
-            if (Pool is { } stemPool && CanRunStemPooled(stemPool.Params))
+            // The column-plane stem (its weights packed once), where the direct one does not run.
+            if (Residual < 0 && StemColumns.Enabled && StemColumns.CanRun(P) && (Pool is not { } stemPool || CanRunStemPooled(stemPool.Params)))
             {
-                StemPooled = true;
+                Stem = new StemColumns.Weights(Weight, Bias, P);
                 return;
             }
             if (CanRunWinograd())
@@ -490,9 +491,9 @@ public sealed unsafe partial class CpuInferencePlan
                 DirectStemConv.Forward(values[In], values[Out], P, b != null, Act.Present, Act.Op, Pool?.Params, Direct.Pointer);
                 return;
             }
-            if (StemPooled)
+            if (Stem is not null)
             {
-                StemColumns.ForwardChannelMajor(values[In], w, b, values[Out], P, Act.Present, Act.Op, Act.Alpha, Act.Beta, Pool!.Value.Params);
+                StemColumns.ForwardChannelMajor(values[In], Stem, values[Out], P, Act.Present, Act.Op, Act.Alpha, Act.Beta, Pool?.Params);
                 return;
             }
             ConvKernels.ForwardChannelMajor(values[In], w, b, values[Out], P, residual, Act.Present, Act.Op, Act.Alpha, Act.Beta);
@@ -516,7 +517,7 @@ public sealed unsafe partial class CpuInferencePlan
             null when Narrow is not null => Narrow.Taps < P.R * P.S ? $"narrow map, {Narrow.Taps} of {P.R * P.S} taps" : "narrow map",
             null when Mixed is not null => "mixed lanes",
             null when Direct is not null => "direct",
-            null when StemPooled => "column planes",
+            null when Stem is not null => "column planes",
             null when PlaneWise || Plane3x3 is not null => "plane-wise",
             null when Winograd is not null => $"Winograd F({Winograd.Tile}x{Winograd.Tile}, 3x3)",
             null => "",

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -230,7 +231,7 @@ internal static unsafe class StemColumns
         Run(x, w, bias, y, p, channelMajor: true, hasActivation, activation, alpha, beta, null);
 
     /// <summary>
-    /// True when <see cref="ForwardChannelMajor(float*, float*, float*, float*, in Conv2dParams, bool, UnaryOp, float, float, in Pool2dParams)"/>
+    /// True when <see cref="ForwardChannelMajor(float*, Weights, float*, in Conv2dParams, bool, UnaryOp, float, float, Pool2dParams?)"/>
     /// runs this stem followed by <paramref name="pool"/>: <see cref="CanRun"/>, and a 2 x 2 / 2 max pool whose windows
     /// lie inside the output (<see cref="PoolKernels.IsWhole2x2(in Pool2dParams)"/>, floor mode).
     /// </summary>
@@ -238,26 +239,73 @@ internal static unsafe class StemColumns
         FusesPool && CanRun(p) && PoolKernels.IsWhole2x2(pool) && pool.H == p.P && pool.W == p.Q && pool.P >= 1 && pool.Q >= 1;
 
     /// <summary>
-    /// y [K, N, P / 2, Q / 2] = maxpool(act(conv2d(x, w) + bias)) for a <see cref="CanRunPooled"/> pool: each group's rows
-    /// as in <see cref="ForwardChannelMajor(float*, float*, float*, float*, in Conv2dParams, bool, UnaryOp, float, float)"/>,
-    /// but only those the pool's windows read, written to the part's staging planes and pooled from there while in cache
-    /// (<see cref="PoolKernels.MaxPlane2x2(float*, float*, int*, int, int, int)"/>): the bits of that output and then the
-    /// pooling step.
+    /// <see cref="ForwardChannelMajor(float*, float*, float*, float*, in Conv2dParams, bool, UnaryOp, float, float)"/> with
+    /// the weights, bias and tap table made once (<see cref="Weights"/>: an inference plan's step), and with
+    /// <paramref name="pool"/> (a <see cref="CanRunPooled"/> one, or none) applied to each group's rows while they are in
+    /// cache: those rows, only the ones the pool's windows read, go to the part's staging planes, get their activation
+    /// there and are pooled into y [K, N, P / 2, Q / 2] (<see cref="PoolKernels.MaxPlane2x2(float*, float*, int*, int, int, int)"/>):
+    /// the bits of the unpooled output and then the pooling step.
     /// </summary>
-    internal static void ForwardChannelMajor(float* x, float* w, float* bias, float* y, in Conv2dParams p,
-        bool hasActivation, UnaryOp activation, float alpha, float beta, in Pool2dParams pool)
+    internal static void ForwardChannelMajor(float* x, Weights weights, float* y, in Conv2dParams p,
+        bool hasActivation, UnaryOp activation, float alpha, float beta, Pool2dParams? pool)
     {
-        if (!CanRunPooled(p, pool)) throw new ArgumentException("StemColumns.ForwardChannelMajor: a pool CanRunPooled does not admit.", nameof(pool));
-        Run(x, w, bias, y, p, channelMajor: true, hasActivation, activation, alpha, beta, pool);
+        if (pool is { } q && !CanRunPooled(p, q)) throw new ArgumentException("StemColumns.ForwardChannelMajor: a pool CanRunPooled does not admit.", nameof(pool));
+        if (!weights.Fits(p)) throw new ArgumentException($"StemColumns.ForwardChannelMajor: weights packed for another stem than {p.K} channels of {p.R} x {p.S} on a {p.H} x {p.W} input.", nameof(weights));
+        Run(x, null, null, y, p, channelMajor: true, hasActivation, activation, alpha, beta, pool, weights);
+        GC.KeepAlive(weights);
+    }
+
+    /// <summary>
+    /// A stem's weights and bias packed once (an inference plan's step) as <see cref="Pack"/> packs them on each call, with
+    /// its tap table (<see cref="Taps"/>), in pinned memory.
+    /// </summary>
+    internal sealed class Weights
+    {
+        private readonly float[] _packed;
+        private readonly int[] _taps;
+        private readonly Conv2dParams _p;
+
+        internal Weights(ReadOnlySpan<float> w, float[]? bias, in Conv2dParams p)
+        {
+            if (!IsStem(p)) throw new ArgumentException("StemColumns.Weights: not a stem (one input channel, stride 2, no dilation).", nameof(p));
+            if (w.Length != p.K * p.R * p.S || (bias is not null && bias.Length != p.K))
+                throw new ArgumentException($"StemColumns.Weights: {w.Length} weights and {bias?.Length ?? 0} biases for {p.K} channels of {p.R} x {p.S}.", nameof(w));
+            _p = p;
+            int taps = p.R * p.S, groups = (p.K + Group - 1) / Group;
+            _packed = GC.AllocateArray<float>(groups * (taps + 1) * Group, pinned: true);
+            _taps = GC.AllocateArray<int>(2 * taps, pinned: true);
+            HasBias = bias is not null;
+            fixed (float* src = w, b = bias, dst = _packed)
+                Pack(src, b, p, dst);
+            fixed (int* t = _taps)
+                Taps(p, Rows(p).U0, t);
+        }
+
+        /// <summary>Whether a bias was packed (else the sums are stored as they are).</summary>
+        internal bool HasBias { get; }
+
+        /// <summary>The packed floats: per group [taps][8], then the biases [groups][8] (the array is pinned).</summary>
+        internal float* Pointer => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_packed));
+
+        /// <summary>The tap table (the array is pinned).</summary>
+        internal int* TapTable => (int*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_taps));
+
+        /// <summary>Whether they were packed for this geometry (the batch aside).</summary>
+        internal bool Fits(in Conv2dParams p) => _p with { N = p.N } == p;
     }
 
     private static void Run(float* x, float* w, float* bias, float* y, in Conv2dParams p, bool channelMajor,
-        bool hasActivation, UnaryOp activation, float alpha, float beta, Pool2dParams? pool)
+        bool hasActivation, UnaryOp activation, float alpha, float beta, Pool2dParams? pool, Weights? packedOnce = null)
     {
         var (px, u0) = Rows(p);
         int taps = p.R * p.S;
-        int* tapTable = stackalloc int[2 * taps];
-        Taps(p, u0, tapTable);
+        int* tapTable = packedOnce is null ? null : packedOnce.TapTable;
+        if (tapTable == null)
+        {
+            int* table = stackalloc int[2 * taps];
+            Taps(p, u0, table);
+            tapTable = table;
+        }
         // Pooled, the output planes are the pool's, and only the rows its windows read are computed.
         int rows = pool is { } q ? 2 * q.P : p.P;
         long outPlane = pool is { } r ? (long)r.P * r.Q : (long)p.P * p.Q;
@@ -269,8 +317,17 @@ internal static unsafe class StemColumns
             HasActivation = hasActivation, Activation = activation, Alpha = alpha, Beta = beta,
             Pooled = pool is not null, Rows = rows, PooledQ = pool?.Q ?? 0,
         };
-        float* packed = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)job.Groups * (taps + 1) * Group);
-        Pack(w, bias, p, packed);
+        float* packed;
+        if (packedOnce is not null)
+        {
+            packed = packedOnce.Pointer;
+            bias = packedOnce.HasBias ? packed : null;
+        }
+        else
+        {
+            packed = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)job.Groups * (taps + 1) * Group);
+            Pack(w, bias, p, packed);
+        }
         job.W = packed;
         job.Bias = bias == null ? null : packed + (long)job.Groups * taps * Group;
         long macs = (long)p.N * p.K * p.P * p.Q * taps;
