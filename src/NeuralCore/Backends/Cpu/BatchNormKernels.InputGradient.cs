@@ -1,6 +1,3 @@
-using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
-
 namespace NeuralCore.Backends.Cpu;
 
 // A training batch norm's backward in two halves, for a compiled training step whose stem convolution computes the
@@ -45,9 +42,9 @@ internal static unsafe partial class BatchNormKernels
     /// dx of samples [n0, n0 + nb) into <paramref name="dx"/> [nb, C, HW], for <paramref name="state"/> an
     /// <see cref="InputGradientSource"/>: per plane, the pool's gradient rebuilt and the Hardswish's slope applied as
     /// <see cref="ChannelGradientSums"/> does, then <see cref="BackwardOutput"/>'s expression: the same bits as
-    /// <see cref="Backward"/>'s dx. With AVX-512 the slope is taken in the output pass, one pass over the plane instead
-    /// of two (harness, the stem's weight gradient with this fill, alternated: mel b64 19 channels 0.77-0.97 of the
-    /// time, MNIST b256 0.78-0.92).
+    /// <see cref="Backward"/>'s dx. The slope is taken in the output pass, one pass over the plane instead of two
+    /// (harness, the stem's weight gradient with this fill, alternated, AVX-512: mel b64 19 channels 0.77-0.97 of the
+    /// time, MNIST b256 0.78-0.92; at 256 bits too since the forty-ninth session).
     /// </summary>
     internal static void FillInputGradient(void* state, int n0, int nb, float* dx)
     {
@@ -70,14 +67,6 @@ internal static unsafe partial class BatchNormKernels
                 float mean = s.Mean[ch];
                 float* relu = s.ReluOutput == null ? null : s.ReluOutput + at;
                 var hardswish = s.HardswishScaleOffset == null ? default : new HardswishInput(s.HardswishScaleOffset[ch], s.HardswishScaleOffset[c + ch]);
-                if (hardswish.Present && !Avx512F.IsSupported)
-                {
-                    // The Hardswish's input gradient first, in dx, by GradientSums' operations (without AVX-512 the
-                    // output pass takes no slope).
-                    GradientSums(dy, s.X + at, hw, 0, null, hardswish, target);
-                    dy = target;
-                    hardswish = default;
-                }
                 InputGradient(dy, s.X + at, target, hw, mean, s.Coefficients[ch], s.Coefficients[c + ch], s.Coefficients[2 * c + ch], relu, hardswish);
             }
         }

@@ -811,13 +811,12 @@ internal static unsafe partial class BatchNormKernels
 
     /// <summary>
     /// dx = scaleDy * dy + scaleCentred * (x - mean) + offset over n values (dy masked by <paramref name="relu"/> as in
-    /// <see cref="GradientSums"/>, or with AVX-512 times a fused Hardswish's slope at x, as GradientSums takes it: the
-    /// bits of its stored gradient fed to this pass; dy may be dx itself).
+    /// <see cref="GradientSums"/>, or times a fused Hardswish's slope at x, as GradientSums takes it at this vector width:
+    /// the bits of its stored gradient fed to this pass; dy may be dx itself).
     /// </summary>
     private static void InputGradient(float* dy, float* x, float* dx, int n, float mean, float scaleDy, float scaleCentred, float offset,
         float* relu, HardswishInput hardswish = default, ReluInput reluInput = default)
     {
-        if (hardswish.Present && !Avx512F.IsSupported) throw new ArgumentException("A Hardswish's slope in the output pass needs AVX-512.", nameof(hardswish));
         int i = 0;
         if (Avx512F.IsSupported)
         {
@@ -857,17 +856,31 @@ internal static unsafe partial class BatchNormKernels
             var a = Vector256.Create(scaleDy);
             var b = Vector256.Create(scaleCentred);
             var o = Vector256.Create(offset);
-            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+            if (hardswish.Present)
             {
-                var centred = Vector256.Load(x + i) - m;
-                var g = Vector256.Load(dy + i);
-                if (relu != null) g = Vector256.ConditionalSelect(Vector256.GreaterThan(Vector256.Load(relu + i), Vector256<float>.Zero), g, Vector256<float>.Zero);
-                Vector256.Store(Vector256.FusedMultiplyAdd(g, a, Vector256.FusedMultiplyAdd(centred, b, o)), dx + i);
+                // GradientSums' slope at 256 bits: the vector rule on whole vectors, the scalar rule on the rest (below).
+                for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                {
+                    var xv = Vector256.Load(x + i);
+                    var g = Vector256.Load(dy + i) * hardswish.Slope(xv);
+                    Vector256.Store(Vector256.FusedMultiplyAdd(g, a, Vector256.FusedMultiplyAdd(xv - m, b, o)), dx + i);
+                }
+            }
+            else
+            {
+                for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+                {
+                    var centred = Vector256.Load(x + i) - m;
+                    var g = Vector256.Load(dy + i);
+                    if (relu != null) g = Vector256.ConditionalSelect(Vector256.GreaterThan(Vector256.Load(relu + i), Vector256<float>.Zero), g, Vector256<float>.Zero);
+                    Vector256.Store(Vector256.FusedMultiplyAdd(g, a, Vector256.FusedMultiplyAdd(centred, b, o)), dx + i);
+                }
             }
         }
         for (; i < n; i++)
         {
             float g = relu == null || relu[i] > 0 ? dy[i] : 0;
+            if (hardswish.Present) g *= hardswish.Slope(x[i]);
             dx[i] = MathF.FusedMultiplyAdd(g, scaleDy, MathF.FusedMultiplyAdd(x[i] - mean, scaleCentred, offset));
         }
     }
