@@ -254,7 +254,8 @@ public sealed class PoolingTests
     /// (two rows a vector): PyTorch's scan order for ties, NaN and infinity, with an odd number of output rows (the last
     /// one alone), rows of 8 (the whole vector), of 6 (the stem's 13 x 13 -> 6 x 6) and of 1, bit for bit; and wider
     /// rows (the mel stem's 63 x 49 -> 31 x 24, rows of 17 and of 16), where the 512-bit kernel takes 16 outputs a vector
-    /// and the AVX2 one 8.
+    /// and the AVX2 one 8. Nothing is written past the output (the AVX2 kernel's short rows store whole vectors into the
+    /// rows after them, all but the last).
     /// </summary>
     [Theory]
     [InlineData(13, 13)]
@@ -274,11 +275,14 @@ public sealed class PoolingTests
             for (int i = 0; i < x.Length; i++) x[i] = (i / w + i) % 3 == 0 ? float.NegativeInfinity : (i % 5) - 2f;
             for (int oh = 0; oh < outH; oh++)
                 for (int q = (oh + offset) % 3; q < outW; q += 3) x[(2 * oh + offset / 2) * w + 2 * q + offset % 2] = float.NaN;
-            var y = new float[outH * outW];
-            var indices = new int[outH * outW];
+            // Sentinels past the output: nothing is written there.
+            var y = Enumerable.Repeat(12345f, outH * outW + 16).ToArray();
+            var indices = Enumerable.Repeat(-7, outH * outW + 16).ToArray();
             fixed (float* px = x, py = y)
             fixed (int* pi = indices)
                 PoolKernels.MaxPlane2x2(px, py, pi, w, outH, outW);
+            Assert.All(y[(outH * outW)..], v => Assert.Equal(12345f, v));
+            Assert.All(indices[(outH * outW)..], v => Assert.Equal(-7, v));
             for (int oh = 0; oh < outH; oh++)
             {
                 for (int q = 0; q < outW; q++)

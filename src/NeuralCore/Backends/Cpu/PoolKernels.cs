@@ -330,7 +330,8 @@ internal static unsafe partial class PoolKernels
     /// <see cref="MaxPlane2x2(float*, float*, int*, int, int, int)"/> on 256-bit vectors (AVX2): each output row 8
     /// outputs at a time from two 8-float masked loads per input row (never past the row's 2 x 8 inputs), split into
     /// even and odd columns by a permute within each load and a swap of their halves, then the same comparisons in the
-    /// same scan order: the same values and indices.
+    /// same scan order: the same values and indices. Writes only the output plane, but lanes past a row's end before
+    /// that row's successors are written.
     /// </summary>
     private static void MaxPlane2x2Avx2(float* x, float* y, int* indices, int w, int outH, int outW)
     {
@@ -354,7 +355,9 @@ internal static unsafe partial class PoolKernels
                 Take(ref best, ref index, top1, at + Vector256<int>.One);
                 Take(ref best, ref index, bottom0, at + Vector256.Create(w));
                 Take(ref best, ref index, bottom1, at + Vector256.Create(w + 1));
-                if (count == 8)
+                // A row's short last vector stores all 8 lanes when they end inside the plane: the lanes past the row
+                // land on outputs written after it (AMD's masked stores cost several times a store).
+                if (count == 8 || (long)oh * outW + q + 8 <= (long)outH * outW)
                 {
                     best.Store(y + oh * outW + q);
                     if (indices != null) index.Store(indices + oh * outW + q);
