@@ -378,15 +378,19 @@ internal static unsafe class NarrowMapConv
         }
         var first = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(count)).AsSingle();
         var second = Vector256.LessThan(Vector256.Create(8, 9, 10, 11, 12, 13, 14, 15), Vector256.Create(count)).AsSingle();
-        Store256(ref job, r0, kb, l0, h0, first, second, two);
-        if (n > 1) Store256(ref job, r0 + 1, kb, l1, h1, first, second, two);
-        if (n > 2) Store256(ref job, r0 + 2, kb, l2, h2, first, second, two);
-        if (n > 3) Store256(ref job, r0 + 3, kb, l3, h3, first, second, two);
-        if (n > 4) Store256(ref job, r0 + 4, kb, l4, h4, first, second, two);
-        if (n > 5) Store256(ref job, r0 + 5, kb, l5, h5, first, second, two);
-        if (n > 6) Store256(ref job, r0 + 6, kb, l6, default, first, second, false);
-        if (n > 7) Store256(ref job, r0 + 7, kb, l7, default, first, second, false);
+        var lanes = new StoreLanes(first, second, count >= 8, count >= 16);
+        Store256(ref job, r0, kb, l0, h0, lanes, two);
+        if (n > 1) Store256(ref job, r0 + 1, kb, l1, h1, lanes, two);
+        if (n > 2) Store256(ref job, r0 + 2, kb, l2, h2, lanes, two);
+        if (n > 3) Store256(ref job, r0 + 3, kb, l3, h3, lanes, two);
+        if (n > 4) Store256(ref job, r0 + 4, kb, l4, h4, lanes, two);
+        if (n > 5) Store256(ref job, r0 + 5, kb, l5, h5, lanes, two);
+        if (n > 6) Store256(ref job, r0 + 6, kb, l6, default, lanes, false);
+        if (n > 7) Store256(ref job, r0 + 7, kb, l7, default, lanes, false);
     }
+
+    /// <summary>A 256-bit tile's two vectors' lane masks, and whether each is whole (stored and loaded without a mask).</summary>
+    private readonly record struct StoreLanes(Vector256<float> First, Vector256<float> Second, bool FirstWhole, bool SecondWhole);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Row256(float* a, Vector256<float> bl, Vector256<float> bh, ref Vector256<float> l, ref Vector256<float> h, bool two)
@@ -396,18 +400,27 @@ internal static unsafe class NarrowMapConv
         if (two) h = Vector256.FusedMultiplyAdd(v, bh, h);
     }
 
-    /// <summary>One position's channels [kb, kb + 8 or 16) with the epilogue, only those under the masks.</summary>
+    /// <summary>
+    /// One position's channels [kb, kb + 8 or 16) with the epilogue, only those under the masks: whole vectors without
+    /// one (AVX2's masked store costs several times a store on AMD's cores).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store256(ref Job job, int position, int kb, Vector256<float> l, Vector256<float> h, Vector256<float> first,
-        Vector256<float> second, bool two)
+    private static void Store256(ref Job job, int position, int kb, Vector256<float> l, Vector256<float> h, in StoreLanes lanes, bool two)
     {
         long at = (long)position * job.K + kb;
         float* y = job.Y + at, res = job.Residual == null ? null : job.Residual + at, bias = job.Bias == null ? null : job.Bias + kb;
-        Vector(y, res, bias, l, first, job.Kind);
-        if (two) Vector(y + 8, res == null ? null : res + 8, bias == null ? null : bias + 8, h, second, job.Kind);
+        Vector(y, res, bias, l, lanes.First, lanes.FirstWhole, job.Kind);
+        if (two) Vector(y + 8, res == null ? null : res + 8, bias == null ? null : bias + 8, h, lanes.Second, lanes.SecondWhole, job.Kind);
 
-        static void Vector(float* y, float* res, float* bias, Vector256<float> sum, Vector256<float> mask, int kind)
+        static void Vector(float* y, float* res, float* bias, Vector256<float> sum, Vector256<float> mask, bool whole, int kind)
         {
+            if (whole)
+            {
+                var wb = bias == null ? default : Vector256.Load(bias);
+                var wr = res == null ? default : Vector256.Load(res);
+                Vector256.Store(ConvKernels.EpilogueVector(sum, wb, bias != null, wr, res != null, kind), y);
+                return;
+            }
             var b = bias == null ? default : Avx.MaskLoad(bias, mask);
             var r = res == null ? default : Avx.MaskLoad(res, mask);
             Avx.MaskStore(y, mask, ConvKernels.EpilogueVector(sum, b, bias != null, r, res != null, kind));
