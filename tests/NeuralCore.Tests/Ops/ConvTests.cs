@@ -642,19 +642,28 @@ public sealed class DirectWeightGradientTests
             }
             return y;
         }
+        // At batch 1, where the channel groups do not share evenly, each of 2 or 3 threads computes a band of rows.
+        OnOneToThreeThreadsAtEachWidth(widths, () =>
+        {
+            var viaColumns = Run(true);
+            Assert.All(viaColumns, v => Assert.False(float.IsNaN(v)));
+            if (activation == UnaryOp.Relu) Assert.Contains(viaColumns, v => v == 0f);
+            Assert.Equal(Run(false).Select(BitConverter.SingleToInt32Bits), viaColumns.Select(BitConverter.SingleToInt32Bits));
+        });
+    }
+
+    /// <summary><paramref name="run"/> on 1, 2 and 3 threads at each of <paramref name="widths"/>, the thread count restored after.</summary>
+    private static void OnOneToThreeThreadsAtEachWidth(Gemm.KernelKind[] widths, Action run)
+    {
         int saved = CpuThreading.Threads;
         try
         {
-            // At batch 1, where the channel groups do not share evenly, each of 2 or 3 threads computes a band of rows.
             foreach (int threads in new[] { 1, 2, 3 })
                 foreach (var width in widths)
                     WithKernels(width, () =>
                     {
                         CpuThreading.Threads = threads;
-                        var viaColumns = Run(true);
-                        Assert.All(viaColumns, v => Assert.False(float.IsNaN(v)));
-                        if (activation == UnaryOp.Relu) Assert.Contains(viaColumns, v => v == 0f);
-                        Assert.Equal(Run(false).Select(BitConverter.SingleToInt32Bits), viaColumns.Select(BitConverter.SingleToInt32Bits));
+                        run();
                     });
         }
         finally
@@ -690,35 +699,24 @@ public sealed class DirectWeightGradientTests
         float[] wt = Reference.ToFloat(Reference.Random(k * 25, 55));
         float[]? bias = withBias ? Reference.ToFloat(Reference.Random(k, 56)) : null;
         var weights = new StemColumns.Weights(wt, bias, p);
-        int saved = CpuThreading.Threads;
-        try
+        OnOneToThreeThreadsAtEachWidth(widths, () =>
         {
-            foreach (int threads in new[] { 1, 2, 3 })
-                foreach (var width in widths)
-                    WithKernels(width, () =>
-                    {
-                        CpuThreading.Threads = threads;
-                        Assert.True(StemColumns.CanRunPooled(p, pool));
-                        var unpooled = new float[k * n * p.P * p.Q];
-                        var expected = new float[k * n * pool.P * pool.Q];
-                        var actual = Enumerable.Repeat(float.NaN, expected.Length + 16).ToArray();
-                        fixed (float* px = x, pw = wt, pb = bias, pu = unpooled, pe = expected, pa = actual)
-                        {
-                            ConvKernels.ForwardChannelMajor(px, pw, pb, pu, p, null, activation != null, activation ?? default, 0f, 0f);
-                            for (int plane = 0; plane < k * n; plane++)
-                                PoolKernels.MaxPlane2x2(pu + plane * p.P * p.Q, pe + plane * pool.P * pool.Q, null, p.Q, pool.P, pool.Q);
-                            StemColumns.ForwardChannelMajor(px, weights, pa, p, activation != null, activation ?? default, 0f, 0f, pool);
-                        }
-                        Assert.Equal(Bits(expected), Bits(actual[..expected.Length]));
-                        Assert.All(actual[expected.Length..], v => Assert.True(float.IsNaN(v)));
-                        Assert.Contains(expected, float.IsNaN);
-                        Assert.Contains(expected, float.IsFinite);
-                    });
-        }
-        finally
-        {
-            CpuThreading.Threads = saved;
-        }
+            Assert.True(StemColumns.CanRunPooled(p, pool));
+            var unpooled = new float[k * n * p.P * p.Q];
+            var expected = new float[k * n * pool.P * pool.Q];
+            var actual = Enumerable.Repeat(float.NaN, expected.Length + 16).ToArray();
+            fixed (float* px = x, pw = wt, pb = bias, pu = unpooled, pe = expected, pa = actual)
+            {
+                ConvKernels.ForwardChannelMajor(px, pw, pb, pu, p, null, activation != null, activation ?? default, 0f, 0f);
+                for (int plane = 0; plane < k * n; plane++)
+                    PoolKernels.MaxPlane2x2(pu + plane * p.P * p.Q, pe + plane * pool.P * pool.Q, null, p.Q, pool.P, pool.Q);
+                StemColumns.ForwardChannelMajor(px, weights, pa, p, activation != null, activation ?? default, 0f, 0f, pool);
+            }
+            Assert.Equal(Bits(expected), Bits(actual[..expected.Length]));
+            Assert.All(actual[expected.Length..], v => Assert.True(float.IsNaN(v)));
+            Assert.Contains(expected, float.IsNaN);
+            Assert.Contains(expected, float.IsFinite);
+        });
     }
 
     /// <summary>A pool other than 2 x 2 / 2 inside the output is refused.</summary>
