@@ -606,7 +606,8 @@ public sealed class DirectWeightGradientTests
     /// <summary>
     /// The inference plans' channel-major stem through the column planes (where the plan's direct stem does not run:
     /// without AVX-512) gives the im2col path's bits, sums, bias and activation alike: MNIST's and mel's stems, one
-    /// sample and three (whose channel-major output interleaves the samples per channel), ReLU, Hardswish and none, at
+    /// sample and three (whose channel-major output interleaves the samples per channel), ReLU, Hardswish (applied as the
+    /// vectors are stored), a sigmoid (in a pass over the planes) and none, at
     /// every kernel width this CPU runs, on 1 to 3 threads (a batch-1 stem large enough for several threads, whose channel
     /// groups the threads cannot share evenly, splits and computes a band of output rows per thread: 63 rows as 31 + 32
     /// for 19 channels on 2 threads, 30 rows as 10 + 10 + 10 for 27 channels on 3).
@@ -618,6 +619,7 @@ public sealed class DirectWeightGradientTests
     [InlineData(2, 128, 100, 19, UnaryOp.Hardswish)]
     [InlineData(1, 128, 100, 19, UnaryOp.Relu)]
     [InlineData(1, 61, 100, 27, null)]
+    [InlineData(2, 40, 30, 11, UnaryOp.Sigmoid)]   // an activation applied in a pass over the planes, not as they are stored
     public unsafe void ChannelMajorStemMatchesIm2col(int n, int h, int w, int k, UnaryOp? activation)
     {
         var widths = StemWidths();

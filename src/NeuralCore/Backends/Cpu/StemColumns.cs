@@ -202,7 +202,9 @@ internal static unsafe class StemColumns
         public long SampleStride, ChannelStride;
         // Per tap: flat offset in its plane, then the plane (Taps).
         public int* Taps;
-        // The activation applied to each group's planes once they are written (inference plans), or none.
+        // The activation: ReLU or Hardswish applied as each vector is stored (Kind 1 or 2), any other applied to each
+        // group's planes once they are written (HasActivation; inference plans), or none.
+        public int Kind;
         public bool HasActivation;
         public UnaryOp Activation;
         public float Alpha, Beta;
@@ -223,8 +225,10 @@ internal static unsafe class StemColumns
 
     /// <summary>
     /// y [K, N, P, Q] = act(conv2d(x, w) + bias) for x [1, N, H, W] (the same floats as [N, 1, H, W]), channel-major as in
-    /// the inference plans: <see cref="Forward"/>'s sums and bias, then <see cref="ConvKernels.Epilogue"/>'s activation
-    /// on each group's planes while they are in cache, so the bits of the im2col path's output and epilogue.
+    /// the inference plans: <see cref="Forward"/>'s sums and bias, then the activation, ReLU or Hardswish as each vector is
+    /// stored (<see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>'s
+    /// expressions), any other by <see cref="ConvKernels.Epilogue"/> on each group's planes while they are in cache: the
+    /// bits of the im2col path's output and epilogue.
     /// </summary>
     internal static void ForwardChannelMajor(float* x, float* w, float* bias, float* y, in Conv2dParams p,
         bool hasActivation, UnaryOp activation, float alpha, float beta) =>
@@ -314,7 +318,9 @@ internal static unsafe class StemColumns
             P = p, X = x, Y = y, Px = px, U0 = u0, Taps = tapTable,
             Groups = (p.K + Group - 1) / Group, PlaneStride = (long)px * p.Q + Slack(p, px),
             SampleStride = (channelMajor ? 1 : p.K) * outPlane, ChannelStride = (channelMajor ? p.N : 1) * outPlane,
-            HasActivation = hasActivation, Activation = activation, Alpha = alpha, Beta = beta,
+            Kind = !hasActivation ? 0 : activation == UnaryOp.Relu ? 1 : activation == UnaryOp.Hardswish ? 2 : 0,
+            HasActivation = hasActivation && activation is not (UnaryOp.Relu or UnaryOp.Hardswish),
+            Activation = activation, Alpha = alpha, Beta = beta,
             Pooled = pool is not null, Rows = rows, PooledQ = pool?.Q ?? 0,
         };
         float* packed;
@@ -427,7 +433,7 @@ internal static unsafe class StemColumns
     private static void Outputs<TLanes, TVector, TChannels>(ref Job job, float* planes, float* y, long stride, int group, int j0, int j1)
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
-        int channels = TChannels.Value, taps = job.P.R * job.P.S, lanes = TLanes.Count;
+        int channels = TChannels.Value, taps = job.P.R * job.P.S, lanes = TLanes.Count, kind = job.Kind;
         long planeStride = job.PlaneStride;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
@@ -451,14 +457,14 @@ internal static unsafe class StemColumns
                 if (channels > 7) a7 = TLanes.MultiplyAdd(TLanes.Create(w[7]), x0, a7);
             }
             int count = j1 - j;
-            Store<TLanes, TVector>(y + j, a0, bias, 0, count);
-            if (channels > 1) Store<TLanes, TVector>(y + stride + j, a1, bias, 1, count);
-            if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j, a2, bias, 2, count);
-            if (channels > 3) Store<TLanes, TVector>(y + 3 * stride + j, a3, bias, 3, count);
-            if (channels > 4) Store<TLanes, TVector>(y + 4 * stride + j, a4, bias, 4, count);
-            if (channels > 5) Store<TLanes, TVector>(y + 5 * stride + j, a5, bias, 5, count);
-            if (channels > 6) Store<TLanes, TVector>(y + 6 * stride + j, a6, bias, 6, count);
-            if (channels > 7) Store<TLanes, TVector>(y + 7 * stride + j, a7, bias, 7, count);
+            Store<TLanes, TVector>(y + j, a0, bias, 0, count, kind);
+            if (channels > 1) Store<TLanes, TVector>(y + stride + j, a1, bias, 1, count, kind);
+            if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j, a2, bias, 2, count, kind);
+            if (channels > 3) Store<TLanes, TVector>(y + 3 * stride + j, a3, bias, 3, count, kind);
+            if (channels > 4) Store<TLanes, TVector>(y + 4 * stride + j, a4, bias, 4, count, kind);
+            if (channels > 5) Store<TLanes, TVector>(y + 5 * stride + j, a5, bias, 5, count, kind);
+            if (channels > 6) Store<TLanes, TVector>(y + 6 * stride + j, a6, bias, 6, count, kind);
+            if (channels > 7) Store<TLanes, TVector>(y + 7 * stride + j, a7, bias, 7, count, kind);
         }
     }
 
@@ -471,7 +477,7 @@ internal static unsafe class StemColumns
     private static void PairedOutputs<TLanes, TVector, TChannels>(ref Job job, float* planes, float* y, long stride, int group, int j0, int j1)
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged where TChannels : struct, Gemm.IConstant
     {
-        int channels = TChannels.Value, taps = job.P.R * job.P.S, lanes = TLanes.Count;
+        int channels = TChannels.Value, taps = job.P.R * job.P.S, lanes = TLanes.Count, kind = job.Kind;
         long planeStride = job.PlaneStride;
         int* offsets = job.Taps;
         float** sources = stackalloc float*[taps];
@@ -502,23 +508,27 @@ internal static unsafe class StemColumns
                 }
             }
             int count = j1 - j;
-            Store<TLanes, TVector>(y + j, a0, bias, 0, count);
-            if (channels > 1) Store<TLanes, TVector>(y + stride + j, a1, bias, 1, count);
-            if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j, a2, bias, 2, count);
+            Store<TLanes, TVector>(y + j, a0, bias, 0, count, kind);
+            if (channels > 1) Store<TLanes, TVector>(y + stride + j, a1, bias, 1, count, kind);
+            if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j, a2, bias, 2, count, kind);
             if (count <= lanes) break;
             count -= lanes;
-            Store<TLanes, TVector>(y + j + lanes, b0, bias, 0, count);
-            if (channels > 1) Store<TLanes, TVector>(y + stride + j + lanes, b1, bias, 1, count);
-            if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j + lanes, b2, bias, 2, count);
+            Store<TLanes, TVector>(y + j + lanes, b0, bias, 0, count, kind);
+            if (channels > 1) Store<TLanes, TVector>(y + stride + j + lanes, b1, bias, 1, count, kind);
+            if (channels > 2) Store<TLanes, TVector>(y + 2 * stride + j + lanes, b2, bias, 2, count, kind);
         }
     }
 
-    /// <summary>y[0, Count) = a + bias[k], only the first <paramref name="count"/> of them.</summary>
+    /// <summary>
+    /// y[0, Count) = act(a + bias[k]) (<paramref name="kind"/>: <see cref="IVectorLanes{TVector}.Activate"/>'s), only the
+    /// first <paramref name="count"/> of them.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store<TLanes, TVector>(float* y, TVector a, float* bias, int k, int count)
+    private static void Store<TLanes, TVector>(float* y, TVector a, float* bias, int k, int count, int kind)
         where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
     {
         if (bias != null) a = TLanes.Add(a, TLanes.Create(bias[k]));
+        if (kind != 0) a = TLanes.Activate(a, kind);
         if (count >= TLanes.Count) TLanes.Store(a, y);
         else TLanes.MaskStore(y, TLanes.FirstLanes(count), a);
     }

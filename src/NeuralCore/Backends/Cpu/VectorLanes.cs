@@ -47,6 +47,12 @@ internal unsafe interface IVectorLanes<TVector> where TVector : unmanaged
     /// <summary>The lanes of <paramref name="mask"/> from <paramref name="value"/>, zero elsewhere.</summary>
     static abstract TVector KeepLanes(TVector mask, TVector value);
 
+    /// <summary>
+    /// ReLU (<paramref name="kind"/> 1) or Hardswish (2) of each lane, as <see cref="ConvKernels.EpilogueVector(Vector512{float}, float, bool, Vector512{float}, bool, int)"/>
+    /// applies them; 0 leaves the value as it is.
+    /// </summary>
+    static abstract TVector Activate(TVector value, int kind);
+
     /// <summary>The floats at even offsets of the 2 * Count floats <paramref name="first"/> then <paramref name="second"/>, in order.</summary>
     static abstract TVector Evens(TVector first, TVector second);
 
@@ -91,6 +97,10 @@ internal readonly unsafe struct Lanes512 : IVectorLanes<Vector512<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void MaskStore(float* destination, Vector512<float> mask, Vector512<float> value) => Avx512F.MaskStore(destination, mask, value);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Activate(Vector512<float> value, int kind) =>
+        ConvKernels.EpilogueVector(value, 0f, false, default, false, kind);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector512<float> KeepLanes(Vector512<float> mask, Vector512<float> value) =>
@@ -154,6 +164,10 @@ internal readonly unsafe struct Lanes256 : IVectorLanes<Vector256<float>>
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> KeepLanes(Vector256<float> mask, Vector256<float> value) => mask & value;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Activate(Vector256<float> value, int kind) =>
+        ConvKernels.EpilogueVector(value, default, false, default, false, kind);
 
     /// <summary>A shuffle within each 128-bit half, then the 64-bit pairs put in order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
