@@ -468,7 +468,8 @@ public sealed class CpuInferencePlanTests : IDisposable
     /// <summary>
     /// A 1x1 with batch norm, residual, ReLU and a 2 x 1 max pool on 6 x 6 maps (MNIST's stage-1 step) runs plane-wise (<see cref="PlanePointwiseConv.ForwardChannelMajor"/>), its epilogue and pool in registers: eager's
     /// result, and the bits of the same plan compiled with the path off (the implicit GEMM with its fused epilogue and
-    /// pool). Above batch 1 only steps of at most 31 output channels run plane-wise; 32 stay with the implicit GEMM.
+    /// pool, or at 256 bits its epilogue pass and a pooling step), at each vector width the CPU has. Above batch 1 only
+    /// steps of at most 31 output channels run plane-wise, and only with AVX-512; 32 stay with the implicit GEMM.
     /// </summary>
     [Theory]
     [InlineData(19, 1, true)]
@@ -486,15 +487,24 @@ public sealed class CpuInferencePlanTests : IDisposable
             new PooledResidual(channels, g, poolWidth: 1, kernel: 1));
         RandomizeStatistics(net, g);
         var x = Tensor.Randn([batch, channels, 6, 6], g);
-        var (plan, _) = CompileAndCompare(net, x);
-        float[] actual = plan.Run(x).ToArray();
-        var off = CompileWithoutPlaneWiseKernels(net, x);
-        Assert.Equal(ConvPathRuns.Bits(off.Run(x).ToArray()), ConvPathRuns.Bits(actual));
-        Assert.DoesNotContain(off.Description, d => d.Contains("plane-wise", StringComparison.Ordinal));
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the plane-wise kernel.");
-        string step = Assert.Single(plan.Description, d => d.Contains("max pool", StringComparison.Ordinal));
-        Assert.Equal(planeWise, step.Contains("(plane-wise)", StringComparison.Ordinal));
-        Assert.Equal(!planeWise, step.Contains("(implicit GEMM)", StringComparison.Ordinal));
+        foreach (var kind in new[] { Gemm.Best, Gemm.KernelKind.Vector256 }.Distinct().Where(kk => kk <= Gemm.Best))
+            ConvPathRuns.WithKernels(kind, () =>
+            {
+                var (plan, _) = CompileAndCompare(net, x);
+                float[] actual = plan.Run(x).ToArray();
+                var off = CompileWithoutPlaneWiseKernels(net, x);
+                Assert.Equal(ConvPathRuns.Bits(off.Run(x).ToArray()), ConvPathRuns.Bits(actual));
+                Assert.DoesNotContain(off.Description, d => d.Contains("plane-wise", StringComparison.Ordinal));
+                if (!Gemm.Runs512 && !Gemm.Runs256) return;
+                // At 256 bits only batch 1 runs plane-wise, and a pool fuses only into the plane-wise kernel: the implicit
+                // GEMM's is a step of its own.
+                bool here = planeWise && (Gemm.Runs512 || batch == 1);
+                var step = plan.Description.Where(d => d.Contains("max pool", StringComparison.Ordinal)).ToArray();
+                Assert.Equal(here, Assert.Single(step).Contains("(plane-wise)", StringComparison.Ordinal));
+                Assert.Equal(!here && Gemm.Runs512, step[0].Contains("(implicit GEMM)", StringComparison.Ordinal));
+            });
+        if (!Gemm.Runs512 && !Gemm.Runs256)
+            Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the plan ran im2col, not the plane-wise kernel.");
     }
 
     /// <summary>

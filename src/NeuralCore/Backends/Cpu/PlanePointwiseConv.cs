@@ -21,12 +21,17 @@ namespace NeuralCore.Backends.Cpu;
 /// the transposed kernel, runs here too. Work is split over samples, so results do not depend on the thread count.
 /// The inference plans run a 1x1 on small maps here too (<see cref="ForwardChannelMajor"/>: one sample's, or a batch's
 /// for at most 31 output channels), on channel-major tensors, with bias, residual, activation and a pool of whole rows
-/// applied before the planes leave the registers.
+/// applied before the planes leave the registers. Without AVX-512 only such a 1x1 with a 2 x 1 pool runs here, on
+/// 256-bit vectors of one row each (rows of 6 to 8 positions): per pooling window and group of up to 6 output
+/// channels, each input channel's two rows feed 12 accumulators (<see cref="Window256{TChannels}"/>).
 /// </remarks>
 internal static unsafe class PlanePointwiseConv
 {
     private const int Lanes = 16;
     private const int Group = 8;
+    // 256 bits: a row of the plane a vector, a group of at most 6 output channels (two rows: 12 accumulators).
+    private const int RowLanes = 8;
+    private const int Group256 = 6;
     // Below this many multiply-adds per part, waking a worker costs more than it saves.
     private const long MinMacsPerPart = 1 << 18;
 
@@ -37,11 +42,13 @@ internal static unsafe class PlanePointwiseConv
     /// A 1x1, stride-1, unpadded, ungrouped convolution over planes of 24-32 or 36-48 positions (two or three vectors,
     /// at least three quarters of their lanes used), where the 512-bit kernels run.
     /// </summary>
-    internal static bool CanRun(in Conv2dParams p)
+    internal static bool CanRun(in Conv2dParams p) => Enabled && Gemm.Runs512 && IsSmallPointwise(p);
+
+    /// <summary>A 1x1, stride-1, unpadded, ungrouped convolution over planes of 24-32 or 36-48 positions.</summary>
+    private static bool IsSmallPointwise(in Conv2dParams p)
     {
         int plane = p.H * p.W, vectors = (plane + Lanes - 1) / Lanes;
-        return Enabled && Avx512F.IsSupported && Gemm.Kind == Gemm.KernelKind.Vector512 && p.R == 1 && p.S == 1
-            && p.StrideH == 1 && p.StrideW == 1 && p.PadH == 0 && p.PadW == 0 && p.Groups == 1
+        return p.R == 1 && p.S == 1 && p.StrideH == 1 && p.StrideW == 1 && p.PadH == 0 && p.PadW == 0 && p.Groups == 1
             && vectors is 2 or 3 && 4 * plane >= 3 * Lanes * vectors;
     }
 
@@ -58,6 +65,10 @@ internal static unsafe class PlanePointwiseConv
         public float* Residual;
         public int Kind, PoolRows, OutPlane, OutVectors;
         public Vector512<int>* PoolIndices;
+        // 256 bits (Pooled256): the rows' width, the pooling windows per plane, the groups of output channels, and the
+        // lanes of a row.
+        public int Width, Windows, Groups;
+        public Vector256<float> Columns;
     }
 
     /// <summary>y [N, K, plane] = w [K, C] * x [N, C, plane] (+ bias [K]) per sample.</summary>
@@ -79,9 +90,17 @@ internal static unsafe class PlanePointwiseConv
     /// <see cref="CanRun"/>, and a max pool whose windows are whole rows of the plane, one column wide, neither
     /// overlapping nor padded (CP-ResNet's 2 x 1), so that its outputs are gathered from the plane's vectors in registers.
     /// </summary>
+    /// <remarks>
+    /// Where only the 256-bit kernels run: the same geometries with a 2 x 1 pool on rows of 6 to 8 positions (one row a
+    /// vector, at least three quarters of its lanes used).
+    /// </remarks>
     internal static bool CanRunPooled(in Conv2dParams p, Pool2dParams? pool) =>
-        CanRun(p) && (pool is not { } q || (q.KernelW == 1 && q.StrideW == 1 && q.PadW == 0 && q.PadH == 0
-            && q.KernelH == q.StrideH && !q.CeilMode && q.H == p.H && q.W == p.W && q.P >= 1));
+        CanRun(p) ? pool is not { } q || PoolsWholeRows(p, q)
+        : Enabled && Gemm.Runs256 && IsSmallPointwise(p) && pool is { KernelH: 2 } r && PoolsWholeRows(p, r) && p.W is >= 6 and <= RowLanes;
+
+    private static bool PoolsWholeRows(in Conv2dParams p, in Pool2dParams q) =>
+        q.KernelW == 1 && q.StrideW == 1 && q.PadW == 0 && q.PadH == 0 && q.KernelH == q.StrideH && !q.CeilMode && q.H == p.H && q.W == p.W
+        && q.P >= 1;
 
     /// <summary>
     /// A fused pool's gather, made once (an inference plan's step): per output vector (at most three: 48 positions) and
@@ -100,7 +119,10 @@ internal static unsafe class PlanePointwiseConv
             Width = p.W;
             OutPlane = pool.P * pool.Q;
             OutVectors = (OutPlane + Lanes - 1) / Lanes;
-            _indices = GC.AllocateArray<int>(OutVectors * Rows * Lanes, pinned: true);
+            // The 256-bit kernel takes each window's rows where they lie: no gather.
+            Wide = Gemm.Runs512;
+            _indices = GC.AllocateArray<int>(Wide ? OutVectors * Rows * Lanes : 0, pinned: true);
+            if (!Wide) return;
             for (int v = 0; v < OutVectors; v++)
                 for (int u = 0; u < Rows; u++)
                     for (int l = 0; l < Lanes; l++)
@@ -112,6 +134,9 @@ internal static unsafe class PlanePointwiseConv
 
         /// <summary>The window's rows (the pool's kernel height).</summary>
         internal int Rows { get; }
+
+        /// <summary>Whether it was made for the 512-bit kernels (with the gather's indices), else for the 256-bit ones.</summary>
+        internal bool Wide { get; }
 
         /// <summary>The unpooled plane's height and width, which the indices were made for.</summary>
         internal int Height { get; }
@@ -140,10 +165,17 @@ internal static unsafe class PlanePointwiseConv
     internal static void ForwardChannelMajor(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual, int kind,
         PoolGather? pool)
     {
-        if (!CanRun(p)) throw new ArgumentException("PlanePointwiseConv.ForwardChannelMajor: a geometry CanRun does not admit.", nameof(p));
         // The gather's indices and pooled size were made for one plane: another would read and write past its planes.
         if (pool is not null && (pool.Height != p.H || pool.Width != p.W))
             throw new ArgumentException($"PlanePointwiseConv.ForwardChannelMajor: the pool's gather was made for {pool.Height} x {pool.Width} planes, not {p.H} x {p.W}.", nameof(pool));
+        if (pool is not null && pool.Wide != Gemm.Runs512)
+            throw new ArgumentException($"PlanePointwiseConv.ForwardChannelMajor: the pool's gather was made for {(pool.Wide ? 512 : 256)}-bit kernels; make it again.", nameof(pool));
+        if (!CanRun(p) && pool is not null && Gemm.Runs256 && IsSmallPointwise(p))
+        {
+            Pooled256(x, w, bias, y, p, residual, kind, pool);
+            return;
+        }
+        if (!CanRun(p)) throw new ArgumentException("PlanePointwiseConv.ForwardChannelMajor: a geometry CanRun does not admit.", nameof(p));
         var job = NewJob(x, w, bias, y, p);
         job.Residual = residual;
         job.Kind = kind;
@@ -353,5 +385,104 @@ internal static unsafe class PlanePointwiseConv
         {
             Avx512F.MaskStore(o + Lanes, last, b);
         }
+    }
+
+    /// <summary>
+    /// <see cref="ForwardChannelMajor"/> with its 2 x 1 pool on 256-bit vectors: units of (sample, pooling window, group of
+    /// up to 6 output channels), shared out over the parts; each output is the same chain of multiply-adds, epilogue and
+    /// maximum as at 512 bits.
+    /// </summary>
+    private static void Pooled256(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual, int kind, PoolGather pool)
+    {
+        var job = NewJob(x, w, bias, y, p);
+        job.Residual = residual;
+        job.Kind = kind;
+        job.XChannel = (long)p.N * job.Plane;
+        job.OutPlane = pool.OutPlane;
+        job.YChannel = (long)p.N * job.OutPlane;
+        job.Width = p.W;
+        job.Windows = pool.OutPlane / p.W;
+        job.Groups = (p.K + Group256 - 1) / Group256;
+        job.Columns = Vector256.LessThan(Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7), Vector256.Create(p.W)).AsSingle();
+        long macs = (long)p.N * p.K * p.C * job.Windows * 2 * p.W, units = (long)p.N * job.Windows * job.Groups;
+        job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, units));
+        // SAFETY: job outlives ForParts, which returns when every part is done.
+        if (job.Parts == 1) RunPart256(&job, 0);
+        else CpuThreading.ForParts(job.Parts, &RunPart256, &job);
+    }
+
+    private static void RunPart256(void* state, int part)
+    {
+        ref Job job = ref *(Job*)state;
+        long units = (long)job.N * job.Windows * job.Groups;
+        long first = part * units / job.Parts, end = (part + 1) * units / job.Parts;
+        for (long unit = first; unit < end; unit++)
+        {
+            int group = (int)(unit % job.Groups), window = (int)(unit / job.Groups % job.Windows), n = (int)(unit / job.Groups / job.Windows);
+            // The channels shared out evenly (19 = 4 + 5 + 5 + 5).
+            int k0 = (int)((long)group * job.K / job.Groups), count = (int)((long)(group + 1) * job.K / job.Groups) - k0;
+            switch (count)
+            {
+                case 1: Window256<Gemm.N1>(ref job, n, window, k0); break;
+                case 2: Window256<Gemm.N2>(ref job, n, window, k0); break;
+                case 3: Window256<Gemm.N3>(ref job, n, window, k0); break;
+                case 4: Window256<Gemm.N4>(ref job, n, window, k0); break;
+                case 5: Window256<Gemm.N5>(ref job, n, window, k0); break;
+                default: Window256<Gemm.N6>(ref job, n, window, k0); break;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Output channels [k0, k0 + TChannels) of sample n's pooling window <paramref name="window"/> (rows 2 window and
+    /// 2 window + 1): per input channel, its two rows' loads (masked to the row), each multiplied into every channel's
+    /// accumulator for that row; then act(sum + bias + residual) of each row and their maximum from -inf in row order,
+    /// stored as the pooled row.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    [SkipLocalsInit]
+    private static void Window256<TChannels>(ref Job job, int n, int window, int k0) where TChannels : struct, Gemm.IConstant
+    {
+        int channels = TChannels.Value, c = job.C, width = job.Width;
+        long xChannel = job.XChannel, at = (long)n * job.Plane + 2L * window * width;
+        var columns = job.Columns;
+        float* x = job.X + at, w = job.W + (long)k0 * c;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default;
+        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default;
+        for (int ci = 0; ci < c; ci++, x += xChannel)
+        {
+            var x0 = Avx.MaskLoad(x, columns);
+            var x1 = Avx.MaskLoad(x + width, columns);
+            Step256(ref a0, ref b0, x0, x1, w[ci]);
+            if (channels > 1) Step256(ref a1, ref b1, x0, x1, w[c + ci]);
+            if (channels > 2) Step256(ref a2, ref b2, x0, x1, w[2 * c + ci]);
+            if (channels > 3) Step256(ref a3, ref b3, x0, x1, w[3 * c + ci]);
+            if (channels > 4) Step256(ref a4, ref b4, x0, x1, w[4 * c + ci]);
+            if (channels > 5) Step256(ref a5, ref b5, x0, x1, w[5 * c + ci]);
+        }
+        // To the stack before the first store, as in PlaneConv3x3.Block.
+        Vector256<float>* sums = stackalloc Vector256<float>[2 * Group256];
+        sums[0] = a0; sums[1] = a1; sums[2] = a2; sums[3] = a3; sums[4] = a4; sums[5] = a5;
+        sums[6] = b0; sums[7] = b1; sums[8] = b2; sums[9] = b3; sums[10] = b4; sums[11] = b5;
+        long residualChannel = (long)job.N * job.Plane;
+        for (int i = 0; i < channels; i++)
+        {
+            int k = k0 + i;
+            bool hasBias = job.Bias != null, hasResidual = job.Residual != null;
+            var bv = hasBias ? Vector256.Create(job.Bias[k]) : default;
+            float* r = hasResidual ? job.Residual + k * residualChannel + at : null;
+            var upper = ConvKernels.EpilogueVector(sums[i], bv, hasBias, hasResidual ? Avx.MaskLoad(r, columns) : default, hasResidual, job.Kind);
+            var lower = ConvKernels.EpilogueVector(sums[Group256 + i], bv, hasBias, hasResidual ? Avx.MaskLoad(r + width, columns) : default, hasResidual, job.Kind);
+            var max = Vector256.Max(Vector256.Max(Vector256.Create(float.NegativeInfinity), upper), lower);
+            Avx.MaskStore(job.Y + k * job.YChannel + (long)n * job.OutPlane + (long)window * width, columns, max);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Step256(ref Vector256<float> a, ref Vector256<float> b, Vector256<float> x0, Vector256<float> x1, float weight)
+    {
+        var wv = Vector256.Create(weight);
+        a = Vector256.FusedMultiplyAdd(wv, x0, a);
+        b = Vector256.FusedMultiplyAdd(wv, x1, b);
     }
 }
