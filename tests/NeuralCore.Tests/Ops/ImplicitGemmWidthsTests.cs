@@ -76,6 +76,69 @@ public sealed class ImplicitGemmWidthsTests
     }
 
     /// <summary>
+    /// The inference plans' implicit GEMM with bias, residual and activation (channel-major tensors; the epilogue applied
+    /// from the 8 x 32 tiles' registers with AVX-512, in a pass over each block of quarter tiles without):
+    /// at each width the CPU has, bit for bit against the sums in (channel, tap) order given <see cref="ConvKernels.Epilogue"/>'s
+    /// pass; panels of 32 columns and narrow ones, channel counts that end inside a quarter, two samples, 1 to 3 threads,
+    /// and NaN and infinity in the input.
+    /// </summary>
+    [Theory]
+    // N, C, K, H, W, kernel, activation (0 none, 1 ReLU, 2 Hardswish), bias, residual
+    [InlineData(1, 19, 19, 6, 6, 3, 1, true, true)]    // MNIST b1's pruned 3x3: a panel of 32 columns and one of 4
+    [InlineData(1, 32, 32, 9, 11, 3, 2, true, true)]   // 99 columns: three panels and 3
+    [InlineData(2, 13, 10, 7, 24, 1, 1, false, true)]  // a 1x1 over two samples' planes, 8 + 2 channels
+    [InlineData(1, 5, 3, 31, 24, 3, 0, true, false)]   // mel's map, three channels: a quarter of three rows
+    [InlineData(3, 19, 38, 6, 6, 3, 2, false, false)]  // Hardswish alone
+    public unsafe void TheInferenceEpilogueFollowsTheSumsAtEveryWidth(int n, int c, int k, int h, int w, int kernel, int kind, bool withBias, bool withResidual)
+    {
+        int pad = kernel / 2;
+        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, pad, pad, 1, 1, 1);
+        var widths = new[] { Gemm.KernelKind.Vector512, Gemm.KernelKind.Vector256 }
+            .Where(width => width <= Gemm.Best && WithKernels(width, () => ImplicitGemmConv.Supports(p) || ImplicitGemmConv.Supports256(p))).ToArray();
+        if (widths.Length == 0) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: the implicit GEMM does not run.");
+        int plane = h * w;
+        float[] xs = Reference.ToFloat(Reference.Random(n * c * plane, 75));
+        float[] wt = Reference.ToFloat(Reference.Random(k * c * kernel * kernel, 76));
+        float[]? bias = withBias ? Reference.ToFloat(Reference.Random(k, 77)) : null;
+        float[]? residual = withResidual ? Reference.ToFloat(Reference.Random(k * n * plane, 78)) : null;
+        xs[w - 1] = float.PositiveInfinity;
+        xs[(n * c - 1) * plane + (h - 1) * w] = float.NaN;
+        var activation = kind == 2 ? UnaryOp.Hardswish : UnaryOp.Relu;
+        // Channel-major [C, N, plane] input; the in-order sums per sample, then channel-major and the epilogue's pass.
+        float[] x = new float[xs.Length];
+        for (int s = 0; s < n; s++)
+            for (int i = 0; i < c; i++) Array.Copy(xs, (s * c + i) * plane, x, (i * n + s) * plane, plane);
+        float[] sums = SameInOrder(xs, wt, null, n, c, k, h, w, kernel, 1, pad);
+        float[] expected = new float[sums.Length];
+        for (int s = 0; s < n; s++)
+            for (int o = 0; o < k; o++) Array.Copy(sums, (s * k + o) * plane, expected, (o * n + s) * plane, plane);
+        fixed (float* e = expected, b = bias, r = residual)
+            ConvKernels.Epilogue(e, (long)n * plane, 0, k, n * plane, b, r, (long)n * plane, 0, kind != 0, activation, 0f, 0f);
+        Assert.Contains(expected, float.IsNaN);
+        Assert.Contains(expected, float.IsFinite);
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (var width in widths)
+                foreach (int threads in new[] { 1, 2, 3 })
+                    WithKernels(width, () =>
+                    {
+                        CpuThreading.Threads = threads;
+                        var weights = new ImplicitGemmConv.Weights(wt, p);
+                        var actual = Enumerable.Repeat(float.NaN, expected.Length).ToArray();
+                        fixed (float* xp = x, bp = bias, rp = residual, yp = actual)
+                            ImplicitGemmConv.Forward(xp, weights.View(), bp, yp, p, rp, kind != 0, activation, 0f, 0f, null);
+                        GC.KeepAlive(weights);
+                        Assert.Equal(Bits(expected), Bits(actual));
+                    });
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    /// <summary>
     /// Where the implicit GEMM runs without AVX-512: the training passes' "same" convolutions of more than one tap (not
     /// 1x1s, which keep the GEMM path, nor strided ones or ones whose output is not the input's size), and the inference
     /// plans' "same" convolutions, 1x1s included.
