@@ -23,8 +23,8 @@ namespace NeuralCore.Backends.Cpu;
 /// Each output is summed from zero, one fused multiply-add per input channel and tap in (channel, r, s) order, taps
 /// off the plane multiplying a zero, then act(sum + bias + residual) and the pool's maximum from -inf in row order:
 /// the operations and order of <see cref="ImplicitGemmConv"/>'s fused path, so the same bits at either width. Output
-/// channels are split into groups (and at 256 bits rows into passes) and those over threads, so results do not depend
-/// on the thread count. Inference plans only (<see cref="CpuInferencePlan"/>).
+/// channels are split into groups (at 256 bits, groups and pooling windows) and those over threads, so results do not
+/// depend on the thread count. Inference plans only (<see cref="CpuInferencePlan"/>).
 /// </remarks>
 internal static unsafe class PlaneConv3x3
 {
@@ -83,8 +83,8 @@ internal static unsafe class PlaneConv3x3
 
     /// <summary>
     /// Weights packed once (an inference plan's step) for one geometry and vector width: per group of output channels
-    /// [C][9 taps][8 or 16] (<see cref="GroupChannels"/>; at 256 bits 6), zero for
-    /// lanes past the group's channels.
+    /// [C][9 taps][8 or 16] (<see cref="GroupChannels"/>; at 256 bits [C][9 taps][6]), zero for lanes past the group's
+    /// channels.
     /// </summary>
     internal sealed class Weights
     {
@@ -442,8 +442,9 @@ internal static unsafe class PlaneConv3x3
         for (int i = 0; i < channels; i++) StoreWindow256(ref job, k0 + i, row0, sums[i], sums[Group256 + i]);
     }
 
+    /// <summary>a += weight * x0 and b += weight * x1, one fused multiply-add each (two rows' accumulators of one channel).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Step256(ref Vector256<float> a, ref Vector256<float> b, Vector256<float> x0, Vector256<float> x1, float weight)
+    internal static void Step256(ref Vector256<float> a, ref Vector256<float> b, Vector256<float> x0, Vector256<float> x1, float weight)
     {
         var wv = Vector256.Create(weight);
         a = Vector256.FusedMultiplyAdd(wv, x0, a);

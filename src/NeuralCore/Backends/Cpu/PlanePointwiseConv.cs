@@ -453,12 +453,12 @@ internal static unsafe class PlanePointwiseConv
         {
             var x0 = Avx.MaskLoad(x, columns);
             var x1 = Avx.MaskLoad(x + width, columns);
-            Step256(ref a0, ref b0, x0, x1, w[ci]);
-            if (channels > 1) Step256(ref a1, ref b1, x0, x1, w[c + ci]);
-            if (channels > 2) Step256(ref a2, ref b2, x0, x1, w[2 * c + ci]);
-            if (channels > 3) Step256(ref a3, ref b3, x0, x1, w[3 * c + ci]);
-            if (channels > 4) Step256(ref a4, ref b4, x0, x1, w[4 * c + ci]);
-            if (channels > 5) Step256(ref a5, ref b5, x0, x1, w[5 * c + ci]);
+            PlaneConv3x3.Step256(ref a0, ref b0, x0, x1, w[ci]);
+            if (channels > 1) PlaneConv3x3.Step256(ref a1, ref b1, x0, x1, w[c + ci]);
+            if (channels > 2) PlaneConv3x3.Step256(ref a2, ref b2, x0, x1, w[2 * c + ci]);
+            if (channels > 3) PlaneConv3x3.Step256(ref a3, ref b3, x0, x1, w[3 * c + ci]);
+            if (channels > 4) PlaneConv3x3.Step256(ref a4, ref b4, x0, x1, w[4 * c + ci]);
+            if (channels > 5) PlaneConv3x3.Step256(ref a5, ref b5, x0, x1, w[5 * c + ci]);
         }
         // To the stack before the first store, as in PlaneConv3x3.Block.
         Vector256<float>* sums = stackalloc Vector256<float>[2 * Group256];
@@ -476,13 +476,5 @@ internal static unsafe class PlanePointwiseConv
             var max = Vector256.Max(Vector256.Max(Vector256.Create(float.NegativeInfinity), upper), lower);
             Avx.MaskStore(job.Y + k * job.YChannel + (long)n * job.OutPlane + (long)window * width, columns, max);
         }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Step256(ref Vector256<float> a, ref Vector256<float> b, Vector256<float> x0, Vector256<float> x1, float weight)
-    {
-        var wv = Vector256.Create(weight);
-        a = Vector256.FusedMultiplyAdd(wv, x0, a);
-        b = Vector256.FusedMultiplyAdd(wv, x1, b);
     }
 }
