@@ -240,7 +240,7 @@ public sealed class CpuInferencePlanTests : IDisposable
             WinogradConv.LargeTiles = true;
         }
         Assert.Equal(plan.Run(x).ToArray(), oneThread);
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: Winograd is 512-bit only (the plan ran the implicit GEMM or im2col).");
         // The first convolution and the residual block's two 3x3 convolutions, all with the expected tiles.
         Assert.Equal(tile == 0 ? 0 : 3, plan.Description.Count(d => d.Contains("3x3", StringComparison.Ordinal) && d.Contains("(Winograd", StringComparison.Ordinal)));
         if (tile != 0) Assert.Equal(3, plan.Description.Count(d => d.EndsWith($"(Winograd F({tile}x{tile}, 3x3))", StringComparison.Ordinal)));
@@ -302,7 +302,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         {
             WinogradConv.LargeTiles = true;
         }
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: Winograd is 512-bit only (the plan ran the implicit GEMM or im2col).");
         Assert.EndsWith("(Winograd F(3x3, 3x3))", descriptions[0]);
         Assert.EndsWith("(Winograd F(2x2, 3x3))", descriptions[1]);
     }
@@ -366,7 +366,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         {
             CpuThreading.Threads = savedThreads;
         }
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: Winograd is 512-bit only (the plan ran the implicit GEMM or im2col).");
         string pooled = Assert.Single(plan.Description, d => d.Contains("max pool", StringComparison.Ordinal));
         int tile = (w + 1) / 2 < 8 ? 3 : 2;
         Assert.Equal(poolWidth == 1, pooled.EndsWith($"(Winograd F({tile}x{tile}, 3x3))", StringComparison.Ordinal));
@@ -399,7 +399,7 @@ public sealed class CpuInferencePlanTests : IDisposable
             else if (!(patchReads && float.IsNaN(actual[i]))) Assert.True(MathF.Abs(expected[i] - actual[i]) <= 1e-4f, $"output {i}: eager {expected[i]}, plan {actual[i]}");
         }
         Assert.Contains(expected, float.IsNaN);
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: Winograd is 512-bit only (the plan ran the implicit GEMM or im2col).");
         Assert.EndsWith("(Winograd F(2x2, 3x3))", plan.Description[0]);
     }
 
@@ -775,7 +775,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         RandomizeStatistics(net, g);
         var x = Tensor.Randn([1, channels, h, w], g);
         var (plan, _) = CompileAndCompare(net, x);
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the mixed-lane kernel.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the mixed-lane kernel is 512-bit only.");
         Assert.Equal(3, plan.Description.Count(d => d.Contains("(mixed lanes)", StringComparison.Ordinal)));
         CpuInferencePlan implicitGemm, narrow;
         try
@@ -813,7 +813,8 @@ public sealed class CpuInferencePlanTests : IDisposable
             new Flatten());
         RandomizeStatistics(net, g);
         var (plan, _) = CompileAndCompare(net, Tensor.Randn([1, 8, 2, 6], g));
-        if (!Gemm.Runs512) Assert.Skip("This CPU has no AVX-512: no pool fuses into a convolution, so the residual is not written channel-major.");
+        // Without AVX-512 the plane-wise 3x3 fuses the pool.
+        if (!Gemm.Runs512 && !Gemm.Runs256) Assert.Skip("This CPU has neither AVX-512 nor AVX2 and FMA: no pool fuses into a convolution, so the residual is not written channel-major.");
         Assert.Contains("to position-major (8 channels x 6 positions)", plan.Description);
         Assert.Contains("conv 8->8 3x3 + bn + residual + relu (narrow map, 3 of 9 taps)", plan.Description);
         Assert.Equal("conv 8->4 1x1 (implicit GEMM)", plan.Description[^1]);
@@ -931,7 +932,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         {
             CpuThreading.Threads = threads;
             var (plan, expected) = CompileAndCompare(net, x);
-            if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the stem block ran im2col, which forms no row bands.");
+            if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: row bands run the 512-bit direct stem.");
             Assert.Equal(members, plan.Description.Count(d => d.Contains("row bands", StringComparison.Ordinal)));
             if (members > 0)
             {
@@ -1000,7 +1001,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         AssertRunsWithTheBits(plan, x, bits);
         // Without AVX-512 the plans run im2col, whose shards take smaller pieces to fit the L2 (batch 256's shards of 128
         // samples: pieces of 19), with less than half the whole plan's buffers (there 1.9 against 6.6 MB).
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plans ran im2col; the buffers' range assumes the 512-bit kernels' pieces.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the buffers' range assumes the 512-bit kernels' pieces.");
         Assert.InRange(plan.BufferBytes, whole.BufferBytes / 2, whole.BufferBytes * 2);
     }
 
@@ -1063,7 +1064,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         var bits = whole.Run(x).ToArray();
         AssertMatchesEager(expected, bits);
         Assert.Equal(threads, plan.SampleShards);
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col; the pieces assume the 512-bit kernels' choices.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pieces assume the 512-bit kernels' choices.");
         Assert.Equal(pieceSamples, plan.SamplesPerPiece);
         Assert.Equal(whole.Description, plan.Description);
         Assert.Equal(2, plan.Description.Count(d => d.Contains("F(3x3, 3x3)", StringComparison.Ordinal)));
@@ -1090,7 +1091,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         CpuInferencePlan.CacheBytes = 1;
         var (tight, _) = CompileAndCompare(net, x);
         Assert.Equal(roomy.Run(x).ToArray(), tight.Run(x).ToArray());
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col; the pieces assume the 512-bit kernels' choices.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pieces assume the 512-bit kernels' choices.");
         Assert.InRange(tight.SamplesPerPiece, 2, 8);
         CpuInferencePlan.PieceSamples = 4;
         var (mnist, _) = CompileAndCompare(net, Tensor.Randn([64, 1, 28, 28], g));
@@ -1149,7 +1150,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         var bits = whole.Run(x).ToArray();
         AssertMatchesEager(expected, bits);
         Assert.Equal(2, plan.SampleShards);
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col; the pieces assume the 512-bit kernels' choices.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pieces assume the 512-bit kernels' choices.");
         Assert.Equal(32, plan.SamplesPerPiece);
         Assert.Contains(plan.Description, d => d.Contains("F(3x3, 3x3)", StringComparison.Ordinal));
         AssertRunsWithTheBits(plan, x, bits);
@@ -1169,7 +1170,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         var whole = CompileAndCompare(net, x).Plan;
         CpuInferencePlan.ShardingEnabled = true;
         var (plan, _) = CompileAndCompare(net, x);
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the plan ran im2col, not the Winograd path.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: Winograd is 512-bit only (the plan ran the implicit GEMM or im2col).");
         Assert.All(whole.Description, d => Assert.EndsWith("(Winograd F(2x2, 3x3))", d));
         Assert.Equal(2, plan.SampleShards);
         Assert.Equal(whole.Description, plan.Description);
@@ -1431,7 +1432,7 @@ public sealed class CpuInferencePlanTests : IDisposable
         RandomizeStatistics(net, g);
         var x = Tensor.Randn([batch, 1, h, w], g);
         var (plan, _) = CompileAndCompare(net, x);
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the stem ran the im2col path.");
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the direct stem is 512-bit only (the 256-bit column-plane stem is checked by StemsPoolInsideTheColumnPlanesAtTwoHundredFiftySixBits).");
         Assert.EndsWith("(direct)", plan.Description[0]);
         Assert.Equal(pool == "2x2", plan.Description[0].Contains("max pool 2x2/2x2", StringComparison.Ordinal));
         Assert.Equal(pool == "3x3" ? 2 : 1, plan.Description.Count);
