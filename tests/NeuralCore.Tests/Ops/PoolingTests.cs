@@ -255,7 +255,7 @@ public sealed class PoolingTests
     /// one alone), rows of 8 (the whole vector), of 6 (the stem's 13 x 13 -> 6 x 6) and of 1, bit for bit; and wider
     /// rows (the mel stem's 63 x 49 -> 31 x 24, rows of 17 and of 16), where the 512-bit kernel takes 16 outputs a vector
     /// and the AVX2 one 8. Nothing is written past the output (the AVX2 kernel's short rows store whole vectors into the
-    /// rows after them, all but the last).
+    /// rows after them, all but the last), and without indices the values' bits are the same.
     /// </summary>
     [Theory]
     [InlineData(13, 13)]
@@ -283,6 +283,11 @@ public sealed class PoolingTests
                 PoolKernels.MaxPlane2x2(px, py, pi, w, outH, outW);
             Assert.All(y[(outH * outW)..], v => Assert.Equal(12345f, v));
             Assert.All(indices[(outH * outW)..], v => Assert.Equal(-7, v));
+            // Without indices (the inference plans' pools) the same values, the same bits.
+            var values = Enumerable.Repeat(12345f, outH * outW + 16).ToArray();
+            fixed (float* px = x, pv = values)
+                PoolKernels.MaxPlane2x2(px, pv, null, w, outH, outW);
+            Assert.Equal(y.Select(BitConverter.SingleToInt32Bits), values.Select(BitConverter.SingleToInt32Bits));
             for (int oh = 0; oh < outH; oh++)
             {
                 for (int q = 0; q < outW; q++)

@@ -249,13 +249,14 @@ internal static unsafe partial class PoolKernels
     /// output <paramref name="outH"/> x <paramref name="outW"/>): 16 outputs at a time from two 32-float loads per input row,
     /// split into even and odd columns by permutes, then the window's four values compared in PyTorch's scan order (a later
     /// value wins only when greater, or NaN), with the flat index of the winner. Also the pool of a batch norm that a
-    /// compiled training step runs fused with it, plane by plane. Without AVX-512, <see cref="MaxPlane2x2Avx2"/>.
+    /// compiled training step runs fused with it, plane by plane. Without AVX-512, <see cref="MaxPlane2x2Avx2{TIndexed}"/>.
     /// </summary>
     internal static void MaxPlane2x2(float* x, float* y, int* indices, int w, int outH, int outW)
     {
         if (!Avx512F.IsSupported)
         {
-            MaxPlane2x2Avx2(x, y, indices, w, outH, outW);
+            if (indices == null) MaxPlane2x2Avx2<Gemm.N0>(x, y, null, w, outH, outW);
+            else MaxPlane2x2Avx2<Gemm.N1>(x, y, indices, w, outH, outW);
             return;
         }
         var even = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -330,11 +331,12 @@ internal static unsafe partial class PoolKernels
     /// <see cref="MaxPlane2x2(float*, float*, int*, int, int, int)"/> on 256-bit vectors (AVX2): each output row 8
     /// outputs at a time from two 8-float masked loads per input row (never past the row's 2 x 8 inputs), split into
     /// even and odd columns by a permute within each load and a swap of their halves, then the same comparisons in the
-    /// same scan order: the same values and indices. Writes only the output plane, but lanes past a row's end before
-    /// that row's successors are written.
+    /// same scan order: the same values and indices (TIndexed 1; with 0 no index is computed). Writes only the output
+    /// plane, but lanes past a row's end before that row's successors are written.
     /// </summary>
-    private static void MaxPlane2x2Avx2(float* x, float* y, int* indices, int w, int outH, int outW)
+    private static void MaxPlane2x2Avx2<TIndexed>(float* x, float* y, int* indices, int w, int outH, int outW) where TIndexed : struct, Gemm.IConstant
     {
+        bool indexed = TIndexed.Value != 0;
         // Each load's even columns to its lower half and odd ones to its upper half.
         var split = Vector256.Create(0, 2, 4, 6, 1, 3, 5, 7);
         var lane = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
@@ -352,21 +354,21 @@ internal static unsafe partial class PoolKernels
                 var at = Vector256.Create(rowBase + 2 * q) + lane * 2;
                 var best = top0;
                 var index = at;
-                Take(ref best, ref index, top1, at + Vector256<int>.One);
-                Take(ref best, ref index, bottom0, at + Vector256.Create(w));
-                Take(ref best, ref index, bottom1, at + Vector256.Create(w + 1));
+                Take(ref best, ref index, top1, at + Vector256<int>.One, indexed);
+                Take(ref best, ref index, bottom0, at + Vector256.Create(w), indexed);
+                Take(ref best, ref index, bottom1, at + Vector256.Create(w + 1), indexed);
                 // A row's short last vector stores all 8 lanes when they end inside the plane: the lanes past the row
                 // land on outputs written after it (AMD's masked stores cost several times a store).
                 if (count == 8 || (long)oh * outW + q + 8 <= (long)outH * outW)
                 {
                     best.Store(y + oh * outW + q);
-                    if (indices != null) index.Store(indices + oh * outW + q);
+                    if (indexed) index.Store(indices + oh * outW + q);
                 }
                 else
                 {
                     var outMask = Vector256.LessThan(lane, Vector256.Create(count));
                     Avx.MaskStore(y + oh * outW + q, outMask.AsSingle(), best);
-                    if (indices != null) Avx2.MaskStore(indices + oh * outW + q, outMask, index);
+                    if (indexed) Avx2.MaskStore(indices + oh * outW + q, outMask, index);
                 }
             }
         }
@@ -379,11 +381,12 @@ internal static unsafe partial class PoolKernels
             return (Avx.Permute2x128(pa, pb, 0x20), Avx.Permute2x128(pa, pb, 0x31));
         }
 
-        static void Take(ref Vector256<float> best, ref Vector256<int> index, Vector256<float> v, Vector256<int> at)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        static void Take(ref Vector256<float> best, ref Vector256<int> index, Vector256<float> v, Vector256<int> at, bool indexed)
         {
             var take = Vector256.GreaterThan(v, best) | ~Vector256.Equals(v, v);
             best = Vector256.ConditionalSelect(take, v, best);
-            index = Vector256.ConditionalSelect(take.AsInt32(), at, index);
+            if (indexed) index = Vector256.ConditionalSelect(take.AsInt32(), at, index);
         }
     }
 
