@@ -1100,6 +1100,46 @@ public sealed class CpuInferencePlanTests : IDisposable
     }
 
     /// <summary>
+    /// The piece counts a shard tries: the cache's first; then, where its pieces are too small for a kernel, the smaller
+    /// counts that cut every shard evenly (one plan a shard), largest first; then halving down to the whole shard, each
+    /// count once. Shards of 33, 33 and 34 samples share no count but one.
+    /// </summary>
+    [Theory]
+    [InlineData(new[] { 0, 32, 64 }, 11, new[] { 11, 8, 4, 2, 6, 3, 1 })]
+    [InlineData(new[] { 0, 32, 64 }, 16, new[] { 16, 8, 4, 2, 1 })]
+    [InlineData(new[] { 0, 33, 66, 100 }, 11, new[] { 11, 6, 3, 2, 1 })]
+    [InlineData(new[] { 0, 50, 100 }, 7, new[] { 7, 5, 2, 4, 1 })]
+    [InlineData(new[] { 0, 32, 64 }, 1, new[] { 1 })]
+    public void ShardsTryEvenPiecesBeforeHalving(int[] start, int first, int[] expected) =>
+        Assert.Equal(expected, CpuInferencePlan.PieceCounts(first, start));
+
+    /// <summary>
+    /// Shards of 32 mel-shaped samples asked for pieces of 3, whose last piece of 2 is too small for the whole batch's
+    /// Winograd tiles, run 8 even pieces of 4 (one plan a shard), not 6 + 6 + 5 + 5 + 5 + 5 (two), with the bits of one
+    /// plan.
+    /// </summary>
+    [Fact]
+    public void ShardsWhosePiecesAreTooSmallTakeEvenPieces()
+    {
+        var g = new Generator(43);
+        var net = ShardedNet(g);
+        var x = Tensor.Randn([64, 1, 128, 100], g);
+        CpuThreading.Threads = 2;
+        CpuInferencePlan.ShardingEnabled = false;
+        var whole = CpuInferencePlan.Compile(net, x.ShapeArray());
+        CpuInferencePlan.ShardingEnabled = true;
+        CpuInferencePlan.PieceSamples = 3;
+        var (plan, expected) = CompileAndCompare(net, x);
+        var bits = whole.Run(x).ToArray();
+        AssertMatchesEager(expected, bits);
+        Assert.Equal(2, plan.SampleShards);
+        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pieces assume the 512-bit kernels' choices.");
+        Assert.Equal(whole.Description, plan.Description);
+        Assert.Equal(4, plan.SamplesPerPiece);
+        AssertRunsWithTheBits(plan, x, bits);
+    }
+
+    /// <summary>
     /// A shard runs in as many pieces as keep a step's input and output (twice a sample's part of the largest buffer)
     /// within half the cache, two included: MNIST b256's shards of 128 at the pruned model's 19 x 6 x 6 floats a sample run
     /// whole with 2 MiB of L2 and in two pieces with 1 MiB; the big model's 32 x 6 x 6 in three (then four, by

@@ -92,13 +92,31 @@ public sealed unsafe partial class CpuInferencePlan
         int largest = Enumerable.Range(0, count).Max(i => start[i + 1] - start[i]);
         // A shard whose pieces are not all of one size holds a second plan, and a second copy of the weights.
         bool twoPlans = (2L * count - 1) * weightBytes <= MaxExtraWeightBytes + weightBytes;
-        // Pieces whose plans keep the whole batch's kernels: where a piece is too small for some kernel (the
-        // samples-in-lanes Winograd takes 32 samples), half as many pieces, down to the whole shard (a few traces at most).
-        for (int pieces = WholeGroups(largest, Pieces(whole, n, largest)); ; pieces = (pieces + 1) / 2)
-        {
+        // Pieces whose plans keep the whole batch's kernels (a few traces at most).
+        foreach (int pieces in PieceCounts(WholeGroups(largest, Pieces(whole, n, largest)), start))
             if (ShardPieces(model, inputShape, whole, start, pieces, twoPlans) is { } plan) return plan;
-            if (pieces == 1) return null;
-        }
+        return null;
+    }
+
+    /// <summary>
+    /// The piece counts <see cref="Shard"/> tries, in order, for shards [start[i], start[i + 1]): the cache's count
+    /// <paramref name="first"/>; where a piece of it is too small for some kernel (Winograd's minimum of tiles, the
+    /// samples-in-lanes Winograd's 32 samples), the smaller counts that cut every shard into even pieces, largest first;
+    /// then half as many pieces as the count before, down to the whole shard.
+    /// </summary>
+    /// <remarks>
+    /// On the EPYC host (1 MiB of L2) the 25/51/102 and 28/57/115 CP-ResNets' mel b64 shards of 32 want pieces of 3,
+    /// whose last piece of 2 samples had too few tiles for Winograd: halving gave 6 pieces (6 + 6 + 5 + 5 + 5 + 5, two
+    /// plans and two copies of the weights), where 8 even pieces of 4 took the pass 0.85-0.88 of its time
+    /// (docs/benchmarks.md, step 166).
+    /// </remarks>
+    internal static IEnumerable<int> PieceCounts(int first, int[] start)
+    {
+        var even = Enumerable.Range(2, Math.Max(0, first - 2)).Reverse()
+            .Where(pieces => Enumerable.Range(0, start.Length - 1).All(i => (start[i + 1] - start[i]) % pieces == 0));
+        var halved = new List<int>();
+        for (int pieces = first; pieces > 1;) halved.Add(pieces = (pieces + 1) / 2);
+        return new[] { first }.Concat(even).Concat(halved).Distinct();
     }
 
     /// <summary>
