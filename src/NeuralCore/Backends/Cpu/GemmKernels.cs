@@ -601,6 +601,43 @@ public static unsafe partial class Gemm
         store.Row(7, c70, c71, c72);
     }
 
+    /// <summary>
+    /// The first TRows rows (1 to 7) of <see cref="Kernel512Wide{TStore}"/>'s tile, for an edge tile whose other rows
+    /// would multiply the micro-panel's zero padding (57 output channels = 7 x 8 + 1 cost 64 channels' multiply-adds):
+    /// each row the same chain of multiply-adds, so the same sums. Never inlined, for the reason given at
+    /// <see cref="Kernel512{TStore}"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Kernel512WideRows<TRows, TStore>(int kc, float* a, float* b, long ldb, ref TStore store)
+        where TRows : struct, IConstant where TStore : struct, IWideTileStore
+    {
+        int rows = TRows.Value;
+        Vector512<float> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default, c20 = default, c21 = default, c22 = default;
+        Vector512<float> c30 = default, c31 = default, c32 = default, c40 = default, c41 = default, c42 = default;
+        Vector512<float> c50 = default, c51 = default, c52 = default, c60 = default, c61 = default, c62 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16), b2 = Vector512.Load(b + 32);
+            Vector512<float> ai;
+            ai = Vector512.Create(a[0]); c00 = Vector512.FusedMultiplyAdd(ai, b0, c00); c01 = Vector512.FusedMultiplyAdd(ai, b1, c01); c02 = Vector512.FusedMultiplyAdd(ai, b2, c02);
+            if (rows > 1) { ai = Vector512.Create(a[1]); c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11); c12 = Vector512.FusedMultiplyAdd(ai, b2, c12); }
+            if (rows > 2) { ai = Vector512.Create(a[2]); c20 = Vector512.FusedMultiplyAdd(ai, b0, c20); c21 = Vector512.FusedMultiplyAdd(ai, b1, c21); c22 = Vector512.FusedMultiplyAdd(ai, b2, c22); }
+            if (rows > 3) { ai = Vector512.Create(a[3]); c30 = Vector512.FusedMultiplyAdd(ai, b0, c30); c31 = Vector512.FusedMultiplyAdd(ai, b1, c31); c32 = Vector512.FusedMultiplyAdd(ai, b2, c32); }
+            if (rows > 4) { ai = Vector512.Create(a[4]); c40 = Vector512.FusedMultiplyAdd(ai, b0, c40); c41 = Vector512.FusedMultiplyAdd(ai, b1, c41); c42 = Vector512.FusedMultiplyAdd(ai, b2, c42); }
+            if (rows > 5) { ai = Vector512.Create(a[5]); c50 = Vector512.FusedMultiplyAdd(ai, b0, c50); c51 = Vector512.FusedMultiplyAdd(ai, b1, c51); c52 = Vector512.FusedMultiplyAdd(ai, b2, c52); }
+            if (rows > 6) { ai = Vector512.Create(a[6]); c60 = Vector512.FusedMultiplyAdd(ai, b0, c60); c61 = Vector512.FusedMultiplyAdd(ai, b1, c61); c62 = Vector512.FusedMultiplyAdd(ai, b2, c62); }
+            a += 8;
+            b += ldb;
+        }
+        store.Row(0, c00, c01, c02);
+        if (rows > 1) store.Row(1, c10, c11, c12);
+        if (rows > 2) store.Row(2, c20, c21, c22);
+        if (rows > 3) store.Row(3, c30, c31, c32);
+        if (rows > 4) store.Row(4, c40, c41, c42);
+        if (rows > 5) store.Row(5, c50, c51, c52);
+        if (rows > 6) store.Row(6, c60, c61, c62);
+    }
+
     /// <summary>Where and how an 8 x 32 tile's rows go once summed (columns 0-15 in lo, 16-31 in hi).</summary>
     private interface ITileStore
     {
@@ -775,10 +812,17 @@ public static unsafe partial class Gemm
         public void Run<TStore>(ref TStore store) where TStore : struct, ITileStore, IWideTileStore => Kernel512(k, a, b, ldb, ref store);
     }
 
-    /// <summary><see cref="Kernel512Wide{TStore}"/> on B's rows <c>Ldb</c> floats apart.</summary>
-    private readonly struct WideTileKernel(int k, float* a, float* b, long ldb) : ITileKernel
+    /// <summary>
+    /// The first TRows rows (1 to 8) of <see cref="Kernel512Wide{TStore}"/>'s tile on B's rows <c>Ldb</c> floats apart
+    /// (<see cref="Kernel512WideRows{TRows, TStore}"/> below 8).
+    /// </summary>
+    private readonly struct WideRowsKernel<TRows>(int k, float* a, float* b, long ldb) : ITileKernel where TRows : struct, IConstant
     {
-        public void Run<TStore>(ref TStore store) where TStore : struct, ITileStore, IWideTileStore => Kernel512Wide(k, a, b, ldb, ref store);
+        public void Run<TStore>(ref TStore store) where TStore : struct, ITileStore, IWideTileStore
+        {
+            if (TRows.Value == Mr512) Kernel512Wide(k, a, b, ldb, ref store);
+            else Kernel512WideRows<TRows, TStore>(k, a, b, ldb, ref store);
+        }
     }
 
     /// <summary>

@@ -103,28 +103,47 @@ public static unsafe partial class Gemm
     internal const int WideColumns = 48;
 
     /// <summary>
-    /// One 8 x 48 tile of C = A B for one packed A micro-panel and B's k rows of 48 floats read where they lie,
-    /// <paramref name="ldb"/> floats apart, stored with the epilogue as <see cref="MultiplyTileWithEpilogue"/> stores it:
-    /// the sums of the 8 x 32 tiles, 48 columns at a time. Needs AVX-512.
+    /// Rows [0, <paramref name="rows"/>) (1 to 8) of an 8 x 48 tile of C = A B for one packed A micro-panel and B's k
+    /// rows of 48 floats read where they lie, <paramref name="ldb"/> floats apart, stored with the epilogue as
+    /// <see cref="MultiplyTileWithEpilogue"/> stores it: the sums of the 8 x 32 tiles, 48 columns at a time, without the
+    /// rows an edge tile lacks. Needs AVX-512.
     /// </summary>
-    internal static void MultiplyWideRowsWithEpilogue(int k, float* a, float* b, long ldb, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
+    internal static void MultiplyWideRowsWithEpilogue(int rows, int k, float* a, float* b, long ldb, float* c, int ldc, float* bias, float* residual,
+        long ldr, int kind)
     {
-        var kernel = new WideTileKernel(k, a, b, ldb);
-        RunWithEpilogue(ref kernel, c, ldc, bias, residual, ldr, kind);
+        var action = new WideRows(k, a, b, ldb, c, ldc, bias, residual, ldr, kind);
+        WithRows(CheckedTileRows(rows), ref action);
     }
 
     /// <summary>
-    /// C[0..m, 0..48) = A B (m at most 8) for one packed A micro-panel and B's k rows of 48 floats read where they lie,
-    /// <paramref name="ldb"/> floats apart, stored plain; an edge tile of fewer than 8 rows goes through
-    /// <paramref name="tile"/> (8 x 48 floats). Needs AVX-512.
+    /// C[0..rows, 0..48) = A B (<paramref name="rows"/> 1 to 8) for one packed A micro-panel and B's k rows of 48 floats
+    /// read where they lie, <paramref name="ldb"/> floats apart, stored plain: <see cref="MultiplyWideRowsWithEpilogue"/>'s
+    /// sums. Needs AVX-512.
     /// </summary>
-    internal static void MultiplyWideRows(int m, int k, float* a, float* b, long ldb, float* c, int ldc, float* tile)
+    internal static void MultiplyWideRows(int rows, int k, float* a, float* b, long ldb, float* c, int ldc)
     {
-        var store = new ScaledStore(m == Mr512 ? c : tile, m == Mr512 ? ldc : WideColumns, 1f);
-        Kernel512Wide(k, a, b, ldb, ref store);
-        if (m == Mr512) return;
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < WideColumns; j += 16) Vector512.Load(tile + i * WideColumns + j).Store(c + (long)i * ldc + j);
+        var action = new WideRows(k, a, b, ldb, c, ldc, null, null, 0, -1);
+        WithRows(CheckedTileRows(rows), ref action);
+    }
+
+    private static int CheckedTileRows(int rows) =>
+        rows is >= 1 and <= Mr512 ? rows : throw new ArgumentOutOfRangeException(nameof(rows), rows, $"A tile holds 1 to {Mr512} rows.");
+
+    /// <summary>One call of <see cref="MultiplyWideRowsWithEpilogue"/> (kind at least 0) or <see cref="MultiplyWideRows"/> (kind -1).</summary>
+    private readonly struct WideRows(int k, float* a, float* b, long ldb, float* c, int ldc, float* bias, float* residual, long ldr, int kind)
+        : IRowsAction
+    {
+        public void Run<TRows>() where TRows : struct, IConstant
+        {
+            var kernel = new WideRowsKernel<TRows>(k, a, b, ldb);
+            if (kind >= 0)
+            {
+                RunWithEpilogue(ref kernel, c, ldc, bias, residual, ldr, kind);
+                return;
+            }
+            var store = new ScaledStore(c, ldc, 1f);
+            kernel.Run(ref store);
+        }
     }
 
     /// <summary>

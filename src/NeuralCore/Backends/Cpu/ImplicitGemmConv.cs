@@ -755,14 +755,19 @@ internal static unsafe class ImplicitGemmConv
             float* bias = job.Bias == null || kind < 0 ? null : job.Bias + channel;
             float* residual = job.Residual == null || kind < 0 ? null : job.Residual + channel * job.ResidualStride + j0;
             float* y = yg + k * ld;
-            if (rows == Gemm.PanelRows && kind >= 0)
+            if (wide)
             {
-                if (wide) Gemm.MultiplyWideRowsWithEpilogue(job.Kc, a, x, job.XStride, y, (int)ld, bias, residual, job.ResidualStride, kind);
-                else Gemm.MultiplyRowsWithEpilogue(job.Kc, a, x, job.XStride, y, (int)ld, bias, residual, job.ResidualStride, kind);
+                // An edge tile's rows only (57 = 7 x 8 + 1 output channels), stored where they go.
+                if (kind >= 0) Gemm.MultiplyWideRowsWithEpilogue(rows, job.Kc, a, x, job.XStride, y, (int)ld, bias, residual, job.ResidualStride, kind);
+                else Gemm.MultiplyWideRows(rows, job.Kc, a, x, job.XStride, y, (int)ld);
                 continue;
             }
-            if (wide) Gemm.MultiplyWideRows(rows, job.Kc, a, x, job.XStride, y, (int)ld, tile);
-            else Gemm.MultiplyRows(rows, job.Kc, a, x, job.XStride, y, (int)ld, tile);
+            if (rows == Gemm.PanelRows && kind >= 0)
+            {
+                Gemm.MultiplyRowsWithEpilogue(job.Kc, a, x, job.XStride, y, (int)ld, bias, residual, job.ResidualStride, kind);
+                continue;
+            }
+            Gemm.MultiplyRows(rows, job.Kc, a, x, job.XStride, y, (int)ld, tile);
             if (kind >= 0)
                 ConvKernels.Epilogue(y, ld, 0, rows, width, bias, residual, job.ResidualStride, 0, job.HasActivation, job.Activation, job.Alpha, job.Beta);
         }
