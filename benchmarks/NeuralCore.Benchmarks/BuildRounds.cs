@@ -62,7 +62,7 @@ public static class BuildRounds
     }
 
     // The command's entry point (Program.Main(string[]) -> int) in a load context of the build's own.
-    private static MethodInfo Entry(string dir)
+    internal static MethodInfo Entry(string dir)
     {
         string path = Path.GetFullPath(Path.Combine(dir, "NeuralCore.Cli.dll"));
         if (!File.Exists(path)) throw new ArgumentException($"{path} does not exist (build with: dotnet build src/NeuralCore.Cli -c Release -o {dir})");
