@@ -100,7 +100,7 @@ public sealed class BenchCommandTests
     }
 
     /// <summary>
-    /// A batch of 16 samples or more per thread runs in sample shards, which the output and the JSON report, with the
+    /// A batch of 8 samples or more per thread runs in sample shards, which the output and the JSON report, with the
     /// pieces they run their samples in (MNIST's maps fit the cache: a shard's 32 samples in one piece).
     /// </summary>
     [Fact]

@@ -975,11 +975,14 @@ public sealed class CpuInferencePlanTests : IDisposable
     }
 
     /// <summary>
-    /// A batch of at least 16 samples per thread runs as one plan per thread over its share of the samples, where those
+    /// A batch of at least 8 samples per thread runs as one plan per thread over its share of the samples, where those
     /// plans choose the whole batch's kernels: the bits of one plan over the whole batch, on 1, 2 and 3 threads, in even
-    /// and uneven shares (100 = 33 + 33 + 34); the profile names every step once and times it.
+    /// and uneven shares (100 = 33 + 33 + 34, 17 = 8 + 9); 15 samples on two threads stay one plan. The profile names
+    /// every step once and times it.
     /// </summary>
     [Theory]
+    [InlineData(2, 15, 1)]
+    [InlineData(2, 17, 2)]
     [InlineData(2, 64, 2)]
     [InlineData(3, 100, 3)]
     [InlineData(2, 256, 2)]

@@ -5,8 +5,11 @@ namespace NeuralCore.Backends.Cpu;
 // Sample shards: a batch split into one plan per thread, each running its whole pass on its own thread.
 public sealed unsafe partial class CpuInferencePlan
 {
-    // Each shard takes at least this many samples.
-    private const int MinShardSamples = 16;
+    // Each shard takes at least this many samples. At 16 (until the fiftieth session) batches of 16-31 ran as one plan
+    // on two threads; in shards of 8-15 the pruned and big CP-ResNets' passes took 0.74 and 0.84 of their time at mel
+    // b16, 0.67 and 0.78 at MNIST b16, 0.75 and 0.89 at MNIST b24 (EPYC host, AVX-512), while mel b8 in shards of 4 took
+    // 1.34 and 1.15 (docs/benchmarks.md, step 168).
+    private const int MinShardSamples = 8;
     /// <summary>
     /// Each shard holds its own copy of the folded weights: the copies beyond the first stay within this many bytes
     /// (64 MiB; tests lower it).

@@ -118,7 +118,7 @@ public sealed unsafe partial class CpuInferencePlan
 
     /// <summary>
     /// Traces <paramref name="model"/> in eval mode on a zero input of <paramref name="inputShape"/> (batch included) and
-    /// compiles the pass. The model's training mode is restored afterwards. A batch of at least 16 samples per thread
+    /// compiles the pass. The model's training mode is restored afterwards. A batch of at least 8 samples per thread
     /// (<see cref="CpuThreading.Threads"/> when compiled) runs as one plan per thread over its share of the samples, each
     /// shard's steps on its own thread, where those plans choose the same kernels as the whole batch's (the same bits); a
     /// shard whose maps would not fit the L2 cache runs its samples in pieces that do (<see cref="SamplesPerPiece"/>).
