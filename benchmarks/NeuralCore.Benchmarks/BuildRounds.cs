@@ -36,29 +36,42 @@ public static class BuildRounds
         string[] bench = ["bench", .. args.Skip(split + 1).Where(a => a != "--json"), "--json"];
         var entries = dirs.Select(Entry).ToArray();
         var runs = new List<JsonElement>[] { [], [] };
-        var console = Console.Out;
         for (int r = 0; r < rounds; r++)
             for (int turn = 0; turn < 2; turn++)
             {
                 int build = (turn + r) % 2;
-                var output = new StringWriter();
-                Console.SetOut(output);
-                int code;
-                try
-                {
-                    code = (int)entries[build].Invoke(null, [bench])!;
-                }
-                finally
-                {
-                    Console.SetOut(console);
-                }
-                string text = output.ToString();
-                int start = text.IndexOf('{');
-                if (code != 0 || start < 0) throw new ArgumentException($"build {(build == 0 ? "A" : "B")}'s bench exited with {code}: {text.Trim()}");
-                runs[build].Add(JsonDocument.Parse(text[start..]).RootElement.Clone());
+                runs[build].Add(Bench(entries[build], bench, $"build {(build == 0 ? "A" : "B")}'s bench", quiet: false));
             }
         Report(dirs, runs, rounds);
         return 0;
+    }
+
+    /// <summary>
+    /// Runs <paramref name="bench"/> (<c>neuralcore bench ... --json</c>) through a build's entry point
+    /// (<see cref="Entry"/>) and returns the JSON it prints; <paramref name="quiet"/> keeps its progress and summary
+    /// (stderr) off the console but for an error, which names the run as <paramref name="what"/>.
+    /// </summary>
+    internal static JsonElement Bench(MethodInfo entry, string[] bench, string what, bool quiet)
+    {
+        TextWriter console = Console.Out, consoleError = Console.Error;
+        var output = new StringWriter();
+        var errors = new StringWriter();
+        Console.SetOut(output);
+        if (quiet) Console.SetError(errors);
+        int code;
+        try
+        {
+            code = (int)entry.Invoke(null, [bench])!;
+        }
+        finally
+        {
+            Console.SetOut(console);
+            Console.SetError(consoleError);
+        }
+        string text = output.ToString();
+        int start = text.IndexOf('{');
+        if (code != 0 || start < 0) throw new ArgumentException($"{what} exited with {code}: {errors.ToString().Trim()} {text.Trim()}".TrimEnd());
+        return JsonDocument.Parse(text[start..]).RootElement.Clone();
     }
 
     // The command's entry point (Program.Main(string[]) -> int) in a load context of the build's own.

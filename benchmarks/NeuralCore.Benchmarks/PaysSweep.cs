@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text.Json;
 
 namespace NeuralCore.Benchmarks;
 
@@ -51,13 +50,13 @@ public static class PaysSweep
         }
         var entry = BuildRounds.Entry(args[1]);
         string baseline = string.Join(' ', widths);
-        TextWriter console = Console.Out, consoleError = Console.Error;
         Console.WriteLine($"pruning pays by amount: speed-up over {baseline} (share of the multiply-adds' ratio; * under {Target:P0}), build {args[1]}");
         Console.WriteLine($"| amount (widths) | MAC ratio (MNIST / mel) | {string.Join(" | ", Cells.Select(c => c.Name))} |");
         Console.WriteLine($"|---|---|{string.Concat(Cells.Select(_ => "---:|"))}");
         foreach (double amount in amounts)
         {
-            string pruned = string.Join(' ', widths.Select(w => Math.Max(1, (int)(w * (1.0 - amount)))));
+            // A group that would keep no channel is left alone (docs/domain.md).
+            string pruned = string.Join(' ', widths.Select(w => (int)(w * (1.0 - amount)) is var kept && kept > 0 ? kept : w));
             var ratios = new Dictionary<string, double>();
             var row = new List<string>();
             foreach (var cell in Cells)
@@ -65,25 +64,7 @@ public static class PaysSweep
                 string[] bench = ["bench", "--channel-width", pruned, "--baseline", baseline, "--input-shape", cell.Shape,
                     "--batch-size", cell.Batch.ToString(CultureInfo.InvariantCulture), "--mode", cell.Mode,
                     "--iterations", cell.Iterations.ToString(CultureInfo.InvariantCulture), "--json"];
-                // The bench's JSON on stdout; its progress and summary (stderr) only where it fails.
-                var output = new StringWriter();
-                var errors = new StringWriter();
-                Console.SetOut(output);
-                Console.SetError(errors);
-                int code;
-                try
-                {
-                    code = (int)entry.Invoke(null, [bench])!;
-                }
-                finally
-                {
-                    Console.SetOut(console);
-                    Console.SetError(consoleError);
-                }
-                string text = output.ToString();
-                int start = text.IndexOf('{');
-                if (code != 0 || start < 0) throw new ArgumentException($"bench {string.Join(' ', bench)} exited with {code}: {errors.ToString().Trim()} {text.Trim()}");
-                var speedup = JsonDocument.Parse(text[start..]).RootElement.GetProperty("speedup");
+                var speedup = BuildRounds.Bench(entry, bench, $"bench {string.Join(' ', bench)}", quiet: true).GetProperty("speedup");
                 double median = speedup.GetProperty("median").GetDouble(), macRatio = speedup.GetProperty("mac_ratio").GetDouble();
                 ratios[cell.Shape] = macRatio;
                 double share = median / macRatio;
