@@ -1117,32 +1117,6 @@ public sealed class CpuInferencePlanTests : IDisposable
         Assert.Equal(expected, CpuInferencePlan.PieceCounts(first, start));
 
     /// <summary>
-    /// Shards of 32 mel-shaped samples asked for pieces of 3, whose last piece of 2 is too small for the whole batch's
-    /// Winograd tiles, run 8 even pieces of 4 (one plan a shard), not 6 + 6 + 5 + 5 + 5 + 5 (two), with the bits of one
-    /// plan.
-    /// </summary>
-    [Fact]
-    public void ShardsWhosePiecesAreTooSmallTakeEvenPieces()
-    {
-        var g = new Generator(43);
-        var net = ShardedNet(g);
-        var x = Tensor.Randn([64, 1, 128, 100], g);
-        CpuThreading.Threads = 2;
-        CpuInferencePlan.ShardingEnabled = false;
-        var whole = CpuInferencePlan.Compile(net, x.ShapeArray());
-        CpuInferencePlan.ShardingEnabled = true;
-        CpuInferencePlan.PieceSamples = 3;
-        var (plan, expected) = CompileAndCompare(net, x);
-        var bits = whole.Run(x).ToArray();
-        AssertMatchesEager(expected, bits);
-        Assert.Equal(2, plan.SampleShards);
-        if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pieces assume the 512-bit kernels' choices.");
-        Assert.Equal(whole.Description, plan.Description);
-        Assert.Equal(4, plan.SamplesPerPiece);
-        AssertRunsWithTheBits(plan, x, bits);
-    }
-
-    /// <summary>
     /// A shard runs in as many pieces as keep a step's input and output (twice a sample's part of the largest buffer)
     /// within half the cache, two included: MNIST b256's shards of 128 at the pruned model's 19 x 6 x 6 floats a sample run
     /// whole with 2 MiB of L2 and in two pieces with 1 MiB; the big model's 32 x 6 x 6 in three (then four, by
@@ -1175,26 +1149,31 @@ public sealed class CpuInferencePlanTests : IDisposable
         Assert.Equal(expected, CpuInferencePlan.WholeGroups(samples, pieces));
 
     /// <summary>
-    /// A shard of 128 MNIST-shaped samples that would run in pieces of 43 runs 4 of 32 (the samples-in-lanes Winograd's
-    /// blocks), with the bits of the whole batch's plan.
+    /// Shards whose pieces would not keep the whole batch's kernels run other even pieces, with the bits of the whole
+    /// batch's plan: a shard of 128 MNIST-shaped samples that would run pieces of 43 runs 4 of 32 (the samples-in-lanes
+    /// Winograd's blocks); shards of 32 mel-shaped samples asked for pieces of 3, whose last piece of 2 has too few tiles
+    /// for the whole batch's F(3x3, 3x3), run 8 even pieces of 4 (one plan a shard), not 6 + 6 + 5 + 5 + 5 + 5 (two).
     /// </summary>
-    [Fact]
-    public void AShardOf128RunsPiecesOf32NotOf43()
+    [Theory]
+    [InlineData(256, 28, 28, 43, 32)]
+    [InlineData(64, 128, 100, 3, 4)]
+    public void ShardsWhosePiecesWouldChangeKernelsTakeEvenPieces(int batch, int h, int w, int pieceSamples, int expected)
     {
         var g = new Generator(41);
         var net = ShardedNet(g);
-        var x = Tensor.Randn([256, 1, 28, 28], g);
+        var x = Tensor.Randn([batch, 1, h, w], g);
         CpuThreading.Threads = 2;
         CpuInferencePlan.ShardingEnabled = false;
         var whole = CpuInferencePlan.Compile(net, x.ShapeArray());
         CpuInferencePlan.ShardingEnabled = true;
-        CpuInferencePlan.PieceSamples = 43;
-        var (plan, expected) = CompileAndCompare(net, x);
+        CpuInferencePlan.PieceSamples = pieceSamples;
+        var (plan, expectedOutput) = CompileAndCompare(net, x);
         var bits = whole.Run(x).ToArray();
-        AssertMatchesEager(expected, bits);
+        AssertMatchesEager(expectedOutput, bits);
         Assert.Equal(2, plan.SampleShards);
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pieces assume the 512-bit kernels' choices.");
-        Assert.Equal(32, plan.SamplesPerPiece);
+        Assert.Equal(expected, plan.SamplesPerPiece);
+        Assert.Equal(whole.Description, plan.Description);
         Assert.Contains(plan.Description, d => d.Contains("F(3x3, 3x3)", StringComparison.Ordinal));
         AssertRunsWithTheBits(plan, x, bits);
     }
