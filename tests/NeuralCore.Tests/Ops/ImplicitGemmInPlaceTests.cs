@@ -125,8 +125,8 @@ public sealed unsafe class ImplicitGemmInPlaceTests
     /// <summary>
     /// Whole 1x1 convolutions, channel-major as the inference plans hold them, read in place and on copied panels: the
     /// same bits, with every epilogue (bias or none, a residual, ReLU or Hardswish), output channels in edge tiles (40,
-    /// 38, 76, 57 = 7 x 8 + 1, 25), the 48- and 32-column tiles and a block's last columns (840 = 2 x 288 + 264, 264 = 5 x 48 + 24 through a
-    /// panel), a fused 2 x 1 pool, two groups, and one or two threads; each geometry's input rows pass the L1 rule, so
+    /// 38, 76, 57 = 7 x 8 + 1, 25), the 48- and 32-column tiles and a block's last columns (840 = 2 x 288 + 264, 264 =
+    /// 5 x 48 + 24 through a panel), a fused 2 x 1 pool, two groups, and one or two threads; each geometry's input rows pass the L1 rule, so
     /// the in-place tiles do run (pooled ones of at most 24 output channels too, which without them run in strips).
     /// </summary>
     [Theory]
