@@ -7,7 +7,7 @@ namespace NeuralCore.Benchmarks;
 /// alternating rounds: with ONNX Runtime (<c>rounds</c>, <see cref="OnnxRuntimeRounds"/>; node by node against the
 /// plan's steps, <c>ort-profile</c>, <see cref="OnnxRuntimeProfile"/>), a training path off and
 /// on (<c>switch-rounds</c>, <see cref="TrainingSwitchRounds"/>), or two builds of the command
-/// (<c>build-rounds</c>, <see cref="BuildRounds"/>); or sweep the pruning amounts (<c>pays-sweep</c>,
+/// (<c>build-rounds</c>, <see cref="BuildRounds"/>); or sweep the pruning amounts or pruned checkpoints (<c>pays-sweep</c>,
 /// <see cref="PaysSweep"/>).
 /// </summary>
 public static class Program
