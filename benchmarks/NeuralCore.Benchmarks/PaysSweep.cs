@@ -64,7 +64,7 @@ public static class PaysSweep
         var entry = BuildRounds.Entry(args[1]);
         // Each row: its label and the arguments that name the model and its baseline to `bench`.
         var rows = checkpoints.Length > 0
-            ? checkpoints.Select(file => (Label: file, Model: new[] { "--checkpoint", file, "--baseline", baselineFile! })).ToArray()
+            ? checkpoints.Select(file => (Label: file, Model: new[] { "--checkpoint", Path.GetFullPath(file), "--baseline", Path.GetFullPath(baselineFile!) })).ToArray()
             : amounts.Select(amount =>
             {
                 // A group that would keep no channel is left alone (docs/domain.md).
@@ -100,7 +100,7 @@ public static class PaysSweep
     }
 
     private static string Existing(string file) =>
-        File.Exists(file) ? Path.GetFullPath(file) : throw new ArgumentException($"{file}: no such file (a checkpoint, e.g. neuralcore prune's pruned.safetensors)");
+        File.Exists(file) ? file : throw new ArgumentException($"{file}: no such file (a checkpoint, e.g. neuralcore prune's pruned.safetensors)");
 
     private static IEnumerable<T> Numbers<T>(string list, Func<string, IFormatProvider, T> parse) =>
         list.Split([' ', ','], StringSplitOptions.RemoveEmptyEntries).Select(s =>
