@@ -652,6 +652,8 @@ internal static unsafe class WinogradConv
     }
 
     /// <summary>V[a, b][c, lane] = (B^T d B)[a, b] for each of the block's tiles (lane = tile - t0) and input channel c.</summary>
+    // Not inlined: see TransformLargeInput.
+    [MethodImpl(MethodImplOptions.NoInlining)]
     [SkipLocalsInit]
     private static void TransformInput(in Job job, long t0, int count, float* v, int ld)
     {
@@ -707,6 +709,12 @@ internal static unsafe class WinogradConv
     /// run of 8 tiles shares its 512-bit vectors with the run after it; each channel's row of V is still written run
     /// after run, so a short run's stores past its tiles are overwritten by the next run as before.
     /// </summary>
+    /// <remarks>
+    /// Not inlined, nor are the other transforms: with dynamic PGO the JIT inlined this one into <see cref="RunPart"/>
+    /// but not its own helpers, which it then called with the vectors spilled to the stack around each call
+    /// (<c>benchmarks/tools/jit_spills.py</c>; mel b64's F(3x3, 3x3) steps took 1.04-1.06x as long, when it did).
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.NoInlining)]
     [SkipLocalsInit]
     private static void TransformLargeInput(in Job job, long t0, int count, float* v)
     {
@@ -933,6 +941,8 @@ internal static unsafe class WinogradConv
     /// 512-bit vectors where the first has 8 tiles; each output row of a run (3 x length columns) is put together by two
     /// three-way interleaving permutes of its three output columns.
     /// </summary>
+    // Not inlined: see TransformLargeInput.
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void TransformLargeOutput(in Job job, long t0, int count, int k0, int k1, float* m)
     {
         for (int lane = 0; lane < count;)
@@ -1172,6 +1182,8 @@ internal static unsafe class WinogradConv
     /// y = act(A^T M A + bias + residual) for output channels [k0, k1) of tiles [t0, t0 + count) (one panel), from the
     /// products m [point, k - k0, tile - t0]; each run written as two output rows of 2 x length columns.
     /// </summary>
+    // Not inlined: see TransformLargeInput.
+    [MethodImpl(MethodImplOptions.NoInlining)]
     private static void TransformOutput(in Job job, long t0, int count, int k0, int k1, float* m)
     {
         var iota = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
