@@ -602,6 +602,12 @@ public sealed class CpuThreadingSettingsTests
     [InlineData(16, 16)]
     [InlineData(33, 47)]
     [InlineData(48, 32)]
+    [InlineData(36, 36)]
+    [InlineData(4, 4)]
+    [InlineData(12, 20)]
+    [InlineData(6, 7)]
+    [InlineData(20, 44)]
+    [InlineData(18, 32)]
     public unsafe void TransposeCopiesEveryFloatAndNothingElse(int rows, int columns)
     {
         if (!System.Runtime.Intrinsics.X86.Avx.IsSupported) Assert.Skip("This CPU has no AVX: the transposes do not run.");
