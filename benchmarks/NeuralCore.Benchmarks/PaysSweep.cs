@@ -73,9 +73,7 @@ public static class PaysSweep
                 return (Label: label, Model: new[] { "--channel-width", pruned, "--baseline", string.Join(' ', widths) });
             }).ToArray();
         string against = baselineFile ?? string.Join(' ', widths);
-        Console.WriteLine(checkpoints.Length > 0
-            ? $"pruning pays by checkpoint: speed-up over {against} (share of the multiply-adds' ratio; * under {Target:P0}), build {args[1]}"
-            : $"pruning pays by amount: speed-up over {against} (share of the multiply-adds' ratio; * under {Target:P0}), build {args[1]}");
+        Console.WriteLine($"pruning pays by {(checkpoints.Length > 0 ? "checkpoint" : "amount")}: speed-up over {against} (share of the multiply-adds' ratio; * under {Target:P0}), build {args[1]}");
         Console.WriteLine($"| {(checkpoints.Length > 0 ? "checkpoint" : "amount (widths)")} | MAC ratio (MNIST / mel) | {string.Join(" | ", Cells.Select(c => c.Name))} |");
         Console.WriteLine($"|---|---|{string.Concat(Cells.Select(_ => "---:|"))}");
         foreach (var (label, model) in rows)
