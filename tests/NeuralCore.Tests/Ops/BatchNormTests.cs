@@ -409,7 +409,8 @@ public sealed class BatchNormThreadingTests
         // No ReLU to save them for.
         Assert.Throws<ArgumentException>(() => be.BatchNormTraining(T(4, 2, 64), T(2), T(2), T(4, 2, 64), T(2), T(2), null, null,
             0.1f, 1e-5f, 4, 2, 64, relu: false, reluScaleOffset: T(4)));
-        if (!BatchNormKernels.TakesReluScaleOffset(64)) return;
+        if (!BatchNormKernels.TakesReluScaleOffset(64))
+            Assert.Skip("This CPU's batch-norm kernels take no ReLU scale and offset (512-bit only): the checks of their length and of the backward's inputs do not apply.");
         // [2C] exactly.
         Assert.Throws<ArgumentException>(() => be.BatchNormTraining(T(4, 2, 64), T(2), T(2), T(4, 2, 64), T(2), T(2), null, null,
             0.1f, 1e-5f, 4, 2, 64, relu: true, reluScaleOffset: T(3)));

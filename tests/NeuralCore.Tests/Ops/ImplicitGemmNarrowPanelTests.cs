@@ -9,7 +9,9 @@ namespace NeuralCore.Tests.Ops;
 /// one tile row per position) against the in-order sum each output is defined as: for 1 to 16 columns, output channel
 /// counts that take every lane width of the transposed tile (8, 16 + 8, 32, 32 + 6, 64 + 12), bias, residual and ReLU
 /// written back with them (at 256 bits in the block's epilogue pass), and the rows split between two threads, at each
-/// width the implicit GEMM runs at. Sets the process-wide thread count and kernel width, so runs alone.
+/// width the implicit GEMM runs at, with strips off (at 512 bits they would take every count of up to 24 output
+/// channels; <see cref="ConvStripTests"/> compares them with the tiles). Sets the process-wide thread count, kernel width
+/// and strips, so runs alone.
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class ImplicitGemmNarrowPanelTests
@@ -60,6 +62,7 @@ public sealed class ImplicitGemmNarrowPanelTests
 
         int saved = CpuThreading.Threads;
         var savedKind = Gemm.Kind;
+        ImplicitGemmConv.Strips = false;
         try
         {
             foreach (var (width, threads) in widths.SelectMany(width => new[] { (width, 1), (width, 2) }))
@@ -84,6 +87,7 @@ public sealed class ImplicitGemmNarrowPanelTests
         {
             CpuThreading.Threads = saved;
             Gemm.Kind = savedKind;
+            ImplicitGemmConv.Strips = true;
         }
     }
 }

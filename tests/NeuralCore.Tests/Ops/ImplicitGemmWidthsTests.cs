@@ -80,7 +80,8 @@ public sealed class ImplicitGemmWidthsTests
     /// from the 8 x 32 tiles' registers with AVX-512, in a pass over each block of quarter tiles without):
     /// at each width the CPU has, bit for bit against the sums in (channel, tap) order given <see cref="ConvKernels.Epilogue"/>'s
     /// pass; panels of 32 columns and narrow ones, channel counts that end inside a quarter, two samples, 1 to 3 threads,
-    /// and NaN and infinity in the input.
+    /// and NaN and infinity in the input; with strips and without (at 512 bits they take up to 24 output channels, and
+    /// the tiles and panels the cases name run only without them).
     /// </summary>
     [Theory]
     // N, C, K, H, W, kernel, activation (0 none, 1 ReLU, 2 Hardswish), bias, residual
@@ -121,9 +122,11 @@ public sealed class ImplicitGemmWidthsTests
         {
             foreach (var width in widths)
                 foreach (int threads in new[] { 1, 2, 3 })
+                foreach (bool strips in new[] { true, false })
                     WithKernels(width, () =>
                     {
                         CpuThreading.Threads = threads;
+                        ImplicitGemmConv.Strips = strips;
                         var weights = new ImplicitGemmConv.Weights(wt, p);
                         var actual = Enumerable.Repeat(float.NaN, expected.Length).ToArray();
                         fixed (float* xp = x, bp = bias, rp = residual, yp = actual)
@@ -135,6 +138,7 @@ public sealed class ImplicitGemmWidthsTests
         finally
         {
             CpuThreading.Threads = saved;
+            ImplicitGemmConv.Strips = true;
         }
     }
 

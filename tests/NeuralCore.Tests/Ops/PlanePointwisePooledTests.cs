@@ -184,7 +184,8 @@ public sealed unsafe class PlanePointwisePooledTests
                 });
                 Assert.Contains("6 x 6", error.Message);
             });
-        if (widths.Length < 2) return;
+        if (widths.Length < 2)
+            Assert.Skip("This CPU runs the 256-bit kernels only: a gather made for the 512-bit ones cannot be made here, so its refusal at 256 bits is not checked.");
         var wide = new PlanePointwiseConv.PoolGather(p, new Pool2dParams(1, 8, 6, 6, 2, 1, 2, 1, 0, 0));
         var widthError = Assert.Throws<ArgumentException>(() => ConvPathRuns.WithKernels(Gemm.KernelKind.Vector256, () =>
         {
