@@ -70,7 +70,9 @@ internal sealed class Comparison
             var diff = Math.Abs((double)a - e);
             if (double.IsNaN(diff)) diff = double.PositiveInfinity;
             MaxError = Math.Max(MaxError, diff);
-            if (diff > atol + rtol * Math.Abs(e))
+            // A NaN on one side only is a mismatch whatever the tolerance (with e NaN the bound below is NaN too, and
+            // no comparison with it holds).
+            if (diff > atol + rtol * Math.Abs(e) || float.IsNaN(e))
                 Fail(string.Create(CultureInfo.InvariantCulture, $"{what} element {i}: CPU {e:G9}, CUDA {a:G9}"));
         }
     }
