@@ -110,15 +110,25 @@ public class AscCliTests(TinyAscRun run) : IClassFixture<TinyAscRun>
         Assert.Equal(root.GetProperty("loss").GetDouble(), root.GetProperty("log_loss").GetDouble(), 1e-5);
         var perDevice = root.GetProperty("per_device");
         int clips = 0;
+        var devices = new List<string>();
         foreach (var device in perDevice.EnumerateObject())
         {
             Assert.Contains(device.Name, new[] { "a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6" });
+            devices.Add(device.Name);
             clips += device.Value.GetProperty("count").GetInt32();
             Assert.InRange(device.Value.GetProperty("accuracy").GetDouble(), 0, 1);
         }
         Assert.Equal(10, clips);
-        var groups = root.GetProperty("per_device_group").EnumerateObject().Select(g => g.Name).ToList();
-        Assert.Subset(new HashSet<string> { "real", "seen", "unseen" }, groups.ToHashSet());
+        // Exactly the groups of the devices present: real (a, b, c), seen (s1-s3), unseen (s4-s6), each counting its
+        // devices' clips.
+        var expectedGroups = new Dictionary<string, string[]> { ["real"] = ["a", "b", "c"], ["seen"] = ["s1", "s2", "s3"], ["unseen"] = ["s4", "s5", "s6"] }
+            .Where(g => g.Value.Any(devices.Contains)).ToDictionary(g => g.Key, g => g.Value);
+        Assert.NotEmpty(expectedGroups);
+        var groups = root.GetProperty("per_device_group");
+        Assert.Equal(expectedGroups.Keys.Order(), groups.EnumerateObject().Select(g => g.Name).Order());
+        foreach (var (name, members) in expectedGroups)
+            Assert.Equal(members.Where(devices.Contains).Sum(d => perDevice.GetProperty(d).GetProperty("count").GetInt32()),
+                groups.GetProperty(name).GetProperty("count").GetInt32());
         Assert.Equal(10, root.GetProperty("confusion_matrix").EnumerateArray().Sum(row => row.EnumerateArray().Sum(v => v.GetInt64())));
         // The macro accuracy is the mean of the per-class accuracies of the classes present.
         var perClass = root.GetProperty("per_class_accuracy").EnumerateArray().Where(v => v.ValueKind == JsonValueKind.Number).Select(v => v.GetDouble()).ToList();

@@ -221,10 +221,29 @@ public class PrunerTests
     [Fact]
     public void GlobalPruningRanksAcrossGroups()
     {
-        var model = new Sequential(new Conv2d(2, 4, 1, bias: false), new Conv2d(4, 4, 1, bias: false), new Conv2d(4, 3, 1, bias: false));
-        var pruner = new Pruner(model, Input(), new PrunerOptions { Ratio = 0.5, Global = true, Importance = new Importance { Normalizer = ImportanceNormalizer.None } });
-        var plan = pruner.Plan(0.5);
-        Assert.Equal(4, plan.Removals.Values.Sum(v => v.Count));
+        // The first group's channels (conv 0's outputs, conv 1's inputs) weigh 2 x 1 + 4 x 0.01 each, the second's
+        // (conv 1's outputs, conv 2's inputs) 4 x 0.01 + 3 x 0.01: ranked together, the second group's go first, down
+        // to the one channel a group keeps, then the first's; each group pruned alone would lose half its width.
+        Sequential Model()
+        {
+            var model = new Sequential(new Conv2d(2, 4, 1, bias: false), new Conv2d(4, 4, 1, bias: false), new Conv2d(4, 3, 1, bias: false));
+            using (Autograd.Autograd.NoGrad())
+            {
+                ((Conv2d)model[0]).Weight.Detach().FillInPlace(1.0);
+                ((Conv2d)model[1]).Weight.Detach().FillInPlace(0.01);
+                ((Conv2d)model[2]).Weight.Detach().FillInPlace(0.01);
+            }
+            return model;
+        }
+        var importance = new Importance { Normalizer = ImportanceNormalizer.None };
+        var global = new Pruner(Model(), Input(), new PrunerOptions { Ratio = 0.5, Global = true, Importance = importance });
+        var plan = global.Plan(0.5);
+        var groups = global.Graph.Groups.ToArray();
+        Assert.Equal(2, groups.Length);
+        Assert.Equal(new[] { 0 }, plan.Removals[groups[0]]);
+        Assert.Equal(new[] { 0, 1, 2 }, plan.Removals[groups[1]]);
+        var local = new Pruner(Model(), Input(), new PrunerOptions { Ratio = 0.5, Importance = importance }).Plan(0.5);
+        Assert.All(local.Removals.Values, removed => Assert.Equal(2, removed.Count));
     }
 
     [Fact]
