@@ -223,15 +223,24 @@ public sealed class PruneWorkflow(PruneWorkflowOptions options, IProgressReporte
     private RunRecord LoadRecord()
     {
         if (!File.Exists(StepsFile)) return new RunRecord(null, null, null, null, []);
+        RunRecord? record;
         try
         {
-            return JsonSerializer.Deserialize<RunRecord>(File.ReadAllText(StepsFile))
-                ?? throw new InvalidDataException("empty file");
+            record = JsonSerializer.Deserialize<RunRecord>(File.ReadAllText(StepsFile));
         }
         catch (JsonException e)
         {
-            throw new TrainingException($"{StepsFile} is not a valid pruning record ({e.Message}). Delete the output folder to start over.");
+            throw Invalid(e.Message);
         }
+        // A file that parses but lacks what a resume reads is as unusable as a truncated one.
+        if (record?.Steps is null) throw Invalid("it holds no list of steps");
+        if (record.Steps.Count > 0 && (record.MacsBefore is null || record.Ratio is null || record.Steps.Any(s => s?.Result is null || s.Checkpoint is null)))
+            throw Invalid("the run's ratio and MACs or a finished step's result and checkpoint are missing");
+        return record;
+
+        TrainingException Invalid(string reason) => new(
+            $"{StepsFile} is not a valid pruning record ({reason}), so the run cannot be resumed. " +
+            $"Delete the folder {Options.OutputDirectory} (or choose another --out) and run again to start over.");
     }
 
     private void SaveRecord(RunRecord record) => AtomicFile.WriteText(StepsFile, JsonSerializer.Serialize(record, RunFiles.Indented) + "\n");

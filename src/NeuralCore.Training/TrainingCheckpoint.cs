@@ -94,7 +94,9 @@ public sealed class TrainingCheckpoint
     {
         var (tensors, metadata) = TensorIO.LoadSafeTensors(path);
         if (!IsTrainingCheckpoint(metadata))
-            throw new InvalidDataException($"'{path}' is not a training checkpoint (its metadata has no '{FormatKey}' = '{FormatName}'); it cannot be resumed from.");
+            throw new InvalidDataException(
+                $"'{path}' is not a training checkpoint (its metadata has no '{FormatKey}' = '{FormatName}'), so the run cannot be resumed from it. " +
+                "Put the run's own last.ckpt back, or delete the run folder and start the run again without --resume.");
         try
         {
             var model = new Dictionary<string, Tensor>();
@@ -106,11 +108,14 @@ public sealed class TrainingCheckpoint
                 else throw new InvalidDataException($"unexpected tensor '{key}'");
             }
             foreach (var (key, value) in Parse<Dictionary<string, double>>(metadata, "training.optimizer")) optimizer.Scalars[key] = value;
+            // Checked here rather than when a resume compares the options, so a damaged value gets this method's message.
+            if (Parse<JsonNode>(metadata, "training.options") is not JsonObject)
+                throw new FormatException("metadata key 'training.options' does not hold a JSON object");
             return new TrainingCheckpoint
             {
-                Epoch = int.Parse(Get(metadata, "training.epoch"), CultureInfo.InvariantCulture),
-                BestValidationLoss = double.Parse(Get(metadata, "training.best_val_loss"), CultureInfo.InvariantCulture),
-                BestEpoch = int.Parse(Get(metadata, "training.best_epoch"), CultureInfo.InvariantCulture),
+                Epoch = Number<int>(metadata, "training.epoch"),
+                BestValidationLoss = Number<double>(metadata, "training.best_val_loss"),
+                BestEpoch = Number<int>(metadata, "training.best_epoch"),
                 Model = model,
                 Optimizer = optimizer,
                 Scheduler = Parse<Dictionary<string, double>>(metadata, "training.scheduler"),
@@ -118,20 +123,35 @@ public sealed class TrainingCheckpoint
                 History = Parse<List<EpochMetrics>>(metadata, "training.history"),
                 Options = Get(metadata, "training.options"),
                 ModelMetadata = metadata.Where(p => !p.Key.StartsWith("training.", StringComparison.Ordinal)).ToDictionary(p => p.Key, p => p.Value),
-                Threads = int.Parse(Get(metadata, "training.threads"), CultureInfo.InvariantCulture),
+                Threads = Number<int>(metadata, "training.threads"),
             };
         }
         catch (Exception e) when (e is FormatException or JsonException or KeyNotFoundException or InvalidDataException or OverflowException)
         {
-            throw new InvalidDataException($"'{path}' is a damaged training checkpoint: {e.Message}. Start the run again without --resume (or from a copy of the run folder).", e);
+            throw new InvalidDataException(
+                $"'{path}' is a damaged training checkpoint: {e.Message}. Delete the run folder and start the run again without --resume " +
+                "(or resume from a backup copy of the run folder).", e);
         }
     }
 
     private static string Get(IReadOnlyDictionary<string, string> metadata, string key) =>
         metadata.TryGetValue(key, out var value) ? value : throw new KeyNotFoundException($"metadata key '{key}' is missing");
 
-    private static T Parse<T>(IReadOnlyDictionary<string, string> metadata, string key) =>
-        JsonSerializer.Deserialize<T>(Get(metadata, key)) ?? throw new FormatException($"metadata key '{key}' holds null");
+    private static T Number<T>(IReadOnlyDictionary<string, string> metadata, string key) where T : IParsable<T> =>
+        T.TryParse(Get(metadata, key), CultureInfo.InvariantCulture, out var value) ? value
+            : throw new FormatException($"metadata key '{key}' holds '{metadata[key]}', which is not a valid {typeof(T).Name}");
+
+    private static T Parse<T>(IReadOnlyDictionary<string, string> metadata, string key)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<T>(Get(metadata, key)) ?? throw new FormatException($"metadata key '{key}' holds null");
+        }
+        catch (JsonException e)
+        {
+            throw new FormatException($"metadata key '{key}' cannot be read ({e.Message})", e);
+        }
+    }
 
     /// <summary>The options JSON as an object (for comparing a resumed run's options).</summary>
     internal JsonObject OptionsJson() => JsonNode.Parse(Options) as JsonObject

@@ -201,6 +201,28 @@ public class ErrorTests
         Assert.Equal("", stdout);
     }
 
+    [Theory]
+    [InlineData("{\n  \"Ratio\": 0.4,\n  \"ParametersBefore\": 131316,\n  \"Para", "LineNumber: 3")]
+    [InlineData("{}", "it holds no steps or fine-tuning runs")]
+    public void Report_OnAPruningFolderWithADamagedResultJson_GivesOneClearMessage(string text, string reason)
+    {
+        using var data = new TinyMnist();
+        var folder = Path.Combine(data.Root, "pruned");
+        Directory.CreateDirectory(folder);
+        var config = CpResNetConfig.FromWidths("24 48 72");
+        new CpResNet(config, new Generator(1)).Save(Path.Combine(folder, "pruned.safetensors"), config.ToMetadata());
+        File.WriteAllText(Path.Combine(folder, "result.json"), text);
+
+        var (code, _, stderr) = Cli.Run("report", folder, "--out", Path.Combine(data.Root, "report"), "--no-throughput");
+
+        Assert.Equal(1, code);
+        var message = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.StartsWith($"error: {Path.Combine(folder, "result.json")} is not a pruning result (", message);
+        Assert.Contains(reason, message);
+        Assert.Contains("Delete it and run the command that made", message);
+        Assert.Contains("again with --resume", message);
+    }
+
     [Fact]
     public void Predict_RejectsImagesOfTheWrongShape()
     {

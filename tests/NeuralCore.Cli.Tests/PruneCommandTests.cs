@@ -6,7 +6,7 @@ namespace NeuralCore.Cli.Tests;
 
 public class PruneCommandTests
 {
-    private static string BigCheckpoint(TinyMnist data)
+    internal static string BigCheckpoint(TinyMnist data)
     {
         var path = Path.Combine(data.Root, "big.safetensors");
         var model = new CpResNet(CpResNetConfig.FromWidths("32 64 128"), new Generator(1));
@@ -15,7 +15,7 @@ public class PruneCommandTests
     }
 
     [Fact]
-    public void Prune_AtTheSeedRatio_GivesTheKnownWidths_FineTunes_AndResumes()
+    public void Prune_AtTheSeedRatio_GivesTheKnownWidths_FineTunes_AndResumesAFinishedRun()
     {
         using var data = new TinyMnist();
         var big = BigCheckpoint(data);
@@ -76,6 +76,27 @@ public class PruneCommandTests
     }
 
     [Theory]
+    [InlineData("{\n  \"ParametersBefore\": 131316,\n  \"MacsBefore\": 14", "LineNumber: 2")]
+    [InlineData("null", "it holds no list of steps")]
+    [InlineData("{\"Ratio\": 0.4, \"MacsBefore\": 1433120, \"Steps\": [{\"Checkpoint\": \"step-1.safetensors\"}]}", "a finished step's result and checkpoint are missing")]
+    public void Prune_ResumeWithADamagedStepsJson_IsOneClearMessage(string text, string reason)
+    {
+        using var data = new TinyMnist();
+        var output = Path.Combine(data.Root, "pruned");
+        Directory.CreateDirectory(output);
+        File.WriteAllText(Path.Combine(output, "steps.json"), text);
+
+        var (code, _, stderr) = Cli.Run("prune", "--checkpoint", BigCheckpoint(data), "--ratio", "0.4", "--iterative-steps", "2",
+            "--data-dir", data.DataDir, "--validation-count", "16", "--out", output, "--resume");
+
+        Assert.Equal(1, code);
+        var message = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.StartsWith($"error: {Path.Combine(output, "steps.json")} is not a valid pruning record (", message);
+        Assert.Contains(reason, message);
+        Assert.EndsWith($"Delete the folder {output} (or choose another --out) and run again to start over.", message);
+    }
+
+    [Theory]
     [InlineData("--importance", "magic", "--importance magic is not one of")]
     [InlineData("--ratio", "1.5", "--ratio must lie in")]
     [InlineData("--ignore", "no.such.layer", "no.such.layer")]
@@ -87,5 +108,78 @@ public class PruneCommandTests
         Assert.NotEqual(0, code);
         Assert.Contains(expected, stderr);
         Assert.DoesNotContain("   at ", stderr);
+    }
+}
+
+/// <summary>Runs that are compared bit for bit run alone: the other command tests set the process-wide thread count (<c>--threads</c>).</summary>
+[CollectionDefinition(nameof(BitIdenticalCollection), DisableParallelization = true)]
+public sealed class BitIdenticalCollection;
+
+/// <summary><c>neuralcore prune --resume</c> after a Ctrl+C between two pruning steps.</summary>
+[Collection(nameof(BitIdenticalCollection))]
+public sealed class PruneResumeTests
+{
+    [Fact]
+    public void Prune_InterruptedAfterStep1_ResumesWithStep2FromTheOriginalWidths_BitIdentical()
+    {
+        using var data = new TinyMnist();
+        var big = PruneCommandTests.BigCheckpoint(data);
+        string[] Args(string output) =>
+        [
+            "prune", "--checkpoint", big, "--ratio", "0.4", "--iterative-steps", "2", "--finetune-epochs", "1", "--batch-size", "32",
+            "--threads", "2", "--data-dir", data.DataDir, "--validation-count", "16", "--out", Path.Combine(data.Root, output), "--json",
+        ];
+        var (code, referenceOut, referenceErr) = Cli.Run(Args("uninterrupted"));
+        Assert.True(code == 0, referenceErr);
+
+        // A real interruption: Ctrl+C (the command's cancellation) as soon as step 2 starts, after step 1 is recorded.
+        var interrupted = Path.Combine(data.Root, "interrupted");
+        using var cancel = new CancellationTokenSource();
+        var stderr = new CancelOnLine("pruning step 2/2", cancel);
+        int stopped = Program.Run(Args("interrupted"), new CliConsole(new StringWriter(), stderr, false, false, cancel.Token));
+        Assert.True(stopped == Program.Interrupted, stderr.ToString());
+        using (var record = JsonDocument.Parse(File.ReadAllText(Path.Combine(interrupted, "steps.json"))))
+            Assert.Equal(1, record.RootElement.GetProperty("Steps").GetArrayLength());
+        Assert.True(File.Exists(Path.Combine(interrupted, "step-1.safetensors")));
+        foreach (var file in new[] { "step-2.safetensors", "step-2/best.safetensors", "pruned.safetensors", "result.json" })
+            Assert.False(File.Exists(Path.Combine(interrupted, file)), $"{file} exists after the interruption");
+
+        var (resumed, resumedOut, resumedErr) = Cli.Run([.. Args("interrupted"), "--resume"]);
+        Assert.True(resumed == 0, resumedErr);
+        Assert.Contains("after step 1 of 2", resumedErr);
+        Assert.DoesNotContain("pruning step 1/2", resumedErr);
+        Assert.Contains("pruning step 2/2", resumedErr);
+        Assert.Contains("starting 'step-2' from epoch 1", resumedErr);
+
+        // Every step's ratio applies to the widths before the first step: (int)(C0 * (1 - 0.4)) for 32/64/128 is 19/38/76.
+        // Pruning the step-1 widths (25/51/102) to the final ratio would give 15/30/61.
+        using var reference = JsonDocument.Parse(referenceOut);
+        using var result = JsonDocument.Parse(resumedOut);
+        var widths = result.RootElement.GetProperty("widths").EnumerateArray()
+            .ToDictionary(w => w.GetProperty("group").GetString()!, w => (Initial: w.GetProperty("initial").GetInt32(), Final: w.GetProperty("final").GetInt32()));
+        Assert.Equal((32, Kept(32)), widths["in_c.0"]);
+        Assert.Equal((64, Kept(64)), widths["stage2.block1.conv2"]);
+        Assert.Equal((128, Kept(128)), widths["stage3.block1.conv2"]);
+        Assert.All(widths.Values, w => Assert.Equal(Kept(w.Initial), w.Final));
+        Assert.Equal(47_349, result.RootElement.GetProperty("parameters_after").GetInt64());
+
+        // Step 1 comes from the record, step 2 was pruned and fine-tuned again: the same steps, weights and test as without the interruption.
+        foreach (var key in new[] { "steps", "widths", "test_after" })
+            Assert.Equal(reference.RootElement.GetProperty(key).GetRawText(), result.RootElement.GetProperty(key).GetRawText());
+        foreach (var file in new[] { "pruned.safetensors", "step-2.safetensors", "step-2/best.safetensors", "test.json" })
+            Assert.True(File.ReadAllBytes(Path.Combine(data.Root, "uninterrupted", file)).SequenceEqual(File.ReadAllBytes(Path.Combine(interrupted, file))),
+                $"{file} differs from the uninterrupted run's");
+
+        static int Kept(int initial) => (int)(initial * (1.0 - 0.4));
+    }
+
+    /// <summary>Standard error that signals <paramref name="cancel"/>, as Ctrl+C would, once a line with <paramref name="trigger"/> is written.</summary>
+    private sealed class CancelOnLine(string trigger, CancellationTokenSource cancel) : StringWriter
+    {
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (value is not null && value.Contains(trigger, StringComparison.Ordinal)) cancel.Cancel();
+        }
     }
 }

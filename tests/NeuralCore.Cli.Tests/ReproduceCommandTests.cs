@@ -243,6 +243,30 @@ public sealed class ReproduceCommandTests(TinyReproduceRun run) : IClassFixture<
     }
 }
 
+public sealed class ReproduceResumeErrorTests
+{
+    [Theory]
+    [InlineData("{\n  \"dataset\": \"mnist\",\n  \"preset\": \"qu", "LineNumber: 2")]
+    [InlineData("null", "it does not hold a JSON object")]
+    public void Resume_WithADamagedReproduceJson_IsOneClearMessage(string text, string reason)
+    {
+        using var data = new TinyMnist();
+        var outDir = Path.Combine(data.Root, "reproduce");
+        Directory.CreateDirectory(Path.Combine(outDir, "small"));
+        File.WriteAllText(Path.Combine(outDir, "small", "config.json"), "{}");
+        File.WriteAllText(Path.Combine(outDir, "reproduce.json"), text);
+
+        var (code, stdout, stderr) = Cli.Run(["reproduce", "mnist", "--data-dir", data.DataDir, "--out", outDir, "--resume", .. TinyReproduceRun.Options]);
+
+        Assert.Equal(1, code);
+        Assert.Equal("", stdout);
+        var message = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        Assert.StartsWith($"error: {Path.Combine(outDir, "reproduce.json")} is damaged (", message);
+        Assert.Contains(reason, message);
+        Assert.EndsWith("or delete only reproduce.json and resume with the options the run was started with.", message);
+    }
+}
+
 public sealed class ReproduceAscTests
 {
     [Fact]

@@ -243,6 +243,62 @@ public class TrainerTests
         Assert.Equal("tiny-test-net", loaded.ModelMetadata["model"]);
     }
 
+    [Fact]
+    public void Checkpoint_LoadingAPlainModelFile_SaysItIsNoTrainingCheckpoint_AndWhatToDo()
+    {
+        using var dir = new TempDir();
+        var path = Path.Combine(dir.Path, "last.ckpt");
+        var model = Synthetic.Net(1);
+        model.Save(path, new Dictionary<string, string> { ["model"] = "tiny-test-net" });
+
+        var error = Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.Load(path));
+
+        Assert.Contains($"'{path}' is not a training checkpoint", error.Message);
+        Assert.Contains("training.format", error.Message);
+        Assert.Contains("start the run again without --resume", error.Message);
+    }
+
+    [Theory]
+    [InlineData("training.epoch", null, "metadata key 'training.epoch' is missing")]
+    [InlineData("training.history", "[{\"Epoch\": 1, \"TrainLo", "metadata key 'training.history' cannot be read")]
+    [InlineData("training.scheduler", "null", "metadata key 'training.scheduler' holds null")]
+    [InlineData("training.threads", "two", "metadata key 'training.threads' holds 'two'")]
+    [InlineData("training.options", "{\"lr\": 0.0", "metadata key 'training.options' cannot be read")]
+    [InlineData("training.options", "[1, 2]", "metadata key 'training.options' does not hold a JSON object")]
+    public void Checkpoint_WithDamagedTrainingMetadata_NamesTheFileTheKeyAndWhatToDo(string key, string? value, string expected)
+    {
+        using var dir = new TempDir();
+        var path = Path.Combine(dir.Path, "last.ckpt");
+        Checkpoint(Synthetic.Net(1).StateDict(), epoch: 2).Save(path);
+        var (tensors, saved) = TensorIO.LoadSafeTensors(path);
+        var metadata = new Dictionary<string, string>(saved);
+        if (value is null) metadata.Remove(key);
+        else metadata[key] = value;
+        TensorIO.SaveSafeTensors(path, tensors, metadata);
+
+        var error = Assert.Throws<InvalidDataException>(() => TrainingCheckpoint.Load(path));
+
+        Assert.StartsWith($"'{path}' is a damaged training checkpoint: ", error.Message);
+        Assert.Contains(expected, error.Message);
+        Assert.Contains("start the run again without --resume", error.Message);
+    }
+
+    [Fact]
+    public void Resume_FromADamagedLastCheckpoint_IsTheCheckpointsError()
+    {
+        using var dir = new TempDir();
+        TrainUninterrupted(dir.Path, epochs: 1);
+        var last = Path.Combine(dir.Path, "tiny", "last.ckpt");
+        var (tensors, saved) = TensorIO.LoadSafeTensors(last);
+        TensorIO.SaveSafeTensors(last, tensors, new Dictionary<string, string>(saved) { ["training.options"] = "{\"lr\": " });
+        var (train, validation, _) = Synthetic.Loaders();
+
+        var error = Assert.Throws<InvalidDataException>(() =>
+            new Trainer(Synthetic.Options(dir.Path, epochs: 2, resume: true)).Fit(Synthetic.Net(1), train, validation, TestContext.Current.CancellationToken));
+
+        Assert.StartsWith($"'{last}' is a damaged training checkpoint: metadata key 'training.options'", error.Message);
+    }
+
     private static TrainingCheckpoint Checkpoint(IReadOnlyDictionary<string, Tensor> model, int epoch) => new()
     {
         Epoch = epoch,

@@ -266,15 +266,32 @@ internal static class ReproduceCommand
                 return;
             }
             if (!File.Exists(SettingsFile)) return;
-            var saved = JsonNode.Parse(File.ReadAllText(SettingsFile)) as JsonObject;
+            var saved = ReadSettings();
             var current = settings.ToJson();
             var differences = current.Select(p => p.Key)
-                .Where(key => saved is null || !JsonNode.DeepEquals(saved[key], current[key]))
-                .Select(key => $"{key}: run {saved?[key]?.ToJsonString() ?? "(none)"}, now {current[key]?.ToJsonString() ?? "(none)"}")
+                .Where(key => !JsonNode.DeepEquals(saved[key], current[key]))
+                .Select(key => $"{key}: run {saved[key]?.ToJsonString() ?? "(none)"}, now {current[key]?.ToJsonString() ?? "(none)"}")
                 .ToList();
             if (differences.Count > 0)
                 throw new CliException($"Cannot resume {_out}: these settings differ from the run's ({string.Join("; ", differences)}). " +
                                        "Resume with the same options (see reproduce.json), or choose another --out.");
+        }
+
+        /// <summary>The settings a resumed run was started with, or a user error when <c>reproduce.json</c> is damaged.</summary>
+        private JsonObject ReadSettings()
+        {
+            string reason;
+            try
+            {
+                if (JsonNode.Parse(File.ReadAllText(SettingsFile)) is JsonObject saved) return saved;
+                reason = "it does not hold a JSON object";
+            }
+            catch (JsonException e)
+            {
+                reason = e.Message;
+            }
+            throw new CliException($"{SettingsFile} is damaged ({reason}), so --resume cannot check the run's settings. " +
+                                   $"Delete {_out} (or choose another --out) to start over, or delete only reproduce.json and resume with the options the run was started with.");
         }
 
         private TrainerOptions TrainerOptionsFor(CpResNetConfig config, string stage, ExperimentData data) => WithSchedule(new TrainerOptions

@@ -84,16 +84,16 @@ public static class RunReader
     private static RunInfo ReadPruning(string directory, string name, int[]? inputShape)
     {
         var resultPath = Path.Combine(directory, "result.json");
-        PruneWorkflowResult result;
+        PruneWorkflowResult? result;
         try
         {
-            result = JsonSerializer.Deserialize<PruneWorkflowResult>(File.ReadAllText(resultPath))
-                ?? throw new InvalidDataException($"{resultPath} holds null.");
+            result = JsonSerializer.Deserialize<PruneWorkflowResult>(File.ReadAllText(resultPath));
         }
         catch (JsonException ex)
         {
-            throw new InvalidDataException($"{resultPath} is not a pruning result ({ex.Message}).", ex);
+            throw NotAResult(ex.Message, ex);
         }
+        if (result?.Steps is null || result.FinetuneRuns is null) throw NotAResult("it holds no steps or fine-tuning runs", null);
         var stages = new List<CurveStage>();
         int[]? shape = null;
         int finetuneEpochs = 0;
@@ -144,6 +144,10 @@ public static class RunReader
             RunDirectory = Path.GetFullPath(directory),
         };
         return new RunInfo(model, pruning, data, network);
+
+        InvalidDataException NotAResult(string reason, Exception? inner) => new(
+            $"{resultPath} is not a pruning result ({reason}). Delete it and run the command that made {Path.GetFullPath(directory)} " +
+            "(prune, or reproduce) again with --resume: the finished steps are reused and result.json is written again.", inner);
     }
 
     /// <summary>Size and cost of <paramref name="network"/>: parameters, MACs, and the stage widths it really has.</summary>
