@@ -107,7 +107,7 @@ def median_ms(step, device, iterations, warmup):
     return statistics.median(times)
 
 
-def bench(model_key, input_key, device, iterations, warmup):
+def bench(model_key, input_key, device, iterations, warmup, profile_steps=0):
     widths, _ = MODELS[model_key]
     input_name, shape, batch = INPUTS[input_key]
     torch.manual_seed(1)
@@ -136,14 +136,36 @@ def bench(model_key, input_key, device, iterations, warmup):
 
     model.train()
     train = median_ms(train_step, device, iterations, warmup)
+    profile = train_profile(train_step, profile_steps) if profile_steps > 0 else None
     model.eval()
     inference = median_ms(infer, device, iterations, warmup)
-    return {
+    result = {
         "model": NAMES[model_key], "input": input_name, "batch_size": batch,
         "train_step_ms": train, "inference_ms": inference,
         "train_samples_per_s": batch / (train / 1000), "inference_samples_per_s": batch / (inference / 1000),
         "peak_memory_bytes": peak,
     }
+    if profile is not None:
+        result["train_profile"] = profile
+    return result
+
+
+def train_profile(train_step, steps):
+    """Per op and input shapes, calls and milliseconds per training step (CPU time with and without the ops it calls),
+    from torch.profiler over `steps` steps after the timed ones; compare_ops.py lines it up with NeuralCore's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    # The first profiled steps of a process run slower (in one run 40 ms a step more for mel b64), so one step is
+    # profiled and thrown away first.
+    for count in (1, steps):
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(count):
+                train_step()
+    return [
+        {"op": e.key, "shapes": e.input_shapes, "calls": e.count / steps,
+         "total_ms": e.cpu_time_total / 1000 / steps, "self_ms": e.self_cpu_time_total / 1000 / steps}
+        for e in prof.key_averages(group_by_input_shape=True)
+    ]
 
 
 def main():
@@ -155,6 +177,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--tf32", action="store_true", help="allow TF32 in cuBLAS and cuDNN (default off: exact FP32, as NeuralCore)")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its algorithms (torch.backends.cudnn.benchmark)")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="also profile STEPS training steps per cell (torch.profiler, CPU time per op and input shapes) into the JSON's train_profile")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -173,7 +197,7 @@ def main():
     timings = []
     for model_key in args.models.split(","):
         for input_key in args.inputs.split(","):
-            timings.append(bench(model_key.strip(), input_key.strip(), device, args.iterations, args.warmup))
+            timings.append(bench(model_key.strip(), input_key.strip(), device, args.iterations, args.warmup, args.profile))
             t = timings[-1]
             print(f"{t['model']:<40} {t['input']:<14} b{t['batch_size']:<4} train {t['train_step_ms']:8.2f} ms  infer {t['inference_ms']:8.2f} ms",
                   file=sys.stderr)

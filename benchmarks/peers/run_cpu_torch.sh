@@ -10,6 +10,8 @@
 #   ITERATIONS       timed iterations per cell in both (default: 20; warm-up 5)
 #   ROUNDS           rounds of both programs (default: 3)
 #   CPUS             the two CPUs to run on (default: the first two with different core ids)
+#   PROFILE          1: also profile each training step on both sides and line them up per convolution
+#                    (compare_ops.py -> ops-<widths>-<input>.txt)
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -69,5 +71,24 @@ for i, t in enumerate(torch[0]["timings"]):
 print("speed-up = PyTorch's time / NeuralCore's, per round (min-max); inference: NeuralCore's compiled plan, PyTorch eager under no_grad")
 PY
 [[ ${PIPESTATUS[0]} -eq 0 ]] || failed=1
+
+if [[ "${PROFILE:-0}" == 1 ]]; then
+  # Per-op profiles of the training steps: PyTorch's (torch.profiler) and NeuralCore's (`bench --profile`), lined
+  # up convolution by convolution in ops-<widths>-<input>.txt.
+  echo "profiles: PyTorch"
+  OMP_NUM_THREADS=2 taskset -c "$cpus" "$python" "$here/cpresnet_torch.py" --device cpu --iterations 5 --profile 5 \
+    > "$out/torch-profile.json" 2> "$out/torch-profile.log" || failed=1
+  echo "profiles: NeuralCore"
+  for widths in "32 64 128" "24 48 72" "19 38 76"; do
+    for input in "1,28,28 256" "1,128,100 64"; do
+      read -r shape batch <<< "$input"
+      cell="${widths// /_}-${shape//,/x}"
+      taskset -c "$cpus" "$bin" bench --model cpresnet --channel-width "$widths" --input-shape "$shape" --batch-size "$batch" \
+        --mode train --threads 2 --iterations "$iterations" --warmup 5 --profile --json \
+        > "$out/neuralcore-profile-$cell.json" 2>> "$out/neuralcore-profile.log" || failed=1
+      "$python" "$here/compare_ops.py" "$out/torch-profile.json" "$out/neuralcore-profile-$cell.json" > "$out/ops-$cell.txt" || failed=1
+    done
+  done
+fi
 echo "outputs in $out"
 exit $failed
