@@ -114,12 +114,15 @@ public sealed class MelFrontEnd
         return MelFilterBank.Kaldi(Mel.NMels, Mel.NFft, Mel.SampleRate, fMin, fMax);
     }
 
-    // torchaudio's mask_along_axis: width = U[0, 1) * maxWidth, start = floor(U[0, 1) * (size - width)), end = floor(start' + width).
-    private static (int Start, int End) DrawMask(Generator generator, int maxWidth, int size)
+    /// <summary>
+    /// torchaudio's mask_along_axis: width = U[0, 1) * maxWidth, start = U[0, 1) * (size - width), and the mask covers
+    /// [floor(start), floor(start) + floor(width)): 0 to maxWidth - 1 bins or frames, each as likely.
+    /// </summary>
+    internal static (int Start, int End) DrawMask(Generator generator, int maxWidth, int size)
     {
         double width = generator.NextDouble() * maxWidth;
         double start = generator.NextDouble() * Math.Max(0, size - width);
-        int s = (int)Math.Floor(start), e = (int)Math.Floor(start + width);
+        int s = (int)Math.Floor(start), e = s + (int)Math.Floor(width);
         return (Math.Clamp(s, 0, size), Math.Clamp(e, 0, size));
     }
 

@@ -133,6 +133,28 @@ public class FrontEndTests
         Assert.Equal(expected / 6, batch.Loss(logits).ToArray()[0], 1e-5);
     }
 
+    /// <summary>
+    /// A mask covers floor(width) bins from floor(start), as torchaudio's mask_along_axis draws it: 0 to maxWidth - 1 of
+    /// them, each about as often, never maxWidth (floor(start + width) would reach it and widen the mean by half a bin).
+    /// </summary>
+    [Fact]
+    public void MasksAreDrawnAsTorchaudioDrawsThem()
+    {
+        var generator = new Generator(5);
+        var counts = new int[11];
+        for (int i = 0; i < 20_000; i++)
+        {
+            var (start, end) = MelFrontEnd.DrawMask(generator, 10, 100);
+            Assert.InRange(start, 0, 100);
+            counts[end - start]++;
+        }
+        Assert.Equal(0, counts[10]);
+        Assert.All(counts[..10], c => Assert.InRange(c, 1_700, 2_300));
+        // A maximum width of 1 masks nothing, as in torchaudio.
+        var (first, last) = MelFrontEnd.DrawMask(new Generator(1), 1, 100);
+        Assert.Equal(first, last);
+    }
+
     [Fact]
     public void AugmentConfigRoundTripsAndValidates()
     {
