@@ -41,12 +41,14 @@ public sealed class DependencyGraph
     public IReadOnlySet<string> IgnoredModules { get; }
 
     /// <summary>
-    /// Traces <paramref name="model"/> on <paramref name="exampleInput"/> (eval mode, no gradients; the model's
-    /// mode is restored) and builds the groups. Output channels of modules named in <paramref name="ignoredModules"/>
+    /// Traces <paramref name="model"/> on <paramref name="exampleInput"/> (copied to the device of the model's weights
+    /// where it lies elsewhere; eval mode, no gradients; the model's mode is restored) and builds the groups. Output channels of modules named in <paramref name="ignoredModules"/>
     /// are kept (their input channels still follow their producers). The model's own output is never pruned.
     /// </summary>
     public static DependencyGraph Build(Module model, Tensor exampleInput, IEnumerable<string>? ignoredModules = null)
     {
+        // The example goes where the weights are: a model fine-tuned on a GPU between two pruning steps is traced there.
+        if (model.Parameters().FirstOrDefault()?.Device is { } device && exampleInput.Device != device) exampleInput = exampleInput.To(device);
         var wasTraining = model.Training;
         model.Eval();
         Tensor output;

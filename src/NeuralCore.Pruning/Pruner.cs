@@ -84,8 +84,10 @@ public sealed class Pruner
     /// <summary>Steps taken so far.</summary>
     public int CurrentStep { get; private set; }
 
-    /// <summary>The ratio step <paramref name="step"/> (1-based) aims at: ratio * step / K.</summary>
-    public double RatioAt(int step) => Options.Ratio * step / Options.IterativeSteps;
+    /// <summary>The ratio step <paramref name="step"/> (1-based) aims at: ratio * step / K, and the ratio itself at the last step.</summary>
+    /// <remarks>ratio * K / K is not always the ratio in floating point (0.2 * 3 / 3 is 0.20000000000000004), and the kept
+    /// width's floor would then differ by a channel from a one-step run's.</remarks>
+    public double RatioAt(int step) => step == Options.IterativeSteps ? Options.Ratio : Options.Ratio * step / Options.IterativeSteps;
 
     /// <summary>Runs the next iterative step: plans at <see cref="RatioAt"/> and applies it to the model and <paramref name="optimizer"/>.</summary>
     public PruningStepResult Step(Optimizer? optimizer = null)

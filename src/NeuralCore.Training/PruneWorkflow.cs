@@ -205,14 +205,27 @@ public sealed class PruneWorkflow(PruneWorkflowOptions options, IProgressReporte
 
     private void AccumulateGradients(Module model, DataLoader train)
     {
+        var wasTraining = model.Training;
         model.Train();
         model.ZeroGrad();
         var device = model.Parameters().First().Device;
-        var batches = 0;
-        foreach (var batch in train)
+        // Training-mode batch norms update their running statistics; these passes only score the channels, so the
+        // statistics are put back afterwards (a pruned model saved without fine-tuning keeps its own).
+        var buffers = model.Buffers().Select(b => (Buffer: b, Saved: b.Clone())).ToList();
+        try
         {
-            Functional.CrossEntropy(model.Call(batch.Inputs.To(device)), batch.Targets.To(device)).Backward();
-            if (++batches >= Options.TaylorBatches) break;
+            var batches = 0;
+            foreach (var batch in train)
+            {
+                Functional.CrossEntropy(model.Call(batch.Inputs.To(device)), batch.Targets.To(device)).Backward();
+                if (++batches >= Options.TaylorBatches) break;
+            }
+        }
+        finally
+        {
+            using (Autograd.Autograd.NoGrad())
+                foreach (var (buffer, saved) in buffers) buffer.CopyFrom(saved);
+            model.Train(wasTraining);
         }
     }
 

@@ -75,6 +75,25 @@ public class PruneCommandTests
         Assert.Contains("stage2.block1.shortcut.conv.weight[dim 1]", stdout);
     }
 
+    /// <summary>
+    /// Taylor importance scores channels from a few training-mode passes, which would move the batch norms' running
+    /// statistics: they are put back, so a model pruned without fine-tuning keeps its own (a fresh model's 0 and 1).
+    /// </summary>
+    [Fact]
+    public void Prune_WithTaylorImportance_LeavesTheRunningStatisticsAlone()
+    {
+        using var data = new TinyMnist();
+        var output = Path.Combine(data.Root, "taylor");
+        var (code, _, stderr) = Cli.Run("prune", "--checkpoint", BigCheckpoint(data), "--ratio", "0.4", "--importance", "taylor",
+            "--batch-size", "32", "--data-dir", data.DataDir, "--validation-count", "16", "--out", output);
+        Assert.True(code == 0, stderr);
+        var state = TensorIO.LoadSafeTensors(Path.Combine(output, "pruned.safetensors")).Tensors;
+        var means = state.Where(p => p.Key.EndsWith("running_mean", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(means);
+        Assert.All(means, p => Assert.All(p.Value.ToArray(), v => Assert.Equal(0f, v)));
+        Assert.All(state.Where(p => p.Key.EndsWith("running_var", StringComparison.Ordinal)), p => Assert.All(p.Value.ToArray(), v => Assert.Equal(1f, v)));
+    }
+
     [Theory]
     [InlineData("{\n  \"ParametersBefore\": 131316,\n  \"MacsBefore\": 14", "LineNumber: 2")]
     [InlineData("null", "it holds no list of steps")]

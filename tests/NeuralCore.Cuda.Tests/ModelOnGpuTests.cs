@@ -67,6 +67,32 @@ public class ModelOnGpuTests : GpuTest
         var x = Rand([2, 1, 28, 28], 9, 0, 1);
         Close(cpuModel.Forward(x), gpuModel.Forward(OnGpu(x)), 1e-4f, 1e-4f, "pruned model output");
     }
+
+    /// <summary>
+    /// The pruner made with an example on the CPU, its model then moved to the GPU between two steps (as `prune --device
+    /// cuda` fine-tunes it there): the next step traces on the GPU and keeps the CPU's channels.
+    /// </summary>
+    [Fact]
+    public void PruningAModelMovedToTheGpuBetweenStepsTracesItThere()
+    {
+        Cuda();
+        var example = Tensor.Zeros([1, 1, 28, 28]);
+        var options = new PrunerOptions { Ratio = 0.4, IterativeSteps = 2 };
+        var cpuModel = Model();
+        new Pruner(cpuModel, example, options).Run();
+        var gpuModel = Model();
+        var pruner = new Pruner(gpuModel, example, options);
+        pruner.Step();
+        gpuModel.To(Device.Cuda(0));
+        pruner.Step();
+        Assert.Equal(cpuModel.ParameterCount(), gpuModel.ParameterCount());
+        var cpuState = cpuModel.StateDict();
+        foreach (var (name, t) in gpuModel.StateDict())
+        {
+            Assert.Equal(Device.Cuda(0), t.Device);
+            Assert.Equal(cpuState[name].ShapeArray(), t.ShapeArray());
+        }
+    }
 }
 
 /// <summary>Tests that read the device's memory counters run alone: other tests allocating at the same time would move them.</summary>

@@ -218,6 +218,23 @@ public class PrunerTests
         Assert.Equal(new[] { 1f, 1, 3, 3 }, ((Conv2d)model[0]).Weight.ToArray());
     }
 
+    /// <summary>The last of K steps prunes to the ratio itself, so K steps keep what one step keeps (0.2 * 3 / 3 is not 0.2 in floating point).</summary>
+    [Theory]
+    [InlineData(0.2, 3)]
+    [InlineData(0.7, 3)]
+    [InlineData(0.4, 2)]
+    public void IterativeStepsEndAtTheRatioItself(double ratio, int steps)
+    {
+        Sequential Model() => new(new Conv2d(2, 40, 1, bias: false), new BatchNorm2d(40), new Conv2d(40, 3, 1, bias: false));
+        var oneStep = new Pruner(Model(), Input(), new PrunerOptions { Ratio = ratio });
+        oneStep.Run();
+        var iterative = new Pruner(Model(), Input(), new PrunerOptions { Ratio = ratio, IterativeSteps = steps });
+        var results = iterative.Run();
+        Assert.Equal(ratio, results[^1].Ratio);
+        Assert.Equal((int)(40 * (1 - ratio)), oneStep.Graph.Groups.Single().Width);
+        Assert.Equal(oneStep.Graph.Groups.Single().Width, iterative.Graph.Groups.Single().Width);
+    }
+
     [Fact]
     public void GlobalPruningRanksAcrossGroups()
     {
