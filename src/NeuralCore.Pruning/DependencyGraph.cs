@@ -37,7 +37,10 @@ public sealed class DependencyGraph
     /// <summary>The recorded ops of the traced forward pass in execution order.</summary>
     public IReadOnlyList<Node> Nodes => _nodes;
 
-    /// <summary>Names of the modules whose output channels are never pruned.</summary>
+    /// <summary>
+    /// Names of the modules whose output channels are never pruned, with everything inside them (a block's name keeps
+    /// every layer of the block; a batch norm's keeps the channels it normalises), as Torch-Pruning's ignored layers.
+    /// </summary>
     public IReadOnlySet<string> IgnoredModules { get; }
 
     /// <summary>
@@ -67,9 +70,15 @@ public sealed class DependencyGraph
         Model = model;
         IgnoredModules = ignored;
         var knownModules = model.NamedModules().Select(m => m.Name).ToHashSet();
+        var parameterModules = model.NamedParameters().Select(p => ModuleName(p.Name)).ToList();
         foreach (var name in ignored)
+        {
             if (!knownModules.Contains(name))
                 throw new ArgumentException($"Ignored layer '{name}' is not a module of this model. Known modules: {string.Join(", ", knownModules.Where(n => n.Length > 0).Take(40))}.");
+            if (!parameterModules.Any(module => Within(module, name)))
+                throw new ArgumentException($"Ignored layer '{name}' holds no weights (an activation or a pool: its channels are its input's); " +
+                                            "name the convolution, linear layer or batch norm whose output channels to keep, or a block that holds them.");
+        }
         foreach (var (name, p) in model.NamedParameters()) _sliceable[p] = name;
         foreach (var (name, b) in model.NamedBuffers()) _sliceable[b] = name;
 
@@ -317,7 +326,10 @@ public sealed class DependencyGraph
             // The producer: the first-registered parameter whose dimension 0 is in the group (a conv/linear weight row).
             var producers = members.Where(s => s.Dim == 0 && s.Tensor is Parameter && s.Tensor.Rank >= 2).ToList();
             if (producers.Count == 0) continue;
-            if (producers.Any(s => IgnoredModules.Contains(ModuleName(_sliceable[s.Tensor])))) continue;
+            // An ignored module keeps its output channels: a group whose output side (dimension 0: a producer's rows, a
+            // batch norm's parameters and statistics, a bias) lies in one is left whole. Its input channels follow their
+            // producers (a consumer's dimension 1).
+            if (IgnoredModules.Any(name => members.Any(m => m.Dim == 0 && Within(ModuleName(_sliceable[m.Tensor]), name)))) continue;
 
             var unitIds = new Dictionary<int, int>();
             var unitIndices = new List<Dictionary<int, List<int>>>();
@@ -339,6 +351,10 @@ public sealed class DependencyGraph
         }
         return groups.OrderBy(g => g.Members.Where(m => m.IsParameter).Min(m => order.GetValueOrDefault(m.Name, int.MaxValue))).ToList();
     }
+
+    /// <summary>Whether module <paramref name="module"/> is <paramref name="container"/> or lies inside it.</summary>
+    private static bool Within(string module, string container) =>
+        module == container || module.StartsWith(container + ".", StringComparison.Ordinal);
 
     /// <summary>Weights (rank ≥ 2) and batch-norm scales count towards magnitude importance; biases and shifts do not (Torch-Pruning's default).</summary>
     private bool IsScored(Space s) => s.Tensor is Parameter && (s.Tensor.Rank >= 2 || _bnGammas.Contains(s.Tensor));

@@ -62,11 +62,20 @@ public class DependencyGraphTests
         var model = new Sequential(new ConvBnRelu(2, 6, 3, 1, g), new ConvBnRelu(6, 4, 3, 1, g), new Conv2d(4, 3, 1));
         var graph = DependencyGraph.Build(model, Input());
         Assert.DoesNotContain(graph.Groups, gr => gr.Name == "2");
-        var ignored = DependencyGraph.Build(model, Input(), ["1.conv"]);
-        Assert.Single(ignored.Groups);
-        Assert.Equal("0.conv", ignored.Groups[0].Name);
+        // The convolution, its batch norm or the block holding both keeps that group whole (Torch-Pruning's rule: a group
+        // with an ignored module among those whose output channels it cuts is not pruned).
+        foreach (var name in new[] { "1.conv", "1.bn", "1" })
+        {
+            var ignored = DependencyGraph.Build(model, Input(), [name]);
+            Assert.Equal("0.conv", Assert.Single(ignored.Groups).Name);
+        }
+        // The classifier, whose outputs are never pruned, may be named too.
+        Assert.Equal(2, DependencyGraph.Build(model, Input(), ["2"]).Groups.Count);
         var ex = Assert.Throws<ArgumentException>(() => DependencyGraph.Build(model, Input(), ["nope"]));
         Assert.Contains("nope", ex.Message);
+        var withActivation = new Sequential(new Conv2d(2, 6, 3, padding: 1), new ReLU(), new Conv2d(6, 3, 1));
+        var noWeights = Assert.Throws<ArgumentException>(() => DependencyGraph.Build(withActivation, Input(), ["1"]));
+        Assert.Contains("'1' holds no weights", noWeights.Message);
     }
 
     [Fact]

@@ -36,7 +36,7 @@ internal static class PruneCommand
         var maxRatio = new Option<double>("--max-ratio") { Description = "No group loses more than this fraction of its channels.", DefaultValueFactory = _ => 1.0 };
         var ignore = new Option<string[]>("--ignore")
         {
-            Description = "Modules whose output channels are kept (the classifier always is), e.g. --ignore stage3.block2.conv1.",
+            Description = "Modules whose output channels are kept, and the channels coupled to them (the classifier's always are); a block's name keeps every layer in it, e.g. --ignore stage3.block2.conv1 or --ignore stage3.block2.",
             AllowMultipleArgumentsPerToken = true,
             HelpName = "NAME",
         };
