@@ -89,21 +89,25 @@ public sealed class Pruner
     /// width's floor would then differ by a channel from a one-step run's.</remarks>
     public double RatioAt(int step) => step == Options.IterativeSteps ? Options.Ratio : Options.Ratio * step / Options.IterativeSteps;
 
-    /// <summary>Runs the next iterative step: plans at <see cref="RatioAt"/> and applies it to the model and <paramref name="optimizer"/>.</summary>
-    public PruningStepResult Step(Optimizer? optimizer = null)
+    /// <summary>
+    /// Runs the next iterative step: plans at <see cref="RatioAt"/>, or at <paramref name="ratio"/> when given (a last
+    /// step's ratio searched again for a budget, say), and applies it to the model and <paramref name="optimizer"/>.
+    /// </summary>
+    public PruningStepResult Step(Optimizer? optimizer = null, double? ratio = null)
     {
         if (CurrentStep >= Options.IterativeSteps)
             throw new InvalidOperationException($"All {Options.IterativeSteps} pruning steps are done.");
+        if (ratio is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(ratio), ratio, "A step's ratio must lie in [0, 1).");
         CurrentStep++;
-        var ratio = RatioAt(CurrentStep);
-        var plan = Plan(ratio);
+        ratio ??= RatioAt(CurrentStep);
+        var plan = Plan(ratio.Value);
         var before = Graph.Groups.ToDictionary(g => g.Name, g => g.Width);
         var (paramsBefore, macsBefore) = (_model.ParameterCount(), CountMacs(Graph, null));
         var (paramsAfter, macsAfter) = (CountParameters(plan), CountMacs(Graph, plan));
         Apply(plan, optimizer);
         Graph = DependencyGraph.Build(_model, _exampleInput, Options.IgnoredLayers);
         var widths = Graph.Groups.Select(g => new GroupWidth(g.Name, _initialWidths.GetValueOrDefault(g.Name, g.Width), before.GetValueOrDefault(g.Name, g.Width), g.Width)).ToList();
-        return new PruningStepResult(CurrentStep, ratio, paramsBefore, paramsAfter, macsBefore, macsAfter, widths);
+        return new PruningStepResult(CurrentStep, ratio.Value, paramsBefore, paramsAfter, macsBefore, macsAfter, widths);
     }
 
     /// <summary>Runs all remaining steps without fine-tuning in between.</summary>

@@ -106,7 +106,7 @@ public sealed class PruneWorkflow(PruneWorkflowOptions options, IProgressReporte
             if (Options.SparseEpochs > 0) SparseTraining(model, train!, validation!, cancellationToken);
             var probe = new Pruner(model, example, Options.Pruner);
             macsBefore = Pruner.CountMacs(probe.Graph, null);
-            prunerOptions = Options.Pruner with { Ratio = FindRatio(probe) };
+            prunerOptions = Options.Pruner with { Ratio = FindRatio(probe, "smallest ratio") ?? Options.Pruner.Ratio };
             record = record with { ParametersBefore = parametersBefore, MacsBefore = macsBefore, Ratio = prunerOptions.Ratio, InitialWidths = probe.InitialWidths.ToDictionary() };
         }
         else
@@ -126,7 +126,12 @@ public sealed class PruneWorkflow(PruneWorkflowOptions options, IProgressReporte
         {
             cancellationToken.ThrowIfCancellationRequested();
             if (prunerOptions.Importance.Criterion == ImportanceCriterion.Taylor) AccumulateGradients(model, train!);
-            var step = pruner.Step();
+            // With a budget, the last of several steps prunes to the ratio that meets it from where the model is now: the
+            // first search planned one step, and global ranking re-ranks (and fine-tuning re-weights) between steps, which
+            // left globally pruned models up to a fifth over the budget.
+            double? lastRatio = pruner.CurrentStep == prunerOptions.IterativeSteps - 1 && prunerOptions.IterativeSteps > 1
+                ? FindRatio(pruner, "the last step") : null;
+            var step = pruner.Step(ratio: lastRatio);
             model.ZeroGrad();
             steps.Add(step);
             _reporter.Message(string.Create(CultureInfo.InvariantCulture,
@@ -153,14 +158,16 @@ public sealed class PruneWorkflow(PruneWorkflowOptions options, IProgressReporte
             SaveRecord(record);
         }
 
-        model.Save(FinalCheckpoint, Metadata(prunerOptions.Ratio));
+        // The ratio the last step reached (with a budget and several steps, searched again for it).
+        var finalRatio = steps.Count > 0 ? steps[^1].Ratio : prunerOptions.Ratio;
+        model.Save(FinalCheckpoint, Metadata(finalRatio));
         TestReport? report = null;
         if (test is not null)
         {
             report = Evaluator.Test(model, test, Options.Finetune.Device);
             AtomicFile.WriteText(Path.Combine(Options.OutputDirectory, "test.json"), JsonSerializer.Serialize(report, RunFiles.Indented) + "\n");
         }
-        var result = new PruneWorkflowResult(prunerOptions.Ratio, parametersBefore, model.ParameterCount(), macsBefore,
+        var result = new PruneWorkflowResult(finalRatio, parametersBefore, model.ParameterCount(), macsBefore,
             Pruner.CountMacs(pruner.Graph, null), steps, FinalCheckpoint, runs, report);
         AtomicFile.WriteText(Path.Combine(Options.OutputDirectory, "result.json"), JsonSerializer.Serialize(result, RunFiles.Indented) + "\n");
         return result;
@@ -172,16 +179,20 @@ public sealed class PruneWorkflow(PruneWorkflowOptions options, IProgressReporte
         ["pruning_importance"] = Options.Pruner.Importance.Criterion.ToString(),
     };
 
-    private double FindRatio(Pruner probe)
+    /// <summary>
+    /// The smallest ratio that brings the model as <paramref name="pruner"/> holds it now to the budget (reported as
+    /// <paramref name="what"/>), or null without a budget.
+    /// </summary>
+    private double? FindRatio(Pruner pruner, string what)
     {
-        if (Options.TargetParameters is null && Options.TargetMacs is null) return Options.Pruner.Ratio;
+        if (Options.TargetParameters is null && Options.TargetMacs is null) return null;
         if (Options.TargetParameters is not null && Options.TargetMacs is not null)
             throw new ArgumentException("Give a parameter budget or a MAC budget, not both.");
-        var found = Options.TargetParameters is { } p ? probe.FindRatioForParameters(p) : probe.FindRatioForMacs(Options.TargetMacs!.Value);
-        var what = Options.TargetParameters is { } tp ? $"{tp:N0} parameters" : $"{Options.TargetMacs:N0} MACs";
+        var found = Options.TargetParameters is { } p ? pruner.FindRatioForParameters(p) : pruner.FindRatioForMacs(Options.TargetMacs!.Value);
+        var budget = Options.TargetParameters is { } tp ? $"{tp:N0} parameters" : $"{Options.TargetMacs:N0} MACs";
         if (found is not { } ratio)
-            throw new ArgumentException($"No ratio brings this model down to {what}: even the largest ratio that keeps a channel in every group leaves more.");
-        _reporter.Message(string.Create(CultureInfo.InvariantCulture, $"smallest ratio for at most {what}: {ratio:0.####}"));
+            throw new ArgumentException($"No ratio brings this model down to {budget}: even the largest ratio that keeps a channel in every group leaves more.");
+        _reporter.Message(string.Create(CultureInfo.InvariantCulture, $"{what} for at most {budget}: {ratio:0.####}"));
         return ratio;
     }
 

@@ -76,6 +76,27 @@ public class PruneCommandTests
     }
 
     /// <summary>
+    /// A parameter budget met by global pruning in several steps: the first search plans one step, global ranking
+    /// re-ranks between steps, so the last step searches again from where the model is; the result is within the budget.
+    /// </summary>
+    [Fact]
+    public void Prune_GlobalInSeveralStepsToABudget_EndsWithinIt()
+    {
+        using var data = new TinyMnist();
+        var (code, stdout, stderr) = Cli.Run("prune", "--checkpoint", BigCheckpoint(data), "--global", "--iterative-steps", "4",
+            "--target-params", "59804", "--data-dir", data.DataDir, "--validation-count", "16", "--out", Path.Combine(data.Root, "global"), "--json");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("the last step for at most 59,804 parameters:", stderr);
+        using var json = JsonDocument.Parse(stdout);
+        var root = json.RootElement;
+        long after = root.GetProperty("parameters_after").GetInt64();
+        Assert.InRange(after, 50_000, 59_804);
+        var steps = root.GetProperty("steps").EnumerateArray().ToList();
+        Assert.Equal(4, steps.Count);
+        Assert.Equal(after, steps[^1].GetProperty("ParametersAfter").GetInt64());
+    }
+
+    /// <summary>
     /// Taylor importance scores channels from a few training-mode passes, which would move the batch norms' running
     /// statistics: they are put back, so a model pruned without fine-tuning keeps its own (a fresh model's 0 and 1).
     /// </summary>
