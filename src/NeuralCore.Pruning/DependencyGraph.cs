@@ -317,7 +317,7 @@ public sealed class DependencyGraph
             if (!bySet.TryGetValue(root, out var list)) bySet[root] = list = [];
             list.Add(s);
         }
-        var groups = new List<PruningGroup>();
+        var found = new List<(string Producer, List<GroupMember> Members, List<PruningUnit> Units)>();
         foreach (var spaces in bySet.Values)
         {
             if (spaces.Any(s => _blockedSpaces.Contains(s.Id))) continue;
@@ -347,8 +347,12 @@ public sealed class DependencyGraph
             var units = unitIndices.Select((u, id) => new PruningUnit(id,
                 u.ToDictionary(kv => memberIndex[kv.Key], kv => (IReadOnlyList<int>)kv.Value))).ToList();
             var producerName = producers.Select(p => _sliceable[p.Tensor]).OrderBy(n => order.GetValueOrDefault(n, int.MaxValue)).First();
-            groups.Add(new PruningGroup(ModuleName(producerName), memberList, units));
+            found.Add((producerName, memberList, units));
         }
+        // A group is named after its producing module; where one module produces several groups (two weights of its
+        // own), each is named after its producing weight instead, so names stay unique.
+        var shared = found.GroupBy(f => ModuleName(f.Producer)).Where(g => g.Count() > 1).Select(g => g.Key).ToHashSet();
+        var groups = found.Select(f => new PruningGroup(shared.Contains(ModuleName(f.Producer)) ? f.Producer : ModuleName(f.Producer), f.Members, f.Units));
         return groups.OrderBy(g => g.Members.Where(m => m.IsParameter).Min(m => order.GetValueOrDefault(m.Name, int.MaxValue))).ToList();
     }
 

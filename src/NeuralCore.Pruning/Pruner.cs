@@ -19,7 +19,7 @@ public sealed record PrunerOptions
     /// <summary>Rank all groups' channels together instead of applying the ratio to each group.</summary>
     public bool Global { get; init; }
 
-    /// <summary>Ratios for particular groups, by producing module name (local pruning).</summary>
+    /// <summary>Ratios in [0, 1) for particular groups, by group name (the first producing layer's; local pruning): each replaces <see cref="Ratio"/> for its group and follows the same step schedule.</summary>
     public IReadOnlyDictionary<string, double> LayerRatios { get; init; } = new Dictionary<string, double>();
 
     /// <summary>No group loses more than this fraction of its initial width.</summary>
@@ -69,6 +69,13 @@ public sealed class Pruner
             throw new ArgumentOutOfRangeException(nameof(options), options.StepsDone, $"StepsDone must lie in [0, {options.IterativeSteps}].");
         Graph = DependencyGraph.Build(model, exampleInput, options.IgnoredLayers);
         _initialWidths = Graph.Groups.ToDictionary(g => g.Name, g => options.InitialWidths?.GetValueOrDefault(g.Name, g.Width) ?? g.Width);
+        foreach (var (name, layerRatio) in options.LayerRatios)
+        {
+            if (!_initialWidths.ContainsKey(name))
+                throw new ArgumentException($"LayerRatios names '{name}', which is no group of this model; groups are named after their first producing layer: {string.Join(", ", _initialWidths.Keys.Take(40))}.", nameof(options));
+            if (layerRatio is < 0 or >= 1)
+                throw new ArgumentOutOfRangeException(nameof(options), layerRatio, $"The ratio of group '{name}' must lie in [0, 1).");
+        }
         CurrentStep = options.StepsDone;
     }
 
@@ -100,7 +107,7 @@ public sealed class Pruner
         if (ratio is < 0 or >= 1) throw new ArgumentOutOfRangeException(nameof(ratio), ratio, "A step's ratio must lie in [0, 1).");
         CurrentStep++;
         ratio ??= RatioAt(CurrentStep);
-        var plan = Plan(ratio.Value);
+        var plan = Plan(ratio.Value, (double)CurrentStep / Options.IterativeSteps);
         var before = Graph.Groups.ToDictionary(g => g.Name, g => g.Width);
         var (paramsBefore, macsBefore) = (_model.ParameterCount(), CountMacs(Graph, null));
         var (paramsAfter, macsAfter) = (CountParameters(plan), CountMacs(Graph, plan));
@@ -120,21 +127,28 @@ public sealed class Pruner
 
     /// <summary>
     /// The kept width of a group of initial width <paramref name="initial"/> at <paramref name="ratio"/> (0 = leave alone).
-    /// A per-layer ratio takes the place of <see cref="PrunerOptions.Ratio"/> and follows the same step schedule.
+    /// A per-layer ratio takes the place of the ratio: <paramref name="layerFraction"/> of it, the share of the step
+    /// schedule done (1 at the last step).
     /// </summary>
-    private int KeptWidth(string name, int initial, double ratio)
+    private int KeptWidth(string name, int initial, double ratio, double layerFraction)
     {
         var r = ratio;
-        if (Options.LayerRatios.TryGetValue(name, out var layerRatio))
-            r = Options.Ratio > 0 ? layerRatio * ratio / Options.Ratio : layerRatio;
+        if (Options.LayerRatios.TryGetValue(name, out var layerRatio)) r = layerRatio * layerFraction;
         r = Math.Min(r, Options.MaxRatio);
         var keep = (int)(initial * (1.0 - r));
         if (Options.RoundTo > 1) keep = keep / Options.RoundTo * Options.RoundTo;
         return keep;
     }
 
-    /// <summary>The channels a step at <paramref name="ratio"/> would remove from the current model (nothing is changed).</summary>
-    public PruningPlan Plan(double ratio)
+    /// <summary>
+    /// The channels a step at <paramref name="ratio"/> would remove from the current model (nothing is changed); per-layer
+    /// ratios apply in the share ratio / <see cref="PrunerOptions.Ratio"/> of them, as at the step of the schedule that
+    /// reaches <paramref name="ratio"/>.
+    /// </summary>
+    public PruningPlan Plan(double ratio) => Plan(ratio, Options.Ratio > 0 ? Math.Min(1, ratio / Options.Ratio) : 1);
+
+    /// <summary>The channels a step at <paramref name="ratio"/> would remove, per-layer ratios at <paramref name="layerFraction"/> of theirs.</summary>
+    private PruningPlan Plan(double ratio, double layerFraction)
     {
         var removals = new Dictionary<PruningGroup, IReadOnlyList<int>>();
         var scores = Graph.Groups.ToDictionary(g => g, g => Options.Importance.Score(g));
@@ -143,7 +157,7 @@ public sealed class Pruner
             foreach (var g in Graph.Groups)
             {
                 var initial = _initialWidths.GetValueOrDefault(g.Name, g.Width);
-                var keep = KeptWidth(g.Name, initial, ratio);
+                var keep = KeptWidth(g.Name, initial, ratio, layerFraction);
                 if (keep <= 0 || keep >= g.Width) continue;
                 var chosenUnits = SelectRemovals(g, scores[g], g.Width - keep);
                 if (chosenUnits.Length > 0) removals[g] = chosenUnits;
@@ -269,10 +283,12 @@ public sealed class Pruner
 
     /// <summary>
     /// The smallest ratio (to 1e-4) whose pruned model has at most <paramref name="budget"/> of what
-    /// <paramref name="measure"/> counts, or null when even the largest ratio does not get there.
+    /// <paramref name="measure"/> counts, or null when even the largest ratio does not get there. Per-layer ratios stay
+    /// the groups' own (as at the last step) whatever the ratio tried.
     /// </summary>
     public double? FindRatio(long budget, Func<PruningPlan, long> measure)
     {
+        PruningPlan Plan(double ratio) => this.Plan(ratio, 1);
         if (measure(Plan(0)) <= budget) return 0;
         // Above 1 - 1/C0 a group would keep nothing and is left alone, so the count stops falling: search below it.
         var smallest = _initialWidths.Count == 0 ? 1 : _initialWidths.Values.Min();

@@ -26,7 +26,10 @@ public sealed class PruningGroup
         Units = units;
     }
 
-    /// <summary>The module whose output channels the group is (its first producer, e.g. <c>stage1.block1.conv1</c>).</summary>
+    /// <summary>
+    /// The module whose output channels the group is (its first producer, e.g. <c>stage1.block1.conv1</c>); where one
+    /// module produces several groups, the producing weight (e.g. <c>mixer.w1</c>).
+    /// </summary>
     public string Name { get; }
 
     /// <summary>The sliced dimensions of parameters and buffers.</summary>

@@ -78,6 +78,32 @@ public class DependencyGraphTests
         Assert.Contains("'1' holds no weights", noWeights.Message);
     }
 
+    /// <summary>A module with two producing weights of its own: its groups are named after the weights, and prune as any.</summary>
+    [Fact]
+    public void GroupsOfOneModuleAreNamedAfterTheirWeights()
+    {
+        var model = new Sequential(new ThreeWeights(new Generator(4)), new Conv2d(5, 3, 1));
+        var pruner = new Pruner(model, Input(), new PrunerOptions { Ratio = 0.5 });
+        Assert.Equal(["0.w1", "0.w2", "0.w3"], pruner.Graph.Groups.Select(g => g.Name));
+        pruner.Run();
+        Assert.Equal([3, 2, 2], pruner.Graph.Groups.Select(g => g.Width));
+        Assert.Equal([2, 3, 8, 8], model.Call(Input()).ShapeArray());
+    }
+
+    private sealed class ThreeWeights : Module
+    {
+        private readonly Parameter _w1, _w2, _w3;
+
+        public ThreeWeights(Generator g)
+        {
+            _w1 = RegisterParameter("w1", new Parameter(Tensor.Randn([6, 2, 1, 1], g)))!;
+            _w2 = RegisterParameter("w2", new Parameter(Tensor.Randn([4, 6, 1, 1], g)))!;
+            _w3 = RegisterParameter("w3", new Parameter(Tensor.Randn([5, 4, 1, 1], g)))!;
+        }
+
+        public override Tensor Forward(Tensor x) => Functional.Conv2d(Functional.Conv2d(Functional.Conv2d(x, _w1), _w2), _w3);
+    }
+
     [Fact]
     public void DescribeListsGroupsWithWidths()
     {
@@ -283,6 +309,30 @@ public class PrunerTests
         Assert.True(pruner.CountParameters(pruner.Plan(ratio)) <= budget);
         Assert.True(pruner.CountParameters(pruner.Plan(ratio - 2e-4)) > budget);
         Assert.Null(pruner.FindRatioForParameters(10));
+    }
+
+    /// <summary>
+    /// With a per-layer ratio the search keeps that group's own ratio whatever ratio it tries, so a run at the ratio it
+    /// finds (in one step or several) lands on the count it predicted; a name that is no group is refused.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    public void ABudgetSearchKeepsPerLayerRatiosFixed(int steps)
+    {
+        var layerRatios = new Dictionary<string, double> { ["1.conv"] = 0.5 };
+        Sequential Model() => new(new ConvBnRelu(2, 32, 3, 1, new Generator(2)), new ConvBnRelu(32, 64, 3, 1, new Generator(3)), new Conv2d(64, 10, 1));
+        var model = Model();
+        var budget = model.ParameterCount() * 2 / 5;
+        var probe = new Pruner(model, Input(), new PrunerOptions { Ratio = 0.2, LayerRatios = layerRatios });
+        var ratio = probe.FindRatioForParameters(budget)!.Value;
+        var run = new Pruner(model, Input(), new PrunerOptions { Ratio = ratio, IterativeSteps = steps, LayerRatios = layerRatios });
+        run.Run();
+        Assert.InRange(model.ParameterCount(), budget * 9 / 10, budget);
+        Assert.Equal((int)(64 * (1 - 0.5)), run.Graph.Groups.Single(gr => gr.Name == "1.conv").Width);
+        var error = Assert.Throws<ArgumentException>(() => new Pruner(Model(), Input(),
+            new PrunerOptions { Ratio = 0.2, LayerRatios = new Dictionary<string, double> { ["1.bn"] = 0.5 } }));
+        Assert.Contains("'1.bn', which is no group", error.Message);
     }
 
     [Fact]
