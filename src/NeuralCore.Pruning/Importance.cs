@@ -58,7 +58,7 @@ public sealed class Importance
     /// <summary>The reduction across members.</summary>
     public GroupReduction Reduction { get; init; } = GroupReduction.Mean;
 
-    /// <summary>The normalizer.</summary>
+    /// <summary>The normalizer (not applied to <see cref="ImportanceCriterion.Lamp"/>, which is one itself).</summary>
     public ImportanceNormalizer Normalizer { get; init; } = ImportanceNormalizer.Mean;
 
     /// <summary>Generator for <see cref="ImportanceCriterion.Random"/>.</summary>
@@ -111,7 +111,9 @@ public sealed class Importance
                 _ => vals.Average(),
             };
         }
-        if (Criterion == ImportanceCriterion.Lamp) scores = Lamp(scores);
+        // LAMP is a normalisation of its own (Torch-Pruning's LAMPImportance takes no other): its scores are compared
+        // across groups as they are.
+        if (Criterion == ImportanceCriterion.Lamp) return Lamp(scores);
         return Normalize(scores, Normalizer);
     }
 

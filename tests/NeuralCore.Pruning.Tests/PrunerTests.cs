@@ -352,6 +352,8 @@ public class PrunerTests
         Assert.Equal(expected0, l1[0], 5);
         var lamp = new Importance { Criterion = ImportanceCriterion.Lamp, Normalizer = ImportanceNormalizer.None }.Score(group);
         Assert.Equal(1.0, lamp.Max(), 6);
+        // LAMP is its own normaliser: the default (mean) does not rescale it.
+        Assert.Equal(lamp, new Importance { Criterion = ImportanceCriterion.Lamp }.Score(group));
         var normalized = Importance.Normalize([1, 2, 3], ImportanceNormalizer.Standardization);
         Assert.Equal(new[] { 0, 0.5, 1 }, normalized.Select(v => Math.Round(v, 6)));
         Assert.Throws<InvalidOperationException>(() => new Importance { Criterion = ImportanceCriterion.Taylor }.Score(group));
