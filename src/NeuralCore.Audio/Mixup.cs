@@ -62,10 +62,13 @@ public static class Mixup
             for (int j = 0; j < size; j++)
                 dst[j] = l * own[j] + (1 - l) * other[j];
         }
-        var t = targets.Contiguous().AsInt64Span();
+        var t = targets.ToInt64Array();
         var targetsB = new long[b];
         for (int i = 0; i < b; i++)
             targetsB[i] = t[perm[i]];
-        return new MixupBatch(Tensor.Wrap(mixed, inputs.ShapeArray()), targets, Tensor.FromArray(targetsB, b), Tensor.FromArray(lambda, b));
+        // The mixed batch, the partners' targets and lambda live where the batch does (a GPU's, when training runs there).
+        var device = inputs.Device;
+        return new MixupBatch(Tensor.Wrap(mixed, inputs.ShapeArray()).To(device), targets, Tensor.FromArray(targetsB, b).To(targets.Device),
+            Tensor.FromArray(lambda, b).To(device));
     }
 }
