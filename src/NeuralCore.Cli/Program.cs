@@ -71,7 +71,8 @@ internal static class Program
     private static RootCommand BuildRoot(CliConsole console)
     {
         var root = new RootCommand(
-            "NeuralCore: train, test and inspect CP-ResNet models on MNIST (a C# reproduction of the seed experiment). " +
+            "NeuralCore: train, test, prune, export and time CP-ResNet models on MNIST and acoustic scenes (DCASE 2023 Task 1), " +
+            "and reproduce the seed experiment. " +
             "Run 'neuralcore <command> --help' for a command's options.");
         root.Add(InfoCommand.Create(console));
         root.Add(TrainCommand.Create(console));
@@ -98,7 +99,7 @@ internal static class Program
                 error.WriteLine($"error: {cli.Message}");
                 return cli.ExitCode;
             case OperationCanceledException:
-                error.WriteLine("Interrupted. Files of finished epochs are kept; continue a training run with the same command and --resume.");
+                error.WriteLine("Interrupted. A training, pruning or reproduce run keeps what it finished; run the same command with --resume to continue it.");
                 return Interrupted;
             case CudaUnavailableException:
                 error.WriteLine($"error: {e.Message}");

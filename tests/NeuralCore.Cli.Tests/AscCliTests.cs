@@ -211,6 +211,16 @@ public class AscCliTests(TinyAscRun run) : IClassFixture<TinyAscRun>
     }
 
     [Fact]
+    public void ExportOnnx_OfAnAscCheckpoint_DefaultsToOneSecondOfItsFrontEnd()
+    {
+        var (code, stdout, stderr) = Cli.Run("export-onnx", "--checkpoint", run.Best, "--out", Path.Combine(run.Root, "asc.onnx"), "--json");
+        Assert.True(code == 0, stderr);
+        using var json = JsonDocument.Parse(stdout);
+        Assert.Equal([1, 128, 100], json.RootElement.GetProperty("input_shape").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Contains("input [batch, 1, 128, 100]", stderr);
+    }
+
+    [Fact]
     public void Prune_Asc_FindsTheFrontEndAndKeepsItInThePrunedModel()
     {
         var output = Path.Combine(run.Root, "pruned");

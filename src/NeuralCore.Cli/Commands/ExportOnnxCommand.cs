@@ -21,7 +21,7 @@ internal static class ExportOnnxCommand
         };
         var inputShape = new Option<string>("--input-shape", "--input_shape")
         {
-            Description = "Shape of one input without the batch axis: channels,height,width (MNIST 1,28,28; a 1 s mel spectrogram 1,128,100).",
+            Description = "Shape of one input without the batch axis: channels,height,width (MNIST 1,28,28; a 1 s mel spectrogram 1,128,100). Default: the checkpoint's front end's spectrogram for an acoustic-scene checkpoint, else 1,28,28.",
             DefaultValueFactory = _ => "1,28,28",
             HelpName = "C,H,W",
         };
@@ -43,7 +43,6 @@ internal static class ExportOnnxCommand
         command.SetAction(parse =>
         {
             var (_, widths) = CommonOptions.ReadModel(parse, model, width);
-            var shape = CommonOptions.ParseShape(parse.GetValue(inputShape)!, "--input-shape");
             int opsetVersion = parse.GetValue(opset);
             if (opsetVersion is < OnnxExportOptions.MinOpset or > OnnxExportOptions.MaxOpset)
                 throw new CliException($"--opset {opsetVersion} is not supported; pick {OnnxExportOptions.MinOpset} to {OnnxExportOptions.MaxOpset}.", Program.UsageError);
@@ -51,6 +50,10 @@ internal static class ExportOnnxCommand
             bool asJson = parse.GetValue(json), fold = parse.GetValue(foldBn);
 
             var source = ModelSource.Load(checkpointPath, widths);
+            // An acoustic-scene checkpoint's input is its front end's spectrogram unless --input-shape says otherwise.
+            var shape = parse.GetResult(inputShape) is { Implicit: true } && source.Mel is { } mel
+                ? [1, mel.NMels, mel.FrameCount(mel.SampleRate)]
+                : CommonOptions.ParseShape(parse.GetValue(inputShape)!, "--input-shape");
             if (shape[0] != source.Config.InputChannels)
                 throw new CliException($"--input-shape {string.Join(",", shape)} has {shape[0]} channel(s), but the model takes {source.Config.InputChannels}.", Program.UsageError);
             string? folder = Path.GetDirectoryName(Path.GetFullPath(outputPath));

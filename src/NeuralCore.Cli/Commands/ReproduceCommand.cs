@@ -106,7 +106,7 @@ internal static class ReproduceCommand
         };
         var output = new Option<string?>("--out") { Description = "Output folder (default: reproduce-<dataset>).", HelpName = "DIR" };
         var device = new Option<string>("--device") { Description = TrainingOptionSet.DeviceHelp, DefaultValueFactory = _ => "cpu" };
-        var quick = new Option<bool>("--quick") { Description = "A small preset for a first look: a few epochs on a data subset (about two minutes on 2 cores)." };
+        var quick = new Option<bool>("--quick") { Description = "A small preset for a first look: a few epochs on a data subset (under a minute on 2 cores)." };
         var resume = new Option<bool>("--resume") { Description = "Continue an interrupted run in --out: finished stages are reused, the unfinished one continues from its last epoch." };
         var json = CommonOptions.Json();
         var epochs = new Option<int?>("--epochs") { Description = "Training epochs of the small and the big model (full preset: the seed's 50).", HelpName = "N" };
