@@ -1,3 +1,4 @@
+using NeuralCore.IO;
 using Module = NeuralCore.NN.Module;
 using System.Reflection;
 using Google.Protobuf;
@@ -36,9 +37,9 @@ public static class OnnxExporter
         var bytes = ExportToBytes(model, inputShape, options);
         var full = Path.GetFullPath(path);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var temp = full + ".tmp";
-        File.WriteAllBytes(temp, bytes);
-        File.Move(temp, full, overwrite: true);
+        // A temporary file of its own, flushed, renamed over the path, and deleted on failure: two exports to one path
+        // no longer take each other's temporary file (a fixed ".tmp" name did), and a crash leaves no half-written model.
+        AtomicFile.Write(full, stream => stream.Write(bytes));
     }
 
     /// <summary>Like <see cref="Export"/>, returning the serialized ONNX model instead of writing a file.</summary>

@@ -270,7 +270,24 @@ public sealed class OnnxExportTests
             OnnxExporter.Export(CpResNet("24 48 72", 1), Mnist, path);
             OnnxChecker.Validate(path);
             Assert.Empty(OnnxChecker.FindProblems(path));
-            Assert.False(File.Exists(path + ".tmp"));
+            Assert.Equal(["model.onnx"], Directory.GetFiles(Path.GetDirectoryName(path)!).Select(Path.GetFileName));
+        }
+        finally { dir.Delete(recursive: true); }
+    }
+
+    /// <summary>Exports to one path at the same time each write a temporary file of their own: none fails, and a whole model is left.</summary>
+    [Fact]
+    public void ConcurrentExportsToOnePath_EachSucceed()
+    {
+        var dir = Directory.CreateTempSubdirectory("neuralcore-onnx-");
+        try
+        {
+            var path = Path.Combine(dir.FullName, "model.onnx");
+            var models = new[] { CpResNet("24 48 72", 1), CpResNet("24 48 72", 2) };
+            for (int round = 0; round < 10; round++)
+                Parallel.For(0, 2, i => OnnxExporter.Export(models[i], Mnist, path));
+            Assert.Empty(OnnxChecker.FindProblems(path));
+            Assert.Equal(["model.onnx"], Directory.GetFiles(dir.FullName).Select(Path.GetFileName));
         }
         finally { dir.Delete(recursive: true); }
     }
