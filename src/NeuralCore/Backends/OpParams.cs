@@ -7,11 +7,21 @@ public readonly record struct Conv2dParams(
     int N, int C, int H, int W, int K, int R, int S,
     int StrideH, int StrideW, int PadH, int PadW, int DilationH, int DilationW, int Groups)
 {
-    /// <summary>Output height P.</summary>
-    public int P => (H + 2 * PadH - DilationH * (R - 1) - 1) / StrideH + 1;
+    /// <summary>Output height P (0 or less where the padded input is smaller than the kernel's extent, which <see cref="Validate"/> refuses).</summary>
+    public int P => OutputSize(H + 2 * PadH - DilationH * (R - 1) - 1, StrideH);
 
     /// <summary>Output width Q.</summary>
-    public int Q => (W + 2 * PadW - DilationW * (S - 1) - 1) / StrideW + 1;
+    public int Q => OutputSize(W + 2 * PadW - DilationW * (S - 1) - 1, StrideW);
+
+    /// <summary>
+    /// floor(<paramref name="span"/> / <paramref name="stride"/>) + 1, rounding down as PyTorch does: C#'s division rounds a
+    /// negative span toward zero and made an input up to stride - 1 smaller than the kernel give one output. 0 for a
+    /// stride below 1 (refused by <see cref="Validate"/>, which callers may run after asking the size).
+    /// </summary>
+    internal static int OutputSize(int span, int stride) => stride < 1 ? 0 : FloorDiv(span, stride) + 1;
+
+    /// <summary>a / b rounded toward negative infinity (b positive).</summary>
+    internal static int FloorDiv(int a, int b) => a >= 0 ? a / b : -((-a + b - 1) / b);
 
     /// <summary>Throws an <see cref="ArgumentException"/> naming the problem unless the geometry is valid (every backend checks it).</summary>
     public void Validate()
@@ -52,8 +62,10 @@ public readonly record struct Pool2dParams(
 
     private static int OutSize(int size, int k, int s, int pad, bool ceil)
     {
+        if (s < 1) return 0;
         var num = size + 2 * pad - k;
-        var o = (ceil ? (num + s - 1) / s : num / s) + 1;
+        // Rounded toward negative infinity, as PyTorch's div_rtn: a kernel larger than the padded input gives no output.
+        var o = Conv2dParams.FloorDiv(ceil ? num + s - 1 : num, s) + 1;
         if (ceil && (o - 1) * s >= size + pad) o--;
         return o;
     }

@@ -48,8 +48,8 @@ public static class Functional
         if (bias is not null && (bias.Rank != 1 || bias.Size(0) != k))
             throw new ArgumentException($"Conv2d bias must have shape [{k}], got {Tensor.FormatShape(bias.Shape)}.");
         var p = new Conv2dParams(n, c, h, w, k, r, s, sh, sw, ph, pw, dh, dw, groups);
-        if (p.P <= 0 || p.Q <= 0)
-            throw new ArgumentException($"Conv2d input {h}x{w} is too small for kernel {r}x{s} with padding ({ph}, {pw}), dilation ({dh}, {dw}) and stride ({sh}, {sw}).");
+        // Strides, dilations and padding first, then whether the kernel fits the padded input (PyTorch refuses both).
+        p.Validate();
         var xc = x.Contiguous(); var wc = weight.Contiguous(); var bc = bias?.Contiguous();
         var y = Tensor.Empty([n, k, p.P, p.Q], x.Device);
         x.Backend.Conv2d(xc, wc, bc, y, p);
@@ -74,7 +74,9 @@ public static class Functional
         if (ph * 2 > kernel.H || pw * 2 > kernel.W)
             throw new ArgumentException($"{op} padding ({ph}, {pw}) must be at most half the kernel ({kernel.H}, {kernel.W}).");
         var p = new Pool2dParams(x.Size(0), x.Size(1), x.Size(2), x.Size(3), kernel.H, kernel.W, sh, sw, ph, pw, ceilMode);
-        if (p.P <= 0 || p.Q <= 0) throw new ArgumentException($"{op} input {p.H}x{p.W} is too small for kernel ({kernel.H}, {kernel.W}).");
+        if (kernel.H < 1 || kernel.W < 1 || sh < 1 || sw < 1)
+            throw new ArgumentException($"{op} needs a kernel and stride of at least 1, got kernel ({kernel.H}, {kernel.W}) and stride ({sh}, {sw}).");
+        if (p.P <= 0 || p.Q <= 0) throw new ArgumentException($"{op} input {p.H}x{p.W} is too small for kernel ({kernel.H}, {kernel.W}) with padding ({ph}, {pw}) and stride ({sh}, {sw}).");
         var xc = x.Contiguous();
         var y = Tensor.Empty([p.N, p.C, p.P, p.Q], x.Device);
         var idx = kind == PoolKind.Max ? Tensor.Empty([p.N, p.C, p.P, p.Q], x.Device, DType.Int32) : null;

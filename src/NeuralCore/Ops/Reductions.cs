@@ -5,8 +5,14 @@ namespace NeuralCore;
 
 public partial class Tensor
 {
-    private int[] NormalizeDims(int[]? dims) =>
-        dims is null || dims.Length == 0 ? Enumerable.Range(0, Rank).ToArray() : dims.Select(d => NormalizeDim(d, Rank)).Distinct().OrderBy(d => d).ToArray();
+    private int[] NormalizeDims(int[]? dims)
+    {
+        if (dims is null || dims.Length == 0) return Enumerable.Range(0, Rank).ToArray();
+        var normalized = dims.Select(d => NormalizeDim(d, Rank)).ToArray();
+        if (normalized.Distinct().Count() != normalized.Length)
+            throw new ArgumentException($"Dimensions [{string.Join(", ", dims)}] name one dimension more than once (shape {FormatShape(shape)}).", nameof(dims));
+        return normalized.OrderBy(d => d).ToArray();
+    }
 
     private int[] ReducedShape(int[] dims, bool keepDim)
     {
@@ -71,7 +77,8 @@ public partial class Tensor
         var n = ds.Aggregate(1, (acc, d) => acc * shape[d]);
         var centred = Sub(Mean(ds, keepDim: true));
         var ss = centred.Square().Sum(ds, keepDim);
-        return ss.Mul(1f / Math.Max(unbiased ? n - 1 : n, 1));
+        // One value (unbiased) or none: 0 / 0, NaN, as PyTorch gives.
+        return ss.Mul(1f / (unbiased ? n - 1 : n));
     }
 
     /// <summary>Maximum over <paramref name="dim"/>; the gradient flows to the first maximum.</summary>

@@ -29,6 +29,7 @@ public partial class Tensor
     private int[] InferShape(int[] newShape, int count)
     {
         var s = (int[])newShape.Clone();
+        if (s.Any(d => d < -1)) throw new ArgumentException($"Cannot reshape to {FormatShape(newShape)}: a size must be at least 0 (or -1, inferred).");
         var infer = Array.IndexOf(s, -1);
         if (infer >= 0 && Array.IndexOf(s, -1, infer + 1) >= 0) throw new ArgumentException("Only one dimension can be -1 in a reshape.");
         if (infer >= 0)
@@ -159,11 +160,17 @@ public partial class Tensor
         return Split(sizes.ToArray(), dim);
     }
 
-    /// <summary>A broadcast view with size-1 dimensions repeated (stride 0) to <paramref name="newShape"/>; leading dimensions may be added.</summary>
+    /// <summary>
+    /// A broadcast view with size-1 dimensions repeated (stride 0) to <paramref name="newShape"/>; leading dimensions may be
+    /// added; -1 keeps a dimension's size, as in PyTorch.
+    /// </summary>
     public Tensor Expand(params int[] newShape)
     {
         if (newShape.Length < Rank) throw new ArgumentException($"Cannot expand shape {FormatShape(shape)} to fewer dimensions {FormatShape(newShape)}.");
         var lead = newShape.Length - Rank;
+        newShape = newShape.Select((d, i) => d == -1 && i >= lead ? shape[i - lead] : d).ToArray();
+        if (newShape.Any(d => d < 0))
+            throw new ArgumentException($"Cannot expand shape {FormatShape(shape)} to {FormatShape(newShape)}: sizes must be at least 0, or -1 for an existing dimension.");
         var st = new int[newShape.Length];
         for (var i = 0; i < newShape.Length; i++)
         {

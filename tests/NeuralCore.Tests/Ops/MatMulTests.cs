@@ -46,6 +46,22 @@ public class MatMulTests
         GradCheck.AssertClose(Reference.Reduce(dbBatched, [2, 70, 41], [0], v => v.Sum()), b.Grad!.ToArray(), 1e-4, 1e-4, "dB");
     }
 
+    /// <summary>
+    /// An empty inner dimension gives zeros and an empty outer one an empty product, as PyTorch (both had failed the
+    /// GEMM's leading-dimension check); so does a linear layer with no input features.
+    /// </summary>
+    [Fact]
+    public void Empty_inner_or_outer_dimensions()
+    {
+        var zeros = Tensor.Zeros([2, 0]).MatMul(Tensor.Zeros([0, 3]));
+        Assert.Equal([2, 3], zeros.ShapeArray());
+        Assert.All(zeros.ToArray(), v => Assert.Equal(0f, v));
+        Assert.Equal([2, 0], Tensor.Randn([2, 4], new Generator(1)).MatMul(Tensor.Zeros([4, 0])).ShapeArray());
+        Assert.Equal([3, 0, 5], Tensor.Zeros([3, 0, 4]).MatMul(Tensor.Zeros([3, 4, 5])).ShapeArray());
+        var linear = new NeuralCore.NN.Linear(0, 4, generator: new Generator(2));
+        Assert.Equal(linear.Bias!.ToArray(), linear.Forward(Tensor.Zeros([1, 0])).ToArray());
+    }
+
     [Fact]
     public void Transposed_and_strided_views()
     {

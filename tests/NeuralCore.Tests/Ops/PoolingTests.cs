@@ -11,6 +11,31 @@ namespace NeuralCore.Tests.Ops;
 /// </summary>
 public sealed class PoolingTests
 {
+    /// <summary>
+    /// A kernel larger than the padded input gives no output, as PyTorch rounds the output size down (C#'s division had
+    /// rounded -1 / 2 to 0 and made a 2 x 2 input give one window of 3 x 3); ceil mode's rounding still gives one, as in
+    /// PyTorch; a stride or kernel of 0 is refused with a message, not a division by zero.
+    /// </summary>
+    [Fact]
+    public void KernelsLargerThanThePaddedInputAreRefused()
+    {
+        var x = Tensor.FromArray([0.3146f, 0.5682f, 0.8811f, 1.2234f], 1, 1, 2, 2);
+        foreach (var pool in new Func<Tensor, (int, int), (int, int)?, Tensor>[] { (t, k, st) => Functional.MaxPool2d(t, k, st), (t, k, st) => Functional.AvgPool2d(t, k, st) })
+        {
+            Assert.Contains("too small", Assert.Throws<ArgumentException>(() => pool(x, (3, 3), (2, 2))).Message);
+            Assert.Contains("at least 1", Assert.Throws<ArgumentException>(() => pool(x, (2, 2), (0, 0))).Message);
+            Assert.Contains("at least 1", Assert.Throws<ArgumentException>(() => pool(x, (0, 2), null)).Message);
+        }
+        // Ceil mode: ceil((2 - 3) / 2) + 1 = 1 window, which starts inside the input (PyTorch: the maximum, 1.2234).
+        Assert.Equal([1.2234f], Functional.MaxPool2d(x, (3, 3), (2, 2), ceilMode: true).ToArray());
+        var w = Tensor.FromArray(new float[9], 1, 1, 3, 3);
+        Assert.Contains("too small", Assert.Throws<ArgumentException>(() => Functional.Conv2d(x, w, null, (2, 2))).Message);
+        Assert.Contains("stride", Assert.Throws<ArgumentException>(() => Functional.Conv2d(x, w, null, (0, 1))).Message);
+        var big = Tensor.FromArray(new float[16], 1, 1, 4, 4);
+        Assert.Throws<ArgumentException>(() => Functional.Conv2d(big, Tensor.FromArray(new float[36], 1, 1, 6, 6), null, (3, 3)));
+        Assert.Equal([1, 1, 1, 1], Functional.Conv2d(big, Tensor.FromArray(new float[16], 1, 1, 4, 4), null, (3, 3)).ShapeArray());
+    }
+
     private static readonly Dictionary<string, Pool2dParams> Geometries = new()
     {
         // name: (N, C, H, W, kernelH, kernelW, strideH, strideW, padH, padW, ceil)

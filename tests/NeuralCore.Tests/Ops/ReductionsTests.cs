@@ -58,6 +58,20 @@ public class ReductionsTests
         GradCheck.Check(t => t[0].Mean(), [x], what: "mean()");
     }
 
+    /// <summary>
+    /// The unbiased variance of one value is 0 / 0, NaN, as PyTorch gives (it had been 0); a dimension named twice is
+    /// refused, as PyTorch does (it had been summed once).
+    /// </summary>
+    [Fact]
+    public void Variance_of_one_value_is_nan_and_repeated_dims_are_refused()
+    {
+        var x = Tensor.FromArray([1f, 2f, 3f], 3, 1);
+        Assert.All(x.Var([1]).ToArray(), v => Assert.True(float.IsNaN(v)));
+        Assert.Equal([0f, 0f, 0f], x.Var([1], unbiased: false).ToArray());
+        Assert.Contains("more than once", Assert.Throws<ArgumentException>(() => x.Sum([1, 1])).Message);
+        Assert.Contains("more than once", Assert.Throws<ArgumentException>(() => x.Sum([1, -1])).Message);
+    }
+
     [Fact]
     public void Reductions_of_a_permuted_view()
     {

@@ -37,6 +37,16 @@ public class ShapeTests
         Assert.Contains("-1", Assert.Throws<ArgumentException>(() => x.Reshape(-1, -1)).Message);
     }
 
+    /// <summary>Negative sizes other than -1 are refused (they had made a tensor of shape [-2, -3]); Expand reads -1 as "keep", as PyTorch.</summary>
+    [Fact]
+    public void Negative_sizes_are_refused_and_minus_one_keeps_an_expanded_size()
+    {
+        Assert.Contains("at least 0", Assert.Throws<ArgumentException>(() => Tensor.Zeros([6]).Reshape(-2, -3)).Message);
+        Assert.Equal([4, 3], Tensor.Zeros([1, 3]).Expand(4, -1).ShapeArray());
+        Assert.Equal([1, 3], Tensor.Zeros([1, 3]).Expand(-1, 3).ShapeArray());
+        Assert.Contains("at least 0", Assert.Throws<ArgumentException>(() => Tensor.Zeros([1, 3]).Expand(-2, 3)).Message);
+    }
+
     [Fact]
     public void Permute_and_transpose_match_the_reference_and_ops_on_the_view_work()
     {

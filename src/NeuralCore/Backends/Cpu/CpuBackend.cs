@@ -595,6 +595,15 @@ public sealed partial class CpuBackend : IBackend
     /// <inheritdoc />
     public unsafe void MatMul(Tensor a, bool transA, Tensor b, bool transB, Tensor c, int batch, int m, int n, int k, int strideA, int strideB, float beta)
     {
+        if (batch == 0 || m == 0 || n == 0) return;
+        if (k == 0)
+        {
+            // An empty sum: C = beta * C (zeros for beta 0, whatever C held), as BLAS defines it.
+            var cs = Span(c);
+            if (beta == 0) cs.Clear();
+            else for (int i = 0; i < cs.Length; i++) cs[i] *= beta;
+            return;
+        }
         var lda = transA ? m : k;
         var ldb = transB ? k : n;
         // SAFETY: the arrays are pinned for the call; offsets and matrix strides stay inside them by the caller's shape checks.
