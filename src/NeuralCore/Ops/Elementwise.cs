@@ -58,8 +58,13 @@ public partial class Tensor
     public Tensor Sub(Tensor other) => BinaryOp(Backends.BinaryOp.Sub, other);
     /// <summary>Element-wise product with broadcasting.</summary>
     public Tensor Mul(Tensor other) => BinaryOp(Backends.BinaryOp.Mul, other);
-    /// <summary>Element-wise quotient with broadcasting.</summary>
-    public Tensor Div(Tensor other) => BinaryOp(Backends.BinaryOp.Div, other);
+    /// <summary>
+    /// Element-wise quotient with broadcasting. Integer operands are divided as floats, PyTorch's true division: the
+    /// quotient is Float32 (7 / 2 is 3.5, 1 / 0 infinity), not a truncated integer.
+    /// </summary>
+    public Tensor Div(Tensor other) => DType == DType.Float32 && other.DType == DType.Float32
+        ? BinaryOp(Backends.BinaryOp.Div, other)
+        : AsType(DType.Float32).Div(other.AsType(DType.Float32));
     /// <summary>Element-wise maximum with broadcasting (ties share the gradient).</summary>
     public Tensor Maximum(Tensor other) => BinaryOp(Backends.BinaryOp.Maximum, other);
     /// <summary>Element-wise minimum with broadcasting (ties share the gradient).</summary>

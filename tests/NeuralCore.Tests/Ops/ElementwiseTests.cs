@@ -46,6 +46,24 @@ public class ElementwiseTests
         }
     }
 
+    /// <summary>
+    /// Integer quotients are true division, as PyTorch's div: Float32, 3.5 for 7 / 2, infinity for 1 / 0 (they had been
+    /// truncated, and 7 / 0 had given long.MaxValue); an Int32 product out of range wraps as in PyTorch.
+    /// </summary>
+    [Fact]
+    public void Integer_division_is_true_division_and_int32_products_wrap()
+    {
+        var q = Tensor.FromArray([-7L, 7L, -1L, 5L], 4).Div(Tensor.FromArray([2L, -2L, 3L, 3L], 4));
+        Assert.Equal(DType.Float32, q.DType);
+        Assert.Equal([-3.5f, -3.5f, -1f / 3, 5f / 3], q.ToArray());
+        var byZero = Tensor.FromArray([7L, -7L, 0L], 3).Div(Tensor.FromArray([0L, 0L, 0L], 3)).ToArray();
+        Assert.Equal(float.PositiveInfinity, byZero[0]);
+        Assert.Equal(float.NegativeInfinity, byZero[1]);
+        Assert.True(float.IsNaN(byZero[2]));
+        var big = Tensor.FromArray([1 << 20], 1);
+        Assert.Equal(0, big.Mul(big).ToInt64Array()[0]);
+    }
+
     [Fact]
     public void Incompatible_shapes_name_both_shapes()
     {

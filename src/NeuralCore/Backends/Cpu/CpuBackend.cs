@@ -158,7 +158,8 @@ public sealed partial class CpuBackend : IBackend
         {
             case float[] f: f[i] = (float)v; break;
             case long[] l: l[i] = (long)v; break;
-            case int[] n: n[i] = (int)v; break;
+            // Through long, so an Int32 result out of range wraps as PyTorch's does instead of saturating.
+            case int[] n: n[i] = unchecked((int)(long)v); break;
         }
     }
 
@@ -458,7 +459,7 @@ public sealed partial class CpuBackend : IBackend
     private static void BinaryGeneric(BinaryOp op, Tensor a, Tensor b, Tensor y)
     {
         // Integer operands (labels, arg indices): element by element in double, exact below 2^53, written back
-        // in y's dtype (so Div truncates, and Equal/Greater give 0 or 1).
+        // in y's dtype (Equal/Greater give 0 or 1; Tensor.Div divides integers as floats and never comes here with them).
         var shape = y.Shape.ToArray();
         var av = Gathered(a, shape); var bv = Gathered(b, shape);
         var ya = ((CpuStorage)y.Storage).Array;
