@@ -248,11 +248,13 @@ public partial class Tensor : IDisposable
     /// <summary>Formats a shape as <c>[2, 3]</c>.</summary>
     public static string FormatShape(ReadOnlySpan<int> shape) => "[" + string.Join(", ", shape.ToArray()) + "]";
 
-    /// <summary>Maps a possibly negative dimension index into [0, rank).</summary>
+    /// <summary>Maps a possibly negative dimension index into [0, rank) (a scalar's 0 and -1 to 0, as PyTorch).</summary>
     public static int NormalizeDim(int dim, int rank)
     {
-        var d = dim < 0 ? dim + rank : dim;
-        if (d < 0 || d >= Math.Max(rank, 1)) throw new ArgumentOutOfRangeException(nameof(dim), dim, $"Dimension out of range for a tensor of rank {rank} (expected {-rank}..{rank - 1}).");
+        // A scalar answers to 0 and -1, as in PyTorch.
+        var r = Math.Max(rank, 1);
+        var d = dim < 0 ? dim + r : dim;
+        if (d < 0 || d >= r) throw new ArgumentOutOfRangeException(nameof(dim), dim, $"Dimension out of range for a tensor of rank {rank} (expected {-r}..{r - 1}).");
         return d;
     }
 }

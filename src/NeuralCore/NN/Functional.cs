@@ -192,6 +192,12 @@ public static class Functional
     private static Tensor SoftmaxImpl(Tensor x, int dim, bool log)
     {
         if (x.DType != DType.Float32) throw new ArgumentException($"Softmax needs Float32, got {x.DType}.");
+        if (x.Rank == 0)
+        {
+            // A scalar is a distribution over one value (PyTorch takes dimension 0 or -1 of a scalar).
+            Tensor.NormalizeDim(dim, 0);
+            return SoftmaxImpl(x.Reshape(1), 0, log).Reshape();
+        }
         var d = Tensor.NormalizeDim(dim, x.Rank);
         if (d != x.Rank - 1)
         {

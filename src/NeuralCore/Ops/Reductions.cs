@@ -8,6 +8,12 @@ public partial class Tensor
     private int[] NormalizeDims(int[]? dims)
     {
         if (dims is null || dims.Length == 0) return Enumerable.Range(0, Rank).ToArray();
+        if (Rank == 0)
+        {
+            // A scalar's only dimension names are 0 and -1, as in PyTorch, and there is nothing to reduce.
+            foreach (var d in dims) NormalizeDim(d, 0);
+            return [];
+        }
         var normalized = dims.Select(d => NormalizeDim(d, Rank)).ToArray();
         if (normalized.Distinct().Count() != normalized.Length)
             throw new ArgumentException($"Dimensions [{string.Join(", ", dims)}] name one dimension more than once (shape {FormatShape(shape)}).", nameof(dims));
@@ -97,6 +103,14 @@ public partial class Tensor
     public (Tensor Values, Tensor Indices) MaxMin(ReduceOp op, int dim, bool keepDim)
     {
         if (op is not (ReduceOp.Max or ReduceOp.Min)) throw new ArgumentException("MaxMin takes ReduceOp.Max or ReduceOp.Min.", nameof(op));
+        if (DType != DType.Float32) throw new InvalidOperationException($"{op} needs a Float32 tensor; this one is {DType} (convert it with AsType(DType.Float32)).");
+        if (Rank == 0)
+        {
+            // A scalar is its own maximum, at index 0 (PyTorch takes dimension 0 or -1 of a scalar).
+            NormalizeDim(dim, 0);
+            var (v, i) = Reshape(1).MaxMin(op, 0, keepDim: false);
+            return (v, i);
+        }
         var d = NormalizeDim(dim, Rank);
         if (shape[d] == 0) throw new InvalidOperationException($"{op} over an empty dimension {d}.");
         var keptShape = ShapeArray();

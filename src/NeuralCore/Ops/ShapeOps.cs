@@ -157,6 +157,8 @@ public partial class Tensor
         var size = Size(dim);
         var sizes = new List<int>();
         for (var s = 0; s < size; s += chunkSize) sizes.Add(Math.Min(chunkSize, size - s));
+        // An empty dimension splits into one empty piece, as in PyTorch.
+        if (size == 0) sizes.Add(0);
         return Split(sizes.ToArray(), dim);
     }
 

@@ -1,3 +1,4 @@
+using NeuralCore.NN;
 using NeuralCore.Backends;
 
 namespace NeuralCore.Tests.Ops;
@@ -70,6 +71,23 @@ public class ReductionsTests
         Assert.Equal([0f, 0f, 0f], x.Var([1], unbiased: false).ToArray());
         Assert.Contains("more than once", Assert.Throws<ArgumentException>(() => x.Sum([1, 1])).Message);
         Assert.Contains("more than once", Assert.Throws<ArgumentException>(() => x.Sum([1, -1])).Message);
+    }
+
+    /// <summary>A scalar reduced over dimension 0 or -1 is itself, as in PyTorch (index exceptions before); integer maxima are refused with a message.</summary>
+    [Fact]
+    public void Scalars_reduce_over_their_own_dimension()
+    {
+        var s = Tensor.Scalar(3f);
+        Assert.Equal(3f, s.Sum([0]).Item());
+        Assert.Equal(3f, s.Max(0).Item());
+        Assert.Equal(0, s.ArgMax(-1).ToInt64Array()[0]);
+        Assert.Equal(0, s.Max(0).Rank);
+        Assert.Equal(1f, Functional.Softmax(s, 0).Item());
+        Assert.Equal(0f, Functional.LogSoftmax(s, -1).Item());
+        Assert.Throws<ArgumentOutOfRangeException>(() => s.Sum([1]));
+        Assert.Contains("AsType", Assert.Throws<InvalidOperationException>(() => Tensor.FromArray([1L, 5L], 2).Max(0)).Message);
+        var pieces = Tensor.Zeros([0, 3]).Split(2, 0);
+        Assert.Equal([0, 3], Assert.Single(pieces).ShapeArray());
     }
 
     [Fact]
