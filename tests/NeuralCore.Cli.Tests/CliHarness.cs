@@ -12,6 +12,10 @@ internal static class Cli
         int code = Program.Run(args, stdout, stderr);
         return (code, stdout.ToString(), stderr.ToString());
     }
+
+    /// <summary>The one non-empty line of <paramref name="stderr"/> (a user error is reported as a single line); fails otherwise.</summary>
+    public static string OneLine(string stderr) =>
+        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
 }
 
 /// <summary>A temporary folder with four tiny MNIST-format IDX files (random 28 x 28 digits), deleted at the end.</summary>

@@ -216,7 +216,7 @@ public class ErrorTests
         var (code, _, stderr) = Cli.Run("report", folder, "--out", Path.Combine(data.Root, "report"), "--no-throughput");
 
         Assert.Equal(1, code);
-        var message = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        var message = Cli.OneLine(stderr);
         Assert.StartsWith($"error: {Path.Combine(folder, "result.json")} is not a pruning result (", message);
         Assert.Contains(reason, message);
         Assert.Contains("Delete it and run the command that made", message);

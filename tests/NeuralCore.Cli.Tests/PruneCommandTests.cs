@@ -130,7 +130,7 @@ public class PruneCommandTests
             "--data-dir", data.DataDir, "--validation-count", "16", "--out", output, "--resume");
 
         Assert.Equal(1, code);
-        var message = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        var message = Cli.OneLine(stderr);
         Assert.StartsWith($"error: {Path.Combine(output, "steps.json")} is not a valid pruning record (", message);
         Assert.Contains(reason, message);
         Assert.EndsWith($"Delete the folder {output} (or choose another --out) and run again to start over.", message);

@@ -260,7 +260,7 @@ public sealed class ReproduceResumeErrorTests
 
         Assert.Equal(1, code);
         Assert.Equal("", stdout);
-        var message = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        var message = Cli.OneLine(stderr);
         Assert.StartsWith($"error: {Path.Combine(outDir, "reproduce.json")} is damaged (", message);
         Assert.Contains(reason, message);
         Assert.EndsWith("or delete only reproduce.json and resume with the options the run was started with.", message);
