@@ -277,7 +277,7 @@ public sealed class DirectWeightGradientTests
     /// dw[k, c, r, s] = sum over n, p, q of dy[n, k, p, q] * x[n, c, p * stride + r - padH, q * stride + s - padW], over the
     /// inputs inside the map.
     /// </summary>
-    private static double[] Expected(float[] dy, float[] x, in Conv2dParams p)
+    internal static double[] Expected(float[] dy, float[] x, in Conv2dParams p)
     {
         var dw = new double[p.K * p.C * p.R * p.S];
         for (int k = 0; k < p.K; k++)
@@ -311,10 +311,11 @@ public sealed class DirectWeightGradientTests
         return dw;
     }
 
-    private static float[] GemmPath(float[] dy, float[] x, Conv2dParams p)
+    internal static float[] GemmPath(float[] dy, float[] x, Conv2dParams p)
     {
         var dw = Tensor.Full([p.K, p.C, p.R, p.S], float.NaN);
         DirectWeightGradient.Enabled = false;
+        ChannelLaneWeightGradient.Enabled = false;
         try
         {
             CpuBackend.Instance.Conv2dBackwardWeight(Tensor.FromArray(dy, p.N, p.K, p.P, p.Q), Tensor.FromArray(x, p.N, p.C, p.H, p.W), dw, p);
@@ -322,6 +323,7 @@ public sealed class DirectWeightGradientTests
         finally
         {
             DirectWeightGradient.Enabled = true;
+            ChannelLaneWeightGradient.Enabled = true;
         }
         return dw.ToArray();
     }

@@ -474,6 +474,11 @@ internal static unsafe class ConvKernels
             CopyWindow(dw, p, live, cut, r0, s0, toWindow: false);
             return;
         }
+        if (ChannelLaneWeightGradient.Supports(p))
+        {
+            ChannelLaneWeightGradient.Run(dy, x, dw, p);
+            return;
+        }
         if (DirectWeightGradient.Supports(p))
         {
             DirectWeightGradient.Run(dy, x, dw, p);
