@@ -47,10 +47,10 @@ internal static unsafe class ChannelLaneWeightGradient
     /// <summary>
     /// True where <see cref="CanRun"/>, the kernel has more than one tap and the output planes at least
     /// <see cref="ConvKernels.MinDirectWeightPlane"/> positions: there every shape of CP-ResNet measured ran faster than
-    /// on the other paths (Xeon, two threads: 3x3 32->32 on 31 x 24 0.53-0.57 of the time, 19->19 0.80-0.93, MNIST's
+    /// on the other paths (Xeon, two threads: 3x3 32->32 on 31 x 24 0.53-0.57 of the time, 19->19 0.70-0.90, MNIST's
     /// 6 x 6 0.60-0.96). On smaller planes the others gather samples into wider runs (3x3 19->38 cut to 1x3 on 1 x 6:
     /// 1.6-1.8 of their time; 3 x 6: 0.89-1.03). A 1x1's patch is its C channels alone, so a block broadcasts dy for
-    /// fewer multiply-adds: 1x1s ran at 0.83-0.90 of the time at 32-128 channels and at 1.05-1.23 at 19, 38 and 76,
+    /// fewer multiply-adds: 1x1s ran at 0.83-0.92 of the time at 32-128 channels and at 1.05-1.23 at 19, 38 and 76,
     /// and stay on the other paths.
     /// </summary>
     internal static bool Supports(in Conv2dParams p) =>
