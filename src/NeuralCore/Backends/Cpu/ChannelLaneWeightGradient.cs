@@ -4,10 +4,10 @@ using System.Runtime.Intrinsics;
 namespace NeuralCore.Backends.Cpu;
 
 /// <summary>
-/// The weight gradient of a stride-1 convolution with one group (CP-ResNet's 3x3s and 1x1s), with the input channels
-/// in the vector lanes. Each sample's x is copied once into a zero-bordered, channel-last plane
+/// The weight gradient of a stride-1 convolution with one group (CP-ResNet's 3x3s; see <see cref="Supports"/>), with
+/// the input channels in the vector lanes. Each sample's x is copied once into a zero-bordered, channel-last plane
 /// [H + 2 padH, W + 2 padW, C]; there the S taps of kernel row r at output position (p, q) read one contiguous row
-/// patch of S * C floats, at (p + r, q). So for each output channel k and kernel row r, dw's S * C entries are
+/// patch of S * C floats, at (p + r, q). So for each output channel k and kernel row r, dw's S * C entries are the
 /// sum over (p, q) of dy[k][p, q] times that patch: a rank-one update per position, run in blocks of 4 output
 /// channels by up to 6 vectors of the patch (24 accumulators), which per position broadcast 4 dy values and load 6
 /// x vectors. No border masks (the border is zeros) and no lane sums; the patch's vectors run on across tap and
@@ -60,20 +60,20 @@ internal static unsafe class ChannelLaneWeightGradient
     {
         public Conv2dParams P;
         public float* Dy, X, Partials;
-        public int Parts, KPad, Patch, Vectors;
+        public int Parts, KPad, Vectors;
         public long Length;
     }
 
     /// <summary>dw [K, C, R, S] = the weight gradient of dy [N, K, P, Q] for x [N, C, H, W] (sample-major; dw overwritten).</summary>
     internal static void Run(float* dy, float* x, float* dw, in Conv2dParams p)
     {
-        int patch = p.S * p.C, vectors = (patch + Lanes - 1) / Lanes, kPad = (p.K + KBlock - 1) / KBlock * KBlock;
+        int vectors = (p.S * p.C + Lanes - 1) / Lanes, kPad = (p.K + KBlock - 1) / KBlock * KBlock;
         long length = (long)kPad * p.R * vectors * Lanes;
         long macs = (long)p.N * p.K * p.C * p.R * p.S * p.P * p.Q;
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, p.N));
         var job = new Job
         {
-            P = p, Dy = dy, X = x, Parts = parts, KPad = kPad, Patch = patch, Vectors = vectors, Length = length,
+            P = p, Dy = dy, X = x, Parts = parts, KPad = kPad, Vectors = vectors, Length = length,
             Partials = ConvScratch.Current.Get(ConvScratch.Slot.Partials, parts * length),
         };
         // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.

@@ -21,13 +21,13 @@ internal sealed unsafe class ConvScratch
     {
         /// <summary>im2col columns [C/groups*R*S, columns]; in the implicit GEMM, one B micro-panel and its repacked lanes; in the Winograd path, a block's transformed input (16 points x C rows); a training stem's column planes (<see cref="StemColumns"/>).</summary>
         Columns,
-        /// <summary>Gathered output or output-gradient rows [K/groups, columns]; in the implicit GEMM, the 8 x 32 edge tile; in the Winograd path with samples in the lanes, the outputs of 8 channels [channel, position, sample]; a stem's zero-bordered input row while it is split into column planes.</summary>
+        /// <summary>Gathered output or output-gradient rows [K/groups, columns]; in the implicit GEMM, the 8 x 32 edge tile; in the Winograd path with samples in the lanes, the outputs of 8 channels [channel, position, sample]; a stem's zero-bordered input row while it is split into column planes; the zero dy row that a block of <see cref="ChannelLaneWeightGradient"/> reads past the last output channel.</summary>
         Rows,
         /// <summary>Per-part partial weight gradients (caller thread only).</summary>
         Partials,
         /// <summary>The flipped kernel of a stride-1 backward-data pass, a training stem's packed weights, or the direct weight gradient's border masks as vectors (caller thread only; parts read them).</summary>
         Weights,
-        /// <summary>One zero-bordered input plane for the unit-stride im2col; in the Winograd path with samples in the lanes, one channel's planes [position, sample]; the zero-bordered input planes of <see cref="PlaneConv3x3"/> and <see cref="MixedLaneConv3x3"/>.</summary>
+        /// <summary>One zero-bordered input plane for the unit-stride im2col; in the Winograd path with samples in the lanes, one channel's planes [position, sample]; the zero-bordered input planes of <see cref="PlaneConv3x3"/> and <see cref="MixedLaneConv3x3"/>; a sample's zero-bordered channel-last plane (<see cref="ChannelLaneWeightGradient"/>).</summary>
         Padded,
         /// <summary>A block of convolution output rows that is pooled before it leaves the cache (implicit GEMM with a fused pool); in the Winograd path, the 16 points' 8 x 32 products.</summary>
         Block,
