@@ -156,28 +156,36 @@ internal static unsafe class ChannelLaneWeightGradient
     {
         switch (vectors)
         {
-            case 6: Block6(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            case 5: Block5(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            case 4: Block4(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            case 3: Block3(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            case 2: Block2(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            default: Block1(dy, rows, columns, x, rowStride, step, acc, accK); break;
+            case 6: Block<Gemm.N6>(dy, rows, columns, x, rowStride, step, acc, accK); break;
+            case 5: Block<Gemm.N5>(dy, rows, columns, x, rowStride, step, acc, accK); break;
+            case 4: Block<Gemm.N4>(dy, rows, columns, x, rowStride, step, acc, accK); break;
+            case 3: Block<Gemm.N3>(dy, rows, columns, x, rowStride, step, acc, accK); break;
+            case 2: Block<Gemm.N2>(dy, rows, columns, x, rowStride, step, acc, accK); break;
+            default: Block<Gemm.N1>(dy, rows, columns, x, rowStride, step, acc, accK); break;
         }
     }
 
-    /// <summary><see cref="Block"/> for 6 vectors: 24 accumulators.</summary>
+    /// <summary>
+    /// <see cref="Block(int, float**, int, int, float*, long, int, float*, long)"/> for TVectors vectors: one
+    /// specialisation per count, whose accumulators past it the JIT drops, so each keeps its 4 x TVectors in registers.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block6(float** dy, int rows, int columns, float* x, long rowStride, int step, float* acc, long accK)
+    private static void Block<TVectors>(float** dy, int rows, int columns, float* x, long rowStride, int step, float* acc, long accK)
+        where TVectors : struct, Gemm.IConstant
     {
+        int vectors = TVectors.Value;
         float* a0 = acc, a1 = acc + accK, a2 = acc + 2 * accK, a3 = acc + 3 * accK;
-        var s00 = Vector512.Load(a0); var s01 = Vector512.Load(a0 + 16); var s02 = Vector512.Load(a0 + 32);
-        var s03 = Vector512.Load(a0 + 48); var s04 = Vector512.Load(a0 + 64); var s05 = Vector512.Load(a0 + 80);
-        var s10 = Vector512.Load(a1); var s11 = Vector512.Load(a1 + 16); var s12 = Vector512.Load(a1 + 32);
-        var s13 = Vector512.Load(a1 + 48); var s14 = Vector512.Load(a1 + 64); var s15 = Vector512.Load(a1 + 80);
-        var s20 = Vector512.Load(a2); var s21 = Vector512.Load(a2 + 16); var s22 = Vector512.Load(a2 + 32);
-        var s23 = Vector512.Load(a2 + 48); var s24 = Vector512.Load(a2 + 64); var s25 = Vector512.Load(a2 + 80);
-        var s30 = Vector512.Load(a3); var s31 = Vector512.Load(a3 + 16); var s32 = Vector512.Load(a3 + 32);
-        var s33 = Vector512.Load(a3 + 48); var s34 = Vector512.Load(a3 + 64); var s35 = Vector512.Load(a3 + 80);
+        // s{k}{v}: output channel k of the block, vector v of the patch.
+        Vector512<float> s00 = default, s01 = default, s02 = default, s03 = default, s04 = default, s05 = default;
+        Vector512<float> s10 = default, s11 = default, s12 = default, s13 = default, s14 = default, s15 = default;
+        Vector512<float> s20 = default, s21 = default, s22 = default, s23 = default, s24 = default, s25 = default;
+        Vector512<float> s30 = default, s31 = default, s32 = default, s33 = default, s34 = default, s35 = default;
+        Load(ref s00, ref s10, ref s20, ref s30, a0, a1, a2, a3, 0);
+        if (vectors > 1) Load(ref s01, ref s11, ref s21, ref s31, a0, a1, a2, a3, 1);
+        if (vectors > 2) Load(ref s02, ref s12, ref s22, ref s32, a0, a1, a2, a3, 2);
+        if (vectors > 3) Load(ref s03, ref s13, ref s23, ref s33, a0, a1, a2, a3, 3);
+        if (vectors > 4) Load(ref s04, ref s14, ref s24, ref s34, a0, a1, a2, a3, 4);
+        if (vectors > 5) Load(ref s05, ref s15, ref s25, ref s35, a0, a1, a2, a3, 5);
         float* d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
         for (int row = 0; row < rows; row++)
         {
@@ -188,227 +196,54 @@ internal static unsafe class ChannelLaneWeightGradient
                 var b1 = Vector512.Create(d1[q]);
                 var b2 = Vector512.Create(d2[q]);
                 var b3 = Vector512.Create(d3[q]);
-                var x0 = Vector512.Load(xq);
-                s00 = Vector512.FusedMultiplyAdd(b0, x0, s00); s10 = Vector512.FusedMultiplyAdd(b1, x0, s10);
-                s20 = Vector512.FusedMultiplyAdd(b2, x0, s20); s30 = Vector512.FusedMultiplyAdd(b3, x0, s30);
-                var x1 = Vector512.Load(xq + 16);
-                s01 = Vector512.FusedMultiplyAdd(b0, x1, s01); s11 = Vector512.FusedMultiplyAdd(b1, x1, s11);
-                s21 = Vector512.FusedMultiplyAdd(b2, x1, s21); s31 = Vector512.FusedMultiplyAdd(b3, x1, s31);
-                var x2 = Vector512.Load(xq + 32);
-                s02 = Vector512.FusedMultiplyAdd(b0, x2, s02); s12 = Vector512.FusedMultiplyAdd(b1, x2, s12);
-                s22 = Vector512.FusedMultiplyAdd(b2, x2, s22); s32 = Vector512.FusedMultiplyAdd(b3, x2, s32);
-                var x3 = Vector512.Load(xq + 48);
-                s03 = Vector512.FusedMultiplyAdd(b0, x3, s03); s13 = Vector512.FusedMultiplyAdd(b1, x3, s13);
-                s23 = Vector512.FusedMultiplyAdd(b2, x3, s23); s33 = Vector512.FusedMultiplyAdd(b3, x3, s33);
-                var x4 = Vector512.Load(xq + 64);
-                s04 = Vector512.FusedMultiplyAdd(b0, x4, s04); s14 = Vector512.FusedMultiplyAdd(b1, x4, s14);
-                s24 = Vector512.FusedMultiplyAdd(b2, x4, s24); s34 = Vector512.FusedMultiplyAdd(b3, x4, s34);
-                var x5 = Vector512.Load(xq + 80);
-                s05 = Vector512.FusedMultiplyAdd(b0, x5, s05); s15 = Vector512.FusedMultiplyAdd(b1, x5, s15);
-                s25 = Vector512.FusedMultiplyAdd(b2, x5, s25); s35 = Vector512.FusedMultiplyAdd(b3, x5, s35);
+                Update(ref s00, ref s10, ref s20, ref s30, b0, b1, b2, b3, xq);
+                if (vectors > 1) Update(ref s01, ref s11, ref s21, ref s31, b0, b1, b2, b3, xq + Lanes);
+                if (vectors > 2) Update(ref s02, ref s12, ref s22, ref s32, b0, b1, b2, b3, xq + 2 * Lanes);
+                if (vectors > 3) Update(ref s03, ref s13, ref s23, ref s33, b0, b1, b2, b3, xq + 3 * Lanes);
+                if (vectors > 4) Update(ref s04, ref s14, ref s24, ref s34, b0, b1, b2, b3, xq + 4 * Lanes);
+                if (vectors > 5) Update(ref s05, ref s15, ref s25, ref s35, b0, b1, b2, b3, xq + 5 * Lanes);
             }
             d0 += columns; d1 += columns; d2 += columns; d3 += columns;
         }
-        s00.Store(a0); s01.Store(a0 + 16); s02.Store(a0 + 32);
-        s03.Store(a0 + 48); s04.Store(a0 + 64); s05.Store(a0 + 80);
-        s10.Store(a1); s11.Store(a1 + 16); s12.Store(a1 + 32);
-        s13.Store(a1 + 48); s14.Store(a1 + 64); s15.Store(a1 + 80);
-        s20.Store(a2); s21.Store(a2 + 16); s22.Store(a2 + 32);
-        s23.Store(a2 + 48); s24.Store(a2 + 64); s25.Store(a2 + 80);
-        s30.Store(a3); s31.Store(a3 + 16); s32.Store(a3 + 32);
-        s33.Store(a3 + 48); s34.Store(a3 + 64); s35.Store(a3 + 80);
+        Store(s00, s10, s20, s30, a0, a1, a2, a3, 0);
+        if (vectors > 1) Store(s01, s11, s21, s31, a0, a1, a2, a3, 1);
+        if (vectors > 2) Store(s02, s12, s22, s32, a0, a1, a2, a3, 2);
+        if (vectors > 3) Store(s03, s13, s23, s33, a0, a1, a2, a3, 3);
+        if (vectors > 4) Store(s04, s14, s24, s34, a0, a1, a2, a3, 4);
+        if (vectors > 5) Store(s05, s15, s25, s35, a0, a1, a2, a3, 5);
     }
 
-    /// <summary><see cref="Block"/> for 5 vectors (20 accumulators).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block5(float** dy, int rows, int columns, float* x, long rowStride, int step, float* acc, long accK)
+    /// <summary>The 4 output channels' accumulators of patch vector <paramref name="v"/>, from their rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Load(ref Vector512<float> s0, ref Vector512<float> s1, ref Vector512<float> s2, ref Vector512<float> s3,
+        float* a0, float* a1, float* a2, float* a3, int v)
     {
-        float* a0 = acc, a1 = acc + accK, a2 = acc + 2 * accK, a3 = acc + 3 * accK;
-        var s00 = Vector512.Load(a0); var s01 = Vector512.Load(a0 + 16); var s02 = Vector512.Load(a0 + 32);
-        var s03 = Vector512.Load(a0 + 48); var s04 = Vector512.Load(a0 + 64);
-        var s10 = Vector512.Load(a1); var s11 = Vector512.Load(a1 + 16); var s12 = Vector512.Load(a1 + 32);
-        var s13 = Vector512.Load(a1 + 48); var s14 = Vector512.Load(a1 + 64);
-        var s20 = Vector512.Load(a2); var s21 = Vector512.Load(a2 + 16); var s22 = Vector512.Load(a2 + 32);
-        var s23 = Vector512.Load(a2 + 48); var s24 = Vector512.Load(a2 + 64);
-        var s30 = Vector512.Load(a3); var s31 = Vector512.Load(a3 + 16); var s32 = Vector512.Load(a3 + 32);
-        var s33 = Vector512.Load(a3 + 48); var s34 = Vector512.Load(a3 + 64);
-        float* d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
-        for (int row = 0; row < rows; row++)
-        {
-            float* xq = x + row * rowStride;
-            for (int q = 0; q < columns; q++, xq += step)
-            {
-                var b0 = Vector512.Create(d0[q]);
-                var b1 = Vector512.Create(d1[q]);
-                var b2 = Vector512.Create(d2[q]);
-                var b3 = Vector512.Create(d3[q]);
-                var x0 = Vector512.Load(xq);
-                s00 = Vector512.FusedMultiplyAdd(b0, x0, s00); s10 = Vector512.FusedMultiplyAdd(b1, x0, s10);
-                s20 = Vector512.FusedMultiplyAdd(b2, x0, s20); s30 = Vector512.FusedMultiplyAdd(b3, x0, s30);
-                var x1 = Vector512.Load(xq + 16);
-                s01 = Vector512.FusedMultiplyAdd(b0, x1, s01); s11 = Vector512.FusedMultiplyAdd(b1, x1, s11);
-                s21 = Vector512.FusedMultiplyAdd(b2, x1, s21); s31 = Vector512.FusedMultiplyAdd(b3, x1, s31);
-                var x2 = Vector512.Load(xq + 32);
-                s02 = Vector512.FusedMultiplyAdd(b0, x2, s02); s12 = Vector512.FusedMultiplyAdd(b1, x2, s12);
-                s22 = Vector512.FusedMultiplyAdd(b2, x2, s22); s32 = Vector512.FusedMultiplyAdd(b3, x2, s32);
-                var x3 = Vector512.Load(xq + 48);
-                s03 = Vector512.FusedMultiplyAdd(b0, x3, s03); s13 = Vector512.FusedMultiplyAdd(b1, x3, s13);
-                s23 = Vector512.FusedMultiplyAdd(b2, x3, s23); s33 = Vector512.FusedMultiplyAdd(b3, x3, s33);
-                var x4 = Vector512.Load(xq + 64);
-                s04 = Vector512.FusedMultiplyAdd(b0, x4, s04); s14 = Vector512.FusedMultiplyAdd(b1, x4, s14);
-                s24 = Vector512.FusedMultiplyAdd(b2, x4, s24); s34 = Vector512.FusedMultiplyAdd(b3, x4, s34);
-            }
-            d0 += columns; d1 += columns; d2 += columns; d3 += columns;
-        }
-        s00.Store(a0); s01.Store(a0 + 16); s02.Store(a0 + 32); s03.Store(a0 + 48); s04.Store(a0 + 64);
-        s10.Store(a1); s11.Store(a1 + 16); s12.Store(a1 + 32); s13.Store(a1 + 48); s14.Store(a1 + 64);
-        s20.Store(a2); s21.Store(a2 + 16); s22.Store(a2 + 32); s23.Store(a2 + 48); s24.Store(a2 + 64);
-        s30.Store(a3); s31.Store(a3 + 16); s32.Store(a3 + 32); s33.Store(a3 + 48); s34.Store(a3 + 64);
+        s0 = Vector512.Load(a0 + v * Lanes);
+        s1 = Vector512.Load(a1 + v * Lanes);
+        s2 = Vector512.Load(a2 + v * Lanes);
+        s3 = Vector512.Load(a3 + v * Lanes);
     }
 
-    /// <summary><see cref="Block"/> for 4 vectors (16 accumulators).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block4(float** dy, int rows, int columns, float* x, long rowStride, int step, float* acc, long accK)
+    /// <summary>The 4 output channels' accumulators of one patch vector, each plus its dy value times the vector at <paramref name="x"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Update(ref Vector512<float> s0, ref Vector512<float> s1, ref Vector512<float> s2, ref Vector512<float> s3,
+        Vector512<float> b0, Vector512<float> b1, Vector512<float> b2, Vector512<float> b3, float* x)
     {
-        float* a0 = acc, a1 = acc + accK, a2 = acc + 2 * accK, a3 = acc + 3 * accK;
-        var s00 = Vector512.Load(a0); var s01 = Vector512.Load(a0 + 16); var s02 = Vector512.Load(a0 + 32);
-        var s03 = Vector512.Load(a0 + 48);
-        var s10 = Vector512.Load(a1); var s11 = Vector512.Load(a1 + 16); var s12 = Vector512.Load(a1 + 32);
-        var s13 = Vector512.Load(a1 + 48);
-        var s20 = Vector512.Load(a2); var s21 = Vector512.Load(a2 + 16); var s22 = Vector512.Load(a2 + 32);
-        var s23 = Vector512.Load(a2 + 48);
-        var s30 = Vector512.Load(a3); var s31 = Vector512.Load(a3 + 16); var s32 = Vector512.Load(a3 + 32);
-        var s33 = Vector512.Load(a3 + 48);
-        float* d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
-        for (int row = 0; row < rows; row++)
-        {
-            float* xq = x + row * rowStride;
-            for (int q = 0; q < columns; q++, xq += step)
-            {
-                var b0 = Vector512.Create(d0[q]);
-                var b1 = Vector512.Create(d1[q]);
-                var b2 = Vector512.Create(d2[q]);
-                var b3 = Vector512.Create(d3[q]);
-                var x0 = Vector512.Load(xq);
-                s00 = Vector512.FusedMultiplyAdd(b0, x0, s00); s10 = Vector512.FusedMultiplyAdd(b1, x0, s10);
-                s20 = Vector512.FusedMultiplyAdd(b2, x0, s20); s30 = Vector512.FusedMultiplyAdd(b3, x0, s30);
-                var x1 = Vector512.Load(xq + 16);
-                s01 = Vector512.FusedMultiplyAdd(b0, x1, s01); s11 = Vector512.FusedMultiplyAdd(b1, x1, s11);
-                s21 = Vector512.FusedMultiplyAdd(b2, x1, s21); s31 = Vector512.FusedMultiplyAdd(b3, x1, s31);
-                var x2 = Vector512.Load(xq + 32);
-                s02 = Vector512.FusedMultiplyAdd(b0, x2, s02); s12 = Vector512.FusedMultiplyAdd(b1, x2, s12);
-                s22 = Vector512.FusedMultiplyAdd(b2, x2, s22); s32 = Vector512.FusedMultiplyAdd(b3, x2, s32);
-                var x3 = Vector512.Load(xq + 48);
-                s03 = Vector512.FusedMultiplyAdd(b0, x3, s03); s13 = Vector512.FusedMultiplyAdd(b1, x3, s13);
-                s23 = Vector512.FusedMultiplyAdd(b2, x3, s23); s33 = Vector512.FusedMultiplyAdd(b3, x3, s33);
-            }
-            d0 += columns; d1 += columns; d2 += columns; d3 += columns;
-        }
-        s00.Store(a0); s01.Store(a0 + 16); s02.Store(a0 + 32); s03.Store(a0 + 48);
-        s10.Store(a1); s11.Store(a1 + 16); s12.Store(a1 + 32); s13.Store(a1 + 48);
-        s20.Store(a2); s21.Store(a2 + 16); s22.Store(a2 + 32); s23.Store(a2 + 48);
-        s30.Store(a3); s31.Store(a3 + 16); s32.Store(a3 + 32); s33.Store(a3 + 48);
+        var xv = Vector512.Load(x);
+        s0 = Vector512.FusedMultiplyAdd(b0, xv, s0);
+        s1 = Vector512.FusedMultiplyAdd(b1, xv, s1);
+        s2 = Vector512.FusedMultiplyAdd(b2, xv, s2);
+        s3 = Vector512.FusedMultiplyAdd(b3, xv, s3);
     }
 
-    /// <summary><see cref="Block"/> for 3 vectors (12 accumulators).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block3(float** dy, int rows, int columns, float* x, long rowStride, int step, float* acc, long accK)
+    /// <summary>The 4 output channels' accumulators of patch vector <paramref name="v"/>, back to their rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store(Vector512<float> s0, Vector512<float> s1, Vector512<float> s2, Vector512<float> s3,
+        float* a0, float* a1, float* a2, float* a3, int v)
     {
-        float* a0 = acc, a1 = acc + accK, a2 = acc + 2 * accK, a3 = acc + 3 * accK;
-        var s00 = Vector512.Load(a0); var s01 = Vector512.Load(a0 + 16); var s02 = Vector512.Load(a0 + 32);
-        var s10 = Vector512.Load(a1); var s11 = Vector512.Load(a1 + 16); var s12 = Vector512.Load(a1 + 32);
-        var s20 = Vector512.Load(a2); var s21 = Vector512.Load(a2 + 16); var s22 = Vector512.Load(a2 + 32);
-        var s30 = Vector512.Load(a3); var s31 = Vector512.Load(a3 + 16); var s32 = Vector512.Load(a3 + 32);
-        float* d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
-        for (int row = 0; row < rows; row++)
-        {
-            float* xq = x + row * rowStride;
-            for (int q = 0; q < columns; q++, xq += step)
-            {
-                var b0 = Vector512.Create(d0[q]);
-                var b1 = Vector512.Create(d1[q]);
-                var b2 = Vector512.Create(d2[q]);
-                var b3 = Vector512.Create(d3[q]);
-                var x0 = Vector512.Load(xq);
-                s00 = Vector512.FusedMultiplyAdd(b0, x0, s00); s10 = Vector512.FusedMultiplyAdd(b1, x0, s10);
-                s20 = Vector512.FusedMultiplyAdd(b2, x0, s20); s30 = Vector512.FusedMultiplyAdd(b3, x0, s30);
-                var x1 = Vector512.Load(xq + 16);
-                s01 = Vector512.FusedMultiplyAdd(b0, x1, s01); s11 = Vector512.FusedMultiplyAdd(b1, x1, s11);
-                s21 = Vector512.FusedMultiplyAdd(b2, x1, s21); s31 = Vector512.FusedMultiplyAdd(b3, x1, s31);
-                var x2 = Vector512.Load(xq + 32);
-                s02 = Vector512.FusedMultiplyAdd(b0, x2, s02); s12 = Vector512.FusedMultiplyAdd(b1, x2, s12);
-                s22 = Vector512.FusedMultiplyAdd(b2, x2, s22); s32 = Vector512.FusedMultiplyAdd(b3, x2, s32);
-            }
-            d0 += columns; d1 += columns; d2 += columns; d3 += columns;
-        }
-        s00.Store(a0); s01.Store(a0 + 16); s02.Store(a0 + 32);
-        s10.Store(a1); s11.Store(a1 + 16); s12.Store(a1 + 32);
-        s20.Store(a2); s21.Store(a2 + 16); s22.Store(a2 + 32);
-        s30.Store(a3); s31.Store(a3 + 16); s32.Store(a3 + 32);
-    }
-
-    /// <summary><see cref="Block"/> for 2 vectors (8 accumulators).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block2(float** dy, int rows, int columns, float* x, long rowStride, int step, float* acc, long accK)
-    {
-        float* a0 = acc, a1 = acc + accK, a2 = acc + 2 * accK, a3 = acc + 3 * accK;
-        var s00 = Vector512.Load(a0); var s01 = Vector512.Load(a0 + 16);
-        var s10 = Vector512.Load(a1); var s11 = Vector512.Load(a1 + 16);
-        var s20 = Vector512.Load(a2); var s21 = Vector512.Load(a2 + 16);
-        var s30 = Vector512.Load(a3); var s31 = Vector512.Load(a3 + 16);
-        float* d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
-        for (int row = 0; row < rows; row++)
-        {
-            float* xq = x + row * rowStride;
-            for (int q = 0; q < columns; q++, xq += step)
-            {
-                var b0 = Vector512.Create(d0[q]);
-                var b1 = Vector512.Create(d1[q]);
-                var b2 = Vector512.Create(d2[q]);
-                var b3 = Vector512.Create(d3[q]);
-                var x0 = Vector512.Load(xq);
-                s00 = Vector512.FusedMultiplyAdd(b0, x0, s00); s10 = Vector512.FusedMultiplyAdd(b1, x0, s10);
-                s20 = Vector512.FusedMultiplyAdd(b2, x0, s20); s30 = Vector512.FusedMultiplyAdd(b3, x0, s30);
-                var x1 = Vector512.Load(xq + 16);
-                s01 = Vector512.FusedMultiplyAdd(b0, x1, s01); s11 = Vector512.FusedMultiplyAdd(b1, x1, s11);
-                s21 = Vector512.FusedMultiplyAdd(b2, x1, s21); s31 = Vector512.FusedMultiplyAdd(b3, x1, s31);
-            }
-            d0 += columns; d1 += columns; d2 += columns; d3 += columns;
-        }
-        s00.Store(a0); s01.Store(a0 + 16);
-        s10.Store(a1); s11.Store(a1 + 16);
-        s20.Store(a2); s21.Store(a2 + 16);
-        s30.Store(a3); s31.Store(a3 + 16);
-    }
-
-    /// <summary><see cref="Block"/> for 1 vector (4 accumulators).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block1(float** dy, int rows, int columns, float* x, long rowStride, int step, float* acc, long accK)
-    {
-        float* a0 = acc, a1 = acc + accK, a2 = acc + 2 * accK, a3 = acc + 3 * accK;
-        var s00 = Vector512.Load(a0);
-        var s10 = Vector512.Load(a1);
-        var s20 = Vector512.Load(a2);
-        var s30 = Vector512.Load(a3);
-        float* d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
-        for (int row = 0; row < rows; row++)
-        {
-            float* xq = x + row * rowStride;
-            for (int q = 0; q < columns; q++, xq += step)
-            {
-                var b0 = Vector512.Create(d0[q]);
-                var b1 = Vector512.Create(d1[q]);
-                var b2 = Vector512.Create(d2[q]);
-                var b3 = Vector512.Create(d3[q]);
-                var x0 = Vector512.Load(xq);
-                s00 = Vector512.FusedMultiplyAdd(b0, x0, s00); s10 = Vector512.FusedMultiplyAdd(b1, x0, s10);
-                s20 = Vector512.FusedMultiplyAdd(b2, x0, s20); s30 = Vector512.FusedMultiplyAdd(b3, x0, s30);
-            }
-            d0 += columns; d1 += columns; d2 += columns; d3 += columns;
-        }
-        s00.Store(a0);
-        s10.Store(a1);
-        s20.Store(a2);
-        s30.Store(a3);
+        s0.Store(a0 + v * Lanes);
+        s1.Store(a1 + v * Lanes);
+        s2.Store(a2 + v * Lanes);
+        s3.Store(a3 + v * Lanes);
     }
 }
