@@ -1125,12 +1125,15 @@ public sealed class CpuInferencePlanTests : IDisposable
 
     /// <summary>
     /// A shard runs in as many pieces as keep a step's input and output (twice a sample's part of the largest buffer)
-    /// within half the cache, two included: MNIST b256's shards of 128 at the pruned model's 19 x 6 x 6 floats a sample run
-    /// whole with 2 MiB of L2 and in two pieces with 1 MiB; the big model's 32 x 6 x 6 in three (then four, by
-    /// WholeGroups) with 1 MiB.
+    /// within half the cache, two included, and of 64 samples at most: MNIST b256's shards of 128 at the pruned model's
+    /// 19 x 6 x 6 floats a sample fit 2 MiB of L2 whole but run in two pieces, as with 1 MiB; the big model's 32 x 6 x 6
+    /// in three (then four, by WholeGroups) with 1 MiB; shards of 256, or of tiny samples, in pieces of 64.
     /// </summary>
     [Theory]
-    [InlineData(19 * 36 * 4, 128, 2L << 20, 1)]
+    [InlineData(19 * 36 * 4, 128, 2L << 20, 2)]
+    [InlineData(19 * 36 * 4, 256, 2L << 20, 4)]
+    [InlineData(4, 128, 1L << 40, 2)]
+    [InlineData(4, 64, 1L << 40, 1)]
     [InlineData(19 * 36 * 4, 128, 1L << 20, 2)]
     [InlineData(32 * 36 * 4, 128, 1L << 20, 3)]
     [InlineData(32 * 36 * 4, 128, 2L << 20, 2)]

@@ -200,9 +200,18 @@ public sealed unsafe partial class CpuInferencePlan
     internal static int Pieces(long bytesPerSample, int samples)
     {
         if (PieceSamples > 0) return (samples + PieceSamples - 1) / PieceSamples;
-        long fitting = Math.Max(1, CacheBytes / (4 * bytesPerSample));
+        long fitting = Math.Clamp(CacheBytes / (4 * bytesPerSample), 1, MaxPieceSamples);
         return (int)((samples + fitting - 1) / fitting);
     }
+
+    /// <summary>
+    /// The most samples in a piece whatever the cache holds. On the Xeon host (2 MiB of L2) MNIST b256's shards of 128 fit
+    /// the cache's rule whole at 19/38/76 and 24/48/72 channels, and in two pieces of 64 took 0.95-0.99 of the time
+    /// (median 0.965 pruned, 0.973 small; in-process alternation, docs/benchmarks.md, step 172), as the big model's
+    /// pieces of 64 had (0.95, "The Xeon host a thirteenth time"); pieces of 32 gained nothing more (big 0.998). On
+    /// the EPYC (1 MiB) the rule already gives 64.
+    /// </summary>
+    private const int MaxPieceSamples = 64;
 
     /// <summary>
     /// <paramref name="pieces"/>, or where a shard of <paramref name="samples"/> would run pieces of more than 32 samples
