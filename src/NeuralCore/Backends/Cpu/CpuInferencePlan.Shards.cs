@@ -186,7 +186,8 @@ public sealed unsafe partial class CpuInferencePlan
     /// How many pieces a shard of <paramref name="samples"/> samples runs in: with <see cref="PieceSamples"/> set, pieces
     /// of at most that many samples; otherwise as many as keep a step's input and output (twice
     /// <paramref name="bytesPerSample"/>, a sample's part of the plan's largest buffer) within half of
-    /// <see cref="CacheBytes"/> (the other half holds the weights and a residual).
+    /// <see cref="CacheBytes"/> (the other half holds the weights and a residual), of <see cref="MaxPieceSamples"/> at
+    /// most.
     /// </summary>
     /// <remarks>
     /// Measured on the Xeon host (2 MiB of L2; docs/benchmarks.md, "The Xeon host a thirteenth time"): mel b64's shards of
