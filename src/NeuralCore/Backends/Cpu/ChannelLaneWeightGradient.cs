@@ -120,6 +120,8 @@ internal static unsafe class ChannelLaneWeightGradient
         }
         float** dyRows = stackalloc float*[KBlock];
         long rowPatch = (long)job.Vectors * Lanes, accK = p.R * rowPatch;
+        // The patch's vectors in runs of at most 6, as even as they go (8: 4 + 4, 15: 5 + 5 + 5).
+        int runs = (job.Vectors + MaxVectors - 1) / MaxVectors;
 
         for (int n = first; n < end; n++)
         {
@@ -133,8 +135,6 @@ internal static unsafe class ChannelLaneWeightGradient
                 for (int r = 0; r < p.R; r++)
                 {
                     float* a = acc + k0 * accK + r * rowPatch, xr = plane + r * rowStride;
-                    // The patch's vectors in runs of at most 6, as even as they go (8: 4 + 4, 15: 5 + 5 + 5).
-                    int runs = (job.Vectors + MaxVectors - 1) / MaxVectors;
                     for (int run = 0, v = 0; run < runs; run++)
                     {
                         int next = (int)((long)(run + 1) * job.Vectors / runs);
