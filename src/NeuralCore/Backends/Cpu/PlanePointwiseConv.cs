@@ -192,11 +192,38 @@ internal static unsafe class PlanePointwiseConv
         job.YSample = job.OutPlane;
         long macs = (long)p.N * p.K * p.C * job.Plane;
         job.Parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, p.N));
+        var run = FusedPart(kind, (bias != null ? HasBias : 0) | (residual != null ? HasResidual : 0) | (pool != null ? Pooled : 0));
         // SAFETY: job outlives ForParts, which returns when every part is done; the gather's array is pinned.
-        if (job.Parts == 1) RunPart<FusedOutput>(&job, 0);
-        else CpuThreading.ForParts(job.Parts, &RunPart<FusedOutput>, &job);
+        if (job.Parts == 1) run(&job, 0);
+        else CpuThreading.ForParts(job.Parts, run, &job);
         GC.KeepAlive(pool);
     }
+
+    // The fused epilogue's parts, as the bits of FusedOutput's TParts.
+    private const int HasBias = 1, HasResidual = 2, Pooled = 4;
+
+    /// <summary>
+    /// <see cref="RunPart{TOutput}"/> with the activation <paramref name="kind"/> and the epilogue's <paramref name="parts"/>
+    /// as types, so that a block's epilogue tests nothing per channel.
+    /// </summary>
+    private static delegate*<void*, int, void> FusedPart(int kind, int parts) => kind switch
+    {
+        0 => FusedPart<Gemm.N0>(parts),
+        1 => FusedPart<Gemm.N1>(parts),
+        _ => FusedPart<Gemm.N2>(parts),
+    };
+
+    private static delegate*<void*, int, void> FusedPart<TKind>(int parts) where TKind : struct, Gemm.IConstant => parts switch
+    {
+        0 => &RunPart<FusedOutput<TKind, Gemm.N0>>,
+        1 => &RunPart<FusedOutput<TKind, Gemm.N1>>,
+        2 => &RunPart<FusedOutput<TKind, Gemm.N2>>,
+        3 => &RunPart<FusedOutput<TKind, Gemm.N3>>,
+        4 => &RunPart<FusedOutput<TKind, Gemm.N4>>,
+        5 => &RunPart<FusedOutput<TKind, Gemm.N5>>,
+        6 => &RunPart<FusedOutput<TKind, Gemm.N6>>,
+        _ => &RunPart<FusedOutput<TKind, Gemm.N7>>,
+    };
 
     private static Job NewJob(float* x, float* w, float* bias, float* y, in Conv2dParams p)
     {
@@ -325,14 +352,18 @@ internal static unsafe class PlanePointwiseConv
         }
     }
 
-    /// <summary>act(plane + bias + residual), then the pool's maximum over each window's rows if there is one (<see cref="ForwardChannelMajor"/>).</summary>
-    private struct FusedOutput : IOutput
+    /// <summary>
+    /// act(plane + bias + residual), then the pool's maximum over each window's rows if there is one
+    /// (<see cref="ForwardChannelMajor"/>): TKind the activation, TParts which of <see cref="HasBias"/>,
+    /// <see cref="HasResidual"/> and <see cref="Pooled"/> the job has.
+    /// </summary>
+    private struct FusedOutput<TKind, TParts> : IOutput where TKind : struct, Gemm.IConstant where TParts : struct, Gemm.IConstant
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static void Store(ref Job job, float* o, float* bias, float* residual, int k, Vector512<float> a, Vector512<float> b,
             Vector512<float> d, int vectors, Vector512<float> last)
         {
-            bool hasBias = bias != null, hasResidual = job.Residual != null;
+            bool hasBias = (TParts.Value & HasBias) != 0, hasResidual = (TParts.Value & HasResidual) != 0;
             var bv = hasBias ? Vector512.Create(bias[k]) : default;
             Vector512<float> ra = default, rb = default, rd = default;
             if (hasResidual)
@@ -341,34 +372,51 @@ internal static unsafe class PlanePointwiseConv
                 rb = vectors == 3 ? Vector512.Load(residual + Lanes) : Avx512F.MaskLoad(residual + Lanes, last, Vector512<float>.Zero);
                 rd = vectors == 3 ? Avx512F.MaskLoad(residual + 2 * Lanes, last, Vector512<float>.Zero) : default;
             }
-            a = ConvKernels.EpilogueVector(a, bv, hasBias, ra, hasResidual, job.Kind);
-            b = ConvKernels.EpilogueVector(b, bv, hasBias, rb, hasResidual, job.Kind);
-            if (vectors == 3) d = ConvKernels.EpilogueVector(d, bv, hasBias, rd, hasResidual, job.Kind);
-            if (job.PoolIndices == null)
+            a = ConvKernels.EpilogueVector(a, bv, hasBias, ra, hasResidual, TKind.Value);
+            b = ConvKernels.EpilogueVector(b, bv, hasBias, rb, hasResidual, TKind.Value);
+            if (vectors == 3) d = ConvKernels.EpilogueVector(d, bv, hasBias, rd, hasResidual, TKind.Value);
+            if ((TParts.Value & Pooled) == 0)
             {
                 PlaneStore(o, a, b, d, vectors, last);
                 return;
             }
             // Each output vector: the maximum over the window's rows, from -inf in row order (PoolKernels.MaxPlanes's
-            // order), each row's values gathered from the plane's 32 or 48 lanes by permutes.
-            var negative = Vector512.Create(float.NegativeInfinity);
-            for (int v = 0; v < job.OutVectors; v++)
-            {
-                var m = negative;
-                for (int u = 0; u < job.PoolRows; u++)
-                {
-                    var index = job.PoolIndices[v * job.PoolRows + u];
-                    var row = Avx512F.PermuteVar16x32x2(a, index, b);
-                    if (vectors == 3)
-                        row = Vector512.ConditionalSelect(Vector512.GreaterThan(index, Vector512.Create(2 * Lanes - 1)).AsSingle(),
-                            Avx512F.PermuteVar16x32(d, index), row);
-                    m = Vector512.Max(m, row);
-                }
-                int count = job.OutPlane - v * Lanes;
-                if (count >= Lanes) Vector512.Store(m, o + v * Lanes);
-                else Avx512F.MaskStore(o + v * Lanes, ConvKernels.FirstLanes(count), m);
-            }
+            // order), each row's values gathered from the plane's 32 or 48 lanes by permutes. The output vectors are
+            // written out (at most three), so that their chains of maxima overlap.
+            Vector512<int>* indices = job.PoolIndices;
+            int rows = job.PoolRows, outVectors = job.OutVectors, outPlane = job.OutPlane;
+            PoolVector(o, a, b, d, vectors, indices, rows, outPlane);
+            if (outVectors > 1) PoolVector(o + Lanes, a, b, d, vectors, indices + rows, rows, outPlane - Lanes);
+            if (outVectors > 2) PoolVector(o + 2 * Lanes, a, b, d, vectors, indices + 2 * rows, rows, outPlane - 2 * Lanes);
         }
+    }
+
+    /// <summary>
+    /// One pooled output vector at <paramref name="o"/> (its first <paramref name="count"/> lanes): the maximum, from -inf
+    /// in row order, of the window's <paramref name="rows"/> rows, row u's values gathered from the plane's vectors by
+    /// <paramref name="indices"/>[u].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PoolVector(float* o, Vector512<float> a, Vector512<float> b, Vector512<float> d, int vectors,
+        Vector512<int>* indices, int rows, int count)
+    {
+        // Vector512.Max(-inf, x) is x, bit for bit (NaNs included): the chain starts at the first row.
+        var m = Gathered(a, b, d, vectors, indices[0]);
+        // The second row written out: CP-ResNet's windows have two.
+        if (rows > 1) m = Vector512.Max(m, Gathered(a, b, d, vectors, indices[1]));
+        for (int u = 2; u < rows; u++) m = Vector512.Max(m, Gathered(a, b, d, vectors, indices[u]));
+        if (count >= Lanes) Vector512.Store(m, o);
+        else Avx512F.MaskStore(o, ConvKernels.FirstLanes(count), m);
+    }
+
+    /// <summary>The plane's values at <paramref name="index"/>'s lanes (0-31 from a and b, 32-47 from d).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Gathered(Vector512<float> a, Vector512<float> b, Vector512<float> d, int vectors, Vector512<int> index)
+    {
+        var row = Avx512F.PermuteVar16x32x2(a, index, b);
+        return vectors == 3
+            ? Vector512.ConditionalSelect(Vector512.GreaterThan(index, Vector512.Create(2 * Lanes - 1)).AsSingle(), Avx512F.PermuteVar16x32(d, index), row)
+            : row;
     }
 
     /// <summary>One output plane's vectors, the last one stored masked.</summary>
