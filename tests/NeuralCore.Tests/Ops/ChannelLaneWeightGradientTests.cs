@@ -7,8 +7,9 @@ namespace NeuralCore.Tests.Ops;
 /// <summary>
 /// <see cref="ChannelLaneWeightGradient"/> (stride-1 weight gradients with the input channels in the lanes) against a
 /// float64 sum of products and against the GEMM path: row patches of 1 to 15 vectors (runs of 6, 4 + 4, 5 + 5 + 5),
-/// output channels that leave a block of 4 part empty, kernels of 1 to 5 taps a side, no padding and padding past the
-/// kernel's reach, on one to three threads, and non-finite values. Turns paths off process-wide, so runs alone.
+/// the channels in one plane and, on planes of 128 positions or more, in two (a run reading both), output channels
+/// that leave a block of 4 part empty, kernels of 1 to 5 taps a side, no padding and padding past the kernel's reach,
+/// on one to three threads, and non-finite values. Turns paths off process-wide, so runs alone.
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class ChannelLaneWeightGradientTests
@@ -35,6 +36,12 @@ public sealed class ChannelLaneWeightGradientTests
     [InlineData(2, 33, 4, 5, 2, 2, 2, 1, 0)]    // an even kernel: 5 x 4 outputs, 66 floats in 5 vectors
     [InlineData(4, 40, 3, 4, 6, 1, 1, 0, 0)]    // a 1x1: 3 vectors
     [InlineData(5, 6, 1, 6, 9, 1, 3, 0, 1)]     // a 3x3 cut to its middle row on maps one row high
+    // Planes of 128 positions or more split the channels into two planes (16 m aligned, the rest):
+    [InlineData(2, 19, 15, 24, 19, 3, 3, 1, 1)] // the pruned model's on mel: 3 vectors aligned + 1 (9 floats)
+    [InlineData(1, 76, 8, 16, 5, 3, 3, 1, 1)]   // 12 + 3 vectors in runs of 5 + 5 + (2 + 3): a run across both planes
+    [InlineData(1, 17, 12, 14, 6, 5, 5, 2, 2)]  // a 5x5 kernel: 5 vectors aligned + 1 (5 floats), one run of 6
+    [InlineData(1, 7, 16, 16, 3, 3, 3, 1, 1)]   // fewer than 16 channels: the second plane alone
+    [InlineData(1, 35, 10, 13, 4, 2, 3, 0, 1)]  // 32 + 3 channels, a 2 x 3 kernel: 6 vectors aligned + 1 (9 floats)
     public void MatchesTheSumOfProductsAndTheGemmPath(int n, int c, int h, int w, int k, int r, int s, int padH, int padW)
     {
         if (!Gemm.Runs512) Assert.Skip(NoAvx512);

@@ -33,6 +33,10 @@ internal static unsafe class ChannelLaneWeightGradient
     private const int KBlock = 4;
     // Vectors of the row patch per block.
     private const int MaxVectors = 6;
+    // Output planes of at least this many positions split the input channels into two planes (Split). Xeon, two threads,
+    // 19 channels, the split against one plane alternated: mel's 31 x 24 0.90, 15 x 24 0.93, 7 x 24 0.96, 8 x 24 0.96,
+    // 12 x 12 0.99, MNIST's 6 x 6 1.03-1.04 (its rows of 6 positions run the two planes' pointers for few loads each).
+    private const int MinSplitPlane = 128;
     // Below this many multiply-adds one part runs them all on the calling thread.
     private const long MinMacsPerPart = 1 << 18;
 
@@ -62,25 +66,45 @@ internal static unsafe class ChannelLaneWeightGradient
         public float* Dy, X, Partials;
         public int Parts, KPad, Vectors;
         public long Length;
+        // The input channels split into a whole-vector part and the rest (see Split): channels [0, CA) in one plane,
+        // [CA, C) in another; their patches take VectorsA and VectorsB vectors.
+        public int CA, CB, VectorsA, VectorsB;
+    }
+
+    /// <summary>
+    /// The input channels as two planes: the first 16 m (m = C / 16, none below 16) channel-last with positions 16 m
+    /// floats apart, so that every patch vector there starts on a 64-byte line, and the C mod 16 others in a plane of
+    /// their own. With one plane of C floats a position, 19 channels put a position every 76 bytes and most patch loads
+    /// split across two lines; split, 19 = 16 + 3 takes 3 aligned vectors and 1 (9 floats), as many as 57 floats in one
+    /// plane. Output planes under <see cref="MinSplitPlane"/> positions keep one plane (C in the first when it is a
+    /// multiple of 16, else in the second).
+    /// </summary>
+    private static (int CA, int CB, int VectorsA, int VectorsB) Split(in Conv2dParams p)
+    {
+        int ca = p.C % Lanes == 0 || p.P * p.Q >= MinSplitPlane ? p.C / Lanes * Lanes : 0, cb = p.C - ca;
+        return (ca, cb, p.S * ca / Lanes, (p.S * cb + Lanes - 1) / Lanes);
     }
 
     /// <summary>dw [K, C, R, S] = the weight gradient of dy [N, K, P, Q] for x [N, C, H, W] (sample-major; dw overwritten).</summary>
     internal static void Run(float* dy, float* x, float* dw, in Conv2dParams p)
     {
-        int vectors = (p.S * p.C + Lanes - 1) / Lanes, kPad = (p.K + KBlock - 1) / KBlock * KBlock;
+        var (ca, cb, vectorsA, vectorsB) = Split(p);
+        int vectors = vectorsA + vectorsB, kPad = (p.K + KBlock - 1) / KBlock * KBlock;
         long length = (long)kPad * p.R * vectors * Lanes;
         long macs = (long)p.N * p.K * p.C * p.R * p.S * p.P * p.Q;
         int parts = (int)Math.Clamp(macs / MinMacsPerPart, 1, Math.Min(CpuThreading.Threads, p.N));
         var job = new Job
         {
             P = p, Dy = dy, X = x, Parts = parts, KPad = kPad, Vectors = vectors, Length = length,
+            CA = ca, CB = cb, VectorsA = vectorsA, VectorsB = vectorsB,
             Partials = ConvScratch.Current.Get(ConvScratch.Slot.Partials, parts * length),
         };
         // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
         if (parts == 1) RunPart(&job, 0);
         else CpuThreading.ForParts(parts, &RunPart, &job);
 
-        // dw [k, c, r, s] = part 0 + part 1 + ... of the accumulators [k, r, s * C + c], in part order.
+        // dw [k, c, r, s] = part 0 + part 1 + ... of the accumulators [k, r, patch]: (s, c) at s * CA + c for the first
+        // plane's channels, at VectorsA * 16 + s * CB + c - CA for the others'; in part order.
         long rowPatch = (long)vectors * Lanes;
         for (int k = 0; k < p.K; k++)
         for (int r = 0; r < p.R; r++)
@@ -90,8 +114,9 @@ internal static unsafe class ChannelLaneWeightGradient
             for (int s = 0; s < p.S; s++)
             for (int c = 0; c < p.C; c++)
             {
-                float sum = source[s * p.C + c];
-                for (int part = 1; part < parts; part++) sum += source[part * length + s * p.C + c];
+                long at = c < ca ? s * ca + c : vectorsA * Lanes + s * cb + c - ca;
+                float sum = source[at];
+                for (int part = 1; part < parts; part++) sum += source[part * length + at];
                 target[(long)c * p.R * p.S + s] = sum;
             }
         }
@@ -105,12 +130,15 @@ internal static unsafe class ChannelLaneWeightGradient
         float* acc = job.Partials + part * job.Length;
         new Span<float>(acc, checked((int)job.Length)).Clear();
 
-        // One zero-bordered channel-last plane, and a vector's slack past it for the last patch's last vector; the
-        // border stays zero from sample to sample.
-        int planeIn = p.H * p.W, planeOut = p.P * p.Q, hp = p.H + 2 * p.PadH, wp = p.W + 2 * p.PadW;
-        long rowStride = (long)wp * p.C, padded = hp * rowStride + Lanes;
-        float* plane = ConvScratch.Current.Get(ConvScratch.Slot.Padded, padded);
-        new Span<float>(plane, checked((int)padded)).Clear();
+        // Two zero-bordered channel-last planes (Split), each with a vector's slack past it for the last patch's last
+        // vector; the borders stay zero from sample to sample.
+        int planeIn = p.H * p.W, planeOut = p.P * p.Q, hp = p.H + 2 * p.PadH, wp = p.W + 2 * p.PadW, ca = job.CA, cb = job.CB;
+        long rowStrideA = (long)wp * ca, rowStrideB = (long)wp * cb;
+        long paddedA = hp * rowStrideA + Lanes, padded = paddedA + hp * rowStrideB + Lanes;
+        float* planeA = ConvScratch.Current.Get(ConvScratch.Slot.Padded, padded + Lanes);
+        planeA = (float*)(((nint)planeA + 63) & ~(nint)63);
+        float* planeB = planeA + paddedA;
+        new Span<float>(planeA, checked((int)padded)).Clear();
         // dy rows past K read zeros.
         float* zeros = null;
         if (job.KPad > p.K)
@@ -127,18 +155,28 @@ internal static unsafe class ChannelLaneWeightGradient
         {
             float* xn = job.X + (long)n * p.C * planeIn;
             for (int h = 0; h < p.H; h++)
-                Gemm.Transpose(xn + h * p.W, planeIn, plane + (h + p.PadH) * rowStride + p.PadW * p.C, p.C, p.C, p.W);
+            {
+                if (ca > 0) Gemm.Transpose(xn + h * p.W, planeIn, planeA + (h + p.PadH) * rowStrideA + p.PadW * ca, ca, ca, p.W);
+                if (cb > 0) Gemm.Transpose(xn + (long)ca * planeIn + h * p.W, planeIn, planeB + (h + p.PadH) * rowStrideB + p.PadW * cb, cb, cb, p.W);
+            }
             float* dyn = job.Dy + (long)n * p.K * planeOut;
             for (int k0 = 0; k0 < job.KPad; k0 += KBlock)
             {
                 for (int i = 0; i < KBlock; i++) dyRows[i] = k0 + i < p.K ? dyn + (long)(k0 + i) * planeOut : zeros;
                 for (int r = 0; r < p.R; r++)
                 {
-                    float* a = acc + k0 * accK + r * rowPatch, xr = plane + r * rowStride;
+                    float* a = acc + k0 * accK + r * rowPatch, xa = planeA + r * rowStrideA, xb = planeB + r * rowStrideB;
                     for (int run = 0, v = 0; run < runs; run++)
                     {
+                        // Vectors [v, next) of the patch: those below VectorsA from the first plane, the rest from the second.
                         int next = (int)((long)(run + 1) * job.Vectors / runs);
-                        Block(next - v, dyRows, p.P, p.Q, xr + v * Lanes, rowStride, p.C, a + v * Lanes, accK);
+                        int fromA = Math.Clamp(job.VectorsA - v, 0, next - v), fromB = next - v - fromA;
+                        var planes = new Planes
+                        {
+                            A = xa + (long)v * Lanes, RowStrideA = rowStrideA, StepA = ca,
+                            B = xb + (long)Math.Max(v - job.VectorsA, 0) * Lanes, RowStrideB = rowStrideB, StepB = cb,
+                        };
+                        Block(fromA, fromB, dyRows, p.P, p.Q, planes, a + v * Lanes, accK);
                         v = next;
                     }
                 }
@@ -146,34 +184,60 @@ internal static unsafe class ChannelLaneWeightGradient
         }
     }
 
+    /// <summary>Where a block's patch vectors lie: the first plane's from A, the second's from B, each plane's rows and positions its own strides apart.</summary>
+    private struct Planes
+    {
+        public float* A, B;
+        public long RowStrideA, RowStrideB;
+        public int StepA, StepB;
+    }
+
     /// <summary>
     /// acc [k, v] += the sum over positions (p, q) of dy[k][p, q] times vector v of the row patch at (p, q), for the 4 dy
-    /// rows and <paramref name="vectors"/> (1 to 6) vectors: the patches <paramref name="step"/> floats apart along a row
-    /// of <paramref name="columns"/>, <paramref name="rows"/> rows <paramref name="rowStride"/> floats apart; the
-    /// accumulator rows of the 4 output channels <paramref name="accK"/> floats apart.
+    /// rows and <paramref name="fromA"/> + <paramref name="fromB"/> (1 to 6) vectors: the first <paramref name="fromA"/>
+    /// from the first plane, the others from the second (<see cref="Planes"/>), over <paramref name="rows"/> rows of
+    /// <paramref name="columns"/> positions; the accumulator rows of the 4 output channels <paramref name="accK"/> floats
+    /// apart.
     /// </summary>
-    private static void Block(int vectors, float** dy, int rows, int columns, float* x, long rowStride, int step, float* acc, long accK)
+    private static void Block(int fromA, int fromB, float** dy, int rows, int columns, in Planes x, float* acc, long accK)
     {
-        switch (vectors)
+        switch (fromA)
         {
-            case 6: Block<Gemm.N6>(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            case 5: Block<Gemm.N5>(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            case 4: Block<Gemm.N4>(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            case 3: Block<Gemm.N3>(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            case 2: Block<Gemm.N2>(dy, rows, columns, x, rowStride, step, acc, accK); break;
-            default: Block<Gemm.N1>(dy, rows, columns, x, rowStride, step, acc, accK); break;
+            case 0: BlockB<Gemm.N0>(fromB, dy, rows, columns, x, acc, accK); break;
+            case 1: BlockB<Gemm.N1>(fromB, dy, rows, columns, x, acc, accK); break;
+            case 2: BlockB<Gemm.N2>(fromB, dy, rows, columns, x, acc, accK); break;
+            case 3: BlockB<Gemm.N3>(fromB, dy, rows, columns, x, acc, accK); break;
+            case 4: BlockB<Gemm.N4>(fromB, dy, rows, columns, x, acc, accK); break;
+            case 5: BlockB<Gemm.N5>(fromB, dy, rows, columns, x, acc, accK); break;
+            default: BlockB<Gemm.N6>(fromB, dy, rows, columns, x, acc, accK); break;
+        }
+    }
+
+    private static void BlockB<TA>(int fromB, float** dy, int rows, int columns, in Planes x, float* acc, long accK)
+        where TA : struct, Gemm.IConstant
+    {
+        switch (fromB)
+        {
+            case 0: Block<TA, Gemm.N0>(dy, rows, columns, x, acc, accK); break;
+            case 1: Block<TA, Gemm.N1>(dy, rows, columns, x, acc, accK); break;
+            case 2: Block<TA, Gemm.N2>(dy, rows, columns, x, acc, accK); break;
+            case 3: Block<TA, Gemm.N3>(dy, rows, columns, x, acc, accK); break;
+            case 4: Block<TA, Gemm.N4>(dy, rows, columns, x, acc, accK); break;
+            case 5: Block<TA, Gemm.N5>(dy, rows, columns, x, acc, accK); break;
+            default: Block<TA, Gemm.N6>(dy, rows, columns, x, acc, accK); break;
         }
     }
 
     /// <summary>
-    /// <see cref="Block(int, float**, int, int, float*, long, int, float*, long)"/> for TVectors vectors: one
-    /// specialisation per count, whose accumulators past it the JIT drops, so each keeps its 4 x TVectors in registers.
+    /// <see cref="Block(int, int, float**, int, int, in Planes, float*, long)"/> for TA vectors of the first plane and TB
+    /// of the second: one specialisation per pair, whose accumulators past TA + TB the JIT drops, so each keeps its 4 x
+    /// (TA + TB) in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block<TVectors>(float** dy, int rows, int columns, float* x, long rowStride, int step, float* acc, long accK)
-        where TVectors : struct, Gemm.IConstant
+    private static void Block<TA, TB>(float** dy, int rows, int columns, in Planes x, float* acc, long accK)
+        where TA : struct, Gemm.IConstant where TB : struct, Gemm.IConstant
     {
-        int vectors = TVectors.Value;
+        int fromA = TA.Value, vectors = TA.Value + TB.Value;
         float* a0 = acc, a1 = acc + accK, a2 = acc + 2 * accK, a3 = acc + 3 * accK;
         // s{k}{v}: output channel k of the block, vector v of the patch.
         Vector512<float> s00 = default, s01 = default, s02 = default, s03 = default, s04 = default, s05 = default;
@@ -187,21 +251,24 @@ internal static unsafe class ChannelLaneWeightGradient
         if (vectors > 4) Load(ref s04, ref s14, ref s24, ref s34, a0, a1, a2, a3, 4);
         if (vectors > 5) Load(ref s05, ref s15, ref s25, ref s35, a0, a1, a2, a3, 5);
         float* d0 = dy[0], d1 = dy[1], d2 = dy[2], d3 = dy[3];
+        long rowStrideA = x.RowStrideA, rowStrideB = x.RowStrideB;
+        int stepA = x.StepA, stepB = x.StepB;
         for (int row = 0; row < rows; row++)
         {
-            float* xq = x + row * rowStride;
-            for (int q = 0; q < columns; q++, xq += step)
+            float* xa = x.A + row * rowStrideA, xb = x.B + row * rowStrideB;
+            for (int q = 0; q < columns; q++, xa += stepA, xb += stepB)
             {
                 var b0 = Vector512.Create(d0[q]);
                 var b1 = Vector512.Create(d1[q]);
                 var b2 = Vector512.Create(d2[q]);
                 var b3 = Vector512.Create(d3[q]);
-                Update(ref s00, ref s10, ref s20, ref s30, b0, b1, b2, b3, xq);
-                if (vectors > 1) Update(ref s01, ref s11, ref s21, ref s31, b0, b1, b2, b3, xq + Lanes);
-                if (vectors > 2) Update(ref s02, ref s12, ref s22, ref s32, b0, b1, b2, b3, xq + 2 * Lanes);
-                if (vectors > 3) Update(ref s03, ref s13, ref s23, ref s33, b0, b1, b2, b3, xq + 3 * Lanes);
-                if (vectors > 4) Update(ref s04, ref s14, ref s24, ref s34, b0, b1, b2, b3, xq + 4 * Lanes);
-                if (vectors > 5) Update(ref s05, ref s15, ref s25, ref s35, b0, b1, b2, b3, xq + 5 * Lanes);
+                // Vector v of the patch: the first plane's vector v while v < TA, else the second's vector v - TA.
+                Update(ref s00, ref s10, ref s20, ref s30, b0, b1, b2, b3, fromA > 0 ? xa : xb);
+                if (vectors > 1) Update(ref s01, ref s11, ref s21, ref s31, b0, b1, b2, b3, fromA > 1 ? xa + Lanes : xb + (1 - fromA) * Lanes);
+                if (vectors > 2) Update(ref s02, ref s12, ref s22, ref s32, b0, b1, b2, b3, fromA > 2 ? xa + 2 * Lanes : xb + (2 - fromA) * Lanes);
+                if (vectors > 3) Update(ref s03, ref s13, ref s23, ref s33, b0, b1, b2, b3, fromA > 3 ? xa + 3 * Lanes : xb + (3 - fromA) * Lanes);
+                if (vectors > 4) Update(ref s04, ref s14, ref s24, ref s34, b0, b1, b2, b3, fromA > 4 ? xa + 4 * Lanes : xb + (4 - fromA) * Lanes);
+                if (vectors > 5) Update(ref s05, ref s15, ref s25, ref s35, b0, b1, b2, b3, fromA > 5 ? xa + 5 * Lanes : xb + (5 - fromA) * Lanes);
             }
             d0 += columns; d1 += columns; d2 += columns; d3 += columns;
         }
