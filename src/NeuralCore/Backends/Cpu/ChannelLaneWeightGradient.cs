@@ -11,7 +11,9 @@ namespace NeuralCore.Backends.Cpu;
 /// sum over (p, q) of dy[k][p, q] times that patch: a rank-one update per position, run in blocks of 4 output
 /// channels by up to 6 vectors of the patch (24 accumulators), which per position broadcast 4 dy values and load 6
 /// x vectors. No border masks (the border is zeros) and no lane sums; the patch's vectors run on across tap and
-/// channel boundaries, so 19 channels x 3 taps take 4 vectors, not 6. AVX-512 only.
+/// channel boundaries, so 19 channels x 3 taps take 4 vectors, not 6. On larger planes the channels past the last
+/// multiple of 16 get a plane of their own (<see cref="Split"/>), so that the others' patch vectors start on cache
+/// lines. AVX-512 only.
 /// </summary>
 /// <remarks>
 /// Why: <see cref="DirectWeightGradient"/> puts positions in the lanes, so every x load sits at a tap's offset (most
@@ -23,7 +25,7 @@ namespace NeuralCore.Backends.Cpu;
 /// The samples are shared in contiguous parts, one per thread, each summing its samples in order into its own
 /// accumulators [K, R, patch]; dw is then part 0 + part 1 + ... (a fixed order), so the results depend on the
 /// number of threads, not on timing. Output channels past K (to a multiple of 4) are computed on zero rows, and the
-/// lanes past a patch's S * C floats on the next position's values; both are dropped.
+/// lanes past a patch's floats on the next position's values; both are dropped.
 /// </para>
 /// </remarks>
 internal static unsafe class ChannelLaneWeightGradient
@@ -67,8 +69,8 @@ internal static unsafe class ChannelLaneWeightGradient
         public int Parts, KPad, Vectors;
         public long Length;
         // The input channels split into a whole-vector part and the rest (see Split): channels [0, CA) in one plane,
-        // [CA, C) in another; their patches take VectorsA and VectorsB vectors.
-        public int CA, CB, VectorsA, VectorsB;
+        // [CA, C) in another; the first VectorsA of a patch's vectors come from the first.
+        public int CA, CB, VectorsA;
     }
 
     /// <summary>
@@ -96,7 +98,7 @@ internal static unsafe class ChannelLaneWeightGradient
         var job = new Job
         {
             P = p, Dy = dy, X = x, Parts = parts, KPad = kPad, Vectors = vectors, Length = length,
-            CA = ca, CB = cb, VectorsA = vectorsA, VectorsB = vectorsB,
+            CA = ca, CB = cb, VectorsA = vectorsA,
             Partials = ConvScratch.Current.Get(ConvScratch.Slot.Partials, parts * length),
         };
         // SAFETY: job lives on this stack frame and ForParts returns only after every part is done.
@@ -135,6 +137,7 @@ internal static unsafe class ChannelLaneWeightGradient
         int planeIn = p.H * p.W, planeOut = p.P * p.Q, hp = p.H + 2 * p.PadH, wp = p.W + 2 * p.PadW, ca = job.CA, cb = job.CB;
         long rowStrideA = (long)wp * ca, rowStrideB = (long)wp * cb;
         long paddedA = hp * rowStrideA + Lanes, padded = paddedA + hp * rowStrideB + Lanes;
+        // From a cache line, so that the first plane's patch vectors start on lines.
         float* planeA = ConvScratch.Current.Get(ConvScratch.Slot.Padded, padded + Lanes);
         planeA = (float*)(((nint)planeA + 63) & ~(nint)63);
         float* planeB = planeA + paddedA;
@@ -213,6 +216,7 @@ internal static unsafe class ChannelLaneWeightGradient
         }
     }
 
+    /// <summary><see cref="Block(int, int, float**, int, int, in Planes, float*, long)"/> with TA known: the second plane's count as a type.</summary>
     private static void BlockB<TA>(int fromB, float** dy, int rows, int columns, in Planes x, float* acc, long accK)
         where TA : struct, Gemm.IConstant
     {

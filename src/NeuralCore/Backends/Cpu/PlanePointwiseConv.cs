@@ -60,8 +60,8 @@ internal static unsafe class PlanePointwiseConv
         // (channel-major); and between a sample's first plane and the next sample's.
         public long XChannel, YChannel, XSample, YSample;
         // The fused epilogue (ForwardChannelMajor): the residual, channel-major [K, N, plane], the activation kind
-        // (0 none, 1 ReLU, 2 Hardswish), and with a pool its window rows and, per output vector and window row, where
-        // each lane's value lies among the plane's vectors (PoolIndices).
+        // (0 none, 1 ReLU, 2 Hardswish; at 512 bits a type, FusedOutput's TKind), and with a pool its window rows and,
+        // per output vector and window row, where each lane's value lies among the plane's vectors (PoolIndices).
         public float* Residual;
         public int Kind, PoolRows, OutPlane, OutVectors;
         public Vector512<int>* PoolIndices;
@@ -178,7 +178,6 @@ internal static unsafe class PlanePointwiseConv
         if (!CanRun(p)) throw new ArgumentException("PlanePointwiseConv.ForwardChannelMajor: a geometry CanRun does not admit.", nameof(p));
         var job = NewJob(x, w, bias, y, p);
         job.Residual = residual;
-        job.Kind = kind;
         job.XChannel = (long)p.N * job.Plane;
         job.XSample = job.Plane;
         job.OutPlane = pool?.OutPlane ?? job.Plane;
