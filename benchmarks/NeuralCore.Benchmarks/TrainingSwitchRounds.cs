@@ -27,6 +27,8 @@ public static class TrainingSwitchRounds
         ["relu-from-input"] = on => CpuTrainingPlan.ReluFromInputEnabled = on,
         // Docs: docs/benchmarks.md, steps 124-125 and 140 (segments of 768 positions against none).
         ["weight-gradient-segments"] = on => DirectWeightGradient.SegmentLength = on ? 768 : int.MaxValue,
+        // Docs: docs/benchmarks.md, step 175 (the channel-lane weight gradient's channels in two planes against one).
+        ["channel-lane-split"] = on => ChannelLaneWeightGradient.SplitsPlanes = on,
     };
 
     private static readonly string[] Models = ["pruned 19/38/76", "big 32/64/128"];

@@ -72,6 +72,41 @@ public sealed class ChannelLaneWeightGradientTests
     }
 
     /// <summary>
+    /// Channels split into two planes (16 m aligned and the rest) give one plane's bits: every lane of a patch vector sums
+    /// the same products in the same order, only the vectors' places differ. Runs that read only the first plane, only the
+    /// second, and both; 1 and 2 threads.
+    /// </summary>
+    [Theory]
+    [InlineData(2, 19, 15, 24, 19, 3, 3)]  // 3 + 1 vectors in one run
+    [InlineData(1, 76, 8, 16, 5, 3, 3)]    // runs of 5 + 5 + (2 + 3)
+    [InlineData(2, 38, 7, 24, 9, 3, 3)]    // runs of 4 + (2 + 2)
+    public void TwoPlanesGiveOnePlanesBits(int n, int c, int h, int w, int k, int r, int s)
+    {
+        if (!Gemm.Runs512) Assert.Skip(NoAvx512);
+        var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r / 2, s / 2, 1, 1, 1);
+        float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 61));
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * p.P * p.Q, 62));
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2 })
+            {
+                CpuThreading.Threads = threads;
+                ChannelLaneWeightGradient.SplitsPlanes = false;
+                var one = Run(dy, x, p);
+                ChannelLaneWeightGradient.SplitsPlanes = true;
+                var two = Run(dy, x, p);
+                Assert.Equal(one.Select(BitConverter.SingleToInt32Bits), two.Select(BitConverter.SingleToInt32Bits));
+            }
+        }
+        finally
+        {
+            ChannelLaneWeightGradient.SplitsPlanes = true;
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    /// <summary>
     /// A NaN input value reaches every weight whose tap reads it, and an infinite gradient at the map's edge meets the
     /// zero border in the taps that read off the map (infinity times zero is NaN there), as the GEMM path's im2col zeros
     /// give; the lanes past a patch and the zero dy rows past K, which read other positions' values, reach no weight.

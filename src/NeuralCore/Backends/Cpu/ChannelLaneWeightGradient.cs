@@ -45,6 +45,9 @@ internal static unsafe class ChannelLaneWeightGradient
     /// <summary>False leaves every weight gradient to the other paths (tests compare them).</summary>
     internal static bool Enabled { get; set; } = true;
 
+    /// <summary>False keeps the input channels in one plane on every map (<see cref="Split"/>; tests and benchmarks compare the two).</summary>
+    internal static bool SplitsPlanes { get; set; } = true;
+
     /// <summary>True for one group, stride 1 and no dilation on a CPU with the 512-bit kernels (<see cref="Gemm.Runs512"/>).</summary>
     internal static bool CanRun(in Conv2dParams p) =>
         Gemm.Runs512 && p.Groups == 1 && p.StrideH == 1 && p.StrideW == 1 && p.DilationH == 1 && p.DilationW == 1
@@ -83,7 +86,7 @@ internal static unsafe class ChannelLaneWeightGradient
     /// </summary>
     private static (int CA, int CB, int VectorsA, int VectorsB) Split(in Conv2dParams p)
     {
-        int ca = p.C % Lanes == 0 || p.P * p.Q >= MinSplitPlane ? p.C / Lanes * Lanes : 0, cb = p.C - ca;
+        int ca = p.C % Lanes == 0 || (SplitsPlanes && p.P * p.Q >= MinSplitPlane) ? p.C / Lanes * Lanes : 0, cb = p.C - ca;
         return (ca, cb, p.S * ca / Lanes, (p.S * cb + Lanes - 1) / Lanes);
     }
 
