@@ -29,6 +29,8 @@ public static class TrainingSwitchRounds
         ["weight-gradient-segments"] = on => DirectWeightGradient.SegmentLength = on ? 768 : int.MaxValue,
         // Docs: docs/benchmarks.md, step 175 (the channel-lane weight gradient's channels in two planes against one).
         ["channel-lane-split"] = on => ChannelLaneWeightGradient.SplitsPlanes = on,
+        // Docs: docs/benchmarks.md, step 176 (the channel-lane weight gradient's blocks of up to 5 output channels against 4).
+        ["channel-lane-wide-blocks"] = on => ChannelLaneWeightGradient.WideBlocks = on,
     };
 
     private static readonly string[] Models = ["pruned 19/38/76", "big 32/64/128"];

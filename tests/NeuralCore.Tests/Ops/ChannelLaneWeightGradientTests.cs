@@ -7,8 +7,8 @@ namespace NeuralCore.Tests.Ops;
 /// <summary>
 /// <see cref="ChannelLaneWeightGradient"/> (stride-1 weight gradients with the input channels in the lanes) against a
 /// float64 sum of products and against the GEMM path: row patches of 1 to 15 vectors (runs of 6, 4 + 4, 5 + 5 + 5),
-/// the channels in one plane and, on planes of 128 positions or more, in two (a run reading both), output channels
-/// that leave a block of 4 part empty, kernels of 1 to 5 taps a side, no padding and padding past the kernel's reach,
+/// the channels in one plane and, on planes of 128 positions or more, in two (a run reading both), 1 to 76 output
+/// channels in blocks of 1 to 5, kernels of 1 to 5 taps a side, no padding and padding past the kernel's reach,
 /// on one to three threads, and non-finite values. Turns paths off process-wide, so runs alone.
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
@@ -27,7 +27,9 @@ public sealed class ChannelLaneWeightGradientTests
     [Theory]
     // N, C, H, W, K, R, S, padH, padW
     [InlineData(2, 32, 31, 24, 32, 3, 3, 1, 1)] // the big model's stage 1 on mel: patches of 6 vectors
-    [InlineData(3, 19, 6, 6, 19, 3, 3, 1, 1)]   // the pruned model's on MNIST: 57 floats in 4 vectors; 19 = 4 x 4 + 3
+    [InlineData(3, 19, 6, 6, 19, 3, 3, 1, 1)]   // the pruned model's on MNIST: 57 floats in 4 vectors; 19 = 4 + 3 x 5
+    [InlineData(2, 19, 6, 7, 1, 3, 3, 1, 1)]    // one output channel
+    [InlineData(2, 19, 5, 6, 11, 3, 3, 1, 1)]   // 11 = 3 + 4 + 4
     [InlineData(2, 38, 7, 24, 76, 3, 3, 1, 1)]  // 114 floats: 8 vectors in two runs of 4
     [InlineData(2, 76, 5, 7, 5, 3, 3, 1, 1)]    // 228 floats: 15 vectors in three runs of 5; 5 output channels
     [InlineData(2, 3, 9, 10, 5, 5, 5, 2, 2)]    // a 5x5 kernel: 15 floats, one vector
@@ -107,9 +109,45 @@ public sealed class ChannelLaneWeightGradientTests
     }
 
     /// <summary>
+    /// Blocks of up to 5 output channels (where a run takes at most 4 vectors) give the bits of blocks of up to 4: each
+    /// accumulator sums the same products in the same order, only the blocks' bounds differ. Output channel counts that
+    /// divide into blocks of 5, of 5 and 4, and one block of fewer; runs of 4 and of 6 vectors; 1 and 2 threads.
+    /// </summary>
+    [Theory]
+    [InlineData(2, 19, 15, 24, 19, 3, 3)]  // 4 + 5 + 5 + 5 against 3 + 4 x 4
+    [InlineData(1, 19, 7, 24, 38, 3, 3)]   // 38 in 8 blocks of 4 and 5, against 10 of 3 and 4
+    [InlineData(2, 7, 6, 9, 3, 3, 3)]      // one block of 3 either way
+    [InlineData(1, 32, 6, 8, 10, 3, 3)]    // runs of 6 vectors: 3 + 3 + 4 either way
+    public void WideBlocksGiveNarrowBlocksBits(int n, int c, int h, int w, int k, int r, int s)
+    {
+        if (!Gemm.Runs512) Assert.Skip(NoAvx512);
+        var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r / 2, s / 2, 1, 1, 1);
+        float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 63));
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * p.P * p.Q, 64));
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2 })
+            {
+                CpuThreading.Threads = threads;
+                ChannelLaneWeightGradient.WideBlocks = false;
+                var narrow = Run(dy, x, p);
+                ChannelLaneWeightGradient.WideBlocks = true;
+                var wide = Run(dy, x, p);
+                Assert.Equal(narrow.Select(BitConverter.SingleToInt32Bits), wide.Select(BitConverter.SingleToInt32Bits));
+            }
+        }
+        finally
+        {
+            ChannelLaneWeightGradient.WideBlocks = true;
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    /// <summary>
     /// A NaN input value reaches every weight whose tap reads it, and an infinite gradient at the map's edge meets the
     /// zero border in the taps that read off the map (infinity times zero is NaN there), as the GEMM path's im2col zeros
-    /// give; the lanes past a patch and the zero dy rows past K, which read other positions' values, reach no weight.
+    /// give; the lanes past a patch, which read other positions' values, reach no weight.
     /// </summary>
     [Fact]
     public void NonFiniteValuesReachTheSameWeightsAsInTheGemmPath()
