@@ -712,17 +712,41 @@ internal static unsafe class ImplicitGemmConv
     internal static bool ReadsInPlace(in Conv2dParams p, long xStride, long x)
     {
         if (p.R != 1 || p.S != 1 || p.PadH != 0 || p.PadW != 0 || !IsSame(p)) return false;
+        // Tiles start on 16-column (64-byte) steps from the first column, so every tile's rows sit as the first one's do.
+        var key = (Rows: p.C / p.Groups, Stride: xStride, Start: x & 63, Ways: L1Ways);
+        // The training steps ask once per sample and step (ConvKernels.ForwardBySample): the answers for the last few
+        // keys are kept per thread (a walk over every row's lines took 0.5 % of the pruned model's mel training step).
+        var memo = t_inPlaceMemo ??= new InPlaceMemo();
+        for (int i = 0; i < InPlaceMemo.Size; i++)
+            if (memo.Keys[i] == key) return memo.Answers[i];
         var lines = stackalloc int[64];
         new Span<int>(lines, 64).Clear();
-        // Tiles start on 16-column (64-byte) steps from the first column, so every tile's rows sit as the first one's do.
-        long start = x & 63;
-        for (long c = 0; c < p.C / p.Groups; c++)
+        bool fits = true;
+        for (long c = 0; c < key.Rows && fits; c++)
         {
-            long from = start + c * xStride * sizeof(float), to = from + Gemm.WideColumns * sizeof(float);
+            long from = key.Start + c * xStride * sizeof(float), to = from + Gemm.WideColumns * sizeof(float);
             for (long line = from / 64; line * 64 < to; line++)
-                if (++lines[line & 63] > L1Ways - WaysLeft) return false;
+                if (++lines[line & 63] > L1Ways - WaysLeft)
+                {
+                    fits = false;
+                    break;
+                }
         }
-        return true;
+        memo.Keys[memo.Next] = key;
+        memo.Answers[memo.Next] = fits;
+        memo.Next = (memo.Next + 1) % InPlaceMemo.Size;
+        return fits;
+    }
+
+    [ThreadStatic] private static InPlaceMemo? t_inPlaceMemo;
+
+    /// <summary>The last few answers of <see cref="ReadsInPlace(in Conv2dParams, long, long)"/>'s walk over the rows' lines, by what decides them.</summary>
+    private sealed class InPlaceMemo
+    {
+        internal const int Size = 8;
+        internal readonly (int Rows, long Stride, long Start, int Ways)[] Keys = new (int, long, long, int)[Size];
+        internal readonly bool[] Answers = new bool[Size];
+        internal int Next;
     }
 
     /// <summary>
