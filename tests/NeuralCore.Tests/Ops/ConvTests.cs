@@ -514,11 +514,13 @@ public sealed class DirectWeightGradientTests
     /// <summary>
     /// Plane (a, s) of the split holds x[2 (i + u0) + a, 2 q + s - padW] at row i, column q of each sample's Px x Q grid,
     /// zero off the input, at every kernel width this CPU runs: rows of 28 (MNIST), 100 (mel), 70 and 13 inputs, padding
-    /// 0-3, odd and even kernels, samples from the middle of the batch.
+    /// 0-3, odd and even kernels, samples from the middle of the batch; and rows of 64, where some vectors' inputs end on
+    /// the row's last column (read with plain loads) and the next phase's one column past it (masked).
     /// </summary>
     [Theory]
     [InlineData(3, 28, 28, 5, 5, 1, 1)]
     [InlineData(2, 13, 100, 5, 5, 1, 1)]
+    [InlineData(2, 9, 64, 5, 5, 1, 1)]
     [InlineData(2, 9, 70, 3, 3, 0, 0)]
     [InlineData(3, 10, 13, 4, 2, 2, 1)]
     [InlineData(2, 11, 31, 3, 7, 0, 3)]

@@ -66,8 +66,8 @@ internal static unsafe class StemColumns
     /// <summary>
     /// The 2 * S planes [(a, s)][sample][Px, Q] of samples [n0, n0 + nb) of x [N, 1, H, W], planes
     /// <paramref name="planeStride"/> floats apart (each sample's Px * Q floats, then at least <see cref="Slack"/>). Each
-    /// vector of a plane's row is the even floats of two vectors' worth read straight from the input row by two masked
-    /// loads (lanes off the row read zero, the border); whole vectors are stored, a row's last one running into the next
+    /// vector of a plane's row is the even floats of two vectors' worth read straight from the input row by two loads,
+    /// masked where they reach off the row (lanes off the row read zero, the border); whole vectors are stored, a row's last one running into the next
     /// row (written after it) or the slack. (A zero-bordered copy of each input row first, two library calls a row, took
     /// half the time of the MNIST stem's multiply-adds.) 16 outputs a vector where <see cref="Gemm.Runs512"/>, else 8:
     /// the same floats either way.
@@ -95,15 +95,18 @@ internal static unsafe class StemColumns
         int h = p.H, w = p.W, q = p.Q, kernelS = p.S, padW = p.PadW, grid = px * q, lanes = TLanes.Count;
         int vectors = (q + lanes - 1) / lanes;
         // Per (s, v): which of the 2 * lanes input columns from 2 * lanes * v + s - padW lie on the row, the same for
-        // every row.
+        // every row; and whether all of them do (plain loads then, with no mask).
         var inside = stackalloc TVector[2 * kernelS * vectors];
+        var whole = stackalloc bool[kernelS * vectors];
         var bits = stackalloc int[2 * lanes];
         for (int s = 0; s < kernelS; s++)
             for (int v = 0; v < vectors; v++)
             {
-                for (int l = 0; l < 2 * lanes; l++) bits[l] = (uint)(2 * v * lanes + s - padW + l) < (uint)w ? -1 : 0;
+                int start = 2 * v * lanes + s - padW;
+                for (int l = 0; l < 2 * lanes; l++) bits[l] = (uint)(start + l) < (uint)w ? -1 : 0;
                 inside[2 * (s * vectors + v)] = TLanes.Load((float*)bits);
                 inside[2 * (s * vectors + v) + 1] = TLanes.Load((float*)bits + lanes);
+                whole[s * vectors + v] = start >= 0 && start + 2 * lanes <= w;
             }
         for (int i = 0; i < nb; i++)
         {
@@ -121,16 +124,18 @@ internal static unsafe class StemColumns
                             for (int v = 0; v < vectors; v++) TLanes.Store(default, rowStart + s * planeStride + v * lanes);
                         continue;
                     }
-                    float* source = sample + (long)ih * w;
-                    for (int s = 0; s < kernelS; s++)
+                    // Vector v of plane s reads input columns [2 * lanes * v + s - padW, + 2 * lanes): the outputs' even
+                    // ones. Pointers stepped along, not indices (the JIT recomputed those from scratch for every vector).
+                    TVector* masks = inside;
+                    bool* plain = whole;
+                    float* dst = rowStart;
+                    for (int s = 0; s < kernelS; s++, dst += planeStride)
                     {
-                        float* dst = rowStart + s * planeStride;
-                        for (int v = 0; v < vectors; v++)
+                        float* src = sample + (long)ih * w + s - padW;
+                        for (int v = 0; v < vectors; v++, src += 2 * lanes, masks += 2, plain++)
                         {
-                            // Input columns [start, start + 2 * lanes): the outputs' even ones.
-                            int start = 2 * v * lanes + s - padW;
-                            var first = TLanes.MaskLoad(source + start, inside[2 * (s * vectors + v)]);
-                            var second = TLanes.MaskLoad(source + start + lanes, inside[2 * (s * vectors + v) + 1]);
+                            var first = *plain ? TLanes.Load(src) : TLanes.MaskLoad(src, masks[0]);
+                            var second = *plain ? TLanes.Load(src + lanes) : TLanes.MaskLoad(src + lanes, masks[1]);
                             TLanes.Store(TLanes.Evens(first, second), dst + v * lanes);
                         }
                     }
