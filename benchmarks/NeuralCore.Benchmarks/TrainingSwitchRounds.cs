@@ -31,6 +31,8 @@ public static class TrainingSwitchRounds
         ["channel-lane-split"] = on => ChannelLaneWeightGradient.SplitsPlanes = on,
         // Docs: docs/benchmarks.md, step 176 (the channel-lane weight gradient's blocks of up to 5 output channels against 4).
         ["channel-lane-wide-blocks"] = on => ChannelLaneWeightGradient.WideBlocks = on,
+        // Docs: docs/benchmarks.md, step 179 (samples claimed from the other parts' ranges against each part its own).
+        ["claimed-ranges"] = on => ClaimedRanges.Enabled = on,
     };
 
     private static readonly string[] Models = ["pruned 19/38/76", "big 32/64/128"];

@@ -177,7 +177,9 @@ internal static unsafe class ConvKernels
         };
         long macs = (long)p.N * p.K * p.C * p.R * p.S * job.OutPlane;
         (job.Chunk, job.Chunks, job.Parts) = ShareChunks(p.N, 1, macs);
-        // SAFETY: job outlives ForParts, which returns when every part is done.
+        long* words = stackalloc long[ClaimedRanges.Words(job.Parts)];
+        job.Samples = new ClaimedRanges(words, job.Parts, job.Chunks);
+        // SAFETY: job and the ranges' words outlive ForParts, which returns when every part is done.
         if (job.Parts == 1) SamplesPart(&job, 0);
         else CpuThreading.ForParts(job.Parts, &SamplesPart, &job);
     }
@@ -186,16 +188,18 @@ internal static unsafe class ConvKernels
     {
         ref ImplicitJob job = ref *(ImplicitJob*)state;
         ref readonly Conv2dParams p = ref job.P;
-        int first = (int)((long)part * job.Chunks / job.Parts), end = (int)((long)(part + 1) * job.Chunks / job.Parts);
-        if (first >= end) return;
+        // The part's own samples, then any another part has not reached yet (ClaimedRanges): each sample is the same
+        // sums whichever part takes it.
+        if (!job.Samples.Next(part, out int n)) return;
         var packing = ImplicitGemmConv.PackInto(job.W, p, ConvScratch.Current);
         var sample = p with { N = 1 };
-        for (int n = first; n < end; n++)
+        do
         {
             float* xn = job.X + (long)n * p.C * job.InPlane, yn = job.Y + (long)n * p.K * job.OutPlane;
             ImplicitGemmConv.ForwardRange(xn, job.InPlane, p.C * job.InPlane, packing, job.Bias, yn, job.OutPlane, null, 0, sample,
                 0, (int)job.OutPlane, hasActivation: false, default, 0f, 0f, prefetch: true);
         }
+        while (job.Samples.Next(part, out n));
     }
 
     // A chunk's channel-major input and output together stay within this many floats (512 KiB, half the L2 of a core
@@ -208,6 +212,8 @@ internal static unsafe class ConvKernels
         public Conv2dParams P;
         public long InPlane, OutPlane;
         public int Chunk, Chunks, Parts;
+        // ForwardBySample's samples, shared out among its parts.
+        public ClaimedRanges Samples;
     }
 
     private static void ImplicitPart(void* state, int part)

@@ -217,6 +217,8 @@ internal static unsafe class StemColumns
         // pooled columns; each group's rows are written to the part's staging planes ([8][P * Q]) and pooled from there.
         public bool Pooled;
         public int Rows, PooledQ;
+        // The items (sample, band, group) shared out among the parts.
+        public ClaimedRanges Claimed;
     }
 
     /// <summary>
@@ -352,7 +354,10 @@ internal static unsafe class StemColumns
         job.Bands = p.N < parts && (long)p.N * job.Groups % parts != 0 ? Math.Min((parts + p.N - 1) / p.N, bandUnits) : 1;
         job.Items = p.N * job.Bands * job.Groups;
         job.Parts = Math.Min(parts, Math.Max(job.Items, 1));
-        // SAFETY: job and the tap table on this stack frame outlive ForParts, which returns when every part is done.
+        long* words = stackalloc long[ClaimedRanges.Words(job.Parts)];
+        job.Claimed = new ClaimedRanges(words, job.Parts, job.Items);
+        // SAFETY: job, the tap table and the ranges' words on this stack frame outlive ForParts, which returns when every
+        // part is done.
         if (job.Parts == 1) RunPart(&job, 0);
         else CpuThreading.ForParts(job.Parts, &RunPart, &job);
     }
@@ -379,14 +384,15 @@ internal static unsafe class StemColumns
     private static void RunItems<TLanes, TVector>(ref Job job, int part) where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
     {
         ref readonly Conv2dParams p = ref job.P;
-        int first = (int)((long)part * job.Items / job.Parts), end = (int)((long)(part + 1) * job.Items / job.Parts);
-        if (first >= end) return;
+        // The part's own items, then any another part has not reached yet (ClaimedRanges), last first: each output is
+        // the same sums whichever part takes it.
+        if (!job.Claimed.Next(part, out int item)) return;
         float* planes = ConvScratch.Current.Get(ConvScratch.Slot.Columns, 2L * p.S * job.PlaneStride);
         long plane = (long)p.P * p.Q;
         float* stage = job.Pooled ? ConvScratch.Current.Get(ConvScratch.Slot.Rows, Group * plane) : null;
         int unit = job.Pooled ? 2 : 1, units = job.Rows / unit;
         int current = -1;
-        for (int item = first; item < end; item++)
+        do
         {
             int sampleBand = item / job.Groups, group = item % job.Groups;
             int n = sampleBand / job.Bands, band = sampleBand % job.Bands;
@@ -421,6 +427,7 @@ internal static unsafe class StemColumns
             for (int c = 0; c < channels; c++)
                 PoolKernels.MaxPlane2x2(stage + c * plane + j0, pooled + c * job.ChannelStride, null, p.Q, (r1 - r0) / 2, job.PooledQ);
         }
+        while (job.Claimed.Next(part, out item));
     }
 
     /// <summary>Sample n's output plane of the first channel of <paramref name="group"/>.</summary>

@@ -1,0 +1,104 @@
+namespace NeuralCore.Backends.Cpu;
+
+/// <summary>
+/// Items [0, count) shared out among a call's parts as contiguous ranges (part p's the p-th of even ones), each part
+/// taking its own range's items from the front and, once that is done, the last items of the range with the most left
+/// from its back: so a part whose core runs slower (a vCPU that another guest shares, or one slow to wake) ends with
+/// fewer items instead of holding up the call, and each part still takes mostly the items its core took in the
+/// previous call (whose data is in that core's caches). Which part computes an item never changes what it computes,
+/// so only kernels whose items are independent of each other use it (no per-part sums).
+/// </summary>
+/// <remarks>
+/// Each range is one 64-bit word, its front in the high half and its back in the low half, taken from with a
+/// compare-exchange: an item is handed out exactly once. The words live in memory the caller holds until every part is
+/// done (a stack buffer of <see cref="Words"/> longs on the frame that waits for the parts).
+/// </remarks>
+internal unsafe readonly struct ClaimedRanges
+{
+    private readonly long* _ranges;
+    private readonly int _parts;
+
+    /// <summary>The longs a call of <paramref name="parts"/> parts needs.</summary>
+    internal static int Words(int parts) => parts;
+
+    /// <summary>
+    /// Whether calls share their items this way (false: each part takes exactly its own range, as before; tests and
+    /// benchmarks compare the two).
+    /// </summary>
+    internal static bool Enabled { get; set; } = true;
+
+    /// <summary>Ranges of <paramref name="count"/> items for <paramref name="parts"/> parts in <paramref name="words"/> (<see cref="Words"/> longs).</summary>
+    internal ClaimedRanges(long* words, int parts, int count)
+    {
+        _ranges = words;
+        _parts = parts;
+        for (int p = 0; p < parts; p++)
+        {
+            long front = (long)p * count / parts, back = (long)(p + 1) * count / parts;
+            _ranges[p] = front << 32 | back;
+        }
+    }
+
+    /// <summary>The next item for <paramref name="part"/>: its own range's front, else another range's back; false when none is left.</summary>
+    internal bool Next(int part, out int item)
+    {
+        if (TakeFront(part, out item)) return true;
+        if (!Enabled) return false;
+        while (true)
+        {
+            // The range with the most items left; its back item (another part, taking from the front, meets it there).
+            int best = -1;
+            long most = 0;
+            for (int p = 0; p < _parts; p++)
+            {
+                long word = Volatile.Read(ref _ranges[p]);
+                long left = (word & 0xFFFFFFFF) - (word >> 32);
+                if (p != part && left > most)
+                {
+                    most = left;
+                    best = p;
+                }
+            }
+            if (best < 0) return false;
+            if (TakeBack(best, out item)) return true;
+        }
+    }
+
+    private bool TakeFront(int p, out int item)
+    {
+        while (true)
+        {
+            long word = Volatile.Read(ref _ranges[p]);
+            long front = word >> 32, back = word & 0xFFFFFFFF;
+            if (front >= back)
+            {
+                item = -1;
+                return false;
+            }
+            if (Interlocked.CompareExchange(ref _ranges[p], (front + 1) << 32 | back, word) == word)
+            {
+                item = (int)front;
+                return true;
+            }
+        }
+    }
+
+    private bool TakeBack(int p, out int item)
+    {
+        while (true)
+        {
+            long word = Volatile.Read(ref _ranges[p]);
+            long front = word >> 32, back = word & 0xFFFFFFFF;
+            if (front >= back)
+            {
+                item = -1;
+                return false;
+            }
+            if (Interlocked.CompareExchange(ref _ranges[p], front << 32 | (back - 1), word) == word)
+            {
+                item = (int)(back - 1);
+                return true;
+            }
+        }
+    }
+}
