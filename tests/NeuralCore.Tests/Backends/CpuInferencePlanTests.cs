@@ -1074,6 +1074,9 @@ public sealed class CpuInferencePlanTests : IDisposable
         var bits = whole.Run(x).ToArray();
         AssertMatchesEager(expected, bits);
         Assert.Equal(threads, plan.SampleShards);
+        // Shards of one size share out their pieces (on one thread, the first shard's thread takes every piece, the
+        // second shard's from its last, with the first shard's plans).
+        Assert.Equal(batch % threads == 0, plan.SharesPieces);
         if (!Avx512F.IsSupported) Assert.Skip("This CPU has no AVX-512: the pieces assume the 512-bit kernels' choices.");
         Assert.Equal(pieceSamples, plan.SamplesPerPiece);
         Assert.Equal(whole.Description, plan.Description);

@@ -42,6 +42,10 @@ public sealed unsafe partial class CpuInferencePlan
     private readonly Action<int>? _runShard;
     private float* _callInput, _callOutput;
     private bool _profiling;
+    // Shards of one size run their pieces through ClaimedRanges: each shard's thread takes its own pieces, then the other
+    // shards' last ones, with its own plans (the same kernels on pieces of the same sizes; pinned words for the ranges).
+    private readonly long[] _pieceWords = [];
+    private ClaimedRanges _pieces;
 
     /// <summary>
     /// The number of sample shards the pass runs in: plans over a share of the batch each, each run on one thread from its
@@ -73,7 +77,12 @@ public sealed unsafe partial class CpuInferencePlan
         _shardTimes = shards.Select(_ => new double[Description.Count]).ToArray();
         _macs = whole._macs;
         _runShard = RunShard;
+        bool even = Enumerable.Range(0, shards.Length).All(i => start[i + 1] - start[i] == start[1] - start[0]);
+        if (even && shards.Length > 1) _pieceWords = GC.AllocateArray<long>(ClaimedRanges.Words(shards.Length), pinned: true);
     }
+
+    /// <summary>Whether the shards share out their pieces (<see cref="ClaimedRanges"/>): shards of one size.</summary>
+    internal bool SharesPieces => _pieceWords.Length > 0;
 
     /// <summary>
     /// The pass at a batch of N samples on T threads as T plans of about N / T samples, or null: each thread then runs a
@@ -247,6 +256,12 @@ public sealed unsafe partial class CpuInferencePlan
         _profiling = !stepTimes.IsEmpty;
         if (_profiling)
             foreach (var times in _shardTimes) Array.Clear(times);
+        if (SharesPieces)
+        {
+            int samples = _shardStart[1] - _shardStart[0], piece = _shards![0].InputShape[0];
+            fixed (long* words = _pieceWords)
+                _pieces = new ClaimedRanges(words, _shards.Length, _shards.Length * ((samples + piece - 1) / piece));
+        }
         try
         {
             CpuThreading.For(_shards!.Length, _runShard!);
@@ -263,21 +278,31 @@ public sealed unsafe partial class CpuInferencePlan
 
     private void RunShard(int shard)
     {
-        long inner = Tensor.Numel(InputShape.AsSpan(1)), outInner = Tensor.Numel(OutputShape.AsSpan(1));
         int first = _shardStart[shard], end = _shardStart[shard + 1];
         CpuInferencePlan full = _shards![shard], rest = _shardRests[shard] ?? full;
         int piece = full.InputShape[0];
         // k = ceil(samples / piece) pieces: the first samples - k (piece - 1) of `piece` samples, the others one fewer.
         int pieces = (end - first + piece - 1) / piece, fullPieces = end - first - pieces * (piece - 1);
         var times = _profiling ? _shardTimes[shard] : [];
-        for (int i = 0, sample = first; sample < end; i++)
+        if (!SharesPieces)
         {
-            var plan = i < fullPieces ? full : rest;
-            int samples = plan.InputShape[0];
-            var input = new ReadOnlySpan<float>(_callInput + sample * inner, checked((int)(samples * inner)));
-            var output = new Span<float>(_callOutput + sample * outInner, checked((int)(samples * outInner)));
-            plan.Run(input, output, times);
-            sample += samples;
+            for (int i = 0; i < pieces; i++) RunPiece(full, rest, first, i, fullPieces, piece, times);
+            return;
         }
+        // Piece j of the pass is piece j mod k of shard j / k, every shard laid out as this one.
+        while (_pieces.Next(shard, out int j))
+            RunPiece(full, rest, _shardStart[j / pieces], j % pieces, fullPieces, piece, times);
+    }
+
+    /// <summary>Piece <paramref name="i"/> of the shard from sample <paramref name="first"/>, with this thread's plans.</summary>
+    private void RunPiece(CpuInferencePlan full, CpuInferencePlan rest, int first, int i, int fullPieces, int piece, Span<double> times)
+    {
+        long inner = Tensor.Numel(InputShape.AsSpan(1)), outInner = Tensor.Numel(OutputShape.AsSpan(1));
+        int sample = first + Math.Min(i, fullPieces) * piece + Math.Max(i - fullPieces, 0) * (piece - 1);
+        var plan = i < fullPieces ? full : rest;
+        int samples = plan.InputShape[0];
+        var input = new ReadOnlySpan<float>(_callInput + sample * inner, checked((int)(samples * inner)));
+        var output = new Span<float>(_callOutput + sample * outInner, checked((int)(samples * outInner)));
+        plan.Run(input, output, times);
     }
 }
