@@ -33,8 +33,6 @@ public static class TrainingSwitchRounds
         ["channel-lane-wide-blocks"] = on => ChannelLaneWeightGradient.WideBlocks = on,
         // Docs: docs/benchmarks.md, step 179 (samples claimed from the other parts' ranges against each part its own).
         ["claimed-ranges"] = on => ClaimedRanges.Enabled = on,
-        // Docs: docs/benchmarks.md, step 181 (the stem's weight gradient in 8 claimed slices against one run per part).
-        ["stem-slices"] = on => DirectWeightGradient.SlicesStems = on,
     };
 
     private static readonly string[] Models = ["pruned 19/38/76", "big 32/64/128"];

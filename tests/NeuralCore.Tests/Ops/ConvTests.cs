@@ -439,49 +439,6 @@ public sealed class DirectWeightGradientTests
         GradCheck.AssertClose(Reference.ToDouble(GemmPath(dy, x, p)), direct, atol, 1e-5, "stem dw against the GEMM path");
     }
 
-    /// <summary>
-    /// A stem's chunks run in fixed slices (at most 8), each summed into its own dw and the slices added in order, so its
-    /// weight gradient has the same bits on 1, 2 and 3 threads and whichever part takes a slice (with and without
-    /// <see cref="ClaimedRanges"/>): mel's 64 samples in 8 slices of 8 chunks, 10 samples in chunks of one, and MNIST-sized
-    /// samples in chunks of several. Without slices (one run per part) the sums follow the parts instead.
-    /// </summary>
-    [Theory]
-    [InlineData(64, 128, 100, 19)]
-    [InlineData(10, 40, 30, 8)]
-    [InlineData(100, 28, 28, 19)]
-    public void StemSlicesGiveTheSameBitsOnAnyThreads(int n, int h, int w, int k)
-    {
-        var widths = StemWidths();
-        if (widths.Length == 0) Assert.Skip(NoVectorKernels);
-        var p = new Conv2dParams(n, 1, h, w, k, 5, 5, 2, 2, 1, 1, 1, 1, 1);
-        float[] x = Reference.ToFloat(Reference.Random(n * h * w, 15));
-        float[] dy = Reference.ToFloat(Reference.Random(n * k * p.P * p.Q, 16));
-        int saved = CpuThreading.Threads;
-        try
-        {
-            foreach (var width in widths)
-                WithKernels(width, () =>
-                {
-                    CpuThreading.Threads = 1;
-                    var one = Direct(dy, x, p);
-                    foreach (int threads in new[] { 2, 3 })
-                    foreach (bool claimed in new[] { true, false })
-                    {
-                        CpuThreading.Threads = threads;
-                        ClaimedRanges.Enabled = claimed;
-                        Assert.Equal(one.Select(BitConverter.SingleToInt32Bits), Direct(dy, x, p).Select(BitConverter.SingleToInt32Bits));
-                    }
-                    ClaimedRanges.Enabled = true;
-                    GradCheck.AssertClose(Expected(dy, x, p), one, 1e-5 * Math.Sqrt(n * p.P * p.Q) + 1e-5, 1e-5, "stem dw in slices");
-                });
-        }
-        finally
-        {
-            ClaimedRanges.Enabled = true;
-            CpuThreading.Threads = saved;
-        }
-    }
-
     [Theory]
     [InlineData(3, 7, 5, 6, 6, 1)]  // a 3x3, padding 1: chunks of several samples
     [InlineData(3, 1, 13, 12, 6, 2)] // a 5x5 stem (stride 2, padding 1), three samples in a chunk

@@ -85,14 +85,6 @@ internal static unsafe class DirectWeightGradient
     private const int MaxMaskEntries = 1 << 14;
     // From this many output channels the GEMM path wins (see Supports).
     private const int MaxOutputChannels = 64;
-    // A stem's chunks in at most this many slices (RunStem): mel b64's 64 chunks of a sample in 8 of 8.
-    private const int MaxSlices = 8;
-
-    /// <summary>
-    /// Whether a stem's chunks run in fixed slices that the parts claim (<see cref="RunStem"/>; false: one run per part,
-    /// as before; tests and benchmarks compare the two).
-    /// </summary>
-    internal static bool SlicesStems { get; set; } = true;
 
     /// <summary>
     /// True where <see cref="CanRun"/> and this path was measured faster than the GEMM path (MNIST b256 and mel b64, two
@@ -138,11 +130,6 @@ internal static unsafe class DirectWeightGradient
         public Conv2dParams P;
         public float* Dy, X, Dw, Partials;
         public int Taps, Phases, Chunk, Chunks, Parts;
-        // A stem's chunks in Slices fixed runs (as many whatever the threads), each summed into its own dw, claimed by
-        // the parts (Claimed); else one run per part (Slices = Parts).
-        public bool Sliced;
-        public int Slices;
-        public ClaimedRanges Claimed;
         // Positions per sample in the channel-major rows: the plane, or for a stem its Px rows of Q.
         public int Grid;
         // Per tap: the flat offset it reads x at (a stem's: inside its phase plane, which TapPlane names).
@@ -227,10 +214,7 @@ internal static unsafe class DirectWeightGradient
     /// (dw overwritten). Per chunk of samples, x split into <see cref="StemColumns"/>' 2 * S planes with rows of Q, in
     /// which each tap reads at a fixed offset from dy's position, so the dot products run over dy's own rows, read where
     /// they lie: one run of P * Q positions per sample, the accumulators going on from sample to sample, and only each
-    /// run's last vector masked. The chunks go in at most 8 fixed slices (<see cref="SlicesStems"/>), each summed into
-    /// its own dw and the slices added in order; the parts claim slices (<see cref="ClaimedRanges"/>), so a slower core
-    /// takes fewer, and the bits depend neither on the threads nor on which part takes a slice (harness, two threads,
-    /// alternated against one run per part: mel b64 1->19 0.954, 1->32 0.969 of the time; MNIST b256 1.006).
+    /// run's last vector masked.
     /// </summary>
     /// <remarks>
     /// Measured against the GEMM path (im2col of x, dy read in place; two threads): MNIST b256 1->32 0.65 against 0.91 ms,
@@ -260,7 +244,7 @@ internal static unsafe class DirectWeightGradient
         {
             P = p, Dy = dy, X = x, Dw = dw, Grid = px * p.Q, Taps = taps,
             Offsets = offsets, TapPlane = offsets + taps, Px = px, U0 = u0, Slack = StemColumns.Slack(p, px),
-            Fill = fill, FillState = state, Sliced = SlicesStems,
+            Fill = fill, FillState = state,
         };
         Execute(ref job, p.K + 2 * p.S, &RunStemPart);
     }
@@ -298,33 +282,19 @@ internal static unsafe class DirectWeightGradient
     {
         ref readonly Conv2dParams p = ref job.P;
         int threads = CpuThreading.Threads;
+        job.Chunk = (int)Math.Clamp(MaxChunkFloats / ((long)rows * job.Grid), 1, Math.Max(1, (p.N + threads - 1) / threads));
         long macs = (long)p.N * p.K * p.C * job.Taps * p.P * p.Q;
-        if (job.Sliced)
-        {
-            // Chunks and slices that do not depend on the threads, so neither do the sums.
-            job.Chunk = (int)Math.Clamp(MaxChunkFloats / ((long)rows * job.Grid), 1, Math.Max(1, p.N));
-            job.Chunks = (p.N + job.Chunk - 1) / job.Chunk;
-            job.Slices = Math.Min(job.Chunks, MaxSlices);
-            job.Parts = Math.Min(ConvKernels.ShareChunks(p.N, job.Chunk, macs).Parts, job.Slices);
-        }
-        else
-        {
-            job.Chunk = (int)Math.Clamp(MaxChunkFloats / ((long)rows * job.Grid), 1, Math.Max(1, (p.N + threads - 1) / threads));
-            (job.Chunk, job.Chunks, job.Parts) = ConvKernels.ShareChunks(p.N, job.Chunk, macs);
-            job.Slices = job.Parts;
-        }
+        (job.Chunk, job.Chunks, job.Parts) = ConvKernels.ShareChunks(p.N, job.Chunk, macs);
         long length = (long)p.K * p.C * job.Taps;
-        if (job.Slices > 1) job.Partials = ConvScratch.Current.Get(ConvScratch.Slot.Partials, (job.Slices - 1) * length);
-        long* words = stackalloc long[ClaimedRanges.Words(job.Parts)];
-        job.Claimed = new ClaimedRanges(words, job.Parts, job.Slices);
+        if (job.Parts > 1) job.Partials = ConvScratch.Current.Get(ConvScratch.Slot.Partials, (job.Parts - 1) * length);
         // SAFETY: job and the tables on the caller's stack frame outlive ForParts, which returns when every part is done.
         fixed (Job* state = &job)
         {
             if (job.Parts == 1) part(state, 0);
             else CpuThreading.ForParts(job.Parts, part, state);
         }
-        // Fixed-order reduction: dw = part (or slice) 0 + 1 + ... so the sum is the same on every run.
-        for (int i = 1; i < job.Slices; i++) ConvKernels.Add(job.Dw, job.Partials + (i - 1) * length, length);
+        // Fixed-order reduction: dw = part 0 + part 1 + ... so the sum is the same on every run.
+        for (int i = 1; i < job.Parts; i++) ConvKernels.Add(job.Dw, job.Partials + (i - 1) * length, length);
     }
 
     /// <summary>This part's chunks [first, end) and its dw (cleared): dw itself for part 0, else its partial sums.</summary>
@@ -412,71 +382,64 @@ internal static unsafe class DirectWeightGradient
     private static void RunStemChunks<TLanes, TVector>(ref Job job, int part) where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
     {
         ref readonly Conv2dParams p = ref job.P;
+        float* dw = PartChunks(ref job, part, out int first, out int end);
         int lanes = TLanes.Count, kBlock = lanes == Lanes ? KBlock : KBlockNarrow;
         int kBlocks = (p.K + kBlock - 1) / kBlock, tBlocks = (job.Taps + XBlock - 1) / XBlock;
         int plane = p.P * p.Q;
-        long length = (long)p.K * p.C * job.Taps;
-        // The part's own slices, then any another part has not reached yet (ClaimedRanges), each summed into its own dw.
-        while (job.Claimed.Next(part, out int slice))
+        for (int chunk = first; chunk < end; chunk++)
         {
-            float* dw = slice == 0 ? job.Dw : job.Partials + (slice - 1) * length;
-            new Span<float>(dw, checked((int)length)).Clear();
-            int first = (int)((long)slice * job.Chunks / job.Slices), end = (int)((long)(slice + 1) * job.Chunks / job.Slices);
-            for (int chunk = first; chunk < end; chunk++)
+            int n0 = chunk * job.Chunk, nb = Math.Min(job.Chunk, p.N - n0);
+            if (nb <= 0) break;
+            // [2 S x (plane of x, slack)]: a plane's slack takes its last row's whole vectors.
+            long planeStride = (long)nb * job.Grid + job.Slack;
+            float* planes = ConvScratch.Current.Get(ConvScratch.Slot.ChannelMajor, 2L * p.S * planeStride);
+            StemColumns.Split(job.X, n0, nb, p, job.Px, job.U0, planes, planeStride);
+            // dy read where it lies, a run of P * Q positions per sample, each sample's x its Px * Q floats on.
+            var b = new Pairing { DwK = job.Taps, DwX = 1, DyStride = plane, Length = plane, Samples = nb, DySample = (long)p.K * plane, XSample = job.Grid };
+            float* dy;
+            if (job.Fill == null) dy = job.Dy + (long)n0 * p.K * plane;
+            else
             {
-                int n0 = chunk * job.Chunk, nb = Math.Min(job.Chunk, p.N - n0);
-                if (nb <= 0) break;
-                // [2 S x (plane of x, slack)]: a plane's slack takes its last row's whole vectors.
-                long planeStride = (long)nb * job.Grid + job.Slack;
-                float* planes = ConvScratch.Current.Get(ConvScratch.Slot.ChannelMajor, 2L * p.S * planeStride);
-                StemColumns.Split(job.X, n0, nb, p, job.Px, job.U0, planes, planeStride);
-                // dy read where it lies, a run of P * Q positions per sample, each sample's x its Px * Q floats on.
-                var b = new Pairing { DwK = job.Taps, DwX = 1, DyStride = plane, Length = plane, Samples = nb, DySample = (long)p.K * plane, XSample = job.Grid };
-                float* dy;
-                if (job.Fill == null) dy = job.Dy + (long)n0 * p.K * plane;
-                else
+                dy = ConvScratch.Current.Get(ConvScratch.Slot.Gradient, (long)nb * p.K * plane);
+                job.Fill(job.FillState, n0, nb, dy);
+            }
+            // Long chunks in segments, as in RunPart: a few samples' runs, or pieces of one sample's run, all the tap blocks
+            // over one segment before the next, each block's accumulators carried in memory. A tap block's x rows are
+            // the column planes' (2 S of them for all the taps), so a segment's planes and dy rows stay in L1 from block
+            // to block. The same sums in the same order.
+            var carry = (TVector*)ConvScratch.Current.Get(ConvScratch.Slot.Carry, ((long)tBlocks * Accumulators + KBlock + XBlock + 1) * Lanes);
+            carry = (TVector*)(((nint)carry + 63) & ~(nint)63);
+            b.Tail = (float*)(carry + tBlocks * Accumulators);
+            bool segmented = (long)nb * plane > MinSegmentedRun;
+            int samplesPerSegment = !segmented ? nb : Math.Clamp(SegmentLength / plane, 1, nb);
+            int pieces = !segmented || samplesPerSegment > 1 ? 1 : (int)((plane + (long)SegmentLength - 1) / SegmentLength);
+            int piece = (plane / pieces + lanes - 1) / lanes * lanes;
+            while (piece * (long)pieces < plane) piece += lanes;
+            for (int kb = 0; kb < kBlocks; kb++)
+            {
+                int k0 = (int)((long)kb * p.K / kBlocks), k1 = (int)((long)(kb + 1) * p.K / kBlocks);
+                for (int s0 = 0; s0 < nb; s0 += samplesPerSegment)
                 {
-                    dy = ConvScratch.Current.Get(ConvScratch.Slot.Gradient, (long)nb * p.K * plane);
-                    job.Fill(job.FillState, n0, nb, dy);
-                }
-                // Long chunks in segments, as in RunPart: a few samples' runs, or pieces of one sample's run, all the tap blocks
-                // over one segment before the next, each block's accumulators carried in memory. A tap block's x rows are
-                // the column planes' (2 S of them for all the taps), so a segment's planes and dy rows stay in L1 from block
-                // to block. The same sums in the same order.
-                var carry = (TVector*)ConvScratch.Current.Get(ConvScratch.Slot.Carry, ((long)tBlocks * Accumulators + KBlock + XBlock + 1) * Lanes);
-                carry = (TVector*)(((nint)carry + 63) & ~(nint)63);
-                b.Tail = (float*)(carry + tBlocks * Accumulators);
-                bool segmented = (long)nb * plane > MinSegmentedRun;
-                int samplesPerSegment = !segmented ? nb : Math.Clamp(SegmentLength / plane, 1, nb);
-                int pieces = !segmented || samplesPerSegment > 1 ? 1 : (int)((plane + (long)SegmentLength - 1) / SegmentLength);
-                int piece = (plane / pieces + lanes - 1) / lanes * lanes;
-                while (piece * (long)pieces < plane) piece += lanes;
-                for (int kb = 0; kb < kBlocks; kb++)
-                {
-                    int k0 = (int)((long)kb * p.K / kBlocks), k1 = (int)((long)(kb + 1) * p.K / kBlocks);
-                    for (int s0 = 0; s0 < nb; s0 += samplesPerSegment)
+                    b.Samples = Math.Min(samplesPerSegment, nb - s0);
+                    for (int from = 0; from < plane; from += piece)
                     {
-                        b.Samples = Math.Min(samplesPerSegment, nb - s0);
-                        for (int from = 0; from < plane; from += piece)
+                        b.From = from;
+                        b.To = Math.Min(plane, from + piece);
+                        b.Resume = s0 > 0 || from > 0;
+                        b.Finish = s0 + b.Samples == nb && b.To == plane;
+                        b.Dy = dy + s0 * b.DySample + (long)k0 * plane;
+                        for (int tb = 0; tb < tBlocks; tb++)
                         {
-                            b.From = from;
-                            b.To = Math.Min(plane, from + piece);
-                            b.Resume = s0 > 0 || from > 0;
-                            b.Finish = s0 + b.Samples == nb && b.To == plane;
-                            b.Dy = dy + s0 * b.DySample + (long)k0 * plane;
-                            for (int tb = 0; tb < tBlocks; tb++)
-                            {
-                                int t0 = (int)((long)tb * job.Taps / tBlocks), t1 = (int)((long)(tb + 1) * job.Taps / tBlocks);
-                                float* x = planes + s0 * b.XSample;
-                                b.X0 = TapRow(ref job, x, planeStride, t0);
-                                b.X1 = TapRow(ref job, x, planeStride, Math.Min(t0 + 1, t1 - 1));
-                                b.X2 = TapRow(ref job, x, planeStride, Math.Min(t0 + 2, t1 - 1));
-                                b.X3 = TapRow(ref job, x, planeStride, Math.Min(t0 + 3, t1 - 1));
-                                b.X4 = TapRow(ref job, x, planeStride, Math.Min(t0 + 4, t1 - 1));
-                                b.Dw = dw + (long)k0 * job.Taps + t0;
-                                b.Carry = carry + tb * Accumulators;
-                                Block<TLanes, TVector, WithoutBorder>(b, k1 - k0, t1 - t0);
-                            }
+                            int t0 = (int)((long)tb * job.Taps / tBlocks), t1 = (int)((long)(tb + 1) * job.Taps / tBlocks);
+                            float* x = planes + s0 * b.XSample;
+                            b.X0 = TapRow(ref job, x, planeStride, t0);
+                            b.X1 = TapRow(ref job, x, planeStride, Math.Min(t0 + 1, t1 - 1));
+                            b.X2 = TapRow(ref job, x, planeStride, Math.Min(t0 + 2, t1 - 1));
+                            b.X3 = TapRow(ref job, x, planeStride, Math.Min(t0 + 3, t1 - 1));
+                            b.X4 = TapRow(ref job, x, planeStride, Math.Min(t0 + 4, t1 - 1));
+                            b.Dw = dw + (long)k0 * job.Taps + t0;
+                            b.Carry = carry + tb * Accumulators;
+                            Block<TLanes, TVector, WithoutBorder>(b, k1 - k0, t1 - t0);
                         }
                     }
                 }
