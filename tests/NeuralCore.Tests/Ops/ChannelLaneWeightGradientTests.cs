@@ -82,28 +82,31 @@ public sealed class ChannelLaneWeightGradientTests
     [InlineData(2, 19, 15, 24, 19, 3, 3)]  // 3 + 1 vectors in one run
     [InlineData(1, 76, 8, 16, 5, 3, 3)]    // runs of 5 + 5 + (2 + 3)
     [InlineData(2, 38, 7, 24, 9, 3, 3)]    // runs of 4 + (2 + 2)
-    public void TwoPlanesGiveOnePlanesBits(int n, int c, int h, int w, int k, int r, int s)
+    public void TwoPlanesGiveOnePlanesBits(int n, int c, int h, int w, int k, int r, int s) =>
+        AssertSwitchKeepsBits(new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r / 2, s / 2, 1, 1, 1), 61, on => ChannelLaneWeightGradient.SplitsPlanes = on);
+
+    /// <summary>dw with a path switched off and on, on 1 and 2 threads: the same bits; the switch is left on.</summary>
+    private static void AssertSwitchKeepsBits(Conv2dParams p, int seed, Action<bool> set)
     {
         if (!Gemm.Runs512) Assert.Skip(NoAvx512);
-        var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r / 2, s / 2, 1, 1, 1);
-        float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 61));
-        float[] dy = Reference.ToFloat(Reference.Random(n * k * p.P * p.Q, 62));
+        float[] x = Reference.ToFloat(Reference.Random(p.N * p.C * p.H * p.W, seed));
+        float[] dy = Reference.ToFloat(Reference.Random(p.N * p.K * p.P * p.Q, seed + 1));
         int saved = CpuThreading.Threads;
         try
         {
             foreach (int threads in new[] { 1, 2 })
             {
                 CpuThreading.Threads = threads;
-                ChannelLaneWeightGradient.SplitsPlanes = false;
-                var one = Run(dy, x, p);
-                ChannelLaneWeightGradient.SplitsPlanes = true;
-                var two = Run(dy, x, p);
-                Assert.Equal(one.Select(BitConverter.SingleToInt32Bits), two.Select(BitConverter.SingleToInt32Bits));
+                set(false);
+                var off = Run(dy, x, p);
+                set(true);
+                var on = Run(dy, x, p);
+                Assert.Equal(off.Select(BitConverter.SingleToInt32Bits), on.Select(BitConverter.SingleToInt32Bits));
             }
         }
         finally
         {
-            ChannelLaneWeightGradient.SplitsPlanes = true;
+            set(true);
             CpuThreading.Threads = saved;
         }
     }
@@ -118,31 +121,8 @@ public sealed class ChannelLaneWeightGradientTests
     [InlineData(1, 19, 7, 24, 38, 3, 3)]   // 38 in 8 blocks of 4 and 5, against 10 of 3 and 4
     [InlineData(2, 7, 6, 9, 3, 3, 3)]      // one block of 3 either way
     [InlineData(1, 32, 6, 8, 10, 3, 3)]    // runs of 6 vectors: 3 + 3 + 4 either way
-    public void WideBlocksGiveNarrowBlocksBits(int n, int c, int h, int w, int k, int r, int s)
-    {
-        if (!Gemm.Runs512) Assert.Skip(NoAvx512);
-        var p = new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r / 2, s / 2, 1, 1, 1);
-        float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 63));
-        float[] dy = Reference.ToFloat(Reference.Random(n * k * p.P * p.Q, 64));
-        int saved = CpuThreading.Threads;
-        try
-        {
-            foreach (int threads in new[] { 1, 2 })
-            {
-                CpuThreading.Threads = threads;
-                ChannelLaneWeightGradient.WideBlocks = false;
-                var narrow = Run(dy, x, p);
-                ChannelLaneWeightGradient.WideBlocks = true;
-                var wide = Run(dy, x, p);
-                Assert.Equal(narrow.Select(BitConverter.SingleToInt32Bits), wide.Select(BitConverter.SingleToInt32Bits));
-            }
-        }
-        finally
-        {
-            ChannelLaneWeightGradient.WideBlocks = true;
-            CpuThreading.Threads = saved;
-        }
-    }
+    public void WideBlocksGiveNarrowBlocksBits(int n, int c, int h, int w, int k, int r, int s) =>
+        AssertSwitchKeepsBits(new Conv2dParams(n, c, h, w, k, r, s, 1, 1, r / 2, s / 2, 1, 1, 1), 63, on => ChannelLaneWeightGradient.WideBlocks = on);
 
     /// <summary>
     /// A NaN input value reaches every weight whose tap reads it, and an infinite gradient at the map's edge meets the

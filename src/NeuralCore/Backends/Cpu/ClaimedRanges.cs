@@ -64,39 +64,26 @@ internal unsafe readonly struct ClaimedRanges
         }
     }
 
-    private bool TakeFront(int p, out int item)
-    {
-        while (true)
-        {
-            long word = Volatile.Read(ref _ranges[p]);
-            long front = word >> 32, back = word & 0xFFFFFFFF;
-            if (front >= back)
-            {
-                item = -1;
-                return false;
-            }
-            if (Interlocked.CompareExchange(ref _ranges[p], (front + 1) << 32 | back, word) == word)
-            {
-                item = (int)front;
-                return true;
-            }
-        }
-    }
+    private bool TakeFront(int p, out int item) => Take(p, front: true, out item);
 
-    private bool TakeBack(int p, out int item)
+    private bool TakeBack(int p, out int item) => Take(p, front: false, out item);
+
+    /// <summary>Range <paramref name="p"/>'s first (or last) item, taken with one compare-exchange of its word; false when it is empty.</summary>
+    private bool Take(int p, bool front, out int item)
     {
         while (true)
         {
             long word = Volatile.Read(ref _ranges[p]);
-            long front = word >> 32, back = word & 0xFFFFFFFF;
-            if (front >= back)
+            long first = word >> 32, end = word & 0xFFFFFFFF;
+            if (first >= end)
             {
                 item = -1;
                 return false;
             }
-            if (Interlocked.CompareExchange(ref _ranges[p], front << 32 | (back - 1), word) == word)
+            long taken = front ? (first + 1) << 32 | end : first << 32 | (end - 1);
+            if (Interlocked.CompareExchange(ref _ranges[p], taken, word) == word)
             {
-                item = (int)(back - 1);
+                item = (int)(front ? first : end - 1);
                 return true;
             }
         }
