@@ -10,8 +10,8 @@ namespace NeuralCore.Backends.Cpu;
 /// patch of S * C floats, at (p + r, q). So for each output channel k and kernel row r, dw's S * C entries are the
 /// sum over (p, q) of dy[k][p, q] times that patch: a rank-one update per position, run in blocks of up to 4 output
 /// channels by 5 or 6 vectors of the patch (24 accumulators), which per position broadcast 4 dy values and load 6
-/// x vectors, or of up to 5 output channels by at most 4 vectors (20 accumulators). No border masks (the border is zeros) and no lane sums; the patch's vectors run on across tap and
-/// channel boundaries, so 19 channels x 3 taps take 4 vectors, not 6. On larger planes the channels past the last
+/// x vectors, or of up to 5 output channels by at most 4 vectors (20 accumulators). No border masks (the border is
+/// zeros) and no lane sums; the patch's vectors run on across tap and channel boundaries, so 19 channels x 3 taps take 4 vectors, not 6. On larger planes the channels past the last
 /// multiple of 16 get a plane of their own (<see cref="Split"/>), so that the others' patch vectors start on cache
 /// lines. AVX-512 only.
 /// </summary>
@@ -279,6 +279,8 @@ internal static unsafe class ChannelLaneWeightGradient
         if (vectors > 1) Load(ref s01, ref s11, ref s21, ref s31, ref s41, outputs, acc, accK, 1);
         if (vectors > 2) Load(ref s02, ref s12, ref s22, ref s32, ref s42, outputs, acc, accK, 2);
         if (vectors > 3) Load(ref s03, ref s13, ref s23, ref s33, ref s43, outputs, acc, accK, 3);
+        // Runs of 5 or 6 vectors come with at most KBlock channels (RunPart), so vectors 4 and 5 have no fifth
+        // accumulator: s40 stands in for it, untouched.
         if (vectors > 4) Load(ref s04, ref s14, ref s24, ref s34, ref s40, Math.Min(outputs, KBlock), acc, accK, 4);
         if (vectors > 5) Load(ref s05, ref s15, ref s25, ref s35, ref s40, Math.Min(outputs, KBlock), acc, accK, 5);
         float* d0 = dy, d1 = dy + (outputs > 1 ? dyStride : 0), d2 = dy + (outputs > 2 ? 2 * dyStride : 0);

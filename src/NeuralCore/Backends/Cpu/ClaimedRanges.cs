@@ -11,7 +11,7 @@ namespace NeuralCore.Backends.Cpu;
 /// <remarks>
 /// Each range is one 64-bit word, its front in the high half and its back in the low half, taken from with a
 /// compare-exchange: an item is handed out exactly once. The words live in memory the caller holds until every part is
-/// done (a stack buffer of <see cref="Words"/> longs on the frame that waits for the parts).
+/// done: a stack buffer of <see cref="Words"/> longs on the frame that waits for the parts, or a pinned array.
 /// </remarks>
 internal unsafe readonly struct ClaimedRanges
 {

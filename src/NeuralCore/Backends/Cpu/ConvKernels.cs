@@ -188,8 +188,8 @@ internal static unsafe class ConvKernels
     {
         ref ImplicitJob job = ref *(ImplicitJob*)state;
         ref readonly Conv2dParams p = ref job.P;
-        // The part's own samples, then any another part has not reached yet (ClaimedRanges): each sample is the same
-        // sums whichever part takes it.
+        // The part's own samples, then those of other parts that they have not reached yet (ClaimedRanges): each sample
+        // is the same sums whichever part takes it.
         if (!job.Samples.Next(part, out int n)) return;
         var packing = ImplicitGemmConv.PackInto(job.W, p, ConvScratch.Current);
         var sample = p with { N = 1 };

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using NeuralCore.NN;
 
 namespace NeuralCore.Backends.Cpu;
@@ -259,8 +261,9 @@ public sealed unsafe partial class CpuInferencePlan
         if (SharesPieces)
         {
             int samples = _shardStart[1] - _shardStart[0], piece = _shards![0].InputShape[0];
-            fixed (long* words = _pieceWords)
-                _pieces = new ClaimedRanges(words, _shards.Length, _shards.Length * ((samples + piece - 1) / piece));
+            // The array is pinned, so its address holds for the call.
+            var words = (long*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_pieceWords));
+            _pieces = new ClaimedRanges(words, _shards.Length, _shards.Length * ((samples + piece - 1) / piece));
         }
         try
         {

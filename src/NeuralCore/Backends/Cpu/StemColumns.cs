@@ -67,9 +67,9 @@ internal static unsafe class StemColumns
     /// The 2 * S planes [(a, s)][sample][Px, Q] of samples [n0, n0 + nb) of x [N, 1, H, W], planes
     /// <paramref name="planeStride"/> floats apart (each sample's Px * Q floats, then at least <see cref="Slack"/>). Each
     /// vector of a plane's row is the even floats of two vectors' worth read straight from the input row by two loads,
-    /// masked where they reach off the row (lanes off the row read zero, the border); whole vectors are stored, a row's last one running into the next
-    /// row (written after it) or the slack. (A zero-bordered copy of each input row first, two library calls a row, took
-    /// half the time of the MNIST stem's multiply-adds.) 16 outputs a vector where <see cref="Gemm.Runs512"/>, else 8:
+    /// masked where they reach off the row (lanes off the row read zero, the border); whole vectors are stored, a row's
+    /// last one running into the next row (written after it) or the slack. (A zero-bordered copy of each input row
+    /// first, two library calls a row, took half the time of the MNIST stem's multiply-adds.) 16 outputs a vector where <see cref="Gemm.Runs512"/>, else 8:
     /// the same floats either way.
     /// </summary>
     internal static void Split(float* x, int n0, int nb, in Conv2dParams p, int px, int u0, float* planes, long planeStride) =>
@@ -384,8 +384,8 @@ internal static unsafe class StemColumns
     private static void RunItems<TLanes, TVector>(ref Job job, int part) where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
     {
         ref readonly Conv2dParams p = ref job.P;
-        // The part's own items, then any another part has not reached yet (ClaimedRanges), last first: each output is
-        // the same sums whichever part takes it.
+        // The part's own items, then those of other parts that they have not reached yet (ClaimedRanges), last first:
+        // each output is the same sums whichever part takes it.
         if (!job.Claimed.Next(part, out int item)) return;
         float* planes = ConvScratch.Current.Get(ConvScratch.Slot.Columns, 2L * p.S * job.PlaneStride);
         long plane = (long)p.P * p.Q;
