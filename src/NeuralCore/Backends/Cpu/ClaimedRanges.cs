@@ -42,7 +42,7 @@ internal unsafe readonly struct ClaimedRanges
     /// <summary>The next item for <paramref name="part"/>: its own range's front, else another range's back; false when none is left.</summary>
     internal bool Next(int part, out int item)
     {
-        if (TakeFront(part, out item)) return true;
+        if (Take(part, front: true, out item)) return true;
         if (!Enabled) return false;
         while (true)
         {
@@ -60,13 +60,9 @@ internal unsafe readonly struct ClaimedRanges
                 }
             }
             if (best < 0) return false;
-            if (TakeBack(best, out item)) return true;
+            if (Take(best, front: false, out item)) return true;
         }
     }
-
-    private bool TakeFront(int p, out int item) => Take(p, front: true, out item);
-
-    private bool TakeBack(int p, out int item) => Take(p, front: false, out item);
 
     /// <summary>Range <paramref name="p"/>'s first (or last) item, taken with one compare-exchange of its word; false when it is empty.</summary>
     private bool Take(int p, bool front, out int item)
