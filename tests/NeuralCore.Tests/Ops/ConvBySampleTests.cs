@@ -6,8 +6,8 @@ namespace NeuralCore.Tests.Ops;
 
 /// <summary>
 /// The training passes' "same" convolutions run one sample at a time through the implicit GEMM (ConvKernels'
-/// ForwardBySample: 1x1s over planes of 64 to 511 positions, kernels of several taps (3x3, dilated 3x3, 5x5) over planes
-/// of 64 or more): bit for bit against the chunked paths they replace (the GEMM path for a 1x1, channel-major chunks for
+/// ForwardBySample: 1x1s over planes of 64 to 511 positions, and over wider ones from 4 samples per thread, kernels of
+/// several taps (3x3, dilated 3x3, 5x5) over planes of 64 or more): bit for bit against the chunked paths they replace (the GEMM path for a 1x1, channel-major chunks for
 /// the others) and, for a 1x1, against the sum in order (each output from zero, one fused multiply-add per input channel
 /// in order, then the bias), at 1, 2 and 3 threads, forward with and without a bias and backward data (the forward of
 /// the flipped kernel), with channel counts that leave micro-panels part empty, planes that end inside a vector, and
@@ -26,7 +26,9 @@ public sealed class ConvBySampleTests
     [InlineData(5, 128, 128, 7, 24, 1, 1, true)]  // the big model's, an odd batch
     [InlineData(3, 38, 19, 8, 8, 1, 1, true)]     // 64 positions, more input channels than output
     [InlineData(4, 7, 45, 10, 10, 1, 1, false)]   // 100 positions: the plane ends inside a vector
-    [InlineData(2, 1, 1, 1, 511, 1, 1, true)]     // one channel in and out, the widest plane a 1x1 takes
+    [InlineData(2, 1, 1, 1, 511, 1, 1, true)]     // one channel in and out, the widest plane a 1x1 takes at any batch
+    [InlineData(12, 19, 19, 31, 24, 1, 1, false)] // the pruned model's stage-1 1x1, 4 samples a thread at 3 threads
+    [InlineData(12, 32, 32, 23, 23, 1, 1, true)]  // 529 positions: wide, and the plane ends inside a vector
     [InlineData(4, 19, 19, 31, 24, 3, 1, false)]  // the pruned model's stage-1 3x3
     [InlineData(3, 32, 64, 7, 24, 3, 1, true)]    // the big model's stage-2 3x3
     [InlineData(2, 5, 13, 9, 11, 3, 1, true)]     // 99 positions, part-empty panels both ways
@@ -36,7 +38,12 @@ public sealed class ConvBySampleTests
     {
         int pad = kernel / 2 * dilation;
         var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, pad, pad, dilation, dilation, 1);
-        if (!ConvKernels.RunsBySample(p)) Assert.Skip("The sample-by-sample path does not run here: a 1x1 needs AVX-512, a 3x3 AVX2 and FMA.");
+        int saved = CpuThreading.Threads;
+        // The most threads the path runs on below (a wide plane's 1x1 needs 4 samples a thread).
+        CpuThreading.Threads = 3;
+        bool runs = ConvKernels.RunsBySample(p);
+        CpuThreading.Threads = saved;
+        if (!runs) Assert.Skip("The sample-by-sample path does not run here: a 1x1 needs AVX-512, a 3x3 AVX2 and FMA.");
         int plane = h * w, taps = kernel * kernel;
         float[] x = Reference.ToFloat(Reference.Random(n * c * plane, 81));
         float[] wt = Reference.ToFloat(Reference.Random(k * c * taps, 82));
@@ -45,7 +52,6 @@ public sealed class ConvBySampleTests
         x[^1] = float.NaN;
         x[(n - 1) * c * plane] = float.PositiveInfinity;
         dy[^2] = float.NegativeInfinity;
-        int saved = CpuThreading.Threads;
         try
         {
             // The chunked paths at two threads: their chunks of samples follow the thread count, and at 8 threads or more
@@ -97,7 +103,7 @@ public sealed class ConvBySampleTests
     [InlineData(31, 24, 3, 1, 1, 1, true)]    // 3x3s take planes of any size from 64 positions
     [InlineData(7, 9, 1, 1, 0, 1, false)]     // 63 positions
     [InlineData(6, 6, 3, 1, 1, 1, false)]     // MNIST's 36: chunks of samples
-    [InlineData(16, 32, 1, 1, 0, 1, false)]   // 512: the GEMM path reads a 1x1's planes in place
+    [InlineData(16, 32, 1, 1, 0, 1, false)]   // 512 with 2 samples a thread: the GEMM path reads a 1x1's planes in place
     [InlineData(31, 24, 1, 1, 0, 1, false)]
     [InlineData(7, 24, 1, 1, 0, 2, false)]
     [InlineData(7, 24, 3, 1, 1, 2, false)]
@@ -109,6 +115,36 @@ public sealed class ConvBySampleTests
         var p = new Conv2dParams(4, 4, h, w, 4, kernel, kernel, stride, stride, pad, pad, 1, 1, groups);
         // With AVX-512 every row's rule; without it, the 3x3s only (the implicit GEMM's 256-bit form takes no 1x1).
         bool runs = Gemm.Runs512 || Gemm.Runs256 && kernel > 1;
-        Assert.Equal(expected && runs, ConvKernels.RunsBySample(p));
+        Assert.Equal(expected && runs, AtThreads(2, () => ConvKernels.RunsBySample(p)));
+    }
+
+    [Theory]
+    // samples, threads, H, W
+    [InlineData(8, 2, 16, 32, true)]    // 512 positions, 4 samples a thread
+    [InlineData(7, 2, 16, 32, false)]
+    [InlineData(64, 2, 31, 24, true)]   // mel b64's stage-1 1x1
+    [InlineData(64, 16, 31, 24, true)]
+    [InlineData(64, 17, 31, 24, false)]
+    [InlineData(4, 1, 128, 100, true)]
+    [InlineData(2, 1, 128, 100, false)]
+    [InlineData(1, 2, 7, 24, true)]     // under 512 positions, any batch
+    public void RunsOneByOnesOnWidePlanesFromFourSamplesAThread(int n, int threads, int h, int w, bool expected)
+    {
+        var p = new Conv2dParams(n, 19, h, w, 19, 1, 1, 1, 1, 0, 0, 1, 1, 1);
+        Assert.Equal(expected && Gemm.Runs512, AtThreads(threads, () => ConvKernels.RunsBySample(p)));
+    }
+
+    private static bool AtThreads(int threads, Func<bool> rule)
+    {
+        int saved = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = threads;
+            return rule();
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
     }
 }

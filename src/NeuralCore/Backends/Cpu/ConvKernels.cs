@@ -23,7 +23,10 @@ internal static unsafe class ConvKernels
 {
     // Samples are unrolled side by side until the GEMM has this many columns...
     private const int TargetColumns = 512;
-    /// <summary>Planes of at least this many positions give the GEMM enough columns alone: a 1x1 reads them in place, sample by sample.</summary>
+    /// <summary>
+    /// Planes of at least this many positions give the GEMM enough columns alone: a 1x1 reads them in place, sample by
+    /// sample (on the GEMM path, or on <see cref="ForwardBySample"/> when there are samples enough: <see cref="RunsBySample"/>).
+    /// </summary>
     internal const int InPlacePlane = TargetColumns;
     // ...as long as one thread's columns and gathered rows stay within this many floats (1 MiB each).
     private const long MaxScratchFloats = 1 << 18;
@@ -140,14 +143,25 @@ internal static unsafe class ConvKernels
     // padding: MNIST's 6 x 6 maps ran 1.1-1.8 times as long, so they keep the chunks).
     internal const int MinSamplePlane = 64;
 
+    // A 1x1 over planes of InPlacePlane positions or more runs sample by sample from this many samples per thread. Harness,
+    // two threads, the GEMM path's time against this one's (medians of 15-41 alternated calls, forward / backward data):
+    // 19->19 on mel's 31 x 24 at 64 samples 0.393 / 0.392 -> 0.345 / 0.331 ms, 32->32 0.791 / 0.783 -> 0.691 / 0.694 ms,
+    // 76->76 on 23 x 23 3.62 / 3.56 -> 2.81 / 2.47 ms, 64->64 on 128 x 100 at 4 samples 4.25 / 4.41 -> 3.30 / 3.21 ms,
+    // 32->32 on 63 x 49 at 8 samples 0.391 / 0.394 -> 0.349 / 0.333 ms; with 2 samples a thread or fewer it lost or
+    // tied (19->19 on 63 x 49 at 4 samples 0.090 / 0.090 -> 0.098 / 0.103 ms; 32->32 on 128 x 100 at 2 samples 0.503 /
+    // 0.453 -> 0.526 / 0.478 ms), the samples too few to share out evenly.
+    private const int MinWideSamplesPerThread = 4;
+
     /// <summary>
     /// True when a sample-major convolution runs <see cref="ForwardBySample"/>: one group, stride 1 and the output the
     /// size of the input (a 3x3 with padding 1, an unpadded 1x1), planes of at least <see cref="MinSamplePlane"/>
-    /// positions, and for a 1x1 under <see cref="InPlacePlane"/> (from there the GEMM path reads each sample in place).
+    /// positions, and for a 1x1 on planes of <see cref="InPlacePlane"/> or more at least 4 samples per thread (with
+    /// fewer, the GEMM path, which reads each sample in place too). The same bits either way.
     /// </summary>
     internal static bool RunsBySample(in Conv2dParams p) =>
         BySample && p.Groups == 1 && ImplicitGemmConv.IsSame(p) && (ImplicitGemmConv.Supports(p) || ImplicitGemmConv.SupportsSampleMajor(p))
-        && p.P * p.Q >= MinSamplePlane && (p.R * p.S > 1 || p.P * p.Q < InPlacePlane);
+        && p.P * p.Q >= MinSamplePlane
+        && (p.R * p.S > 1 || p.P * p.Q < InPlacePlane || p.N >= MinWideSamplesPerThread * CpuThreading.Threads);
 
     /// <summary>
     /// A "same" convolution of sample-major tensors through the implicit GEMM, one sample at a time where it lies: sample
