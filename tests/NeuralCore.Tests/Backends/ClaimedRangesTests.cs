@@ -38,6 +38,33 @@ public sealed unsafe class ClaimedRangesTests
         Assert.False(ranges.Next(2, out _));
     }
 
+    [Theory]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(8)]
+    public void EachRangesWordHasACacheLineOfItsOwn(int parts)
+    {
+        // A buffer on no particular alignment (one long past a line): the ranges must write one word each, 64 bytes or
+        // more apart, and nothing outside the Words longs.
+        int length = ClaimedRanges.Words(parts);
+        var buffer = new long[length + 16];
+        fixed (long* start = buffer)
+        {
+            long* words = (long*)(((nint)start + 63) & ~(nint)63) + 1;
+            int offset = (int)(words - start);
+            Array.Fill(buffer, long.MinValue);
+            _ = new ClaimedRanges(words, parts, 100);
+            var written = Enumerable.Range(0, buffer.Length).Where(i => buffer[i] != long.MinValue).ToArray();
+            Assert.Equal(parts, written.Length);
+            Assert.All(written, i => Assert.InRange(i, offset, offset + length - 1));
+            for (int p = 1; p < parts; p++)
+            {
+                long linesApart = ((nint)(start + written[p]) >> 6) - ((nint)(start + written[p - 1]) >> 6);
+                Assert.True(linesApart >= 1, $"ranges {p - 1} and {p} share a cache line");
+            }
+        }
+    }
+
     [Fact]
     public void SwitchedOffEachPartTakesItsOwnRangeOnly()
     {
