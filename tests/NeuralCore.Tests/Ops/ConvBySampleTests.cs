@@ -7,11 +7,12 @@ namespace NeuralCore.Tests.Ops;
 /// <summary>
 /// The training passes' "same" convolutions run one sample at a time through the implicit GEMM (ConvKernels'
 /// ForwardBySample: 1x1s over planes of 64 to 511 positions, and over wider ones from 4 samples per thread, kernels of
-/// several taps (3x3, dilated 3x3, 5x5) over planes of 64 or more): bit for bit against the chunked paths they replace (the GEMM path for a 1x1, channel-major chunks for
-/// the others) and, for a 1x1, against the sum in order (each output from zero, one fused multiply-add per input channel
-/// in order, then the bias), at 1, 2 and 3 threads, forward with and without a bias and backward data (the forward of
-/// the flipped kernel), with channel counts that leave micro-panels part empty, planes that end inside a vector, and
-/// non-finite values; and against the sum of products to rounding. Turns the path off process-wide and changes the
+/// several taps (3x3, dilated 3x3, 5x5) over planes of 64 or more): bit for bit against the chunked paths they replace
+/// (the GEMM path for a 1x1, channel-major chunks for the others) and, for a 1x1, against the sum in order (each output
+/// from zero, one fused multiply-add per input channel in order, then the bias), at 1, 2 and 3 threads, forward with
+/// and without a bias and backward data (the forward of the flipped kernel), with channel counts that leave
+/// micro-panels part empty, planes that end inside a vector, and non-finite values; and against the sum of products to
+/// rounding. Turns the path off process-wide and changes the
 /// thread count, so runs alone.
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
@@ -38,12 +39,9 @@ public sealed class ConvBySampleTests
     {
         int pad = kernel / 2 * dilation;
         var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, pad, pad, dilation, dilation, 1);
-        int saved = CpuThreading.Threads;
-        // The most threads the path runs on below (a wide plane's 1x1 needs 4 samples a thread).
-        CpuThreading.Threads = 3;
-        bool runs = ConvKernels.RunsBySample(p);
-        CpuThreading.Threads = saved;
-        if (!runs) Assert.Skip("The sample-by-sample path does not run here: a 1x1 needs AVX-512, a 3x3 AVX2 and FMA.");
+        // At the most threads the path runs on below (a wide plane's 1x1 needs 4 samples a thread).
+        if (!AtThreads(3, () => ConvKernels.RunsBySample(p)))
+            Assert.Skip("The sample-by-sample path does not run here: a 1x1 needs AVX-512, a 3x3 AVX2 and FMA.");
         int plane = h * w, taps = kernel * kernel;
         float[] x = Reference.ToFloat(Reference.Random(n * c * plane, 81));
         float[] wt = Reference.ToFloat(Reference.Random(k * c * taps, 82));
@@ -52,6 +50,7 @@ public sealed class ConvBySampleTests
         x[^1] = float.NaN;
         x[(n - 1) * c * plane] = float.PositiveInfinity;
         dy[^2] = float.NegativeInfinity;
+        int saved = CpuThreading.Threads;
         try
         {
             // The chunked paths at two threads: their chunks of samples follow the thread count, and at 8 threads or more
@@ -103,7 +102,7 @@ public sealed class ConvBySampleTests
     [InlineData(31, 24, 3, 1, 1, 1, true)]    // 3x3s take planes of any size from 64 positions
     [InlineData(7, 9, 1, 1, 0, 1, false)]     // 63 positions
     [InlineData(6, 6, 3, 1, 1, 1, false)]     // MNIST's 36: chunks of samples
-    [InlineData(16, 32, 1, 1, 0, 1, false)]   // 512 with 2 samples a thread: the GEMM path reads a 1x1's planes in place
+    [InlineData(16, 32, 1, 1, 0, 1, false)]   // 512, 2 samples a thread: the GEMM path reads a 1x1's planes in place
     [InlineData(31, 24, 1, 1, 0, 1, false)]
     [InlineData(7, 24, 1, 1, 0, 2, false)]
     [InlineData(7, 24, 3, 1, 1, 2, false)]

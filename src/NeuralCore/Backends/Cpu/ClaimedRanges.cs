@@ -18,7 +18,8 @@ namespace NeuralCore.Backends.Cpu;
 /// </remarks>
 internal unsafe readonly struct ClaimedRanges
 {
-    // Longs from one range's word to the next: a cache line, so that no two words share one, however the buffer is aligned.
+    // Longs from one range's word to the next: a cache line, so that no two words share one, however the buffer is
+    // aligned.
     private const int Stride = 8;
     private readonly long* _ranges;
     private readonly int _parts;

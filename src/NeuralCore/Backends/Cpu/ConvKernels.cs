@@ -25,7 +25,8 @@ internal static unsafe class ConvKernels
     private const int TargetColumns = 512;
     /// <summary>
     /// Planes of at least this many positions give the GEMM enough columns alone: a 1x1 reads them in place, sample by
-    /// sample (on the GEMM path, or on <see cref="ForwardBySample"/> when there are samples enough: <see cref="RunsBySample"/>).
+    /// sample (on the GEMM path, or on <see cref="ForwardBySample"/> when there are samples enough:
+    /// <see cref="RunsBySample"/>).
     /// </summary>
     internal const int InPlacePlane = TargetColumns;
     // ...as long as one thread's columns and gathered rows stay within this many floats (1 MiB each).
@@ -143,13 +144,13 @@ internal static unsafe class ConvKernels
     // padding: MNIST's 6 x 6 maps ran 1.1-1.8 times as long, so they keep the chunks).
     internal const int MinSamplePlane = 64;
 
-    // A 1x1 over planes of InPlacePlane positions or more runs sample by sample from this many samples per thread. Harness,
-    // two threads, the GEMM path's time against this one's (medians of 15-41 alternated calls, forward / backward data):
-    // 19->19 on mel's 31 x 24 at 64 samples 0.393 / 0.392 -> 0.345 / 0.331 ms, 32->32 0.791 / 0.783 -> 0.691 / 0.694 ms,
-    // 76->76 on 23 x 23 3.62 / 3.56 -> 2.81 / 2.47 ms, 64->64 on 128 x 100 at 4 samples 4.25 / 4.41 -> 3.30 / 3.21 ms,
-    // 32->32 on 63 x 49 at 8 samples 0.391 / 0.394 -> 0.349 / 0.333 ms; with 2 samples a thread or fewer it lost or
-    // tied (19->19 on 63 x 49 at 4 samples 0.090 / 0.090 -> 0.098 / 0.103 ms; 32->32 on 128 x 100 at 2 samples 0.503 /
-    // 0.453 -> 0.526 / 0.478 ms), the samples too few to share out evenly.
+    // A 1x1 over planes of InPlacePlane positions or more runs sample by sample from this many samples per thread.
+    // Harness, two threads, the GEMM path's time against this one's (medians of 15-41 alternated calls, forward /
+    // backward data): 19->19 on mel's 31 x 24 at 64 samples 0.393 / 0.392 -> 0.345 / 0.331 ms, 32->32 0.791 / 0.783 ->
+    // 0.691 / 0.694 ms, 76->76 on 23 x 23 3.62 / 3.56 -> 2.81 / 2.47 ms, 64->64 on 128 x 100 at 4 samples 4.25 / 4.41
+    // -> 3.30 / 3.21 ms, 32->32 on 63 x 49 at 8 samples 0.391 / 0.394 -> 0.349 / 0.333 ms; with 2 samples a thread or
+    // fewer it lost or tied (19->19 on 63 x 49 at 4 samples 0.090 / 0.090 -> 0.098 / 0.103 ms; 32->32 on 128 x 100 at
+    // 2 samples 0.503 / 0.453 -> 0.526 / 0.478 ms), the samples too few to share out evenly.
     private const int MinWideSamplesPerThread = 4;
 
     /// <summary>
