@@ -9,7 +9,8 @@ namespace NeuralCore.Benchmarks;
 /// A kernel path of the training passes switched off and on in alternating rounds of one process, for the pruned and
 /// the big model on one training input: each round times a block of compiled training steps of each model with the
 /// path off, then with it on, and the ratio on / off is taken per round and model (and pays, big / pruned, per round
-/// and setting), so that a host whose speed drifts slows both settings of a round alike. Run as <c>dotnet run -c
+/// and setting), so that a host whose speed drifts slows both settings of a round alike. A path that plans choose when
+/// they compile is compared through two plans per model, one compiled with it off and one with it on. Run as <c>dotnet run -c
 /// Release --project benchmarks/NeuralCore.Benchmarks -- switch-rounds --switch NAME [--input NAME] [--rounds N]</c>.
 /// </summary>
 public static class TrainingSwitchRounds
@@ -35,6 +36,14 @@ public static class TrainingSwitchRounds
         ["claimed-ranges"] = on => ClaimedRanges.Enabled = on,
     };
 
+    // Paths that a plan chooses when it compiles: each model is compiled once with the path off and once with it on, and
+    // the rounds alternate the two plans.
+    private static readonly IReadOnlyDictionary<string, Action<bool>> PlanSwitches = new Dictionary<string, Action<bool>>
+    {
+        // Docs: docs/benchmarks.md, step 184 (residual additions in the output pass of batch norms over large planes).
+        ["large-plane-addition"] = on => CpuTrainingPlan.LargePlaneAdditionEnabled = on,
+    };
+
     private static readonly string[] Models = ["pruned 19/38/76", "big 32/64/128"];
 
     // Each block runs about this long, after one untimed step.
@@ -51,38 +60,53 @@ public static class TrainingSwitchRounds
             string value = i + 1 < args.Length ? args[i + 1] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i++])
             {
-                case "--switch": name = Rounds.Known(value, Switches.Keys, "switch"); break;
+                case "--switch": name = Rounds.Known(value, Switches.Keys.Concat(PlanSwitches.Keys), "switch"); break;
                 case "--input": input = Rounds.Known(value, ModelInput.Train.Select(x => x.Name), "input"); break;
                 case "--rounds": rounds = Rounds.Positive(value); break;
                 default: throw new ArgumentException($"unknown option {args[i - 1]} (options: --switch, --input, --rounds)");
             }
         }
-        if (name is null) throw new ArgumentException($"--switch is required (one of: {string.Join(", ", Switches.Keys.Select(n => $"'{n}'"))})");
-        var setting = Switches[name];
+        if (name is null)
+            throw new ArgumentException($"--switch is required (one of: {string.Join(", ", Switches.Keys.Concat(PlanSwitches.Keys).Select(n => $"'{n}'"))})");
         CpuThreading.Threads = ModelInput.Threads;
-        var steps = Models.Select(model => Step(model, input)).ToArray();
+        bool atCompile = PlanSwitches.TryGetValue(name, out var compileSetting);
+        var setting = atCompile ? _ => { } : Switches[name];
+        // The steps that run with the path off [0] and on [1]: one plan per model and setting where plans choose it.
+        var plans = new Action[2][];
+        try
+        {
+            for (int s = 0; s < 2; s++)
+            {
+                compileSetting?.Invoke(s == 1);
+                plans[s] = s == 1 && !atCompile ? plans[0] : Models.Select(model => Step(model, input)).ToArray();
+            }
+        }
+        finally
+        {
+            compileSetting?.Invoke(true);
+        }
         try
         {
             // Warm every model in both settings past the JIT's tiering, then size each model's blocks.
             var clock = Stopwatch.StartNew();
-            double[] last = new double[steps.Length];
+            double[] last = new double[Models.Length];
             while (clock.ElapsedMilliseconds < 4000)
                 foreach (bool on in new[] { false, true })
                 {
                     setting(on);
-                    for (int m = 0; m < steps.Length; m++) last[m] = Time(steps[m]);
+                    for (int m = 0; m < Models.Length; m++) last[m] = Time(plans[on ? 1 : 0][m]);
                 }
             int[] calls = last.Select(ms => (int)Math.Clamp(BlockMilliseconds / Math.Max(ms, 1e-3), 3, 1000)).ToArray();
-            var medians = new double[2, steps.Length, rounds];
+            var medians = new double[2, Models.Length, rounds];
             for (int r = 0; r < rounds; r++)
                 for (int s = 0; s < 2; s++)
                 {
                     setting(s == 1);
-                    for (int m = 0; m < steps.Length; m++) medians[s, m, r] = BlockMedian(steps[m], calls[m]);
+                    for (int m = 0; m < Models.Length; m++) medians[s, m, r] = BlockMedian(plans[s][m], calls[m]);
                 }
             Console.WriteLine($"training steps, {input}, '{name}' off and on in {rounds} alternating rounds, {ModelInput.Threads} threads; per-round medians, ms");
             Console.WriteLine($"{"model",-16} {"off min",9} {"off med",9} {"on min",9} {"on med",9}  on/off p25 / median / p75");
-            for (int m = 0; m < steps.Length; m++)
+            for (int m = 0; m < Models.Length; m++)
             {
                 double[] off = Row(medians, 0, m, rounds), on = Row(medians, 1, m, rounds);
                 var ratios = on.Zip(off, (a, b) => a / b).ToArray();

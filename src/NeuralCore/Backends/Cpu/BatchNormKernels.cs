@@ -55,6 +55,9 @@ internal static unsafe partial class BatchNormKernels
         public bool Pooled;
         public int W, PoolH, PoolW;
         public int* PoolIndices;
+        // Training with a fused addition (no other fused op): y = batch norm + Residual, then a ReLU when ResidualRelu.
+        public float* Residual;
+        public bool ResidualRelu;
         // Backward without dx (BackwardSums): each channel's three coefficients of dx are stored here ([3C]) instead.
         public float* Coefficients;
         public int Parts;
@@ -71,8 +74,8 @@ internal static unsafe partial class BatchNormKernels
     /// (biased variance) and, when runningMean/runningVar are not null, blends the batch mean and unbiased variance into them.
     /// With <paramref name="relu"/>, y = relu(...) in the same pass; with <paramref name="hardswishScaleOffset"/> ([2C],
     /// planes of at least <see cref="SmallPlane"/> values), y = hardswish(...), the channels' scales and offsets saved there.
-    /// With <paramref name="residual"/> ([N, C, HW], planes under <see cref="SmallPlane"/> values, no other fusion),
-    /// y = batch norm + residual, then a ReLU with <paramref name="residualRelu"/>. With <paramref name="reluScaleOffset"/>
+    /// With <paramref name="residual"/> ([N, C, HW], no other fusion), y = batch norm + residual, then a ReLU with
+    /// <paramref name="residualRelu"/>. With <paramref name="reluScaleOffset"/>
     /// ([2C]; a ReLU, <see cref="TakesReluScaleOffset"/>), the channels' scales and offsets saved there for the backward
     /// (<see cref="ReluInput"/>).
     /// </summary>
@@ -83,8 +86,8 @@ internal static unsafe partial class BatchNormKernels
     {
         if (reluScaleOffset != null && (!relu || !TakesReluScaleOffset(hw)))
             throw new ArgumentException($"A ReLU's saved scale and offset need a fused ReLU, AVX-512 and planes of {SmallPlane} values or more, got {hw}.", nameof(reluScaleOffset));
-        if (residual != null && (hw >= SmallPlane || relu || hardswishScaleOffset != null))
-            throw new ArgumentException($"A fused addition needs planes under {SmallPlane} values and no other fused op, got {hw} values.", nameof(residual));
+        if (residual != null && (relu || hardswishScaleOffset != null || pool.Present))
+            throw new ArgumentException("A fused addition takes no other fused op.", nameof(residual));
         if (hw < SmallPlane)
         {
             if (hardswishScaleOffset != null) throw new ArgumentException($"A fused Hardswish needs planes of {SmallPlane} values or more, got {hw}.", nameof(hw));
@@ -96,7 +99,7 @@ internal static unsafe partial class BatchNormKernels
             Pass = Pass.Training, N = n, C = c, HW = hw, Momentum = momentum, Eps = eps,
             X = x, Gamma = gamma, Beta = beta, Y = y, Mean = mean, InvStd = invStd,
             RunningMean = runningMean, RunningVar = runningVar, Relu = relu, HardswishScaleOffset = hardswishScaleOffset,
-            ReluScaleOffset = reluScaleOffset,
+            ReluScaleOffset = reluScaleOffset, Residual = residual, ResidualRelu = residualRelu,
         };
         SetPool(ref job, pool);
         Execute(ref job, c);
@@ -408,7 +411,8 @@ internal static unsafe partial class BatchNormKernels
         for (int n = n0; n < n1; n++)
         {
             long at = n * planeStride + (long)c * job.HW;
-            Affine(job.X + at, job.Y + at, job.HW, scale, offset, activation);
+            if (job.Residual != null) AffinePlusResidual(job.X + at, job.Residual + at, job.Y + at, job.HW, scale, offset, job.ResidualRelu);
+            else Affine(job.X + at, job.Y + at, job.HW, scale, offset, activation);
         }
     }
 
@@ -741,6 +745,50 @@ internal static unsafe partial class BatchNormKernels
                 Activation.Hardswish => v * Math.Clamp(v + 3f, 0f, 6f) * (1f / 6f),
                 _ => v,
             };
+        }
+    }
+
+    /// <summary>
+    /// y = (x * scale + offset) + r over n values, then max(y, 0) with <paramref name="relu"/>: the batch norm's value,
+    /// the addition and the ReLU of the add (+ ReLU) step, in their order, so the same bits; the batch norm's own output
+    /// is never stored.
+    /// </summary>
+    private static void AffinePlusResidual(float* x, float* r, float* y, int n, float scale, float offset, bool relu)
+    {
+        int i = 0;
+        if (Avx512F.IsSupported)
+        {
+            var s = Vector512.Create(scale);
+            var o = Vector512.Create(offset);
+            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+            {
+                var v = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), s, o) + Vector512.Load(r + i);
+                Vector512.Store(relu ? Vector512.Max(v, Vector512<float>.Zero) : v, y + i);
+            }
+            if (i < n)
+            {
+                // The last values, masked: the same operations.
+                var mask = ConvKernels.FirstLanes(n - i);
+                var v = Vector512.FusedMultiplyAdd(Avx512F.MaskLoad(x + i, mask, Vector512<float>.Zero), s, o)
+                    + Avx512F.MaskLoad(r + i, mask, Vector512<float>.Zero);
+                Avx512F.MaskStore(y + i, mask, relu ? Vector512.Max(v, Vector512<float>.Zero) : v);
+            }
+            return;
+        }
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var s = Vector256.Create(scale);
+            var o = Vector256.Create(offset);
+            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                var v = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o) + Vector256.Load(r + i);
+                Vector256.Store(relu ? Vector256.Max(v, Vector256<float>.Zero) : v, y + i);
+            }
+        }
+        for (; i < n; i++)
+        {
+            float v = MathF.FusedMultiplyAdd(x[i], scale, offset) + r[i];
+            y[i] = relu ? Relu(v) : v;
         }
     }
 

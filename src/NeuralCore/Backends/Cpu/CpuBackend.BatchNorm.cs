@@ -17,7 +17,7 @@ public sealed partial class CpuBackend
     /// scale and offset saved there for the backward. With a <paramref name="pool"/> as well (a 2x2 / 2 max pool whose
     /// windows lie inside the planes), y [N, C, P, Q] is that pool's output of the Hardswish's, and
     /// <paramref name="poolIndices"/> (Int32, the shape of y) the flat index of each maximum. With a
-    /// <paramref name="residual"/> (the shape of x; planes under 64 values), y = batch norm + residual, then a ReLU with
+    /// <paramref name="residual"/> (the shape of x; no other fused op), y = batch norm + residual, then a ReLU with
     /// <paramref name="residualRelu"/>: a batch norm read only by an addition (and the ReLU after it). With
     /// <paramref name="reluScaleOffset"/> ([2C]; a ReLU over planes of 64 values or more, AVX-512), each channel's scale
     /// and offset saved there too, so that the backward can tell where the ReLU's output is positive from x alone.

@@ -98,6 +98,12 @@ public sealed class CpuTrainingPlan
     internal static bool AddReluPoolEnabled { get; set; } = true;
 
     /// <summary>
+    /// Whether plans compiled from now on add a residual in the output pass of a batch norm over large planes
+    /// (Compiler.FuseLargePlaneAdditions; off: the addition is a step of its own; tests and harnesses compare the two).
+    /// </summary>
+    internal static bool LargePlaneAdditionEnabled { get; set; } = true;
+
+    /// <summary>
     /// Bytes of the plan's buffers: activations, saved values and gradients. Backward buffers of one length whose uses
     /// (the backward steps that read or write them) do not overlap share memory, so the gradients count as many as are
     /// live at once.
@@ -478,6 +484,8 @@ public sealed class CpuTrainingPlan
         private readonly Dictionary<Tensor, int> _readers = new(ReferenceEqualityComparer.Instance);
         private readonly Dictionary<int, BatchNormStep> _batchNormOf = [];
         private readonly Dictionary<int, AddStep> _addOf = [];
+        // Additions that alone read a batch norm over large planes, with their other operand (FuseLargePlaneAdditions).
+        private readonly List<(AddStep Sum, BatchNormStep Norm, Operand Other)> _largePlaneAdditions = [];
         private long _bytes;
         private readonly List<(CpuStorage Storage, int Length)> _gradients = [];
         // Arrays that ShareGradientMemory gave to more than one buffer.
@@ -497,6 +505,7 @@ public sealed class CpuTrainingPlan
                 foreach (var t in node.Inputs)
                     _readers[t] = _readers.GetValueOrDefault(t) + 1;
             foreach (var node in nodes) Compile(node);
+            FuseLargePlaneAdditions();
             if (!_valueOf.TryGetValue(output, out int logits))
                 throw new NotSupportedException("CpuTrainingPlan: the model's output does not depend on its input.");
 
@@ -785,27 +794,46 @@ public sealed class CpuTrainingPlan
             var step = new AddStep { Label = "add", Operands = ops, A = a, B = b, Y = y };
             Add(step, node, y);
             _addOf[step.Out] = step;
-            // A batch norm over small planes whose output only this addition reads, and which runs after the addition's
-            // other operand is computed (a residual block's last batch norm, or its shortcut's), adds that operand in its
-            // output pass, and the ReLU after the addition too when it fuses there: one pass over the block's output
-            // instead of two, and the batch norm's output is never stored. The addition keeps its step for the backward
-            // (the ReLU's mask). Same bits.
+            // A batch norm whose output only this addition reads, and which runs after the addition's other operand is
+            // computed (a residual block's last batch norm, or its shortcut's), adds that operand in its output pass, and
+            // the ReLU after the addition too when it fuses there: one pass over the block's output instead of two, and the
+            // batch norm's output is never stored. The addition keeps its step for the backward (the ReLU's mask). Same
+            // bits. Over large planes only once the whole graph is compiled (FuseLargePlaneAdditions): a max pool after the
+            // addition + ReLU may take the addition instead.
             for (int i = 1; i >= 0; i--)
             {
                 var other = ops[1 - i];
                 if (ops[i].Leaf is not null || other.Leaf is not null || _readers[node.Inputs[i]] != 1 || ReferenceEquals(node.Inputs[i], output)
                     || other.Value >= ops[i].Value || !_batchNormOf.TryGetValue(ops[i].Value, out var bn)
-                    || bn.Relu || bn.HardswishScaleOffset is not null || bn.Pool is not null || bn.HW >= BatchNormKernels.SmallPlane)
+                    || bn.Relu || bn.HardswishScaleOffset is not null || bn.Pool is not null)
                     continue;
-                Release(bn.Y);
-                bn.Y = _values[bn.Out].Data = y;
-                bn.Residual = DataOf(other);
-                bn.Sum = step;
-                bn.Label += " + add";
-                step.Into = bn;
-                step.Label = "add (in the batch norm)";
+                if (bn.HW < BatchNormKernels.SmallPlane) FuseAddition(step, bn, other);
+                else if (LargePlaneAdditionEnabled) _largePlaneAdditions.Add((step, bn, other));
                 break;
             }
+        }
+
+        /// <summary>The addition <paramref name="sum"/> (and its ReLU) runs in <paramref name="bn"/>'s output pass, <paramref name="other"/> its residual.</summary>
+        private void FuseAddition(AddStep sum, BatchNormStep bn, Operand other)
+        {
+            Release(bn.Y);
+            bn.Y = _values[bn.Out].Data = sum.Y;
+            bn.Residual = DataOf(other);
+            bn.Sum = sum;
+            bn.Label += sum.Relu ? " + add + relu" : " + add";
+            sum.Into = bn;
+            sum.Label = sum.Relu ? "add (in the batch norm) + relu" : "add (in the batch norm)";
+        }
+
+        /// <summary>
+        /// The additions that alone read a batch norm over large planes (mel's stage-2 and stage-3 blocks) run in its
+        /// output pass, as over small planes (<see cref="CompileAdd"/>), unless a max pool took the addition + ReLU
+        /// (<see cref="AddStep.Pool"/>, mel's stage-1 blocks), which saves more: it never stores the sum at all.
+        /// </summary>
+        private void FuseLargePlaneAdditions()
+        {
+            foreach (var (sum, bn, other) in _largePlaneAdditions)
+                if (sum.Pool is null) FuseAddition(sum, bn, other);
         }
 
         private void CompileView(Node node)
