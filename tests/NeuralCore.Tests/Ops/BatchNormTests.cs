@@ -278,8 +278,11 @@ public sealed class BatchNormThreadingTests
 {
     // (n, c, h, w): 19 channels of 13 x 13 (the pruned stem's) and 7 of 16 x 16, enough values for two and three parts,
     // each in one block of channels; 5 of 64 x 64 for 64 samples, whose segments' planes (352-512 KiB a channel) make
-    // a block of each channel.
+    // a block of each channel; 70 of 8 x 8, a block whose output pass takes its channels' coefficients 64 at a time.
+    // One thread walks each channel's planes in turn, more walk each segment's samples in turn.
     [Theory]
+    [InlineData(12, 70, 8, 8, false)]
+    [InlineData(12, 70, 8, 8, true)]
     [InlineData(16, 19, 13, 13, false)]
     [InlineData(16, 19, 13, 13, true)]
     [InlineData(40, 7, 16, 16, false)]
@@ -404,6 +407,82 @@ public sealed class BatchNormThreadingTests
         {
             CpuThreading.Threads = saved;
         }
+    }
+
+    /// <summary>
+    /// Over large planes the fused addition + ReLU can take the 2 x 1 max pool after it too: the pooled values and
+    /// indices of the batch norm, then <see cref="CpuBackend.AddReluMaxPool"/>, bit for bit, and the same statistics,
+    /// at 1, 2 and 3 threads: mel's 31 x 24 (a last row no window takes), 15 x 24 and 7 x 24 maps, and 9 x 9 (rows
+    /// narrower than a vector: nothing written past a plane's output); a NaN, an infinity and a -0 among the residuals.
+    /// The pool needs the ReLU, large planes and column windows.
+    /// </summary>
+    [Theory]
+    [InlineData(9, 19, 31, 24)]
+    [InlineData(8, 3, 15, 24)]
+    [InlineData(6, 5, 7, 24)]
+    [InlineData(7, 3, 9, 9)]
+    public void AFusedAdditionsPoolGivesTheBitsOfTheBatchNormThenThePooledAddition(int n, int c, int h, int w)
+    {
+        var pool = new NeuralCore.Backends.Pool2dParams(n, c, h, w, 2, 1, 2, 1, 0, 0);
+        if (!PoolKernels.FusesAddRelu(pool)) Assert.Skip("This CPU has neither AVX-512 nor AVX2: the max pool does not run in the batch norm.");
+        int hw = h * w, pq = pool.P * pool.Q;
+        float[] xs = Reference.ToFloat(Reference.Random(n * c * hw, 91, 3.0).Select(v => v - 5).ToArray());
+        float[] gammas = Reference.ToFloat(Reference.Random(c, 92).Select(v => 1 + 0.5 * v).ToArray());
+        float[] betas = Reference.ToFloat(Reference.Random(c, 93));
+        float[] residuals = Reference.ToFloat(Reference.Random(n * c * hw, 94));
+        residuals[1] = float.NaN;
+        residuals[w + 2] = float.PositiveInfinity;
+        residuals[3] = -0f;
+        var be = CpuBackend.Instance;
+        (float[] Y, int[] Indices, float[] Mean, float[] InvStd) Run(bool fused, int threads)
+        {
+            CpuThreading.Threads = threads;
+            var x = Tensor.FromArray(xs, n, c, h, w);
+            var residual = Tensor.FromArray(residuals, n, c, h, w);
+            var y = Tensor.Full([n, c, pool.P, pool.Q], float.NaN);
+            var indices = Tensor.Full([n, c, pool.P, pool.Q], -1, dtype: DType.Int32);
+            var mean = Tensor.Zeros([c]);
+            var invStd = Tensor.Zeros([c]);
+            if (fused)
+                be.BatchNormTraining(x, Tensor.FromArray(gammas, c), Tensor.FromArray(betas, c), y, mean, invStd, null, null, 0.1f, 1e-5f,
+                    n, c, hw, relu: false, pool: pool, poolIndices: indices, residual: residual, residualRelu: true);
+            else
+            {
+                var normed = Tensor.Full([n, c, h, w], float.NaN);
+                be.BatchNormTraining(x, Tensor.FromArray(gammas, c), Tensor.FromArray(betas, c), normed, mean, invStd, null, null, 0.1f, 1e-5f,
+                    n, c, hw, relu: false);
+                be.AddReluMaxPool(normed, residual, y, indices, pool);
+            }
+            return (y.ToArray(), ((CpuStorage)indices.Storage).Ints.ToArray(), mean.ToArray(), invStd.ToArray());
+        }
+
+        int saved = CpuThreading.Threads;
+        try
+        {
+            var apart = Run(fused: false, 1);
+            Assert.Contains(apart.Y, v => v == 0);
+            Assert.Contains(apart.Indices, i => i % (2 * w) >= w);
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                var together = Run(fused: true, threads);
+                Assert.Equal(apart.Y.Select(BitConverter.SingleToInt32Bits), together.Y.Select(BitConverter.SingleToInt32Bits));
+                Assert.Equal(apart.Indices, together.Indices);
+                Assert.Equal(apart.Mean, together.Mean);
+                Assert.Equal(apart.InvStd, together.InvStd);
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+        void Reject(bool residualRelu, int planeH, int planeW, NeuralCore.Backends.Pool2dParams p) => Assert.Throws<ArgumentException>(() =>
+            be.BatchNormTraining(Tensor.Zeros([n, c, planeH * planeW]), Tensor.Ones([c]), Tensor.Zeros([c]), Tensor.Zeros([n, c, p.P, p.Q]),
+                Tensor.Zeros([c]), Tensor.Zeros([c]), null, null, 0.1f, 1e-5f, n, c, planeH * planeW, relu: false, pool: p,
+                poolIndices: Tensor.Zeros([n, c, p.P, p.Q], dtype: DType.Int32), residual: Tensor.Zeros([n, c, planeH * planeW]),
+                residualRelu: residualRelu));
+        Reject(residualRelu: false, h, w, pool);
+        Reject(residualRelu: true, 2, 6, new NeuralCore.Backends.Pool2dParams(n, c, 2, 6, 2, 1, 2, 1, 0, 0));
+        Reject(residualRelu: true, h, w, new NeuralCore.Backends.Pool2dParams(n, c, h, w, 2, 2, 2, 2, 0, 0));
     }
 
     /// <summary>

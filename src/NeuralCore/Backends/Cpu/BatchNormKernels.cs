@@ -50,10 +50,11 @@ internal static unsafe partial class BatchNormKernels
         public float* ReluScaleOffset;
         // A fused Hardswish: per channel the affine's scale, then its offset ([2C]; written by training, read by backward).
         public float* HardswishScaleOffset;
-        // A fused 2x2 / 2 max pool after the Hardswish: planes W wide, pooled to PoolH x PoolW; Y (training) and Dy
-        // (backward) are then the pool's output and output gradient, PoolIndices the flat index of each maximum.
+        // A fused 2x2 / 2 max pool after the Hardswish, or (training) a column pool after a fused addition + ReLU; Y
+        // (training) and Dy (backward) are then the pool's output and output gradient, PoolIndices the flat index of
+        // each maximum.
         public bool Pooled;
-        public int W, PoolH, PoolW;
+        public Pool2dParams Pool;
         public int* PoolIndices;
         // Training with a fused addition (no other fused op): y = batch norm + Residual, then a ReLU when ResidualRelu.
         public float* Residual;
@@ -86,8 +87,8 @@ internal static unsafe partial class BatchNormKernels
     {
         if (reluScaleOffset != null && (!relu || !TakesReluScaleOffset(hw)))
             throw new ArgumentException($"A ReLU's saved scale and offset need a fused ReLU, AVX-512 and planes of {SmallPlane} values or more, got {hw}.", nameof(reluScaleOffset));
-        if (residual != null && (relu || hardswishScaleOffset != null || pool.Present))
-            throw new ArgumentException("A fused addition takes no other fused op.", nameof(residual));
+        if (residual != null && (relu || hardswishScaleOffset != null || (pool.Present && (!residualRelu || hw < SmallPlane))))
+            throw new ArgumentException("A fused addition takes no other fused op, but for the ReLU and, over large planes, a column max pool after it.", nameof(residual));
         if (hw < SmallPlane)
         {
             if (hardswishScaleOffset != null) throw new ArgumentException($"A fused Hardswish needs planes of {SmallPlane} values or more, got {hw}.", nameof(hw));
@@ -111,9 +112,13 @@ internal static unsafe partial class BatchNormKernels
     /// Hardswish's output is never stored, and backward rebuilds each plane's input gradient from the pool's output
     /// gradient and indices, as the pool's backward would write it.
     /// </summary>
-    internal readonly struct FusedPool(int w, int pooledH, int pooledW, int* indices)
+    /// <remarks>
+    /// A fused addition + ReLU (training only) takes a max pool of column windows instead
+    /// (<see cref="PoolKernels.FusesAddRelu"/>: CP-ResNet's 2 x 1), the addition + ReLU's own pooled in the same pass.
+    /// </remarks>
+    internal readonly struct FusedPool(in Pool2dParams p, int* indices)
     {
-        public readonly int W = w, PooledH = pooledH, PooledW = pooledW;
+        public readonly Pool2dParams Params = p;
         public readonly int* Indices = indices;
         public bool Present => Indices != null;
     }
@@ -121,12 +126,12 @@ internal static unsafe partial class BatchNormKernels
     private static void SetPool(ref Job job, in FusedPool pool)
     {
         if (!pool.Present) return;
-        if (job.HardswishScaleOffset == null || job.HW % pool.W != 0 || 2 * pool.PooledH > job.HW / pool.W || 2 * pool.PooledW > pool.W)
-            throw new ArgumentException("A fused max pool needs a fused Hardswish and 2x2 windows inside the plane.", nameof(pool));
+        var p = pool.Params;
+        bool sumPool = job.Residual != null && job.ResidualRelu && PoolKernels.FusesAddRelu(p);
+        if (!(job.HardswishScaleOffset != null ? PoolKernels.IsWhole2x2(p) : sumPool) || (long)p.H * p.W != job.HW)
+            throw new ArgumentException("A fused max pool needs a fused Hardswish and 2x2 windows inside the plane, or a fused addition + ReLU and column windows.", nameof(pool));
         job.Pooled = true;
-        job.W = pool.W;
-        job.PoolH = pool.PooledH;
-        job.PoolW = pool.PooledW;
+        job.Pool = p;
         job.PoolIndices = pool.Indices;
     }
 
@@ -235,7 +240,7 @@ internal static unsafe partial class BatchNormKernels
         if (job.Segments > 1)
         {
             if (job.Phase == 0) SegmentSums(ref job, part);
-            else for (int c = job.BlockStart; c < job.BlockEnd; c++) SegmentOutput(ref job, c, part);
+            else SegmentOutputs(ref job, part);
             return;
         }
         int items = job.Pass == Pass.Inference ? job.N * job.C : job.C;
@@ -252,14 +257,49 @@ internal static unsafe partial class BatchNormKernels
         }
     }
 
-    /// <summary>Phase 1 of segment s of channel c: its output pass, from the channel's sums over every plane (Totals).</summary>
-    private static void SegmentOutput(ref Job job, int c, int segment)
+    // Channels whose coefficients a part's output pass holds at once (SegmentOutputs).
+    private const int OutputChannels = 64;
+
+    /// <summary>
+    /// Phase 1 of part <paramref name="segment"/>: the output pass over its planes of the block's channels, from each
+    /// channel's sums over every plane (Totals). Every segment works out the channels' coefficients (the same bits; the
+    /// first one stores what is saved), then walks its samples in order, each sample's planes of the block in order: one
+    /// run of contiguous memory a sample (the planes of a channel lie C planes apart, too far for the prefetchers when
+    /// they are short), and each plane's output the same as a walk channel by channel gives.
+    /// </summary>
+    private static void SegmentOutputs(ref Job job, int segment)
     {
         int n0 = (int)((long)segment * job.N / job.Segments), n1 = (int)((long)(segment + 1) * job.N / job.Segments);
-        double sum = job.Totals[2 * (c - job.BlockStart)], second = job.Totals[2 * (c - job.BlockStart) + 1];
-        // Every segment works out the channel's coefficients (the same bits); the first one stores what is saved.
-        if (job.Pass == Pass.Training) TrainingOutput(ref job, c, sum, second, n0, n1, save: segment == 0);
-        else BackwardOutput(ref job, c, sum, second, n0, n1, save: segment == 0);
+        var coefficients = stackalloc ChannelCoefficients[OutputChannels];
+        float* plane = job.Pass == Pass.Training && job.Pooled ? SmallScratch.Current.Floats(job.HW) : null;
+        for (int c0 = job.BlockStart; c0 < job.BlockEnd; c0 += OutputChannels)
+        {
+            int c1 = Math.Min(job.BlockEnd, c0 + OutputChannels);
+            for (int c = c0; c < c1; c++)
+            {
+                double sum = job.Totals[2 * (c - job.BlockStart)], second = job.Totals[2 * (c - job.BlockStart) + 1];
+                coefficients[c - c0] = job.Pass == Pass.Training
+                    ? TrainingCoefficients(ref job, c, sum, second, save: segment == 0)
+                    : BackwardCoefficients(ref job, c, sum, second, save: segment == 0);
+            }
+            // Without dx (BackwardSums) the coefficients are the output.
+            if (job.Coefficients != null) continue;
+            for (int n = n0; n < n1; n++)
+                for (int c = c0; c < c1; c++)
+                {
+                    if (job.Pass == Pass.Training) TrainingPlane(ref job, c, n, coefficients[c - c0], plane);
+                    else BackwardPlane(ref job, c, n, coefficients[c - c0]);
+                }
+        }
+    }
+
+    /// <summary>
+    /// What a channel's output pass applies: training's scale and offset (A, B); backward's mean and dx's coefficients
+    /// of dy, of x - mean and the constant (A, B, O).
+    /// </summary>
+    private struct ChannelCoefficients
+    {
+        public float A, B, O, Mean;
     }
 
     /// <summary>
@@ -351,13 +391,20 @@ internal static unsafe partial class BatchNormKernels
         perPlane[2 * n + 1] = plane.Second;
     }
 
-    /// <summary>
-    /// Channel c's statistics from its shifted sums (stored, with the running statistics, when <paramref name="save"/>),
-    /// then the output of planes [n0, n1).
-    /// </summary>
+    /// <summary>Channel c's statistics from its shifted sums (stored, with the running statistics, when <paramref name="save"/>), then the output of planes [n0, n1).</summary>
     private static void TrainingOutput(ref Job job, int c, double sum, double sumSquares, int n0, int n1, bool save)
     {
-        long planeStride = (long)job.C * job.HW;
+        var coefficients = TrainingCoefficients(ref job, c, sum, sumSquares, save);
+        float* plane = job.Pooled ? SmallScratch.Current.Floats(job.HW) : null;
+        for (int n = n0; n < n1; n++) TrainingPlane(ref job, c, n, coefficients, plane);
+    }
+
+    /// <summary>
+    /// Channel c's statistics from its shifted sums, stored with the running statistics (and a fused activation's
+    /// scale and offset) when <paramref name="save"/>; returns its output's scale and offset.
+    /// </summary>
+    private static ChannelCoefficients TrainingCoefficients(ref Job job, int c, double sum, double sumSquares, bool save)
+    {
         double shift = job.X[(long)c * job.HW];
         long count = (long)job.N * job.HW;
         double centred = sum / count;
@@ -366,7 +413,6 @@ internal static unsafe partial class BatchNormKernels
         double invStd = 1 / Math.Sqrt(variance + job.Eps);
         float scale = (float)(job.Gamma[c] * invStd);
         float offset = (float)(job.Beta[c] - mean * job.Gamma[c] * invStd);
-        bool hardswish = job.HardswishScaleOffset != null;
         if (save)
         {
             job.Mean[c] = (float)mean;
@@ -382,7 +428,7 @@ internal static unsafe partial class BatchNormKernels
                 double unbiased = variance * count / (count - 1);
                 job.RunningVar[c] = (float)((1 - m) * job.RunningVar[c] + m * unbiased);
             }
-            if (hardswish)
+            if (job.HardswishScaleOffset != null)
             {
                 job.HardswishScaleOffset[c] = scale;
                 job.HardswishScaleOffset[job.C + c] = offset;
@@ -393,27 +439,29 @@ internal static unsafe partial class BatchNormKernels
                 job.ReluScaleOffset[job.C + c] = offset;
             }
         }
-        var activation = job.Relu ? Activation.Relu : hardswish ? Activation.Hardswish : Activation.None;
+        return new ChannelCoefficients { A = scale, B = offset };
+    }
+
+    /// <summary>
+    /// The output of plane (<paramref name="n"/>, <paramref name="c"/>): the affine and the fused ops after it. With a
+    /// fused pool, the plane's Hardswish output (or batch norm output) is made in <paramref name="plane"/> (L1) and
+    /// pooled from there (or, with the addition + ReLU, pooled with its residual): the same values and indices as the
+    /// ops apart.
+    /// </summary>
+    private static void TrainingPlane(ref Job job, int c, int n, in ChannelCoefficients coefficients, float* plane)
+    {
+        float scale = coefficients.A, offset = coefficients.B;
+        long at = ((long)n * job.C + c) * job.HW;
+        var activation = job.Relu ? Activation.Relu : job.HardswishScaleOffset != null ? Activation.Hardswish : Activation.None;
         if (job.Pooled)
         {
-            // Each plane's Hardswish output in L1, then its pool (the same values and indices as the two ops apart).
-            float* plane = SmallScratch.Current.Floats(job.HW);
-            int w = job.W, outH = job.PoolH, outW = job.PoolW;
-            long pooled = (long)outH * outW;
-            for (int n = n0; n < n1; n++)
-            {
-                Affine(job.X + n * planeStride + (long)c * job.HW, plane, job.HW, scale, offset, activation);
-                long at = ((long)n * job.C + c) * pooled;
-                PoolKernels.MaxPlane2x2(plane, job.Y + at, job.PoolIndices + at, w, outH, outW);
-            }
-            return;
+            Affine(job.X + at, plane, job.HW, scale, offset, activation);
+            long to = ((long)n * job.C + c) * job.Pool.P * job.Pool.Q;
+            if (job.Residual != null) PoolKernels.AddReluMaxPlane(plane, job.Residual + at, job.Y + to, job.PoolIndices + to, job.Pool);
+            else PoolKernels.MaxPlane2x2(plane, job.Y + to, job.PoolIndices + to, job.Pool.W, job.Pool.P, job.Pool.Q);
         }
-        for (int n = n0; n < n1; n++)
-        {
-            long at = n * planeStride + (long)c * job.HW;
-            if (job.Residual != null) AffinePlusResidual(job.X + at, job.Residual + at, job.Y + at, job.HW, scale, offset, job.ResidualRelu);
-            else Affine(job.X + at, job.Y + at, job.HW, scale, offset, activation);
-        }
+        else if (job.Residual != null) AffinePlusResidual(job.X + at, job.Residual + at, job.Y + at, job.HW, scale, offset, job.ResidualRelu);
+        else Affine(job.X + at, job.Y + at, job.HW, scale, offset, activation);
     }
 
     private static void InferencePlane(ref Job job, int plane)
@@ -447,7 +495,7 @@ internal static unsafe partial class BatchNormKernels
         // Without dx (BackwardSums), the Hardswish's input gradient goes there too, and no further.
         bool keep = job.Coefficients == null;
         float* plane = job.Pooled || !keep ? SmallScratch.Current.Floats(job.HW) : null;
-        long pooled = (long)job.PoolH * job.PoolW;
+        long pooled = (long)job.Pool.P * job.Pool.Q;
         (double, double) sums = default;
         for (int n = n0; n < n1; n++)
         {
@@ -469,7 +517,7 @@ internal static unsafe partial class BatchNormKernels
             if (job.Pooled)
             {
                 long from = ((long)n * job.C + c) * pooled;
-                PoolKernels.MaxBackwardPlane2x2(job.Dy + from, job.PoolIndices + from, plane, job.HW / job.W, job.W, job.PoolH, job.PoolW);
+                PoolKernels.MaxBackwardPlane2x2(job.Dy + from, job.PoolIndices + from, plane, job.Pool.H, job.Pool.W, job.Pool.P, job.Pool.Q);
                 dy = plane;
             }
             // With a Hardswish, its input gradient goes to dx, which the output pass reads and overwrites.
@@ -485,7 +533,17 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     private static void BackwardOutput(ref Job job, int c, double sumDy, double sumDyCentred, int n0, int n1, bool save)
     {
-        long planeStride = (long)job.C * job.HW;
+        var coefficients = BackwardCoefficients(ref job, c, sumDy, sumDyCentred, save);
+        if (job.Coefficients != null) return;
+        for (int n = n0; n < n1; n++) BackwardPlane(ref job, c, n, coefficients);
+    }
+
+    /// <summary>
+    /// Channel c's dgamma and dbeta from its sums (stored when <paramref name="save"/>), and dx's coefficients, which
+    /// BackwardSums stores instead of an output pass.
+    /// </summary>
+    private static ChannelCoefficients BackwardCoefficients(ref Job job, int c, double sumDy, double sumDyCentred, bool save)
+    {
         float mean = job.Mean[c];
         double invStd = job.InvStd[c];
         long count = (long)job.N * job.HW;
@@ -501,24 +559,22 @@ internal static unsafe partial class BatchNormKernels
         float scaleDy = (float)a;
         float scaleCentred = (float)(-a * invStd * dgamma / count);
         float offset = (float)(-a * sumDy / count);
-        if (job.Coefficients != null)
+        if (job.Coefficients != null && save)
         {
-            if (save)
-            {
-                job.Coefficients[c] = scaleDy;
-                job.Coefficients[job.C + c] = scaleCentred;
-                job.Coefficients[2 * job.C + c] = offset;
-            }
-            return;
+            job.Coefficients[c] = scaleDy;
+            job.Coefficients[job.C + c] = scaleCentred;
+            job.Coefficients[2 * job.C + c] = offset;
         }
-        bool hardswish = job.HardswishScaleOffset != null;
+        return new ChannelCoefficients { A = scaleDy, B = scaleCentred, O = offset, Mean = mean };
+    }
+
+    /// <summary>dx of plane (<paramref name="n"/>, <paramref name="c"/>) from the channel's coefficients.</summary>
+    private static void BackwardPlane(ref Job job, int c, int n, in ChannelCoefficients coefficients)
+    {
+        long at = ((long)n * job.C + c) * job.HW;
         var relu = job.ReluScaleOffset == null ? default : new ReluInput(job.ReluScaleOffset[c], job.ReluScaleOffset[job.C + c]);
-        for (int n = n0; n < n1; n++)
-        {
-            long at = n * planeStride + (long)c * job.HW;
-            InputGradient(hardswish ? job.Y + at : job.Dy + at, job.X + at, job.Y + at, job.HW, mean, scaleDy, scaleCentred, offset,
-                job.ReluOutput == null ? null : job.ReluOutput + at, reluInput: relu);
-        }
+        InputGradient(job.HardswishScaleOffset != null ? job.Y + at : job.Dy + at, job.X + at, job.Y + at, job.HW, coefficients.Mean,
+            coefficients.A, coefficients.B, coefficients.O, job.ReluOutput == null ? null : job.ReluOutput + at, reluInput: relu);
     }
 
     /// <summary>

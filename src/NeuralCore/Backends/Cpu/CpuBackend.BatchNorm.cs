@@ -18,7 +18,9 @@ public sealed partial class CpuBackend
     /// windows lie inside the planes), y [N, C, P, Q] is that pool's output of the Hardswish's, and
     /// <paramref name="poolIndices"/> (Int32, the shape of y) the flat index of each maximum. With a
     /// <paramref name="residual"/> (the shape of x; no other fused op), y = batch norm + residual, then a ReLU with
-    /// <paramref name="residualRelu"/>: a batch norm read only by an addition (and the ReLU after it). With
+    /// <paramref name="residualRelu"/>: a batch norm read only by an addition (and the ReLU after it); over planes of 64
+    /// values or more the <paramref name="pool"/> may then be a max pool of column windows after that ReLU
+    /// (<see cref="PoolKernels.FusesAddRelu"/>), y [N, C, P, Q] its output, as <see cref="AddReluMaxPool"/> writes it. With
     /// <paramref name="reluScaleOffset"/> ([2C]; a ReLU over planes of 64 values or more, AVX-512), each channel's scale
     /// and offset saved there too, so that the backward can tell where the ReLU's output is positive from x alone.
     /// </summary>
@@ -32,7 +34,7 @@ public sealed partial class CpuBackend
             throw new ArgumentException($"BatchNorm in training mode needs more than one value per channel, got N={n} and HW={hw}.");
         long size = (long)n * c * hw;
         CheckLength(x, size, "BatchNorm input x [N, C, HW]");
-        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw);
+        CheckFusedPool(pool, poolIndices, hardswishScaleOffset, n, c, hw, afterSum: residual is not null && residualRelu && hw >= BatchNormKernels.SmallPlane);
         CheckLength(y, pool is { } q ? (long)n * c * q.P * q.Q : size, pool is null ? "BatchNorm output y [N, C, HW]" : "BatchNorm + max pool output y [N, C, P, Q]");
         CheckLength(gamma, c, "BatchNorm weight (gamma) [C]");
         CheckLength(beta, c, "BatchNorm bias (beta) [C]");
@@ -68,24 +70,29 @@ public sealed partial class CpuBackend
     }
 
     /// <summary>Checks a pool fused into a batch norm + Hardswish: its geometry, and indices the size of its output.</summary>
-    private static void CheckFusedPool(Pool2dParams? pool, Tensor? indices, Tensor? hardswishScaleOffset, int n, int c, int hw)
+    /// <summary>
+    /// A fused max pool's parameters: 2x2 windows of stride 2 after a fused Hardswish, or (<paramref name="afterSum"/>:
+    /// training with a fused addition + ReLU over large planes) column windows after the addition + ReLU.
+    /// </summary>
+    private static void CheckFusedPool(Pool2dParams? pool, Tensor? indices, Tensor? hardswishScaleOffset, int n, int c, int hw, bool afterSum = false)
     {
         if (pool is not { } p)
         {
             if (indices is not null) throw new ArgumentException("BatchNorm was given max-pool indices without a pool.", nameof(indices));
             return;
         }
-        if (hardswishScaleOffset is null || indices is null || p.N != n || p.C != c || (long)p.H * p.W != hw || !PoolKernels.IsWhole2x2(p))
+        bool windows = hardswishScaleOffset is not null ? PoolKernels.IsWhole2x2(p) : afterSum && PoolKernels.FusesAddRelu(p);
+        if (!windows || indices is null || p.N != n || p.C != c || (long)p.H * p.W != hw)
         {
             throw new ArgumentException(
-                $"A max pool fused into a batch norm needs a fused Hardswish, its indices, and 2x2 windows of stride 2 inside the batch norm's [N={n}, C={c}, HW={hw}] planes; got {p}.", nameof(pool));
+                $"A max pool fused into a batch norm needs its indices and either a fused Hardswish and 2x2 windows of stride 2, or a fused addition + ReLU and column windows, inside the batch norm's [N={n}, C={c}, HW={hw}] planes; got {p}.", nameof(pool));
         }
         if (indices.DType != DType.Int32 || indices.Device != Device.Cpu || !indices.IsContiguous || indices.NumElements != (long)n * c * p.P * p.Q)
             throw new ArgumentException($"The fused max pool's indices must be a contiguous Int32 CPU tensor of {(long)n * c * p.P * p.Q} elements.", nameof(indices));
     }
 
     private static unsafe BatchNormKernels.FusedPool FusedPool(Pool2dParams? pool, int* indices) =>
-        pool is { } p ? new BatchNormKernels.FusedPool(p.W, p.P, p.Q, indices) : default;
+        pool is { } p ? new BatchNormKernels.FusedPool(p, indices) : default;
 
     /// <inheritdoc />
     public unsafe void BatchNormInference(Tensor x, Tensor gamma, Tensor beta, Tensor runningMean, Tensor runningVar, Tensor y,

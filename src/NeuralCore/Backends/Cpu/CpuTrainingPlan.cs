@@ -346,8 +346,10 @@ public sealed class CpuTrainingPlan
         {
             float momentum = Module?.CountTrainingBatch() ?? Momentum;
             _reluFromInput = ReluScaleOffset is not null && ReluFromInputEnabled;
+            // A fused addition's pool (Sum.Pool) runs forward only: backward, the addition rebuilds its gradient from the pool's.
             CpuBackend.Instance.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW, Relu,
-                HardswishScaleOffset, Pool, PoolIndices, Residual, Sum?.Relu ?? false, _reluFromInput ? ReluScaleOffset : null);
+                HardswishScaleOffset, Pool ?? Sum?.Pool, PoolIndices ?? Sum?.PoolIndices, Residual, Sum?.Relu ?? false,
+                _reluFromInput ? ReluScaleOffset : null);
         }
 
         public override void Backward()
@@ -798,8 +800,8 @@ public sealed class CpuTrainingPlan
             // computed (a residual block's last batch norm, or its shortcut's), adds that operand in its output pass, and
             // the ReLU after the addition too when it fuses there: one pass over the block's output instead of two, and the
             // batch norm's output is never stored. The addition keeps its step for the backward (the ReLU's mask). Same
-            // bits. Over large planes only once the whole graph is compiled (FuseLargePlaneAdditions): a max pool after the
-            // addition + ReLU may take the addition instead.
+            // bits. Over large planes once the whole graph is compiled (FuseLargePlaneAdditions), with the max pool that
+            // may take the addition + ReLU meanwhile.
             for (int i = 1; i >= 0; i--)
             {
                 var other = ops[1 - i];
@@ -813,27 +815,33 @@ public sealed class CpuTrainingPlan
             }
         }
 
-        /// <summary>The addition <paramref name="sum"/> (and its ReLU) runs in <paramref name="bn"/>'s output pass, <paramref name="other"/> its residual.</summary>
+        /// <summary>
+        /// The addition <paramref name="sum"/> (with the ReLU and the pool it runs) runs in <paramref name="bn"/>'s output
+        /// pass, <paramref name="other"/> its residual; <paramref name="bn"/> writes the addition's output. The batch
+        /// norm's value keeps its own buffer, unused, for its shape: its gradient's, which a pool does not change.
+        /// </summary>
         private void FuseAddition(AddStep sum, BatchNormStep bn, Operand other)
         {
             Release(bn.Y);
-            bn.Y = _values[bn.Out].Data = sum.Y;
+            bn.Y = sum.Y;
             bn.Residual = DataOf(other);
             bn.Sum = sum;
-            bn.Label += sum.Relu ? " + add + relu" : " + add";
+            // What the addition's label says after "add": " + relu", " + relu + max pool ...", or nothing.
+            string fused = sum.Label["add".Length..];
+            bn.Label += " + add" + fused;
             sum.Into = bn;
-            sum.Label = sum.Relu ? "add (in the batch norm) + relu" : "add (in the batch norm)";
+            sum.Label = "add (in the batch norm)" + fused;
         }
 
         /// <summary>
-        /// The additions that alone read a batch norm over large planes (mel's stage-2 and stage-3 blocks) run in its
-        /// output pass, as over small planes (<see cref="CompileAdd"/>), unless a max pool took the addition + ReLU
-        /// (<see cref="AddStep.Pool"/>, mel's stage-1 blocks), which saves more: it never stores the sum at all.
+        /// The additions that alone read a batch norm over large planes run in its output pass, as over small planes
+        /// (<see cref="CompileAdd"/>), and where a max pool of column windows took the addition + ReLU (mel's stage-1
+        /// blocks, <see cref="AddStep.Pool"/>) the pool too: each plane of the batch norm's output is made in L1 and
+        /// pooled with its residual there, so neither the batch norm's output nor the sum is stored.
         /// </summary>
         private void FuseLargePlaneAdditions()
         {
-            foreach (var (sum, bn, other) in _largePlaneAdditions)
-                if (sum.Pool is null) FuseAddition(sum, bn, other);
+            foreach (var (sum, bn, other) in _largePlaneAdditions) FuseAddition(sum, bn, other);
         }
 
         private void CompileView(Node node)

@@ -427,6 +427,19 @@ internal static unsafe partial class PoolKernels
     private static bool IsDisjointColumn(in Geometry p) => p.StrideH == p.KernelH && p.PadH == 0;
 
     /// <summary>
+    /// One plane of <see cref="AddReluMaxForward"/>: y and indices [P, Q] = maxpool(relu(a + b)) of the planes a and b
+    /// [H, W] (<paramref name="p"/>'s N and C are not read), the same bits; a batch norm that computes the addition
+    /// pools each plane with it (<see cref="BatchNormKernels"/>). Writes nothing past the plane's output.
+    /// </summary>
+    internal static void AddReluMaxPlane(float* a, float* b, float* y, int* indices, in Pool2dParams p)
+    {
+        if (!FusesAddRelu(p)) throw new ArgumentException($"AddReluMaxPlane takes column windows that tile the rows, with AVX-512 or AVX2; got {p}.", nameof(p));
+        var g = new Geometry(p);
+        if (Avx512F.IsSupported) MaxPlaneColumn(a, y, indices, g, 1, b);
+        else MaxPlaneColumnAvx2(a, y, indices, g, 1, b);
+    }
+
+    /// <summary>
     /// <see cref="MaxPlane"/> for <see cref="IsColumn"/> geometries: each output row is one vector (or, over 16 values,
     /// several, the last masked), the window's input rows compared into it in scan order (a later value wins only when
     /// greater, or NaN), with the flat index of the winner; a window with nothing above -inf points at its first input,
