@@ -180,25 +180,30 @@ public sealed class GemmTests
         // Up to 128 rows of C per thread, whole 32-column panels of an untransposed B are read where they lie; above,
         // packed. The first 123 rows of a 136-row product (packed) must equal the 123-row product (in place) bit for
         // bit, across two K blocks and a last, partial (packed) panel of 4 columns. On one thread: with more, each
-        // thread's share of the 136 rows is under 128 and both products would read B in place.
+        // thread's share of the 136 rows is under 128 and both products would read B in place. So must the 123-row
+        // product of the same B with its rows further apart than Gemm.InPlaceBMaxStride (packed again).
         if (!Gemm.Runs512) Assert.Skip("B is read in place by the 512-bit kernels only; this CPU runs others.");
-        int n = 100, k = 300, ldb = n + 5;
+        int n = 100, k = 300, ldb = n + 5, wide = Gemm.InPlaceBMaxStride + 3;
         var rng = new Random(17);
         float[] a = RandomArray(rng, 136 * k);
         float[] b = RandomArray(rng, k * ldb);
-        float[] packed = new float[136 * n], inPlace = new float[123 * n];
+        float[] spread = new float[k * wide];
+        for (int i = 0; i < k; i++) b.AsSpan(i * ldb, n).CopyTo(spread.AsSpan(i * wide));
+        float[] packed = new float[136 * n], inPlace = new float[123 * n], packedAgain = new float[123 * n];
         int saved = CpuThreading.Threads;
         try
         {
             CpuThreading.Threads = 1;
             Gemm.Sgemm(false, false, 136, n, k, 1f, a, k, b, ldb, 0f, packed, n);
             Gemm.Sgemm(false, false, 123, n, k, 1f, a, k, b, ldb, 0f, inPlace, n);
+            Gemm.Sgemm(false, false, 123, n, k, 1f, a, k, spread, wide, 0f, packedAgain, n);
         }
         finally
         {
             CpuThreading.Threads = saved;
         }
         Assert.Equal(packed.AsSpan(0, 123 * n).ToArray(), inPlace);
+        Assert.Equal(inPlace, packedAgain);
     }
 
     /// <summary>
