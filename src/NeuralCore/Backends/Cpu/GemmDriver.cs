@@ -37,11 +37,14 @@ public static unsafe partial class Gemm
     private const int NC = 512;
     // Up to this many rows of C, full panels of an untransposed B are not packed (see Blocked).
     private const int InPlaceBMaxRows = 128;
-    // ... and only while B's rows lie at most this many floats apart. Further apart, a micro-panel's 256 rows sit on as
-    // many pages and the hardware follows none of them: on the Xeon host, two threads, 32 x n x 288 ran at 62 GFLOP/s
-    // in place against 112 packed at n = 9216 (102 against 117 at 4096), and within 10 % either way up to n = 2048
-    // (the training's per-sample products, n 168-744, are all under it).
+    // ... and only while B's rows lie at most this many floats apart, or K is at most InPlaceBMaxFarDepth. Further
+    // apart, a micro-panel's up to 256 rows sit on as many pages and the hardware follows none of them: on the Xeon host,
+    // two threads, 32 x n x 288 ran at 62 GFLOP/s in place against 112 packed at n = 9216 (102 against 117 at 4096),
+    // and within 10 % either way up to n = 2048 (the training's per-sample products, n 168-744, are all under it).
     internal const int InPlaceBMaxStride = 2048;
+    // A stem's 25 rows are few enough pages: 32 x 43,264 x K in place against packed, 138 / 114 GFLOP/s at K = 25, 135 /
+    // 129 at 48, 132 / 140 at 64, 124 / 137 at 96.
+    internal const int InPlaceBMaxFarDepth = 48;
 
     // Below this many multiply-adds per thread, waking a worker costs more than it saves.
     private const long MinMacsPerThread = 1L << 17;
@@ -220,9 +223,10 @@ public static unsafe partial class Gemm
         int mr = job.Mr, nr = job.Nr;
         // With few rows of C, packing B costs about as much as multiplying it by 8 rows of A (each packed element is
         // used by only m / 8 tiles), so whole 32-column panels of an untransposed B are read where they lie, rows ldb
-        // apart, where those rows are near (InPlaceBMaxStride); the same kernel runs either way, so results do not
-        // change. Only a last, partial panel is packed.
-        bool inPlace = !job.TransB && job.Kind == KernelKind.Vector512 && i1 - i0 <= InPlaceBMaxRows && job.Ldb <= InPlaceBMaxStride;
+        // apart, where those rows are near or few (InPlaceBMaxStride, InPlaceBMaxFarDepth); the same kernel runs either
+        // way, so results do not change. Only a last, partial panel is packed.
+        bool inPlace = !job.TransB && job.Kind == KernelKind.Vector512 && i1 - i0 <= InPlaceBMaxRows
+            && (job.Ldb <= InPlaceBMaxStride || job.K <= InPlaceBMaxFarDepth);
         for (int jc = j0; jc < j1; jc += NC)
         {
             int nc = Math.Min(NC, j1 - jc);
