@@ -164,6 +164,27 @@ public sealed class CpuTrainingPlanTests
     }
 
     /// <summary>
+    /// Residual blocks with an identity shortcut and with a projection, and an addition without a ReLU; with
+    /// <paramref name="pooledBlock"/> one more block, whose addition + ReLU only a 2 x 1 max pool reads.
+    /// </summary>
+    private static Module AdditionsNet(ulong seed, bool pooledBlock)
+    {
+        var g = new Generator(seed);
+        List<Module> modules =
+        [
+            new Conv2d(2, 6, 3, stride: 2, padding: 1, bias: true, generator: g),
+            new BatchNorm2d(6),
+            new ReLU(),
+            new ResidualBlock(6, 6, g),
+            new ResidualBlock(6, 7, g),
+            new NormThenAdd(7, g),
+        ];
+        if (pooledBlock) modules.AddRange([new ResidualBlock(7, 7, g), new MaxPool2d((2, 1), (2, 1))]);
+        modules.AddRange([new Conv2d(7, 4, 1, bias: false, generator: g), new AdaptiveAvgPool2d(1), new Flatten()]);
+        return new Sequential([.. modules]);
+    }
+
+    /// <summary>
     /// An addition that alone reads a batch norm over small planes runs in the batch norm's output pass, with the ReLU
     /// after it: the block's last batch norm (identity shortcut), the shortcut's batch norm when it runs after the
     /// block's, and an addition without a ReLU; bit for bit against eager, over three Adam steps.
@@ -171,20 +192,7 @@ public sealed class CpuTrainingPlanTests
     [Fact]
     public void AnAdditionThatAloneReadsABatchNormOverSmallPlanesRunsInItsPass()
     {
-        Module Build()
-        {
-            var g = new Generator(5);
-            return new Sequential(
-                new Conv2d(2, 6, 3, stride: 2, padding: 1, bias: true, generator: g),
-                new BatchNorm2d(6),
-                new ReLU(),
-                new ResidualBlock(6, 6, g),
-                new ResidualBlock(6, 7, g),
-                new NormThenAdd(7, g),
-                new Conv2d(7, 4, 1, bias: false, generator: g),
-                new AdaptiveAvgPool2d(1),
-                new Flatten());
-        }
+        Module Build() => AdditionsNet(5, pooledBlock: false);
         // 11 x 9 -> 6 x 5 maps: 30 values a plane, the sample-major kernels.
         var steps = CpuTrainingPlan.Compile(Build(), [5, 2, 11, 9]).Description.ToList();
         Assert.Contains("batch norm 6 on 6x5 + add + relu", steps);
@@ -207,22 +215,7 @@ public sealed class CpuTrainingPlanTests
     [Fact]
     public void AnAdditionThatAloneReadsABatchNormOverLargePlanesRunsInItsPassWithThePoolAfterIt()
     {
-        Module Build()
-        {
-            var g = new Generator(6);
-            return new Sequential(
-                new Conv2d(2, 6, 3, stride: 2, padding: 1, bias: true, generator: g),
-                new BatchNorm2d(6),
-                new ReLU(),
-                new ResidualBlock(6, 6, g),
-                new ResidualBlock(6, 7, g),
-                new NormThenAdd(7, g),
-                new ResidualBlock(7, 7, g),
-                new MaxPool2d((2, 1), (2, 1)),
-                new Conv2d(7, 4, 1, bias: false, generator: g),
-                new AdaptiveAvgPool2d(1),
-                new Flatten());
-        }
+        Module Build() => AdditionsNet(6, pooledBlock: true);
         // 17 x 17 -> 9 x 9 maps: 81 values a plane, the per-channel kernels.
         var steps = CpuTrainingPlan.Compile(Build(), [5, 2, 17, 17]).Description.ToList();
         bool pooled = PoolKernels.FusesAddRelu(new NeuralCore.Backends.Pool2dParams(5, 7, 9, 9, 2, 1, 2, 1, 0, 0));
