@@ -54,8 +54,10 @@ internal static unsafe partial class BatchNormKernels
         // (training) and Dy (backward) are then the pool's output and output gradient, PoolIndices the flat index of
         // each maximum.
         public bool Pooled;
-        public Pool2dParams Pool;
+        public int H, W, PoolH, PoolW;
         public int* PoolIndices;
+        // The column pool's geometry, with a fused addition.
+        public PoolKernels.Geometry SumPool;
         // Training with a fused addition (no other fused op): y = batch norm + Residual, then a ReLU when ResidualRelu.
         public float* Residual;
         public bool ResidualRelu;
@@ -131,8 +133,9 @@ internal static unsafe partial class BatchNormKernels
         if (!(job.HardswishScaleOffset != null ? PoolKernels.IsWhole2x2(p) : sumPool) || (long)p.H * p.W != job.HW)
             throw new ArgumentException("A fused max pool needs a fused Hardswish and 2x2 windows inside the plane, or a fused addition + ReLU and column windows.", nameof(pool));
         job.Pooled = true;
-        job.Pool = p;
+        (job.H, job.W, job.PoolH, job.PoolW) = (p.H, p.W, p.P, p.Q);
         job.PoolIndices = pool.Indices;
+        if (sumPool) job.SumPool = new PoolKernels.Geometry(p);
     }
 
     /// <summary>y = (x - runningMean) / sqrt(runningVar + eps) * gamma + beta.</summary>
@@ -456,9 +459,9 @@ internal static unsafe partial class BatchNormKernels
         if (job.Pooled)
         {
             Affine(job.X + at, plane, job.HW, scale, offset, activation);
-            long to = ((long)n * job.C + c) * job.Pool.P * job.Pool.Q;
-            if (job.Residual != null) PoolKernels.AddReluMaxPlane(plane, job.Residual + at, job.Y + to, job.PoolIndices + to, job.Pool);
-            else PoolKernels.MaxPlane2x2(plane, job.Y + to, job.PoolIndices + to, job.Pool.W, job.Pool.P, job.Pool.Q);
+            long to = ((long)n * job.C + c) * job.PoolH * job.PoolW;
+            if (job.Residual != null) PoolKernels.AddReluMaxPlane(plane, job.Residual + at, job.Y + to, job.PoolIndices + to, job.SumPool);
+            else PoolKernels.MaxPlane2x2(plane, job.Y + to, job.PoolIndices + to, job.W, job.PoolH, job.PoolW);
         }
         else if (job.Residual != null) AffinePlusResidual(job.X + at, job.Residual + at, job.Y + at, job.HW, scale, offset, job.ResidualRelu);
         else Affine(job.X + at, job.Y + at, job.HW, scale, offset, activation);
@@ -495,7 +498,7 @@ internal static unsafe partial class BatchNormKernels
         // Without dx (BackwardSums), the Hardswish's input gradient goes there too, and no further.
         bool keep = job.Coefficients == null;
         float* plane = job.Pooled || !keep ? SmallScratch.Current.Floats(job.HW) : null;
-        long pooled = (long)job.Pool.P * job.Pool.Q;
+        long pooled = (long)job.PoolH * job.PoolW;
         (double, double) sums = default;
         for (int n = n0; n < n1; n++)
         {
@@ -517,7 +520,7 @@ internal static unsafe partial class BatchNormKernels
             if (job.Pooled)
             {
                 long from = ((long)n * job.C + c) * pooled;
-                PoolKernels.MaxBackwardPlane2x2(job.Dy + from, job.PoolIndices + from, plane, job.Pool.H, job.Pool.W, job.Pool.P, job.Pool.Q);
+                PoolKernels.MaxBackwardPlane2x2(job.Dy + from, job.PoolIndices + from, plane, job.H, job.W, job.PoolH, job.PoolW);
                 dy = plane;
             }
             // With a Hardswish, its input gradient goes to dx, which the output pass reads and overwrites.

@@ -69,10 +69,10 @@ public sealed partial class CpuBackend
         CheckLength(reluScaleOffset, 2L * c, "BatchNorm fused ReLU's scales and offsets [2C]");
     }
 
-    /// <summary>Checks a pool fused into a batch norm + Hardswish: its geometry, and indices the size of its output.</summary>
     /// <summary>
-    /// A fused max pool's parameters: 2x2 windows of stride 2 after a fused Hardswish, or (<paramref name="afterSum"/>:
-    /// training with a fused addition + ReLU over large planes) column windows after the addition + ReLU.
+    /// Checks a pool fused into a batch norm, and indices the size of its output: 2x2 windows of stride 2 after a fused
+    /// Hardswish, or (<paramref name="afterSum"/>: training with a fused addition + ReLU over large planes) column
+    /// windows after the addition + ReLU.
     /// </summary>
     private static void CheckFusedPool(Pool2dParams? pool, Tensor? indices, Tensor? hardswishScaleOffset, int n, int c, int hw, bool afterSum = false)
     {

@@ -40,7 +40,7 @@ internal static unsafe partial class PoolKernels
     /// <see cref="Pool2dParams"/> with the output size computed once: its P and Q are properties that
     /// divide on every read, which costs more than the pooling itself for small planes.
     /// </summary>
-    private readonly struct Geometry(in Pool2dParams p)
+    internal readonly struct Geometry(in Pool2dParams p)
     {
         public readonly int N = p.N, C = p.C, H = p.H, W = p.W, P = p.P, Q = p.Q;
         public readonly int KernelH = p.KernelH, KernelW = p.KernelW, StrideH = p.StrideH, StrideW = p.StrideW, PadH = p.PadH, PadW = p.PadW;
@@ -428,15 +428,14 @@ internal static unsafe partial class PoolKernels
 
     /// <summary>
     /// One plane of <see cref="AddReluMaxForward"/>: y and indices [P, Q] = maxpool(relu(a + b)) of the planes a and b
-    /// [H, W] (<paramref name="p"/>'s N and C are not read), the same bits; a batch norm that computes the addition
-    /// pools each plane with it (<see cref="BatchNormKernels"/>). Writes nothing past the plane's output.
+    /// [H, W] for a <see cref="FusesAddRelu"/> pool <paramref name="p"/> (checked by the caller; its N and C are not
+    /// read), the same bits; a batch norm that computes the addition pools each plane with it
+    /// (<see cref="BatchNormKernels"/>). Writes nothing past the plane's output.
     /// </summary>
-    internal static void AddReluMaxPlane(float* a, float* b, float* y, int* indices, in Pool2dParams p)
+    internal static void AddReluMaxPlane(float* a, float* b, float* y, int* indices, in Geometry p)
     {
-        if (!FusesAddRelu(p)) throw new ArgumentException($"AddReluMaxPlane takes column windows that tile the rows, with AVX-512 or AVX2; got {p}.", nameof(p));
-        var g = new Geometry(p);
-        if (Avx512F.IsSupported) MaxPlaneColumn(a, y, indices, g, 1, b);
-        else MaxPlaneColumnAvx2(a, y, indices, g, 1, b);
+        if (Avx512F.IsSupported) MaxPlaneColumn(a, y, indices, p, 1, b);
+        else MaxPlaneColumnAvx2(a, y, indices, p, 1, b);
     }
 
     /// <summary>
