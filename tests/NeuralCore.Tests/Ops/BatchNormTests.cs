@@ -425,7 +425,7 @@ public sealed class BatchNormThreadingTests
     {
         var pool = new NeuralCore.Backends.Pool2dParams(n, c, h, w, 2, 1, 2, 1, 0, 0);
         if (!PoolKernels.FusesAddRelu(pool)) Assert.Skip("This CPU has neither AVX-512 nor AVX2: the max pool does not run in the batch norm.");
-        int hw = h * w, pq = pool.P * pool.Q;
+        int hw = h * w;
         float[] xs = Reference.ToFloat(Reference.Random(n * c * hw, 91, 3.0).Select(v => v - 5).ToArray());
         float[] gammas = Reference.ToFloat(Reference.Random(c, 92).Select(v => 1 + 0.5 * v).ToArray());
         float[] betas = Reference.ToFloat(Reference.Random(c, 93));
