@@ -814,41 +814,31 @@ internal static unsafe partial class BatchNormKernels
     /// </summary>
     private static void AffinePlusResidual(float* x, float* r, float* y, int n, float scale, float offset, bool relu)
     {
-        int i = 0;
-        if (Avx512F.IsSupported)
+        if (Gemm.Runs512) AffinePlusResidual<Lanes512, Vector512<float>>(x, r, y, n, scale, offset, relu);
+        else if (Gemm.Runs256) AffinePlusResidual<Lanes256, Vector256<float>>(x, r, y, n, scale, offset, relu);
+        else
         {
-            var s = Vector512.Create(scale);
-            var o = Vector512.Create(offset);
-            for (; i <= n - Vector512<float>.Count; i += Vector512<float>.Count)
+            for (int i = 0; i < n; i++)
             {
-                var v = Vector512.FusedMultiplyAdd(Vector512.Load(x + i), s, o) + Vector512.Load(r + i);
-                Vector512.Store(relu ? Vector512.Max(v, Vector512<float>.Zero) : v, y + i);
-            }
-            if (i < n)
-            {
-                // The last values, masked: the same operations.
-                var mask = ConvKernels.FirstLanes(n - i);
-                var v = Vector512.FusedMultiplyAdd(Avx512F.MaskLoad(x + i, mask, Vector512<float>.Zero), s, o)
-                    + Avx512F.MaskLoad(r + i, mask, Vector512<float>.Zero);
-                Avx512F.MaskStore(y + i, mask, relu ? Vector512.Max(v, Vector512<float>.Zero) : v);
-            }
-            return;
-        }
-        if (Vector256.IsHardwareAccelerated)
-        {
-            var s = Vector256.Create(scale);
-            var o = Vector256.Create(offset);
-            for (; i <= n - Vector256<float>.Count; i += Vector256<float>.Count)
-            {
-                var v = Vector256.FusedMultiplyAdd(Vector256.Load(x + i), s, o) + Vector256.Load(r + i);
-                Vector256.Store(relu ? Vector256.Max(v, Vector256<float>.Zero) : v, y + i);
+                float v = MathF.FusedMultiplyAdd(x[i], scale, offset) + r[i];
+                y[i] = relu ? Relu(v) : v;
             }
         }
-        for (; i < n; i++)
-        {
-            float v = MathF.FusedMultiplyAdd(x[i], scale, offset) + r[i];
-            y[i] = relu ? Relu(v) : v;
-        }
+    }
+
+    /// <summary><see cref="AffinePlusResidual(float*, float*, float*, int, float, float, bool)"/> at one vector width, the last values masked.</summary>
+    private static void AffinePlusResidual<TLanes, TVector>(float* x, float* r, float* y, int n, float scale, float offset, bool relu)
+        where TLanes : struct, IVectorLanes<TVector> where TVector : unmanaged
+    {
+        var s = TLanes.Create(scale);
+        var o = TLanes.Create(offset);
+        int kind = relu ? 1 : 0, i = 0;
+        for (; i <= n - TLanes.Count; i += TLanes.Count)
+            TLanes.Store(TLanes.Activate(TLanes.Add(TLanes.MultiplyAdd(TLanes.Load(x + i), s, o), TLanes.Load(r + i)), kind), y + i);
+        if (i == n) return;
+        var mask = TLanes.FirstLanes(n - i);
+        var v = TLanes.Add(TLanes.MultiplyAdd(TLanes.MaskLoad(x + i, mask), s, o), TLanes.MaskLoad(r + i, mask));
+        TLanes.MaskStore(y + i, mask, TLanes.Activate(v, kind));
     }
 
     /// <summary>The ReLU op's scalar rule: IEEE's maximum with 0, as the vector lanes take it (NaN kept, +0 for -0).</summary>
