@@ -42,6 +42,8 @@ public static class TrainingSwitchRounds
     {
         // Docs: docs/benchmarks.md, step 184 (residual additions in the output pass of batch norms over large planes).
         ["large-plane-addition"] = on => CpuTrainingPlan.LargePlaneAdditionEnabled = on,
+        // Docs: docs/benchmarks.md, step 188 (a residual block input's second gradient added as the convolution stores it).
+        ["sum-in-backward-data"] = on => CpuTrainingPlan.SumInBackwardDataEnabled = on,
     };
 
     private static readonly string[] Models = ["pruned 19/38/76", "big 32/64/128"];

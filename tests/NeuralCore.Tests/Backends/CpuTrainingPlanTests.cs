@@ -242,6 +242,35 @@ public sealed class CpuTrainingPlanTests
         }
     }
 
+    /// <summary>
+    /// A residual block input's two gradients: where the second comes from a convolution whose input gradient runs
+    /// sample by sample (the 3x3s and 1x1s on 9 x 9 maps, 8 samples), it is added to the first as it is stored, not in a
+    /// pass after; bit for bit against eager over three Adam steps, with the addition in the convolution and after it.
+    /// </summary>
+    [Fact]
+    public void ABlockInputsSecondGradientIsAddedAsTheConvolutionStoresIt()
+    {
+        Module Build() => AdditionsNet(7, pooledBlock: true);
+        int[] shape = [8, 2, 17, 17];
+        if (!CpuBackend.Conv2dBackwardDataAdds(new NeuralCore.Backends.Conv2dParams(8, 6, 9, 9, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1)))
+            Assert.Skip("The input gradients do not run sample by sample here (a 3x3 needs AVX2 and FMA).");
+        // The identity blocks' first 3x3s, and NormThenAdd's 1x1 where a 1x1 runs sample by sample (AVX-512); not the
+        // projection block's first 3x3, whose input's first gradient, the shortcut's, lies in the sum's array.
+        bool pointwise = CpuBackend.Conv2dBackwardDataAdds(new NeuralCore.Backends.Conv2dParams(8, 7, 9, 9, 7, 1, 1, 1, 1, 0, 0, 1, 1, 1));
+        Assert.Equal(pointwise ? 3 : 2, CpuTrainingPlan.Compile(Build(), shape).AddedInputGradients);
+        AssertPlanTrainsLikeEager(Build, shape, classes: 4, seed: 14);
+        try
+        {
+            CpuTrainingPlan.SumInBackwardDataEnabled = false;
+            Assert.Equal(0, CpuTrainingPlan.Compile(Build(), shape).AddedInputGradients);
+            AssertPlanTrainsLikeEager(Build, shape, classes: 4, seed: 14);
+        }
+        finally
+        {
+            CpuTrainingPlan.SumInBackwardDataEnabled = true;
+        }
+    }
+
     [Fact]
     public void AHardswishThatAloneReadsABatchNormOverLargePlanesRunsInItsPassesWithTheMaxPoolAfterIt()
     {

@@ -133,6 +133,52 @@ public sealed class ConvBySampleTests
         Assert.Equal(expected && Gemm.Runs512, AtThreads(threads, () => ConvKernels.RunsBySample(p)));
     }
 
+    /// <summary>
+    /// The input gradient with a tensor added as it is stored (the training plans' sum of a residual block input's two
+    /// gradients): the bits of the input gradient, then Add(first, it), with a non-finite value in first; a first in the
+    /// sum's array, and convolutions whose input gradient does not run sample by sample, are refused.
+    /// </summary>
+    [Theory]
+    // N, C, K, H, W, kernel
+    [InlineData(8, 19, 19, 31, 24, 3)]  // the pruned model's stage-1 3x3
+    [InlineData(8, 19, 38, 7, 24, 1)]   // its stage-3 projection shortcut: the input gradient sums over 38 channels
+    [InlineData(3, 5, 13, 9, 11, 3)]    // 99 positions: the plane ends inside a vector
+    public void AddsATensorToTheInputGradientAsItStoresIt(int n, int c, int k, int h, int w, int kernel)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, kernel / 2, kernel / 2, 1, 1, 1);
+        if (!CpuBackend.Conv2dBackwardDataAdds(p))
+            Assert.Skip("The input gradient does not run sample by sample here: a 1x1 needs AVX-512, a 3x3 AVX2 and FMA.");
+        var g = new Generator(17);
+        var dy = Tensor.Randn([n, k, h, w], g);
+        var wt = Tensor.Randn([k, c, kernel, kernel], g);
+        var first = Tensor.Randn([n, c, h, w], g);
+        var firstValues = first.ToArray();
+        firstValues[5] = float.PositiveInfinity;
+        first = Tensor.FromArray(firstValues, n, c, h, w);
+        var dx = Tensor.Zeros([n, c, h, w]);
+        CpuBackend.Instance.Conv2dBackwardData(dy, wt, dx, p);
+        var expected = Tensor.Zeros([n, c, h, w]);
+        CpuBackend.Instance.Binary(BinaryOp.Add, first, dx, expected);
+
+        var sum = Tensor.Zeros([n, c, h, w]);
+        CpuBackend.Instance.Conv2dBackwardDataPlus(dy, wt, first, sum, p);
+        Assert.Equal(ConvPathRuns.Bits(expected.ToArray()), ConvPathRuns.Bits(sum.ToArray()));
+        Assert.Equal(ConvPathRuns.Bits(firstValues), ConvPathRuns.Bits(first.ToArray()));
+        var e = Assert.Throws<ArgumentException>(() => CpuBackend.Instance.Conv2dBackwardDataPlus(dy, wt, first, first, p));
+        Assert.Contains("another array", e.Message);
+    }
+
+    [Fact]
+    public void RefusesToAddToAnInputGradientThatDoesNotRunSampleBySample()
+    {
+        // MNIST's 6 x 6 maps: chunks of samples.
+        var p = new Conv2dParams(4, 3, 6, 6, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        Assert.False(CpuBackend.Conv2dBackwardDataAdds(p));
+        var e = Assert.Throws<ArgumentException>(() => CpuBackend.Instance.Conv2dBackwardDataPlus(Tensor.Zeros([4, 5, 6, 6]),
+            Tensor.Zeros([5, 3, 3, 3]), Tensor.Zeros([4, 3, 6, 6]), Tensor.Zeros([4, 3, 6, 6]), p));
+        Assert.Contains("does not take an addition", e.Message);
+    }
+
     private static bool AtThreads(int threads, Func<bool> rule)
     {
         int saved = CpuThreading.Threads;

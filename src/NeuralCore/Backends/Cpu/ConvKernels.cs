@@ -182,11 +182,11 @@ internal static unsafe class ConvKernels
     /// Each sample's planes come from memory, their rows a plane apart, so the next panel's lines are prefetched (mel b64
     /// training steps, switched per round, 60 rounds: pruned 0.97, big 0.98 of the time; step 117).
     /// </remarks>
-    private static void ForwardBySample(float* x, float* w, float* bias, float* y, in Conv2dParams p)
+    private static void ForwardBySample(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual = null)
     {
         var job = new ImplicitJob
         {
-            X = x, W = w, Bias = bias, Y = y, P = p,
+            X = x, W = w, Bias = bias, Y = y, P = p, Residual = residual,
             InPlane = (long)p.H * p.W,
             OutPlane = (long)p.P * p.Q,
         };
@@ -211,8 +211,9 @@ internal static unsafe class ConvKernels
         do
         {
             float* xn = job.X + (long)n * p.C * job.InPlane, yn = job.Y + (long)n * p.K * job.OutPlane;
-            ImplicitGemmConv.ForwardRange(xn, job.InPlane, p.C * job.InPlane, packing, job.Bias, yn, job.OutPlane, null, 0, sample,
-                0, (int)job.OutPlane, hasActivation: false, default, 0f, 0f, prefetch: true);
+            float* residual = job.Residual == null ? null : job.Residual + (long)n * p.K * job.OutPlane;
+            ImplicitGemmConv.ForwardRange(xn, job.InPlane, p.C * job.InPlane, packing, job.Bias, yn, job.OutPlane, residual, job.OutPlane,
+                sample, 0, (int)job.OutPlane, hasActivation: false, default, 0f, 0f, prefetch: true);
         }
         while (job.Samples.Next(part, out n));
     }
@@ -223,7 +224,8 @@ internal static unsafe class ConvKernels
 
     private struct ImplicitJob
     {
-        public float* X, W, Bias, Y;
+        // ForwardBySample's residual: y = conv + residual, a tensor of y's shape (or null).
+        public float* X, W, Bias, Y, Residual;
         public Conv2dParams P;
         public long InPlane, OutPlane;
         public int Chunk, Chunks, Parts;
@@ -447,6 +449,41 @@ internal static unsafe class ConvKernels
         return v;
     }
 
+    /// <summary>
+    /// True when <see cref="BackwardDataPlus"/> can add a tensor to the input gradient as it is stored: a stride-1
+    /// convolution whose input gradient, the forward of the flipped kernel, runs sample by sample
+    /// (<see cref="RunsBySample"/>; mel's maps).
+    /// </summary>
+    internal static bool BackwardDataAdds(in Conv2dParams p) =>
+        !CutDeadTaps(p, out _, out _, out _) && !PointwiseConv.CanRun(p) && FlippedForward(p, out var flipped)
+        && !(StemColumns.Enabled && StemColumns.CanRun(flipped)) && !CutDeadTaps(flipped, out _, out _, out _)
+        && !PointwiseConv.CanRun(flipped) && !PlanePointwiseConv.CanRun(flipped) && RunsBySample(flipped);
+
+    /// <summary>
+    /// dx = <paramref name="plus"/> + the input gradient of dy, each value the gradient's dot product with
+    /// <paramref name="plus"/>'s value added as it is stored (the bits of the input gradient, then the addition), for a
+    /// convolution that <see cref="BackwardDataAdds"/>; <paramref name="plus"/> and dx must not overlap.
+    /// </summary>
+    internal static void BackwardDataPlus(float* dy, float* w, float* plus, float* dx, in Conv2dParams p)
+    {
+        if (!BackwardDataAdds(p) || !FlippedForward(p, out var flipped))
+            throw new InvalidOperationException("The input gradient of this convolution does not run sample by sample; add the tensor after it.");
+        float* kernel = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)p.K * (p.C / p.Groups) * p.R * p.S);
+        FlipKernel(w, kernel, p);
+        ForwardBySample(dy, kernel, null, dx, flipped, plus);
+    }
+
+    /// <summary>
+    /// With stride 1, the geometry of the forward convolution that gives the input gradient: dy padded by
+    /// dilation * (kernel - 1) - pad, the kernel flipped and its channel axes swapped; false for other strides.
+    /// </summary>
+    private static bool FlippedForward(in Conv2dParams p, out Conv2dParams flipped)
+    {
+        int padH = p.DilationH * (p.R - 1) - p.PadH, padW = p.DilationW * (p.S - 1) - p.PadW;
+        flipped = new Conv2dParams(p.N, p.K, p.P, p.Q, p.C, p.R, p.S, 1, 1, padH, padW, p.DilationH, p.DilationW, p.Groups);
+        return p.StrideH == 1 && p.StrideW == 1 && padH >= 0 && padW >= 0;
+    }
+
     /// <summary>dx = conv2d input gradient of dy (dx overwritten).</summary>
     internal static void BackwardData(float* dy, float* w, float* dx, in Conv2dParams p)
     {
@@ -463,15 +500,14 @@ internal static unsafe class ConvKernels
             PointwiseConv.BackwardData(dy, w, dx, p);
             return;
         }
-        int padH = p.DilationH * (p.R - 1) - p.PadH, padW = p.DilationW * (p.S - 1) - p.PadW;
-        if (p.StrideH == 1 && p.StrideW == 1 && padH >= 0 && padW >= 0)
+        if (FlippedForward(p, out var geometry))
         {
             // With stride 1, dx is the forward convolution of dy, padded by dilation*(kernel-1) - pad, with
             // the kernel flipped and its channel axes swapped. The GEMMs then sum over K/G*R*S instead of
             // K/G, and each dx element is written once instead of scattered by col2im.
             float* flipped = ConvScratch.Current.Get(ConvScratch.Slot.Weights, (long)p.K * (p.C / p.Groups) * p.R * p.S);
             FlipKernel(w, flipped, p);
-            Forward(dy, flipped, null, dx, new Conv2dParams(p.N, p.K, p.P, p.Q, p.C, p.R, p.S, 1, 1, padH, padW, p.DilationH, p.DilationW, p.Groups));
+            Forward(dy, flipped, null, dx, geometry);
             return;
         }
         Job job = Plan(Pass.BackwardData, p);

@@ -42,6 +42,34 @@ public sealed partial class CpuBackend
         }
     }
 
+    /// <summary>
+    /// sum = first + the input gradient of dy, the addition made as each value of the gradient is stored (the bits of
+    /// <see cref="Conv2dBackwardData"/> into a tensor, then <see cref="IBackend.Binary"/> Add(first, it)), for a
+    /// convolution that <see cref="Conv2dBackwardDataAdds"/>. <paramref name="first"/> must lie in another array than
+    /// <paramref name="sum"/>: edge tiles are stored, then given the addition. The training plans sum the gradients of an
+    /// input that two ops read this way (a residual block's input).
+    /// </summary>
+    internal unsafe void Conv2dBackwardDataPlus(Tensor dy, Tensor w, Tensor first, Tensor sum, in Conv2dParams p)
+    {
+        p.Validate();
+        CheckLength(dy, (long)p.N * p.K * p.P * p.Q, "Conv2d output gradient dy [N, K, P, Q]");
+        CheckLength(w, (long)p.K * (p.C / p.Groups) * p.R * p.S, "Conv2d weight [K, C/groups, R, S]");
+        CheckLength(first, (long)p.N * p.C * p.H * p.W, "the tensor added to the input gradient [N, C, H, W]");
+        CheckLength(sum, (long)p.N * p.C * p.H * p.W, "Conv2d input gradient plus the tensor [N, C, H, W]");
+        if (!Conv2dBackwardDataAdds(p))
+            throw new ArgumentException("This convolution's input gradient does not take an addition as it is stored (see Conv2dBackwardDataAdds).", nameof(p));
+        if (ReferenceEquals(first.storage, sum.storage))
+            throw new ArgumentException("The tensor added to the input gradient must lie in another array than the sum.", nameof(first));
+        // SAFETY: lengths checked above; pinned for the duration of the call.
+        fixed (float* pdy = F(dy), pw = F(w), pfirst = F(first), psum = F(sum))
+        {
+            ConvKernels.BackwardDataPlus(pdy + dy.StorageOffset, pw + w.StorageOffset, pfirst + first.StorageOffset, psum + sum.StorageOffset, p);
+        }
+    }
+
+    /// <summary>Whether <see cref="Conv2dBackwardDataPlus"/> runs for <paramref name="p"/> (a stride-1 convolution whose input gradient runs sample by sample, as on mel's maps).</summary>
+    internal static bool Conv2dBackwardDataAdds(in Conv2dParams p) => p.N * p.K * p.P * p.Q > 0 && p.C * p.H * p.W > 0 && ConvKernels.BackwardDataAdds(p);
+
     /// <inheritdoc />
     public unsafe void Conv2dBackwardWeight(Tensor dy, Tensor x, Tensor dw, in Conv2dParams p)
     {

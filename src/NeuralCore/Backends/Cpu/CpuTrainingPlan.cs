@@ -82,6 +82,9 @@ public sealed class CpuTrainingPlan
     /// <summary>How many stem convolutions compute the input gradient of the batch norm after them (Compiler.ComputeStemGradientsInPlace).</summary>
     internal int StemGradientsInPlace => _steps.OfType<ConvStep>().Count(c => c.Norm is not null);
 
+    /// <summary>How many convolutions add their input gradient to another op's gradient of the same input as they store it.</summary>
+    internal int AddedInputGradients => _steps.OfType<ConvStep>().Count(c => c.AddsInputGradient);
+
     /// <summary>How many batch norms save their fused ReLU's scale and offset for the backward (Compiler.SaveReluScaleOffsets).</summary>
     internal int ReluScaleOffsets => _steps.OfType<BatchNormStep>().Count(b => b.ReluScaleOffset is not null);
 
@@ -102,6 +105,14 @@ public sealed class CpuTrainingPlan
     /// (Compiler.FuseLargePlaneAdditions; off: the addition is a step of its own; tests and harnesses compare the two).
     /// </summary>
     internal static bool LargePlaneAdditionEnabled { get; set; } = true;
+
+    /// <summary>
+    /// Whether plans compiled from now on have a convolution whose input feeds another op too add its input gradient to
+    /// that op's as it stores it, where its input gradient runs sample by sample (Compiler.AddInputGradientsAsStored; off:
+    /// written to a buffer of its own and added in a pass after; the same bits; tests and the switch-rounds harness
+    /// compare the two).
+    /// </summary>
+    internal static bool SumInBackwardDataEnabled { get; set; } = true;
 
     /// <summary>
     /// Bytes of the plan's buffers: activations, saved values and gradients. Backward buffers of one length whose uses
@@ -291,6 +302,12 @@ public sealed class CpuTrainingPlan
 
         public override void Forward() => Cpu.Conv2d(X, W, B, Y, P);
 
+        /// <summary>
+        /// Whether the input's gradient is the sum of another op's and this one's, made as this one's is stored
+        /// (Compiler.AddInputGradientsAsStored); the sink's Target is then not written.
+        /// </summary>
+        public bool AddsInputGradient;
+
         public override void Backward()
         {
             if (Norm is { } bn)
@@ -301,7 +318,12 @@ public sealed class CpuTrainingPlan
                 weight.Finish();
                 return;
             }
-            if (Sinks[0] is { } dx) { Cpu.Conv2dBackwardData(Dy, W, dx.Target, P); dx.Finish(); }
+            if (AddsInputGradient)
+            {
+                // The second gradient of an input that two ops read: added to the first as it is stored.
+                CpuBackend.Instance.Conv2dBackwardDataPlus(Dy, W, Sinks[0]!.First!, Sinks[0]!.Sum!, P);
+            }
+            else if (Sinks[0] is { } dx) { Cpu.Conv2dBackwardData(Dy, W, dx.Target, P); dx.Finish(); }
             if (Sinks[1] is { } dw) { Cpu.Conv2dBackwardWeight(Dy, X, dw.Target, P); dw.Finish(); }
             if (Sinks.Length > 2 && Sinks[2] is { } db)
             {
@@ -523,6 +545,7 @@ public sealed class CpuTrainingPlan
                 Loss = loss, DLosses = Buffer([rows]), DLogProbs = Buffer([rows, cols]), Rows = rows, Cols = cols,
             });
             WireBackward();
+            AddInputGradientsAsStored();
             ComputeStemGradientsInPlace();
             SaveReluScaleOffsets();
             ShareGradientMemory();
@@ -634,10 +657,11 @@ public sealed class CpuTrainingPlan
         {
             if (step.Dy is not null) yield return step.Dy;
             if (step.PassesThrough) yield return step.PassedGradient;
-            foreach (var sink in step.Sinks)
+            foreach (var (sink, i) in step.Sinks.Select((sink, i) => (sink, i)))
             {
                 if (sink is null) continue;
-                yield return sink.Target;
+                // A convolution that adds its input gradient as it stores it writes the sum, not the target.
+                if (i > 0 || step is not ConvStep { AddsInputGradient: true }) yield return sink.Target;
                 if (sink.First is not null) yield return sink.First;
                 if (sink.Sum is not null) yield return sink.Sum;
             }
@@ -989,6 +1013,27 @@ public sealed class CpuTrainingPlan
                 conv.Norm = bn;
                 _unused.Add(conv.Dy.storage);
             }
+        }
+
+        /// <summary>
+        /// A convolution whose input another op reads too, and whose gradient there comes second (a residual block's
+        /// first convolution, after the shortcut's), adds its input gradient to the first as it stores it
+        /// (<see cref="CpuBackend.Conv2dBackwardDataPlus"/>) where its input gradient runs sample by sample, instead of
+        /// writing it to a buffer and adding the two in a pass after (Sum = First + Target: the same bits). Not where the
+        /// first gradient lies in the sum's array (a projection shortcut's, written there first: the kernels' edge tiles
+        /// are stored before their addition). The buffer it no longer writes gets no memory unless another sink writes it.
+        /// </summary>
+        private void AddInputGradientsAsStored()
+        {
+            if (!SumInBackwardDataEnabled) return;
+            foreach (var conv in _steps.OfType<ConvStep>())
+                conv.AddsInputGradient = conv.HasBackward && conv.Norm is null && conv.Sinks is [{ Sum: { } sum, First: { } first }, ..]
+                    && !ReferenceEquals(first.storage, sum.storage) && CpuBackend.Conv2dBackwardDataAdds(conv.P);
+            var written = _steps.SelectMany(s => s.Sinks.Where((sink, i) => sink is not null && !(i == 0 && s is ConvStep { AddsInputGradient: true })))
+                .Select(sink => sink!.Target.storage).ToHashSet(ReferenceEqualityComparer.Instance);
+            foreach (var conv in _steps.OfType<ConvStep>())
+                if (conv.AddsInputGradient && !written.Contains(conv.Sinks[0]!.Target.storage))
+                    _unused.Add(conv.Sinks[0]!.Target.storage);
         }
 
         /// <summary>
