@@ -11,9 +11,9 @@ namespace NeuralCore.Tests.Ops;
 /// (the GEMM path for a 1x1, channel-major chunks for the others) and, for a 1x1, against the sum in order (each output
 /// from zero, one fused multiply-add per input channel in order, then the bias), at 1, 2 and 3 threads, forward with
 /// and without a bias and backward data (the forward of the flipped kernel), with channel counts that leave
-/// micro-panels part empty, planes that end inside a vector, and non-finite values; and against the sum of products to
-/// rounding. Turns the path off process-wide and changes the
-/// thread count, so runs alone.
+/// micro-panels part empty, planes that end inside a vector, and non-finite values; against the sum of products to
+/// rounding; and backward data with a tensor added as it is stored, against the input gradient then the addition.
+/// Turns the path off process-wide and changes the thread count, so runs alone.
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
 public sealed class ConvBySampleTests
@@ -141,7 +141,7 @@ public sealed class ConvBySampleTests
     [Theory]
     // N, C, K, H, W, kernel
     [InlineData(8, 19, 19, 31, 24, 3)]  // the pruned model's stage-1 3x3
-    [InlineData(8, 19, 38, 7, 24, 1)]   // its stage-3 projection shortcut: the input gradient sums over 38 channels
+    [InlineData(8, 19, 38, 7, 24, 1)]   // its stage-2 projection shortcut: the input gradient sums over 38 channels
     [InlineData(3, 5, 13, 9, 11, 3)]    // 99 positions: the plane ends inside a vector
     public void AddsATensorToTheInputGradientAsItStoresIt(int n, int c, int k, int h, int w, int kernel)
     {

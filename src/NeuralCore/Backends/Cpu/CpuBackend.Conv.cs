@@ -68,7 +68,8 @@ public sealed partial class CpuBackend
     }
 
     /// <summary>Whether <see cref="Conv2dBackwardDataPlus"/> runs for <paramref name="p"/> (a stride-1 convolution whose input gradient runs sample by sample, as on mel's maps).</summary>
-    internal static bool Conv2dBackwardDataAdds(in Conv2dParams p) => p.N * p.K * p.P * p.Q > 0 && p.C * p.H * p.W > 0 && ConvKernels.BackwardDataAdds(p);
+    internal static bool Conv2dBackwardDataAdds(in Conv2dParams p) =>
+        (long)p.N * p.K * p.P * p.Q > 0 && (long)p.C * p.H * p.W > 0 && ConvKernels.BackwardDataAdds(p);
 
     /// <inheritdoc />
     public unsafe void Conv2dBackwardWeight(Tensor dy, Tensor x, Tensor dw, in Conv2dParams p)
