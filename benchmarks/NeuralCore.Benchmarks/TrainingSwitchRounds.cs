@@ -34,6 +34,8 @@ public static class TrainingSwitchRounds
         ["channel-lane-wide-blocks"] = on => ChannelLaneWeightGradient.WideBlocks = on,
         // Docs: docs/benchmarks.md, step 179 (samples claimed from the other parts' ranges against each part its own).
         ["claimed-ranges"] = on => ClaimedRanges.Enabled = on,
+        // Docs: docs/benchmarks.md, step 189 (a 1x1 block's last 33-47 columns in a masked wide tile against a tile and a panel).
+        ["masked-wide-tiles"] = on => ImplicitGemmConv.MaskedWideTiles = on,
     };
 
     // Paths that a plan chooses when it compiles: each model is compiled once with the path off and once with it on, and

@@ -8,7 +8,8 @@ namespace NeuralCore.Tests.Ops;
 /// <summary>
 /// 1x1 convolutions that read their input rows where they lie (<see cref="ImplicitGemmConv.InPlacePointwise"/>): the
 /// tiles of 8 x 48 and 8 x 32 on rows a stride apart (<see cref="Gemm.MultiplyWideRowsWithEpilogue"/>,
-/// <see cref="Gemm.MultiplyRowsWithEpilogue"/> and their plain forms) against a scalar chain of fused multiply-adds
+/// <see cref="Gemm.MultiplyRowsWithEpilogue"/>, their plain forms and the masked wide tile,
+/// <see cref="Gemm.MultiplyWideRowsMasked"/>) against a scalar chain of fused multiply-adds
 /// in the tiles' order, and whole convolutions against the same convolutions on copied panels (the same bits).
 /// </summary>
 [Collection(nameof(CpuSettingsCollection))]
@@ -75,6 +76,99 @@ public sealed unsafe class ImplicitGemmInPlaceTests
                 if (kind == 2) sum = sum * MathF.Min(MathF.Max(sum + 3f, 0f), 6f) * (1f / 6f);
                 Assert.Equal(BitConverter.SingleToInt32Bits(sum), BitConverter.SingleToInt32Bits(actual));
             }
+    }
+
+    /// <summary>
+    /// A block's last 33-47 columns in one wide tile with B's third vector masked (<see cref="Gemm.MultiplyWideRowsMasked"/>):
+    /// each output the chain of fused multiply-adds in the tiles' order, stored plain for the tile's rows and columns
+    /// only, B's values past the width (NaN here) never reaching an output; widths outside 33-47 are refused.
+    /// </summary>
+    [Theory]
+    [InlineData(8, 40)]
+    [InlineData(8, 33)]
+    [InlineData(8, 47)]
+    [InlineData(6, 40)]
+    [InlineData(1, 35)]
+    public void MaskedWideTilesSumInTheTilesOrder(int rows, int width)
+    {
+        if (!Vector512.IsHardwareAccelerated || Gemm.Kind != Gemm.KernelKind.Vector512)
+            Assert.Skip("This CPU has no AVX-512: the tiles do not run.");
+        const int depth = 38, ldb = 53, ldc = 61, sentinel = 12345;
+        var random = new Random(rows * 100 + width);
+        float Next() => (float)(random.NextDouble() * 2 - 1);
+        float[] a = new float[depth * Gemm.PanelRows];
+        for (int p = 0; p < depth; p++)
+            for (int i = 0; i < rows; i++) a[p * Gemm.PanelRows + i] = Next();
+        float[] b = Enumerable.Range(0, depth * ldb).Select(j => j % ldb < width ? Next() : float.NaN).ToArray();
+        float[] c = Enumerable.Repeat((float)sentinel, 9 * ldc).ToArray();
+        fixed (float* pa = a, pb = b, pc = c)
+            Gemm.MultiplyWideRowsMasked(rows, depth, pa, pb, ldb, width, pc, ldc);
+        for (int i = 0; i < 9; i++)
+            for (int j = 0; j < ldc; j++)
+            {
+                float actual = c[i * ldc + j];
+                if (i >= rows || j >= width)
+                {
+                    Assert.Equal(sentinel, actual);
+                    continue;
+                }
+                float sum = 0f;
+                for (int p = 0; p < depth; p++) sum = MathF.FusedMultiplyAdd(a[p * Gemm.PanelRows + i], b[p * ldb + j], sum);
+                Assert.Equal(BitConverter.SingleToInt32Bits(sum), BitConverter.SingleToInt32Bits(actual));
+            }
+        Assert.Throws<ArgumentOutOfRangeException>(() => { fixed (float* pa = a, pb = b, pc = c) Gemm.MultiplyWideRowsMasked(rows, depth, pa, pb, ldb, 32, pc, ldc); });
+        Assert.Throws<ArgumentOutOfRangeException>(() => { fixed (float* pa = a, pb = b, pc = c) Gemm.MultiplyWideRowsMasked(rows, depth, pa, pb, ldb, 48, pc, ldc); });
+    }
+
+    /// <summary>
+    /// The training passes' 1x1s sample by sample over mel's 7 x 24 maps (168 columns: 48 + 48 + 32 + a masked 40) and
+    /// 31 x 24 (a block of 232: 3 x 48 + 48 + a masked 40), forward with a bias and backward data, at one and two threads:
+    /// the bits of a 32-column tile and a panel for the last columns (<see cref="ImplicitGemmConv.MaskedWideTiles"/> off).
+    /// </summary>
+    [Theory]
+    [InlineData(8, 38, 38, 7, 24)]
+    [InlineData(8, 76, 19, 7, 24)]
+    [InlineData(8, 19, 19, 31, 24)]
+    public void MaskedWideTilesGiveTheBitsOfATileAndAPanel(int n, int c, int k, int h, int w)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, 1, 1, 1, 1, 0, 0, 1, 1, 1);
+        if (!AtTwoThreads(() => ConvKernels.RunsBySample(p)))
+            Assert.Skip("This CPU has no AVX-512: 1x1s do not run sample by sample.");
+        float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 61));
+        float[] wt = Reference.ToFloat(Reference.Random(k * c, 62));
+        float[] bias = Reference.ToFloat(Reference.Random(k, 63));
+        float[] dy = Reference.ToFloat(Reference.Random(n * k * h * w, 64));
+        x[^1] = float.NaN;
+        int saved = CpuThreading.Threads;
+        try
+        {
+            foreach (int threads in new[] { 1, 2 })
+            {
+                CpuThreading.Threads = threads;
+                var panel = ConvPathRuns.ForwardAndBackwardData(p, x, wt, bias, dy, on => ImplicitGemmConv.MaskedWideTiles = on, false);
+                var masked = ConvPathRuns.ForwardAndBackwardData(p, x, wt, bias, dy, on => ImplicitGemmConv.MaskedWideTiles = on, true);
+                Assert.Equal(ConvPathRuns.Bits(panel.Y), ConvPathRuns.Bits(masked.Y));
+                Assert.Equal(ConvPathRuns.Bits(panel.Dx), ConvPathRuns.Bits(masked.Dx));
+            }
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
+    private static bool AtTwoThreads(Func<bool> rule)
+    {
+        int saved = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = 2;
+            return rule();
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
     }
 
     /// <summary>

@@ -629,9 +629,16 @@ public static unsafe partial class Gemm
     /// <see cref="Kernel512{TStore}"/>, and the weights read once per 48 columns instead of 32. Each value is the same
     /// chain of multiply-adds as there, so the same sums. Never inlined, for the reason given there.
     /// </summary>
+    /// <remarks>
+    /// With <typeparamref name="TMasked"/> N1 only the first <paramref name="thirdLanes"/> (1 to 15) of B's third vector
+    /// are read (a masked load, zeros past them: the last tile of a row of 33-47 columns, <see cref="MultiplyWideRowsMasked"/>);
+    /// N0 reads the whole vector, and the mask is never made.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Kernel512Wide<TStore>(int kc, float* a, float* b, long ldb, ref TStore store) where TStore : struct, IWideTileStore
+    private static void Kernel512Wide<TStore, TMasked>(int kc, float* a, float* b, long ldb, int thirdLanes, ref TStore store)
+        where TStore : struct, IWideTileStore where TMasked : struct, IConstant
     {
+        var third = TMasked.Value != 0 ? ConvKernels.FirstLanes(thirdLanes) : default;
         Vector512<float> c00 = default, c01 = default, c02 = default;
         Vector512<float> c10 = default, c11 = default, c12 = default;
         Vector512<float> c20 = default, c21 = default, c22 = default;
@@ -642,7 +649,8 @@ public static unsafe partial class Gemm
         Vector512<float> c70 = default, c71 = default, c72 = default;
         for (int p = 0; p < kc; p++)
         {
-            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16), b2 = Vector512.Load(b + 32);
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
+            Vector512<float> b2 = TMasked.Value != 0 ? Avx512F.MaskLoad(b + 32, third, Vector512<float>.Zero) : Vector512.Load(b + 32);
             Vector512<float> ai;
             ai = Vector512.Create(a[0]);
             c00 = Vector512.FusedMultiplyAdd(ai, b0, c00); c01 = Vector512.FusedMultiplyAdd(ai, b1, c01); c02 = Vector512.FusedMultiplyAdd(ai, b2, c02);
@@ -674,22 +682,24 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>
-    /// The first TRows rows (1 to 7) of <see cref="Kernel512Wide{TStore}"/>'s tile, for an edge tile whose other rows
+    /// The first TRows rows (1 to 7) of <see cref="Kernel512Wide{TStore, TMasked}"/>'s tile, for an edge tile whose other rows
     /// would multiply the micro-panel's zero padding (57 output channels = 7 x 8 + 1 cost 64 channels' multiply-adds):
     /// each row the same chain of multiply-adds, so the same sums. Never inlined, for the reason given at
     /// <see cref="Kernel512{TStore}"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void Kernel512WideRows<TRows, TStore>(int kc, float* a, float* b, long ldb, ref TStore store)
-        where TRows : struct, IConstant where TStore : struct, IWideTileStore
+    private static void Kernel512WideRows<TRows, TStore, TMasked>(int kc, float* a, float* b, long ldb, int thirdLanes, ref TStore store)
+        where TRows : struct, IConstant where TStore : struct, IWideTileStore where TMasked : struct, IConstant
     {
         int rows = TRows.Value;
+        var third = TMasked.Value != 0 ? ConvKernels.FirstLanes(thirdLanes) : default;
         Vector512<float> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default, c20 = default, c21 = default, c22 = default;
         Vector512<float> c30 = default, c31 = default, c32 = default, c40 = default, c41 = default, c42 = default;
         Vector512<float> c50 = default, c51 = default, c52 = default, c60 = default, c61 = default, c62 = default;
         for (int p = 0; p < kc; p++)
         {
-            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16), b2 = Vector512.Load(b + 32);
+            Vector512<float> b0 = Vector512.Load(b), b1 = Vector512.Load(b + 16);
+            Vector512<float> b2 = TMasked.Value != 0 ? Avx512F.MaskLoad(b + 32, third, Vector512<float>.Zero) : Vector512.Load(b + 32);
             Vector512<float> ai;
             ai = Vector512.Create(a[0]); c00 = Vector512.FusedMultiplyAdd(ai, b0, c00); c01 = Vector512.FusedMultiplyAdd(ai, b1, c01); c02 = Vector512.FusedMultiplyAdd(ai, b2, c02);
             if (rows > 1) { ai = Vector512.Create(a[1]); c10 = Vector512.FusedMultiplyAdd(ai, b0, c10); c11 = Vector512.FusedMultiplyAdd(ai, b1, c11); c12 = Vector512.FusedMultiplyAdd(ai, b2, c12); }
@@ -716,7 +726,7 @@ public static unsafe partial class Gemm
         void Row(int i, Vector512<float> lo, Vector512<float> hi);
     }
 
-    /// <summary>Where and how an 8 x 48 tile's rows go once summed (<see cref="Kernel512Wide{TStore}"/>; columns 0-15, 16-31, 32-47).</summary>
+    /// <summary>Where and how an 8 x 48 tile's rows go once summed (<see cref="Kernel512Wide{TStore, TMasked}"/>; columns 0-15, 16-31, 32-47).</summary>
     private interface IWideTileStore
     {
         void Row(int i, Vector512<float> v0, Vector512<float> v1, Vector512<float> v2);
@@ -885,15 +895,15 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>
-    /// The first TRows rows (1 to 8) of <see cref="Kernel512Wide{TStore}"/>'s tile on B's rows <c>Ldb</c> floats apart
-    /// (<see cref="Kernel512WideRows{TRows, TStore}"/> below 8).
+    /// The first TRows rows (1 to 8) of <see cref="Kernel512Wide{TStore, TMasked}"/>'s tile on B's rows <c>Ldb</c> floats apart
+    /// (<see cref="Kernel512WideRows{TRows, TStore, TMasked}"/> below 8).
     /// </summary>
     private readonly struct WideRowsKernel<TRows>(int k, float* a, float* b, long ldb) : ITileKernel where TRows : struct, IConstant
     {
         public void Run<TStore>(ref TStore store) where TStore : struct, ITileStore, IWideTileStore
         {
-            if (TRows.Value == Mr512) Kernel512Wide(k, a, b, ldb, ref store);
-            else Kernel512WideRows<TRows, TStore>(k, a, b, ldb, ref store);
+            if (TRows.Value == Mr512) Kernel512Wide<TStore, N0>(k, a, b, ldb, 0, ref store);
+            else Kernel512WideRows<TRows, TStore, N0>(k, a, b, ldb, 0, ref store);
         }
     }
 

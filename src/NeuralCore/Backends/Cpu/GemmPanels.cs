@@ -133,11 +133,52 @@ public static unsafe partial class Gemm
         if (rows == Mr512)
         {
             var store = new ScaledStore(c, ldc, 1f);
-            Kernel512Wide(k, a, b, ldb, ref store);
+            Kernel512Wide<ScaledStore, N0>(k, a, b, ldb, 0, ref store);
             return;
         }
         var action = new WideRows(k, a, b, ldb, c, ldc, null, null, 0, -1);
         WithRows(CheckedTileRows(rows), ref action);
+    }
+
+    /// <summary>
+    /// C[0..rows, 0..width) = A B for one packed A micro-panel (<paramref name="rows"/> 1 to 8) and B's k rows of
+    /// <paramref name="width"/> (33 to 47) floats read where they lie, <paramref name="ldb"/> floats apart: the 8 x 48
+    /// tile with its third vector of B loaded masked and stored masked (nothing past the rows' width read or written).
+    /// Each value the same chain of multiply-adds as <see cref="MultiplyWideRows"/> makes (so the sums of the 8 x 32
+    /// tiles). Needs AVX-512.
+    /// </summary>
+    internal static void MultiplyWideRowsMasked(int rows, int k, float* a, float* b, long ldb, int width, float* c, int ldc)
+    {
+        if (width is <= Nr512 or >= WideColumns)
+            throw new ArgumentOutOfRangeException(nameof(width), width, $"A masked wide tile holds {Nr512 + 1} to {WideColumns - 1} columns.");
+        var action = new WideRowsMasked(k, a, b, ldb, width - Nr512, c, ldc);
+        WithRows(CheckedTileRows(rows), ref action);
+    }
+
+    /// <summary>One call of <see cref="MultiplyWideRowsMasked"/>.</summary>
+    private readonly struct WideRowsMasked(int k, float* a, float* b, long ldb, int thirdLanes, float* c, int ldc) : IRowsAction
+    {
+        public void Run<TRows>() where TRows : struct, IConstant
+        {
+            var store = new MaskedThirdStore(c, ldc, thirdLanes);
+            if (TRows.Value == Mr512) Kernel512Wide<MaskedThirdStore, N1>(k, a, b, ldb, thirdLanes, ref store);
+            else Kernel512WideRows<TRows, MaskedThirdStore, N1>(k, a, b, ldb, thirdLanes, ref store);
+        }
+    }
+
+    /// <summary>An 8 x 48 tile's rows stored plain, the third vector's first lanes only.</summary>
+    private readonly struct MaskedThirdStore(float* c, int ldc, int thirdLanes) : IWideTileStore
+    {
+        private readonly Vector512<float> _third = ConvKernels.FirstLanes(thirdLanes);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(int i, Vector512<float> v0, Vector512<float> v1, Vector512<float> v2)
+        {
+            float* r = c + (long)i * ldc;
+            v0.Store(r);
+            v1.Store(r + 16);
+            Avx512F.MaskStore(r + 32, _third, v2);
+        }
     }
 
     private static int CheckedTileRows(int rows) =>
