@@ -59,6 +59,23 @@ public sealed unsafe class ImplicitGemmInPlaceTests
             else if (wide) Gemm.MultiplyWideRows(rows, depth, pa, pb, ldb, pc, ldc);
             else Gemm.MultiplyRows(rows, depth, pa, pb, ldb, pc, ldc, pt);
         }
+        AssertChains(a, b, ldb, c, ldc, rows, width, depth, sentinel, (sum, i, j) =>
+        {
+            if (bias is not null) sum += bias[i];
+            if (residual is not null) sum += residual[i * ldr + j];
+            if (kind == 1) sum = MathF.Max(sum, 0f) + 0f;
+            if (kind == 2) sum = sum * MathF.Min(MathF.Max(sum + 3f, 0f), 6f) * (1f / 6f);
+            return sum;
+        });
+    }
+
+    /// <summary>
+    /// c's rows [0, rows) and columns [0, width) hold finish(the chain fma(a[p], b[p], acc) from zero over the depth,
+    /// row, column), the rest of its 9 rows of ldc the sentinel (A one packed micro-panel, B's rows ldb apart).
+    /// </summary>
+    private static void AssertChains(float[] a, float[] b, int ldb, float[] c, int ldc, int rows, int width, int depth, float sentinel,
+        Func<float, int, int, float> finish)
+    {
         for (int i = 0; i < 9; i++)
             for (int j = 0; j < ldc; j++)
             {
@@ -70,11 +87,7 @@ public sealed unsafe class ImplicitGemmInPlaceTests
                 }
                 float sum = 0f;
                 for (int p = 0; p < depth; p++) sum = MathF.FusedMultiplyAdd(a[p * Gemm.PanelRows + i], b[p * ldb + j], sum);
-                if (bias is not null) sum += bias[i];
-                if (residual is not null) sum += residual[i * ldr + j];
-                if (kind == 1) sum = MathF.Max(sum, 0f) + 0f;
-                if (kind == 2) sum = sum * MathF.Min(MathF.Max(sum + 3f, 0f), 6f) * (1f / 6f);
-                Assert.Equal(BitConverter.SingleToInt32Bits(sum), BitConverter.SingleToInt32Bits(actual));
+                Assert.Equal(BitConverter.SingleToInt32Bits(finish(sum, i, j)), BitConverter.SingleToInt32Bits(actual));
             }
     }
 
@@ -103,19 +116,7 @@ public sealed unsafe class ImplicitGemmInPlaceTests
         float[] c = Enumerable.Repeat((float)sentinel, 9 * ldc).ToArray();
         fixed (float* pa = a, pb = b, pc = c)
             Gemm.MultiplyWideRowsMasked(rows, depth, pa, pb, ldb, width, pc, ldc);
-        for (int i = 0; i < 9; i++)
-            for (int j = 0; j < ldc; j++)
-            {
-                float actual = c[i * ldc + j];
-                if (i >= rows || j >= width)
-                {
-                    Assert.Equal(sentinel, actual);
-                    continue;
-                }
-                float sum = 0f;
-                for (int p = 0; p < depth; p++) sum = MathF.FusedMultiplyAdd(a[p * Gemm.PanelRows + i], b[p * ldb + j], sum);
-                Assert.Equal(BitConverter.SingleToInt32Bits(sum), BitConverter.SingleToInt32Bits(actual));
-            }
+        AssertChains(a, b, ldb, c, ldc, rows, width, depth, sentinel, (sum, _, _) => sum);
         Assert.Throws<ArgumentOutOfRangeException>(() => { fixed (float* pa = a, pb = b, pc = c) Gemm.MultiplyWideRowsMasked(rows, depth, pa, pb, ldb, 32, pc, ldc); });
         Assert.Throws<ArgumentOutOfRangeException>(() => { fixed (float* pa = a, pb = b, pc = c) Gemm.MultiplyWideRowsMasked(rows, depth, pa, pb, ldb, 48, pc, ldc); });
     }
