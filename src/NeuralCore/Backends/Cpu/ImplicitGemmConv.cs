@@ -776,7 +776,7 @@ internal static unsafe class ImplicitGemmConv
     private const int MaskedTileMaxChannels = 64;
 
     /// <summary>
-    /// Output channels [k0, k1) of group g for output columns [j0, j0 + width) (48 or 32) of a 1x1 that
+    /// Output channels [k0, k1) of group g for output columns [j0, j0 + width) (48, 32, or 33-47 in a masked tile) of a 1x1 that
     /// <see cref="ReadsInPlace(ref Job)"/>: each tile of 8 channels multiplies the input rows where they lie, the same multiply-adds
     /// in the same order as on a filled panel, stored with the epilogue (<paramref name="kind"/> at least 0) or plain.
     /// </summary>
