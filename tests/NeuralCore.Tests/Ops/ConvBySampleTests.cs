@@ -40,7 +40,7 @@ public sealed class ConvBySampleTests
         int pad = kernel / 2 * dilation;
         var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, pad, pad, dilation, dilation, 1);
         // At the most threads the path runs on below (a wide plane's 1x1 needs 4 samples a thread).
-        if (!AtThreads(3, () => ConvKernels.RunsBySample(p)))
+        if (!ConvPathRuns.AtThreads(3, () => ConvKernels.RunsBySample(p)))
             Assert.Skip("The sample-by-sample path does not run here: a 1x1 needs AVX-512, a 3x3 AVX2 and FMA.");
         int plane = h * w, taps = kernel * kernel;
         float[] x = Reference.ToFloat(Reference.Random(n * c * plane, 81));
@@ -114,7 +114,7 @@ public sealed class ConvBySampleTests
         var p = new Conv2dParams(4, 4, h, w, 4, kernel, kernel, stride, stride, pad, pad, 1, 1, groups);
         // With AVX-512 every row's rule; without it, the 3x3s only (the implicit GEMM's 256-bit form takes no 1x1).
         bool runs = Gemm.Runs512 || Gemm.Runs256 && kernel > 1;
-        Assert.Equal(expected && runs, AtThreads(2, () => ConvKernels.RunsBySample(p)));
+        Assert.Equal(expected && runs, ConvPathRuns.AtThreads(2, () => ConvKernels.RunsBySample(p)));
     }
 
     [Theory]
@@ -130,7 +130,7 @@ public sealed class ConvBySampleTests
     public void RunsOneByOnesOnWidePlanesFromFourSamplesAThread(int n, int threads, int h, int w, bool expected)
     {
         var p = new Conv2dParams(n, 19, h, w, 19, 1, 1, 1, 1, 0, 0, 1, 1, 1);
-        Assert.Equal(expected && Gemm.Runs512, AtThreads(threads, () => ConvKernels.RunsBySample(p)));
+        Assert.Equal(expected && Gemm.Runs512, ConvPathRuns.AtThreads(threads, () => ConvKernels.RunsBySample(p)));
     }
 
     /// <summary>
@@ -177,19 +177,5 @@ public sealed class ConvBySampleTests
         var e = Assert.Throws<ArgumentException>(() => CpuBackend.Instance.Conv2dBackwardDataPlus(Tensor.Zeros([4, 5, 6, 6]),
             Tensor.Zeros([5, 3, 3, 3]), Tensor.Zeros([4, 3, 6, 6]), Tensor.Zeros([4, 3, 6, 6]), p));
         Assert.Contains("does not take an addition", e.Message);
-    }
-
-    private static bool AtThreads(int threads, Func<bool> rule)
-    {
-        int saved = CpuThreading.Threads;
-        try
-        {
-            CpuThreading.Threads = threads;
-            return rule();
-        }
-        finally
-        {
-            CpuThreading.Threads = saved;
-        }
     }
 }

@@ -32,6 +32,21 @@ internal static class ConvPathRuns
         return (y.ToArray(), dx.ToArray());
     }
 
+    /// <summary><paramref name="rule"/>'s answer with <see cref="CpuThreading.Threads"/> set to <paramref name="threads"/> (restored after).</summary>
+    public static bool AtThreads(int threads, Func<bool> rule)
+    {
+        int saved = CpuThreading.Threads;
+        try
+        {
+            CpuThreading.Threads = threads;
+            return rule();
+        }
+        finally
+        {
+            CpuThreading.Threads = saved;
+        }
+    }
+
     /// <summary>
     /// A 1x1 convolution's outputs in the order the direct kernels and the GEMM path sum them: out[n, o, j] = the sum over
     /// i in order of m[o, i] * input[n, i, j], fused multiply-adds from zero, then + bias[o].

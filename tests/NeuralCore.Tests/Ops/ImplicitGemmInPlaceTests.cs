@@ -133,7 +133,7 @@ public sealed unsafe class ImplicitGemmInPlaceTests
     public void MaskedWideTilesGiveTheBitsOfATileAndAPanel(int n, int c, int k, int h, int w)
     {
         var p = new Conv2dParams(n, c, h, w, k, 1, 1, 1, 1, 0, 0, 1, 1, 1);
-        if (!AtTwoThreads(() => ConvKernels.RunsBySample(p)))
+        if (!ConvPathRuns.AtThreads(2, () => ConvKernels.RunsBySample(p)))
             Assert.Skip("This CPU has no AVX-512: 1x1s do not run sample by sample.");
         float[] x = Reference.ToFloat(Reference.Random(n * c * h * w, 61));
         float[] wt = Reference.ToFloat(Reference.Random(k * c, 62));
@@ -151,20 +151,6 @@ public sealed unsafe class ImplicitGemmInPlaceTests
                 Assert.Equal(ConvPathRuns.Bits(panel.Y), ConvPathRuns.Bits(masked.Y));
                 Assert.Equal(ConvPathRuns.Bits(panel.Dx), ConvPathRuns.Bits(masked.Dx));
             }
-        }
-        finally
-        {
-            CpuThreading.Threads = saved;
-        }
-    }
-
-    private static bool AtTwoThreads(Func<bool> rule)
-    {
-        int saved = CpuThreading.Threads;
-        try
-        {
-            CpuThreading.Threads = 2;
-            return rule();
         }
         finally
         {
