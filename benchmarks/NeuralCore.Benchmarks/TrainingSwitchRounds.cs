@@ -46,6 +46,8 @@ public static class TrainingSwitchRounds
         ["large-plane-addition"] = on => CpuTrainingPlan.LargePlaneAdditionEnabled = on,
         // Docs: docs/benchmarks.md, step 188 (a residual block input's second gradient added as the convolution stores it).
         ["sum-in-backward-data"] = on => CpuTrainingPlan.SumInBackwardDataEnabled = on,
+        // Docs: docs/benchmarks.md, step 190 (a batch norm's statistics sums taken by the convolution before it, sample by sample).
+        ["plane-sums"] = on => CpuTrainingPlan.PlaneSumsInConvolutionsEnabled = on,
     };
 
     private static readonly string[] Models = ["pruned 19/38/76", "big 32/64/128"];

@@ -271,6 +271,35 @@ public sealed class CpuTrainingPlanTests
         }
     }
 
+    /// <summary>
+    /// A batch norm over large planes whose input a convolution run sample by sample writes gets its statistics sums from
+    /// that convolution (9 x 9 maps, 8 samples); bit for bit against eager over three Adam steps, with the sums taken
+    /// in the convolution and in the batch norm.
+    /// </summary>
+    [Fact]
+    public void ABatchNormsStatisticsAreSummedByTheConvolutionBeforeIt()
+    {
+        Module Build() => AdditionsNet(9, pooledBlock: true);
+        int[] shape = [8, 2, 17, 17];
+        if (!CpuBackend.Conv2dLeavesPlaneSums(new NeuralCore.Backends.Conv2dParams(8, 6, 9, 9, 6, 3, 3, 1, 1, 1, 1, 1, 1, 1)))
+            Assert.Skip("The convolutions do not run sample by sample here (a 3x3 needs AVX2 and FMA).");
+        // The blocks' 3x3s (two each) and, where a 1x1 runs sample by sample (AVX-512), the projection shortcut's and
+        // NormThenAdd's; not the first convolution (stride 2) nor the last (no batch norm after it).
+        bool pointwise = CpuBackend.Conv2dLeavesPlaneSums(new NeuralCore.Backends.Conv2dParams(8, 6, 9, 9, 7, 1, 1, 1, 1, 0, 0, 1, 1, 1));
+        Assert.Equal(pointwise ? 8 : 6, CpuTrainingPlan.Compile(Build(), shape).PlaneSumsInConvolutions);
+        AssertPlanTrainsLikeEager(Build, shape, classes: 4, seed: 15);
+        try
+        {
+            CpuTrainingPlan.PlaneSumsInConvolutionsEnabled = false;
+            Assert.Equal(0, CpuTrainingPlan.Compile(Build(), shape).PlaneSumsInConvolutions);
+            AssertPlanTrainsLikeEager(Build, shape, classes: 4, seed: 15);
+        }
+        finally
+        {
+            CpuTrainingPlan.PlaneSumsInConvolutionsEnabled = true;
+        }
+    }
+
     [Fact]
     public void AHardswishThatAloneReadsABatchNormOverLargePlanesRunsInItsPassesWithTheMaxPoolAfterIt()
     {

@@ -168,6 +168,92 @@ public sealed class ConvBySampleTests
         Assert.Contains("another array", e.Message);
     }
 
+    /// <summary>
+    /// A convolution run sample by sample leaves the statistics sums of the training batch norm that reads its output,
+    /// taken per sample while it is in cache: its output is the plain forward's, and the batch norm reading those sums
+    /// gives the bits of the batch norm summing its input itself (output, saved and running statistics). The values sit
+    /// far from zero (a bias of 40), where the sums' shift, each channel's first value in sample 0, matters.
+    /// </summary>
+    [Theory]
+    // N, C, K, H, W, kernel, threads
+    [InlineData(8, 19, 19, 31, 24, 3, 2)]  // the pruned model's stage-1 3x3
+    [InlineData(8, 38, 76, 7, 24, 1, 2)]   // a stage-3 1x1 on mel's 7 x 24 maps
+    [InlineData(7, 5, 13, 9, 11, 3, 3)]    // 99 positions: the plane ends inside a vector; 3 threads
+    [InlineData(3, 4, 6, 8, 8, 3, 1)]      // 64 positions, one thread
+    public void LeavesTheSumsOfTheBatchNormAfterIt(int n, int c, int k, int h, int w, int kernel, int threads)
+    {
+        var p = new Conv2dParams(n, c, h, w, k, kernel, kernel, 1, 1, kernel / 2, kernel / 2, 1, 1, 1);
+        if (!CpuBackend.Conv2dLeavesPlaneSums(p))
+            Assert.Skip("The forward does not run sample by sample here: a 1x1 needs AVX-512, a 3x3 AVX2 and FMA.");
+        var g = new Generator(23);
+        var x = Tensor.Randn([n, c, h, w], g);
+        var wt = Tensor.Randn([k, c, kernel, kernel], g);
+        var bias = Tensor.Full([k], 40f);
+        var gamma = Tensor.Randn([k], g);
+        var beta = Tensor.Randn([k], g);
+        int hw = h * w;
+        (float[] Y, float[] Out, float[] Mean, float[] InvStd, float[] RunningMean, float[] RunningVar) Run(bool withSums)
+        {
+            var y = Tensor.Full([n, k, h, w], float.NaN);
+            var output = Tensor.Zeros([n, k, h, w]);
+            var mean = Tensor.Zeros([k]);
+            var invStd = Tensor.Zeros([k]);
+            var runningMean = Tensor.Full([k], 0.5f);
+            var runningVar = Tensor.Full([k], 2f);
+            int saved = CpuThreading.Threads;
+            try
+            {
+                CpuThreading.Threads = threads;
+                var sums = withSums ? new BatchNormPlaneSums(n, k) : null;
+                if (sums is null) CpuBackend.Instance.Conv2d(x, wt, bias, y, p);
+                else CpuBackend.Instance.Conv2dWithPlaneSums(x, wt, bias, y, p, sums);
+                CpuBackend.Instance.BatchNormTraining(y, gamma, beta, output, mean, invStd, runningMean, runningVar, 0.1f, 1e-5f, n, k, hw,
+                    relu: true, planeSums: sums);
+            }
+            finally
+            {
+                CpuThreading.Threads = saved;
+            }
+            return (y.ToArray(), output.ToArray(), mean.ToArray(), invStd.ToArray(), runningMean.ToArray(), runningVar.ToArray());
+        }
+        var plain = Run(withSums: false);
+        var fused = Run(withSums: true);
+        Assert.Equal(ConvPathRuns.Bits(plain.Y), ConvPathRuns.Bits(fused.Y));
+        Assert.Equal(ConvPathRuns.Bits(plain.Out), ConvPathRuns.Bits(fused.Out));
+        Assert.Equal(ConvPathRuns.Bits(plain.Mean), ConvPathRuns.Bits(fused.Mean));
+        Assert.Equal(ConvPathRuns.Bits(plain.InvStd), ConvPathRuns.Bits(fused.InvStd));
+        Assert.Equal(ConvPathRuns.Bits(plain.RunningMean), ConvPathRuns.Bits(fused.RunningMean));
+        Assert.Equal(ConvPathRuns.Bits(plain.RunningVar), ConvPathRuns.Bits(fused.RunningVar));
+        // The batch mean is the plain mean of the outputs, to rounding.
+        for (int o = 0; o < k; o++)
+        {
+            double sum = 0;
+            for (int s = 0; s < n; s++)
+                for (int j = 0; j < hw; j++) sum += plain.Y[(s * k + o) * hw + j];
+            Assert.Equal(sum / (n * hw), fused.Mean[o], 1e-3);
+        }
+    }
+
+    [Fact]
+    public void RefusesPlaneSumsWhereTheConvolutionOrTheBatchNormDoesNotTakeThem()
+    {
+        // MNIST's 6 x 6 maps: the forward runs in chunks of samples, and the batch norm over 36 values sums otherwise.
+        var small = new Conv2dParams(4, 3, 6, 6, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        Assert.False(CpuBackend.Conv2dLeavesPlaneSums(small));
+        var e = Assert.Throws<ArgumentException>(() => CpuBackend.Instance.Conv2dWithPlaneSums(Tensor.Zeros([4, 3, 6, 6]),
+            Tensor.Zeros([5, 3, 3, 3]), null, Tensor.Zeros([4, 5, 6, 6]), small, new BatchNormPlaneSums(4, 5)));
+        Assert.Contains("does not run sample by sample", e.Message);
+        e = Assert.Throws<ArgumentException>(() => CpuBackend.Instance.BatchNormTraining(Tensor.Zeros([4, 5, 6, 6]), Tensor.Ones([5]),
+            Tensor.Zeros([5]), Tensor.Zeros([4, 5, 6, 6]), Tensor.Zeros([5]), Tensor.Zeros([5]), null, null, 0.1f, 1e-5f, 4, 5, 36,
+            relu: false, planeSums: new BatchNormPlaneSums(4, 5)));
+        Assert.Contains("64 values or more", e.Message);
+        // Sums of another shape.
+        var large = new Conv2dParams(4, 3, 9, 9, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1);
+        e = Assert.Throws<ArgumentException>(() => CpuBackend.Instance.Conv2dWithPlaneSums(Tensor.Zeros([4, 3, 9, 9]),
+            Tensor.Zeros([5, 3, 3, 3]), null, Tensor.Zeros([4, 5, 9, 9]), large, new BatchNormPlaneSums(4, 6)));
+        Assert.Contains("planes' sums are for 4 samples of 6 channels", e.Message);
+    }
+
     [Fact]
     public void RefusesToAddToAnInputGradientThatDoesNotRunSampleBySample()
     {

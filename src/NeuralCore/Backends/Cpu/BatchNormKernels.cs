@@ -63,6 +63,9 @@ internal static unsafe partial class BatchNormKernels
         public bool ResidualRelu;
         // Backward without dx (BackwardSums): each channel's three coefficients of dx are stored here ([3C]) instead.
         public float* Coefficients;
+        // Training over planes the convolution before it summed (PlaneSums): each plane's two sums, [N, C, 2], read
+        // instead of the planes.
+        public double* PlaneSums;
         public int Parts;
         // Above 1: the samples cut into this many segments, one per part, and the channels [BlockStart, BlockEnd) of the
         // block run in two phases (ExecuteInBlocks): each part's planes' sums, added in plane order to the channels' running
@@ -80,13 +83,16 @@ internal static unsafe partial class BatchNormKernels
     /// With <paramref name="residual"/> ([N, C, HW], no other fusion), y = batch norm + residual, then a ReLU with
     /// <paramref name="residualRelu"/>. With <paramref name="reluScaleOffset"/>
     /// ([2C]; a ReLU, <see cref="TakesReluScaleOffset"/>), the channels' scales and offsets saved there for the backward
-    /// (<see cref="ReluInput"/>).
+    /// (<see cref="ReluInput"/>). With <paramref name="planeSums"/> ([N, C, 2]; planes of at least <see cref="SmallPlane"/>
+    /// values), each plane's sums as <see cref="PlaneSums"/> left them, read instead of summing x's planes: the same bits.
     /// </summary>
     internal static void Training(float* x, float* gamma, float* beta, float* y, float* mean, float* invStd,
         float* runningMean, float* runningVar, float momentum, float eps, int n, int c, int hw, bool relu = false,
         float* hardswishScaleOffset = null, FusedPool pool = default, float* residual = null, bool residualRelu = false,
-        float* reluScaleOffset = null)
+        float* reluScaleOffset = null, double* planeSums = null)
     {
+        if (planeSums != null && hw < SmallPlane)
+            throw new ArgumentException($"Planes' sums made before the batch norm need planes of {SmallPlane} values or more, got {hw}.", nameof(hw));
         if (reluScaleOffset != null && (!relu || !TakesReluScaleOffset(hw)))
             throw new ArgumentException($"A ReLU's saved scale and offset need a fused ReLU, AVX-512 and planes of {SmallPlane} values or more, got {hw}.", nameof(reluScaleOffset));
         if (residual != null && (relu || hardswishScaleOffset != null || (pool.Present && (!residualRelu || hw < SmallPlane))))
@@ -102,7 +108,7 @@ internal static unsafe partial class BatchNormKernels
             Pass = Pass.Training, N = n, C = c, HW = hw, Momentum = momentum, Eps = eps,
             X = x, Gamma = gamma, Beta = beta, Y = y, Mean = mean, InvStd = invStd,
             RunningMean = runningMean, RunningVar = runningVar, Relu = relu, HardswishScaleOffset = hardswishScaleOffset,
-            ReluScaleOffset = reluScaleOffset, Residual = residual, ResidualRelu = residualRelu,
+            ReluScaleOffset = reluScaleOffset, Residual = residual, ResidualRelu = residualRelu, PlaneSums = planeSums,
         };
         SetPool(ref job, pool);
         Execute(ref job, c);
@@ -216,8 +222,9 @@ internal static unsafe partial class BatchNormKernels
     private static void ExecuteInBlocks(ref Job job, int parts)
     {
         long segmentPlanes = (job.N + parts - 1) / parts;
-        // Without an output pass (BackwardSums) nothing is read twice: every channel in one block.
-        int block = job.Coefficients != null ? job.C : (int)Math.Clamp(BlockBytes / (segmentPlanes * job.HW * sizeof(float)), 1, job.C);
+        // Without an output pass (BackwardSums), or without a sums pass over x (PlaneSums), nothing is read twice: every
+        // channel in one block.
+        int block = job.Coefficients != null || job.PlaneSums != null ? job.C : (int)Math.Clamp(BlockBytes / (segmentPlanes * job.HW * sizeof(float)), 1, job.C);
         job.Parts = parts;
         job.Segments = parts;
         job.Totals = SmallScratch.Current.Totals(2 * block);
@@ -354,12 +361,22 @@ internal static unsafe partial class BatchNormKernels
     /// <summary>
     /// Planes [n0, n1) of channel c: the sums of their values shifted by the channel's first value and of their squares,
     /// added up in plane order in double; each plane's two sums also go to <paramref name="perPlane"/>[2n, 2n + 1] when given.
+    /// With PlaneSums, each plane's two sums are read from there.
     /// </summary>
     private static (double Sum, double SumSquares) ChannelStatisticsSums(ref Job job, int c, int n0, int n1, double* perPlane)
     {
         float* first = job.X + (long)c * job.HW;
         long planeStride = (long)job.C * job.HW;
         (double, double) sums = default;
+        if (job.PlaneSums != null)
+        {
+            for (int n = n0; n < n1; n++)
+            {
+                double* plane = job.PlaneSums + 2 * ((long)n * job.C + c);
+                Add(ref sums, (plane[0], plane[1]), perPlane, n);
+            }
+            return sums;
+        }
         for (int n = n0; n < n1; n++)
         {
             if (n + PlanesAhead < n1) PrefetchPlane(first + (n + PlanesAhead) * planeStride, job.HW);
@@ -578,6 +595,22 @@ internal static unsafe partial class BatchNormKernels
         var relu = job.ReluScaleOffset == null ? default : new ReluInput(job.ReluScaleOffset[c], job.ReluScaleOffset[job.C + c]);
         InputGradient(job.HardswishScaleOffset != null ? job.Y + at : job.Dy + at, job.X + at, job.Y + at, job.HW, coefficients.Mean,
             coefficients.A, coefficients.B, coefficients.O, job.ReluOutput == null ? null : job.ReluOutput + at, reluInput: relu);
+    }
+
+    /// <summary>
+    /// The two sums <see cref="Training"/> takes of each of one sample's <paramref name="channels"/> planes of
+    /// <paramref name="hw"/> values at <paramref name="planes"/>, into <paramref name="sums"/>[2c, 2c + 1]: shifted by each
+    /// channel's first value in sample 0 (<paramref name="first"/>[c * hw], that sample's planes), the bits of its own pass
+    /// over the plane. A convolution run sample by sample takes them while each sample's output is in cache.
+    /// </summary>
+    internal static void PlaneSums(float* planes, float* first, int channels, int hw, double* sums)
+    {
+        for (int c = 0; c < channels; c++)
+        {
+            var (sum, sumSquares) = ShiftedSums(planes + (long)c * hw, hw, first[(long)c * hw]);
+            sums[2 * c] = sum;
+            sums[2 * c + 1] = sumSquares;
+        }
     }
 
     /// <summary>

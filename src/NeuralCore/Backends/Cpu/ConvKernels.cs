@@ -182,11 +182,12 @@ internal static unsafe class ConvKernels
     /// Each sample's planes come from memory, their rows a plane apart, so the next panel's lines are prefetched (mel b64
     /// training steps, switched per round, 60 rounds: pruned 0.97, big 0.98 of the time; step 117).
     /// </remarks>
-    private static void ForwardBySample(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual = null)
+    private static void ForwardBySample(float* x, float* w, float* bias, float* y, in Conv2dParams p, float* residual = null,
+        double* planeSums = null)
     {
         var job = new ImplicitJob
         {
-            X = x, W = w, Bias = bias, Y = y, P = p, Residual = residual,
+            X = x, W = w, Bias = bias, Y = y, P = p, Residual = residual, PlaneSums = planeSums,
             InPlane = (long)p.H * p.W,
             OutPlane = (long)p.P * p.Q,
         };
@@ -214,8 +215,45 @@ internal static unsafe class ConvKernels
             float* residual = job.Residual == null ? null : job.Residual + (long)n * p.K * job.OutPlane;
             ImplicitGemmConv.ForwardRange(xn, job.InPlane, p.C * job.InPlane, packing, job.Bias, yn, job.OutPlane, residual, job.OutPlane,
                 sample, 0, (int)job.OutPlane, hasActivation: false, default, 0f, 0f, prefetch: true);
+            if (job.PlaneSums != null) SumPlanes(ref job, n, yn);
         }
         while (job.Samples.Next(part, out n));
+    }
+
+    /// <summary>
+    /// Sample n's output planes' sums for the batch norm after (<see cref="BatchNormKernels.PlaneSums"/>), taken while they
+    /// are in cache. They are shifted by each channel's first value in sample 0, so the other samples' wait until sample 0
+    /// is written: sample 0 is the first of part 0's, which the calling thread runs first, or of whichever part took it,
+    /// which writes it before it waits for anything, so the wait ends.
+    /// </summary>
+    private static void SumPlanes(ref ImplicitJob job, int n, float* yn)
+    {
+        if (n == 0) Volatile.Write(ref job.FirstSampleWritten, 1);
+        else if (Volatile.Read(ref job.FirstSampleWritten) == 0)
+        {
+            var spin = new SpinWait();
+            while (Volatile.Read(ref job.FirstSampleWritten) == 0) spin.SpinOnce(sleep1Threshold: -1);
+        }
+        BatchNormKernels.PlaneSums(yn, job.Y, job.P.K, (int)job.OutPlane, job.PlaneSums + 2L * n * job.P.K);
+    }
+
+    /// <summary>
+    /// True when <see cref="Forward"/> runs <paramref name="p"/> sample by sample (<see cref="ForwardBySample"/>), which
+    /// can leave each output plane's sums for the batch norm after it (<see cref="ForwardWithPlaneSums"/>).
+    /// </summary>
+    internal static bool ForwardRunsBySample(in Conv2dParams p) =>
+        !(StemColumns.Enabled && StemColumns.CanRun(p)) && !CutDeadTaps(p, out _, out _, out _) && !PointwiseConv.CanRun(p)
+        && !PlanePointwiseConv.CanRun(p) && RunsBySample(p);
+
+    /// <summary>
+    /// <see cref="Forward"/> of a convolution that <see cref="ForwardRunsBySample"/>, with each output plane's two sums for
+    /// a training batch norm (<see cref="BatchNormKernels.PlaneSums"/>) left in <paramref name="planeSums"/> ([N, K, 2]).
+    /// </summary>
+    internal static void ForwardWithPlaneSums(float* x, float* w, float* bias, float* y, in Conv2dParams p, double* planeSums)
+    {
+        if (!ForwardRunsBySample(p))
+            throw new ArgumentException($"Only a convolution that runs sample by sample leaves its planes' sums, got {p}.", nameof(p));
+        ForwardBySample(x, w, bias, y, p, null, planeSums);
     }
 
     // A chunk's channel-major input and output together stay within this many floats (512 KiB, half the L2 of a core
@@ -231,6 +269,10 @@ internal static unsafe class ConvKernels
         public int Chunk, Chunks, Parts;
         // ForwardBySample's samples, shared out among its parts.
         public ClaimedRanges Samples;
+        // ForwardBySample's output planes' sums for the batch norm after it ([N, K, 2]) or null, and whether sample 0,
+        // whose values shift them, is written (SumPlanes).
+        public double* PlaneSums;
+        public int FirstSampleWritten;
     }
 
     private static void ImplicitPart(void* state, int part)

@@ -22,12 +22,14 @@ public sealed partial class CpuBackend
     /// values or more the <paramref name="pool"/> may then be a max pool of column windows after that ReLU
     /// (<see cref="PoolKernels.FusesAddRelu"/>), y [N, C, P, Q] its output, as <see cref="AddReluMaxPool"/> writes it. With
     /// <paramref name="reluScaleOffset"/> ([2C]; a ReLU over planes of 64 values or more, AVX-512), each channel's scale
-    /// and offset saved there too, so that the backward can tell where the ReLU's output is positive from x alone.
+    /// and offset saved there too, so that the backward can tell where the ReLU's output is positive from x alone. With
+    /// <paramref name="planeSums"/> (planes of 64 values or more), the sums of x's planes that the convolution writing x
+    /// left there (<see cref="Conv2dWithPlaneSums"/>), read instead of summing the planes: the same bits.
     /// </summary>
     internal unsafe void BatchNormTraining(Tensor x, Tensor gamma, Tensor beta, Tensor y, Tensor saveMean, Tensor saveInvStd,
         Tensor? runningMean, Tensor? runningVar, float momentum, float eps, int n, int c, int hw, bool relu,
         Tensor? hardswishScaleOffset = null, Pool2dParams? pool = null, Tensor? poolIndices = null, Tensor? residual = null,
-        bool residualRelu = false, Tensor? reluScaleOffset = null)
+        bool residualRelu = false, Tensor? reluScaleOffset = null, BatchNormPlaneSums? planeSums = null)
     {
         CheckBatchNorm(n, c, hw);
         if ((long)n * hw <= 1)
@@ -45,7 +47,9 @@ public sealed partial class CpuBackend
         if (hardswishScaleOffset is not null) CheckLength(hardswishScaleOffset, 2L * c, "BatchNorm fused Hardswish scales and offsets [2C]");
         if (residual is not null) CheckLength(residual, size, "BatchNorm fused addition's other operand [N, C, HW]");
         if (reluScaleOffset is not null) CheckReluScaleOffset(reluScaleOffset, relu, c, hw);
-        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done.
+        if (planeSums is not null && (planeSums.N != n || planeSums.C != c))
+            throw new ArgumentException($"The planes' sums are for {planeSums.N} samples of {planeSums.C} channels, the batch norm has {n} of {c}.", nameof(planeSums));
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done (the sums are pinned).
         fixed (float* px = F(x), pg = F(gamma), pb = F(beta), py = F(y), pm = F(saveMean), ps = F(saveInvStd))
         fixed (float* prm = runningMean is null ? null : F(runningMean), prv = runningVar is null ? null : F(runningVar))
         fixed (float* ph = hardswishScaleOffset is null ? null : F(hardswishScaleOffset))
@@ -57,7 +61,7 @@ public sealed partial class CpuBackend
                 prm == null ? null : prm + runningMean!.StorageOffset, prv == null ? null : prv + runningVar!.StorageOffset,
                 momentum, eps, n, c, hw, relu, ph == null ? null : ph + hardswishScaleOffset!.StorageOffset,
                 FusedPool(pool, pi == null ? null : pi + poolIndices!.StorageOffset), pr == null ? null : pr + residual!.StorageOffset,
-                residualRelu, prs == null ? null : prs + reluScaleOffset!.StorageOffset);
+                residualRelu, prs == null ? null : prs + reluScaleOffset!.StorageOffset, planeSums is null ? null : planeSums.Pointer);
         }
     }
 

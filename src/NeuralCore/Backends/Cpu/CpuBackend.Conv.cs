@@ -22,6 +22,38 @@ public sealed partial class CpuBackend
         }
     }
 
+    /// <summary>
+    /// <see cref="Conv2d"/> of a convolution that <see cref="Conv2dLeavesPlaneSums"/>, which also leaves each output plane's
+    /// sums for the training batch norm that reads y in <paramref name="sums"/> (taken while each sample is in cache; the
+    /// batch norm then reads them instead of its input's planes, the same bits).
+    /// </summary>
+    internal unsafe void Conv2dWithPlaneSums(Tensor x, Tensor w, Tensor? bias, Tensor y, in Conv2dParams p, BatchNormPlaneSums sums)
+    {
+        p.Validate();
+        CheckLength(x, (long)p.N * p.C * p.H * p.W, "Conv2d input x [N, C, H, W]");
+        CheckLength(w, (long)p.K * (p.C / p.Groups) * p.R * p.S, "Conv2d weight [K, C/groups, R, S]");
+        CheckLength(y, (long)p.N * p.K * p.P * p.Q, "Conv2d output y [N, K, P, Q]");
+        if (bias is not null) CheckLength(bias, p.K, "Conv2d bias [K]");
+        if (sums.N != p.N || sums.C != p.K)
+            throw new ArgumentException($"The planes' sums are for {sums.N} samples of {sums.C} channels, the output has {p.N} of {p.K}.", nameof(sums));
+        if (!Conv2dLeavesPlaneSums(p))
+            throw new ArgumentException("This convolution does not run sample by sample, so it leaves no planes' sums (see Conv2dLeavesPlaneSums).", nameof(p));
+        // SAFETY: lengths checked above; pinned until the kernel returns, after every thread is done (the sums are pinned).
+        fixed (float* px = F(x), pw = F(w), py = F(y), pb = bias is null ? null : F(bias))
+        {
+            ConvKernels.ForwardWithPlaneSums(px + x.StorageOffset, pw + w.StorageOffset, bias is null ? null : pb + bias.StorageOffset,
+                py + y.StorageOffset, p, sums.Pointer);
+        }
+    }
+
+    /// <summary>
+    /// Whether <see cref="Conv2dWithPlaneSums"/> runs for <paramref name="p"/>: a convolution whose forward runs sample by
+    /// sample (a stride-1 "same" convolution on planes of 64 positions or more, as on mel's maps) onto planes a training
+    /// batch norm sums itself (64 values or more).
+    /// </summary>
+    internal static bool Conv2dLeavesPlaneSums(in Conv2dParams p) =>
+        (long)p.N * p.K > 0 && (long)p.P * p.Q >= BatchNormKernels.SmallPlane && ConvKernels.ForwardRunsBySample(p);
+
     /// <inheritdoc />
     public unsafe void Conv2dBackwardData(Tensor dy, Tensor w, Tensor dx, in Conv2dParams p)
     {

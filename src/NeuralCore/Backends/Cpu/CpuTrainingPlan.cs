@@ -114,6 +114,17 @@ public sealed class CpuTrainingPlan
     /// </summary>
     internal static bool SumInBackwardDataEnabled { get; set; } = true;
 
+    /// <summary>How many convolutions leave their output planes' sums for the batch norm after them (Compiler.SumPlanesInConvolutions).</summary>
+    internal int PlaneSumsInConvolutions => _steps.OfType<ConvStep>().Count(c => c.PlaneSums is not null);
+
+    /// <summary>
+    /// Whether plans compiled from now on have a convolution that runs sample by sample take the statistics sums of the
+    /// batch norm reading its output while each sample is in cache (Compiler.SumPlanesInConvolutions; off: the batch
+    /// norm sums its input's planes in a pass of its own; the same bits; tests and the switch-rounds harness compare the
+    /// two).
+    /// </summary>
+    internal static bool PlaneSumsInConvolutionsEnabled { get; set; } = true;
+
     /// <summary>
     /// Bytes of the plan's buffers: activations, saved values and gradients. Backward buffers of one length whose uses
     /// (the backward steps that read or write them) do not overlap share memory, so the gradients count as many as are
@@ -300,7 +311,15 @@ public sealed class CpuTrainingPlan
         // gradient, never stored) chunk by chunk from the coefficients the batch norm's backward left.
         public BatchNormStep? Norm;
 
-        public override void Forward() => Cpu.Conv2d(X, W, B, Y, P);
+        // Set when a training batch norm over large planes alone reads Y and this convolution runs sample by sample: it
+        // leaves each output plane's sums there for the batch norm (Compiler.SumPlanesInConvolutions).
+        public BatchNormPlaneSums? PlaneSums;
+
+        public override void Forward()
+        {
+            if (PlaneSums is not null) CpuBackend.Instance.Conv2dWithPlaneSums(X, W, B, Y, P, PlaneSums);
+            else Cpu.Conv2d(X, W, B, Y, P);
+        }
 
         /// <summary>
         /// Whether the input's gradient is the sum of another op's and this one's, made as this one's is stored
@@ -362,6 +381,8 @@ public sealed class CpuTrainingPlan
         // the backward tells where the ReLU's output is positive from X instead of reading Y; set by this step's forward
         // when ReluFromInputEnabled.
         public Tensor? ReluScaleOffset;
+        // Set when the convolution before it leaves X's planes' sums (ConvStep.PlaneSums): read instead of X's planes.
+        public BatchNormPlaneSums? PlaneSums;
         private bool _reluFromInput;
 
         public override void Forward()
@@ -371,7 +392,7 @@ public sealed class CpuTrainingPlan
             // A fused addition's pool (Sum.Pool) runs forward only: backward, the addition rebuilds its gradient from the pool's.
             CpuBackend.Instance.BatchNormTraining(X, Gamma, Beta, Y, Mean, InvStd, RunningMean, RunningVar, momentum, Eps, N, C, HW, Relu,
                 HardswishScaleOffset, Pool ?? Sum?.Pool, PoolIndices ?? Sum?.PoolIndices, Residual, Sum?.Relu ?? false,
-                _reluFromInput ? ReluScaleOffset : null);
+                _reluFromInput ? ReluScaleOffset : null, PlaneSums);
         }
 
         public override void Backward()
@@ -547,6 +568,7 @@ public sealed class CpuTrainingPlan
             WireBackward();
             AddInputGradientsAsStored();
             ComputeStemGradientsInPlace();
+            SumPlanesInConvolutions();
             SaveReluScaleOffsets();
             ShareGradientMemory();
             var inputViews = _values.Skip(1).Where(v => v.OnInput).Select(v => v.Data).ToArray();
@@ -1012,6 +1034,27 @@ public sealed class CpuTrainingPlan
                 bn.Coefficients = Buffer([3 * bn.C]);
                 conv.Norm = bn;
                 _unused.Add(conv.Dy.storage);
+            }
+        }
+
+        /// <summary>
+        /// A training batch norm over large planes whose input is a convolution's output, where that convolution runs
+        /// sample by sample (<see cref="CpuBackend.Conv2dLeavesPlaneSums"/>: mel's maps), gets its statistics sums from the
+        /// convolution, which takes them from each sample's output planes while they are in cache
+        /// (<see cref="CpuBackend.Conv2dWithPlaneSums"/>), instead of reading its whole input once more for them before its
+        /// output pass: the same sums, so the same bits.
+        /// </summary>
+        private void SumPlanesInConvolutions()
+        {
+            if (!PlaneSumsInConvolutionsEnabled) return;
+            foreach (var bn in _steps.OfType<BatchNormStep>())
+            {
+                if (bn.HW < BatchNormKernels.SmallPlane || bn.Operands[0].Leaf is not null) continue;
+                int value = bn.Operands[0].Value;
+                if (_steps.OfType<ConvStep>().FirstOrDefault(c => c.Out == value) is not { } conv || !ReferenceEquals(conv.Y, bn.X)
+                    || !CpuBackend.Conv2dLeavesPlaneSums(conv.P))
+                    continue;
+                conv.PlaneSums = bn.PlaneSums = new BatchNormPlaneSums(bn.N, bn.C);
             }
         }
 
