@@ -257,18 +257,8 @@ public sealed class CpuTrainingPlanTests
         // The identity blocks' first 3x3s, and NormThenAdd's 1x1 where a 1x1 runs sample by sample (AVX-512); not the
         // projection block's first 3x3, whose input's first gradient, the shortcut's, lies in the sum's array.
         bool pointwise = CpuBackend.Conv2dBackwardDataAdds(new NeuralCore.Backends.Conv2dParams(8, 7, 9, 9, 7, 1, 1, 1, 1, 0, 0, 1, 1, 1));
-        Assert.Equal(pointwise ? 3 : 2, CpuTrainingPlan.Compile(Build(), shape).AddedInputGradients);
-        AssertPlanTrainsLikeEager(Build, shape, classes: 4, seed: 14);
-        try
-        {
-            CpuTrainingPlan.SumInBackwardDataEnabled = false;
-            Assert.Equal(0, CpuTrainingPlan.Compile(Build(), shape).AddedInputGradients);
-            AssertPlanTrainsLikeEager(Build, shape, classes: 4, seed: 14);
-        }
-        finally
-        {
-            CpuTrainingPlan.SumInBackwardDataEnabled = true;
-        }
+        AssertFusionTrainsLikeEager(Build, shape, seed: 14, plan => plan.AddedInputGradients, pointwise ? 3 : 2,
+            on => CpuTrainingPlan.SumInBackwardDataEnabled = on);
     }
 
     /// <summary>
@@ -286,17 +276,29 @@ public sealed class CpuTrainingPlanTests
         // The blocks' 3x3s (two each) and, where a 1x1 runs sample by sample (AVX-512), the projection shortcut's and
         // NormThenAdd's; not the first convolution (stride 2) nor the last (no batch norm after it).
         bool pointwise = CpuBackend.Conv2dLeavesPlaneSums(new NeuralCore.Backends.Conv2dParams(8, 6, 9, 9, 7, 1, 1, 1, 1, 0, 0, 1, 1, 1));
-        Assert.Equal(pointwise ? 8 : 6, CpuTrainingPlan.Compile(Build(), shape).PlaneSumsInConvolutions);
-        AssertPlanTrainsLikeEager(Build, shape, classes: 4, seed: 15);
+        AssertFusionTrainsLikeEager(Build, shape, seed: 15, plan => plan.PlaneSumsInConvolutions, pointwise ? 8 : 6,
+            on => CpuTrainingPlan.PlaneSumsInConvolutionsEnabled = on);
+    }
+
+    /// <summary>
+    /// A plan compiled with a fusion on has <paramref name="expected"/> of the steps <paramref name="count"/> counts, and
+    /// trains bit for bit like eager over three Adam steps; compiled with it off (<paramref name="setEnabled"/>), none, and
+    /// the same. The fusion is switched back on after.
+    /// </summary>
+    private static void AssertFusionTrainsLikeEager(Func<Module> build, int[] shape, int seed, Func<CpuTrainingPlan, int> count, int expected,
+        Action<bool> setEnabled)
+    {
+        Assert.Equal(expected, count(CpuTrainingPlan.Compile(build(), shape)));
+        AssertPlanTrainsLikeEager(build, shape, classes: 4, seed: seed);
         try
         {
-            CpuTrainingPlan.PlaneSumsInConvolutionsEnabled = false;
-            Assert.Equal(0, CpuTrainingPlan.Compile(Build(), shape).PlaneSumsInConvolutions);
-            AssertPlanTrainsLikeEager(Build, shape, classes: 4, seed: 15);
+            setEnabled(false);
+            Assert.Equal(0, count(CpuTrainingPlan.Compile(build(), shape)));
+            AssertPlanTrainsLikeEager(build, shape, classes: 4, seed: seed);
         }
         finally
         {
-            CpuTrainingPlan.PlaneSumsInConvolutionsEnabled = true;
+            setEnabled(true);
         }
     }
 

@@ -200,21 +200,15 @@ public sealed class ConvBySampleTests
             var invStd = Tensor.Zeros([k]);
             var runningMean = Tensor.Full([k], 0.5f);
             var runningVar = Tensor.Full([k], 2f);
-            int saved = CpuThreading.Threads;
-            try
+            var sums = withSums ? new BatchNormPlaneSums(n, k) : null;
+            return ConvPathRuns.AtThreads(threads, () =>
             {
-                CpuThreading.Threads = threads;
-                var sums = withSums ? new BatchNormPlaneSums(n, k) : null;
                 if (sums is null) CpuBackend.Instance.Conv2d(x, wt, bias, y, p);
                 else CpuBackend.Instance.Conv2dWithPlaneSums(x, wt, bias, y, p, sums);
                 CpuBackend.Instance.BatchNormTraining(y, gamma, beta, output, mean, invStd, runningMean, runningVar, 0.1f, 1e-5f, n, k, hw,
                     relu: true, planeSums: sums);
-            }
-            finally
-            {
-                CpuThreading.Threads = saved;
-            }
-            return (y.ToArray(), output.ToArray(), mean.ToArray(), invStd.ToArray(), runningMean.ToArray(), runningVar.ToArray());
+                return (y.ToArray(), output.ToArray(), mean.ToArray(), invStd.ToArray(), runningMean.ToArray(), runningVar.ToArray());
+            });
         }
         var plain = Run(withSums: false);
         var fused = Run(withSums: true);

@@ -33,7 +33,7 @@ internal static class ConvPathRuns
     }
 
     /// <summary><paramref name="rule"/>'s answer with <see cref="CpuThreading.Threads"/> set to <paramref name="threads"/> (restored after).</summary>
-    public static bool AtThreads(int threads, Func<bool> rule)
+    public static T AtThreads<T>(int threads, Func<T> rule)
     {
         int saved = CpuThreading.Threads;
         try
