@@ -30,7 +30,4 @@ internal sealed class BatchNormPlaneSums
 
     /// <summary>The sums, [N, C, 2] (the array is pinned).</summary>
     internal unsafe double* Pointer => (double*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_sums));
-
-    /// <summary>Plane (n, c)'s sums, for tests.</summary>
-    internal (double Sum, double SumSquares) this[int n, int c] => (_sums[2 * (n * C + c)], _sums[2 * (n * C + c) + 1]);
 }

@@ -222,7 +222,7 @@ internal static unsafe class ConvKernels
 
     /// <summary>
     /// Sample n's output planes' sums for the batch norm after (<see cref="BatchNormKernels.PlaneSums"/>), taken while they
-    /// are in cache. They are shifted by each channel's first value in sample 0, so the other samples' wait until sample 0
+    /// are in cache. They are shifted by each channel's first value in sample 0, so the other samples' sums wait until sample 0
     /// is written: sample 0 is the first of part 0's, which the calling thread runs first, or of whichever part took it,
     /// which writes it before it waits for anything, so the wait ends.
     /// </summary>
