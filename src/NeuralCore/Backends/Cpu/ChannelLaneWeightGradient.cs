@@ -20,7 +20,7 @@ namespace NeuralCore.Backends.Cpu;
 /// of them split across two cache lines), carries a border mask, and each block ends in lane sums; the GEMM path
 /// copies x R*S times (im2col) and packs it again. On the Xeon host (two 512-bit FMA pipes per core) those ran the
 /// big model's 3x3 weight gradients at 31-72 G multiply-adds a second on two threads, about half this path's rate
-/// (docs/benchmarks.md, "The Xeon host a sixteenth time").
+/// (docs/benchmarks-sessions.md, "The Xeon host a sixteenth time").
 /// <para>
 /// The samples are shared in contiguous parts, one per thread, each summing its samples in order into its own
 /// accumulators [K, R, patch]; dw is then part 0 + part 1 + ... (a fixed order), so the results depend on the

@@ -201,7 +201,7 @@ public sealed unsafe partial class CpuInferencePlan
     /// most.
     /// </summary>
     /// <remarks>
-    /// Measured on the Xeon host (2 MiB of L2; docs/benchmarks.md, "The Xeon host a thirteenth time"): mel b64's shards of
+    /// Measured on the Xeon host (2 MiB of L2; docs/benchmarks-sessions.md, "The Xeon host a thirteenth time"): mel b64's shards of
     /// 32 samples in pieces of 5 (the big model, 32/64/128) and 8 (the pruned one, 19/38/76) took 0.91-0.93 of the time,
     /// while pieces of 11 or 16, whose input and output fill about all of the L2, gained nothing; MNIST b256's shards of
     /// 128 in two pieces of 64 took the big model's pass 0.95 of its time. Until the forty-fourth session a shard that
@@ -234,7 +234,7 @@ public sealed unsafe partial class CpuInferencePlan
     /// <remarks>
     /// On the EPYC host (1 MiB of L2) the big model's MNIST b256 shards of 128 samples fit the cache in 3 pieces of 43,
     /// whose second group of Winograd's lanes held 11 samples: its three 3x3 steps took 1.5x their time in pieces of 32,
-    /// and the whole pass 1.23-1.29x (docs/benchmarks.md, "The EPYC host again").
+    /// and the whole pass 1.23-1.29x (docs/benchmarks-sessions.md, "The EPYC host again").
     /// </remarks>
     internal static int WholeGroups(int samples, int pieces)
     {
