@@ -23,7 +23,7 @@ internal sealed class AscDataOptionSet
     };
     public Option<string?> CacheDir { get; } = new("--cache-dir", "--cache_dir")
     {
-        Description = "ASC: folder of the resampled-waveform cache (default $NEURALCORE_DATA/asc-resampled or ~/.cache/neuralcore/asc-resampled).",
+        Description = "ASC: folder of the resampled-waveform cache (default $NEURALCORE_DATA/asc-resampled, else $XDG_CACHE_HOME/neuralcore/asc-resampled, else ~/.cache/neuralcore/asc-resampled).",
         HelpName = "DIR",
     };
 

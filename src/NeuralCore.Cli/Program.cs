@@ -68,12 +68,21 @@ internal static class Program
         }
     }
 
-    private static RootCommand BuildRoot(CliConsole console)
+    /// <summary>
+    /// The root command, named <c>neuralcore</c> whatever file runs it (a <see cref="RootCommand"/> takes the running
+    /// executable's name, which is NeuralCore.Cli for the apphost copied to neuralcore and for <c>dotnet NeuralCore.Cli.dll</c>),
+    /// with RootCommand's --help (on every command) and --version.
+    /// </summary>
+    private static Command BuildRoot(CliConsole console)
     {
-        var root = new RootCommand(
+        var root = new Command("neuralcore",
             "NeuralCore: train, test, prune, export and time CP-ResNet models on MNIST and acoustic scenes (DCASE 2023 Task 1), " +
             "and reproduce the seed experiment. " +
-            "Run 'neuralcore <command> --help' for a command's options.");
+            "Run 'neuralcore <command> --help' for a command's options.")
+        {
+            new HelpOption(),
+            new VersionOption(),
+        };
         root.Add(InfoCommand.Create(console));
         root.Add(TrainCommand.Create(console));
         root.Add(TestCommand.Create(console));

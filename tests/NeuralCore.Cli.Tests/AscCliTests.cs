@@ -326,7 +326,15 @@ public class AscCliStandaloneTests
     {
         var (code, _, stderr) = Cli.Run(["train", "--dataset", "mnist", "--experiment-name", "x", .. option]);
         Assert.Equal(2, code);
-        Assert.Contains("apply to acoustic scenes only", stderr);
+        Assert.Contains($"{option[0]} applies to acoustic scenes only; add --dataset asc (or --mnist 0), or drop it.", stderr);
+    }
+
+    [Fact]
+    public void Train_Mnist_WithSeveralAscOptions_NamesThemAll()
+    {
+        var (code, _, stderr) = Cli.Run("train", "--dataset", "mnist", "--experiment-name", "x", "--skip-missing", "--n-mels", "64");
+        Assert.Equal(2, code);
+        Assert.Contains("--skip-missing, --n-mels apply to acoustic scenes only; add --dataset asc (or --mnist 0), or drop them.", stderr);
     }
 
     [Theory]

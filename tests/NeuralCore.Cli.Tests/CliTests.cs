@@ -57,18 +57,41 @@ public class InfoTests
     }
 
     [Theory]
-    [InlineData("info")]
-    [InlineData("train")]
-    [InlineData("test")]
-    [InlineData("predict")]
-    [InlineData("prune")]
-    public void EveryCommand_HasHelp(string command)
+    [InlineData("info", "")]
+    [InlineData("train", "")]
+    [InlineData("test", "")]
+    [InlineData("predict", "")]
+    [InlineData("prune", "")]
+    [InlineData("reproduce", " <dataset>")]
+    [InlineData("report", " <runs>...")]
+    [InlineData("bench", "")]
+    [InlineData("export-onnx", "")]
+    [InlineData("mel", " <input>")]
+    [InlineData("make-synthetic-asc", "")]
+    [InlineData("doctor", "")]
+    [InlineData("selftest", "")]
+    public void EveryCommand_HasHelp(string command, string arguments)
     {
         var (code, stdout, _) = Cli.Run(command, "--help");
         Assert.Equal(0, code);
         Assert.Contains("Usage:", stdout);
-        // The usage line starts with the executable's name (neuralcore when installed; the test host here).
-        Assert.Contains($" {command} [options]", stdout);
+        // The usage line names the command neuralcore, whatever file runs it (here the test host).
+        Assert.Contains($"  neuralcore {command}{arguments} [options]", stdout);
+    }
+
+    [Fact]
+    public void TheRootHelpNamesNeuralcoreAndVersionPrintsTheVersion()
+    {
+        var (code, stdout, _) = Cli.Run("--help");
+        Assert.Equal(0, code);
+        Assert.Contains("  neuralcore [command] [options]", stdout);
+        Assert.DoesNotContain("NeuralCore.Cli", stdout);
+        var (versionCode, version, _) = Cli.Run("--version");
+        Assert.Equal(0, versionCode);
+        Assert.Matches(@"^\d+\.\d+\.\d+", version);
+        var (none, _, error) = Cli.Run();
+        Assert.Equal(2, none);
+        Assert.Contains("Run 'neuralcore --help'", error);
     }
 
     [Fact]
@@ -76,8 +99,11 @@ public class InfoTests
     {
         var (code, _, stderr) = Cli.Run("info", "--input-shape", "28,28");
         Assert.Equal(2, code);
-        Assert.Contains("has 2 dimensions; expected 3", stderr);
+        Assert.Contains("reads as 2 dimensions (28 x 28; commas, spaces and x separate them); expected 3", stderr);
         Assert.DoesNotContain("   at ", stderr);
+        // An x is a separator too (1x28x28), so a stray one leaves a dimension out rather than failing to parse.
+        var (_, _, stray) = Cli.Run("info", "--input-shape", "1,x,3");
+        Assert.Contains("reads as 2 dimensions (1 x 3;", stray);
     }
 }
 
@@ -129,6 +155,13 @@ public class TrainTestPredictTests
             Assert.Equal(model.Call(images).ToArray(), logits.ToArray());
         using var predicted = JsonDocument.Parse(predictOut);
         Assert.Equal(3, predicted.RootElement.GetProperty("predictions").GetArrayLength());
+
+        // Integer pixels (0-255, as MNIST's files hold them) are refused with how to convert them.
+        var integers = Path.Combine(data.Root, "digits.npy");
+        TensorIO.SaveNpy(integers, Tensor.FromArray(new int[3 * 28 * 28], [3, 1, 28, 28]));
+        var (integerCode, _, integerErr) = Cli.Run("predict", "--checkpoint", best, "--input", integers, "--output", output);
+        Assert.Equal(1, integerCode);
+        Assert.Contains($"--input {integers} holds integers, not float32; expected float images N x 1 x H x W scaled to [0, 1]", integerErr);
     }
 
     [Fact]

@@ -147,7 +147,7 @@ internal static class PredictCommand
         var images = TensorIO.LoadNpy(path);
         if (images.DType != DType.Float32)
             throw new CliException(
-                $"--input {path} holds integers (read as {images.DType}); expected float images N x {channels} x H x W scaled to [0, 1] as in training. " +
+                $"--input {path} holds integers, not float32; expected float images N x {channels} x H x W scaled to [0, 1] as in training. " +
                 "Convert it first, e.g. in NumPy: (x / 255).astype(np.float32).");
         var shape = images.ShapeArray();
         if (shape.Length == 3 && channels == 1) images = images.Reshape(shape[0], 1, shape[1], shape[2]);
