@@ -5,7 +5,7 @@ namespace NeuralCore.Autograd;
 
 /// <summary>
 /// Wall time per recorded op on the calling thread, forward and backward: where a training step spends its time
-/// (<c>neuralcore bench --mode train --profile</c>). While a profiler is active, each op recorded on this thread is
+/// (<c>neuralcore bench --mode train --eager --profile</c>). While a profiler is active, each op recorded on this thread is
 /// charged the time since the previous recorded op or <see cref="Mark"/> (its kernel plus the glue before it, and any
 /// unrecorded op in between), and each node of a backward pass the time its backward function and the accumulation of
 /// its gradients take. Ops are told apart by pass, kind, module and output shape, so the layers of a model each get a
