@@ -310,3 +310,28 @@ public sealed class ReproduceAscTests
         }
     }
 }
+
+public class ReproduceScheduleTests
+{
+    /// <summary>
+    /// The learning-rate factor of a run's last epoch under <see cref="Commands.ReproduceCommand.WithSchedule"/>, as
+    /// docs/reproduce.md states it: the first 30 epochs of the seed's schedule compressed to the run, whose ramp-down
+    /// arrives at 0.001 only after the last epoch; 30 epochs and more keep the seed's own schedule.
+    /// </summary>
+    [Theory]
+    [InlineData(2, 1.0)]
+    [InlineData(4, 1.0)]
+    [InlineData(8, 0.334)]
+    [InlineData(10, 0.334)]
+    [InlineData(20, 0.1437)]
+    [InlineData(30, 0.1009)]
+    [InlineData(50, 0.001)]
+    public void AShortRunsLastEpochRunsAtTheRateTheDocsGive(int epochs, double lastFactor)
+    {
+        var options = Commands.ReproduceCommand.WithSchedule(new Training.TrainerOptions { Epochs = epochs });
+        var schedule = Optim.Schedules.ExpWarmupLinearDown(options.WarmupEpochs, options.RampdownLength, options.RampdownStart, options.LastLrFactor);
+        // Epoch k (from 1) trains at the factor of k - 1: the scheduler steps after each epoch.
+        Assert.Equal(lastFactor, schedule(epochs - 1), 3);
+        if (epochs >= 30) Assert.Equal((6, 20, 10), (options.WarmupEpochs, options.RampdownStart, options.RampdownLength));
+    }
+}

@@ -193,6 +193,47 @@ public sealed class OnnxExportTests
         AssertClose(ExportAndCompare(model, [2, 19, 9], batch));
     }
 
+    /// <summary>
+    /// The ops the random networks do not draw: a narrow (Slice), a permute of activations (Transpose), reductions over
+    /// one axis kept (ReduceSum, ReduceMean, ReduceMax, ReduceMin), an expand of a kept axis (Expand), Sign and a
+    /// log-softmax over the channels.
+    /// </summary>
+    private sealed class TheOtherOps : Module
+    {
+        private readonly Conv2d _conv;
+        private readonly Conv2d _head;
+
+        public TheOtherOps()
+        {
+            _conv = RegisterModule("conv", new Conv2d(2, 6, 3, padding: 1, generator: new Generator(3)));
+            _head = RegisterModule("head", new Conv2d(4, 5, 1, generator: new Generator(4)));
+        }
+
+        public override Tensor Forward(Tensor input)
+        {
+            var y = _conv.Call(input);                                        // [N, 6, 5, 4]
+            var a = y.Narrow(1, 1, 4);                                        // [N, 4, 5, 4]
+            var b = y.Permute(0, 1, 3, 2).Narrow(3, 0, 4).Narrow(1, 2, 4);    // [N, 6, 4, 5] -> [N, 4, 4, 4]
+            var spread = a.Max(1, keepDim: true).Sub(a.Min(1, keepDim: true)); // [N, 1, 5, 4]
+            var level = a.Mean([1], keepDim: true).Add(a.Sum([1], keepDim: true).Mul(Tensor.Full([1], 0.1f)));
+            var mixed = a.Add(spread.Expand(-1, 4, -1, -1)).Mul(level.Sign().Add(Tensor.Full([1], 2f)));
+            var z = mixed.Narrow(2, 0, 4).Add(b.Permute(0, 1, 3, 2));        // [N, 4, 4, 4]
+            return Functional.LogSoftmax(_head.Call(z), 1).Mean([2, 3]);      // [N, 5]
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    public void TheOpsTheRandomNetworksDoNotDraw_MatchOnnxRuntime(int batch)
+    {
+        var model = new TheOtherOps();
+        var proto = Parse(OnnxExporter.ExportToBytes(model, [2, 5, 4]));
+        var ops = proto.Graph.Node.Select(n => n.OpType).ToHashSet();
+        Assert.Subset(ops, new HashSet<string> { "Slice", "Transpose", "ReduceMax", "ReduceMin", "ReduceMean", "ReduceSum", "Expand", "Sign", "LogSoftmax" });
+        AssertClose(ExportAndCompare(model, [2, 5, 4], batch));
+    }
+
     private sealed class ThresholdModel : Module
     {
         private readonly Conv2d _conv;

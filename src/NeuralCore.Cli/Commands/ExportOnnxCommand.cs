@@ -65,9 +65,10 @@ internal static class ExportOnnxCommand
             var metadata = new Dictionary<string, string>(fileMetadata);
             foreach (var (key, value) in source.Config.ToMetadata()) metadata[key] = value;
             var options = new OnnxExportOptions { FoldBatchNorm = fold, Opset = opsetVersion, Metadata = metadata };
+            byte[] onnx;
             try
             {
-                OnnxExporter.Export(source.Model, shape, outputPath, options);
+                onnx = OnnxExporter.ExportToBytes(source.Model, shape, options);
             }
             catch (OnnxExportException e)
             {
@@ -77,7 +78,9 @@ internal static class ExportOnnxCommand
             {
                 throw new CliException($"The model cannot run on inputs of shape {string.Join(",", shape)}: {e.Message}", Program.UsageError);
             }
-            OnnxChecker.Validate(outputPath);
+            // Checked before it is written: a model the checker refuses never replaces what --out held.
+            OnnxChecker.Validate(onnx);
+            AtomicFile.Write(outputPath, stream => stream.Write(onnx));
 
             long bytes = new FileInfo(outputPath).Length;
             console.Human(asJson).WriteLine(

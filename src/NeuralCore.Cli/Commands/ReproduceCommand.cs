@@ -83,8 +83,8 @@ internal static class ReproduceCommand
 
     /// <summary>
     /// The seed's learning-rate schedule (warm-up 6, flat until epoch 20, ramp-down over 10 epochs) for runs of 30 or
-    /// more epochs; a shorter run gets the same shape compressed to its length, so that it also warms up, and ends at
-    /// the low learning rate.
+    /// more epochs; a shorter run gets its first 30 epochs' shape compressed to its length, so that it also warms up and
+    /// ramps down (towards the low rate, which, as in the seed's schedule, it reaches only after its last epoch).
     /// </summary>
     internal static TrainerOptions WithSchedule(TrainerOptions options)
     {
@@ -225,7 +225,7 @@ internal static class ReproduceCommand
             var pruning = infos[2].Info.Pruning! with { SourceCheckpoint = Path.Combine(BigDir, "best.safetensors") };
             var notes = new List<string>(data.Notes);
             if (settings.Epochs < 30 || settings.FinetuneEpochs < 30)
-                notes.Add("Runs shorter than 30 epochs use the seed's learning-rate schedule compressed to their length (warm-up, flat, ramp-down to 0.001 of the rate).");
+                notes.Add("Runs shorter than 30 epochs use the first 30 epochs of the seed's learning-rate schedule compressed to their length (warm-up, flat, then a ramp-down towards 0.001 of the rate that, as in the seed's schedule, arrives only after the last epoch).");
             if (settings.Preset == "quick")
                 notes.Add("Quick preset: a few epochs on a data subset, for a first look; the numbers are far from converged. Run without --quick for the full experiment.");
             var results = new ExperimentResults
