@@ -5,7 +5,7 @@ Times a training step (zero grad, forward, cross-entropy, backward, Adam) and an
 no autograd) with the same protocol as NeuralCore's self-test: random inputs, the GPU synchronised before each
 clock reading, the median of --iterations runs after --warmup untimed ones. Prints one JSON object on stdout.
 
-The architecture follows docs/domain.md section 1 of the NeuralCore design notes; the script checks its parameter
+The architecture follows docs/models.md (the CP-ResNet NeuralCore builds); the script checks its parameter
 counts against the known ones (131,316 / 59,804 / 47,349) before timing anything.
 """
 import argparse

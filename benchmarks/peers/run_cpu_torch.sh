@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # NeuralCore's CPU backend against PyTorch on the CPU (libtorch with oneDNN, the engine TorchSharp wraps), both on
 # the same two physical cores, in alternating rounds: PyTorch's six cells, then NeuralCore's, ROUNDS times. Writes
-# each program's outputs and a side-by-side table of medians. Needs the single-file build (`pwsh build.ps1 publish`
+# each program's outputs and a side-by-side table of medians. Needs the single-file build (`dotnet pwsh build.ps1 publish`
 # -> out/publish/neuralcore) and Python with PyTorch; no GPU and no .NET.
 #
 # usage: benchmarks/peers/run_cpu_torch.sh [OUT_DIR]       (default: benchmarks/peers/results-cpu)
@@ -24,7 +24,7 @@ cpus="${CPUS:-$(lscpu -p=CPU,CORE | grep -v '^#' | sort -t, -k2,2n -u | head -n 
 mkdir -p "$out"
 
 if [[ ! -x "$bin" ]]; then
-  echo "error: $bin is missing or not executable; build it with 'pwsh build.ps1 publish' (or set NEURALCORE_BIN)." >&2
+  echo "error: $bin is missing or not executable; build it with 'dotnet tool restore && dotnet pwsh build.ps1 publish' (or set NEURALCORE_BIN)." >&2
   exit 1
 fi
 lscpu > "$out/lscpu.txt"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the published neuralcore self-test and the PyTorch CP-ResNet benchmark on the same GPU, one after the
 # other, and writes both outputs plus a side-by-side table. Needs no .NET: only the single-file build
-# (`pwsh build.ps1 publish` -> out/publish/neuralcore), an NVIDIA driver, and Python with PyTorch (whose
+# (`dotnet pwsh build.ps1 publish` -> out/publish/neuralcore), an NVIDIA driver, and Python with PyTorch (whose
 # nvidia-* wheels also give neuralcore its NVRTC, cuBLAS and cuDNN).
 #
 # usage: benchmarks/peers/run_gpu_bench.sh [OUT_DIR]       (default: benchmarks/peers/results)
@@ -18,7 +18,7 @@ iterations="${ITERATIONS:-30}"
 mkdir -p "$out"
 
 if [[ ! -x "$bin" ]]; then
-  echo "error: $bin is missing or not executable; build it with 'pwsh build.ps1 publish' (or set NEURALCORE_BIN)." >&2
+  echo "error: $bin is missing or not executable; build it with 'dotnet tool restore && dotnet pwsh build.ps1 publish' (or set NEURALCORE_BIN)." >&2
   exit 1
 fi
 

@@ -10,7 +10,7 @@ register survives a call on x64 Linux). See docs/benchmarks.md, step 121.
 
 usage: benchmarks/tools/jit_spills.py [NEURALCORE_BIN] [--avx2] [--keep DIR]
   NEURALCORE_BIN  the neuralcore executable (default: out/publish/neuralcore)
-  --avx2          run the cells a second time with AVX-512 off (DOTNET_EnableAVX512F=0): the 256-bit kernels
+  --avx2          run the cells a second time with AVX-512 off (DOTNET_EnableAVX512=0): the 256-bit kernels
   --keep DIR      keep the disassembly files in DIR (default: a temporary folder, removed after)
 Exit status: 0 when no loop spills, 1 when some do, 2 on a usage or run error.
 """
@@ -90,7 +90,7 @@ def main(argv):
         out = os.path.join(folder, f"{mode}_{shape.replace(',', 'x')}_b{batch}_{isa}.txt")
         env = dict(os.environ, DOTNET_JitDisasm="*", DOTNET_JitStdOutFile=out)
         if isa == "avx2":
-            env["DOTNET_EnableAVX512F"] = "0"
+            env["DOTNET_EnableAVX512"] = "0"
         iterations = "300" if batch == 1 else "10"
         print(f"{mode} {shape} batch {batch} ({isa}) ...", flush=True)
         run = subprocess.run([binary, "bench", "--channel-width", "19 38 76", "--baseline", "32 64 128", "--input-shape", shape,
