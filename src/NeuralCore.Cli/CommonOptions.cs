@@ -90,6 +90,10 @@ internal static class CommonOptions
             : throw new CliException($"--dataset {chosen} is not known; use mnist or asc.", Program.UsageError);
     }
 
+    /// <summary>The usage error for acoustic-scene options (<paramref name="options"/>, by name) given with MNIST, and how to choose acoustic scenes instead.</summary>
+    public static CliException AcousticScenesOnly(IReadOnlyList<string> options, string chooseScenes) =>
+        new($"{string.Join(", ", options)} {(options.Count == 1 ? "applies" : "apply")} to acoustic scenes only; add {chooseScenes}, or drop {(options.Count == 1 ? "it" : "them")}.", Program.UsageError);
+
     /// <summary>Parses "1,28,28" (also "1x28x28" or "1 28 28"): the shape of one sample without the batch dimension.</summary>
     public static int[] ParseShape(string text, string option)
     {

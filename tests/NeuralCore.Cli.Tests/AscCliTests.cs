@@ -1,6 +1,7 @@
 using System.Text.Json;
 using NeuralCore.Audio;
 using NeuralCore.IO;
+using NeuralCore.Models;
 
 namespace NeuralCore.Cli.Tests;
 
@@ -327,6 +328,29 @@ public class AscCliStandaloneTests
         var (code, _, stderr) = Cli.Run(["train", "--dataset", "mnist", "--experiment-name", "x", .. option]);
         Assert.Equal(2, code);
         Assert.Contains($"{option[0]} applies to acoustic scenes only; add --dataset asc (or --mnist 0), or drop it.", stderr);
+    }
+
+    [Theory]
+    [InlineData("test", "--skip-missing")]
+    [InlineData("prune", "--cache-dir")]
+    public void TestAndPrune_OnMnist_WithAnAscOption_AreUsageErrors(string command, string option)
+    {
+        string folder = Path.Combine(Path.GetTempPath(), "nc-asc-only-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        try
+        {
+            var model = new CpResNet(CpResNetConfig.FromWidths("24 48 72"), new Generator(1));
+            string checkpoint = Path.Combine(folder, "small.safetensors");
+            model.Save(checkpoint, model.Config.ToMetadata());
+            string[] value = option == "--cache-dir" ? [option, folder] : [option];
+            var (code, _, stderr) = Cli.Run([command, "--checkpoint", checkpoint, "--dataset", "mnist", .. value]);
+            Assert.Equal(2, code);
+            Assert.Contains($"{option} applies to acoustic scenes only; add --dataset asc, or drop it.", stderr);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
     }
 
     [Fact]

@@ -167,7 +167,7 @@ internal static class PruneCommand
             {
                 var ascOnly = ascData.ForTraining.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
                 if (ascOnly.Count > 0)
-                    throw new CliException($"{string.Join(", ", ascOnly)} {(ascOnly.Count == 1 ? "applies" : "apply")} to acoustic scenes only; add --dataset asc, or drop {(ascOnly.Count == 1 ? "it" : "them")}.", Program.UsageError);
+                    throw CommonOptions.AcousticScenesOnly(ascOnly, "--dataset asc");
                 var splits = DataSource.LoadMnist(parse.GetValue(dataDir), parse.GetValue(training.ValidationCount), human);
                 var trainSet = TrainingOptionSet.LimitImages(splits.Train, training.ReadLimit(parse), finetune.Seed);
                 train = needsTraining ? new DataLoader(new ImageBatchSource(trainSet), finetune.BatchSize, shuffle: true, finetune.Seed) : null;

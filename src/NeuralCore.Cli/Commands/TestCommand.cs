@@ -60,7 +60,7 @@ internal static class TestCommand
             {
                 var ascOnly = ascData.ForTesting.Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
                 if (ascOnly.Count > 0)
-                    throw new CliException($"{string.Join(", ", ascOnly)} {(ascOnly.Count == 1 ? "applies" : "apply")} to acoustic scenes only; add --dataset asc, or drop {(ascOnly.Count == 1 ? "it" : "them")}.", Program.UsageError);
+                    throw CommonOptions.AcousticScenesOnly(ascOnly, "--dataset asc");
                 var splits = DataSource.LoadMnist(parse.GetValue(dataDir), validationCount: 0, human);
                 loader = new DataLoader(new ImageBatchSource(splits.Test), batch, shuffle: false, 0);
                 description = splits.Test.Description;

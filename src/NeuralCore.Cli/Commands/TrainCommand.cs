@@ -56,7 +56,7 @@ internal static class TrainCommand
             {
                 var ascOnly = ascData.ForTraining.Concat(mel.All).Concat(augment.All).Where(o => parse.GetResult(o) is { Implicit: false }).Select(o => o.Name).ToList();
                 if (ascOnly.Count > 0)
-                    throw new CliException($"{string.Join(", ", ascOnly)} {(ascOnly.Count == 1 ? "applies" : "apply")} to acoustic scenes only; add --dataset asc (or --mnist 0), or drop {(ascOnly.Count == 1 ? "it" : "them")}.", Program.UsageError);
+                    throw CommonOptions.AcousticScenesOnly(ascOnly, "--dataset asc (or --mnist 0)");
             }
             else if (parse.GetResult(training.ValidationCount) is { Implicit: false })
             {
