@@ -295,7 +295,8 @@ public sealed record ClaimResult(
 {
     /// <summary>
     /// Judges the seed's claim for <paramref name="small"/> and <paramref name="pruned"/> (both tested), in one
-    /// sentence that says by how much, and whether the difference exceeds its standard error on this test set.
+    /// sentence that says by how much and, when the difference is smaller than its standard error on this test set,
+    /// that it is not a clear one.
     /// </summary>
     /// <exception cref="ArgumentException">A model has no test result.</exception>
     public static ClaimResult Evaluate(ModelResult small, ModelResult pruned)
