@@ -9,7 +9,7 @@ namespace NeuralCore.Benchmarks;
 /// What one 256-bit multiply-add costs against one 512-bit multiply-add on this core: ten independent chains of each,
 /// time per instruction. On AMD Zen 4, which runs a 512-bit instruction as two 256-bit halves, the 256-bit one takes
 /// about half the time; on Intel Xeons with two 512-bit FMA units (Sapphire and Emerald Rapids) the same time, so a
-/// vector with a few live lanes (19 channels as 16 + 8 lanes) costs as much there as a full one. docs/benchmarks.md
+/// vector with a few live lanes (19 channels as 16 + 8 lanes) costs as much there as a full one. docs/benchmarks-sessions.md
 /// ("A second host") reads the pruning-pays results of the two machines by it.
 /// </summary>
 [Config(typeof(FmaWidthConfig))]

@@ -103,7 +103,7 @@ internal static class CommonOptions
             if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out shape[i]) || shape[i] <= 0)
                 throw new CliException($"{option} \"{text}\" is not a shape: expected positive integers separated by commas, e.g. 1,28,28 (channels, height, width); '{parts[i]}' is not one.", Program.UsageError);
         if (shape.Length != 3)
-            throw new CliException($"{option} \"{text}\" reads as {shape.Length} dimension{(shape.Length == 1 ? "" : "s")} ({string.Join(" x ", shape)}; commas, spaces and x separate them); expected 3 (channels, height, width without the batch dimension), e.g. 1,28,28.", Program.UsageError);
+            throw new CliException($"{option} \"{text}\" reads as {shape.Length} dimension{(shape.Length == 1 ? "" : "s")}{(shape.Length == 0 ? "" : $" ({string.Join(" x ", shape)})")} (commas, spaces and x or X separate them); expected 3 (channels, height, width without the batch dimension), e.g. 1,28,28.", Program.UsageError);
         return shape;
     }
 }

@@ -4,8 +4,9 @@ using System.Text.RegularExpressions;
 namespace NeuralCore.Cli.Tests;
 
 /// <summary>
-/// The repository's Markdown (README, docs/, benchmarks/, samples/): every relative link leads to a file that exists,
-/// and every #anchor to a heading of its page, by GitHub's rule for heading anchors. The docs move as the code does
+/// The repository's Markdown (README, docs/, benchmarks/, samples/): every relative link (inline, with or without a
+/// title, or a reference definition; outside code) leads to a file that exists, and every #anchor to a heading of its
+/// page, by GitHub's rule for heading anchors. The docs move as the code does
 /// (the sixtieth session split docs/benchmarks.md in two), and a broken link is found here, not by a reader.
 /// </summary>
 public class DocumentationLinkTests
@@ -43,15 +44,16 @@ public class DocumentationLinkTests
     [Fact]
     public void RepeatedHeadingsGetNumberedAnchorsAndFencedHeadingsNone()
     {
-        string[] page = ["# Notes", "## Results", "```", "## Not a heading", "```", "## Results", "### Results"];
-        Assert.Equal(["notes", "results", "results-1", "results-2"], Anchors(page).Order(StringComparer.Ordinal).ToArray());
+        string[] page = ["# Notes", "## Results", "```", "## Not a heading", "```", "## Results", "### Results ##", "~~~", "# Nor this", "~~~", "## C#"];
+        Assert.Equal(["c", "notes", "results", "results-1", "results-2"], Anchors(page).Order(StringComparer.Ordinal).ToArray());
     }
 
     [Fact]
     public void LinksInCodeAreNotLinks()
     {
-        string[] page = ["See [the guide](guide.md#start) and `[not](a.md)`.", "```", "[nor](b.md)", "```", "![chart](img.png)"];
-        Assert.Equal([(1, "guide.md#start"), (5, "img.png")], Links(page).ToArray());
+        string[] page = ["See [the guide](guide.md#start) and `[not](a.md)`.", "```", "[nor](b.md)", "```", "![chart](img.png)",
+            "~~~", "[nor this](c.md)", "~~~", "[titled](d.md \"Title\") and [web](https://example.org)", "[ref]: e.md#part"];
+        Assert.Equal([(1, "guide.md#start"), (5, "img.png"), (9, "d.md"), (10, "e.md#part")], Links(page).ToArray());
     }
 
     /// <summary>Empty when <paramref name="target"/>, linked from <paramref name="page"/>, exists; else what is wrong.</summary>
@@ -87,27 +89,38 @@ public class DocumentationLinkTests
         }
     }
 
-    private static readonly Regex LinkPattern = new(@"\]\(([^)\s]+)\)", RegexOptions.Compiled);
+    // An inline link's target, with or without a title ([a](b "t")), and a reference definition's ([a]: b).
+    private static readonly Regex LinkPattern = new(@"\]\(([^)\s]+)(?:\s+""[^""]*"")?\)", RegexOptions.Compiled);
+    private static readonly Regex Definition = new(@"^\s{0,3}\[[^\]]+\]:\s*(\S+)", RegexOptions.Compiled);
     private static readonly Regex InlineCode = new(@"`[^`]*`", RegexOptions.Compiled);
     private static readonly Regex Scheme = new(@"^[a-zA-Z][a-zA-Z0-9+.-]*:", RegexOptions.Compiled);
 
     /// <summary>The (1-based line, target) of each relative link outside code fences and inline code.</summary>
     private static IEnumerable<(int Line, string Target)> Links(string[] lines)
     {
+        foreach (var (i, line) in OutsideFences(lines))
+        {
+            string text = InlineCode.Replace(line, "");
+            var targets = LinkPattern.Matches(text).Select(m => m.Groups[1].Value);
+            if (Definition.Match(text) is { Success: true } definition) targets = targets.Append(definition.Groups[1].Value);
+            foreach (string target in targets)
+                if (!Scheme.IsMatch(target)) yield return (i + 1, target);
+        }
+    }
+
+    /// <summary>The (0-based index, line) of each line outside fenced code blocks (``` or ~~~).</summary>
+    private static IEnumerable<(int Index, string Line)> OutsideFences(string[] lines)
+    {
         bool fenced = false;
         for (int i = 0; i < lines.Length; i++)
         {
-            if (lines[i].TrimStart().StartsWith("```", StringComparison.Ordinal))
+            string start = lines[i].TrimStart();
+            if (start.StartsWith("```", StringComparison.Ordinal) || start.StartsWith("~~~", StringComparison.Ordinal))
             {
                 fenced = !fenced;
                 continue;
             }
-            if (fenced) continue;
-            foreach (Match m in LinkPattern.Matches(InlineCode.Replace(lines[i], "")))
-            {
-                string target = m.Groups[1].Value;
-                if (!Scheme.IsMatch(target)) yield return (i + 1, target);
-            }
+            if (!fenced) yield return (i, lines[i]);
         }
     }
 
@@ -116,16 +129,11 @@ public class DocumentationLinkTests
     {
         var anchors = new HashSet<string>();
         var seen = new Dictionary<string, int>();
-        bool fenced = false;
-        foreach (string line in lines)
+        foreach (var (_, line) in OutsideFences(lines))
         {
-            if (line.TrimStart().StartsWith("```", StringComparison.Ordinal))
-            {
-                fenced = !fenced;
-                continue;
-            }
-            var heading = fenced ? null : Regex.Match(line, @"^#{1,6}\s+(.*?)\s*#*\s*$");
-            if (heading is not { Success: true }) continue;
+            // A closing run of #s counts only after a space: "## C#" is about C#.
+            var heading = Regex.Match(line, @"^#{1,6}\s+(.*?)(?:\s+#+)?\s*$");
+            if (!heading.Success) continue;
             string slug = Slug(heading.Groups[1].Value);
             int count = seen.GetValueOrDefault(slug);
             seen[slug] = count + 1;

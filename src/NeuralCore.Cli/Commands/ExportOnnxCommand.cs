@@ -82,7 +82,7 @@ internal static class ExportOnnxCommand
             OnnxChecker.Validate(onnx);
             AtomicFile.Write(outputPath, stream => stream.Write(onnx));
 
-            long bytes = new FileInfo(outputPath).Length;
+            long bytes = onnx.Length;
             console.Human(asJson).WriteLine(
                 $"wrote {outputPath} ({bytes:N0} bytes, opset {opsetVersion}{(fold ? ", batch norms folded" : "")}): input [batch, {string.Join(", ", shape)}] -> logits [batch, {source.Config.NumClasses}]");
             if (asJson)

@@ -225,7 +225,7 @@ internal static class ReproduceCommand
             var pruning = infos[2].Info.Pruning! with { SourceCheckpoint = Path.Combine(BigDir, "best.safetensors") };
             var notes = new List<string>(data.Notes);
             if (settings.Epochs < 30 || settings.FinetuneEpochs < 30)
-                notes.Add("Runs shorter than 30 epochs use the first 30 epochs of the seed's learning-rate schedule compressed to their length (warm-up, flat, then a ramp-down towards 0.001 of the rate that, as in the seed's schedule, arrives only after the last epoch).");
+                notes.Add("Runs shorter than 30 epochs use the first 30 epochs of the seed's learning-rate schedule compressed to their length (warm-up, flat, then a ramp-down towards 0.001 of the rate that, as in the seed's schedule, arrives only after the last epoch; runs of 2-4 epochs are too short for a ramp-down).");
             if (settings.Preset == "quick")
                 notes.Add("Quick preset: a few epochs on a data subset, for a first look; the numbers are far from converged. Run without --quick for the full experiment.");
             var results = new ExperimentResults
